@@ -1,0 +1,12 @@
+//! nestmon's monitor: configuration, the guest CPU model, the machine
+//! (RAM, devices, loader), the vCPU run loop over the binary translator, and
+//! the probe of the host.
+
+pub mod cli;
+pub mod config;
+pub mod cpuid;
+pub mod devices;
+pub mod loader;
+pub mod machine;
+pub mod mode;
+pub mod probe;

@@ -1,0 +1,20 @@
+//! The shadow MMU of nestmon: guest RAM, the linear windows through which
+//! translated code reaches guest memory, and (with paging) the shadow
+//! structures kept coherent with the guest's page tables.
+//!
+//! Invariants:
+//! - Guest RAM is one memfd; every host view of guest memory is a mapping of
+//!   that memfd, so the monitor's view and the guest's view never diverge.
+//! - A [`LinearWindow`] is a 4 GiB-aligned host reservation of
+//!   [`WINDOW_GUARD`] + 4 GiB + [`WINDOW_GUARD`] bytes. Guest linear address
+//!   `lin` lives at `base + lin`; nothing outside the window's reservation is
+//!   ever reachable through it, and everything that is not guest RAM mapped
+//!   on purpose is `PROT_NONE`.
+
+mod addr;
+mod ram;
+mod window;
+
+pub use addr::{GuestLinear, GuestPhys, HostAddr, PAGE_SIZE};
+pub use ram::{GuestRam, RamError, MAX_GUEST_RAM};
+pub use window::{LinearWindow, PageProt, WindowError, WINDOW_GUARD};

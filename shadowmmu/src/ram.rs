@@ -1,0 +1,230 @@
+//! Guest RAM: one memfd, mapped once read-write for the monitor.
+//!
+//! Invariant: `host` points to a shared mapping of exactly `size` bytes of
+//! the memfd for the whole life of the `GuestRam`; every accessor checks
+//! `addr + len <= size` before touching it.
+
+use crate::addr::{GuestPhys, HostAddr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// The largest guest RAM a 32-bit guest without PAE can use below the
+/// conventional 3.5 GiB hole start.
+pub const MAX_GUEST_RAM: u64 = 3584 << 20;
+
+/// Why guest RAM could not be created or accessed.
+#[derive(Debug, thiserror::Error)]
+pub enum RamError {
+    /// A memory size the guest cannot use.
+    #[error("memory size {mib} MiB is not usable: {why}")]
+    BadSize {
+        /// Requested size in MiB.
+        mib: u64,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The host refused the allocation.
+    #[error("the host cannot provide {mib} MiB of guest RAM: {source}")]
+    HostRefused {
+        /// Requested size in MiB.
+        mib: u64,
+        /// The host's error.
+        source: std::io::Error,
+    },
+    /// An access outside guest RAM.
+    #[error("guest-physical access of {len} bytes at {addr:#010x} is outside guest RAM ({size:#x} bytes)")]
+    OutOfRange {
+        /// First byte of the access.
+        addr: u32,
+        /// Length of the access.
+        len: usize,
+        /// Size of guest RAM.
+        size: usize,
+    },
+}
+
+/// Guest RAM backed by a memfd.
+pub struct GuestRam {
+    fd: OwnedFd,
+    host: *mut u8,
+    size: usize,
+}
+
+// SAFETY: GuestRam owns its mapping; the raw pointer is only dereferenced
+// through bounds-checked accessors, and the vCPU is single-threaded.
+unsafe impl Send for GuestRam {}
+
+impl GuestRam {
+    /// Creates `mib` MiB of zeroed guest RAM.
+    pub fn new(mib: u64) -> Result<GuestRam, RamError> {
+        check_size(mib)?;
+        let size = (mib << 20) as usize;
+        let fd = create_memfd(size).map_err(|source| RamError::HostRefused { mib, source })?;
+        let host = map_shared(&fd, size).map_err(|source| RamError::HostRefused { mib, source })?;
+        Ok(GuestRam { fd, host, size })
+    }
+
+    /// The size of guest RAM in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The memfd backing guest RAM (for windows that map it).
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    /// The monitor's host address of guest-physical 0.
+    pub fn host_base(&self) -> HostAddr {
+        HostAddr(self.host as usize)
+    }
+
+    fn check(&self, addr: GuestPhys, len: usize) -> Result<usize, RamError> {
+        let start = addr.0 as usize;
+        match start.checked_add(len) {
+            Some(end) if end <= self.size => Ok(start),
+            _ => Err(RamError::OutOfRange { addr: addr.0, len, size: self.size }),
+        }
+    }
+
+    /// Copies guest memory at `addr` into `buf`.
+    pub fn read(&self, addr: GuestPhys, buf: &mut [u8]) -> Result<(), RamError> {
+        let off = self.check(addr, buf.len())?;
+        // SAFETY: `check` proved off..off+len lies inside the mapping.
+        unsafe { std::ptr::copy_nonoverlapping(self.host.add(off), buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    /// Copies `data` into guest memory at `addr`.
+    pub fn write(&self, addr: GuestPhys, data: &[u8]) -> Result<(), RamError> {
+        let off = self.check(addr, data.len())?;
+        // SAFETY: `check` proved off..off+len lies inside the mapping.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.host.add(off), data.len()) };
+        Ok(())
+    }
+
+    /// Fills `len` bytes at `addr` with zero.
+    pub fn zero(&self, addr: GuestPhys, len: usize) -> Result<(), RamError> {
+        let off = self.check(addr, len)?;
+        // SAFETY: `check` proved off..off+len lies inside the mapping.
+        unsafe { std::ptr::write_bytes(self.host.add(off), 0, len) };
+        Ok(())
+    }
+
+    /// Reads a little-endian u32.
+    pub fn read_u32(&self, addr: GuestPhys) -> Result<u32, RamError> {
+        let mut b = [0u8; 4];
+        self.read(addr, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    /// Writes a little-endian u32.
+    pub fn write_u32(&self, addr: GuestPhys, value: u32) -> Result<(), RamError> {
+        self.write(addr, &value.to_le_bytes())
+    }
+
+    /// Reads a little-endian u16.
+    pub fn read_u16(&self, addr: GuestPhys) -> Result<u16, RamError> {
+        let mut b = [0u8; 2];
+        self.read(addr, &mut b)?;
+        Ok(u16::from_le_bytes(b))
+    }
+
+    /// Reads a little-endian u64.
+    pub fn read_u64(&self, addr: GuestPhys) -> Result<u64, RamError> {
+        let mut b = [0u8; 8];
+        self.read(addr, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+}
+
+impl Drop for GuestRam {
+    fn drop(&mut self) {
+        // SAFETY: `host`/`size` describe the mapping made in `new`, which
+        // nothing else unmaps.
+        unsafe { libc::munmap(self.host.cast(), self.size) };
+    }
+}
+
+fn check_size(mib: u64) -> Result<(), RamError> {
+    let bad = |why: String| Err(RamError::BadSize { mib, why });
+    if mib == 0 {
+        return bad("guest RAM must be at least 1 MiB".into());
+    }
+    if mib << 20 > MAX_GUEST_RAM {
+        return bad(format!("a 32-bit guest can use at most {} MiB", MAX_GUEST_RAM >> 20));
+    }
+    let host = host_memory_bytes();
+    if host != 0 && mib << 20 > host {
+        return bad(format!("the host has only {} MiB of memory", host >> 20));
+    }
+    Ok(())
+}
+
+/// Physical memory plus swap of the host, or 0 if unknown.
+fn host_memory_bytes() -> u64 {
+    // SAFETY: sysinfo only writes into the struct we pass.
+    let mut info: libc::sysinfo = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a valid, writable sysinfo struct.
+    if unsafe { libc::sysinfo(&mut info) } != 0 {
+        return 0;
+    }
+    (info.totalram as u64 + info.totalswap as u64) * info.mem_unit as u64
+}
+
+fn create_memfd(size: usize) -> std::io::Result<OwnedFd> {
+    // SAFETY: the name is a valid NUL-terminated string.
+    let raw = unsafe { libc::memfd_create(c"nestmon-guest-ram".as_ptr(), libc::MFD_CLOEXEC) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: `fd` is a valid memfd.
+    if unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+fn map_shared(fd: &OwnedFd, size: usize) -> std::io::Result<*mut u8> {
+    // SAFETY: a fresh shared mapping of a valid fd; the kernel picks the address.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_NORESERVE,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(p.cast())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ram_round_trips_bytes() {
+        let ram = GuestRam::new(2).unwrap();
+        ram.write_u32(GuestPhys(0x1000), 0xdead_beef).unwrap();
+        assert_eq!(ram.read_u32(GuestPhys(0x1000)).unwrap(), 0xdead_beef);
+    }
+
+    #[test]
+    fn ram_refuses_access_past_end() {
+        let ram = GuestRam::new(1).unwrap();
+        assert!(matches!(ram.read_u32(GuestPhys(0xffffe)), Err(RamError::OutOfRange { .. })));
+        assert!(ram.read_u32(GuestPhys(0xffffc)).is_ok());
+    }
+
+    #[test]
+    fn ram_refuses_sizes_a_32bit_guest_cannot_use() {
+        assert!(matches!(GuestRam::new(0), Err(RamError::BadSize { .. })));
+        assert!(matches!(GuestRam::new(8192), Err(RamError::BadSize { .. })));
+    }
+}

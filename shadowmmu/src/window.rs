@@ -1,0 +1,210 @@
+//! Linear windows: a guest's 4 GiB linear address space as a host region.
+//!
+//! Invariant: the reservation is `WINDOW_GUARD + 4 GiB + WINDOW_GUARD` bytes,
+//! with the 4 GiB part starting at a 4 GiB-aligned host address, so the low
+//! 32 bits of `base + lin` equal `lin`. Translated code may form addresses
+//! `base + r64 + disp32` with `r64 < 2^32`; the guards absorb every such
+//! address that falls outside the 4 GiB part, so a stray access faults
+//! instead of reaching other host memory.
+
+use crate::addr::{GuestLinear, GuestPhys, HostAddr, PAGE_SIZE};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+/// Size of each guard region around the 4 GiB linear space.
+pub const WINDOW_GUARD: usize = 4 << 30;
+const SPAN: usize = 1 << 32;
+
+/// Host protection of a window page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageProt {
+    /// No access (unmapped for the guest).
+    None,
+    /// Read-only (write-traced or not yet dirty).
+    Read,
+    /// Read-write.
+    ReadWrite,
+}
+
+impl PageProt {
+    fn bits(self) -> i32 {
+        match self {
+            PageProt::None => libc::PROT_NONE,
+            PageProt::Read => libc::PROT_READ,
+            PageProt::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
+        }
+    }
+}
+
+/// Why a window operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WindowError {
+    /// The host refused to reserve or map address space.
+    #[error("host {op} failed for the guest linear window: {source}")]
+    Host {
+        /// The host call.
+        op: &'static str,
+        /// The host's error.
+        source: std::io::Error,
+    },
+    /// A range that is not page-aligned or leaves the 4 GiB space.
+    #[error("bad window range {lin:#x}+{len:#x}")]
+    BadRange {
+        /// Start of the range.
+        lin: u64,
+        /// Length of the range.
+        len: u64,
+    },
+}
+
+/// A reserved host region standing for one guest linear address space.
+pub struct LinearWindow {
+    reservation: *mut u8,
+    base: *mut u8,
+}
+
+// SAFETY: the window owns its reservation; it is used by one vCPU thread at a
+// time and the signal handler only reads `base`.
+unsafe impl Send for LinearWindow {}
+
+impl LinearWindow {
+    /// Reserves a new window with everything inaccessible.
+    pub fn new() -> Result<LinearWindow, WindowError> {
+        let total = WINDOW_GUARD + SPAN + WINDOW_GUARD + SPAN;
+        // SAFETY: an anonymous PROT_NONE reservation at a kernel-chosen address.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                total,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(WindowError::Host { op: "mmap", source: std::io::Error::last_os_error() });
+        }
+        let start = p as usize;
+        let base = (start + WINDOW_GUARD + SPAN - 1) & !(SPAN - 1);
+        debug_assert!(base - WINDOW_GUARD >= start && base + SPAN + WINDOW_GUARD <= start + total);
+        Ok(LinearWindow { reservation: p.cast(), base: base as *mut u8 })
+    }
+
+    /// Host address of guest linear 0.
+    pub fn base(&self) -> HostAddr {
+        HostAddr(self.base as usize)
+    }
+
+    /// Whether `host` lies in this window's reservation (guards included).
+    pub fn contains(&self, host: usize) -> bool {
+        let b = self.base as usize;
+        host >= b - WINDOW_GUARD && host < b + SPAN + WINDOW_GUARD
+    }
+
+    /// The guest linear address of a host address inside the 4 GiB part.
+    pub fn linear_of(&self, host: usize) -> Option<GuestLinear> {
+        let b = self.base as usize;
+        (host >= b && host < b + SPAN).then(|| GuestLinear((host - b) as u32))
+    }
+
+    fn range(lin: GuestLinear, len: u64) -> Result<(), WindowError> {
+        let page = PAGE_SIZE as u64;
+        let end = lin.0 as u64 + len;
+        if lin.0 as u64 % page != 0 || len % page != 0 || end > SPAN as u64 {
+            return Err(WindowError::BadRange { lin: lin.0 as u64, len });
+        }
+        Ok(())
+    }
+
+    /// Maps `len` bytes of guest RAM starting at `phys` at linear `lin`.
+    pub fn map(&self, lin: GuestLinear, ram_fd: &OwnedFd, phys: GuestPhys, len: u64, prot: PageProt) -> Result<(), WindowError> {
+        Self::range(lin, len)?;
+        // SAFETY: the target range lies inside our own reservation (checked by
+        // `range`), so MAP_FIXED replaces only pages this window owns.
+        let p = unsafe {
+            libc::mmap(
+                self.base.add(lin.0 as usize).cast(),
+                len as usize,
+                prot.bits(),
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                ram_fd.as_raw_fd(),
+                phys.0 as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(WindowError::Host { op: "mmap", source: std::io::Error::last_os_error() });
+        }
+        Ok(())
+    }
+
+    /// Makes `len` bytes at `lin` inaccessible again (drops any mapping).
+    pub fn unmap(&self, lin: GuestLinear, len: u64) -> Result<(), WindowError> {
+        Self::range(lin, len)?;
+        // SAFETY: the range lies inside our reservation; it becomes an
+        // anonymous PROT_NONE region again.
+        let p = unsafe {
+            libc::mmap(
+                self.base.add(lin.0 as usize).cast(),
+                len as usize,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(WindowError::Host { op: "mmap", source: std::io::Error::last_os_error() });
+        }
+        Ok(())
+    }
+
+    /// Changes the protection of mapped pages.
+    pub fn protect(&self, lin: GuestLinear, len: u64, prot: PageProt) -> Result<(), WindowError> {
+        Self::range(lin, len)?;
+        // SAFETY: the range lies inside our reservation.
+        let r = unsafe { libc::mprotect(self.base.add(lin.0 as usize).cast(), len as usize, prot.bits()) };
+        if r != 0 {
+            return Err(WindowError::Host { op: "mprotect", source: std::io::Error::last_os_error() });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LinearWindow {
+    fn drop(&mut self) {
+        let total = WINDOW_GUARD + SPAN + WINDOW_GUARD + SPAN;
+        // SAFETY: unmaps exactly the reservation made in `new`.
+        unsafe { libc::munmap(self.reservation.cast(), total) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::GuestRam;
+
+    #[test]
+    fn window_base_is_4gib_aligned() {
+        let w = LinearWindow::new().unwrap();
+        assert_eq!(w.base().0 % SPAN, 0);
+    }
+
+    #[test]
+    fn window_maps_ram_at_linear_address() {
+        let ram = GuestRam::new(1).unwrap();
+        ram.write_u32(GuestPhys(0x2000), 0x1234_5678).unwrap();
+        let w = LinearWindow::new().unwrap();
+        w.map(GuestLinear(0x40_0000), ram.fd(), GuestPhys(0), 1 << 20, PageProt::ReadWrite).unwrap();
+        // SAFETY: the page was just mapped read-write.
+        let v = unsafe { *((w.base().0 + 0x40_2000) as *const u32) };
+        assert_eq!(v, 0x1234_5678);
+        assert_eq!(w.linear_of(w.base().0 + 0x40_2000), Some(GuestLinear(0x40_2000)));
+    }
+
+    #[test]
+    fn window_refuses_unaligned_or_oversized_ranges() {
+        let w = LinearWindow::new().unwrap();
+        assert!(w.protect(GuestLinear(1), 4096, PageProt::Read).is_err());
+        assert!(w.unmap(GuestLinear(0xffff_f000), 0x2000).is_err());
+    }
+}
