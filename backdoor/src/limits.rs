@@ -24,8 +24,6 @@ pub struct Limits {
     pub max_event_text: usize,
     /// Host-to-guest TCLO commands waiting to be polled.
     pub max_tclo_queue: usize,
-    /// TCLO command/reply pairs kept until drained.
-    pub max_tclo_replies: usize,
 }
 
 impl Default for Limits {
@@ -38,7 +36,6 @@ impl Default for Limits {
             max_events: 256,
             max_event_text: 4096,
             max_tclo_queue: 64,
-            max_tclo_replies: 64,
         }
     }
 }
@@ -53,9 +50,8 @@ impl Limits {
     /// growth (the embedder's initial guestinfo values come on top).
     pub fn max_buffered_bytes(&self) -> usize {
         let per_channel = self.max_message as usize + self.max_reply() + self.max_message as usize;
-        let events = self.max_events * self.max_event_text;
-        let tclo = self.max_tclo_queue * self.max_message as usize
-            + self.max_tclo_replies * 2 * self.max_event_text;
+        let events = self.max_events * 2 * self.max_event_text;
+        let tclo = self.max_tclo_queue * self.max_message as usize;
         self.max_channels * per_channel + self.max_guestinfo_bytes + events + tclo
     }
 }
