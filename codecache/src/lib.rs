@@ -72,6 +72,23 @@ pub struct Translation {
     pub dead: bool,
 }
 
+impl Translation {
+    /// A record with no code, frames or instructions, to fill in.
+    pub fn empty() -> Translation {
+        Translation {
+            key: TransKey { phys: 0, eip: 0, mode: 0 },
+            code_offset: 0,
+            code_len: 0,
+            frames: Vec::new(),
+            pc_map: Vec::new(),
+            fixups: Vec::new(),
+            guest_insns: 0,
+            incoming: Vec::new(),
+            dead: false,
+        }
+    }
+}
+
 /// Counters of the cache.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CacheStats {

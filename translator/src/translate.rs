@@ -50,6 +50,8 @@ pub struct UnitRequest<'a> {
     pub stubs: Stubs,
     /// At most this many guest instructions (1 for a single-step unit).
     pub max_insns: usize,
+    /// Host address of a u64 incremented on every indirect-branch hit.
+    pub count_indirect: Option<u64>,
 }
 
 /// A fix-up the run loop applies to registers saved at a fault.
@@ -690,6 +692,12 @@ impl Ctx<'_> {
         self.e.jmp_abs(self.req.stubs.exit_common)?;
         self.e.bind(hit);
         self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
+        if let Some(counter) = self.req.count_indirect {
+            self.ins(i2!(Code::Mov_r64_imm64, Register::R13, counter)?)?;
+            self.ins(i2!(Code::Mov_r64_rm64, Register::R10, mem(Register::R13, Register::None, 0))?)?;
+            self.ins(i2!(Code::Lea_r64_m, Register::R10, mem(Register::R10, Register::None, 1))?)?;
+            self.ins(i2!(Code::Mov_rm64_r64, mem(Register::R13, Register::None, 0), Register::R10)?)?;
+        }
         let dest = iced_x86::MemoryOperand::new(Register::R12, Register::R11, 8, 8, 1, false, Register::None);
         self.ins(Instruction::with1(Code::Jmp_rm64, dest).map_err(err)?)
     }
