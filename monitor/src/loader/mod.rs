@@ -1,1 +1,232 @@
-//! (being written)
+//! The Multiboot v1 loader: puts a 32-bit kernel into guest RAM the way
+//! `qemu-system-i386 -kernel` does, and says how to enter it.
+//!
+//! Two image kinds are loaded:
+//! - ELF32 little-endian i386 executables: every PT_LOAD segment with a
+//!   non-zero memory size is copied to its `p_paddr` and zero-filled to
+//!   `p_memsz`;
+//! - any image whose Multiboot header sets flag bit 16: the header's address
+//!   fields say which file range goes where (this wins over ELF, as in QEMU).
+//!
+//! The Multiboot information structure, its memory map and its strings are
+//! written into one area of low memory described in [`info`].
+//!
+//! Invariants:
+//! - Every check happens before the first byte is written: a refused image
+//!   leaves guest RAM untouched.
+//! - Loaded segments lie wholly inside guest RAM, do not overlap each other,
+//!   and do not overlap the information area.
+//! - The entry point lies inside a loaded segment.
+//! - No header field is trusted: offsets and sizes are checked in `u64`
+//!   against the image, and malformed input yields a [`LoadError`], never a
+//!   panic.
+
+mod elf;
+mod error;
+mod flat;
+mod header;
+pub mod info;
+mod le;
+#[cfg(test)]
+mod testimage;
+
+pub use error::LoadError;
+pub use header::{HEADER_MAGIC, SEARCH_LIMIT};
+
+use header::{find_header, HeaderSearch};
+use shadowmmu::{GuestPhys, GuestRam};
+use std::ops::Range;
+use std::path::Path;
+
+/// The value EAX holds when a Multiboot kernel is entered.
+pub const BOOTLOADER_MAGIC: u32 = 0x2BAD_B002;
+
+/// The registers that differ from reset when entering a Multiboot kernel
+/// (in 32-bit protected mode with flat segments, paging and interrupts off).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootState {
+    /// The kernel's (physical) entry point.
+    pub eip: u32,
+    /// [`BOOTLOADER_MAGIC`].
+    pub eax: u32,
+    /// Guest-physical address of the Multiboot information structure.
+    pub ebx: u32,
+}
+
+/// Everything [`load_multiboot_kernel`] placed in guest RAM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadedKernel {
+    /// How to enter the kernel.
+    pub boot: BootState,
+    /// The guest-physical ranges of the loaded segments, in ascending order.
+    pub segments: Vec<Range<u32>>,
+    /// The guest-physical range of the information area (map, structure, strings).
+    pub info_area: Range<u32>,
+}
+
+/// One range of the image to place in guest RAM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Segment<'a> {
+    /// Guest-physical address of the first byte.
+    paddr: u32,
+    /// Bytes copied from the image.
+    data: &'a [u8],
+    /// Bytes occupied in memory; those past `data` are zeroed.
+    mem_size: u32,
+}
+
+/// What an image asks to be loaded, before it is checked against the machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct LoadPlan<'a> {
+    segments: Vec<Segment<'a>>,
+    entry: u32,
+}
+
+/// Reads a kernel file, with an error that names it.
+pub fn read_kernel(path: &Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|source| LoadError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Loads the Multiboot kernel `image` into `ram` and returns the entry state.
+///
+/// `image_name` (the kernel's file name as the user gave it) and `append`
+/// form the command line `"<image_name> <append>"`, as QEMU builds it.
+pub fn load_multiboot(
+    ram: &GuestRam,
+    image: &[u8],
+    image_name: &str,
+    append: &str,
+) -> Result<BootState, LoadError> {
+    load_multiboot_kernel(ram, image, image_name, append).map(|loaded| loaded.boot)
+}
+
+/// Like [`load_multiboot`], and also reports where everything was placed.
+pub fn load_multiboot_kernel(
+    ram: &GuestRam,
+    image: &[u8],
+    image_name: &str,
+    append: &str,
+) -> Result<LoadedKernel, LoadError> {
+    let plan = plan_load(image)?;
+    let cmdline = kernel_command_line(image_name, append)?;
+    let layout = info::InfoLayout::new(cmdline.len())?;
+    let segments = check_placement(&plan, ram.size() as u64, layout.range())?;
+    copy_segments(ram, &plan.segments)?;
+    info::write(ram, &layout, cmdline.as_bytes())?;
+    Ok(LoadedKernel {
+        boot: BootState {
+            eip: plan.entry,
+            eax: BOOTLOADER_MAGIC,
+            ebx: info::INFO_ADDR,
+        },
+        segments,
+        info_area: layout.range(),
+    })
+}
+
+/// Finds the header and decides how the image is laid out.
+///
+/// Without a valid header, a problem with the ELF identity is reported
+/// first: it says more about a wrong file than "no Multiboot header" does.
+fn plan_load(image: &[u8]) -> Result<LoadPlan<'_>, LoadError> {
+    let header = match find_header(image) {
+        HeaderSearch::Found(header) => header,
+        HeaderSearch::Refused(why) => {
+            if !matches!(why, LoadError::BadChecksum { .. }) {
+                elf::check_identity(image)?;
+            }
+            return Err(why);
+        }
+    };
+    match header.addresses {
+        Some(addresses) => flat::plan(image, header.offset, &addresses),
+        None => elf::plan(image),
+    }
+}
+
+/// QEMU's command line: the kernel's name, a space, then the appended text.
+fn kernel_command_line(image_name: &str, append: &str) -> Result<String, LoadError> {
+    let cmdline = format!("{image_name} {append}");
+    if cmdline.contains('\0') {
+        return Err(LoadError::CommandLineHasNul);
+    }
+    Ok(cmdline)
+}
+
+/// Checks the plan against RAM and the information area; returns the sorted ranges.
+fn check_placement(
+    plan: &LoadPlan<'_>,
+    ram_size: u64,
+    info: Range<u32>,
+) -> Result<Vec<Range<u32>>, LoadError> {
+    let mut spans: Vec<(u32, u64)> = Vec::with_capacity(plan.segments.len());
+    for segment in &plan.segments {
+        let (start, end) = (
+            segment.paddr,
+            u64::from(segment.paddr) + u64::from(segment.mem_size),
+        );
+        if end > ram_size {
+            return Err(LoadError::SegmentOutsideRam {
+                start,
+                end,
+                ram_size,
+            });
+        }
+        if u64::from(start) < u64::from(info.end) && end > u64::from(info.start) {
+            return Err(LoadError::SegmentOverlapsInfo {
+                start,
+                end,
+                info_start: info.start,
+                info_end: info.end,
+            });
+        }
+        spans.push((start, end));
+    }
+    spans.sort_unstable();
+    for pair in spans.windows(2) {
+        let ((first_start, first_end), (second_start, second_end)) = (pair[0], pair[1]);
+        if u64::from(second_start) < first_end {
+            return Err(LoadError::SegmentsOverlap {
+                first_start,
+                first_end,
+                second_start,
+                second_end,
+            });
+        }
+    }
+    if !spans
+        .iter()
+        .any(|&(start, end)| plan.entry >= start && u64::from(plan.entry) < end)
+    {
+        return Err(LoadError::EntryOutsideImage { entry: plan.entry });
+    }
+    // Every end is at most the RAM size, which fits in u32 (see MAX_GUEST_RAM).
+    spans
+        .into_iter()
+        .map(|(start, end)| {
+            u32::try_from(end)
+                .map(|end| start..end)
+                .map_err(|_| LoadError::SegmentOutsideRam {
+                    start,
+                    end,
+                    ram_size,
+                })
+        })
+        .collect()
+}
+
+fn copy_segments(ram: &GuestRam, segments: &[Segment<'_>]) -> Result<(), LoadError> {
+    for segment in segments {
+        ram.write(GuestPhys(segment.paddr), segment.data)?;
+        let bss_start = segment.paddr + segment.data.len() as u32;
+        let bss_len = (segment.mem_size as usize) - segment.data.len();
+        ram.zero(GuestPhys(bss_start), bss_len)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

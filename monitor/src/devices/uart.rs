@@ -1,0 +1,220 @@
+//! COM1: a 16550A UART, the register model of `vm_superio::Serial`, plus an
+//! interrupt line that latches.
+//!
+//! Invariants: output bytes go to the sink in the order the guest writes
+//! them and the sink is flushed after each byte (by `vm_superio`); a sink
+//! error loses that byte (counted) but never stops the guest, which cannot
+//! be told. The UART has no input source yet: the receive FIFO stays empty.
+
+use super::{IoOutcome, PortDevice};
+use std::convert::Infallible;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use vm_superio::serial::{Error as SerialError, NoEvents};
+use vm_superio::{Serial, Trigger};
+
+/// An interrupt request line that stays raised until someone takes it.
+///
+/// Clones share the line: the UART raises it, the interrupt controller (or
+/// the run loop) takes it.
+#[derive(Clone, Debug, Default)]
+pub struct IrqLine {
+    raised: Arc<AtomicBool>,
+}
+
+impl IrqLine {
+    /// Raises the line.
+    pub fn raise(&self) {
+        self.raised.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the line is raised, leaving it as it is.
+    pub fn is_raised(&self) -> bool {
+        self.raised.load(Ordering::SeqCst)
+    }
+
+    /// Whether the line was raised; lowers it.
+    pub fn take(&self) -> bool {
+        self.raised.swap(false, Ordering::SeqCst)
+    }
+}
+
+impl Trigger for IrqLine {
+    type E = Infallible;
+
+    fn trigger(&self) -> Result<(), Infallible> {
+        self.raise();
+        Ok(())
+    }
+}
+
+/// The UART's output sink.
+type Sink = Box<dyn Write + Send>;
+
+/// A 16550A UART on eight consecutive ports.
+pub struct Uart {
+    serial: Serial<IrqLine, NoEvents, Sink>,
+    lost_bytes: Arc<AtomicU64>,
+}
+
+impl Uart {
+    /// A UART in its reset state whose transmitted bytes go to `out`.
+    pub fn new(out: Sink) -> Uart {
+        Uart {
+            serial: Serial::new(IrqLine::default(), out),
+            lost_bytes: Arc::default(),
+        }
+    }
+
+    /// The UART's interrupt line.
+    pub fn irq_line(&self) -> IrqLine {
+        self.serial.interrupt_evt().clone()
+    }
+
+    /// Bytes the sink refused so far.
+    pub fn lost_bytes(&self) -> u64 {
+        self.lost_bytes.load(Ordering::Relaxed)
+    }
+}
+
+impl PortDevice for Uart {
+    fn name(&self) -> &'static str {
+        "com1"
+    }
+
+    fn max_access_size(&self) -> u8 {
+        1
+    }
+
+    fn read(&mut self, offset: u16, _size: u8) -> u32 {
+        register(offset).map_or(0xff, |r| u32::from(self.serial.read(r)))
+    }
+
+    fn write(&mut self, offset: u16, _size: u8, value: u32) -> IoOutcome {
+        let Some(r) = register(offset) else {
+            return IoOutcome::Continue;
+        };
+        match self.serial.write(r, value as u8) {
+            Ok(()) | Err(SerialError::FullFifo) => {}
+            Err(SerialError::IOError(_)) => {
+                self.lost_bytes.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(SerialError::Trigger(never)) => match never {},
+        }
+        IoOutcome::Continue
+    }
+}
+
+/// The register number for a port offset, if the UART has it.
+fn register(offset: u16) -> Option<u8> {
+    u8::try_from(offset).ok().filter(|&r| r < 8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    const THR: u16 = 0;
+    const DLL: u16 = 0;
+    const DLM: u16 = 1;
+    const IER: u16 = 1;
+    const LCR: u16 = 3;
+    const LSR: u16 = 5;
+    const SCR: u16 = 7;
+    const DLAB: u32 = 0x80;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    struct Broken;
+
+    impl Write for Broken {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn uart() -> (Uart, Captured) {
+        let out = Captured::default();
+        (Uart::new(Box::new(out.clone())), out)
+    }
+
+    #[test]
+    fn line_status_says_transmitter_empty_and_idle() {
+        let (mut uart, _) = uart();
+        let lsr = uart.read(LSR, 1);
+        assert_eq!(lsr & 0x20, 0x20, "THR empty");
+        assert_eq!(lsr & 0x40, 0x40, "transmitter idle");
+        assert_eq!(lsr & 0x01, 0, "no received data");
+    }
+
+    #[test]
+    fn transmitted_bytes_reach_the_sink_in_order() {
+        let (mut uart, out) = uart();
+        for &b in b"Hello\r\n" {
+            assert_eq!(uart.write(THR, 1, u32::from(b)), IoOutcome::Continue);
+        }
+        assert_eq!(out.0.lock().unwrap().as_slice(), b"Hello\r\n");
+    }
+
+    #[test]
+    fn divisor_latch_round_trips_while_dlab_is_set() {
+        let (mut uart, out) = uart();
+        uart.write(LCR, 1, DLAB | 0x03);
+        uart.write(DLL, 1, 0x01);
+        uart.write(DLM, 1, 0x00);
+        assert_eq!((uart.read(DLL, 1), uart.read(DLM, 1)), (0x01, 0x00));
+        uart.write(LCR, 1, 0x03);
+        assert_eq!(uart.read(IER, 1), 0, "IER is back once DLAB is clear");
+        assert!(
+            out.0.lock().unwrap().is_empty(),
+            "divisor writes are not output"
+        );
+    }
+
+    #[test]
+    fn scratch_register_keeps_its_value() {
+        let (mut uart, _) = uart();
+        uart.write(SCR, 1, 0xa5);
+        assert_eq!(uart.read(SCR, 1), 0xa5);
+    }
+
+    #[test]
+    fn sink_errors_are_counted_and_do_not_stop_the_guest() {
+        let mut uart = Uart::new(Box::new(Broken));
+        assert_eq!(uart.write(THR, 1, u32::from(b'x')), IoOutcome::Continue);
+        assert_eq!(uart.lost_bytes(), 1);
+    }
+
+    #[test]
+    fn enabling_the_transmit_interrupt_raises_the_irq_line() {
+        let (mut uart, _) = uart();
+        let irq = uart.irq_line();
+        uart.write(IER, 1, 0x02);
+        assert!(irq.take());
+        assert!(!irq.is_raised());
+    }
+
+    #[test]
+    fn offsets_past_the_eighth_register_are_ignored() {
+        let (mut uart, out) = uart();
+        assert_eq!(uart.read(8, 1), 0xff);
+        assert_eq!(uart.write(8, 1, 0x41), IoOutcome::Continue);
+        assert!(out.0.lock().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,176 @@
+//! Builders of synthetic kernel images for the loader's tests.
+//!
+//! Invariant: [`ElfBuilder::build`] lays the image out as ELF header,
+//! program headers, Multiboot header (if any, 4-byte aligned), then each
+//! segment's file bytes in order; field overrides change only their field.
+
+use super::header::{FLAG_MEMORY_INFO, FLAG_PAGE_ALIGN_MODULES, HEADER_MAGIC};
+
+/// A 12-byte Multiboot header with a correct checksum.
+pub fn multiboot_header(flags: u32) -> Vec<u8> {
+    let checksum = 0u32.wrapping_sub(HEADER_MAGIC).wrapping_sub(flags);
+    [HEADER_MAGIC, flags, checksum]
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect()
+}
+
+/// A Multiboot header with the five address fields of flag bit 16 appended.
+pub fn multiboot_header_with_addresses(flags: u32, addresses: [u32; 5]) -> Vec<u8> {
+    let mut bytes = multiboot_header(flags | (1 << 16));
+    bytes.extend(addresses.iter().flat_map(|w| w.to_le_bytes()));
+    bytes
+}
+
+/// One program header and its file bytes.
+#[derive(Clone)]
+pub struct TestSegment {
+    kind: u32,
+    paddr: u32,
+    vaddr: u32,
+    data: Vec<u8>,
+    mem_size: u32,
+    flags: u32,
+}
+
+impl TestSegment {
+    /// A loadable, executable segment at `paddr` (= vaddr) holding `data`.
+    pub fn code(paddr: u32, data: Vec<u8>) -> TestSegment {
+        let mem_size = data.len() as u32;
+        TestSegment {
+            kind: 1,
+            paddr,
+            vaddr: paddr,
+            data,
+            mem_size,
+            flags: 5,
+        }
+    }
+    /// Overrides `p_memsz`.
+    pub fn mem_size(mut self, mem_size: u32) -> Self {
+        self.mem_size = mem_size;
+        self
+    }
+    /// Overrides `p_vaddr`.
+    pub fn vaddr(mut self, vaddr: u32) -> Self {
+        self.vaddr = vaddr;
+        self
+    }
+    /// Overrides `p_flags`.
+    pub fn flags(mut self, flags: u32) -> Self {
+        self.flags = flags;
+        self
+    }
+    /// Overrides `p_type`.
+    pub fn kind(mut self, kind: u32) -> Self {
+        self.kind = kind;
+        self
+    }
+}
+
+/// Builds an ELF32 i386 executable with a Multiboot header.
+#[derive(Clone)]
+pub struct ElfBuilder {
+    entry: u32,
+    class: u8,
+    byte_order: u8,
+    machine: u16,
+    elf_type: u16,
+    multiboot: Option<Vec<u8>>,
+    segments: Vec<TestSegment>,
+}
+
+impl ElfBuilder {
+    /// An executable entered at `entry`, with no segments yet.
+    pub fn new(entry: u32) -> ElfBuilder {
+        ElfBuilder {
+            entry,
+            class: 1,
+            byte_order: 1,
+            machine: 3,
+            elf_type: 2,
+            multiboot: Some(multiboot_header(FLAG_PAGE_ALIGN_MODULES | FLAG_MEMORY_INFO)),
+            segments: Vec::new(),
+        }
+    }
+    /// Adds a program header.
+    pub fn segment(mut self, segment: TestSegment) -> Self {
+        self.segments.push(segment);
+        self
+    }
+    /// Overrides `EI_CLASS`.
+    pub fn class(mut self, class: u8) -> Self {
+        self.class = class;
+        self
+    }
+    /// Overrides `EI_DATA`.
+    pub fn byte_order(mut self, byte_order: u8) -> Self {
+        self.byte_order = byte_order;
+        self
+    }
+    /// Overrides `e_machine`.
+    pub fn machine(mut self, machine: u16) -> Self {
+        self.machine = machine;
+        self
+    }
+    /// Overrides `e_type`.
+    pub fn elf_type(mut self, elf_type: u16) -> Self {
+        self.elf_type = elf_type;
+        self
+    }
+    /// Replaces the Multiboot header (`None`: no header).
+    pub fn multiboot(mut self, header: Option<Vec<u8>>) -> Self {
+        self.multiboot = header;
+        self
+    }
+
+    /// The image bytes.
+    pub fn build(&self) -> Vec<u8> {
+        let phdrs_end = 52 + 32 * self.segments.len();
+        let header_len = self.multiboot.as_ref().map_or(0, Vec::len);
+        let mut data_offset = phdrs_end + header_len;
+        let mut image = self.elf_header();
+        for segment in &self.segments {
+            image.extend(program_header(segment, data_offset as u32));
+            data_offset += segment.data.len();
+        }
+        if let Some(header) = &self.multiboot {
+            image.extend_from_slice(header);
+        }
+        for segment in &self.segments {
+            image.extend_from_slice(&segment.data);
+        }
+        image
+    }
+
+    fn elf_header(&self) -> Vec<u8> {
+        let mut h = vec![0x7f, b'E', b'L', b'F', self.class, self.byte_order, 1];
+        h.resize(16, 0);
+        h.extend(self.elf_type.to_le_bytes());
+        h.extend(self.machine.to_le_bytes());
+        h.extend(1u32.to_le_bytes()); // e_version
+        h.extend(self.entry.to_le_bytes());
+        h.extend(52u32.to_le_bytes()); // e_phoff
+        h.extend(0u32.to_le_bytes()); // e_shoff
+        h.extend(0u32.to_le_bytes()); // e_flags
+        h.extend(52u16.to_le_bytes()); // e_ehsize
+        h.extend(32u16.to_le_bytes()); // e_phentsize
+        h.extend((self.segments.len() as u16).to_le_bytes());
+        h.extend([0u8; 6]); // e_shentsize, e_shnum, e_shstrndx
+        h
+    }
+}
+
+fn program_header(segment: &TestSegment, offset: u32) -> Vec<u8> {
+    let words = [
+        segment.kind,
+        offset,
+        segment.vaddr,
+        segment.paddr,
+        segment.data.len() as u32,
+        segment.mem_size,
+        segment.flags,
+        0x1000,
+    ];
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
