@@ -139,6 +139,19 @@ fn execute(v: &mut BtVcpu, p: &mut dyn Platform, i: &Instruction) -> Res<Next> {
         Int => Err(Emulated::Exception(i.immediate8())),
         Into if v.state.eflags & OF != 0 => Err(Emulated::Exception(4)),
         Into => Ok(Next::Ip),
+        Pusha if i.code() == Code::Pushaw => push16_all(v),
+        Popa if i.code() == Code::Popaw => pop16_all(v),
+        Pushf if i.code() == Code::Pushfw => {
+            let flags = v.state.guest_eflags();
+            push16(v, flags as u16)?;
+            Ok(Next::Ip)
+        }
+        Popf if i.code() == Code::Popfw => {
+            let val = u32::from(pop16(v)?);
+            v.state.vif = (val >> 9) & 1;
+            v.state.eflags = (v.state.eflags & 0xffff_0000) | (val & 0x7fd5) | 2;
+            Ok(Next::Ip)
+        }
         Bound => Err(Emulated::Died("BOUND is not supported yet".into())),
         Rdmsr | Wrmsr => Err(Emulated::Exception(13)),
         _ => Err(unsupported(i)),
@@ -247,6 +260,55 @@ fn write_operand(v: &mut BtVcpu, i: &Instruction, n: u32, val: u32, size: usize)
             write_mem(v, a, &val.to_le_bytes()[..size])
         }
     }
+}
+
+// ----- 16-bit stack forms ------------------------------------------------------
+
+fn stack_addr(v: &BtVcpu, esp: u32) -> u32 {
+    v.state.seg_base[Seg::Ss as usize].wrapping_add(esp)
+}
+
+fn push16(v: &mut BtVcpu, val: u16) -> Res<()> {
+    let esp = v.state.gpr[4].wrapping_sub(2);
+    write_mem(v, stack_addr(v, esp), &val.to_le_bytes())?;
+    v.state.gpr[4] = esp;
+    Ok(())
+}
+
+fn pop16(v: &mut BtVcpu) -> Res<u16> {
+    let esp = v.state.gpr[4];
+    let mut b = [0u8; 2];
+    read_mem(v, stack_addr(v, esp), &mut b)?;
+    v.state.gpr[4] = esp.wrapping_add(2);
+    Ok(u16::from_le_bytes(b))
+}
+
+fn push16_all(v: &mut BtVcpu) -> Res<Next> {
+    let base = v.state.gpr[4].wrapping_sub(16);
+    let mut image = [0u8; 16];
+    for n in 0..8 {
+        // Memory order from the lowest address: DI, SI, BP, SP, BX, DX, CX, AX.
+        let reg = 7 - n;
+        image[2 * n..2 * n + 2].copy_from_slice(&(v.state.gpr[reg] as u16).to_le_bytes());
+    }
+    write_mem(v, stack_addr(v, base), &image)?;
+    v.state.gpr[4] = base;
+    Ok(Next::Ip)
+}
+
+fn pop16_all(v: &mut BtVcpu) -> Res<Next> {
+    let esp = v.state.gpr[4];
+    let mut image = [0u8; 16];
+    read_mem(v, stack_addr(v, esp), &mut image)?;
+    for n in 0..8 {
+        let reg = 7 - n;
+        if reg != 4 {
+            let val = u16::from_le_bytes([image[2 * n], image[2 * n + 1]]);
+            v.state.gpr[reg] = (v.state.gpr[reg] & 0xffff_0000) | u32::from(val);
+        }
+    }
+    v.state.gpr[4] = esp.wrapping_add(16);
+    Ok(Next::Ip)
 }
 
 // ----- port I/O ---------------------------------------------------------------

@@ -298,7 +298,7 @@ impl Ctx<'_> {
                 host64(index),
                 i.memory_index_scale(),
                 i64::from(disp as i32),
-                if disp == 0 { 0 } else { 4 },
+                if disp == 0 { 0 } else { 1 },
                 false,
                 Register::None,
             );
@@ -392,7 +392,7 @@ impl Ctx<'_> {
             host64(index),
             i.memory_index_scale(),
             i64::from(disp as i32),
-            if disp == 0 { 0 } else { 4 },
+            if disp == 0 { 0 } else { 1 },
             false,
             Register::None,
         );
@@ -519,9 +519,10 @@ impl Ctx<'_> {
         self.ins(Instruction::with(Code::Pushfq))?;
         self.ins(i2!(Code::Mov_r64_rm64, Register::R11, mem(Register::RSP, Register::None, 0))?)?;
         self.ins(i2!(Code::And_rm32_imm32, Register::R11D, crate::state::LIVE_FLAGS)?)?;
-        self.ins(i2!(Code::Or_r32_rm32, Register::R11D, mem(Register::R14, Register::None, off::EFLAGS.into()))?)?;
-        // Replace the guest's copy of IF by the virtual one.
-        self.ins(i2!(Code::And_rm32_imm32, Register::R11D, !(crate::state::FLAG_IF | crate::state::LIVE_FLAGS) | crate::state::LIVE_FLAGS)?)?;
+        // Non-live bits come from the state, IF from the virtual IF.
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R10D, mem(Register::R14, Register::None, off::EFLAGS.into()))?)?;
+        self.ins(i2!(Code::And_rm32_imm32, Register::R10D, !(crate::state::FLAG_IF | crate::state::LIVE_FLAGS) & 0x003f_7fff)?)?;
+        self.ins(i2!(Code::Or_r32_rm32, Register::R11D, Register::R10D)?)?;
         self.ins(i2!(Code::Mov_r32_rm32, Register::R10D, mem(Register::R14, Register::None, off::VIF.into()))?)?;
         self.ins(i2!(Code::Shl_rm32_imm8, Register::R10D, 9u32)?)?;
         self.ins(i2!(Code::Or_r32_rm32, Register::R11D, Register::R10D)?)?;
