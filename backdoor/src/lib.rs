@@ -6,6 +6,15 @@
 //! the register file as VMware would leave it. The outer side
 //! ([`outer`]) talks to the VMware hypervisor nestmon itself may run in.
 //!
+//! ```
+//! use backdoor::{abi, Backdoor, HostFacts, Regs};
+//!
+//! let mut host = Backdoor::new(HostFacts::default(), [("guestinfo.role", "test")]);
+//! let mut regs = Regs::backdoor_call(abi::cmd::GETVERSION, 0, 0);
+//! assert!(host.port_in(&mut regs, 3));
+//! assert_eq!((regs.eax, regs.ebx), (6, abi::BDOOR_MAGIC));
+//! ```
+//!
 //! Invariants of the crate:
 //! * No dependency on the CPU, monitor or translator crates.
 //! * Hostile input never panics and never grows memory past the limits in
@@ -13,7 +22,23 @@
 //! * Protocol numbers come from [`abi`], which only holds published values.
 
 pub mod abi;
+mod events;
+mod facts;
+mod guestinfo;
+mod host;
+mod limits;
+mod memory;
 pub mod outer;
 mod regs;
+mod rpc;
 
+pub use events::Event;
+pub use facts::{FixedClock, HostFacts, HostTime, SystemClock, WallClock};
+pub use guestinfo::{GuestInfo, GuestInfoError};
+pub use host::{Backdoor, NESTING_CONTROL_DONE, NESTING_CONTROL_VERSION};
+pub use limits::Limits;
+pub use memory::{FlatMemory, GuestMemory, MemFault};
 pub use regs::{high_half, join_halves, low_half, with_high_half, Regs};
+pub use rpc::message_status;
+pub use rpc::rpci::{NO_VALUE_FOUND, TWO_ARGUMENTS_EXPECTED, UNKNOWN_COMMAND};
+pub use rpc::tclo::{TcloCommand, TcloQueueError};

@@ -58,6 +58,16 @@ impl<T: OuterTransport> NestingGuard<T> {
         self.nesting_version
     }
 
+    /// The transport the guard holds.
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// The transport the guard holds, for further calls while it lives.
+    pub fn transport_mut(&mut self) -> &mut T {
+        &mut self.transport
+    }
+
     /// True while the outer backdoor is restricted by this guard.
     pub fn restricted(&self) -> bool {
         self.restricted

@@ -18,11 +18,12 @@
 mod detect;
 mod handshake;
 mod port_io;
-// simulated: added with the host side
+mod simulated;
 
 pub use detect::{detect_outer, hypervisor_vendor, probe_backdoor, BackdoorProbe, OuterDetection};
 pub use handshake::{power_on_handshake, NestingGuard, OuterError};
 pub use port_io::{PortAccessError, PortIoTransport};
+pub use simulated::SimulatedOuter;
 
 use crate::Regs;
 
