@@ -258,8 +258,11 @@ impl Ctx<'_> {
             Mnemonic::Cli | Mnemonic::Sti => self.set_vif(i.mnemonic() == Mnemonic::Sti).map(|_| false),
             Mnemonic::Xlatb => self.xlat(i).map(|_| false),
             Mnemonic::Lea => self.lea(i).map(|_| false),
-            Mnemonic::Movsb | Mnemonic::Movsw | Mnemonic::Movsd if i.op0_kind() != OpKind::Register => self.string(i),
-            Mnemonic::Cmpsb | Mnemonic::Cmpsw | Mnemonic::Cmpsd if i.op0_kind() != OpKind::Register => self.string(i),
+            Mnemonic::Movsb | Mnemonic::Movsw | Mnemonic::Movsd | Mnemonic::Cmpsb | Mnemonic::Cmpsw | Mnemonic::Cmpsd
+                if i.is_string_instruction() =>
+            {
+                self.string(i)
+            }
             Mnemonic::Stosb
             | Mnemonic::Stosw
             | Mnemonic::Stosd
