@@ -1,1 +1,374 @@
-//! placeholder
+//! The code cache: executable memory for translations, lookup by guest
+//! physical address and mode, direct-branch chaining and invalidation by
+//! guest frame.
+//!
+//! Invariants:
+//! - Code lives in one memfd mapped twice: a read-execute view (where code
+//!   runs) and a read-write view (where it is written and patched), so no
+//!   host address is ever writable and executable at once.
+//! - A chained branch site is a `rel32` field in some translation that points
+//!   either at its own exit stub (unchained) or at the entry of another live
+//!   translation (chained). Every chained site is recorded in the target's
+//!   `incoming` list, and an invalidated translation unchains all of them
+//!   before its entry can be reused, so no live code ever jumps into a dead
+//!   translation.
+//! - Memory is handed out by bumping; it is reclaimed only by a full flush,
+//!   which drops every translation at once.
+
+mod exec;
+
+pub use exec::{ExecError, ExecMemory};
+
+use std::collections::HashMap;
+
+/// Identifies a translation in the cache (valid until the next flush).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TransId(pub u32);
+
+/// The key of a translation: where its guest code starts and the CPU mode it
+/// was translated for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TransKey {
+    /// Guest-physical address of the first guest instruction.
+    pub phys: u32,
+    /// Guest linear EIP at which it was translated.
+    pub eip: u32,
+    /// Mode bits (code size, segment layout, privilege) the code depends on.
+    pub mode: u32,
+}
+
+/// A direct-branch site: a rel32 field to patch, and where it points when
+/// unchained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BranchSite {
+    /// Offset in the cache of the 4-byte rel32 field.
+    pub rel32_offset: usize,
+    /// Offset in the cache of the exit stub the site uses when unchained.
+    pub stub_offset: usize,
+}
+
+/// Everything the cache records about one translation.
+#[derive(Clone, Debug)]
+pub struct Translation {
+    /// What it translates.
+    pub key: TransKey,
+    /// Offset of its entry in the cache.
+    pub code_offset: usize,
+    /// Length of its host code (exit stubs included).
+    pub code_len: usize,
+    /// Guest frames whose bytes it was translated from.
+    pub frames: Vec<u32>,
+    /// (host offset relative to `code_offset`, guest EIP) for every guest
+    /// instruction, in ascending host order.
+    pub pc_map: Vec<(u32, u32)>,
+    /// Fix-ups needed at a fault, per guest instruction index (opaque to the
+    /// cache).
+    pub fixups: Vec<u8>,
+    /// Number of guest instructions.
+    pub guest_insns: u32,
+    /// Sites in *other* translations chained to this one.
+    incoming: Vec<BranchSite>,
+    /// Whether it was invalidated (its code must not be entered).
+    pub dead: bool,
+}
+
+impl Translation {
+    /// A record with no code, frames or instructions, to fill in.
+    pub fn empty() -> Translation {
+        Translation {
+            key: TransKey { phys: 0, eip: 0, mode: 0 },
+            code_offset: 0,
+            code_len: 0,
+            frames: Vec::new(),
+            pc_map: Vec::new(),
+            fixups: Vec::new(),
+            guest_insns: 0,
+            incoming: Vec::new(),
+            dead: false,
+        }
+    }
+}
+
+/// Counters of the cache.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CacheStats {
+    /// Translations made since start.
+    pub translations: u64,
+    /// Guest instructions translated since start.
+    pub guest_insns: u64,
+    /// Chains made.
+    pub chains: u64,
+    /// Translations invalidated (guest code written).
+    pub invalidations: u64,
+    /// Full flushes.
+    pub flushes: u64,
+}
+
+/// Why the cache could not take a translation.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The cache is full; flush and retry.
+    #[error("code cache full")]
+    Full,
+    /// The host refused executable memory.
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+}
+
+/// The translation cache.
+pub struct CodeCache {
+    mem: ExecMemory,
+    /// Start of translation space (after the permanent runtime stubs).
+    base_used: usize,
+    used: usize,
+    translations: Vec<Translation>,
+    by_key: HashMap<TransKey, TransId>,
+    by_frame: HashMap<u32, Vec<TransId>>,
+    /// Host code start offsets, ascending, for host-PC lookups.
+    by_offset: Vec<(usize, TransId)>,
+    stats: CacheStats,
+}
+
+impl CodeCache {
+    /// A cache of `size` bytes.
+    pub fn new(size: usize) -> Result<CodeCache, CacheError> {
+        Ok(CodeCache {
+            mem: ExecMemory::new(size)?,
+            base_used: 0,
+            used: 0,
+            translations: Vec::new(),
+            by_key: HashMap::new(),
+            by_frame: HashMap::new(),
+            by_offset: Vec::new(),
+            stats: CacheStats::default(),
+        })
+    }
+
+    /// Host address at which cache offset `off` executes.
+    pub fn exec_addr(&self, off: usize) -> u64 {
+        self.mem.exec_base() as u64 + off as u64
+    }
+
+    /// Cache offset of an executable host address, if it is in the cache.
+    pub fn offset_of(&self, host: u64) -> Option<usize> {
+        let base = self.mem.exec_base() as u64;
+        (host >= base && host < base + self.mem.size() as u64).then(|| (host - base) as usize)
+    }
+
+    /// The offset the next code will be written at.
+    pub fn next_offset(&self) -> usize {
+        self.used
+    }
+
+    /// Free bytes left.
+    pub fn free(&self) -> usize {
+        self.mem.size() - self.used
+    }
+
+    /// Writes permanent code (runtime stubs) that survives flushes. Only
+    /// valid before any translation was added.
+    pub fn add_permanent(&mut self, code: &[u8]) -> Result<usize, CacheError> {
+        assert!(self.translations.is_empty(), "permanent code goes first");
+        let off = self.write_code(code)?;
+        self.base_used = self.used;
+        Ok(off)
+    }
+
+    fn write_code(&mut self, code: &[u8]) -> Result<usize, CacheError> {
+        let off = (self.used + 15) & !15;
+        if off + code.len() > self.mem.size() {
+            return Err(CacheError::Full);
+        }
+        self.mem.write(off, code);
+        self.used = off + code.len();
+        Ok(off)
+    }
+
+    /// Adds a translation whose code was emitted for offset `code_offset`
+    /// (which must equal `aligned next_offset()`).
+    pub fn insert(&mut self, mut t: Translation, code: &[u8]) -> Result<TransId, CacheError> {
+        let off = self.write_code(code)?;
+        assert_eq!(off, t.code_offset, "translation emitted for another offset");
+        t.code_len = code.len();
+        t.incoming = Vec::new();
+        t.dead = false;
+        let id = TransId(self.translations.len() as u32);
+        self.stats.translations += 1;
+        self.stats.guest_insns += u64::from(t.guest_insns);
+        for f in &t.frames {
+            self.by_frame.entry(*f).or_default().push(id);
+        }
+        self.by_key.insert(t.key, id);
+        self.by_offset.push((off, id));
+        self.translations.push(t);
+        Ok(id)
+    }
+
+    /// Where a new translation will start (16-byte aligned).
+    pub fn aligned_next_offset(&self) -> usize {
+        (self.used + 15) & !15
+    }
+
+    /// The live translation for `key`.
+    pub fn lookup(&self, key: &TransKey) -> Option<TransId> {
+        self.by_key.get(key).copied()
+    }
+
+    /// The record of a translation.
+    pub fn get(&self, id: TransId) -> &Translation {
+        &self.translations[id.0 as usize]
+    }
+
+    /// The translation containing cache offset `off`.
+    pub fn find_by_offset(&self, off: usize) -> Option<TransId> {
+        let i = self.by_offset.partition_point(|(o, _)| *o <= off);
+        let (start, id) = *self.by_offset.get(i.checked_sub(1)?)?;
+        let t = self.get(id);
+        (off < start + t.code_len).then_some(id)
+    }
+
+    /// Points `site` at the entry of `target` and records the link.
+    pub fn chain(&mut self, site: BranchSite, target: TransId) {
+        let t = &self.translations[target.0 as usize];
+        if t.dead {
+            return;
+        }
+        let dest = t.code_offset;
+        self.patch_rel32(site.rel32_offset, dest);
+        self.translations[target.0 as usize].incoming.push(site);
+        self.stats.chains += 1;
+    }
+
+    fn patch_rel32(&mut self, rel32_offset: usize, dest: usize) {
+        let rel = dest as i64 - (rel32_offset as i64 + 4);
+        self.mem.write(rel32_offset, &(rel as i32).to_le_bytes());
+    }
+
+    /// Invalidates every translation made from guest frame `frame`; returns
+    /// how many died.
+    pub fn invalidate_frame(&mut self, frame: u32) -> usize {
+        let Some(ids) = self.by_frame.remove(&frame) else { return 0 };
+        let mut n = 0;
+        for id in ids {
+            if self.kill(id) {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    fn kill(&mut self, id: TransId) -> bool {
+        let t = &mut self.translations[id.0 as usize];
+        if t.dead {
+            return false;
+        }
+        t.dead = true;
+        let key = t.key;
+        let incoming = std::mem::take(&mut t.incoming);
+        if self.by_key.get(&key) == Some(&id) {
+            self.by_key.remove(&key);
+        }
+        for site in incoming {
+            self.patch_rel32(site.rel32_offset, site.stub_offset);
+        }
+        self.stats.invalidations += 1;
+        true
+    }
+
+    /// Whether any live translation was made from `frame`.
+    pub fn frame_has_code(&self, frame: u32) -> bool {
+        self.by_frame.contains_key(&frame)
+    }
+
+    /// Drops every translation (permanent code stays).
+    pub fn flush(&mut self) {
+        self.translations.clear();
+        self.by_key.clear();
+        self.by_frame.clear();
+        self.by_offset.clear();
+        self.used = self.base_used;
+        self.stats.flushes += 1;
+    }
+
+    /// Frames that hold translated code.
+    pub fn code_frames(&self) -> impl Iterator<Item = u32> + '_ {
+        self.by_frame.keys().copied()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> CacheStats {
+        self.stats
+    }
+
+    /// Bytes of translated code in use.
+    pub fn bytes_used(&self) -> usize {
+        self.used - self.base_used
+    }
+
+    /// Reads back code bytes (for disassembly listings).
+    pub fn code(&self, off: usize, len: usize) -> &[u8] {
+        self.mem.read(off, len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(cache: &CodeCache, phys: u32) -> Translation {
+        Translation {
+            key: TransKey { phys, eip: phys, mode: 0 },
+            code_offset: cache.aligned_next_offset(),
+            code_len: 0,
+            frames: vec![phys >> 12],
+            pc_map: vec![(0, phys)],
+            fixups: vec![0],
+            guest_insns: 1,
+            incoming: Vec::new(),
+            dead: false,
+        }
+    }
+
+    #[test]
+    fn lookup_finds_inserted_translation() {
+        let mut c = CodeCache::new(1 << 16).unwrap();
+        let t = record(&c, 0x1000);
+        let id = c.insert(t, &[0xc3]).unwrap();
+        assert_eq!(c.lookup(&TransKey { phys: 0x1000, eip: 0x1000, mode: 0 }), Some(id));
+        assert_eq!(c.find_by_offset(c.get(id).code_offset), Some(id));
+    }
+
+    #[test]
+    fn invalidating_a_frame_unchains_incoming_sites() {
+        let mut c = CodeCache::new(1 << 16).unwrap();
+        // Source translation: jmp rel32 at offset 1..5, stub at 5.
+        let src = record(&c, 0x1000);
+        let src_off = src.code_offset;
+        let src_id = c.insert(src, &[0xe9, 0, 0, 0, 0, 0xcc]).unwrap();
+        let dst = record(&c, 0x5000);
+        let dst_id = c.insert(dst, &[0x90, 0xc3]).unwrap();
+        let site = BranchSite { rel32_offset: src_off + 1, stub_offset: src_off + 5 };
+        c.chain(site, dst_id);
+        let rel = i32::from_le_bytes(c.code(src_off + 1, 4).try_into().unwrap());
+        assert_eq!(src_off as i64 + 5 + rel as i64, c.get(dst_id).code_offset as i64);
+        assert_eq!(c.invalidate_frame(5), 1);
+        let rel = i32::from_le_bytes(c.code(src_off + 1, 4).try_into().unwrap());
+        assert_eq!(rel, 0, "site points back at its stub");
+        assert!(c.get(dst_id).dead);
+        assert!(!c.get(src_id).dead);
+        assert_eq!(c.lookup(&TransKey { phys: 0x5000, eip: 0x5000, mode: 0 }), None);
+    }
+
+    #[test]
+    fn full_cache_reports_full_and_flush_reclaims() {
+        let mut c = CodeCache::new(4096).unwrap();
+        c.add_permanent(&[0xcc; 64]).unwrap();
+        let big = vec![0x90; 4050];
+        let t = record(&c, 0);
+        assert!(matches!(c.insert(t, &big), Err(CacheError::Full)));
+        c.flush();
+        let t = record(&c, 0);
+        assert!(c.insert(t, &[0x90; 1000]).is_ok());
+        assert_eq!(c.stats().flushes, 1);
+    }
+}

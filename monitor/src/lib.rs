@@ -10,3 +10,6 @@ pub mod loader;
 pub mod machine;
 pub mod mode;
 pub mod probe;
+pub mod emulate;
+pub mod sysregs;
+pub mod vcpu;

@@ -1,0 +1,488 @@
+//! The binary-translation vCPU: the run loop over the code cache, exits,
+//! write tracing of code frames, and fault reports.
+//!
+//! Invariants:
+//! - Every guest frame that holds live translated code is mapped read-only
+//!   in the linear window (`code_frames`); a guest write to it faults, the
+//!   frame's translations die, the frame becomes writable again and the
+//!   writing instruction runs alone in a one-instruction unit, so no stale
+//!   translation ever runs after its guest bytes changed.
+//! - The monitor's own writes into guest RAM go through
+//!   [`BtVcpu::write_phys`], which applies the same invalidation.
+//! - The indirect-branch table only holds entries of live translations: it
+//!   is emptied whenever a translation dies or the cache is flushed.
+
+use crate::emulate::{self, Emulated};
+use crate::sysregs::SysRegs;
+use codecache::{BranchSite, CacheError, CodeCache, TransId, TransKey, Translation};
+use shadowmmu::{GuestLinear, GuestPhys, GuestRam, LinearWindow, PageProt, PAGE_SIZE};
+use std::collections::HashSet;
+use std::io::Write;
+use translator::ibtc::Ibtc;
+use translator::runtime::{self, FaultRegistration};
+use translator::state::{ExitReason, LIVE_FLAGS};
+use translator::{CpuState, Mode, Stubs, UnitRequest};
+
+/// Bytes of executable memory for translations.
+pub const CODE_CACHE_SIZE: usize = 64 << 20;
+/// Mode bits of one-instruction units that are never looked up or chained.
+const SINGLE_STEP_MODE: u32 = 0x8000_0000;
+
+/// Counters printed by `--stats`.
+#[derive(Clone, Debug, Default)]
+pub struct VcpuStats {
+    /// Exits to the run loop because a direct branch was not chained yet.
+    pub exits_chain_miss: u64,
+    /// Exits because an indirect branch target was not in the table.
+    pub exits_indirect_miss: u64,
+    /// Exits to carry out an instruction in the monitor.
+    pub exits_emulate: u64,
+    /// Exits because of a host fault.
+    pub exits_fault: u64,
+    /// Port I/O instructions carried out.
+    pub io_instructions: u64,
+    /// Guest writes to frames holding translated code.
+    pub smc_writes: u64,
+    /// Indirect branches resolved in emitted code (counted with --stats).
+    pub indirect_hits: u64,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub enum Stop {
+    /// The guest asked for this process exit status (isa-debug-exit).
+    Exit(i32),
+    /// The guest cannot continue; the text explains why, with registers.
+    Died(String),
+}
+
+/// What the vCPU needs from the rest of the machine while running.
+pub trait Platform {
+    /// Port input of `size` bytes.
+    fn io_in(&mut self, cpu: &mut IoCpu<'_>, port: u16, size: u8) -> u32;
+    /// Port output; `Some(status)` ends the run.
+    fn io_out(&mut self, cpu: &mut IoCpu<'_>, port: u16, size: u8, value: u32) -> Option<i32>;
+    /// CPUID.
+    fn cpuid(&mut self, leaf: u32, subleaf: u32) -> [u32; 4];
+}
+
+/// The vCPU as seen by a port-I/O handler (e.g. the VMware backdoor, which
+/// reads and writes all registers).
+pub struct IoCpu<'a> {
+    /// Guest registers (EAX..EDI in encoding order).
+    pub gpr: &'a mut [u32; 8],
+    /// Current privilege level.
+    pub cpl: u8,
+}
+
+/// A vCPU that runs its guest by binary translation.
+pub struct BtVcpu {
+    /// Registers and the state block shared with translated code.
+    pub state: Box<CpuState>,
+    /// Control registers, descriptor tables, segment caches.
+    pub sys: SysRegs,
+    pub(crate) ram: GuestRam,
+    window: LinearWindow,
+    cache: CodeCache,
+    stubs: Stubs,
+    ibtc: Ibtc,
+    code_frames: HashSet<u32>,
+    pending_chain: Option<BranchSite>,
+    _faults: FaultRegistration,
+    /// Counters.
+    pub stats: VcpuStats,
+    count_indirect: bool,
+    hits_counter: Box<u64>,
+    log: Option<Box<dyn Write>>,
+}
+
+/// Why a vCPU could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    /// Host resources.
+    #[error("{0}")]
+    Host(String),
+}
+
+impl BtVcpu {
+    /// A vCPU over `ram`, in the Multiboot entry state (flat protected mode,
+    /// paging off) at `eip`.
+    pub fn new(ram: GuestRam) -> Result<BtVcpu, VcpuError> {
+        let host = |e: &dyn std::fmt::Display| VcpuError::Host(e.to_string());
+        let window = LinearWindow::new().map_err(|e| host(&e))?;
+        let size = ram.size() as u64;
+        window.map(GuestLinear(0), ram.fd(), GuestPhys(0), size, PageProt::ReadWrite).map_err(|e| host(&e))?;
+        let mut cache = CodeCache::new(CODE_CACHE_SIZE).map_err(|e| host(&e))?;
+        let (code, addrs) = runtime::assemble_stubs(cache.exec_addr(cache.aligned_next_offset())).map_err(|e| host(&e))?;
+        cache.add_permanent(&code).map_err(|e| host(&e))?;
+        let stubs = Stubs { enter: addrs[0], exit_common: addrs[1], exit_saved: addrs[2] };
+        let start = cache.exec_addr(0);
+        let faults = runtime::register_cache(start, start + CODE_CACHE_SIZE as u64, stubs.exit_saved)
+            .ok_or_else(|| VcpuError::Host("too many code caches in one process".into()))?;
+        let ibtc = Ibtc::default();
+        let mut state = Box::<CpuState>::default();
+        state.window = window.base().0 as u64;
+        state.ibtc = ibtc.addr();
+        Ok(BtVcpu {
+            state,
+            sys: SysRegs::multiboot_entry(),
+            ram,
+            window,
+            cache,
+            stubs,
+            ibtc,
+            code_frames: HashSet::new(),
+            pending_chain: None,
+            _faults: faults,
+            stats: VcpuStats::default(),
+            count_indirect: false,
+            hits_counter: Box::new(0),
+            log: None,
+        })
+    }
+
+    /// Guest RAM.
+    pub fn ram(&self) -> &GuestRam {
+        &self.ram
+    }
+
+    /// Writes every translation (guest and host code) to `out`.
+    pub fn set_translation_log(&mut self, out: Box<dyn Write>) {
+        self.log = Some(out);
+    }
+
+    /// Counts indirect-branch hits in emitted code (slightly slower).
+    pub fn set_count_indirect(&mut self, on: bool) {
+        self.count_indirect = on;
+    }
+
+    /// The code cache (for statistics).
+    pub fn cache(&self) -> &CodeCache {
+        &self.cache
+    }
+
+    /// Current translation mode.
+    fn mode(&self) -> Mode {
+        let b = &self.state.seg_base;
+        Mode { flat: b[0] == 0 && b[1] == 0 && b[2] == 0 && b[3] == 0 }
+    }
+
+    /// Runs the guest until it stops.
+    pub fn run(&mut self, platform: &mut dyn Platform) -> Stop {
+        loop {
+            if let Some(stop) = self.step(platform) {
+                self.stats.indirect_hits = *self.hits_counter;
+                return stop;
+            }
+        }
+    }
+
+    fn step(&mut self, platform: &mut dyn Platform) -> Option<Stop> {
+        let eip = self.state.eip;
+        let id = match self.translation_for(eip, 0) {
+            Ok(id) => id,
+            Err(stop) => return Some(stop),
+        };
+        if let Some(site) = self.pending_chain.take() {
+            self.cache.chain(site, id);
+        }
+        let entry = self.cache.exec_addr(self.cache.get(id).code_offset);
+        self.run_translation(entry);
+        self.handle_exit(platform)
+    }
+
+    fn run_translation(&mut self, entry: u64) {
+        self.state.exit_reason = 0;
+        // SAFETY: `entry` is the entry of a live translation of our cache,
+        // emitted for this state block and window; the stubs belong to the
+        // same cache.
+        unsafe { runtime::enter(&self.stubs, &mut self.state, entry) };
+        let flags = self.state.host_flags as u32;
+        self.state.eflags = (self.state.eflags & !LIVE_FLAGS) | (flags & LIVE_FLAGS) | 2;
+    }
+
+    fn handle_exit(&mut self, platform: &mut dyn Platform) -> Option<Stop> {
+        match ExitReason::from_raw(self.state.exit_reason) {
+            Some(ExitReason::ChainMiss) => {
+                self.stats.exits_chain_miss += 1;
+                self.note_chain_site();
+                None
+            }
+            Some(ExitReason::IndirectMiss) => {
+                self.stats.exits_indirect_miss += 1;
+                self.ibtc.misses += 1;
+                let eip = self.state.eip;
+                match self.translation_for(eip, 0) {
+                    Ok(id) => {
+                        let addr = self.cache.exec_addr(self.cache.get(id).code_offset);
+                        self.ibtc.insert(eip, addr);
+                        None
+                    }
+                    Err(stop) => Some(stop),
+                }
+            }
+            Some(ExitReason::Emulate) => {
+                self.stats.exits_emulate += 1;
+                self.emulate(platform)
+            }
+            Some(ExitReason::Fault) => {
+                self.stats.exits_fault += 1;
+                self.fault()
+            }
+            _ => Some(Stop::Died(format!("translated code exited with unknown reason {}", self.state.exit_reason))),
+        }
+    }
+
+    fn note_chain_site(&mut self) {
+        let Some(rel32_offset) = self.cache.offset_of(self.state.exit_site) else { return };
+        let Some(src) = self.cache.find_by_offset(rel32_offset) else { return };
+        let t = self.cache.get(src);
+        if t.dead || t.key.mode & SINGLE_STEP_MODE != 0 {
+            return;
+        }
+        let rel = i32::from_le_bytes(self.cache.code(rel32_offset, 4).try_into().unwrap_or([0; 4]));
+        let stub_offset = (rel32_offset as i64 + 4 + i64::from(rel)) as usize;
+        self.pending_chain = Some(BranchSite { rel32_offset, stub_offset });
+    }
+
+    /// The translation for `eip`, made if needed. `single` asks for a
+    /// one-instruction unit that is not cached for lookup.
+    fn translation_for(&mut self, eip: u32, single: usize) -> Result<TransId, Stop> {
+        let mode = self.mode();
+        let key = TransKey { phys: eip, eip, mode: if single > 0 { SINGLE_STEP_MODE } else { mode.bits() } };
+        if single == 0 {
+            if let Some(id) = self.cache.lookup(&key) {
+                return Ok(id);
+            }
+        }
+        if eip as usize >= self.ram.size() {
+            return Err(self.died(&format!("execution left guest RAM at EIP={eip:#010x}")));
+        }
+        match self.translate_into_cache(key, mode, single) {
+            Err(TranslateFailure::Full) => {
+                self.flush();
+                self.translate_into_cache(key, mode, single).map_err(|e| self.died(&e.to_string()))
+            }
+            r => r.map_err(|e| self.died(&e.to_string())),
+        }
+    }
+
+    fn flush(&mut self) {
+        self.cache.flush();
+        self.ibtc.clear();
+        self.pending_chain = None;
+    }
+
+    fn translate_into_cache(&mut self, key: TransKey, mode: Mode, single: usize) -> Result<TransId, TranslateFailure> {
+        let eip = key.eip;
+        let page_end = (eip | (PAGE_SIZE - 1)) as usize + 1;
+        let end = (page_end + 15).min(self.ram.size());
+        let mut bytes = vec![0u8; end - eip as usize];
+        self.ram.read(GuestPhys(eip), &mut bytes).map_err(|e| TranslateFailure::Other(e.to_string()))?;
+        let code_offset = self.cache.aligned_next_offset();
+        let host_base = self.cache.exec_addr(code_offset);
+        let req = UnitRequest {
+            eip,
+            code: &bytes,
+            mode,
+            host_base,
+            stubs: self.stubs,
+            max_insns: if single > 0 { single } else { translator::translate::MAX_UNIT_INSNS },
+            count_indirect: if self.count_indirect { Some(&*self.hits_counter as *const u64 as u64) } else { None },
+        };
+        let unit = translator::translate(&req).map_err(|e| TranslateFailure::Other(format!("at EIP={eip:#010x}: {e}")))?;
+        if unit.code.len() > self.cache.free() {
+            return Err(TranslateFailure::Full);
+        }
+        let first = eip >> 12;
+        let last = (eip.wrapping_add(unit.guest_len - 1)) >> 12;
+        let frames: Vec<u32> = (first..=last.max(first)).collect();
+        if let Some(log) = self.log.as_mut() {
+            let _ = writeln!(log, "{}", translator::listing::format_unit(&unit.insns, &unit.code, host_base));
+        }
+        let mut t = Translation::empty();
+        t.key = key;
+        t.code_offset = code_offset;
+        t.frames = frames.clone();
+        t.pc_map = unit.pc_map;
+        t.fixups = unit.fixups;
+        t.guest_insns = unit.insns.len() as u32;
+        let id = self.cache.insert(t, &unit.code).map_err(|e| match e {
+            CacheError::Full => TranslateFailure::Full,
+            e => TranslateFailure::Other(e.to_string()),
+        })?;
+        if single == 0 {
+            for f in frames {
+                self.trace_code_frame(f);
+            }
+        }
+        Ok(id)
+    }
+
+    fn trace_code_frame(&mut self, frame: u32) {
+        if (frame as usize) < self.ram.size() / PAGE_SIZE as usize && self.code_frames.insert(frame) {
+            let _ = self.window.protect(GuestLinear(frame * PAGE_SIZE), u64::from(PAGE_SIZE), PageProt::Read);
+        }
+    }
+
+    /// Kills the translations of `frame` and makes it writable again.
+    fn untrace_code_frame(&mut self, frame: u32) {
+        if self.code_frames.remove(&frame) {
+            self.cache.invalidate_frame(frame);
+            self.ibtc.clear();
+            self.pending_chain = None;
+            let _ = self.window.protect(GuestLinear(frame * PAGE_SIZE), u64::from(PAGE_SIZE), PageProt::ReadWrite);
+        }
+    }
+
+    /// Writes guest-physical memory on behalf of the monitor or a device,
+    /// invalidating translated code it overwrites.
+    pub fn write_phys(&mut self, addr: GuestPhys, data: &[u8]) -> Result<(), shadowmmu::RamError> {
+        if !data.is_empty() {
+            let first = addr.frame();
+            let last = (addr.0 as u64 + data.len() as u64 - 1) / u64::from(PAGE_SIZE);
+            for f in first..=last.min(u64::from(u32::MAX)) as u32 {
+                self.untrace_code_frame(f);
+            }
+        }
+        self.ram.write(addr, data)
+    }
+
+    fn fault(&mut self) -> Option<Stop> {
+        let f = self.state.fault;
+        let Some(off) = self.cache.offset_of(f.rip) else {
+            return Some(self.died("host fault outside translated code"));
+        };
+        let Some(id) = self.cache.find_by_offset(off) else {
+            return Some(self.died("host fault in the runtime stubs"));
+        };
+        let t = self.cache.get(id);
+        let rel = (off - t.code_offset) as u32;
+        let idx = t.pc_map.partition_point(|(h, _)| *h <= rel).saturating_sub(1);
+        self.state.eip = t.pc_map.get(idx).map_or(t.key.eip, |p| p.1);
+        let fix = t.fixups.get(idx).copied().unwrap_or(0);
+        if fix >= translator::translate::fixup::SWAP_BASE {
+            let r = usize::from(fix - translator::translate::fixup::SWAP_BASE);
+            let v = self.state.gpr[r];
+            self.state.gpr[r] = (v & 0xffff_0000) | ((v & 0xff) << 8) | ((v >> 8) & 0xff);
+        }
+        let flags = self.state.host_flags as u32;
+        self.state.eflags = (self.state.eflags & !LIVE_FLAGS) | (flags & LIVE_FLAGS) | 2;
+        match f.signo as i32 {
+            libc::SIGSEGV | libc::SIGBUS => self.memory_fault(f.addr, f.err & 2 != 0),
+            libc::SIGFPE => Some(self.exception(if matches!(f.code, 1 | 2) { 0 } else { 16 })),
+            libc::SIGILL => Some(self.exception(6)),
+            _ => Some(self.died("unexpected host signal in translated code")),
+        }
+    }
+
+    fn memory_fault(&mut self, host_addr: u64, write: bool) -> Option<Stop> {
+        let Some(lin) = self.window.linear_of(host_addr as usize) else {
+            return Some(self.died(&format!(
+                "guest address computation wrapped around 4 GiB (host address {host_addr:#x}); not supported"
+            )));
+        };
+        let frame = lin.page();
+        if write && self.code_frames.contains(&frame) {
+            self.stats.smc_writes += 1;
+            self.untrace_code_frame(frame);
+            return self.single_step();
+        }
+        Some(self.died(&format!(
+            "guest {} at {} is outside guest RAM ({} MiB)",
+            if write { "write" } else { "read" },
+            lin,
+            self.ram.size() >> 20
+        )))
+    }
+
+    /// Runs the instruction at EIP alone (after its write target became
+    /// writable), then resumes normal translation.
+    fn single_step(&mut self) -> Option<Stop> {
+        let id = match self.translation_for(self.state.eip, 1) {
+            Ok(id) => id,
+            Err(stop) => return Some(stop),
+        };
+        let entry = self.cache.exec_addr(self.cache.get(id).code_offset);
+        self.run_translation(entry);
+        None.or_else(|| self.handle_single_step_exit())
+    }
+
+    fn handle_single_step_exit(&mut self) -> Option<Stop> {
+        match ExitReason::from_raw(self.state.exit_reason) {
+            Some(ExitReason::Fault) => {
+                self.stats.exits_fault += 1;
+                self.fault()
+            }
+            Some(ExitReason::Emulate) => None,
+            _ => None,
+        }
+    }
+
+    fn emulate(&mut self, platform: &mut dyn Platform) -> Option<Stop> {
+        match emulate::emulate(self, platform) {
+            Emulated::Continue => None,
+            Emulated::ModeChanged => {
+                self.ibtc.clear();
+                None
+            }
+            Emulated::Exit(status) => Some(Stop::Exit(status)),
+            Emulated::Exception(vector) => Some(self.exception(vector)),
+            Emulated::Died(why) => Some(self.died(&why)),
+        }
+    }
+
+    /// Stops the guest on an exception (no IDT delivery yet).
+    fn exception(&self, vector: u8) -> Stop {
+        let name = match vector {
+            0 => "#DE (divide error)",
+            1 => "#DB (debug)",
+            3 => "#BP (breakpoint)",
+            4 => "#OF (overflow)",
+            5 => "#BR (bound range exceeded)",
+            6 => "#UD (invalid opcode)",
+            7 => "#NM (device not available)",
+            13 => "#GP (general protection)",
+            14 => "#PF (page fault)",
+            16 => "#MF (x87 floating-point error)",
+            19 => "#XM (SIMD floating-point error)",
+            _ => "exception",
+        };
+        Stop::Died(format!(
+            "guest exception {name} (vector {vector}) at EIP={:#010x}; exception delivery through the IDT is not supported yet\n{}",
+            self.state.eip,
+            self.register_dump()
+        ))
+    }
+
+    fn died(&self, why: &str) -> Stop {
+        Stop::Died(format!("{why}\n{}", self.register_dump()))
+    }
+
+    /// The guest registers, formatted for reports.
+    pub fn register_dump(&self) -> String {
+        let g = &self.state.gpr;
+        let s = &self.state;
+        format!(
+            "EAX={:08x} EBX={:08x} ECX={:08x} EDX={:08x}\nESI={:08x} EDI={:08x} EBP={:08x} ESP={:08x}\nEIP={:08x} EFLAGS={:08x} CS={:04x} DS={:04x} ES={:04x} SS={:04x} FS={:04x} GS={:04x}\nCR0={:08x} CR2={:08x} CR3={:08x} CR4={:08x}",
+            g[0], g[3], g[1], g[2], g[6], g[7], g[5], g[4], s.eip, s.guest_eflags(),
+            s.seg_sel[1], s.seg_sel[3], s.seg_sel[0], s.seg_sel[2], s.seg_sel[4], s.seg_sel[5],
+            self.sys.cr0, self.sys.cr2, self.sys.cr3, self.sys.cr4
+        )
+    }
+}
+
+#[derive(Debug)]
+enum TranslateFailure {
+    Full,
+    Other(String),
+}
+
+impl std::fmt::Display for TranslateFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TranslateFailure::Full => write!(f, "code cache full"),
+            TranslateFailure::Other(s) => write!(f, "cannot translate guest code {s}"),
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! The permanent runtime stubs in the code cache (enter, the common exit,
+//! the post-fault exit), the host signal handler that turns faults in
+//! translated code into exits, and the call that enters translated code.
+//!
+//! Invariants:
+//! - `enter` saves every host callee-saved register and the host RSP in the
+//!   state block before loading guest state; every exit path (`exit_common`,
+//!   `exit_saved`) restores them from there, so translated code may leave
+//!   the host stack in any state.
+//! - Host DF is clear and host MXCSR/x87 are the monitor's again after every
+//!   exit; the guest's FPU/SSE state is only in host registers while
+//!   translated code runs.
+//! - The signal handler acts only on faults whose RIP lies in a registered
+//!   code cache; any other fault is re-raised with the default action.
+
+use crate::state::{off, CpuState};
+use iced_x86::code_asm::*;
+use iced_x86::BlockEncoderOptions;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Addresses of the runtime stubs.
+#[derive(Clone, Copy, Debug)]
+pub struct Stubs {
+    /// `extern "sysv64" fn(state: *mut CpuState, code: u64)`.
+    pub enter: u64,
+    /// Saves guest registers and flags, then returns to the run loop.
+    pub exit_common: u64,
+    /// Returns to the run loop when registers were saved by the signal
+    /// handler.
+    pub exit_saved: u64,
+}
+
+fn r(e: IcedError) -> crate::TranslateError {
+    crate::TranslateError::Encode(e.to_string())
+}
+
+/// Assembles the stubs for execution at host address `rip`.
+pub fn assemble_stubs(rip: u64) -> Result<(Vec<u8>, [u64; 3]), crate::TranslateError> {
+    let mut a = CodeAssembler::new(64).map_err(r)?;
+    let mut exit_common = a.create_label();
+    let mut exit_saved = a.create_label();
+    let mut enter = a.create_label();
+    emit_enter(&mut a, &mut enter).map_err(r)?;
+    emit_exits(&mut a, &mut exit_common, &mut exit_saved).map_err(r)?;
+    let res = a.assemble_options(rip, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS).map_err(r)?;
+    let addrs = [
+        res.label_ip(&enter).map_err(r)?,
+        res.label_ip(&exit_common).map_err(r)?,
+        res.label_ip(&exit_saved).map_err(r)?,
+    ];
+    Ok((res.inner.code_buffer, addrs))
+}
+
+const GUEST_GPRS: [AsmRegister32; 8] = [eax, ecx, edx, ebx, r8d, ebp, esi, edi];
+
+fn emit_enter(a: &mut CodeAssembler, enter: &mut CodeLabel) -> Result<(), IcedError> {
+    a.set_label(enter)?;
+    for reg in [rbx, rbp, r12, r13, r14, r15] {
+        a.push(reg)?;
+    }
+    a.sub(rsp, 8)?;
+    a.mov(r14, rdi)?;
+    a.mov(qword_ptr(r14 + off::HOST_RSP), rsp)?;
+    a.stmxcsr(dword_ptr(r14 + off::HOST_MXCSR))?;
+    a.fxrstor64(ptr(r14 + off::FX))?;
+    a.mov(r15, qword_ptr(r14 + off::WINDOW))?;
+    a.mov(r9, rsi)?;
+    a.mov(eax, dword_ptr(r14 + off::EFLAGS))?;
+    a.and(eax, crate::state::LIVE_FLAGS as i32)?;
+    a.or(eax, 2)?;
+    a.push(rax)?;
+    a.popfq()?;
+    for (i, reg) in GUEST_GPRS.iter().enumerate() {
+        a.mov(*reg, dword_ptr(r14 + (off::GPR + 4 * i as i32)))?;
+    }
+    a.jmp(r9)
+}
+
+fn emit_exits(a: &mut CodeAssembler, common: &mut CodeLabel, saved: &mut CodeLabel) -> Result<(), IcedError> {
+    a.set_label(common)?;
+    for (i, reg) in GUEST_GPRS.iter().enumerate() {
+        a.mov(dword_ptr(r14 + (off::GPR + 4 * i as i32)), *reg)?;
+    }
+    a.pushfq()?;
+    a.pop(rax)?;
+    a.mov(qword_ptr(r14 + off::HOST_FLAGS), rax)?;
+    a.set_label(saved)?;
+    a.fxsave64(ptr(r14 + off::FX))?;
+    a.fninit()?;
+    a.ldmxcsr(dword_ptr(r14 + off::HOST_MXCSR))?;
+    a.cld()?;
+    a.mov(rsp, qword_ptr(r14 + off::HOST_RSP))?;
+    a.add(rsp, 8)?;
+    for reg in [r15, r14, r13, r12, rbp, rbx] {
+        a.pop(reg)?;
+    }
+    a.ret()
+}
+
+/// Runs translated code at `code` until it exits.
+///
+/// # Safety
+/// `stubs.enter` must be the enter stub of a live code cache, `code` the
+/// entry of a live translation of that cache, and `state` must have a
+/// `window` whose guest-visible pages are mapped as the translations expect.
+pub unsafe fn enter(stubs: &Stubs, state: &mut CpuState, code: u64) {
+    // SAFETY: the caller guarantees `stubs.enter` is the stub emitted by
+    // `emit_enter`, which follows the sysv64 ABI and preserves callee-saved
+    // registers.
+    let f: extern "sysv64" fn(*mut CpuState, u64) = unsafe { std::mem::transmute(stubs.enter as usize) };
+    f(state, code);
+}
+
+const MAX_CACHES: usize = 64;
+static CACHE_START: [AtomicU64; MAX_CACHES] = [const { AtomicU64::new(0) }; MAX_CACHES];
+static CACHE_END: [AtomicU64; MAX_CACHES] = [const { AtomicU64::new(0) }; MAX_CACHES];
+static CACHE_EXIT: [AtomicU64; MAX_CACHES] = [const { AtomicU64::new(0) }; MAX_CACHES];
+
+/// A registration of a code cache with the signal handler; unregisters on
+/// drop.
+pub struct FaultRegistration(usize);
+
+impl Drop for FaultRegistration {
+    fn drop(&mut self) {
+        CACHE_EXIT[self.0].store(0, Ordering::SeqCst);
+        CACHE_END[self.0].store(0, Ordering::SeqCst);
+        CACHE_START[self.0].store(0, Ordering::SeqCst);
+    }
+}
+
+/// Registers the executable range `[start, end)` whose faults return
+/// through `exit_saved`, installing the handlers on first use.
+pub fn register_cache(start: u64, end: u64, exit_saved: u64) -> Option<FaultRegistration> {
+    install_handlers();
+    for i in 0..MAX_CACHES {
+        if CACHE_START[i].compare_exchange(0, start, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            CACHE_EXIT[i].store(exit_saved, Ordering::SeqCst);
+            CACHE_END[i].store(end, Ordering::SeqCst);
+            return Some(FaultRegistration(i));
+        }
+    }
+    None
+}
+
+fn exit_for(rip: u64) -> Option<u64> {
+    (0..MAX_CACHES).find_map(|i| {
+        let s = CACHE_START[i].load(Ordering::SeqCst);
+        let e = CACHE_END[i].load(Ordering::SeqCst);
+        (s != 0 && rip >= s && rip < e).then(|| CACHE_EXIT[i].load(Ordering::SeqCst))
+    })
+}
+
+fn install_handlers() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for sig in [libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGILL] {
+            // SAFETY: a zeroed sigaction with a valid handler and flags.
+            unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = on_fault as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) as usize;
+                sa.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER;
+                libc::sigemptyset(&mut sa.sa_mask);
+                libc::sigaction(sig, &sa, std::ptr::null_mut());
+            }
+        }
+    });
+}
+
+const GUEST_GREGS: [libc::c_int; 8] = [
+    libc::REG_RAX,
+    libc::REG_RCX,
+    libc::REG_RDX,
+    libc::REG_RBX,
+    libc::REG_R8,
+    libc::REG_RBP,
+    libc::REG_RSI,
+    libc::REG_RDI,
+];
+
+extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid ucontext for SA_SIGINFO handlers.
+    let uc = unsafe { &mut *(ctx as *mut libc::ucontext_t) };
+    let gregs = &mut uc.uc_mcontext.gregs;
+    let rip = gregs[libc::REG_RIP as usize] as u64;
+    let Some(exit_saved) = exit_for(rip) else {
+        // Not ours: fall back to the default action and let it re-fault.
+        // SAFETY: resetting a signal to its default disposition.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+        return;
+    };
+    // SAFETY: inside translated code R14 always holds the vCPU state block
+    // (invariant of the register convention), which is live while its code
+    // runs.
+    let state = unsafe { &mut *(gregs[libc::REG_R14 as usize] as *mut CpuState) };
+    for (i, reg) in GUEST_GREGS.iter().enumerate() {
+        state.gpr[i] = gregs[*reg as usize] as u32;
+    }
+    state.host_flags = gregs[libc::REG_EFL as usize] as u64;
+    // SAFETY: `info` is valid for SA_SIGINFO handlers.
+    let (addr, code) = unsafe { ((*info).si_addr() as u64, (*info).si_code as u64) };
+    state.fault = crate::state::HostFault {
+        signo: sig as u64,
+        addr,
+        rip,
+        err: gregs[libc::REG_ERR as usize] as u64,
+        code,
+    };
+    state.exit_reason = crate::state::ExitReason::Fault as u32;
+    gregs[libc::REG_RIP as usize] = exit_saved as i64;
+}

@@ -1,0 +1,201 @@
+//! The vCPU state block that translated code reads and writes through R14.
+//!
+//! Invariant: while translated code runs, guest EAX..EDI (except ESP) live in
+//! the host registers of the same number, guest ESP in R8, and the arithmetic
+//! flags and DF of the guest in host RFLAGS; the copies in `gpr`/`eflags`
+//! are stale until an exit stores them back. Every field that emitted code
+//! touches is addressed by a constant offset from this module.
+
+use std::mem::offset_of;
+
+/// Guest EFLAGS bits that live in host RFLAGS while translated code runs:
+/// CF, PF, AF, ZF, SF, DF, OF.
+pub const LIVE_FLAGS: u32 = 0x0cd5;
+/// EFLAGS.IF.
+pub const FLAG_IF: u32 = 0x200;
+
+/// Why translated code returned to the run loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ExitReason {
+    /// A direct branch whose target is not chained yet; `eip` is the target,
+    /// `exit_site` the host address of the branch's rel32 field.
+    ChainMiss = 1,
+    /// An indirect branch whose target is not in the lookup table; `eip` is
+    /// the target.
+    IndirectMiss = 2,
+    /// The instruction at `eip` must be carried out by the monitor.
+    Emulate = 3,
+    /// A host fault (SIGSEGV/SIGFPE/SIGILL/SIGBUS) in translated code; see
+    /// the `fault_*` fields. `eip` is not yet known.
+    Fault = 4,
+    /// The run loop asked translated code to stop (interrupt window, signal).
+    Interrupted = 5,
+}
+
+impl ExitReason {
+    /// Decodes the raw value stored by emitted code.
+    pub fn from_raw(v: u32) -> Option<ExitReason> {
+        Some(match v {
+            1 => ExitReason::ChainMiss,
+            2 => ExitReason::IndirectMiss,
+            3 => ExitReason::Emulate,
+            4 => ExitReason::Fault,
+            5 => ExitReason::Interrupted,
+            _ => return None,
+        })
+    }
+}
+
+/// Guest segment registers in the order of the x86 encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Seg {
+    /// ES.
+    Es = 0,
+    /// CS.
+    Cs = 1,
+    /// SS.
+    Ss = 2,
+    /// DS.
+    Ds = 3,
+    /// FS.
+    Fs = 4,
+    /// GS.
+    Gs = 5,
+}
+
+/// The 512-byte FXSAVE image of the guest's x87/MMX/SSE state.
+#[derive(Clone, Copy)]
+#[repr(C, align(16))]
+pub struct FxArea(pub [u8; 512]);
+
+impl FxArea {
+    /// The state after reset: FCW 0x37F, MXCSR 0x1F80, everything else zero.
+    pub fn reset() -> FxArea {
+        let mut a = [0u8; 512];
+        a[0..2].copy_from_slice(&0x037fu16.to_le_bytes());
+        a[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        a[28..32].copy_from_slice(&0xffffu32.to_le_bytes());
+        FxArea(a)
+    }
+}
+
+/// What a host fault in translated code looked like.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct HostFault {
+    /// Signal number.
+    pub signo: u64,
+    /// Faulting data address (SIGSEGV/SIGBUS).
+    pub addr: u64,
+    /// Host instruction pointer of the faulting instruction.
+    pub rip: u64,
+    /// Page-fault error code (bit 1: write).
+    pub err: u64,
+    /// si_code of the signal.
+    pub code: u64,
+}
+
+/// The state block shared between the run loop and translated code.
+#[repr(C, align(64))]
+pub struct CpuState {
+    /// EAX, ECX, EDX, EBX, ESP, EBP, ESI, EDI.
+    pub gpr: [u32; 8],
+    /// Guest EIP at an exit.
+    pub eip: u32,
+    /// Guest EFLAGS (the `LIVE_FLAGS` part is in host RFLAGS while running).
+    pub eflags: u32,
+    /// Raw [`ExitReason`].
+    pub exit_reason: u32,
+    /// Virtual interrupt flag (1 = enabled), written inline by CLI/STI.
+    pub vif: u32,
+    /// Host RSP at entry, restored by every exit path.
+    pub host_rsp: u64,
+    /// Host address of guest linear 0 (loaded into R15).
+    pub window: u64,
+    /// Host address of the indirect-branch table (see [`crate::ibtc`]).
+    pub ibtc: u64,
+    /// Host address of the rel32 field of the branch that exited.
+    pub exit_site: u64,
+    /// Host RFLAGS at the exit.
+    pub host_flags: u64,
+    /// Host MXCSR at entry.
+    pub host_mxcsr: u32,
+    /// Padding.
+    pub _pad: u32,
+    /// Details of a host fault.
+    pub fault: HostFault,
+    /// Segment bases, by [`Seg`].
+    pub seg_base: [u32; 6],
+    /// Segment selectors, by [`Seg`].
+    pub seg_sel: [u16; 6],
+    /// Padding.
+    pub _pad2: [u32; 1],
+    /// Guest x87/MMX/SSE state while not running.
+    pub fx: FxArea,
+}
+
+impl Default for CpuState {
+    fn default() -> Self {
+        CpuState {
+            gpr: [0; 8],
+            eip: 0,
+            eflags: 2,
+            exit_reason: 0,
+            vif: 0,
+            host_rsp: 0,
+            window: 0,
+            ibtc: 0,
+            exit_site: 0,
+            host_flags: 0,
+            host_mxcsr: 0,
+            _pad: 0,
+            fault: HostFault::default(),
+            seg_base: [0; 6],
+            seg_sel: [0; 6],
+            _pad2: [0],
+            fx: FxArea::reset(),
+        }
+    }
+}
+
+impl CpuState {
+    /// Guest EFLAGS as the guest would read it.
+    pub fn guest_eflags(&self) -> u32 {
+        (self.eflags & !FLAG_IF) | if self.vif != 0 { FLAG_IF } else { 0 } | 2
+    }
+}
+
+/// Byte offsets used by emitted code.
+pub mod off {
+    use super::*;
+    /// `gpr[i]` is at `GPR + 4 * i`.
+    pub const GPR: i32 = offset_of!(CpuState, gpr) as i32;
+    /// `eip`.
+    pub const EIP: i32 = offset_of!(CpuState, eip) as i32;
+    /// `eflags`.
+    pub const EFLAGS: i32 = offset_of!(CpuState, eflags) as i32;
+    /// `exit_reason`.
+    pub const EXIT_REASON: i32 = offset_of!(CpuState, exit_reason) as i32;
+    /// `vif`.
+    pub const VIF: i32 = offset_of!(CpuState, vif) as i32;
+    /// `host_rsp`.
+    pub const HOST_RSP: i32 = offset_of!(CpuState, host_rsp) as i32;
+    /// `window`.
+    pub const WINDOW: i32 = offset_of!(CpuState, window) as i32;
+    /// `ibtc`.
+    pub const IBTC: i32 = offset_of!(CpuState, ibtc) as i32;
+    /// `exit_site`.
+    pub const EXIT_SITE: i32 = offset_of!(CpuState, exit_site) as i32;
+    /// `host_flags`.
+    pub const HOST_FLAGS: i32 = offset_of!(CpuState, host_flags) as i32;
+    /// `host_mxcsr`.
+    pub const HOST_MXCSR: i32 = offset_of!(CpuState, host_mxcsr) as i32;
+    /// `seg_base[i]` is at `SEG_BASE + 4 * i`.
+    pub const SEG_BASE: i32 = offset_of!(CpuState, seg_base) as i32;
+    /// `seg_sel[i]` is at `SEG_SEL + 2 * i`.
+    pub const SEG_SEL: i32 = offset_of!(CpuState, seg_sel) as i32;
+    /// `fx`.
+    pub const FX: i32 = offset_of!(CpuState, fx) as i32;
+}

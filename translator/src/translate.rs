@@ -1,0 +1,804 @@
+//! Translation of one unit of guest code into host code.
+//!
+//! A unit starts at a guest EIP and ends at a control transfer, at an
+//! instruction the monitor must carry out, before the first instruction
+//! that starts on the next guest page, or at the length limit.
+//!
+//! Invariants of emitted code (see docs/ARCHITECTURE.md):
+//! - Guest registers are never written before the last guest-memory access
+//!   of the same guest instruction that can fault, so a fault leaves the
+//!   guest state of the instruction's start (modulo the recorded fix-up).
+//! - No emitted sequence changes host flags except the guest's own
+//!   instructions and PUSHF/POPF, which restore them before any access that
+//!   can fault.
+//! - Every exit stores the guest EIP at which execution continues.
+
+use crate::emit::{mem, Emitter, Label};
+use crate::runtime::Stubs;
+use crate::state::{off, ExitReason, Seg};
+use crate::{i2, TranslateError};
+use iced_x86::{Code, ConditionCode, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
+
+/// Guest instructions per unit at most.
+pub const MAX_UNIT_INSNS: usize = 64;
+
+/// Mode bits a translation depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Mode {
+    /// DS, ES, SS and CS all have base 0, so only FS/GS overrides add a base.
+    pub flat: bool,
+}
+
+impl Mode {
+    /// The bits used in cache keys.
+    pub fn bits(self) -> u32 {
+        u32::from(self.flat)
+    }
+}
+
+/// What the translator needs to translate one unit.
+pub struct UnitRequest<'a> {
+    /// Guest EIP of the first instruction.
+    pub eip: u32,
+    /// Guest bytes from `eip` to the end of its page plus up to 15 more.
+    pub code: &'a [u8],
+    /// The mode to translate for.
+    pub mode: Mode,
+    /// Host address where the unit will run.
+    pub host_base: u64,
+    /// The runtime stubs.
+    pub stubs: Stubs,
+    /// At most this many guest instructions (1 for a single-step unit).
+    pub max_insns: usize,
+    /// Host address of a u64 incremented on every indirect-branch hit.
+    pub count_indirect: Option<u64>,
+}
+
+/// A fix-up the run loop applies to registers saved at a fault.
+pub mod fixup {
+    /// Nothing to fix.
+    pub const NONE: u8 = 0;
+    /// Bytes 0 and 1 of guest register `n - SWAP_BASE` are exchanged.
+    pub const SWAP_BASE: u8 = 1;
+}
+
+/// A translated unit, ready to be copied to `host_base`.
+pub struct Unit {
+    /// Host code (body followed by exit stubs).
+    pub code: Vec<u8>,
+    /// (host offset, guest EIP) for every guest instruction.
+    pub pc_map: Vec<(u32, u32)>,
+    /// Fault fix-up per guest instruction (see [`fixup`]).
+    pub fixups: Vec<u8>,
+    /// Direct-branch sites: (rel32 offset, stub offset), relative to the unit.
+    pub sites: Vec<(usize, usize)>,
+    /// Bytes of guest code covered, from `eip`.
+    pub guest_len: u32,
+    /// The guest instructions, for listings.
+    pub insns: Vec<Instruction>,
+}
+
+struct Exit {
+    label: Label,
+    target: u32,
+    rel32: usize,
+}
+
+struct Ctx<'a> {
+    e: Emitter,
+    req: &'a UnitRequest<'a>,
+    exits: Vec<Exit>,
+    fixup: u8,
+}
+
+fn err(e: iced_x86::IcedError) -> TranslateError {
+    TranslateError::Encode(e.to_string())
+}
+
+/// Host register holding guest register `r` (any width).
+fn host(r: Register) -> Register {
+    match r {
+        Register::ESP => Register::R8D,
+        Register::SP => Register::R8W,
+        other => other,
+    }
+}
+
+/// 64-bit host register holding the 32-bit guest register `r`.
+fn host64(r: Register) -> Register {
+    match r {
+        Register::ESP => Register::R8,
+        Register::None => Register::None,
+        other => other.full_register(),
+    }
+}
+
+fn is_high_byte(r: Register) -> bool {
+    matches!(r, Register::AH | Register::CH | Register::DH | Register::BH)
+}
+
+fn seg_index(r: Register) -> Option<Seg> {
+    Some(match r {
+        Register::ES => Seg::Es,
+        Register::CS => Seg::Cs,
+        Register::SS => Seg::Ss,
+        Register::DS => Seg::Ds,
+        Register::FS => Seg::Fs,
+        Register::GS => Seg::Gs,
+        _ => return None,
+    })
+}
+
+fn cc_bits(cc: ConditionCode) -> Option<u8> {
+    Some(match cc {
+        ConditionCode::o => 0,
+        ConditionCode::no => 1,
+        ConditionCode::b => 2,
+        ConditionCode::ae => 3,
+        ConditionCode::e => 4,
+        ConditionCode::ne => 5,
+        ConditionCode::be => 6,
+        ConditionCode::a => 7,
+        ConditionCode::s => 8,
+        ConditionCode::ns => 9,
+        ConditionCode::p => 10,
+        ConditionCode::np => 11,
+        ConditionCode::l => 12,
+        ConditionCode::ge => 13,
+        ConditionCode::le => 14,
+        ConditionCode::g => 15,
+        ConditionCode::None => return None,
+    })
+}
+
+/// Translates one unit.
+pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
+    let mut cx = Ctx { e: Emitter::new(req.host_base), req, exits: Vec::new(), fixup: fixup::NONE };
+    let mut dec = Decoder::with_ip(32, req.code, u64::from(req.eip), DecoderOptions::NONE);
+    let mut pc_map = Vec::new();
+    let mut fixups = Vec::new();
+    let mut insns = Vec::new();
+    let page = req.eip >> 12;
+    let mut next = req.eip;
+    loop {
+        if insns.len() >= req.max_insns.min(MAX_UNIT_INSNS) || (next >> 12) != page {
+            cx.chain_exit(next)?;
+            break;
+        }
+        let insn = dec.decode();
+        pc_map.push((cx.e.pos() as u32, next));
+        cx.fixup = fixup::NONE;
+        let ends = if insn.is_invalid() { cx.emulate_exit(next)? } else { cx.one(&insn)? };
+        fixups.push(cx.fixup);
+        insns.push(insn);
+        next = insn.next_ip32();
+        if insn.is_invalid() {
+            next = req.eip.wrapping_add(dec.position() as u32);
+        }
+        if ends {
+            break;
+        }
+    }
+    let guest_len = next.wrapping_sub(req.eip).max(1);
+    let sites = cx.emit_exit_stubs()?;
+    let code = cx.e.finish()?;
+    Ok(Unit { code, pc_map, fixups, sites, guest_len, insns })
+}
+
+impl Ctx<'_> {
+    fn ins(&mut self, i: Instruction) -> Result<(), TranslateError> {
+        self.e.ins(&i)
+    }
+
+    /// Ends the unit with a chainable jump to guest `target`.
+    fn chain_exit(&mut self, target: u32) -> Result<(), TranslateError> {
+        let label = self.e.label();
+        let rel32 = self.e.jmp_label(label);
+        self.exits.push(Exit { label, target, rel32 });
+        Ok(())
+    }
+
+    /// `jcc` to a chainable exit.
+    fn chain_jcc(&mut self, cc: u8, target: u32) {
+        let label = self.e.label();
+        let rel32 = self.e.jcc_label(cc, label);
+        self.exits.push(Exit { label, target, rel32 });
+    }
+
+    fn emit_exit_stubs(&mut self) -> Result<Vec<(usize, usize)>, TranslateError> {
+        let mut sites = Vec::new();
+        for x in std::mem::take(&mut self.exits) {
+            self.e.bind(x.label);
+            let stub = self.e.pos();
+            self.store_eip_imm(x.target)?;
+            self.store_exit(ExitReason::ChainMiss)?;
+            let site_addr = self.req.host_base + x.rel32 as u64;
+            self.ins(i2!(Code::Lea_r64_m, Register::R9, iced_x86::MemoryOperand::with_base_displ(Register::RIP, site_addr as i64))?)?;
+            self.ins(i2!(Code::Mov_rm64_r64, mem(Register::R14, Register::None, off::EXIT_SITE.into()), Register::R9)?)?;
+            self.e.jmp_abs(self.req.stubs.exit_common)?;
+            sites.push((x.rel32, stub));
+        }
+        Ok(sites)
+    }
+
+    fn store_eip_imm(&mut self, eip: u32) -> Result<(), TranslateError> {
+        self.ins(i2!(Code::Mov_rm32_imm32, mem(Register::R14, Register::None, off::EIP.into()), eip)?)
+    }
+
+    fn store_exit(&mut self, why: ExitReason) -> Result<(), TranslateError> {
+        self.ins(i2!(Code::Mov_rm32_imm32, mem(Register::R14, Register::None, off::EXIT_REASON.into()), why as u32)?)
+    }
+
+    /// Ends the unit: the monitor carries out the instruction at `eip`.
+    fn emulate_exit(&mut self, eip: u32) -> Result<bool, TranslateError> {
+        self.store_eip_imm(eip)?;
+        self.store_exit(ExitReason::Emulate)?;
+        self.e.jmp_abs(self.req.stubs.exit_common)?;
+        Ok(true)
+    }
+
+    /// Translates one instruction; returns whether it ends the unit.
+    fn one(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
+        if needs_monitor(i) {
+            return self.emulate_exit(i.ip32());
+        }
+        match i.mnemonic() {
+            Mnemonic::Jmp => self.jmp(i),
+            Mnemonic::Call => self.call(i),
+            Mnemonic::Ret => self.ret(i),
+            Mnemonic::Loop | Mnemonic::Loope | Mnemonic::Loopne | Mnemonic::Jecxz => self.loop_like(i),
+            Mnemonic::Push => self.push(i).map(|_| false),
+            Mnemonic::Pop => self.pop(i),
+            Mnemonic::Pushad => self.pushad().map(|_| false),
+            Mnemonic::Popad => self.popad().map(|_| false),
+            Mnemonic::Pushfd => self.pushfd().map(|_| false),
+            Mnemonic::Popfd => self.popfd().map(|_| false),
+            Mnemonic::Leave => self.leave().map(|_| false),
+            Mnemonic::Enter => self.enter(i),
+            Mnemonic::Cli | Mnemonic::Sti => self.set_vif(i.mnemonic() == Mnemonic::Sti).map(|_| false),
+            Mnemonic::Xlatb => self.xlat(i).map(|_| false),
+            Mnemonic::Lea => self.lea(i).map(|_| false),
+            Mnemonic::Movsb | Mnemonic::Movsw | Mnemonic::Movsd | Mnemonic::Cmpsb | Mnemonic::Cmpsw | Mnemonic::Cmpsd
+                if i.is_string_instruction() =>
+            {
+                self.string(i)
+            }
+            Mnemonic::Stosb
+            | Mnemonic::Stosw
+            | Mnemonic::Stosd
+            | Mnemonic::Lodsb
+            | Mnemonic::Lodsw
+            | Mnemonic::Lodsd
+            | Mnemonic::Scasb
+            | Mnemonic::Scasw
+            | Mnemonic::Scasd => self.string(i),
+            _ if i.flow_control() == iced_x86::FlowControl::ConditionalBranch => self.jcc(i),
+            _ => self.generic(i).map(|_| false),
+        }
+    }
+
+    // ----- memory operands -------------------------------------------------
+
+    /// Computes the guest linear address of `i`'s memory operand into R10D
+    /// (or returns a base register usable as `[r15 + base]` directly).
+    fn address(&mut self, i: &Instruction, force_r10: bool) -> Result<Register, TranslateError> {
+        let seg = i.memory_segment();
+        let base = i.memory_base();
+        let index = i.memory_index();
+        let disp = i.memory_displacement32();
+        if i.memory_displ_size() == 2 || base.size() == 2 || index.size() == 2 {
+            return Err(TranslateError::Unsupported("16-bit addressing"));
+        }
+        let seg_base = self.needs_seg_base(seg);
+        if !force_r10 && !seg_base && index == Register::None && disp == 0 && base != Register::None {
+            return Ok(host64(base));
+        }
+        if base == Register::None && index == Register::None {
+            self.ins(i2!(Code::Mov_r32_imm32, Register::R10D, disp)?)?;
+        } else {
+            let m = iced_x86::MemoryOperand::new(
+                host64(base),
+                host64(index),
+                i.memory_index_scale(),
+                i64::from(disp as i32),
+                if disp == 0 { 0 } else { 1 },
+                false,
+                Register::None,
+            );
+            self.ins(i2!(Code::Lea_r32_m, Register::R10D, m)?)?;
+        }
+        if seg_base {
+            self.add_seg_base(seg)?;
+        }
+        Ok(Register::R10)
+    }
+
+    fn needs_seg_base(&self, seg: Register) -> bool {
+        matches!(seg, Register::FS | Register::GS) || !self.req.mode.flat
+    }
+
+    fn add_seg_base(&mut self, seg: Register) -> Result<(), TranslateError> {
+        let s = seg_index(seg).unwrap_or(Seg::Ds) as i64;
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R11D, mem(Register::R14, Register::None, i64::from(off::SEG_BASE) + 4 * s))?)?;
+        self.ins(i2!(Code::Lea_r32_m, Register::R10D, mem(Register::R10, Register::R11, 0))?)
+    }
+
+    /// `[r15 + addr]` for the operand of `i`.
+    fn window_operand(&mut self, i: &Instruction, force_r10: bool) -> Result<iced_x86::MemoryOperand, TranslateError> {
+        let reg = self.address(i, force_r10)?;
+        Ok(mem(Register::R15, reg, 0))
+    }
+
+    // ----- generic instructions --------------------------------------------
+
+    fn generic(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+        let mut h = *i;
+        h.set_code(long_mode_code(i.code()));
+        let has_mem = (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Memory);
+        let high: Vec<u32> = (0..i.op_count()).filter(|&n| i.op_kind(n) == OpKind::Register && is_high_byte(i.op_register(n))).collect();
+        let uses_rex = has_mem || (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Register && matches!(i.op_register(n), Register::ESP | Register::SP));
+        if has_mem {
+            let m = self.window_operand(i, !high.is_empty())?;
+            set_memory(&mut h, m);
+        }
+        for n in 0..i.op_count() {
+            if i.op_kind(n) == OpKind::Register {
+                h.set_op_register(n, host(i.op_register(n)));
+            }
+        }
+        if uses_rex && !high.is_empty() {
+            return self.with_high_byte_swapped(h, &high);
+        }
+        self.ins(h)
+    }
+
+    /// Encodes `h` with its high-byte register replaced by the low byte of
+    /// the same register, exchanging the two around it.
+    fn with_high_byte_swapped(&mut self, mut h: Instruction, high: &[u32]) -> Result<(), TranslateError> {
+        let hr = h.op_register(high[0]);
+        let lo = match hr {
+            Register::AH => Register::AL,
+            Register::CH => Register::CL,
+            Register::DH => Register::DL,
+            _ => Register::BL,
+        };
+        for &n in high {
+            if h.op_register(n) != hr {
+                return Err(TranslateError::Unsupported("two different high-byte registers with REX"));
+            }
+            h.set_op_register(n, lo);
+        }
+        self.fixup = fixup::SWAP_BASE + (lo.number() as u8);
+        let swap = i2!(Code::Xchg_rm8_r8, lo, hr)?;
+        self.ins(swap)?;
+        self.ins(h)?;
+        self.ins(swap)
+    }
+
+    fn lea(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+        let dst = host(i.op0_register());
+        let base = i.memory_base();
+        let index = i.memory_index();
+        if base.size() == 2 || index.size() == 2 {
+            return Err(TranslateError::Unsupported("16-bit addressing"));
+        }
+        let disp = i.memory_displacement32();
+        if base == Register::None && index == Register::None {
+            return if dst.size() == 2 {
+                self.ins(i2!(Code::Mov_r16_imm16, dst, disp & 0xffff)?)
+            } else {
+                self.ins(i2!(Code::Mov_r32_imm32, dst, disp)?)
+            };
+        }
+        let m = iced_x86::MemoryOperand::new(
+            host64(base),
+            host64(index),
+            i.memory_index_scale(),
+            i64::from(disp as i32),
+            if disp == 0 { 0 } else { 1 },
+            false,
+            Register::None,
+        );
+        let code = if dst.size() == 2 { Code::Lea_r16_m } else { Code::Lea_r32_m };
+        self.ins(i2!(code, dst, m)?)
+    }
+
+    fn xlat(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+        self.ins(i2!(Code::Movzx_r32_rm8, Register::R10D, Register::AL)?)?;
+        self.ins(i2!(Code::Lea_r32_m, Register::R10D, mem(Register::RBX, Register::R10, 0))?)?;
+        let seg = i.memory_segment();
+        if self.needs_seg_base(seg) {
+            self.add_seg_base(seg)?;
+        }
+        self.ins(i2!(Code::Mov_r8_rm8, Register::AL, mem(Register::R15, Register::R10, 0))?)
+    }
+
+    fn set_vif(&mut self, on: bool) -> Result<(), TranslateError> {
+        self.ins(i2!(Code::Mov_rm32_imm32, mem(Register::R14, Register::None, off::VIF.into()), u32::from(on))?)
+    }
+
+    // ----- stack -----------------------------------------------------------
+
+    fn push(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+        let size = i.stack_pointer_increment().unsigned_abs();
+        if size != 4 && size != 2 {
+            return Err(TranslateError::Unsupported("push size"));
+        }
+        // Source into R11D (or an immediate).
+        let imm = match i.op0_kind() {
+            OpKind::Immediate8to32 | OpKind::Immediate32 | OpKind::Immediate8to16 | OpKind::Immediate16 => Some(i.immediate(0) as u32),
+            OpKind::Register => {
+                let r = i.op0_register();
+                if let Some(s) = seg_index(r) {
+                    let m = mem(Register::R14, Register::None, i64::from(off::SEG_SEL) + 2 * s as i64);
+                    self.ins(i2!(Code::Movzx_r32_rm16, Register::R11D, m)?)?;
+                } else {
+                    self.ins(i2!(Code::Mov_r32_rm32, Register::R11D, host(r).full_register32())?)?;
+                }
+                None
+            }
+            OpKind::Memory => {
+                let m = self.window_operand(i, false)?;
+                let code = if size == 4 { Code::Mov_r32_rm32 } else { Code::Movzx_r32_rm16 };
+                self.ins(i2!(code, Register::R11D, m)?)?;
+                None
+            }
+            _ => return Err(TranslateError::Unsupported("push operand")),
+        };
+        self.ins(i2!(Code::Lea_r32_m, Register::R9D, mem(Register::R8, Register::None, -(size as i64)))?)?;
+        let slot = mem(Register::R15, Register::R9, 0);
+        match (imm, size) {
+            (Some(v), 4) => self.ins(i2!(Code::Mov_rm32_imm32, slot, v)?)?,
+            (Some(v), _) => self.ins(i2!(Code::Mov_rm16_imm16, slot, v & 0xffff)?)?,
+            (None, 4) => self.ins(i2!(Code::Mov_rm32_r32, slot, Register::R11D)?)?,
+            (None, _) => self.ins(i2!(Code::Mov_rm16_r16, slot, Register::R11W)?)?,
+        }
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R8D, Register::R9D)?)
+    }
+
+    fn pop(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
+        let size = i.stack_pointer_increment() as i64;
+        if size != 4 && size != 2 {
+            return Err(TranslateError::Unsupported("pop size"));
+        }
+        match i.op0_kind() {
+            OpKind::Register if seg_index(i.op0_register()).is_none() => {
+                let dst = host(i.op0_register());
+                let top = mem(Register::R15, Register::R8, 0);
+                let code = if size == 4 { Code::Mov_r32_rm32 } else { Code::Movzx_r32_rm16 };
+                self.ins(i2!(code, Register::R9D, top)?)?;
+                self.ins(i2!(Code::Lea_r32_m, Register::R8D, mem(Register::R8, Register::None, size))?)?;
+                if size == 4 {
+                    self.ins(i2!(Code::Mov_r32_rm32, dst, Register::R9D)?)?;
+                } else {
+                    self.ins(i2!(Code::Mov_r16_rm16, dst, Register::R9W)?)?;
+                }
+                Ok(false)
+            }
+            OpKind::Memory if i.memory_base() != Register::ESP && i.memory_index() != Register::ESP => {
+                let m = self.window_operand(i, true)?;
+                let top = mem(Register::R15, Register::R8, 0);
+                if size == 4 {
+                    self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, top)?)?;
+                    self.ins(i2!(Code::Mov_rm32_r32, m, Register::R9D)?)?;
+                } else {
+                    self.ins(i2!(Code::Mov_r16_rm16, Register::R9W, top)?)?;
+                    self.ins(i2!(Code::Mov_rm16_r16, m, Register::R9W)?)?;
+                }
+                self.ins(i2!(Code::Lea_r32_m, Register::R8D, mem(Register::R8, Register::None, size))?)?;
+                Ok(false)
+            }
+            _ => self.emulate_exit(i.ip32()),
+        }
+    }
+
+    fn pushad(&mut self) -> Result<(), TranslateError> {
+        self.ins(i2!(Code::Lea_r32_m, Register::R9D, mem(Register::R8, Register::None, -32))?)?;
+        let order = [Register::EAX, Register::ECX, Register::EDX, Register::EBX, Register::R8D, Register::EBP, Register::ESI, Register::EDI];
+        for (n, r) in order.iter().enumerate() {
+            let slot = mem(Register::R15, Register::R9, 28 - 4 * n as i64);
+            self.ins(i2!(Code::Mov_rm32_r32, slot, *r)?)?;
+        }
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R8D, Register::R9D)?)
+    }
+
+    fn popad(&mut self) -> Result<(), TranslateError> {
+        // Touch both ends first so no load after a register write can fault.
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, mem(Register::R15, Register::R8, 28))?)?;
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, mem(Register::R15, Register::R8, 0))?)?;
+        let order = [Register::EDI, Register::ESI, Register::EBP, Register::None, Register::EBX, Register::EDX, Register::ECX, Register::EAX];
+        for (n, r) in order.iter().enumerate() {
+            if *r != Register::None {
+                self.ins(i2!(Code::Mov_r32_rm32, *r, mem(Register::R15, Register::R8, 4 * n as i64))?)?;
+            }
+        }
+        self.ins(i2!(Code::Lea_r32_m, Register::R8D, mem(Register::R8, Register::None, 32))?)
+    }
+
+    fn pushfd(&mut self) -> Result<(), TranslateError> {
+        self.ins(i2!(Code::Lea_r32_m, Register::R9D, mem(Register::R8, Register::None, -4))?)?;
+        // Probe the slot first: nothing below may fault once flags change.
+        self.ins(i2!(Code::Mov_rm32_imm32, mem(Register::R15, Register::R9, 0), 0u32)?)?;
+        self.ins(Instruction::with(Code::Pushfq))?;
+        self.ins(i2!(Code::Mov_r64_rm64, Register::R11, mem(Register::RSP, Register::None, 0))?)?;
+        self.ins(i2!(Code::And_rm32_imm32, Register::R11D, crate::state::LIVE_FLAGS)?)?;
+        // Non-live bits come from the state, IF from the virtual IF.
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R10D, mem(Register::R14, Register::None, off::EFLAGS.into()))?)?;
+        self.ins(i2!(Code::And_rm32_imm32, Register::R10D, !(crate::state::FLAG_IF | crate::state::LIVE_FLAGS) & 0x003f_7fff)?)?;
+        self.ins(i2!(Code::Or_r32_rm32, Register::R11D, Register::R10D)?)?;
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R10D, mem(Register::R14, Register::None, off::VIF.into()))?)?;
+        self.ins(i2!(Code::Shl_rm32_imm8, Register::R10D, 9u32)?)?;
+        self.ins(i2!(Code::Or_r32_rm32, Register::R11D, Register::R10D)?)?;
+        self.ins(i2!(Code::Or_rm32_imm8, Register::R11D, 2u32)?)?;
+        self.ins(i2!(Code::Mov_rm32_r32, mem(Register::R15, Register::R9, 0), Register::R11D)?)?;
+        self.ins(Instruction::with(Code::Popfq))?;
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R8D, Register::R9D)?)
+    }
+
+    fn popfd(&mut self) -> Result<(), TranslateError> {
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, mem(Register::R15, Register::R8, 0))?)?;
+        // Non-live bits (IF, IOPL, AC, ID...) go to the state; IF to VIF.
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R10D, Register::R9D)?)?;
+        self.ins(i2!(Code::And_rm32_imm32, Register::R10D, !crate::state::LIVE_FLAGS & 0x003f_7fd7)?)?;
+        self.ins(i2!(Code::Or_rm32_imm8, Register::R10D, 2u32)?)?;
+        self.ins(i2!(Code::Mov_rm32_r32, mem(Register::R14, Register::None, off::EFLAGS.into()), Register::R10D)?)?;
+        self.ins(i2!(Code::Shr_rm32_imm8, Register::R10D, 9u32)?)?;
+        self.ins(i2!(Code::And_rm32_imm8, Register::R10D, 1u32)?)?;
+        self.ins(i2!(Code::Mov_rm32_r32, mem(Register::R14, Register::None, off::VIF.into()), Register::R10D)?)?;
+        self.ins(i2!(Code::And_rm32_imm32, Register::R9D, crate::state::LIVE_FLAGS)?)?;
+        self.ins(i2!(Code::Or_rm32_imm8, Register::R9D, 2u32)?)?;
+        self.ins(Instruction::with1(Code::Push_r64, Register::R9).map_err(err)?)?;
+        self.ins(Instruction::with(Code::Popfq))?;
+        self.ins(i2!(Code::Lea_r32_m, Register::R8D, mem(Register::R8, Register::None, 4))?)
+    }
+
+    fn leave(&mut self) -> Result<(), TranslateError> {
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, mem(Register::R15, Register::RBP, 0))?)?;
+        self.ins(i2!(Code::Lea_r32_m, Register::R8D, mem(Register::RBP, Register::None, 4))?)?;
+        self.ins(i2!(Code::Mov_r32_rm32, Register::EBP, Register::R9D)?)
+    }
+
+    fn enter(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
+        if i.immediate8_2nd() != 0 || i.code() != Code::Enterd_imm16_imm8 {
+            return self.emulate_exit(i.ip32());
+        }
+        let size = i.immediate16() as i64;
+        self.ins(i2!(Code::Lea_r32_m, Register::R9D, mem(Register::R8, Register::None, -4))?)?;
+        self.ins(i2!(Code::Mov_rm32_r32, mem(Register::R15, Register::R9, 0), Register::EBP)?)?;
+        self.ins(i2!(Code::Mov_r32_rm32, Register::EBP, Register::R9D)?)?;
+        self.ins(i2!(Code::Lea_r32_m, Register::R8D, mem(Register::R9, Register::None, -size))?)?;
+        Ok(false)
+    }
+
+    // ----- control flow ----------------------------------------------------
+
+    fn jmp(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
+        match i.op0_kind() {
+            OpKind::NearBranch32 | OpKind::NearBranch16 => {
+                self.chain_exit(i.near_branch32())?;
+                Ok(true)
+            }
+            OpKind::Register | OpKind::Memory => {
+                self.target_to_r9(i)?;
+                self.indirect()?;
+                Ok(true)
+            }
+            _ => self.emulate_exit(i.ip32()),
+        }
+    }
+
+    fn jcc(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
+        let Some(cc) = cc_bits(i.condition_code()) else { return self.emulate_exit(i.ip32()) };
+        self.chain_jcc(cc, i.near_branch32());
+        self.chain_exit(i.next_ip32())?;
+        Ok(true)
+    }
+
+    fn loop_like(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
+        if matches!(i.code(), Code::Jcxz_rel8_16 | Code::Jcxz_rel8_32 | Code::Loop_rel8_16_CX | Code::Loop_rel8_32_CX | Code::Loope_rel8_16_CX | Code::Loope_rel8_32_CX | Code::Loopne_rel8_16_CX | Code::Loopne_rel8_32_CX) {
+            return self.emulate_exit(i.ip32());
+        }
+        let fall = self.e.label();
+        let take = self.e.label();
+        if i.mnemonic() == Mnemonic::Jecxz {
+            self.e.jrcxz_label(take);
+        } else {
+            self.ins(i2!(Code::Lea_r32_m, Register::ECX, mem(Register::RCX, Register::None, -1))?)?;
+            self.e.jrcxz_label(fall);
+            match i.mnemonic() {
+                Mnemonic::Loope => {
+                    self.e.jcc_label(5, fall);
+                }
+                Mnemonic::Loopne => {
+                    self.e.jcc_label(4, fall);
+                }
+                _ => {}
+            }
+        }
+        if i.mnemonic() == Mnemonic::Jecxz {
+            self.chain_exit(i.next_ip32())?;
+            self.e.bind(take);
+            self.chain_exit(i.near_branch32())?;
+        } else {
+            self.chain_exit(i.near_branch32())?;
+            self.e.bind(fall);
+            self.chain_exit(i.next_ip32())?;
+            self.e.bind(take);
+        }
+        Ok(true)
+    }
+
+    fn push_return(&mut self, ret: u32) -> Result<(), TranslateError> {
+        self.ins(i2!(Code::Lea_r32_m, Register::R11D, mem(Register::R8, Register::None, -4))?)?;
+        self.ins(i2!(Code::Mov_rm32_imm32, mem(Register::R15, Register::R11, 0), ret)?)?;
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R8D, Register::R11D)?)
+    }
+
+    fn call(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
+        match i.op0_kind() {
+            OpKind::NearBranch32 => {
+                self.push_return(i.next_ip32())?;
+                self.chain_exit(i.near_branch32())?;
+                Ok(true)
+            }
+            OpKind::Register | OpKind::Memory if i.code() == Code::Call_rm32 => {
+                self.target_to_r9(i)?;
+                self.push_return(i.next_ip32())?;
+                self.indirect()?;
+                Ok(true)
+            }
+            _ => self.emulate_exit(i.ip32()),
+        }
+    }
+
+    fn ret(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
+        let extra = match i.code() {
+            Code::Retnd => 0,
+            Code::Retnd_imm16 => i64::from(i.immediate16()),
+            _ => return self.emulate_exit(i.ip32()),
+        };
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, mem(Register::R15, Register::R8, 0))?)?;
+        self.ins(i2!(Code::Lea_r32_m, Register::R8D, mem(Register::R8, Register::None, 4 + extra))?)?;
+        self.indirect()?;
+        Ok(true)
+    }
+
+    /// Loads the target of an indirect jmp/call into R9D.
+    fn target_to_r9(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+        if i.code() != Code::Jmp_rm32 && i.code() != Code::Call_rm32 {
+            return Err(TranslateError::Unsupported("indirect branch form"));
+        }
+        if i.op0_kind() == OpKind::Register {
+            self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, host(i.op0_register()))?)
+        } else {
+            let m = self.window_operand(i, false)?;
+            self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, m)?)
+        }
+    }
+
+    /// Jumps to guest R9D through the indirect-branch table without touching
+    /// host flags; on a miss, exits with `IndirectMiss`.
+    fn indirect(&mut self) -> Result<(), TranslateError> {
+        let hit = self.e.label();
+        self.ins(i2!(Code::Mov_r64_rm64, Register::R10, Register::RCX)?)?;
+        self.ins(i2!(Code::Movzx_r32_rm16, Register::R11D, Register::R9W)?)?;
+        self.ins(i2!(Code::Lea_r32_m, Register::R11D, mem(Register::R11, Register::R11, 0))?)?;
+        self.ins(i2!(Code::Mov_r64_rm64, Register::R12, mem(Register::R14, Register::None, off::IBTC.into()))?)?;
+        let key = iced_x86::MemoryOperand::new(Register::R12, Register::R11, 8, 0, 0, false, Register::None);
+        self.ins(i2!(Code::Mov_r32_rm32, Register::ECX, key)?)?;
+        self.ins(i2!(Code::Mov_r64_rm64, Register::R13, Register::R9)?)?;
+        self.ins(Instruction::with1(Code::Not_rm64, Register::R13).map_err(err)?)?;
+        self.ins(i2!(Code::Lea_r64_m, Register::RCX, iced_x86::MemoryOperand::new(Register::RCX, Register::R13, 1, 1, 1, false, Register::None))?)?;
+        self.e.jrcxz_label(hit);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
+        self.ins(i2!(Code::Mov_rm32_r32, mem(Register::R14, Register::None, off::EIP.into()), Register::R9D)?)?;
+        self.store_exit(ExitReason::IndirectMiss)?;
+        self.e.jmp_abs(self.req.stubs.exit_common)?;
+        self.e.bind(hit);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
+        if let Some(counter) = self.req.count_indirect {
+            self.ins(i2!(Code::Mov_r64_imm64, Register::R13, counter)?)?;
+            self.ins(i2!(Code::Mov_r64_rm64, Register::R10, mem(Register::R13, Register::None, 0))?)?;
+            self.ins(i2!(Code::Lea_r64_m, Register::R10, mem(Register::R10, Register::None, 1))?)?;
+            self.ins(i2!(Code::Mov_rm64_r64, mem(Register::R13, Register::None, 0), Register::R10)?)?;
+        }
+        let dest = iced_x86::MemoryOperand::new(Register::R12, Register::R11, 8, 8, 1, false, Register::None);
+        self.ins(Instruction::with1(Code::Jmp_rm64, dest).map_err(err)?)
+    }
+
+    // ----- strings ---------------------------------------------------------
+
+    fn string(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
+        let seg = i.memory_segment();
+        let overridden = matches!(i.segment_prefix(), Register::FS | Register::GS);
+        if !self.req.mode.flat || overridden || (0..i.op_count()).any(|n| matches!(i.op_kind(n), OpKind::MemorySegSI | OpKind::MemoryESDI | OpKind::MemorySegDI)) {
+            return self.emulate_exit(i.ip32());
+        }
+        let _ = seg;
+        let uses_si = matches!(i.mnemonic(), Mnemonic::Movsb | Mnemonic::Movsw | Mnemonic::Movsd | Mnemonic::Cmpsb | Mnemonic::Cmpsw | Mnemonic::Cmpsd | Mnemonic::Lodsb | Mnemonic::Lodsw | Mnemonic::Lodsd);
+        let uses_di = !matches!(i.mnemonic(), Mnemonic::Lodsb | Mnemonic::Lodsw | Mnemonic::Lodsd);
+        if uses_si {
+            self.ins(i2!(Code::Lea_r64_m, Register::RSI, mem(Register::RSI, Register::R15, 0))?)?;
+        }
+        if uses_di {
+            self.ins(i2!(Code::Lea_r64_m, Register::RDI, mem(Register::RDI, Register::R15, 0))?)?;
+        }
+        // The guest encoding means the same in 64-bit mode once segment
+        // prefixes (ignored there) are dropped: no REX, no 0x67.
+        let bytes = string_bytes(i, self.req.code, self.req.eip)?;
+        self.e.raw(&bytes);
+        if uses_si {
+            self.ins(i2!(Code::Mov_r32_rm32, Register::ESI, Register::ESI)?)?;
+        }
+        if uses_di {
+            self.ins(i2!(Code::Mov_r32_rm32, Register::EDI, Register::EDI)?)?;
+        }
+        Ok(false)
+    }
+}
+
+/// The bytes of a string instruction without segment-override prefixes.
+fn string_bytes(i: &Instruction, code: &[u8], unit_eip: u32) -> Result<Vec<u8>, TranslateError> {
+    let start = i.ip32().wrapping_sub(unit_eip) as usize;
+    let bytes = code.get(start..start + i.len()).ok_or(TranslateError::Unsupported("string bytes"))?;
+    Ok(bytes.iter().copied().filter(|b| !matches!(b, 0x26 | 0x2e | 0x36 | 0x3e)).collect())
+}
+
+/// Replaces the memory operand of `h` by `m`.
+fn set_memory(h: &mut Instruction, m: iced_x86::MemoryOperand) {
+    h.set_memory_base(m.base);
+    h.set_memory_index(m.index);
+    h.set_memory_index_scale(1);
+    h.set_memory_displacement64(0);
+    h.set_memory_displ_size(0);
+    h.set_segment_prefix(Register::None);
+}
+
+/// The 64-bit-mode code for a 32-bit-mode-only encoding of the same
+/// operation.
+fn long_mode_code(c: Code) -> Code {
+    match c {
+        Code::Inc_r16 => Code::Inc_rm16,
+        Code::Inc_r32 => Code::Inc_rm32,
+        Code::Dec_r16 => Code::Dec_rm16,
+        Code::Dec_r32 => Code::Dec_rm32,
+        Code::Mov_AL_moffs8 => Code::Mov_r8_rm8,
+        Code::Mov_AX_moffs16 => Code::Mov_r16_rm16,
+        Code::Mov_EAX_moffs32 => Code::Mov_r32_rm32,
+        Code::Mov_moffs8_AL => Code::Mov_rm8_r8,
+        Code::Mov_moffs16_AX => Code::Mov_rm16_r16,
+        Code::Mov_moffs32_EAX => Code::Mov_rm32_r32,
+        other => other,
+    }
+}
+
+/// Instructions the monitor carries out (privileged, segment or I/O
+/// related, not encodable in 64-bit mode, or rare enough not to matter).
+fn needs_monitor(i: &Instruction) -> bool {
+    use Mnemonic::*;
+    if (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Register && matches!(i.op_register(n).size(), 0) == false && is_system_reg(i.op_register(n))) {
+        return true;
+    }
+    matches!(
+        i.mnemonic(),
+        In | Out | Insb | Insw | Insd | Outsb | Outsw | Outsd | Hlt | Cpuid | Int | Int1 | Int3 | Into | Iret | Iretd
+            | Lgdt | Lidt | Sgdt | Sidt | Lldt | Sldt | Ltr | Str | Lmsw | Smsw | Invlpg | Wbinvd | Invd | Rdmsr | Wrmsr
+            | Rdpmc | Clts | Sysenter | Sysexit | Syscall | Sysret | Ud0 | Ud1 | Ud2 | Bound | Arpl | Lar | Lsl | Verr
+            | Verw | Daa | Das | Aaa | Aas | Aam | Aad | Salc | Lds | Les | Lfs | Lgs | Lss | Retf | Rdtscp | Rdpid
+            | Swapgs | Monitor | Mwait | Xgetbv | Xsetbv | Getsec | Vmcall | Vmlaunch | Vmresume | Vmxoff | Vmxon
+            | Vmptrld | Vmptrst | Vmread | Vmwrite | Vmclear | Invept | Invvpid | Rsm | Fxsave64 | Fxrstor64
+    ) || matches!(i.code(), Code::Jmp_ptr1632 | Code::Jmp_ptr1616 | Code::Call_ptr1632 | Code::Call_ptr1616 | Code::Jmp_m1632 | Code::Jmp_m1616 | Code::Call_m1632 | Code::Call_m1616)
+        || is_sreg_move(i)
+        || i.code() == Code::Pushfw
+        || i.code() == Code::Popfw
+        || matches!(i.code(), Code::Pushaw | Code::Popaw)
+        || (i.mnemonic() == Mnemonic::Pop && i.op0_kind() == OpKind::Register && seg_index(i.op0_register()).is_some())
+}
+
+fn is_system_reg(r: Register) -> bool {
+    r.is_cr() || r.is_dr() || r.is_tr()
+}
+
+fn is_sreg_move(i: &Instruction) -> bool {
+    i.mnemonic() == Mnemonic::Mov && (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Register && i.op_register(n).is_segment_register())
+}
