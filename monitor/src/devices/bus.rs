@@ -10,6 +10,8 @@ use super::{size_mask, DeviceError, IoOutcome, PortDevice};
 use crate::config::SerialBackend;
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// COM1's base port.
 pub const COM1_BASE: u16 = 0x3f8;
@@ -46,6 +48,7 @@ pub struct IoBus {
     devices: Vec<Mapping>,
     unclaimed: BTreeMap<u16, Counts>,
     com1_irq: IrqLine,
+    com1_lost_bytes: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for IoBus {
@@ -75,6 +78,7 @@ impl IoBus {
             devices: Vec::new(),
             unclaimed: BTreeMap::new(),
             com1_irq: uart.irq_line(),
+            com1_lost_bytes: uart.lost_bytes_counter(),
         };
         bus.register(COM1_BASE, COM1_PORTS, Box::new(uart))?;
         bus.register(DEBUG_EXIT_BASE, DEBUG_EXIT_PORTS, Box::new(DebugExit))?;
@@ -127,6 +131,11 @@ impl IoBus {
     /// COM1's interrupt line (IRQ 4), latched until taken.
     pub fn com1_irq(&self) -> IrqLine {
         self.com1_irq.clone()
+    }
+
+    /// Bytes COM1's backend refused (and the guest therefore lost) so far.
+    pub fn com1_lost_bytes(&self) -> u64 {
+        self.com1_lost_bytes.load(Ordering::Relaxed)
     }
 
     /// A guest `in` of `size` bytes (1, 2 or 4; other values count as 4) at `port`.
@@ -214,7 +223,7 @@ fn normalized(size: u8) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
 
     /// A writer whose bytes the test can inspect.
     #[derive(Clone, Default)]
@@ -264,6 +273,23 @@ mod tests {
             assert_eq!(bus.write(0x3f8, 1, u32::from(b)), IoOutcome::Continue);
         }
         assert_eq!(out.0.lock().unwrap().as_slice(), b"ok\n");
+    }
+
+    #[test]
+    fn bytes_the_backend_refuses_are_counted_on_the_bus() {
+        struct Closed;
+        impl Write for Closed {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut bus = IoBus::with_serial_writer(Box::new(Closed)).unwrap();
+        assert_eq!(bus.write(0x3f8, 1, 0x41), IoOutcome::Continue);
+        assert_eq!(bus.write(0x3f8, 1, 0x42), IoOutcome::Continue);
+        assert_eq!(bus.com1_lost_bytes(), 2);
     }
 
     #[test]

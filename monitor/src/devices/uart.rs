@@ -76,6 +76,12 @@ impl Uart {
     pub fn lost_bytes(&self) -> u64 {
         self.lost_bytes.load(Ordering::Relaxed)
     }
+
+    /// A shared view of the lost-byte counter, readable after the UART is
+    /// handed to the bus.
+    pub fn lost_bytes_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.lost_bytes)
+    }
 }
 
 impl PortDevice for Uart {

@@ -219,6 +219,8 @@ fn check_placement(
 }
 
 fn copy_segments(ram: &GuestRam, segments: &[Segment<'_>]) -> Result<(), LoadError> {
+    // check_placement proved paddr + mem_size <= RAM size (< 4 GiB), and
+    // every plan keeps data.len() <= mem_size: neither sum below can wrap.
     for segment in segments {
         ram.write(GuestPhys(segment.paddr), segment.data)?;
         let bss_start = segment.paddr + segment.data.len() as u32;
