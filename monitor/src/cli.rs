@@ -1,1 +1,396 @@
-//! (being written)
+//! The `nestmon` command line: `nestmon run [FILE.vmx] …` and
+//! `nestmon probe [--json]`.
+//!
+//! Invariants:
+//! * Every failure before the guest starts (bad arguments, bad
+//!   configuration, refused modes, an unusable CPU model) is printed as
+//!   `nestmon: <message>` on stderr and gives exit status 2; nothing runs.
+//! * Warnings and notes go to stderr prefixed `nestmon: warning:` /
+//!   `nestmon: note:`; stdout belongs to the guest (COM1) or to `probe`.
+
+use crate::config::{self, ConfigError, ConfigSources, VmConfig};
+use crate::cpuid::{CpuModel, CpuidError};
+use crate::kvm::ProbeLimits;
+use crate::machine::{self, RunOptions};
+use crate::mode::{self, ModeError, Resolution};
+use crate::probe;
+use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// nestmon: a binary-translating virtual machine monitor for 32-bit x86 guests.
+#[derive(Debug, Parser)]
+#[command(name = "nestmon", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a guest described by a .vmx file and/or flags (the embedded
+    /// default guest when no kernel is given).
+    Run(RunArgs),
+    /// Report what this host offers (outer hypervisor, /dev/kvm, …) and the
+    /// modes `automatic` would select.
+    Probe(ProbeArgs),
+}
+
+/// `nestmon run`.
+#[derive(Debug, Args, Default)]
+pub struct RunArgs {
+    /// The VM's .vmx file.
+    #[arg(value_name = "FILE.vmx")]
+    pub vmx: Option<PathBuf>,
+    /// Set or override any configuration key (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// The Multiboot kernel (config key nestmon.kernel).
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// The kernel command line (config key nestmon.append).
+    #[arg(long, value_name = "STR", allow_hyphen_values = true)]
+    pub append: Option<String>,
+    /// Guest RAM in MiB (config key memsize).
+    #[arg(long, value_name = "MiB")]
+    pub memsize: Option<u64>,
+    /// Print counters when the guest exits.
+    #[arg(long)]
+    pub stats: bool,
+    /// Write every translation to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub log_translations: Option<PathBuf>,
+    /// Write the guestinfo namespace as JSON to FILE at exit.
+    #[arg(long, value_name = "FILE")]
+    pub guestinfo_out: Option<PathBuf>,
+    /// Check the configuration, print how it resolves, and exit without
+    /// running the guest.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// `nestmon probe`.
+#[derive(Debug, Args, Default)]
+pub struct ProbeArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Why `nestmon run` refused to start the guest (exit status 2).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The requested modes cannot be honoured.
+    #[error(transparent)]
+    Mode(#[from] ModeError),
+    /// The guest CPU model cannot be built on this host.
+    #[error(transparent)]
+    Cpuid(#[from] CpuidError),
+}
+
+impl StartError {
+    /// The process exit status (always 2: bad input).
+    pub fn exit_status(&self) -> i32 {
+        2
+    }
+}
+
+/// How long `nestmon run` lets the `/dev/kvm` speed test measure.
+const RUN_PROBE_LIMITS: ProbeLimits = ProbeLimits {
+    measure: Duration::from_millis(150),
+    hard_limit: Duration::from_millis(1000),
+};
+
+impl RunArgs {
+    /// The configuration sources these arguments name.
+    pub fn sources(&self) -> ConfigSources {
+        ConfigSources {
+            vmx: self.vmx.clone(),
+            settings: self.set.clone(),
+            kernel: self.kernel.clone(),
+            append: self.append.clone(),
+            memsize_mib: self.memsize,
+        }
+    }
+
+    fn run_options(&self, vm: VmConfig) -> RunOptions {
+        RunOptions {
+            vm,
+            stats: self.stats,
+            log_translations: self.log_translations.clone(),
+            guestinfo_out: self.guestinfo_out.clone(),
+        }
+    }
+}
+
+/// A run that passed every check and may start.
+#[derive(Debug)]
+pub struct PreparedRun {
+    /// What to hand to the machine.
+    pub options: RunOptions,
+    /// The modes it runs with.
+    pub resolution: Resolution,
+    /// The guest CPU.
+    pub cpu: CpuModel,
+}
+
+/// Parses `args` (including the program name) and does what they say;
+/// returns the process exit status.
+pub fn main_with_args<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(error) => {
+            // Printing can only fail if stderr/stdout are gone.
+            let _ = error.print();
+            return error.exit_code();
+        }
+    };
+    match cli.command {
+        Command::Run(args) => run(&args),
+        Command::Probe(args) => probe_command(&args),
+    }
+}
+
+/// Loads and checks everything `nestmon run` needs, printing warnings and
+/// notes to stderr as they arise.
+pub fn prepare_run(args: &RunArgs) -> Result<PreparedRun, StartError> {
+    let loaded = config::load(&args.sources())?;
+    for diagnostic in &loaded.diagnostics {
+        eprintln!("nestmon: {diagnostic}");
+    }
+    let vm = loaded.config;
+    let host = probe::host_capabilities(&vm, RUN_PROBE_LIMITS);
+    let resolution = mode::resolve(&vm, &host)?;
+    for note in &resolution.notes {
+        eprintln!("nestmon: note: {note}");
+    }
+    let cpu = CpuModel::new(&vm, &probe::host_cpuid)?;
+    Ok(PreparedRun {
+        options: args.run_options(vm),
+        resolution,
+        cpu,
+    })
+}
+
+fn run(args: &RunArgs) -> i32 {
+    let prepared = match prepare_run(args) {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            eprintln!("nestmon: {error}");
+            return error.exit_status();
+        }
+    };
+    if args.check {
+        print!("{}", describe(&prepared));
+        return 0;
+    }
+    match machine::run(&prepared.options) {
+        Ok(status) => status,
+        Err(error) => {
+            eprintln!("nestmon: {error}");
+            error.exit_status()
+        }
+    }
+}
+
+/// The `run --check` summary: the resolved configuration, one item a line.
+pub fn describe(prepared: &PreparedRun) -> String {
+    let vm = &prepared.options.vm;
+    let kernel = vm.kernel.as_ref().map_or_else(
+        || "(embedded default guest)".to_string(),
+        |k| k.display().to_string(),
+    );
+    let mut lines = vec![
+        format!("kernel: {kernel}"),
+        format!("append: {:?}", vm.append),
+        format!("memsize: {} MiB", vm.memsize_mib),
+        format!(
+            "displayName: {}",
+            vm.display_name.as_deref().unwrap_or("(none)")
+        ),
+        format!("guestOS: {}", vm.guest_os),
+        format!("serial0: {:?}", vm.serial0),
+        format!(
+            "monitor.virtual_exec: {} -> {}",
+            vm.virtual_exec,
+            prepared.resolution.exec.config_name()
+        ),
+        format!(
+            "monitor.virtual_mmu: {} -> {}",
+            vm.virtual_mmu,
+            prepared.resolution.mmu.config_name()
+        ),
+        format!("reason: {}", prepared.resolution.reason),
+        format!(
+            "monitor_control.restrict_backdoor: {}",
+            vm.restrict_backdoor
+        ),
+        format!("vhv.enable: {}", vm.vhv_enable),
+        format!("vmx.allowNested: {}", vm.allow_nested),
+        format!("hypervisor.cpuid.v0: {}", vm.hypervisor_cpuid_v0),
+        format!("cpuid masks: {}", vm.cpuid_masks.len()),
+    ];
+    lines.extend(
+        [
+            (0u32, "cpuid.0"),
+            (1, "cpuid.1"),
+            (0x8000_0001, "cpuid.80000001"),
+        ]
+        .iter()
+        .map(|(leaf, name)| {
+            let [a, b, c, d] = prepared.cpu.query(*leaf, 0);
+            format!("{name}: eax={a:08x} ebx={b:08x} ecx={c:08x} edx={d:08x}")
+        }),
+    );
+    lines.push(format!("tsc: {} Hz", prepared.cpu.tsc_hz()));
+    lines.extend(
+        vm.guestinfo
+            .iter()
+            .map(|(k, v)| format!("guestinfo.{k}: {v:?}")),
+    );
+    let mut text = lines.join("\n");
+    text.push('\n');
+    text
+}
+
+fn probe_command(args: &ProbeArgs) -> i32 {
+    let report = probe::probe(ProbeLimits::default());
+    if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(json) => println!("{json}"),
+            Err(error) => {
+                eprintln!("nestmon: cannot encode the probe report: {error}");
+                return 1;
+            }
+        }
+    } else {
+        print!("{report}");
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("nestmon").chain(args.iter().copied())).unwrap()
+    }
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        match parse(args).command {
+            Command::Run(run) => run,
+            Command::Probe(_) => panic!("parsed as probe"),
+        }
+    }
+
+    #[test]
+    fn run_flags_fill_sources_and_run_options() {
+        let args = run_args(&[
+            "run",
+            "vm.vmx",
+            "--set",
+            "a=1",
+            "--set",
+            "b=2",
+            "--kernel",
+            "k.elf",
+            "--append",
+            "-v quiet",
+            "--memsize",
+            "64",
+            "--stats",
+            "--log-translations",
+            "t.log",
+            "--guestinfo-out",
+            "g.json",
+        ]);
+        let sources = args.sources();
+        assert_eq!(sources.vmx, Some(PathBuf::from("vm.vmx")));
+        assert_eq!(sources.settings, vec!["a=1", "b=2"]);
+        assert_eq!(sources.kernel, Some(PathBuf::from("k.elf")));
+        assert_eq!(sources.append.as_deref(), Some("-v quiet"));
+        assert_eq!(sources.memsize_mib, Some(64));
+        let options = args.run_options(VmConfig::default());
+        assert!(options.stats);
+        assert_eq!(options.log_translations, Some(PathBuf::from("t.log")));
+        assert_eq!(options.guestinfo_out, Some(PathBuf::from("g.json")));
+    }
+
+    #[test]
+    fn bare_run_has_no_sources() {
+        let args = run_args(&["run"]);
+        assert_eq!(args.sources(), ConfigSources::default());
+        assert!(!args.stats && !args.check);
+    }
+
+    #[test]
+    fn probe_takes_json_flag() {
+        assert!(matches!(
+            parse(&["probe", "--json"]).command,
+            Command::Probe(ProbeArgs { json: true })
+        ));
+    }
+
+    #[test]
+    fn bad_arguments_exit_with_status_2() {
+        assert_eq!(main_with_args(["nestmon", "run", "--memsize", "lots"]), 2);
+        assert_eq!(main_with_args(["nestmon", "fly"]), 2);
+        assert_eq!(main_with_args(["nestmon"]), 2);
+    }
+
+    #[test]
+    fn refused_modes_exit_with_status_2() {
+        let args = run_args(&[
+            "run",
+            "--set",
+            "monitor.virtual_exec=software",
+            "--set",
+            "monitor.virtual_mmu=hardware",
+        ]);
+        let error = prepare_run(&args).unwrap_err();
+        assert!(matches!(
+            error,
+            StartError::Mode(ModeError::SoftwareExecWithHardwareMmu)
+        ));
+        assert_eq!(error.exit_status(), 2);
+    }
+
+    #[test]
+    fn impossible_cpu_model_refuses_to_start() {
+        let args = run_args(&[
+            "run",
+            "--set",
+            "monitor.virtual_exec=software",
+            "--set",
+            "cpuid.7.ebx=--------------------------------",
+        ]);
+        assert!(matches!(prepare_run(&args), Err(StartError::Cpuid(_))));
+    }
+
+    #[test]
+    fn check_summary_shows_resolved_modes_and_cpu() {
+        let args = run_args(&[
+            "run",
+            "--set",
+            "monitor.virtual_exec=software",
+            "--set",
+            "guestinfo.x=1",
+        ]);
+        let text = describe(&prepare_run(&args).unwrap());
+        assert!(text.contains("kernel: (embedded default guest)"));
+        assert!(text.contains("monitor.virtual_exec: software -> software"));
+        assert!(text.contains("guestinfo.x: \"1\""));
+        assert!(text.contains("cpuid.1: eax=000006d8"));
+    }
+}

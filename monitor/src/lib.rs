@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod cpuid;
 pub mod devices;
+pub mod kvm;
 pub mod loader;
 pub mod machine;
 pub mod mode;

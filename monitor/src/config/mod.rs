@@ -1,7 +1,33 @@
 //! The VM configuration (`.vmx` keys and command-line equivalents).
+//!
+//! A configuration is assembled from, in increasing precedence: the `.vmx`
+//! file, `--set KEY=VALUE` options in order, then the dedicated flags
+//! (`--kernel`, `--append`, `--memsize`). Keys are case-insensitive.
+//!
+//! Invariants:
+//! * Every key that ends up in a [`VmConfig`] was validated into a typed
+//!   field; bad values are [`ConfigError`]s naming where they came from
+//!   (`file:line` or the command-line flag), never panics.
+//! * A key set twice in the same source keeps its last value and produces a
+//!   warning; a command-line setting silently overrides the file.
+//! * Unknown keys produce a warning naming them and are otherwise ignored.
+//! * Relative paths written in a `.vmx` file are relative to that file's
+//!   directory; relative paths on the command line are relative to the
+//!   current directory.
+//!
+//! The keys, their values and defaults are documented in `docs/config.md`.
 
+mod keys;
+mod values;
+pub mod vmx;
+
+use crate::cpuid::{CpuidError, CpuidMask};
+use crate::mode::ModeRequest;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use values::parse_bool;
 
 /// Where COM1's output goes.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -18,28 +44,465 @@ pub enum SerialBackend {
 }
 
 /// A fully resolved VM description.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmConfig {
-    /// The Multiboot kernel to boot; `None` boots the embedded default guest.
+    /// The Multiboot kernel to boot; `None` boots the embedded default guest
+    /// (`nestmon.kernel`, `--kernel`).
     pub kernel: Option<PathBuf>,
-    /// The kernel command line (after the kernel's file name).
+    /// The kernel command line (after the kernel's file name)
+    /// (`nestmon.append`, `--append`).
     pub append: String,
-    /// Guest RAM in MiB.
+    /// Guest RAM in MiB (`memsize`, `--memsize`).
     pub memsize_mib: u64,
-    /// COM1 output.
+    /// COM1 output (`serial0.*`).
     pub serial0: SerialBackend,
-    /// `guestinfo.*` initial values (keys without the `guestinfo.` prefix).
+    /// `guestinfo.*` initial values (keys without the `guestinfo.` prefix,
+    /// spelled as written).
     pub guestinfo: BTreeMap<String, String>,
+    /// `displayName`: the VM's name for humans.
+    pub display_name: Option<String>,
+    /// `guestOS`: VMware's guest OS identifier (informational).
+    pub guest_os: String,
+    /// `monitor.virtual_exec` (or the older `monitor_control.vt32` /
+    /// `monitor_control.enable_svm`).
+    pub virtual_exec: ModeRequest,
+    /// `monitor.virtual_mmu`.
+    pub virtual_mmu: ModeRequest,
+    /// `monitor_control.restrict_backdoor`: when true the guest gets no
+    /// answer from the VMware backdoor port.
+    pub restrict_backdoor: bool,
+    /// `vhv.enable`: offer virtualized VT-x/AMD-V to the guest.
+    pub vhv_enable: bool,
+    /// `vmx.allowNested`: allow running inside another hypervisor.
+    pub allow_nested: bool,
+    /// `hypervisor.cpuid.v0`: the hypervisor CPUID bit and leaves.
+    pub hypervisor_cpuid_v0: bool,
+    /// `cpuid.<leaf>.<reg>[.amd|.intel]` masks, one per distinct key.
+    pub cpuid_masks: Vec<CpuidMask>,
 }
+
+/// Guest RAM when `memsize` is not given.
+pub const DEFAULT_MEMSIZE_MIB: u64 = 128;
+/// `guestOS` when not given.
+pub const DEFAULT_GUEST_OS: &str = "other";
 
 impl Default for VmConfig {
     fn default() -> Self {
         VmConfig {
             kernel: None,
             append: String::new(),
-            memsize_mib: 128,
+            memsize_mib: DEFAULT_MEMSIZE_MIB,
             serial0: SerialBackend::Stdio,
             guestinfo: BTreeMap::new(),
+            display_name: None,
+            guest_os: DEFAULT_GUEST_OS.to_string(),
+            virtual_exec: ModeRequest::Automatic,
+            virtual_mmu: ModeRequest::Automatic,
+            restrict_backdoor: false,
+            vhv_enable: false,
+            allow_nested: true,
+            hypervisor_cpuid_v0: true,
+            cpuid_masks: Vec::new(),
         }
+    }
+}
+
+/// Where a setting came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A line of a `.vmx` file.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+    },
+    /// A command-line option (`--set`, `--kernel`, …).
+    CommandLine {
+        /// The flag, e.g. `--set` or `--memsize`.
+        flag: String,
+    },
+}
+
+impl Origin {
+    fn command_line(flag: &str) -> Origin {
+        Origin::CommandLine {
+            flag: flag.to_string(),
+        }
+    }
+
+    /// True if both settings come from the same file or both from the
+    /// command line (a repeat there is worth a warning).
+    fn same_source(&self, other: &Origin) -> bool {
+        match (self, other) {
+            (Origin::File { path: a, .. }, Origin::File { path: b, .. }) => a == b,
+            (Origin::CommandLine { .. }, Origin::CommandLine { .. }) => true,
+            _ => false,
+        }
+    }
+
+    /// The directory relative paths in this setting are relative to.
+    fn base_directory(&self) -> Option<&Path> {
+        match self {
+            Origin::File { path, .. } => path.parent(),
+            Origin::CommandLine { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File { path, line } => write!(f, "{}:{line}", path.display()),
+            Origin::CommandLine { flag } => write!(f, "command line ({flag})"),
+        }
+    }
+}
+
+/// One `key = value` setting and where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The key as written.
+    pub key: String,
+    /// The value, unquoted and unescaped.
+    pub value: String,
+    /// Where it was written.
+    pub origin: Origin,
+}
+
+/// How serious a [`Diagnostic`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    /// Something was probably not what the user meant.
+    Warning,
+    /// Information about how a setting was interpreted.
+    Note,
+}
+
+/// A message for the user produced while loading the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// Warning or note.
+    pub severity: Severity,
+    /// The message, starting with where the setting came from.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let label = match self.severity {
+            Severity::Warning => "warning",
+            Severity::Note => "note",
+        };
+        write!(f, "{label}: {}", self.message)
+    }
+}
+
+/// A configuration and the diagnostics produced while building it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Loaded {
+    /// The configuration.
+    pub config: VmConfig,
+    /// Warnings and notes, in the order they arose.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Everything `nestmon run` was given that describes the VM.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConfigSources {
+    /// The `.vmx` file.
+    pub vmx: Option<PathBuf>,
+    /// `--set KEY=VALUE` arguments, in order.
+    pub settings: Vec<String>,
+    /// `--kernel`.
+    pub kernel: Option<PathBuf>,
+    /// `--append`.
+    pub append: Option<String>,
+    /// `--memsize`.
+    pub memsize_mib: Option<u64>,
+}
+
+/// Why a configuration cannot be used. Every variant means exit status 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The `.vmx` file cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The `.vmx` file is not UTF-8.
+    #[error("{}:{line}: the file is not valid UTF-8", path.display())]
+    NotUtf8 {
+        /// The file.
+        path: PathBuf,
+        /// The line holding the first invalid byte.
+        line: usize,
+    },
+    /// A malformed line.
+    #[error("{}:{line}: {reason}", path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A malformed `--set` argument.
+    #[error("--set {argument:?}: {reason}")]
+    BadSetting {
+        /// The argument as given.
+        argument: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A value of the wrong form.
+    #[error("{origin}: invalid value \"{value}\" for {key}: expected {expected}")]
+    InvalidValue {
+        /// Where it was set.
+        origin: Origin,
+        /// The key as written.
+        key: String,
+        /// The value.
+        value: String,
+        /// What would have been accepted.
+        expected: String,
+    },
+    /// A setting that needs another one which is missing.
+    #[error("{origin}: {key} = \"{value}\" needs {needed}")]
+    MissingValue {
+        /// Where the setting that needs it was made.
+        origin: Origin,
+        /// Its key.
+        key: String,
+        /// Its value.
+        value: String,
+        /// The missing key.
+        needed: String,
+    },
+    /// The kernel file does not exist.
+    #[error("{origin}: kernel {} not found", path.display())]
+    KernelNotFound {
+        /// Where it was named.
+        origin: Origin,
+        /// The resolved path.
+        path: PathBuf,
+    },
+    /// A bad `cpuid.*` key or mask.
+    #[error("{origin}: {source}")]
+    Cpuid {
+        /// Where it was set.
+        origin: Origin,
+        /// What is wrong.
+        source: CpuidError,
+    },
+}
+
+impl ConfigError {
+    /// The process exit status for this error (bad input).
+    pub fn exit_status(&self) -> i32 {
+        2
+    }
+}
+
+/// Reads the `.vmx` file (if any), applies the command-line settings and
+/// checks that the kernel exists.
+pub fn load(sources: &ConfigSources) -> Result<Loaded, ConfigError> {
+    let mut entries = match &sources.vmx {
+        Some(path) => read_vmx(path)?,
+        None => Vec::new(),
+    };
+    entries.extend(command_line_entries(sources)?);
+    let (loaded, kernel_origin) = keys::build(entries)?;
+    if let (Some(path), Some(origin)) = (&loaded.config.kernel, kernel_origin) {
+        if !path.is_file() {
+            return Err(ConfigError::KernelNotFound {
+                origin,
+                path: path.clone(),
+            });
+        }
+    }
+    Ok(loaded)
+}
+
+/// Builds a configuration from entries alone (no file system access).
+pub fn from_entries(entries: Vec<Entry>) -> Result<Loaded, ConfigError> {
+    keys::build(entries).map(|(loaded, _)| loaded)
+}
+
+/// Reads and parses a `.vmx` file.
+pub fn read_vmx(path: &Path) -> Result<Vec<Entry>, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let text = String::from_utf8(bytes).map_err(|error| {
+        let valid = &error.as_bytes()[..error.utf8_error().valid_up_to()];
+        ConfigError::NotUtf8 {
+            path: path.to_path_buf(),
+            line: 1 + valid.iter().filter(|&&b| b == b'\n').count(),
+        }
+    })?;
+    vmx::parse_vmx(path, &text)
+}
+
+/// Turns `--set KEY=VALUE` into an entry. A value starting with `"` is read
+/// like a quoted `.vmx` value; otherwise it is taken verbatim.
+pub fn parse_setting(argument: &str) -> Result<Entry, ConfigError> {
+    let bad = |reason: String| ConfigError::BadSetting {
+        argument: argument.to_string(),
+        reason,
+    };
+    let (raw_key, raw_value) = argument
+        .split_once('=')
+        .ok_or_else(|| bad("expected KEY=VALUE".to_string()))?;
+    let key = vmx::parse_key(raw_key).map_err(bad)?;
+    let value = if raw_value.trim_start().starts_with('"') {
+        vmx::parse_value(raw_value.trim()).map_err(bad)?
+    } else {
+        raw_value.to_string()
+    };
+    Ok(Entry {
+        key,
+        value,
+        origin: Origin::command_line("--set"),
+    })
+}
+
+fn command_line_entries(sources: &ConfigSources) -> Result<Vec<Entry>, ConfigError> {
+    let mut entries = sources
+        .settings
+        .iter()
+        .map(|argument| parse_setting(argument))
+        .collect::<Result<Vec<_>, _>>()?;
+    let flag_entry = |key: &str, value: String, flag: &str| Entry {
+        key: key.to_string(),
+        value,
+        origin: Origin::command_line(flag),
+    };
+    if let Some(kernel) = &sources.kernel {
+        entries.push(flag_entry(
+            keys::KERNEL_KEY,
+            kernel.to_string_lossy().into_owned(),
+            "--kernel",
+        ));
+    }
+    if let Some(append) = &sources.append {
+        entries.push(flag_entry(keys::APPEND_KEY, append.clone(), "--append"));
+    }
+    if let Some(memsize) = sources.memsize_mib {
+        entries.push(flag_entry("memsize", memsize.to_string(), "--memsize"));
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("nestmon-config-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn set_argument_needs_an_equals_sign() {
+        let error = parse_setting("memsize").unwrap_err();
+        assert!(matches!(error, ConfigError::BadSetting { .. }));
+        assert!(error.to_string().contains("KEY=VALUE"));
+    }
+
+    #[test]
+    fn set_argument_value_is_verbatim_unless_quoted() {
+        assert_eq!(parse_setting("displayName=a # b").unwrap().value, "a # b");
+        assert_eq!(parse_setting("displayName=\"q|22\"").unwrap().value, "q\"");
+        assert_eq!(parse_setting("k=").unwrap().value, "");
+    }
+
+    #[test]
+    fn flags_override_set_which_overrides_file() {
+        let dir = temp_dir("precedence");
+        let vmx = dir.join("a.vmx");
+        std::fs::write(&vmx, "memsize = \"64\"\nnestmon.append = \"file\"\n").unwrap();
+        let sources = ConfigSources {
+            vmx: Some(vmx),
+            settings: vec!["memsize=96".into(), "nestmon.append=set".into()],
+            memsize_mib: Some(32),
+            ..ConfigSources::default()
+        };
+        let loaded = load(&sources).unwrap();
+        assert_eq!(loaded.config.memsize_mib, 32);
+        assert_eq!(loaded.config.append, "set");
+    }
+
+    #[test]
+    fn kernel_relative_to_vmx_directory_must_exist() {
+        let dir = temp_dir("kernel");
+        std::fs::write(dir.join("guest.elf"), b"\x7fELF").unwrap();
+        let vmx = dir.join("k.vmx");
+        std::fs::write(&vmx, "nestmon.kernel = \"guest.elf\"\n").unwrap();
+        let loaded = load(&ConfigSources {
+            vmx: Some(vmx.clone()),
+            ..ConfigSources::default()
+        })
+        .unwrap();
+        assert_eq!(loaded.config.kernel, Some(dir.join("guest.elf")));
+
+        std::fs::write(&vmx, "nestmon.kernel = \"missing.elf\"\n").unwrap();
+        let error = load(&ConfigSources {
+            vmx: Some(vmx),
+            ..ConfigSources::default()
+        })
+        .unwrap_err();
+        assert!(matches!(error, ConfigError::KernelNotFound { .. }));
+        assert!(error.to_string().contains("k.vmx:1"), "{error}");
+        assert_eq!(error.exit_status(), 2);
+    }
+
+    #[test]
+    fn kernel_flag_is_relative_to_current_directory() {
+        let error = load(&ConfigSources {
+            kernel: Some(PathBuf::from("no/such/kernel.elf")),
+            ..ConfigSources::default()
+        })
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "command line (--kernel): kernel no/such/kernel.elf not found"
+        );
+    }
+
+    #[test]
+    fn unreadable_file_is_an_error_naming_it() {
+        let error = load(&ConfigSources {
+            vmx: Some(PathBuf::from("/nonexistent/x.vmx")),
+            ..ConfigSources::default()
+        })
+        .unwrap_err();
+        assert!(error
+            .to_string()
+            .starts_with("cannot read /nonexistent/x.vmx"));
+    }
+
+    #[test]
+    fn invalid_utf8_names_the_line() {
+        let dir = temp_dir("utf8");
+        let vmx = dir.join("bad.vmx");
+        std::fs::write(&vmx, b"a = \"1\"\nb = \"\xff\"\n").unwrap();
+        let error = read_vmx(&vmx).unwrap_err();
+        assert!(matches!(error, ConfigError::NotUtf8 { line: 2, .. }));
+    }
+
+    #[test]
+    fn no_sources_gives_the_default_guest() {
+        let loaded = load(&ConfigSources::default()).unwrap();
+        assert_eq!(loaded.config, VmConfig::default());
+        assert!(loaded.config.kernel.is_none());
+        assert!(loaded.diagnostics.is_empty());
     }
 }

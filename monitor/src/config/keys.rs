@@ -1,0 +1,487 @@
+//! From settings to a [`VmConfig`]: which keys exist and what they set.
+//!
+//! Invariants: the last setting of a key (compared case-insensitively) is
+//! the one applied; every known key is validated into its typed field;
+//! unknown keys only produce a warning.
+
+use super::values;
+use super::{ConfigError, Diagnostic, Entry, Loaded, Origin, SerialBackend, Severity, VmConfig};
+use crate::cpuid::CpuidMask;
+use crate::mode::ModeRequest;
+use std::collections::BTreeMap;
+
+/// The key naming the kernel (`--kernel`).
+pub const KERNEL_KEY: &str = "nestmon.kernel";
+/// The key holding the kernel command line (`--append`).
+pub const APPEND_KEY: &str = "nestmon.append";
+
+const VIRTUAL_EXEC_KEY: &str = "monitor.virtual_exec";
+const GUESTINFO_PREFIX: &str = "guestinfo.";
+const CPUID_PREFIX: &str = "cpuid.";
+
+/// Keys VMware writes into every `.vmx` file that have no effect here.
+const ACCEPTED_WITHOUT_EFFECT: &[&str] = &["config.version", "virtualhw.version"];
+
+/// Settings keyed by lower-case key, last one wins.
+type Settings = BTreeMap<String, Entry>;
+
+/// The pieces of `serial0.*`, combined once all are known.
+#[derive(Default)]
+struct SerialSettings {
+    present: Option<bool>,
+    file_type: Option<Entry>,
+    file_name: Option<Entry>,
+}
+
+/// The configuration being assembled.
+struct Builder {
+    config: VmConfig,
+    diagnostics: Vec<Diagnostic>,
+    serial: SerialSettings,
+    older_exec_spellings: Vec<(Entry, bool)>,
+    kernel_origin: Option<Origin>,
+}
+
+impl Builder {
+    fn warn(&mut self, message: String) {
+        self.diagnostics.push(Diagnostic {
+            severity: Severity::Warning,
+            message,
+        });
+    }
+
+    fn note(&mut self, message: String) {
+        self.diagnostics.push(Diagnostic {
+            severity: Severity::Note,
+            message,
+        });
+    }
+}
+
+/// Builds the configuration; also returns where the kernel was named.
+pub(super) fn build(entries: Vec<Entry>) -> Result<(Loaded, Option<Origin>), ConfigError> {
+    let mut builder = Builder {
+        config: VmConfig::default(),
+        diagnostics: Vec::new(),
+        serial: SerialSettings::default(),
+        older_exec_spellings: Vec::new(),
+        kernel_origin: None,
+    };
+    let settings = last_setting_wins(entries, &mut builder);
+    for (key, entry) in &settings {
+        apply(key, entry, &mut builder)?;
+    }
+    map_older_exec_spellings(&settings, &mut builder);
+    builder.config.serial0 = serial_backend(&builder.serial, &mut builder.diagnostics)?;
+    let loaded = Loaded {
+        config: builder.config,
+        diagnostics: builder.diagnostics,
+    };
+    Ok((loaded, builder.kernel_origin))
+}
+
+fn last_setting_wins(entries: Vec<Entry>, builder: &mut Builder) -> Settings {
+    let mut settings = Settings::new();
+    for entry in entries {
+        let key = entry.key.to_ascii_lowercase();
+        if let Some(previous) = settings.get(&key) {
+            if previous.origin.same_source(&entry.origin) {
+                builder.warn(format!(
+                    "{}: {} is set again (first at {}); the last value \"{}\" wins",
+                    entry.origin, entry.key, previous.origin, entry.value
+                ));
+            }
+        }
+        settings.insert(key, entry);
+    }
+    settings
+}
+
+fn apply(key: &str, entry: &Entry, builder: &mut Builder) -> Result<(), ConfigError> {
+    let config = &mut builder.config;
+    match key {
+        "memsize" => config.memsize_mib = values::memsize(entry)?,
+        "displayname" => config.display_name = Some(entry.value.clone()),
+        "guestos" => apply_guest_os(entry, builder),
+        "monitor.virtual_exec" => config.virtual_exec = values::mode(entry)?,
+        "monitor.virtual_mmu" => config.virtual_mmu = values::mode(entry)?,
+        "monitor_control.vt32" | "monitor_control.enable_svm" => {
+            let enabled = values::boolean(entry)?;
+            builder.older_exec_spellings.push((entry.clone(), enabled));
+        }
+        "monitor_control.restrict_backdoor" => config.restrict_backdoor = values::boolean(entry)?,
+        "vhv.enable" => config.vhv_enable = values::boolean(entry)?,
+        "vmx.allownested" => config.allow_nested = values::boolean(entry)?,
+        "hypervisor.cpuid.v0" => config.hypervisor_cpuid_v0 = values::boolean(entry)?,
+        KERNEL_KEY => {
+            config.kernel = Some(values::path(entry)?);
+            builder.kernel_origin = Some(entry.origin.clone());
+        }
+        APPEND_KEY => config.append = entry.value.clone(),
+        "serial0.present" => builder.serial.present = Some(values::boolean(entry)?),
+        "serial0.filetype" => builder.serial.file_type = Some(entry.clone()),
+        "serial0.filename" => builder.serial.file_name = Some(entry.clone()),
+        ".encoding" => check_encoding(entry, builder),
+        _ if ACCEPTED_WITHOUT_EFFECT.contains(&key) => {}
+        _ if key.starts_with(CPUID_PREFIX) => apply_cpuid_mask(entry, config)?,
+        _ if key.starts_with(GUESTINFO_PREFIX) && key.len() > GUESTINFO_PREFIX.len() => {
+            let name = entry.key[GUESTINFO_PREFIX.len()..].to_string();
+            config.guestinfo.insert(name, entry.value.clone());
+        }
+        _ => builder.warn(format!(
+            "{}: unknown key \"{}\" ignored",
+            entry.origin, entry.key
+        )),
+    }
+    Ok(())
+}
+
+fn apply_guest_os(entry: &Entry, builder: &mut Builder) {
+    builder.config.guest_os = entry.value.clone();
+    if entry.value.to_ascii_lowercase().ends_with("-64") {
+        builder.warn(format!(
+            "{}: guestOS \"{}\" names a 64-bit guest; nestmon runs 32-bit guests only",
+            entry.origin, entry.value
+        ));
+    }
+}
+
+fn check_encoding(entry: &Entry, builder: &mut Builder) {
+    let normalized = entry.value.to_ascii_lowercase().replace('-', "");
+    if normalized != "utf8" {
+        builder.warn(format!(
+            "{}: .encoding \"{}\" is not supported; the file is read as UTF-8",
+            entry.origin, entry.value
+        ));
+    }
+}
+
+fn apply_cpuid_mask(entry: &Entry, config: &mut VmConfig) -> Result<(), ConfigError> {
+    let mask =
+        CpuidMask::parse(&entry.key, entry.value.trim()).map_err(|source| ConfigError::Cpuid {
+            origin: entry.origin.clone(),
+            source,
+        })?;
+    config.cpuid_masks.push(mask);
+    Ok(())
+}
+
+/// `monitor_control.vt32` and `monitor_control.enable_svm` are the older
+/// spellings of `monitor.virtual_exec`; the new key wins when both are set.
+fn map_older_exec_spellings(settings: &Settings, builder: &mut Builder) {
+    let spellings = std::mem::take(&mut builder.older_exec_spellings);
+    for (entry, enabled) in spellings {
+        let mapped = if enabled {
+            ModeRequest::Hardware
+        } else {
+            ModeRequest::Software
+        };
+        if let Some(newer) = settings.get(VIRTUAL_EXEC_KEY) {
+            builder.note(format!(
+                "{}: {} is an older spelling of {VIRTUAL_EXEC_KEY}; ignored because \
+                 {VIRTUAL_EXEC_KEY} is set at {}",
+                entry.origin, entry.key, newer.origin
+            ));
+        } else {
+            builder.config.virtual_exec = mapped;
+            builder.note(format!(
+                "{}: {} = \"{}\" is the older spelling of {VIRTUAL_EXEC_KEY} = \"{mapped}\"; \
+                 using that",
+                entry.origin, entry.key, entry.value
+            ));
+        }
+    }
+}
+
+fn serial_backend(
+    serial: &SerialSettings,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Result<SerialBackend, ConfigError> {
+    if serial.present == Some(false) {
+        return Ok(SerialBackend::None);
+    }
+    let Some(file_type) = &serial.file_type else {
+        warn_unused_file_name(serial, "no serial0.fileType is set", diagnostics);
+        return Ok(SerialBackend::Stdio);
+    };
+    let needs_file_name = || -> Result<std::path::PathBuf, ConfigError> {
+        let name = serial
+            .file_name
+            .as_ref()
+            .ok_or_else(|| ConfigError::MissingValue {
+                origin: file_type.origin.clone(),
+                key: file_type.key.clone(),
+                value: file_type.value.clone(),
+                needed: "serial0.fileName".to_string(),
+            })?;
+        values::path(name)
+    };
+    match file_type.value.trim().to_ascii_lowercase().as_str() {
+        "stdio" => {
+            warn_unused_file_name(serial, "serial0.fileType is \"stdio\"", diagnostics);
+            Ok(SerialBackend::Stdio)
+        }
+        "file" => Ok(SerialBackend::File(needs_file_name()?)),
+        "pipe" => Ok(SerialBackend::UnixSocket(needs_file_name()?)),
+        _ => Err(ConfigError::InvalidValue {
+            origin: file_type.origin.clone(),
+            key: file_type.key.clone(),
+            value: file_type.value.clone(),
+            expected: "\"file\", \"pipe\" (a Unix socket) or \"stdio\"".to_string(),
+        }),
+    }
+}
+
+fn warn_unused_file_name(serial: &SerialSettings, why: &str, diagnostics: &mut Vec<Diagnostic>) {
+    if let Some(name) = &serial.file_name {
+        diagnostics.push(Diagnostic {
+            severity: Severity::Warning,
+            message: format!("{}: {} is ignored because {why}", name.origin, name.key),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{from_entries, vmx::parse_vmx};
+    use crate::cpuid::{MaskVendor, Register};
+    use std::path::{Path, PathBuf};
+
+    fn load(text: &str) -> Result<Loaded, ConfigError> {
+        from_entries(parse_vmx(Path::new("/vm/t.vmx"), text)?)
+    }
+
+    fn config(text: &str) -> VmConfig {
+        load(text).unwrap().config
+    }
+
+    fn warnings(text: &str) -> Vec<String> {
+        load(text)
+            .unwrap()
+            .diagnostics
+            .into_iter()
+            .filter(|d| d.severity == Severity::Warning)
+            .map(|d| d.message)
+            .collect()
+    }
+
+    fn notes(text: &str) -> Vec<String> {
+        load(text)
+            .unwrap()
+            .diagnostics
+            .into_iter()
+            .filter(|d| d.severity == Severity::Note)
+            .map(|d| d.message)
+            .collect()
+    }
+
+    #[test]
+    fn duplicate_key_wins_last_with_warning() {
+        let text = "memsize = \"64\"\nMEMSIZE = \"96\"\n";
+        assert_eq!(config(text).memsize_mib, 96);
+        assert_eq!(
+            warnings(text),
+            vec!["/vm/t.vmx:2: MEMSIZE is set again (first at /vm/t.vmx:1); the last value \"96\" wins"]
+        );
+    }
+
+    #[test]
+    fn command_line_overrides_file_without_warning() {
+        let mut entries = parse_vmx(Path::new("t.vmx"), "memsize = \"64\"\n").unwrap();
+        entries.push(crate::config::parse_setting("memsize=32").unwrap());
+        let loaded = from_entries(entries).unwrap();
+        assert_eq!(loaded.config.memsize_mib, 32);
+        assert!(loaded.diagnostics.is_empty());
+    }
+
+    #[test]
+    fn keys_are_case_insensitive() {
+        let config = config("MemSize = \"8\"\nMONITOR.Virtual_Exec = \"software\"\n");
+        assert_eq!(config.memsize_mib, 8);
+        assert_eq!(config.virtual_exec, ModeRequest::Software);
+    }
+
+    #[test]
+    fn unknown_key_is_warned_about_by_name() {
+        assert_eq!(
+            warnings("ethernet0.present = \"TRUE\"\n"),
+            vec!["/vm/t.vmx:1: unknown key \"ethernet0.present\" ignored"]
+        );
+    }
+
+    #[test]
+    fn vmware_bookkeeping_keys_are_accepted_silently() {
+        let text = ".encoding = \"UTF-8\"\nconfig.version = \"8\"\nvirtualHW.version = \"4\"\n";
+        assert!(load(text).unwrap().diagnostics.is_empty());
+    }
+
+    #[test]
+    fn non_utf8_encoding_is_warned_about() {
+        assert!(warnings(".encoding = \"windows-1252\"\n")[0].contains(".encoding"));
+    }
+
+    #[test]
+    fn defaults_when_nothing_is_set() {
+        let config = config("");
+        assert_eq!(config, VmConfig::default());
+        assert_eq!(config.memsize_mib, 128);
+        assert_eq!(config.guest_os, "other");
+        assert!(config.allow_nested && config.hypervisor_cpuid_v0);
+        assert!(!config.vhv_enable && !config.restrict_backdoor);
+        assert_eq!(config.serial0, SerialBackend::Stdio);
+    }
+
+    #[test]
+    fn display_name_and_guest_os_are_kept() {
+        let config = config("displayName = \"My VM\"\nguestOS = \"otherlinux\"\n");
+        assert_eq!(config.display_name.as_deref(), Some("My VM"));
+        assert_eq!(config.guest_os, "otherlinux");
+    }
+
+    #[test]
+    fn sixty_four_bit_guest_os_is_warned_about() {
+        assert!(warnings("guestOS = \"ubuntu-64\"\n")[0].contains("64-bit"));
+    }
+
+    #[test]
+    fn exec_and_mmu_modes_are_read() {
+        let config =
+            config("monitor.virtual_exec = \"hardware\"\nmonitor.virtual_mmu = \"software\"\n");
+        assert_eq!(config.virtual_exec, ModeRequest::Hardware);
+        assert_eq!(config.virtual_mmu, ModeRequest::Software);
+    }
+
+    #[test]
+    fn bad_mode_is_an_error_naming_line() {
+        let error = load("\nmonitor.virtual_mmu = \"fast\"\n").unwrap_err();
+        assert!(error
+            .to_string()
+            .starts_with("/vm/t.vmx:2: invalid value \"fast\" for monitor.virtual_mmu"));
+    }
+
+    #[test]
+    fn vt32_maps_to_hardware_exec_with_note() {
+        let text = "monitor_control.vt32 = \"TRUE\"\n";
+        assert_eq!(config(text).virtual_exec, ModeRequest::Hardware);
+        assert!(notes(text)[0].contains("older spelling of monitor.virtual_exec = \"hardware\""));
+    }
+
+    #[test]
+    fn enable_svm_false_maps_to_software_exec_with_note() {
+        let text = "monitor_control.enable_svm = \"FALSE\"\n";
+        assert_eq!(config(text).virtual_exec, ModeRequest::Software);
+        assert!(notes(text)[0].contains("monitor_control.enable_svm"));
+    }
+
+    #[test]
+    fn new_exec_spelling_wins_over_older_one() {
+        let text = "monitor.virtual_exec = \"software\"\nmonitor_control.vt32 = \"TRUE\"\n";
+        assert_eq!(config(text).virtual_exec, ModeRequest::Software);
+        assert!(
+            notes(text)[0].contains("ignored because monitor.virtual_exec is set at /vm/t.vmx:1")
+        );
+    }
+
+    #[test]
+    fn boolean_switches_are_read() {
+        let config = config(
+            "monitor_control.restrict_backdoor = \"TRUE\"\nvhv.enable = \"yes\"\n\
+             vmx.allowNested = \"FALSE\"\nhypervisor.cpuid.v0 = \"0\"\n",
+        );
+        assert!(config.restrict_backdoor);
+        assert!(config.vhv_enable);
+        assert!(!config.allow_nested);
+        assert!(!config.hypervisor_cpuid_v0);
+    }
+
+    #[test]
+    fn bad_boolean_is_an_error() {
+        assert!(matches!(
+            load("vhv.enable = \"sometimes\"\n"),
+            Err(ConfigError::InvalidValue { .. })
+        ));
+    }
+
+    #[test]
+    fn guestinfo_keys_lose_their_prefix() {
+        let config = config("guestinfo.Foo = \"bar\"\nguestinfo.a.b = \"c\"\n");
+        assert_eq!(config.guestinfo.get("Foo").map(String::as_str), Some("bar"));
+        assert_eq!(config.guestinfo.get("a.b").map(String::as_str), Some("c"));
+    }
+
+    #[test]
+    fn empty_guestinfo_name_is_unknown() {
+        assert!(warnings("guestinfo. = \"x\"\n")[0].contains("unknown key"));
+    }
+
+    #[test]
+    fn cpuid_masks_are_collected_typed() {
+        let config = config("cpuid.1.ecx.amd = \"----:----:----:----:----:----:----:---0\"\n");
+        let mask = &config.cpuid_masks[0];
+        assert_eq!(
+            (mask.leaf, mask.register, mask.vendor),
+            (1, Register::Ecx, MaskVendor::Amd)
+        );
+    }
+
+    #[test]
+    fn bad_cpuid_mask_names_line_and_key() {
+        let error = load("cpuid.1.ecx = \"----\"\n").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("/vm/t.vmx:1: cpuid.1.ecx: a mask is 32 characters"),
+            "{error}"
+        );
+        let error = load("cpuid.1.zzz = \"----\"\n").unwrap_err();
+        assert!(error.to_string().contains("cpuid.1.zzz"), "{error}");
+    }
+
+    #[test]
+    fn kernel_and_append_keys() {
+        let config = config("nestmon.kernel = \"k/guest.elf\"\nnestmon.append = \"quiet\"\n");
+        assert_eq!(config.kernel, Some(PathBuf::from("/vm/k/guest.elf")));
+        assert_eq!(config.append, "quiet");
+    }
+
+    #[test]
+    fn serial_file_and_pipe_map_to_backends() {
+        let file = config("serial0.fileType = \"file\"\nserial0.fileName = \"com1.log\"\n");
+        assert_eq!(file.serial0, SerialBackend::File("/vm/com1.log".into()));
+        let pipe = config("serial0.fileType = \"pipe\"\nserial0.fileName = \"/tmp/com1\"\n");
+        assert_eq!(pipe.serial0, SerialBackend::UnixSocket("/tmp/com1".into()));
+        let stdio = config("serial0.fileType = \"STDIO\"\n");
+        assert_eq!(stdio.serial0, SerialBackend::Stdio);
+    }
+
+    #[test]
+    fn serial_not_present_discards_output() {
+        let config = config("serial0.present = \"FALSE\"\nserial0.fileType = \"file\"\n");
+        assert_eq!(config.serial0, SerialBackend::None);
+    }
+
+    #[test]
+    fn serial_file_without_name_is_an_error() {
+        let error = load("serial0.fileType = \"file\"\n").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "/vm/t.vmx:1: serial0.fileType = \"file\" needs serial0.fileName"
+        );
+    }
+
+    #[test]
+    fn serial_unsupported_file_type_is_an_error() {
+        let error = load("serial0.fileType = \"device\"\n").unwrap_err();
+        assert!(error
+            .to_string()
+            .contains("\"file\", \"pipe\" (a Unix socket) or \"stdio\""));
+    }
+
+    #[test]
+    fn serial_file_name_without_file_type_is_warned_about() {
+        let text = "serial0.fileName = \"x.log\"\n";
+        assert_eq!(config(text).serial0, SerialBackend::Stdio);
+        assert!(warnings(text)[0].contains("serial0.fileName is ignored"));
+    }
+}

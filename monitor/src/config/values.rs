@@ -1,0 +1,153 @@
+//! Typed readers for setting values.
+//!
+//! Invariant: each reader either returns a valid value or a
+//! [`ConfigError::InvalidValue`] naming the setting's origin, key and the
+//! accepted forms.
+
+use super::{ConfigError, Entry};
+use crate::mode::ModeRequest;
+use std::path::PathBuf;
+
+/// Smallest accepted `memsize`.
+pub const MIN_MEMSIZE_MIB: u64 = 4;
+/// Largest accepted `memsize`: RAM must fit below the 32-bit device hole.
+pub const MAX_MEMSIZE_MIB: u64 = 3072;
+
+/// Parses a boolean the way VMware writes them (and the usual variants),
+/// case-insensitively.
+pub fn parse_bool(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "y" | "on" | "1" => Some(true),
+        "false" | "no" | "n" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+fn invalid(entry: &Entry, expected: &str) -> ConfigError {
+    ConfigError::InvalidValue {
+        origin: entry.origin.clone(),
+        key: entry.key.clone(),
+        value: entry.value.clone(),
+        expected: expected.to_string(),
+    }
+}
+
+/// Reads a boolean setting.
+pub fn boolean(entry: &Entry) -> Result<bool, ConfigError> {
+    parse_bool(&entry.value).ok_or_else(|| invalid(entry, "TRUE or FALSE"))
+}
+
+/// Reads `memsize`: a whole number of MiB, a multiple of 4 in range.
+pub fn memsize(entry: &Entry) -> Result<u64, ConfigError> {
+    let expected = format!(
+        "a whole number of MiB, a multiple of 4, from {MIN_MEMSIZE_MIB} to {MAX_MEMSIZE_MIB}"
+    );
+    let mib: u64 = entry
+        .value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(entry, &expected))?;
+    if !(MIN_MEMSIZE_MIB..=MAX_MEMSIZE_MIB).contains(&mib) || !mib.is_multiple_of(4) {
+        return Err(invalid(entry, &expected));
+    }
+    Ok(mib)
+}
+
+/// Reads `monitor.virtual_exec` / `monitor.virtual_mmu`.
+pub fn mode(entry: &Entry) -> Result<ModeRequest, ConfigError> {
+    ModeRequest::parse(entry.value.trim())
+        .ok_or_else(|| invalid(entry, "\"automatic\", \"software\" or \"hardware\""))
+}
+
+/// Reads a path, relative to the `.vmx` file's directory if written there.
+pub fn path(entry: &Entry) -> Result<PathBuf, ConfigError> {
+    if entry.value.is_empty() {
+        return Err(invalid(entry, "a file name"));
+    }
+    let written = PathBuf::from(&entry.value);
+    Ok(match entry.origin.base_directory() {
+        Some(base) if written.is_relative() => base.join(written),
+        _ => written,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Origin;
+
+    fn entry(key: &str, value: &str) -> Entry {
+        Entry {
+            key: key.into(),
+            value: value.into(),
+            origin: Origin::File {
+                path: "/vms/a/x.vmx".into(),
+                line: 7,
+            },
+        }
+    }
+
+    #[test]
+    fn booleans_accept_vmware_spellings() {
+        for yes in ["TRUE", "true", "True", "yes", "1", "on", "Y"] {
+            assert_eq!(parse_bool(yes), Some(true), "{yes}");
+        }
+        for no in ["FALSE", "false", "no", "0", "off", "N"] {
+            assert_eq!(parse_bool(no), Some(false), "{no}");
+        }
+        assert_eq!(parse_bool("maybe"), None);
+        assert_eq!(parse_bool(""), None);
+    }
+
+    #[test]
+    fn bad_boolean_names_origin_and_key() {
+        let error = boolean(&entry("vhv.enable", "maybe")).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "/vms/a/x.vmx:7: invalid value \"maybe\" for vhv.enable: expected TRUE or FALSE"
+        );
+    }
+
+    #[test]
+    fn memsize_must_be_a_multiple_of_four_in_range() {
+        assert_eq!(memsize(&entry("memsize", "256")).unwrap(), 256);
+        assert_eq!(memsize(&entry("memsize", " 4 ")).unwrap(), 4);
+        for bad in ["0", "2", "6", "3076", "-4", "lots", "1e3", ""] {
+            assert!(memsize(&entry("memsize", bad)).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn modes_parse_or_name_the_choices() {
+        assert_eq!(
+            mode(&entry("monitor.virtual_exec", "Hardware")).unwrap(),
+            ModeRequest::Hardware
+        );
+        let error = mode(&entry("monitor.virtual_exec", "fast")).unwrap_err();
+        assert!(error
+            .to_string()
+            .contains("\"automatic\", \"software\" or \"hardware\""));
+    }
+
+    #[test]
+    fn relative_path_in_file_is_relative_to_its_directory() {
+        assert_eq!(
+            path(&entry("k", "g.elf")).unwrap(),
+            PathBuf::from("/vms/a/g.elf")
+        );
+        assert_eq!(
+            path(&entry("k", "/abs/g.elf")).unwrap(),
+            PathBuf::from("/abs/g.elf")
+        );
+        assert!(path(&entry("k", "")).is_err());
+    }
+
+    #[test]
+    fn relative_path_on_command_line_stays_relative() {
+        let mut from_flag = entry("k", "g.elf");
+        from_flag.origin = Origin::CommandLine {
+            flag: "--kernel".into(),
+        };
+        assert_eq!(path(&from_flag).unwrap(), PathBuf::from("g.elf"));
+    }
+}
