@@ -361,6 +361,9 @@ fn string_io(v: &mut BtVcpu, p: &mut dyn Platform, i: &Instruction) -> Res<Next>
     let step = if v.state.eflags & DF != 0 { (size as u32).wrapping_neg() } else { size as u32 };
     let mut count = if rep { v.state.gpr[1] } else { 1 };
     v.stats.io_instructions += 1;
+    if size == 1 && rep && whole_transfer(v, p, port, input) {
+        return Ok(Next::Ip);
+    }
     while count > 0 {
         if input {
             let cpl = v.sys.cpl;
@@ -385,6 +388,32 @@ fn string_io(v: &mut BtVcpu, p: &mut dyn Platform, i: &Instruction) -> Res<Next>
         }
     }
     Ok(Next::Ip)
+}
+
+/// Offers a `rep insb`/`rep outsb` to the platform as one transfer.
+fn whole_transfer(v: &mut BtVcpu, p: &mut dyn Platform, port: u16, input: bool) -> bool {
+    let mut gpr = v.state.gpr;
+    let cpl = v.sys.cpl;
+    let handled = p.string_io(&mut IoCpu { gpr: &mut gpr, cpl }, port, input, &mut LinearMemory { vcpu: v });
+    if handled {
+        v.state.gpr = gpr;
+    }
+    handled
+}
+
+/// Guest linear memory for devices (paging is off: linear = physical).
+struct LinearMemory<'a> {
+    vcpu: &'a mut BtVcpu,
+}
+
+impl backdoor::GuestMemory for LinearMemory<'_> {
+    fn read(&mut self, linear: u32, buf: &mut [u8]) -> Result<(), backdoor::MemFault> {
+        self.vcpu.ram().read(GuestPhys(linear), buf).map_err(|_| backdoor::MemFault { linear })
+    }
+
+    fn write(&mut self, linear: u32, data: &[u8]) -> Result<(), backdoor::MemFault> {
+        self.vcpu.write_phys(GuestPhys(linear), data).map_err(|_| backdoor::MemFault { linear })
+    }
 }
 
 // ----- descriptor tables and segments -------------------------------------------

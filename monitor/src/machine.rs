@@ -3,7 +3,9 @@
 
 use crate::config::VmConfig;
 use crate::devices::{IoBus, IoOutcome};
+use crate::cpuid::CpuModel;
 use crate::vcpu::{BtVcpu, IoCpu, Platform, Stop};
+use backdoor::{Backdoor, Event, GuestMemory, HostFacts, Regs};
 use std::path::PathBuf;
 
 /// The guest run when no kernel is given (built from guests/default.c).
@@ -47,26 +49,107 @@ impl MachineError {
     }
 }
 
-/// The devices and CPU model the vCPU reaches through exits.
+/// The devices, CPU model and VMware backdoor the vCPU reaches through
+/// exits.
 struct Board {
     bus: IoBus,
+    cpu: CpuModel,
+    backdoor: Backdoor,
+    /// `monitor_control.restrict_backdoor`: backdoor accesses from CPL > 0
+    /// are ordinary port accesses.
+    restrict_backdoor: bool,
+}
+
+impl Board {
+    fn backdoor_allowed(&self, cpl: u8) -> bool {
+        !(self.restrict_backdoor && cpl > 0)
+    }
+
+    /// Logs what Tools told the backdoor (version, log lines, replies).
+    fn log_backdoor_events(&mut self) {
+        for event in self.backdoor.drain_events() {
+            match event {
+                Event::ToolsVersion(v) => eprintln!("nestmon: guest tools version {v}"),
+                Event::ToolsVersionType(t) => eprintln!("nestmon: guest tools version type {t}"),
+                Event::GuestLog(line) => eprintln!("nestmon: guest log: {line}"),
+                Event::TcloReply { command, reply } => eprintln!("nestmon: tools replied to {command:?}: {reply:?}"),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn to_backdoor_regs(gpr: &[u32; 8]) -> Regs {
+    Regs { eax: gpr[0], ecx: gpr[1], edx: gpr[2], ebx: gpr[3], ebp: gpr[5], esi: gpr[6], edi: gpr[7] }
+}
+
+fn from_backdoor_regs(gpr: &mut [u32; 8], r: &Regs) {
+    (gpr[0], gpr[1], gpr[2], gpr[3], gpr[5], gpr[6], gpr[7]) = (r.eax, r.ecx, r.edx, r.ebx, r.ebp, r.esi, r.edi);
 }
 
 impl Platform for Board {
-    fn io_in(&mut self, _cpu: &mut IoCpu<'_>, port: u16, size: u8) -> u32 {
+    fn io_in(&mut self, cpu: &mut IoCpu<'_>, port: u16, size: u8) -> u32 {
+        if port == BACKDOOR_PORT && size == 4 && self.backdoor_allowed(cpu.cpl) {
+            let mut regs = to_backdoor_regs(cpu.gpr);
+            if self.backdoor.port_in(&mut regs, cpu.cpl) {
+                from_backdoor_regs(cpu.gpr, &regs);
+                self.log_backdoor_events();
+                return regs.eax;
+            }
+        }
         self.bus.read(port, size)
     }
 
-    fn io_out(&mut self, _cpu: &mut IoCpu<'_>, port: u16, size: u8, value: u32) -> Option<i32> {
+    fn io_out(&mut self, cpu: &mut IoCpu<'_>, port: u16, size: u8, value: u32) -> Option<i32> {
+        if port == BACKDOOR_PORT && size == 4 && self.backdoor_allowed(cpu.cpl) {
+            let mut regs = to_backdoor_regs(cpu.gpr);
+            if self.backdoor.port_out(&mut regs, cpu.cpl) {
+                from_backdoor_regs(cpu.gpr, &regs);
+                self.log_backdoor_events();
+                return None;
+            }
+        }
         match self.bus.write(port, size, value) {
             IoOutcome::Continue => None,
             IoOutcome::Exit(status) => Some(status),
         }
     }
 
-    fn cpuid(&mut self, _leaf: u32, _subleaf: u32) -> [u32; 4] {
-        [0; 4]
+    fn string_io(&mut self, cpu: &mut IoCpu<'_>, port: u16, input: bool, mem: &mut dyn GuestMemory) -> bool {
+        if port != BACKDOOR_HB_PORT || !self.backdoor_allowed(cpu.cpl) {
+            return false;
+        }
+        let mut regs = to_backdoor_regs(cpu.gpr);
+        let moved = if input {
+            self.backdoor.hb_in(&mut regs, cpu.cpl, mem)
+        } else {
+            self.backdoor.hb_out(&mut regs, cpu.cpl, mem)
+        };
+        if moved.is_some() {
+            from_backdoor_regs(cpu.gpr, &regs);
+            self.log_backdoor_events();
+        }
+        moved.is_some()
     }
+
+    fn cpuid(&mut self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        self.cpu.query(leaf, subleaf)
+    }
+}
+
+/// The low-bandwidth VMware backdoor port.
+const BACKDOOR_PORT: u16 = 0x5658;
+/// The high-bandwidth VMware backdoor port.
+const BACKDOOR_HB_PORT: u16 = 0x5659;
+
+fn backdoor_for(vm: &VmConfig, cpu: &CpuModel) -> Backdoor {
+    let facts = HostFacts { tsc_hz: cpu.tsc_hz(), mem_size_mib: vm.memsize_mib as u32, ..HostFacts::default() };
+    Backdoor::new(facts, vm.guestinfo.iter().map(|(k, v)| (k.clone(), v.clone())))
+}
+
+fn write_guestinfo(path: &std::path::Path, board: &Board) -> Result<(), MachineError> {
+    std::fs::write(path, board.backdoor.guestinfo_json())
+        .map_err(|e| MachineError::Host(format!("cannot write guestinfo to {}: {e}", path.display())))
 }
 
 /// Builds the machine and runs the guest; returns the process exit status.
@@ -78,7 +161,9 @@ pub fn run(opts: &RunOptions) -> Result<i32, MachineError> {
         None => (DEFAULT_GUEST.to_vec(), "nestmon-default-guest".to_string()),
     };
     let boot = crate::loader::load_multiboot(&ram, &image, &name, &opts.vm.append).map_err(|e| bad(&e))?;
-    let bus = IoBus::new(&opts.vm.serial0).map_err(|e| MachineError::Host(e.to_string()))?;
+    let bus = IoBus::new(&opts.vm.serial0).map_err(|e| bad(&e))?;
+    let cpu = CpuModel::new(&opts.vm, &crate::probe::host_cpuid).map_err(|e| bad(&e))?;
+    let backdoor = backdoor_for(&opts.vm, &cpu);
     let mut vcpu = BtVcpu::new(ram).map_err(|e| MachineError::Host(e.to_string()))?;
     enter_multiboot(&mut vcpu, &boot);
     if let Some(path) = &opts.log_translations {
@@ -86,10 +171,13 @@ pub fn run(opts: &RunOptions) -> Result<i32, MachineError> {
         vcpu.set_translation_log(Box::new(std::io::BufWriter::new(f)));
     }
     vcpu.set_count_indirect(opts.stats);
-    let mut board = Board { bus };
+    let mut board = Board { bus, cpu, backdoor, restrict_backdoor: opts.vm.restrict_backdoor };
     let stop = vcpu.run(&mut board);
     if opts.stats {
         print_stats(&vcpu, &board);
+    }
+    if let Some(path) = &opts.guestinfo_out {
+        write_guestinfo(path, &board)?;
     }
     match stop {
         Stop::Exit(status) => Ok(status),

@@ -62,6 +62,10 @@ pub trait Platform {
     fn io_in(&mut self, cpu: &mut IoCpu<'_>, port: u16, size: u8) -> u32;
     /// Port output; `Some(status)` ends the run.
     fn io_out(&mut self, cpu: &mut IoCpu<'_>, port: u16, size: u8, value: u32) -> Option<i32>;
+    /// A whole `rep insb`/`rep outsb` on `port` (the VMware high-bandwidth
+    /// backdoor); returns false when the port is ordinary, so the monitor
+    /// moves the bytes one port access at a time.
+    fn string_io(&mut self, cpu: &mut IoCpu<'_>, port: u16, input: bool, mem: &mut dyn backdoor::GuestMemory) -> bool;
     /// CPUID.
     fn cpuid(&mut self, leaf: u32, subleaf: u32) -> [u32; 4];
 }
