@@ -8,7 +8,7 @@
 //! * Warnings and notes go to stderr prefixed `nestmon: warning:` /
 //!   `nestmon: note:`; stdout belongs to the guest (COM1) or to `probe`.
 
-use crate::config::{self, ConfigError, ConfigSources, VmConfig};
+use crate::config::{self, ConfigError, ConfigSources, Origin, VmConfig};
 use crate::cpuid::{CpuModel, CpuidError};
 use crate::kvm::ProbeLimits;
 use crate::machine::{self, RunOptions};
@@ -90,8 +90,13 @@ pub enum StartError {
     #[error(transparent)]
     Mode(#[from] ModeError),
     /// The guest CPU model cannot be built on this host.
-    #[error(transparent)]
-    Cpuid(#[from] CpuidError),
+    #[error("{}{source}", origin.as_ref().map(|o| format!("{o}: ")).unwrap_or_default())]
+    Cpuid {
+        /// Where the offending mask was set, when known.
+        origin: Option<Origin>,
+        /// What is wrong.
+        source: CpuidError,
+    },
 }
 
 impl StartError {
@@ -168,13 +173,16 @@ pub fn prepare_run(args: &RunArgs) -> Result<PreparedRun, StartError> {
     for diagnostic in &loaded.diagnostics {
         eprintln!("nestmon: {diagnostic}");
     }
-    let vm = loaded.config;
+    let vm = loaded.config.clone();
     let host = probe::host_capabilities(&vm, RUN_PROBE_LIMITS);
     let resolution = mode::resolve(&vm, &host)?;
     for note in &resolution.notes {
         eprintln!("nestmon: note: {note}");
     }
-    let cpu = CpuModel::new(&vm, &probe::host_cpuid)?;
+    let cpu = CpuModel::new(&vm, &probe::host_cpuid).map_err(|source| StartError::Cpuid {
+        origin: loaded.origin_of(source.key()).cloned(),
+        source,
+    })?;
     Ok(PreparedRun {
         options: args.run_options(vm),
         resolution,
@@ -375,7 +383,14 @@ mod tests {
             "--set",
             "cpuid.7.ebx=--------------------------------",
         ]);
-        assert!(matches!(prepare_run(&args), Err(StartError::Cpuid(_))));
+        let error = prepare_run(&args).unwrap_err();
+        assert!(matches!(error, StartError::Cpuid { .. }));
+        assert!(
+            error
+                .to_string()
+                .starts_with("command line (--set): cpuid.7.ebx: leaf 0x7"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -293,6 +293,20 @@ pub enum CpuidError {
     },
 }
 
+impl CpuidError {
+    /// The configuration key the error is about.
+    pub fn key(&self) -> &str {
+        match self {
+            CpuidError::BadKey { key }
+            | CpuidError::BadLength { key, .. }
+            | CpuidError::BadCharacter { key, .. }
+            | CpuidError::LeafNotOffered { key, .. }
+            | CpuidError::RequirementNotMet { key, .. }
+            | CpuidError::LongModeRefused { key } => key,
+        }
+    }
+}
+
 impl CpuidMask {
     /// Parses `key` (already known to start with `cpuid.`) and its value.
     pub fn parse(key: &str, value: &str) -> Result<CpuidMask, CpuidError> {

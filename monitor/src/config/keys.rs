@@ -76,6 +76,10 @@ pub(super) fn build(entries: Vec<Entry>) -> Result<(Loaded, Option<Origin>), Con
     let loaded = Loaded {
         config: builder.config,
         diagnostics: builder.diagnostics,
+        origins: settings
+            .iter()
+            .map(|(key, entry)| (key.clone(), entry.origin.clone()))
+            .collect(),
     };
     Ok((loaded, builder.kernel_origin))
 }
@@ -284,6 +288,19 @@ mod tests {
             warnings(text),
             vec!["/vm/t.vmx:2: MEMSIZE is set again (first at /vm/t.vmx:1); the last value \"96\" wins"]
         );
+    }
+
+    #[test]
+    fn origins_record_where_the_winning_setting_was_made() {
+        let loaded = load("memsize = \"64\"\n\nMemSize = \"32\"\n").unwrap();
+        assert_eq!(
+            loaded.origin_of("MEMSIZE"),
+            Some(&Origin::File {
+                path: "/vm/t.vmx".into(),
+                line: 3
+            })
+        );
+        assert_eq!(loaded.origin_of("displayName"), None);
     }
 
     #[test]

@@ -205,6 +205,15 @@ pub struct Loaded {
     pub config: VmConfig,
     /// Warnings and notes, in the order they arose.
     pub diagnostics: Vec<Diagnostic>,
+    /// Where each applied setting came from, by lower-case key.
+    pub origins: BTreeMap<String, Origin>,
+}
+
+impl Loaded {
+    /// Where the setting `key` (any case) that is in effect was made.
+    pub fn origin_of(&self, key: &str) -> Option<&Origin> {
+        self.origins.get(&key.to_ascii_lowercase())
+    }
 }
 
 /// Everything `nestmon run` was given that describes the VM.
