@@ -1,0 +1,209 @@
+//! Shared helpers for tests/guests.rs and tests/differential.rs: locating
+//! and building the test guests (guests/Makefile), running programs with a
+//! timeout, comparing outputs, and the random x86 program generator used by
+//! the differential tests (`gen`).
+
+#![allow(dead_code)]
+
+pub mod gen;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The guests/ source directory.
+pub fn guests_src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests")
+}
+
+/// The directory holding NAME.elf / NAME.native for every guest.  The
+/// monitor's build script fills `NESTMON_GUEST_DIR` by running
+/// `make -C guests OUT=<dir>`; without it the guests are built here into
+/// the test's scratch directory.
+pub fn guest_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(d) = option_env!("NESTMON_GUEST_DIR") {
+            let d = PathBuf::from(d);
+            if d.join("hello.elf").exists() {
+                return d;
+            }
+        }
+        let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guests");
+        make(&["all"], &d);
+        d
+    })
+}
+
+/// Runs `make -C guests OUT=out <args>` and panics with its output on failure.
+pub fn make(args: &[&str], out: &Path) {
+    let o = Command::new("make")
+        .arg("-s")
+        .arg("--no-print-directory")
+        .arg("-C")
+        .arg(guests_src())
+        .arg(format!("OUT={}", out.display()))
+        .args(args)
+        .output()
+        .expect("run make (gcc and binutils are needed to build the guests)");
+    assert!(
+        o.status.success(),
+        "make {:?} failed:\n{}{}",
+        args,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Every guest: (name, native-capable, runs-under-qemu), from `make list`
+/// semantics: sources guests/*.c and guests/*.S; "nestmon: guest-only" in
+/// the source means no native build; backdoor needs nestmon itself.
+pub fn guests() -> Vec<(String, bool, bool)> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(guests_src()).expect("read guests/") {
+        let p = e.expect("dir entry").path();
+        let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if ext != "c" && ext != "S" {
+            continue;
+        }
+        let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+        let src = std::fs::read_to_string(&p).unwrap_or_default();
+        let native = !src.contains("nestmon: guest-only");
+        let qemu = name != "backdoor";
+        v.push((name, native, qemu));
+    }
+    v.sort();
+    v
+}
+
+/// Expected serial output of a guest, if recorded.
+pub fn expected(name: &str) -> Option<String> {
+    std::fs::read_to_string(guests_src().join("expected").join(format!("{name}.out"))).ok()
+}
+
+/// Drops informational lines (starting with '#'), which may differ per run.
+pub fn filter(out: &str) -> String {
+    let mut s = String::new();
+    for l in out.split_inclusive('\n') {
+        if !l.starts_with('#') {
+            s.push_str(l);
+        }
+    }
+    s
+}
+
+/// Result of running a program.
+pub struct Run {
+    pub stdout: String,
+    pub stderr: String,
+    /// Exit code, or None when killed by a signal or the timeout.
+    pub code: Option<i32>,
+    pub timed_out: bool,
+    pub elapsed: Duration,
+}
+
+/// Runs a command with stdin closed, capturing output, killing it after `timeout`.
+pub fn run(cmd: &mut Command, timeout: Duration) -> Run {
+    let start = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t1 = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = so.read_to_end(&mut b);
+        b
+    });
+    let t2 = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = se.read_to_end(&mut b);
+        b
+    });
+    let mut timed_out = false;
+    let status: ExitStatus = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if start.elapsed() > timeout {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait().expect("wait");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let stdout = String::from_utf8_lossy(&t1.join().unwrap()).into_owned();
+    let stderr = String::from_utf8_lossy(&t2.join().unwrap()).into_owned();
+    Run { stdout, stderr, code: status.code(), timed_out, elapsed: start.elapsed() }
+}
+
+/// Runs `nestmon run --kernel elf`.
+pub fn run_nestmon(elf: &Path) -> Run {
+    run(
+        Command::new(env!("CARGO_BIN_EXE_nestmon")).arg("run").arg("--kernel").arg(elf),
+        Duration::from_secs(120),
+    )
+}
+
+/// Runs a native build of a guest.
+pub fn run_native(bin: &Path) -> Run {
+    run(&mut Command::new(bin), Duration::from_secs(60))
+}
+
+/// The QEMU binary, if installed.
+pub fn qemu() -> Option<&'static str> {
+    let ok = Command::new("qemu-system-i386")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    ok.then_some("qemu-system-i386")
+}
+
+/// Runs a Multiboot guest under QEMU TCG exactly as documented in docs/guests.md.
+pub fn run_qemu(elf: &Path) -> Run {
+    run(
+        Command::new("qemu-system-i386")
+            .arg("-kernel")
+            .arg(elf)
+            .args(["-serial", "stdio", "-display", "none", "-nodefaults", "-monitor", "none"])
+            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-no-reboot", "-m", "128"]),
+        Duration::from_secs(120),
+    )
+}
+
+/// First differing line of two outputs, for failure messages.
+pub fn first_diff(want: &str, got: &str) -> String {
+    let (w, g): (Vec<&str>, Vec<&str>) = (want.lines().collect(), got.lines().collect());
+    for i in 0..w.len().max(g.len()) {
+        let (a, b) = (w.get(i).copied(), g.get(i).copied());
+        if a != b {
+            return format!(
+                "line {}:\n  want: {}\n  got:  {}",
+                i + 1,
+                a.unwrap_or("<end of output>"),
+                b.unwrap_or("<end of output>")
+            );
+        }
+    }
+    "outputs are identical".into()
+}
+
+/// Describes a run for failure messages.
+pub fn describe(r: &Run) -> String {
+    let tail: String = r.stderr.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    format!(
+        "exit code {:?}{}, {:.2?}; stderr tail:\n{}",
+        r.code,
+        if r.timed_out { " (timed out)" } else { "" },
+        r.elapsed,
+        tail
+    )
+}
