@@ -1,1 +1,114 @@
-//! (being written)
+//! Behaviour of the binary-translation vCPU that a user sees at the edges:
+//! exceptions and states that cannot be continued are reported with the
+//! exception, the guest EIP and the registers, and exit status 3, never a
+//! host crash; registers in the report are those of the faulting
+//! instruction's start (precise state).
+
+#[path = "guestkit/mod.rs"]
+mod guestkit;
+
+use guestkit::*;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+/// Builds an assembly guest whose `main` is `body` and runs it.
+fn run_asm(name: &str, body: &str, extra: &[&str]) -> Run {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cpu-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join(format!("{name}.S"));
+    std::fs::write(&src, format!(".intel_syntax noprefix\n.text\n.globl main\nmain:\n{body}\n")).unwrap();
+    make(&["one", &format!("SRC={}", src.display()), &format!("NAME={name}")], &dir);
+    let elf = dir.join(format!("{name}.elf"));
+    run(Command::new(env!("CARGO_BIN_EXE_nestmon")).arg("run").arg("--kernel").arg(&elf).args(extra), Duration::from_secs(60))
+}
+
+fn assert_died(r: &Run, needles: &[&str]) {
+    assert_eq!(r.code, Some(3), "want exit status 3, got {}", describe(r));
+    for n in needles {
+        assert!(r.stderr.contains(n), "stderr lacks {n:?}:\n{}", r.stderr);
+    }
+}
+
+#[test]
+fn divide_by_zero_reports_de_with_precise_registers() {
+    let r = run_asm("div0", "mov ebx, 0x12345678\nmov eax, 7\nxor ecx, ecx\ndiv ecx\nret", &[]);
+    assert_died(&r, &["#DE", "EAX=00000007", "EBX=12345678", "ECX=00000000"]);
+}
+
+#[test]
+fn ud2_reports_invalid_opcode() {
+    let r = run_asm("ud2", "ud2", &[]);
+    assert_died(&r, &["#UD", "EIP="]);
+}
+
+#[test]
+fn int3_reports_breakpoint() {
+    let r = run_asm("int3", "int3", &[]);
+    assert_died(&r, &["#BP"]);
+}
+
+#[test]
+fn load_outside_ram_is_reported_and_leaves_registers_unchanged() {
+    let r = run_asm("oob", "mov esi, 0x0badf00d\nmov eax, 0x11111111\nmov eax, [0xf0000000]\nret", &["--memsize", "16"]);
+    assert_died(&r, &["outside guest RAM", "EAX=11111111", "ESI=0badf00d"]);
+}
+
+#[test]
+fn faulting_push_leaves_esp_unchanged() {
+    let r = run_asm("pushoob", "mov esp, 0xf0000000\npush 5\nret", &["--memsize", "16"]);
+    assert_died(&r, &["outside guest RAM", "ESP=f0000000"]);
+}
+
+#[test]
+fn hlt_with_interrupts_disabled_stops_cleanly() {
+    let r = run_asm("clihlt", "cli\nhlt", &[]);
+    assert_died(&r, &["HLT with interrupts disabled"]);
+}
+
+#[test]
+fn enabling_paging_stops_with_a_clear_message() {
+    let r = run_asm("paging", "mov eax, cr0\nor eax, 0x80000000\nmov cr0, eax\nret", &[]);
+    assert_died(&r, &["paging"]);
+}
+
+#[test]
+fn flags_survive_exits_and_indirect_branches() {
+    // CF set by the caller must survive a CPUID exit and a RET lookup.
+    let body = "stc\ncall 1f\njnc 2f\nmov eax, 0\ncpuid\njnc 2f\nxor eax, eax\nret\n1: ret\n2: mov eax, 1\nret";
+    let r = run_asm("flags", body, &[]);
+    // main returning 0 makes the runtime exit with status 0 -> (0 << 1) | 1.
+    assert_eq!(r.code, Some(1), "{}", describe(&r));
+}
+
+#[test]
+fn translation_log_lists_guest_and_host_instructions() {
+    let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cpu-tests/log.txt");
+    let r = run_asm("logged", "mov eax, 0x4242\nxor eax, eax\nret", &["--log-translations", log.to_str().unwrap()]);
+    assert_eq!(r.code, Some(1), "{}", describe(&r));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("IN:") && text.contains("OUT:"), "{text}");
+    assert!(text.contains("mov eax,4242h"), "guest instruction missing:\n{text}");
+}
+
+#[test]
+fn stats_report_translations_and_chains() {
+    let r = run(
+        Command::new(env!("CARGO_BIN_EXE_nestmon")).arg("run").arg("--kernel").arg(guest_dir().join("recursion.elf")).arg("--stats"),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(1), "{}", describe(&r));
+    for key in ["translations", "guest instructions translated", "code cache bytes", "chains made", "indirect-branch hits", "exits: chain miss"] {
+        assert!(r.stderr.contains(key), "--stats lacks {key:?}:\n{}", r.stderr);
+    }
+    let hits: u64 = r.stderr.lines().find(|l| l.contains("indirect-branch hits")).and_then(|l| l.split_whitespace().last()).and_then(|n| n.parse().ok()).unwrap();
+    assert!(hits > 1000, "recursion returns should hit the indirect-branch table in emitted code, got {hits}");
+}
+
+#[test]
+fn default_guest_runs_without_arguments() {
+    let r = run(Command::new(env!("CARGO_BIN_EXE_nestmon")).arg("run"), Duration::from_secs(60));
+    assert_eq!(r.code, Some(1), "{}", describe(&r));
+    assert!(r.stdout.contains("nestmon default guest"), "{}", r.stdout);
+    assert!(r.stdout.contains("passed"), "{}", r.stdout);
+}

@@ -1,1 +1,72 @@
-//! (being written)
+//! Self-modifying and cross-modifying code: a write to guest code that has
+//! been translated invalidates the translation, including the unit that is
+//! running, whether the guest writes it (SMC) or the monitor does on the
+//! guest's behalf (port string input, the cross-modifying case).
+
+#[path = "guestkit/mod.rs"]
+mod guestkit;
+
+use guestkit::*;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+fn stat(stderr: &str, key: &str) -> u64 {
+    stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with(key))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {key:?} in stats:\n{stderr}"))
+}
+
+#[test]
+fn smc_guest_invalidates_translations() {
+    let r = run(
+        Command::new(env!("CARGO_BIN_EXE_nestmon")).arg("run").arg("--kernel").arg(guest_dir().join("smc.elf")).arg("--stats"),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(1), "{}", describe(&r));
+    assert!(stat(&r.stderr, "self-modifying writes") > 0);
+    assert!(stat(&r.stderr, "invalidations") > 0);
+}
+
+#[test]
+fn port_input_into_translated_code_invalidates_it() {
+    // f: mov eax, imm32 ; ret. Run it, overwrite the low immediate byte with
+    // `rep insb` from an unclaimed port (reads 0xff), run it again.
+    let body = r#"
+    call f
+    cmp eax, 0x00000001
+    jne bad
+    lea edi, [f + 1]
+    mov dx, 0x0299
+    mov ecx, 1
+    cld
+    rep insb
+    call f
+    cmp eax, 0x000000ff
+    jne bad
+    xor eax, eax
+    ret
+bad:
+    mov eax, 1
+    ret
+.data
+.align 4096
+f:
+    mov eax, 0x00000001
+    ret
+"#;
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("smc-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("xmc.S");
+    std::fs::write(&src, format!(".intel_syntax noprefix\n.text\n.globl main\nmain:\n{body}\n")).unwrap();
+    make(&["one", &format!("SRC={}", src.display()), "NAME=xmc"], &dir);
+    let r = run(
+        Command::new(env!("CARGO_BIN_EXE_nestmon")).arg("run").arg("--kernel").arg(dir.join("xmc.elf")).arg("--stats"),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(1), "guest saw stale code: {}", describe(&r));
+    assert!(stat(&r.stderr, "invalidations") > 0);
+}

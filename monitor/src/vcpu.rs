@@ -181,7 +181,9 @@ impl BtVcpu {
         }
     }
 
-    fn step(&mut self, platform: &mut dyn Platform) -> Option<Stop> {
+    /// Runs translated code once, up to its next exit, and handles the
+    /// exit; `Some` when the guest stopped.
+    pub fn step(&mut self, platform: &mut dyn Platform) -> Option<Stop> {
         let eip = self.state.eip;
         let id = match self.translation_for(eip, 0) {
             Ok(id) => id,

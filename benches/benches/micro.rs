@@ -1,0 +1,85 @@
+//! Criterion micro-benchmarks: the cost of translating guest code (per guest
+//! instruction) and the round trip of an exit to the monitor and back.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use monitor::vcpu::{BtVcpu, IoCpu, Platform};
+use shadowmmu::{GuestPhys, GuestRam};
+use translator::{Mode, Stubs, UnitRequest};
+
+/// A straight-line mix of ALU, memory and stack instructions (32-bit code).
+fn sample_code() -> Vec<u8> {
+    let unit: &[u8] = &[
+        0x8b, 0x45, 0x08, // mov eax,[ebp+8]
+        0x03, 0x44, 0x8b, 0x04, // add eax,[ebx+ecx*4+4]
+        0x89, 0xc2, // mov edx,eax
+        0xc1, 0xea, 0x03, // shr edx,3
+        0x31, 0xd0, // xor eax,edx
+        0x50, // push eax
+        0x8d, 0x34, 0x16, // lea esi,[esi+edx]
+        0x0f, 0xaf, 0xc6, // imul eax,esi
+        0x5a, // pop edx
+        0x88, 0x26, // mov [esi],ah
+        0x41, // inc ecx
+    ];
+    let mut code = Vec::new();
+    for _ in 0..5 {
+        code.extend_from_slice(unit);
+    }
+    code.push(0xc3); // ret
+    code.resize(4096 + 16, 0x90);
+    code
+}
+
+fn translation_cost(c: &mut Criterion) {
+    let code = sample_code();
+    let stubs = Stubs { enter: 0x1000, exit_common: 0x2000, exit_saved: 0x3000 };
+    let req = UnitRequest {
+        eip: 0x10_0000,
+        code: &code,
+        mode: Mode { flat: true },
+        host_base: 0x4000,
+        stubs,
+        max_insns: 64,
+        count_indirect: None,
+    };
+    let insns = translator::translate(&req).expect("sample translates").insns.len() as u64;
+    let mut g = c.benchmark_group("translate");
+    g.throughput(Throughput::Elements(insns));
+    g.bench_function("unit of 56 guest instructions", |b| b.iter(|| translator::translate(&req).unwrap()));
+    g.finish();
+}
+
+/// A platform whose port 0x80 does nothing.
+struct NullPlatform;
+
+impl Platform for NullPlatform {
+    fn io_in(&mut self, _: &mut IoCpu<'_>, _: u16, _: u8) -> u32 {
+        0
+    }
+    fn io_out(&mut self, _: &mut IoCpu<'_>, _: u16, _: u8, _: u32) -> Option<i32> {
+        None
+    }
+    fn string_io(&mut self, _: &mut IoCpu<'_>, _: u16, _: bool, _: &mut dyn backdoor::GuestMemory) -> bool {
+        false
+    }
+    fn cpuid(&mut self, _: u32, _: u32) -> [u32; 4] {
+        [0; 4]
+    }
+}
+
+fn exit_round_trip(c: &mut Criterion) {
+    let ram = GuestRam::new(4).unwrap();
+    // 0x1000: out 0x80, al ; jmp 0x1000
+    ram.write(GuestPhys(0x1000), &[0xe6, 0x80, 0xeb, 0xfc]).unwrap();
+    let mut vcpu = BtVcpu::new(ram).unwrap();
+    vcpu.state.eip = 0x1000;
+    let mut p = NullPlatform;
+    c.bench_function("exit round trip (OUT emulated by the monitor)", |b| {
+        b.iter(|| {
+            assert!(vcpu.step(&mut p).is_none());
+        })
+    });
+}
+
+criterion_group!(benches, translation_cost, exit_round_trip);
+criterion_main!(benches);
