@@ -585,7 +585,7 @@ fn read_cr(v: &BtVcpu, r: Register) -> Res<u32> {
 // ----- BCD ------------------------------------------------------------------------
 
 fn parity(b: u8) -> u32 {
-    if b.count_ones() % 2 == 0 {
+    if b.count_ones().is_multiple_of(2) {
         PF
     } else {
         0

@@ -110,7 +110,7 @@ impl LinearWindow {
     fn range(lin: GuestLinear, len: u64) -> Result<(), WindowError> {
         let page = PAGE_SIZE as u64;
         let end = lin.0 as u64 + len;
-        if lin.0 as u64 % page != 0 || len % page != 0 || end > SPAN as u64 {
+        if !(lin.0 as u64).is_multiple_of(page) || !len.is_multiple_of(page) || end > SPAN as u64 {
             return Err(WindowError::BadRange { lin: lin.0 as u64, len });
         }
         Ok(())

@@ -776,7 +776,7 @@ fn long_mode_code(c: Code) -> Code {
 /// related, not encodable in 64-bit mode, or rare enough not to matter).
 fn needs_monitor(i: &Instruction) -> bool {
     use Mnemonic::*;
-    if (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Register && matches!(i.op_register(n).size(), 0) == false && is_system_reg(i.op_register(n))) {
+    if (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Register && is_system_reg(i.op_register(n))) {
         return true;
     }
     matches!(
