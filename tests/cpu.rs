@@ -67,9 +67,19 @@ fn hlt_with_interrupts_disabled_stops_cleanly() {
 }
 
 #[test]
-fn enabling_paging_stops_with_a_clear_message() {
-    let r = run_asm("paging", "mov eax, cr0\nor eax, 0x80000000\nmov cr0, eax\nret", &[]);
-    assert_died(&r, &["paging"]);
+fn page_fault_on_fetch_is_reported_with_cr2() {
+    // An empty page directory: the fetch after enabling paging faults.
+    let body = ".data\n.align 4096\npd: .fill 1024, 4, 0\n.text\nmain2:\n";
+    let code = "lea eax, [pd]\nmov cr3, eax\nmov eax, cr0\nor eax, 0x80000000\nmov cr0, eax\nnop\nret\n";
+    let r = run_asm("pf", &format!("jmp main2\n{body}{code}"), &[]);
+    assert_died(&r, &["#PF", "page fault at linear", "error code 0x0"]);
+}
+
+#[test]
+fn pae_paging_is_refused_with_a_clear_message() {
+    let body = "mov eax, cr4\nor eax, 0x20\nmov cr4, eax\nmov eax, cr0\nor eax, 0x80000000\nmov cr0, eax\nret";
+    let r = run_asm("pae", body, &[]);
+    assert_died(&r, &["PAE paging"]);
 }
 
 #[test]

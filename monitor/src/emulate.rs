@@ -23,6 +23,11 @@ pub enum Emulated {
     Exit(i32),
     /// The instruction raises this exception vector.
     Exception(u8),
+    /// A memory access of the instruction page-faulted.
+    PageFault(shadowmmu::PageFault),
+    /// Carried out, and the guest changed its address space (CR0.PG, CR3,
+    /// CR4, INVLPG): shadow mappings and translations must go.
+    AddressSpaceChanged,
     /// The guest cannot be continued.
     Died(String),
 }
@@ -53,21 +58,34 @@ pub fn emulate(v: &mut BtVcpu, p: &mut dyn Platform) -> Emulated {
             Emulated::ModeChanged
         }
         Ok(Next::Jumped) => Emulated::ModeChanged,
+        Ok(Next::IpAddressSpace) => {
+            v.state.eip = insn.next_ip32();
+            Emulated::AddressSpaceChanged
+        }
         Err(e) => e,
     }
 }
 
 enum Next {
     Ip,
+    IpAddressSpace,
     IpModeChanged,
     Jumped,
 }
 
-fn fetch(v: &BtVcpu) -> Res<Instruction> {
+fn fetch(v: &mut BtVcpu) -> Res<Instruction> {
     let eip = v.state.eip;
     let mut bytes = [0u8; 15];
-    let avail = v.ram().size().saturating_sub(eip as usize).min(15);
-    v.ram().read(GuestPhys(eip), &mut bytes[..avail]).map_err(|e| Emulated::Died(e.to_string()))?;
+    let mut avail = 0;
+    while avail < 15 {
+        let lin = eip.wrapping_add(avail as u32);
+        let Ok(phys) = v.linear_to_phys(lin, false) else { break };
+        let chunk = (15 - avail).min((0x1000 - (lin & 0xfff)) as usize).min(v.ram().size().saturating_sub(phys as usize));
+        if chunk == 0 || v.ram().read(GuestPhys(phys), &mut bytes[avail..avail + chunk]).is_err() {
+            break;
+        }
+        avail += chunk;
+    }
     let insn = Decoder::with_ip(32, &bytes[..avail], u64::from(eip), DecoderOptions::NONE).decode();
     if insn.is_invalid() {
         return Err(Emulated::Exception(6));
@@ -119,7 +137,9 @@ fn execute(v: &mut BtVcpu, p: &mut dyn Platform, i: &Instruction) -> Res<Next> {
             v.sys.cr0 = (v.sys.cr0 & !0xe) | (val & 0xf) | (v.sys.cr0 & CR0_PE);
             Ok(Next::Ip)
         }
-        Wbinvd | Invd | Invlpg => Ok(Next::Ip),
+        Wbinvd | Invd => Ok(Next::Ip),
+        Invlpg if v.paging() => Ok(Next::IpAddressSpace),
+        Invlpg => Ok(Next::Ip),
         Ltr => {
             v.sys.tr = read_operand(v, i, 0, 2)? as u16;
             Ok(Next::Ip)
@@ -222,27 +242,54 @@ fn effective_address(v: &BtVcpu, i: &Instruction) -> Res<u32> {
         .ok_or_else(|| Emulated::Died("cannot compute operand address".into()))
 }
 
-/// Reads guest linear memory (paging is off: linear = physical).
-fn read_mem(v: &BtVcpu, lin: u32, buf: &mut [u8]) -> Res<()> {
-    v.ram().read(GuestPhys(lin), buf).map_err(|e| Emulated::Died(e.to_string()))
+/// Splits a linear range into physical pieces, translating each page as
+/// the guest MMU would (setting accessed/dirty bits).
+fn pieces(v: &mut BtVcpu, lin: u32, len: usize, write: bool) -> Res<Vec<(u32, usize)>> {
+    let mut out = Vec::new();
+    let mut done = 0usize;
+    while done < len {
+        let at = lin.wrapping_add(done as u32);
+        let chunk = (len - done).min((0x1000 - (at & 0xfff)) as usize);
+        let phys = v.linear_to_phys(at, write).map_err(Emulated::PageFault)?;
+        out.push((phys, chunk));
+        done += chunk;
+    }
+    Ok(out)
 }
 
+/// Reads guest linear memory.
+fn read_mem(v: &mut BtVcpu, lin: u32, buf: &mut [u8]) -> Res<()> {
+    let mut at = 0;
+    for (phys, n) in pieces(v, lin, buf.len(), false)? {
+        v.ram().read(GuestPhys(phys), &mut buf[at..at + n]).map_err(|e| Emulated::Died(e.to_string()))?;
+        at += n;
+    }
+    Ok(())
+}
+
+/// Writes guest linear memory, invalidating translated code it hits.
 fn write_mem(v: &mut BtVcpu, lin: u32, data: &[u8]) -> Res<()> {
-    v.write_phys(GuestPhys(lin), data).map_err(|e| Emulated::Died(e.to_string()))
+    let mut at = 0;
+    for (phys, n) in pieces(v, lin, data.len(), true)? {
+        v.write_phys(GuestPhys(phys), &data[at..at + n]).map_err(|e| Emulated::Died(e.to_string()))?;
+        at += n;
+    }
+    Ok(())
 }
 
-fn read_u32(v: &BtVcpu, lin: u32) -> Res<u32> {
+fn read_u32(v: &mut BtVcpu, lin: u32) -> Res<u32> {
     let mut b = [0u8; 4];
     read_mem(v, lin, &mut b)?;
     Ok(u32::from_le_bytes(b))
 }
 
-fn read_operand(v: &BtVcpu, i: &Instruction, n: u32, size: usize) -> Res<u32> {
+fn read_operand(v: &mut BtVcpu, i: &Instruction, n: u32, size: usize) -> Res<u32> {
     match i.op_kind(n) {
         OpKind::Register => Ok(reg_value(v, i.op_register(n))),
         OpKind::Memory => {
             let mut b = [0u8; 4];
-            read_mem(v, effective_address(v, i)?, &mut b[..size])?;
+            let a = effective_address(v, i)?;
+            read_mem(v, a, &mut b[..size])?;
             Ok(u32::from_le_bytes(b))
         }
         _ => Ok(i.immediate(n) as u32),
@@ -270,7 +317,8 @@ fn stack_addr(v: &BtVcpu, esp: u32) -> u32 {
 
 fn push16(v: &mut BtVcpu, val: u16) -> Res<()> {
     let esp = v.state.gpr[4].wrapping_sub(2);
-    write_mem(v, stack_addr(v, esp), &val.to_le_bytes())?;
+    let at = stack_addr(v, esp);
+    write_mem(v, at, &val.to_le_bytes())?;
     v.state.gpr[4] = esp;
     Ok(())
 }
@@ -278,7 +326,8 @@ fn push16(v: &mut BtVcpu, val: u16) -> Res<()> {
 fn pop16(v: &mut BtVcpu) -> Res<u16> {
     let esp = v.state.gpr[4];
     let mut b = [0u8; 2];
-    read_mem(v, stack_addr(v, esp), &mut b)?;
+    let at = stack_addr(v, esp);
+    read_mem(v, at, &mut b)?;
     v.state.gpr[4] = esp.wrapping_add(2);
     Ok(u16::from_le_bytes(b))
 }
@@ -291,7 +340,8 @@ fn push16_all(v: &mut BtVcpu) -> Res<Next> {
         let reg = 7 - n;
         image[2 * n..2 * n + 2].copy_from_slice(&(v.state.gpr[reg] as u16).to_le_bytes());
     }
-    write_mem(v, stack_addr(v, base), &image)?;
+    let at = stack_addr(v, base);
+    write_mem(v, at, &image)?;
     v.state.gpr[4] = base;
     Ok(Next::Ip)
 }
@@ -299,7 +349,8 @@ fn push16_all(v: &mut BtVcpu) -> Res<Next> {
 fn pop16_all(v: &mut BtVcpu) -> Res<Next> {
     let esp = v.state.gpr[4];
     let mut image = [0u8; 16];
-    read_mem(v, stack_addr(v, esp), &mut image)?;
+    let at = stack_addr(v, esp);
+    read_mem(v, at, &mut image)?;
     for n in 0..8 {
         let reg = 7 - n;
         if reg != 4 {
@@ -401,18 +452,18 @@ fn whole_transfer(v: &mut BtVcpu, p: &mut dyn Platform, port: u16, input: bool) 
     handled
 }
 
-/// Guest linear memory for devices (paging is off: linear = physical).
+/// Guest linear memory for devices, translated as the guest MMU would.
 struct LinearMemory<'a> {
     vcpu: &'a mut BtVcpu,
 }
 
 impl backdoor::GuestMemory for LinearMemory<'_> {
     fn read(&mut self, linear: u32, buf: &mut [u8]) -> Result<(), backdoor::MemFault> {
-        self.vcpu.ram().read(GuestPhys(linear), buf).map_err(|_| backdoor::MemFault { linear })
+        read_mem(self.vcpu, linear, buf).map_err(|_| backdoor::MemFault { linear })
     }
 
     fn write(&mut self, linear: u32, data: &[u8]) -> Result<(), backdoor::MemFault> {
-        self.vcpu.write_phys(GuestPhys(linear), data).map_err(|_| backdoor::MemFault { linear })
+        write_mem(self.vcpu, linear, data).map_err(|_| backdoor::MemFault { linear })
     }
 }
 
@@ -460,7 +511,8 @@ fn load_segment(v: &mut BtVcpu, seg: Seg, sel: u16) -> Res<()> {
         return Err(Emulated::Exception(13));
     }
     let mut b = [0u8; 8];
-    read_mem(v, v.sys.gdtr.base.wrapping_add(index), &mut b)?;
+    let at = v.sys.gdtr.base.wrapping_add(index);
+    read_mem(v, at, &mut b)?;
     let d = Descriptor::parse(u64::from_le_bytes(b));
     if !d.is_code_or_data() {
         return Err(Emulated::Exception(13));
@@ -495,7 +547,8 @@ fn mov_sreg(v: &mut BtVcpu, i: &Instruction) -> Res<Next> {
 
 fn pop_sreg(v: &mut BtVcpu, i: &Instruction) -> Res<Next> {
     let esp = v.state.gpr[4];
-    let sel = read_u32(v, v.state.seg_base[Seg::Ss as usize].wrapping_add(esp))? as u16;
+    let top = v.state.seg_base[Seg::Ss as usize].wrapping_add(esp);
+    let sel = read_u32(v, top)? as u16;
     load_segment(v, seg_of(i.op0_register()), sel)?;
     v.state.gpr[4] = esp.wrapping_add(4);
     Ok(Next::IpModeChanged)
@@ -559,18 +612,43 @@ fn control_register(v: &mut BtVcpu, i: &Instruction) -> Res<Next> {
             if val & CR0_PE == 0 {
                 return Err(Emulated::Died("the guest left protected mode; real mode is not supported".into()));
             }
-            if val & CR0_PG != 0 {
-                return Err(Emulated::Died("the guest enabled paging (CR0.PG); the shadow MMU is not wired into the run loop yet".into()));
+            if val & CR0_PG != 0 && v.sys.cr4 & CR4_PAE != 0 {
+                return Err(Emulated::Died("the guest enabled PAE paging, which is not supported yet".into()));
             }
+            let old = v.sys.cr0;
             v.sys.cr0 = val | 0x10;
+            if (old ^ v.sys.cr0) & (CR0_PG | CR0_WP) != 0 {
+                return Ok(Next::IpAddressSpace);
+            }
         }
         Register::CR2 => v.sys.cr2 = val,
-        Register::CR3 => v.sys.cr3 = val,
-        Register::CR4 => v.sys.cr4 = val,
+        Register::CR3 => {
+            v.sys.cr3 = val;
+            if v.paging() {
+                return Ok(Next::IpAddressSpace);
+            }
+        }
+        Register::CR4 => {
+            if v.paging() && val & CR4_PAE != 0 {
+                return Err(Emulated::Died("the guest enabled PAE paging, which is not supported yet".into()));
+            }
+            let old = v.sys.cr4;
+            v.sys.cr4 = val;
+            if v.paging() && (old ^ val) & CR4_PAGING_BITS != 0 {
+                return Ok(Next::IpAddressSpace);
+            }
+        }
         _ => return Err(Emulated::Exception(6)),
     }
     Ok(Next::IpModeChanged)
 }
+
+/// CR0.WP.
+const CR0_WP: u32 = 1 << 16;
+/// CR4.PAE.
+const CR4_PAE: u32 = 0x20;
+/// CR4 bits that change how the page tables are read: PSE, PAE, PGE.
+const CR4_PAGING_BITS: u32 = 0x10 | 0x20 | 0x80;
 
 fn read_cr(v: &BtVcpu, r: Register) -> Res<u32> {
     Ok(match r {

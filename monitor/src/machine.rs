@@ -214,6 +214,7 @@ fn print_stats(vcpu: &BtVcpu, board: &Board) {
     line("exits: host fault", v.exits_fault);
     line("port I/O instructions", v.io_instructions);
     line("self-modifying writes", v.smc_writes);
+    line("hidden faults (shadow fills)", v.hidden_faults);
     line("invalidations", c.invalidations);
     line("flushes", c.flushes);
     for (port, reads, writes) in board.bus.unclaimed_counts() {

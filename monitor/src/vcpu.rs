@@ -15,8 +15,8 @@
 use crate::emulate::{self, Emulated};
 use crate::sysregs::SysRegs;
 use codecache::{BranchSite, CacheError, CodeCache, TransId, TransKey, Translation};
-use shadowmmu::{GuestLinear, GuestPhys, GuestRam, LinearWindow, PageProt, PAGE_SIZE};
-use std::collections::HashSet;
+use shadowmmu::{walk, Access, GuestLinear, GuestPhys, GuestRam, LinearWindow, PageFault, PageProt, PagingMode, PAGE_SIZE};
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use translator::ibtc::Ibtc;
 use translator::runtime::{self, FaultRegistration};
@@ -45,6 +45,8 @@ pub struct VcpuStats {
     pub smc_writes: u64,
     /// Indirect branches resolved in emitted code (counted with --stats).
     pub indirect_hits: u64,
+    /// Host faults resolved by filling a shadow mapping (paging on).
+    pub hidden_faults: u64,
 }
 
 /// How a run ended.
@@ -91,6 +93,8 @@ pub struct BtVcpu {
     stubs: Stubs,
     ibtc: Ibtc,
     code_frames: HashSet<u32>,
+    /// With paging on: guest frame -> linear pages mapped to it in the window.
+    rmap: HashMap<u32, Vec<u32>>,
     pending_chain: Option<BranchSite>,
     _faults: FaultRegistration,
     /// Counters.
@@ -136,6 +140,7 @@ impl BtVcpu {
             stubs,
             ibtc,
             code_frames: HashSet::new(),
+            rmap: HashMap::new(),
             pending_chain: None,
             _faults: faults,
             stats: VcpuStats::default(),
@@ -255,14 +260,18 @@ impl BtVcpu {
     /// one-instruction unit that is not cached for lookup.
     fn translation_for(&mut self, eip: u32, single: usize) -> Result<TransId, Stop> {
         let mode = self.mode();
-        let key = TransKey { phys: eip, eip, mode: if single > 0 { SINGLE_STEP_MODE } else { mode.bits() } };
+        let phys = match self.linear_to_phys(eip, false) {
+            Ok(p) => p,
+            Err(pf) => return Err(self.page_fault(pf)),
+        };
+        let key = TransKey { phys, eip, mode: if single > 0 { SINGLE_STEP_MODE } else { mode.bits() } };
         if single == 0 {
             if let Some(id) = self.cache.lookup(&key) {
                 return Ok(id);
             }
         }
-        if eip as usize >= self.ram.size() {
-            return Err(self.died(&format!("execution left guest RAM at EIP={eip:#010x}")));
+        if phys as usize >= self.ram.size() {
+            return Err(self.died(&format!("execution left guest RAM at EIP={eip:#010x} (physical {phys:#010x})")));
         }
         match self.translate_into_cache(key, mode, single) {
             Err(TranslateFailure::Full) => {
@@ -281,10 +290,7 @@ impl BtVcpu {
 
     fn translate_into_cache(&mut self, key: TransKey, mode: Mode, single: usize) -> Result<TransId, TranslateFailure> {
         let eip = key.eip;
-        let page_end = (eip | (PAGE_SIZE - 1)) as usize + 1;
-        let end = (page_end + 15).min(self.ram.size());
-        let mut bytes = vec![0u8; end - eip as usize];
-        self.ram.read(GuestPhys(eip), &mut bytes).map_err(|e| TranslateFailure::Other(e.to_string()))?;
+        let (bytes, next_frame) = self.code_bytes(eip, key.phys);
         let code_offset = self.cache.aligned_next_offset();
         let host_base = self.cache.exec_addr(code_offset);
         let req = UnitRequest {
@@ -300,9 +306,11 @@ impl BtVcpu {
         if unit.code.len() > self.cache.free() {
             return Err(TranslateFailure::Full);
         }
-        let first = eip >> 12;
-        let last = (eip.wrapping_add(unit.guest_len - 1)) >> 12;
-        let frames: Vec<u32> = (first..=last.max(first)).collect();
+        let mut frames = vec![key.phys >> 12];
+        let crosses = (eip & (PAGE_SIZE - 1)) + unit.guest_len > PAGE_SIZE;
+        if let (true, Some(f)) = (crosses, next_frame) {
+            frames.push(f);
+        }
         if let Some(log) = self.log.as_mut() {
             let _ = writeln!(log, "{}", translator::listing::format_unit(&unit.insns, &unit.code, host_base));
         }
@@ -325,8 +333,77 @@ impl BtVcpu {
         Ok(id)
     }
 
+    /// Guest code bytes from `eip` (at `phys`) to the end of its page plus up
+    /// to 15 bytes of the next page, and the next page's frame if mapped.
+    fn code_bytes(&mut self, eip: u32, phys: u32) -> (Vec<u8>, Option<u32>) {
+        let in_page = (PAGE_SIZE - (eip & (PAGE_SIZE - 1))) as usize;
+        let avail = self.ram.size().saturating_sub(phys as usize).min(in_page);
+        let mut bytes = vec![0u8; avail];
+        let _ = self.ram.read(GuestPhys(phys), &mut bytes);
+        let next_lin = eip.wrapping_add(in_page as u32);
+        let next = if avail < in_page || next_lin == 0 { None } else { self.linear_to_phys(next_lin, false).ok() };
+        if let Some(np) = next {
+            let tail = self.ram.size().saturating_sub(np as usize).min(15);
+            let mut more = vec![0u8; tail];
+            if self.ram.read(GuestPhys(np), &mut more).is_ok() {
+                bytes.extend_from_slice(&more);
+            }
+        }
+        (bytes, next.map(|p| p >> 12))
+    }
+
+    /// Whether guest paging is on.
+    pub fn paging(&self) -> bool {
+        self.sys.cr0 & crate::sysregs::CR0_PG != 0
+    }
+
+    fn paging_mode(&self) -> PagingMode {
+        PagingMode { cr3: self.sys.cr3, pse: self.sys.cr4 & 0x10 != 0, wp: self.sys.cr0 & (1 << 16) != 0 }
+    }
+
+    /// Translates a guest linear address as the guest's MMU would, setting
+    /// accessed/dirty bits; identity when paging is off.
+    pub fn linear_to_phys(&mut self, lin: u32, write: bool) -> Result<u32, PageFault> {
+        if !self.paging() {
+            return Ok(lin);
+        }
+        let acc = Access { write, user: self.sys.cpl == 3 };
+        walk(&self.ram, self.paging_mode(), GuestLinear(lin), acc).map(|t| t.phys.0)
+    }
+
+    /// Drops every shadow mapping and translation after the guest changed
+    /// its address space (CR0.PG, CR3, CR4, INVLPG): the window is refilled
+    /// lazily from the guest page tables on hidden faults.
+    pub fn reset_address_space(&mut self) {
+        self.flush();
+        self.code_frames.clear();
+        self.rmap.clear();
+        let _ = self.window.unmap(GuestLinear(0), 1 << 32);
+        if !self.paging() {
+            let size = self.ram.size() as u64;
+            let _ = self.window.map(GuestLinear(0), self.ram.fd(), GuestPhys(0), size, PageProt::ReadWrite);
+        }
+    }
+
+    fn page_fault(&mut self, pf: PageFault) -> Stop {
+        self.sys.cr2 = pf.addr.0;
+        let mut stop = self.exception(14);
+        if let Stop::Died(text) = &mut stop {
+            text.push_str(&format!("
+page fault at {} with error code {:#x}", pf.addr, pf.error_code));
+        }
+        stop
+    }
+
     fn trace_code_frame(&mut self, frame: u32) {
-        if (frame as usize) < self.ram.size() / PAGE_SIZE as usize && self.code_frames.insert(frame) {
+        if (frame as usize) >= self.ram.size() / PAGE_SIZE as usize || !self.code_frames.insert(frame) {
+            return;
+        }
+        if self.paging() {
+            for lp in self.rmap.get(&frame).cloned().unwrap_or_default() {
+                let _ = self.window.protect(GuestLinear(lp * PAGE_SIZE), u64::from(PAGE_SIZE), PageProt::Read);
+            }
+        } else {
             let _ = self.window.protect(GuestLinear(frame * PAGE_SIZE), u64::from(PAGE_SIZE), PageProt::Read);
         }
     }
@@ -337,7 +414,15 @@ impl BtVcpu {
             self.cache.invalidate_frame(frame);
             self.ibtc.clear();
             self.pending_chain = None;
-            let _ = self.window.protect(GuestLinear(frame * PAGE_SIZE), u64::from(PAGE_SIZE), PageProt::ReadWrite);
+            if self.paging() {
+                // Unmapped aliases refault and are mapped again with the
+                // rights their page-table entries give.
+                for lp in self.rmap.remove(&frame).unwrap_or_default() {
+                    let _ = self.window.unmap(GuestLinear(lp * PAGE_SIZE), u64::from(PAGE_SIZE));
+                }
+            } else {
+                let _ = self.window.protect(GuestLinear(frame * PAGE_SIZE), u64::from(PAGE_SIZE), PageProt::ReadWrite);
+            }
         }
     }
 
@@ -355,12 +440,21 @@ impl BtVcpu {
     }
 
     fn fault(&mut self) -> Option<Stop> {
+        match self.fault_outcome() {
+            FaultOutcome::Hidden => None,
+            FaultOutcome::CodeWrite => self.single_step(),
+            FaultOutcome::Stop(stop) => Some(stop),
+        }
+    }
+
+    /// Maps a host fault back to the guest instruction and classifies it.
+    fn fault_outcome(&mut self) -> FaultOutcome {
         let f = self.state.fault;
         let Some(off) = self.cache.offset_of(f.rip) else {
-            return Some(self.died("host fault outside translated code"));
+            return FaultOutcome::Stop(self.died("host fault outside translated code"));
         };
         let Some(id) = self.cache.find_by_offset(off) else {
-            return Some(self.died("host fault in the runtime stubs"));
+            return FaultOutcome::Stop(self.died("host fault in the runtime stubs"));
         };
         let t = self.cache.get(id);
         let rel = (off - t.code_offset) as u32;
@@ -375,54 +469,79 @@ impl BtVcpu {
         let flags = self.state.host_flags as u32;
         self.state.eflags = (self.state.eflags & !LIVE_FLAGS) | (flags & LIVE_FLAGS) | 2;
         match f.signo as i32 {
-            libc::SIGSEGV | libc::SIGBUS => self.memory_fault(f.addr, f.err & 2 != 0),
-            libc::SIGFPE => Some(self.exception(if matches!(f.code, 1 | 2) { 0 } else { 16 })),
-            libc::SIGILL => Some(self.exception(6)),
-            _ => Some(self.died("unexpected host signal in translated code")),
+            libc::SIGSEGV | libc::SIGBUS => self.resolve_memory_fault(f.addr, f.err & 2 != 0),
+            libc::SIGFPE => FaultOutcome::Stop(self.exception(if matches!(f.code, 1 | 2) { 0 } else { 16 })),
+            libc::SIGILL => FaultOutcome::Stop(self.exception(6)),
+            _ => FaultOutcome::Stop(self.died("unexpected host signal in translated code")),
         }
     }
 
-    fn memory_fault(&mut self, host_addr: u64, write: bool) -> Option<Stop> {
+    /// Classifies a host fault in the window: a hidden fault (the shadow
+    /// mapping was filled), a write to translated code, or a guest stop.
+    fn resolve_memory_fault(&mut self, host_addr: u64, write: bool) -> FaultOutcome {
         let Some(lin) = self.window.linear_of(host_addr as usize) else {
-            return Some(self.died(&format!(
+            return FaultOutcome::Stop(self.died(&format!(
                 "guest address computation wrapped around 4 GiB (host address {host_addr:#x}); not supported"
             )));
         };
-        let frame = lin.page();
+        let phys = match self.linear_to_phys(lin.0, write) {
+            Ok(p) => p,
+            Err(pf) => return FaultOutcome::Stop(self.page_fault(pf)),
+        };
+        let frame = phys / PAGE_SIZE;
         if write && self.code_frames.contains(&frame) {
             self.stats.smc_writes += 1;
             self.untrace_code_frame(frame);
-            return self.single_step();
+            return FaultOutcome::CodeWrite;
         }
-        Some(self.died(&format!(
-            "guest {} at {} is outside guest RAM ({} MiB)",
-            if write { "write" } else { "read" },
-            lin,
-            self.ram.size() >> 20
-        )))
+        if phys as usize >= self.ram.size() || !self.paging() {
+            return FaultOutcome::Stop(self.died(&format!(
+                "guest {} at {} (physical {phys:#010x}) is outside guest RAM ({} MiB)",
+                if write { "write" } else { "read" },
+                lin,
+                self.ram.size() >> 20
+            )));
+        }
+        self.fill_shadow(lin.page(), frame, write);
+        self.stats.hidden_faults += 1;
+        FaultOutcome::Hidden
+    }
+
+    /// Maps linear page `lpage` to guest frame `frame`: writable only when
+    /// the walk found it writable and dirty and it holds no translated code.
+    fn fill_shadow(&mut self, lpage: u32, frame: u32, write: bool) {
+        let mode = self.paging_mode();
+        let acc = Access { write, user: self.sys.cpl == 3 };
+        let rw = walk(&self.ram, mode, GuestLinear(lpage * PAGE_SIZE), acc).is_ok_and(|t| t.writable_and_dirty);
+        let prot = if rw && !self.code_frames.contains(&frame) { PageProt::ReadWrite } else { PageProt::Read };
+        let _ = self.window.map(GuestLinear(lpage * PAGE_SIZE), self.ram.fd(), GuestPhys(frame * PAGE_SIZE), u64::from(PAGE_SIZE), prot);
+        let aliases = self.rmap.entry(frame).or_default();
+        if !aliases.contains(&lpage) {
+            aliases.push(lpage);
+        }
     }
 
     /// Runs the instruction at EIP alone (after its write target became
-    /// writable), then resumes normal translation.
+    /// writable), then resumes normal translation. Hidden faults on the way
+    /// are filled and the instruction retried.
     fn single_step(&mut self) -> Option<Stop> {
-        let id = match self.translation_for(self.state.eip, 1) {
-            Ok(id) => id,
-            Err(stop) => return Some(stop),
-        };
-        let entry = self.cache.exec_addr(self.cache.get(id).code_offset);
-        self.run_translation(entry);
-        None.or_else(|| self.handle_single_step_exit())
-    }
-
-    fn handle_single_step_exit(&mut self) -> Option<Stop> {
-        match ExitReason::from_raw(self.state.exit_reason) {
-            Some(ExitReason::Fault) => {
-                self.stats.exits_fault += 1;
-                self.fault()
+        for _ in 0..8 {
+            let id = match self.translation_for(self.state.eip, 1) {
+                Ok(id) => id,
+                Err(stop) => return Some(stop),
+            };
+            let entry = self.cache.exec_addr(self.cache.get(id).code_offset);
+            self.run_translation(entry);
+            if ExitReason::from_raw(self.state.exit_reason) != Some(ExitReason::Fault) {
+                return None;
             }
-            Some(ExitReason::Emulate) => None,
-            _ => None,
+            self.stats.exits_fault += 1;
+            match self.fault_outcome() {
+                FaultOutcome::Hidden | FaultOutcome::CodeWrite => continue,
+                FaultOutcome::Stop(stop) => return Some(stop),
+            }
         }
+        Some(self.died("an instruction kept faulting while running alone"))
     }
 
     fn emulate(&mut self, platform: &mut dyn Platform) -> Option<Stop> {
@@ -432,6 +551,11 @@ impl BtVcpu {
                 self.ibtc.clear();
                 None
             }
+            Emulated::AddressSpaceChanged => {
+                self.reset_address_space();
+                None
+            }
+            Emulated::PageFault(pf) => Some(self.page_fault(pf)),
             Emulated::Exit(status) => Some(Stop::Exit(status)),
             Emulated::Exception(vector) => Some(self.exception(vector)),
             Emulated::Died(why) => Some(self.died(&why)),
@@ -476,6 +600,16 @@ impl BtVcpu {
             self.sys.cr0, self.sys.cr2, self.sys.cr3, self.sys.cr4
         )
     }
+}
+
+/// What a host fault in the window turned out to be.
+enum FaultOutcome {
+    /// A shadow mapping was missing and has been filled; retry.
+    Hidden,
+    /// A write to a frame holding translated code; run the writer alone.
+    CodeWrite,
+    /// The guest stops.
+    Stop(Stop),
 }
 
 #[derive(Debug)]

@@ -13,8 +13,10 @@
 
 mod addr;
 mod ram;
+mod walk;
 mod window;
 
 pub use addr::{GuestLinear, GuestPhys, HostAddr, PAGE_SIZE};
 pub use ram::{GuestRam, RamError, MAX_GUEST_RAM};
+pub use walk::{walk, Access, PageFault, PagingMode, Translated};
 pub use window::{LinearWindow, PageProt, WindowError, WINDOW_GUARD};
