@@ -286,16 +286,16 @@ fn software_exec_with_hardware_mmu_on_command_line_is_refused() {
 }
 
 #[test]
-fn allow_nested_false_is_refused_inside_a_virtual_machine() {
+fn allow_nested_false_does_not_refuse_a_host_without_an_outer_vmware_backdoor() {
+    // vmx.allowNested only matters when an outer VMware backdoor answers
+    // without nesting control; being inside KVM (or on bare metal) is fine.
     let outer = monitor::probe::outer_hypervisor_signature(&monitor::probe::host_cpuid);
-    let output = run_check(&["--set", "vmx.allowNested=FALSE"]);
-    match outer {
-        Some(signature) => {
-            assert_refused(&output, "vmx.allowNested = \"FALSE\" forbids");
-            assert!(text(&output.stderr).contains(&signature));
-        }
-        None => assert_eq!(output.status.code(), Some(0)),
+    if outer.as_deref() == Some("VMwareVMware") {
+        eprintln!("skipped: the outer hypervisor is VMware");
+        return;
     }
+    let output = run_check(&["--set", "vmx.allowNested=FALSE"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
 }
 
 #[test]

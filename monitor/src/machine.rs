@@ -5,6 +5,7 @@ use crate::config::VmConfig;
 use crate::devices::{IoBus, IoOutcome};
 use crate::cpuid::CpuModel;
 use crate::vcpu::{BtVcpu, IoCpu, Platform, Stop};
+use backdoor::outer::{power_on_handshake, NestingGuard, PortIoTransport};
 use backdoor::{Backdoor, Event, GuestMemory, HostFacts, Regs};
 use std::path::PathBuf;
 
@@ -172,6 +173,9 @@ pub fn run(opts: &RunOptions) -> Result<i32, MachineError> {
     }
     vcpu.set_count_indirect(opts.stats);
     let mut board = Board { bus, cpu, backdoor, restrict_backdoor: opts.vm.restrict_backdoor };
+    // Held while the guest runs: reopens the outer backdoor when dropped,
+    // on every return path below.
+    let _outer = outer_handshake(opts.vm.allow_nested)?;
     let stop = vcpu.run(&mut board);
     if opts.stats {
         print_stats(&vcpu, &board);
@@ -183,6 +187,30 @@ pub fn run(opts: &RunOptions) -> Result<i32, MachineError> {
         Stop::Exit(status) => Ok(status),
         Stop::Died(why) => Err(MachineError::GuestDied(why)),
     }
+}
+
+/// The nesting handshake with an outer VMware hypervisor, when there is one:
+/// its backdoor is restricted while the guest runs (the returned guard
+/// reopens it), and a backdoor that cannot be restricted refuses power-on
+/// unless `vmx.allowNested = "TRUE"`. On other hosts the port is never
+/// touched.
+fn outer_handshake(allow_nested: bool) -> Result<Option<NestingGuard<PortIoTransport>>, MachineError> {
+    if backdoor::outer::hypervisor_vendor().as_deref() != Some("VMwareVMware") {
+        return Ok(None);
+    }
+    let transport = match PortIoTransport::open() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("nestmon: the outer hypervisor is VMware but its backdoor cannot be reached ({e}); no nesting handshake");
+            return Ok(None);
+        }
+    };
+    let guard = power_on_handshake(transport, allow_nested).map_err(|e| MachineError::BadInput(e.to_string()))?;
+    match guard.nesting_version() {
+        Some(v) if guard.restricted() => eprintln!("nestmon: outer VMware backdoor restricted while the guest runs (nesting control v{v})"),
+        _ => eprintln!("nestmon: the outer VMware backdoor has no nesting control; running because vmx.allowNested = \"TRUE\""),
+    }
+    Ok(Some(guard))
 }
 
 /// Puts the vCPU in the state the Multiboot specification gives at entry.

@@ -13,8 +13,9 @@
 //!   guest, and binary translation otherwise.
 //! * `vhv.enable = "TRUE"` (virtualized VT-x/AMD-V for the guest) is refused
 //!   under binary translation.
-//! * With `vmx.allowNested = "FALSE"`, running inside another hypervisor is
-//!   refused.
+//! * `vmx.allowNested` is not decided here: it matters only when an outer
+//!   VMware backdoor answers without nesting support, which the machine
+//!   checks at power-on (`backdoor::outer::power_on_handshake`).
 //!
 //! Invariant: a [`Resolution`] never pairs [`Exec::BinaryTranslation`] with
 //! [`Mmu::Hardware`], and never selects hardware the host or the monitor's
@@ -173,15 +174,6 @@ pub enum ModeError {
         /// Why binary translation was selected.
         reason: String,
     },
-    /// `vmx.allowNested = "FALSE"` while the host is itself a virtual machine.
-    #[error(
-        "this host is a virtual machine ({outer}) and vmx.allowNested = \"FALSE\" forbids running \
-         nestmon inside another hypervisor; set vmx.allowNested = \"TRUE\""
-    )]
-    NestingNotAllowed {
-        /// The outer hypervisor's signature.
-        outer: String,
-    },
 }
 
 /// True if resolving `config` can depend on whether the host can run the
@@ -206,7 +198,6 @@ pub fn resolve_for_backend(
     host: &HostCapabilities,
     hardware_backend_available: bool,
 ) -> Result<Resolution, ModeError> {
-    refuse_forbidden_nesting(config, host)?;
     if config.virtual_exec == ModeRequest::Software && config.virtual_mmu == ModeRequest::Hardware {
         return Err(ModeError::SoftwareExecWithHardwareMmu);
     }
@@ -227,15 +218,6 @@ pub fn resolve_for_backend(
         notes,
         reason,
     })
-}
-
-fn refuse_forbidden_nesting(config: &VmConfig, host: &HostCapabilities) -> Result<(), ModeError> {
-    match &host.outer_hypervisor {
-        Some(outer) if !config.allow_nested => Err(ModeError::NestingNotAllowed {
-            outer: outer.clone(),
-        }),
-        _ => Ok(()),
-    }
 }
 
 const NO_BACKEND: &str = "this build's run loop has no hardware execution backend yet";
@@ -525,21 +507,13 @@ mod tests {
     }
 
     #[test]
-    fn nesting_refused_inside_a_vm_when_not_allowed() {
+    fn running_inside_any_vm_is_allowed_whatever_allow_nested_says() {
         let config = VmConfig {
             allow_nested: false,
             ..VmConfig::default()
         };
         let mut host = incapable_host();
         host.outer_hypervisor = Some("KVMKVMKVM".into());
-        let error = resolve_for_backend(&config, &host, true).unwrap_err();
-        assert_eq!(
-            error,
-            ModeError::NestingNotAllowed {
-                outer: "KVMKVMKVM".into()
-            }
-        );
-        host.outer_hypervisor = None;
         assert!(resolve_for_backend(&config, &host, true).is_ok());
     }
 

@@ -533,12 +533,10 @@ impl Gen {
         if back {
             self.emit("std");
         }
-        if !rep.is_empty() && n == 0 {
-            // rep with ECX = 0 leaves flags alone; nothing to do
-        }
         self.emit(&format!("{rep}{op}{s}"));
         self.emit("cld");
-        if (op == "cmps" || op == "scas") && !(rep.len() > 0 && n == 0) {
+        // rep with ECX = 0 leaves the flags alone.
+        if (op == "cmps" || op == "scas") && !(!rep.is_empty() && n == 0) {
             self.set_flags(ALL, 0);
         }
     }

@@ -344,7 +344,7 @@ mod tests {
         assert_eq!(config, VmConfig::default());
         assert_eq!(config.memsize_mib, 128);
         assert_eq!(config.guest_os, "other");
-        assert!(config.allow_nested && config.hypervisor_cpuid_v0);
+        assert!(!config.allow_nested && config.hypervisor_cpuid_v0);
         assert!(!config.vhv_enable && !config.restrict_backdoor);
         assert_eq!(config.serial0, SerialBackend::Stdio);
     }

@@ -73,7 +73,8 @@ pub struct VmConfig {
     pub restrict_backdoor: bool,
     /// `vhv.enable`: offer virtualized VT-x/AMD-V to the guest.
     pub vhv_enable: bool,
-    /// `vmx.allowNested`: allow running inside another hypervisor.
+    /// `vmx.allowNested`: power on even when an outer VMware backdoor
+    /// cannot be shared safely (it has no nesting control).
     pub allow_nested: bool,
     /// `hypervisor.cpuid.v0`: the hypervisor CPUID bit and leaves.
     pub hypervisor_cpuid_v0: bool,
@@ -100,7 +101,7 @@ impl Default for VmConfig {
             virtual_mmu: ModeRequest::Automatic,
             restrict_backdoor: false,
             vhv_enable: false,
-            allow_nested: true,
+            allow_nested: false,
             hypervisor_cpuid_v0: true,
             cpuid_masks: Vec::new(),
         }
