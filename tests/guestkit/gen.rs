@@ -536,7 +536,7 @@ impl Gen {
         self.emit(&format!("{rep}{op}{s}"));
         self.emit("cld");
         // rep with ECX = 0 leaves the flags alone.
-        if (op == "cmps" || op == "scas") && !(!rep.is_empty() && n == 0) {
+        if (op == "cmps" || op == "scas") && (rep.is_empty() || n != 0) {
             self.set_flags(ALL, 0);
         }
     }
