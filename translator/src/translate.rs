@@ -296,16 +296,7 @@ impl Ctx<'_> {
         if base == Register::None && index == Register::None {
             self.ins(i2!(Code::Mov_r32_imm32, Register::R10D, disp)?)?;
         } else {
-            let m = iced_x86::MemoryOperand::new(
-                host64(base),
-                host64(index),
-                i.memory_index_scale(),
-                i64::from(disp as i32),
-                if disp == 0 { 0 } else { 1 },
-                false,
-                Register::None,
-            );
-            self.ins(i2!(Code::Lea_r32_m, Register::R10D, m)?)?;
+            self.ins(i2!(Code::Lea_r32_m, Register::R10D, guest_address_operand(i))?)?;
         }
         if seg_base {
             self.add_seg_base(seg)?;
@@ -390,17 +381,8 @@ impl Ctx<'_> {
                 self.ins(i2!(Code::Mov_r32_imm32, dst, disp)?)
             };
         }
-        let m = iced_x86::MemoryOperand::new(
-            host64(base),
-            host64(index),
-            i.memory_index_scale(),
-            i64::from(disp as i32),
-            if disp == 0 { 0 } else { 1 },
-            false,
-            Register::None,
-        );
         let code = if dst.size() == 2 { Code::Lea_r16_m } else { Code::Lea_r32_m };
-        self.ins(i2!(code, dst, m)?)
+        self.ins(i2!(code, dst, guest_address_operand(i))?)
     }
 
     fn xlat(&mut self, i: &Instruction) -> Result<(), TranslateError> {
@@ -744,6 +726,21 @@ fn string_bytes(i: &Instruction, code: &[u8], unit_eip: u32) -> Result<Vec<u8>, 
     Ok(bytes.iter().copied().filter(|b| !matches!(b, 0x26 | 0x2e | 0x36 | 0x3e)).collect())
 }
 
+/// The guest's address expression `[base + index*scale + disp]` over the
+/// host registers holding those guest registers (no window, no segment).
+fn guest_address_operand(i: &Instruction) -> iced_x86::MemoryOperand {
+    let disp = i.memory_displacement32();
+    iced_x86::MemoryOperand::new(
+        host64(i.memory_base()),
+        host64(i.memory_index()),
+        i.memory_index_scale(),
+        i64::from(disp as i32),
+        if disp == 0 { 0 } else { 1 },
+        false,
+        Register::None,
+    )
+}
+
 /// Replaces the memory operand of `h` by `m`.
 fn set_memory(h: &mut Instruction, m: iced_x86::MemoryOperand) {
     h.set_memory_base(m.base);
@@ -801,4 +798,79 @@ fn is_system_reg(r: Register) -> bool {
 
 fn is_sreg_move(i: &Instruction) -> bool {
     i.mnemonic() == Mnemonic::Mov && (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Register && i.op_register(n).is_segment_register())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STUBS: Stubs = Stubs { enter: 0x10_0000, exit_common: 0x10_1000, exit_saved: 0x10_2000 };
+
+    fn unit(code: &[u8]) -> Unit {
+        let mut bytes = code.to_vec();
+        bytes.resize(64, 0x90);
+        let req = UnitRequest { eip: 0x1000, code: &bytes, mode: Mode { flat: true }, host_base: 0x20_0000, stubs: STUBS, max_insns: 64, count_indirect: None };
+        translate(&req).unwrap()
+    }
+
+    fn host_text(u: &Unit) -> Vec<String> {
+        use iced_x86::Formatter;
+        let mut f = iced_x86::IntelFormatter::new();
+        Decoder::with_ip(64, &u.code, 0x20_0000, DecoderOptions::NONE)
+            .into_iter()
+            .map(|i| {
+                let mut t = String::new();
+                f.format(&i, &mut t);
+                t
+            })
+            .collect()
+    }
+
+    #[test]
+    fn conditional_branch_ends_unit_with_two_chainable_sites() {
+        let u = unit(&[0x31, 0xc0, 0x74, 0x10]); // xor eax,eax; je +0x10
+        assert_eq!(u.insns.len(), 2);
+        assert_eq!(u.sites.len(), 2, "taken and fall-through exits");
+        assert_eq!(u.guest_len, 4);
+    }
+
+    #[test]
+    fn memory_operand_goes_through_the_window_with_32bit_wrap() {
+        let u = unit(&[0x8b, 0x44, 0x8b, 0xfc, 0xc3]); // mov eax,[ebx+ecx*4-4]; ret
+        let text = host_text(&u);
+        assert!(text.iter().any(|t| t == "lea r10d,[rbx+rcx*4-4]"), "{text:?}");
+        assert!(text.iter().any(|t| t == "mov eax,[r15+r10]"), "{text:?}");
+    }
+
+    #[test]
+    fn guest_esp_lives_in_r8() {
+        let u = unit(&[0x89, 0xe0, 0xc3]); // mov eax,esp; ret
+        assert!(host_text(&u).iter().any(|t| t == "mov eax,r8d"));
+    }
+
+    #[test]
+    fn high_byte_register_with_memory_records_a_swap_fixup() {
+        let u = unit(&[0x02, 0x23, 0xc3]); // add ah,[ebx]; ret
+        assert_eq!(u.fixups[0], fixup::SWAP_BASE, "AL/AH of EAX are exchanged around the access");
+        let text = host_text(&u);
+        assert!(text.iter().any(|t| t == "add al,[r15+r10]"), "{text:?}");
+    }
+
+    #[test]
+    fn privileged_instruction_exits_to_the_monitor_at_its_eip() {
+        let u = unit(&[0x90, 0x0f, 0xa2]); // nop; cpuid
+        assert_eq!(u.insns.len(), 2);
+        assert!(u.sites.is_empty());
+        assert!(host_text(&u).iter().any(|t| t == "mov dword ptr [r14+20h],1001h"));
+    }
+
+    #[test]
+    fn unit_stops_before_the_next_page() {
+        let mut bytes = vec![0x90u8; 0x10];
+        bytes.resize(64, 0x90);
+        let req = UnitRequest { eip: 0x1ff8, code: &bytes, mode: Mode { flat: true }, host_base: 0x20_0000, stubs: STUBS, max_insns: 64, count_indirect: None };
+        let u = translate(&req).unwrap();
+        assert_eq!(u.insns.len(), 8);
+        assert_eq!(u.sites.len(), 1, "falls through to 0x2000 by a chainable exit");
+    }
 }
