@@ -206,11 +206,41 @@ fn outer_handshake(allow_nested: bool) -> Result<Option<NestingGuard<PortIoTrans
         }
     };
     let guard = power_on_handshake(transport, allow_nested).map_err(|e| MachineError::BadInput(e.to_string()))?;
+    if guard.restricted() {
+        arm_reopen_on_signals();
+    }
     match guard.nesting_version() {
         Some(v) if guard.restricted() => eprintln!("nestmon: outer VMware backdoor restricted while the guest runs (nesting control v{v})"),
         _ => eprintln!("nestmon: the outer VMware backdoor has no nesting control; running because vmx.allowNested = \"TRUE\""),
     }
     Ok(Some(guard))
+}
+
+/// Whether the outer backdoor is restricted and must be reopened if a
+/// signal ends the process.
+static OUTER_RESTRICTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes SIGINT, SIGTERM and SIGHUP reopen the outer backdoor before the
+/// process dies of them (the guard's drop does it on every other path).
+fn arm_reopen_on_signals() {
+    OUTER_RESTRICTED.store(true, std::sync::atomic::Ordering::SeqCst);
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: installs a handler that only does async-signal-safe work
+        // (one port access, signal(), raise()).
+        unsafe { libc::signal(sig, reopen_then_die as extern "C" fn(libc::c_int) as libc::sighandler_t) };
+    }
+}
+
+extern "C" fn reopen_then_die(sig: libc::c_int) {
+    if OUTER_RESTRICTED.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        backdoor::outer::reopen_outer_backdoor_signal_safe();
+    }
+    // SAFETY: restoring the default action and re-raising are
+    // async-signal-safe; the process then ends as the signal asks.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+    }
 }
 
 /// Puts the vCPU in the state the Multiboot specification gives at entry.

@@ -22,7 +22,7 @@ mod simulated;
 
 pub use detect::{detect_outer, hypervisor_vendor, probe_backdoor, BackdoorProbe, OuterDetection};
 pub use handshake::{power_on_handshake, NestingGuard, OuterError};
-pub use port_io::{PortAccessError, PortIoTransport};
+pub use port_io::{reopen_outer_backdoor_signal_safe, PortAccessError, PortIoTransport};
 pub use simulated::SimulatedOuter;
 
 use crate::Regs;

@@ -50,6 +50,18 @@ impl OuterTransport for PortIoTransport {
     }
 }
 
+/// Reopens the outer backdoor (NESTING_CONTROL OPEN_BACKDOOR) from a signal
+/// handler: no allocation, no locks, one `in` instruction.
+///
+/// Call it only on a thread on which [`PortIoTransport::open`] succeeded
+/// (the port is granted per thread); the monitor arms its handler only
+/// after the handshake restricted the outer backdoor on that thread.
+pub fn reopen_outer_backdoor_signal_safe() {
+    let cmd = u32::from(crate::abi::cmd::NESTING_CONTROL) | (u32::from(crate::abi::nesting::OPEN_BACKDOOR) << 16);
+    let regs = Regs { eax: crate::abi::BDOOR_MAGIC, ebx: 0, ecx: cmd, edx: u32::from(BDOOR_PORT), esi: 0, edi: 0, ebp: 0 };
+    in_with_all_registers(regs);
+}
+
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 fn request_port_access() -> Result<(), PortAccessError> {
     // SAFETY: ioperm only changes this thread's I/O permission bitmap; it
