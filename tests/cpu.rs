@@ -17,10 +17,28 @@ fn run_asm(name: &str, body: &str, extra: &[&str]) -> Run {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cpu-tests");
     std::fs::create_dir_all(&dir).unwrap();
     let src = dir.join(format!("{name}.S"));
-    std::fs::write(&src, format!(".intel_syntax noprefix\n.text\n.globl main\nmain:\n{body}\n")).unwrap();
-    make(&["one", &format!("SRC={}", src.display()), &format!("NAME={name}")], &dir);
+    std::fs::write(
+        &src,
+        format!(".intel_syntax noprefix\n.text\n.globl main\nmain:\n{body}\n"),
+    )
+    .unwrap();
+    make(
+        &[
+            "one",
+            &format!("SRC={}", src.display()),
+            &format!("NAME={name}"),
+        ],
+        &dir,
+    );
     let elf = dir.join(format!("{name}.elf"));
-    run(Command::new(env!("CARGO_BIN_EXE_nestmon")).arg("run").arg("--kernel").arg(&elf).args(extra), Duration::from_secs(60))
+    run(
+        Command::new(env!("CARGO_BIN_EXE_nestmon"))
+            .arg("run")
+            .arg("--kernel")
+            .arg(&elf)
+            .args(extra),
+        Duration::from_secs(60),
+    )
 }
 
 fn assert_died(r: &Run, needles: &[&str]) {
@@ -32,7 +50,11 @@ fn assert_died(r: &Run, needles: &[&str]) {
 
 #[test]
 fn divide_by_zero_reports_de_with_precise_registers() {
-    let r = run_asm("div0", "mov ebx, 0x12345678\nmov eax, 7\nxor ecx, ecx\ndiv ecx\nret", &[]);
+    let r = run_asm(
+        "div0",
+        "mov ebx, 0x12345678\nmov eax, 7\nxor ecx, ecx\ndiv ecx\nret",
+        &[],
+    );
     assert_died(&r, &["#DE", "EAX=00000007", "EBX=12345678", "ECX=00000000"]);
 }
 
@@ -50,13 +72,21 @@ fn int3_reports_breakpoint() {
 
 #[test]
 fn load_outside_ram_is_reported_and_leaves_registers_unchanged() {
-    let r = run_asm("oob", "mov esi, 0x0badf00d\nmov eax, 0x11111111\nmov eax, [0xf0000000]\nret", &["--memsize", "16"]);
+    let r = run_asm(
+        "oob",
+        "mov esi, 0x0badf00d\nmov eax, 0x11111111\nmov eax, [0xf0000000]\nret",
+        &["--memsize", "16"],
+    );
     assert_died(&r, &["outside guest RAM", "EAX=11111111", "ESI=0badf00d"]);
 }
 
 #[test]
 fn faulting_push_leaves_esp_unchanged() {
-    let r = run_asm("pushoob", "mov esp, 0xf0000000\npush 5\nret", &["--memsize", "16"]);
+    let r = run_asm(
+        "pushoob",
+        "mov esp, 0xf0000000\npush 5\nret",
+        &["--memsize", "16"],
+    );
     assert_died(&r, &["outside guest RAM", "ESP=f0000000"]);
 }
 
@@ -70,7 +100,8 @@ fn hlt_with_interrupts_disabled_stops_cleanly() {
 fn page_fault_on_fetch_is_reported_with_cr2() {
     // An empty page directory: the fetch after enabling paging faults.
     let body = ".data\n.align 4096\npd: .fill 1024, 4, 0\n.text\nmain2:\n";
-    let code = "lea eax, [pd]\nmov cr3, eax\nmov eax, cr0\nor eax, 0x80000000\nmov cr0, eax\nnop\nret\n";
+    let code =
+        "lea eax, [pd]\nmov cr3, eax\nmov eax, cr0\nor eax, 0x80000000\nmov cr0, eax\nnop\nret\n";
     let r = run_asm("pf", &format!("jmp main2\n{body}{code}"), &[]);
     assert_died(&r, &["#PF", "page fault at linear", "error code 0x0"]);
 }
@@ -94,30 +125,64 @@ fn flags_survive_exits_and_indirect_branches() {
 #[test]
 fn translation_log_lists_guest_and_host_instructions() {
     let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cpu-tests/log.txt");
-    let r = run_asm("logged", "mov eax, 0x4242\nxor eax, eax\nret", &["--log-translations", log.to_str().unwrap()]);
+    let r = run_asm(
+        "logged",
+        "mov eax, 0x4242\nxor eax, eax\nret",
+        &["--log-translations", log.to_str().unwrap()],
+    );
     assert_eq!(r.code, Some(1), "{}", describe(&r));
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("IN:") && text.contains("OUT:"), "{text}");
-    assert!(text.contains("mov eax,4242h"), "guest instruction missing:\n{text}");
+    assert!(
+        text.contains("mov eax,4242h"),
+        "guest instruction missing:\n{text}"
+    );
 }
 
 #[test]
 fn stats_report_translations_and_chains() {
     let r = run(
-        Command::new(env!("CARGO_BIN_EXE_nestmon")).arg("run").arg("--kernel").arg(guest_dir().join("recursion.elf")).arg("--stats"),
+        Command::new(env!("CARGO_BIN_EXE_nestmon"))
+            .arg("run")
+            .arg("--kernel")
+            .arg(guest_dir().join("recursion.elf"))
+            .arg("--stats"),
         Duration::from_secs(60),
     );
     assert_eq!(r.code, Some(1), "{}", describe(&r));
-    for key in ["translations", "guest instructions translated", "code cache bytes", "chains made", "indirect-branch hits", "exits: chain miss"] {
-        assert!(r.stderr.contains(key), "--stats lacks {key:?}:\n{}", r.stderr);
+    for key in [
+        "translations",
+        "guest instructions translated",
+        "code cache bytes",
+        "chains made",
+        "indirect-branch hits",
+        "exits: chain miss",
+    ] {
+        assert!(
+            r.stderr.contains(key),
+            "--stats lacks {key:?}:\n{}",
+            r.stderr
+        );
     }
-    let hits: u64 = r.stderr.lines().find(|l| l.contains("indirect-branch hits")).and_then(|l| l.split_whitespace().last()).and_then(|n| n.parse().ok()).unwrap();
-    assert!(hits > 1000, "recursion returns should hit the indirect-branch table in emitted code, got {hits}");
+    let hits: u64 = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("indirect-branch hits"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(
+        hits > 1000,
+        "recursion returns should hit the indirect-branch table in emitted code, got {hits}"
+    );
 }
 
 #[test]
 fn default_guest_runs_without_arguments() {
-    let r = run(Command::new(env!("CARGO_BIN_EXE_nestmon")).arg("run"), Duration::from_secs(60));
+    let r = run(
+        Command::new(env!("CARGO_BIN_EXE_nestmon")).arg("run"),
+        Duration::from_secs(60),
+    );
     assert_eq!(r.code, Some(1), "{}", describe(&r));
     assert!(r.stdout.contains("nestmon default guest"), "{}", r.stdout);
     assert!(r.stdout.contains("passed"), "{}", r.stdout);

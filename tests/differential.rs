@@ -38,7 +38,10 @@ fn seeds() -> Vec<u64> {
 }
 
 fn units() -> u32 {
-    std::env::var("NESTMON_DIFF_UNITS").ok().and_then(|v| v.parse().ok()).unwrap_or(400)
+    std::env::var("NESTMON_DIFF_UNITS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400)
 }
 
 /// Generates and builds the program for `seed`; returns (elf, native).
@@ -48,13 +51,28 @@ fn build(seed: u64, tag: &str) -> (PathBuf, PathBuf) {
     let name = format!("diff_{seed:x}");
     let src = dir.join(format!("{name}.c"));
     std::fs::write(&src, gen::program(seed, units())).expect("write program");
-    make(&["one", &format!("SRC={}", src.display()), &format!("NAME={name}")], &dir);
-    (dir.join(format!("{name}.elf")), dir.join(format!("{name}.native")))
+    make(
+        &[
+            "one",
+            &format!("SRC={}", src.display()),
+            &format!("NAME={name}"),
+        ],
+        &dir,
+    );
+    (
+        dir.join(format!("{name}.elf")),
+        dir.join(format!("{name}.native")),
+    )
 }
 
 fn native_output(bin: &std::path::Path, seed: u64) -> String {
     let r = run_native(bin);
-    assert_eq!(r.code, Some(0), "seed {seed:#x}: native program failed: {}", describe(&r));
+    assert_eq!(
+        r.code,
+        Some(0),
+        "seed {seed:#x}: native program failed: {}",
+        describe(&r)
+    );
     r.stdout
 }
 
@@ -72,9 +90,15 @@ fn native_guests_match() {
         if n.code != Some(0) {
             failures.push(format!("{name}: native run failed: {}", describe(&n)));
         } else if g.code != Some(1) {
-            failures.push(format!("{name}: nestmon: want exit status 1, {}", describe(&g)));
+            failures.push(format!(
+                "{name}: nestmon: want exit status 1, {}",
+                describe(&g)
+            ));
         } else if nf != gf {
-            failures.push(format!("{name}: nestmon output differs from native: {}", first_diff(&nf, &gf)));
+            failures.push(format!(
+                "{name}: nestmon output differs from native: {}",
+                first_diff(&nf, &gf)
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -88,7 +112,10 @@ fn random_programs() {
         let want = native_output(&native, seed);
         let g = run_nestmon(&elf);
         if g.code != Some(1) {
-            failures.push(format!("seed {seed:#x}: nestmon: want exit status 1, {}", describe(&g)));
+            failures.push(format!(
+                "seed {seed:#x}: nestmon: want exit status 1, {}",
+                describe(&g)
+            ));
         } else if g.stdout != want {
             failures.push(format!(
                 "seed {seed:#x}: nestmon differs from the host CPU ({}): {}",
@@ -110,7 +137,10 @@ fn random_programs_qemu_oracle() {
     for seed in seeds() {
         let (elf, native) = build(seed, "qemu");
         let want = native_output(&native, seed);
-        assert!(want.lines().count() as u32 > units(), "seed {seed:#x}: too little output");
+        assert!(
+            want.lines().count() as u32 > units(),
+            "seed {seed:#x}: too little output"
+        );
         let q = run_qemu(&elf);
         if q.code != Some(1) {
             failures.push(format!("seed {seed:#x}: qemu: {}", describe(&q)));

@@ -24,17 +24,29 @@ fn guests_under_nestmon() {
         let r = run_nestmon(&elf);
         let got = filter(&r.stdout);
         if r.code != Some(1) {
-            failures.push(format!("{name}: want exit status 1, {}\n{}", describe(&r), got));
+            failures.push(format!(
+                "{name}: want exit status 1, {}\n{}",
+                describe(&r),
+                got
+            ));
             continue;
         }
         if let Some(want) = expected(&name) {
             if got != want {
-                failures.push(format!("{name}: output differs from expected/{name}.out: {}", first_diff(&want, &got)));
+                failures.push(format!(
+                    "{name}: output differs from expected/{name}.out: {}",
+                    first_diff(&want, &got)
+                ));
             }
         }
         eprintln!("ok {name} ({:.2?})", r.elapsed);
     }
-    assert!(failures.is_empty(), "{} guest(s) failed under nestmon:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} guest(s) failed under nestmon:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -49,7 +61,10 @@ fn native_oracle() {
         let got = filter(&r.stdout);
         match expected(&name) {
             _ if r.code != Some(0) => failures.push(format!("{name}: native {}", describe(&r))),
-            Some(want) if want != got => failures.push(format!("{name}: native output: {}", first_diff(&want, &got))),
+            Some(want) if want != got => failures.push(format!(
+                "{name}: native output: {}",
+                first_diff(&want, &got)
+            )),
             None => failures.push(format!("{name}: no expected/{name}.out")),
             _ => {}
         }
@@ -73,7 +88,9 @@ fn qemu_oracle() {
         let got = filter(&r.stdout);
         match expected(&name) {
             _ if r.code != Some(1) => failures.push(format!("{name}: qemu {}", describe(&r))),
-            Some(want) if want != got => failures.push(format!("{name}: qemu output: {}", first_diff(&want, &got))),
+            Some(want) if want != got => {
+                failures.push(format!("{name}: qemu output: {}", first_diff(&want, &got)))
+            }
             None => failures.push(format!("{name}: no expected/{name}.out")),
             _ => {}
         }

@@ -23,7 +23,11 @@ fn stat(stderr: &str, key: &str) -> u64 {
 #[test]
 fn smc_guest_invalidates_translations() {
     let r = run(
-        Command::new(env!("CARGO_BIN_EXE_nestmon")).arg("run").arg("--kernel").arg(guest_dir().join("smc.elf")).arg("--stats"),
+        Command::new(env!("CARGO_BIN_EXE_nestmon"))
+            .arg("run")
+            .arg("--kernel")
+            .arg(guest_dir().join("smc.elf"))
+            .arg("--stats"),
         Duration::from_secs(60),
     );
     assert_eq!(r.code, Some(1), "{}", describe(&r));
@@ -61,10 +65,21 @@ f:
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("smc-tests");
     std::fs::create_dir_all(&dir).unwrap();
     let src = dir.join("xmc.S");
-    std::fs::write(&src, format!(".intel_syntax noprefix\n.text\n.globl main\nmain:\n{body}\n")).unwrap();
-    make(&["one", &format!("SRC={}", src.display()), "NAME=xmc"], &dir);
+    std::fs::write(
+        &src,
+        format!(".intel_syntax noprefix\n.text\n.globl main\nmain:\n{body}\n"),
+    )
+    .unwrap();
+    make(
+        &["one", &format!("SRC={}", src.display()), "NAME=xmc"],
+        &dir,
+    );
     let r = run(
-        Command::new(env!("CARGO_BIN_EXE_nestmon")).arg("run").arg("--kernel").arg(dir.join("xmc.elf")).arg("--stats"),
+        Command::new(env!("CARGO_BIN_EXE_nestmon"))
+            .arg("run")
+            .arg("--kernel")
+            .arg(dir.join("xmc.elf"))
+            .arg("--stats"),
         Duration::from_secs(60),
     );
     assert_eq!(r.code, Some(1), "guest saw stale code: {}", describe(&r));

@@ -32,7 +32,11 @@ fn sample_code() -> Vec<u8> {
 
 fn translation_cost(c: &mut Criterion) {
     let code = sample_code();
-    let stubs = Stubs { enter: 0x1000, exit_common: 0x2000, exit_saved: 0x3000 };
+    let stubs = Stubs {
+        enter: 0x1000,
+        exit_common: 0x2000,
+        exit_saved: 0x3000,
+    };
     let req = UnitRequest {
         eip: 0x10_0000,
         code: &code,
@@ -42,10 +46,15 @@ fn translation_cost(c: &mut Criterion) {
         max_insns: 64,
         count_indirect: None,
     };
-    let insns = translator::translate(&req).expect("sample translates").insns.len() as u64;
+    let insns = translator::translate(&req)
+        .expect("sample translates")
+        .insns
+        .len() as u64;
     let mut g = c.benchmark_group("translate");
     g.throughput(Throughput::Elements(insns));
-    g.bench_function("unit of 56 guest instructions", |b| b.iter(|| translator::translate(&req).unwrap()));
+    g.bench_function("unit of 56 guest instructions", |b| {
+        b.iter(|| translator::translate(&req).unwrap())
+    });
     g.finish();
 }
 
@@ -59,7 +68,13 @@ impl Platform for NullPlatform {
     fn io_out(&mut self, _: &mut IoCpu<'_>, _: u16, _: u8, _: u32) -> Option<i32> {
         None
     }
-    fn string_io(&mut self, _: &mut IoCpu<'_>, _: u16, _: bool, _: &mut dyn backdoor::GuestMemory) -> bool {
+    fn string_io(
+        &mut self,
+        _: &mut IoCpu<'_>,
+        _: u16,
+        _: bool,
+        _: &mut dyn backdoor::GuestMemory,
+    ) -> bool {
         false
     }
     fn cpuid(&mut self, _: u32, _: u32) -> [u32; 4] {
@@ -70,7 +85,8 @@ impl Platform for NullPlatform {
 fn exit_round_trip(c: &mut Criterion) {
     let ram = GuestRam::new(4).unwrap();
     // 0x1000: out 0x80, al ; jmp 0x1000
-    ram.write(GuestPhys(0x1000), &[0xe6, 0x80, 0xeb, 0xfc]).unwrap();
+    ram.write(GuestPhys(0x1000), &[0xe6, 0x80, 0xeb, 0xfc])
+        .unwrap();
     let mut vcpu = BtVcpu::new(ram).unwrap();
     vcpu.state.eip = 0x1000;
     let mut p = NullPlatform;

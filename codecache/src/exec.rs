@@ -26,7 +26,16 @@ unsafe impl Send for ExecMemory {}
 
 fn map(fd: &OwnedFd, size: usize, prot: i32) -> std::io::Result<*mut u8> {
     // SAFETY: a fresh shared mapping of a valid memfd at a kernel-chosen address.
-    let p = unsafe { libc::mmap(std::ptr::null_mut(), size, prot, libc::MAP_SHARED, fd.as_raw_fd(), 0) };
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            prot,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
     if p == libc::MAP_FAILED {
         return Err(std::io::Error::last_os_error());
     }
@@ -51,7 +60,12 @@ impl ExecMemory {
         }
         let rx = map(&fd, size, libc::PROT_READ | libc::PROT_EXEC).map_err(err)?;
         let rw = map(&fd, size, libc::PROT_READ | libc::PROT_WRITE).map_err(err)?;
-        Ok(ExecMemory { _fd: fd, rx, rw, size })
+        Ok(ExecMemory {
+            _fd: fd,
+            rx,
+            rw,
+            size,
+        })
     }
 
     /// Size in bytes.
@@ -100,7 +114,7 @@ mod tests {
     fn code_written_through_rw_view_runs_from_rx_view() {
         let mut m = ExecMemory::new(4096).unwrap();
         m.write(0, &[0xb8, 42, 0, 0, 0, 0xc3]); // mov eax, 42; ret
-        // SAFETY: the bytes above are a complete function returning 42.
+                                                // SAFETY: the bytes above are a complete function returning 42.
         let f: extern "C" fn() -> u32 = unsafe { std::mem::transmute(m.exec_base()) };
         assert_eq!(f(), 42);
     }

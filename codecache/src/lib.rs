@@ -76,7 +76,11 @@ impl Translation {
     /// A record with no code, frames or instructions, to fill in.
     pub fn empty() -> Translation {
         Translation {
-            key: TransKey { phys: 0, eip: 0, mode: 0 },
+            key: TransKey {
+                phys: 0,
+                eip: 0,
+                mode: 0,
+            },
             code_offset: 0,
             code_len: 0,
             frames: Vec::new(),
@@ -247,7 +251,9 @@ impl CodeCache {
     /// Invalidates every translation made from guest frame `frame`; returns
     /// how many died.
     pub fn invalidate_frame(&mut self, frame: u32) -> usize {
-        let Some(ids) = self.by_frame.remove(&frame) else { return 0 };
+        let Some(ids) = self.by_frame.remove(&frame) else {
+            return 0;
+        };
         let mut n = 0;
         for id in ids {
             if self.kill(id) {
@@ -317,7 +323,11 @@ mod tests {
 
     fn record(cache: &CodeCache, phys: u32) -> Translation {
         Translation {
-            key: TransKey { phys, eip: phys, mode: 0 },
+            key: TransKey {
+                phys,
+                eip: phys,
+                mode: 0,
+            },
             code_offset: cache.aligned_next_offset(),
             code_len: 0,
             frames: vec![phys >> 12],
@@ -334,7 +344,14 @@ mod tests {
         let mut c = CodeCache::new(1 << 16).unwrap();
         let t = record(&c, 0x1000);
         let id = c.insert(t, &[0xc3]).unwrap();
-        assert_eq!(c.lookup(&TransKey { phys: 0x1000, eip: 0x1000, mode: 0 }), Some(id));
+        assert_eq!(
+            c.lookup(&TransKey {
+                phys: 0x1000,
+                eip: 0x1000,
+                mode: 0
+            }),
+            Some(id)
+        );
         assert_eq!(c.find_by_offset(c.get(id).code_offset), Some(id));
     }
 
@@ -347,16 +364,29 @@ mod tests {
         let src_id = c.insert(src, &[0xe9, 0, 0, 0, 0, 0xcc]).unwrap();
         let dst = record(&c, 0x5000);
         let dst_id = c.insert(dst, &[0x90, 0xc3]).unwrap();
-        let site = BranchSite { rel32_offset: src_off + 1, stub_offset: src_off + 5 };
+        let site = BranchSite {
+            rel32_offset: src_off + 1,
+            stub_offset: src_off + 5,
+        };
         c.chain(site, dst_id);
         let rel = i32::from_le_bytes(c.code(src_off + 1, 4).try_into().unwrap());
-        assert_eq!(src_off as i64 + 5 + rel as i64, c.get(dst_id).code_offset as i64);
+        assert_eq!(
+            src_off as i64 + 5 + rel as i64,
+            c.get(dst_id).code_offset as i64
+        );
         assert_eq!(c.invalidate_frame(5), 1);
         let rel = i32::from_le_bytes(c.code(src_off + 1, 4).try_into().unwrap());
         assert_eq!(rel, 0, "site points back at its stub");
         assert!(c.get(dst_id).dead);
         assert!(!c.get(src_id).dead);
-        assert_eq!(c.lookup(&TransKey { phys: 0x5000, eip: 0x5000, mode: 0 }), None);
+        assert_eq!(
+            c.lookup(&TransKey {
+                phys: 0x5000,
+                eip: 0x5000,
+                mode: 0
+            }),
+            None
+        );
     }
 
     #[test]

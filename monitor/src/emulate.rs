@@ -79,9 +79,17 @@ fn fetch(v: &mut BtVcpu) -> Res<Instruction> {
     let mut avail = 0;
     while avail < 15 {
         let lin = eip.wrapping_add(avail as u32);
-        let Ok(phys) = v.linear_to_phys(lin, false) else { break };
-        let chunk = (15 - avail).min((0x1000 - (lin & 0xfff)) as usize).min(v.ram().size().saturating_sub(phys as usize));
-        if chunk == 0 || v.ram().read(GuestPhys(phys), &mut bytes[avail..avail + chunk]).is_err() {
+        let Ok(phys) = v.linear_to_phys(lin, false) else {
+            break;
+        };
+        let chunk = (15 - avail)
+            .min((0x1000 - (lin & 0xfff)) as usize)
+            .min(v.ram().size().saturating_sub(phys as usize));
+        if chunk == 0
+            || v.ram()
+                .read(GuestPhys(phys), &mut bytes[avail..avail + chunk])
+                .is_err()
+        {
             break;
         }
         avail += chunk;
@@ -128,7 +136,17 @@ fn execute(v: &mut BtVcpu, p: &mut dyn Platform, i: &Instruction) -> Res<Next> {
         }
         Smsw => {
             let val = v.sys.cr0 & 0xffff;
-            write_operand(v, i, 0, val, if i.op0_kind() == OpKind::Register { i.op0_register().size() } else { 2 })?;
+            write_operand(
+                v,
+                i,
+                0,
+                val,
+                if i.op0_kind() == OpKind::Register {
+                    i.op0_register().size()
+                } else {
+                    2
+                },
+            )?;
             Ok(Next::Ip)
         }
         Lmsw => {
@@ -149,8 +167,16 @@ fn execute(v: &mut BtVcpu, p: &mut dyn Platform, i: &Instruction) -> Res<Next> {
             Ok(Next::Ip)
         }
         Str | Sldt => {
-            let val = if i.mnemonic() == Str { v.sys.tr } else { v.sys.ldtr };
-            let size = if i.op0_kind() == OpKind::Register { i.op0_register().size() } else { 2 };
+            let val = if i.mnemonic() == Str {
+                v.sys.tr
+            } else {
+                v.sys.ldtr
+            };
+            let size = if i.op0_kind() == OpKind::Register {
+                i.op0_register().size()
+            } else {
+                2
+            };
             write_operand(v, i, 0, u32::from(val), size)?;
             Ok(Next::Ip)
         }
@@ -183,11 +209,22 @@ fn unsupported(i: &Instruction) -> Emulated {
     let mut text = String::new();
     iced_x86::IntelFormatter::new().format(i, &mut text);
     match i.mnemonic() {
-        Mnemonic::Ud0 | Mnemonic::Ud1 | Mnemonic::Ud2 | Mnemonic::Sysenter | Mnemonic::Sysexit | Mnemonic::Syscall
-        | Mnemonic::Sysret | Mnemonic::Rdtscp | Mnemonic::Xgetbv | Mnemonic::Monitor | Mnemonic::Mwait | Mnemonic::Rdpid => {
-            Emulated::Exception(6)
-        }
-        _ => Emulated::Died(format!("the guest instruction `{text}` at EIP={:#010x} is not supported yet", i.ip32())),
+        Mnemonic::Ud0
+        | Mnemonic::Ud1
+        | Mnemonic::Ud2
+        | Mnemonic::Sysenter
+        | Mnemonic::Sysexit
+        | Mnemonic::Syscall
+        | Mnemonic::Sysret
+        | Mnemonic::Rdtscp
+        | Mnemonic::Xgetbv
+        | Mnemonic::Monitor
+        | Mnemonic::Mwait
+        | Mnemonic::Rdpid => Emulated::Exception(6),
+        _ => Emulated::Died(format!(
+            "the guest instruction `{text}` at EIP={:#010x} is not supported yet",
+            i.ip32()
+        )),
     }
 }
 
@@ -206,7 +243,9 @@ fn reg_value(v: &BtVcpu, r: Register) -> u32 {
     match r.size() {
         4 => full,
         2 => full & 0xffff,
-        _ if matches!(r, Register::AH | Register::CH | Register::DH | Register::BH) => (full >> 8) & 0xff,
+        _ if matches!(r, Register::AH | Register::CH | Register::DH | Register::BH) => {
+            (full >> 8) & 0xff
+        }
         _ => full & 0xff,
     }
 }
@@ -216,7 +255,9 @@ fn set_reg(v: &mut BtVcpu, r: Register, val: u32) {
     *slot = match r.size() {
         4 => val,
         2 => (*slot & 0xffff_0000) | (val & 0xffff),
-        _ if matches!(r, Register::AH | Register::CH | Register::DH | Register::BH) => (*slot & !0xff00) | ((val & 0xff) << 8),
+        _ if matches!(r, Register::AH | Register::CH | Register::DH | Register::BH) => {
+            (*slot & !0xff00) | ((val & 0xff) << 8)
+        }
         _ => (*slot & !0xff) | (val & 0xff),
     };
 }
@@ -261,7 +302,9 @@ fn pieces(v: &mut BtVcpu, lin: u32, len: usize, write: bool) -> Res<Vec<(u32, us
 fn read_mem(v: &mut BtVcpu, lin: u32, buf: &mut [u8]) -> Res<()> {
     let mut at = 0;
     for (phys, n) in pieces(v, lin, buf.len(), false)? {
-        v.ram().read(GuestPhys(phys), &mut buf[at..at + n]).map_err(|e| Emulated::Died(e.to_string()))?;
+        v.ram()
+            .read(GuestPhys(phys), &mut buf[at..at + n])
+            .map_err(|e| Emulated::Died(e.to_string()))?;
         at += n;
     }
     Ok(())
@@ -271,7 +314,8 @@ fn read_mem(v: &mut BtVcpu, lin: u32, buf: &mut [u8]) -> Res<()> {
 fn write_mem(v: &mut BtVcpu, lin: u32, data: &[u8]) -> Res<()> {
     let mut at = 0;
     for (phys, n) in pieces(v, lin, data.len(), true)? {
-        v.write_phys(GuestPhys(phys), &data[at..at + n]).map_err(|e| Emulated::Died(e.to_string()))?;
+        v.write_phys(GuestPhys(phys), &data[at..at + n])
+            .map_err(|e| Emulated::Died(e.to_string()))?;
         at += n;
     }
     Ok(())
@@ -365,13 +409,24 @@ fn pop16_all(v: &mut BtVcpu) -> Res<Next> {
 // ----- port I/O ---------------------------------------------------------------
 
 fn port_io(v: &mut BtVcpu, p: &mut dyn Platform, i: &Instruction) -> Res<Next> {
-    let (port_op, data_op) = if i.mnemonic() == Mnemonic::In { (1, 0) } else { (0, 1) };
-    let port = if i.op_kind(port_op) == OpKind::Register { (v.state.gpr[2] & 0xffff) as u16 } else { i.immediate8() as u16 };
+    let (port_op, data_op) = if i.mnemonic() == Mnemonic::In {
+        (1, 0)
+    } else {
+        (0, 1)
+    };
+    let port = if i.op_kind(port_op) == OpKind::Register {
+        (v.state.gpr[2] & 0xffff) as u16
+    } else {
+        i.immediate8() as u16
+    };
     let data_reg = i.op_register(data_op);
     let size = data_reg.size() as u8;
     v.stats.io_instructions += 1;
     let cpl = v.sys.cpl;
-    let mut cpu = IoCpu { gpr: &mut v.state.gpr, cpl };
+    let mut cpu = IoCpu {
+        gpr: &mut v.state.gpr,
+        cpl,
+    };
     if i.mnemonic() == Mnemonic::In {
         let val = p.io_in(&mut cpu, port, size);
         // A backdoor reply may have rewritten EAX entirely; only narrow
@@ -406,10 +461,17 @@ fn string_io(v: &mut BtVcpu, p: &mut dyn Platform, i: &Instruction) -> Res<Next>
         Mnemonic::Insw | Mnemonic::Outsw => 2,
         _ => 4,
     };
-    let input = matches!(i.mnemonic(), Mnemonic::Insb | Mnemonic::Insw | Mnemonic::Insd);
+    let input = matches!(
+        i.mnemonic(),
+        Mnemonic::Insb | Mnemonic::Insw | Mnemonic::Insd
+    );
     let rep = i.has_rep_prefix() || i.has_repne_prefix();
     let port = (v.state.gpr[2] & 0xffff) as u16;
-    let step = if v.state.eflags & DF != 0 { (size as u32).wrapping_neg() } else { size as u32 };
+    let step = if v.state.eflags & DF != 0 {
+        (size as u32).wrapping_neg()
+    } else {
+        size as u32
+    };
     let mut count = if rep { v.state.gpr[1] } else { 1 };
     v.stats.io_instructions += 1;
     if size == 1 && rep && whole_transfer(v, p, port, input) {
@@ -418,18 +480,37 @@ fn string_io(v: &mut BtVcpu, p: &mut dyn Platform, i: &Instruction) -> Res<Next>
     while count > 0 {
         if input {
             let cpl = v.sys.cpl;
-            let val = p.io_in(&mut IoCpu { gpr: &mut v.state.gpr, cpl }, port, size);
+            let val = p.io_in(
+                &mut IoCpu {
+                    gpr: &mut v.state.gpr,
+                    cpl,
+                },
+                port,
+                size,
+            );
             let dst = v.state.seg_base[Seg::Es as usize].wrapping_add(v.state.gpr[7]);
             write_mem(v, dst, &val.to_le_bytes()[..size as usize])?;
             v.state.gpr[7] = v.state.gpr[7].wrapping_add(step);
         } else {
-            let seg = seg_of(if i.segment_prefix() == Register::None { Register::DS } else { i.segment_prefix() });
+            let seg = seg_of(if i.segment_prefix() == Register::None {
+                Register::DS
+            } else {
+                i.segment_prefix()
+            });
             let src = v.state.seg_base[seg as usize].wrapping_add(v.state.gpr[6]);
             let mut b = [0u8; 4];
             read_mem(v, src, &mut b[..size as usize])?;
             v.state.gpr[6] = v.state.gpr[6].wrapping_add(step);
             let cpl = v.sys.cpl;
-            if let Some(status) = p.io_out(&mut IoCpu { gpr: &mut v.state.gpr, cpl }, port, size, u32::from_le_bytes(b)) {
+            if let Some(status) = p.io_out(
+                &mut IoCpu {
+                    gpr: &mut v.state.gpr,
+                    cpl,
+                },
+                port,
+                size,
+                u32::from_le_bytes(b),
+            ) {
                 return Err(Emulated::Exit(status));
             }
         }
@@ -445,7 +526,12 @@ fn string_io(v: &mut BtVcpu, p: &mut dyn Platform, i: &Instruction) -> Res<Next>
 fn whole_transfer(v: &mut BtVcpu, p: &mut dyn Platform, port: u16, input: bool) -> bool {
     let mut gpr = v.state.gpr;
     let cpl = v.sys.cpl;
-    let handled = p.string_io(&mut IoCpu { gpr: &mut gpr, cpl }, port, input, &mut LinearMemory { vcpu: v });
+    let handled = p.string_io(
+        &mut IoCpu { gpr: &mut gpr, cpl },
+        port,
+        input,
+        &mut LinearMemory { vcpu: v },
+    );
     if handled {
         v.state.gpr = gpr;
     }
@@ -473,7 +559,10 @@ fn load_table(v: &mut BtVcpu, i: &Instruction) -> Res<Next> {
     let a = effective_address(v, i)?;
     let mut b = [0u8; 6];
     read_mem(v, a, &mut b)?;
-    let reg = crate::sysregs::TableReg { limit: u16::from_le_bytes([b[0], b[1]]), base: u32::from_le_bytes([b[2], b[3], b[4], b[5]]) };
+    let reg = crate::sysregs::TableReg {
+        limit: u16::from_le_bytes([b[0], b[1]]),
+        base: u32::from_le_bytes([b[2], b[3], b[4], b[5]]),
+    };
     if i.mnemonic() == Mnemonic::Lgdt {
         v.sys.gdtr = reg;
     } else {
@@ -483,7 +572,11 @@ fn load_table(v: &mut BtVcpu, i: &Instruction) -> Res<Next> {
 }
 
 fn store_table(v: &mut BtVcpu, i: &Instruction) -> Res<Next> {
-    let reg = if i.mnemonic() == Mnemonic::Sgdt { v.sys.gdtr } else { v.sys.idtr };
+    let reg = if i.mnemonic() == Mnemonic::Sgdt {
+        v.sys.gdtr
+    } else {
+        v.sys.idtr
+    };
     let a = effective_address(v, i)?;
     let mut b = [0u8; 6];
     b[..2].copy_from_slice(&reg.limit.to_le_bytes());
@@ -504,7 +597,9 @@ fn load_segment(v: &mut BtVcpu, seg: Seg, sel: u16) -> Res<()> {
         return Ok(());
     }
     if sel & 4 != 0 {
-        return Err(Emulated::Died(format!("segment selector {sel:#06x} refers to an LDT, which is not supported yet")));
+        return Err(Emulated::Died(format!(
+            "segment selector {sel:#06x} refers to an LDT, which is not supported yet"
+        )));
     }
     let index = u32::from(sel & !7);
     if index + 7 > u32::from(v.sys.gdtr.limit) {
@@ -521,11 +616,16 @@ fn load_segment(v: &mut BtVcpu, seg: Seg, sel: u16) -> Res<()> {
         return Err(Emulated::Exception(if seg == Seg::Ss { 12 } else { 11 }));
     }
     if seg == Seg::Cs && (!d.is_code() || d.attr & 0x4000 == 0) {
-        return Err(Emulated::Died(format!("CS selector {sel:#06x} is not a 32-bit code segment; 16-bit code is not supported")));
+        return Err(Emulated::Died(format!(
+            "CS selector {sel:#06x} is not a 32-bit code segment; 16-bit code is not supported"
+        )));
     }
     v.state.seg_sel[seg as usize] = sel;
     v.state.seg_base[seg as usize] = d.base;
-    v.sys.seg[seg as usize] = SegCache { limit: d.limit, attr: d.attr };
+    v.sys.seg[seg as usize] = SegCache {
+        limit: d.limit,
+        attr: d.attr,
+    };
     Ok(())
 }
 
@@ -540,7 +640,11 @@ fn mov_sreg(v: &mut BtVcpu, i: &Instruction) -> Res<Next> {
         return Ok(Next::IpModeChanged);
     }
     let sel = u32::from(v.state.seg_sel[seg_of(i.op1_register()) as usize]);
-    let size = if i.op0_kind() == OpKind::Register { i.op0_register().size() } else { 2 };
+    let size = if i.op0_kind() == OpKind::Register {
+        i.op0_register().size()
+    } else {
+        2
+    };
     write_operand(v, i, 0, sel, size)?;
     Ok(Next::Ip)
 }
@@ -561,7 +665,10 @@ fn far_jmp(v: &mut BtVcpu, i: &Instruction) -> Res<Next> {
             let a = effective_address(v, i)?;
             let mut b = [0u8; 6];
             read_mem(v, a, &mut b)?;
-            (u16::from_le_bytes([b[4], b[5]]), u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            (
+                u16::from_le_bytes([b[4], b[5]]),
+                u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            )
         }
         _ => return Err(unsupported(i)),
     };
@@ -585,20 +692,30 @@ fn load_far_pointer(v: &mut BtVcpu, i: &Instruction) -> Res<Next> {
         _ => Seg::Ss,
     };
     load_segment(v, seg, u16::from_le_bytes([b[4], b[5]]))?;
-    set_reg(v, i.op0_register(), u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    set_reg(
+        v,
+        i.op0_register(),
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+    );
     Ok(Next::IpModeChanged)
 }
 
 // ----- control registers --------------------------------------------------------
 
 fn is_cr_or_dr(i: &Instruction) -> bool {
-    (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Register && (i.op_register(n).is_cr() || i.op_register(n).is_dr()))
+    (0..i.op_count()).any(|n| {
+        i.op_kind(n) == OpKind::Register && (i.op_register(n).is_cr() || i.op_register(n).is_dr())
+    })
 }
 
 fn control_register(v: &mut BtVcpu, i: &Instruction) -> Res<Next> {
     let (dst, src) = (i.op0_register(), i.op1_register());
     if src.is_cr() || src.is_dr() {
-        let val = if src.is_cr() { read_cr(v, src)? } else { v.sys.dr[src.number()] };
+        let val = if src.is_cr() {
+            read_cr(v, src)?
+        } else {
+            v.sys.dr[src.number()]
+        };
         set_reg(v, dst, val);
         return Ok(Next::Ip);
     }
@@ -610,10 +727,14 @@ fn control_register(v: &mut BtVcpu, i: &Instruction) -> Res<Next> {
     match dst {
         Register::CR0 => {
             if val & CR0_PE == 0 {
-                return Err(Emulated::Died("the guest left protected mode; real mode is not supported".into()));
+                return Err(Emulated::Died(
+                    "the guest left protected mode; real mode is not supported".into(),
+                ));
             }
             if val & CR0_PG != 0 && v.sys.cr4 & CR4_PAE != 0 {
-                return Err(Emulated::Died("the guest enabled PAE paging, which is not supported yet".into()));
+                return Err(Emulated::Died(
+                    "the guest enabled PAE paging, which is not supported yet".into(),
+                ));
             }
             let old = v.sys.cr0;
             v.sys.cr0 = val | 0x10;
@@ -630,7 +751,9 @@ fn control_register(v: &mut BtVcpu, i: &Instruction) -> Res<Next> {
         }
         Register::CR4 => {
             if v.paging() && val & CR4_PAE != 0 {
-                return Err(Emulated::Died("the guest enabled PAE paging, which is not supported yet".into()));
+                return Err(Emulated::Died(
+                    "the guest enabled PAE paging, which is not supported yet".into(),
+                ));
             }
             let old = v.sys.cr4;
             v.sys.cr4 = val;
@@ -684,25 +807,43 @@ fn bcd(v: &mut BtVcpu, i: &Instruction) -> Res<Next> {
             let sub = i.mnemonic() == Mnemonic::Das;
             let (mut a, mut c, mut af2) = (al, false, false);
             if (al & 0xf) > 9 || af {
-                let (r, carry) = if sub { al.overflowing_sub(6) } else { al.overflowing_add(6) };
+                let (r, carry) = if sub {
+                    al.overflowing_sub(6)
+                } else {
+                    al.overflowing_add(6)
+                };
                 a = r;
                 c = cf || carry;
                 af2 = true;
             }
             if al > 0x99 || cf {
-                a = if sub { a.wrapping_sub(0x60) } else { a.wrapping_add(0x60) };
+                a = if sub {
+                    a.wrapping_sub(0x60)
+                } else {
+                    a.wrapping_add(0x60)
+                };
                 c = true;
             }
-            (u16::from(ah) << 8 | u16::from(a), szp(a) | if c { CF } else { 0 } | if af2 { AF } else { 0 })
+            (
+                u16::from(ah) << 8 | u16::from(a),
+                szp(a) | if c { CF } else { 0 } | if af2 { AF } else { 0 },
+            )
         }
         Mnemonic::Aaa | Mnemonic::Aas => {
             let sub = i.mnemonic() == Mnemonic::Aas;
             if (al & 0xf) > 9 || af {
                 let ax = (u16::from(ah) << 8) | u16::from(al);
-                let ax = if sub { ax.wrapping_sub(6).wrapping_sub(0x100) } else { ax.wrapping_add(0x106) };
+                let ax = if sub {
+                    ax.wrapping_sub(6).wrapping_sub(0x100)
+                } else {
+                    ax.wrapping_add(0x106)
+                };
                 (ax & 0xff0f, AF | CF | szp((ax & 0xff) as u8 & 0x0f) & PF)
             } else {
-                ((u16::from(ah) << 8) | u16::from(al & 0xf), szp(al & 0x0f) & PF)
+                (
+                    (u16::from(ah) << 8) | u16::from(al & 0xf),
+                    szp(al & 0x0f) & PF,
+                )
             }
         }
         Mnemonic::Aam => {

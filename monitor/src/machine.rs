@@ -2,15 +2,16 @@
 //! together for one run.
 
 use crate::config::VmConfig;
-use crate::devices::{IoBus, IoOutcome};
 use crate::cpuid::CpuModel;
+use crate::devices::{IoBus, IoOutcome};
 use crate::vcpu::{BtVcpu, IoCpu, Platform, Stop};
 use backdoor::outer::{power_on_handshake, NestingGuard, PortIoTransport};
 use backdoor::{Backdoor, Event, GuestMemory, HostFacts, Regs};
 use std::path::PathBuf;
 
 /// The guest run when no kernel is given (built from guests/default.c).
-pub static DEFAULT_GUEST: &[u8] = include_bytes!(concat!(env!("NESTMON_GUEST_DIR"), "/default.elf"));
+pub static DEFAULT_GUEST: &[u8] =
+    include_bytes!(concat!(env!("NESTMON_GUEST_DIR"), "/default.elf"));
 
 /// What `nestmon run` was asked to do beyond the VM description.
 #[derive(Clone, Debug, Default)]
@@ -73,7 +74,9 @@ impl Board {
                 Event::ToolsVersion(v) => eprintln!("nestmon: guest tools version {v}"),
                 Event::ToolsVersionType(t) => eprintln!("nestmon: guest tools version type {t}"),
                 Event::GuestLog(line) => eprintln!("nestmon: guest log: {line}"),
-                Event::TcloReply { command, reply } => eprintln!("nestmon: tools replied to {command:?}: {reply:?}"),
+                Event::TcloReply { command, reply } => {
+                    eprintln!("nestmon: tools replied to {command:?}: {reply:?}")
+                }
                 _ => {}
             }
         }
@@ -81,11 +84,20 @@ impl Board {
 }
 
 fn to_backdoor_regs(gpr: &[u32; 8]) -> Regs {
-    Regs { eax: gpr[0], ecx: gpr[1], edx: gpr[2], ebx: gpr[3], ebp: gpr[5], esi: gpr[6], edi: gpr[7] }
+    Regs {
+        eax: gpr[0],
+        ecx: gpr[1],
+        edx: gpr[2],
+        ebx: gpr[3],
+        ebp: gpr[5],
+        esi: gpr[6],
+        edi: gpr[7],
+    }
 }
 
 fn from_backdoor_regs(gpr: &mut [u32; 8], r: &Regs) {
-    (gpr[0], gpr[1], gpr[2], gpr[3], gpr[5], gpr[6], gpr[7]) = (r.eax, r.ecx, r.edx, r.ebx, r.ebp, r.esi, r.edi);
+    (gpr[0], gpr[1], gpr[2], gpr[3], gpr[5], gpr[6], gpr[7]) =
+        (r.eax, r.ecx, r.edx, r.ebx, r.ebp, r.esi, r.edi);
 }
 
 impl Platform for Board {
@@ -116,7 +128,13 @@ impl Platform for Board {
         }
     }
 
-    fn string_io(&mut self, cpu: &mut IoCpu<'_>, port: u16, input: bool, mem: &mut dyn GuestMemory) -> bool {
+    fn string_io(
+        &mut self,
+        cpu: &mut IoCpu<'_>,
+        port: u16,
+        input: bool,
+        mem: &mut dyn GuestMemory,
+    ) -> bool {
         if port != BACKDOOR_HB_PORT || !self.backdoor_allowed(cpu.cpl) {
             return false;
         }
@@ -144,13 +162,21 @@ const BACKDOOR_PORT: u16 = 0x5658;
 const BACKDOOR_HB_PORT: u16 = 0x5659;
 
 fn backdoor_for(vm: &VmConfig, cpu: &CpuModel) -> Backdoor {
-    let facts = HostFacts { tsc_hz: cpu.tsc_hz(), mem_size_mib: vm.memsize_mib as u32, ..HostFacts::default() };
-    Backdoor::new(facts, vm.guestinfo.iter().map(|(k, v)| (k.clone(), v.clone())))
+    let facts = HostFacts {
+        tsc_hz: cpu.tsc_hz(),
+        mem_size_mib: vm.memsize_mib as u32,
+        ..HostFacts::default()
+    };
+    Backdoor::new(
+        facts,
+        vm.guestinfo.iter().map(|(k, v)| (k.clone(), v.clone())),
+    )
 }
 
 fn write_guestinfo(path: &std::path::Path, board: &Board) -> Result<(), MachineError> {
-    std::fs::write(path, board.backdoor.guestinfo_json())
-        .map_err(|e| MachineError::Host(format!("cannot write guestinfo to {}: {e}", path.display())))
+    std::fs::write(path, board.backdoor.guestinfo_json()).map_err(|e| {
+        MachineError::Host(format!("cannot write guestinfo to {}: {e}", path.display()))
+    })
 }
 
 /// Builds the machine and runs the guest; returns the process exit status.
@@ -158,21 +184,31 @@ pub fn run(opts: &RunOptions) -> Result<i32, MachineError> {
     let bad = |e: &dyn std::fmt::Display| MachineError::BadInput(e.to_string());
     let ram = shadowmmu::GuestRam::new(opts.vm.memsize_mib).map_err(|e| bad(&e))?;
     let (image, name) = match &opts.vm.kernel {
-        Some(path) => (crate::loader::read_kernel(path).map_err(|e| bad(&e))?, path.display().to_string()),
+        Some(path) => (
+            crate::loader::read_kernel(path).map_err(|e| bad(&e))?,
+            path.display().to_string(),
+        ),
         None => (DEFAULT_GUEST.to_vec(), "nestmon-default-guest".to_string()),
     };
-    let boot = crate::loader::load_multiboot(&ram, &image, &name, &opts.vm.append).map_err(|e| bad(&e))?;
+    let boot =
+        crate::loader::load_multiboot(&ram, &image, &name, &opts.vm.append).map_err(|e| bad(&e))?;
     let bus = IoBus::new(&opts.vm.serial0).map_err(|e| bad(&e))?;
     let cpu = CpuModel::new(&opts.vm, &crate::probe::host_cpuid).map_err(|e| bad(&e))?;
     let backdoor = backdoor_for(&opts.vm, &cpu);
     let mut vcpu = BtVcpu::new(ram).map_err(|e| MachineError::Host(e.to_string()))?;
     enter_multiboot(&mut vcpu, &boot);
     if let Some(path) = &opts.log_translations {
-        let f = std::fs::File::create(path).map_err(|e| bad(&format!("cannot create {}: {e}", path.display())))?;
+        let f = std::fs::File::create(path)
+            .map_err(|e| bad(&format!("cannot create {}: {e}", path.display())))?;
         vcpu.set_translation_log(Box::new(std::io::BufWriter::new(f)));
     }
     vcpu.set_count_indirect(opts.stats);
-    let mut board = Board { bus, cpu, backdoor, restrict_backdoor: opts.vm.restrict_backdoor };
+    let mut board = Board {
+        bus,
+        cpu,
+        backdoor,
+        restrict_backdoor: opts.vm.restrict_backdoor,
+    };
     // Held while the guest runs: reopens the outer backdoor when dropped,
     // on every return path below.
     let _outer = outer_handshake(opts.vm.allow_nested)?;
@@ -194,7 +230,9 @@ pub fn run(opts: &RunOptions) -> Result<i32, MachineError> {
 /// reopens it), and a backdoor that cannot be restricted refuses power-on
 /// unless `vmx.allowNested = "TRUE"`. On other hosts the port is never
 /// touched.
-fn outer_handshake(allow_nested: bool) -> Result<Option<NestingGuard<PortIoTransport>>, MachineError> {
+fn outer_handshake(
+    allow_nested: bool,
+) -> Result<Option<NestingGuard<PortIoTransport>>, MachineError> {
     if backdoor::outer::hypervisor_vendor().as_deref() != Some("VMwareVMware") {
         return Ok(None);
     }
@@ -205,7 +243,8 @@ fn outer_handshake(allow_nested: bool) -> Result<Option<NestingGuard<PortIoTrans
             return Ok(None);
         }
     };
-    let guard = power_on_handshake(transport, allow_nested).map_err(|e| MachineError::BadInput(e.to_string()))?;
+    let guard = power_on_handshake(transport, allow_nested)
+        .map_err(|e| MachineError::BadInput(e.to_string()))?;
     if guard.restricted() {
         arm_reopen_on_signals();
     }
@@ -227,7 +266,12 @@ fn arm_reopen_on_signals() {
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: installs a handler that only does async-signal-safe work
         // (one port access, signal(), raise()).
-        unsafe { libc::signal(sig, reopen_then_die as extern "C" fn(libc::c_int) as libc::sighandler_t) };
+        unsafe {
+            libc::signal(
+                sig,
+                reopen_then_die as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            )
+        };
     }
 }
 
@@ -276,7 +320,9 @@ fn print_stats(vcpu: &BtVcpu, board: &Board) {
     line("invalidations", c.invalidations);
     line("flushes", c.flushes);
     for (port, reads, writes) in board.bus.unclaimed_counts() {
-        out.push_str(&format!("  unclaimed port {port:#06x}: {reads} reads, {writes} writes\n"));
+        out.push_str(&format!(
+            "  unclaimed port {port:#06x}: {reads} reads, {writes} writes\n"
+        ));
     }
     eprint!("{out}");
 }

@@ -14,7 +14,10 @@ pub struct SegCache {
 impl SegCache {
     /// A flat 4 GiB segment with the given access byte and D/B=1, G=1.
     pub fn flat(access: u8) -> SegCache {
-        SegCache { limit: u32::MAX, attr: u16::from(access) | 0xc000 }
+        SegCache {
+            limit: u32::MAX,
+            attr: u16::from(access) | 0xc000,
+        }
     }
 
     /// Whether a code segment has the default operand size 32 (D=1).
@@ -72,7 +75,10 @@ impl SysRegs {
     /// The state the Multiboot specification gives at kernel entry: flat
     /// 32-bit protected mode, paging off.
     pub fn multiboot_entry() -> SysRegs {
-        let mut s = SysRegs { cr0: CR0_PE | CR0_ET, ..SysRegs::default() };
+        let mut s = SysRegs {
+            cr0: CR0_PE | CR0_ET,
+            ..SysRegs::default()
+        };
         for (i, c) in s.seg.iter_mut().enumerate() {
             *c = SegCache::flat(if i == 1 { 0x9b } else { 0x93 });
         }
@@ -129,7 +135,11 @@ mod tests {
         assert_eq!(d.base, 0);
         assert_eq!(d.limit, u32::MAX);
         assert!(d.is_code() && d.present());
-        assert!(SegCache { limit: d.limit, attr: d.attr }.is_32bit());
+        assert!(SegCache {
+            limit: d.limit,
+            attr: d.attr
+        }
+        .is_32bit());
     }
 
     #[test]

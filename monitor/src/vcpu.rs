@@ -15,7 +15,10 @@
 use crate::emulate::{self, Emulated};
 use crate::sysregs::SysRegs;
 use codecache::{BranchSite, CacheError, CodeCache, TransId, TransKey, Translation};
-use shadowmmu::{walk, Access, GuestLinear, GuestPhys, GuestRam, LinearWindow, PageFault, PageProt, PagingMode, PAGE_SIZE};
+use shadowmmu::{
+    walk, Access, GuestLinear, GuestPhys, GuestRam, LinearWindow, PageFault, PageProt, PagingMode,
+    PAGE_SIZE,
+};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use translator::ibtc::Ibtc;
@@ -67,7 +70,13 @@ pub trait Platform {
     /// A whole `rep insb`/`rep outsb` on `port` (the VMware high-bandwidth
     /// backdoor); returns false when the port is ordinary, so the monitor
     /// moves the bytes one port access at a time.
-    fn string_io(&mut self, cpu: &mut IoCpu<'_>, port: u16, input: bool, mem: &mut dyn backdoor::GuestMemory) -> bool;
+    fn string_io(
+        &mut self,
+        cpu: &mut IoCpu<'_>,
+        port: u16,
+        input: bool,
+        mem: &mut dyn backdoor::GuestMemory,
+    ) -> bool;
     /// CPUID.
     fn cpuid(&mut self, leaf: u32, subleaf: u32) -> [u32; 4];
 }
@@ -119,14 +128,28 @@ impl BtVcpu {
         let host = |e: &dyn std::fmt::Display| VcpuError::Host(e.to_string());
         let window = LinearWindow::new().map_err(|e| host(&e))?;
         let size = ram.size() as u64;
-        window.map(GuestLinear(0), ram.fd(), GuestPhys(0), size, PageProt::ReadWrite).map_err(|e| host(&e))?;
+        window
+            .map(
+                GuestLinear(0),
+                ram.fd(),
+                GuestPhys(0),
+                size,
+                PageProt::ReadWrite,
+            )
+            .map_err(|e| host(&e))?;
         let mut cache = CodeCache::new(CODE_CACHE_SIZE).map_err(|e| host(&e))?;
-        let (code, addrs) = runtime::assemble_stubs(cache.exec_addr(cache.aligned_next_offset())).map_err(|e| host(&e))?;
+        let (code, addrs) = runtime::assemble_stubs(cache.exec_addr(cache.aligned_next_offset()))
+            .map_err(|e| host(&e))?;
         cache.add_permanent(&code).map_err(|e| host(&e))?;
-        let stubs = Stubs { enter: addrs[0], exit_common: addrs[1], exit_saved: addrs[2] };
+        let stubs = Stubs {
+            enter: addrs[0],
+            exit_common: addrs[1],
+            exit_saved: addrs[2],
+        };
         let start = cache.exec_addr(0);
-        let faults = runtime::register_cache(start, start + CODE_CACHE_SIZE as u64, stubs.exit_saved)
-            .ok_or_else(|| VcpuError::Host("too many code caches in one process".into()))?;
+        let faults =
+            runtime::register_cache(start, start + CODE_CACHE_SIZE as u64, stubs.exit_saved)
+                .ok_or_else(|| VcpuError::Host("too many code caches in one process".into()))?;
         let ibtc = Ibtc::default();
         let mut state = Box::<CpuState>::default();
         state.window = window.base().0 as u64;
@@ -173,7 +196,9 @@ impl BtVcpu {
     /// Current translation mode.
     fn mode(&self) -> Mode {
         let b = &self.state.seg_base;
-        Mode { flat: b[0] == 0 && b[1] == 0 && b[2] == 0 && b[3] == 0 }
+        Mode {
+            flat: b[0] == 0 && b[1] == 0 && b[2] == 0 && b[3] == 0,
+        }
     }
 
     /// Runs the guest until it stops.
@@ -240,20 +265,35 @@ impl BtVcpu {
                 self.stats.exits_fault += 1;
                 self.fault()
             }
-            _ => Some(Stop::Died(format!("translated code exited with unknown reason {}", self.state.exit_reason))),
+            _ => Some(Stop::Died(format!(
+                "translated code exited with unknown reason {}",
+                self.state.exit_reason
+            ))),
         }
     }
 
     fn note_chain_site(&mut self) {
-        let Some(rel32_offset) = self.cache.offset_of(self.state.exit_site) else { return };
-        let Some(src) = self.cache.find_by_offset(rel32_offset) else { return };
+        let Some(rel32_offset) = self.cache.offset_of(self.state.exit_site) else {
+            return;
+        };
+        let Some(src) = self.cache.find_by_offset(rel32_offset) else {
+            return;
+        };
         let t = self.cache.get(src);
         if t.dead || t.key.mode & SINGLE_STEP_MODE != 0 {
             return;
         }
-        let rel = i32::from_le_bytes(self.cache.code(rel32_offset, 4).try_into().unwrap_or([0; 4]));
+        let rel = i32::from_le_bytes(
+            self.cache
+                .code(rel32_offset, 4)
+                .try_into()
+                .unwrap_or([0; 4]),
+        );
         let stub_offset = (rel32_offset as i64 + 4 + i64::from(rel)) as usize;
-        self.pending_chain = Some(BranchSite { rel32_offset, stub_offset });
+        self.pending_chain = Some(BranchSite {
+            rel32_offset,
+            stub_offset,
+        });
     }
 
     /// The translation for `eip`, made if needed. `single` asks for a
@@ -264,19 +304,30 @@ impl BtVcpu {
             Ok(p) => p,
             Err(pf) => return Err(self.page_fault(pf)),
         };
-        let key = TransKey { phys, eip, mode: if single > 0 { SINGLE_STEP_MODE } else { mode.bits() } };
+        let key = TransKey {
+            phys,
+            eip,
+            mode: if single > 0 {
+                SINGLE_STEP_MODE
+            } else {
+                mode.bits()
+            },
+        };
         if single == 0 {
             if let Some(id) = self.cache.lookup(&key) {
                 return Ok(id);
             }
         }
         if phys as usize >= self.ram.size() {
-            return Err(self.died(&format!("execution left guest RAM at EIP={eip:#010x} (physical {phys:#010x})")));
+            return Err(self.died(&format!(
+                "execution left guest RAM at EIP={eip:#010x} (physical {phys:#010x})"
+            )));
         }
         match self.translate_into_cache(key, mode, single) {
             Err(TranslateFailure::Full) => {
                 self.flush();
-                self.translate_into_cache(key, mode, single).map_err(|e| self.died(&e.to_string()))
+                self.translate_into_cache(key, mode, single)
+                    .map_err(|e| self.died(&e.to_string()))
             }
             r => r.map_err(|e| self.died(&e.to_string())),
         }
@@ -288,7 +339,12 @@ impl BtVcpu {
         self.pending_chain = None;
     }
 
-    fn translate_into_cache(&mut self, key: TransKey, mode: Mode, single: usize) -> Result<TransId, TranslateFailure> {
+    fn translate_into_cache(
+        &mut self,
+        key: TransKey,
+        mode: Mode,
+        single: usize,
+    ) -> Result<TransId, TranslateFailure> {
         let eip = key.eip;
         let (bytes, next_frame) = self.code_bytes(eip, key.phys);
         let code_offset = self.cache.aligned_next_offset();
@@ -299,10 +355,19 @@ impl BtVcpu {
             mode,
             host_base,
             stubs: self.stubs,
-            max_insns: if single > 0 { single } else { translator::translate::MAX_UNIT_INSNS },
-            count_indirect: if self.count_indirect { Some(&*self.hits_counter as *const u64 as u64) } else { None },
+            max_insns: if single > 0 {
+                single
+            } else {
+                translator::translate::MAX_UNIT_INSNS
+            },
+            count_indirect: if self.count_indirect {
+                Some(&*self.hits_counter as *const u64 as u64)
+            } else {
+                None
+            },
         };
-        let unit = translator::translate(&req).map_err(|e| TranslateFailure::Other(format!("at EIP={eip:#010x}: {e}")))?;
+        let unit = translator::translate(&req)
+            .map_err(|e| TranslateFailure::Other(format!("at EIP={eip:#010x}: {e}")))?;
         if unit.code.len() > self.cache.free() {
             return Err(TranslateFailure::Full);
         }
@@ -312,7 +377,11 @@ impl BtVcpu {
             frames.push(f);
         }
         if let Some(log) = self.log.as_mut() {
-            let _ = writeln!(log, "{}", translator::listing::format_unit(&unit.insns, &unit.code, host_base));
+            let _ = writeln!(
+                log,
+                "{}",
+                translator::listing::format_unit(&unit.insns, &unit.code, host_base)
+            );
         }
         let mut t = Translation::empty();
         t.key = key;
@@ -341,7 +410,11 @@ impl BtVcpu {
         let mut bytes = vec![0u8; avail];
         let _ = self.ram.read(GuestPhys(phys), &mut bytes);
         let next_lin = eip.wrapping_add(in_page as u32);
-        let next = if avail < in_page || next_lin == 0 { None } else { self.linear_to_phys(next_lin, false).ok() };
+        let next = if avail < in_page || next_lin == 0 {
+            None
+        } else {
+            self.linear_to_phys(next_lin, false).ok()
+        };
         if let Some(np) = next {
             let tail = self.ram.size().saturating_sub(np as usize).min(15);
             let mut more = vec![0u8; tail];
@@ -358,7 +431,11 @@ impl BtVcpu {
     }
 
     fn paging_mode(&self) -> PagingMode {
-        PagingMode { cr3: self.sys.cr3, pse: self.sys.cr4 & 0x10 != 0, wp: self.sys.cr0 & (1 << 16) != 0 }
+        PagingMode {
+            cr3: self.sys.cr3,
+            pse: self.sys.cr4 & 0x10 != 0,
+            wp: self.sys.cr0 & (1 << 16) != 0,
+        }
     }
 
     /// Translates a guest linear address as the guest's MMU would, setting
@@ -367,7 +444,10 @@ impl BtVcpu {
         if !self.paging() {
             return Ok(lin);
         }
-        let acc = Access { write, user: self.sys.cpl == 3 };
+        let acc = Access {
+            write,
+            user: self.sys.cpl == 3,
+        };
         walk(&self.ram, self.paging_mode(), GuestLinear(lin), acc).map(|t| t.phys.0)
     }
 
@@ -381,7 +461,13 @@ impl BtVcpu {
         let _ = self.window.unmap(GuestLinear(0), 1 << 32);
         if !self.paging() {
             let size = self.ram.size() as u64;
-            let _ = self.window.map(GuestLinear(0), self.ram.fd(), GuestPhys(0), size, PageProt::ReadWrite);
+            let _ = self.window.map(
+                GuestLinear(0),
+                self.ram.fd(),
+                GuestPhys(0),
+                size,
+                PageProt::ReadWrite,
+            );
         }
     }
 
@@ -389,22 +475,35 @@ impl BtVcpu {
         self.sys.cr2 = pf.addr.0;
         let mut stop = self.exception(14);
         if let Stop::Died(text) = &mut stop {
-            text.push_str(&format!("
-page fault at {} with error code {:#x}", pf.addr, pf.error_code));
+            text.push_str(&format!(
+                "
+page fault at {} with error code {:#x}",
+                pf.addr, pf.error_code
+            ));
         }
         stop
     }
 
     fn trace_code_frame(&mut self, frame: u32) {
-        if (frame as usize) >= self.ram.size() / PAGE_SIZE as usize || !self.code_frames.insert(frame) {
+        if (frame as usize) >= self.ram.size() / PAGE_SIZE as usize
+            || !self.code_frames.insert(frame)
+        {
             return;
         }
         if self.paging() {
             for lp in self.rmap.get(&frame).cloned().unwrap_or_default() {
-                let _ = self.window.protect(GuestLinear(lp * PAGE_SIZE), u64::from(PAGE_SIZE), PageProt::Read);
+                let _ = self.window.protect(
+                    GuestLinear(lp * PAGE_SIZE),
+                    u64::from(PAGE_SIZE),
+                    PageProt::Read,
+                );
             }
         } else {
-            let _ = self.window.protect(GuestLinear(frame * PAGE_SIZE), u64::from(PAGE_SIZE), PageProt::Read);
+            let _ = self.window.protect(
+                GuestLinear(frame * PAGE_SIZE),
+                u64::from(PAGE_SIZE),
+                PageProt::Read,
+            );
         }
     }
 
@@ -418,10 +517,16 @@ page fault at {} with error code {:#x}", pf.addr, pf.error_code));
                 // Unmapped aliases refault and are mapped again with the
                 // rights their page-table entries give.
                 for lp in self.rmap.remove(&frame).unwrap_or_default() {
-                    let _ = self.window.unmap(GuestLinear(lp * PAGE_SIZE), u64::from(PAGE_SIZE));
+                    let _ = self
+                        .window
+                        .unmap(GuestLinear(lp * PAGE_SIZE), u64::from(PAGE_SIZE));
                 }
             } else {
-                let _ = self.window.protect(GuestLinear(frame * PAGE_SIZE), u64::from(PAGE_SIZE), PageProt::ReadWrite);
+                let _ = self.window.protect(
+                    GuestLinear(frame * PAGE_SIZE),
+                    u64::from(PAGE_SIZE),
+                    PageProt::ReadWrite,
+                );
             }
         }
     }
@@ -458,7 +563,10 @@ page fault at {} with error code {:#x}", pf.addr, pf.error_code));
         };
         let t = self.cache.get(id);
         let rel = (off - t.code_offset) as u32;
-        let idx = t.pc_map.partition_point(|(h, _)| *h <= rel).saturating_sub(1);
+        let idx = t
+            .pc_map
+            .partition_point(|(h, _)| *h <= rel)
+            .saturating_sub(1);
         self.state.eip = t.pc_map.get(idx).map_or(t.key.eip, |p| p.1);
         let fix = t.fixups.get(idx).copied().unwrap_or(0);
         if fix >= translator::translate::fixup::SWAP_BASE {
@@ -470,7 +578,9 @@ page fault at {} with error code {:#x}", pf.addr, pf.error_code));
         self.state.eflags = (self.state.eflags & !LIVE_FLAGS) | (flags & LIVE_FLAGS) | 2;
         match f.signo as i32 {
             libc::SIGSEGV | libc::SIGBUS => self.resolve_memory_fault(f.addr, f.err & 2 != 0),
-            libc::SIGFPE => FaultOutcome::Stop(self.exception(if matches!(f.code, 1 | 2) { 0 } else { 16 })),
+            libc::SIGFPE => {
+                FaultOutcome::Stop(self.exception(if matches!(f.code, 1 | 2) { 0 } else { 16 }))
+            }
             libc::SIGILL => FaultOutcome::Stop(self.exception(6)),
             _ => FaultOutcome::Stop(self.died("unexpected host signal in translated code")),
         }
@@ -511,10 +621,24 @@ page fault at {} with error code {:#x}", pf.addr, pf.error_code));
     /// the walk found it writable and dirty and it holds no translated code.
     fn fill_shadow(&mut self, lpage: u32, frame: u32, write: bool) {
         let mode = self.paging_mode();
-        let acc = Access { write, user: self.sys.cpl == 3 };
-        let rw = walk(&self.ram, mode, GuestLinear(lpage * PAGE_SIZE), acc).is_ok_and(|t| t.writable_and_dirty);
-        let prot = if rw && !self.code_frames.contains(&frame) { PageProt::ReadWrite } else { PageProt::Read };
-        let _ = self.window.map(GuestLinear(lpage * PAGE_SIZE), self.ram.fd(), GuestPhys(frame * PAGE_SIZE), u64::from(PAGE_SIZE), prot);
+        let acc = Access {
+            write,
+            user: self.sys.cpl == 3,
+        };
+        let rw = walk(&self.ram, mode, GuestLinear(lpage * PAGE_SIZE), acc)
+            .is_ok_and(|t| t.writable_and_dirty);
+        let prot = if rw && !self.code_frames.contains(&frame) {
+            PageProt::ReadWrite
+        } else {
+            PageProt::Read
+        };
+        let _ = self.window.map(
+            GuestLinear(lpage * PAGE_SIZE),
+            self.ram.fd(),
+            GuestPhys(frame * PAGE_SIZE),
+            u64::from(PAGE_SIZE),
+            prot,
+        );
         let aliases = self.rmap.entry(frame).or_default();
         if !aliases.contains(&lpage) {
             aliases.push(lpage);

@@ -82,7 +82,11 @@ impl GuestRam {
         let start = addr.0 as usize;
         match start.checked_add(len) {
             Some(end) if end <= self.size => Ok(start),
-            _ => Err(RamError::OutOfRange { addr: addr.0, len, size: self.size }),
+            _ => Err(RamError::OutOfRange {
+                addr: addr.0,
+                len,
+                size: self.size,
+            }),
         }
     }
 
@@ -151,7 +155,10 @@ fn check_size(mib: u64) -> Result<(), RamError> {
         return bad("guest RAM must be at least 1 MiB".into());
     }
     if mib << 20 > MAX_GUEST_RAM {
-        return bad(format!("a 32-bit guest can use at most {} MiB", MAX_GUEST_RAM >> 20));
+        return bad(format!(
+            "a 32-bit guest can use at most {} MiB",
+            MAX_GUEST_RAM >> 20
+        ));
     }
     let host = host_memory_bytes();
     if host != 0 && mib << 20 > host {
@@ -218,7 +225,10 @@ mod tests {
     #[test]
     fn ram_refuses_access_past_end() {
         let ram = GuestRam::new(1).unwrap();
-        assert!(matches!(ram.read_u32(GuestPhys(0xffffe)), Err(RamError::OutOfRange { .. })));
+        assert!(matches!(
+            ram.read_u32(GuestPhys(0xffffe)),
+            Err(RamError::OutOfRange { .. })
+        ));
         assert!(ram.read_u32(GuestPhys(0xffffc)).is_ok());
     }
 

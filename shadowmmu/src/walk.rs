@@ -54,15 +54,24 @@ pub struct PageFault {
 }
 
 fn fault(lin: GuestLinear, present: bool, acc: Access) -> PageFault {
-    PageFault { addr: lin, error_code: u32::from(present) | (u32::from(acc.write) << 1) | (u32::from(acc.user) << 2) }
+    PageFault {
+        addr: lin,
+        error_code: u32::from(present) | (u32::from(acc.write) << 1) | (u32::from(acc.user) << 2),
+    }
 }
 
 fn read_entry(ram: &GuestRam, addr: u32, lin: GuestLinear, acc: Access) -> Result<u32, PageFault> {
-    ram.read_u32(GuestPhys(addr)).map_err(|_| fault(lin, false, acc))
+    ram.read_u32(GuestPhys(addr))
+        .map_err(|_| fault(lin, false, acc))
 }
 
 /// Walks the guest page tables for `lin`.
-pub fn walk(ram: &GuestRam, mode: PagingMode, lin: GuestLinear, acc: Access) -> Result<Translated, PageFault> {
+pub fn walk(
+    ram: &GuestRam,
+    mode: PagingMode,
+    lin: GuestLinear,
+    acc: Access,
+) -> Result<Translated, PageFault> {
     let pde_addr = (mode.cr3 & !0xfff) + ((lin.0 >> 22) << 2);
     let pde = read_entry(ram, pde_addr, lin, acc)?;
     if pde & P == 0 {
@@ -73,7 +82,10 @@ pub fn walk(ram: &GuestRam, mode: PagingMode, lin: GuestLinear, acc: Access) -> 
         let new = pde | A | if acc.write { D } else { 0 };
         write_back(ram, pde_addr, pde, new);
         let phys = (pde & 0xffc0_0000) | (lin.0 & 0x003f_ffff);
-        return Ok(Translated { phys: GuestPhys(phys), writable_and_dirty: writable(pde, pde, mode, acc) && new & D != 0 });
+        return Ok(Translated {
+            phys: GuestPhys(phys),
+            writable_and_dirty: writable(pde, pde, mode, acc) && new & D != 0,
+        });
     }
     let pte_addr = (pde & !0xfff) + (((lin.0 >> 12) & 0x3ff) << 2);
     let pte = read_entry(ram, pte_addr, lin, acc)?;
@@ -85,7 +97,10 @@ pub fn walk(ram: &GuestRam, mode: PagingMode, lin: GuestLinear, acc: Access) -> 
     let new = pte | A | if acc.write { D } else { 0 };
     write_back(ram, pte_addr, pte, new);
     let phys = (pte & !0xfff) | (lin.0 & 0xfff);
-    Ok(Translated { phys: GuestPhys(phys), writable_and_dirty: writable(pde, pte, mode, acc) && new & D != 0 })
+    Ok(Translated {
+        phys: GuestPhys(phys),
+        writable_and_dirty: writable(pde, pte, mode, acc) && new & D != 0,
+    })
 }
 
 fn writable(pde: u32, pte: u32, mode: PagingMode, acc: Access) -> bool {
@@ -93,7 +108,13 @@ fn writable(pde: u32, pte: u32, mode: PagingMode, acc: Access) -> bool {
     rw || (!acc.user && !mode.wp)
 }
 
-fn check_rights(pde: u32, pte: u32, mode: PagingMode, lin: GuestLinear, acc: Access) -> Result<(), PageFault> {
+fn check_rights(
+    pde: u32,
+    pte: u32,
+    mode: PagingMode,
+    lin: GuestLinear,
+    acc: Access,
+) -> Result<(), PageFault> {
     if acc.user && pde & pte & US == 0 {
         return Err(fault(lin, true, acc));
     }
@@ -116,15 +137,33 @@ mod tests {
     fn setup() -> (GuestRam, PagingMode) {
         let ram = GuestRam::new(4).unwrap();
         // PD at 0x1000, PT at 0x2000; linear 0x0040_3000 -> 0x5000.
-        ram.write_u32(GuestPhys(0x1000 + 4), 0x2000 | P | RW).unwrap();
-        ram.write_u32(GuestPhys(0x2000 + 3 * 4), 0x5000 | P | RW).unwrap();
-        (ram, PagingMode { cr3: 0x1000, pse: true, wp: true })
+        ram.write_u32(GuestPhys(0x1000 + 4), 0x2000 | P | RW)
+            .unwrap();
+        ram.write_u32(GuestPhys(0x2000 + 3 * 4), 0x5000 | P | RW)
+            .unwrap();
+        (
+            ram,
+            PagingMode {
+                cr3: 0x1000,
+                pse: true,
+                wp: true,
+            },
+        )
     }
 
     #[test]
     fn read_walk_sets_accessed_not_dirty() {
         let (ram, mode) = setup();
-        let t = walk(&ram, mode, GuestLinear(0x0040_3123), Access { write: false, user: false }).unwrap();
+        let t = walk(
+            &ram,
+            mode,
+            GuestLinear(0x0040_3123),
+            Access {
+                write: false,
+                user: false,
+            },
+        )
+        .unwrap();
         assert_eq!(t.phys, GuestPhys(0x5123));
         assert!(!t.writable_and_dirty);
         let pte = ram.read_u32(GuestPhys(0x200c)).unwrap();
@@ -134,7 +173,16 @@ mod tests {
     #[test]
     fn write_walk_sets_dirty() {
         let (ram, mode) = setup();
-        let t = walk(&ram, mode, GuestLinear(0x0040_3000), Access { write: true, user: false }).unwrap();
+        let t = walk(
+            &ram,
+            mode,
+            GuestLinear(0x0040_3000),
+            Access {
+                write: true,
+                user: false,
+            },
+        )
+        .unwrap();
         assert!(t.writable_and_dirty);
         assert_eq!(ram.read_u32(GuestPhys(0x200c)).unwrap() & D, D);
     }
@@ -142,7 +190,16 @@ mod tests {
     #[test]
     fn not_present_pte_faults_with_error_code() {
         let (ram, mode) = setup();
-        let f = walk(&ram, mode, GuestLinear(0x0040_4000), Access { write: true, user: false }).unwrap_err();
+        let f = walk(
+            &ram,
+            mode,
+            GuestLinear(0x0040_4000),
+            Access {
+                write: true,
+                user: false,
+            },
+        )
+        .unwrap_err();
         assert_eq!(f.error_code, 2);
         assert_eq!(f.addr, GuestLinear(0x0040_4000));
     }
@@ -151,8 +208,16 @@ mod tests {
     fn read_only_page_faults_supervisor_write_only_with_wp() {
         let (ram, mut mode) = setup();
         ram.write_u32(GuestPhys(0x200c), 0x5000 | P).unwrap();
-        let acc = Access { write: true, user: false };
-        assert_eq!(walk(&ram, mode, GuestLinear(0x0040_3000), acc).unwrap_err().error_code, 3);
+        let acc = Access {
+            write: true,
+            user: false,
+        };
+        assert_eq!(
+            walk(&ram, mode, GuestLinear(0x0040_3000), acc)
+                .unwrap_err()
+                .error_code,
+            3
+        );
         mode.wp = false;
         assert!(walk(&ram, mode, GuestLinear(0x0040_3000), acc).is_ok());
     }
@@ -160,8 +225,18 @@ mod tests {
     #[test]
     fn large_page_maps_4mib() {
         let (ram, mode) = setup();
-        ram.write_u32(GuestPhys(0x1000 + 8), 0x0040_0000 | P | RW | PS).unwrap();
-        let t = walk(&ram, mode, GuestLinear(0x0081_2345), Access { write: false, user: false }).unwrap();
+        ram.write_u32(GuestPhys(0x1000 + 8), 0x0040_0000 | P | RW | PS)
+            .unwrap();
+        let t = walk(
+            &ram,
+            mode,
+            GuestLinear(0x0081_2345),
+            Access {
+                write: false,
+                user: false,
+            },
+        )
+        .unwrap();
         assert_eq!(t.phys, GuestPhys(0x0041_2345));
     }
 }

@@ -82,12 +82,18 @@ impl LinearWindow {
             )
         };
         if p == libc::MAP_FAILED {
-            return Err(WindowError::Host { op: "mmap", source: std::io::Error::last_os_error() });
+            return Err(WindowError::Host {
+                op: "mmap",
+                source: std::io::Error::last_os_error(),
+            });
         }
         let start = p as usize;
         let base = (start + WINDOW_GUARD + SPAN - 1) & !(SPAN - 1);
         debug_assert!(base - WINDOW_GUARD >= start && base + SPAN + WINDOW_GUARD <= start + total);
-        Ok(LinearWindow { reservation: p.cast(), base: base as *mut u8 })
+        Ok(LinearWindow {
+            reservation: p.cast(),
+            base: base as *mut u8,
+        })
     }
 
     /// Host address of guest linear 0.
@@ -111,13 +117,23 @@ impl LinearWindow {
         let page = PAGE_SIZE as u64;
         let end = lin.0 as u64 + len;
         if !(lin.0 as u64).is_multiple_of(page) || !len.is_multiple_of(page) || end > SPAN as u64 {
-            return Err(WindowError::BadRange { lin: lin.0 as u64, len });
+            return Err(WindowError::BadRange {
+                lin: lin.0 as u64,
+                len,
+            });
         }
         Ok(())
     }
 
     /// Maps `len` bytes of guest RAM starting at `phys` at linear `lin`.
-    pub fn map(&self, lin: GuestLinear, ram_fd: &OwnedFd, phys: GuestPhys, len: u64, prot: PageProt) -> Result<(), WindowError> {
+    pub fn map(
+        &self,
+        lin: GuestLinear,
+        ram_fd: &OwnedFd,
+        phys: GuestPhys,
+        len: u64,
+        prot: PageProt,
+    ) -> Result<(), WindowError> {
         Self::range(lin, len)?;
         // SAFETY: the target range lies inside our own reservation (checked by
         // `range`), so MAP_FIXED replaces only pages this window owns.
@@ -132,7 +148,10 @@ impl LinearWindow {
             )
         };
         if p == libc::MAP_FAILED {
-            return Err(WindowError::Host { op: "mmap", source: std::io::Error::last_os_error() });
+            return Err(WindowError::Host {
+                op: "mmap",
+                source: std::io::Error::last_os_error(),
+            });
         }
         Ok(())
     }
@@ -153,7 +172,10 @@ impl LinearWindow {
             )
         };
         if p == libc::MAP_FAILED {
-            return Err(WindowError::Host { op: "mmap", source: std::io::Error::last_os_error() });
+            return Err(WindowError::Host {
+                op: "mmap",
+                source: std::io::Error::last_os_error(),
+            });
         }
         Ok(())
     }
@@ -162,9 +184,18 @@ impl LinearWindow {
     pub fn protect(&self, lin: GuestLinear, len: u64, prot: PageProt) -> Result<(), WindowError> {
         Self::range(lin, len)?;
         // SAFETY: the range lies inside our reservation.
-        let r = unsafe { libc::mprotect(self.base.add(lin.0 as usize).cast(), len as usize, prot.bits()) };
+        let r = unsafe {
+            libc::mprotect(
+                self.base.add(lin.0 as usize).cast(),
+                len as usize,
+                prot.bits(),
+            )
+        };
         if r != 0 {
-            return Err(WindowError::Host { op: "mprotect", source: std::io::Error::last_os_error() });
+            return Err(WindowError::Host {
+                op: "mprotect",
+                source: std::io::Error::last_os_error(),
+            });
         }
         Ok(())
     }
@@ -194,11 +225,21 @@ mod tests {
         let ram = GuestRam::new(1).unwrap();
         ram.write_u32(GuestPhys(0x2000), 0x1234_5678).unwrap();
         let w = LinearWindow::new().unwrap();
-        w.map(GuestLinear(0x40_0000), ram.fd(), GuestPhys(0), 1 << 20, PageProt::ReadWrite).unwrap();
+        w.map(
+            GuestLinear(0x40_0000),
+            ram.fd(),
+            GuestPhys(0),
+            1 << 20,
+            PageProt::ReadWrite,
+        )
+        .unwrap();
         // SAFETY: the page was just mapped read-write.
         let v = unsafe { *((w.base().0 + 0x40_2000) as *const u32) };
         assert_eq!(v, 0x1234_5678);
-        assert_eq!(w.linear_of(w.base().0 + 0x40_2000), Some(GuestLinear(0x40_2000)));
+        assert_eq!(
+            w.linear_of(w.base().0 + 0x40_2000),
+            Some(GuestLinear(0x40_2000))
+        );
     }
 
     #[test]

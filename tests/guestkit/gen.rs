@@ -78,7 +78,9 @@ impl Rng {
     pub fn value(&mut self) -> u32 {
         match self.below(8) {
             0 => [0, 1, 0x7f, 0x80, 0xff, 0x7fff, 0x8000, 0xffff][self.below(8) as usize],
-            1 => [0x7fffffff, 0x80000000, 0xffffffff, 0xfffffffe, 0x80000001][self.below(5) as usize],
+            1 => {
+                [0x7fffffff, 0x80000000, 0xffffffff, 0xfffffffe, 0x80000001][self.below(5) as usize]
+            }
             2 => self.below(256),
             _ => self.next() as u32,
         }
@@ -200,7 +202,9 @@ impl Gen {
     }
 
     fn alu(&mut self) {
-        let ops = ["add", "adc", "sub", "sbb", "and", "or", "xor", "cmp", "test"];
+        let ops = [
+            "add", "adc", "sub", "sbb", "and", "or", "xor", "cmp", "test",
+        ];
         let op = self.r.pick(&ops);
         if op == "adc" || op == "sbb" {
             self.need(C);
@@ -275,7 +279,11 @@ impl Gen {
         };
         let use_cl = self.r.below(3) == 0;
         if use_cl {
-            let d = if self.r.below(3) == 0 { self.mem(size) } else { self.reg_except(size, &["ecx"]) };
+            let d = if self.r.below(3) == 0 {
+                self.mem(size)
+            } else {
+                self.reg_except(size, &["ecx"])
+            };
             self.emit(&format!("movb ${n}, %cl"));
             self.emit(&format!("{op}{s} %cl, {d}"));
         } else if n == 1 && self.r.below(2) == 0 {
@@ -312,7 +320,11 @@ impl Gen {
         let op = if self.r.below(2) == 0 { "shld" } else { "shrd" };
         let n = self.r.below(size);
         let src = self.reg_except(size, &["ecx"]);
-        let dst = if self.r.below(3) == 0 { self.mem(size) } else { self.reg_except(size, &["ecx"]) };
+        let dst = if self.r.below(3) == 0 {
+            self.mem(size)
+        } else {
+            self.reg_except(size, &["ecx"])
+        };
         if self.r.below(2) == 0 {
             self.emit(&format!("{op}{s} ${n}, {src}, {dst}"));
         } else {
@@ -517,7 +529,11 @@ impl Gen {
                 }
             }
         };
-        let n = if rep.is_empty() { 1 } else { [0, 1, 2, 5, 17, 40][self.r.below(6) as usize] };
+        let n = if rep.is_empty() {
+            1
+        } else {
+            [0, 1, 2, 5, 17, 40][self.r.below(6) as usize]
+        };
         let back = self.r.below(2) == 0;
         let span = n.max(1) * size;
         // start offsets so that [start - span, start + span] stays in buf
@@ -584,12 +600,20 @@ impl Gen {
             }
             1 => {
                 let (src, d) = (self.rm(8), self.reg(32));
-                let op = if self.r.below(2) == 0 { "movzbl" } else { "movsbl" };
+                let op = if self.r.below(2) == 0 {
+                    "movzbl"
+                } else {
+                    "movsbl"
+                };
                 self.emit(&format!("{op} {src}, {d}"));
             }
             2 => {
                 let (src, d) = (self.rm(16), self.reg(32));
-                let op = if self.r.below(2) == 0 { "movzwl" } else { "movswl" };
+                let op = if self.r.below(2) == 0 {
+                    "movzwl"
+                } else {
+                    "movswl"
+                };
                 self.emit(&format!("{op} {src}, {d}"));
             }
             _ => {
@@ -704,9 +728,18 @@ impl Gen {
 
 /// Generates the C source of a random test program.
 pub fn program(seed: u64, units: u32) -> String {
-    let mut g = Gen { r: Rng::new(seed), asm: String::new(), taint: 0, step: 0 };
+    let mut g = Gen {
+        r: Rng::new(seed),
+        asm: String::new(),
+        taint: 0,
+        step: 0,
+    };
     let mut c = String::new();
-    writeln!(c, "/* nestmon differential test program, seed {seed}, {units} units (generated) */").unwrap();
+    writeln!(
+        c,
+        "/* nestmon differential test program, seed {seed}, {units} units (generated) */"
+    )
+    .unwrap();
     c.push_str(PRELUDE);
     // data buffer
     c.push_str("uint8_t buf[512] __attribute__((aligned(64))) = {");

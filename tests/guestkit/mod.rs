@@ -139,13 +139,22 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Run {
     };
     let stdout = String::from_utf8_lossy(&t1.join().unwrap()).into_owned();
     let stderr = String::from_utf8_lossy(&t2.join().unwrap()).into_owned();
-    Run { stdout, stderr, code: status.code(), timed_out, elapsed: start.elapsed() }
+    Run {
+        stdout,
+        stderr,
+        code: status.code(),
+        timed_out,
+        elapsed: start.elapsed(),
+    }
 }
 
 /// Runs `nestmon run --kernel elf`.
 pub fn run_nestmon(elf: &Path) -> Run {
     run(
-        Command::new(env!("CARGO_BIN_EXE_nestmon")).arg("run").arg("--kernel").arg(elf),
+        Command::new(env!("CARGO_BIN_EXE_nestmon"))
+            .arg("run")
+            .arg("--kernel")
+            .arg(elf),
         Duration::from_secs(120),
     )
 }
@@ -173,8 +182,22 @@ pub fn run_qemu(elf: &Path) -> Run {
         Command::new("qemu-system-i386")
             .arg("-kernel")
             .arg(elf)
-            .args(["-serial", "stdio", "-display", "none", "-nodefaults", "-monitor", "none"])
-            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-no-reboot", "-m", "128"]),
+            .args([
+                "-serial",
+                "stdio",
+                "-display",
+                "none",
+                "-nodefaults",
+                "-monitor",
+                "none",
+            ])
+            .args([
+                "-device",
+                "isa-debug-exit,iobase=0xf4,iosize=4",
+                "-no-reboot",
+                "-m",
+                "128",
+            ]),
         Duration::from_secs(120),
     )
 }
@@ -198,7 +221,16 @@ pub fn first_diff(want: &str, got: &str) -> String {
 
 /// Describes a run for failure messages.
 pub fn describe(r: &Run) -> String {
-    let tail: String = r.stderr.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    let tail: String = r
+        .stderr
+        .lines()
+        .rev()
+        .take(8)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
     format!(
         "exit code {:?}{}, {:.2?}; stderr tail:\n{}",
         r.code,

@@ -28,7 +28,13 @@ pub(crate) fn enc_err(e: iced_x86::IcedError) -> TranslateError {
 impl Emitter {
     /// An emitter for code that will run at host address `base`.
     pub fn new(base: u64) -> Emitter {
-        Emitter { buf: Vec::with_capacity(1024), base, enc: Encoder::new(64), labels: Vec::new(), patches: Vec::new() }
+        Emitter {
+            buf: Vec::with_capacity(1024),
+            base,
+            enc: Encoder::new(64),
+            labels: Vec::new(),
+            patches: Vec::new(),
+        }
     }
 
     /// Current offset.
@@ -101,12 +107,14 @@ impl Emitter {
     /// Resolves label references; returns the code.
     pub fn finish(mut self) -> Result<Vec<u8>, TranslateError> {
         for (at, l) in std::mem::take(&mut self.patches) {
-            let dest = self.labels[l.0].ok_or_else(|| TranslateError::Encode("unbound label".into()))?;
+            let dest =
+                self.labels[l.0].ok_or_else(|| TranslateError::Encode("unbound label".into()))?;
             if at > usize::MAX / 2 {
                 // rel8 of a jrcxz: `at` encodes the position after the byte.
                 let end = usize::MAX - at + 1;
                 let rel = dest as i64 - end as i64;
-                let rel8 = i8::try_from(rel).map_err(|_| TranslateError::Encode("jrcxz out of range".into()))?;
+                let rel8 = i8::try_from(rel)
+                    .map_err(|_| TranslateError::Encode("jrcxz out of range".into()))?;
                 self.buf[end - 1] = rel8 as u8;
             } else {
                 let rel = dest as i64 - (at as i64 + 4);
@@ -121,11 +129,20 @@ impl Emitter {
 #[macro_export]
 macro_rules! i2 {
     ($code:expr, $a:expr, $b:expr) => {
-        iced_x86::Instruction::with2($code, $a, $b).map_err(|e| $crate::TranslateError::Encode(e.to_string()))
+        iced_x86::Instruction::with2($code, $a, $b)
+            .map_err(|e| $crate::TranslateError::Encode(e.to_string()))
     };
 }
 
 /// `[base + index + disp]` with scale 1.
 pub fn mem(base: Register, index: Register, disp: i64) -> MemoryOperand {
-    MemoryOperand::new(base, index, 1, disp, if disp == 0 { 0 } else { 1 }, false, Register::None)
+    MemoryOperand::new(
+        base,
+        index,
+        1,
+        disp,
+        if disp == 0 { 0 } else { 1 },
+        false,
+        Register::None,
+    )
 }

@@ -26,7 +26,18 @@ pub struct Ibtc {
 
 impl Default for Ibtc {
     fn default() -> Self {
-        let mut t = Ibtc { entries: vec![Entry { key: 0, _pad: 0, host: 0 }; ENTRIES].into_boxed_slice(), misses: 0 };
+        let mut t = Ibtc {
+            entries: vec![
+                Entry {
+                    key: 0,
+                    _pad: 0,
+                    host: 0
+                };
+                ENTRIES
+            ]
+            .into_boxed_slice(),
+            misses: 0,
+        };
         t.clear();
         t
     }

@@ -42,7 +42,9 @@ pub fn assemble_stubs(rip: u64) -> Result<(Vec<u8>, [u64; 3]), crate::TranslateE
     let mut enter = a.create_label();
     emit_enter(&mut a, &mut enter).map_err(r)?;
     emit_exits(&mut a, &mut exit_common, &mut exit_saved).map_err(r)?;
-    let res = a.assemble_options(rip, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS).map_err(r)?;
+    let res = a
+        .assemble_options(rip, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)
+        .map_err(r)?;
     let addrs = [
         res.label_ip(&enter).map_err(r)?,
         res.label_ip(&exit_common).map_err(r)?,
@@ -76,7 +78,11 @@ fn emit_enter(a: &mut CodeAssembler, enter: &mut CodeLabel) -> Result<(), IcedEr
     a.jmp(r9)
 }
 
-fn emit_exits(a: &mut CodeAssembler, common: &mut CodeLabel, saved: &mut CodeLabel) -> Result<(), IcedError> {
+fn emit_exits(
+    a: &mut CodeAssembler,
+    common: &mut CodeLabel,
+    saved: &mut CodeLabel,
+) -> Result<(), IcedError> {
     a.set_label(common)?;
     for (i, reg) in GUEST_GPRS.iter().enumerate() {
         a.mov(dword_ptr(r14 + (off::GPR + 4 * i as i32)), *reg)?;
@@ -107,7 +113,8 @@ pub unsafe fn enter(stubs: &Stubs, state: &mut CpuState, code: u64) {
     // SAFETY: the caller guarantees `stubs.enter` is the stub emitted by
     // `emit_enter`, which follows the sysv64 ABI and preserves callee-saved
     // registers.
-    let f: extern "sysv64" fn(*mut CpuState, u64) = unsafe { std::mem::transmute(stubs.enter as usize) };
+    let f: extern "sysv64" fn(*mut CpuState, u64) =
+        unsafe { std::mem::transmute(stubs.enter as usize) };
     f(state, code);
 }
 
@@ -133,7 +140,10 @@ impl Drop for FaultRegistration {
 pub fn register_cache(start: u64, end: u64, exit_saved: u64) -> Option<FaultRegistration> {
     install_handlers();
     for i in 0..MAX_CACHES {
-        if CACHE_START[i].compare_exchange(0, start, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+        if CACHE_START[i]
+            .compare_exchange(0, start, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
             CACHE_EXIT[i].store(exit_saved, Ordering::SeqCst);
             CACHE_END[i].store(end, Ordering::SeqCst);
             return Some(FaultRegistration(i));
@@ -157,7 +167,9 @@ fn install_handlers() {
             // SAFETY: a zeroed sigaction with a valid handler and flags.
             unsafe {
                 let mut sa: libc::sigaction = std::mem::zeroed();
-                sa.sa_sigaction = on_fault as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) as usize;
+                sa.sa_sigaction = on_fault
+                    as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)
+                    as usize;
                 sa.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER;
                 libc::sigemptyset(&mut sa.sa_mask);
                 libc::sigaction(sig, &sa, std::ptr::null_mut());

@@ -17,7 +17,9 @@ use crate::emit::{mem, Emitter, Label};
 use crate::runtime::Stubs;
 use crate::state::{off, ExitReason, Seg};
 use crate::{i2, TranslateError};
-use iced_x86::{Code, ConditionCode, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
+use iced_x86::{
+    Code, ConditionCode, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register,
+};
 
 /// Guest instructions per unit at most.
 pub const MAX_UNIT_INSNS: usize = 64;
@@ -153,7 +155,12 @@ fn cc_bits(cc: ConditionCode) -> Option<u8> {
 
 /// Translates one unit.
 pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
-    let mut cx = Ctx { e: Emitter::new(req.host_base), req, exits: Vec::new(), fixup: fixup::NONE };
+    let mut cx = Ctx {
+        e: Emitter::new(req.host_base),
+        req,
+        exits: Vec::new(),
+        fixup: fixup::NONE,
+    };
     let mut dec = Decoder::with_ip(32, req.code, u64::from(req.eip), DecoderOptions::NONE);
     let mut pc_map = Vec::new();
     let mut fixups = Vec::new();
@@ -168,7 +175,11 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         let insn = dec.decode();
         pc_map.push((cx.e.pos() as u32, next));
         cx.fixup = fixup::NONE;
-        let ends = if insn.is_invalid() { cx.emulate_exit(next)? } else { cx.one(&insn)? };
+        let ends = if insn.is_invalid() {
+            cx.emulate_exit(next)?
+        } else {
+            cx.one(&insn)?
+        };
         fixups.push(cx.fixup);
         insns.push(insn);
         next = insn.next_ip32();
@@ -182,7 +193,14 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
     let guest_len = next.wrapping_sub(req.eip).max(1);
     let sites = cx.emit_exit_stubs()?;
     let code = cx.e.finish()?;
-    Ok(Unit { code, pc_map, fixups, sites, guest_len, insns })
+    Ok(Unit {
+        code,
+        pc_map,
+        fixups,
+        sites,
+        guest_len,
+        insns,
+    })
 }
 
 impl Ctx<'_> {
@@ -194,7 +212,11 @@ impl Ctx<'_> {
     fn chain_exit(&mut self, target: u32) -> Result<(), TranslateError> {
         let label = self.e.label();
         let rel32 = self.e.jmp_label(label);
-        self.exits.push(Exit { label, target, rel32 });
+        self.exits.push(Exit {
+            label,
+            target,
+            rel32,
+        });
         Ok(())
     }
 
@@ -202,7 +224,11 @@ impl Ctx<'_> {
     fn chain_jcc(&mut self, cc: u8, target: u32) {
         let label = self.e.label();
         let rel32 = self.e.jcc_label(cc, label);
-        self.exits.push(Exit { label, target, rel32 });
+        self.exits.push(Exit {
+            label,
+            target,
+            rel32,
+        });
     }
 
     fn emit_exit_stubs(&mut self) -> Result<Vec<(usize, usize)>, TranslateError> {
@@ -213,8 +239,16 @@ impl Ctx<'_> {
             self.store_eip_imm(x.target)?;
             self.store_exit(ExitReason::ChainMiss)?;
             let site_addr = self.req.host_base + x.rel32 as u64;
-            self.ins(i2!(Code::Lea_r64_m, Register::R9, iced_x86::MemoryOperand::with_base_displ(Register::RIP, site_addr as i64))?)?;
-            self.ins(i2!(Code::Mov_rm64_r64, mem(Register::R14, Register::None, off::EXIT_SITE.into()), Register::R9)?)?;
+            self.ins(i2!(
+                Code::Lea_r64_m,
+                Register::R9,
+                iced_x86::MemoryOperand::with_base_displ(Register::RIP, site_addr as i64)
+            )?)?;
+            self.ins(i2!(
+                Code::Mov_rm64_r64,
+                mem(Register::R14, Register::None, off::EXIT_SITE.into()),
+                Register::R9
+            )?)?;
             self.e.jmp_abs(self.req.stubs.exit_common)?;
             sites.push((x.rel32, stub));
         }
@@ -222,11 +256,19 @@ impl Ctx<'_> {
     }
 
     fn store_eip_imm(&mut self, eip: u32) -> Result<(), TranslateError> {
-        self.ins(i2!(Code::Mov_rm32_imm32, mem(Register::R14, Register::None, off::EIP.into()), eip)?)
+        self.ins(i2!(
+            Code::Mov_rm32_imm32,
+            mem(Register::R14, Register::None, off::EIP.into()),
+            eip
+        )?)
     }
 
     fn store_exit(&mut self, why: ExitReason) -> Result<(), TranslateError> {
-        self.ins(i2!(Code::Mov_rm32_imm32, mem(Register::R14, Register::None, off::EXIT_REASON.into()), why as u32)?)
+        self.ins(i2!(
+            Code::Mov_rm32_imm32,
+            mem(Register::R14, Register::None, off::EXIT_REASON.into()),
+            why as u32
+        )?)
     }
 
     /// Ends the unit: the monitor carries out the instruction at `eip`.
@@ -246,7 +288,9 @@ impl Ctx<'_> {
             Mnemonic::Jmp => self.jmp(i),
             Mnemonic::Call => self.call(i),
             Mnemonic::Ret => self.ret(i),
-            Mnemonic::Loop | Mnemonic::Loope | Mnemonic::Loopne | Mnemonic::Jecxz => self.loop_like(i),
+            Mnemonic::Loop | Mnemonic::Loope | Mnemonic::Loopne | Mnemonic::Jecxz => {
+                self.loop_like(i)
+            }
             Mnemonic::Push => self.push(i).map(|_| false),
             Mnemonic::Pop => self.pop(i),
             Mnemonic::Pushad => self.pushad().map(|_| false),
@@ -255,10 +299,17 @@ impl Ctx<'_> {
             Mnemonic::Popfd => self.popfd().map(|_| false),
             Mnemonic::Leave => self.leave().map(|_| false),
             Mnemonic::Enter => self.enter(i),
-            Mnemonic::Cli | Mnemonic::Sti => self.set_vif(i.mnemonic() == Mnemonic::Sti).map(|_| false),
+            Mnemonic::Cli | Mnemonic::Sti => {
+                self.set_vif(i.mnemonic() == Mnemonic::Sti).map(|_| false)
+            }
             Mnemonic::Xlatb => self.xlat(i).map(|_| false),
             Mnemonic::Lea => self.lea(i).map(|_| false),
-            Mnemonic::Movsb | Mnemonic::Movsw | Mnemonic::Movsd | Mnemonic::Cmpsb | Mnemonic::Cmpsw | Mnemonic::Cmpsd
+            Mnemonic::Movsb
+            | Mnemonic::Movsw
+            | Mnemonic::Movsd
+            | Mnemonic::Cmpsb
+            | Mnemonic::Cmpsw
+            | Mnemonic::Cmpsd
                 if i.is_string_instruction() =>
             {
                 self.string(i)
@@ -290,13 +341,18 @@ impl Ctx<'_> {
             return Err(TranslateError::Unsupported("16-bit addressing"));
         }
         let seg_base = self.needs_seg_base(seg);
-        if !force_r10 && !seg_base && index == Register::None && disp == 0 && base != Register::None {
+        if !force_r10 && !seg_base && index == Register::None && disp == 0 && base != Register::None
+        {
             return Ok(host64(base));
         }
         if base == Register::None && index == Register::None {
             self.ins(i2!(Code::Mov_r32_imm32, Register::R10D, disp)?)?;
         } else {
-            self.ins(i2!(Code::Lea_r32_m, Register::R10D, guest_address_operand(i))?)?;
+            self.ins(i2!(
+                Code::Lea_r32_m,
+                Register::R10D,
+                guest_address_operand(i)
+            )?)?;
         }
         if seg_base {
             self.add_seg_base(seg)?;
@@ -310,12 +366,28 @@ impl Ctx<'_> {
 
     fn add_seg_base(&mut self, seg: Register) -> Result<(), TranslateError> {
         let s = seg_index(seg).unwrap_or(Seg::Ds) as i64;
-        self.ins(i2!(Code::Mov_r32_rm32, Register::R11D, mem(Register::R14, Register::None, i64::from(off::SEG_BASE) + 4 * s))?)?;
-        self.ins(i2!(Code::Lea_r32_m, Register::R10D, mem(Register::R10, Register::R11, 0))?)
+        self.ins(i2!(
+            Code::Mov_r32_rm32,
+            Register::R11D,
+            mem(
+                Register::R14,
+                Register::None,
+                i64::from(off::SEG_BASE) + 4 * s
+            )
+        )?)?;
+        self.ins(i2!(
+            Code::Lea_r32_m,
+            Register::R10D,
+            mem(Register::R10, Register::R11, 0)
+        )?)
     }
 
     /// `[r15 + addr]` for the operand of `i`.
-    fn window_operand(&mut self, i: &Instruction, force_r10: bool) -> Result<iced_x86::MemoryOperand, TranslateError> {
+    fn window_operand(
+        &mut self,
+        i: &Instruction,
+        force_r10: bool,
+    ) -> Result<iced_x86::MemoryOperand, TranslateError> {
         let reg = self.address(i, force_r10)?;
         Ok(mem(Register::R15, reg, 0))
     }
@@ -326,8 +398,14 @@ impl Ctx<'_> {
         let mut h = *i;
         h.set_code(long_mode_code(i.code()));
         let has_mem = (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Memory);
-        let high: Vec<u32> = (0..i.op_count()).filter(|&n| i.op_kind(n) == OpKind::Register && is_high_byte(i.op_register(n))).collect();
-        let uses_rex = has_mem || (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Register && matches!(i.op_register(n), Register::ESP | Register::SP));
+        let high: Vec<u32> = (0..i.op_count())
+            .filter(|&n| i.op_kind(n) == OpKind::Register && is_high_byte(i.op_register(n)))
+            .collect();
+        let uses_rex = has_mem
+            || (0..i.op_count()).any(|n| {
+                i.op_kind(n) == OpKind::Register
+                    && matches!(i.op_register(n), Register::ESP | Register::SP)
+            });
         if has_mem {
             let m = self.window_operand(i, !high.is_empty())?;
             set_memory(&mut h, m);
@@ -345,7 +423,11 @@ impl Ctx<'_> {
 
     /// Encodes `h` with its high-byte register replaced by the low byte of
     /// the same register, exchanging the two around it.
-    fn with_high_byte_swapped(&mut self, mut h: Instruction, high: &[u32]) -> Result<(), TranslateError> {
+    fn with_high_byte_swapped(
+        &mut self,
+        mut h: Instruction,
+        high: &[u32],
+    ) -> Result<(), TranslateError> {
         let hr = h.op_register(high[0]);
         let lo = match hr {
             Register::AH => Register::AL,
@@ -355,7 +437,9 @@ impl Ctx<'_> {
         };
         for &n in high {
             if h.op_register(n) != hr {
-                return Err(TranslateError::Unsupported("two different high-byte registers with REX"));
+                return Err(TranslateError::Unsupported(
+                    "two different high-byte registers with REX",
+                ));
             }
             h.set_op_register(n, lo);
         }
@@ -381,22 +465,38 @@ impl Ctx<'_> {
                 self.ins(i2!(Code::Mov_r32_imm32, dst, disp)?)
             };
         }
-        let code = if dst.size() == 2 { Code::Lea_r16_m } else { Code::Lea_r32_m };
+        let code = if dst.size() == 2 {
+            Code::Lea_r16_m
+        } else {
+            Code::Lea_r32_m
+        };
         self.ins(i2!(code, dst, guest_address_operand(i))?)
     }
 
     fn xlat(&mut self, i: &Instruction) -> Result<(), TranslateError> {
         self.ins(i2!(Code::Movzx_r32_rm8, Register::R10D, Register::AL)?)?;
-        self.ins(i2!(Code::Lea_r32_m, Register::R10D, mem(Register::RBX, Register::R10, 0))?)?;
+        self.ins(i2!(
+            Code::Lea_r32_m,
+            Register::R10D,
+            mem(Register::RBX, Register::R10, 0)
+        )?)?;
         let seg = i.memory_segment();
         if self.needs_seg_base(seg) {
             self.add_seg_base(seg)?;
         }
-        self.ins(i2!(Code::Mov_r8_rm8, Register::AL, mem(Register::R15, Register::R10, 0))?)
+        self.ins(i2!(
+            Code::Mov_r8_rm8,
+            Register::AL,
+            mem(Register::R15, Register::R10, 0)
+        )?)
     }
 
     fn set_vif(&mut self, on: bool) -> Result<(), TranslateError> {
-        self.ins(i2!(Code::Mov_rm32_imm32, mem(Register::R14, Register::None, off::VIF.into()), u32::from(on))?)
+        self.ins(i2!(
+            Code::Mov_rm32_imm32,
+            mem(Register::R14, Register::None, off::VIF.into()),
+            u32::from(on)
+        )?)
     }
 
     // ----- stack -----------------------------------------------------------
@@ -408,26 +508,45 @@ impl Ctx<'_> {
         }
         // Source into R11D (or an immediate).
         let imm = match i.op0_kind() {
-            OpKind::Immediate8to32 | OpKind::Immediate32 | OpKind::Immediate8to16 | OpKind::Immediate16 => Some(i.immediate(0) as u32),
+            OpKind::Immediate8to32
+            | OpKind::Immediate32
+            | OpKind::Immediate8to16
+            | OpKind::Immediate16 => Some(i.immediate(0) as u32),
             OpKind::Register => {
                 let r = i.op0_register();
                 if let Some(s) = seg_index(r) {
-                    let m = mem(Register::R14, Register::None, i64::from(off::SEG_SEL) + 2 * s as i64);
+                    let m = mem(
+                        Register::R14,
+                        Register::None,
+                        i64::from(off::SEG_SEL) + 2 * s as i64,
+                    );
                     self.ins(i2!(Code::Movzx_r32_rm16, Register::R11D, m)?)?;
                 } else {
-                    self.ins(i2!(Code::Mov_r32_rm32, Register::R11D, host(r).full_register32())?)?;
+                    self.ins(i2!(
+                        Code::Mov_r32_rm32,
+                        Register::R11D,
+                        host(r).full_register32()
+                    )?)?;
                 }
                 None
             }
             OpKind::Memory => {
                 let m = self.window_operand(i, false)?;
-                let code = if size == 4 { Code::Mov_r32_rm32 } else { Code::Movzx_r32_rm16 };
+                let code = if size == 4 {
+                    Code::Mov_r32_rm32
+                } else {
+                    Code::Movzx_r32_rm16
+                };
                 self.ins(i2!(code, Register::R11D, m)?)?;
                 None
             }
             _ => return Err(TranslateError::Unsupported("push operand")),
         };
-        self.ins(i2!(Code::Lea_r32_m, Register::R9D, mem(Register::R8, Register::None, -(size as i64)))?)?;
+        self.ins(i2!(
+            Code::Lea_r32_m,
+            Register::R9D,
+            mem(Register::R8, Register::None, -(size as i64))
+        )?)?;
         let slot = mem(Register::R15, Register::R9, 0);
         match (imm, size) {
             (Some(v), 4) => self.ins(i2!(Code::Mov_rm32_imm32, slot, v)?)?,
@@ -447,9 +566,17 @@ impl Ctx<'_> {
             OpKind::Register if seg_index(i.op0_register()).is_none() => {
                 let dst = host(i.op0_register());
                 let top = mem(Register::R15, Register::R8, 0);
-                let code = if size == 4 { Code::Mov_r32_rm32 } else { Code::Movzx_r32_rm16 };
+                let code = if size == 4 {
+                    Code::Mov_r32_rm32
+                } else {
+                    Code::Movzx_r32_rm16
+                };
                 self.ins(i2!(code, Register::R9D, top)?)?;
-                self.ins(i2!(Code::Lea_r32_m, Register::R8D, mem(Register::R8, Register::None, size))?)?;
+                self.ins(i2!(
+                    Code::Lea_r32_m,
+                    Register::R8D,
+                    mem(Register::R8, Register::None, size)
+                )?)?;
                 if size == 4 {
                     self.ins(i2!(Code::Mov_r32_rm32, dst, Register::R9D)?)?;
                 } else {
@@ -457,7 +584,9 @@ impl Ctx<'_> {
                 }
                 Ok(false)
             }
-            OpKind::Memory if i.memory_base() != Register::ESP && i.memory_index() != Register::ESP => {
+            OpKind::Memory
+                if i.memory_base() != Register::ESP && i.memory_index() != Register::ESP =>
+            {
                 let m = self.window_operand(i, true)?;
                 let top = mem(Register::R15, Register::R8, 0);
                 if size == 4 {
@@ -467,7 +596,11 @@ impl Ctx<'_> {
                     self.ins(i2!(Code::Mov_r16_rm16, Register::R9W, top)?)?;
                     self.ins(i2!(Code::Mov_rm16_r16, m, Register::R9W)?)?;
                 }
-                self.ins(i2!(Code::Lea_r32_m, Register::R8D, mem(Register::R8, Register::None, size))?)?;
+                self.ins(i2!(
+                    Code::Lea_r32_m,
+                    Register::R8D,
+                    mem(Register::R8, Register::None, size)
+                )?)?;
                 Ok(false)
             }
             _ => self.emulate_exit(i.ip32()),
@@ -475,8 +608,21 @@ impl Ctx<'_> {
     }
 
     fn pushad(&mut self) -> Result<(), TranslateError> {
-        self.ins(i2!(Code::Lea_r32_m, Register::R9D, mem(Register::R8, Register::None, -32))?)?;
-        let order = [Register::EAX, Register::ECX, Register::EDX, Register::EBX, Register::R8D, Register::EBP, Register::ESI, Register::EDI];
+        self.ins(i2!(
+            Code::Lea_r32_m,
+            Register::R9D,
+            mem(Register::R8, Register::None, -32)
+        )?)?;
+        let order = [
+            Register::EAX,
+            Register::ECX,
+            Register::EDX,
+            Register::EBX,
+            Register::R8D,
+            Register::EBP,
+            Register::ESI,
+            Register::EDI,
+        ];
         for (n, r) in order.iter().enumerate() {
             let slot = mem(Register::R15, Register::R9, 28 - 4 * n as i64);
             self.ins(i2!(Code::Mov_rm32_r32, slot, *r)?)?;
@@ -486,57 +632,146 @@ impl Ctx<'_> {
 
     fn popad(&mut self) -> Result<(), TranslateError> {
         // Touch both ends first so no load after a register write can fault.
-        self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, mem(Register::R15, Register::R8, 28))?)?;
-        self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, mem(Register::R15, Register::R8, 0))?)?;
-        let order = [Register::EDI, Register::ESI, Register::EBP, Register::None, Register::EBX, Register::EDX, Register::ECX, Register::EAX];
+        self.ins(i2!(
+            Code::Mov_r32_rm32,
+            Register::R9D,
+            mem(Register::R15, Register::R8, 28)
+        )?)?;
+        self.ins(i2!(
+            Code::Mov_r32_rm32,
+            Register::R9D,
+            mem(Register::R15, Register::R8, 0)
+        )?)?;
+        let order = [
+            Register::EDI,
+            Register::ESI,
+            Register::EBP,
+            Register::None,
+            Register::EBX,
+            Register::EDX,
+            Register::ECX,
+            Register::EAX,
+        ];
         for (n, r) in order.iter().enumerate() {
             if *r != Register::None {
-                self.ins(i2!(Code::Mov_r32_rm32, *r, mem(Register::R15, Register::R8, 4 * n as i64))?)?;
+                self.ins(i2!(
+                    Code::Mov_r32_rm32,
+                    *r,
+                    mem(Register::R15, Register::R8, 4 * n as i64)
+                )?)?;
             }
         }
-        self.ins(i2!(Code::Lea_r32_m, Register::R8D, mem(Register::R8, Register::None, 32))?)
+        self.ins(i2!(
+            Code::Lea_r32_m,
+            Register::R8D,
+            mem(Register::R8, Register::None, 32)
+        )?)
     }
 
     fn pushfd(&mut self) -> Result<(), TranslateError> {
-        self.ins(i2!(Code::Lea_r32_m, Register::R9D, mem(Register::R8, Register::None, -4))?)?;
+        self.ins(i2!(
+            Code::Lea_r32_m,
+            Register::R9D,
+            mem(Register::R8, Register::None, -4)
+        )?)?;
         // Probe the slot first: nothing below may fault once flags change.
-        self.ins(i2!(Code::Mov_rm32_imm32, mem(Register::R15, Register::R9, 0), 0u32)?)?;
+        self.ins(i2!(
+            Code::Mov_rm32_imm32,
+            mem(Register::R15, Register::R9, 0),
+            0u32
+        )?)?;
         self.ins(Instruction::with(Code::Pushfq))?;
-        self.ins(i2!(Code::Mov_r64_rm64, Register::R11, mem(Register::RSP, Register::None, 0))?)?;
-        self.ins(i2!(Code::And_rm32_imm32, Register::R11D, crate::state::LIVE_FLAGS)?)?;
+        self.ins(i2!(
+            Code::Mov_r64_rm64,
+            Register::R11,
+            mem(Register::RSP, Register::None, 0)
+        )?)?;
+        self.ins(i2!(
+            Code::And_rm32_imm32,
+            Register::R11D,
+            crate::state::LIVE_FLAGS
+        )?)?;
         // Non-live bits come from the state, IF from the virtual IF.
-        self.ins(i2!(Code::Mov_r32_rm32, Register::R10D, mem(Register::R14, Register::None, off::EFLAGS.into()))?)?;
-        self.ins(i2!(Code::And_rm32_imm32, Register::R10D, !(crate::state::FLAG_IF | crate::state::LIVE_FLAGS) & 0x003f_7fff)?)?;
+        self.ins(i2!(
+            Code::Mov_r32_rm32,
+            Register::R10D,
+            mem(Register::R14, Register::None, off::EFLAGS.into())
+        )?)?;
+        self.ins(i2!(
+            Code::And_rm32_imm32,
+            Register::R10D,
+            !(crate::state::FLAG_IF | crate::state::LIVE_FLAGS) & 0x003f_7fff
+        )?)?;
         self.ins(i2!(Code::Or_r32_rm32, Register::R11D, Register::R10D)?)?;
-        self.ins(i2!(Code::Mov_r32_rm32, Register::R10D, mem(Register::R14, Register::None, off::VIF.into()))?)?;
+        self.ins(i2!(
+            Code::Mov_r32_rm32,
+            Register::R10D,
+            mem(Register::R14, Register::None, off::VIF.into())
+        )?)?;
         self.ins(i2!(Code::Shl_rm32_imm8, Register::R10D, 9u32)?)?;
         self.ins(i2!(Code::Or_r32_rm32, Register::R11D, Register::R10D)?)?;
         self.ins(i2!(Code::Or_rm32_imm8, Register::R11D, 2u32)?)?;
-        self.ins(i2!(Code::Mov_rm32_r32, mem(Register::R15, Register::R9, 0), Register::R11D)?)?;
+        self.ins(i2!(
+            Code::Mov_rm32_r32,
+            mem(Register::R15, Register::R9, 0),
+            Register::R11D
+        )?)?;
         self.ins(Instruction::with(Code::Popfq))?;
         self.ins(i2!(Code::Mov_r32_rm32, Register::R8D, Register::R9D)?)
     }
 
     fn popfd(&mut self) -> Result<(), TranslateError> {
-        self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, mem(Register::R15, Register::R8, 0))?)?;
+        self.ins(i2!(
+            Code::Mov_r32_rm32,
+            Register::R9D,
+            mem(Register::R15, Register::R8, 0)
+        )?)?;
         // Non-live bits (IF, IOPL, AC, ID...) go to the state; IF to VIF.
         self.ins(i2!(Code::Mov_r32_rm32, Register::R10D, Register::R9D)?)?;
-        self.ins(i2!(Code::And_rm32_imm32, Register::R10D, !crate::state::LIVE_FLAGS & 0x003f_7fd7)?)?;
+        self.ins(i2!(
+            Code::And_rm32_imm32,
+            Register::R10D,
+            !crate::state::LIVE_FLAGS & 0x003f_7fd7
+        )?)?;
         self.ins(i2!(Code::Or_rm32_imm8, Register::R10D, 2u32)?)?;
-        self.ins(i2!(Code::Mov_rm32_r32, mem(Register::R14, Register::None, off::EFLAGS.into()), Register::R10D)?)?;
+        self.ins(i2!(
+            Code::Mov_rm32_r32,
+            mem(Register::R14, Register::None, off::EFLAGS.into()),
+            Register::R10D
+        )?)?;
         self.ins(i2!(Code::Shr_rm32_imm8, Register::R10D, 9u32)?)?;
         self.ins(i2!(Code::And_rm32_imm8, Register::R10D, 1u32)?)?;
-        self.ins(i2!(Code::Mov_rm32_r32, mem(Register::R14, Register::None, off::VIF.into()), Register::R10D)?)?;
-        self.ins(i2!(Code::And_rm32_imm32, Register::R9D, crate::state::LIVE_FLAGS)?)?;
+        self.ins(i2!(
+            Code::Mov_rm32_r32,
+            mem(Register::R14, Register::None, off::VIF.into()),
+            Register::R10D
+        )?)?;
+        self.ins(i2!(
+            Code::And_rm32_imm32,
+            Register::R9D,
+            crate::state::LIVE_FLAGS
+        )?)?;
         self.ins(i2!(Code::Or_rm32_imm8, Register::R9D, 2u32)?)?;
         self.ins(Instruction::with1(Code::Push_r64, Register::R9).map_err(err)?)?;
         self.ins(Instruction::with(Code::Popfq))?;
-        self.ins(i2!(Code::Lea_r32_m, Register::R8D, mem(Register::R8, Register::None, 4))?)
+        self.ins(i2!(
+            Code::Lea_r32_m,
+            Register::R8D,
+            mem(Register::R8, Register::None, 4)
+        )?)
     }
 
     fn leave(&mut self) -> Result<(), TranslateError> {
-        self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, mem(Register::R15, Register::RBP, 0))?)?;
-        self.ins(i2!(Code::Lea_r32_m, Register::R8D, mem(Register::RBP, Register::None, 4))?)?;
+        self.ins(i2!(
+            Code::Mov_r32_rm32,
+            Register::R9D,
+            mem(Register::R15, Register::RBP, 0)
+        )?)?;
+        self.ins(i2!(
+            Code::Lea_r32_m,
+            Register::R8D,
+            mem(Register::RBP, Register::None, 4)
+        )?)?;
         self.ins(i2!(Code::Mov_r32_rm32, Register::EBP, Register::R9D)?)
     }
 
@@ -545,10 +780,22 @@ impl Ctx<'_> {
             return self.emulate_exit(i.ip32());
         }
         let size = i.immediate16() as i64;
-        self.ins(i2!(Code::Lea_r32_m, Register::R9D, mem(Register::R8, Register::None, -4))?)?;
-        self.ins(i2!(Code::Mov_rm32_r32, mem(Register::R15, Register::R9, 0), Register::EBP)?)?;
+        self.ins(i2!(
+            Code::Lea_r32_m,
+            Register::R9D,
+            mem(Register::R8, Register::None, -4)
+        )?)?;
+        self.ins(i2!(
+            Code::Mov_rm32_r32,
+            mem(Register::R15, Register::R9, 0),
+            Register::EBP
+        )?)?;
         self.ins(i2!(Code::Mov_r32_rm32, Register::EBP, Register::R9D)?)?;
-        self.ins(i2!(Code::Lea_r32_m, Register::R8D, mem(Register::R9, Register::None, -size))?)?;
+        self.ins(i2!(
+            Code::Lea_r32_m,
+            Register::R8D,
+            mem(Register::R9, Register::None, -size)
+        )?)?;
         Ok(false)
     }
 
@@ -570,14 +817,26 @@ impl Ctx<'_> {
     }
 
     fn jcc(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
-        let Some(cc) = cc_bits(i.condition_code()) else { return self.emulate_exit(i.ip32()) };
+        let Some(cc) = cc_bits(i.condition_code()) else {
+            return self.emulate_exit(i.ip32());
+        };
         self.chain_jcc(cc, i.near_branch32());
         self.chain_exit(i.next_ip32())?;
         Ok(true)
     }
 
     fn loop_like(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
-        if matches!(i.code(), Code::Jcxz_rel8_16 | Code::Jcxz_rel8_32 | Code::Loop_rel8_16_CX | Code::Loop_rel8_32_CX | Code::Loope_rel8_16_CX | Code::Loope_rel8_32_CX | Code::Loopne_rel8_16_CX | Code::Loopne_rel8_32_CX) {
+        if matches!(
+            i.code(),
+            Code::Jcxz_rel8_16
+                | Code::Jcxz_rel8_32
+                | Code::Loop_rel8_16_CX
+                | Code::Loop_rel8_32_CX
+                | Code::Loope_rel8_16_CX
+                | Code::Loope_rel8_32_CX
+                | Code::Loopne_rel8_16_CX
+                | Code::Loopne_rel8_32_CX
+        ) {
             return self.emulate_exit(i.ip32());
         }
         let fall = self.e.label();
@@ -585,7 +844,11 @@ impl Ctx<'_> {
         if i.mnemonic() == Mnemonic::Jecxz {
             self.e.jrcxz_label(take);
         } else {
-            self.ins(i2!(Code::Lea_r32_m, Register::ECX, mem(Register::RCX, Register::None, -1))?)?;
+            self.ins(i2!(
+                Code::Lea_r32_m,
+                Register::ECX,
+                mem(Register::RCX, Register::None, -1)
+            )?)?;
             self.e.jrcxz_label(fall);
             match i.mnemonic() {
                 Mnemonic::Loope => {
@@ -611,8 +874,16 @@ impl Ctx<'_> {
     }
 
     fn push_return(&mut self, ret: u32) -> Result<(), TranslateError> {
-        self.ins(i2!(Code::Lea_r32_m, Register::R11D, mem(Register::R8, Register::None, -4))?)?;
-        self.ins(i2!(Code::Mov_rm32_imm32, mem(Register::R15, Register::R11, 0), ret)?)?;
+        self.ins(i2!(
+            Code::Lea_r32_m,
+            Register::R11D,
+            mem(Register::R8, Register::None, -4)
+        )?)?;
+        self.ins(i2!(
+            Code::Mov_rm32_imm32,
+            mem(Register::R15, Register::R11, 0),
+            ret
+        )?)?;
         self.ins(i2!(Code::Mov_r32_rm32, Register::R8D, Register::R11D)?)
     }
 
@@ -639,8 +910,16 @@ impl Ctx<'_> {
             Code::Retnd_imm16 => i64::from(i.immediate16()),
             _ => return self.emulate_exit(i.ip32()),
         };
-        self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, mem(Register::R15, Register::R8, 0))?)?;
-        self.ins(i2!(Code::Lea_r32_m, Register::R8D, mem(Register::R8, Register::None, 4 + extra))?)?;
+        self.ins(i2!(
+            Code::Mov_r32_rm32,
+            Register::R9D,
+            mem(Register::R15, Register::R8, 0)
+        )?)?;
+        self.ins(i2!(
+            Code::Lea_r32_m,
+            Register::R8D,
+            mem(Register::R8, Register::None, 4 + extra)
+        )?)?;
         self.indirect()?;
         Ok(true)
     }
@@ -651,7 +930,11 @@ impl Ctx<'_> {
             return Err(TranslateError::Unsupported("indirect branch form"));
         }
         if i.op0_kind() == OpKind::Register {
-            self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, host(i.op0_register()))?)
+            self.ins(i2!(
+                Code::Mov_r32_rm32,
+                Register::R9D,
+                host(i.op0_register())
+            )?)
         } else {
             let m = self.window_operand(i, false)?;
             self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, m)?)
@@ -664,27 +947,79 @@ impl Ctx<'_> {
         let hit = self.e.label();
         self.ins(i2!(Code::Mov_r64_rm64, Register::R10, Register::RCX)?)?;
         self.ins(i2!(Code::Movzx_r32_rm16, Register::R11D, Register::R9W)?)?;
-        self.ins(i2!(Code::Lea_r32_m, Register::R11D, mem(Register::R11, Register::R11, 0))?)?;
-        self.ins(i2!(Code::Mov_r64_rm64, Register::R12, mem(Register::R14, Register::None, off::IBTC.into()))?)?;
-        let key = iced_x86::MemoryOperand::new(Register::R12, Register::R11, 8, 0, 0, false, Register::None);
+        self.ins(i2!(
+            Code::Lea_r32_m,
+            Register::R11D,
+            mem(Register::R11, Register::R11, 0)
+        )?)?;
+        self.ins(i2!(
+            Code::Mov_r64_rm64,
+            Register::R12,
+            mem(Register::R14, Register::None, off::IBTC.into())
+        )?)?;
+        let key = iced_x86::MemoryOperand::new(
+            Register::R12,
+            Register::R11,
+            8,
+            0,
+            0,
+            false,
+            Register::None,
+        );
         self.ins(i2!(Code::Mov_r32_rm32, Register::ECX, key)?)?;
         self.ins(i2!(Code::Mov_r64_rm64, Register::R13, Register::R9)?)?;
         self.ins(Instruction::with1(Code::Not_rm64, Register::R13).map_err(err)?)?;
-        self.ins(i2!(Code::Lea_r64_m, Register::RCX, iced_x86::MemoryOperand::new(Register::RCX, Register::R13, 1, 1, 1, false, Register::None))?)?;
+        self.ins(i2!(
+            Code::Lea_r64_m,
+            Register::RCX,
+            iced_x86::MemoryOperand::new(
+                Register::RCX,
+                Register::R13,
+                1,
+                1,
+                1,
+                false,
+                Register::None
+            )
+        )?)?;
         self.e.jrcxz_label(hit);
         self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
-        self.ins(i2!(Code::Mov_rm32_r32, mem(Register::R14, Register::None, off::EIP.into()), Register::R9D)?)?;
+        self.ins(i2!(
+            Code::Mov_rm32_r32,
+            mem(Register::R14, Register::None, off::EIP.into()),
+            Register::R9D
+        )?)?;
         self.store_exit(ExitReason::IndirectMiss)?;
         self.e.jmp_abs(self.req.stubs.exit_common)?;
         self.e.bind(hit);
         self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
         if let Some(counter) = self.req.count_indirect {
             self.ins(i2!(Code::Mov_r64_imm64, Register::R13, counter)?)?;
-            self.ins(i2!(Code::Mov_r64_rm64, Register::R10, mem(Register::R13, Register::None, 0))?)?;
-            self.ins(i2!(Code::Lea_r64_m, Register::R10, mem(Register::R10, Register::None, 1))?)?;
-            self.ins(i2!(Code::Mov_rm64_r64, mem(Register::R13, Register::None, 0), Register::R10)?)?;
+            self.ins(i2!(
+                Code::Mov_r64_rm64,
+                Register::R10,
+                mem(Register::R13, Register::None, 0)
+            )?)?;
+            self.ins(i2!(
+                Code::Lea_r64_m,
+                Register::R10,
+                mem(Register::R10, Register::None, 1)
+            )?)?;
+            self.ins(i2!(
+                Code::Mov_rm64_r64,
+                mem(Register::R13, Register::None, 0),
+                Register::R10
+            )?)?;
         }
-        let dest = iced_x86::MemoryOperand::new(Register::R12, Register::R11, 8, 8, 1, false, Register::None);
+        let dest = iced_x86::MemoryOperand::new(
+            Register::R12,
+            Register::R11,
+            8,
+            8,
+            1,
+            false,
+            Register::None,
+        );
         self.ins(Instruction::with1(Code::Jmp_rm64, dest).map_err(err)?)
     }
 
@@ -693,17 +1028,47 @@ impl Ctx<'_> {
     fn string(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
         let seg = i.memory_segment();
         let overridden = matches!(i.segment_prefix(), Register::FS | Register::GS);
-        if !self.req.mode.flat || overridden || (0..i.op_count()).any(|n| matches!(i.op_kind(n), OpKind::MemorySegSI | OpKind::MemoryESDI | OpKind::MemorySegDI)) {
+        if !self.req.mode.flat
+            || overridden
+            || (0..i.op_count()).any(|n| {
+                matches!(
+                    i.op_kind(n),
+                    OpKind::MemorySegSI | OpKind::MemoryESDI | OpKind::MemorySegDI
+                )
+            })
+        {
             return self.emulate_exit(i.ip32());
         }
         let _ = seg;
-        let uses_si = matches!(i.mnemonic(), Mnemonic::Movsb | Mnemonic::Movsw | Mnemonic::Movsd | Mnemonic::Cmpsb | Mnemonic::Cmpsw | Mnemonic::Cmpsd | Mnemonic::Lodsb | Mnemonic::Lodsw | Mnemonic::Lodsd);
-        let uses_di = !matches!(i.mnemonic(), Mnemonic::Lodsb | Mnemonic::Lodsw | Mnemonic::Lodsd);
+        let uses_si = matches!(
+            i.mnemonic(),
+            Mnemonic::Movsb
+                | Mnemonic::Movsw
+                | Mnemonic::Movsd
+                | Mnemonic::Cmpsb
+                | Mnemonic::Cmpsw
+                | Mnemonic::Cmpsd
+                | Mnemonic::Lodsb
+                | Mnemonic::Lodsw
+                | Mnemonic::Lodsd
+        );
+        let uses_di = !matches!(
+            i.mnemonic(),
+            Mnemonic::Lodsb | Mnemonic::Lodsw | Mnemonic::Lodsd
+        );
         if uses_si {
-            self.ins(i2!(Code::Lea_r64_m, Register::RSI, mem(Register::RSI, Register::R15, 0))?)?;
+            self.ins(i2!(
+                Code::Lea_r64_m,
+                Register::RSI,
+                mem(Register::RSI, Register::R15, 0)
+            )?)?;
         }
         if uses_di {
-            self.ins(i2!(Code::Lea_r64_m, Register::RDI, mem(Register::RDI, Register::R15, 0))?)?;
+            self.ins(i2!(
+                Code::Lea_r64_m,
+                Register::RDI,
+                mem(Register::RDI, Register::R15, 0)
+            )?)?;
         }
         // The guest encoding means the same in 64-bit mode once segment
         // prefixes (ignored there) are dropped: no REX, no 0x67.
@@ -722,8 +1087,14 @@ impl Ctx<'_> {
 /// The bytes of a string instruction without segment-override prefixes.
 fn string_bytes(i: &Instruction, code: &[u8], unit_eip: u32) -> Result<Vec<u8>, TranslateError> {
     let start = i.ip32().wrapping_sub(unit_eip) as usize;
-    let bytes = code.get(start..start + i.len()).ok_or(TranslateError::Unsupported("string bytes"))?;
-    Ok(bytes.iter().copied().filter(|b| !matches!(b, 0x26 | 0x2e | 0x36 | 0x3e)).collect())
+    let bytes = code
+        .get(start..start + i.len())
+        .ok_or(TranslateError::Unsupported("string bytes"))?;
+    Ok(bytes
+        .iter()
+        .copied()
+        .filter(|b| !matches!(b, 0x26 | 0x2e | 0x36 | 0x3e))
+        .collect())
 }
 
 /// The guest's address expression `[base + index*scale + disp]` over the
@@ -773,23 +1144,111 @@ fn long_mode_code(c: Code) -> Code {
 /// related, not encodable in 64-bit mode, or rare enough not to matter).
 fn needs_monitor(i: &Instruction) -> bool {
     use Mnemonic::*;
-    if (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Register && is_system_reg(i.op_register(n))) {
+    if (0..i.op_count())
+        .any(|n| i.op_kind(n) == OpKind::Register && is_system_reg(i.op_register(n)))
+    {
         return true;
     }
     matches!(
         i.mnemonic(),
-        In | Out | Insb | Insw | Insd | Outsb | Outsw | Outsd | Hlt | Cpuid | Int | Int1 | Int3 | Into | Iret | Iretd
-            | Lgdt | Lidt | Sgdt | Sidt | Lldt | Sldt | Ltr | Str | Lmsw | Smsw | Invlpg | Wbinvd | Invd | Rdmsr | Wrmsr
-            | Rdpmc | Clts | Sysenter | Sysexit | Syscall | Sysret | Ud0 | Ud1 | Ud2 | Bound | Arpl | Lar | Lsl | Verr
-            | Verw | Daa | Das | Aaa | Aas | Aam | Aad | Salc | Lds | Les | Lfs | Lgs | Lss | Retf | Rdtscp | Rdpid
-            | Swapgs | Monitor | Mwait | Xgetbv | Xsetbv | Getsec | Vmcall | Vmlaunch | Vmresume | Vmxoff | Vmxon
-            | Vmptrld | Vmptrst | Vmread | Vmwrite | Vmclear | Invept | Invvpid | Rsm | Fxsave64 | Fxrstor64
-    ) || matches!(i.code(), Code::Jmp_ptr1632 | Code::Jmp_ptr1616 | Code::Call_ptr1632 | Code::Call_ptr1616 | Code::Jmp_m1632 | Code::Jmp_m1616 | Code::Call_m1632 | Code::Call_m1616)
-        || is_sreg_move(i)
+        In | Out
+            | Insb
+            | Insw
+            | Insd
+            | Outsb
+            | Outsw
+            | Outsd
+            | Hlt
+            | Cpuid
+            | Int
+            | Int1
+            | Int3
+            | Into
+            | Iret
+            | Iretd
+            | Lgdt
+            | Lidt
+            | Sgdt
+            | Sidt
+            | Lldt
+            | Sldt
+            | Ltr
+            | Str
+            | Lmsw
+            | Smsw
+            | Invlpg
+            | Wbinvd
+            | Invd
+            | Rdmsr
+            | Wrmsr
+            | Rdpmc
+            | Clts
+            | Sysenter
+            | Sysexit
+            | Syscall
+            | Sysret
+            | Ud0
+            | Ud1
+            | Ud2
+            | Bound
+            | Arpl
+            | Lar
+            | Lsl
+            | Verr
+            | Verw
+            | Daa
+            | Das
+            | Aaa
+            | Aas
+            | Aam
+            | Aad
+            | Salc
+            | Lds
+            | Les
+            | Lfs
+            | Lgs
+            | Lss
+            | Retf
+            | Rdtscp
+            | Rdpid
+            | Swapgs
+            | Monitor
+            | Mwait
+            | Xgetbv
+            | Xsetbv
+            | Getsec
+            | Vmcall
+            | Vmlaunch
+            | Vmresume
+            | Vmxoff
+            | Vmxon
+            | Vmptrld
+            | Vmptrst
+            | Vmread
+            | Vmwrite
+            | Vmclear
+            | Invept
+            | Invvpid
+            | Rsm
+            | Fxsave64
+            | Fxrstor64
+    ) || matches!(
+        i.code(),
+        Code::Jmp_ptr1632
+            | Code::Jmp_ptr1616
+            | Code::Call_ptr1632
+            | Code::Call_ptr1616
+            | Code::Jmp_m1632
+            | Code::Jmp_m1616
+            | Code::Call_m1632
+            | Code::Call_m1616
+    ) || is_sreg_move(i)
         || i.code() == Code::Pushfw
         || i.code() == Code::Popfw
         || matches!(i.code(), Code::Pushaw | Code::Popaw)
-        || (i.mnemonic() == Mnemonic::Pop && i.op0_kind() == OpKind::Register && seg_index(i.op0_register()).is_some())
+        || (i.mnemonic() == Mnemonic::Pop
+            && i.op0_kind() == OpKind::Register
+            && seg_index(i.op0_register()).is_some())
 }
 
 fn is_system_reg(r: Register) -> bool {
@@ -797,19 +1256,33 @@ fn is_system_reg(r: Register) -> bool {
 }
 
 fn is_sreg_move(i: &Instruction) -> bool {
-    i.mnemonic() == Mnemonic::Mov && (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Register && i.op_register(n).is_segment_register())
+    i.mnemonic() == Mnemonic::Mov
+        && (0..i.op_count())
+            .any(|n| i.op_kind(n) == OpKind::Register && i.op_register(n).is_segment_register())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const STUBS: Stubs = Stubs { enter: 0x10_0000, exit_common: 0x10_1000, exit_saved: 0x10_2000 };
+    const STUBS: Stubs = Stubs {
+        enter: 0x10_0000,
+        exit_common: 0x10_1000,
+        exit_saved: 0x10_2000,
+    };
 
     fn unit(code: &[u8]) -> Unit {
         let mut bytes = code.to_vec();
         bytes.resize(64, 0x90);
-        let req = UnitRequest { eip: 0x1000, code: &bytes, mode: Mode { flat: true }, host_base: 0x20_0000, stubs: STUBS, max_insns: 64, count_indirect: None };
+        let req = UnitRequest {
+            eip: 0x1000,
+            code: &bytes,
+            mode: Mode { flat: true },
+            host_base: 0x20_0000,
+            stubs: STUBS,
+            max_insns: 64,
+            count_indirect: None,
+        };
         translate(&req).unwrap()
     }
 
@@ -838,7 +1311,10 @@ mod tests {
     fn memory_operand_goes_through_the_window_with_32bit_wrap() {
         let u = unit(&[0x8b, 0x44, 0x8b, 0xfc, 0xc3]); // mov eax,[ebx+ecx*4-4]; ret
         let text = host_text(&u);
-        assert!(text.iter().any(|t| t == "lea r10d,[rbx+rcx*4-4]"), "{text:?}");
+        assert!(
+            text.iter().any(|t| t == "lea r10d,[rbx+rcx*4-4]"),
+            "{text:?}"
+        );
         assert!(text.iter().any(|t| t == "mov eax,[r15+r10]"), "{text:?}");
     }
 
@@ -851,7 +1327,11 @@ mod tests {
     #[test]
     fn high_byte_register_with_memory_records_a_swap_fixup() {
         let u = unit(&[0x02, 0x23, 0xc3]); // add ah,[ebx]; ret
-        assert_eq!(u.fixups[0], fixup::SWAP_BASE, "AL/AH of EAX are exchanged around the access");
+        assert_eq!(
+            u.fixups[0],
+            fixup::SWAP_BASE,
+            "AL/AH of EAX are exchanged around the access"
+        );
         let text = host_text(&u);
         assert!(text.iter().any(|t| t == "add al,[r15+r10]"), "{text:?}");
     }
@@ -861,16 +1341,30 @@ mod tests {
         let u = unit(&[0x90, 0x0f, 0xa2]); // nop; cpuid
         assert_eq!(u.insns.len(), 2);
         assert!(u.sites.is_empty());
-        assert!(host_text(&u).iter().any(|t| t == "mov dword ptr [r14+20h],1001h"));
+        assert!(host_text(&u)
+            .iter()
+            .any(|t| t == "mov dword ptr [r14+20h],1001h"));
     }
 
     #[test]
     fn unit_stops_before_the_next_page() {
         let mut bytes = vec![0x90u8; 0x10];
         bytes.resize(64, 0x90);
-        let req = UnitRequest { eip: 0x1ff8, code: &bytes, mode: Mode { flat: true }, host_base: 0x20_0000, stubs: STUBS, max_insns: 64, count_indirect: None };
+        let req = UnitRequest {
+            eip: 0x1ff8,
+            code: &bytes,
+            mode: Mode { flat: true },
+            host_base: 0x20_0000,
+            stubs: STUBS,
+            max_insns: 64,
+            count_indirect: None,
+        };
         let u = translate(&req).unwrap();
         assert_eq!(u.insns.len(), 8);
-        assert_eq!(u.sites.len(), 1, "falls through to 0x2000 by a chainable exit");
+        assert_eq!(
+            u.sites.len(),
+            1,
+            "falls through to 0x2000 by a chainable exit"
+        );
     }
 }

@@ -57,8 +57,17 @@ impl OuterTransport for PortIoTransport {
 /// (the port is granted per thread); the monitor arms its handler only
 /// after the handshake restricted the outer backdoor on that thread.
 pub fn reopen_outer_backdoor_signal_safe() {
-    let cmd = u32::from(crate::abi::cmd::NESTING_CONTROL) | (u32::from(crate::abi::nesting::OPEN_BACKDOOR) << 16);
-    let regs = Regs { eax: crate::abi::BDOOR_MAGIC, ebx: 0, ecx: cmd, edx: u32::from(BDOOR_PORT), esi: 0, edi: 0, ebp: 0 };
+    let cmd = u32::from(crate::abi::cmd::NESTING_CONTROL)
+        | (u32::from(crate::abi::nesting::OPEN_BACKDOOR) << 16);
+    let regs = Regs {
+        eax: crate::abi::BDOOR_MAGIC,
+        ebx: 0,
+        ecx: cmd,
+        edx: u32::from(BDOOR_PORT),
+        esi: 0,
+        edi: 0,
+        ebp: 0,
+    };
     in_with_all_registers(regs);
 }
 
