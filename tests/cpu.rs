@@ -107,6 +107,13 @@ fn page_fault_on_fetch_is_reported_with_cr2() {
 }
 
 #[test]
+fn entering_long_mode_stops_with_a_clear_message() {
+    let body = "mov ecx, 0xc0000080\nxor edx, edx\nmov eax, 0x100\nwrmsr\nret";
+    let r = run_asm("longmode", body, &[]);
+    assert_died(&r, &["64-bit guests need hardware virtualization"]);
+}
+
+#[test]
 fn pae_paging_is_refused_with_a_clear_message() {
     let body = "mov eax, cr4\nor eax, 0x20\nmov cr4, eax\nmov eax, cr0\nor eax, 0x80000000\nmov cr0, eax\nret";
     let r = run_asm("pae", body, &[]);

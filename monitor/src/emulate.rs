@@ -199,6 +199,11 @@ fn execute(v: &mut BtVcpu, p: &mut dyn Platform, i: &Instruction) -> Res<Next> {
             Ok(Next::Ip)
         }
         Bound => Err(Emulated::Died("BOUND is not supported yet".into())),
+        Wrmsr if v.state.gpr[1] == MSR_EFER && v.state.gpr[0] & EFER_LME != 0 => Err(Emulated::Died(
+            "the guest tried to enable long mode (EFER.LME); 64-bit guests need hardware virtualization \
+             (monitor.virtual_exec = \"hardware\" on a host that provides it), binary translation runs 32-bit guests only"
+                .into(),
+        )),
         Rdmsr | Wrmsr => Err(Emulated::Exception(13)),
         _ => Err(unsupported(i)),
     }
@@ -765,6 +770,11 @@ fn control_register(v: &mut BtVcpu, i: &Instruction) -> Res<Next> {
     }
     Ok(Next::IpModeChanged)
 }
+
+/// The EFER MSR.
+const MSR_EFER: u32 = 0xc000_0080;
+/// EFER.LME: long mode enable.
+const EFER_LME: u32 = 1 << 8;
 
 /// CR0.WP.
 const CR0_WP: u32 = 1 << 16;
