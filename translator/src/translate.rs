@@ -208,6 +208,16 @@ impl Ctx<'_> {
         self.e.ins(&i)
     }
 
+    /// `lea dst32, [base + disp]` (32-bit result: wraps like the guest).
+    fn lea32(&mut self, dst: Register, base: Register, disp: i64) -> Result<(), TranslateError> {
+        self.ins(i2!(Code::Lea_r32_m, dst, mem(base, Register::None, disp))?)
+    }
+
+    /// `mov dst32, m` (a 32-bit load).
+    fn load32(&mut self, dst: Register, m: iced_x86::MemoryOperand) -> Result<(), TranslateError> {
+        self.ins(i2!(Code::Mov_r32_rm32, dst, m)?)
+    }
+
     /// Ends the unit with a chainable jump to guest `target`.
     fn chain_exit(&mut self, target: u32) -> Result<(), TranslateError> {
         let label = self.e.label();
@@ -366,15 +376,14 @@ impl Ctx<'_> {
 
     fn add_seg_base(&mut self, seg: Register) -> Result<(), TranslateError> {
         let s = seg_index(seg).unwrap_or(Seg::Ds) as i64;
-        self.ins(i2!(
-            Code::Mov_r32_rm32,
+        self.load32(
             Register::R11D,
             mem(
                 Register::R14,
                 Register::None,
-                i64::from(off::SEG_BASE) + 4 * s
-            )
-        )?)?;
+                i64::from(off::SEG_BASE) + 4 * s,
+            ),
+        )?;
         self.ins(i2!(
             Code::Lea_r32_m,
             Register::R10D,
@@ -542,11 +551,7 @@ impl Ctx<'_> {
             }
             _ => return Err(TranslateError::Unsupported("push operand")),
         };
-        self.ins(i2!(
-            Code::Lea_r32_m,
-            Register::R9D,
-            mem(Register::R8, Register::None, -(size as i64))
-        )?)?;
+        self.lea32(Register::R9D, Register::R8, -(size as i64))?;
         let slot = mem(Register::R15, Register::R9, 0);
         match (imm, size) {
             (Some(v), 4) => self.ins(i2!(Code::Mov_rm32_imm32, slot, v)?)?,
@@ -572,11 +577,7 @@ impl Ctx<'_> {
                     Code::Movzx_r32_rm16
                 };
                 self.ins(i2!(code, Register::R9D, top)?)?;
-                self.ins(i2!(
-                    Code::Lea_r32_m,
-                    Register::R8D,
-                    mem(Register::R8, Register::None, size)
-                )?)?;
+                self.lea32(Register::R8D, Register::R8, size)?;
                 if size == 4 {
                     self.ins(i2!(Code::Mov_r32_rm32, dst, Register::R9D)?)?;
                 } else {
@@ -596,11 +597,7 @@ impl Ctx<'_> {
                     self.ins(i2!(Code::Mov_r16_rm16, Register::R9W, top)?)?;
                     self.ins(i2!(Code::Mov_rm16_r16, m, Register::R9W)?)?;
                 }
-                self.ins(i2!(
-                    Code::Lea_r32_m,
-                    Register::R8D,
-                    mem(Register::R8, Register::None, size)
-                )?)?;
+                self.lea32(Register::R8D, Register::R8, size)?;
                 Ok(false)
             }
             _ => self.emulate_exit(i.ip32()),
@@ -608,11 +605,7 @@ impl Ctx<'_> {
     }
 
     fn pushad(&mut self) -> Result<(), TranslateError> {
-        self.ins(i2!(
-            Code::Lea_r32_m,
-            Register::R9D,
-            mem(Register::R8, Register::None, -32)
-        )?)?;
+        self.lea32(Register::R9D, Register::R8, -32)?;
         let order = [
             Register::EAX,
             Register::ECX,
@@ -632,16 +625,8 @@ impl Ctx<'_> {
 
     fn popad(&mut self) -> Result<(), TranslateError> {
         // Touch both ends first so no load after a register write can fault.
-        self.ins(i2!(
-            Code::Mov_r32_rm32,
-            Register::R9D,
-            mem(Register::R15, Register::R8, 28)
-        )?)?;
-        self.ins(i2!(
-            Code::Mov_r32_rm32,
-            Register::R9D,
-            mem(Register::R15, Register::R8, 0)
-        )?)?;
+        self.load32(Register::R9D, mem(Register::R15, Register::R8, 28))?;
+        self.load32(Register::R9D, mem(Register::R15, Register::R8, 0))?;
         let order = [
             Register::EDI,
             Register::ESI,
@@ -661,19 +646,11 @@ impl Ctx<'_> {
                 )?)?;
             }
         }
-        self.ins(i2!(
-            Code::Lea_r32_m,
-            Register::R8D,
-            mem(Register::R8, Register::None, 32)
-        )?)
+        self.lea32(Register::R8D, Register::R8, 32)
     }
 
     fn pushfd(&mut self) -> Result<(), TranslateError> {
-        self.ins(i2!(
-            Code::Lea_r32_m,
-            Register::R9D,
-            mem(Register::R8, Register::None, -4)
-        )?)?;
+        self.lea32(Register::R9D, Register::R8, -4)?;
         // Probe the slot first: nothing below may fault once flags change.
         self.ins(i2!(
             Code::Mov_rm32_imm32,
@@ -692,22 +669,20 @@ impl Ctx<'_> {
             crate::state::LIVE_FLAGS
         )?)?;
         // Non-live bits come from the state, IF from the virtual IF.
-        self.ins(i2!(
-            Code::Mov_r32_rm32,
+        self.load32(
             Register::R10D,
-            mem(Register::R14, Register::None, off::EFLAGS.into())
-        )?)?;
+            mem(Register::R14, Register::None, off::EFLAGS.into()),
+        )?;
         self.ins(i2!(
             Code::And_rm32_imm32,
             Register::R10D,
             !(crate::state::FLAG_IF | crate::state::LIVE_FLAGS) & 0x003f_7fff
         )?)?;
         self.ins(i2!(Code::Or_r32_rm32, Register::R11D, Register::R10D)?)?;
-        self.ins(i2!(
-            Code::Mov_r32_rm32,
+        self.load32(
             Register::R10D,
-            mem(Register::R14, Register::None, off::VIF.into())
-        )?)?;
+            mem(Register::R14, Register::None, off::VIF.into()),
+        )?;
         self.ins(i2!(Code::Shl_rm32_imm8, Register::R10D, 9u32)?)?;
         self.ins(i2!(Code::Or_r32_rm32, Register::R11D, Register::R10D)?)?;
         self.ins(i2!(Code::Or_rm32_imm8, Register::R11D, 2u32)?)?;
@@ -721,11 +696,7 @@ impl Ctx<'_> {
     }
 
     fn popfd(&mut self) -> Result<(), TranslateError> {
-        self.ins(i2!(
-            Code::Mov_r32_rm32,
-            Register::R9D,
-            mem(Register::R15, Register::R8, 0)
-        )?)?;
+        self.load32(Register::R9D, mem(Register::R15, Register::R8, 0))?;
         // Non-live bits (IF, IOPL, AC, ID...) go to the state; IF to VIF.
         self.ins(i2!(Code::Mov_r32_rm32, Register::R10D, Register::R9D)?)?;
         self.ins(i2!(
@@ -754,24 +725,12 @@ impl Ctx<'_> {
         self.ins(i2!(Code::Or_rm32_imm8, Register::R9D, 2u32)?)?;
         self.ins(Instruction::with1(Code::Push_r64, Register::R9).map_err(err)?)?;
         self.ins(Instruction::with(Code::Popfq))?;
-        self.ins(i2!(
-            Code::Lea_r32_m,
-            Register::R8D,
-            mem(Register::R8, Register::None, 4)
-        )?)
+        self.lea32(Register::R8D, Register::R8, 4)
     }
 
     fn leave(&mut self) -> Result<(), TranslateError> {
-        self.ins(i2!(
-            Code::Mov_r32_rm32,
-            Register::R9D,
-            mem(Register::R15, Register::RBP, 0)
-        )?)?;
-        self.ins(i2!(
-            Code::Lea_r32_m,
-            Register::R8D,
-            mem(Register::RBP, Register::None, 4)
-        )?)?;
+        self.load32(Register::R9D, mem(Register::R15, Register::RBP, 0))?;
+        self.lea32(Register::R8D, Register::RBP, 4)?;
         self.ins(i2!(Code::Mov_r32_rm32, Register::EBP, Register::R9D)?)
     }
 
@@ -780,22 +739,14 @@ impl Ctx<'_> {
             return self.emulate_exit(i.ip32());
         }
         let size = i.immediate16() as i64;
-        self.ins(i2!(
-            Code::Lea_r32_m,
-            Register::R9D,
-            mem(Register::R8, Register::None, -4)
-        )?)?;
+        self.lea32(Register::R9D, Register::R8, -4)?;
         self.ins(i2!(
             Code::Mov_rm32_r32,
             mem(Register::R15, Register::R9, 0),
             Register::EBP
         )?)?;
         self.ins(i2!(Code::Mov_r32_rm32, Register::EBP, Register::R9D)?)?;
-        self.ins(i2!(
-            Code::Lea_r32_m,
-            Register::R8D,
-            mem(Register::R9, Register::None, -size)
-        )?)?;
+        self.lea32(Register::R8D, Register::R9, -size)?;
         Ok(false)
     }
 
@@ -844,11 +795,7 @@ impl Ctx<'_> {
         if i.mnemonic() == Mnemonic::Jecxz {
             self.e.jrcxz_label(take);
         } else {
-            self.ins(i2!(
-                Code::Lea_r32_m,
-                Register::ECX,
-                mem(Register::RCX, Register::None, -1)
-            )?)?;
+            self.lea32(Register::ECX, Register::RCX, -1)?;
             self.e.jrcxz_label(fall);
             match i.mnemonic() {
                 Mnemonic::Loope => {
@@ -874,11 +821,7 @@ impl Ctx<'_> {
     }
 
     fn push_return(&mut self, ret: u32) -> Result<(), TranslateError> {
-        self.ins(i2!(
-            Code::Lea_r32_m,
-            Register::R11D,
-            mem(Register::R8, Register::None, -4)
-        )?)?;
+        self.lea32(Register::R11D, Register::R8, -4)?;
         self.ins(i2!(
             Code::Mov_rm32_imm32,
             mem(Register::R15, Register::R11, 0),
@@ -910,16 +853,8 @@ impl Ctx<'_> {
             Code::Retnd_imm16 => i64::from(i.immediate16()),
             _ => return self.emulate_exit(i.ip32()),
         };
-        self.ins(i2!(
-            Code::Mov_r32_rm32,
-            Register::R9D,
-            mem(Register::R15, Register::R8, 0)
-        )?)?;
-        self.ins(i2!(
-            Code::Lea_r32_m,
-            Register::R8D,
-            mem(Register::R8, Register::None, 4 + extra)
-        )?)?;
+        self.load32(Register::R9D, mem(Register::R15, Register::R8, 0))?;
+        self.lea32(Register::R8D, Register::R8, 4 + extra)?;
         self.indirect()?;
         Ok(true)
     }
