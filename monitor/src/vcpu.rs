@@ -574,8 +574,6 @@ page fault at {} with error code {:#x}",
             let v = self.state.gpr[r];
             self.state.gpr[r] = (v & 0xffff_0000) | ((v & 0xff) << 8) | ((v >> 8) & 0xff);
         }
-        let flags = self.state.host_flags as u32;
-        self.state.eflags = (self.state.eflags & !LIVE_FLAGS) | (flags & LIVE_FLAGS) | 2;
         match f.signo as i32 {
             libc::SIGSEGV | libc::SIGBUS => self.resolve_memory_fault(f.addr, f.err & 2 != 0),
             libc::SIGFPE => {
