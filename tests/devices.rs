@@ -6,7 +6,7 @@ use monitor::config::SerialBackend;
 use monitor::devices::{DeviceError, IoBus, IoOutcome};
 use std::io::Read;
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -102,29 +102,9 @@ fn flat_guest() -> Vec<u8> {
     image
 }
 
-/// A scratch directory removed when the test ends.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let dir =
-            std::env::temp_dir().join(format!("nestmon-devices-{}-{test}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("scratch directory");
-        Scratch(dir)
-    }
-
-    fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, bytes).expect("write file");
-        path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+#[path = "support/scratch.rs"]
+mod scratch;
+use scratch::Scratch;
 
 /// How long a guest may run before the test gives up on it.
 const GUEST_TIME_LIMIT: Duration = Duration::from_secs(60);
@@ -177,7 +157,7 @@ fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
 
 #[test]
 fn elf_guest_prints_its_command_line_on_com1_and_exits_through_port_f4() {
-    let dir = Scratch::new("elf-guest");
+    let dir = Scratch::new("devices-elf-guest");
     let kernel = dir.file("guest.elf", &elf_guest());
     let (status, stdout, stderr) = run_guest(&kernel, Some("hello world"));
     assert_eq!(status, Some(0x21), "stdout:\n{stdout}\nstderr:\n{stderr}");
@@ -189,7 +169,7 @@ fn elf_guest_prints_its_command_line_on_com1_and_exits_through_port_f4() {
 
 #[test]
 fn flat_guest_placed_by_header_addresses_runs_the_same() {
-    let dir = Scratch::new("flat-guest");
+    let dir = Scratch::new("devices-flat-guest");
     let kernel = dir.file("guest.bin", &flat_guest());
     let (status, stdout, stderr) = run_guest(&kernel, Some("x=1"));
     assert_eq!(status, Some(0x21), "stdout:\n{stdout}\nstderr:\n{stderr}");
@@ -198,7 +178,7 @@ fn flat_guest_placed_by_header_addresses_runs_the_same() {
 
 #[test]
 fn command_line_without_append_is_the_kernel_name_and_a_space() {
-    let dir = Scratch::new("no-append");
+    let dir = Scratch::new("devices-no-append");
     let kernel = dir.file("guest.elf", &elf_guest());
     let (status, stdout, stderr) = run_guest(&kernel, None);
     assert_eq!(status, Some(0x21), "stdout:\n{stdout}\nstderr:\n{stderr}");
@@ -207,7 +187,7 @@ fn command_line_without_append_is_the_kernel_name_and_a_space() {
 
 #[test]
 fn file_backend_appends_guest_output_to_the_file() {
-    let dir = Scratch::new("file-backend");
+    let dir = Scratch::new("devices-file-backend");
     let path = dir.file("com1.log", b"earlier\n");
     let mut bus = IoBus::new(&SerialBackend::File(path.clone())).expect("bus");
     for &b in b"later\n" {
@@ -218,7 +198,7 @@ fn file_backend_appends_guest_output_to_the_file() {
 
 #[test]
 fn unix_socket_backend_sends_guest_output_to_the_listener() {
-    let dir = Scratch::new("socket-backend");
+    let dir = Scratch::new("devices-socket-backend");
     let path = dir.0.join("com1.sock");
     let listener = UnixListener::bind(&path).expect("listen");
     let mut bus = IoBus::new(&SerialBackend::UnixSocket(path)).expect("bus");
@@ -234,7 +214,7 @@ fn unix_socket_backend_sends_guest_output_to_the_listener() {
 
 #[test]
 fn unix_socket_without_listener_is_a_named_error() {
-    let dir = Scratch::new("socket-missing");
+    let dir = Scratch::new("devices-socket-missing");
     let path = dir.0.join("nobody.sock");
     let err = IoBus::new(&SerialBackend::UnixSocket(path)).expect_err("no listener");
     assert!(matches!(err, DeviceError::SerialSocket { .. }));

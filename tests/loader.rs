@@ -3,7 +3,7 @@
 //!
 //! The bad kernels are generated here, byte by byte, in a scratch directory.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 const MULTIBOOT_MAGIC: u32 = 0x1BAD_B002;
@@ -11,29 +11,9 @@ const KERNEL_AT: u32 = 0x10_0000;
 /// `hlt; jmp $-1`: a kernel body that never gets to run in these tests.
 const HALT: [u8; 3] = [0xf4, 0xeb, 0xfd];
 
-/// A scratch directory removed when the test ends.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let dir =
-            std::env::temp_dir().join(format!("nestmon-loader-{}-{test}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("scratch directory");
-        Scratch(dir)
-    }
-
-    fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, bytes).expect("write kernel");
-        path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+#[path = "support/scratch.rs"]
+mod scratch;
+use scratch::Scratch;
 
 fn multiboot_header(flags: u32) -> Vec<u8> {
     let checksum = 0u32.wrapping_sub(MULTIBOOT_MAGIC).wrapping_sub(flags);
@@ -105,21 +85,21 @@ fn assert_refused(output: &Output, words: &[&str]) {
 
 #[test]
 fn file_that_is_not_elf_is_refused() {
-    let dir = Scratch::new("not-elf");
+    let dir = Scratch::new("loader-not-elf");
     let kernel = dir.file("notes.txt", b"this is a text file, not a kernel\n");
     assert_refused(&run_kernel(&kernel, &[]), &["not an ELF file"]);
 }
 
 #[test]
 fn elf64_kernel_is_refused() {
-    let dir = Scratch::new("elf64");
+    let dir = Scratch::new("loader-elf64");
     let kernel = dir.file("k64.elf", &elf_kernel(2, KERNEL_AT, good_header(), &HALT));
     assert_refused(&run_kernel(&kernel, &[]), &["64-bit"]);
 }
 
 #[test]
 fn elf32_without_multiboot_header_is_refused() {
-    let dir = Scratch::new("no-header");
+    let dir = Scratch::new("loader-no-header");
     let kernel = dir.file("plain.elf", &elf_kernel(1, KERNEL_AT, None, &HALT));
     assert_refused(&run_kernel(&kernel, &[]), &["no Multiboot header"]);
 }
@@ -128,14 +108,14 @@ fn elf32_without_multiboot_header_is_refused() {
 fn multiboot_header_with_bad_checksum_is_refused() {
     let mut header = multiboot_header(0x3);
     header[8] ^= 0x40;
-    let dir = Scratch::new("checksum");
+    let dir = Scratch::new("loader-checksum");
     let kernel = dir.file("badsum.elf", &elf_kernel(1, KERNEL_AT, Some(header), &HALT));
     assert_refused(&run_kernel(&kernel, &[]), &["bad checksum"]);
 }
 
 #[test]
 fn video_mode_requirement_is_refused() {
-    let dir = Scratch::new("video");
+    let dir = Scratch::new("loader-video");
     let kernel = dir.file(
         "vbe.elf",
         &elf_kernel(1, KERNEL_AT, Some(multiboot_header(0x7)), &HALT),
@@ -146,7 +126,7 @@ fn video_mode_requirement_is_refused() {
 #[test]
 fn kernel_linked_beyond_guest_ram_is_refused() {
     // 4 MiB is the smallest --memsize the command line accepts.
-    let dir = Scratch::new("beyond-ram");
+    let dir = Scratch::new("loader-beyond-ram");
     let kernel = dir.file("high.elf", &elf_kernel(1, 16 << 20, good_header(), &HALT));
     let output = run_kernel(&kernel, &["--memsize", "4"]);
     assert_refused(
@@ -157,7 +137,7 @@ fn kernel_linked_beyond_guest_ram_is_refused() {
 
 #[test]
 fn truncated_kernel_is_refused() {
-    let dir = Scratch::new("truncated");
+    let dir = Scratch::new("loader-truncated");
     let image = elf_kernel(1, KERNEL_AT, good_header(), &[0x90; 64]);
     let kernel = dir.file("cut.elf", &image[..image.len() - 16]);
     assert_refused(&run_kernel(&kernel, &[]), &["truncated"]);
@@ -165,7 +145,7 @@ fn truncated_kernel_is_refused() {
 
 #[test]
 fn missing_kernel_file_is_refused() {
-    let dir = Scratch::new("missing");
+    let dir = Scratch::new("loader-missing");
     let kernel = dir.0.join("does-not-exist.elf");
     let output = run_kernel(&kernel, &[]);
     assert_refused(&output, &["does-not-exist.elf"]);

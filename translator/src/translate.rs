@@ -1207,10 +1207,15 @@ mod tests {
     };
 
     fn unit(code: &[u8]) -> Unit {
+        unit_at(0x1000, code)
+    }
+
+    /// Translates `code` (padded with NOPs) as if it stood at guest `eip`.
+    fn unit_at(eip: u32, code: &[u8]) -> Unit {
         let mut bytes = code.to_vec();
         bytes.resize(64, 0x90);
         let req = UnitRequest {
-            eip: 0x1000,
+            eip,
             code: &bytes,
             mode: Mode { flat: true },
             host_base: 0x20_0000,
@@ -1283,18 +1288,7 @@ mod tests {
 
     #[test]
     fn unit_stops_before_the_next_page() {
-        let mut bytes = vec![0x90u8; 0x10];
-        bytes.resize(64, 0x90);
-        let req = UnitRequest {
-            eip: 0x1ff8,
-            code: &bytes,
-            mode: Mode { flat: true },
-            host_base: 0x20_0000,
-            stubs: STUBS,
-            max_insns: 64,
-            count_indirect: None,
-        };
-        let u = translate(&req).unwrap();
+        let u = unit_at(0x1ff8, &[0x90; 0x10]);
         assert_eq!(u.insns.len(), 8);
         assert_eq!(
             u.sites.len(),

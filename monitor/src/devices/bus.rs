@@ -225,19 +225,7 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    /// A writer whose bytes the test can inspect.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::devices::test_support::Captured;
 
     /// Remembers its last access and answers reads with a fixed value.
     struct Probe {

@@ -24,6 +24,9 @@ mod debug_exit;
 mod sink;
 mod uart;
 
+#[cfg(test)]
+mod test_support;
+
 pub use bus::{IoBus, COM1_BASE, DEBUG_EXIT_BASE};
 pub use debug_exit::DebugExit;
 pub use sink::open_serial_sink;

@@ -120,7 +120,6 @@ fn register(offset: u16) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
 
     const THR: u16 = 0;
     const DLL: u16 = 0;
@@ -131,18 +130,7 @@ mod tests {
     const SCR: u16 = 7;
     const DLAB: u32 = 0x80;
 
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::devices::test_support::Captured;
 
     struct Broken;
 
