@@ -14,23 +14,7 @@ use std::time::Duration;
 
 /// Builds an assembly guest whose `main` is `body` and runs it.
 fn run_asm(name: &str, body: &str, extra: &[&str]) -> Run {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cpu-tests");
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = dir.join(format!("{name}.S"));
-    std::fs::write(
-        &src,
-        format!(".intel_syntax noprefix\n.text\n.globl main\nmain:\n{body}\n"),
-    )
-    .unwrap();
-    make(
-        &[
-            "one",
-            &format!("SRC={}", src.display()),
-            &format!("NAME={name}"),
-        ],
-        &dir,
-    );
-    let elf = dir.join(format!("{name}.elf"));
+    let elf = asm_guest(name, body);
     run(
         Command::new(env!("CARGO_BIN_EXE_nestmon"))
             .arg("run")
@@ -56,6 +40,62 @@ fn divide_by_zero_reports_de_with_precise_registers() {
         &[],
     );
     assert_died(&r, &["#DE", "EAX=00000007", "EBX=12345678", "ECX=00000000"]);
+}
+
+#[test]
+fn misaligned_movaps_is_the_guests_general_protection_fault() {
+    let r = run_asm(
+        "movaps",
+        "mov ebx, 0x12345678\nsub esp, 64\nmovaps xmm0, [esp+1]\nret",
+        &[],
+    );
+    assert_died(&r, &["#GP", "EBX=12345678"]);
+    assert!(!r.stderr.contains("wrapped"), "{}", r.stderr);
+}
+
+#[test]
+fn ldmxcsr_with_reserved_bits_is_the_guests_general_protection_fault() {
+    let r = run_asm("ldmxcsr", "push 0xffff0000\nldmxcsr [esp]\nret", &[]);
+    assert_died(&r, &["#GP"]);
+}
+
+#[test]
+fn instruction_of_an_extension_the_cpu_lacks_is_invalid_opcode() {
+    // vpgatherdd (AVX2) and clzero are never offered: #UD, as on a CPU
+    // without them, whatever the host has.
+    for (name, bytes) in [
+        ("gather", ".byte 0xc4, 0xe2, 0x71, 0x90, 0x04, 0x90"),
+        ("clzero", ".byte 0x0f, 0x01, 0xfc"),
+    ] {
+        let r = run_asm(name, &format!("mov ebx, 0x1234\n{bytes}\nret"), &[]);
+        assert_died(&r, &["#UD", "EBX=00001234"]);
+    }
+}
+
+#[test]
+fn maskmovq_stores_only_the_selected_bytes_to_ds_edi() {
+    let body = "sub esp, 16\nmov edi, esp\nmov dword ptr [edi], 0x11111111\n\
+                mov eax, 0xaabbccdd\nmovd mm0, eax\nmov eax, 0x80008000\nmovd mm1, eax\n\
+                maskmovq mm0, mm1\nmov ebx, [edi]\nud2";
+    let r = run_asm("maskmovq", body, &[]);
+    assert_died(&r, &["#UD", "EBX=aa11cc11"]);
+}
+
+#[test]
+fn access_straddling_the_top_of_linear_space_is_a_general_protection_fault() {
+    // Paging maps linear 0xfffff000 to RAM, so the 4-byte load at
+    // 0xfffffffe reaches past 4 GiB: this CPU faults rather than wraps
+    // (the SDM leaves the choice to the implementation).
+    let body = "jmp 3f\n.data\n.align 4096\npd: .fill 1024, 4, 0\npt0: .fill 1024, 4, 0\n\
+                ptop: .fill 1024, 4, 0\n.text\n3:\n\
+                lea edi, [pt0]\nmov eax, 3\nmov ecx, 1024\n1: mov [edi], eax\nadd eax, 0x1000\n\
+                add edi, 4\nloop 1b\n\
+                lea eax, [pt0 + 3]\nmov [pd], eax\nlea eax, [ptop + 3]\nmov [pd + 4092], eax\n\
+                lea eax, [pt0 + 3]\nmov [ptop + 4092], eax\n\
+                lea eax, [pd]\nmov cr3, eax\nmov eax, cr0\nor eax, 0x80000000\nmov cr0, eax\n\
+                mov ebx, 0x12345678\nmov eax, [0xfffffffe]\nret";
+    let r = run_asm("straddle", body, &[]);
+    assert_died(&r, &["#GP", "EBX=12345678"]);
 }
 
 #[test]

@@ -36,6 +36,7 @@ fn translation_cost(c: &mut Criterion) {
         enter: 0x1000,
         exit_common: 0x2000,
         exit_saved: 0x3000,
+        poll: 0x0f00,
     };
     let req = UnitRequest {
         eip: 0x10_0000,
@@ -45,6 +46,7 @@ fn translation_cost(c: &mut Criterion) {
         stubs,
         max_insns: 64,
         count_indirect: None,
+        isa: translator::GuestIsa::baseline(),
     };
     let insns = translator::translate(&req)
         .expect("sample translates")
@@ -87,7 +89,7 @@ fn exit_round_trip(c: &mut Criterion) {
     // 0x1000: out 0x80, al ; jmp 0x1000
     ram.write(GuestPhys(0x1000), &[0xe6, 0x80, 0xeb, 0xfc])
         .unwrap();
-    let mut vcpu = BtVcpu::new(ram).unwrap();
+    let mut vcpu = BtVcpu::new(ram, translator::GuestIsa::baseline()).unwrap();
     vcpu.state.eip = 0x1000;
     let mut p = NullPlatform;
     c.bench_function("exit round trip (OUT emulated by the monitor)", |b| {

@@ -14,12 +14,20 @@
 //!   translation.
 //! - Memory is handed out by bumping; it is reclaimed only by a full flush,
 //!   which drops every translation at once.
+//! - The first page of the executable view is the *poll page*: it holds no
+//!   code, and every translation loads from it on entry. Whoever wants
+//!   translated code to stop at its next translation entry (a signal, an
+//!   interrupt) makes that page inaccessible; the load then faults at an
+//!   instruction boundary.
 
 mod exec;
 
 pub use exec::{ExecError, ExecMemory};
 
 use std::collections::HashMap;
+
+/// Size of the poll page at the start of the cache.
+pub const POLL_PAGE_SIZE: usize = 4096;
 
 /// Identifies a translation in the cache (valid until the next flush).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -134,18 +142,24 @@ pub struct CodeCache {
 }
 
 impl CodeCache {
-    /// A cache of `size` bytes.
+    /// A cache of `size` bytes (the first page is the poll page).
     pub fn new(size: usize) -> Result<CodeCache, CacheError> {
         Ok(CodeCache {
-            mem: ExecMemory::new(size)?,
-            base_used: 0,
-            used: 0,
+            mem: ExecMemory::new(size.max(2 * POLL_PAGE_SIZE))?,
+            base_used: POLL_PAGE_SIZE,
+            used: POLL_PAGE_SIZE,
             translations: Vec::new(),
             by_key: HashMap::new(),
             by_frame: HashMap::new(),
             by_offset: Vec::new(),
             stats: CacheStats::default(),
         })
+    }
+
+    /// Host address of the poll page (the first page of the executable
+    /// view).
+    pub fn poll_addr(&self) -> u64 {
+        self.mem.exec_base() as u64
     }
 
     /// Host address at which cache offset `off` executes.
@@ -391,7 +405,7 @@ mod tests {
 
     #[test]
     fn full_cache_reports_full_and_flush_reclaims() {
-        let mut c = CodeCache::new(4096).unwrap();
+        let mut c = CodeCache::new(8192).unwrap();
         c.add_permanent(&[0xcc; 64]).unwrap();
         let big = vec![0x90; 4050];
         let t = record(&c, 0);

@@ -3,8 +3,18 @@
 //! The default model is an i686-class Intel CPU (family 6, model 13,
 //! stepping 8 — a Pentium M class part with SSE2 and no long mode), branded
 //! "nestmon virtual CPU". The feature bits it offers are exactly
-//! [`GUEST_FEATURES`]: the features the monitor really implements. Offering a
-//! new feature (PSE, PGE, SEP, APIC, …) is a one-line change to that list.
+//! [`GUEST_FEATURES`], the features the monitor really implements, plus the
+//! [`HOST_DEPENDENT_FEATURES`] the host has (instruction-set extensions that
+//! translated code runs as the host's own instructions, with no state beyond
+//! FXSAVE's). Offering a new feature (PSE, PGE, SEP, APIC, …) is a one-line
+//! change to those lists.
+//!
+//! The instruction set the translator lets the guest use follows from the
+//! model ([`CpuModel::guest_isa`]): an instruction of an extension whose bit
+//! is clear raises #UD, as on a CPU without it. Extensions the translator
+//! cannot offer (AVX and the rest of XSAVE-managed state, MONITOR, SYSCALL,
+//! RDTSCP, 3DNow!, …) are refused when a mask forces their bit to 1 and
+//! cleared when a mask copies it from the host.
 //!
 //! `cpuid.<leaf>.<reg>[.amd|.intel]` masks from the configuration are applied
 //! on top of the model with VMware's mask characters, one per bit, most
@@ -35,8 +45,10 @@
 //!   `hypervisor.cpuid.v0` is TRUE.
 
 use crate::config::VmConfig;
+use iced_x86::CpuidFeature;
 use std::collections::BTreeMap;
 use std::fmt;
+use translator::GuestIsa;
 
 /// One of the four registers `CPUID` returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -146,11 +158,125 @@ pub const LM: Feature = Feature {
     bit: 29,
 };
 
+/// SSE3 (leaf 1 ECX bit 0).
+pub const SSE3: Feature = leaf1_ecx("sse3", 0);
+/// PCLMULQDQ.
+pub const PCLMULQDQ: Feature = leaf1_ecx("pclmulqdq", 1);
+/// SSSE3.
+pub const SSSE3: Feature = leaf1_ecx("ssse3", 9);
+/// SSE4.1.
+pub const SSE4_1: Feature = leaf1_ecx("sse4_1", 19);
+/// SSE4.2.
+pub const SSE4_2: Feature = leaf1_ecx("sse4_2", 20);
+/// POPCNT.
+pub const POPCNT: Feature = leaf1_ecx("popcnt", 23);
+/// AES-NI.
+pub const AES: Feature = leaf1_ecx("aes", 25);
+
+const fn leaf1_ecx(name: &'static str, bit: u8) -> Feature {
+    Feature {
+        name,
+        leaf: 1,
+        register: Register::Ecx,
+        bit,
+    }
+}
+
+/// Extensions offered when the host has them: translated code runs them as
+/// the host's own instructions, so a host without one could not run them.
+pub const HOST_DEPENDENT_FEATURES: &[Feature] =
+    &[SSE3, PCLMULQDQ, SSSE3, SSE4_1, SSE4_2, POPCNT, AES];
+
 /// The features the monitor implements and therefore offers the guest.
 ///
 /// This is the one list to extend when the monitor learns a feature (PSE and
 /// PGE with paging, SEP with `SYSENTER`, APIC with the local APIC).
 pub const GUEST_FEATURES: &[Feature] = &[FPU, TSC, CX8, CMOV, MMX, FXSR, SSE, SSE2];
+
+/// A CPUID bit that announces an instruction-set extension, and the
+/// iced-x86 features (instruction groups) it enables.
+struct IsaBit {
+    leaf: u32,
+    register: Register,
+    bit: u8,
+    name: &'static str,
+    features: &'static [CpuidFeature],
+}
+
+const fn isa_bit(
+    leaf: u32,
+    register: Register,
+    bit: u8,
+    name: &'static str,
+    features: &'static [CpuidFeature],
+) -> IsaBit {
+    IsaBit {
+        leaf,
+        register,
+        bit,
+        name,
+        features,
+    }
+}
+
+/// Every CPUID bit of the modelled leaves that enables instructions. A bit
+/// whose features the translator cannot offer ([`GuestIsa::can_offer`]) is
+/// refused when a mask sets it.
+const ISA_BITS: &[IsaBit] = {
+    use CpuidFeature as F;
+    use Register::{Ecx, Edx};
+    const EXT: u32 = 0x8000_0001;
+    &[
+        isa_bit(1, Edx, 0, "fpu", &[F::FPU, F::FPU287, F::FPU387]),
+        isa_bit(1, Edx, 4, "tsc", &[F::TSC]),
+        isa_bit(1, Edx, 5, "msr", &[F::MSR]),
+        isa_bit(1, Edx, 8, "cx8", &[F::CX8]),
+        isa_bit(1, Edx, 11, "sep", &[F::SEP]),
+        isa_bit(1, Edx, 15, "cmov", &[F::CMOV]),
+        isa_bit(1, Edx, 19, "clflush", &[F::CLFSH]),
+        isa_bit(1, Edx, 23, "mmx", &[F::MMX]),
+        isa_bit(1, Edx, 24, "fxsr", &[F::FXSR]),
+        isa_bit(1, Edx, 25, "sse", &[F::SSE]),
+        isa_bit(1, Edx, 26, "sse2", &[F::SSE2]),
+        isa_bit(1, Ecx, 0, "sse3", &[F::SSE3]),
+        isa_bit(1, Ecx, 1, "pclmulqdq", &[F::PCLMULQDQ]),
+        isa_bit(1, Ecx, 3, "monitor", &[F::MONITOR]),
+        isa_bit(1, Ecx, 5, "vmx", &[F::VMX]),
+        isa_bit(1, Ecx, 6, "smx", &[F::SMX]),
+        isa_bit(1, Ecx, 9, "ssse3", &[F::SSSE3]),
+        isa_bit(1, Ecx, 12, "fma", &[F::FMA]),
+        isa_bit(1, Ecx, 13, "cx16", &[F::CMPXCHG16B]),
+        isa_bit(1, Ecx, 19, "sse4_1", &[F::SSE4_1]),
+        isa_bit(1, Ecx, 20, "sse4_2", &[F::SSE4_2]),
+        isa_bit(1, Ecx, 22, "movbe", &[F::MOVBE]),
+        isa_bit(1, Ecx, 23, "popcnt", &[F::POPCNT]),
+        isa_bit(1, Ecx, 25, "aes", &[F::AES]),
+        isa_bit(1, Ecx, 26, "xsave", &[F::XSAVE]),
+        isa_bit(1, Ecx, 28, "avx", &[F::AVX]),
+        isa_bit(1, Ecx, 29, "f16c", &[F::F16C]),
+        isa_bit(1, Ecx, 30, "rdrand", &[F::RDRAND]),
+        isa_bit(EXT, Ecx, 2, "svm", &[F::SVM]),
+        isa_bit(EXT, Ecx, 5, "abm", &[F::LZCNT]),
+        isa_bit(EXT, Ecx, 6, "sse4a", &[F::SSE4A]),
+        isa_bit(EXT, Ecx, 8, "3dnowprefetch", &[F::PREFETCHW]),
+        isa_bit(EXT, Ecx, 11, "xop", &[F::XOP]),
+        isa_bit(EXT, Ecx, 12, "skinit", &[F::SKINIT]),
+        isa_bit(EXT, Ecx, 15, "lwp", &[F::LWP]),
+        isa_bit(EXT, Ecx, 16, "fma4", &[F::FMA4]),
+        isa_bit(EXT, Ecx, 21, "tbm", &[F::TBM]),
+        isa_bit(EXT, Ecx, 29, "monitorx", &[F::MONITORX]),
+        isa_bit(EXT, Edx, 11, "syscall", &[F::SYSCALL]),
+        isa_bit(EXT, Edx, 27, "rdtscp", &[F::RDTSCP]),
+        isa_bit(EXT, Edx, 30, "3dnowext", &[F::D3NOWEXT]),
+        isa_bit(EXT, Edx, 31, "3dnow", &[F::D3NOW]),
+    ]
+};
+
+impl IsaBit {
+    fn offerable(&self) -> bool {
+        self.features.iter().all(|f| GuestIsa::can_offer(*f))
+    }
+}
 
 /// The vendor string of the model.
 pub const VENDOR: &str = "GenuineIntel";
@@ -291,6 +417,17 @@ pub enum CpuidError {
         /// The key.
         key: String,
     },
+    /// The mask offers an instruction-set extension the binary translator
+    /// cannot run confined to the guest or whose state it does not save.
+    #[error("{key}: bit {bit} ({name}) cannot be offered: binary translation does not implement this extension")]
+    ExtensionRefused {
+        /// The key.
+        key: String,
+        /// The bit.
+        bit: u8,
+        /// The feature's name.
+        name: &'static str,
+    },
 }
 
 impl CpuidError {
@@ -302,7 +439,8 @@ impl CpuidError {
             | CpuidError::BadCharacter { key, .. }
             | CpuidError::LeafNotOffered { key, .. }
             | CpuidError::RequirementNotMet { key, .. }
-            | CpuidError::LongModeRefused { key } => key,
+            | CpuidError::LongModeRefused { key }
+            | CpuidError::ExtensionRefused { key, .. } => key,
         }
     }
 }
@@ -473,6 +611,7 @@ impl CpuModel {
     pub fn new(config: &VmConfig, host: HostCpuid<'_>) -> Result<CpuModel, CpuidError> {
         let tsc_hz = host_tsc_hz(host).unwrap_or(FALLBACK_TSC_HZ);
         let mut leaves = default_leaves(config.hypervisor_cpuid_v0, tsc_hz);
+        offer_host_dependent_features(&mut leaves, host);
         let host_vendor = host_mask_vendor(host);
         let applicable =
             config
@@ -510,9 +649,25 @@ impl CpuModel {
 
     /// True if the model offers `feature`.
     pub fn offers(&self, feature: Feature) -> bool {
+        self.bit_set(feature.leaf, feature.register, feature.bit)
+    }
+
+    fn bit_set(&self, leaf: u32, register: Register, bit: u8) -> bool {
         self.leaves
-            .get(&feature.leaf)
-            .is_some_and(|values| values[feature.register.index()] >> feature.bit & 1 == 1)
+            .get(&leaf)
+            .is_some_and(|values| values[register.index()] >> bit & 1 == 1)
+    }
+
+    /// The instruction-set extensions the guest may use: those whose CPUID
+    /// bits the model sets. Instructions of any other extension raise #UD.
+    pub fn guest_isa(&self) -> GuestIsa {
+        let features: Vec<CpuidFeature> = ISA_BITS
+            .iter()
+            .filter(|b| b.offerable() && self.bit_set(b.leaf, b.register, b.bit))
+            .flat_map(|b| b.features.iter().copied())
+            .collect();
+        // Every feature was filtered through `can_offer`.
+        GuestIsa::with(&features).unwrap_or_default()
     }
 }
 
@@ -535,7 +690,27 @@ fn apply_mask(
     let index = mask.register.index();
     let host_value = host(mask.leaf, 0)[index];
     values[index] = mask.apply(values[index], host_value)?;
+    values[index] = drop_unimplemented_extensions(mask, values[index])?;
     Ok(())
+}
+
+/// Extension bits the translator cannot offer: refused when the mask forces
+/// them to 1, cleared when it copies them from the host (as long mode).
+fn drop_unimplemented_extensions(mask: &CpuidMask, mut value: u32) -> Result<u32, CpuidError> {
+    let unimplemented = ISA_BITS
+        .iter()
+        .filter(|b| b.leaf == mask.leaf && b.register == mask.register && !b.offerable());
+    for b in unimplemented {
+        if mask.forces_set(b.bit) {
+            return Err(CpuidError::ExtensionRefused {
+                key: mask.key.clone(),
+                bit: b.bit,
+                name: b.name,
+            });
+        }
+        value &= !(1 << b.bit);
+    }
+    Ok(value)
 }
 
 fn host_mask_vendor(host: HostCpuid<'_>) -> Option<MaskVendor> {
@@ -571,6 +746,15 @@ fn host_tsc_hz(host: HostCpuid<'_>) -> Option<u64> {
         }
     }
     None
+}
+
+fn offer_host_dependent_features(leaves: &mut BTreeMap<u32, [u32; 4]>, host: HostCpuid<'_>) {
+    for feature in HOST_DEPENDENT_FEATURES {
+        let host_has = host(feature.leaf, 0)[feature.register.index()] >> feature.bit & 1 == 1;
+        if let (true, Some(values)) = (host_has, leaves.get_mut(&feature.leaf)) {
+            values[feature.register.index()] |= 1 << feature.bit;
+        }
+    }
 }
 
 fn feature_bits(leaf: u32, register: Register) -> u32 {
@@ -790,6 +974,53 @@ mod tests {
     }
 
     #[test]
+    fn host_dependent_extensions_are_offered_only_where_the_host_has_them() {
+        let rich = model(&[]);
+        let bare = model_with_host(&[], &bare_intel_host);
+        for feature in HOST_DEPENDENT_FEATURES {
+            assert!(rich.offers(*feature), "{} missing", feature.name);
+            assert!(!bare.offers(*feature), "{} offered", feature.name);
+        }
+    }
+
+    #[test]
+    fn mask_forcing_an_untranslatable_extension_is_refused() {
+        let config =
+            config_with_masks(&[("cpuid.1.ecx", "---1:----:----:----:----:----:----:----")]);
+        let error = CpuModel::new(&config, &amd_host).unwrap_err();
+        assert_eq!(
+            error,
+            CpuidError::ExtensionRefused {
+                key: "cpuid.1.ecx".into(),
+                bit: 28,
+                name: "avx"
+            }
+        );
+        assert!(error.to_string().contains("avx"), "{error}");
+    }
+
+    #[test]
+    fn mask_copying_an_untranslatable_extension_from_the_host_clears_it() {
+        let model = model(&[("cpuid.1.ecx", "HHHH:HHHH:HHHH:HHHH:HHHH:HHHH:HHHH:HHHH")]);
+        let ecx = model.query(1, 0)[2];
+        assert_eq!(ecx >> 28 & 1, 0, "avx");
+        assert_eq!(ecx >> 26 & 1, 0, "xsave");
+        assert_eq!(ecx >> 19 & 1, 1, "sse4_1 stays");
+    }
+
+    #[test]
+    fn guest_instruction_set_follows_the_offered_bits() {
+        let isa = model(&[]).guest_isa();
+        assert!(isa.offers(CpuidFeature::SSE2));
+        assert!(isa.offers(CpuidFeature::SSE4_2));
+        assert!(!isa.offers(CpuidFeature::AVX));
+        let no_sse = model(&[("cpuid.1.edx", "----:-00-:----:----:----:----:----:----")]);
+        let isa = no_sse.guest_isa();
+        assert!(!isa.offers(CpuidFeature::SSE) && !isa.offers(CpuidFeature::SSE2));
+        assert!(isa.offers(CpuidFeature::MMX));
+    }
+
+    #[test]
     fn mask_r_requires_the_host_bit_set() {
         let masks = [("cpuid.1.ecx", "----:----:----:----:----:----:----:---R")];
         assert_eq!(model(&masks).query(1, 0)[2] & 1, 1);
@@ -856,7 +1087,10 @@ mod tests {
             "HHHH:HHHH:HHHH:HHHH:HHHH:HHHH:HHHH:HHHH",
         )]);
         assert!(!model.offers(LM));
-        assert_eq!(model.query(0x8000_0001, 0)[3], !(1u32 << 29));
+        // Long mode and the extensions binary translation does not run
+        // (SYSCALL, RDTSCP, 3DNow!, 3DNow! extensions) are cleared.
+        let cleared = 1u32 << 29 | 1 << 11 | 1 << 27 | 1 << 30 | 1 << 31;
+        assert_eq!(model.query(0x8000_0001, 0)[3], !cleared);
     }
 
     #[test]

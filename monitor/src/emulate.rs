@@ -11,6 +11,7 @@ use crate::vcpu::{BtVcpu, IoCpu, Platform};
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
 use shadowmmu::GuestPhys;
 use translator::state::{Seg, LIVE_FLAGS};
+use translator::Availability;
 
 /// The outcome of emulating one instruction.
 #[derive(Debug)]
@@ -205,8 +206,58 @@ fn execute(v: &mut BtVcpu, p: &mut dyn Platform, i: &Instruction) -> Res<Next> {
                 .into(),
         )),
         Rdmsr | Wrmsr => Err(Emulated::Exception(13)),
+        _ if v.isa().availability(i) == Availability::Undefined => Err(Emulated::Exception(6)),
+        Maskmovq | Maskmovdqu => mask_move(v, i),
         _ => Err(unsupported(i)),
     }
+}
+
+/// Offset of MM0 (ST0) in the FXSAVE image; each register takes 16 bytes.
+const FX_MM0: usize = 32;
+/// Offset of XMM0 in the FXSAVE image.
+const FX_XMM0: usize = 160;
+
+/// MASKMOVQ/MASKMOVDQU: stores the bytes of the first register whose mask
+/// byte (second register) has its top bit set to DS:[EDI]. Carried out by
+/// the monitor because the store address is held in a register, which the
+/// translator cannot rebase by re-encoding (see `translator::confine`).
+fn mask_move(v: &mut BtVcpu, i: &Instruction) -> Res<Next> {
+    let (base, width) = match i.code() {
+        Code::Maskmovq_rDI_mm_mm => (FX_MM0, 8),
+        Code::Maskmovdqu_rDI_xmm_xmm => (FX_XMM0, 16),
+        _ => return Err(unsupported(i)),
+    };
+    let reg = |n: u32| {
+        let at = base + 16 * i.op_register(n).number();
+        let mut bytes = [0u8; 16];
+        bytes[..width].copy_from_slice(&v.state.fx.0[at..at + width]);
+        bytes
+    };
+    let (data, mask) = (reg(1), reg(2));
+    let seg = seg_of(i.memory_segment());
+    let dest = v.state.seg_base[seg as usize].wrapping_add(v.state.gpr[7]);
+    let selected: Vec<usize> = (0..width).filter(|&n| mask[n] & 0x80 != 0).collect();
+    if let (Some(&first), Some(&last)) = (selected.first(), selected.last()) {
+        // Translate the whole range first: a fault leaves memory untouched.
+        let start = dest.wrapping_add(first as u32);
+        pieces(v, start, last - first + 1, true)?;
+        for n in selected {
+            write_mem(v, dest.wrapping_add(n as u32), &data[n..=n])?;
+        }
+    }
+    if i.code() == Code::Maskmovq_rDI_mm_mm {
+        enter_mmx_state(v);
+    }
+    Ok(Next::Ip)
+}
+
+/// What every MMX instruction but EMMS does to the x87 state: all tags
+/// valid (abridged tag byte 0xff) and TOP = 0.
+fn enter_mmx_state(v: &mut BtVcpu) {
+    let fx = &mut v.state.fx.0;
+    fx[4] = 0xff;
+    let fsw = u16::from_le_bytes([fx[2], fx[3]]) & !0x3800;
+    fx[2..4].copy_from_slice(&fsw.to_le_bytes());
 }
 
 fn unsupported(i: &Instruction) -> Emulated {

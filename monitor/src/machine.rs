@@ -8,6 +8,7 @@ use crate::vcpu::{BtVcpu, IoCpu, Platform, Stop};
 use backdoor::outer::{power_on_handshake, NestingGuard, PortIoTransport};
 use backdoor::{Backdoor, Event, GuestMemory, HostFacts, Regs};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 /// The guest run when no kernel is given (built from guests/default.c).
 pub static DEFAULT_GUEST: &[u8] =
@@ -38,6 +39,26 @@ pub enum MachineError {
     /// The host failed us (exit status 1).
     #[error("host error: {0}")]
     Host(String),
+    /// A host signal (SIGINT, SIGTERM, SIGHUP) stopped the guest (exit
+    /// status 128 + the signal number, as a shell reports a process the
+    /// signal killed).
+    #[error("guest stopped by {}; registers at the stop:\n{registers}", signal_name(*.signal))]
+    Interrupted {
+        /// The signal number.
+        signal: i32,
+        /// The guest registers at the stop.
+        registers: String,
+    },
+}
+
+/// The name of a stop signal, for messages.
+pub fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGHUP => "SIGHUP",
+        _ => "a signal",
+    }
 }
 
 impl MachineError {
@@ -47,6 +68,7 @@ impl MachineError {
             MachineError::BadInput(_) => 2,
             MachineError::GuestDied(_) => 3,
             MachineError::Host(_) => 1,
+            MachineError::Interrupted { signal, .. } => 128 + signal,
         }
     }
 }
@@ -154,6 +176,13 @@ impl Platform for Board {
     fn cpuid(&mut self, leaf: u32, subleaf: u32) -> [u32; 4] {
         self.cpu.query(leaf, subleaf)
     }
+
+    fn stop_requested(&mut self) -> Option<i32> {
+        match STOP_SIGNAL.load(Ordering::SeqCst) {
+            0 => None,
+            signal => Some(signal),
+        }
+    }
 }
 
 /// The low-bandwidth VMware backdoor port.
@@ -195,7 +224,8 @@ pub fn run(opts: &RunOptions) -> Result<i32, MachineError> {
     let bus = IoBus::new(&opts.vm.serial0).map_err(|e| bad(&e))?;
     let cpu = CpuModel::new(&opts.vm, &crate::probe::host_cpuid).map_err(|e| bad(&e))?;
     let backdoor = backdoor_for(&opts.vm, &cpu);
-    let mut vcpu = BtVcpu::new(ram).map_err(|e| MachineError::Host(e.to_string()))?;
+    let mut vcpu =
+        BtVcpu::new(ram, cpu.guest_isa()).map_err(|e| MachineError::Host(e.to_string()))?;
     enter_multiboot(&mut vcpu, &boot);
     if let Some(path) = &opts.log_translations {
         let f = std::fs::File::create(path)
@@ -212,7 +242,10 @@ pub fn run(opts: &RunOptions) -> Result<i32, MachineError> {
     // Held while the guest runs: reopens the outer backdoor when dropped,
     // on every return path below.
     let _outer = outer_handshake(opts.vm.allow_nested)?;
-    let stop = vcpu.run(&mut board);
+    let stop = {
+        let _signals = StopSignals::install();
+        vcpu.run(&mut board)
+    };
     if opts.stats {
         print_stats(&vcpu, &board);
     }
@@ -222,6 +255,9 @@ pub fn run(opts: &RunOptions) -> Result<i32, MachineError> {
     match stop {
         Stop::Exit(status) => Ok(status),
         Stop::Died(why) => Err(MachineError::GuestDied(why)),
+        Stop::Requested { signal, registers } => {
+            Err(MachineError::Interrupted { signal, registers })
+        }
     }
 }
 
@@ -257,26 +293,63 @@ fn outer_handshake(
 
 /// Whether the outer backdoor is restricted and must be reopened if a
 /// signal ends the process.
-static OUTER_RESTRICTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static OUTER_RESTRICTED: AtomicBool = AtomicBool::new(false);
 
-/// Makes SIGINT, SIGTERM and SIGHUP reopen the outer backdoor before the
-/// process dies of them (the guard's drop does it on every other path).
+/// The first stop signal received during the current run (0: none).
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+/// The signals that stop a run.
+const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+/// Makes the outer backdoor be reopened if a second signal kills the
+/// process (the handshake guard's drop does it on every other path).
 fn arm_reopen_on_signals() {
-    OUTER_RESTRICTED.store(true, std::sync::atomic::Ordering::SeqCst);
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: installs a handler that only does async-signal-safe work
-        // (one port access, signal(), raise()).
-        unsafe {
-            libc::signal(
-                sig,
-                reopen_then_die as extern "C" fn(libc::c_int) as libc::sighandler_t,
-            )
-        };
+    OUTER_RESTRICTED.store(true, Ordering::SeqCst);
+}
+
+/// While alive, SIGINT, SIGTERM and SIGHUP stop the guest at its next
+/// instruction boundary (the run then returns a stop with the registers);
+/// a second signal ends the process by the signal's default action, after
+/// reopening the outer backdoor. Dropping it restores the default actions.
+struct StopSignals;
+
+impl StopSignals {
+    fn install() -> StopSignals {
+        STOP_SIGNAL.store(0, Ordering::SeqCst);
+        for sig in STOP_SIGNALS {
+            // SAFETY: a zeroed sigaction with a handler that only does
+            // async-signal-safe work (atomics, mprotect, one port access,
+            // signal(), raise()).
+            unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = on_stop_signal as extern "C" fn(libc::c_int) as usize;
+                sa.sa_flags = libc::SA_RESTART;
+                libc::sigemptyset(&mut sa.sa_mask);
+                libc::sigaction(sig, &sa, std::ptr::null_mut());
+            }
+        }
+        StopSignals
     }
 }
 
-extern "C" fn reopen_then_die(sig: libc::c_int) {
-    if OUTER_RESTRICTED.swap(false, std::sync::atomic::Ordering::SeqCst) {
+impl Drop for StopSignals {
+    fn drop(&mut self) {
+        for sig in STOP_SIGNALS {
+            // SAFETY: restores the default disposition.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+    }
+}
+
+extern "C" fn on_stop_signal(sig: libc::c_int) {
+    if STOP_SIGNAL
+        .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok()
+    {
+        translator::runtime::request_exit_all();
+        return;
+    }
+    if OUTER_RESTRICTED.swap(false, Ordering::SeqCst) {
         backdoor::outer::reopen_outer_backdoor_signal_safe();
     }
     // SAFETY: restoring the default action and re-raising are
@@ -314,6 +387,7 @@ fn print_stats(vcpu: &BtVcpu, board: &Board) {
     line("exits: indirect miss", v.exits_indirect_miss);
     line("exits: emulated instruction", v.exits_emulate);
     line("exits: host fault", v.exits_fault);
+    line("exits: stop requests", v.exits_interrupted);
     line("port I/O instructions", v.io_instructions);
     line("self-modifying writes", v.smc_writes);
     line("hidden faults (shadow fills)", v.hidden_faults);

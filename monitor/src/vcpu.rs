@@ -24,7 +24,7 @@ use std::io::Write;
 use translator::ibtc::Ibtc;
 use translator::runtime::{self, FaultRegistration};
 use translator::state::{ExitReason, LIVE_FLAGS};
-use translator::{CpuState, Mode, Stubs, UnitRequest};
+use translator::{CpuState, GuestIsa, Mode, Stubs, UnitRequest};
 
 /// Bytes of executable memory for translations.
 pub const CODE_CACHE_SIZE: usize = 64 << 20;
@@ -50,6 +50,8 @@ pub struct VcpuStats {
     pub indirect_hits: u64,
     /// Host faults resolved by filling a shadow mapping (paging on).
     pub hidden_faults: u64,
+    /// Exits because an exit was requested (poll page armed).
+    pub exits_interrupted: u64,
 }
 
 /// How a run ended.
@@ -59,6 +61,14 @@ pub enum Stop {
     Exit(i32),
     /// The guest cannot continue; the text explains why, with registers.
     Died(String),
+    /// The platform asked the vCPU to stop (a host signal); the guest is
+    /// stopped at an instruction boundary and the text holds its registers.
+    Requested {
+        /// The signal number that asked for the stop.
+        signal: i32,
+        /// The guest registers at the stop.
+        registers: String,
+    },
 }
 
 /// What the vCPU needs from the rest of the machine while running.
@@ -79,6 +89,13 @@ pub trait Platform {
     ) -> bool;
     /// CPUID.
     fn cpuid(&mut self, leaf: u32, subleaf: u32) -> [u32; 4];
+    /// Whether the vCPU must stop at the next instruction boundary, and the
+    /// host signal that asked for it. Whoever sets the request also arms
+    /// the code cache's poll page ([`translator::runtime::request_exit_all`])
+    /// so that translated code reaches a boundary promptly.
+    fn stop_requested(&mut self) -> Option<i32> {
+        None
+    }
 }
 
 /// The vCPU as seen by a port-I/O handler (e.g. the VMware backdoor, which
@@ -105,7 +122,8 @@ pub struct BtVcpu {
     /// With paging on: guest frame -> linear pages mapped to it in the window.
     rmap: HashMap<u32, Vec<u32>>,
     pending_chain: Option<BranchSite>,
-    _faults: FaultRegistration,
+    faults: FaultRegistration,
+    isa: GuestIsa,
     /// Counters.
     pub stats: VcpuStats,
     count_indirect: bool,
@@ -123,8 +141,8 @@ pub enum VcpuError {
 
 impl BtVcpu {
     /// A vCPU over `ram`, in the Multiboot entry state (flat protected mode,
-    /// paging off) at `eip`.
-    pub fn new(ram: GuestRam) -> Result<BtVcpu, VcpuError> {
+    /// paging off), for a CPU offering the extensions in `isa`.
+    pub fn new(ram: GuestRam, isa: GuestIsa) -> Result<BtVcpu, VcpuError> {
         let host = |e: &dyn std::fmt::Display| VcpuError::Host(e.to_string());
         let window = LinearWindow::new().map_err(|e| host(&e))?;
         let size = ram.size() as u64;
@@ -145,6 +163,7 @@ impl BtVcpu {
             enter: addrs[0],
             exit_common: addrs[1],
             exit_saved: addrs[2],
+            poll: cache.poll_addr(),
         };
         let start = cache.exec_addr(0);
         let faults =
@@ -165,12 +184,18 @@ impl BtVcpu {
             code_frames: HashSet::new(),
             rmap: HashMap::new(),
             pending_chain: None,
-            _faults: faults,
+            faults,
+            isa,
             stats: VcpuStats::default(),
             count_indirect: false,
             hits_counter: Box::new(0),
             log: None,
         })
+    }
+
+    /// The instruction-set extensions of the guest CPU.
+    pub fn isa(&self) -> &GuestIsa {
+        &self.isa
     }
 
     /// Guest RAM.
@@ -204,6 +229,13 @@ impl BtVcpu {
     /// Runs the guest until it stops.
     pub fn run(&mut self, platform: &mut dyn Platform) -> Stop {
         loop {
+            if let Some(signal) = platform.stop_requested() {
+                self.stats.indirect_hits = *self.hits_counter;
+                return Stop::Requested {
+                    signal,
+                    registers: self.register_dump(),
+                };
+            }
             if let Some(stop) = self.step(platform) {
                 self.stats.indirect_hits = *self.hits_counter;
                 return stop;
@@ -264,6 +296,14 @@ impl BtVcpu {
             Some(ExitReason::Fault) => {
                 self.stats.exits_fault += 1;
                 self.fault()
+            }
+            Some(ExitReason::Interrupted) => {
+                self.stats.exits_interrupted += 1;
+                // Served: the run loop checks what was requested before it
+                // enters translated code again.
+                self.faults.clear_exit_request();
+                self.state.eip = self.guest_eip_at(self.state.fault.rip);
+                None
             }
             _ => Some(Stop::Died(format!(
                 "translated code exited with unknown reason {}",
@@ -365,6 +405,7 @@ impl BtVcpu {
             } else {
                 None
             },
+            isa: self.isa,
         };
         let unit = translator::translate(&req)
             .map_err(|e| TranslateFailure::Other(format!("at EIP={eip:#010x}: {e}")))?;
@@ -552,6 +593,24 @@ page fault at {} with error code {:#x}",
         }
     }
 
+    /// The guest EIP of the instruction at host address `rip` in a live
+    /// translation (the translation's first EIP if `rip` is at its entry).
+    fn guest_eip_at(&self, rip: u64) -> u32 {
+        let Some(off) = self.cache.offset_of(rip) else {
+            return self.state.eip;
+        };
+        let Some(id) = self.cache.find_by_offset(off) else {
+            return self.state.eip;
+        };
+        let t = self.cache.get(id);
+        let rel = (off - t.code_offset) as u32;
+        let idx = t
+            .pc_map
+            .partition_point(|(h, _)| *h <= rel)
+            .saturating_sub(1);
+        t.pc_map.get(idx).map_or(t.key.eip, |p| p.1)
+    }
+
     /// Maps a host fault back to the guest instruction and classifies it.
     fn fault_outcome(&mut self) -> FaultOutcome {
         let f = self.state.fault;
@@ -574,13 +633,21 @@ page fault at {} with error code {:#x}",
             let v = self.state.gpr[r];
             self.state.gpr[r] = (v & 0xffff_0000) | ((v & 0xff) << 8) | ((v >> 8) & 0xff);
         }
-        match f.signo as i32 {
-            libc::SIGSEGV | libc::SIGBUS => self.resolve_memory_fault(f.addr, f.err & 2 != 0),
-            libc::SIGFPE => {
-                FaultOutcome::Stop(self.exception(if matches!(f.code, 1 | 2) { 0 } else { 16 }))
+        match host_exception(&f) {
+            HostException::PageFault => self.resolve_memory_fault(f.addr, f.err & 2 != 0),
+            HostException::Guest(vector) => FaultOutcome::Stop(self.exception(vector)),
+            HostException::SimdFloatingPoint => {
+                // #XM needs CR4.OSXMMEXCPT; without it the CPU raises #UD.
+                let vector = if self.sys.cr4 & CR4_OSXMMEXCPT != 0 {
+                    19
+                } else {
+                    6
+                };
+                FaultOutcome::Stop(self.exception(vector))
             }
-            libc::SIGILL => FaultOutcome::Stop(self.exception(6)),
-            _ => FaultOutcome::Stop(self.died("unexpected host signal in translated code")),
+            HostException::Unknown => {
+                FaultOutcome::Stop(self.died("unexpected host signal in translated code"))
+            }
         }
     }
 
@@ -588,9 +655,11 @@ page fault at {} with error code {:#x}",
     /// mapping was filled), a write to translated code, or a guest stop.
     fn resolve_memory_fault(&mut self, host_addr: u64, write: bool) -> FaultOutcome {
         let Some(lin) = self.window.linear_of(host_addr as usize) else {
-            return FaultOutcome::Stop(self.died(&format!(
-                "guest address computation wrapped around 4 GiB (host address {host_addr:#x}); not supported"
-            )));
+            // An access that straddles the top of the 4 GiB linear space
+            // reached the guard after the window. With a 4 GiB segment
+            // limit the SDM leaves it implementation-specific whether such
+            // an access wraps or faults (vol. 3, 5.3); this CPU faults.
+            return FaultOutcome::Stop(self.exception(13));
         };
         let phys = match self.linear_to_phys(lin.0, write) {
             Ok(p) => p,
@@ -697,6 +766,7 @@ page fault at {} with error code {:#x}",
             13 => "#GP (general protection)",
             14 => "#PF (page fault)",
             16 => "#MF (x87 floating-point error)",
+            17 => "#AC (alignment check)",
             19 => "#XM (SIMD floating-point error)",
             _ => "exception",
         };
@@ -721,6 +791,41 @@ page fault at {} with error code {:#x}",
             s.seg_sel[1], s.seg_sel[3], s.seg_sel[0], s.seg_sel[2], s.seg_sel[4], s.seg_sel[5],
             self.sys.cr0, self.sys.cr2, self.sys.cr3, self.sys.cr4
         )
+    }
+}
+
+/// CR4.OSXMMEXCPT: the OS handles #XM.
+const CR4_OSXMMEXCPT: u32 = 1 << 10;
+
+/// The host exception behind a signal in translated code.
+#[derive(Debug, PartialEq, Eq)]
+enum HostException {
+    /// A page fault in the window (hidden fault, code write, or guest #PF).
+    PageFault,
+    /// An exception that is the guest's own, with its guest vector.
+    Guest(u8),
+    /// A SIMD floating-point exception (#XM or #UD, by guest CR4).
+    SimdFloatingPoint,
+    /// Nothing translated code should raise.
+    Unknown,
+}
+
+/// Classifies a host fault by the hardware vector the kernel recorded.
+/// Translated code only touches the window, the state block and the
+/// monitor's stack, so a host #GP, #UD, #DE, #MF or #AC in it is the
+/// guest's own instruction failing the same way (a misaligned MOVAPS,
+/// reserved MXCSR bits in LDMXCSR, a division by zero, an unmasked x87
+/// exception, an opcode the host lacks).
+fn host_exception(f: &translator::state::HostFault) -> HostException {
+    match (f.signo as i32, f.trapno) {
+        (libc::SIGSEGV | libc::SIGBUS, 14) => HostException::PageFault,
+        (libc::SIGSEGV | libc::SIGBUS, 12 | 13) => HostException::Guest(13),
+        (libc::SIGBUS, 17) => HostException::Guest(17),
+        (libc::SIGFPE, 0) => HostException::Guest(0),
+        (libc::SIGFPE, 16) => HostException::Guest(16),
+        (libc::SIGFPE, 19) => HostException::SimdFloatingPoint,
+        (libc::SIGILL, _) => HostException::Guest(6),
+        _ => HostException::Unknown,
     }
 }
 

@@ -106,7 +106,14 @@ pub struct Run {
 
 /// Runs a command with stdin closed, capturing output, killing it after `timeout`.
 pub fn run(cmd: &mut Command, timeout: Duration) -> Run {
+    run_signalled(cmd, timeout, None)
+}
+
+/// Like [`run`], sending `signal.1` to the process `signal.0` after it
+/// started.
+pub fn run_signalled(cmd: &mut Command, timeout: Duration, signal: Option<(Duration, i32)>) -> Run {
     let start = Instant::now();
+    let mut signal = signal;
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -130,6 +137,13 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Run {
         if let Some(s) = child.try_wait().expect("wait") {
             break s;
         }
+        if let Some((after, sig)) = signal {
+            if start.elapsed() >= after {
+                // SAFETY: kill(2) on our own child's pid.
+                unsafe { libc::kill(child.id() as i32, sig) };
+                signal = None;
+            }
+        }
         if start.elapsed() > timeout {
             timed_out = true;
             let _ = child.kill();
@@ -146,6 +160,28 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Run {
         timed_out,
         elapsed: start.elapsed(),
     }
+}
+
+/// Builds an assembly guest whose `main` is `body` (Intel syntax, linked
+/// with the guest runtime) into the test's scratch directory.
+pub fn asm_guest(name: &str, body: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("asm-guests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join(format!("{name}.S"));
+    std::fs::write(
+        &src,
+        format!(".intel_syntax noprefix\n.text\n.globl main\nmain:\n{body}\n"),
+    )
+    .unwrap();
+    make(
+        &[
+            "one",
+            &format!("SRC={}", src.display()),
+            &format!("NAME={name}"),
+        ],
+        &dir,
+    );
+    dir.join(format!("{name}.elf"))
 }
 
 /// Runs `nestmon run --kernel elf`.

@@ -7,13 +7,17 @@
 //! host's; R14 points at the [`CpuState`], R15 at the guest's linear window;
 //! R9-R13 are scratch; host RSP is the monitor's stack.
 
+pub mod confine;
 pub mod emit;
 pub mod ibtc;
+pub mod isa;
 pub mod listing;
 pub mod runtime;
 pub mod state;
 pub mod translate;
+pub mod verify;
 
+pub use isa::{Availability, GuestIsa};
 pub use runtime::Stubs;
 pub use state::{CpuState, ExitReason, Seg};
 pub use translate::{translate, Mode, Unit, UnitRequest};
@@ -27,4 +31,8 @@ pub enum TranslateError {
     /// A guest instruction form the translator does not handle.
     #[error("unsupported guest instruction form: {0}")]
     Unsupported(&'static str),
+    /// The emitted code failed the confinement check (a translator bug;
+    /// the unit is refused rather than run).
+    #[error(transparent)]
+    Confinement(#[from] verify::Violation),
 }

@@ -12,6 +12,12 @@
 //!   translated code runs.
 //! - The signal handler acts only on faults whose RIP lies in a registered
 //!   code cache; any other fault is re-raised with the default action.
+//! - A fault on the poll page of the cache (the first page, see
+//!   `codecache`) is an exit request, not a guest fault: it happens at a
+//!   translation's entry, before any guest instruction of it ran, and
+//!   becomes an `Interrupted` exit. [`request_exit`] and
+//!   [`request_exit_all`] arm it; both only call `mprotect` and are
+//!   async-signal-safe.
 
 use crate::state::{off, CpuState};
 use iced_x86::code_asm::*;
@@ -28,6 +34,9 @@ pub struct Stubs {
     /// Returns to the run loop when registers were saved by the signal
     /// handler.
     pub exit_saved: u64,
+    /// The poll word every translation loads on entry (the first byte of the
+    /// code cache's poll page).
+    pub poll: u64,
 }
 
 fn r(e: IcedError) -> crate::TranslateError {
@@ -136,7 +145,8 @@ impl Drop for FaultRegistration {
 }
 
 /// Registers the executable range `[start, end)` whose faults return
-/// through `exit_saved`, installing the handlers on first use.
+/// through `exit_saved`, installing the handlers on first use. The page at
+/// `start` is the cache's poll page.
 pub fn register_cache(start: u64, end: u64, exit_saved: u64) -> Option<FaultRegistration> {
     install_handlers();
     for i in 0..MAX_CACHES {
@@ -152,12 +162,55 @@ pub fn register_cache(start: u64, end: u64, exit_saved: u64) -> Option<FaultRegi
     None
 }
 
-fn exit_for(rip: u64) -> Option<u64> {
+/// The registered cache whose range holds `rip`: (poll page, exit_saved).
+fn cache_for(rip: u64) -> Option<(u64, u64)> {
     (0..MAX_CACHES).find_map(|i| {
         let s = CACHE_START[i].load(Ordering::SeqCst);
         let e = CACHE_END[i].load(Ordering::SeqCst);
-        (s != 0 && rip >= s && rip < e).then(|| CACHE_EXIT[i].load(Ordering::SeqCst))
+        (s != 0 && rip >= s && rip < e).then(|| (s, CACHE_EXIT[i].load(Ordering::SeqCst)))
     })
+}
+
+const POLL_PAGE: usize = codecache::POLL_PAGE_SIZE;
+
+fn protect_poll_page(start: u64, prot: libc::c_int) {
+    // SAFETY: `start` is the first page of a registered code cache's
+    // executable view, a page that holds no code and that this crate alone
+    // protects; changing its protection cannot invalidate any Rust
+    // reference. mprotect is async-signal-safe.
+    unsafe { libc::mprotect(start as *mut libc::c_void, POLL_PAGE, prot) };
+}
+
+impl FaultRegistration {
+    /// Makes translated code of this cache stop at its next translation
+    /// entry with an `Interrupted` exit. Safe to call from a signal handler
+    /// or another thread.
+    pub fn request_exit(&self) {
+        request_exit(self.0);
+    }
+
+    /// Lets translated code run on after an exit request was served.
+    pub fn clear_exit_request(&self) {
+        let start = CACHE_START[self.0].load(Ordering::SeqCst);
+        if start != 0 {
+            protect_poll_page(start, libc::PROT_READ);
+        }
+    }
+}
+
+fn request_exit(slot: usize) {
+    let start = CACHE_START[slot].load(Ordering::SeqCst);
+    if start != 0 {
+        protect_poll_page(start, libc::PROT_NONE);
+    }
+}
+
+/// Makes translated code of every registered cache stop at its next
+/// translation entry. Async-signal-safe.
+pub fn request_exit_all() {
+    for slot in 0..MAX_CACHES {
+        request_exit(slot);
+    }
 }
 
 fn install_handlers() {
@@ -194,7 +247,7 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut l
     let uc = unsafe { &mut *(ctx as *mut libc::ucontext_t) };
     let gregs = &mut uc.uc_mcontext.gregs;
     let rip = gregs[libc::REG_RIP as usize] as u64;
-    let Some(exit_saved) = exit_for(rip) else {
+    let Some((poll, exit_saved)) = cache_for(rip) else {
         // Not ours: fall back to the default action and let it re-fault.
         // SAFETY: resetting a signal to its default disposition.
         unsafe { libc::signal(sig, libc::SIG_DFL) };
@@ -216,7 +269,13 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut l
         rip,
         err: gregs[libc::REG_ERR as usize] as u64,
         code,
+        trapno: gregs[libc::REG_TRAPNO as usize] as u64,
     };
-    state.exit_reason = crate::state::ExitReason::Fault as u32;
+    let poll_fault = sig == libc::SIGSEGV && (poll..poll + POLL_PAGE as u64).contains(&addr);
+    state.exit_reason = if poll_fault {
+        crate::state::ExitReason::Interrupted
+    } else {
+        crate::state::ExitReason::Fault
+    } as u32;
     gregs[libc::REG_RIP as usize] = exit_saved as i64;
 }

@@ -29,7 +29,10 @@ pub enum ExitReason {
     /// A host fault (SIGSEGV/SIGFPE/SIGILL/SIGBUS) in translated code; see
     /// the `fault_*` fields. `eip` is not yet known.
     Fault = 4,
-    /// The run loop asked translated code to stop (interrupt window, signal).
+    /// The run loop asked translated code to stop (interrupt window, signal):
+    /// a translation's entry found the poll page armed. Registers were saved
+    /// by the signal handler; `fault.rip` is the entry of the translation,
+    /// none of whose guest instructions ran.
     Interrupted = 5,
 }
 
@@ -95,6 +98,9 @@ pub struct HostFault {
     pub err: u64,
     /// si_code of the signal.
     pub code: u64,
+    /// The host exception vector (`REG_TRAPNO`: 0 #DE, 6 #UD, 13 #GP,
+    /// 14 #PF, 16 #MF, 17 #AC, 19 #XM).
+    pub trapno: u64,
 }
 
 /// The state block shared between the run loop and translated code.

@@ -13,12 +13,15 @@
 //!   can fault.
 //! - Every exit stores the guest EIP at which execution continues.
 
+use crate::confine;
 use crate::emit::{mem, Emitter, Label};
+use crate::isa::{Availability, GuestIsa};
 use crate::runtime::Stubs;
 use crate::state::{off, ExitReason, Seg};
 use crate::{i2, TranslateError};
 use iced_x86::{
-    Code, ConditionCode, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register,
+    Code, ConditionCode, Decoder, DecoderOptions, Instruction, InstructionInfoFactory, Mnemonic,
+    OpKind, Register,
 };
 
 /// Guest instructions per unit at most.
@@ -54,6 +57,8 @@ pub struct UnitRequest<'a> {
     pub max_insns: usize,
     /// Host address of a u64 incremented on every indirect-branch hit.
     pub count_indirect: Option<u64>,
+    /// The instruction-set extensions the guest CPU offers.
+    pub isa: GuestIsa,
 }
 
 /// A fix-up the run loop applies to registers saved at a fault.
@@ -91,6 +96,7 @@ struct Ctx<'a> {
     req: &'a UnitRequest<'a>,
     exits: Vec<Exit>,
     fixup: u8,
+    info: InstructionInfoFactory,
 }
 
 fn err(e: iced_x86::IcedError) -> TranslateError {
@@ -160,6 +166,7 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         req,
         exits: Vec::new(),
         fixup: fixup::NONE,
+        info: InstructionInfoFactory::new(),
     };
     let mut dec = Decoder::with_ip(32, req.code, u64::from(req.eip), DecoderOptions::NONE);
     let mut pc_map = Vec::new();
@@ -167,6 +174,7 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
     let mut insns = Vec::new();
     let page = req.eip >> 12;
     let mut next = req.eip;
+    cx.poll()?;
     loop {
         if insns.len() >= req.max_insns.min(MAX_UNIT_INSNS) || (next >> 12) != page {
             cx.chain_exit(next)?;
@@ -193,6 +201,7 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
     let guest_len = next.wrapping_sub(req.eip).max(1);
     let sites = cx.emit_exit_stubs()?;
     let code = cx.e.finish()?;
+    crate::verify::check_unit(&code, req.host_base, req.stubs.poll)?;
     Ok(Unit {
         code,
         pc_map,
@@ -216,6 +225,16 @@ impl Ctx<'_> {
     /// `mov dst32, m` (a 32-bit load).
     fn load32(&mut self, dst: Register, m: iced_x86::MemoryOperand) -> Result<(), TranslateError> {
         self.ins(i2!(Code::Mov_r32_rm32, dst, m)?)
+    }
+
+    /// `mov r9d, [rip -> poll word]`: faults when an exit was requested
+    /// (see `runtime`), before any guest instruction of the unit ran. R9 is
+    /// dead at every translation entry.
+    fn poll(&mut self) -> Result<(), TranslateError> {
+        self.load32(
+            Register::R9D,
+            iced_x86::MemoryOperand::with_base_displ(Register::RIP, self.req.stubs.poll as i64),
+        )
     }
 
     /// Ends the unit with a chainable jump to guest `target`.
@@ -290,10 +309,19 @@ impl Ctx<'_> {
     }
 
     /// Translates one instruction; returns whether it ends the unit.
-    fn one(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
-        if needs_monitor(i) {
-            return self.emulate_exit(i.ip32());
+    fn one(&mut self, guest: &Instruction) -> Result<bool, TranslateError> {
+        if needs_monitor(guest) {
+            return self.emulate_exit(guest.ip32());
         }
+        let mut substitute = *guest;
+        match self.req.isa.availability(guest) {
+            Availability::Native => {}
+            Availability::Nop => return Ok(false),
+            Availability::Substitute(code) => substitute.set_code(code),
+            // The monitor raises #UD.
+            Availability::Undefined => return self.emulate_exit(guest.ip32()),
+        }
+        let i = &substitute;
         match i.mnemonic() {
             Mnemonic::Jmp => self.jmp(i),
             Mnemonic::Call => self.call(i),
@@ -334,7 +362,10 @@ impl Ctx<'_> {
             | Mnemonic::Scasw
             | Mnemonic::Scasd => self.string(i),
             _ if i.flow_control() == iced_x86::FlowControl::ConditionalBranch => self.jcc(i),
-            _ => self.generic(i).map(|_| false),
+            _ => match confine::check_generic(i, &mut self.info) {
+                Ok(()) => self.generic(i).map(|_| false),
+                Err(_) => self.emulate_exit(i.ip32()),
+            },
         }
     }
 
@@ -1204,6 +1235,7 @@ mod tests {
         enter: 0x10_0000,
         exit_common: 0x10_1000,
         exit_saved: 0x10_2000,
+        poll: 0x0f_f000,
     };
 
     fn unit(code: &[u8]) -> Unit {
@@ -1222,6 +1254,7 @@ mod tests {
             stubs: STUBS,
             max_insns: 64,
             count_indirect: None,
+            isa: GuestIsa::baseline(),
         };
         translate(&req).unwrap()
     }

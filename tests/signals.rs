@@ -1,0 +1,55 @@
+//! Host signals: SIGINT, SIGTERM and SIGHUP stop the guest at its next
+//! instruction boundary, even in a tight loop that never leaves translated
+//! code; nestmon then prints the stop report (and the statistics when
+//! asked) and exits with 128 + the signal number.
+
+#[path = "guestkit/mod.rs"]
+mod guestkit;
+
+use guestkit::*;
+use std::process::Command;
+use std::time::Duration;
+
+/// A guest spinning in a one-instruction loop chained to itself.
+fn spinning_guest() -> std::path::PathBuf {
+    asm_guest("spin", "mov ebx, 0x5151\n1: jmp 1b")
+}
+
+fn run_and_signal(signal: i32, extra: &[&str]) -> Run {
+    run_signalled(
+        Command::new(env!("CARGO_BIN_EXE_nestmon"))
+            .arg("run")
+            .arg("--kernel")
+            .arg(spinning_guest())
+            .args(extra),
+        Duration::from_secs(30),
+        Some((Duration::from_millis(500), signal)),
+    )
+}
+
+#[test]
+fn sigint_stops_a_spinning_guest_with_a_report_and_status_130() {
+    let r = run_and_signal(libc::SIGINT, &[]);
+    assert!(!r.timed_out, "{}", describe(&r));
+    assert_eq!(r.code, Some(130), "{}", describe(&r));
+    assert!(r.stderr.contains("stopped by SIGINT"), "{}", r.stderr);
+    assert!(r.stderr.contains("EBX=00005151"), "{}", r.stderr);
+    assert!(r.stderr.contains("EIP="), "{}", r.stderr);
+}
+
+#[test]
+fn sigterm_and_sighup_stop_with_128_plus_the_signal() {
+    for (signal, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGHUP, "SIGHUP")] {
+        let r = run_and_signal(signal, &[]);
+        assert_eq!(r.code, Some(128 + signal), "{name}: {}", describe(&r));
+        assert!(r.stderr.contains(name), "{}", r.stderr);
+    }
+}
+
+#[test]
+fn stats_are_printed_when_a_signal_stops_the_run() {
+    let r = run_and_signal(libc::SIGINT, &["--stats"]);
+    assert_eq!(r.code, Some(130), "{}", describe(&r));
+    assert!(r.stderr.contains("nestmon statistics"), "{}", r.stderr);
+    assert!(r.stderr.contains("exits: stop requests"), "{}", r.stderr);
+}
