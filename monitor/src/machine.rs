@@ -2,6 +2,7 @@
 //! together for one run.
 
 use crate::config::VmConfig;
+use crate::console::{self, diagnostic};
 use crate::cpuid::CpuModel;
 use crate::devices::{IoBus, IoOutcome};
 use crate::vcpu::{BtVcpu, IoCpu, Platform, Stop};
@@ -71,11 +72,11 @@ impl Board {
     fn log_backdoor_events(&mut self) {
         for event in self.backdoor.drain_events() {
             match event {
-                Event::ToolsVersion(v) => eprintln!("nestmon: guest tools version {v}"),
-                Event::ToolsVersionType(t) => eprintln!("nestmon: guest tools version type {t}"),
-                Event::GuestLog(line) => eprintln!("nestmon: guest log: {line}"),
+                Event::ToolsVersion(v) => diagnostic!("nestmon: guest tools version {v}"),
+                Event::ToolsVersionType(t) => diagnostic!("nestmon: guest tools version type {t}"),
+                Event::GuestLog(line) => diagnostic!("nestmon: guest log: {line}"),
                 Event::TcloReply { command, reply } => {
-                    eprintln!("nestmon: tools replied to {command:?}: {reply:?}")
+                    diagnostic!("nestmon: tools replied to {command:?}: {reply:?}")
                 }
                 _ => {}
             }
@@ -239,7 +240,7 @@ fn outer_handshake(
     let transport = match PortIoTransport::open() {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("nestmon: the outer hypervisor is VMware but its backdoor cannot be reached ({e}); no nesting handshake");
+            diagnostic!("nestmon: the outer hypervisor is VMware but its backdoor cannot be reached ({e}); no nesting handshake");
             return Ok(None);
         }
     };
@@ -249,8 +250,8 @@ fn outer_handshake(
         arm_reopen_on_signals();
     }
     match guard.nesting_version() {
-        Some(v) if guard.restricted() => eprintln!("nestmon: outer VMware backdoor restricted while the guest runs (nesting control v{v})"),
-        _ => eprintln!("nestmon: the outer VMware backdoor has no nesting control; running because vmx.allowNested = \"TRUE\""),
+        Some(v) if guard.restricted() => diagnostic!("nestmon: outer VMware backdoor restricted while the guest runs (nesting control v{v})"),
+        _ => diagnostic!("nestmon: the outer VMware backdoor has no nesting control; running because vmx.allowNested = \"TRUE\""),
     }
     Ok(Some(guard))
 }
@@ -324,5 +325,5 @@ fn print_stats(vcpu: &BtVcpu, board: &Board) {
             "  unclaimed port {port:#06x}: {reads} reads, {writes} writes\n"
         ));
     }
-    eprint!("{out}");
+    console::diagnostic_text(&out);
 }
