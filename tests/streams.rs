@@ -4,13 +4,13 @@
 //! says so on stderr and exits 1; diagnostics refused by stderr change
 //! nothing, the status stays the guest's.
 
-use std::fs::File;
-use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+#[path = "support/bounded_run.rs"]
+mod bounded_run;
+use bounded_run::{assert_no_panic, dev_full, finish_within, nestmon, Finished};
 #[path = "support/scratch.rs"]
 mod scratch;
 use scratch::Scratch;
@@ -20,74 +20,8 @@ mod tiny_guest;
 /// How long any run here may take before the test calls it a hang.
 const TIME_LIMIT: Duration = Duration::from_secs(30);
 
-/// The status Rust gives a process that panicked.
-const PANIC_STATUS: i32 = 101;
-
-/// How a run ended: its exit status and the streams that were captured.
-struct Finished {
-    status: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn nestmon(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_nestmon"));
-    command.args(args).stdin(Stdio::null());
-    command
-}
-
-fn dev_full() -> Stdio {
-    Stdio::from(File::create("/dev/full").expect("/dev/full exists"))
-}
-
-/// Reads a pipe to its end on another thread.
-fn drain(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_end(&mut bytes);
-        }
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
-}
-
-/// Runs `command` with the given stdout and stderr (a stream given as
-/// `Stdio::piped()` is captured); a run that outlives [`TIME_LIMIT`] is
-/// killed and fails the test.
 fn finish(command: &mut Command, stdout: Stdio, stderr: Stdio) -> Finished {
-    let mut child = command
-        .stdout(stdout)
-        .stderr(stderr)
-        .spawn()
-        .expect("spawn nestmon");
-    let out = drain(child.stdout.take());
-    let err = drain(child.stderr.take());
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if started.elapsed() > TIME_LIMIT {
-            child.kill().expect("kill");
-            child.wait().expect("reap");
-            panic!("nestmon ran longer than {TIME_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Finished {
-        status: status.code(),
-        stdout: out.join().expect("stdout"),
-        stderr: err.join().expect("stderr"),
-    }
-}
-
-fn assert_no_panic(run: &Finished) {
-    assert_ne!(run.status, Some(PANIC_STATUS), "stderr:\n{}", run.stderr);
-    assert!(
-        !run.stderr.contains("panicked"),
-        "nestmon panicked:\n{}",
-        run.stderr
-    );
+    finish_within(TIME_LIMIT, command, stdout, stderr, false)
 }
 
 fn kernel_arg(path: &Path) -> &str {
