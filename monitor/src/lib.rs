@@ -8,6 +8,7 @@ pub mod console;
 pub mod cpuid;
 pub mod devices;
 pub mod emulate;
+pub mod input;
 pub mod kvm;
 pub mod loader;
 pub mod machine;
