@@ -295,7 +295,10 @@ pub enum ConfigError {
         reason: String,
     },
     /// A value of the wrong form.
-    #[error("{origin}: invalid value \"{value}\" for {key}: expected {expected}")]
+    #[error(
+        "{origin}: invalid value \"{}\" for {key}: expected {expected}",
+        vmx::visible(value)
+    )]
     InvalidValue {
         /// Where it was set.
         origin: Origin,
@@ -307,7 +310,7 @@ pub enum ConfigError {
         expected: String,
     },
     /// A setting that needs another one which is missing.
-    #[error("{origin}: {key} = \"{value}\" needs {needed}")]
+    #[error("{origin}: {key} = \"{}\" needs {needed}", vmx::visible(value))]
     MissingValue {
         /// Where the setting that needs it was made.
         origin: Origin,
@@ -480,6 +483,7 @@ pub fn parse_setting(argument: &str) -> Result<Entry, ConfigError> {
     } else {
         raw_value.to_string()
     };
+    vmx::refuse_nul(&key, &value).map_err(bad)?;
     Ok(Entry {
         key,
         value,
@@ -537,6 +541,24 @@ mod tests {
         assert_eq!(parse_setting("displayName=a # b").unwrap().value, "a # b");
         assert_eq!(parse_setting("displayName=\"q|22\"").unwrap().value, "q\"");
         assert_eq!(parse_setting("k=").unwrap().value, "");
+    }
+
+    #[test]
+    fn set_value_with_an_escaped_nul_is_refused_and_shown_escaped() {
+        let error = parse_setting("displayName=\"x|00y\"").unwrap_err();
+        assert!(matches!(error, ConfigError::BadSetting { .. }));
+        assert!(error.to_string().ends_with("\"x\\0y\""), "{error}");
+    }
+
+    #[test]
+    fn invalid_value_shows_control_characters_escaped() {
+        let error = from_entries(vec![Entry {
+            key: "memsize".to_string(),
+            value: "6\u{1b}4".to_string(),
+            origin: Origin::command_line("--set"),
+        }])
+        .unwrap_err();
+        assert!(error.to_string().contains("\"6\\u{1b}4\""), "{error}");
     }
 
     #[test]
