@@ -4,7 +4,7 @@
 use crate::config::VmConfig;
 use crate::console::{self, diagnostic};
 use crate::cpuid::CpuModel;
-use crate::devices::{IoBus, IoOutcome};
+use crate::devices::{IoBus, IoOutcome, CONSOLE_CLOSED_STATUS};
 use crate::vcpu::{BtVcpu, IoCpu, Platform, Stop};
 use backdoor::outer::{power_on_handshake, NestingGuard, PortIoTransport};
 use backdoor::{Backdoor, Event, GuestMemory, HostFacts, Regs};
@@ -84,6 +84,14 @@ impl Board {
     }
 }
 
+/// Says on stderr (best effort) why the console stops the guest.
+fn report_closed_console(bus: &IoBus) {
+    match bus.console_error() {
+        Some(error) => diagnostic!("nestmon: {error}; stopping the guest"),
+        None => diagnostic!("nestmon: the console was closed; stopping the guest"),
+    }
+}
+
 fn to_backdoor_regs(gpr: &[u32; 8]) -> Regs {
     Regs {
         eax: gpr[0],
@@ -126,6 +134,10 @@ impl Platform for Board {
         match self.bus.write(port, size, value) {
             IoOutcome::Continue => None,
             IoOutcome::Exit(status) => Some(status),
+            IoOutcome::ConsoleClosed => {
+                report_closed_console(&self.bus);
+                Some(CONSOLE_CLOSED_STATUS)
+            }
         }
     }
 
