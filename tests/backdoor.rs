@@ -2,7 +2,15 @@
 //! VMware Tools client does first (GETVERSION, RPCI, NESTING_CONTROL, the
 //! high-bandwidth port), must print every step as ok and exit through
 //! `rt_exit(0)`, which nestmon reports as status (0 << 1) | 1 = 1.
+//!
+//! And, on a vCPU driven directly (two instructions in RAM, no guest
+//! image): a high-bandwidth receive that fails because its destination
+//! crosses the end of guest RAM leaves guest RAM untouched.
 
+use backdoor::abi::{self, cmd, hb_cmd, msg_type, proto, status};
+use backdoor::{high_half, join_halves, Backdoor, GuestMemory, HostFacts, Regs};
+use monitor::vcpu::{BtVcpu, IoCpu, Platform, Stop};
+use shadowmmu::{GuestPhys, GuestRam};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -54,4 +62,157 @@ fn backdoor_guest_reports_cpuid_leaf_before_touching_the_backdoor() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let first = stdout.lines().find(|l| l.contains(": ")).unwrap_or("");
     assert!(first.starts_with("cpuid: ok"), "stdout:\n{stdout}");
+}
+
+/// Guest registers in encoding order: EAX, ECX, EDX, EBX, ESP, EBP, ESI, EDI.
+const EBX: usize = 3;
+
+fn to_regs(gpr: &[u32; 8]) -> Regs {
+    Regs {
+        eax: gpr[0],
+        ecx: gpr[1],
+        edx: gpr[2],
+        ebx: gpr[3],
+        ebp: gpr[5],
+        esi: gpr[6],
+        edi: gpr[7],
+    }
+}
+
+fn to_gpr(regs: &Regs, gpr: &mut [u32; 8]) {
+    (gpr[0], gpr[1], gpr[2], gpr[3], gpr[5], gpr[6], gpr[7]) = (
+        regs.eax, regs.ecx, regs.edx, regs.ebx, regs.ebp, regs.esi, regs.edi,
+    );
+}
+
+/// The backdoor on port 0x5659 (`rep insb`/`rep outsb`); any `out` ends
+/// the run with its value as status.
+struct HighBandwidthOnly {
+    backdoor: Backdoor,
+}
+
+impl Platform for HighBandwidthOnly {
+    fn io_in(&mut self, _: &mut IoCpu<'_>, _: u16, _: u8) -> u32 {
+        0xffff_ffff
+    }
+
+    fn io_out(&mut self, _: &mut IoCpu<'_>, _: u16, _: u8, value: u32) -> Option<i32> {
+        Some(value as i32)
+    }
+
+    fn string_io(
+        &mut self,
+        cpu: &mut IoCpu<'_>,
+        port: u16,
+        input: bool,
+        mem: &mut dyn GuestMemory,
+    ) -> bool {
+        if port != abi::BDOORHB_PORT || !input {
+            return false;
+        }
+        let mut regs = to_regs(cpu.gpr);
+        let moved = self.backdoor.hb_in(&mut regs, cpu.cpl, mem);
+        to_gpr(&regs, cpu.gpr);
+        moved.is_some()
+    }
+
+    fn cpuid(&mut self, _: u32, _: u32) -> [u32; 4] {
+        [0; 4]
+    }
+}
+
+/// A low-bandwidth GuestRPC call on `channel`.
+fn message(
+    backdoor: &mut Backdoor,
+    kind: u16,
+    channel: u16,
+    cookies: (u32, u32),
+    ebx: u32,
+) -> Regs {
+    let mut regs = Regs::backdoor_call(cmd::MESSAGE, kind, ebx);
+    regs.edx = join_halves(abi::BDOOR_PORT, channel);
+    (regs.esi, regs.edi) = cookies;
+    assert!(backdoor.port_in(&mut regs, 0));
+    regs
+}
+
+/// Opens an RPCI channel, sends `request`, asks for the reply's size; the
+/// guest registers for the `rep insb` that fetches it to `destination`.
+fn receive_registers(backdoor: &mut Backdoor, request: &[u8], destination: u32) -> [u32; 8] {
+    let opened = message(
+        backdoor,
+        msg_type::OPEN,
+        0,
+        (0, 0),
+        proto::RPCI | proto::FLAG_COOKIE,
+    );
+    let (channel, cookies) = (opened.channel(), (opened.esi, opened.edi));
+    message(
+        backdoor,
+        msg_type::SENDSIZE,
+        channel,
+        cookies,
+        request.len() as u32,
+    );
+    for chunk in request.chunks(4) {
+        let mut word = [0u8; 4];
+        word[..chunk.len()].copy_from_slice(chunk);
+        message(
+            backdoor,
+            msg_type::SENDPAYLOAD,
+            channel,
+            cookies,
+            u32::from_le_bytes(word),
+        );
+    }
+    let sized = message(backdoor, msg_type::RECVSIZE, channel, cookies, 0);
+    assert_ne!(
+        high_half(sized.ecx) & status::HB,
+        0,
+        "high bandwidth offered"
+    );
+    let mut gpr = [0u32; 8];
+    to_gpr(
+        &Regs {
+            eax: abi::BDOOR_MAGIC,
+            ebx: join_halves(hb_cmd::MESSAGE, status::SUCCESS),
+            ecx: sized.ebx,
+            edx: join_halves(abi::BDOORHB_PORT, channel),
+            esi: cookies.0,
+            ebp: cookies.1,
+            edi: destination,
+        },
+        &mut gpr,
+    );
+    gpr
+}
+
+#[test]
+fn failed_high_bandwidth_receive_across_the_end_of_ram_leaves_ram_untouched() {
+    let ram = GuestRam::new(4).expect("guest RAM");
+    let ram_end = ram.size() as u32;
+    // 0x1000: rep insb ; out 0xf4, al
+    ram.write(GuestPhys(0x1000), &[0xf3, 0x6c, 0xe6, 0xf4])
+        .expect("code");
+    ram.write(GuestPhys(ram_end - 2), &[0xee, 0xee])
+        .expect("marker");
+    let mut backdoor = Backdoor::new(HostFacts::default(), [("guestinfo.x", "reply")]);
+    // "1 reply": 7 bytes, the first 2 in RAM, the rest past its end (a
+    // second page), so the write is split in two pieces.
+    let gpr = receive_registers(&mut backdoor, b"info-get guestinfo.x", ram_end - 2);
+    let mut vcpu = BtVcpu::new(ram).expect("vCPU");
+    vcpu.state.eip = 0x1000;
+    vcpu.state.gpr = gpr;
+    let stop = vcpu.run(&mut HighBandwidthOnly { backdoor });
+    assert!(matches!(stop, Stop::Exit(_)), "{stop:?}");
+    assert_eq!(
+        high_half(vcpu.state.gpr[EBX]),
+        0,
+        "the guest is told the receive failed"
+    );
+    let mut tail = [0u8; 2];
+    vcpu.ram()
+        .read(GuestPhys(ram_end - 2), &mut tail)
+        .expect("read");
+    assert_eq!(tail, [0xee, 0xee], "no part of the reply was written");
 }

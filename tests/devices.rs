@@ -11,9 +11,6 @@ use std::process::{Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-const MULTIBOOT_MAGIC: u32 = 0x1BAD_B002;
-const LOAD_AT: u32 = 0x10_0000;
-
 /// 32-bit guest code: if EAX lacks the Multiboot magic, write 0x11 to port
 /// 0xf4 (status 0x23). Otherwise wait for COM1's transmitter to be empty,
 /// print the command line from the information structure and a newline,
@@ -44,51 +41,7 @@ const GUEST: &[&str] = &[
 ];
 
 fn guest_code() -> Vec<u8> {
-    GUEST
-        .iter()
-        .flat_map(|line| line.split_whitespace())
-        .map(|byte| u8::from_str_radix(byte, 16).expect("hex"))
-        .collect()
-}
-
-fn multiboot_header(flags: u32) -> Vec<u8> {
-    let checksum = 0u32.wrapping_sub(MULTIBOOT_MAGIC).wrapping_sub(flags);
-    [MULTIBOOT_MAGIC, flags, checksum]
-        .iter()
-        .flat_map(|w| w.to_le_bytes())
-        .collect()
-}
-
-/// The guest as an ELF32 executable loaded at 1 MiB.
-fn elf_guest() -> Vec<u8> {
-    let code = guest_code();
-    let header = multiboot_header(0x3);
-    let data_offset = (52 + 32 + header.len()) as u32;
-    let mut image = b"\x7fELF\x01\x01\x01".to_vec();
-    image.resize(16, 0);
-    image.extend(2u16.to_le_bytes().into_iter().chain(3u16.to_le_bytes()));
-    for w in [1, LOAD_AT, 52, 0, 0] {
-        image.extend(u32::to_le_bytes(w));
-    }
-    for h in [52u16, 32, 1, 0, 0, 0] {
-        image.extend(h.to_le_bytes());
-    }
-    let len = code.len() as u32;
-    for w in [
-        1,
-        data_offset,
-        LOAD_AT,
-        LOAD_AT,
-        len,
-        len + 0x100,
-        5,
-        0x1000,
-    ] {
-        image.extend(w.to_le_bytes());
-    }
-    image.extend(header);
-    image.extend(code);
-    image
+    assemble(GUEST)
 }
 
 /// The guest as a flat image placed by its Multiboot header (flag bit 16).
@@ -105,6 +58,9 @@ fn flat_guest() -> Vec<u8> {
 #[path = "support/scratch.rs"]
 mod scratch;
 use scratch::Scratch;
+#[path = "support/tiny_guest.rs"]
+mod tiny_guest;
+use tiny_guest::{assemble, elf_guest, multiboot_header, LOAD_AT};
 
 /// How long a guest may run before the test gives up on it.
 const GUEST_TIME_LIMIT: Duration = Duration::from_secs(60);
@@ -158,7 +114,7 @@ fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
 #[test]
 fn elf_guest_prints_its_command_line_on_com1_and_exits_through_port_f4() {
     let dir = Scratch::new("devices-elf-guest");
-    let kernel = dir.file("guest.elf", &elf_guest());
+    let kernel = dir.file("guest.elf", &elf_guest(&guest_code()));
     let (status, stdout, stderr) = run_guest(&kernel, Some("hello world"));
     assert_eq!(status, Some(0x21), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(
@@ -179,7 +135,7 @@ fn flat_guest_placed_by_header_addresses_runs_the_same() {
 #[test]
 fn command_line_without_append_is_the_kernel_name_and_a_space() {
     let dir = Scratch::new("devices-no-append");
-    let kernel = dir.file("guest.elf", &elf_guest());
+    let kernel = dir.file("guest.elf", &elf_guest(&guest_code()));
     let (status, stdout, stderr) = run_guest(&kernel, None);
     assert_eq!(status, Some(0x21), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("guest.elf \n"), "stdout:\n{stdout}");

@@ -620,6 +620,66 @@ fn high_bandwidth_send_from_unmapped_memory_fails() {
     assert_eq!(status_of(&client.call(&mut h, msg_type::SENDPAYLOAD, 0)), 0);
 }
 
+/// RPCs `request` over a fresh RPCI channel and asks for the reply's size,
+/// so that a high-bandwidth receive of `size` bytes may follow.
+fn pending_reply(h: &mut Backdoor, request: &[u8]) -> (Client, u32) {
+    let client = Client::open(h, proto::RPCI).unwrap();
+    assert!(client.send_low_bandwidth(h, request));
+    let sized = client.call(h, msg_type::RECVSIZE, 0);
+    assert_ne!(status_of(&sized) & status::DORECV, 0);
+    assert_ne!(status_of(&sized) & status::HB, 0);
+    (client, sized.ebx)
+}
+
+/// `rep insb` of `size` bytes of the reply to `destination`.
+fn receive_regs(client: &Client, size: u32, destination: u32) -> Regs {
+    let mut regs = client.hb_regs(status::SUCCESS, size);
+    regs.esi = client.cookie_high;
+    regs.ebp = client.cookie_low;
+    regs.edi = destination;
+    regs
+}
+
+#[test]
+fn high_bandwidth_receive_crossing_the_end_of_memory_fails_and_writes_nothing() {
+    let mut h = host();
+    let (client, size) = pending_reply(&mut h, b"info-get guestinfo.preset");
+    assert_eq!(size, 3, "\"1 p\"");
+    let mut mem = FlatMemory {
+        bytes: vec![0xee; 64],
+    };
+    let mut regs = receive_regs(&client, size, 62);
+    assert_eq!(h.hb_in(&mut regs, 3, &mut mem), Some(0));
+    assert_eq!(high_half(regs.ebx), 0, "the guest is told it failed");
+    assert_eq!((regs.ecx, regs.edi), (size, 62), "nothing moved");
+    assert_eq!(mem.bytes, vec![0xee; 64], "memory untouched");
+    let mut again = receive_regs(&client, size, 8);
+    assert_eq!(h.hb_in(&mut again, 3, &mut mem), Some(size));
+    assert_eq!(&mem.bytes[8..11], b"1 p", "the reply is still there");
+}
+
+#[test]
+fn high_bandwidth_receive_into_unmapped_memory_fails_and_keeps_the_reply() {
+    struct Faulting;
+    impl GuestMemory for Faulting {
+        fn read(&mut self, linear: u32, _: &mut [u8]) -> Result<(), MemFault> {
+            Err(MemFault { linear })
+        }
+        fn write(&mut self, linear: u32, _: &[u8]) -> Result<(), MemFault> {
+            Err(MemFault { linear })
+        }
+    }
+    let mut h = host();
+    let (client, size) = pending_reply(&mut h, b"info-get guestinfo.preset");
+    let mut regs = receive_regs(&client, size, 0x1000);
+    assert_eq!(h.hb_in(&mut regs, 3, &mut Faulting), Some(0));
+    assert_eq!(high_half(regs.ebx), 0);
+    let mut mem = FlatMemory::new(64);
+    let mut again = receive_regs(&client, size, 0);
+    assert_eq!(h.hb_in(&mut again, 3, &mut mem), Some(size));
+    assert_eq!(&mem.bytes[..3], b"1 p");
+}
+
 #[test]
 fn high_bandwidth_with_wrong_cookie_fails() {
     let mut h = host();

@@ -14,10 +14,16 @@ pub struct MemFault {
 
 /// Reads and writes guest memory by linear address (the embedder applies
 /// segmentation and paging).
+///
+/// Contract: **a failed write leaves guest memory untouched.** An
+/// implementation checks the whole range (every page of it) before it
+/// writes the first byte, so that a reply the backdoor fails to deliver
+/// (and reports as failed to the guest) is never half there.
 pub trait GuestMemory {
     /// Fills `buf` from guest memory starting at `linear`.
     fn read(&mut self, linear: u32, buf: &mut [u8]) -> Result<(), MemFault>;
-    /// Writes `data` to guest memory starting at `linear`.
+    /// Writes `data` to guest memory starting at `linear`, all of it or,
+    /// on failure, none of it.
     fn write(&mut self, linear: u32, data: &[u8]) -> Result<(), MemFault>;
 }
 
@@ -53,6 +59,8 @@ impl GuestMemory for FlatMemory {
         Ok(())
     }
 
+    /// Checks the whole range before copying, so a failed write changes
+    /// nothing (the [`GuestMemory`] contract).
     fn write(&mut self, linear: u32, data: &[u8]) -> Result<(), MemFault> {
         let range = self.range(linear, data.len())?;
         self.bytes[range].copy_from_slice(data);
@@ -71,6 +79,15 @@ mod tests {
         let mut buf = [0; 3];
         mem.read(4, &mut buf).unwrap();
         assert_eq!(&buf, b"abc");
+    }
+
+    #[test]
+    fn flat_memory_write_crossing_the_end_changes_nothing() {
+        let mut mem = FlatMemory {
+            bytes: vec![0xee; 16],
+        };
+        assert_eq!(mem.write(12, b"abcdefgh"), Err(MemFault { linear: 12 }));
+        assert_eq!(mem.bytes, vec![0xee; 16]);
     }
 
     #[test]

@@ -7,8 +7,13 @@
 //!   `nestmon: <message>` on stderr and gives exit status 2; nothing runs.
 //! * Warnings and notes go to stderr prefixed `nestmon: warning:` /
 //!   `nestmon: note:`; stdout belongs to the guest (COM1) or to `probe`.
+//! * No write to stdout or stderr can panic (see [`crate::console`]): when
+//!   `probe` or `run --check` cannot write their output they say so on
+//!   stderr and exit with status 1; a diagnostic stderr refuses is dropped
+//!   and never changes the exit status.
 
 use crate::config::{self, ConfigError, ConfigSources, Origin, VmConfig};
+use crate::console::{self, diagnostic};
 use crate::cpuid::{CpuModel, CpuidError};
 use crate::kvm::ProbeLimits;
 use crate::machine::{self, RunOptions};
@@ -170,14 +175,14 @@ where
 /// notes to stderr as they arise.
 pub fn prepare_run(args: &RunArgs) -> Result<PreparedRun, StartError> {
     let loaded = config::load(&args.sources())?;
-    for diagnostic in &loaded.diagnostics {
-        eprintln!("nestmon: {diagnostic}");
+    for message in &loaded.diagnostics {
+        diagnostic!("nestmon: {message}");
     }
     let vm = loaded.config.clone();
     let host = probe::host_capabilities(&vm, RUN_PROBE_LIMITS);
     let resolution = mode::resolve(&vm, &host)?;
     for note in &resolution.notes {
-        eprintln!("nestmon: note: {note}");
+        diagnostic!("nestmon: note: {note}");
     }
     let cpu = CpuModel::new(&vm, &probe::host_cpuid).map_err(|source| StartError::Cpuid {
         origin: loaded.origin_of(source.key()).cloned(),
@@ -194,18 +199,17 @@ fn run(args: &RunArgs) -> i32 {
     let prepared = match prepare_run(args) {
         Ok(prepared) => prepared,
         Err(error) => {
-            eprintln!("nestmon: {error}");
+            diagnostic!("nestmon: {error}");
             return error.exit_status();
         }
     };
     if args.check {
-        print!("{}", describe(&prepared));
-        return 0;
+        return console::print_command_output(&describe(&prepared));
     }
     match machine::run(&prepared.options) {
         Ok(status) => status,
         Err(error) => {
-            eprintln!("nestmon: {error}");
+            diagnostic!("nestmon: {error}");
             error.exit_status()
         }
     }
@@ -273,18 +277,18 @@ pub fn describe(prepared: &PreparedRun) -> String {
 
 fn probe_command(args: &ProbeArgs) -> i32 {
     let report = probe::probe(ProbeLimits::default());
-    if args.json {
+    let text = if args.json {
         match serde_json::to_string_pretty(&report) {
-            Ok(json) => println!("{json}"),
+            Ok(json) => json + "\n",
             Err(error) => {
-                eprintln!("nestmon: cannot encode the probe report: {error}");
+                diagnostic!("nestmon: cannot encode the probe report: {error}");
                 return 1;
             }
         }
     } else {
-        print!("{report}");
-    }
-    0
+        report.to_string()
+    };
+    console::print_command_output(&text)
 }
 
 #[cfg(test)]

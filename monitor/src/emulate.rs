@@ -367,14 +367,40 @@ fn read_mem(v: &mut BtVcpu, lin: u32, buf: &mut [u8]) -> Res<()> {
 }
 
 /// Writes guest linear memory, invalidating translated code it hits.
+///
+/// All or nothing: every page is translated and every piece checked to lie
+/// inside guest RAM before the first byte is written, so a failed write
+/// leaves guest RAM untouched (the accessed/dirty bits the page walk sets
+/// aside, as on hardware).
 fn write_mem(v: &mut BtVcpu, lin: u32, data: &[u8]) -> Res<()> {
+    let pieces = pieces(v, lin, data.len(), true)?;
+    check_pieces_inside_ram(v.ram().size(), &pieces)?;
     let mut at = 0;
-    for (phys, n) in pieces(v, lin, data.len(), true)? {
+    for (phys, n) in pieces {
         v.write_phys(GuestPhys(phys), &data[at..at + n])
             .map_err(|e| Emulated::Died(e.to_string()))?;
         at += n;
     }
     Ok(())
+}
+
+/// Fails, with the error guest RAM itself would give, unless every
+/// `(physical address, length)` piece lies inside RAM of `ram_size` bytes.
+fn check_pieces_inside_ram(ram_size: usize, pieces: &[(u32, usize)]) -> Res<()> {
+    let outside = pieces
+        .iter()
+        .find(|&&(phys, n)| phys as usize + n > ram_size);
+    match outside {
+        Some(&(addr, len)) => Err(Emulated::Died(
+            shadowmmu::RamError::OutOfRange {
+                addr,
+                len,
+                size: ram_size,
+            }
+            .to_string(),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn read_u32(v: &mut BtVcpu, lin: u32) -> Res<u32> {

@@ -4,9 +4,11 @@
 
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod cpuid;
 pub mod devices;
 pub mod emulate;
+pub mod input;
 pub mod kvm;
 pub mod loader;
 pub mod machine;

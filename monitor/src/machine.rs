@@ -2,8 +2,9 @@
 //! together for one run.
 
 use crate::config::VmConfig;
+use crate::console::{self, diagnostic};
 use crate::cpuid::CpuModel;
-use crate::devices::{IoBus, IoOutcome};
+use crate::devices::{IoBus, IoOutcome, CONSOLE_CLOSED_STATUS};
 use crate::vcpu::{BtVcpu, IoCpu, Platform, Stop};
 use backdoor::outer::{power_on_handshake, NestingGuard, PortIoTransport};
 use backdoor::{Backdoor, Event, GuestMemory, HostFacts, Regs};
@@ -93,15 +94,23 @@ impl Board {
     fn log_backdoor_events(&mut self) {
         for event in self.backdoor.drain_events() {
             match event {
-                Event::ToolsVersion(v) => eprintln!("nestmon: guest tools version {v}"),
-                Event::ToolsVersionType(t) => eprintln!("nestmon: guest tools version type {t}"),
-                Event::GuestLog(line) => eprintln!("nestmon: guest log: {line}"),
+                Event::ToolsVersion(v) => diagnostic!("nestmon: guest tools version {v}"),
+                Event::ToolsVersionType(t) => diagnostic!("nestmon: guest tools version type {t}"),
+                Event::GuestLog(line) => diagnostic!("nestmon: guest log: {line}"),
                 Event::TcloReply { command, reply } => {
-                    eprintln!("nestmon: tools replied to {command:?}: {reply:?}")
+                    diagnostic!("nestmon: tools replied to {command:?}: {reply:?}")
                 }
                 _ => {}
             }
         }
+    }
+}
+
+/// Says on stderr (best effort) why the console stops the guest.
+fn report_closed_console(bus: &IoBus) {
+    match bus.console_error() {
+        Some(error) => diagnostic!("nestmon: {error}; stopping the guest"),
+        None => diagnostic!("nestmon: the console was closed; stopping the guest"),
     }
 }
 
@@ -147,6 +156,10 @@ impl Platform for Board {
         match self.bus.write(port, size, value) {
             IoOutcome::Continue => None,
             IoOutcome::Exit(status) => Some(status),
+            IoOutcome::ConsoleClosed => {
+                report_closed_console(&self.bus);
+                Some(CONSOLE_CLOSED_STATUS)
+            }
         }
     }
 
@@ -275,7 +288,7 @@ fn outer_handshake(
     let transport = match PortIoTransport::open() {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("nestmon: the outer hypervisor is VMware but its backdoor cannot be reached ({e}); no nesting handshake");
+            diagnostic!("nestmon: the outer hypervisor is VMware but its backdoor cannot be reached ({e}); no nesting handshake");
             return Ok(None);
         }
     };
@@ -285,8 +298,8 @@ fn outer_handshake(
         arm_reopen_on_signals();
     }
     match guard.nesting_version() {
-        Some(v) if guard.restricted() => eprintln!("nestmon: outer VMware backdoor restricted while the guest runs (nesting control v{v})"),
-        _ => eprintln!("nestmon: the outer VMware backdoor has no nesting control; running because vmx.allowNested = \"TRUE\""),
+        Some(v) if guard.restricted() => diagnostic!("nestmon: outer VMware backdoor restricted while the guest runs (nesting control v{v})"),
+        _ => diagnostic!("nestmon: the outer VMware backdoor has no nesting control; running because vmx.allowNested = \"TRUE\""),
     }
     Ok(Some(guard))
 }
@@ -398,5 +411,5 @@ fn print_stats(vcpu: &BtVcpu, board: &Board) {
             "  unclaimed port {port:#06x}: {reads} reads, {writes} writes\n"
         ));
     }
-    eprint!("{out}");
+    console::diagnostic_text(&out);
 }

@@ -22,6 +22,8 @@ mod values;
 pub mod vmx;
 
 use crate::cpuid::{CpuidError, CpuidMask};
+use crate::input::{read_regular_file, FileKind, InputError};
+use crate::loader::MAX_KERNEL_FILE_BYTES;
 use crate::mode::ModeRequest;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -81,6 +83,9 @@ pub struct VmConfig {
     /// `cpuid.<leaf>.<reg>[.amd|.intel]` masks, one per distinct key.
     pub cpuid_masks: Vec<CpuidMask>,
 }
+
+/// The largest `.vmx` file nestmon reads (VMware's own files are a few KiB).
+pub const MAX_VMX_FILE_BYTES: u64 = 1 << 20;
 
 /// Guest RAM when `memsize` is not given.
 pub const DEFAULT_MEMSIZE_MIB: u64 = 128;
@@ -243,6 +248,26 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
+    /// The `.vmx` path names a directory, FIFO, device or socket.
+    #[error("{} is {kind}, not a .vmx file", path.display())]
+    NotAVmxFile {
+        /// The path given.
+        path: PathBuf,
+        /// What it names.
+        kind: FileKind,
+    },
+    /// The `.vmx` file is larger than nestmon reads.
+    #[error(
+        "{} is larger than {} MiB ({limit} bytes), the most nestmon reads as a .vmx file",
+        path.display(),
+        limit >> 20
+    )]
+    VmxTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The most that is read.
+        limit: u64,
+    },
     /// The `.vmx` file is not UTF-8.
     #[error("{}:{line}: the file is not valid UTF-8", path.display())]
     NotUtf8 {
@@ -270,7 +295,10 @@ pub enum ConfigError {
         reason: String,
     },
     /// A value of the wrong form.
-    #[error("{origin}: invalid value \"{value}\" for {key}: expected {expected}")]
+    #[error(
+        "{origin}: invalid value \"{}\" for {key}: expected {expected}",
+        vmx::visible(value)
+    )]
     InvalidValue {
         /// Where it was set.
         origin: Origin,
@@ -282,7 +310,7 @@ pub enum ConfigError {
         expected: String,
     },
     /// A setting that needs another one which is missing.
-    #[error("{origin}: {key} = \"{value}\" needs {needed}")]
+    #[error("{origin}: {key} = \"{}\" needs {needed}", vmx::visible(value))]
     MissingValue {
         /// Where the setting that needs it was made.
         origin: Origin,
@@ -300,6 +328,41 @@ pub enum ConfigError {
         origin: Origin,
         /// The resolved path.
         path: PathBuf,
+    },
+    /// The kernel path names a directory, FIFO, device or socket.
+    #[error("{origin}: kernel {} is {kind}, not a kernel file", path.display())]
+    KernelNotAFile {
+        /// Where it was named.
+        origin: Origin,
+        /// The resolved path.
+        path: PathBuf,
+        /// What it names.
+        kind: FileKind,
+    },
+    /// The kernel file is larger than nestmon reads.
+    #[error(
+        "{origin}: kernel {} is larger than {} MiB ({limit} bytes), the most nestmon reads as a \
+         kernel",
+        path.display(),
+        limit >> 20
+    )]
+    KernelTooLarge {
+        /// Where it was named.
+        origin: Origin,
+        /// The resolved path.
+        path: PathBuf,
+        /// The most that is read.
+        limit: u64,
+    },
+    /// The kernel path exists but the host cannot look at it.
+    #[error("{origin}: cannot read kernel {}: {source}", path.display())]
+    KernelUnreadable {
+        /// Where it was named.
+        origin: Origin,
+        /// The resolved path.
+        path: PathBuf,
+        /// The host's error.
+        source: std::io::Error,
     },
     /// A bad `cpuid.*` key or mask.
     #[error("{origin}: {source}")]
@@ -319,7 +382,7 @@ impl ConfigError {
 }
 
 /// Reads the `.vmx` file (if any), applies the command-line settings and
-/// checks that the kernel exists.
+/// checks that the kernel is a regular file nestmon will read.
 pub fn load(sources: &ConfigSources) -> Result<Loaded, ConfigError> {
     let mut entries = match &sources.vmx {
         Some(path) => read_vmx(path)?,
@@ -328,14 +391,46 @@ pub fn load(sources: &ConfigSources) -> Result<Loaded, ConfigError> {
     entries.extend(command_line_entries(sources)?);
     let (loaded, kernel_origin) = keys::build(entries)?;
     if let (Some(path), Some(origin)) = (&loaded.config.kernel, kernel_origin) {
-        if !path.is_file() {
-            return Err(ConfigError::KernelNotFound {
-                origin,
-                path: path.clone(),
-            });
-        }
+        check_kernel_file(path, origin)?;
     }
     Ok(loaded)
+}
+
+/// Checks, without opening it, that `path` is a regular file within
+/// [`MAX_KERNEL_FILE_BYTES`]; "not found" only when nothing is there.
+fn check_kernel_file(path: &Path, origin: Origin) -> Result<(), ConfigError> {
+    let path_buf = path.to_path_buf();
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(source) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ConfigError::KernelNotFound {
+                origin,
+                path: path_buf,
+            })
+        }
+        Err(source) => {
+            return Err(ConfigError::KernelUnreadable {
+                origin,
+                path: path_buf,
+                source,
+            })
+        }
+    };
+    match FileKind::of(&metadata) {
+        FileKind::Regular if metadata.len() > MAX_KERNEL_FILE_BYTES => {
+            Err(ConfigError::KernelTooLarge {
+                origin,
+                path: path_buf,
+                limit: MAX_KERNEL_FILE_BYTES,
+            })
+        }
+        FileKind::Regular => Ok(()),
+        kind => Err(ConfigError::KernelNotAFile {
+            origin,
+            path: path_buf,
+            kind,
+        }),
+    }
 }
 
 /// Builds a configuration from entries alone (no file system access).
@@ -343,11 +438,24 @@ pub fn from_entries(entries: Vec<Entry>) -> Result<Loaded, ConfigError> {
     keys::build(entries).map(|(loaded, _)| loaded)
 }
 
-/// Reads and parses a `.vmx` file.
+/// Reads and parses a `.vmx` file: a regular file of at most
+/// [`MAX_VMX_FILE_BYTES`], read without ever blocking (see
+/// [`crate::input::read_regular_file`]).
 pub fn read_vmx(path: &Path) -> Result<Vec<Entry>, ConfigError> {
-    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
+    let path_buf = || path.to_path_buf();
+    let bytes = read_regular_file(path, MAX_VMX_FILE_BYTES).map_err(|error| match error {
+        InputError::Io(source) => ConfigError::Read {
+            path: path_buf(),
+            source,
+        },
+        InputError::NotRegular(kind) => ConfigError::NotAVmxFile {
+            path: path_buf(),
+            kind,
+        },
+        InputError::TooLarge { limit } => ConfigError::VmxTooLarge {
+            path: path_buf(),
+            limit,
+        },
     })?;
     let text = String::from_utf8(bytes).map_err(|error| {
         let valid = &error.as_bytes()[..error.utf8_error().valid_up_to()];
@@ -375,6 +483,7 @@ pub fn parse_setting(argument: &str) -> Result<Entry, ConfigError> {
     } else {
         raw_value.to_string()
     };
+    vmx::refuse_nul(&key, &value).map_err(bad)?;
     Ok(Entry {
         key,
         value,
@@ -435,6 +544,24 @@ mod tests {
     }
 
     #[test]
+    fn set_value_with_an_escaped_nul_is_refused_and_shown_escaped() {
+        let error = parse_setting("displayName=\"x|00y\"").unwrap_err();
+        assert!(matches!(error, ConfigError::BadSetting { .. }));
+        assert!(error.to_string().ends_with("\"x\\0y\""), "{error}");
+    }
+
+    #[test]
+    fn invalid_value_shows_control_characters_escaped() {
+        let error = from_entries(vec![Entry {
+            key: "memsize".to_string(),
+            value: "6\u{1b}4".to_string(),
+            origin: Origin::command_line("--set"),
+        }])
+        .unwrap_err();
+        assert!(error.to_string().contains("\"6\\u{1b}4\""), "{error}");
+    }
+
+    #[test]
     fn flags_override_set_which_overrides_file() {
         let dir = temp_dir("precedence");
         let vmx = dir.join("a.vmx");
@@ -485,6 +612,92 @@ mod tests {
             error.to_string(),
             "command line (--kernel): kernel no/such/kernel.elf not found"
         );
+    }
+
+    #[test]
+    fn kernel_that_is_a_directory_is_refused_with_its_kind_not_as_missing() {
+        let dir = temp_dir("kernel-dir");
+        let error = load(&ConfigSources {
+            kernel: Some(dir.clone()),
+            ..ConfigSources::default()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ConfigError::KernelNotAFile {
+                    kind: FileKind::Directory,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "command line (--kernel): kernel {} is a directory, not a kernel file",
+                dir.display()
+            )
+        );
+    }
+
+    #[test]
+    fn kernel_past_the_size_limit_is_refused_when_checked() {
+        let dir = temp_dir("kernel-large");
+        let path = dir.join("huge.elf");
+        std::fs::File::create(&path)
+            .and_then(|file| file.set_len(MAX_KERNEL_FILE_BYTES + 1))
+            .unwrap();
+        let error = load(&ConfigSources {
+            kernel: Some(path),
+            ..ConfigSources::default()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(error, ConfigError::KernelTooLarge { .. }),
+            "{error:?}"
+        );
+        std::fs::remove_file(dir.join("huge.elf")).unwrap();
+    }
+
+    #[test]
+    fn vmx_that_is_a_character_device_is_refused_with_its_kind() {
+        let error = read_vmx(Path::new("/dev/zero")).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ConfigError::NotAVmxFile {
+                    kind: FileKind::CharacterDevice,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "/dev/zero is a character device, not a .vmx file"
+        );
+    }
+
+    #[test]
+    fn vmx_past_the_size_limit_is_refused() {
+        let dir = temp_dir("vmx-large");
+        let path = dir.join("big.vmx");
+        std::fs::File::create(&path)
+            .and_then(|file| file.set_len(MAX_VMX_FILE_BYTES + 1))
+            .unwrap();
+        let error = read_vmx(&path).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ConfigError::VmxTooLarge {
+                    limit: MAX_VMX_FILE_BYTES,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("larger than 1 MiB"), "{error}");
     }
 
     #[test]

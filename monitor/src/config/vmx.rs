@@ -6,14 +6,25 @@
 //! line, trimmed). Inside quotes, VMware's `|XX` escape stands for the byte
 //! with hex code `XX` (so `|22` is `"` and `|7C` is `|`).
 //!
-//! Invariant: every [`Entry`] produced carries the file and 1-based line it
-//! came from; every malformed line is an error naming both.
+//! A UTF-8 byte order mark at the start of the file (as Windows editors
+//! write it) is skipped.
+//!
+//! Invariants: every [`Entry`] produced carries the file and 1-based line it
+//! came from; every malformed line is an error naming both. No value holds
+//! a NUL byte (nothing downstream can carry one: paths, the kernel command
+//! line and guestinfo are C strings), and text echoed in an error has its
+//! control characters escaped ([`visible`]), so a NUL shows as `\0`
+//! instead of vanishing on the terminal.
 
 use super::{ConfigError, Entry, Origin};
 use std::path::Path;
 
+/// The UTF-8 byte order mark.
+const BYTE_ORDER_MARK: char = '\u{feff}';
+
 /// Splits `text` (the contents of `path`) into entries, in file order.
 pub fn parse_vmx(path: &Path, text: &str) -> Result<Vec<Entry>, ConfigError> {
+    let text = text.strip_prefix(BYTE_ORDER_MARK).unwrap_or(text);
     let mut entries = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let line_number = index + 1;
@@ -43,11 +54,54 @@ fn parse_line(line: &str) -> Result<Option<(String, String)>, String> {
         return Ok(None);
     }
     let Some((raw_key, raw_value)) = trimmed.split_once('=') else {
-        return Err(format!("expected key = \"value\", found \"{trimmed}\""));
+        return Err(format!(
+            "expected key = \"value\", found \"{}\"",
+            visible(trimmed)
+        ));
     };
     let key = parse_key(raw_key)?;
     let value = parse_value(raw_value.trim())?;
+    refuse_nul(&key, &value)?;
     Ok(Some((key, value)))
+}
+
+/// Refuses a value holding a NUL byte (written as is or as `|00`), showing
+/// where it is.
+pub(crate) fn refuse_nul(key: &str, value: &str) -> Result<(), String> {
+    if value.contains('\0') {
+        return Err(format!(
+            "the value of {key} contains a NUL byte (shown as \\0): \"{}\"",
+            visible(value)
+        ));
+    }
+    Ok(())
+}
+
+/// `text` with the characters a terminal would not show escaped as Rust
+/// writes them: control characters (`\0`, `\t`, `\u{1b}`) and invisible
+/// ones such as a byte order mark (`\u{feff}`). Quotes, backslashes and
+/// printable letters of any script are left as they are.
+pub fn visible(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    for piece in text.split_inclusive(is_kept_verbatim) {
+        let (body, kept) = match piece.strip_suffix(is_kept_verbatim) {
+            Some(body) => (body, &piece[body.len()..]),
+            None => (piece, ""),
+        };
+        shown.extend(body.escape_debug());
+        shown.push_str(kept);
+    }
+    shown
+}
+
+/// Whether a terminal shows `c` as itself (see [`visible`]).
+fn is_visible(c: char) -> bool {
+    is_kept_verbatim(c) || c.escape_debug().eq([c])
+}
+
+/// Characters `str::escape_debug` would escape although a terminal shows them.
+fn is_kept_verbatim(c: char) -> bool {
+    matches!(c, '"' | '\'' | '\\')
 }
 
 /// Checks a key: non-empty, no whitespace, quotes or comment characters.
@@ -58,9 +112,12 @@ pub(crate) fn parse_key(raw_key: &str) -> Result<String, String> {
     }
     if let Some(bad) = key
         .chars()
-        .find(|c| c.is_whitespace() || matches!(c, '"' | '#' | '=') || c.is_control())
+        .find(|&c| c.is_whitespace() || matches!(c, '"' | '#' | '=') || !is_visible(c))
     {
-        return Err(format!("invalid character {bad:?} in key \"{key}\""));
+        return Err(format!(
+            "invalid character {bad:?} in key \"{}\"",
+            visible(key)
+        ));
     }
     Ok(key.to_string())
 }
@@ -85,7 +142,8 @@ fn parse_quoted(rest: &str) -> Result<String, String> {
     let trailing = rest[end + 1..].trim_start();
     if !trailing.is_empty() && !trailing.starts_with('#') {
         return Err(format!(
-            "unexpected text after the closing quote: \"{trailing}\""
+            "unexpected text after the closing quote: \"{}\"",
+            visible(trailing)
         ));
     }
     decode_escapes(&rest[..end])
@@ -183,6 +241,69 @@ mod tests {
     fn syntax_error_message_names_file_and_line() {
         let error = parse_vmx(Path::new("dir/x.vmx"), "ok = \"1\"\nbroken\n").unwrap_err();
         assert!(error.to_string().starts_with("dir/x.vmx:2: "), "{error}");
+    }
+
+    #[test]
+    fn byte_order_mark_before_the_first_key_is_skipped() {
+        assert_eq!(
+            parse("\u{feff}memsize = \"64\"\nguestOS = \"other\"\n").unwrap(),
+            vec![
+                ("memsize".to_string(), "64".to_string()),
+                ("guestOS".to_string(), "other".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn byte_order_mark_keeps_line_numbers() {
+        assert_eq!(syntax_line("\u{feff}a = \"1\"\nbroken\n"), 2);
+    }
+
+    #[test]
+    fn byte_order_mark_elsewhere_is_an_invalid_key_character_shown_escaped() {
+        let error = parse_vmx(Path::new("vm.vmx"), "a = \"1\"\n\u{feff}b = \"2\"\n").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "vm.vmx:2: invalid character '\\u{feff}' in key \"\\u{feff}b\""
+        );
+    }
+
+    #[test]
+    fn nul_byte_in_a_value_is_refused_and_shown_escaped() {
+        let error =
+            parse_vmx(Path::new("vm.vmx"), "a = \"1\"\ndisplayName = \"ab\0cd\"\n").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "vm.vmx:2: the value of displayName contains a NUL byte (shown as \\0): \"ab\\0cd\""
+        );
+    }
+
+    #[test]
+    fn nul_byte_from_an_escape_is_refused_too() {
+        let error = parse_vmx(Path::new("vm.vmx"), "displayName = \"ab|00cd\"\n").unwrap_err();
+        assert!(error.to_string().ends_with("\"ab\\0cd\""), "{error}");
+    }
+
+    #[test]
+    fn nul_byte_in_an_unquoted_value_is_refused() {
+        assert_eq!(syntax_line("\nmemsize = 6\x004\n"), 2);
+    }
+
+    #[test]
+    fn echoed_line_shows_control_characters_escaped() {
+        let error = parse_vmx(Path::new("vm.vmx"), "no\0equals\u{1b}[2J\n").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "vm.vmx:1: expected key = \"value\", found \"no\\0equals\\u{1b}[2J\""
+        );
+    }
+
+    #[test]
+    fn visible_leaves_printable_text_alone() {
+        assert_eq!(visible("Grüße \"x\" |22"), "Grüße \"x\" |22");
+        assert_eq!(visible("a\tb\r"), "a\\tb\\r");
+        assert_eq!(visible("x\u{200b}y\u{feff}"), "x\\u{200b}y\\u{feff}");
+        assert_eq!(visible("C:\\vm's \"dir\""), "C:\\vm's \"dir\"");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use super::debug_exit::DebugExit;
 use super::sink::open_serial_sink;
 use super::uart::{IrqLine, Uart};
-use super::{size_mask, DeviceError, IoOutcome, PortDevice};
+use super::{size_mask, ConsoleError, DeviceError, IoOutcome, PortDevice};
 use crate::config::SerialBackend;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -49,6 +49,10 @@ pub struct IoBus {
     unclaimed: BTreeMap<u16, Counts>,
     com1_irq: IrqLine,
     com1_lost_bytes: Arc<AtomicU64>,
+    /// COM1's backend, for messages; `None` for a writer given by the embedder.
+    serial: Option<SerialBackend>,
+    /// Why the last [`IoOutcome::ConsoleClosed`] was returned.
+    console_error: Option<ConsoleError>,
 }
 
 impl std::fmt::Debug for IoBus {
@@ -68,17 +72,26 @@ impl std::fmt::Debug for IoBus {
 impl IoBus {
     /// The standard bus: COM1 writing to `serial`, and isa-debug-exit.
     pub fn new(serial: &SerialBackend) -> Result<IoBus, DeviceError> {
-        Self::with_serial_writer(open_serial_sink(serial)?)
+        Self::build(open_serial_sink(serial)?, Some(serial.clone()))
     }
 
     /// The standard bus with COM1 writing to `out`.
     pub fn with_serial_writer(out: Box<dyn Write + Send>) -> Result<IoBus, DeviceError> {
+        Self::build(out, None)
+    }
+
+    fn build(
+        out: Box<dyn Write + Send>,
+        serial: Option<SerialBackend>,
+    ) -> Result<IoBus, DeviceError> {
         let uart = Uart::new(out);
         let mut bus = IoBus {
             devices: Vec::new(),
             unclaimed: BTreeMap::new(),
             com1_irq: uart.irq_line(),
             com1_lost_bytes: uart.lost_bytes_counter(),
+            serial,
+            console_error: None,
         };
         bus.register(COM1_BASE, COM1_PORTS, Box::new(uart))?;
         bus.register(DEBUG_EXIT_BASE, DEBUG_EXIT_PORTS, Box::new(DebugExit))?;
@@ -133,9 +146,15 @@ impl IoBus {
         self.com1_irq.clone()
     }
 
-    /// Bytes COM1's backend refused (and the guest therefore lost) so far.
+    /// Bytes COM1's backend refused for a passing reason (`EAGAIN`) and the
+    /// guest therefore lost, so far.
     pub fn com1_lost_bytes(&self) -> u64 {
         self.com1_lost_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Why the last write that returned [`IoOutcome::ConsoleClosed`] did so.
+    pub fn console_error(&self) -> Option<&ConsoleError> {
+        self.console_error.as_ref()
     }
 
     /// A guest `in` of `size` bytes (1, 2 or 4; other values count as 4) at `port`.
@@ -162,7 +181,11 @@ impl IoBus {
         match self.device_index(port) {
             Some(i) if size <= self.devices[i].device.max_access_size() => {
                 let mapping = &mut self.devices[i];
-                mapping.device.write(port - mapping.base, size, value)
+                let outcome = mapping.device.write(port - mapping.base, size, value);
+                if outcome == IoOutcome::ConsoleClosed {
+                    self.record_console_error(i);
+                }
+                outcome
             }
             Some(_) => self.write_bytewise(port, size, value),
             None if size == 1 || !self.any_device_within(port, size) => {
@@ -178,6 +201,13 @@ impl IoBus {
         self.unclaimed
             .iter()
             .map(|(&port, c)| (port, c.reads, c.writes))
+    }
+
+    /// Keeps why device `index` closed the console, naming the backend.
+    fn record_console_error(&mut self, index: usize) {
+        if let Some(error) = self.devices[index].device.take_output_error() {
+            self.console_error = Some(ConsoleError::new(self.serial.as_ref(), error));
+        }
     }
 
     fn device_index(&self, port: u16) -> Option<usize> {
@@ -200,13 +230,14 @@ impl IoBus {
         })
     }
 
-    /// Splits a wide write into byte writes; the first exit request ends it.
+    /// Splits a wide write into byte writes; the first outcome that stops
+    /// the guest ends it.
     fn write_bytewise(&mut self, port: u16, size: u8, value: u32) -> IoOutcome {
         for i in 0..size {
             let byte = (value >> (8 * u32::from(i))) & 0xff;
-            if let exit @ IoOutcome::Exit(_) = self.write(port.wrapping_add(u16::from(i)), 1, byte)
-            {
-                return exit;
+            match self.write(port.wrapping_add(u16::from(i)), 1, byte) {
+                IoOutcome::Continue => {}
+                stop => return stop,
             }
         }
         IoOutcome::Continue
@@ -263,21 +294,46 @@ mod tests {
         assert_eq!(out.0.lock().unwrap().as_slice(), b"ok\n");
     }
 
-    #[test]
-    fn bytes_the_backend_refuses_are_counted_on_the_bus() {
-        struct Closed;
-        impl Write for Closed {
-            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
-                Err(std::io::ErrorKind::BrokenPipe.into())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
+    /// A backend that refuses every byte with `kind`.
+    struct Refusing(std::io::ErrorKind);
+
+    impl Write for Refusing {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(self.0.into())
         }
-        let mut bus = IoBus::with_serial_writer(Box::new(Closed)).unwrap();
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn bytes_a_blocked_backend_refuses_are_counted_on_the_bus() {
+        let mut bus =
+            IoBus::with_serial_writer(Box::new(Refusing(std::io::ErrorKind::WouldBlock))).unwrap();
         assert_eq!(bus.write(0x3f8, 1, 0x41), IoOutcome::Continue);
         assert_eq!(bus.write(0x3f8, 1, 0x42), IoOutcome::Continue);
         assert_eq!(bus.com1_lost_bytes(), 2);
+        assert!(bus.console_error().is_none());
+    }
+
+    #[test]
+    fn closed_backend_closes_the_console_with_its_error() {
+        let mut bus =
+            IoBus::with_serial_writer(Box::new(Refusing(std::io::ErrorKind::BrokenPipe))).unwrap();
+        assert!(bus.console_error().is_none());
+        assert_eq!(bus.write(0x3f8, 1, 0x41), IoOutcome::ConsoleClosed);
+        assert!(
+            matches!(bus.console_error(), Some(ConsoleError::Writer(e)) if e.kind() == std::io::ErrorKind::BrokenPipe),
+            "{:?}",
+            bus.console_error()
+        );
+    }
+
+    #[test]
+    fn wide_write_to_a_closed_console_stops_at_the_first_byte() {
+        let mut bus =
+            IoBus::with_serial_writer(Box::new(Refusing(std::io::ErrorKind::BrokenPipe))).unwrap();
+        assert_eq!(bus.write(0x3f8, 4, 0x4443_4241), IoOutcome::ConsoleClosed);
     }
 
     #[test]

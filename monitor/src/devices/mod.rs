@@ -18,6 +18,9 @@
 //!   ([`IoBus::register`] refuses them).
 //! - Access sizes are 1, 2 or 4 bytes; values passed to a device are masked
 //!   to the access size, and reads are masked the same way on return.
+//! - Devices never know the vCPU: a device that must stop the guest says so
+//!   through its [`IoOutcome`] (`Exit`, `ConsoleClosed`), and the machine
+//!   decides what that means.
 
 mod bus;
 mod debug_exit;
@@ -32,6 +35,7 @@ pub use debug_exit::DebugExit;
 pub use sink::open_serial_sink;
 pub use uart::{IrqLine, Uart};
 
+use crate::config::SerialBackend;
 use std::path::PathBuf;
 
 /// What the run loop should do after a port write.
@@ -41,6 +45,66 @@ pub enum IoOutcome {
     Continue,
     /// Stop the guest and exit the monitor with this process status.
     Exit(i32),
+    /// The console (COM1's output) can no longer be written: the reader of
+    /// the pipe went away, the device is full, the socket peer closed. The
+    /// run ends as a closed console would end it, with
+    /// [`CONSOLE_CLOSED_STATUS`]; [`IoBus::console_error`] says why.
+    ConsoleClosed,
+}
+
+/// The exit status of a run whose console was closed: 128 + SIGPIPE, what
+/// a shell shows for a program that a closed pipe killed.
+pub const CONSOLE_CLOSED_STATUS: i32 = 128 + libc::SIGPIPE;
+
+/// Why the console (COM1's output) stopped taking bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    /// The reader of the monitor's standard output went away.
+    #[error("the console (standard output) was closed")]
+    StdoutClosed,
+    /// The monitor's standard output refused a byte (e.g. a full device).
+    #[error("cannot write to the console (standard output): {0}")]
+    Stdout(std::io::Error),
+    /// The serial output file refused a byte.
+    #[error("cannot write to the serial output file {}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The host's error.
+        source: std::io::Error,
+    },
+    /// The serial Unix socket refused a byte.
+    #[error("cannot write to the serial Unix socket {}: {source}", path.display())]
+    UnixSocket {
+        /// The socket.
+        path: PathBuf,
+        /// The host's error.
+        source: std::io::Error,
+    },
+    /// A writer handed to [`IoBus::with_serial_writer`] refused a byte.
+    #[error("cannot write to the serial output: {0}")]
+    Writer(std::io::Error),
+}
+
+impl ConsoleError {
+    /// The error `backend` (`None`: a writer given by the embedder) gave.
+    pub fn new(backend: Option<&SerialBackend>, error: std::io::Error) -> ConsoleError {
+        match backend {
+            Some(SerialBackend::Stdio) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+                ConsoleError::StdoutClosed
+            }
+            Some(SerialBackend::Stdio) => ConsoleError::Stdout(error),
+            Some(SerialBackend::File(path)) => ConsoleError::File {
+                path: path.clone(),
+                source: error,
+            },
+            Some(SerialBackend::UnixSocket(path)) => ConsoleError::UnixSocket {
+                path: path.clone(),
+                source: error,
+            },
+            Some(SerialBackend::None) | None => ConsoleError::Writer(error),
+        }
+    }
 }
 
 /// A device on the port-I/O bus.
@@ -59,6 +123,11 @@ pub trait PortDevice: Send {
     fn read(&mut self, offset: u16, size: u8) -> u32;
     /// A guest `out` of `size` bytes of `value` at `offset`.
     fn write(&mut self, offset: u16, size: u8, value: u32) -> IoOutcome;
+    /// The output error behind the last [`IoOutcome::ConsoleClosed`] this
+    /// device returned, taken (devices without output have none).
+    fn take_output_error(&mut self) -> Option<std::io::Error> {
+        None
+    }
 }
 
 /// Why the devices could not be set up.
@@ -113,5 +182,62 @@ pub(crate) fn size_mask(size: u8) -> u32 {
         1 => 0xff,
         2 => 0xffff,
         _ => 0xffff_ffff,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::ErrorKind;
+
+    #[test]
+    fn closed_console_status_is_what_a_shell_shows_for_sigpipe() {
+        assert_eq!(CONSOLE_CLOSED_STATUS, 141);
+    }
+
+    #[test]
+    fn broken_pipe_on_stdout_reads_as_a_closed_console() {
+        let error = ConsoleError::new(Some(&SerialBackend::Stdio), ErrorKind::BrokenPipe.into());
+        assert_eq!(
+            error.to_string(),
+            "the console (standard output) was closed"
+        );
+    }
+
+    #[test]
+    fn other_stdout_errors_are_named_with_the_hosts_reason() {
+        let error = ConsoleError::new(
+            Some(&SerialBackend::Stdio),
+            std::io::Error::from_raw_os_error(libc::ENOSPC),
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("cannot write to the console (standard output): No space left"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn file_and_socket_errors_name_their_path() {
+        let file = ConsoleError::new(
+            Some(&SerialBackend::File("com1.log".into())),
+            ErrorKind::BrokenPipe.into(),
+        );
+        assert!(
+            file.to_string()
+                .starts_with("cannot write to the serial output file com1.log: "),
+            "{file}"
+        );
+        let socket = ConsoleError::new(
+            Some(&SerialBackend::UnixSocket("com1.sock".into())),
+            ErrorKind::BrokenPipe.into(),
+        );
+        assert!(
+            socket
+                .to_string()
+                .starts_with("cannot write to the serial Unix socket com1.sock: "),
+            "{socket}"
+        );
     }
 }

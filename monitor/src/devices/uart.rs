@@ -2,9 +2,13 @@
 //! interrupt line that latches.
 //!
 //! Invariants: output bytes go to the sink in the order the guest writes
-//! them and the sink is flushed after each byte (by `vm_superio`); a sink
-//! error loses that byte (counted) but never stops the guest, which cannot
-//! be told. The UART has no input source yet: the receive FIFO stays empty.
+//! them and the sink is flushed after each byte (by `vm_superio`). A sink
+//! error that may pass (`EAGAIN`, `EINTR`) loses that byte (counted) and the
+//! guest goes on; any other error (`EPIPE`: the reader went away, `ENOSPC`:
+//! the device is full, a socket peer that closed) means the console is gone,
+//! and the write returns [`IoOutcome::ConsoleClosed`] so that the machine
+//! stops the guest, as a closed console would. The UART has no input source
+//! yet: the receive FIFO stays empty.
 
 use super::{IoOutcome, PortDevice};
 use std::convert::Infallible;
@@ -56,6 +60,8 @@ type Sink = Box<dyn Write + Send>;
 pub struct Uart {
     serial: Serial<IrqLine, NoEvents, Sink>,
     lost_bytes: Arc<AtomicU64>,
+    /// The sink error behind the last [`IoOutcome::ConsoleClosed`].
+    output_error: Option<std::io::Error>,
 }
 
 impl Uart {
@@ -64,6 +70,7 @@ impl Uart {
         Uart {
             serial: Serial::new(IrqLine::default(), out),
             lost_bytes: Arc::default(),
+            output_error: None,
         }
     }
 
@@ -72,7 +79,7 @@ impl Uart {
         self.serial.interrupt_evt().clone()
     }
 
-    /// Bytes the sink refused so far.
+    /// Bytes a passing sink error (`EAGAIN`, `EINTR`) lost so far.
     pub fn lost_bytes(&self) -> u64 {
         self.lost_bytes.load(Ordering::Relaxed)
     }
@@ -102,14 +109,30 @@ impl PortDevice for Uart {
             return IoOutcome::Continue;
         };
         match self.serial.write(r, value as u8) {
-            Ok(()) | Err(SerialError::FullFifo) => {}
-            Err(SerialError::IOError(_)) => {
+            Ok(()) | Err(SerialError::FullFifo) => IoOutcome::Continue,
+            Err(SerialError::IOError(error)) if may_pass(&error) => {
                 self.lost_bytes.fetch_add(1, Ordering::Relaxed);
+                IoOutcome::Continue
+            }
+            Err(SerialError::IOError(error)) => {
+                self.output_error = Some(error);
+                IoOutcome::ConsoleClosed
             }
             Err(SerialError::Trigger(never)) => match never {},
         }
-        IoOutcome::Continue
     }
+
+    fn take_output_error(&mut self) -> Option<std::io::Error> {
+        self.output_error.take()
+    }
+}
+
+/// Whether a sink error may pass, so that later bytes can still be written.
+fn may_pass(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+    )
 }
 
 /// The register number for a port offset, if the UART has it.
@@ -132,11 +155,24 @@ mod tests {
 
     use crate::devices::test_support::Captured;
 
-    struct Broken;
+    /// A sink that refuses every byte with `kind`.
+    struct Refusing(std::io::ErrorKind);
 
-    impl Write for Broken {
+    impl Write for Refusing {
         fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
-            Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+            Err(std::io::Error::from(self.0))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A sink that refuses every byte with the host error `errno`.
+    struct FailingWithErrno(i32);
+
+    impl Write for FailingWithErrno {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::from_raw_os_error(self.0))
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
@@ -189,10 +225,44 @@ mod tests {
     }
 
     #[test]
-    fn sink_errors_are_counted_and_do_not_stop_the_guest() {
-        let mut uart = Uart::new(Box::new(Broken));
+    fn broken_pipe_closes_the_console_and_keeps_the_error() {
+        let mut uart = Uart::new(Box::new(Refusing(std::io::ErrorKind::BrokenPipe)));
+        assert_eq!(
+            uart.write(THR, 1, u32::from(b'x')),
+            IoOutcome::ConsoleClosed
+        );
+        let error = uart.take_output_error().expect("the error is kept");
+        assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe);
+        assert!(uart.take_output_error().is_none(), "taken once");
+        assert_eq!(uart.lost_bytes(), 0);
+    }
+
+    #[test]
+    fn full_device_closes_the_console() {
+        let mut uart = Uart::new(Box::new(FailingWithErrno(libc::ENOSPC)));
+        assert_eq!(
+            uart.write(THR, 1, u32::from(b'x')),
+            IoOutcome::ConsoleClosed
+        );
+        assert_eq!(
+            uart.take_output_error().and_then(|e| e.raw_os_error()),
+            Some(libc::ENOSPC)
+        );
+    }
+
+    #[test]
+    fn would_block_loses_the_byte_and_keeps_the_guest_running() {
+        let mut uart = Uart::new(Box::new(Refusing(std::io::ErrorKind::WouldBlock)));
         assert_eq!(uart.write(THR, 1, u32::from(b'x')), IoOutcome::Continue);
         assert_eq!(uart.lost_bytes(), 1);
+        assert!(uart.take_output_error().is_none());
+    }
+
+    #[test]
+    fn register_writes_do_not_touch_a_broken_sink() {
+        let mut uart = Uart::new(Box::new(Refusing(std::io::ErrorKind::BrokenPipe)));
+        assert_eq!(uart.write(LCR, 1, 0x03), IoOutcome::Continue);
+        assert_eq!(uart.write(SCR, 1, 0x5a), IoOutcome::Continue);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! it names the problem and, where there is one, the usual fix.
 
 use super::header::FLAG_VIDEO_MODE;
+use crate::input::FileKind;
 use shadowmmu::RamError;
 use std::path::PathBuf;
 
@@ -17,6 +18,27 @@ pub enum LoadError {
         path: PathBuf,
         /// The host's error.
         source: std::io::Error,
+    },
+    /// The kernel path names a directory, FIFO, device or socket.
+    #[error("{} is {kind}, not a kernel file", path.display())]
+    NotAKernelFile {
+        /// The path given.
+        path: PathBuf,
+        /// What it names.
+        kind: FileKind,
+    },
+    /// The kernel file is larger than nestmon reads (or grew past that while read).
+    #[error(
+        "the kernel file {} is larger than {} MiB ({limit} bytes), the most nestmon reads as a \
+         kernel",
+        path.display(),
+        limit >> 20
+    )]
+    KernelFileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The most that is read.
+        limit: u64,
     },
     /// The image is neither ELF nor a flat image with Multiboot load addresses.
     #[error(

@@ -33,6 +33,7 @@ mod testimage;
 pub use error::LoadError;
 pub use header::{HEADER_MAGIC, SEARCH_LIMIT};
 
+use crate::input::{read_regular_file, InputError};
 use header::{find_header, HeaderSearch};
 use shadowmmu::{GuestPhys, GuestRam};
 use std::ops::Range;
@@ -82,11 +83,30 @@ struct LoadPlan<'a> {
     entry: u32,
 }
 
-/// Reads a kernel file, with an error that names it.
+/// The largest kernel file nestmon reads: far more than any Multiboot
+/// kernel, and not tied to the guest's RAM, since a file may carry debug
+/// sections that are never loaded.
+pub const MAX_KERNEL_FILE_BYTES: u64 = 256 << 20;
+
+/// Reads a kernel file, with an error that names it. Never blocks and
+/// never reads more than [`MAX_KERNEL_FILE_BYTES`] (see
+/// [`crate::input::read_regular_file`]); a directory, FIFO, socket or
+/// device is refused by name.
 pub fn read_kernel(path: &Path) -> Result<Vec<u8>, LoadError> {
-    std::fs::read(path).map_err(|source| LoadError::Unreadable {
-        path: path.to_path_buf(),
-        source,
+    let path_buf = || path.to_path_buf();
+    read_regular_file(path, MAX_KERNEL_FILE_BYTES).map_err(|error| match error {
+        InputError::Io(source) => LoadError::Unreadable {
+            path: path_buf(),
+            source,
+        },
+        InputError::NotRegular(kind) => LoadError::NotAKernelFile {
+            path: path_buf(),
+            kind,
+        },
+        InputError::TooLarge { limit } => LoadError::KernelFileTooLarge {
+            path: path_buf(),
+            limit,
+        },
     })
 }
 

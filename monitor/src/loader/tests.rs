@@ -335,3 +335,80 @@ fn corrupted_images_are_refused_without_panicking() {
     }
     assert!(refused > 0);
 }
+
+/// A scratch directory for the read_kernel tests, removed at the end.
+struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    fn new(test: &str) -> ScratchDir {
+        let dir =
+            std::env::temp_dir().join(format!("nestmon-loader-{}-{test}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        ScratchDir(dir)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn kernel_that_is_a_directory_is_refused_with_its_kind() {
+    let dir = ScratchDir::new("dir");
+    let error = read_kernel(&dir.0).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            LoadError::NotAKernelFile {
+                kind: crate::input::FileKind::Directory,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .ends_with("is a directory, not a kernel file"),
+        "{error}"
+    );
+}
+
+#[test]
+fn kernel_that_is_dev_zero_is_refused_without_reading() {
+    let error = read_kernel(Path::new("/dev/zero")).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "/dev/zero is a character device, not a kernel file"
+    );
+}
+
+#[test]
+fn kernel_file_past_the_limit_is_refused_with_the_limit() {
+    let dir = ScratchDir::new("large");
+    let path = dir.0.join("huge.elf");
+    std::fs::File::create(&path)
+        .and_then(|file| file.set_len(MAX_KERNEL_FILE_BYTES + 1))
+        .unwrap();
+    let error = read_kernel(&path).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            LoadError::KernelFileTooLarge {
+                limit: MAX_KERNEL_FILE_BYTES,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("larger than 256 MiB"), "{error}");
+}
+
+#[test]
+fn missing_kernel_file_is_unreadable_with_the_hosts_reason() {
+    let error = read_kernel(Path::new("/nonexistent/kernel.elf")).unwrap_err();
+    assert!(matches!(error, LoadError::Unreadable { .. }), "{error:?}");
+    assert!(error.to_string().contains("No such file"), "{error}");
+}
