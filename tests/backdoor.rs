@@ -200,7 +200,7 @@ fn failed_high_bandwidth_receive_across_the_end_of_ram_leaves_ram_untouched() {
     // "1 reply": 7 bytes, the first 2 in RAM, the rest past its end (a
     // second page), so the write is split in two pieces.
     let gpr = receive_registers(&mut backdoor, b"info-get guestinfo.x", ram_end - 2);
-    let mut vcpu = BtVcpu::new(ram).expect("vCPU");
+    let mut vcpu = BtVcpu::new(ram, translator::GuestIsa::baseline()).expect("vCPU");
     vcpu.state.eip = 0x1000;
     vcpu.state.gpr = gpr;
     let stop = vcpu.run(&mut HighBandwidthOnly { backdoor });
