@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod config;
 pub mod console;
+pub mod cpu;
 pub mod cpuid;
 pub mod devices;
 pub mod emulate;

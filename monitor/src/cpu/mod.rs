@@ -1,0 +1,36 @@
+//! The x86 system model: everything about the guest CPU that is not running
+//! guest code itself, independent of how guest code runs (binary
+//! translation or `/dev/kvm`).
+//!
+//! Modules work on a [`CpuContext`] (registers, the [`SystemState`], and
+//! guest-linear memory with the guest's paging) and return what the SDM
+//! says happens, as values: an [`Exception`] to deliver, a changed mode for
+//! the backend to act on. Nothing here sees host code, signals, the code
+//! cache or the shadow MMU's windows; every module is unit-tested on
+//! [`testing::TestCpu`].
+//!
+//! - [`flags`]: EFLAGS, CR0, CR4, DR6, DR7 as bit fields;
+//! - [`exception`]: exceptions, vectors, error codes, double-fault classes;
+//! - [`descriptor`]: selectors and GDT/LDT/IDT descriptors;
+//! - [`state`]: segment registers with their hidden caches, the system
+//!   state, and the limit and type checks of segmented accesses;
+//! - [`context`]: the backend interface and the stack and segmented-memory
+//!   helpers built on it;
+//! - [`msr`]: the MSR file;
+//! - [`segment`]: descriptor-table access and segment-register loads.
+
+pub mod context;
+pub mod descriptor;
+pub mod exception;
+pub mod flags;
+pub mod msr;
+pub mod segment;
+pub mod state;
+#[cfg(test)]
+pub mod testing;
+
+pub use context::{AccessKind, CpuContext, Privilege};
+pub use descriptor::{Descriptor, Selector, SystemKind};
+pub use exception::Exception;
+pub use flags::{Cr0, Cr4, Eflags};
+pub use state::{Seg, SegmentRegister, SystemState, TableRegister};
