@@ -48,6 +48,34 @@ pub enum Exception {
     SimdFloatingPoint,
 }
 
+/// Why an instruction or an event delivery could not complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// An exception to deliver through the IDT.
+    Exception(Exception),
+    /// A triple fault: the processor shuts down.
+    TripleFault,
+    /// The guest asked for something this CPU model does not implement
+    /// (named); the vCPU stops with a report rather than pretend.
+    Unsupported(&'static str),
+}
+
+impl From<Exception> for Fault {
+    fn from(e: Exception) -> Fault {
+        Fault::Exception(e)
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::Exception(e) => write!(f, "{e}"),
+            Fault::TripleFault => write!(f, "triple fault (shutdown)"),
+            Fault::Unsupported(what) => write!(f, "{what} is not supported"),
+        }
+    }
+}
+
 /// How an exception combines with one raised while delivering it (SDM vol.
 /// 3, table 6-5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -26,11 +26,12 @@ pub mod flags;
 pub mod msr;
 pub mod segment;
 pub mod state;
+pub mod task;
 #[cfg(test)]
 pub mod testing;
 
 pub use context::{AccessKind, CpuContext, Privilege};
 pub use descriptor::{Descriptor, Selector, SystemKind};
-pub use exception::Exception;
+pub use exception::{Exception, Fault};
 pub use flags::{Cr0, Cr4, Eflags};
 pub use state::{Seg, SegmentRegister, SystemState, TableRegister};
