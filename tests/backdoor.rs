@@ -8,8 +8,11 @@
 //! crosses the end of guest RAM leaves guest RAM untouched.
 
 use backdoor::abi::{self, cmd, hb_cmd, msg_type, proto, status};
-use backdoor::{high_half, join_halves, Backdoor, GuestMemory, HostFacts, Regs};
-use monitor::vcpu::{BtVcpu, IoCpu, Platform, Stop};
+use backdoor::{high_half, join_halves, Backdoor, HostFacts, Regs};
+use monitor::config::VmConfig;
+use monitor::cpuid::CpuModel;
+use monitor::vcpu::bt::BtVcpu;
+use monitor::vcpu::{GuestRegisters, Vcpu, VcpuExit};
 use shadowmmu::{GuestPhys, GuestRam};
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -87,37 +90,34 @@ fn to_gpr(regs: &Regs, gpr: &mut [u32; 8]) {
 
 /// The backdoor on port 0x5659 (`rep insb`/`rep outsb`); any `out` ends
 /// the run with its value as status.
-struct HighBandwidthOnly {
-    backdoor: Backdoor,
-}
-
-impl Platform for HighBandwidthOnly {
-    fn io_in(&mut self, _: &mut IoCpu<'_>, _: u16, _: u8) -> u32 {
-        0xffff_ffff
-    }
-
-    fn io_out(&mut self, _: &mut IoCpu<'_>, _: u16, _: u8, value: u32) -> Option<i32> {
-        Some(value as i32)
-    }
-
-    fn string_io(
-        &mut self,
-        cpu: &mut IoCpu<'_>,
-        port: u16,
-        input: bool,
-        mem: &mut dyn GuestMemory,
-    ) -> bool {
-        if port != abi::BDOORHB_PORT || !input {
-            return false;
+/// Drives `vcpu` until it writes a port other than the high-bandwidth
+/// backdoor, handing a `rep insb` on that port to `backdoor`.
+fn run_high_bandwidth_only(vcpu: &mut BtVcpu, backdoor: &mut Backdoor) -> Result<(), String> {
+    loop {
+        match vcpu.run() {
+            VcpuExit::IoIn {
+                port,
+                data,
+                string,
+                io,
+            } => {
+                if string && port == abi::BDOORHB_PORT {
+                    let mut regs = to_regs(&io.registers().gpr);
+                    let cpl = io.cpl();
+                    if backdoor.hb_in(&mut regs, cpl, io.memory()).is_some() {
+                        let mut gpr = io.registers().gpr;
+                        to_gpr(&regs, &mut gpr);
+                        io.set_general_registers(gpr);
+                        io.complete_string_io();
+                        continue;
+                    }
+                }
+                data.fill(0xff);
+            }
+            VcpuExit::IoOut { .. } => return Ok(()),
+            VcpuExit::Stopped(stop) => return Err(stop.to_string()),
+            VcpuExit::Hlt | VcpuExit::Interrupted => {}
         }
-        let mut regs = to_regs(cpu.gpr);
-        let moved = self.backdoor.hb_in(&mut regs, cpu.cpl, mem);
-        to_gpr(&regs, cpu.gpr);
-        moved.is_some()
-    }
-
-    fn cpuid(&mut self, _: u32, _: u32) -> [u32; 4] {
-        [0; 4]
     }
 }
 
@@ -200,13 +200,17 @@ fn failed_high_bandwidth_receive_across_the_end_of_ram_leaves_ram_untouched() {
     // "1 reply": 7 bytes, the first 2 in RAM, the rest past its end (a
     // second page), so the write is split in two pieces.
     let gpr = receive_registers(&mut backdoor, b"info-get guestinfo.x", ram_end - 2);
-    let mut vcpu = BtVcpu::new(ram, translator::GuestIsa::baseline()).expect("vCPU");
-    vcpu.state.eip = 0x1000;
-    vcpu.state.gpr = gpr;
-    let stop = vcpu.run(&mut HighBandwidthOnly { backdoor });
-    assert!(matches!(stop, Stop::Exit(_)), "{stop:?}");
+    let model = CpuModel::new(&VmConfig::default(), &|_, _| [0; 4]).expect("CPU model");
+    let mut vcpu = BtVcpu::new(ram, model).expect("vCPU");
+    vcpu.set_registers(&GuestRegisters {
+        gpr,
+        eip: 0x1000,
+        eflags: 2,
+    });
+    let end = run_high_bandwidth_only(&mut vcpu, &mut backdoor);
+    assert!(end.is_ok(), "{end:?}");
     assert_eq!(
-        high_half(vcpu.state.gpr[EBX]),
+        high_half(vcpu.registers().gpr[EBX]),
         0,
         "the guest is told the receive failed"
     );

@@ -19,8 +19,8 @@ mod sandbox;
 
 use forms::{every_instruction_form, unreachable_by_decoding};
 use iced_x86::{Code, DecoderOptions};
-use monitor::vcpu::Stop;
-use sandbox::{run_one, Canary};
+use monitor::vcpu::StopReason;
+use sandbox::{run_one, Canary, Outcome};
 
 #[test]
 fn sweep_covers_every_form_iced_decodes_in_32bit_mode() {
@@ -49,13 +49,17 @@ fn no_instruction_form_reaches_host_memory_outside_guest_ram() {
     for (code, bytes) in forms.values() {
         let stop = run_one(bytes, canary.target());
         match &stop {
-            Stop::Requested { .. } => watchdog.push(*code),
+            Outcome::Watchdog => watchdog.push(*code),
             // The independent check refused what the translator emitted:
             // a translator bug even though nothing escaped.
-            Stop::Died(report) if report.contains("breaks confinement") => {
-                refused.push(format!("{code:?}: {}", report.lines().next().unwrap_or("")));
+            Outcome::Stopped(s) => {
+                if let StopReason::Internal(why) = &s.reason {
+                    if why.contains("breaks confinement") {
+                        refused.push(format!("{code:?}: {why}"));
+                    }
+                }
             }
-            _ => {}
+            Outcome::Exited => {}
         }
         if !canary.intact() {
             broke.push(format!("{code:?} {bytes:02x?}"));

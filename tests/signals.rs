@@ -10,9 +10,13 @@ use guestkit::*;
 use std::process::Command;
 use std::time::Duration;
 
-/// A guest spinning in a one-instruction loop chained to itself.
+/// A guest that says it runs on COM1, then spins in a one-instruction
+/// loop chained to itself.
 fn spinning_guest() -> std::path::PathBuf {
-    asm_guest("spin", "mov ebx, 0x5151\n1: jmp 1b")
+    asm_guest(
+        "spin",
+        "mov dx, 0x3f8\nmov al, 0x2a\nout dx, al\nmov ebx, 0x5151\n1: jmp 1b",
+    )
 }
 
 fn run_and_signal(signal: i32, extra: &[&str]) -> Run {
@@ -23,7 +27,7 @@ fn run_and_signal(signal: i32, extra: &[&str]) -> Run {
             .arg(spinning_guest())
             .args(extra),
         Duration::from_secs(30),
-        Some((Duration::from_millis(500), signal)),
+        Some((Duration::from_millis(200), signal)),
     )
 }
 

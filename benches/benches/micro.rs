@@ -2,7 +2,10 @@
 //! instruction) and the round trip of an exit to the monitor and back.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use monitor::vcpu::{BtVcpu, IoCpu, Platform};
+use monitor::config::VmConfig;
+use monitor::cpuid::CpuModel;
+use monitor::vcpu::bt::BtVcpu;
+use monitor::vcpu::{GuestRegisters, Vcpu, VcpuExit};
 use shadowmmu::{GuestPhys, GuestRam};
 use translator::{Mode, Stubs, UnitRequest};
 
@@ -60,41 +63,21 @@ fn translation_cost(c: &mut Criterion) {
     g.finish();
 }
 
-/// A platform whose port 0x80 does nothing.
-struct NullPlatform;
-
-impl Platform for NullPlatform {
-    fn io_in(&mut self, _: &mut IoCpu<'_>, _: u16, _: u8) -> u32 {
-        0
-    }
-    fn io_out(&mut self, _: &mut IoCpu<'_>, _: u16, _: u8, _: u32) -> Option<i32> {
-        None
-    }
-    fn string_io(
-        &mut self,
-        _: &mut IoCpu<'_>,
-        _: u16,
-        _: bool,
-        _: &mut dyn backdoor::GuestMemory,
-    ) -> bool {
-        false
-    }
-    fn cpuid(&mut self, _: u32, _: u32) -> [u32; 4] {
-        [0; 4]
-    }
-}
-
 fn exit_round_trip(c: &mut Criterion) {
     let ram = GuestRam::new(4).unwrap();
     // 0x1000: out 0x80, al ; jmp 0x1000
     ram.write(GuestPhys(0x1000), &[0xe6, 0x80, 0xeb, 0xfc])
         .unwrap();
-    let mut vcpu = BtVcpu::new(ram, translator::GuestIsa::baseline()).unwrap();
-    vcpu.state.eip = 0x1000;
-    let mut p = NullPlatform;
-    c.bench_function("exit round trip (OUT emulated by the monitor)", |b| {
+    let model = CpuModel::new(&VmConfig::default(), &|_, _| [0; 4]).unwrap();
+    let mut vcpu = BtVcpu::new(ram, model).unwrap();
+    vcpu.set_registers(&GuestRegisters {
+        gpr: [0; 8],
+        eip: 0x1000,
+        eflags: 2,
+    });
+    c.bench_function("exit round trip (OUT to an unclaimed port)", |b| {
         b.iter(|| {
-            assert!(vcpu.step(&mut p).is_none());
+            assert!(matches!(vcpu.run(), VcpuExit::IoOut { port: 0x80, .. }));
         })
     });
 }

@@ -522,7 +522,10 @@ fn parse_mask_key(key: &str) -> Result<(u32, Register, MaskVendor), CpuidError> 
         .strip_prefix("0x")
         .or_else(|| leaf_text.strip_prefix("0X"))
         .unwrap_or(leaf_text);
-    if leaf_digits.is_empty() || leaf_digits.len() > 8 {
+    if leaf_digits.is_empty()
+        || leaf_digits.len() > 8
+        || !leaf_digits.chars().all(|c| c.is_ascii_hexdigit())
+    {
         return Err(bad_key());
     }
     let leaf = u32::from_str_radix(leaf_digits, 16).map_err(|_| bad_key())?;
@@ -1104,6 +1107,14 @@ mod tests {
                 leaf: 7
             }
         );
+    }
+
+    #[test]
+    fn mask_key_with_a_signed_leaf_is_refused() {
+        assert!(matches!(
+            CpuidMask::parse("cpuid.+1.eax", "--------------------------------"),
+            Err(CpuidError::BadKey { .. })
+        ));
     }
 
     #[test]

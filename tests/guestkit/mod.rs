@@ -109,8 +109,8 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Run {
     run_signalled(cmd, timeout, None)
 }
 
-/// Like [`run`], sending `signal.1` to the process `signal.0` after it
-/// started.
+/// Like [`run`], sending `signal.1` to the process once it has printed
+/// something on stdout and `signal.0` has passed since it started.
 pub fn run_signalled(cmd: &mut Command, timeout: Duration, signal: Option<(Duration, i32)>) -> Run {
     let start = Instant::now();
     let mut signal = signal;
@@ -122,9 +122,18 @@ pub fn run_signalled(cmd: &mut Command, timeout: Duration, signal: Option<(Durat
         .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     let mut so = child.stdout.take().unwrap();
     let mut se = child.stderr.take().unwrap();
+    let printed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let printed_by_reader = printed.clone();
     let t1 = std::thread::spawn(move || {
         let mut b = Vec::new();
-        let _ = so.read_to_end(&mut b);
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = so.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            b.extend_from_slice(&chunk[..n]);
+            printed_by_reader.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         b
     });
     let t2 = std::thread::spawn(move || {
@@ -138,7 +147,7 @@ pub fn run_signalled(cmd: &mut Command, timeout: Duration, signal: Option<(Durat
             break s;
         }
         if let Some((after, sig)) = signal {
-            if start.elapsed() >= after {
+            if start.elapsed() >= after && printed.load(std::sync::atomic::Ordering::SeqCst) {
                 // SAFETY: kill(2) on our own child's pid.
                 unsafe { libc::kill(child.id() as i32, sig) };
                 signal = None;

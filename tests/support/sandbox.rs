@@ -5,11 +5,13 @@
 
 #![allow(dead_code)]
 
-use monitor::vcpu::{BtVcpu, IoCpu, Platform, Stop};
+use monitor::config::VmConfig;
+use monitor::cpuid::{CpuModel, CpuidMask};
+use monitor::vcpu::bt::BtVcpu;
+use monitor::vcpu::{GuestRegisters, GuestStop, Vcpu, VcpuExit};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
-use translator::GuestIsa;
 
 /// Where guest code is placed.
 pub const CODE: u32 = 0x1000;
@@ -79,50 +81,38 @@ impl Canary {
     }
 }
 
-/// A platform whose port 0xf4 ends the run and that stops the vCPU when
-/// the watchdog fires.
-pub struct TestPlatform<'a> {
-    stop: &'a AtomicBool,
+/// How a sandboxed guest ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// It wrote to port 0xf4.
+    Exited,
+    /// It cannot continue (an exception, a report).
+    Stopped(GuestStop),
+    /// The watchdog stopped it.
+    Watchdog,
 }
 
-impl Platform for TestPlatform<'_> {
-    fn io_in(&mut self, _: &mut IoCpu<'_>, _: u16, _: u8) -> u32 {
-        u32::MAX
-    }
-
-    fn io_out(&mut self, _: &mut IoCpu<'_>, port: u16, _: u8, _: u32) -> Option<i32> {
-        (port == 0xf4).then_some(0)
-    }
-
-    fn string_io(
-        &mut self,
-        _: &mut IoCpu<'_>,
-        _: u16,
-        _: bool,
-        _: &mut dyn backdoor::GuestMemory,
-    ) -> bool {
-        false
-    }
-
-    fn cpuid(&mut self, _: u32, _: u32) -> [u32; 4] {
-        [0; 4]
-    }
-
-    fn stop_requested(&mut self) -> Option<i32> {
-        self.stop.load(Ordering::SeqCst).then_some(libc::SIGALRM)
-    }
-}
-
-/// Every extension the translator may offer.
-pub fn widest_isa() -> GuestIsa {
-    GuestIsa::with(GuestIsa::TRANSLATABLE).expect("translatable extensions are offerable")
+/// A CPU model offering every extension the translator may offer: masks
+/// copy every bit of leaves 1 and 0x80000001 from a host that has them all
+/// (the model drops what cannot be offered).
+pub fn widest_model() -> CpuModel {
+    let all = "HHHH:HHHH:HHHH:HHHH:HHHH:HHHH:HHHH:HHHH";
+    let masks = ["cpuid.1.ecx", "cpuid.1.edx", "cpuid.80000001.ecx"]
+        .iter()
+        .map(|key| CpuidMask::parse(key, all).expect("mask"))
+        .collect();
+    let config = VmConfig {
+        cpuid_masks: masks,
+        ..VmConfig::default()
+    };
+    CpuModel::new(&config, &|_, _| [u32::MAX; 4]).expect("widest model")
 }
 
 /// Runs `bytes` followed by `out 0xf4, al` as a guest at [`CODE`] whose
 /// registers all name `target` (ESP names [`STACK`]) and whose MMX/XMM
-/// bytes are all 0xFF; returns how it stopped. A guest still running after
-/// five seconds is stopped by the watchdog (`Stop::Requested`).
-pub fn run_one(bytes: &[u8], target: u32) -> Stop {
+/// bytes are all 0xFF; a guest still running after five seconds is
+/// stopped by the watchdog.
+pub fn run_one(bytes: &[u8], target: u32) -> Outcome {
     let mut gprs = [target; 8];
     gprs[4] = STACK;
     run_guest(bytes, gprs, Duration::from_secs(5))
@@ -131,24 +121,26 @@ pub fn run_one(bytes: &[u8], target: u32) -> Stop {
 /// Runs `bytes` followed by `out 0xf4, al` as a guest at [`CODE`] in 1 MiB
 /// of RAM with general registers `gprs` (EAX..EDI in encoding order), all
 /// MMX/XMM bytes 0xFF and a CPU offering every extension the translator
-/// can offer; a guest still running after `limit` is stopped by the
-/// watchdog (`Stop::Requested`).
-pub fn run_guest(bytes: &[u8], gprs: [u32; 8], limit: Duration) -> Stop {
+/// can offer ([`widest_model`]); a guest still running after `limit` is
+/// stopped by the watchdog.
+pub fn run_guest(bytes: &[u8], gprs: [u32; 8], limit: Duration) -> Outcome {
     let ram = shadowmmu::GuestRam::new(1).expect("1 MiB of guest RAM");
     let mut code = bytes.to_vec();
     code.extend_from_slice(&[0xe6, 0xf4]);
     let room = (STACK - CODE) as usize;
     code.truncate(room);
     ram.write(shadowmmu::GuestPhys(CODE), &code).unwrap();
-    let mut vcpu = BtVcpu::new(ram, widest_isa()).expect("vCPU");
-    let s = &mut vcpu.state;
-    s.eip = CODE;
-    s.gpr = gprs;
-    s.seg_sel = [0x10, 0x08, 0x10, 0x10, 0x10, 0x10];
+    let mut vcpu = BtVcpu::new(ram, widest_model()).expect("vCPU");
+    vcpu.set_registers(&GuestRegisters {
+        gpr: gprs,
+        eip: CODE,
+        eflags: 2,
+    });
+    let fx = vcpu.fx_mut();
     for reg in 0..8 {
         for base in [32, 160] {
             let at = base + 16 * reg;
-            s.fx.0[at..at + 16].fill(0xff);
+            fx[at..at + 16].fill(0xff);
         }
     }
     let stop = AtomicBool::new(false);
@@ -161,8 +153,26 @@ pub fn run_guest(bytes: &[u8], gprs: [u32; 8], limit: Duration) -> Stop {
                 translator::runtime::request_exit_all();
             }
         });
-        let result = vcpu.run(&mut TestPlatform { stop });
+        let result = drive(&mut vcpu, stop);
         let _ = done.send(());
         result
     })
+}
+
+/// The exit loop: port 0xf4 ends the run, other ports read all ones and
+/// ignore writes, HLT ends it as a stop.
+fn drive(vcpu: &mut BtVcpu, stop: &AtomicBool) -> Outcome {
+    loop {
+        match vcpu.run() {
+            VcpuExit::IoIn { data, .. } => data.fill(0xff),
+            VcpuExit::IoOut { port: 0xf4, .. } => return Outcome::Exited,
+            VcpuExit::IoOut { .. } => {}
+            VcpuExit::Hlt => return Outcome::Exited,
+            VcpuExit::Interrupted => {}
+            VcpuExit::Stopped(s) => return Outcome::Stopped(s),
+        }
+        if stop.load(Ordering::SeqCst) {
+            return Outcome::Watchdog;
+        }
+    }
 }

@@ -1,0 +1,235 @@
+//! The machine: guest RAM, devices, the loaded guest and the vCPU, put
+//! together for one run, and the exit loop that hands the vCPU's exits to
+//! the board (devices and the VMware backdoor).
+//!
+//! Data flows one way: the configuration builds the machine, the vCPU runs
+//! until an exit, the loop hands the exit to the board, and back.
+
+mod board;
+mod signals;
+mod stats;
+
+pub use signals::signal_name;
+
+use crate::config::VmConfig;
+use crate::console::diagnostic;
+use crate::cpuid::CpuModel;
+use crate::devices::IoBus;
+use crate::vcpu::bt::BtVcpu;
+use crate::vcpu::{GuestRegisters, GuestStop, RegisterDump, StopReason, Vcpu, VcpuExit};
+use backdoor::outer::{power_on_handshake, NestingGuard, PortIoTransport};
+use backdoor::{Backdoor, HostFacts};
+use board::Board;
+use signals::StopSignals;
+use std::path::PathBuf;
+
+/// The guest run when no kernel is given (built from guests/default.c).
+pub static DEFAULT_GUEST: &[u8] =
+    include_bytes!(concat!(env!("NESTMON_GUEST_DIR"), "/default.elf"));
+
+/// What `nestmon run` was asked to do beyond the VM description.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// The VM.
+    pub vm: VmConfig,
+    /// Print counters at exit.
+    pub stats: bool,
+    /// Write every translation (guest and host instructions) to this file.
+    pub log_translations: Option<PathBuf>,
+    /// Write the guestinfo namespace as JSON here at exit.
+    pub guestinfo_out: Option<PathBuf>,
+}
+
+/// Why a run ended without a guest-chosen exit status.
+#[derive(Debug, thiserror::Error)]
+pub enum MachineError {
+    /// The guest image or configuration cannot be used (exit status 2).
+    #[error("{0}")]
+    BadInput(String),
+    /// The guest reached a state that cannot be continued (exit status 3).
+    #[error("guest stopped: {0}")]
+    GuestDied(String),
+    /// The host failed us (exit status 1).
+    #[error("host error: {0}")]
+    Host(String),
+    /// A host signal (SIGINT, SIGTERM, SIGHUP) stopped the guest (exit
+    /// status 128 + the signal number, as a shell reports a process the
+    /// signal killed).
+    #[error("guest stopped by {}; registers at the stop:\n{registers}", signal_name(*.signal))]
+    Interrupted {
+        /// The signal number.
+        signal: i32,
+        /// The guest registers at the stop.
+        registers: String,
+    },
+}
+
+impl MachineError {
+    /// The process exit status for this error.
+    pub fn exit_status(&self) -> i32 {
+        match self {
+            MachineError::BadInput(_) => 2,
+            MachineError::GuestDied(_) => 3,
+            MachineError::Host(_) => 1,
+            MachineError::Interrupted { signal, .. } => 128 + signal,
+        }
+    }
+}
+
+fn backdoor_for(vm: &VmConfig, cpu: &CpuModel) -> Backdoor {
+    let facts = HostFacts {
+        tsc_hz: cpu.tsc_hz(),
+        mem_size_mib: vm.memsize_mib as u32,
+        ..HostFacts::default()
+    };
+    Backdoor::new(
+        facts,
+        vm.guestinfo.iter().map(|(k, v)| (k.clone(), v.clone())),
+    )
+}
+
+fn write_guestinfo(path: &std::path::Path, board: &Board) -> Result<(), MachineError> {
+    std::fs::write(path, board.backdoor.guestinfo_json()).map_err(|e| {
+        MachineError::Host(format!("cannot write guestinfo to {}: {e}", path.display()))
+    })
+}
+
+/// How the exit loop ended.
+enum RunEnd {
+    /// A device asked for this process exit status.
+    Status(i32),
+    /// The guest cannot continue.
+    Stopped(GuestStop),
+    /// A host signal stopped the guest.
+    Signal(i32, RegisterDump),
+}
+
+/// Runs the vCPU, handing its exits to the board, until the run ends.
+fn exit_loop(vcpu: &mut dyn Vcpu, board: &mut Board) -> RunEnd {
+    loop {
+        if let Some(signal) = signals::pending_stop_signal() {
+            return RunEnd::Signal(signal, vcpu.register_dump());
+        }
+        match vcpu.run() {
+            VcpuExit::IoIn {
+                port,
+                data,
+                string,
+                io,
+            } => board.io_in(port, data, string, io),
+            VcpuExit::IoOut {
+                port,
+                data,
+                string,
+                io,
+            } => {
+                if let Some(status) = board.io_out(port, data, string, io) {
+                    return RunEnd::Status(status);
+                }
+            }
+            VcpuExit::Hlt => {
+                return RunEnd::Stopped(GuestStop {
+                    reason: StopReason::HaltedWithoutInterruptSources,
+                    registers: vcpu.register_dump(),
+                })
+            }
+            VcpuExit::Interrupted => {}
+            VcpuExit::Stopped(stop) => return RunEnd::Stopped(stop),
+        }
+    }
+}
+
+/// Builds the machine and runs the guest; returns the process exit status.
+pub fn run(opts: &RunOptions) -> Result<i32, MachineError> {
+    let bad = |e: &dyn std::fmt::Display| MachineError::BadInput(e.to_string());
+    let ram = shadowmmu::GuestRam::new(opts.vm.memsize_mib).map_err(|e| bad(&e))?;
+    let (image, name) = match &opts.vm.kernel {
+        Some(path) => (
+            crate::loader::read_kernel(path).map_err(|e| bad(&e))?,
+            path.display().to_string(),
+        ),
+        None => (DEFAULT_GUEST.to_vec(), "nestmon-default-guest".to_string()),
+    };
+    let boot =
+        crate::loader::load_multiboot(&ram, &image, &name, &opts.vm.append).map_err(|e| bad(&e))?;
+    let bus = IoBus::new(&opts.vm.serial0).map_err(|e| bad(&e))?;
+    let cpu = CpuModel::new(&opts.vm, &crate::probe::host_cpuid).map_err(|e| bad(&e))?;
+    let backdoor = backdoor_for(&opts.vm, &cpu);
+    let mut vcpu = BtVcpu::new(ram, cpu).map_err(|e| MachineError::Host(e.to_string()))?;
+    vcpu.set_registers(&multiboot_registers(&boot));
+    if let Some(path) = &opts.log_translations {
+        let f = std::fs::File::create(path)
+            .map_err(|e| bad(&format!("cannot create {}: {e}", path.display())))?;
+        vcpu.set_translation_log(Box::new(std::io::BufWriter::new(f)));
+    }
+    vcpu.set_count_indirect(opts.stats);
+    let mut board = Board {
+        bus,
+        backdoor,
+        restrict_backdoor: opts.vm.restrict_backdoor,
+    };
+    // Held while the guest runs: reopens the outer backdoor when dropped,
+    // on every return path below.
+    let _outer = outer_handshake(opts.vm.allow_nested)?;
+    let end = {
+        let _signals = StopSignals::install();
+        exit_loop(&mut vcpu, &mut board)
+    };
+    if opts.stats {
+        stats::print_stats(&vcpu, &board);
+    }
+    if let Some(path) = &opts.guestinfo_out {
+        write_guestinfo(path, &board)?;
+    }
+    match end {
+        RunEnd::Status(status) => Ok(status),
+        RunEnd::Stopped(stop) => Err(MachineError::GuestDied(stop.to_string())),
+        RunEnd::Signal(signal, dump) => Err(MachineError::Interrupted {
+            signal,
+            registers: dump.to_string(),
+        }),
+    }
+}
+
+/// The nesting handshake with an outer VMware hypervisor, when there is one:
+/// its backdoor is restricted while the guest runs (the returned guard
+/// reopens it), and a backdoor that cannot be restricted refuses power-on
+/// unless `vmx.allowNested = "TRUE"`. On other hosts the port is never
+/// touched.
+fn outer_handshake(
+    allow_nested: bool,
+) -> Result<Option<NestingGuard<PortIoTransport>>, MachineError> {
+    if backdoor::outer::hypervisor_vendor().as_deref() != Some("VMwareVMware") {
+        return Ok(None);
+    }
+    let transport = match PortIoTransport::open() {
+        Ok(t) => t,
+        Err(e) => {
+            diagnostic!("nestmon: the outer hypervisor is VMware but its backdoor cannot be reached ({e}); no nesting handshake");
+            return Ok(None);
+        }
+    };
+    let guard = power_on_handshake(transport, allow_nested)
+        .map_err(|e| MachineError::BadInput(e.to_string()))?;
+    if guard.restricted() {
+        signals::arm_reopen_on_signals();
+    }
+    match guard.nesting_version() {
+        Some(v) if guard.restricted() => diagnostic!("nestmon: outer VMware backdoor restricted while the guest runs (nesting control v{v})"),
+        _ => diagnostic!("nestmon: the outer VMware backdoor has no nesting control; running because vmx.allowNested = \"TRUE\""),
+    }
+    Ok(Some(guard))
+}
+
+/// The registers the Multiboot specification gives at entry (the segments
+/// are the vCPU's reset state: flat, CS 0x08, data 0x10).
+fn multiboot_registers(boot: &crate::loader::BootState) -> GuestRegisters {
+    let mut gpr = [0; 8];
+    gpr[0] = boot.eax;
+    gpr[3] = boot.ebx;
+    GuestRegisters {
+        gpr,
+        eip: boot.eip,
+        eflags: 2,
+    }
+}

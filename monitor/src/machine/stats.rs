@@ -1,0 +1,19 @@
+//! `--stats`: the vCPU's counters and the bus's unclaimed ports, on stderr.
+
+use super::board::Board;
+use crate::console;
+use crate::vcpu::Vcpu;
+
+/// Prints the counters (best effort: stderr may be gone).
+pub fn print_stats(vcpu: &dyn Vcpu, board: &Board) {
+    let mut out = String::from("nestmon statistics:\n");
+    for (name, value) in vcpu.stats().counters {
+        out.push_str(&format!("  {name:<28} {value}\n"));
+    }
+    for (port, reads, writes) in board.bus.unclaimed_counts() {
+        out.push_str(&format!(
+            "  unclaimed port {port:#06x}: {reads} reads, {writes} writes\n"
+        ));
+    }
+    console::diagnostic_text(&out);
+}

@@ -1,0 +1,938 @@
+//! The instructions the monitor carries out for translated code: it decodes
+//! the instruction at CS:EIP and hands it to the system model
+//! (`crate::cpu`), or turns port I/O into a pending access for the machine.
+//!
+//! Invariant: an instruction either completes (registers, memory and EIP
+//! updated) or raises its fault with the state of its start, except where
+//! the SDM itself leaves partial results (string I/O between elements).
+
+use super::BtCore;
+use crate::cpu::context::{
+    pop, push, seg_read, seg_write, CpuContext, EAX, EBX, ECX, EDI, EDX, ESI, ESP,
+};
+use crate::cpu::descriptor::Selector;
+use crate::cpu::flags::{Cr0, Cr4, Eflags};
+use crate::cpu::msr;
+use crate::cpu::segment;
+use crate::cpu::state::{Seg, SegmentRegister, TableRegister};
+use crate::cpu::{AccessKind, Exception, Fault, Privilege};
+use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
+use translator::Availability;
+
+/// What carrying out one instruction led to.
+pub(super) enum ExecOutcome {
+    /// Done; EIP points at the next instruction to run.
+    Done,
+    /// A port access the machine must handle.
+    Io(PendingIo),
+    /// HLT.
+    Halt,
+    /// The instruction raises this (EIP at the instruction).
+    Fault(Fault),
+}
+
+/// A port I/O instruction in progress.
+#[derive(Clone, Debug)]
+pub(super) struct PendingIo {
+    /// The port.
+    pub port: u16,
+    /// Bytes per access (1, 2, 4).
+    pub size: u8,
+    /// IN/INS rather than OUT/OUTS.
+    pub input: bool,
+    /// The value an OUT/OUTS element writes.
+    pub out_value: u32,
+    kind: IoKind,
+    /// EIP after the instruction.
+    next_eip: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum IoKind {
+    /// IN/OUT with AL/AX/EAX.
+    Accumulator,
+    /// INS/OUTS: one element per exit.
+    String {
+        /// REP prefix: ECX counts the elements left.
+        rep: bool,
+        /// OUTS's source segment (DS or an override).
+        source: Seg,
+    },
+}
+
+impl PendingIo {
+    /// An INS or OUTS.
+    pub fn is_string(&self) -> bool {
+        matches!(self.kind, IoKind::String { .. })
+    }
+}
+
+type Res<T> = Result<T, Fault>;
+
+/// Carries out the instruction at CS:EIP.
+pub(super) fn execute(core: &mut BtCore) -> ExecOutcome {
+    let insn = match fetch(core) {
+        Ok(i) => i,
+        Err(f) => return ExecOutcome::Fault(f),
+    };
+    match run(core, &insn) {
+        Ok(Flow::Next) => {
+            core.set_eip(insn.next_ip32());
+            ExecOutcome::Done
+        }
+        Ok(Flow::Jumped) => ExecOutcome::Done,
+        Ok(Flow::Io(io)) => ExecOutcome::Io(io),
+        Ok(Flow::Halt) => {
+            core.set_eip(insn.next_ip32());
+            ExecOutcome::Halt
+        }
+        Err(f) => ExecOutcome::Fault(f),
+    }
+}
+
+/// How an instruction left EIP.
+enum Flow {
+    /// Continue at the next instruction.
+    Next,
+    /// EIP was set by the instruction.
+    Jumped,
+    /// A port access is pending.
+    Io(PendingIo),
+    /// HLT: continue at the next instruction once woken.
+    Halt,
+}
+
+fn fetch(core: &mut BtCore) -> Res<Instruction> {
+    let eip = core.eip();
+    let cs = core.sys().segment(Seg::Cs);
+    let mut bytes = [0u8; 15];
+    let mut avail = 0;
+    // Fetch byte by byte up to the first byte that cannot be fetched; a
+    // decode that needs it raises that fault.
+    let mut first_fault = None;
+    while avail < bytes.len() {
+        let at = eip.wrapping_add(avail as u32);
+        let lin = match cs.linear(Seg::Cs, at, 1) {
+            Ok(lin) => lin,
+            Err(e) => {
+                first_fault = Some(e);
+                break;
+            }
+        };
+        let chunk = (bytes.len() - avail).min((0x1000 - (lin & 0xfff)) as usize);
+        if let Err(e) = core.read_linear(
+            lin,
+            &mut bytes[avail..avail + chunk],
+            AccessKind::Execute,
+            Privilege::Current,
+        ) {
+            first_fault = Some(e);
+            break;
+        }
+        avail += chunk;
+    }
+    let insn = Decoder::with_ip(32, &bytes[..avail], u64::from(eip), DecoderOptions::NONE).decode();
+    if insn.is_invalid() {
+        return Err(match first_fault {
+            Some(e) if avail < 15 && insn.len() == 0 => e.into(),
+            _ => Exception::InvalidOpcode.into(),
+        });
+    }
+    Ok(insn)
+}
+
+fn run(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
+    use Mnemonic::*;
+    match i.mnemonic() {
+        In | Out => port_io(core, i),
+        Insb | Insw | Insd | Outsb | Outsw | Outsd => string_io(core, i),
+        Cpuid => {
+            let [a, b, c, d] = core.model.query(core.gpr(EAX), core.gpr(ECX));
+            core.set_gpr(EAX, a);
+            core.set_gpr(EBX, b);
+            core.set_gpr(ECX, c);
+            core.set_gpr(EDX, d);
+            Ok(Flow::Next)
+        }
+        Hlt => {
+            require_cpl0(core)?;
+            Ok(Flow::Halt)
+        }
+        Lgdt | Lidt => load_table(core, i),
+        Sgdt | Sidt => store_table(core, i),
+        Mov if is_cr_or_dr(i) => control_register(core, i),
+        Mov => mov_sreg(core, i),
+        Pop => pop_sreg(core, i),
+        Jmp => far_jmp(core, i),
+        Lds | Les | Lfs | Lgs | Lss => load_far_pointer(core, i),
+        Daa | Das | Aaa | Aas | Aam | Aad => bcd(core, i),
+        Salc => {
+            let al = if core.eflags().contains(Eflags::CF) {
+                0xff
+            } else {
+                0
+            };
+            core.set_gpr(EAX, (core.gpr(EAX) & !0xff) | al);
+            Ok(Flow::Next)
+        }
+        Clts => {
+            require_cpl0(core)?;
+            core.sys_mut().cr0.remove(Cr0::TS);
+            Ok(Flow::Next)
+        }
+        Smsw => {
+            let val = core.sys().cr0.bits() & 0xffff;
+            let size = operand_register_size(i, 0).unwrap_or(2);
+            write_operand(core, i, 0, val, size)?;
+            Ok(Flow::Next)
+        }
+        Lmsw => {
+            require_cpl0(core)?;
+            let val = read_operand(core, i, 0, 2)?;
+            // LMSW can set PE but never clear it; only MP, EM, TS, PE change.
+            let cr0 = core.sys().cr0.bits();
+            let new = (cr0 & !0xe) | (val & 0xf) | (cr0 & 1);
+            core.sys_mut().cr0 = Cr0::from_bits_retain(new);
+            Ok(Flow::Next)
+        }
+        Wbinvd | Invd | Invlpg => {
+            require_cpl0(core)?;
+            if i.mnemonic() == Invlpg {
+                core.invalidate_linear_page();
+            }
+            Ok(Flow::Next)
+        }
+        Ltr | Lldt => {
+            require_cpl0(core)?;
+            let sel = Selector(read_operand(core, i, 0, 2)? as u16);
+            let reg = if i.mnemonic() == Ltr {
+                &mut core.sys_mut().tr
+            } else {
+                &mut core.sys_mut().ldtr
+            };
+            reg.selector = sel;
+            Ok(Flow::Next)
+        }
+        Str | Sldt => {
+            let sel = if i.mnemonic() == Str {
+                core.sys().tr.selector
+            } else {
+                core.sys().ldtr.selector
+            };
+            let size = operand_register_size(i, 0).unwrap_or(2);
+            write_operand(core, i, 0, u32::from(sel.0), size)?;
+            Ok(Flow::Next)
+        }
+        Int3 => Err(Exception::Breakpoint.into()),
+        Int1 => Err(Exception::Debug.into()),
+        Int => Err(Fault::Unsupported(
+            "software interrupts through the IDT (INT n)",
+        )),
+        Into if core.eflags().contains(Eflags::OF) => Err(Exception::Overflow.into()),
+        Into => Ok(Flow::Next),
+        Pusha if i.code() == Code::Pushaw => push16_all(core),
+        Popa if i.code() == Code::Popaw => pop16_all(core),
+        Pushf if i.code() == Code::Pushfw => {
+            let flags = core.eflags().bits();
+            push(core, flags & 0xffff, 2)?;
+            Ok(Flow::Next)
+        }
+        Popf if i.code() == Code::Popfw => {
+            let val = pop(core, 2)?;
+            let old = core.eflags().bits();
+            core.set_eflags(Eflags::from_raw((old & 0xffff_0000) | (val & 0x7fd5)));
+            Ok(Flow::Next)
+        }
+        Rdmsr | Wrmsr => msr_access(core, i),
+        Bound => Err(Fault::Unsupported("BOUND")),
+        _ if core.isa.availability(i) == Availability::Undefined => {
+            Err(Exception::InvalidOpcode.into())
+        }
+        Maskmovq | Maskmovdqu => mask_move(core, i),
+        Ud0 | Ud1 | Ud2 | Sysenter | Sysexit | Syscall | Sysret | Rdtscp | Xgetbv | Monitor
+        | Mwait | Rdpid => Err(Exception::InvalidOpcode.into()),
+        _ => Err(Fault::Unsupported(unsupported_name(i))),
+    }
+}
+
+/// A static description of an instruction the CPU model does not carry
+/// out (names the mnemonic family).
+fn unsupported_name(i: &Instruction) -> &'static str {
+    match i.mnemonic() {
+        Mnemonic::Retf => "far returns (RETF)",
+        Mnemonic::Call => "far calls",
+        Mnemonic::Iret | Mnemonic::Iretd => "IRET",
+        Mnemonic::Lar | Mnemonic::Lsl | Mnemonic::Verr | Mnemonic::Verw | Mnemonic::Arpl => {
+            "LAR/LSL/VERR/VERW/ARPL"
+        }
+        Mnemonic::Enter => "ENTER with a nesting level",
+        _ => "an instruction form the monitor does not carry out",
+    }
+}
+
+fn require_cpl0(core: &BtCore) -> Res<()> {
+    if core.sys().cpl == 0 {
+        Ok(())
+    } else {
+        Err(Exception::GeneralProtection(0).into())
+    }
+}
+
+// ----- operands -------------------------------------------------------------
+
+fn gpr_index(r: Register) -> usize {
+    r.full_register32().number()
+}
+
+fn is_high_byte(r: Register) -> bool {
+    matches!(r, Register::AH | Register::CH | Register::DH | Register::BH)
+}
+
+fn reg_value(core: &BtCore, r: Register) -> u32 {
+    if let Some(seg) = Seg::from_iced(r) {
+        return u32::from(core.sys().segment(seg).selector.0);
+    }
+    let full = core.gpr(gpr_index(r));
+    match r.size() {
+        4 => full,
+        2 => full & 0xffff,
+        _ if is_high_byte(r) => (full >> 8) & 0xff,
+        _ => full & 0xff,
+    }
+}
+
+fn set_reg(core: &mut BtCore, r: Register, val: u32) {
+    let n = gpr_index(r);
+    let old = core.gpr(n);
+    let new = match r.size() {
+        4 => val,
+        2 => (old & 0xffff_0000) | (val & 0xffff),
+        _ if is_high_byte(r) => (old & !0xff00) | ((val & 0xff) << 8),
+        _ => (old & !0xff) | (val & 0xff),
+    };
+    core.set_gpr(n, new);
+}
+
+fn operand_register_size(i: &Instruction, n: u32) -> Option<usize> {
+    (i.op_kind(n) == OpKind::Register).then(|| i.op_register(n).size())
+}
+
+/// The memory operand's segment and offset (address-size wrap applied).
+fn memory_operand(core: &BtCore, i: &Instruction) -> Res<(Seg, u32)> {
+    if i.memory_base().size() == 2 || i.memory_index().size() == 2 {
+        return Err(Fault::Unsupported(
+            "16-bit addressing in monitor-run instructions",
+        ));
+    }
+    let offset = i
+        .virtual_address(0, 0, |r, _, _| {
+            Some(if r.is_segment_register() {
+                0
+            } else {
+                u64::from(reg_value(core, r))
+            })
+        })
+        .ok_or(Fault::Unsupported("this operand address form"))? as u32;
+    let seg = Seg::from_iced(i.memory_segment()).unwrap_or(Seg::Ds);
+    Ok((seg, offset))
+}
+
+fn read_memory(core: &mut BtCore, i: &Instruction, buf: &mut [u8]) -> Res<()> {
+    let (seg, offset) = memory_operand(core, i)?;
+    seg_read(core, seg, offset, buf).map_err(Fault::from)
+}
+
+fn write_memory(core: &mut BtCore, i: &Instruction, data: &[u8]) -> Res<()> {
+    let (seg, offset) = memory_operand(core, i)?;
+    seg_write(core, seg, offset, data).map_err(Fault::from)
+}
+
+fn read_operand(core: &mut BtCore, i: &Instruction, n: u32, size: usize) -> Res<u32> {
+    match i.op_kind(n) {
+        OpKind::Register => Ok(reg_value(core, i.op_register(n))),
+        OpKind::Memory => {
+            let mut b = [0u8; 4];
+            read_memory(core, i, &mut b[..size])?;
+            Ok(u32::from_le_bytes(b))
+        }
+        _ => Ok(i.immediate(n) as u32),
+    }
+}
+
+fn write_operand(core: &mut BtCore, i: &Instruction, n: u32, val: u32, size: usize) -> Res<()> {
+    match i.op_kind(n) {
+        OpKind::Register => {
+            set_reg(core, i.op_register(n), val);
+            Ok(())
+        }
+        _ => write_memory(core, i, &val.to_le_bytes()[..size]),
+    }
+}
+
+// ----- 16-bit stack forms -----------------------------------------------------
+
+fn push16_all(core: &mut BtCore) -> Res<Flow> {
+    let sp = core.gpr(ESP);
+    let image: Vec<u8> = [EAX, ECX, EDX, EBX, ESP, 5, ESI, EDI]
+        .iter()
+        .rev()
+        .flat_map(|&r| {
+            let v = if r == ESP { sp } else { core.gpr(r) };
+            (v as u16).to_le_bytes()
+        })
+        .collect();
+    let base = sp.wrapping_sub(16);
+    seg_write(core, Seg::Ss, base, &image)?;
+    core.set_gpr(ESP, base);
+    Ok(Flow::Next)
+}
+
+fn pop16_all(core: &mut BtCore) -> Res<Flow> {
+    let sp = core.gpr(ESP);
+    let mut image = [0u8; 16];
+    seg_read(core, Seg::Ss, sp, &mut image)?;
+    for n in 0..8 {
+        let reg = 7 - n;
+        if reg != ESP {
+            let val = u16::from_le_bytes([image[2 * n], image[2 * n + 1]]);
+            core.set_gpr(reg, (core.gpr(reg) & 0xffff_0000) | u32::from(val));
+        }
+    }
+    core.set_gpr(ESP, sp.wrapping_add(16));
+    Ok(Flow::Next)
+}
+
+// ----- port I/O -----------------------------------------------------------------
+
+/// I/O permission: CPL <= IOPL (the TSS bitmap comes with the system model).
+fn check_io(core: &BtCore) -> Res<()> {
+    if core.sys().cpl <= core.eflags().iopl() {
+        Ok(())
+    } else {
+        Err(Exception::GeneralProtection(0).into())
+    }
+}
+
+fn port_io(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
+    check_io(core)?;
+    let input = i.mnemonic() == Mnemonic::In;
+    let (port_op, data_op) = if input { (1, 0) } else { (0, 1) };
+    let port = if i.op_kind(port_op) == OpKind::Register {
+        (core.gpr(EDX) & 0xffff) as u16
+    } else {
+        i.immediate8() as u16
+    };
+    let size = i.op_register(data_op).size() as u8;
+    Ok(Flow::Io(PendingIo {
+        port,
+        size,
+        input,
+        out_value: if input { 0 } else { core.gpr(EAX) },
+        kind: IoKind::Accumulator,
+        next_eip: i.next_ip32(),
+    }))
+}
+
+fn string_io(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
+    check_io(core)?;
+    let size = match i.mnemonic() {
+        Mnemonic::Insb | Mnemonic::Outsb => 1u8,
+        Mnemonic::Insw | Mnemonic::Outsw => 2,
+        _ => 4,
+    };
+    let input = matches!(
+        i.mnemonic(),
+        Mnemonic::Insb | Mnemonic::Insw | Mnemonic::Insd
+    );
+    let rep = i.has_rep_prefix() || i.has_repne_prefix();
+    if rep && core.gpr(ECX) == 0 {
+        return Ok(Flow::Next);
+    }
+    let source = Seg::from_iced(i.memory_segment()).unwrap_or(Seg::Ds);
+    let mut io = PendingIo {
+        port: (core.gpr(EDX) & 0xffff) as u16,
+        size,
+        input,
+        out_value: 0,
+        kind: IoKind::String { rep, source },
+        next_eip: i.next_ip32(),
+    };
+    if !input {
+        io.out_value = read_string_element(core, &io)?;
+    }
+    Ok(Flow::Io(io))
+}
+
+/// OUTS: the element at source:ESI.
+fn read_string_element(core: &mut BtCore, io: &PendingIo) -> Result<u32, Exception> {
+    let IoKind::String { source, .. } = io.kind else {
+        return Ok(io.out_value);
+    };
+    let mut b = [0u8; 4];
+    seg_read(core, source, core.gpr(ESI), &mut b[..io.size as usize])?;
+    Ok(u32::from_le_bytes(b))
+}
+
+impl BtCore {
+    /// Completes the I/O access the machine handled (`data` holds an IN's
+    /// value) and either finishes the instruction or sets up the next
+    /// element of a REP string instruction.
+    pub(super) fn resume_io(&mut self, mut io: PendingIo, data: &[u8; 4]) -> super::Event {
+        let value = u32::from_le_bytes(*data) & mask(io.size);
+        let result = match io.kind {
+            IoKind::Accumulator => {
+                if io.input {
+                    let eax = self.gpr(EAX);
+                    let merged = (eax & !mask(io.size)) | value;
+                    self.set_gpr(EAX, merged);
+                }
+                self.set_eip(io.next_eip);
+                Ok(false)
+            }
+            IoKind::String { .. } if std::mem::take(&mut self.string_io_done) => {
+                self.set_eip(io.next_eip);
+                Ok(false)
+            }
+            IoKind::String { rep, .. } => self.finish_string_element(&mut io, value, rep),
+        };
+        match result {
+            Ok(false) => super::Event::Continue,
+            Ok(true) => {
+                self.pending_io = Some(io);
+                super::Event::Io
+            }
+            Err(e) => self.raise(e.into()),
+        }
+    }
+
+    /// Moves one INS element to memory, advances ESI/EDI and ECX; returns
+    /// whether another element follows.
+    fn finish_string_element(
+        &mut self,
+        io: &mut PendingIo,
+        value: u32,
+        rep: bool,
+    ) -> Result<bool, Exception> {
+        let size = u32::from(io.size);
+        let step = if self.eflags().contains(Eflags::DF) {
+            size.wrapping_neg()
+        } else {
+            size
+        };
+        if io.input {
+            seg_write(
+                self,
+                Seg::Es,
+                self.gpr(EDI),
+                &value.to_le_bytes()[..size as usize],
+            )?;
+            self.set_gpr(EDI, self.gpr(EDI).wrapping_add(step));
+        } else {
+            self.set_gpr(ESI, self.gpr(ESI).wrapping_add(step));
+        }
+        let more = rep && {
+            let left = self.gpr(ECX).wrapping_sub(1);
+            self.set_gpr(ECX, left);
+            left != 0
+        };
+        if !more {
+            self.set_eip(io.next_eip);
+            return Ok(false);
+        }
+        if !io.input {
+            io.out_value = read_string_element(self, io)?;
+        }
+        Ok(true)
+    }
+}
+
+fn mask(size: u8) -> u32 {
+    match size {
+        1 => 0xff,
+        2 => 0xffff,
+        _ => u32::MAX,
+    }
+}
+
+// ----- descriptor tables and segments ---------------------------------------------
+
+fn load_table(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
+    require_cpl0(core)?;
+    let mut b = [0u8; 6];
+    read_memory(core, i, &mut b)?;
+    let mut base = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+    if i.code() == Code::Lgdt_m1632_16 || i.code() == Code::Lidt_m1632_16 {
+        base &= 0x00ff_ffff;
+    }
+    let reg = TableRegister {
+        limit: u16::from_le_bytes([b[0], b[1]]),
+        base,
+    };
+    if i.mnemonic() == Mnemonic::Lgdt {
+        core.sys_mut().gdtr = reg;
+    } else {
+        core.sys_mut().idtr = reg;
+    }
+    Ok(Flow::Next)
+}
+
+fn store_table(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
+    let reg = if i.mnemonic() == Mnemonic::Sgdt {
+        core.sys().gdtr
+    } else {
+        core.sys().idtr
+    };
+    let mut b = [0u8; 6];
+    b[..2].copy_from_slice(&reg.limit.to_le_bytes());
+    b[2..].copy_from_slice(&reg.base.to_le_bytes());
+    write_memory(core, i, &b)?;
+    Ok(Flow::Next)
+}
+
+fn mov_sreg(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
+    if i.op0_kind() == OpKind::Register && i.op0_register().is_segment_register() {
+        let seg = Seg::from_iced(i.op0_register()).unwrap_or(Seg::Ds);
+        if seg == Seg::Cs {
+            return Err(Exception::InvalidOpcode.into());
+        }
+        let sel = Selector(read_operand(core, i, 1, 2)? as u16);
+        segment::load_segment(core, seg, sel)?;
+        if seg == Seg::Ss {
+            core.sys_mut().interrupt_shadow = true;
+        }
+        return Ok(Flow::Next);
+    }
+    let sel = reg_value(core, i.op1_register());
+    let size = operand_register_size(i, 0).unwrap_or(2);
+    write_operand(core, i, 0, sel, size)?;
+    Ok(Flow::Next)
+}
+
+fn pop_sreg(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
+    let seg = Seg::from_iced(i.op0_register()).unwrap_or(Seg::Ds);
+    let size = if i.code() == Code::Popw_DS
+        || i.code() == Code::Popw_ES
+        || i.code() == Code::Popw_SS
+        || i.code() == Code::Popw_FS
+        || i.code() == Code::Popw_GS
+    {
+        2
+    } else {
+        4
+    };
+    let esp = core.gpr(ESP);
+    let mut b = [0u8; 2];
+    seg_read(core, Seg::Ss, esp, &mut b)?;
+    segment::load_segment(core, seg, Selector(u16::from_le_bytes(b)))?;
+    // ESP advances only once the load succeeded.
+    core.set_gpr(ESP, esp.wrapping_add(size));
+    if seg == Seg::Ss {
+        core.sys_mut().interrupt_shadow = true;
+    }
+    Ok(Flow::Next)
+}
+
+/// A far JMP to a code segment at the same privilege level (call gates,
+/// TSSes and privilege changes come with the system model's far-transfer
+/// module).
+fn far_jmp(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
+    let (sel, target) = match i.code() {
+        Code::Jmp_ptr1632 => (i.far_branch_selector(), i.far_branch32()),
+        Code::Jmp_m1632 => {
+            let mut b = [0u8; 6];
+            read_memory(core, i, &mut b)?;
+            (
+                u16::from_le_bytes([b[4], b[5]]),
+                u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            )
+        }
+        _ => return Err(Fault::Unsupported("16-bit far jumps")),
+    };
+    let sel = Selector(sel);
+    if sel.is_null() {
+        return Err(Exception::GeneralProtection(0).into());
+    }
+    let d = segment::read_descriptor(core, sel, segment::gp)?;
+    let error = crate::cpu::exception::selector_error(sel.0);
+    let cpl = core.sys().cpl;
+    if !d.is_code() {
+        return Err(Fault::Unsupported("far jumps through gates or to TSSes"));
+    }
+    let allowed = if d.conforming() {
+        d.dpl() <= cpl
+    } else {
+        sel.rpl() <= cpl && d.dpl() == cpl
+    };
+    if !allowed {
+        return Err(Exception::GeneralProtection(error).into());
+    }
+    if !d.present() {
+        return Err(Exception::SegmentNotPresent(error).into());
+    }
+    if target > d.limit() {
+        return Err(Exception::GeneralProtection(0).into());
+    }
+    let d = segment::mark_accessed(core, sel, d, segment::gp)?;
+    core.sys_mut().seg[Seg::Cs as usize] = SegmentRegister::loaded(sel.with_rpl(cpl), d);
+    core.set_eip(target);
+    Ok(Flow::Jumped)
+}
+
+fn load_far_pointer(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
+    let size = i.op0_register().size();
+    let mut b = [0u8; 6];
+    read_memory(core, i, &mut b[..size + 2])?;
+    let seg = match i.mnemonic() {
+        Mnemonic::Lds => Seg::Ds,
+        Mnemonic::Les => Seg::Es,
+        Mnemonic::Lfs => Seg::Fs,
+        Mnemonic::Lgs => Seg::Gs,
+        _ => Seg::Ss,
+    };
+    let sel = u16::from_le_bytes([b[size], b[size + 1]]);
+    segment::load_segment(core, seg, Selector(sel))?;
+    let offset = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    set_reg(core, i.op0_register(), offset);
+    Ok(Flow::Next)
+}
+
+// ----- control and debug registers ------------------------------------------------
+
+fn is_cr_or_dr(i: &Instruction) -> bool {
+    (0..i.op_count()).any(|n| {
+        i.op_kind(n) == OpKind::Register && (i.op_register(n).is_cr() || i.op_register(n).is_dr())
+    })
+}
+
+fn control_register(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
+    require_cpl0(core)?;
+    let (dst, src) = (i.op0_register(), i.op1_register());
+    if src.is_cr() || src.is_dr() {
+        let val = if src.is_cr() {
+            read_cr(core, src)?
+        } else {
+            core.sys().dr[src.number()]
+        };
+        set_reg(core, dst, val);
+        return Ok(Flow::Next);
+    }
+    let val = reg_value(core, src);
+    if dst.is_dr() {
+        core.sys_mut().dr[dst.number()] = val;
+        return Ok(Flow::Next);
+    }
+    match dst {
+        Register::CR0 => write_cr0(core, val)?,
+        Register::CR2 => core.sys_mut().cr2 = val,
+        Register::CR3 => {
+            // Every CR3 write flushes the TLB, even of the same value.
+            core.sys_mut().cr3 = val;
+            core.invalidate_linear_page();
+        }
+        Register::CR4 => {
+            let cr4 = Cr4::from_bits_retain(val);
+            if core.sys().paging() && cr4.contains(Cr4::PAE) {
+                return Err(Fault::Unsupported("PAE paging"));
+            }
+            core.sys_mut().cr4 = cr4;
+        }
+        _ => return Err(Exception::InvalidOpcode.into()),
+    }
+    Ok(Flow::Next)
+}
+
+fn write_cr0(core: &mut BtCore, val: u32) -> Res<()> {
+    let cr0 = Cr0::from_bits_retain(val) | Cr0::ET;
+    if !cr0.contains(Cr0::PE) {
+        return Err(Fault::Unsupported("real mode (CR0.PE cleared)"));
+    }
+    if cr0.contains(Cr0::PG) && core.sys().cr4.contains(Cr4::PAE) {
+        return Err(Fault::Unsupported("PAE paging"));
+    }
+    core.sys_mut().cr0 = cr0;
+    Ok(())
+}
+
+fn read_cr(core: &BtCore, r: Register) -> Res<u32> {
+    let sys = core.sys();
+    Ok(match r {
+        Register::CR0 => sys.cr0.bits(),
+        Register::CR2 => sys.cr2,
+        Register::CR3 => sys.cr3,
+        Register::CR4 => sys.cr4.bits(),
+        _ => return Err(Exception::InvalidOpcode.into()),
+    })
+}
+
+// ----- MSRs -------------------------------------------------------------------------
+
+/// EFER.LME: long mode enable.
+const EFER_LME: u64 = 1 << 8;
+
+fn msr_access(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
+    require_cpl0(core)?;
+    let index = core.gpr(ECX);
+    let tsc = core.host_tsc();
+    if i.mnemonic() == Mnemonic::Rdmsr {
+        let value = core.sys().msr.read(index, tsc)?;
+        core.set_gpr(EAX, value as u32);
+        core.set_gpr(EDX, (value >> 32) as u32);
+    } else {
+        let value = u64::from(core.gpr(EDX)) << 32 | u64::from(core.gpr(EAX));
+        if index == msr::EFER && value & EFER_LME != 0 {
+            return Err(Fault::Unsupported(
+                "long mode (EFER.LME): 64-bit guests need hardware virtualization \
+                 (monitor.virtual_exec = \"hardware\" on a host that provides it); \
+                 binary translation runs 32-bit guests only",
+            ));
+        }
+        core.sys_mut().msr.write(index, value, tsc)?;
+    }
+    Ok(Flow::Next)
+}
+
+// ----- MASKMOVQ / MASKMOVDQU -----------------------------------------------------------
+
+/// Offset of MM0 (ST0) in the FXSAVE image; each register takes 16 bytes.
+const FX_MM0: usize = 32;
+/// Offset of XMM0 in the FXSAVE image.
+const FX_XMM0: usize = 160;
+
+/// MASKMOVQ/MASKMOVDQU: stores the bytes of the first register whose mask
+/// byte (second register) has its top bit set to DS:[EDI]. Carried out by
+/// the monitor because the store address is held in a register, which the
+/// translator cannot rebase by re-encoding (see `translator::confine`).
+fn mask_move(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
+    let (base, width) = match i.code() {
+        Code::Maskmovq_rDI_mm_mm => (FX_MM0, 8),
+        Code::Maskmovdqu_rDI_xmm_xmm => (FX_XMM0, 16),
+        _ => return Err(Fault::Unsupported("this masked store form")),
+    };
+    let reg = |n: u32| {
+        let at = base + 16 * i.op_register(n).number();
+        let mut bytes = [0u8; 16];
+        bytes[..width].copy_from_slice(&core.state.fx.0[at..at + width]);
+        bytes
+    };
+    let (data, mask) = (reg(1), reg(2));
+    let seg = Seg::from_iced(i.memory_segment()).unwrap_or(Seg::Ds);
+    let edi = core.gpr(EDI);
+    let selected: Vec<usize> = (0..width).filter(|&n| mask[n] & 0x80 != 0).collect();
+    if let (Some(&first), Some(&last)) = (selected.first(), selected.last()) {
+        // Check the whole range first: a fault leaves memory untouched.
+        let start = edi.wrapping_add(first as u32);
+        let lin = core
+            .sys()
+            .segment(seg)
+            .check(seg, start, (last - first + 1) as u32, true)?;
+        let mut probe = vec![0u8; last - first + 1];
+        core.read_linear(lin, &mut probe, AccessKind::Write, Privilege::Current)?;
+        for n in first..=last {
+            if mask[n] & 0x80 != 0 {
+                probe[n - first] = data[n];
+            }
+        }
+        core.write_linear(lin, &probe, Privilege::Current)?;
+    }
+    if i.code() == Code::Maskmovq_rDI_mm_mm {
+        enter_mmx_state(core);
+    }
+    Ok(Flow::Next)
+}
+
+/// What every MMX instruction but EMMS does to the x87 state: all tags
+/// valid (abridged tag byte 0xff) and TOP = 0.
+fn enter_mmx_state(core: &mut BtCore) {
+    let fx = &mut core.state.fx.0;
+    fx[4] = 0xff;
+    let fsw = u16::from_le_bytes([fx[2], fx[3]]) & !0x3800;
+    fx[2..4].copy_from_slice(&fsw.to_le_bytes());
+}
+
+// ----- BCD ------------------------------------------------------------------------------
+
+fn parity(b: u8) -> u32 {
+    if b.count_ones().is_multiple_of(2) {
+        Eflags::PF.bits()
+    } else {
+        0
+    }
+}
+
+fn szp(b: u8) -> u32 {
+    (if b == 0 { Eflags::ZF.bits() } else { 0 })
+        | (if b & 0x80 != 0 { Eflags::SF.bits() } else { 0 })
+        | parity(b)
+}
+
+fn bcd(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
+    const CF: u32 = Eflags::CF.bits();
+    const AF: u32 = Eflags::AF.bits();
+    const PF: u32 = Eflags::PF.bits();
+    let flags = core.eflags().bits();
+    let eax = core.gpr(EAX);
+    let (al, ah) = ((eax & 0xff) as u8, ((eax >> 8) & 0xff) as u8);
+    let (cf, af) = (flags & CF != 0, flags & AF != 0);
+    let (new_ax, new_flags): (u16, u32) = match i.mnemonic() {
+        Mnemonic::Daa | Mnemonic::Das => {
+            let sub = i.mnemonic() == Mnemonic::Das;
+            let (mut a, mut c, mut af2) = (al, false, false);
+            if (al & 0xf) > 9 || af {
+                let (r, carry) = if sub {
+                    al.overflowing_sub(6)
+                } else {
+                    al.overflowing_add(6)
+                };
+                a = r;
+                c = cf || carry;
+                af2 = true;
+            }
+            if al > 0x99 || cf {
+                a = if sub {
+                    a.wrapping_sub(0x60)
+                } else {
+                    a.wrapping_add(0x60)
+                };
+                c = true;
+            }
+            (
+                u16::from(ah) << 8 | u16::from(a),
+                szp(a) | if c { CF } else { 0 } | if af2 { AF } else { 0 },
+            )
+        }
+        Mnemonic::Aaa | Mnemonic::Aas => {
+            let sub = i.mnemonic() == Mnemonic::Aas;
+            if (al & 0xf) > 9 || af {
+                let ax = (u16::from(ah) << 8) | u16::from(al);
+                let ax = if sub {
+                    ax.wrapping_sub(6).wrapping_sub(0x100)
+                } else {
+                    ax.wrapping_add(0x106)
+                };
+                (ax & 0xff0f, AF | CF | szp((ax & 0xff) as u8 & 0x0f) & PF)
+            } else {
+                (
+                    (u16::from(ah) << 8) | u16::from(al & 0xf),
+                    szp(al & 0x0f) & PF,
+                )
+            }
+        }
+        Mnemonic::Aam => {
+            let base = i.immediate8();
+            if base == 0 {
+                return Err(Exception::DivideError.into());
+            }
+            let (q, r) = (al / base, al % base);
+            ((u16::from(q) << 8) | u16::from(r), szp(r))
+        }
+        _ => {
+            let base = i.immediate8();
+            let r = al.wrapping_add(ah.wrapping_mul(base));
+            (u16::from(r), szp(r))
+        }
+    };
+    core.set_gpr(EAX, (eax & 0xffff_0000) | u32::from(new_ax));
+    let defined = Eflags::ARITHMETIC.bits();
+    core.set_eflags(Eflags::from_raw((flags & !defined) | new_flags));
+    Ok(Flow::Next)
+}

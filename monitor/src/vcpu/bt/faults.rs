@@ -1,0 +1,197 @@
+//! Host faults in translated code: mapped back to the guest instruction,
+//! then classified as a hidden fault (fill the shadow mapping), a write to a
+//! frame holding translated code (self-modifying code), or the guest's own
+//! exception.
+//!
+//! Invariant: translated code only touches the window, the state block and
+//! the monitor's stack, so a host #GP, #UD, #DE, #MF, #XM or #AC in it is
+//! the guest instruction failing the same way; only a host page fault
+//! (vector 14) is looked up in the window.
+
+use super::{BtCore, Event};
+use crate::cpu::{Cr4, Exception, Fault};
+use crate::vcpu::StopReason;
+use shadowmmu::PAGE_SIZE;
+use translator::state::HostFault;
+
+/// What a host fault in translated code turned out to be.
+pub(super) enum FaultOutcome {
+    /// A shadow mapping was missing and has been filled; retry.
+    Hidden,
+    /// A write to a frame holding translated code; run the writer alone.
+    CodeWrite,
+    /// The guest instruction raises this.
+    Guest(Fault),
+    /// The guest cannot continue.
+    Stop(StopReason),
+}
+
+/// The host exception behind a signal in translated code.
+#[derive(Debug, PartialEq, Eq)]
+enum HostException {
+    /// A page fault in the window.
+    PageFault,
+    /// The guest's own exception.
+    Guest(Exception),
+    /// A SIMD floating-point exception (#XM or #UD, by guest CR4).
+    SimdFloatingPoint,
+    /// Nothing translated code should raise.
+    Unknown,
+}
+
+/// Classifies a host fault by the hardware vector the kernel recorded.
+fn host_exception(f: &HostFault) -> HostException {
+    match (f.signo as i32, f.trapno) {
+        (libc::SIGSEGV | libc::SIGBUS, 14) => HostException::PageFault,
+        (libc::SIGSEGV | libc::SIGBUS, 12 | 13) => {
+            HostException::Guest(Exception::GeneralProtection(0))
+        }
+        (libc::SIGBUS, 17) => HostException::Guest(Exception::AlignmentCheck),
+        (libc::SIGFPE, 0) => HostException::Guest(Exception::DivideError),
+        (libc::SIGFPE, 16) => HostException::Guest(Exception::FloatingPoint),
+        (libc::SIGFPE, 19) => HostException::SimdFloatingPoint,
+        (libc::SIGILL, _) => HostException::Guest(Exception::InvalidOpcode),
+        _ => HostException::Unknown,
+    }
+}
+
+impl BtCore {
+    /// Handles a `Fault` exit.
+    pub(super) fn fault(&mut self) -> Event {
+        match self.fault_outcome() {
+            FaultOutcome::Hidden => Event::Continue,
+            FaultOutcome::CodeWrite => self.single_step(),
+            FaultOutcome::Guest(fault) => self.raise(fault),
+            FaultOutcome::Stop(reason) => Event::Stop(reason),
+        }
+    }
+
+    /// Maps a host fault back to the guest instruction (restoring precise
+    /// registers) and classifies it.
+    pub(super) fn fault_outcome(&mut self) -> FaultOutcome {
+        let f = self.state.fault;
+        let Some(off) = self.cache.offset_of(f.rip) else {
+            return FaultOutcome::Stop(StopReason::Internal(
+                "host fault outside translated code".into(),
+            ));
+        };
+        let Some(id) = self.cache.find_by_offset(off) else {
+            return FaultOutcome::Stop(StopReason::Internal(
+                "host fault in the runtime stubs".into(),
+            ));
+        };
+        let t = self.cache.get(id);
+        let rel = (off - t.code_offset) as u32;
+        let idx = t
+            .pc_map
+            .partition_point(|(h, _)| *h <= rel)
+            .saturating_sub(1);
+        self.state.eip = t.pc_map.get(idx).map_or(t.key.eip, |p| p.1);
+        let fix = t.fixups.get(idx).copied().unwrap_or(0);
+        if fix >= translator::translate::fixup::SWAP_BASE {
+            let r = usize::from(fix - translator::translate::fixup::SWAP_BASE);
+            let v = self.state.gpr[r];
+            self.state.gpr[r] = (v & 0xffff_0000) | ((v & 0xff) << 8) | ((v >> 8) & 0xff);
+        }
+        match host_exception(&f) {
+            HostException::PageFault => self.resolve_memory_fault(f.addr, f.err & 2 != 0),
+            HostException::Guest(e) => FaultOutcome::Guest(e.into()),
+            HostException::SimdFloatingPoint => {
+                // #XM needs CR4.OSXMMEXCPT; without it the CPU raises #UD.
+                let e = if self.sys.cr4.contains(Cr4::OSXMMEXCPT) {
+                    Exception::SimdFloatingPoint
+                } else {
+                    Exception::InvalidOpcode
+                };
+                FaultOutcome::Guest(e.into())
+            }
+            HostException::Unknown => FaultOutcome::Stop(StopReason::Internal(format!(
+                "unexpected host signal {} (vector {}) in translated code",
+                f.signo, f.trapno
+            ))),
+        }
+    }
+
+    /// Classifies a host page fault in the window: a hidden fault (the
+    /// shadow mapping was filled), a write to translated code, a guest
+    /// exception, or an access outside guest RAM.
+    fn resolve_memory_fault(&mut self, host_addr: u64, write: bool) -> FaultOutcome {
+        let Some(lin) = self.window.linear_of(host_addr as usize) else {
+            // An access that straddles the top of the 4 GiB linear space
+            // reached the guard after the window. With a 4 GiB segment
+            // limit the SDM leaves it implementation-specific whether such
+            // an access wraps or faults (vol. 3, 5.3); this CPU faults.
+            return FaultOutcome::Guest(Exception::GeneralProtection(0).into());
+        };
+        let phys = match self.linear_to_phys(lin.0, write) {
+            Ok(p) => p,
+            Err(e) => return FaultOutcome::Guest(e.into()),
+        };
+        let frame = phys / PAGE_SIZE;
+        if write && self.code_frames.contains(&frame) {
+            self.stats.smc_writes += 1;
+            self.untrace_code_frame(frame);
+            return FaultOutcome::CodeWrite;
+        }
+        if phys as usize >= self.ram.size() || !self.paging() {
+            return FaultOutcome::Stop(StopReason::OutsideRam(format!(
+                "guest {} at {} (physical {phys:#010x}) is outside guest RAM ({} MiB)",
+                if write { "write" } else { "read" },
+                lin,
+                self.ram.size() >> 20
+            )));
+        }
+        self.fill_shadow(lin.page(), frame, write);
+        self.stats.hidden_faults += 1;
+        FaultOutcome::Hidden
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fault(signo: i32, trapno: u64) -> HostFault {
+        HostFault {
+            signo: signo as u64,
+            trapno,
+            ..HostFault::default()
+        }
+    }
+
+    #[test]
+    fn host_general_protection_is_the_guests_gp0() {
+        assert_eq!(
+            host_exception(&fault(libc::SIGSEGV, 13)),
+            HostException::Guest(Exception::GeneralProtection(0))
+        );
+    }
+
+    #[test]
+    fn host_page_fault_is_looked_up_in_the_window() {
+        assert_eq!(
+            host_exception(&fault(libc::SIGSEGV, 14)),
+            HostException::PageFault
+        );
+    }
+
+    #[test]
+    fn floating_point_signals_are_classified_by_vector() {
+        assert_eq!(
+            host_exception(&fault(libc::SIGFPE, 0)),
+            HostException::Guest(Exception::DivideError)
+        );
+        assert_eq!(
+            host_exception(&fault(libc::SIGFPE, 16)),
+            HostException::Guest(Exception::FloatingPoint)
+        );
+        assert_eq!(
+            host_exception(&fault(libc::SIGFPE, 19)),
+            HostException::SimdFloatingPoint
+        );
+        assert_eq!(
+            host_exception(&fault(libc::SIGILL, 6)),
+            HostException::Guest(Exception::InvalidOpcode)
+        );
+    }
+}

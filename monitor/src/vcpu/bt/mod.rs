@@ -1,0 +1,769 @@
+//! The binary-translation vCPU: the run loop over the code cache, and the
+//! glue between translated code and the x86 system model (`crate::cpu`).
+//!
+//! [`BtVcpu::run`] enters translated code and handles its exits itself
+//! until something the machine must see happens (port I/O, HLT, a stop
+//! request, a guest that cannot continue):
+//! - chain and indirect-branch misses translate and link ([`BtCore::step`]);
+//! - host faults become hidden faults (shadow fills), self-modifying-code
+//!   events or guest exceptions ([`faults`], [`frames`]);
+//! - instructions the monitor carries out go to [`exec`], which works on
+//!   the system model through the [`crate::cpu::CpuContext`] this backend
+//!   implements ([`context`]).
+//!
+//! Invariants:
+//! - Every guest frame that holds live translated code is mapped read-only
+//!   in the linear window; a guest write to it kills the frame's
+//!   translations before the write happens ([`frames`]).
+//! - The monitor's own writes into guest RAM go through
+//!   [`BtCore::write_phys`], which applies the same invalidation.
+//! - The indirect-branch table only holds entries of live translations.
+//! - `CpuState`'s segment bases and selectors mirror `sys.seg` whenever
+//!   translated code runs ([`BtCore::sync_segments`]); translations are
+//!   looked up with the mode they were made for ([`Mode`]).
+//! - At most one I/O instruction is in progress (`pending_io`), and it is
+//!   completed at the start of the next `run`.
+
+mod context;
+mod exec;
+mod faults;
+mod frames;
+
+use crate::cpu::{Eflags, Exception, Fault, Seg, SystemState};
+use crate::cpuid::CpuModel;
+use crate::vcpu::{
+    GuestRegisters, GuestStop, IoAccess, RegisterDump, StopReason, Vcpu, VcpuExit, VcpuStats,
+};
+use codecache::{BranchSite, CacheError, CodeCache, TransId, TransKey, Translation};
+use exec::{ExecOutcome, PendingIo};
+use shadowmmu::{GuestPhys, GuestRam, LinearWindow, PageProt, PAGE_SIZE};
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use translator::ibtc::Ibtc;
+use translator::runtime::{self, FaultRegistration};
+use translator::state::{ExitReason, LIVE_FLAGS};
+use translator::{CpuState, GuestIsa, Mode, Stubs, UnitRequest};
+
+/// Bytes of executable memory for translations.
+pub const CODE_CACHE_SIZE: usize = 64 << 20;
+/// Mode bits of one-instruction units that are never looked up or chained.
+const SINGLE_STEP_MODE: u32 = 0x8000_0000;
+
+/// Counters printed by `--stats`.
+#[derive(Clone, Debug, Default)]
+pub struct BtStats {
+    /// Exits to the run loop because a direct branch was not chained yet.
+    pub exits_chain_miss: u64,
+    /// Exits because an indirect branch target was not in the table.
+    pub exits_indirect_miss: u64,
+    /// Exits to carry out an instruction in the monitor.
+    pub exits_emulate: u64,
+    /// Exits because of a host fault.
+    pub exits_fault: u64,
+    /// Exits because an exit was requested (poll page armed).
+    pub exits_interrupted: u64,
+    /// Port I/O instructions carried out.
+    pub io_instructions: u64,
+    /// Guest writes to frames holding translated code.
+    pub smc_writes: u64,
+    /// Host faults resolved by filling a shadow mapping (paging on).
+    pub hidden_faults: u64,
+    /// Exceptions raised by guest instructions.
+    pub exceptions: u64,
+}
+
+/// Why a vCPU could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    /// The host refused a resource (memory, executable memory).
+    #[error("{0}")]
+    Host(String),
+}
+
+/// The vCPU as a whole: the I/O data buffer an exit lends to the machine,
+/// and everything else.
+pub struct BtVcpu {
+    io_data: [u8; 4],
+    core: BtCore,
+}
+
+/// Everything of the vCPU but the I/O data buffer (so an I/O exit can lend
+/// both at once).
+pub struct BtCore {
+    /// Registers and the state block shared with translated code.
+    state: Box<CpuState>,
+    /// The system state (segments, descriptor tables, control registers).
+    sys: SystemState,
+    model: CpuModel,
+    isa: GuestIsa,
+    ram: GuestRam,
+    window: LinearWindow,
+    cache: CodeCache,
+    stubs: Stubs,
+    ibtc: Ibtc,
+    code_frames: HashSet<u32>,
+    /// With paging on: guest frame -> linear pages mapped to it in the window.
+    rmap: HashMap<u32, Vec<u32>>,
+    pending_chain: Option<BranchSite>,
+    faults: FaultRegistration,
+    stats: BtStats,
+    count_indirect: bool,
+    hits_counter: Box<u64>,
+    log: Option<Box<dyn Write>>,
+    /// The I/O instruction in progress.
+    pending_io: Option<PendingIo>,
+    /// The I/O handler completed a string instruction itself.
+    string_io_done: bool,
+}
+
+impl BtVcpu {
+    /// A vCPU over `ram` for the CPU `model`, in the Multiboot entry state
+    /// (flat 32-bit protected mode at CPL 0, paging off).
+    pub fn new(ram: GuestRam, model: CpuModel) -> Result<BtVcpu, VcpuError> {
+        Ok(BtVcpu {
+            io_data: [0; 4],
+            core: BtCore::new(ram, model)?,
+        })
+    }
+
+    /// Guest RAM.
+    pub fn ram(&self) -> &GuestRam {
+        &self.core.ram
+    }
+
+    /// Sets the general registers, EIP and EFLAGS.
+    pub fn set_registers(&mut self, regs: &GuestRegisters) {
+        let s = &mut self.core.state;
+        s.gpr = regs.gpr;
+        s.eip = regs.eip;
+        s.eflags = regs.eflags & !translator::state::FLAG_IF | 2;
+        s.vif = u32::from(regs.eflags & translator::state::FLAG_IF != 0);
+    }
+
+    /// The guest's x87/MMX/SSE state (the FXSAVE image), to set it up.
+    pub fn fx_mut(&mut self) -> &mut [u8; 512] {
+        &mut self.core.state.fx.0
+    }
+
+    /// The system state (segments, descriptor tables, control registers).
+    pub fn sys(&self) -> &SystemState {
+        &self.core.sys
+    }
+
+    /// Writes every translation (guest and host code) to `out`.
+    pub fn set_translation_log(&mut self, out: Box<dyn Write>) {
+        self.core.log = Some(out);
+    }
+
+    /// Counts indirect-branch hits in emitted code (slightly slower).
+    pub fn set_count_indirect(&mut self, on: bool) {
+        self.core.count_indirect = on;
+    }
+
+    /// Backend counters.
+    pub fn bt_stats(&self) -> &BtStats {
+        &self.core.stats
+    }
+
+    /// The code cache (for statistics).
+    pub fn cache(&self) -> &CodeCache {
+        &self.core.cache
+    }
+
+    /// Indirect-branch hits counted in emitted code.
+    pub fn indirect_hits(&self) -> u64 {
+        *self.core.hits_counter
+    }
+}
+
+impl Vcpu for BtVcpu {
+    fn run(&mut self) -> VcpuExit<'_> {
+        loop {
+            let event = match self.core.pending_io.take() {
+                Some(io) => self.core.resume_io(io, &self.io_data),
+                None => self.core.step(),
+            };
+            match event {
+                Event::Continue => {}
+                Event::Io => break,
+                Event::Hlt => return VcpuExit::Hlt,
+                Event::Interrupted => return VcpuExit::Interrupted,
+                Event::Stop(reason) => return VcpuExit::Stopped(self.core.stop(reason)),
+            }
+        }
+        self.io_exit()
+    }
+
+    fn registers(&self) -> GuestRegisters {
+        self.core.registers()
+    }
+
+    fn register_dump(&self) -> RegisterDump {
+        RegisterDump::new(self.core.registers(), &self.core.sys)
+    }
+
+    fn request_exit(&self) {
+        self.core.faults.request_exit();
+    }
+
+    fn stats(&self) -> VcpuStats {
+        let c = self.core.cache.stats();
+        let v = &self.core.stats;
+        VcpuStats {
+            counters: vec![
+                ("translations", c.translations),
+                ("guest instructions translated", c.guest_insns),
+                ("code cache bytes", self.core.cache.bytes_used() as u64),
+                ("chains made", c.chains),
+                ("indirect-branch hits", *self.core.hits_counter),
+                ("indirect-branch misses", v.exits_indirect_miss),
+                ("exits: chain miss", v.exits_chain_miss),
+                ("exits: indirect miss", v.exits_indirect_miss),
+                ("exits: emulated instruction", v.exits_emulate),
+                ("exits: host fault", v.exits_fault),
+                ("exits: stop requests", v.exits_interrupted),
+                ("port I/O instructions", v.io_instructions),
+                ("guest exceptions", v.exceptions),
+                ("self-modifying writes", v.smc_writes),
+                ("hidden faults (shadow fills)", v.hidden_faults),
+                ("invalidations", c.invalidations),
+                ("flushes", c.flushes),
+            ],
+        }
+    }
+}
+
+impl BtVcpu {
+    /// The I/O exit for the access `pending_io` describes.
+    fn io_exit(&mut self) -> VcpuExit<'_> {
+        let Some(io) = self.core.pending_io.as_ref() else {
+            return VcpuExit::Stopped(
+                self.core
+                    .stop(StopReason::Internal("I/O exit without an access".into())),
+            );
+        };
+        let (port, size, input, string) = (io.port, io.size as usize, io.input, io.is_string());
+        if !input {
+            self.io_data = io.out_value.to_le_bytes();
+        }
+        let data = &mut self.io_data[..size];
+        let access: &mut dyn IoAccess = &mut self.core;
+        if input {
+            VcpuExit::IoIn {
+                port,
+                data,
+                string,
+                io: access,
+            }
+        } else {
+            VcpuExit::IoOut {
+                port,
+                data,
+                string,
+                io: access,
+            }
+        }
+    }
+}
+
+/// What one step of the run loop found.
+enum Event {
+    /// Keep running.
+    Continue,
+    /// `pending_io` holds an access for the machine.
+    Io,
+    /// HLT with IF = 1.
+    Hlt,
+    /// An exit was requested.
+    Interrupted,
+    /// The guest cannot continue.
+    Stop(StopReason),
+}
+
+impl BtCore {
+    fn new(ram: GuestRam, model: CpuModel) -> Result<BtCore, VcpuError> {
+        let host = |e: &dyn std::fmt::Display| VcpuError::Host(e.to_string());
+        let window = LinearWindow::new().map_err(|e| host(&e))?;
+        let size = ram.size() as u64;
+        window
+            .map(
+                shadowmmu::GuestLinear(0),
+                ram.fd(),
+                GuestPhys(0),
+                size,
+                PageProt::ReadWrite,
+            )
+            .map_err(|e| host(&e))?;
+        let mut cache = CodeCache::new(CODE_CACHE_SIZE).map_err(|e| host(&e))?;
+        let (code, addrs) = runtime::assemble_stubs(cache.exec_addr(cache.aligned_next_offset()))
+            .map_err(|e| host(&e))?;
+        cache.add_permanent(&code).map_err(|e| host(&e))?;
+        let stubs = Stubs {
+            enter: addrs[0],
+            exit_common: addrs[1],
+            exit_saved: addrs[2],
+            poll: cache.poll_addr(),
+        };
+        let start = cache.exec_addr(0);
+        let faults =
+            runtime::register_cache(start, start + CODE_CACHE_SIZE as u64, stubs.exit_saved)
+                .ok_or_else(|| VcpuError::Host("too many code caches in one process".into()))?;
+        let ibtc = Ibtc::default();
+        let mut state = Box::<CpuState>::default();
+        state.window = window.base().0 as u64;
+        state.ibtc = ibtc.addr();
+        let mut core = BtCore {
+            state,
+            sys: SystemState::multiboot_entry(),
+            isa: model.guest_isa(),
+            model,
+            ram,
+            window,
+            cache,
+            stubs,
+            ibtc,
+            code_frames: HashSet::new(),
+            rmap: HashMap::new(),
+            pending_chain: None,
+            faults,
+            stats: BtStats::default(),
+            count_indirect: false,
+            hits_counter: Box::new(0),
+            log: None,
+            pending_io: None,
+            string_io_done: false,
+        };
+        core.sync_segments();
+        Ok(core)
+    }
+
+    fn registers(&self) -> GuestRegisters {
+        GuestRegisters {
+            gpr: self.state.gpr,
+            eip: self.state.eip,
+            eflags: self.state.guest_eflags(),
+        }
+    }
+
+    /// A stop with the registers as they are now.
+    fn stop(&self, reason: StopReason) -> GuestStop {
+        GuestStop {
+            reason,
+            registers: RegisterDump::new(self.registers(), &self.sys),
+        }
+    }
+
+    /// Copies the segment bases and selectors translated code reads into
+    /// the state block.
+    fn sync_segments(&mut self) {
+        for seg in Seg::ALL {
+            let reg = self.sys.segment(seg);
+            self.state.seg_base[seg as usize] = reg.base;
+            self.state.seg_sel[seg as usize] = reg.selector.0;
+        }
+    }
+
+    /// The translation mode of the current state.
+    fn mode(&self) -> Mode {
+        Mode {
+            flat: self.sys.flat(),
+        }
+    }
+
+    /// Runs translated code once, up to its next exit, and handles it.
+    fn step(&mut self) -> Event {
+        let eip = self.state.eip;
+        let id = match self.translation_for(eip, 0) {
+            Ok(id) => id,
+            Err(event) => return event,
+        };
+        if let Some(site) = self.pending_chain.take() {
+            self.cache.chain(site, id);
+        }
+        let entry = self.cache.exec_addr(self.cache.get(id).code_offset);
+        self.run_translation(entry);
+        self.handle_exit()
+    }
+
+    fn run_translation(&mut self, entry: u64) {
+        self.state.exit_reason = 0;
+        // SAFETY: `entry` is the entry of a live translation of our cache,
+        // emitted for this state block and window; the stubs belong to the
+        // same cache.
+        unsafe { runtime::enter(&self.stubs, &mut self.state, entry) };
+        let flags = self.state.host_flags as u32;
+        self.state.eflags = (self.state.eflags & !LIVE_FLAGS) | (flags & LIVE_FLAGS) | 2;
+    }
+
+    fn handle_exit(&mut self) -> Event {
+        match ExitReason::from_raw(self.state.exit_reason) {
+            Some(ExitReason::ChainMiss) => {
+                self.stats.exits_chain_miss += 1;
+                self.note_chain_site();
+                Event::Continue
+            }
+            Some(ExitReason::IndirectMiss) => {
+                self.stats.exits_indirect_miss += 1;
+                self.ibtc.misses += 1;
+                let eip = self.state.eip;
+                match self.translation_for(eip, 0) {
+                    Ok(id) => {
+                        let addr = self.cache.exec_addr(self.cache.get(id).code_offset);
+                        self.ibtc.insert(eip, addr);
+                        Event::Continue
+                    }
+                    Err(event) => event,
+                }
+            }
+            Some(ExitReason::Emulate) => {
+                self.stats.exits_emulate += 1;
+                self.emulate()
+            }
+            Some(ExitReason::Fault) => {
+                self.stats.exits_fault += 1;
+                self.fault()
+            }
+            Some(ExitReason::Interrupted) => {
+                self.stats.exits_interrupted += 1;
+                // Served: whoever asked decides what happens next.
+                self.faults.clear_exit_request();
+                self.state.eip = self.guest_eip_at(self.state.fault.rip);
+                Event::Interrupted
+            }
+            None => Event::Stop(StopReason::Internal(format!(
+                "translated code exited with unknown reason {}",
+                self.state.exit_reason
+            ))),
+        }
+    }
+
+    /// Carries out the instruction at EIP in the monitor.
+    fn emulate(&mut self) -> Event {
+        let before = self.mode_key();
+        let outcome = exec::execute(self);
+        self.after_system_change(before);
+        match outcome {
+            ExecOutcome::Done => Event::Continue,
+            ExecOutcome::Io(io) => {
+                self.stats.io_instructions += 1;
+                self.pending_io = Some(io);
+                Event::Io
+            }
+            ExecOutcome::Halt => self.halt(),
+            ExecOutcome::Fault(fault) => self.raise(fault),
+        }
+    }
+
+    /// HLT: waits for an interrupt if IF is set, stops for good otherwise.
+    fn halt(&mut self) -> Event {
+        if self.state.vif != 0 {
+            Event::Hlt
+        } else {
+            Event::Stop(StopReason::HaltedForever)
+        }
+    }
+
+    /// What translated code and the window depend on, to see what a
+    /// monitor-run instruction changed.
+    fn mode_key(&self) -> ModeKey {
+        ModeKey {
+            flat: self.sys.flat(),
+            cpl: self.sys.cpl,
+            code32: self.sys.code32(),
+            paging: (
+                self.sys.cr0.bits() & (1 << 31 | 1 << 16),
+                self.sys.cr3,
+                self.sys.cr4.bits() & 0xb0,
+            ),
+        }
+    }
+
+    /// Acts on what a monitor-run instruction changed: segment mirrors
+    /// always, the indirect-branch table when the mode changed, every
+    /// shadow mapping when the address space changed.
+    fn after_system_change(&mut self, before: ModeKey) {
+        self.sync_segments();
+        let after = self.mode_key();
+        if after.paging != before.paging {
+            self.reset_address_space();
+        } else if after != before {
+            self.ibtc.clear();
+        }
+    }
+
+    /// A guest exception or a stop: delivered through the IDT once the
+    /// system model can, a stop with the registers until then.
+    fn raise(&mut self, fault: Fault) -> Event {
+        match fault {
+            Fault::Exception(e) => {
+                self.stats.exceptions += 1;
+                if let Exception::PageFault { addr, .. } = e {
+                    self.sys.cr2 = addr;
+                }
+                Event::Stop(StopReason::Exception(e))
+            }
+            Fault::TripleFault => Event::Stop(StopReason::TripleFault { chain: Vec::new() }),
+            Fault::Unsupported(what) => Event::Stop(StopReason::Unsupported(format!(
+                "the guest needs {what}, which this virtual CPU does not implement yet"
+            ))),
+        }
+    }
+
+    fn note_chain_site(&mut self) {
+        let Some(rel32_offset) = self.cache.offset_of(self.state.exit_site) else {
+            return;
+        };
+        let Some(src) = self.cache.find_by_offset(rel32_offset) else {
+            return;
+        };
+        let t = self.cache.get(src);
+        if t.dead || t.key.mode & SINGLE_STEP_MODE != 0 {
+            return;
+        }
+        let rel = i32::from_le_bytes(
+            self.cache
+                .code(rel32_offset, 4)
+                .try_into()
+                .unwrap_or([0; 4]),
+        );
+        let stub_offset = (rel32_offset as i64 + 4 + i64::from(rel)) as usize;
+        self.pending_chain = Some(BranchSite {
+            rel32_offset,
+            stub_offset,
+        });
+    }
+
+    /// The translation for `eip`, made if needed. `single` asks for a
+    /// one-instruction unit that is not cached for lookup.
+    fn translation_for(&mut self, eip: u32, single: usize) -> Result<TransId, Event> {
+        if !self.sys.code32() {
+            return Err(Event::Stop(StopReason::Unsupported(
+                "the guest runs a 16-bit code segment, which binary translation does not handle yet".into(),
+            )));
+        }
+        let mode = self.mode();
+        let phys = match self.linear_to_phys(eip, false) {
+            Ok(p) => p,
+            Err(e) => return Err(self.raise(Fault::Exception(e))),
+        };
+        let key = TransKey {
+            phys,
+            eip,
+            mode: if single > 0 {
+                SINGLE_STEP_MODE
+            } else {
+                mode.bits()
+            },
+        };
+        if single == 0 {
+            if let Some(id) = self.cache.lookup(&key) {
+                return Ok(id);
+            }
+        }
+        if phys as usize >= self.ram.size() {
+            return Err(Event::Stop(StopReason::OutsideRam(format!(
+                "execution left guest RAM at EIP={eip:#010x} (physical {phys:#010x})"
+            ))));
+        }
+        match self.translate_into_cache(key, mode, single) {
+            Err(TranslateFailure::Full) => {
+                self.flush();
+                self.translate_into_cache(key, mode, single)
+                    .map_err(|e| Event::Stop(StopReason::Internal(e.to_string())))
+            }
+            r => r.map_err(|e| Event::Stop(StopReason::Internal(e.to_string()))),
+        }
+    }
+
+    fn flush(&mut self) {
+        self.cache.flush();
+        self.ibtc.clear();
+        self.pending_chain = None;
+    }
+
+    fn translate_into_cache(
+        &mut self,
+        key: TransKey,
+        mode: Mode,
+        single: usize,
+    ) -> Result<TransId, TranslateFailure> {
+        let eip = key.eip;
+        let (bytes, next_frame) = self.code_bytes(eip, key.phys);
+        let code_offset = self.cache.aligned_next_offset();
+        let host_base = self.cache.exec_addr(code_offset);
+        let req = UnitRequest {
+            eip,
+            code: &bytes,
+            mode,
+            host_base,
+            stubs: self.stubs,
+            max_insns: if single > 0 {
+                single
+            } else {
+                translator::translate::MAX_UNIT_INSNS
+            },
+            count_indirect: if self.count_indirect {
+                Some(&*self.hits_counter as *const u64 as u64)
+            } else {
+                None
+            },
+            isa: self.isa,
+        };
+        let unit = translator::translate(&req)
+            .map_err(|e| TranslateFailure::Other(format!("at EIP={eip:#010x}: {e}")))?;
+        if unit.code.len() > self.cache.free() {
+            return Err(TranslateFailure::Full);
+        }
+        let mut frames = vec![key.phys >> 12];
+        let crosses = (eip & (PAGE_SIZE - 1)) + unit.guest_len > PAGE_SIZE;
+        if let (true, Some(f)) = (crosses, next_frame) {
+            frames.push(f);
+        }
+        if let Some(log) = self.log.as_mut() {
+            // A listing that cannot be written is not worth stopping for.
+            let _ = writeln!(
+                log,
+                "{}",
+                translator::listing::format_unit(&unit.insns, &unit.code, host_base)
+            );
+        }
+        let mut t = Translation::empty();
+        t.key = key;
+        t.code_offset = code_offset;
+        t.frames = frames.clone();
+        t.pc_map = unit.pc_map;
+        t.fixups = unit.fixups;
+        t.guest_insns = unit.insns.len() as u32;
+        let id = self.cache.insert(t, &unit.code).map_err(|e| match e {
+            CacheError::Full => TranslateFailure::Full,
+            e => TranslateFailure::Other(e.to_string()),
+        })?;
+        if single == 0 {
+            for f in frames {
+                self.trace_code_frame(f);
+            }
+        }
+        Ok(id)
+    }
+
+    /// Guest code bytes from `eip` (at `phys`) to the end of its page plus up
+    /// to 15 bytes of the next page, and the next page's frame if mapped.
+    fn code_bytes(&mut self, eip: u32, phys: u32) -> (Vec<u8>, Option<u32>) {
+        let in_page = (PAGE_SIZE - (eip & (PAGE_SIZE - 1))) as usize;
+        let avail = self.ram.size().saturating_sub(phys as usize).min(in_page);
+        let mut bytes = vec![0u8; avail];
+        // The range was clamped to RAM above.
+        let _ = self.ram.read(GuestPhys(phys), &mut bytes);
+        let next_lin = eip.wrapping_add(in_page as u32);
+        let next = if avail < in_page || next_lin == 0 {
+            None
+        } else {
+            self.linear_to_phys(next_lin, false).ok()
+        };
+        if let Some(np) = next {
+            let tail = self.ram.size().saturating_sub(np as usize).min(15);
+            let mut more = vec![0u8; tail];
+            if self.ram.read(GuestPhys(np), &mut more).is_ok() {
+                bytes.extend_from_slice(&more);
+            }
+        }
+        (bytes, next.map(|p| p >> 12))
+    }
+
+    /// The guest EIP of the instruction at host address `rip` in a live
+    /// translation (the translation's first EIP if `rip` is at its entry).
+    fn guest_eip_at(&self, rip: u64) -> u32 {
+        let Some(off) = self.cache.offset_of(rip) else {
+            return self.state.eip;
+        };
+        let Some(id) = self.cache.find_by_offset(off) else {
+            return self.state.eip;
+        };
+        let t = self.cache.get(id);
+        let rel = (off - t.code_offset) as u32;
+        let idx = t
+            .pc_map
+            .partition_point(|(h, _)| *h <= rel)
+            .saturating_sub(1);
+        t.pc_map.get(idx).map_or(t.key.eip, |p| p.1)
+    }
+
+    /// Runs the instruction at EIP alone (after its write target became
+    /// writable), then resumes normal translation. Hidden faults on the way
+    /// are filled and the instruction retried.
+    fn single_step(&mut self) -> Event {
+        for _ in 0..8 {
+            let id = match self.translation_for(self.state.eip, 1) {
+                Ok(id) => id,
+                Err(event) => return event,
+            };
+            let entry = self.cache.exec_addr(self.cache.get(id).code_offset);
+            self.run_translation(entry);
+            if ExitReason::from_raw(self.state.exit_reason) != Some(ExitReason::Fault) {
+                return self.handle_exit();
+            }
+            self.stats.exits_fault += 1;
+            match self.fault_outcome() {
+                faults::FaultOutcome::Hidden | faults::FaultOutcome::CodeWrite => continue,
+                faults::FaultOutcome::Guest(fault) => return self.raise(fault),
+                faults::FaultOutcome::Stop(reason) => return Event::Stop(reason),
+            }
+        }
+        Event::Stop(StopReason::Internal(
+            "an instruction kept faulting while running alone".into(),
+        ))
+    }
+}
+
+impl IoAccess for BtCore {
+    fn registers(&self) -> GuestRegisters {
+        BtCore::registers(self)
+    }
+
+    fn set_general_registers(&mut self, gpr: [u32; 8]) {
+        self.state.gpr = gpr;
+    }
+
+    fn cpl(&self) -> u8 {
+        self.sys.cpl
+    }
+
+    fn memory(&mut self) -> &mut dyn backdoor::GuestMemory {
+        self
+    }
+
+    fn complete_string_io(&mut self) {
+        self.string_io_done = true;
+    }
+}
+
+/// What monitor-run instructions may change that translated code or the
+/// window depend on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ModeKey {
+    flat: bool,
+    cpl: u8,
+    code32: bool,
+    /// CR0.PG|WP, CR3, CR4.PSE|PAE|PGE.
+    paging: (u32, u32, u32),
+}
+
+#[derive(Debug)]
+enum TranslateFailure {
+    Full,
+    Other(String),
+}
+
+impl std::fmt::Display for TranslateFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TranslateFailure::Full => write!(f, "code cache full"),
+            TranslateFailure::Other(s) => write!(f, "cannot translate guest code {s}"),
+        }
+    }
+}
+
+/// EFLAGS of the guest as the system model sees them.
+fn eflags_of(state: &CpuState) -> Eflags {
+    Eflags::from_raw(state.guest_eflags())
+}
