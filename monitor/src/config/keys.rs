@@ -19,6 +19,35 @@ const VIRTUAL_EXEC_KEY: &str = "monitor.virtual_exec";
 const GUESTINFO_PREFIX: &str = "guestinfo.";
 const CPUID_PREFIX: &str = "cpuid.";
 
+/// Every single key nestmon recognizes, spelled as docs/config.md spells
+/// it (keys compare case-insensitively). Tools that generate `.vmx` files,
+/// such as the fuzz target, take the key set from here.
+pub const KNOWN_KEYS: &[&str] = &[
+    KERNEL_KEY,
+    APPEND_KEY,
+    "memsize",
+    "displayName",
+    "guestOS",
+    VIRTUAL_EXEC_KEY,
+    "monitor.virtual_mmu",
+    "monitor_control.vt32",
+    "monitor_control.enable_svm",
+    "monitor_control.restrict_backdoor",
+    "vhv.enable",
+    "vmx.allowNested",
+    "hypervisor.cpuid.v0",
+    "serial0.present",
+    "serial0.fileType",
+    "serial0.fileName",
+    ".encoding",
+    "config.version",
+    "virtualHW.version",
+];
+
+/// The prefixes of the recognized key families (`guestinfo.<name>`,
+/// `cpuid.<leaf>.<reg>[.amd|.intel]`).
+pub const KNOWN_KEY_PREFIXES: &[&str] = &[GUESTINFO_PREFIX, CPUID_PREFIX];
+
 /// Keys VMware writes into every `.vmx` file that have no effect here.
 const ACCEPTED_WITHOUT_EFFECT: &[&str] = &["config.version", "virtualhw.version"];
 
@@ -278,6 +307,30 @@ mod tests {
             .filter(|d| d.severity == Severity::Note)
             .map(|d| d.message)
             .collect()
+    }
+
+    #[test]
+    fn every_listed_key_is_recognized() {
+        for key in KNOWN_KEYS {
+            let diagnostics = match load(&format!("{key} = \"x\"\n")) {
+                Ok(loaded) => loaded.diagnostics,
+                Err(ConfigError::InvalidValue { .. } | ConfigError::MissingValue { .. }) => {
+                    continue
+                }
+                Err(other) => panic!("{key}: {other}"),
+            };
+            assert!(
+                diagnostics
+                    .iter()
+                    .all(|d| !d.message.contains("unknown key")),
+                "{key}: {diagnostics:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unlisted_key_is_unknown() {
+        assert!(warnings("memsizes = \"4\"\n")[0].contains("unknown key"));
     }
 
     #[test]

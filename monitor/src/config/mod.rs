@@ -29,6 +29,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use keys::{KNOWN_KEYS, KNOWN_KEY_PREFIXES};
 pub use values::parse_bool;
 
 /// Where COM1's output goes.
