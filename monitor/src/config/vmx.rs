@@ -255,6 +255,16 @@ mod tests {
     }
 
     #[test]
+    fn byte_order_mark_before_a_comment_or_nothing_is_skipped() {
+        let with_mark = "\u{feff}# written on Windows\r\nmemsize = \"64\"\r\n";
+        assert_eq!(
+            parse(with_mark).unwrap(),
+            vec![("memsize".to_string(), "64".to_string())]
+        );
+        assert!(parse("\u{feff}").unwrap().is_empty());
+    }
+
+    #[test]
     fn byte_order_mark_keeps_line_numbers() {
         assert_eq!(syntax_line("\u{feff}a = \"1\"\nbroken\n"), 2);
     }
