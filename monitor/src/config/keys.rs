@@ -5,7 +5,9 @@
 //! unknown keys only produce a warning.
 
 use super::values;
-use super::{ConfigError, Diagnostic, Entry, Loaded, Origin, SerialBackend, Severity, VmConfig};
+use super::{
+    vmx::visible, ConfigError, Diagnostic, Entry, Loaded, Origin, SerialBackend, Severity, VmConfig,
+};
 use crate::cpuid::CpuidMask;
 use crate::mode::ModeRequest;
 use std::collections::BTreeMap;
@@ -73,17 +75,20 @@ struct Builder {
 
 impl Builder {
     fn warn(&mut self, message: String) {
-        self.diagnostics.push(Diagnostic {
-            severity: Severity::Warning,
-            message,
-        });
+        self.diagnostics
+            .push(diagnostic(Severity::Warning, &message));
     }
 
     fn note(&mut self, message: String) {
-        self.diagnostics.push(Diagnostic {
-            severity: Severity::Note,
-            message,
-        });
+        self.diagnostics.push(diagnostic(Severity::Note, &message));
+    }
+}
+
+/// A diagnostic; values quoted from the file have their control characters escaped.
+fn diagnostic(severity: Severity, message: &str) -> Diagnostic {
+    Diagnostic {
+        severity,
+        message: visible(message),
     }
 }
 
@@ -267,10 +272,8 @@ fn serial_backend(
 
 fn warn_unused_file_name(serial: &SerialSettings, why: &str, diagnostics: &mut Vec<Diagnostic>) {
     if let Some(name) = &serial.file_name {
-        diagnostics.push(Diagnostic {
-            severity: Severity::Warning,
-            message: format!("{}: {} is ignored because {why}", name.origin, name.key),
-        });
+        let message = format!("{}: {} is ignored because {why}", name.origin, name.key);
+        diagnostics.push(diagnostic(Severity::Warning, &message));
     }
 }
 
@@ -341,6 +344,15 @@ mod tests {
             warnings(text),
             vec!["/vm/t.vmx:2: MEMSIZE is set again (first at /vm/t.vmx:1); the last value \"96\" wins"]
         );
+    }
+
+    #[test]
+    fn warnings_quoting_a_value_show_its_control_characters_escaped() {
+        let text = "displayName = \"a\"\ndisplayName = \"|1B[0m\"\nguestOS = \"\x1b-64\"\n";
+        let warnings = warnings(text);
+        assert!(warnings[0].contains("\"\\u{1b}[0m\" wins"), "{warnings:?}");
+        assert!(warnings[1].contains("\"\\u{1b}-64\""), "{warnings:?}");
+        assert!(warnings.iter().all(|w| !w.contains(char::is_control)));
     }
 
     #[test]
