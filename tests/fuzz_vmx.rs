@@ -48,7 +48,8 @@ const TARGET: Target = Target {
 };
 
 /// A scratch directory with the `.vmx` file under test and a kernel, in
-/// memory when the host has `/dev/shm` (a case writes the file five times).
+/// memory when the host has `/dev/shm` (a case writes the file up to four
+/// times).
 struct Workspace {
     dir: PathBuf,
     vmx: PathBuf,

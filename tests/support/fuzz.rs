@@ -169,10 +169,12 @@ pub fn budget() -> Duration {
 ///
 /// After a hang the worker is stuck for good: every later [`Watchdog::check`]
 /// passes without running, so shrinking stops at the hanging input and the
-/// test fails with it.
+/// test fails with it. Otherwise dropping the watchdog ends the worker and
+/// waits for it, so that the checker's own `Drop` (scratch files) runs.
 pub struct Watchdog<I> {
-    jobs: mpsc::Sender<I>,
+    jobs: Option<mpsc::Sender<I>>,
     verdicts: mpsc::Receiver<Result<(), String>>,
+    worker: Option<std::thread::JoinHandle<()>>,
     hung: Cell<bool>,
 }
 
@@ -181,7 +183,7 @@ impl<I: Send + 'static> Watchdog<I> {
     pub fn spawn(mut check: impl FnMut(I) -> Result<(), String> + Send + 'static) -> Self {
         let (jobs, inbox) = mpsc::channel::<I>();
         let (outbox, verdicts) = mpsc::channel();
-        std::thread::spawn(move || {
+        let worker = std::thread::spawn(move || {
             for input in inbox {
                 let verdict = catch_unwind(AssertUnwindSafe(|| check(input)))
                     .unwrap_or_else(|payload| Err(panic_text(payload.as_ref())));
@@ -191,8 +193,9 @@ impl<I: Send + 'static> Watchdog<I> {
             }
         });
         Watchdog {
-            jobs,
+            jobs: Some(jobs),
             verdicts,
+            worker: Some(worker),
             hung: Cell::new(false),
         }
     }
@@ -204,8 +207,9 @@ impl<I: Send + 'static> Watchdog<I> {
             return Ok(());
         }
         self.jobs
-            .send(input)
-            .map_err(|_| "the checking thread is gone".to_string())?;
+            .as_ref()
+            .and_then(|jobs| jobs.send(input).ok())
+            .ok_or_else(|| "the checking thread is gone".to_string())?;
         match self.verdicts.recv_timeout(CASE_LIMIT) {
             Ok(verdict) => verdict,
             Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -215,6 +219,15 @@ impl<I: Send + 'static> Watchdog<I> {
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 Err("the checking thread is gone".to_string())
             }
+        }
+    }
+}
+
+impl<I> Drop for Watchdog<I> {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(worker) = self.worker.take().filter(|_| !self.hung.get()) {
+            let _ = worker.join();
         }
     }
 }
