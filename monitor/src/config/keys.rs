@@ -5,7 +5,9 @@
 //! unknown keys only produce a warning.
 
 use super::values;
-use super::{ConfigError, Diagnostic, Entry, Loaded, Origin, SerialBackend, Severity, VmConfig};
+use super::{
+    vmx::visible, ConfigError, Diagnostic, Entry, Loaded, Origin, SerialBackend, Severity, VmConfig,
+};
 use crate::cpuid::CpuidMask;
 use crate::mode::ModeRequest;
 use std::collections::BTreeMap;
@@ -18,6 +20,35 @@ pub const APPEND_KEY: &str = "nestmon.append";
 const VIRTUAL_EXEC_KEY: &str = "monitor.virtual_exec";
 const GUESTINFO_PREFIX: &str = "guestinfo.";
 const CPUID_PREFIX: &str = "cpuid.";
+
+/// Every single key nestmon recognizes, spelled as docs/config.md spells
+/// it (keys compare case-insensitively). Tools that generate `.vmx` files,
+/// such as the fuzz target, take the key set from here.
+pub const KNOWN_KEYS: &[&str] = &[
+    KERNEL_KEY,
+    APPEND_KEY,
+    "memsize",
+    "displayName",
+    "guestOS",
+    VIRTUAL_EXEC_KEY,
+    "monitor.virtual_mmu",
+    "monitor_control.vt32",
+    "monitor_control.enable_svm",
+    "monitor_control.restrict_backdoor",
+    "vhv.enable",
+    "vmx.allowNested",
+    "hypervisor.cpuid.v0",
+    "serial0.present",
+    "serial0.fileType",
+    "serial0.fileName",
+    ".encoding",
+    "config.version",
+    "virtualHW.version",
+];
+
+/// The prefixes of the recognized key families (`guestinfo.<name>`,
+/// `cpuid.<leaf>.<reg>[.amd|.intel]`).
+pub const KNOWN_KEY_PREFIXES: &[&str] = &[GUESTINFO_PREFIX, CPUID_PREFIX];
 
 /// Keys VMware writes into every `.vmx` file that have no effect here.
 const ACCEPTED_WITHOUT_EFFECT: &[&str] = &["config.version", "virtualhw.version"];
@@ -44,17 +75,20 @@ struct Builder {
 
 impl Builder {
     fn warn(&mut self, message: String) {
-        self.diagnostics.push(Diagnostic {
-            severity: Severity::Warning,
-            message,
-        });
+        self.diagnostics
+            .push(diagnostic(Severity::Warning, &message));
     }
 
     fn note(&mut self, message: String) {
-        self.diagnostics.push(Diagnostic {
-            severity: Severity::Note,
-            message,
-        });
+        self.diagnostics.push(diagnostic(Severity::Note, &message));
+    }
+}
+
+/// A diagnostic; values quoted from the file have their control characters escaped.
+fn diagnostic(severity: Severity, message: &str) -> Diagnostic {
+    Diagnostic {
+        severity,
+        message: visible(message),
     }
 }
 
@@ -238,10 +272,8 @@ fn serial_backend(
 
 fn warn_unused_file_name(serial: &SerialSettings, why: &str, diagnostics: &mut Vec<Diagnostic>) {
     if let Some(name) = &serial.file_name {
-        diagnostics.push(Diagnostic {
-            severity: Severity::Warning,
-            message: format!("{}: {} is ignored because {why}", name.origin, name.key),
-        });
+        let message = format!("{}: {} is ignored because {why}", name.origin, name.key);
+        diagnostics.push(diagnostic(Severity::Warning, &message));
     }
 }
 
@@ -281,6 +313,30 @@ mod tests {
     }
 
     #[test]
+    fn every_listed_key_is_recognized() {
+        for key in KNOWN_KEYS {
+            let diagnostics = match load(&format!("{key} = \"x\"\n")) {
+                Ok(loaded) => loaded.diagnostics,
+                Err(ConfigError::InvalidValue { .. } | ConfigError::MissingValue { .. }) => {
+                    continue
+                }
+                Err(other) => panic!("{key}: {other}"),
+            };
+            assert!(
+                diagnostics
+                    .iter()
+                    .all(|d| !d.message.contains("unknown key")),
+                "{key}: {diagnostics:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unlisted_key_is_unknown() {
+        assert!(warnings("memsizes = \"4\"\n")[0].contains("unknown key"));
+    }
+
+    #[test]
     fn duplicate_key_wins_last_with_warning() {
         let text = "memsize = \"64\"\nMEMSIZE = \"96\"\n";
         assert_eq!(config(text).memsize_mib, 96);
@@ -288,6 +344,15 @@ mod tests {
             warnings(text),
             vec!["/vm/t.vmx:2: MEMSIZE is set again (first at /vm/t.vmx:1); the last value \"96\" wins"]
         );
+    }
+
+    #[test]
+    fn warnings_quoting_a_value_show_its_control_characters_escaped() {
+        let text = "displayName = \"a\"\ndisplayName = \"|1B[0m\"\nguestOS = \"\x1b-64\"\n";
+        let warnings = warnings(text);
+        assert!(warnings[0].contains("\"\\u{1b}[0m\" wins"), "{warnings:?}");
+        assert!(warnings[1].contains("\"\\u{1b}-64\""), "{warnings:?}");
+        assert!(warnings.iter().all(|w| !w.contains(char::is_control)));
     }
 
     #[test]

@@ -29,6 +29,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use keys::{KNOWN_KEYS, KNOWN_KEY_PREFIXES};
 pub use values::parse_bool;
 
 /// Where COM1's output goes.
@@ -277,7 +278,7 @@ pub enum ConfigError {
         line: usize,
     },
     /// A malformed line.
-    #[error("{}:{line}: {reason}", path.display())]
+    #[error("{}:{line}: {}", path.display(), vmx::visible(reason))]
     Syntax {
         /// The file.
         path: PathBuf,
@@ -287,7 +288,7 @@ pub enum ConfigError {
         reason: String,
     },
     /// A malformed `--set` argument.
-    #[error("--set {argument:?}: {reason}")]
+    #[error("--set {argument:?}: {}", vmx::visible(reason))]
     BadSetting {
         /// The argument as given.
         argument: String,
@@ -322,7 +323,10 @@ pub enum ConfigError {
         needed: String,
     },
     /// The kernel file does not exist.
-    #[error("{origin}: kernel {} not found", path.display())]
+    #[error(
+        "{origin}: kernel {} not found",
+        vmx::visible(&path.display().to_string())
+    )]
     KernelNotFound {
         /// Where it was named.
         origin: Origin,
@@ -330,7 +334,10 @@ pub enum ConfigError {
         path: PathBuf,
     },
     /// The kernel path names a directory, FIFO, device or socket.
-    #[error("{origin}: kernel {} is {kind}, not a kernel file", path.display())]
+    #[error(
+        "{origin}: kernel {} is {kind}, not a kernel file",
+        vmx::visible(&path.display().to_string())
+    )]
     KernelNotAFile {
         /// Where it was named.
         origin: Origin,
@@ -343,7 +350,7 @@ pub enum ConfigError {
     #[error(
         "{origin}: kernel {} is larger than {} MiB ({limit} bytes), the most nestmon reads as a \
          kernel",
-        path.display(),
+        vmx::visible(&path.display().to_string()),
         limit >> 20
     )]
     KernelTooLarge {
@@ -355,7 +362,10 @@ pub enum ConfigError {
         limit: u64,
     },
     /// The kernel path exists but the host cannot look at it.
-    #[error("{origin}: cannot read kernel {}: {source}", path.display())]
+    #[error(
+        "{origin}: cannot read kernel {}: {source}",
+        vmx::visible(&path.display().to_string())
+    )]
     KernelUnreadable {
         /// Where it was named.
         origin: Origin,
@@ -365,7 +375,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// A bad `cpuid.*` key or mask.
-    #[error("{origin}: {source}")]
+    #[error("{origin}: {}", vmx::visible(&source.to_string()))]
     Cpuid {
         /// Where it was set.
         origin: Origin,
@@ -719,6 +729,39 @@ mod tests {
         std::fs::write(&vmx, b"a = \"1\"\nb = \"\xff\"\n").unwrap();
         let error = read_vmx(&vmx).unwrap_err();
         assert!(matches!(error, ConfigError::NotUtf8 { line: 2, .. }));
+    }
+
+    #[test]
+    fn errors_quoting_a_file_show_its_control_characters_escaped() {
+        let dir = temp_dir("controls");
+        let cases: [(&[u8], &str); 5] = [
+            (
+                b"memsize = \"|1B[2J64\"\n",
+                "invalid value \"\\u{1b}[2J64\"",
+            ),
+            (b"memsize = 1\rshown = 2\n", "\"1\\rshown = 2\""),
+            (b"nestmon.kernel = \"k|07.elf\"\n", "k\\u{7}.elf not found"),
+            (
+                b"key\x07 = 1\n",
+                "invalid character '\\u{7}' in key \"key\\u{7}\"",
+            ),
+            (
+                b"cpuid.1.ecx = \"---------------\x1b----------------\"\n",
+                "unknown mask character '\\u{1b}'",
+            ),
+        ];
+        for (text, shown) in cases {
+            let vmx = dir.join("c.vmx");
+            std::fs::write(&vmx, text).unwrap();
+            let message = load(&ConfigSources {
+                vmx: Some(vmx),
+                ..ConfigSources::default()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(message.contains(shown), "{message:?} lacks {shown:?}");
+            assert!(!message.contains(char::is_control), "{message:?}");
+        }
     }
 
     #[test]

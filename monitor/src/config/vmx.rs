@@ -158,13 +158,9 @@ fn decode_escapes(text: &str) -> Result<String, String> {
     let mut rest = text.as_bytes();
     while let Some((&byte, tail)) = rest.split_first() {
         if byte == b'|' {
-            let hex = tail
-                .get(..2)
-                .and_then(|digits| std::str::from_utf8(digits).ok())
-                .and_then(|digits| u8::from_str_radix(digits, 16).ok())
-                .ok_or_else(|| {
-                    "'|' must be followed by two hex digits (e.g. |22 for '\"')".to_string()
-                })?;
+            let hex = tail.get(..2).and_then(hex_byte).ok_or_else(|| {
+                "'|' must be followed by two hex digits (e.g. |22 for '\"')".to_string()
+            })?;
             bytes.push(hex);
             rest = &tail[2..];
         } else {
@@ -173,6 +169,15 @@ fn decode_escapes(text: &str) -> Result<String, String> {
         }
     }
     String::from_utf8(bytes).map_err(|_| "escapes decode to invalid UTF-8".to_string())
+}
+
+/// The byte two ASCII hex digits stand for. (`u8::from_str_radix` alone
+/// would also take a sign, reading `+1` as 1.)
+fn hex_byte(digits: &[u8]) -> Option<u8> {
+    if !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    u8::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
 }
 
 #[cfg(test)]
@@ -228,6 +233,14 @@ mod tests {
     }
 
     #[test]
+    fn escape_needs_two_hex_digits_not_a_sign() {
+        assert_eq!(syntax_line("a = \"|+1\"\n"), 1);
+        assert_eq!(syntax_line("a = \"ok\"\nb = \"x|+fy\"\n"), 2);
+        assert_eq!(syntax_line("a = \"|-1\"\n"), 1);
+        assert_eq!(parse("a = \"|0a|0A|7c|7C\"").unwrap()[0].1, "\n\n||");
+    }
+
+    #[test]
     fn malformed_lines_report_their_line_number() {
         assert_eq!(syntax_line("a = \"1\"\nno equals sign\n"), 2);
         assert_eq!(syntax_line("\n\n = \"1\"\n"), 3);
@@ -252,6 +265,16 @@ mod tests {
                 ("guestOS".to_string(), "other".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn byte_order_mark_before_a_comment_or_nothing_is_skipped() {
+        let with_mark = "\u{feff}# written on Windows\r\nmemsize = \"64\"\r\n";
+        assert_eq!(
+            parse(with_mark).unwrap(),
+            vec![("memsize".to_string(), "64".to_string())]
+        );
+        assert!(parse("\u{feff}").unwrap().is_empty());
     }
 
     #[test]

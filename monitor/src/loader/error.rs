@@ -105,14 +105,18 @@ pub enum LoadError {
         /// The required bits (0-15) that cannot be honoured.
         unsupported: u32,
     },
-    /// The header's address fields (flag bit 16) lie past the searchable area.
+    /// The header's address fields (flag bit 16) lie past the end of the
+    /// file or past the searchable area.
     #[error(
         "the Multiboot header at file offset {offset:#x} sets flag bit 16, but its address \
-         fields run past the first 8192 bytes of the file"
+         fields run past {}",
+        if *file_ended { "the end of the file" } else { "the first 8192 bytes of the file" }
     )]
     HeaderTruncated {
         /// File offset of the magic.
         offset: usize,
+        /// The file ends before the fields do (rather than the searched area).
+        file_ended: bool,
     },
     /// The header's address fields contradict each other or the file.
     #[error("the Multiboot header's load addresses (flag bit 16) are inconsistent: {0}")]

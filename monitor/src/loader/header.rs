@@ -116,7 +116,10 @@ fn check_flags(searchable: &[u8], offset: usize, flags: u32) -> Result<Multiboot
 }
 
 fn read_addresses(searchable: &[u8], offset: usize) -> Result<LoadAddresses, LoadError> {
-    let truncated = || LoadError::HeaderTruncated { offset };
+    let truncated = || LoadError::HeaderTruncated {
+        offset,
+        file_ended: searchable.len() < SEARCH_LIMIT,
+    };
     if offset + WITH_ADDRESSES_LEN > searchable.len() {
         return Err(truncated());
     }
@@ -253,7 +256,30 @@ mod tests {
         let image = multiboot_header(FLAG_LOAD_ADDRESSES);
         assert!(matches!(
             find_header(&image),
-            HeaderSearch::Refused(LoadError::HeaderTruncated { offset: 0 })
+            HeaderSearch::Refused(LoadError::HeaderTruncated {
+                offset: 0,
+                file_ended: true
+            })
         ));
+    }
+
+    #[test]
+    fn address_fields_past_8_kib_are_not_said_to_be_past_the_end_of_the_file() {
+        let mut image =
+            image_with_header_at(SEARCH_LIMIT - 16, &multiboot_header(FLAG_LOAD_ADDRESSES));
+        image.resize(SEARCH_LIMIT + 64, 0);
+        match find_header(&image) {
+            HeaderSearch::Refused(
+                e @ LoadError::HeaderTruncated {
+                    file_ended: false, ..
+                },
+            ) => {
+                assert!(
+                    e.to_string().ends_with("the first 8192 bytes of the file"),
+                    "{e}"
+                )
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 }

@@ -151,11 +151,13 @@ pub fn load_multiboot_kernel(
 ///
 /// Without a valid header, a problem with the ELF identity is reported
 /// first: it says more about a wrong file than "no Multiboot header" does.
+/// Not so when the header sets flag bit 16: the image is then loaded by the
+/// header whatever its format, so the header's own problem is the one.
 fn plan_load(image: &[u8]) -> Result<LoadPlan<'_>, LoadError> {
     let header = match find_header(image) {
         HeaderSearch::Found(header) => header,
         HeaderSearch::Refused(why) => {
-            if !matches!(why, LoadError::BadChecksum { .. }) {
+            if !matches!(why, LoadError::BadChecksum { .. }) && !asks_for_flat_loading(&why) {
                 elf::check_identity(image)?;
             }
             return Err(why);
@@ -164,6 +166,15 @@ fn plan_load(image: &[u8]) -> Result<LoadPlan<'_>, LoadError> {
     match header.addresses {
         Some(addresses) => flat::plan(image, header.offset, &addresses),
         None => elf::plan(image),
+    }
+}
+
+/// Whether a refused header set flag bit 16 (load by the header's addresses).
+fn asks_for_flat_loading(why: &LoadError) -> bool {
+    match why {
+        LoadError::HeaderTruncated { .. } => true,
+        LoadError::UnsupportedFlags { flags, .. } => flags & header::FLAG_LOAD_ADDRESSES != 0,
+        _ => false,
     }
 }
 

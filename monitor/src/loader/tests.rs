@@ -168,6 +168,38 @@ fn video_mode_requirement_is_refused() {
 }
 
 #[test]
+fn flat_image_cut_inside_its_address_fields_says_the_file_ends() {
+    let image = &multiboot_header_with_addresses(FLAG_MEMORY_INFO, [KERNEL_AT; 5])[..20];
+    match load(&ram(2), image) {
+        Err(e @ LoadError::HeaderTruncated { offset: 0, .. }) => {
+            assert!(
+                e.to_string().ends_with("run past the end of the file"),
+                "{e}"
+            )
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn flat_image_requiring_a_video_mode_is_refused_for_it_not_as_not_elf() {
+    let mut image =
+        multiboot_header_with_addresses(FLAG_VIDEO_MODE, [KERNEL_AT, KERNEL_AT, 0, 0, KERNEL_AT]);
+    image.extend_from_slice(&[0xf4; 8]);
+    assert!(matches!(
+        load(&ram(2), &image),
+        Err(LoadError::UnsupportedFlags { unsupported: 4, .. })
+    ));
+}
+
+#[test]
+fn non_elf_file_whose_header_does_not_ask_for_flat_loading_is_not_elf() {
+    let mut image = multiboot_header(FLAG_VIDEO_MODE);
+    image.extend_from_slice(&[0xf4; 8]);
+    assert!(matches!(load(&ram(2), &image), Err(LoadError::NotElf)));
+}
+
+#[test]
 fn kernel_linked_beyond_ram_is_refused() {
     let image = ElfBuilder::new(0x100_0000)
         .segment(TestSegment::code(0x100_0000, vec![0x90; 8]))
