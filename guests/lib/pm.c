@@ -94,10 +94,11 @@ void pm_init(void)
     int v;
 
     memset(pm_gdt, 0, sizeof(pm_gdt));
-    pm_gdt_set(SEL_KCODE, pm_seg_desc(0, 0xfffff, ACC_CODE_XR, FL_G | FL_DB));
-    pm_gdt_set(SEL_KDATA, pm_seg_desc(0, 0xfffff, ACC_DATA_RW, FL_G | FL_DB));
-    pm_gdt_set(SEL_UCODE, pm_seg_desc(0, 0xfffff, ACC_CODE_XR | DPL(3), FL_G | FL_DB));
-    pm_gdt_set(SEL_UDATA, pm_seg_desc(0, 0xfffff, ACC_DATA_RW | DPL(3), FL_G | FL_DB));
+    /* accessed bits preset: QEMU does not set them for CS loads */
+    pm_gdt_set(SEL_KCODE, pm_seg_desc(0, 0xfffff, ACC_CODE_XR | ACC_ACCESSED, FL_G | FL_DB));
+    pm_gdt_set(SEL_KDATA, pm_seg_desc(0, 0xfffff, ACC_DATA_RW | ACC_ACCESSED, FL_G | FL_DB));
+    pm_gdt_set(SEL_UCODE, pm_seg_desc(0, 0xfffff, ACC_CODE_XR | ACC_ACCESSED | DPL(3), FL_G | FL_DB));
+    pm_gdt_set(SEL_UDATA, pm_seg_desc(0, 0xfffff, ACC_DATA_RW | ACC_ACCESSED | DPL(3), FL_G | FL_DB));
 
     memset(&pm_tss, 0, sizeof(pm_tss));
     pm_tss.t.ss0 = SEL_KDATA;
