@@ -283,11 +283,16 @@ void pm_arm(void)
     depth = 0;
 }
 
+static void log_it(const struct pm_trap *t)
+{
+    if (pm_nlog < PM_LOG_MAX)
+        pm_log[pm_nlog++] = *t;
+}
+
 static void record(const struct pm_trap *t)
 {
     pm_last = *t;
-    if (pm_nlog < PM_LOG_MAX)
-        pm_log[pm_nlog++] = *t;
+    log_it(t);
 }
 
 static void __attribute__((noreturn)) fatal(const char *why, const struct pm_trap *t)
@@ -333,13 +338,14 @@ void pm_dispatch(struct pm_frame *f)
     }
     if (depth++ > 0)
         fatal("exception inside the exception handler", &t);
-    record(&t);
+    log_it(&t);
     if (hooks[vec])
         r = hooks[vec](f);
     if (r == PM_RESUME) {
         depth--;
         return;
     }
+    pm_last = t;
     if (pm_recov.eip) {
         depth = 0;
         pm_recover();

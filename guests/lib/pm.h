@@ -216,7 +216,10 @@ extern struct pm_trap pm_last;
 extern struct pm_trap pm_log[PM_LOG_MAX];
 extern int pm_nlog;
 
-/* Hooks: called after recording; may modify the frame. */
+/* Hooks: called after the event was appended to pm_log; may modify the
+ * frame.  PM_RESUME returns to the interrupted code (iret) and leaves
+ * pm_last alone (a system call made by a check is not "its exception");
+ * anything else records the event in pm_last and recovers. */
 enum { PM_UNHANDLED, PM_RESUME, PM_RECOVER };
 typedef int (*pm_hook_t)(struct pm_frame *f);
 void pm_set_hook(int vec, pm_hook_t fn);
