@@ -218,7 +218,7 @@ void pm_print_trap(const struct pm_trap *t)
         rt_printf("int 0x%02x", t->vector);
     if (t->has_err)
         rt_printf("(%04x)", t->err);
-    if (t->vector != PM_DF) { /* #DF: saved CS:EIP undefined (SDM 6.15) */
+    if (t->vector != PM_DF && !pm_hide_eip) { /* #DF: saved CS:EIP undefined */
         rt_putc(' ');
         pm_print_eip(t->eip);
     }
@@ -276,8 +276,11 @@ void pm_check_val(const char *what, uint32_t got, uint32_t want)
     }
 }
 
+int pm_hide_eip;
+
 void pm_arm(void)
 {
+    pm_hide_eip = 0;
     pm_last.vector = PM_NONE;
     pm_nlog = 0;
     depth = 0;
