@@ -18,8 +18,13 @@ use guestkit::*;
 #[test]
 fn guests_under_nestmon() {
     let dir = guest_dir();
+    let pending = pending_guests();
     let mut failures = Vec::new();
     for (name, _, _) in guests() {
+        if pending.contains(&name) {
+            eprintln!("pending {name}: not yet required under nestmon (NESTMON_PENDING)");
+            continue;
+        }
         let elf = dir.join(format!("{name}.elf"));
         let r = run_nestmon(&elf);
         let got = filter(&r.stdout);
@@ -46,6 +51,24 @@ fn guests_under_nestmon() {
         "{} guest(s) failed under nestmon:\n{}",
         failures.len(),
         failures.join("\n")
+    );
+}
+
+/// A pending guest that passes under nestmon must leave the pending list,
+/// so that it is required from then on.
+#[test]
+fn pending_guests_are_still_pending() {
+    let dir = guest_dir();
+    let passing: Vec<String> = pending_guests()
+        .into_iter()
+        .filter(|name| {
+            let r = run_nestmon(&dir.join(format!("{name}.elf")));
+            r.code == Some(1) && expected(name).is_some_and(|want| want == filter(&r.stdout))
+        })
+        .collect();
+    assert!(
+        passing.is_empty(),
+        "these guests pass under nestmon now: remove them from NESTMON_PENDING in guests/Makefile: {passing:?}"
     );
 }
 

@@ -78,6 +78,22 @@ pub fn guests() -> Vec<(String, bool, bool)> {
     v
 }
 
+/// Guests nestmon does not yet have to pass (`NESTMON_PENDING` in
+/// guests/Makefile): they are checked under QEMU only.
+pub fn pending_guests() -> Vec<String> {
+    let o = Command::new("make")
+        .args(["-s", "--no-print-directory", "-C"])
+        .arg(guests_src())
+        .arg("list-pending")
+        .output()
+        .expect("run make list-pending");
+    assert!(o.status.success(), "make list-pending failed");
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
 /// Expected serial output of a guest, if recorded.
 pub fn expected(name: &str) -> Option<String> {
     std::fs::read_to_string(guests_src().join("expected").join(format!("{name}.out"))).ok()

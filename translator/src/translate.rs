@@ -322,6 +322,12 @@ impl Ctx<'_> {
             Availability::Undefined => return self.emulate_exit(guest.ip32()),
         }
         let i = &substitute;
+        if matches!(i.mnemonic(), Mnemonic::Nop | Mnemonic::Reservednop) {
+            // Multi-byte and reserved NOPs do nothing and never fault; their
+            // ModRM register field is part of the opcode in the hint space,
+            // so re-encoding ESP as R8 could turn one into another hint.
+            return Ok(false);
+        }
         match i.mnemonic() {
             Mnemonic::Jmp => self.jmp(i),
             Mnemonic::Call => self.call(i),
@@ -1102,6 +1108,15 @@ fn long_mode_code(c: Code) -> Code {
         Code::Mov_moffs8_AL => Code::Mov_rm8_r8,
         Code::Mov_moffs16_AX => Code::Mov_rm16_r16,
         Code::Mov_moffs32_EAX => Code::Mov_rm32_r32,
+        // 82 /r ib: an alias of 80 /r ib that 64-bit mode does not have.
+        Code::Add_rm8_imm8_82 => Code::Add_rm8_imm8,
+        Code::Or_rm8_imm8_82 => Code::Or_rm8_imm8,
+        Code::Adc_rm8_imm8_82 => Code::Adc_rm8_imm8,
+        Code::Sbb_rm8_imm8_82 => Code::Sbb_rm8_imm8,
+        Code::And_rm8_imm8_82 => Code::And_rm8_imm8,
+        Code::Sub_rm8_imm8_82 => Code::Sub_rm8_imm8,
+        Code::Xor_rm8_imm8_82 => Code::Xor_rm8_imm8,
+        Code::Cmp_rm8_imm8_82 => Code::Cmp_rm8_imm8,
         other => other,
     }
 }
@@ -1317,6 +1332,27 @@ mod tests {
         assert!(host_text(&u)
             .iter()
             .any(|t| t == "mov dword ptr [r14+20h],1001h"));
+    }
+
+    #[test]
+    fn reserved_nop_naming_esp_emits_nothing() {
+        // 0f 1c a0 disp32: a reserved NOP whose reg field is ESP; re-encoded
+        // with R8 it would decode as CLDEMOTE in 64-bit mode.
+        let nop = unit(&[0x0f, 0x1c, 0xa0, 0, 0, 0, 0, 0xc3]);
+        let ret = unit(&[0xc3]);
+        assert_eq!(nop.insns.len(), 2);
+        assert_eq!(nop.code.len(), ret.code.len());
+    }
+
+    #[test]
+    fn opcode_82_is_translated_as_its_64bit_mode_equivalent_80() {
+        // add byte [ebx],5 in the 82 encoding
+        let u = unit(&[0x82, 0x03, 0x05, 0xc3]);
+        let text = host_text(&u);
+        assert!(
+            text.iter().any(|t| t == "add byte ptr [r15+rbx],5"),
+            "{text:?}"
+        );
     }
 
     #[test]

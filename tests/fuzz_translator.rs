@@ -1,0 +1,253 @@
+//! Fuzz target: the binary translator (`translator::translate`) and the
+//! code it emits, in-process.
+//!
+//! Every corpus file in `tests/corpus/translator/` (raw 32-bit guest code)
+//! is replayed, then instruction streams are generated for the time budget
+//! (`NESTMON_FUZZ_SECONDS`, see docs/fuzzing.md): sequences of instructions
+//! built from x86's encoding grammar (legacy prefixes, the one-, two- and
+//! three-byte opcode maps, VEX, XOP and EVEX escapes, ModRM forms that name
+//! registers, `[disp32]` in guest RAM or SIB bytes, then displacement and
+//! immediate bytes), optionally followed by random bytes. Properties:
+//!
+//! - translation never panics, and never produces code that fails the
+//!   independent confinement check (`translator::verify`): the only errors
+//!   allowed are forms the translator documents as unsupported;
+//! - a translation's pc map starts at the unit's EIP and ascends, and every
+//!   chainable site lies inside the emitted code;
+//! - run as a guest, with every general register naming a canary mapping
+//!   below 4 GiB in this process (or with mixed register values), the code
+//!   never changes the canary, and the vCPU always stops: at the exit port,
+//!   with a guest exception or a report, or by the watchdog.
+
+#[path = "support/fuzz.rs"]
+mod fuzz;
+#[path = "support/sandbox.rs"]
+mod sandbox;
+
+use fuzz::{Target, Watchdog};
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::sample::select;
+use sandbox::{Canary, CODE};
+use std::sync::OnceLock;
+use std::time::Duration;
+use translator::{translate, GuestIsa, Mode, Stubs, TranslateError, UnitRequest};
+
+const TARGET: Target = Target {
+    name: "fuzz_translator",
+    corpus: "translator",
+    extension: "bin",
+};
+
+/// How long a generated guest may run before the watchdog stops it.
+const GUEST_LIMIT: Duration = Duration::from_millis(300);
+
+// ----- the encoding grammar ----------------------------------------------
+
+fn prefixes() -> impl Strategy<Value = Vec<u8>> {
+    vec(
+        select(
+            &[
+                0x66u8, 0x67, 0xf2, 0xf3, 0xf0, 0x26, 0x2e, 0x36, 0x3e, 0x64, 0x65, 0x9b,
+            ][..],
+        ),
+        0..3,
+    )
+}
+
+/// The opcode map escape: none, 0F, 0F 38, 0F 3A, VEX2, VEX3, XOP, EVEX.
+fn escape() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        4 => Just(vec![]),
+        4 => Just(vec![0x0f]),
+        1 => Just(vec![0x0f, 0x38]),
+        1 => Just(vec![0x0f, 0x3a]),
+        1 => any::<u8>().prop_map(|b| vec![0xc5, b | 0x80]),
+        1 => (1u8..4, any::<u8>()).prop_map(|(m, b)| vec![0xc4, 0xe0 | m, b]),
+        1 => (8u8..11, any::<u8>()).prop_map(|(m, b)| vec![0x8f, 0xe0 | m, b]),
+        1 => (select(&[1u8, 2, 3, 5, 6][..]), any::<u8>(), any::<u8>())
+            .prop_map(|(m, p1, p2)| vec![0x62, 0xf0 | m, p1 | 0x04, p2]),
+    ]
+}
+
+/// A ModRM byte and what follows it: register forms, `[disp32]` naming
+/// guest RAM, SIB forms, or anything.
+fn modrm_and_tail() -> impl Strategy<Value = Vec<u8>> {
+    let data = sandbox_data().to_le_bytes();
+    prop_oneof![
+        3 => (0u8..8, 0u8..8).prop_map(|(reg, rm)| vec![0xc0 | reg << 3 | rm]),
+        3 => (0u8..8).prop_map(move |reg| {
+            let mut v = vec![0x05 | reg << 3];
+            v.extend_from_slice(&data);
+            v
+        }),
+        1 => (0u8..8, any::<u8>()).prop_map(move |(reg, sib)| {
+            let mut v = vec![0x04 | reg << 3, sib];
+            v.extend_from_slice(&data);
+            v
+        }),
+        2 => vec(any::<u8>(), 1..6),
+    ]
+}
+
+/// A guest-RAM address for explicit memory operands.
+fn sandbox_data() -> u32 {
+    0x4000
+}
+
+/// One instruction: prefixes, escape, opcode, ModRM tail, immediate bytes.
+fn instruction() -> impl Strategy<Value = Vec<u8>> {
+    (
+        prefixes(),
+        escape(),
+        any::<u8>(),
+        modrm_and_tail(),
+        vec(any::<u8>(), 0..5),
+    )
+        .prop_map(|(p, e, op, m, imm)| [p, e, vec![op], m, imm].concat())
+}
+
+/// A code stream: instructions, then maybe raw bytes.
+fn stream() -> impl Strategy<Value = Vec<u8>> {
+    (vec(instruction(), 1..12), vec(any::<u8>(), 0..8))
+        .prop_map(|(insns, tail)| [insns.concat(), tail].concat())
+}
+
+/// Register values for a guest run: all naming the canary, or a mix of the
+/// canary, guest RAM, boundaries and random values.
+#[derive(Clone, Copy, Debug)]
+enum Registers {
+    AllCanary,
+    Mixed([u32; 8]),
+}
+
+fn registers() -> impl Strategy<Value = Registers> {
+    let value = prop_oneof![
+        Just(0u32),
+        Just(0x4000),
+        Just(0xffff_fffc),
+        Just(u32::MAX),
+        any::<u32>(),
+    ];
+    prop_oneof![
+        1 => Just(Registers::AllCanary),
+        1 => proptest::array::uniform8(value).prop_map(Registers::Mixed),
+    ]
+}
+
+// ----- properties ----------------------------------------------------------
+
+const STUBS: Stubs = Stubs {
+    enter: 0x7f00_0000_1000,
+    exit_common: 0x7f00_0000_1100,
+    exit_saved: 0x7f00_0000_1200,
+    poll: 0x7f00_0000_0000,
+};
+
+/// Translates `code` placed at `eip` for every mode and instruction set,
+/// checking the translation properties.
+fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
+    let in_page = 0x1000 - (eip & 0xfff) as usize;
+    let mut bytes = code.to_vec();
+    bytes.resize(in_page.max(bytes.len()) + 15, 0x90);
+    let widest = GuestIsa::with(GuestIsa::TRANSLATABLE).expect("offerable");
+    for (flat, isa) in [
+        (true, GuestIsa::baseline()),
+        (true, widest),
+        (false, widest),
+    ] {
+        let req = UnitRequest {
+            eip,
+            code: &bytes,
+            mode: Mode { flat },
+            host_base: 0x7f00_0001_0000,
+            stubs: STUBS,
+            max_insns: translator::translate::MAX_UNIT_INSNS,
+            count_indirect: None,
+            isa,
+        };
+        let unit = match translate(&req) {
+            Ok(unit) => unit,
+            Err(TranslateError::Unsupported(_)) => continue,
+            Err(e) => return Err(format!("at EIP {eip:#x} (flat {flat}): {e}")),
+        };
+        if unit.pc_map.first().map(|p| p.1) != Some(eip) {
+            return Err(format!(
+                "pc map does not start at {eip:#x}: {:?}",
+                unit.pc_map
+            ));
+        }
+        if unit.pc_map.windows(2).any(|w| w[0].0 > w[1].0) {
+            return Err(format!("pc map is not ascending: {:?}", unit.pc_map));
+        }
+        if unit
+            .sites
+            .iter()
+            .any(|&(rel32, stub)| rel32 + 4 > unit.code.len() || stub >= unit.code.len())
+        {
+            return Err(format!(
+                "a branch site lies outside the code: {:?}",
+                unit.sites
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The canary, mapped once per process.
+fn canary() -> &'static Canary {
+    static CANARY: OnceLock<Canary> = OnceLock::new();
+    CANARY.get_or_init(Canary::map)
+}
+
+/// Runs `code` as a guest and checks that it left the canary alone.
+fn check_guest(code: &[u8], registers: Registers) -> Result<(), String> {
+    let canary = canary();
+    let target = canary.target();
+    let gprs = match registers {
+        Registers::AllCanary => [target; 8],
+        Registers::Mixed(values) => values,
+    };
+    let _stop = sandbox::run_guest(code, gprs, GUEST_LIMIT);
+    if canary.intact() {
+        Ok(())
+    } else {
+        canary.restore();
+        Err(format!(
+            "guest code {code:02x?} with registers {gprs:x?} wrote the canary at {:#x}",
+            canary.addr
+        ))
+    }
+}
+
+fn check_all(code: &[u8], registers: Registers) -> Result<(), String> {
+    check_translation(code, CODE)?;
+    check_translation(code, 0x1ff8)?;
+    check_guest(code, registers)
+}
+
+#[test]
+fn corpus_translates_confined_and_runs_without_escaping() {
+    TARGET.replay(|code| {
+        check_all(code, Registers::AllCanary)?;
+        check_all(
+            code,
+            Registers::Mixed([0, 0x4000, u32::MAX, 0x8000, 0x8000, 0, 1, 2]),
+        )
+    });
+}
+
+#[test]
+fn generated_streams_translate_confined_and_run_without_escaping() {
+    let watchdog =
+        Watchdog::spawn(|(code, registers): (Vec<u8>, Registers)| check_all(&code, registers));
+    TARGET.run(
+        (stream(), registers()),
+        |(code, _)| code.clone(),
+        |(code, registers)| {
+            watchdog
+                .check((code, registers))
+                .map_err(TestCaseError::fail)
+        },
+    );
+}
