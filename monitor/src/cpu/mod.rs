@@ -17,11 +17,14 @@
 //! - [`context`]: the backend interface and the stack and segmented-memory
 //!   helpers built on it;
 //! - [`msr`]: the MSR file;
-//! - [`segment`]: descriptor-table access and segment-register loads.
+//! - [`segment`]: descriptor-table access and segment-register loads;
+//! - [`far`]: far JMP, CALL and RET (code segments, call gates, task gates,
+//!   TSSs).
 
 pub mod context;
 pub mod descriptor;
 pub mod exception;
+pub mod far;
 pub mod flags;
 pub mod msr;
 pub mod segment;
