@@ -19,7 +19,11 @@
 //! - [`msr`]: the MSR file;
 //! - [`segment`]: descriptor-table access and segment-register loads;
 //! - [`far`]: far JMP, CALL and RET (code segments, call gates, task gates,
-//!   TSSs).
+//!   TSSs);
+//! - [`system`]: the system instructions as functions on operand values
+//!   (descriptor tables, LAR/LSL/VERR/VERW, control and debug registers, I/O
+//!   permission, IOPL-sensitive and privileged instructions, SYSENTER and
+//!   SYSEXIT, FPU availability).
 
 pub mod context;
 pub mod descriptor;
@@ -29,6 +33,7 @@ pub mod flags;
 pub mod msr;
 pub mod segment;
 pub mod state;
+pub mod system;
 pub mod task;
 #[cfg(test)]
 pub mod testing;
