@@ -241,7 +241,8 @@ pub fn far_call(
 
 /// A CALL that stays at the CPL: room for the return address on the
 /// current stack (#SS(0)), the target within the limit (#GP(0)), then CS
-/// and the return EIP pushed as `size` values.
+/// and the return EIP pushed as `size` values (a 32-bit push of CS is
+/// zero-extended).
 fn call_same_level(
     ctx: &mut (impl CpuContext + ?Sized),
     cs: Selector,
@@ -867,6 +868,41 @@ mod tests {
         assert_eq!(registers(&cpu), before);
     }
 
+    #[test]
+    fn call_on_a_16bit_stack_wraps_sp_below_zero() {
+        let mut cpu = cpu();
+        cpu.set_segment(Seg::Ss, loaded(&cpu, STACK16));
+        cpu.gpr[ESP] = 0x1234_0002;
+        far_call(
+            &mut cpu,
+            Selector(CODE16),
+            0x40,
+            OperandSize::Bits16,
+            0x5678,
+        )
+        .unwrap();
+        assert_eq!(cpu.gpr[ESP], 0x1234_fffe, "the top of ESP is kept");
+        assert_eq!(cpu.peek(0, 2), [0x08, 0x00], "CS at SP 0");
+        assert_eq!(cpu.peek(0xfffe, 2), [0x78, 0x56], "IP at SP 0xfffe");
+    }
+
+    #[test]
+    fn jmp_and_call_reach_code_segments_in_the_ldt() {
+        let mut cpu = cpu();
+        cpu.set_gdt(31, segment_descriptor(0x4000, 0x3f, 0x82, 0));
+        cpu.sys.ldtr = SegmentRegister::loaded(Selector(0xf8), cpu.gdt(31));
+        cpu.poke(
+            0x4010,
+            &segment_descriptor(0, 0xfff, 0x9a, 0x4).0.to_le_bytes(),
+        );
+        jmp(&mut cpu, 0x14, 0x10).unwrap();
+        assert_eq!(cs(&cpu).selector, Selector(0x14));
+        assert_eq!(cs(&cpu).limit, 0xfff);
+        cpu.set_gdt(30, gate_descriptor(0x14, 0x20, 0x8c, 0));
+        call(&mut cpu, 0xf0, 0).unwrap();
+        assert_eq!((cs(&cpu).selector, cpu.eip), (Selector(0x14), 0x20));
+    }
+
     // ----- CALL through call gates ------------------------------------------
 
     #[test]
@@ -1254,6 +1290,19 @@ mod tests {
         );
         far_ret(&mut cpu, OperandSize::Bits32, 8).unwrap();
         assert_eq!(cpu.gpr[ESP], 0x7008);
+    }
+
+    #[test]
+    fn retf_to_an_outer_level_with_a_16bit_operand_size_pops_words() {
+        let mut cpu = cpu();
+        cpu.gpr[ESP] = 0x8ff8;
+        let words: [u16; 4] = [0x5000, CODE3 | 3, 0x7000, DATA3 | 3];
+        for (i, w) in words.iter().enumerate() {
+            cpu.poke(0x8ff8 + 2 * i as u32, &w.to_le_bytes());
+        }
+        far_ret(&mut cpu, OperandSize::Bits16, 0).unwrap();
+        assert_eq!((cpu.sys.cpl, cpu.eip, cpu.gpr[ESP]), (3, 0x5000, 0x7000));
+        assert_eq!(cpu.sys.segment(Seg::Ss).selector, Selector(DATA3 | 3));
     }
 
     #[test]
