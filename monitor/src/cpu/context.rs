@@ -15,7 +15,7 @@
 
 use super::exception::Exception;
 use super::flags::Eflags;
-use super::state::{Seg, SystemState};
+use super::state::{Seg, SegmentRegister, SystemState};
 
 /// What an access does, for the page-fault error code and protection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,4 +199,114 @@ pub fn pop(ctx: &mut (impl CpuContext + ?Sized), size: u32) -> Result<u32, Excep
     seg_read(ctx, Seg::Ss, sp, &mut b[..size as usize])?;
     set_stack_pointer(ctx, sp.wrapping_add(size));
     Ok(u32::from_le_bytes(b))
+}
+
+/// An operand size (or a gate's size): what a far transfer pushes and pops
+/// and how much of EIP it keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OperandSize {
+    /// 16-bit: words on the stack, IP only.
+    Bits16,
+    /// 32-bit: doublewords on the stack, all of EIP.
+    Bits32,
+}
+
+impl OperandSize {
+    /// Bytes per stack slot (2 or 4).
+    pub fn bytes(self) -> u32 {
+        match self {
+            OperandSize::Bits16 => 2,
+            OperandSize::Bits32 => 4,
+        }
+    }
+
+    /// `value` cut to the operand size (EIP AND 0000FFFFH for 16 bits).
+    pub fn truncate(self, value: u32) -> u32 {
+        match self {
+            OperandSize::Bits16 => value & 0xffff,
+            OperandSize::Bits32 => value,
+        }
+    }
+}
+
+/// The stack offset `delta` bytes above SS:(E)SP, wrapping at 64 KiB on a
+/// 16-bit stack.
+pub fn stack_offset(ctx: &(impl CpuContext + ?Sized), delta: u32) -> u32 {
+    let sp = stack_pointer(ctx).wrapping_add(delta);
+    if ctx.sys().stack32() {
+        sp
+    } else {
+        sp & 0xffff
+    }
+}
+
+/// Reads `size` (2 or 4) bytes at SS:(E)SP + `depth` without popping: the
+/// checks and reads of a series of POPs made before any register changes
+/// (#SS(0) past the limit, #PF).
+pub fn read_stack(
+    ctx: &mut (impl CpuContext + ?Sized),
+    depth: u32,
+    size: u32,
+) -> Result<u32, Exception> {
+    let at = stack_offset(ctx, depth);
+    let mut b = [0u8; 4];
+    seg_read(ctx, Seg::Ss, at, &mut b[..size as usize])?;
+    Ok(u32::from_le_bytes(b))
+}
+
+/// The offset of push number `i` (0 = the first pushed) of `size` bytes
+/// below `sp` on stack `ss` (SS.B decides whether the offset wraps at
+/// 64 KiB).
+fn slot_offset(ss: SegmentRegister, sp: u32, size: u32, i: u32) -> u32 {
+    let at = sp.wrapping_sub((i + 1) * size);
+    if ss.big() {
+        at
+    } else {
+        at & 0xffff
+    }
+}
+
+/// Whether `count` pushes of `size` bytes below `sp` fit in stack segment
+/// `ss`, which need not be the current SS: the "room on the stack" checks
+/// a far CALL or an event delivery makes before pushing anything (SDM vol.
+/// 2, CALL; vol. 3, 6.12.1).
+pub fn frame_fits(ss: SegmentRegister, sp: u32, size: u32, count: u32) -> bool {
+    (0..count).all(|i| {
+        ss.check(Seg::Ss, slot_offset(ss, sp, size, i), size, true)
+            .is_ok()
+    })
+}
+
+/// Pushes `values` in order, `size` bytes each, below offset `sp` of stack
+/// segment `ss` (which need not be loaded yet) with `privilege`, and
+/// returns the stack offset after the last push. The registers are not
+/// touched: the caller loads SS and (E)SP once everything else succeeded.
+/// A frame that does not wrap is written all at once (all or nothing).
+pub fn write_frame(
+    ctx: &mut (impl CpuContext + ?Sized),
+    ss: SegmentRegister,
+    sp: u32,
+    size: u32,
+    values: &[u32],
+    privilege: Privilege,
+) -> Result<u32, Exception> {
+    let count = values.len() as u32;
+    if count == 0 {
+        return Ok(sp);
+    }
+    let low = slot_offset(ss, sp, size, count - 1);
+    if let Ok(lin) = ss.check(Seg::Ss, low, size * count, true) {
+        let bytes: Vec<u8> = values
+            .iter()
+            .rev()
+            .flat_map(|v| v.to_le_bytes()[..size as usize].to_vec())
+            .collect();
+        ctx.write_linear(lin, &bytes, privilege)?;
+    } else {
+        for (i, v) in values.iter().enumerate() {
+            let lin = ss.check(Seg::Ss, slot_offset(ss, sp, size, i as u32), size, true)?;
+            ctx.write_linear(lin, &v.to_le_bytes()[..size as usize], privilege)?;
+        }
+    }
+    Ok(low)
 }

@@ -17,15 +17,23 @@
 //! - [`context`]: the backend interface and the stack and segmented-memory
 //!   helpers built on it;
 //! - [`msr`]: the MSR file;
-//! - [`segment`]: descriptor-table access and segment-register loads.
+//! - [`segment`]: descriptor-table access and segment-register loads;
+//! - [`far`]: far JMP, CALL and RET (code segments, call gates, task gates,
+//!   TSSs);
+//! - [`system`]: the system instructions as functions on operand values
+//!   (descriptor tables, LAR/LSL/VERR/VERW, control and debug registers, I/O
+//!   permission, IOPL-sensitive and privileged instructions, SYSENTER and
+//!   SYSEXIT, FPU availability).
 
 pub mod context;
 pub mod descriptor;
 pub mod exception;
+pub mod far;
 pub mod flags;
 pub mod msr;
 pub mod segment;
 pub mod state;
+pub mod system;
 pub mod task;
 #[cfg(test)]
 pub mod testing;

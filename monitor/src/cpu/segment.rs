@@ -4,7 +4,7 @@
 //! Descriptor tables are read and written with supervisor rights whatever
 //! the CPL (implicit system accesses). A load that fails changes nothing.
 
-use super::context::{read_u64, CpuContext, Privilege};
+use super::context::{read_u16, read_u32, read_u64, CpuContext, Privilege};
 use super::descriptor::{Descriptor, Selector};
 use super::exception::{selector_error, Exception};
 use super::state::{Seg, SegmentRegister};
@@ -176,6 +176,35 @@ pub fn invalidate_inner_segments(ctx: &mut (impl CpuContext + ?Sized)) {
             ctx.sys_mut().seg[seg as usize] = SegmentRegister::null(Selector(0));
         }
     }
+}
+
+/// The stack for privilege level `dpl` (0-2) in the current TSS: SSn:ESPn
+/// of a 32-bit TSS, SSn:SPn of a 16-bit one (SDM vol. 3, 7.2.1, 7.6, and
+/// vol. 2, CALL: MORE-PRIVILEGE). A TSS too short to hold them raises
+/// #TS(TR selector). The selector is returned unchecked (see
+/// [`check_stack_segment`] with [`ts`]).
+pub fn tss_stack(
+    ctx: &mut (impl CpuContext + ?Sized),
+    dpl: u8,
+) -> Result<(Selector, u32), Exception> {
+    let tr = ctx.sys().tr;
+    let tss32 = tr.attr & 8 != 0;
+    let (at, width) = if tss32 {
+        (8 * u32::from(dpl) + 4, 4)
+    } else {
+        (4 * u32::from(dpl) + 2, 2)
+    };
+    if at + width + 1 > tr.limit {
+        return Err(ts(selector_error(tr.selector.0)));
+    }
+    let sp_at = tr.base.wrapping_add(at);
+    let sp = if tss32 {
+        read_u32(ctx, sp_at, Privilege::Supervisor)?
+    } else {
+        u32::from(read_u16(ctx, sp_at, Privilege::Supervisor)?)
+    };
+    let ss = read_u16(ctx, sp_at.wrapping_add(width), Privilege::Supervisor)?;
+    Ok((Selector(ss), sp))
 }
 
 #[cfg(test)]
