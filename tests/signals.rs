@@ -19,12 +19,26 @@ fn spinning_guest() -> std::path::PathBuf {
     )
 }
 
+/// A guest that says it runs, then spins through an indirect jump only
+/// (no direct backward branch: the exit request must come through the
+/// indirect-branch table).
+fn indirect_spinning_guest() -> std::path::PathBuf {
+    asm_guest(
+        "spin_indirect",
+        "mov dx, 0x3f8\nmov al, 0x2a\nout dx, al\nmov ebx, 0x5151\nlea ecx, [1f]\n1: jmp ecx",
+    )
+}
+
 fn run_and_signal(signal: i32, extra: &[&str]) -> Run {
+    run_guest_and_signal(&spinning_guest(), signal, extra)
+}
+
+fn run_guest_and_signal(guest: &std::path::Path, signal: i32, extra: &[&str]) -> Run {
     run_signalled(
         Command::new(env!("CARGO_BIN_EXE_nestmon"))
             .arg("run")
             .arg("--kernel")
-            .arg(spinning_guest())
+            .arg(guest)
             .args(extra),
         Duration::from_secs(30),
         Some((Duration::from_millis(200), signal)),
@@ -39,6 +53,14 @@ fn sigint_stops_a_spinning_guest_with_a_report_and_status_130() {
     assert!(r.stderr.contains("stopped by SIGINT"), "{}", r.stderr);
     assert!(r.stderr.contains("EBX=00005151"), "{}", r.stderr);
     assert!(r.stderr.contains("EIP="), "{}", r.stderr);
+}
+
+#[test]
+fn sigint_stops_a_guest_spinning_through_an_indirect_jump() {
+    let r = run_guest_and_signal(&indirect_spinning_guest(), libc::SIGINT, &[]);
+    assert!(!r.timed_out, "{}", describe(&r));
+    assert_eq!(r.code, Some(130), "{}", describe(&r));
+    assert!(r.stderr.contains("EBX=00005151"), "{}", r.stderr);
 }
 
 #[test]

@@ -12,12 +12,15 @@
 //!   translated code runs.
 //! - The signal handler acts only on faults whose RIP lies in a registered
 //!   code cache; any other fault is re-raised with the default action.
-//! - A fault on the poll page of the cache (the first page, see
-//!   `codecache`) is an exit request, not a guest fault: it happens at a
-//!   translation's entry, before any guest instruction of it ran, and
-//!   becomes an `Interrupted` exit. [`request_exit`] and
-//!   [`request_exit_all`] arm it; both only call `mprotect` and are
-//!   async-signal-safe.
+//! - An exit request makes translated code leave at its next cycle of
+//!   units: it makes the cache's poll page (the first page, see
+//!   `codecache`) inaccessible, which every direct backward branch loads
+//!   from, and it points the vCPU's indirect-branch table at an empty one
+//!   (`CpuState::ibtc`, reloaded by every indirect branch), so every
+//!   indirect branch misses. A poll fault becomes an `Interrupted` exit at
+//!   the branch, before it is taken; an indirect miss exits with the
+//!   target. [`FaultRegistration::request_exit`] and [`request_exit_all`]
+//!   only call `mprotect` and store to atomics: async-signal-safe.
 
 use crate::state::{off, CpuState};
 use iced_x86::code_asm::*;
@@ -131,6 +134,11 @@ const MAX_CACHES: usize = 64;
 static CACHE_START: [AtomicU64; MAX_CACHES] = [const { AtomicU64::new(0) }; MAX_CACHES];
 static CACHE_END: [AtomicU64; MAX_CACHES] = [const { AtomicU64::new(0) }; MAX_CACHES];
 static CACHE_EXIT: [AtomicU64; MAX_CACHES] = [const { AtomicU64::new(0) }; MAX_CACHES];
+/// Per registered cache: the address of its vCPU's `CpuState::ibtc`.
+static CACHE_IBTC_SLOT: [AtomicU64; MAX_CACHES] = [const { AtomicU64::new(0) }; MAX_CACHES];
+/// Per registered cache: the empty indirect-branch table swapped in on a
+/// request.
+static CACHE_EMPTY_IBTC: [AtomicU64; MAX_CACHES] = [const { AtomicU64::new(0) }; MAX_CACHES];
 
 /// A registration of a code cache with the signal handler; unregisters on
 /// drop.
@@ -138,6 +146,8 @@ pub struct FaultRegistration(usize);
 
 impl Drop for FaultRegistration {
     fn drop(&mut self) {
+        CACHE_IBTC_SLOT[self.0].store(0, Ordering::SeqCst);
+        CACHE_EMPTY_IBTC[self.0].store(0, Ordering::SeqCst);
         CACHE_EXIT[self.0].store(0, Ordering::SeqCst);
         CACHE_END[self.0].store(0, Ordering::SeqCst);
         CACHE_START[self.0].store(0, Ordering::SeqCst);
@@ -182,26 +192,49 @@ fn protect_poll_page(start: u64, prot: libc::c_int) {
 }
 
 impl FaultRegistration {
-    /// Makes translated code of this cache stop at its next translation
-    /// entry with an `Interrupted` exit. Safe to call from a signal handler
-    /// or another thread.
+    /// Tells exit requests which indirect-branch table field to point at
+    /// `empty_table` (a table in which nothing matches).
+    ///
+    /// # Safety
+    /// `slot` must stay valid (a `CpuState::ibtc` that does not move) and
+    /// `empty_table` a live, empty table, for as long as this registration
+    /// lives.
+    pub unsafe fn set_ibtc(&self, slot: &AtomicU64, empty_table: u64) {
+        CACHE_EMPTY_IBTC[self.0].store(empty_table, Ordering::SeqCst);
+        CACHE_IBTC_SLOT[self.0].store(slot as *const AtomicU64 as u64, Ordering::SeqCst);
+    }
+
+    /// Makes translated code of this cache stop at its next cycle of units
+    /// with an `Interrupted` exit or an indirect miss. Safe to call from a
+    /// signal handler or another thread.
     pub fn request_exit(&self) {
         request_exit(self.0);
     }
 
-    /// Lets translated code run on after an exit request was served.
-    pub fn clear_exit_request(&self) {
+    /// Lets translated code run on after an exit request was served: the
+    /// poll page readable again and `table` the indirect-branch table.
+    pub fn clear_exit_request(&self, slot: &AtomicU64, table: u64) {
         let start = CACHE_START[self.0].load(Ordering::SeqCst);
         if start != 0 {
             protect_poll_page(start, libc::PROT_READ);
         }
+        slot.store(table, Ordering::SeqCst);
     }
 }
 
 fn request_exit(slot: usize) {
     let start = CACHE_START[slot].load(Ordering::SeqCst);
-    if start != 0 {
-        protect_poll_page(start, libc::PROT_NONE);
+    if start == 0 {
+        return;
+    }
+    protect_poll_page(start, libc::PROT_NONE);
+    let ibtc = CACHE_IBTC_SLOT[slot].load(Ordering::SeqCst);
+    let empty = CACHE_EMPTY_IBTC[slot].load(Ordering::SeqCst);
+    if ibtc != 0 && empty != 0 {
+        // SAFETY: `set_ibtc`'s contract keeps the slot valid while the
+        // registration (which is still in the table) lives.
+        let slot = unsafe { &*(ibtc as *const AtomicU64) };
+        slot.store(empty, Ordering::SeqCst);
     }
 }
 

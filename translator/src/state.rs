@@ -120,8 +120,10 @@ pub struct CpuState {
     pub host_rsp: u64,
     /// Host address of guest linear 0 (loaded into R15).
     pub window: u64,
-    /// Host address of the indirect-branch table (see [`crate::ibtc`]).
-    pub ibtc: u64,
+    /// Host address of the indirect-branch table (see [`crate::ibtc`]);
+    /// an exit request swaps in an empty table (see `runtime`), so it is
+    /// atomic.
+    pub ibtc: std::sync::atomic::AtomicU64,
     /// Host address of the rel32 field of the branch that exited.
     pub exit_site: u64,
     /// Host RFLAGS at the exit.
@@ -152,7 +154,7 @@ impl Default for CpuState {
             vif: 0,
             host_rsp: 0,
             window: 0,
-            ibtc: 0,
+            ibtc: std::sync::atomic::AtomicU64::new(0),
             exit_site: 0,
             host_flags: 0,
             host_mxcsr: 0,

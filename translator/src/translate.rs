@@ -174,7 +174,6 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
     let mut insns = Vec::new();
     let page = req.eip >> 12;
     let mut next = req.eip;
-    cx.poll()?;
     loop {
         if insns.len() >= req.max_insns.min(MAX_UNIT_INSNS) || (next >> 12) != page {
             cx.chain_exit(next)?;
@@ -228,13 +227,25 @@ impl Ctx<'_> {
     }
 
     /// `mov r9d, [rip -> poll word]`: faults when an exit was requested
-    /// (see `runtime`), before any guest instruction of the unit ran. R9 is
-    /// dead at every translation entry.
+    /// (see `runtime`). Emitted before every direct branch back to an
+    /// address at or below the unit's start (every cycle of units has such
+    /// an edge); it touches no flags, and R9 is free before a direct branch.
     fn poll(&mut self) -> Result<(), TranslateError> {
         self.load32(
             Register::R9D,
             iced_x86::MemoryOperand::with_base_displ(Register::RIP, self.req.stubs.poll as i64),
         )
+    }
+
+    /// Polls before a direct branch that can close a cycle of units (its
+    /// target is at or below the unit's start), before any of the
+    /// branch's own effects, so an exit there restarts it cleanly.
+    fn poll_if_backward(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+        let direct = matches!(i.op0_kind(), OpKind::NearBranch16 | OpKind::NearBranch32);
+        if direct && i.near_branch32() <= self.req.eip {
+            self.poll()?;
+        }
+        Ok(())
     }
 
     /// Ends the unit with a chainable jump to guest `target`.
@@ -250,7 +261,7 @@ impl Ctx<'_> {
     }
 
     /// `jcc` to a chainable exit.
-    fn chain_jcc(&mut self, cc: u8, target: u32) {
+    fn chain_jcc(&mut self, cc: u8, target: u32) -> Result<(), TranslateError> {
         let label = self.e.label();
         let rel32 = self.e.jcc_label(cc, label);
         self.exits.push(Exit {
@@ -258,6 +269,7 @@ impl Ctx<'_> {
             target,
             rel32,
         });
+        Ok(())
     }
 
     fn emit_exit_stubs(&mut self) -> Result<Vec<(usize, usize)>, TranslateError> {
@@ -322,6 +334,7 @@ impl Ctx<'_> {
             Availability::Undefined => return self.emulate_exit(guest.ip32()),
         }
         let i = &substitute;
+        self.poll_if_backward(i)?;
         if matches!(i.mnemonic(), Mnemonic::Nop | Mnemonic::Reservednop) {
             // Multi-byte and reserved NOPs do nothing and never fault; their
             // ModRM register field is part of the opcode in the hint space,
@@ -808,7 +821,7 @@ impl Ctx<'_> {
         let Some(cc) = cc_bits(i.condition_code()) else {
             return self.emulate_exit(i.ip32());
         };
-        self.chain_jcc(cc, i.near_branch32());
+        self.chain_jcc(cc, i.near_branch32())?;
         self.chain_exit(i.next_ip32())?;
         Ok(true)
     }
@@ -1332,6 +1345,23 @@ mod tests {
         assert!(host_text(&u)
             .iter()
             .any(|t| t == "mov dword ptr [r14+20h],1001h"));
+    }
+
+    fn polls(u: &Unit) -> usize {
+        host_text(u)
+            .iter()
+            .filter(|t| t.starts_with("mov r9d,["))
+            .count()
+    }
+
+    #[test]
+    fn backward_direct_branches_poll_and_forward_ones_do_not() {
+        // dec ecx; jnz -3 (a loop onto the unit's start)
+        assert_eq!(polls(&unit(&[0x49, 0x75, 0xfd])), 1);
+        // dec ecx; jnz +0x10
+        assert_eq!(polls(&unit(&[0x49, 0x75, 0x10])), 0);
+        // jmp eax: indirect branches are served by the table swap instead
+        assert_eq!(polls(&unit(&[0xff, 0xe0])), 0);
     }
 
     #[test]

@@ -90,6 +90,10 @@ pub struct BtVcpu {
 /// Everything of the vCPU but the I/O data buffer (so an I/O exit can lend
 /// both at once).
 pub struct BtCore {
+    /// The signal handler's registration of the code cache; declared first
+    /// so that it is dropped (unregistered) before the state block and the
+    /// tables it points at.
+    faults: FaultRegistration,
     /// Registers and the state block shared with translated code.
     state: Box<CpuState>,
     /// The system state (segments, descriptor tables, control registers).
@@ -101,11 +105,13 @@ pub struct BtCore {
     cache: CodeCache,
     stubs: Stubs,
     ibtc: Ibtc,
+    /// The table exit requests swap in: nothing matches in it. Only its
+    /// address is used (by the signal handler), so it must live here.
+    _empty_ibtc: Ibtc,
     code_frames: HashSet<u32>,
     /// With paging on: guest frame -> linear pages mapped to it in the window.
     rmap: HashMap<u32, Vec<u32>>,
     pending_chain: Option<BranchSite>,
-    faults: FaultRegistration,
     stats: BtStats,
     count_indirect: bool,
     hits_counter: Box<u64>,
@@ -309,9 +315,16 @@ impl BtCore {
             runtime::register_cache(start, start + CODE_CACHE_SIZE as u64, stubs.exit_saved)
                 .ok_or_else(|| VcpuError::Host("too many code caches in one process".into()))?;
         let ibtc = Ibtc::default();
+        let empty_ibtc = Ibtc::default();
         let mut state = Box::<CpuState>::default();
         state.window = window.base().0 as u64;
-        state.ibtc = ibtc.addr();
+        state
+            .ibtc
+            .store(ibtc.addr(), std::sync::atomic::Ordering::SeqCst);
+        // SAFETY: the state block is boxed and the empty table's entries
+        // are boxed, so neither moves; both are owned by the core, which
+        // drops the registration (its first field) before them.
+        unsafe { faults.set_ibtc(&state.ibtc, empty_ibtc.addr()) };
         let mut core = BtCore {
             state,
             sys: SystemState::multiboot_entry(),
@@ -322,6 +335,7 @@ impl BtCore {
             cache,
             stubs,
             ibtc,
+            _empty_ibtc: empty_ibtc,
             code_frames: HashSet::new(),
             rmap: HashMap::new(),
             pending_chain: None,
@@ -402,6 +416,11 @@ impl BtCore {
                 self.note_chain_site();
                 Event::Continue
             }
+            Some(ExitReason::IndirectMiss) if self.exit_requested() => {
+                // The empty table of an exit request: EIP is the target.
+                self.serve_exit_request();
+                Event::Interrupted
+            }
             Some(ExitReason::IndirectMiss) => {
                 self.stats.exits_indirect_miss += 1;
                 self.ibtc.misses += 1;
@@ -424,10 +443,8 @@ impl BtCore {
                 self.fault()
             }
             Some(ExitReason::Interrupted) => {
-                self.stats.exits_interrupted += 1;
-                // Served: whoever asked decides what happens next.
-                self.faults.clear_exit_request();
                 self.state.eip = self.guest_eip_at(self.state.fault.rip);
+                self.serve_exit_request();
                 Event::Interrupted
             }
             None => Event::Stop(StopReason::Internal(format!(
@@ -435,6 +452,19 @@ impl BtCore {
                 self.state.exit_reason
             ))),
         }
+    }
+
+    /// An exit request swapped the indirect-branch table.
+    fn exit_requested(&self) -> bool {
+        self.state.ibtc.load(std::sync::atomic::Ordering::SeqCst) != self.ibtc.addr()
+    }
+
+    /// Undoes an exit request's arming; whoever asked decides what happens
+    /// next (the machine loop checks its flags after every exit).
+    fn serve_exit_request(&mut self) {
+        self.stats.exits_interrupted += 1;
+        self.faults
+            .clear_exit_request(&self.state.ibtc, self.ibtc.addr());
     }
 
     /// Carries out the instruction at EIP in the monitor.
