@@ -200,3 +200,67 @@ pub fn pop(ctx: &mut (impl CpuContext + ?Sized), size: u32) -> Result<u32, Excep
     set_stack_pointer(ctx, sp.wrapping_add(size));
     Ok(u32::from_le_bytes(b))
 }
+
+/// Reads the `size` (2 or 4) bytes `depth` bytes above the stack pointer
+/// without popping (the offset wraps at 64 KiB on a 16-bit stack), so an
+/// instruction can check a whole frame before it changes anything (IRET,
+/// RET far).
+pub fn peek_stack(
+    ctx: &mut (impl CpuContext + ?Sized),
+    depth: u32,
+    size: u32,
+) -> Result<u32, Exception> {
+    let sp = stack_pointer(ctx).wrapping_add(depth);
+    let sp = if ctx.sys().stack32() { sp } else { sp & 0xffff };
+    let mut b = [0u8; 4];
+    seg_read(ctx, Seg::Ss, sp, &mut b[..size as usize])?;
+    Ok(u32::from_le_bytes(b))
+}
+
+/// The stack pointer after pushing `count` items of `size` (2 or 4) bytes
+/// on the stack `ss` (loaded or about to be) whose ESP is `esp`, if every
+/// slot is inside the segment; a frame that does not fit is
+/// #SS(`limit_error`). A 16-bit stack (SS.B clear) wraps SP and keeps the
+/// top half of ESP.
+pub fn check_frame(
+    ss: super::state::SegmentRegister,
+    esp: u32,
+    count: u32,
+    size: u32,
+    limit_error: u32,
+) -> Result<u32, Exception> {
+    let mask = if ss.big() { u32::MAX } else { 0xffff };
+    let mut sp = esp & mask;
+    for _ in 0..count {
+        sp = sp.wrapping_sub(size) & mask;
+        ss.check(Seg::Ss, sp, size, true)
+            .map_err(|_| Exception::StackFault(limit_error))?;
+    }
+    Ok((esp & !mask) | sp)
+}
+
+/// Pushes `values` (the first one first, at the highest address) as
+/// `size`-byte items on the stack `ss`/`esp`, which need not be the loaded
+/// SS (interrupt delivery and calls to an inner level push on the new
+/// stack before loading it). Every slot is checked before any is written
+/// ([`check_frame`]); returns the new ESP, to load with SS. Writes use
+/// `privilege` (the new CPL's rights).
+pub fn push_frame(
+    ctx: &mut (impl CpuContext + ?Sized),
+    ss: super::state::SegmentRegister,
+    esp: u32,
+    values: &[u32],
+    size: u32,
+    privilege: Privilege,
+    limit_error: u32,
+) -> Result<u32, Exception> {
+    let new_esp = check_frame(ss, esp, values.len() as u32, size, limit_error)?;
+    let mask = if ss.big() { u32::MAX } else { 0xffff };
+    let mut sp = esp & mask;
+    for value in values {
+        sp = sp.wrapping_sub(size) & mask;
+        let lin = ss.base.wrapping_add(sp);
+        ctx.write_linear(lin, &value.to_le_bytes()[..size as usize], privilege)?;
+    }
+    Ok(new_esp)
+}

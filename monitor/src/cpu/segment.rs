@@ -178,6 +178,61 @@ pub fn invalidate_inner_segments(ctx: &mut (impl CpuContext + ?Sized)) {
     }
 }
 
+/// The descriptor of the code segment an interrupt, trap or call gate
+/// names, after the checks the gate's target gets (SDM vol. 2, INT n and
+/// CALL): a null selector is #GP(0); outside its table, not a code segment
+/// or DPL above the CPL, #GP(selector); not present, #NP(selector). The
+/// caller adds EXT to the error code where it applies.
+pub fn check_gate_target(
+    ctx: &mut (impl CpuContext + ?Sized),
+    selector: Selector,
+) -> Result<Descriptor, Exception> {
+    if selector.is_null() {
+        return Err(gp(0));
+    }
+    let error = selector_error(selector.0);
+    let d = read_descriptor(ctx, selector, gp)?;
+    if !d.is_code() || d.dpl() > ctx.sys().cpl {
+        return Err(gp(error));
+    }
+    if !d.present() {
+        return Err(Exception::SegmentNotPresent(error));
+    }
+    Ok(d)
+}
+
+/// The descriptor CS may be loaded with from `selector` by a return (RET
+/// far, IRET) or a task switch, which run at privilege level
+/// `selector.rpl()` afterwards (SDM vol. 2, IRET and RET; vol. 3, 7.3):
+/// a null selector is `fault(0)`; outside its table, not a code segment,
+/// RPL below the CPL, a conforming segment with DPL above the RPL or a
+/// non-conforming one with DPL other than the RPL, `fault(selector)`; not
+/// present, #NP(selector).
+pub fn check_return_code_segment(
+    ctx: &mut (impl CpuContext + ?Sized),
+    selector: Selector,
+    fault: CheckFault,
+) -> Result<Descriptor, Exception> {
+    if selector.is_null() {
+        return Err(fault(0));
+    }
+    let error = selector_error(selector.0);
+    let d = read_descriptor(ctx, selector, fault)?;
+    let rpl = selector.rpl();
+    let privilege_fits = if d.conforming() {
+        d.dpl() <= rpl
+    } else {
+        d.dpl() == rpl
+    };
+    if !d.is_code() || rpl < ctx.sys().cpl || !privilege_fits {
+        return Err(fault(error));
+    }
+    if !d.present() {
+        return Err(Exception::SegmentNotPresent(error));
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testing::{segment_descriptor, TestCpu};
