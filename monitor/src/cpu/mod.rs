@@ -18,11 +18,14 @@
 //!   helpers built on it;
 //! - [`msr`]: the MSR file;
 //! - [`segment`]: descriptor-table access and segment-register loads.
+//! - [`interrupt`] and [`task`]: event delivery through the IDT, IRET, and
+//!   task switches.
 
 pub mod context;
 pub mod descriptor;
 pub mod exception;
 pub mod flags;
+pub mod interrupt;
 pub mod msr;
 pub mod segment;
 pub mod state;

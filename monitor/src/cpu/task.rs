@@ -616,6 +616,7 @@ fn load(
 #[cfg(test)]
 mod tests {
     use super::super::context::ESP;
+    use super::super::interrupt::iret;
     use super::super::testing::world::*;
     use super::super::testing::{segment_descriptor, system_descriptor, TestCpu};
     use super::*;
@@ -727,6 +728,28 @@ mod tests {
     }
 
     #[test]
+    fn call_to_tss_sets_nt_and_the_back_link_and_iret_returns() {
+        let mut cpu = task_a();
+        switch(&mut cpu, TSS_B, TaskSwitchReason::Call).unwrap();
+        assert_eq!(cpu.peek_u16(TSS_B_BASE), TSS_A);
+        assert!(cpu.eflags.contains(Eflags::NT));
+        assert!(busy(&cpu, 6) && busy(&cpu, 7));
+        cpu.gpr[0] = 0x99;
+        iret(&mut cpu, 4, 0x6010).unwrap();
+        assert_eq!(cpu.sys.tr.selector, Selector(TSS_A));
+        assert_eq!((cpu.eip, cpu.gpr), (NEXT, A_GPR));
+        assert_eq!(cpu.eflags, Eflags::FIXED | Eflags::CF);
+        assert!(busy(&cpu, 6) && !busy(&cpu, 7));
+        let saved = cpu.tss32(TSS_B_BASE);
+        assert_eq!((saved.eip, saved.gpr[0]), (0x6010, 0x99));
+        assert_eq!(
+            saved.eflags,
+            flags(Eflags::IF),
+            "NT cleared in the left task"
+        );
+    }
+
+    #[test]
     fn switch_to_a_busy_tss_is_gp_with_the_selector_before_the_commit_point() {
         let mut cpu = task_a();
         let before = snapshot(&cpu);
@@ -740,6 +763,19 @@ mod tests {
             );
         }
         assert_eq!(snapshot(&cpu), before);
+    }
+
+    #[test]
+    fn iret_to_a_task_that_is_not_busy_is_ts_with_the_link() {
+        let mut cpu = task_a();
+        cpu.poke_u16(TSS_A_BASE, TSS_B);
+        cpu.eflags |= Eflags::NT;
+        assert_eq!(iret(&mut cpu, 4, NEXT), fault(Exception::InvalidTss(0x38)));
+        cpu.poke_u16(TSS_A_BASE, CODE0);
+        assert_eq!(iret(&mut cpu, 4, NEXT), fault(Exception::InvalidTss(0x08)));
+        cpu.poke_u16(TSS_A_BASE, TSS_B | 4);
+        assert_eq!(iret(&mut cpu, 4, NEXT), fault(Exception::InvalidTss(0x3c)));
+        assert_eq!(cpu.sys.tr.selector, Selector(TSS_A));
     }
 
     #[test]
