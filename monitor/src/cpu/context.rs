@@ -240,9 +240,10 @@ pub fn stack_offset(ctx: &(impl CpuContext + ?Sized), delta: u32) -> u32 {
     }
 }
 
-/// Reads `size` (2 or 4) bytes at SS:(E)SP + `depth` without popping: the
-/// checks and reads of a series of POPs made before any register changes
-/// (#SS(0) past the limit, #PF).
+/// Reads the `size` (2 or 4) bytes `depth` bytes above the stack pointer
+/// without popping (the offset wraps at 64 KiB on a 16-bit stack), so an
+/// instruction can check a whole frame before it changes anything (IRET,
+/// RET far): #SS(0) past the limit, #PF.
 pub fn read_stack(
     ctx: &mut (impl CpuContext + ?Sized),
     depth: u32,
@@ -266,47 +267,52 @@ fn slot_offset(ss: SegmentRegister, sp: u32, size: u32, i: u32) -> u32 {
     }
 }
 
-/// Whether `count` pushes of `size` bytes below `sp` fit in stack segment
-/// `ss`, which need not be the current SS: the "room on the stack" checks
-/// a far CALL or an event delivery makes before pushing anything (SDM vol.
-/// 2, CALL; vol. 3, 6.12.1).
-pub fn frame_fits(ss: SegmentRegister, sp: u32, size: u32, count: u32) -> bool {
-    (0..count).all(|i| {
-        ss.check(Seg::Ss, slot_offset(ss, sp, size, i), size, true)
-            .is_ok()
-    })
-}
-
-/// Pushes `values` in order, `size` bytes each, below offset `sp` of stack
-/// segment `ss` (which need not be loaded yet) with `privilege`, and
-/// returns the stack offset after the last push. The registers are not
-/// touched: the caller loads SS and (E)SP once everything else succeeded.
-/// A frame that does not wrap is written all at once (all or nothing).
+/// Pushes `values` in order (the first at the highest address), `size`
+/// bytes each, below ESP `esp` on stack segment `ss` (which need not be
+/// loaded yet: interrupt delivery and calls to an inner level push on the
+/// new stack before loading it) with `privilege` (the new CPL's rights),
+/// and returns the ESP after the last push (a 16-bit stack wraps SP and
+/// keeps the top half of ESP). The registers are not touched: the caller
+/// loads SS and ESP once everything else succeeded. Call [`check_frame`]
+/// first. Slots are written in push order, so a page fault names the
+/// first slot that cannot be written, as the processor's pushes would.
 pub fn write_frame(
     ctx: &mut (impl CpuContext + ?Sized),
     ss: SegmentRegister,
-    sp: u32,
+    esp: u32,
     size: u32,
     values: &[u32],
     privilege: Privilege,
 ) -> Result<u32, Exception> {
-    let count = values.len() as u32;
-    if count == 0 {
-        return Ok(sp);
+    let mask = if ss.big() { u32::MAX } else { 0xffff };
+    let sp = esp & mask;
+    let mut low = sp;
+    for (i, v) in values.iter().enumerate() {
+        low = slot_offset(ss, sp, size, i as u32);
+        let lin = ss.check(Seg::Ss, low, size, true)?;
+        ctx.write_linear(lin, &v.to_le_bytes()[..size as usize], privilege)?;
     }
-    let low = slot_offset(ss, sp, size, count - 1);
-    if let Ok(lin) = ss.check(Seg::Ss, low, size * count, true) {
-        let bytes: Vec<u8> = values
-            .iter()
-            .rev()
-            .flat_map(|v| v.to_le_bytes()[..size as usize].to_vec())
-            .collect();
-        ctx.write_linear(lin, &bytes, privilege)?;
-    } else {
-        for (i, v) in values.iter().enumerate() {
-            let lin = ss.check(Seg::Ss, slot_offset(ss, sp, size, i as u32), size, true)?;
-            ctx.write_linear(lin, &v.to_le_bytes()[..size as usize], privilege)?;
-        }
+    Ok((esp & !mask) | low)
+}
+
+/// The stack pointer after pushing `count` items of `size` (2 or 4) bytes
+/// on the stack `ss` (loaded or about to be) whose ESP is `esp`, if every
+/// slot is inside the segment; a frame that does not fit is
+/// #SS(`limit_error`). A 16-bit stack (SS.B clear) wraps SP and keeps the
+/// top half of ESP.
+pub fn check_frame(
+    ss: super::state::SegmentRegister,
+    esp: u32,
+    count: u32,
+    size: u32,
+    limit_error: u32,
+) -> Result<u32, Exception> {
+    let mask = if ss.big() { u32::MAX } else { 0xffff };
+    let mut sp = esp & mask;
+    for _ in 0..count {
+        sp = sp.wrapping_sub(size) & mask;
+        ss.check(Seg::Ss, sp, size, true)
+            .map_err(|_| Exception::StackFault(limit_error))?;
     }
-    Ok(low)
+    Ok((esp & !mask) | sp)
 }

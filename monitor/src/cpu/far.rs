@@ -20,14 +20,13 @@
 //!   JMP and CALL pages list before it, and the EIP limit check after it.
 
 use super::context::{
-    frame_fits, read_stack, set_stack_pointer, stack_offset, stack_pointer, write_frame,
+    check_frame, read_stack, set_stack_pointer, stack_offset, stack_pointer, write_frame,
     CpuContext, OperandSize, Privilege,
 };
 use super::descriptor::{Descriptor, Selector, SystemKind};
 use super::exception::{selector_error, Exception, Fault};
 use super::segment::{
     check_stack_segment, gp, invalidate_inner_segments, mark_accessed, read_descriptor, ts,
-    tss_stack,
 };
 use super::state::{Seg, SegmentRegister};
 use super::task::{task_switch, TaskSwitchReason};
@@ -253,9 +252,7 @@ fn call_same_level(
 ) -> Result<(), Fault> {
     let ss = ctx.sys().segment(Seg::Ss);
     let sp = stack_pointer(ctx);
-    if !frame_fits(ss, sp, size.bytes(), 2) {
-        return Err(Exception::StackFault(0).into());
-    }
+    check_frame(ss, sp, 2, size.bytes(), 0)?;
     check_eip(d, eip)?;
     let old_cs = u32::from(ctx.sys().segment(Seg::Cs).selector.0);
     let values = [old_cs, size.truncate(next_eip)];
@@ -294,7 +291,7 @@ fn inner_stack(
     ctx: &mut (impl CpuContext + ?Sized),
     dpl: u8,
 ) -> Result<(Selector, Descriptor, u32), Exception> {
-    let (ss, esp) = tss_stack(ctx, dpl)?;
+    let (ss, esp) = super::task::inner_stack(ctx, dpl)?;
     let d = check_stack_segment(ctx, ss, dpl, ts)?;
     let esp = if d.big() { esp } else { esp & 0xffff };
     Ok((ss, d, esp))
@@ -329,9 +326,7 @@ fn call_more_privileged(
     let ss = SegmentRegister::loaded(ss_sel, ss_d.with_accessed());
     let size = gate_size(gate);
     let count = gate.gate_param_count();
-    if !frame_fits(ss, esp, size.bytes(), 4 + count) {
-        return Err(Exception::StackFault(selector_error(ss_sel.0)).into());
-    }
+    check_frame(ss, esp, 4 + count, size.bytes(), selector_error(ss_sel.0))?;
     let eip = gate.gate_offset();
     check_eip(d, eip)?;
     let old = ctx.sys();
@@ -861,7 +856,8 @@ mod tests {
         assert_eq!(
             call(&mut cpu, CODE0, 0),
             Err(Fault::Exception(Exception::PageFault {
-                addr: 0x87f8,
+                // CS is pushed first: the first write that faults.
+                addr: 0x87fc,
                 error: 2
             }))
         );
@@ -1137,31 +1133,43 @@ mod tests {
 
     // ----- task switches ----------------------------------------------------
 
-    /// The task switch is another module's; a transfer that passed every
-    /// check here either reaches its stub or switches tasks.
-    fn reached_task_switch(r: Result<(), Fault>, cpu: &TestCpu, tss: u16) -> bool {
-        match r {
-            Err(Fault::Unsupported(_)) => true,
-            Ok(()) => cpu.sys.tr.selector.0 & !3 == tss,
-            _ => false,
-        }
+    /// Fills the TSSes at 0x3800 (32-bit) and 0x3900 (16-bit) with a ring-0
+    /// task at EIP 0x5000 on the flat segments.
+    fn with_target_tasks(mut cpu: TestCpu) -> TestCpu {
+        let task = crate::cpu::task::TaskState {
+            cr3: 0,
+            eip: 0x5000,
+            eflags: 2,
+            gpr: [0, 0, 0, 0, 0x7000, 0, 0, 0],
+            seg: [DATA0, CODE0, DATA0, DATA0, DATA0, DATA0],
+            ldt: 0,
+            trap: false,
+        };
+        cpu.write_tss32(0x3800, &task);
+        cpu.write_tss16(0x3900, &task);
+        cpu
+    }
+
+    /// The transfer switched to the task whose TSS is `tss`.
+    fn switched_to(r: Result<(), Fault>, cpu: &TestCpu, tss: u16) -> bool {
+        r.is_ok() && cpu.sys.tr.selector.0 & !3 == tss && cpu.eip == 0x5000
     }
 
     #[test]
-    fn jmp_and_call_to_an_available_tss_reach_the_task_switch() {
-        let mut cpu = cpu();
+    fn jmp_and_call_to_an_available_tss_switch_tasks() {
+        let mut cpu = with_target_tasks(cpu());
         let r = jmp(&mut cpu, TSS_AVAILABLE, 0);
-        assert!(reached_task_switch(r, &cpu, TSS_AVAILABLE), "{r:?}");
-        let mut cpu = self::cpu();
+        assert!(switched_to(r, &cpu, TSS_AVAILABLE), "{r:?}");
+        let mut cpu = with_target_tasks(self::cpu());
         let r = call(&mut cpu, TSS16_AVAILABLE, 0);
-        assert!(reached_task_switch(r, &cpu, TSS16_AVAILABLE), "{r:?}");
+        assert!(switched_to(r, &cpu, TSS16_AVAILABLE), "{r:?}");
     }
 
     #[test]
-    fn jmp_through_a_task_gate_reaches_the_task_switch() {
-        let mut cpu = ring3();
+    fn jmp_through_a_task_gate_switches_tasks() {
+        let mut cpu = with_target_tasks(ring3());
         let r = jmp(&mut cpu, TASK_GATE | 3, 0);
-        assert!(reached_task_switch(r, &cpu, TSS_AVAILABLE), "{r:?}");
+        assert!(switched_to(r, &cpu, TSS_AVAILABLE), "{r:?}");
     }
 
     #[test]

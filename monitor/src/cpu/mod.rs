@@ -24,12 +24,16 @@
 //!   (descriptor tables, LAR/LSL/VERR/VERW, control and debug registers, I/O
 //!   permission, IOPL-sensitive and privileged instructions, SYSENTER and
 //!   SYSEXIT, FPU availability).
+//! - [`segment`]: descriptor-table access and segment-register loads.
+//! - [`interrupt`] and [`task`]: event delivery through the IDT, IRET, and
+//!   task switches.
 
 pub mod context;
 pub mod descriptor;
 pub mod exception;
 pub mod far;
 pub mod flags;
+pub mod interrupt;
 pub mod msr;
 pub mod segment;
 pub mod state;

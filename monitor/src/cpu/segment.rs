@@ -4,7 +4,7 @@
 //! Descriptor tables are read and written with supervisor rights whatever
 //! the CPL (implicit system accesses). A load that fails changes nothing.
 
-use super::context::{read_u16, read_u32, read_u64, CpuContext, Privilege};
+use super::context::{read_u64, CpuContext, Privilege};
 use super::descriptor::{Descriptor, Selector};
 use super::exception::{selector_error, Exception};
 use super::state::{Seg, SegmentRegister};
@@ -178,33 +178,59 @@ pub fn invalidate_inner_segments(ctx: &mut (impl CpuContext + ?Sized)) {
     }
 }
 
-/// The stack for privilege level `dpl` (0-2) in the current TSS: SSn:ESPn
-/// of a 32-bit TSS, SSn:SPn of a 16-bit one (SDM vol. 3, 7.2.1, 7.6, and
-/// vol. 2, CALL: MORE-PRIVILEGE). A TSS too short to hold them raises
-/// #TS(TR selector). The selector is returned unchecked (see
-/// [`check_stack_segment`] with [`ts`]).
-pub fn tss_stack(
+/// The descriptor of the code segment an interrupt, trap or call gate
+/// names, after the checks the gate's target gets (SDM vol. 2, INT n and
+/// CALL): a null selector is #GP(0); outside its table, not a code segment
+/// or DPL above the CPL, #GP(selector); not present, #NP(selector). The
+/// caller adds EXT to the error code where it applies.
+pub fn check_gate_target(
     ctx: &mut (impl CpuContext + ?Sized),
-    dpl: u8,
-) -> Result<(Selector, u32), Exception> {
-    let tr = ctx.sys().tr;
-    let tss32 = tr.attr & 8 != 0;
-    let (at, width) = if tss32 {
-        (8 * u32::from(dpl) + 4, 4)
-    } else {
-        (4 * u32::from(dpl) + 2, 2)
-    };
-    if at + width + 1 > tr.limit {
-        return Err(ts(selector_error(tr.selector.0)));
+    selector: Selector,
+) -> Result<Descriptor, Exception> {
+    if selector.is_null() {
+        return Err(gp(0));
     }
-    let sp_at = tr.base.wrapping_add(at);
-    let sp = if tss32 {
-        read_u32(ctx, sp_at, Privilege::Supervisor)?
+    let error = selector_error(selector.0);
+    let d = read_descriptor(ctx, selector, gp)?;
+    if !d.is_code() || d.dpl() > ctx.sys().cpl {
+        return Err(gp(error));
+    }
+    if !d.present() {
+        return Err(Exception::SegmentNotPresent(error));
+    }
+    Ok(d)
+}
+
+/// The descriptor CS may be loaded with from `selector` by a return (RET
+/// far, IRET) or a task switch, which run at privilege level
+/// `selector.rpl()` afterwards (SDM vol. 2, IRET and RET; vol. 3, 7.3):
+/// a null selector is `fault(0)`; outside its table, not a code segment,
+/// RPL below the CPL, a conforming segment with DPL above the RPL or a
+/// non-conforming one with DPL other than the RPL, `fault(selector)`; not
+/// present, #NP(selector).
+pub fn check_return_code_segment(
+    ctx: &mut (impl CpuContext + ?Sized),
+    selector: Selector,
+    fault: CheckFault,
+) -> Result<Descriptor, Exception> {
+    if selector.is_null() {
+        return Err(fault(0));
+    }
+    let error = selector_error(selector.0);
+    let d = read_descriptor(ctx, selector, fault)?;
+    let rpl = selector.rpl();
+    let privilege_fits = if d.conforming() {
+        d.dpl() <= rpl
     } else {
-        u32::from(read_u16(ctx, sp_at, Privilege::Supervisor)?)
+        d.dpl() == rpl
     };
-    let ss = read_u16(ctx, sp_at.wrapping_add(width), Privilege::Supervisor)?;
-    Ok((Selector(ss), sp))
+    if !d.is_code() || rpl < ctx.sys().cpl || !privilege_fits {
+        return Err(fault(error));
+    }
+    if !d.present() {
+        return Err(Exception::SegmentNotPresent(error));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]

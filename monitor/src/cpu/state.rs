@@ -237,6 +237,12 @@ pub struct SystemState {
     pub interrupt_shadow: bool,
     /// An NMI handler is running (NMIs blocked until the next IRET).
     pub nmi_blocked: bool,
+    /// A debug trap (#DB, a trap: the saved EIP is the next instruction's)
+    /// is due before the next instruction: set by a task switch into a
+    /// task whose TSS has the T bit (DR6.BT is set with it, SDM vol. 3,
+    /// 7.2.1 and 17.3.1.5). Whoever runs the guest delivers the #DB and
+    /// clears it.
+    pub pending_debug_trap: bool,
 }
 
 impl SystemState {

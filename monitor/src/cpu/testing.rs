@@ -232,6 +232,218 @@ impl CpuContext for TestCpu {
     }
 }
 
+/// A system descriptor (TSS, LDT), byte-granular: `access` is P, DPL and
+/// the type (0x89 an available 32-bit TSS, 0x81 an available 16-bit one,
+/// 0x82 an LDT).
+pub fn system_descriptor(base: u32, limit: u32, access: u8) -> Descriptor {
+    segment_descriptor(base, limit, access, 0)
+}
+
+impl TestCpu {
+    /// Writes a u16 without any check.
+    pub fn poke_u16(&mut self, at: u32, value: u16) {
+        self.poke(at, &value.to_le_bytes());
+    }
+
+    /// Writes a u32 without any check.
+    pub fn poke_u32(&mut self, at: u32, value: u32) {
+        self.poke(at, &value.to_le_bytes());
+    }
+
+    /// Reads a u16 without any check.
+    pub fn peek_u16(&self, at: u32) -> u16 {
+        u16::from_le_bytes(self.peek(at, 2).try_into().expect("2 bytes"))
+    }
+
+    /// Writes `state` into a 32-bit TSS at `base`, at the offsets of SDM
+    /// vol. 3, figure 7-2 (written out here, independently of `task`).
+    pub fn write_tss32(&mut self, base: u32, state: &super::task::TaskState) {
+        self.poke_u32(base + 0x1c, state.cr3);
+        self.poke_u32(base + 0x20, state.eip);
+        self.poke_u32(base + 0x24, state.eflags);
+        for (r, value) in state.gpr.iter().enumerate() {
+            self.poke_u32(base + 0x28 + 4 * r as u32, *value);
+        }
+        for (s, sel) in state.seg.iter().enumerate() {
+            self.poke_u16(base + 0x48 + 4 * s as u32, *sel);
+        }
+        self.poke_u16(base + 0x60, state.ldt);
+        self.poke_u16(base + 0x64, u16::from(state.trap));
+    }
+
+    /// The state in the 32-bit TSS at `base` (figure 7-2).
+    pub fn tss32(&self, base: u32) -> super::task::TaskState {
+        super::task::TaskState {
+            cr3: self.peek_u32(base + 0x1c),
+            eip: self.peek_u32(base + 0x20),
+            eflags: self.peek_u32(base + 0x24),
+            gpr: std::array::from_fn(|r| self.peek_u32(base + 0x28 + 4 * r as u32)),
+            seg: std::array::from_fn(|s| self.peek_u16(base + 0x48 + 4 * s as u32)),
+            ldt: self.peek_u16(base + 0x60),
+            trap: self.peek_u16(base + 0x64) & 1 != 0,
+        }
+    }
+
+    /// Writes `state` into a 16-bit TSS at `base` (figure 7-11; FS, GS,
+    /// CR3 and T have no place in it).
+    pub fn write_tss16(&mut self, base: u32, state: &super::task::TaskState) {
+        self.poke_u16(base + 0x0e, state.eip as u16);
+        self.poke_u16(base + 0x10, state.eflags as u16);
+        for (r, value) in state.gpr.iter().enumerate() {
+            self.poke_u16(base + 0x12 + 2 * r as u32, *value as u16);
+        }
+        for (s, sel) in state.seg.iter().take(4).enumerate() {
+            self.poke_u16(base + 0x22 + 2 * s as u32, *sel);
+        }
+        self.poke_u16(base + 0x2a, state.ldt);
+    }
+
+    /// Loads a segment register from GDT/LDT entry `selector` as a segment
+    /// load would (cache from the descriptor, accessed), without checks.
+    pub fn load(&mut self, seg: Seg, selector: u16) {
+        let d = self.gdt(selector >> 3).with_accessed();
+        self.set_segment(
+            seg,
+            SegmentRegister::loaded(super::descriptor::Selector(selector), d),
+        );
+    }
+
+    /// The `n` dwords from SS:ESP up (a flat stack).
+    pub fn stack_dwords(&self, n: u32) -> Vec<u32> {
+        let esp = self.gpr[super::context::ESP];
+        (0..n).map(|i| self.peek_u32(esp + 4 * i)).collect()
+    }
+
+    /// The `n` words from SS:SP up (a stack based at 0).
+    pub fn stack_words(&self, n: u32) -> Vec<u16> {
+        let sp = self.gpr[super::context::ESP] & 0xffff;
+        (0..n).map(|i| self.peek_u16(sp + 2 * i)).collect()
+    }
+
+    /// A protected-mode machine with rings and tasks; see [`world`].
+    pub fn with_tasks() -> TestCpu {
+        use world::*;
+        let mut cpu = TestCpu::new();
+        let flat = |access| segment_descriptor(0, 0xfffff, access, 0xc);
+        cpu.set_gdt(1, flat(0x9a));
+        cpu.set_gdt(2, flat(0x92));
+        cpu.set_gdt(3, flat(0xfa));
+        cpu.set_gdt(4, flat(0xf2));
+        cpu.set_gdt(5, flat(0x9e));
+        cpu.set_gdt(6, system_descriptor(TSS_A_BASE, 0x67, 0x8b));
+        cpu.set_gdt(7, system_descriptor(TSS_B_BASE, 0x67, 0x89));
+        cpu.set_gdt(8, segment_descriptor(0, 0xffff, 0x9a, 0));
+        cpu.set_gdt(9, segment_descriptor(0, 0xffff, 0x92, 0));
+        cpu.set_gdt(10, flat(0xba));
+        cpu.set_gdt(11, flat(0xb2));
+        cpu.set_gdt(12, flat(0x1a));
+        cpu.set_gdt(13, flat(0x12));
+        cpu.set_gdt(14, system_descriptor(TSS16_BASE, 0x2b, 0x81));
+        cpu.set_gdt(15, system_descriptor(LDT_BASE, 0x17, 0x82));
+        cpu.set_gdt(16, segment_descriptor(0, 0xfff, 0x9a, 0x4));
+        cpu.set_gdt(17, segment_descriptor(0, 0x6fff, 0x92, 0x4));
+        cpu.set_gdt(18, system_descriptor(TSS_DF_BASE, 0x67, 0x89));
+        cpu.set_gdt(19, flat(0x90));
+        cpu.poke_u32(TSS_A_BASE + 4, STACK0);
+        cpu.poke_u16(TSS_A_BASE + 8, DATA0);
+        cpu.poke_u32(TSS_A_BASE + 12, STACK1);
+        cpu.poke_u16(TSS_A_BASE + 16, DATA1);
+        cpu.sys.tr = SegmentRegister::loaded(super::descriptor::Selector(TSS_A), cpu.gdt(6));
+        for vector in 0..=LAST_HANDLED {
+            cpu.set_idt(vector, gate_descriptor(CODE0, handler(vector), 0x8e, 0));
+        }
+        cpu.set_idt(SYSCALL, gate_descriptor(CODE0, handler(SYSCALL), 0xef, 0));
+        cpu.gpr[super::context::ESP] = RING0_ESP;
+        cpu
+    }
+
+    /// Moves a [`TestCpu::with_tasks`] machine to ring 3: CS, SS, DS, ES,
+    /// FS and GS the DPL 3 flat segments, ESP [`world::STACK3`].
+    pub fn enter_ring3(&mut self) {
+        use world::*;
+        self.load(Seg::Cs, CODE3);
+        for seg in [Seg::Ss, Seg::Ds, Seg::Es, Seg::Fs, Seg::Gs] {
+            self.load(seg, DATA3);
+        }
+        self.sys.cpl = 3;
+        self.gpr[super::context::ESP] = STACK3;
+    }
+}
+
+/// The machine of [`TestCpu::with_tasks`]: its GDT selectors, TSSs, stacks
+/// and handlers. It runs at CPL 0 in task A (TR = [`TSS_A`], busy) with
+/// ESP [`RING0_ESP`]; task A's TSS gives SS0:ESP0 = [`DATA0`]:[`STACK0`]
+/// and SS1:ESP1 = [`DATA1`]:[`STACK1`]. IDT vectors 0 to
+/// [`LAST_HANDLED`] are 32-bit DPL 0 interrupt gates to [`CODE0`]:
+/// [`handler`]`(vector)`, vector [`SYSCALL`] a DPL 3 trap gate.
+pub mod world {
+    /// GDT 1: flat 32-bit code, DPL 0.
+    pub const CODE0: u16 = 0x08;
+    /// GDT 2: flat writable data, DPL 0.
+    pub const DATA0: u16 = 0x10;
+    /// GDT 3: flat 32-bit code, DPL 3 (RPL 3).
+    pub const CODE3: u16 = 0x1b;
+    /// GDT 4: flat writable data, DPL 3 (RPL 3).
+    pub const DATA3: u16 = 0x23;
+    /// GDT 5: flat conforming code, DPL 0.
+    pub const CONFORMING0: u16 = 0x28;
+    /// GDT 6: task A's 32-bit TSS (busy: the running task).
+    pub const TSS_A: u16 = 0x30;
+    /// GDT 7: task B's 32-bit TSS (available).
+    pub const TSS_B: u16 = 0x38;
+    /// GDT 8: 16-bit code, limit 0xffff, DPL 0.
+    pub const CODE16: u16 = 0x40;
+    /// GDT 9: 16-bit writable data, limit 0xffff, DPL 0.
+    pub const DATA16: u16 = 0x48;
+    /// GDT 10: flat 32-bit code, DPL 1 (RPL 1).
+    pub const CODE1: u16 = 0x51;
+    /// GDT 11: flat writable data, DPL 1 (RPL 1).
+    pub const DATA1: u16 = 0x59;
+    /// GDT 12: flat code, DPL 0, not present.
+    pub const ABSENT_CODE: u16 = 0x60;
+    /// GDT 13: flat writable data, DPL 0, not present.
+    pub const ABSENT_DATA: u16 = 0x68;
+    /// GDT 14: a 16-bit TSS (available).
+    pub const TSS16: u16 = 0x70;
+    /// GDT 15: an LDT of 3 entries.
+    pub const LDT: u16 = 0x78;
+    /// GDT 16: 32-bit code, DPL 0, limit 0xfff.
+    pub const SHORT_CODE: u16 = 0x80;
+    /// GDT 17: 32-bit writable data, DPL 0, limit 0x6fff.
+    pub const SHORT_DATA: u16 = 0x88;
+    /// GDT 18: the double-fault task's 32-bit TSS (available).
+    pub const TSS_DF: u16 = 0x90;
+    /// GDT 19: flat read-only data, DPL 0.
+    pub const READ_ONLY: u16 = 0x98;
+    /// Task A's TSS.
+    pub const TSS_A_BASE: u32 = 0x3000;
+    /// Task B's TSS.
+    pub const TSS_B_BASE: u32 = 0x3100;
+    /// The 16-bit TSS.
+    pub const TSS16_BASE: u32 = 0x3200;
+    /// The double-fault task's TSS.
+    pub const TSS_DF_BASE: u32 = 0x3300;
+    /// The LDT.
+    pub const LDT_BASE: u32 = 0x3800;
+    /// ESP0 in task A's TSS.
+    pub const STACK0: u32 = 0x9000;
+    /// ESP1 in task A's TSS.
+    pub const STACK1: u32 = 0xa000;
+    /// ESP in ring 3 after [`super::TestCpu::enter_ring3`].
+    pub const STACK3: u32 = 0x8000;
+    /// ESP at the start, in ring 0.
+    pub const RING0_ESP: u32 = 0x7000;
+    /// The last vector of the DPL 0 interrupt gates.
+    pub const LAST_HANDLED: u8 = 0x30;
+    /// The DPL 3 trap gate.
+    pub const SYSCALL: u8 = 0x80;
+
+    /// The handler address of `vector`.
+    pub fn handler(vector: u8) -> u32 {
+        0x4_0000 + 0x10 * u32::from(vector)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::context::{pop, push, seg_read, ESP};
