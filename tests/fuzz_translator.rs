@@ -159,7 +159,11 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
         let req = UnitRequest {
             eip,
             code: &bytes,
-            mode: Mode { flat },
+            mode: Mode {
+                flat,
+                cpl0: true,
+                ..Mode::default()
+            },
             host_base: 0x7f00_0001_0000,
             stubs: STUBS,
             max_insns: translator::translate::MAX_UNIT_INSNS,

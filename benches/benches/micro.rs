@@ -44,7 +44,11 @@ fn translation_cost(c: &mut Criterion) {
     let req = UnitRequest {
         eip: 0x10_0000,
         code: &code,
-        mode: Mode { flat: true },
+        mode: Mode {
+            flat: true,
+            cpl0: true,
+            ..Mode::default()
+        },
         host_base: 0x4000,
         stubs,
         max_insns: 64,

@@ -124,6 +124,8 @@ pub const FPU: Feature = leaf1_edx("fpu", 0);
 pub const PSE: Feature = leaf1_edx("pse", 3);
 /// Time-stamp counter (`RDTSC`).
 pub const TSC: Feature = leaf1_edx("tsc", 4);
+/// Model-specific registers (`RDMSR`/`WRMSR`).
+pub const MSR: Feature = leaf1_edx("msr", 5);
 /// `CMPXCHG8B`.
 pub const CX8: Feature = leaf1_edx("cx8", 8);
 /// On-chip local APIC.
@@ -134,6 +136,8 @@ pub const SEP: Feature = leaf1_edx("sep", 11);
 pub const PGE: Feature = leaf1_edx("pge", 13);
 /// `CMOVcc`, `FCMOVcc`, `FCOMI`.
 pub const CMOV: Feature = leaf1_edx("cmov", 15);
+/// Page attribute table.
+pub const PAT: Feature = leaf1_edx("pat", 16);
 /// MMX.
 pub const MMX: Feature = leaf1_edx("mmx", 23);
 /// `FXSAVE`/`FXRSTOR`.
@@ -187,11 +191,17 @@ const fn leaf1_ecx(name: &'static str, bit: u8) -> Feature {
 pub const HOST_DEPENDENT_FEATURES: &[Feature] =
     &[SSE3, PCLMULQDQ, SSSE3, SSE4_1, SSE4_2, POPCNT, AES];
 
-/// The features the monitor implements and therefore offers the guest.
+/// The features the monitor implements and therefore offers the guest:
+/// 4 MiB pages and global pages (the shadow MMU walks both; global pages
+/// are flushed more often than needed, which the architecture allows),
+/// `RDMSR`/`WRMSR` with the MSR file of `cpu::msr`, `SYSENTER`/`SYSEXIT`,
+/// the PAT (storage; memory types do not matter to a translated guest).
 ///
-/// This is the one list to extend when the monitor learns a feature (PSE and
-/// PGE with paging, SEP with `SYSENTER`, APIC with the local APIC).
-pub const GUEST_FEATURES: &[Feature] = &[FPU, TSC, CX8, CMOV, MMX, FXSR, SSE, SSE2];
+/// This is the one list to extend when the monitor learns a feature (APIC
+/// with the local APIC, MTRR, ...).
+pub const GUEST_FEATURES: &[Feature] = &[
+    FPU, PSE, TSC, MSR, CX8, SEP, PGE, CMOV, PAT, MMX, FXSR, SSE, SSE2,
+];
 
 /// A CPUID bit that announces an instruction-set extension, and the
 /// iced-x86 features (instruction groups) it enables.
@@ -661,6 +671,25 @@ impl CpuModel {
             .is_some_and(|values| values[register.index()] >> bit & 1 == 1)
     }
 
+    /// The CR4 bits this CPU has: TSD and PCE always, PSE, PGE and DE with
+    /// their CPUID bits, OSFXSR with FXSR, OSXMMEXCPT with SSE (SDM vol. 3,
+    /// 2.5). Writing any other bit is #GP(0).
+    pub fn cr4_bits(&self) -> crate::cpu::Cr4 {
+        use crate::cpu::Cr4;
+        let mut bits = Cr4::TSD | Cr4::PCE;
+        for (feature, bit) in [
+            (PSE, Cr4::PSE),
+            (PGE, Cr4::PGE),
+            (FXSR, Cr4::OSFXSR),
+            (SSE, Cr4::OSXMMEXCPT),
+        ] {
+            if self.offers(feature) {
+                bits |= bit;
+            }
+        }
+        bits
+    }
+
     /// The instruction-set extensions the guest may use: those whose CPUID
     /// bits the model sets. Instructions of any other extension raise #UD.
     pub fn guest_isa(&self) -> GuestIsa {
@@ -888,11 +917,11 @@ mod tests {
     #[test]
     fn offered_features_are_exactly_the_supported_list() {
         let model = model(&[]);
-        assert_eq!(model.query(1, 0)[3], 0x0780_8111);
+        assert_eq!(model.query(1, 0)[3], 0x0781_a939);
         for feature in GUEST_FEATURES {
             assert!(model.offers(*feature), "{} missing", feature.name);
         }
-        for feature in [PSE, PGE, SEP, APIC, LM] {
+        for feature in [APIC, LM] {
             assert!(!model.offers(feature), "{} offered", feature.name);
         }
     }

@@ -64,6 +64,7 @@ impl GuestIsa {
         CpuidFeature::FPU387,
         CpuidFeature::TSC,
         CpuidFeature::MSR,
+        CpuidFeature::SEP,
         CpuidFeature::CX8,
         CpuidFeature::CMOV,
         CpuidFeature::CLFSH,
@@ -142,6 +143,56 @@ impl GuestIsa {
 impl Default for GuestIsa {
     fn default() -> Self {
         GuestIsa::baseline()
+    }
+}
+
+/// Which part of the floating-point and vector state an instruction uses,
+/// as CR0.TS/EM/MP and CR4.OSFXSR decide its #NM and #UD (SDM vol. 3,
+/// 2.5, 13.1; vol. 1, 13.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FpuClass {
+    /// None of it.
+    None,
+    /// An x87 instruction.
+    X87,
+    /// WAIT/FWAIT.
+    Wait,
+    /// An MMX instruction (including EMMS).
+    Mmx,
+    /// SSE and later vector instructions (and LDMXCSR/STMXCSR).
+    Sse,
+    /// FXSAVE/FXRSTOR.
+    Fxsr,
+}
+
+/// The class of `i`, from the registers it names and its CPUID features:
+/// fences, prefetches, CLFLUSH and MOVNTI are SSE-era but touch no SSE
+/// state, so CR0.TS does not affect them.
+pub fn fpu_class(i: &Instruction) -> FpuClass {
+    use iced_x86::Mnemonic;
+    use CpuidFeature as F;
+    match i.mnemonic() {
+        Mnemonic::Wait => return FpuClass::Wait,
+        Mnemonic::Ldmxcsr | Mnemonic::Stmxcsr => return FpuClass::Sse,
+        _ => {}
+    }
+    let features = i.cpuid_features();
+    let has = |f: &[F]| features.iter().any(|x| f.contains(x));
+    if has(&[F::FXSR]) {
+        return FpuClass::Fxsr;
+    }
+    let regs: Vec<iced_x86::Register> = (0..i.op_count())
+        .filter(|&n| i.op_kind(n) == iced_x86::OpKind::Register)
+        .map(|n| i.op_register(n))
+        .collect();
+    if regs.iter().any(|r| r.is_xmm()) {
+        FpuClass::Sse
+    } else if regs.iter().any(|r| r.is_mm()) || has(&[F::MMX]) {
+        FpuClass::Mmx
+    } else if regs.iter().any(|r| r.is_st()) || has(&[F::FPU, F::FPU287, F::FPU387]) {
+        FpuClass::X87
+    } else {
+        FpuClass::None
     }
 }
 
@@ -231,6 +282,24 @@ mod tests {
             sse2().availability(&decode(&[0xf3, 0x0f, 0xbd, 0xc3])),
             Availability::Substitute(Code::Bsr_r32_rm32)
         );
+    }
+
+    #[test]
+    fn fpu_classes_follow_the_instruction_set() {
+        assert_eq!(fpu_class(&decode(&[0xd9, 0xe8])), FpuClass::X87); // fld1
+        assert_eq!(fpu_class(&decode(&[0x9b])), FpuClass::Wait);
+        assert_eq!(fpu_class(&decode(&[0x0f, 0xfe, 0xc1])), FpuClass::Mmx); // paddd mm0,mm1
+        assert_eq!(
+            fpu_class(&decode(&[0x66, 0x0f, 0xfe, 0xc1])), // paddd xmm0,xmm1
+            FpuClass::Sse
+        );
+        assert_eq!(fpu_class(&decode(&[0x0f, 0x70, 0xc1, 0])), FpuClass::Mmx); // pshufw
+        assert_eq!(fpu_class(&decode(&[0x0f, 0xae, 0x03])), FpuClass::Fxsr); // fxsave
+        assert_eq!(fpu_class(&decode(&[0xda, 0xc1])), FpuClass::X87); // fcmovb
+        assert_eq!(fpu_class(&decode(&[0x01, 0xc3])), FpuClass::None); // add
+        assert_eq!(fpu_class(&decode(&[0x0f, 0xae, 0xf8])), FpuClass::None); // sfence
+        assert_eq!(fpu_class(&decode(&[0x0f, 0xae, 0x13])), FpuClass::Sse); // ldmxcsr [ebx]
+        assert_eq!(fpu_class(&decode(&[0x0f, 0x77])), FpuClass::Mmx); // emms
     }
 
     #[test]

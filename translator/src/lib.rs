@@ -17,7 +17,7 @@ pub mod state;
 pub mod translate;
 pub mod verify;
 
-pub use isa::{Availability, GuestIsa};
+pub use isa::{fpu_class, Availability, FpuClass, GuestIsa};
 pub use runtime::Stubs;
 pub use state::{CpuState, ExitReason, Seg};
 pub use translate::{translate, Mode, Unit, UnitRequest};

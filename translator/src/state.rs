@@ -13,6 +13,8 @@ use std::mem::offset_of;
 pub const LIVE_FLAGS: u32 = 0x0cd5;
 /// EFLAGS.IF.
 pub const FLAG_IF: u32 = 0x200;
+/// EFLAGS.TF.
+pub const FLAG_TF: u32 = 0x100;
 
 /// Why translated code returned to the run loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

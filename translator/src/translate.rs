@@ -32,12 +32,39 @@ pub const MAX_UNIT_INSNS: usize = 64;
 pub struct Mode {
     /// DS, ES, SS and CS all have base 0, so only FS/GS overrides add a base.
     pub flat: bool,
+    /// CPL 0: CLI, STI, PUSHFD and POPFD run inline (IOPL cannot forbid
+    /// them); at any other CPL the monitor carries them out.
+    pub cpl0: bool,
+    /// Every x87, MMX, SSE, FXSAVE/FXRSTOR and WAIT instruction goes to the
+    /// monitor (CR0.TS or CR0.EM is set: #NM or #UD decide there).
+    pub fpu_exits: bool,
+    /// SSE instructions go to the monitor (CR4.OSFXSR is clear: #UD).
+    pub sse_exits: bool,
+    /// RDTSC goes to the monitor (CR4.TSD at CPL > 0: #GP).
+    pub rdtsc_exits: bool,
 }
 
 impl Mode {
     /// The bits used in cache keys.
     pub fn bits(self) -> u32 {
         u32::from(self.flat)
+            | u32::from(self.cpl0) << 1
+            | u32::from(self.fpu_exits) << 2
+            | u32::from(self.sse_exits) << 3
+            | u32::from(self.rdtsc_exits) << 4
+    }
+
+    /// Whether `i` must go to the monitor in this mode.
+    fn exits(self, i: &Instruction) -> bool {
+        use Mnemonic::*;
+        let class = crate::isa::fpu_class(i);
+        match i.mnemonic() {
+            Cli | Sti | Pushfd | Popfd => !self.cpl0,
+            Rdtsc => self.rdtsc_exits,
+            _ if class == crate::isa::FpuClass::None => false,
+            _ if self.fpu_exits => true,
+            _ => class == crate::isa::FpuClass::Sse && self.sse_exits,
+        }
     }
 }
 
@@ -322,7 +349,7 @@ impl Ctx<'_> {
 
     /// Translates one instruction; returns whether it ends the unit.
     fn one(&mut self, guest: &Instruction) -> Result<bool, TranslateError> {
-        if needs_monitor(guest) {
+        if needs_monitor(guest) || self.req.mode.exits(guest) {
             return self.emulate_exit(guest.ip32());
         }
         let mut substitute = *guest;
@@ -353,7 +380,7 @@ impl Ctx<'_> {
             Mnemonic::Pushad => self.pushad().map(|_| false),
             Mnemonic::Popad => self.popad().map(|_| false),
             Mnemonic::Pushfd => self.pushfd().map(|_| false),
-            Mnemonic::Popfd => self.popfd().map(|_| false),
+            Mnemonic::Popfd => self.popfd(i).map(|_| false),
             Mnemonic::Leave => self.leave().map(|_| false),
             Mnemonic::Enter => self.enter(i),
             Mnemonic::Cli | Mnemonic::Sti => {
@@ -745,8 +772,26 @@ impl Ctx<'_> {
         self.ins(i2!(Code::Mov_r32_rm32, Register::R8D, Register::R9D)?)
     }
 
-    fn popfd(&mut self) -> Result<(), TranslateError> {
+    fn popfd(&mut self, i: &Instruction) -> Result<(), TranslateError> {
         self.load32(Register::R9D, mem(Register::R15, Register::R8, 0))?;
+        // Setting TF changes the translation mode (single-step): the monitor
+        // does that POPFD. The guest's flags are saved around the test.
+        let keep_going = self.e.label();
+        self.ins(Instruction::with(Code::Pushfq))?;
+        self.ins(i2!(
+            Code::Test_rm32_imm32,
+            Register::R9D,
+            crate::state::FLAG_TF
+        )?)?;
+        self.e.jcc_label(4, keep_going);
+        self.ins(Instruction::with(Code::Popfq))?;
+        self.emulate_exit(i.ip32())?;
+        self.e.bind(keep_going);
+        self.ins(i2!(
+            Code::Lea_r64_m,
+            Register::RSP,
+            mem(Register::RSP, Register::None, 8)
+        )?)?;
         // Non-live bits (IF, IOPL, AC, ID...) go to the state; IF to VIF.
         self.ins(i2!(Code::Mov_r32_rm32, Register::R10D, Register::R9D)?)?;
         self.ins(i2!(
@@ -1277,7 +1322,11 @@ mod tests {
         let req = UnitRequest {
             eip,
             code: &bytes,
-            mode: Mode { flat: true },
+            mode: Mode {
+                flat: true,
+                cpl0: true,
+                ..Mode::default()
+            },
             host_base: 0x20_0000,
             stubs: STUBS,
             max_insns: 64,

@@ -91,7 +91,11 @@ pub enum StopReason {
     /// `first` is the exception that started the chain, at the EIP of the
     /// register dump.
     TripleFault {
-        /// The exceptions raised, in order, the last one during the #DF.
+        /// The event whose delivery started the chain (an exception, or a
+        /// software or external interrupt), described.
+        first: String,
+        /// The exceptions raised while delivering it, in order, the last
+        /// one during the #DF.
         chain: Vec<Exception>,
     },
     /// An exception the vCPU cannot deliver through the IDT yet.
@@ -112,15 +116,10 @@ pub enum StopReason {
 impl fmt::Display for StopReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StopReason::TripleFault { chain } => {
-                write!(f, "triple fault (the CPU shut down):")?;
-                for (n, e) in chain.iter().enumerate() {
-                    let how = match n {
-                        0 => "",
-                        _ if n + 1 == chain.len() => " then, delivering it,",
-                        _ => " then, delivering it,",
-                    };
-                    write!(f, "{how} guest exception {e} (vector {})", e.vector())?;
+            StopReason::TripleFault { first, chain } => {
+                write!(f, "triple fault (the CPU shut down): {first}")?;
+                for e in chain {
+                    write!(f, "; delivering it raised {e} (vector {})", e.vector())?;
                 }
                 Ok(())
             }

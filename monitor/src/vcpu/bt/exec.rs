@@ -8,16 +8,18 @@
 
 use super::BtCore;
 use crate::cpu::context::{
-    pop, push, seg_read, seg_write, CpuContext, EAX, EBX, ECX, EDI, EDX, ESI, ESP,
+    pop, push, seg_read, seg_write, CpuContext, OperandSize, EAX, EBX, ECX, EDI, EDX, ESI, ESP,
 };
 use crate::cpu::descriptor::Selector;
-use crate::cpu::flags::{Cr0, Cr4, Eflags};
+use crate::cpu::flags::Eflags;
+use crate::cpu::interrupt::{Event as CpuEvent, SoftwareKind};
 use crate::cpu::msr;
-use crate::cpu::segment;
-use crate::cpu::state::{Seg, SegmentRegister, TableRegister};
+use crate::cpu::state::Seg;
+use crate::cpu::system::{self, FpuKind};
+use crate::cpu::{far, interrupt, segment};
 use crate::cpu::{AccessKind, Exception, Fault, Privilege};
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
-use translator::Availability;
+use translator::{Availability, FpuClass};
 
 /// What carrying out one instruction led to.
 pub(super) enum ExecOutcome {
@@ -29,6 +31,15 @@ pub(super) enum ExecOutcome {
     Halt,
     /// The instruction raises this (EIP at the instruction).
     Fault(Fault),
+    /// INT n, INT3, INTO or INT1: deliver this event, pushing `return_eip`
+    /// (EIP is still at the instruction, as faults during the delivery
+    /// need it).
+    Interrupt {
+        /// The software event.
+        event: CpuEvent,
+        /// The EIP after the instruction.
+        return_eip: u32,
+    },
 }
 
 /// A port I/O instruction in progress.
@@ -86,6 +97,10 @@ pub(super) fn execute(core: &mut BtCore) -> ExecOutcome {
             core.set_eip(insn.next_ip32());
             ExecOutcome::Halt
         }
+        Ok(Flow::Interrupt(event)) => ExecOutcome::Interrupt {
+            event,
+            return_eip: insn.next_ip32(),
+        },
         Err(f) => ExecOutcome::Fault(f),
     }
 }
@@ -100,6 +115,8 @@ enum Flow {
     Io(PendingIo),
     /// HLT: continue at the next instruction once woken.
     Halt,
+    /// A software interrupt to deliver.
+    Interrupt(CpuEvent),
 }
 
 fn fetch(core: &mut BtCore) -> Res<Instruction> {
@@ -143,6 +160,9 @@ fn fetch(core: &mut BtCore) -> Res<Instruction> {
 
 fn run(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
     use Mnemonic::*;
+    if let Some(kind) = fpu_kind(translator::fpu_class(i)) {
+        system::fpu_available(core, kind)?;
+    }
     match i.mnemonic() {
         In | Out => port_io(core, i),
         Insb | Insw | Insd | Outsb | Outsw | Outsd => string_io(core, i),
@@ -155,16 +175,108 @@ fn run(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
             Ok(Flow::Next)
         }
         Hlt => {
-            require_cpl0(core)?;
+            system::require_cpl0(core)?;
             Ok(Flow::Halt)
         }
-        Lgdt | Lidt => load_table(core, i),
-        Sgdt | Sidt => store_table(core, i),
+        Lgdt | Lidt | Sgdt | Sidt => descriptor_table(core, i),
+        Lldt | Ltr => {
+            let sel = Selector(read_operand(core, i, 0, 2)? as u16);
+            if i.mnemonic() == Lldt {
+                system::lldt(core, sel)?;
+            } else {
+                system::ltr(core, sel)?;
+            }
+            Ok(Flow::Next)
+        }
+        Sldt | Str => {
+            let sel = if i.mnemonic() == Str {
+                system::str(core)
+            } else {
+                system::sldt(core)
+            };
+            store_selector(core, i, sel)
+        }
+        Lar | Lsl => access_rights(core, i),
+        Verr | Verw => {
+            let sel = Selector(read_operand(core, i, 0, 2)? as u16);
+            let ok = if i.mnemonic() == Verr {
+                system::verr(core, sel)?
+            } else {
+                system::verw(core, sel)?
+            };
+            set_zf(core, ok);
+            Ok(Flow::Next)
+        }
+        Arpl => {
+            let dest = read_operand(core, i, 0, 2)? as u16;
+            let src = read_operand(core, i, 1, 2)? as u16;
+            let (value, zf) = system::arpl(dest, src);
+            if zf {
+                write_operand(core, i, 0, u32::from(value), 2)?;
+            }
+            set_zf(core, zf);
+            Ok(Flow::Next)
+        }
+        Smsw => {
+            let val = system::smsw(core);
+            let size = operand_register_size(i, 0).unwrap_or(2);
+            write_operand(core, i, 0, val, size)?;
+            Ok(Flow::Next)
+        }
+        Lmsw => {
+            let val = read_operand(core, i, 0, 2)? as u16;
+            system::lmsw(core, val)?;
+            Ok(Flow::Next)
+        }
+        Clts => {
+            system::clts(core)?;
+            Ok(Flow::Next)
+        }
         Mov if is_cr_or_dr(i) => control_register(core, i),
         Mov => mov_sreg(core, i),
         Pop => pop_sreg(core, i),
-        Jmp => far_jmp(core, i),
         Lds | Les | Lfs | Lgs | Lss => load_far_pointer(core, i),
+        Jmp | Call => far_transfer(core, i),
+        Retf => {
+            let size = operand_size_of(i);
+            let pop_bytes = if i.op_count() > 0 { i.immediate16() } else { 0 };
+            far::far_ret(core, size, pop_bytes)?;
+            Ok(Flow::Jumped)
+        }
+        Iret | Iretd => {
+            let size = if i.code() == Code::Iretw { 2 } else { 4 };
+            interrupt::iret(core, size, i.next_ip32())?;
+            Ok(Flow::Jumped)
+        }
+        Int3 => Ok(software(3, SoftwareKind::Int3)),
+        Int1 => Ok(software(1, SoftwareKind::Int1)),
+        Int => Ok(software(i.immediate8(), SoftwareKind::IntN)),
+        Into if core.eflags().contains(Eflags::OF) => Ok(software(4, SoftwareKind::Into)),
+        Into => Ok(Flow::Next),
+        Bound => bound(core, i),
+        Cli => {
+            system::cli(core)?;
+            Ok(Flow::Next)
+        }
+        Sti => {
+            system::sti(core)?;
+            Ok(Flow::Next)
+        }
+        Pushf | Pushfd => {
+            let size = operand_size_of(i);
+            let image = system::pushf(core, size)?;
+            push(core, image, size.bytes())?;
+            Ok(Flow::Next)
+        }
+        Popf | Popfd => {
+            let size = operand_size_of(i);
+            let value = crate::cpu::context::read_stack(core, 0, size.bytes())?;
+            system::popf(core, value, size)?;
+            pop(core, size.bytes())?;
+            Ok(Flow::Next)
+        }
+        Pusha if i.code() == Code::Pushaw => push16_all(core),
+        Popa if i.code() == Code::Popaw => pop16_all(core),
         Daa | Das | Aaa | Aas | Aam | Aad => bcd(core, i),
         Salc => {
             let al = if core.eflags().contains(Eflags::CF) {
@@ -175,83 +287,188 @@ fn run(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
             core.set_gpr(EAX, (core.gpr(EAX) & !0xff) | al);
             Ok(Flow::Next)
         }
-        Clts => {
-            require_cpl0(core)?;
-            core.sys_mut().cr0.remove(Cr0::TS);
+        Wbinvd | Invd => {
+            system::require_cpl0(core)?;
             Ok(Flow::Next)
         }
-        Smsw => {
-            let val = core.sys().cr0.bits() & 0xffff;
-            let size = operand_register_size(i, 0).unwrap_or(2);
-            write_operand(core, i, 0, val, size)?;
-            Ok(Flow::Next)
-        }
-        Lmsw => {
-            require_cpl0(core)?;
-            let val = read_operand(core, i, 0, 2)?;
-            // LMSW can set PE but never clear it; only MP, EM, TS, PE change.
-            let cr0 = core.sys().cr0.bits();
-            let new = (cr0 & !0xe) | (val & 0xf) | (cr0 & 1);
-            core.sys_mut().cr0 = Cr0::from_bits_retain(new);
-            Ok(Flow::Next)
-        }
-        Wbinvd | Invd | Invlpg => {
-            require_cpl0(core)?;
-            if i.mnemonic() == Invlpg {
-                core.invalidate_linear_page();
-            }
-            Ok(Flow::Next)
-        }
-        Ltr | Lldt => {
-            require_cpl0(core)?;
-            let sel = Selector(read_operand(core, i, 0, 2)? as u16);
-            let reg = if i.mnemonic() == Ltr {
-                &mut core.sys_mut().tr
-            } else {
-                &mut core.sys_mut().ldtr
-            };
-            reg.selector = sel;
-            Ok(Flow::Next)
-        }
-        Str | Sldt => {
-            let sel = if i.mnemonic() == Str {
-                core.sys().tr.selector
-            } else {
-                core.sys().ldtr.selector
-            };
-            let size = operand_register_size(i, 0).unwrap_or(2);
-            write_operand(core, i, 0, u32::from(sel.0), size)?;
-            Ok(Flow::Next)
-        }
-        Int3 => Err(Exception::Breakpoint.into()),
-        Int1 => Err(Exception::Debug.into()),
-        Int => Err(Fault::Unsupported(
-            "software interrupts through the IDT (INT n)",
-        )),
-        Into if core.eflags().contains(Eflags::OF) => Err(Exception::Overflow.into()),
-        Into => Ok(Flow::Next),
-        Pusha if i.code() == Code::Pushaw => push16_all(core),
-        Popa if i.code() == Code::Popaw => pop16_all(core),
-        Pushf if i.code() == Code::Pushfw => {
-            let flags = core.eflags().bits();
-            push(core, flags & 0xffff, 2)?;
-            Ok(Flow::Next)
-        }
-        Popf if i.code() == Code::Popfw => {
-            let val = pop(core, 2)?;
-            let old = core.eflags().bits();
-            core.set_eflags(Eflags::from_raw((old & 0xffff_0000) | (val & 0x7fd5)));
+        Invlpg => {
+            system::require_cpl0(core)?;
+            core.invalidate_linear_page();
             Ok(Flow::Next)
         }
         Rdmsr | Wrmsr => msr_access(core, i),
-        Bound => Err(Fault::Unsupported("BOUND")),
+        Rdtsc => {
+            let tsc = system::rdtsc(core)?;
+            core.set_gpr(EAX, tsc as u32);
+            core.set_gpr(EDX, (tsc >> 32) as u32);
+            Ok(Flow::Next)
+        }
+        Rdpmc => {
+            let value = system::rdpmc(core, core.gpr(ECX))?;
+            core.set_gpr(EAX, value as u32);
+            core.set_gpr(EDX, (value >> 32) as u32);
+            Ok(Flow::Next)
+        }
+        Sysenter | Sysexit if core.model.offers(crate::cpuid::SEP) => {
+            if i.mnemonic() == Sysenter {
+                system::sysenter(core)?;
+            } else {
+                system::sysexit(core)?;
+            }
+            Ok(Flow::Jumped)
+        }
         _ if core.isa.availability(i) == Availability::Undefined => {
             Err(Exception::InvalidOpcode.into())
         }
         Maskmovq | Maskmovdqu => mask_move(core, i),
         Ud0 | Ud1 | Ud2 | Sysenter | Sysexit | Syscall | Sysret | Rdtscp | Xgetbv | Monitor
         | Mwait | Rdpid => Err(Exception::InvalidOpcode.into()),
+        // An FPU-class instruction that went to the monitor only because
+        // of CR0/CR4 and passed the availability check above runs as
+        // itself: the mode changes before it is translated again.
+        _ if fpu_kind(translator::fpu_class(i)).is_some() => Err(Fault::Unsupported(
+            "x87/SSE instructions carried out by the monitor",
+        )),
         _ => Err(Fault::Unsupported(unsupported_name(i))),
+    }
+}
+
+fn software(vector: u8, kind: SoftwareKind) -> Flow {
+    Flow::Interrupt(CpuEvent::Software { vector, kind })
+}
+
+fn fpu_kind(class: FpuClass) -> Option<FpuKind> {
+    Some(match class {
+        FpuClass::None => return None,
+        FpuClass::X87 => FpuKind::X87,
+        FpuClass::Wait => FpuKind::Wait,
+        FpuClass::Mmx => FpuKind::Mmx,
+        FpuClass::Sse => FpuKind::Sse,
+        FpuClass::Fxsr => FpuKind::Fxsr,
+    })
+}
+
+/// The operand size of a far transfer, IRET, PUSHF/POPF from its code.
+fn operand_size_of(i: &Instruction) -> OperandSize {
+    let sixteen = matches!(
+        i.code(),
+        Code::Retfw
+            | Code::Retfw_imm16
+            | Code::Pushfw
+            | Code::Popfw
+            | Code::Jmp_ptr1616
+            | Code::Jmp_m1616
+            | Code::Call_ptr1616
+            | Code::Call_m1616
+    );
+    if sixteen {
+        OperandSize::Bits16
+    } else {
+        OperandSize::Bits32
+    }
+}
+
+fn set_zf(core: &mut BtCore, zf: bool) {
+    let mut flags = core.eflags();
+    flags.set(Eflags::ZF, zf);
+    core.set_eflags(flags);
+}
+
+/// SLDT/STR: a register operand gets the selector zero-extended (32-bit
+/// operand size) or in its low 16 bits; memory gets 16 bits.
+fn store_selector(core: &mut BtCore, i: &Instruction, sel: u16) -> Res<Flow> {
+    let size = operand_register_size(i, 0).unwrap_or(2);
+    write_operand(core, i, 0, u32::from(sel), size)?;
+    Ok(Flow::Next)
+}
+
+fn access_rights(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
+    let sel = Selector(read_operand(core, i, 1, 2)? as u16);
+    let size = i.op0_register().size();
+    let opsize = if size == 2 {
+        OperandSize::Bits16
+    } else {
+        OperandSize::Bits32
+    };
+    let value = if i.mnemonic() == Mnemonic::Lar {
+        system::lar(core, sel, opsize)?
+    } else {
+        system::lsl(core, sel, opsize)?
+    };
+    if let Some(v) = value {
+        set_reg(core, i.op0_register(), v);
+    }
+    set_zf(core, value.is_some());
+    Ok(Flow::Next)
+}
+
+fn descriptor_table(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
+    let (seg, offset) = memory_operand(core, i)?;
+    let size = if matches!(i.code(), Code::Lgdt_m1632_16 | Code::Lidt_m1632_16) {
+        OperandSize::Bits16
+    } else {
+        OperandSize::Bits32
+    };
+    match i.mnemonic() {
+        Mnemonic::Lgdt => system::lgdt(core, seg, offset, size)?,
+        Mnemonic::Lidt => system::lidt(core, seg, offset, size)?,
+        Mnemonic::Sgdt => system::sgdt(core, seg, offset)?,
+        _ => system::sidt(core, seg, offset)?,
+    }
+    Ok(Flow::Next)
+}
+
+/// Far JMP and CALL (direct `ptr16:32` or through memory `m16:32`).
+fn far_transfer(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
+    let size = operand_size_of(i);
+    let (sel, offset) = match i.code() {
+        Code::Jmp_ptr1632 | Code::Call_ptr1632 | Code::Jmp_ptr1616 | Code::Call_ptr1616 => {
+            (i.far_branch_selector(), i.far_branch32())
+        }
+        Code::Jmp_m1632 | Code::Call_m1632 | Code::Jmp_m1616 | Code::Call_m1616 => {
+            let n = size.bytes() as usize;
+            let mut b = [0u8; 6];
+            read_memory(core, i, &mut b[..n + 2])?;
+            let mut off = [0u8; 4];
+            off[..n].copy_from_slice(&b[..n]);
+            (
+                u16::from_le_bytes([b[n], b[n + 1]]),
+                u32::from_le_bytes(off),
+            )
+        }
+        _ => return Err(Fault::Unsupported(unsupported_name(i))),
+    };
+    if i.mnemonic() == Mnemonic::Jmp {
+        far::far_jmp(core, Selector(sel), offset, size, i.next_ip32())?;
+    } else {
+        far::far_call(core, Selector(sel), offset, size, i.next_ip32())?;
+    }
+    Ok(Flow::Jumped)
+}
+
+/// BOUND: #BR when the signed index lies outside [lower, upper].
+fn bound(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
+    let size = i.op0_register().size();
+    let mut b = [0u8; 8];
+    read_memory(core, i, &mut b[..2 * size])?;
+    let index = reg_value(core, i.op0_register());
+    let (value, lower, upper) = if size == 2 {
+        (
+            i32::from(index as u16 as i16),
+            i32::from(i16::from_le_bytes([b[0], b[1]])),
+            i32::from(i16::from_le_bytes([b[2], b[3]])),
+        )
+    } else {
+        (
+            index as i32,
+            i32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            i32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+        )
+    };
+    if value < lower || value > upper {
+        Err(Exception::BoundRange.into())
+    } else {
+        Ok(Flow::Next)
     }
 }
 
@@ -267,14 +484,6 @@ fn unsupported_name(i: &Instruction) -> &'static str {
         }
         Mnemonic::Enter => "ENTER with a nesting level",
         _ => "an instruction form the monitor does not carry out",
-    }
-}
-
-fn require_cpl0(core: &BtCore) -> Res<()> {
-    if core.sys().cpl == 0 {
-        Ok(())
-    } else {
-        Err(Exception::GeneralProtection(0).into())
     }
 }
 
@@ -404,17 +613,7 @@ fn pop16_all(core: &mut BtCore) -> Res<Flow> {
 
 // ----- port I/O -----------------------------------------------------------------
 
-/// I/O permission: CPL <= IOPL (the TSS bitmap comes with the system model).
-fn check_io(core: &BtCore) -> Res<()> {
-    if core.sys().cpl <= core.eflags().iopl() {
-        Ok(())
-    } else {
-        Err(Exception::GeneralProtection(0).into())
-    }
-}
-
 fn port_io(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
-    check_io(core)?;
     let input = i.mnemonic() == Mnemonic::In;
     let (port_op, data_op) = if input { (1, 0) } else { (0, 1) };
     let port = if i.op_kind(port_op) == OpKind::Register {
@@ -423,6 +622,7 @@ fn port_io(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
         i.immediate8() as u16
     };
     let size = i.op_register(data_op).size() as u8;
+    system::io_allowed(core, port, u32::from(size))?;
     Ok(Flow::Io(PendingIo {
         port,
         size,
@@ -434,12 +634,12 @@ fn port_io(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
 }
 
 fn string_io(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
-    check_io(core)?;
     let size = match i.mnemonic() {
         Mnemonic::Insb | Mnemonic::Outsb => 1u8,
         Mnemonic::Insw | Mnemonic::Outsw => 2,
         _ => 4,
     };
+    system::io_allowed(core, (core.gpr(EDX) & 0xffff) as u16, u32::from(size))?;
     let input = matches!(
         i.mnemonic(),
         Mnemonic::Insb | Mnemonic::Insw | Mnemonic::Insd
@@ -556,39 +756,6 @@ fn mask(size: u8) -> u32 {
 
 // ----- descriptor tables and segments ---------------------------------------------
 
-fn load_table(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
-    require_cpl0(core)?;
-    let mut b = [0u8; 6];
-    read_memory(core, i, &mut b)?;
-    let mut base = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-    if i.code() == Code::Lgdt_m1632_16 || i.code() == Code::Lidt_m1632_16 {
-        base &= 0x00ff_ffff;
-    }
-    let reg = TableRegister {
-        limit: u16::from_le_bytes([b[0], b[1]]),
-        base,
-    };
-    if i.mnemonic() == Mnemonic::Lgdt {
-        core.sys_mut().gdtr = reg;
-    } else {
-        core.sys_mut().idtr = reg;
-    }
-    Ok(Flow::Next)
-}
-
-fn store_table(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
-    let reg = if i.mnemonic() == Mnemonic::Sgdt {
-        core.sys().gdtr
-    } else {
-        core.sys().idtr
-    };
-    let mut b = [0u8; 6];
-    b[..2].copy_from_slice(&reg.limit.to_le_bytes());
-    b[2..].copy_from_slice(&reg.base.to_le_bytes());
-    write_memory(core, i, &b)?;
-    Ok(Flow::Next)
-}
-
 fn mov_sreg(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
     if i.op0_kind() == OpKind::Register && i.op0_register().is_segment_register() {
         let seg = Seg::from_iced(i.op0_register()).unwrap_or(Seg::Ds);
@@ -632,52 +799,6 @@ fn pop_sreg(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
     Ok(Flow::Next)
 }
 
-/// A far JMP to a code segment at the same privilege level (call gates,
-/// TSSes and privilege changes come with the system model's far-transfer
-/// module).
-fn far_jmp(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
-    let (sel, target) = match i.code() {
-        Code::Jmp_ptr1632 => (i.far_branch_selector(), i.far_branch32()),
-        Code::Jmp_m1632 => {
-            let mut b = [0u8; 6];
-            read_memory(core, i, &mut b)?;
-            (
-                u16::from_le_bytes([b[4], b[5]]),
-                u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            )
-        }
-        _ => return Err(Fault::Unsupported("16-bit far jumps")),
-    };
-    let sel = Selector(sel);
-    if sel.is_null() {
-        return Err(Exception::GeneralProtection(0).into());
-    }
-    let d = segment::read_descriptor(core, sel, segment::gp)?;
-    let error = crate::cpu::exception::selector_error(sel.0);
-    let cpl = core.sys().cpl;
-    if !d.is_code() {
-        return Err(Fault::Unsupported("far jumps through gates or to TSSes"));
-    }
-    let allowed = if d.conforming() {
-        d.dpl() <= cpl
-    } else {
-        sel.rpl() <= cpl && d.dpl() == cpl
-    };
-    if !allowed {
-        return Err(Exception::GeneralProtection(error).into());
-    }
-    if !d.present() {
-        return Err(Exception::SegmentNotPresent(error).into());
-    }
-    if target > d.limit() {
-        return Err(Exception::GeneralProtection(0).into());
-    }
-    let d = segment::mark_accessed(core, sel, d, segment::gp)?;
-    core.sys_mut().seg[Seg::Cs as usize] = SegmentRegister::loaded(sel.with_rpl(cpl), d);
-    core.set_eip(target);
-    Ok(Flow::Jumped)
-}
-
 fn load_far_pointer(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
     let size = i.op0_register().size();
     let mut b = [0u8; 6];
@@ -705,63 +826,29 @@ fn is_cr_or_dr(i: &Instruction) -> bool {
 }
 
 fn control_register(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
-    require_cpl0(core)?;
     let (dst, src) = (i.op0_register(), i.op1_register());
     if src.is_cr() || src.is_dr() {
+        let n = src.number() as u8;
         let val = if src.is_cr() {
-            read_cr(core, src)?
+            system::mov_from_cr(core, n)?
         } else {
-            core.sys().dr[src.number()]
+            system::mov_from_dr(core, n)?
         };
         set_reg(core, dst, val);
         return Ok(Flow::Next);
     }
     let val = reg_value(core, src);
-    if dst.is_dr() {
-        core.sys_mut().dr[dst.number()] = val;
-        return Ok(Flow::Next);
-    }
-    match dst {
-        Register::CR0 => write_cr0(core, val)?,
-        Register::CR2 => core.sys_mut().cr2 = val,
-        Register::CR3 => {
-            // Every CR3 write flushes the TLB, even of the same value.
-            core.sys_mut().cr3 = val;
-            core.invalidate_linear_page();
-        }
-        Register::CR4 => {
-            let cr4 = Cr4::from_bits_retain(val);
-            if core.sys().paging() && cr4.contains(Cr4::PAE) {
-                return Err(Fault::Unsupported("PAE paging"));
-            }
-            core.sys_mut().cr4 = cr4;
-        }
-        _ => return Err(Exception::InvalidOpcode.into()),
+    let n = dst.number() as u8;
+    let changed = if dst.is_dr() {
+        system::mov_to_dr(core, n, val)?
+    } else {
+        let cr4_bits = core.model.cr4_bits();
+        system::mov_to_cr(core, n, val, cr4_bits)?
+    };
+    if changed.intersects(system::Changed::ADDRESS_SPACE | system::Changed::PAGING) {
+        core.invalidate_linear_page();
     }
     Ok(Flow::Next)
-}
-
-fn write_cr0(core: &mut BtCore, val: u32) -> Res<()> {
-    let cr0 = Cr0::from_bits_retain(val) | Cr0::ET;
-    if !cr0.contains(Cr0::PE) {
-        return Err(Fault::Unsupported("real mode (CR0.PE cleared)"));
-    }
-    if cr0.contains(Cr0::PG) && core.sys().cr4.contains(Cr4::PAE) {
-        return Err(Fault::Unsupported("PAE paging"));
-    }
-    core.sys_mut().cr0 = cr0;
-    Ok(())
-}
-
-fn read_cr(core: &BtCore, r: Register) -> Res<u32> {
-    let sys = core.sys();
-    Ok(match r {
-        Register::CR0 => sys.cr0.bits(),
-        Register::CR2 => sys.cr2,
-        Register::CR3 => sys.cr3,
-        Register::CR4 => sys.cr4.bits(),
-        _ => return Err(Exception::InvalidOpcode.into()),
-    })
 }
 
 // ----- MSRs -------------------------------------------------------------------------
@@ -770,23 +857,24 @@ fn read_cr(core: &BtCore, r: Register) -> Res<u32> {
 const EFER_LME: u64 = 1 << 8;
 
 fn msr_access(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
-    require_cpl0(core)?;
+    if !core.model.offers(crate::cpuid::MSR) {
+        return Err(Exception::InvalidOpcode.into());
+    }
     let index = core.gpr(ECX);
-    let tsc = core.host_tsc();
     if i.mnemonic() == Mnemonic::Rdmsr {
-        let value = core.sys().msr.read(index, tsc)?;
+        let value = system::rdmsr(core, index)?;
         core.set_gpr(EAX, value as u32);
         core.set_gpr(EDX, (value >> 32) as u32);
     } else {
         let value = u64::from(core.gpr(EDX)) << 32 | u64::from(core.gpr(EAX));
-        if index == msr::EFER && value & EFER_LME != 0 {
+        if index == msr::EFER && value & EFER_LME != 0 && core.sys().cpl == 0 {
             return Err(Fault::Unsupported(
                 "long mode (EFER.LME): 64-bit guests need hardware virtualization \
                  (monitor.virtual_exec = \"hardware\" on a host that provides it); \
                  binary translation runs 32-bit guests only",
             ));
         }
-        core.sys_mut().msr.write(index, value, tsc)?;
+        system::wrmsr(core, index, value)?;
     }
     Ok(Flow::Next)
 }

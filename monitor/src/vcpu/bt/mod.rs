@@ -120,6 +120,9 @@ pub struct BtCore {
     pending_io: Option<PendingIo>,
     /// The I/O handler completed a string instruction itself.
     string_io_done: bool,
+    /// The registers a stop reports instead of the current ones: those at
+    /// the fault whose delivery failed (a triple fault).
+    stopped_registers: Option<RegisterDump>,
 }
 
 impl BtVcpu {
@@ -346,6 +349,7 @@ impl BtCore {
             log: None,
             pending_io: None,
             string_io_done: false,
+            stopped_registers: None,
         };
         core.sync_segments();
         Ok(core)
@@ -359,12 +363,14 @@ impl BtCore {
         }
     }
 
-    /// A stop with the registers as they are now.
-    fn stop(&self, reason: StopReason) -> GuestStop {
-        GuestStop {
-            reason,
-            registers: RegisterDump::new(self.registers(), &self.sys),
-        }
+    /// A stop with the registers as they are now (or as they were at the
+    /// fault a failed delivery started from).
+    fn stop(&mut self, reason: StopReason) -> GuestStop {
+        let registers = self
+            .stopped_registers
+            .take()
+            .unwrap_or_else(|| RegisterDump::new(self.registers(), &self.sys));
+        GuestStop { reason, registers }
     }
 
     /// Copies the segment bases and selectors translated code reads into
@@ -379,8 +385,14 @@ impl BtCore {
 
     /// The translation mode of the current state.
     fn mode(&self) -> Mode {
+        use crate::cpu::{Cr0, Cr4};
+        let sys = &self.sys;
         Mode {
-            flat: self.sys.flat(),
+            flat: sys.flat(),
+            cpl0: sys.cpl == 0,
+            fpu_exits: sys.cr0.intersects(Cr0::TS | Cr0::EM),
+            sse_exits: !sys.cr4.contains(Cr4::OSFXSR),
+            rdtsc_exits: sys.cpl > 0 && sys.cr4.contains(Cr4::TSD),
         }
     }
 
@@ -481,6 +493,7 @@ impl BtCore {
             }
             ExecOutcome::Halt => self.halt(),
             ExecOutcome::Fault(fault) => self.raise(fault),
+            ExecOutcome::Interrupt { event, return_eip } => self.deliver(event, return_eip),
         }
     }
 
@@ -497,14 +510,14 @@ impl BtCore {
     /// monitor-run instruction changed.
     fn mode_key(&self) -> ModeKey {
         ModeKey {
-            flat: self.sys.flat(),
-            cpl: self.sys.cpl,
+            mode: self.mode().bits(),
             code32: self.sys.code32(),
             paging: (
                 self.sys.cr0.bits() & (1 << 31 | 1 << 16),
                 self.sys.cr3,
                 self.sys.cr4.bits() & 0xb0,
             ),
+            cpl_user: self.sys.cpl == 3,
         }
     }
 
@@ -514,28 +527,58 @@ impl BtCore {
     fn after_system_change(&mut self, before: ModeKey) {
         self.sync_segments();
         let after = self.mode_key();
-        if after.paging != before.paging {
+        let rights_changed = after.cpl_user != before.cpl_user && self.paging();
+        if after.paging != before.paging || rights_changed {
+            // The window's mappings carry the rights of the last walk, made
+            // for the old CPL's user/supervisor view.
             self.reset_address_space();
         } else if after != before {
             self.ibtc.clear();
         }
     }
 
-    /// A guest exception or a stop: delivered through the IDT once the
-    /// system model can, a stop with the registers until then.
+    /// A guest exception at the current EIP, delivered through the IDT; a
+    /// triple fault or something this CPU does not implement stops the
+    /// guest with its registers.
     fn raise(&mut self, fault: Fault) -> Event {
         match fault {
             Fault::Exception(e) => {
                 self.stats.exceptions += 1;
-                if let Exception::PageFault { addr, .. } = e {
-                    self.sys.cr2 = addr;
-                }
-                Event::Stop(StopReason::Exception(e))
+                let eip = self.state.eip;
+                self.deliver(crate::cpu::interrupt::Event::Exception(e), eip)
             }
-            Fault::TripleFault => Event::Stop(StopReason::TripleFault { chain: Vec::new() }),
+            other => self.fault_stop(other, String::new(), Vec::new()),
+        }
+    }
+
+    /// Delivers `event` through the IDT, pushing `return_eip`.
+    fn deliver(&mut self, event: crate::cpu::interrupt::Event, return_eip: u32) -> Event {
+        let before = self.mode_key();
+        let registers_at_fault = self.stop(StopReason::Internal(String::new())).registers;
+        let mut chain = Vec::new();
+        let result = crate::cpu::interrupt::deliver_recording(self, event, return_eip, &mut chain);
+        self.after_system_change(before);
+        match result {
+            Ok(()) => Event::Continue,
+            Err(fault) => {
+                let stop = self.fault_stop(fault, describe_event(event), chain);
+                if let Event::Stop(reason) = stop {
+                    self.stopped_registers = Some(registers_at_fault);
+                    return Event::Stop(reason);
+                }
+                stop
+            }
+        }
+    }
+
+    /// The stop for a fault that cannot be delivered.
+    fn fault_stop(&mut self, fault: Fault, first: String, chain: Vec<Exception>) -> Event {
+        match fault {
+            Fault::TripleFault => Event::Stop(StopReason::TripleFault { first, chain }),
             Fault::Unsupported(what) => Event::Stop(StopReason::Unsupported(format!(
-                "the guest needs {what}, which this virtual CPU does not implement yet"
+                "the guest needs {what}, which this virtual CPU does not implement"
             ))),
+            Fault::Exception(e) => Event::Stop(StopReason::Exception(e)),
         }
     }
 
@@ -771,11 +814,13 @@ impl IoAccess for BtCore {
 /// window depend on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct ModeKey {
-    flat: bool,
-    cpl: u8,
+    /// The translation mode's bits.
+    mode: u32,
     code32: bool,
     /// CR0.PG|WP, CR3, CR4.PSE|PAE|PGE.
     paging: (u32, u32, u32),
+    /// User rights: the window's mappings were made for CPL 3 or not.
+    cpl_user: bool,
 }
 
 #[derive(Debug)]
@@ -790,6 +835,20 @@ impl std::fmt::Display for TranslateFailure {
             TranslateFailure::Full => write!(f, "code cache full"),
             TranslateFailure::Other(s) => write!(f, "cannot translate guest code {s}"),
         }
+    }
+}
+
+/// An event as a stop report names it.
+fn describe_event(event: crate::cpu::interrupt::Event) -> String {
+    use crate::cpu::interrupt::{Event as E, SoftwareKind as K};
+    match event {
+        E::Exception(e) => format!("guest exception {e} (vector {})", e.vector()),
+        E::Software { kind: K::Int3, .. } => "INT3 (breakpoint, vector 3)".into(),
+        E::Software { kind: K::Into, .. } => "INTO (overflow, vector 4)".into(),
+        E::Software { kind: K::Int1, .. } => "INT1 (debug, vector 1)".into(),
+        E::Software { vector, .. } => format!("INT {vector:#04x}"),
+        E::External(vector) => format!("external interrupt, vector {vector:#04x}"),
+        E::Nmi => "NMI".into(),
     }
 }
 
