@@ -159,6 +159,7 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
         let req = UnitRequest {
             eip,
             code: &bytes,
+            page_end: (eip | 0xfff).wrapping_add(1),
             mode: Mode {
                 flat,
                 cpl0: true,

@@ -44,6 +44,7 @@ fn translation_cost(c: &mut Criterion) {
     let req = UnitRequest {
         eip: 0x10_0000,
         code: &code,
+        page_end: 0x10_1000,
         mode: Mode {
             flat: true,
             cpl0: true,

@@ -120,6 +120,8 @@ const fn leaf1_edx(name: &'static str, bit: u8) -> Feature {
 
 /// x87 FPU on chip.
 pub const FPU: Feature = leaf1_edx("fpu", 0);
+/// Debugging extensions (CR4.DE: I/O breakpoints, DR4/DR5 reserved).
+pub const DE: Feature = leaf1_edx("de", 2);
 /// 4 MiB pages.
 pub const PSE: Feature = leaf1_edx("pse", 3);
 /// Time-stamp counter (`RDTSC`).
@@ -192,6 +194,7 @@ pub const HOST_DEPENDENT_FEATURES: &[Feature] =
     &[SSE3, PCLMULQDQ, SSSE3, SSE4_1, SSE4_2, POPCNT, AES];
 
 /// The features the monitor implements and therefore offers the guest:
+/// the debugging extensions (I/O breakpoints, DR4/DR5 #UD with CR4.DE),
 /// 4 MiB pages and global pages (the shadow MMU walks both; global pages
 /// are flushed more often than needed, which the architecture allows),
 /// `RDMSR`/`WRMSR` with the MSR file of `cpu::msr`, `SYSENTER`/`SYSEXIT`,
@@ -200,7 +203,7 @@ pub const HOST_DEPENDENT_FEATURES: &[Feature] =
 /// This is the one list to extend when the monitor learns a feature (APIC
 /// with the local APIC, MTRR, ...).
 pub const GUEST_FEATURES: &[Feature] = &[
-    FPU, PSE, TSC, MSR, CX8, SEP, PGE, CMOV, PAT, MMX, FXSR, SSE, SSE2,
+    FPU, DE, PSE, TSC, MSR, CX8, SEP, PGE, CMOV, PAT, MMX, FXSR, SSE, SSE2,
 ];
 
 /// A CPUID bit that announces an instruction-set extension, and the
@@ -678,6 +681,7 @@ impl CpuModel {
         use crate::cpu::Cr4;
         let mut bits = Cr4::TSD | Cr4::PCE;
         for (feature, bit) in [
+            (DE, Cr4::DE),
             (PSE, Cr4::PSE),
             (PGE, Cr4::PGE),
             (FXSR, Cr4::OSFXSR),
@@ -917,7 +921,7 @@ mod tests {
     #[test]
     fn offered_features_are_exactly_the_supported_list() {
         let model = model(&[]);
-        assert_eq!(model.query(1, 0)[3], 0x0781_a939);
+        assert_eq!(model.query(1, 0)[3], 0x0781_a93d);
         for feature in GUEST_FEATURES {
             assert!(model.offers(*feature), "{} missing", feature.name);
         }

@@ -35,9 +35,11 @@ pub struct Mode {
     /// CPL 0: CLI, STI, PUSHFD and POPFD run inline (IOPL cannot forbid
     /// them); at any other CPL the monitor carries them out.
     pub cpl0: bool,
-    /// Every x87, MMX, SSE, FXSAVE/FXRSTOR and WAIT instruction goes to the
+    /// Every x87, MMX, SSE and FXSAVE/FXRSTOR instruction goes to the
     /// monitor (CR0.TS or CR0.EM is set: #NM or #UD decide there).
     pub fpu_exits: bool,
+    /// WAIT/FWAIT goes to the monitor (CR0.TS and CR0.MP set: #NM).
+    pub wait_exits: bool,
     /// SSE instructions go to the monitor (CR4.OSFXSR is clear: #UD).
     pub sse_exits: bool,
     /// RDTSC goes to the monitor (CR4.TSD at CPL > 0: #GP).
@@ -52,6 +54,7 @@ impl Mode {
             | u32::from(self.fpu_exits) << 2
             | u32::from(self.sse_exits) << 3
             | u32::from(self.rdtsc_exits) << 4
+            | u32::from(self.wait_exits) << 5
     }
 
     /// Whether `i` must go to the monitor in this mode.
@@ -61,9 +64,12 @@ impl Mode {
         match i.mnemonic() {
             Cli | Sti | Pushfd | Popfd => !self.cpl0,
             Rdtsc => self.rdtsc_exits,
-            _ if class == crate::isa::FpuClass::None => false,
-            _ if self.fpu_exits => true,
-            _ => class == crate::isa::FpuClass::Sse && self.sse_exits,
+            _ => match class {
+                crate::isa::FpuClass::None => false,
+                crate::isa::FpuClass::Wait => self.wait_exits,
+                crate::isa::FpuClass::Sse => self.fpu_exits || self.sse_exits,
+                _ => self.fpu_exits,
+            },
         }
     }
 }
@@ -72,8 +78,12 @@ impl Mode {
 pub struct UnitRequest<'a> {
     /// Guest EIP of the first instruction.
     pub eip: u32,
-    /// Guest bytes from `eip` to the end of its page plus up to 15 more.
+    /// Guest bytes from `eip` to the end of its linear page plus up to 15
+    /// more.
     pub code: &'a [u8],
+    /// The EIP of the first byte of the next linear page (CS base + EIP
+    /// crosses a page there): the unit stops before it.
+    pub page_end: u32,
     /// The mode to translate for.
     pub mode: Mode,
     /// Host address where the unit will run.
@@ -88,12 +98,31 @@ pub struct UnitRequest<'a> {
     pub isa: GuestIsa,
 }
 
-/// A fix-up the run loop applies to registers saved at a fault.
+/// A fix-up the run loop applies to registers saved at a fault, as bits:
+/// bits 0-2 hold `SWAP_BASE + n` for a byte swap of register `n` (AL..BL),
+/// [`SI_REBASED`] and [`DI_REBASED`] say that ESI/EDI hold segment base +
+/// offset (a string instruction through a segment with a base), the base
+/// of segment [`si_segment`] for ESI and of ES for EDI.
 pub mod fixup {
     /// Nothing to fix.
     pub const NONE: u8 = 0;
-    /// Bytes 0 and 1 of guest register `n - SWAP_BASE` are exchanged.
+    /// Bytes 0 and 1 of guest register `(f & 7) - SWAP_BASE` are exchanged.
     pub const SWAP_BASE: u8 = 1;
+    /// ESI holds (base of segment `si_segment(f)` + ESI) mod 2^32.
+    pub const SI_REBASED: u8 = 0x80;
+    /// EDI holds (ES base + EDI) mod 2^32.
+    pub const DI_REBASED: u8 = 0x08;
+
+    /// The segment register number (0 = ES .. 5 = GS) ESI was rebased by.
+    pub fn si_segment(f: u8) -> usize {
+        usize::from((f >> 4) & 7)
+    }
+
+    /// The register whose bytes 0 and 1 are exchanged, if any.
+    pub fn swapped(f: u8) -> Option<usize> {
+        let n = f & 7;
+        (n >= SWAP_BASE).then(|| usize::from(n - SWAP_BASE))
+    }
 }
 
 /// A translated unit, ready to be copied to `host_base`.
@@ -199,10 +228,11 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
     let mut pc_map = Vec::new();
     let mut fixups = Vec::new();
     let mut insns = Vec::new();
-    let page = req.eip >> 12;
+    let bytes_in_page = req.page_end.wrapping_sub(req.eip);
     let mut next = req.eip;
     loop {
-        if insns.len() >= req.max_insns.min(MAX_UNIT_INSNS) || (next >> 12) != page {
+        let past_page = next.wrapping_sub(req.eip) >= bytes_in_page;
+        if insns.len() >= req.max_insns.min(MAX_UNIT_INSNS) || past_page {
             cx.chain_exit(next)?;
             break;
         }
@@ -381,7 +411,7 @@ impl Ctx<'_> {
             Mnemonic::Popad => self.popad().map(|_| false),
             Mnemonic::Pushfd => self.pushfd().map(|_| false),
             Mnemonic::Popfd => self.popfd(i).map(|_| false),
-            Mnemonic::Leave => self.leave().map(|_| false),
+            Mnemonic::Leave => self.leave(i).map(|_| i.code() != Code::Leaved),
             Mnemonic::Enter => self.enter(i),
             Mnemonic::Cli | Mnemonic::Sti => {
                 self.set_vif(i.mnemonic() == Mnemonic::Sti).map(|_| false)
@@ -452,15 +482,7 @@ impl Ctx<'_> {
     }
 
     fn add_seg_base(&mut self, seg: Register) -> Result<(), TranslateError> {
-        let s = seg_index(seg).unwrap_or(Seg::Ds) as i64;
-        self.load32(
-            Register::R11D,
-            mem(
-                Register::R14,
-                Register::None,
-                i64::from(off::SEG_BASE) + 4 * s,
-            ),
-        )?;
+        self.load_seg_base(seg)?;
         self.ins(i2!(
             Code::Lea_r32_m,
             Register::R10D,
@@ -629,7 +651,8 @@ impl Ctx<'_> {
             _ => return Err(TranslateError::Unsupported("push operand")),
         };
         self.lea32(Register::R9D, Register::R8, -(size as i64))?;
-        let slot = mem(Register::R15, Register::R9, 0);
+        let at = self.stack_address(Register::R9)?;
+        let slot = mem(Register::R15, at, 0);
         match (imm, size) {
             (Some(v), 4) => self.ins(i2!(Code::Mov_rm32_imm32, slot, v)?)?,
             (Some(v), _) => self.ins(i2!(Code::Mov_rm16_imm16, slot, v & 0xffff)?)?,
@@ -647,7 +670,8 @@ impl Ctx<'_> {
         match i.op0_kind() {
             OpKind::Register if seg_index(i.op0_register()).is_none() => {
                 let dst = host(i.op0_register());
-                let top = mem(Register::R15, Register::R8, 0);
+                let at = self.stack_address(Register::R8)?;
+                let top = mem(Register::R15, at, 0);
                 let code = if size == 4 {
                     Code::Mov_r32_rm32
                 } else {
@@ -666,7 +690,8 @@ impl Ctx<'_> {
                 if i.memory_base() != Register::ESP && i.memory_index() != Register::ESP =>
             {
                 let m = self.window_operand(i, true)?;
-                let top = mem(Register::R15, Register::R8, 0);
+                let at = self.stack_address(Register::R8)?;
+                let top = mem(Register::R15, at, 0);
                 if size == 4 {
                     self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, top)?)?;
                     self.ins(i2!(Code::Mov_rm32_r32, m, Register::R9D)?)?;
@@ -693,8 +718,9 @@ impl Ctx<'_> {
             Register::ESI,
             Register::EDI,
         ];
+        let at = self.stack_address(Register::R9)?;
         for (n, r) in order.iter().enumerate() {
-            let slot = mem(Register::R15, Register::R9, 28 - 4 * n as i64);
+            let slot = mem(Register::R15, at, 28 - 4 * n as i64);
             self.ins(i2!(Code::Mov_rm32_r32, slot, *r)?)?;
         }
         self.ins(i2!(Code::Mov_r32_rm32, Register::R8D, Register::R9D)?)
@@ -702,8 +728,9 @@ impl Ctx<'_> {
 
     fn popad(&mut self) -> Result<(), TranslateError> {
         // Touch both ends first so no load after a register write can fault.
-        self.load32(Register::R9D, mem(Register::R15, Register::R8, 28))?;
-        self.load32(Register::R9D, mem(Register::R15, Register::R8, 0))?;
+        let at = self.stack_address(Register::R8)?;
+        self.load32(Register::R9D, mem(Register::R15, at, 28))?;
+        self.load32(Register::R9D, mem(Register::R15, at, 0))?;
         let order = [
             Register::EDI,
             Register::ESI,
@@ -719,7 +746,7 @@ impl Ctx<'_> {
                 self.ins(i2!(
                     Code::Mov_r32_rm32,
                     *r,
-                    mem(Register::R15, Register::R8, 4 * n as i64)
+                    mem(Register::R15, at, 4 * n as i64)
                 )?)?;
             }
         }
@@ -728,12 +755,9 @@ impl Ctx<'_> {
 
     fn pushfd(&mut self) -> Result<(), TranslateError> {
         self.lea32(Register::R9D, Register::R8, -4)?;
+        let at = self.stack_address(Register::R9)?;
         // Probe the slot first: nothing below may fault once flags change.
-        self.ins(i2!(
-            Code::Mov_rm32_imm32,
-            mem(Register::R15, Register::R9, 0),
-            0u32
-        )?)?;
+        self.ins(i2!(Code::Mov_rm32_imm32, mem(Register::R15, at, 0), 0u32)?)?;
         self.ins(Instruction::with(Code::Pushfq))?;
         self.ins(i2!(
             Code::Mov_r64_rm64,
@@ -765,7 +789,7 @@ impl Ctx<'_> {
         self.ins(i2!(Code::Or_rm32_imm8, Register::R11D, 2u32)?)?;
         self.ins(i2!(
             Code::Mov_rm32_r32,
-            mem(Register::R15, Register::R9, 0),
+            mem(Register::R15, at, 0),
             Register::R11D
         )?)?;
         self.ins(Instruction::with(Code::Popfq))?;
@@ -773,7 +797,8 @@ impl Ctx<'_> {
     }
 
     fn popfd(&mut self, i: &Instruction) -> Result<(), TranslateError> {
-        self.load32(Register::R9D, mem(Register::R15, Register::R8, 0))?;
+        let at = self.stack_address(Register::R8)?;
+        self.load32(Register::R9D, mem(Register::R15, at, 0))?;
         // Setting TF changes the translation mode (single-step): the monitor
         // does that POPFD. The guest's flags are saved around the test.
         let keep_going = self.e.label();
@@ -823,8 +848,13 @@ impl Ctx<'_> {
         self.lea32(Register::R8D, Register::R8, 4)
     }
 
-    fn leave(&mut self) -> Result<(), TranslateError> {
-        self.load32(Register::R9D, mem(Register::R15, Register::RBP, 0))?;
+    fn leave(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+        if i.code() != Code::Leaved {
+            self.emulate_exit(i.ip32())?;
+            return Ok(());
+        }
+        let at = self.stack_address(Register::RBP)?;
+        self.load32(Register::R9D, mem(Register::R15, at, 0))?;
         self.lea32(Register::R8D, Register::RBP, 4)?;
         self.ins(i2!(Code::Mov_r32_rm32, Register::EBP, Register::R9D)?)
     }
@@ -835,9 +865,10 @@ impl Ctx<'_> {
         }
         let size = i.immediate16() as i64;
         self.lea32(Register::R9D, Register::R8, -4)?;
+        let at = self.stack_address(Register::R9)?;
         self.ins(i2!(
             Code::Mov_rm32_r32,
-            mem(Register::R15, Register::R9, 0),
+            mem(Register::R15, at, 0),
             Register::EBP
         )?)?;
         self.ins(i2!(Code::Mov_r32_rm32, Register::EBP, Register::R9D)?)?;
@@ -917,11 +948,8 @@ impl Ctx<'_> {
 
     fn push_return(&mut self, ret: u32) -> Result<(), TranslateError> {
         self.lea32(Register::R11D, Register::R8, -4)?;
-        self.ins(i2!(
-            Code::Mov_rm32_imm32,
-            mem(Register::R15, Register::R11, 0),
-            ret
-        )?)?;
+        let at = self.stack_address(Register::R11)?;
+        self.ins(i2!(Code::Mov_rm32_imm32, mem(Register::R15, at, 0), ret)?)?;
         self.ins(i2!(Code::Mov_r32_rm32, Register::R8D, Register::R11D)?)
     }
 
@@ -948,7 +976,8 @@ impl Ctx<'_> {
             Code::Retnd_imm16 => i64::from(i.immediate16()),
             _ => return self.emulate_exit(i.ip32()),
         };
-        self.load32(Register::R9D, mem(Register::R15, Register::R8, 0))?;
+        let at = self.stack_address(Register::R8)?;
+        self.load32(Register::R9D, mem(Register::R15, at, 0))?;
         self.lea32(Register::R8D, Register::R8, 4 + extra)?;
         self.indirect()?;
         Ok(true)
@@ -1056,20 +1085,15 @@ impl Ctx<'_> {
     // ----- strings ---------------------------------------------------------
 
     fn string(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
-        let seg = i.memory_segment();
-        let overridden = matches!(i.segment_prefix(), Register::FS | Register::GS);
-        if !self.req.mode.flat
-            || overridden
-            || (0..i.op_count()).any(|n| {
-                matches!(
-                    i.op_kind(n),
-                    OpKind::MemorySegSI | OpKind::MemoryESDI | OpKind::MemorySegDI
-                )
-            })
-        {
+        let sixteen_bit_addresses = (0..i.op_count()).any(|n| {
+            matches!(
+                i.op_kind(n),
+                OpKind::MemorySegSI | OpKind::MemoryESDI | OpKind::MemorySegDI
+            )
+        });
+        if sixteen_bit_addresses {
             return self.emulate_exit(i.ip32());
         }
-        let _ = seg;
         let uses_si = matches!(
             i.mnemonic(),
             Mnemonic::Movsb
@@ -1086,31 +1110,110 @@ impl Ctx<'_> {
             i.mnemonic(),
             Mnemonic::Lodsb | Mnemonic::Lodsw | Mnemonic::Lodsd
         );
+        // ESI goes through DS or an override, EDI always through ES.
+        let si_seg = i.memory_segment();
+        let si_base = uses_si && self.needs_seg_base(si_seg);
+        let di_base = uses_di && self.needs_seg_base(Register::ES);
         if uses_si {
-            self.ins(i2!(
-                Code::Lea_r64_m,
-                Register::RSI,
-                mem(Register::RSI, Register::R15, 0)
-            )?)?;
+            self.rebase_string_register(Register::RSI, si_base.then_some(si_seg))?;
         }
         if uses_di {
-            self.ins(i2!(
-                Code::Lea_r64_m,
-                Register::RDI,
-                mem(Register::RDI, Register::R15, 0)
-            )?)?;
+            self.rebase_string_register(Register::RDI, di_base.then_some(Register::ES))?;
+        }
+        if si_base {
+            let seg = seg_index(si_seg).unwrap_or(Seg::Ds) as u8;
+            self.fixup |= fixup::SI_REBASED | seg << 4;
+        }
+        if di_base {
+            self.fixup |= fixup::DI_REBASED;
         }
         // The guest encoding means the same in 64-bit mode once segment
-        // prefixes (ignored there) are dropped: no REX, no 0x67.
+        // prefixes (ignored there, or host FS/GS there) are dropped: no REX,
+        // no 0x67.
         let bytes = string_bytes(i, self.req.code, self.req.eip)?;
         self.e.raw(&bytes);
         if uses_si {
-            self.ins(i2!(Code::Mov_r32_rm32, Register::ESI, Register::ESI)?)?;
+            self.restore_string_register(Register::RSI, si_base.then_some(si_seg))?;
         }
         if uses_di {
-            self.ins(i2!(Code::Mov_r32_rm32, Register::EDI, Register::EDI)?)?;
+            self.restore_string_register(Register::RDI, di_base.then_some(Register::ES))?;
         }
         Ok(false)
+    }
+
+    /// Makes `reg` (RSI or RDI) the host address of the guest's
+    /// `seg:reg`: `reg = seg base + reg` (32-bit, wrapping like the guest),
+    /// then `r15 + reg`. Touches no flags.
+    fn rebase_string_register(
+        &mut self,
+        reg: Register,
+        seg: Option<Register>,
+    ) -> Result<(), TranslateError> {
+        if let Some(seg) = seg {
+            self.load_seg_base(seg)?;
+            self.ins(i2!(
+                Code::Lea_r32_m,
+                reg.full_register32(),
+                mem(reg, Register::R11, 0)
+            )?)?;
+        }
+        self.ins(i2!(Code::Lea_r64_m, reg, mem(reg, Register::R15, 0))?)
+    }
+
+    /// The inverse of [`Self::rebase_string_register`] after the string
+    /// instruction moved `reg`: truncate (the window is 4 GiB aligned),
+    /// then subtract the segment base as `reg + !base + 1`.
+    fn restore_string_register(
+        &mut self,
+        reg: Register,
+        seg: Option<Register>,
+    ) -> Result<(), TranslateError> {
+        let reg32 = reg.full_register32();
+        self.ins(i2!(Code::Mov_r32_rm32, reg32, reg32)?)?;
+        if let Some(seg) = seg {
+            self.load_seg_base(seg)?;
+            self.ins(Instruction::with1(Code::Not_rm32, Register::R11D).map_err(err)?)?;
+            self.ins(i2!(Code::Lea_r32_m, reg32, mem(reg, Register::R11, 1))?)?;
+        }
+        Ok(())
+    }
+
+    /// The register through which `[r15 + reg + disp]` addresses the guest's
+    /// SS:`esp` plus disp: `esp` itself when SS's base is 0 (flat), else
+    /// R13 = SS base plus `esp` (32-bit, wrapping like the guest; R12 holds
+    /// the base). Uses only R12 and R13 and touches no flags.
+    fn stack_address(&mut self, esp: Register) -> Result<Register, TranslateError> {
+        let esp64 = esp.full_register();
+        if self.req.mode.flat {
+            return Ok(esp64);
+        }
+        self.load32(
+            Register::R12D,
+            mem(
+                Register::R14,
+                Register::None,
+                i64::from(off::SEG_BASE) + 4 * Seg::Ss as i64,
+            ),
+        )?;
+        self.ins(i2!(
+            Code::Lea_r32_m,
+            Register::R13D,
+            mem(esp64, Register::R12, 0)
+        )?)?;
+        Ok(Register::R13)
+    }
+
+    /// `mov r11d, [r14 + base of seg]`.
+    fn load_seg_base(&mut self, seg: Register) -> Result<(), TranslateError> {
+        let s = seg_index(seg).unwrap_or(Seg::Ds) as i64;
+        self.load32(
+            Register::R11D,
+            mem(
+                Register::R14,
+                Register::None,
+                i64::from(off::SEG_BASE) + 4 * s,
+            ),
+        )
     }
 }
 
@@ -1123,7 +1226,7 @@ fn string_bytes(i: &Instruction, code: &[u8], unit_eip: u32) -> Result<Vec<u8>, 
     Ok(bytes
         .iter()
         .copied()
-        .filter(|b| !matches!(b, 0x26 | 0x2e | 0x36 | 0x3e))
+        .filter(|b| !matches!(b, 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65))
         .collect())
 }
 
@@ -1322,6 +1425,7 @@ mod tests {
         let req = UnitRequest {
             eip,
             code: &bytes,
+            page_end: (eip | 0xfff).wrapping_add(1),
             mode: Mode {
                 flat: true,
                 cpl0: true,
@@ -1382,6 +1486,7 @@ mod tests {
             fixup::SWAP_BASE,
             "AL/AH of EAX are exchanged around the access"
         );
+        assert_eq!(fixup::swapped(u.fixups[0]), Some(0));
         let text = host_text(&u);
         assert!(text.iter().any(|t| t == "add al,[r15+r10]"), "{text:?}");
     }

@@ -127,6 +127,7 @@ fn is_window_index(r: Register) -> bool {
             | Register::R9
             | Register::R10
             | Register::R11
+            | Register::R13
     )
 }
 

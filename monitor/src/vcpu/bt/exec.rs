@@ -119,7 +119,8 @@ enum Flow {
     Interrupt(CpuEvent),
 }
 
-fn fetch(core: &mut BtCore) -> Res<Instruction> {
+/// Decodes the instruction at CS:EIP (its fetch can fault).
+pub(super) fn fetch(core: &mut BtCore) -> Res<Instruction> {
     let eip = core.eip();
     let cs = core.sys().segment(Seg::Cs);
     let mut bytes = [0u8; 15];
@@ -234,6 +235,7 @@ fn run(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
         }
         Mov if is_cr_or_dr(i) => control_register(core, i),
         Mov => mov_sreg(core, i),
+        Pop if i.op0_kind() == OpKind::Memory => pop_memory(core, i),
         Pop => pop_sreg(core, i),
         Lds | Les | Lfs | Lgs | Lss => load_far_pointer(core, i),
         Jmp | Call => far_transfer(core, i),
@@ -296,6 +298,8 @@ fn run(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
             core.invalidate_linear_page();
             Ok(Flow::Next)
         }
+        Enter => enter(core, i),
+        Leave => leave(core, i),
         Rdmsr | Wrmsr => msr_access(core, i),
         Rdtsc => {
             let tsc = system::rdtsc(core)?;
@@ -446,6 +450,74 @@ fn far_transfer(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
     Ok(Flow::Jumped)
 }
 
+/// ENTER size, level (the forms the translator leaves to the monitor: a
+/// nesting level, or a 16-bit operand size), per the SDM's algorithm:
+/// push (E)BP, copy `level - 1` frame pointers from the old frame, push
+/// the new frame pointer, then (E)BP = frame, (E)SP -= size. Every read
+/// and write is made before any register changes.
+fn enter(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
+    use crate::cpu::context::{check_frame, stack_pointer, write_frame};
+    let width = if i.code() == Code::Enterw_imm16_imm8 {
+        2
+    } else {
+        4
+    };
+    let size = u32::from(i.immediate16());
+    let level = u32::from(i.immediate8_2nd() & 0x1f);
+    let ss = core.sys().segment(Seg::Ss);
+    let stack_mask = if ss.big() { u32::MAX } else { 0xffff };
+    let ebp = core.gpr(5);
+    let mut values = vec![ebp];
+    let frame = stack_pointer(core).wrapping_sub(width) & stack_mask;
+    if level > 0 {
+        let mut bp = ebp & stack_mask;
+        for _ in 1..level {
+            bp = bp.wrapping_sub(width) & stack_mask;
+            let mut b = [0u8; 4];
+            seg_read(core, Seg::Ss, bp, &mut b[..width as usize])?;
+            values.push(u32::from_le_bytes(b));
+        }
+        values.push(frame);
+    }
+    let esp = core.gpr(ESP);
+    check_frame(ss, esp, values.len() as u32, width, 0)?;
+    let after = write_frame(core, ss, esp, width, &values, Privilege::Current)?;
+    let new_sp = (after & stack_mask).wrapping_sub(size) & stack_mask;
+    check_frame(ss, after, 0, width, 0)?;
+    let new_ebp = if width == 2 {
+        (ebp & 0xffff_0000) | (frame & 0xffff)
+    } else {
+        frame
+    };
+    core.set_gpr(5, new_ebp);
+    core.set_gpr(ESP, (esp & !stack_mask) | new_sp);
+    Ok(Flow::Next)
+}
+
+/// LEAVE with a 16-bit operand size or stack: (E)SP = (E)BP, then pop
+/// (E)BP.
+fn leave(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
+    let width = if i.code() == Code::Leavew { 2 } else { 4 };
+    let ss = core.sys().segment(Seg::Ss);
+    let stack_mask = if ss.big() { u32::MAX } else { 0xffff };
+    let ebp = core.gpr(5);
+    let mut b = [0u8; 4];
+    seg_read(core, Seg::Ss, ebp & stack_mask, &mut b[..width as usize])?;
+    let value = u32::from_le_bytes(b);
+    let esp = core.gpr(ESP);
+    core.set_gpr(
+        ESP,
+        (esp & !stack_mask) | ((ebp & stack_mask).wrapping_add(width) & stack_mask),
+    );
+    let new_ebp = if width == 2 {
+        (ebp & 0xffff_0000) | (value & 0xffff)
+    } else {
+        value
+    };
+    core.set_gpr(5, new_ebp);
+    Ok(Flow::Next)
+}
+
 /// BOUND: #BR when the signed index lies outside [lower, upper].
 fn bound(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
     let size = i.op0_register().size();
@@ -533,8 +605,11 @@ fn memory_operand(core: &BtCore, i: &Instruction) -> Res<(Seg, u32)> {
             "16-bit addressing in monitor-run instructions",
         ));
     }
+    let operand = (0..i.op_count())
+        .find(|&n| i.op_kind(n) == OpKind::Memory)
+        .ok_or(Fault::Unsupported("this operand address form"))?;
     let offset = i
-        .virtual_address(0, 0, |r, _, _| {
+        .virtual_address(operand, 0, |r, _, _| {
             Some(if r.is_segment_register() {
                 0
             } else {
@@ -696,7 +771,15 @@ impl BtCore {
             IoKind::String { rep, .. } => self.finish_string_element(&mut io, value, rep),
         };
         match result {
-            Ok(false) => super::Event::Continue,
+            Ok(false) => {
+                let single_step = std::mem::take(&mut self.trap_after_io);
+                let hits = self.io_breakpoints_hit(io.port, io.size);
+                if single_step || hits != 0 {
+                    self.debug_trap(single_step, hits)
+                } else {
+                    super::Event::Continue
+                }
+            }
             Ok(true) => {
                 self.pending_io = Some(io);
                 super::Event::Io
@@ -772,6 +855,23 @@ fn mov_sreg(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
     let sel = reg_value(core, i.op1_register());
     let size = operand_register_size(i, 0).unwrap_or(2);
     write_operand(core, i, 0, sel, size)?;
+    Ok(Flow::Next)
+}
+
+/// POP to memory (the forms the translator leaves to the monitor: an
+/// ESP-based destination). The destination's address is computed after
+/// ESP is incremented (SDM vol. 2, POP); a fault on the store leaves ESP
+/// as it was.
+fn pop_memory(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
+    let size = if i.code() == Code::Pop_rm16 { 2 } else { 4 };
+    let esp = core.gpr(ESP);
+    let value = crate::cpu::context::read_stack(core, 0, size)?;
+    let sp = crate::cpu::context::stack_pointer(core);
+    crate::cpu::context::set_stack_pointer(core, sp.wrapping_add(size));
+    if let Err(e) = write_operand(core, i, 0, value, size as usize) {
+        core.set_gpr(ESP, esp);
+        return Err(e);
+    }
     Ok(Flow::Next)
 }
 

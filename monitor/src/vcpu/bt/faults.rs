@@ -88,11 +88,7 @@ impl BtCore {
             .saturating_sub(1);
         self.state.eip = t.pc_map.get(idx).map_or(t.key.eip, |p| p.1);
         let fix = t.fixups.get(idx).copied().unwrap_or(0);
-        if fix >= translator::translate::fixup::SWAP_BASE {
-            let r = usize::from(fix - translator::translate::fixup::SWAP_BASE);
-            let v = self.state.gpr[r];
-            self.state.gpr[r] = (v & 0xffff_0000) | ((v & 0xff) << 8) | ((v >> 8) & 0xff);
-        }
+        self.apply_fixup(fix);
         match host_exception(&f) {
             HostException::PageFault => self.resolve_memory_fault(f.addr, f.err & 2 != 0),
             HostException::Guest(e) => FaultOutcome::Guest(e.into()),
@@ -109,6 +105,24 @@ impl BtCore {
                 "unexpected host signal {} (vector {}) in translated code",
                 f.signo, f.trapno
             ))),
+        }
+    }
+
+    /// Undoes what translated code had done to guest registers inside the
+    /// faulting instruction (see `translator::translate::fixup`).
+    fn apply_fixup(&mut self, fix: u8) {
+        use translator::translate::fixup;
+        if let Some(r) = fixup::swapped(fix) {
+            let v = self.state.gpr[r];
+            self.state.gpr[r] = (v & 0xffff_0000) | ((v & 0xff) << 8) | ((v >> 8) & 0xff);
+        }
+        if fix & fixup::SI_REBASED != 0 {
+            let base = self.state.seg_base[fixup::si_segment(fix)];
+            self.state.gpr[6] = self.state.gpr[6].wrapping_sub(base);
+        }
+        if fix & fixup::DI_REBASED != 0 {
+            let base = self.state.seg_base[0];
+            self.state.gpr[7] = self.state.gpr[7].wrapping_sub(base);
         }
     }
 

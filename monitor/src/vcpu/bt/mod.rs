@@ -25,6 +25,7 @@
 //!   completed at the start of the next `run`.
 
 mod context;
+mod debug;
 mod exec;
 mod faults;
 mod frames;
@@ -111,7 +112,11 @@ pub struct BtCore {
     code_frames: HashSet<u32>,
     /// With paging on: guest frame -> linear pages mapped to it in the window.
     rmap: HashMap<u32, Vec<u32>>,
-    pending_chain: Option<BranchSite>,
+    /// The direct branch that just missed, to chain once its target's
+    /// translation is entered: (site, target EIP, mode bits). It is only
+    /// chained to a translation of exactly that EIP and mode, whatever ran
+    /// in between (a debug trap, an exception, an exit request).
+    pending_chain: Option<(BranchSite, u32, u32)>,
     stats: BtStats,
     count_indirect: bool,
     hits_counter: Box<u64>,
@@ -123,6 +128,12 @@ pub struct BtCore {
     /// The registers a stop reports instead of the current ones: those at
     /// the fault whose delivery failed (a triple fault).
     stopped_registers: Option<RegisterDump>,
+    /// Events delivered through the IDT so far (the single-step trap is
+    /// not raised after an instruction that delivered one).
+    deliveries: u64,
+    /// The I/O instruction in progress began with TF set: #DB when it
+    /// completes.
+    trap_after_io: bool,
 }
 
 impl BtVcpu {
@@ -350,6 +361,8 @@ impl BtCore {
             pending_io: None,
             string_io_done: false,
             stopped_registers: None,
+            deliveries: 0,
+            trap_after_io: false,
         };
         core.sync_segments();
         Ok(core)
@@ -391,6 +404,7 @@ impl BtCore {
             flat: sys.flat(),
             cpl0: sys.cpl == 0,
             fpu_exits: sys.cr0.intersects(Cr0::TS | Cr0::EM),
+            wait_exits: sys.cr0.contains(Cr0::TS | Cr0::MP),
             sse_exits: !sys.cr4.contains(Cr4::OSFXSR),
             rdtsc_exits: sys.cpl > 0 && sys.cr4.contains(Cr4::TSD),
         }
@@ -398,13 +412,19 @@ impl BtCore {
 
     /// Runs translated code once, up to its next exit, and handles it.
     fn step(&mut self) -> Event {
+        if self.debug_stepping() {
+            return self.debug_step();
+        }
         let eip = self.state.eip;
         let id = match self.translation_for(eip, 0) {
             Ok(id) => id,
             Err(event) => return event,
         };
-        if let Some(site) = self.pending_chain.take() {
-            self.cache.chain(site, id);
+        if let Some((site, target, mode)) = self.pending_chain.take() {
+            let key = self.cache.get(id).key;
+            if key.eip == target && key.mode == mode {
+                self.cache.chain(site, id);
+            }
         }
         let entry = self.cache.exec_addr(self.cache.get(id).code_offset);
         self.run_translation(entry);
@@ -518,6 +538,7 @@ impl BtCore {
                 self.sys.cr4.bits() & 0xb0,
             ),
             cpl_user: self.sys.cpl == 3,
+            cs_base: self.sys.segment(Seg::Cs).base,
         }
     }
 
@@ -553,6 +574,7 @@ impl BtCore {
 
     /// Delivers `event` through the IDT, pushing `return_eip`.
     fn deliver(&mut self, event: crate::cpu::interrupt::Event, return_eip: u32) -> Event {
+        self.deliveries += 1;
         let before = self.mode_key();
         let registers_at_fault = self.stop(StopReason::Internal(String::new())).registers;
         let mut chain = Vec::new();
@@ -600,10 +622,14 @@ impl BtCore {
                 .unwrap_or([0; 4]),
         );
         let stub_offset = (rel32_offset as i64 + 4 + i64::from(rel)) as usize;
-        self.pending_chain = Some(BranchSite {
-            rel32_offset,
-            stub_offset,
-        });
+        self.pending_chain = Some((
+            BranchSite {
+                rel32_offset,
+                stub_offset,
+            },
+            self.state.eip,
+            t.key.mode,
+        ));
     }
 
     /// The translation for `eip`, made if needed. `single` asks for a
@@ -615,7 +641,12 @@ impl BtCore {
             )));
         }
         let mode = self.mode();
-        let phys = match self.linear_to_phys(eip, false) {
+        let cs = self.sys.segment(Seg::Cs);
+        if eip > cs.limit {
+            return Err(self.raise(Fault::Exception(Exception::GeneralProtection(0))));
+        }
+        let linear = cs.base.wrapping_add(eip);
+        let phys = match self.linear_to_phys(linear, false) {
             Ok(p) => p,
             Err(e) => return Err(self.raise(Fault::Exception(e))),
         };
@@ -661,12 +692,15 @@ impl BtCore {
         single: usize,
     ) -> Result<TransId, TranslateFailure> {
         let eip = key.eip;
-        let (bytes, next_frame) = self.code_bytes(eip, key.phys);
+        let linear = self.sys.segment(Seg::Cs).base.wrapping_add(eip);
+        let (bytes, next_frame) = self.code_bytes(linear, key.phys);
+        let page_end = eip.wrapping_add(PAGE_SIZE - (linear & (PAGE_SIZE - 1)));
         let code_offset = self.cache.aligned_next_offset();
         let host_base = self.cache.exec_addr(code_offset);
         let req = UnitRequest {
             eip,
             code: &bytes,
+            page_end,
             mode,
             host_base,
             stubs: self.stubs,
@@ -688,7 +722,7 @@ impl BtCore {
             return Err(TranslateFailure::Full);
         }
         let mut frames = vec![key.phys >> 12];
-        let crosses = (eip & (PAGE_SIZE - 1)) + unit.guest_len > PAGE_SIZE;
+        let crosses = (linear & (PAGE_SIZE - 1)) + unit.guest_len > PAGE_SIZE;
         if let (true, Some(f)) = (crosses, next_frame) {
             frames.push(f);
         }
@@ -719,8 +753,9 @@ impl BtCore {
         Ok(id)
     }
 
-    /// Guest code bytes from `eip` (at `phys`) to the end of its page plus up
-    /// to 15 bytes of the next page, and the next page's frame if mapped.
+    /// Guest code bytes from linear address `eip` (at `phys`) to the end of
+    /// its page plus up to 15 bytes of the next page, and the next page's
+    /// frame if mapped.
     fn code_bytes(&mut self, eip: u32, phys: u32) -> (Vec<u8>, Option<u32>) {
         let in_page = (PAGE_SIZE - (eip & (PAGE_SIZE - 1))) as usize;
         let avail = self.ram.size().saturating_sub(phys as usize).min(in_page);
@@ -821,6 +856,9 @@ struct ModeKey {
     paging: (u32, u32, u32),
     /// User rights: the window's mappings were made for CPL 3 or not.
     cpl_user: bool,
+    /// The indirect-branch table maps EIPs, which name other code under
+    /// another CS base.
+    cs_base: u32,
 }
 
 #[derive(Debug)]
