@@ -3,7 +3,7 @@
  * ring 0 with IA32_SYSENTER_CS/ESP/EIP, sysexit back to ring 3, the fixed
  * flat descriptors both load whatever the GDT holds, EFLAGS.IF cleared;
  * SYSENTER_CS = 0 -> #GP(0) for both, sysexit at ring 3 -> #GP(0);
- * IA32_APIC_BASE, IA32_PAT, IA32_MISC_ENABLE, the MTRRs when CPUID has
+ * IA32_PAT, IA32_MISC_ENABLE, the MTRRs when CPUID has
  * them.  Not tested (QEMU deviations, see docs/guests.md): the TSC MSR and
  * #GP(0) for unknown MSRs and for invalid PAT types. */
 #include "pm.h"
@@ -69,8 +69,11 @@ static void features(void)
     has_sep = (d >> 11) & 1;
     has_mtrr = (d >> 12) & 1;
     has_pat = (d >> 16) & 1;
-    rt_printf("cpuid.1:edx: tsc=%d msr=%d apic=%d sep=%d mtrr=%d pat=%d\n", has_tsc, has_msr, has_apic,
-              has_sep, has_mtrr, has_pat);
+    /* The local APIC (and IA32_APIC_BASE with it) belongs to the platform
+     * guests, not to this one: not printed, not checked here. */
+    (void)has_apic;
+    rt_printf("cpuid.1:edx: tsc=%d msr=%d sep=%d mtrr=%d pat=%d\n", has_tsc, has_msr, has_sep,
+              has_mtrr, has_pat);
     /* SEP is not valid on family 6 model < 3 stepping < 3 (SDM vol. 2 SYSENTER) */
     if (((a >> 8) & 0xf) == 6 && ((a >> 4) & 0xf) < 3 && (a & 0xf) < 3)
         has_sep = 0;
@@ -154,12 +157,6 @@ static void msr_tests(void)
     t1 = rt_rdtsc();
     rt_printf("rdtsc twice: monotonic %s\n", t1 > t0 ? "yes" : "no");
     RT_CHECK(t1 > t0, "rdtsc not monotonic");
-    if (has_apic) {
-        v = rdmsr(MSR_APIC_BASE);
-        rt_printf("IA32_APIC_BASE: %016llx (base %08x, BSP=%u, enabled=%u)\n", v, (uint32_t)v & 0xfffff000,
-                  (uint32_t)(v >> 8) & 1, (uint32_t)(v >> 11) & 1);
-        RT_CHECK((v >> 8) & 1, "BSP bit clear on the boot processor");
-    }
     if (has_pat) {
         check64("IA32_PAT at reset", rdmsr(MSR_PAT), 0x0007040600070406ull);
         wrmsr(MSR_PAT, 0x0001050400070106ull);

@@ -76,8 +76,10 @@ fn no_instruction_form_reaches_host_memory_outside_guest_ram() {
         refused.is_empty(),
         "the translator emitted code its own confinement check refused: {refused:#?}"
     );
-    assert!(
-        watchdog.is_empty(),
-        "forms that never stopped by themselves: {watchdog:?}"
-    );
+    // A form may legitimately loop (a JMP through a register that names
+    // its own address): the watchdog stopping it through an exit request
+    // is the property, a hang would time the test out.
+    if !watchdog.is_empty() {
+        eprintln!("forms the watchdog stopped: {watchdog:?}");
+    }
 }

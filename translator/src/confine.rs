@@ -9,8 +9,9 @@
 //!
 //! 1. every memory access iced-x86 reports for it is its explicit ModRM
 //!    memory operand (no implicit `DS:[EDI]`, `ES:[EDI]`, `[ESI]` or stack
-//!    access), whose base and index are 32-bit general registers (no
-//!    vector index, no XLAT `[EBX+AL]`);
+//!    access), whose base and index are 32- or 16-bit general registers
+//!    (the translator computes the offset, wrapping at 64 KiB for 16-bit
+//!    addressing; no vector index, no XLAT `[EBX+AL]`);
 //! 2. it does not use the stack (`is_stack_instruction`);
 //! 3. its control flow is `Next` (branches, calls, returns, interrupts and
 //!    XBEGIN would jump relative to host code);
@@ -33,7 +34,7 @@ pub enum NotConfined {
     /// It accesses memory other than through its explicit operand.
     ImplicitMemory,
     /// Its memory operand has a vector index (VSIB) or another register
-    /// than a 32-bit general register as base or index (XLAT's `[EBX+AL]`).
+    /// than a general register as base or index (XLAT's `[EBX+AL]`).
     AddressForm,
     /// It uses the stack.
     Stack,
@@ -79,7 +80,7 @@ pub fn check_generic(
 }
 
 fn is_address_register(r: Register) -> bool {
-    r == Register::None || r.is_gpr32()
+    r == Register::None || r.is_gpr32() || r.is_gpr16()
 }
 
 fn is_system(r: Register) -> bool {

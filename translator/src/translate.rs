@@ -44,6 +44,13 @@ pub struct Mode {
     pub sse_exits: bool,
     /// RDTSC goes to the monitor (CR4.TSD at CPL > 0: #GP).
     pub rdtsc_exits: bool,
+    /// The code segment is 16-bit (CS.D = 0): decode with 16-bit default
+    /// operand and address sizes; stack instructions, string instructions
+    /// and LOOP/JCXZ go to the monitor.
+    pub code16: bool,
+    /// The stack is 16-bit (SS.B = 0: SP, not ESP): every stack instruction
+    /// goes to the monitor.
+    pub stack16: bool,
 }
 
 impl Mode {
@@ -55,12 +62,29 @@ impl Mode {
             | u32::from(self.sse_exits) << 3
             | u32::from(self.rdtsc_exits) << 4
             | u32::from(self.wait_exits) << 5
+            | u32::from(self.code16) << 6
+            | u32::from(self.stack16) << 7
+    }
+
+    /// Decoding bitness.
+    fn bitness(self) -> u32 {
+        if self.code16 {
+            16
+        } else {
+            32
+        }
     }
 
     /// Whether `i` must go to the monitor in this mode.
     fn exits(self, i: &Instruction) -> bool {
         use Mnemonic::*;
         let class = crate::isa::fpu_class(i);
+        if (self.code16 || self.stack16) && uses_stack(i) {
+            return true;
+        }
+        if self.code16 && (i.is_string_instruction() || is_loop_like(i)) {
+            return true;
+        }
         match i.mnemonic() {
             Cli | Sti | Pushfd | Popfd => !self.cpl0,
             Rdtsc => self.rdtsc_exits,
@@ -72,6 +96,27 @@ impl Mode {
             },
         }
     }
+}
+
+/// An instruction that pushes or pops: its stack pointer arithmetic follows
+/// SS.B and its default sizes CS.D.
+fn uses_stack(i: &Instruction) -> bool {
+    i.is_stack_instruction()
+        || matches!(
+            i.flow_control(),
+            iced_x86::FlowControl::Call
+                | iced_x86::FlowControl::IndirectCall
+                | iced_x86::FlowControl::Return
+                | iced_x86::FlowControl::Interrupt
+        )
+}
+
+/// LOOP, LOOPE, LOOPNE, JCXZ, JECXZ.
+fn is_loop_like(i: &Instruction) -> bool {
+    matches!(
+        i.mnemonic(),
+        Mnemonic::Loop | Mnemonic::Loope | Mnemonic::Loopne | Mnemonic::Jecxz | Mnemonic::Jcxz
+    )
 }
 
 /// What the translator needs to translate one unit.
@@ -224,7 +269,12 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         fixup: fixup::NONE,
         info: InstructionInfoFactory::new(),
     };
-    let mut dec = Decoder::with_ip(32, req.code, u64::from(req.eip), DecoderOptions::NONE);
+    let mut dec = Decoder::with_ip(
+        req.mode.bitness(),
+        req.code,
+        u64::from(req.eip),
+        DecoderOptions::NONE,
+    );
     let mut pc_map = Vec::new();
     let mut fixups = Vec::new();
     let mut insns = Vec::new();
@@ -299,7 +349,7 @@ impl Ctx<'_> {
     /// branch's own effects, so an exit there restarts it cleanly.
     fn poll_if_backward(&mut self, i: &Instruction) -> Result<(), TranslateError> {
         let direct = matches!(i.op0_kind(), OpKind::NearBranch16 | OpKind::NearBranch32);
-        if direct && i.near_branch32() <= self.req.eip {
+        if direct && (i.near_branch_target() as u32) <= self.req.eip {
             self.poll()?;
         }
         Ok(())
@@ -454,27 +504,46 @@ impl Ctx<'_> {
         let base = i.memory_base();
         let index = i.memory_index();
         let disp = i.memory_displacement32();
-        if i.memory_displ_size() == 2 || base.size() == 2 || index.size() == 2 {
-            return Err(TranslateError::Unsupported("16-bit addressing"));
-        }
+        let sixteen = is_16bit_address(i);
         let seg_base = self.needs_seg_base(seg);
-        if !force_r10 && !seg_base && index == Register::None && disp == 0 && base != Register::None
+        if !sixteen
+            && !force_r10
+            && !seg_base
+            && index == Register::None
+            && disp == 0
+            && base != Register::None
         {
             return Ok(host64(base));
         }
-        if base == Register::None && index == Register::None {
-            self.ins(i2!(Code::Mov_r32_imm32, Register::R10D, disp)?)?;
-        } else {
-            self.ins(i2!(
-                Code::Lea_r32_m,
-                Register::R10D,
-                guest_address_operand(i)
-            )?)?;
-        }
+        self.offset_into_r10(i)?;
         if seg_base {
             self.add_seg_base(seg)?;
         }
         Ok(Register::R10)
+    }
+
+    /// R10D = the memory operand's offset: `[base + index*scale + disp]`
+    /// in 32 bits, or in 16 bits (wrapping at 64 KiB) for 16-bit addressing.
+    /// Touches no flags.
+    fn offset_into_r10(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+        let disp = i.memory_displacement32();
+        if i.memory_base() == Register::None && i.memory_index() == Register::None {
+            let disp = if is_16bit_address(i) {
+                disp & 0xffff
+            } else {
+                disp
+            };
+            return self.ins(i2!(Code::Mov_r32_imm32, Register::R10D, disp)?);
+        }
+        self.ins(i2!(
+            Code::Lea_r32_m,
+            Register::R10D,
+            guest_address_operand(i)
+        )?)?;
+        if is_16bit_address(i) {
+            self.ins(i2!(Code::Movzx_r32_rm16, Register::R10D, Register::R10W)?)?;
+        }
+        Ok(())
     }
 
     fn needs_seg_base(&self, seg: Register) -> bool {
@@ -562,8 +631,13 @@ impl Ctx<'_> {
         let dst = host(i.op0_register());
         let base = i.memory_base();
         let index = i.memory_index();
-        if base.size() == 2 || index.size() == 2 {
-            return Err(TranslateError::Unsupported("16-bit addressing"));
+        if is_16bit_address(i) {
+            self.offset_into_r10(i)?;
+            return if dst.size() == 2 {
+                self.ins(i2!(Code::Mov_r16_rm16, dst, Register::R10W)?)
+            } else {
+                self.ins(i2!(Code::Mov_r32_rm32, dst, Register::R10D)?)
+            };
         }
         let disp = i.memory_displacement32();
         if base == Register::None && index == Register::None {
@@ -588,6 +662,9 @@ impl Ctx<'_> {
             Register::R10D,
             mem(Register::RBX, Register::R10, 0)
         )?)?;
+        if i.memory_base() == Register::BX {
+            self.ins(i2!(Code::Movzx_r32_rm16, Register::R10D, Register::R10W)?)?;
+        }
         let seg = i.memory_segment();
         if self.needs_seg_base(seg) {
             self.add_seg_base(seg)?;
@@ -881,10 +958,10 @@ impl Ctx<'_> {
     fn jmp(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
         match i.op0_kind() {
             OpKind::NearBranch32 | OpKind::NearBranch16 => {
-                self.chain_exit(i.near_branch32())?;
+                self.chain_exit(i.near_branch_target() as u32)?;
                 Ok(true)
             }
-            OpKind::Register | OpKind::Memory => {
+            OpKind::Register | OpKind::Memory if i.code() == Code::Jmp_rm32 => {
                 self.target_to_r9(i)?;
                 self.indirect()?;
                 Ok(true)
@@ -897,7 +974,7 @@ impl Ctx<'_> {
         let Some(cc) = cc_bits(i.condition_code()) else {
             return self.emulate_exit(i.ip32());
         };
-        self.chain_jcc(cc, i.near_branch32())?;
+        self.chain_jcc(cc, i.near_branch_target() as u32)?;
         self.chain_exit(i.next_ip32())?;
         Ok(true)
     }
@@ -936,9 +1013,9 @@ impl Ctx<'_> {
         if i.mnemonic() == Mnemonic::Jecxz {
             self.chain_exit(i.next_ip32())?;
             self.e.bind(take);
-            self.chain_exit(i.near_branch32())?;
+            self.chain_exit(i.near_branch_target() as u32)?;
         } else {
-            self.chain_exit(i.near_branch32())?;
+            self.chain_exit(i.near_branch_target() as u32)?;
             self.e.bind(fall);
             self.chain_exit(i.next_ip32())?;
             self.e.bind(take);
@@ -957,7 +1034,7 @@ impl Ctx<'_> {
         match i.op0_kind() {
             OpKind::NearBranch32 => {
                 self.push_return(i.next_ip32())?;
-                self.chain_exit(i.near_branch32())?;
+                self.chain_exit(i.near_branch_target() as u32)?;
                 Ok(true)
             }
             OpKind::Register | OpKind::Memory if i.code() == Code::Call_rm32 => {
@@ -1228,6 +1305,16 @@ fn string_bytes(i: &Instruction, code: &[u8], unit_eip: u32) -> Result<Vec<u8>, 
         .copied()
         .filter(|b| !matches!(b, 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65))
         .collect())
+}
+
+/// The memory operand uses 16-bit addressing (`[bx+si]`, `[bp+disp]`, a
+/// 16-bit displacement alone).
+fn is_16bit_address(i: &Instruction) -> bool {
+    i.memory_base().size() == 2
+        || i.memory_index().size() == 2
+        || (i.memory_base() == Register::None
+            && i.memory_index() == Register::None
+            && i.memory_displ_size() == 2)
 }
 
 /// The guest's address expression `[base + index*scale + disp]` over the

@@ -25,6 +25,8 @@
 //!   permission, IOPL-sensitive and privileged instructions, SYSENTER and
 //!   SYSEXIT, FPU availability).
 //! - [`segment`]: descriptor-table access and segment-register loads.
+//! - [`instr`]: the ordinary instructions the monitor carries out (stack,
+//!   string, loop and BCD forms translation leaves to it);
 //! - [`interrupt`] and [`task`]: event delivery through the IDT, IRET, and
 //!   task switches.
 
@@ -33,6 +35,7 @@ pub mod descriptor;
 pub mod exception;
 pub mod far;
 pub mod flags;
+pub mod instr;
 pub mod interrupt;
 pub mod msr;
 pub mod segment;

@@ -12,13 +12,18 @@ use crate::cpu::context::{
 };
 use crate::cpu::descriptor::Selector;
 use crate::cpu::flags::Eflags;
+use crate::cpu::instr::operand::{
+    memory_operand, operand_register_size, read_memory, read_operand, reg_value, set_reg,
+    write_operand,
+};
+use crate::cpu::instr::{self, Completion};
 use crate::cpu::interrupt::{Event as CpuEvent, SoftwareKind};
 use crate::cpu::msr;
 use crate::cpu::state::Seg;
 use crate::cpu::system::{self, FpuKind};
 use crate::cpu::{far, interrupt, segment};
 use crate::cpu::{AccessKind, Exception, Fault, Privilege};
-use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
+use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind};
 use translator::{Availability, FpuClass};
 
 /// What carrying out one instruction led to.
@@ -149,7 +154,14 @@ pub(super) fn fetch(core: &mut BtCore) -> Res<Instruction> {
         }
         avail += chunk;
     }
-    let insn = Decoder::with_ip(32, &bytes[..avail], u64::from(eip), DecoderOptions::NONE).decode();
+    let bitness = if core.sys().code32() { 32 } else { 16 };
+    let insn = Decoder::with_ip(
+        bitness,
+        &bytes[..avail],
+        u64::from(eip),
+        DecoderOptions::NONE,
+    )
+    .decode();
     if insn.is_invalid() {
         return Err(match first_fault {
             Some(e) if avail < 15 && insn.len() == 0 => e.into(),
@@ -235,8 +247,23 @@ fn run(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
         }
         Mov if is_cr_or_dr(i) => control_register(core, i),
         Mov => mov_sreg(core, i),
-        Pop if i.op0_kind() == OpKind::Memory => pop_memory(core, i),
-        Pop => pop_sreg(core, i),
+        Pop if i.op0_kind() == OpKind::Register && i.op0_register().is_segment_register() => {
+            pop_sreg(core, i)
+        }
+        Pop => done(instr::stack::pop_operand(core, i)),
+        Push => done(instr::stack::push_operand(core, i)),
+        Pusha | Pushad => done(instr::stack::pusha(core, i)),
+        Popa | Popad => done(instr::stack::popa(core, i)),
+        Call if is_near(i) => done(instr::stack::call_near(core, i, i.next_ip32())),
+        Jmp if is_near(i) => done(instr::stack::jmp_near(core, i)),
+        Ret => done(instr::stack::ret_near(core, i)),
+        Loop | Loope | Loopne | Jcxz | Jecxz => done(instr::flow::loop_like(core, i)),
+        Movsb | Movsw | Movsd | Stosb | Stosw | Stosd | Lodsb | Lodsw | Lodsd | Cmpsb | Cmpsw
+        | Cmpsd | Scasb | Scasw | Scasd
+            if i.is_string_instruction() =>
+        {
+            done(instr::string::execute(core, i))
+        }
         Lds | Les | Lfs | Lgs | Lss => load_far_pointer(core, i),
         Jmp | Call => far_transfer(core, i),
         Retf => {
@@ -277,18 +304,8 @@ fn run(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
             pop(core, size.bytes())?;
             Ok(Flow::Next)
         }
-        Pusha if i.code() == Code::Pushaw => push16_all(core),
-        Popa if i.code() == Code::Popaw => pop16_all(core),
-        Daa | Das | Aaa | Aas | Aam | Aad => bcd(core, i),
-        Salc => {
-            let al = if core.eflags().contains(Eflags::CF) {
-                0xff
-            } else {
-                0
-            };
-            core.set_gpr(EAX, (core.gpr(EAX) & !0xff) | al);
-            Ok(Flow::Next)
-        }
+        Daa | Das | Aaa | Aas | Aam | Aad => done(instr::bcd::bcd(core, i)),
+        Salc => done(Ok(instr::bcd::salc(core))),
         Wbinvd | Invd => {
             system::require_cpl0(core)?;
             Ok(Flow::Next)
@@ -298,8 +315,8 @@ fn run(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
             core.invalidate_linear_page();
             Ok(Flow::Next)
         }
-        Enter => enter(core, i),
-        Leave => leave(core, i),
+        Enter => done(instr::stack::enter(core, i)),
+        Leave => done(instr::stack::leave(core, i)),
         Rdmsr | Wrmsr => msr_access(core, i),
         Rdtsc => {
             let tsc = system::rdtsc(core)?;
@@ -335,6 +352,29 @@ fn run(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
         )),
         _ => Err(Fault::Unsupported(unsupported_name(i))),
     }
+}
+
+/// A completed system-model instruction as a flow.
+fn done(r: Result<Completion, Fault>) -> Res<Flow> {
+    r.map(|c| match c {
+        Completion::Next => Flow::Next,
+        Completion::Jumped => Flow::Jumped,
+    })
+}
+
+/// A near (not far) JMP or CALL.
+fn is_near(i: &Instruction) -> bool {
+    !matches!(
+        i.code(),
+        Code::Jmp_ptr1632
+            | Code::Jmp_ptr1616
+            | Code::Jmp_m1632
+            | Code::Jmp_m1616
+            | Code::Call_ptr1632
+            | Code::Call_ptr1616
+            | Code::Call_m1632
+            | Code::Call_m1616
+    )
 }
 
 fn software(vector: u8, kind: SoftwareKind) -> Flow {
@@ -450,74 +490,6 @@ fn far_transfer(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
     Ok(Flow::Jumped)
 }
 
-/// ENTER size, level (the forms the translator leaves to the monitor: a
-/// nesting level, or a 16-bit operand size), per the SDM's algorithm:
-/// push (E)BP, copy `level - 1` frame pointers from the old frame, push
-/// the new frame pointer, then (E)BP = frame, (E)SP -= size. Every read
-/// and write is made before any register changes.
-fn enter(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
-    use crate::cpu::context::{check_frame, stack_pointer, write_frame};
-    let width = if i.code() == Code::Enterw_imm16_imm8 {
-        2
-    } else {
-        4
-    };
-    let size = u32::from(i.immediate16());
-    let level = u32::from(i.immediate8_2nd() & 0x1f);
-    let ss = core.sys().segment(Seg::Ss);
-    let stack_mask = if ss.big() { u32::MAX } else { 0xffff };
-    let ebp = core.gpr(5);
-    let mut values = vec![ebp];
-    let frame = stack_pointer(core).wrapping_sub(width) & stack_mask;
-    if level > 0 {
-        let mut bp = ebp & stack_mask;
-        for _ in 1..level {
-            bp = bp.wrapping_sub(width) & stack_mask;
-            let mut b = [0u8; 4];
-            seg_read(core, Seg::Ss, bp, &mut b[..width as usize])?;
-            values.push(u32::from_le_bytes(b));
-        }
-        values.push(frame);
-    }
-    let esp = core.gpr(ESP);
-    check_frame(ss, esp, values.len() as u32, width, 0)?;
-    let after = write_frame(core, ss, esp, width, &values, Privilege::Current)?;
-    let new_sp = (after & stack_mask).wrapping_sub(size) & stack_mask;
-    check_frame(ss, after, 0, width, 0)?;
-    let new_ebp = if width == 2 {
-        (ebp & 0xffff_0000) | (frame & 0xffff)
-    } else {
-        frame
-    };
-    core.set_gpr(5, new_ebp);
-    core.set_gpr(ESP, (esp & !stack_mask) | new_sp);
-    Ok(Flow::Next)
-}
-
-/// LEAVE with a 16-bit operand size or stack: (E)SP = (E)BP, then pop
-/// (E)BP.
-fn leave(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
-    let width = if i.code() == Code::Leavew { 2 } else { 4 };
-    let ss = core.sys().segment(Seg::Ss);
-    let stack_mask = if ss.big() { u32::MAX } else { 0xffff };
-    let ebp = core.gpr(5);
-    let mut b = [0u8; 4];
-    seg_read(core, Seg::Ss, ebp & stack_mask, &mut b[..width as usize])?;
-    let value = u32::from_le_bytes(b);
-    let esp = core.gpr(ESP);
-    core.set_gpr(
-        ESP,
-        (esp & !stack_mask) | ((ebp & stack_mask).wrapping_add(width) & stack_mask),
-    );
-    let new_ebp = if width == 2 {
-        (ebp & 0xffff_0000) | (value & 0xffff)
-    } else {
-        value
-    };
-    core.set_gpr(5, new_ebp);
-    Ok(Flow::Next)
-}
-
 /// BOUND: #BR when the signed index lies outside [lower, upper].
 fn bound(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
     let size = i.op0_register().size();
@@ -557,133 +529,6 @@ fn unsupported_name(i: &Instruction) -> &'static str {
         Mnemonic::Enter => "ENTER with a nesting level",
         _ => "an instruction form the monitor does not carry out",
     }
-}
-
-// ----- operands -------------------------------------------------------------
-
-fn gpr_index(r: Register) -> usize {
-    r.full_register32().number()
-}
-
-fn is_high_byte(r: Register) -> bool {
-    matches!(r, Register::AH | Register::CH | Register::DH | Register::BH)
-}
-
-fn reg_value(core: &BtCore, r: Register) -> u32 {
-    if let Some(seg) = Seg::from_iced(r) {
-        return u32::from(core.sys().segment(seg).selector.0);
-    }
-    let full = core.gpr(gpr_index(r));
-    match r.size() {
-        4 => full,
-        2 => full & 0xffff,
-        _ if is_high_byte(r) => (full >> 8) & 0xff,
-        _ => full & 0xff,
-    }
-}
-
-fn set_reg(core: &mut BtCore, r: Register, val: u32) {
-    let n = gpr_index(r);
-    let old = core.gpr(n);
-    let new = match r.size() {
-        4 => val,
-        2 => (old & 0xffff_0000) | (val & 0xffff),
-        _ if is_high_byte(r) => (old & !0xff00) | ((val & 0xff) << 8),
-        _ => (old & !0xff) | (val & 0xff),
-    };
-    core.set_gpr(n, new);
-}
-
-fn operand_register_size(i: &Instruction, n: u32) -> Option<usize> {
-    (i.op_kind(n) == OpKind::Register).then(|| i.op_register(n).size())
-}
-
-/// The memory operand's segment and offset (address-size wrap applied).
-fn memory_operand(core: &BtCore, i: &Instruction) -> Res<(Seg, u32)> {
-    if i.memory_base().size() == 2 || i.memory_index().size() == 2 {
-        return Err(Fault::Unsupported(
-            "16-bit addressing in monitor-run instructions",
-        ));
-    }
-    let operand = (0..i.op_count())
-        .find(|&n| i.op_kind(n) == OpKind::Memory)
-        .ok_or(Fault::Unsupported("this operand address form"))?;
-    let offset = i
-        .virtual_address(operand, 0, |r, _, _| {
-            Some(if r.is_segment_register() {
-                0
-            } else {
-                u64::from(reg_value(core, r))
-            })
-        })
-        .ok_or(Fault::Unsupported("this operand address form"))? as u32;
-    let seg = Seg::from_iced(i.memory_segment()).unwrap_or(Seg::Ds);
-    Ok((seg, offset))
-}
-
-fn read_memory(core: &mut BtCore, i: &Instruction, buf: &mut [u8]) -> Res<()> {
-    let (seg, offset) = memory_operand(core, i)?;
-    seg_read(core, seg, offset, buf).map_err(Fault::from)
-}
-
-fn write_memory(core: &mut BtCore, i: &Instruction, data: &[u8]) -> Res<()> {
-    let (seg, offset) = memory_operand(core, i)?;
-    seg_write(core, seg, offset, data).map_err(Fault::from)
-}
-
-fn read_operand(core: &mut BtCore, i: &Instruction, n: u32, size: usize) -> Res<u32> {
-    match i.op_kind(n) {
-        OpKind::Register => Ok(reg_value(core, i.op_register(n))),
-        OpKind::Memory => {
-            let mut b = [0u8; 4];
-            read_memory(core, i, &mut b[..size])?;
-            Ok(u32::from_le_bytes(b))
-        }
-        _ => Ok(i.immediate(n) as u32),
-    }
-}
-
-fn write_operand(core: &mut BtCore, i: &Instruction, n: u32, val: u32, size: usize) -> Res<()> {
-    match i.op_kind(n) {
-        OpKind::Register => {
-            set_reg(core, i.op_register(n), val);
-            Ok(())
-        }
-        _ => write_memory(core, i, &val.to_le_bytes()[..size]),
-    }
-}
-
-// ----- 16-bit stack forms -----------------------------------------------------
-
-fn push16_all(core: &mut BtCore) -> Res<Flow> {
-    let sp = core.gpr(ESP);
-    let image: Vec<u8> = [EAX, ECX, EDX, EBX, ESP, 5, ESI, EDI]
-        .iter()
-        .rev()
-        .flat_map(|&r| {
-            let v = if r == ESP { sp } else { core.gpr(r) };
-            (v as u16).to_le_bytes()
-        })
-        .collect();
-    let base = sp.wrapping_sub(16);
-    seg_write(core, Seg::Ss, base, &image)?;
-    core.set_gpr(ESP, base);
-    Ok(Flow::Next)
-}
-
-fn pop16_all(core: &mut BtCore) -> Res<Flow> {
-    let sp = core.gpr(ESP);
-    let mut image = [0u8; 16];
-    seg_read(core, Seg::Ss, sp, &mut image)?;
-    for n in 0..8 {
-        let reg = 7 - n;
-        if reg != ESP {
-            let val = u16::from_le_bytes([image[2 * n], image[2 * n + 1]]);
-            core.set_gpr(reg, (core.gpr(reg) & 0xffff_0000) | u32::from(val));
-        }
-    }
-    core.set_gpr(ESP, sp.wrapping_add(16));
-    Ok(Flow::Next)
 }
 
 // ----- port I/O -----------------------------------------------------------------
@@ -858,23 +703,6 @@ fn mov_sreg(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
     Ok(Flow::Next)
 }
 
-/// POP to memory (the forms the translator leaves to the monitor: an
-/// ESP-based destination). The destination's address is computed after
-/// ESP is incremented (SDM vol. 2, POP); a fault on the store leaves ESP
-/// as it was.
-fn pop_memory(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
-    let size = if i.code() == Code::Pop_rm16 { 2 } else { 4 };
-    let esp = core.gpr(ESP);
-    let value = crate::cpu::context::read_stack(core, 0, size)?;
-    let sp = crate::cpu::context::stack_pointer(core);
-    crate::cpu::context::set_stack_pointer(core, sp.wrapping_add(size));
-    if let Err(e) = write_operand(core, i, 0, value, size as usize) {
-        core.set_gpr(ESP, esp);
-        return Err(e);
-    }
-    Ok(Flow::Next)
-}
-
 fn pop_sreg(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
     let seg = Seg::from_iced(i.op0_register()).unwrap_or(Seg::Ds);
     let size = if i.code() == Code::Popw_DS
@@ -1035,92 +863,4 @@ fn enter_mmx_state(core: &mut BtCore) {
     fx[4] = 0xff;
     let fsw = u16::from_le_bytes([fx[2], fx[3]]) & !0x3800;
     fx[2..4].copy_from_slice(&fsw.to_le_bytes());
-}
-
-// ----- BCD ------------------------------------------------------------------------------
-
-fn parity(b: u8) -> u32 {
-    if b.count_ones().is_multiple_of(2) {
-        Eflags::PF.bits()
-    } else {
-        0
-    }
-}
-
-fn szp(b: u8) -> u32 {
-    (if b == 0 { Eflags::ZF.bits() } else { 0 })
-        | (if b & 0x80 != 0 { Eflags::SF.bits() } else { 0 })
-        | parity(b)
-}
-
-fn bcd(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
-    const CF: u32 = Eflags::CF.bits();
-    const AF: u32 = Eflags::AF.bits();
-    const PF: u32 = Eflags::PF.bits();
-    let flags = core.eflags().bits();
-    let eax = core.gpr(EAX);
-    let (al, ah) = ((eax & 0xff) as u8, ((eax >> 8) & 0xff) as u8);
-    let (cf, af) = (flags & CF != 0, flags & AF != 0);
-    let (new_ax, new_flags): (u16, u32) = match i.mnemonic() {
-        Mnemonic::Daa | Mnemonic::Das => {
-            let sub = i.mnemonic() == Mnemonic::Das;
-            let (mut a, mut c, mut af2) = (al, false, false);
-            if (al & 0xf) > 9 || af {
-                let (r, carry) = if sub {
-                    al.overflowing_sub(6)
-                } else {
-                    al.overflowing_add(6)
-                };
-                a = r;
-                c = cf || carry;
-                af2 = true;
-            }
-            if al > 0x99 || cf {
-                a = if sub {
-                    a.wrapping_sub(0x60)
-                } else {
-                    a.wrapping_add(0x60)
-                };
-                c = true;
-            }
-            (
-                u16::from(ah) << 8 | u16::from(a),
-                szp(a) | if c { CF } else { 0 } | if af2 { AF } else { 0 },
-            )
-        }
-        Mnemonic::Aaa | Mnemonic::Aas => {
-            let sub = i.mnemonic() == Mnemonic::Aas;
-            if (al & 0xf) > 9 || af {
-                let ax = (u16::from(ah) << 8) | u16::from(al);
-                let ax = if sub {
-                    ax.wrapping_sub(6).wrapping_sub(0x100)
-                } else {
-                    ax.wrapping_add(0x106)
-                };
-                (ax & 0xff0f, AF | CF | szp((ax & 0xff) as u8 & 0x0f) & PF)
-            } else {
-                (
-                    (u16::from(ah) << 8) | u16::from(al & 0xf),
-                    szp(al & 0x0f) & PF,
-                )
-            }
-        }
-        Mnemonic::Aam => {
-            let base = i.immediate8();
-            if base == 0 {
-                return Err(Exception::DivideError.into());
-            }
-            let (q, r) = (al / base, al % base);
-            ((u16::from(q) << 8) | u16::from(r), szp(r))
-        }
-        _ => {
-            let base = i.immediate8();
-            let r = al.wrapping_add(ah.wrapping_mul(base));
-            (u16::from(r), szp(r))
-        }
-    };
-    core.set_gpr(EAX, (eax & 0xffff_0000) | u32::from(new_ax));
-    let defined = Eflags::ARITHMETIC.bits();
-    core.set_eflags(Eflags::from_raw((flags & !defined) | new_flags));
-    Ok(Flow::Next)
 }

@@ -204,6 +204,13 @@ impl Vcpu for BtVcpu {
                 None => self.core.step(),
             };
             match event {
+                // Code the monitor runs (a long REP string instruction
+                // restarted in slices, say) never reaches a poll: requests
+                // are checked here too.
+                Event::Continue if self.core.exit_requested() => {
+                    self.core.serve_exit_request();
+                    return VcpuExit::Interrupted;
+                }
                 Event::Continue => {}
                 Event::Io => break,
                 Event::Hlt => return VcpuExit::Hlt,
@@ -407,6 +414,8 @@ impl BtCore {
             wait_exits: sys.cr0.contains(Cr0::TS | Cr0::MP),
             sse_exits: !sys.cr4.contains(Cr4::OSFXSR),
             rdtsc_exits: sys.cpl > 0 && sys.cr4.contains(Cr4::TSD),
+            code16: !sys.code32(),
+            stack16: !sys.stack32(),
         }
     }
 
@@ -635,11 +644,6 @@ impl BtCore {
     /// The translation for `eip`, made if needed. `single` asks for a
     /// one-instruction unit that is not cached for lookup.
     fn translation_for(&mut self, eip: u32, single: usize) -> Result<TransId, Event> {
-        if !self.sys.code32() {
-            return Err(Event::Stop(StopReason::Unsupported(
-                "the guest runs a 16-bit code segment, which binary translation does not handle yet".into(),
-            )));
-        }
         let mode = self.mode();
         let cs = self.sys.segment(Seg::Cs);
         if eip > cs.limit {
