@@ -116,7 +116,7 @@ fn run_high_bandwidth_only(vcpu: &mut BtVcpu, backdoor: &mut Backdoor) -> Result
             }
             VcpuExit::IoOut { .. } => return Ok(()),
             VcpuExit::Stopped(stop) => return Err(stop.to_string()),
-            VcpuExit::Hlt | VcpuExit::Interrupted => {}
+            VcpuExit::Hlt | VcpuExit::Interrupted | VcpuExit::InterruptWindow => {}
         }
     }
 }

@@ -168,7 +168,7 @@ fn drive(vcpu: &mut BtVcpu, stop: &AtomicBool) -> Outcome {
             VcpuExit::IoOut { port: 0xf4, .. } => return Outcome::Exited,
             VcpuExit::IoOut { .. } => {}
             VcpuExit::Hlt => return Outcome::Exited,
-            VcpuExit::Interrupted => {}
+            VcpuExit::Interrupted | VcpuExit::InterruptWindow => {}
             VcpuExit::Stopped(s) => return Outcome::Stopped(s),
         }
         if stop.load(Ordering::SeqCst) {

@@ -118,6 +118,16 @@ pub struct CpuState {
     pub exit_reason: u32,
     /// Virtual interrupt flag (1 = enabled), written inline by CLI/STI.
     pub vif: u32,
+    /// 1 when `shadow_eip` is the instruction in an interrupt shadow (the
+    /// one after an STI that set IF, or after MOV SS/POP SS): no external
+    /// interrupt before it completes. Written inline by STI.
+    pub shadow: u32,
+    /// The EIP of the instruction in the interrupt shadow.
+    pub shadow_eip: u32,
+    /// 1 while the monitor waits for an interrupt window: inline STI and
+    /// POPF that set IF exit to the monitor instead (translated code only
+    /// runs with this set while IF = 0).
+    pub window_wanted: u32,
     /// Host RSP at entry, restored by every exit path.
     pub host_rsp: u64,
     /// Host address of guest linear 0 (loaded into R15).
@@ -154,6 +164,9 @@ impl Default for CpuState {
             eflags: 2,
             exit_reason: 0,
             vif: 0,
+            shadow: 0,
+            shadow_eip: 0,
+            window_wanted: 0,
             host_rsp: 0,
             window: 0,
             ibtc: std::sync::atomic::AtomicU64::new(0),
@@ -190,6 +203,12 @@ pub mod off {
     pub const EXIT_REASON: i32 = offset_of!(CpuState, exit_reason) as i32;
     /// `vif`.
     pub const VIF: i32 = offset_of!(CpuState, vif) as i32;
+    /// `shadow`.
+    pub const SHADOW: i32 = offset_of!(CpuState, shadow) as i32;
+    /// `shadow_eip`.
+    pub const SHADOW_EIP: i32 = offset_of!(CpuState, shadow_eip) as i32;
+    /// `window_wanted`.
+    pub const WINDOW_WANTED: i32 = offset_of!(CpuState, window_wanted) as i32;
     /// `host_rsp`.
     pub const HOST_RSP: i32 = offset_of!(CpuState, host_rsp) as i32;
     /// `window`.

@@ -463,9 +463,8 @@ impl Ctx<'_> {
             Mnemonic::Popfd => self.popfd(i).map(|_| false),
             Mnemonic::Leave => self.leave(i).map(|_| i.code() != Code::Leaved),
             Mnemonic::Enter => self.enter(i),
-            Mnemonic::Cli | Mnemonic::Sti => {
-                self.set_vif(i.mnemonic() == Mnemonic::Sti).map(|_| false)
-            }
+            Mnemonic::Cli => self.set_vif(false).map(|_| false),
+            Mnemonic::Sti => self.sti(i).map(|_| false),
             Mnemonic::Xlatb => self.xlat(i).map(|_| false),
             Mnemonic::Lea => self.lea(i).map(|_| false),
             Mnemonic::Movsb
@@ -676,6 +675,35 @@ impl Ctx<'_> {
         )?)
     }
 
+    /// STI at CPL 0: IF set, and the next instruction in the interrupt
+    /// shadow. While the monitor waits for an interrupt window, the monitor
+    /// carries out the STI (and then delivers the interrupt).
+    fn sti(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+        let keep_going = self.e.label();
+        self.ins(Instruction::with(Code::Pushfq))?;
+        self.ins(i2!(
+            Code::Cmp_rm32_imm8,
+            mem(Register::R14, Register::None, off::WINDOW_WANTED.into()),
+            0u32
+        )?)?;
+        self.e.jcc_label(4, keep_going);
+        self.ins(Instruction::with(Code::Popfq))?;
+        self.emulate_exit(i.ip32())?;
+        self.e.bind(keep_going);
+        self.ins(Instruction::with(Code::Popfq))?;
+        self.set_vif(true)?;
+        self.ins(i2!(
+            Code::Mov_rm32_imm32,
+            mem(Register::R14, Register::None, off::SHADOW_EIP.into()),
+            i.next_ip32()
+        )?)?;
+        self.ins(i2!(
+            Code::Mov_rm32_imm32,
+            mem(Register::R14, Register::None, off::SHADOW.into()),
+            1u32
+        )?)
+    }
+
     fn set_vif(&mut self, on: bool) -> Result<(), TranslateError> {
         self.ins(i2!(
             Code::Mov_rm32_imm32,
@@ -876,16 +904,32 @@ impl Ctx<'_> {
     fn popfd(&mut self, i: &Instruction) -> Result<(), TranslateError> {
         let at = self.stack_address(Register::R8)?;
         self.load32(Register::R9D, mem(Register::R15, at, 0))?;
-        // Setting TF changes the translation mode (single-step): the monitor
-        // does that POPFD. The guest's flags are saved around the test.
+        // Setting TF changes the translation mode (single-step), and setting
+        // IF while the monitor waits for an interrupt window opens it: the
+        // monitor does those POPFDs. The guest's flags are saved around the
+        // tests.
         let keep_going = self.e.label();
+        let to_monitor = self.e.label();
         self.ins(Instruction::with(Code::Pushfq))?;
         self.ins(i2!(
             Code::Test_rm32_imm32,
             Register::R9D,
             crate::state::FLAG_TF
         )?)?;
+        self.e.jcc_label(5, to_monitor);
+        self.ins(i2!(
+            Code::Test_rm32_imm32,
+            Register::R9D,
+            crate::state::FLAG_IF
+        )?)?;
         self.e.jcc_label(4, keep_going);
+        self.ins(i2!(
+            Code::Cmp_rm32_imm8,
+            mem(Register::R14, Register::None, off::WINDOW_WANTED.into()),
+            0u32
+        )?)?;
+        self.e.jcc_label(4, keep_going);
+        self.e.bind(to_monitor);
         self.ins(Instruction::with(Code::Popfq))?;
         self.emulate_exit(i.ip32())?;
         self.e.bind(keep_going);

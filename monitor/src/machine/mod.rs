@@ -134,6 +134,9 @@ fn exit_loop(vcpu: &mut dyn Vcpu, board: &mut Board) -> RunEnd {
                 })
             }
             VcpuExit::Interrupted => {}
+            // The board has no interrupt controller yet, so it never asks
+            // for a window; should one open anyway, stop waiting for it.
+            VcpuExit::InterruptWindow => vcpu.request_interrupt_window(false),
             VcpuExit::Stopped(stop) => return RunEnd::Stopped(stop),
         }
     }

@@ -204,6 +204,11 @@ pub enum VcpuExit<'a> {
     },
     /// HLT with interrupts enabled: the guest waits for an interrupt.
     Hlt,
+    /// The guest can take an external interrupt now (IF = 1, no interrupt
+    /// shadow, at an instruction boundary): [`Vcpu::inject_interrupt`]
+    /// delivers one. Only returned while a window is requested
+    /// ([`Vcpu::request_interrupt_window`]).
+    InterruptWindow,
     /// The platform asked the vCPU to stop running for a moment
     /// ([`Vcpu::request_exit`]); the guest is at an instruction boundary.
     Interrupted,
@@ -231,6 +236,29 @@ pub trait Vcpu {
     fn request_exit(&self);
     /// Counters.
     fn stats(&self) -> VcpuStats;
+    /// While `on`, `run` returns [`VcpuExit::InterruptWindow`] as soon as
+    /// the guest can take an external interrupt (at once if it can now).
+    /// A guest with IF = 0 runs on until it sets IF.
+    fn request_interrupt_window(&mut self, on: bool);
+    /// Delivers external interrupt `vector` through the guest's IDT before
+    /// the next instruction. Only possible while the window is open (after
+    /// [`VcpuExit::InterruptWindow`], or whenever IF = 1 outside a shadow
+    /// and no I/O instruction is in progress). A delivery that fails ends
+    /// in a stop the next `run` returns (a triple fault).
+    fn inject_interrupt(&mut self, vector: u8) -> Result<(), InjectError>;
+    /// Raises an NMI: delivered (vector 2) at the next instruction boundary
+    /// where NMIs are not blocked (by a running NMI handler, until its
+    /// IRET, or by an interrupt shadow). At most one NMI is kept pending.
+    fn inject_nmi(&mut self);
+}
+
+/// Why an interrupt could not be injected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InjectError {
+    /// The guest cannot take an external interrupt now (IF = 0, an
+    /// interrupt shadow, or an I/O instruction in progress).
+    #[error("the guest cannot take an external interrupt now (interrupt window closed)")]
+    WindowClosed,
 }
 
 /// EFLAGS as the register dump shows them, for backends that keep IF

@@ -33,7 +33,8 @@ mod frames;
 use crate::cpu::{Eflags, Exception, Fault, Seg, SystemState};
 use crate::cpuid::CpuModel;
 use crate::vcpu::{
-    GuestRegisters, GuestStop, IoAccess, RegisterDump, StopReason, Vcpu, VcpuExit, VcpuStats,
+    GuestRegisters, GuestStop, InjectError, IoAccess, RegisterDump, StopReason, Vcpu, VcpuExit,
+    VcpuStats,
 };
 use codecache::{BranchSite, CacheError, CodeCache, TransId, TransKey, Translation};
 use exec::{ExecOutcome, PendingIo};
@@ -71,6 +72,10 @@ pub struct BtStats {
     pub hidden_faults: u64,
     /// Exceptions raised by guest instructions.
     pub exceptions: u64,
+    /// External interrupts injected.
+    pub external_interrupts: u64,
+    /// NMIs delivered.
+    pub nmis: u64,
 }
 
 /// Why a vCPU could not be built.
@@ -134,6 +139,11 @@ pub struct BtCore {
     /// The I/O instruction in progress began with TF set: #DB when it
     /// completes.
     trap_after_io: bool,
+    /// An NMI waits for NMIs to be unblocked.
+    pending_nmi: bool,
+    /// A stop found outside `run` (an injected interrupt that could not be
+    /// delivered), returned by the next `run`.
+    deferred_stop: Option<StopReason>,
 }
 
 impl BtVcpu {
@@ -201,7 +211,10 @@ impl Vcpu for BtVcpu {
         loop {
             let event = match self.core.pending_io.take() {
                 Some(io) => self.core.resume_io(io, &self.io_data),
-                None => self.core.step(),
+                None => match self.core.interrupt_event() {
+                    Some(event) => event,
+                    None => self.core.step(),
+                },
             };
             match event {
                 // Code the monitor runs (a long REP string instruction
@@ -214,6 +227,7 @@ impl Vcpu for BtVcpu {
                 Event::Continue => {}
                 Event::Io => break,
                 Event::Hlt => return VcpuExit::Hlt,
+                Event::InterruptWindow => return VcpuExit::InterruptWindow,
                 Event::Interrupted => return VcpuExit::Interrupted,
                 Event::Stop(reason) => return VcpuExit::Stopped(self.core.stop(reason)),
             }
@@ -231,6 +245,27 @@ impl Vcpu for BtVcpu {
 
     fn request_exit(&self) {
         self.core.faults.request_exit();
+    }
+
+    fn request_interrupt_window(&mut self, on: bool) {
+        self.core.state.window_wanted = u32::from(on);
+    }
+
+    fn inject_interrupt(&mut self, vector: u8) -> Result<(), InjectError> {
+        if !self.core.interrupt_window_open() {
+            return Err(InjectError::WindowClosed);
+        }
+        self.core.stats.external_interrupts += 1;
+        let eip = self.core.state.eip;
+        let event = crate::cpu::interrupt::Event::External(vector);
+        if let Event::Stop(reason) = self.core.deliver(event, eip) {
+            self.core.deferred_stop = Some(reason);
+        }
+        Ok(())
+    }
+
+    fn inject_nmi(&mut self) {
+        self.core.pending_nmi = true;
     }
 
     fn stats(&self) -> VcpuStats {
@@ -251,6 +286,8 @@ impl Vcpu for BtVcpu {
                 ("exits: stop requests", v.exits_interrupted),
                 ("port I/O instructions", v.io_instructions),
                 ("guest exceptions", v.exceptions),
+                ("external interrupts", v.external_interrupts),
+                ("NMIs", v.nmis),
                 ("self-modifying writes", v.smc_writes),
                 ("hidden faults (shadow fills)", v.hidden_faults),
                 ("invalidations", c.invalidations),
@@ -301,6 +338,8 @@ enum Event {
     Io,
     /// HLT with IF = 1.
     Hlt,
+    /// The interrupt window the machine asked for is open.
+    InterruptWindow,
     /// An exit was requested.
     Interrupted,
     /// The guest cannot continue.
@@ -370,6 +409,8 @@ impl BtCore {
             stopped_registers: None,
             deliveries: 0,
             trap_after_io: false,
+            pending_nmi: false,
+            deferred_stop: None,
         };
         core.sync_segments();
         Ok(core)
@@ -513,6 +554,12 @@ impl BtCore {
         let before = self.mode_key();
         let outcome = exec::execute(self);
         self.after_system_change(before);
+        if std::mem::take(&mut self.sys.interrupt_shadow) {
+            // STI that set IF, MOV SS, POP SS: the next instruction runs
+            // before any interrupt.
+            self.state.shadow = 1;
+            self.state.shadow_eip = self.state.eip;
+        }
         match outcome {
             ExecOutcome::Done => Event::Continue,
             ExecOutcome::Io(io) => {
@@ -524,6 +571,51 @@ impl BtCore {
             ExecOutcome::Fault(fault) => self.raise(fault),
             ExecOutcome::Interrupt { event, return_eip } => self.deliver(event, return_eip),
         }
+    }
+
+    /// Whether the instruction at EIP is in an interrupt shadow (a stale
+    /// shadow, left by an STI whose next instruction ran, is dropped).
+    fn in_interrupt_shadow(&mut self) -> bool {
+        if self.state.shadow != 0 && self.state.shadow_eip == self.state.eip {
+            return true;
+        }
+        self.state.shadow = 0;
+        false
+    }
+
+    /// Whether an external interrupt can be delivered now.
+    fn interrupt_window_open(&mut self) -> bool {
+        self.state.vif != 0 && self.pending_io.is_none() && !self.in_interrupt_shadow()
+    }
+
+    /// At an instruction boundary, before running on: a stop left by an
+    /// injection, a pending NMI delivered, or the interrupt window the
+    /// machine waits for. An instruction in an interrupt shadow runs alone
+    /// first (NMIs wait for it too, as MOV SS blocks them).
+    fn interrupt_event(&mut self) -> Option<Event> {
+        if let Some(reason) = self.deferred_stop.take() {
+            return Some(Event::Stop(reason));
+        }
+        let nmi = self.pending_nmi && !self.sys.nmi_blocked;
+        let window = self.state.window_wanted != 0 && self.state.vif != 0;
+        if !nmi && !window {
+            return None;
+        }
+        if self.in_interrupt_shadow() {
+            self.state.shadow = 0;
+            return Some(if self.debug_stepping() {
+                self.debug_step()
+            } else {
+                self.single_step()
+            });
+        }
+        if nmi {
+            self.pending_nmi = false;
+            self.stats.nmis += 1;
+            let eip = self.state.eip;
+            return Some(self.deliver(crate::cpu::interrupt::Event::Nmi, eip));
+        }
+        Some(Event::InterruptWindow)
     }
 
     /// HLT: waits for an interrupt if IF is set, stops for good otherwise.
@@ -584,6 +676,7 @@ impl BtCore {
     /// Delivers `event` through the IDT, pushing `return_eip`.
     fn deliver(&mut self, event: crate::cpu::interrupt::Event, return_eip: u32) -> Event {
         self.deliveries += 1;
+        self.state.shadow = 0;
         let before = self.mode_key();
         let registers_at_fault = self.stop(StopReason::Internal(String::new())).registers;
         let mut chain = Vec::new();
