@@ -191,7 +191,25 @@ fn protect_poll_page(start: u64, prot: libc::c_int) {
     unsafe { libc::mprotect(start as *mut libc::c_void, POLL_PAGE, prot) };
 }
 
+/// Requests exits of one registered code cache from another thread
+/// ([`FaultRegistration::exit_handle`]). Only valid while the registration
+/// lives: its owner must make sure no request runs once it is dropped.
+#[derive(Clone, Copy, Debug)]
+pub struct ExitHandle(usize);
+
+impl ExitHandle {
+    /// As [`FaultRegistration::request_exit`].
+    pub fn request_exit(&self) {
+        request_exit(self.0);
+    }
+}
+
 impl FaultRegistration {
+    /// A handle for requesting exits from another thread.
+    pub fn exit_handle(&self) -> ExitHandle {
+        ExitHandle(self.0)
+    }
+
     /// Tells exit requests which indirect-branch table field to point at
     /// `empty_table` (a table in which nothing matches).
     ///

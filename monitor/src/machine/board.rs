@@ -5,6 +5,7 @@
 //! VMware protocol defines over the whole register file and guest memory,
 //! reaches them, through the exit's [`IoAccess`].
 
+use super::interrupts::InterruptInputs;
 use crate::console::diagnostic;
 use crate::devices::{IoBus, IoOutcome, CONSOLE_CLOSED_STATUS};
 use crate::vcpu::IoAccess;
@@ -24,6 +25,8 @@ pub struct Board {
     /// `monitor_control.restrict_backdoor`: backdoor accesses from CPL > 0
     /// are ordinary port accesses.
     pub restrict_backdoor: bool,
+    /// The CPU's interrupt inputs, which devices raise.
+    pub irq: InterruptInputs,
 }
 
 impl Board {

@@ -6,8 +6,11 @@
 //! until an exit, the loop hands the exit to the board, and back.
 
 mod board;
+pub mod interrupts;
 mod signals;
 mod stats;
+#[cfg(test)]
+mod tests;
 
 pub use signals::signal_name;
 
@@ -110,6 +113,7 @@ fn exit_loop(vcpu: &mut dyn Vcpu, board: &mut Board) -> RunEnd {
         if let Some(signal) = signals::pending_stop_signal() {
             return RunEnd::Signal(signal, vcpu.register_dump());
         }
+        board.irq.forward(vcpu);
         match vcpu.run() {
             VcpuExit::IoIn {
                 port,
@@ -127,6 +131,7 @@ fn exit_loop(vcpu: &mut dyn Vcpu, board: &mut Board) -> RunEnd {
                     return RunEnd::Status(status);
                 }
             }
+            VcpuExit::Hlt if board.irq.has_sources() => wait_for_interrupt(board),
             VcpuExit::Hlt => {
                 return RunEnd::Stopped(GuestStop {
                     reason: StopReason::HaltedWithoutInterruptSources,
@@ -134,11 +139,17 @@ fn exit_loop(vcpu: &mut dyn Vcpu, board: &mut Board) -> RunEnd {
                 })
             }
             VcpuExit::Interrupted => {}
-            // The board has no interrupt controller yet, so it never asks
-            // for a window; should one open anyway, stop waiting for it.
-            VcpuExit::InterruptWindow => vcpu.request_interrupt_window(false),
+            VcpuExit::InterruptWindow => board.irq.inject_next(vcpu),
             VcpuExit::Stopped(stop) => return RunEnd::Stopped(stop),
         }
+    }
+}
+
+/// HLT with IF = 1: sleeps (without spinning) until a device raises an
+/// interrupt or a stop signal arrives; the exit loop then delivers it.
+fn wait_for_interrupt(board: &Board) {
+    while !board.irq.pending() && signals::pending_stop_signal().is_none() {
+        board.irq.wait(std::time::Duration::from_millis(50));
     }
 }
 
@@ -170,6 +181,7 @@ pub fn run(opts: &RunOptions) -> Result<i32, MachineError> {
         bus,
         backdoor,
         restrict_backdoor: opts.vm.restrict_backdoor,
+        irq: interrupts::InterruptInputs::new(vcpu.exit_requester()),
     };
     // Held while the guest runs: reopens the outer backdoor when dropped,
     // on every return path below.

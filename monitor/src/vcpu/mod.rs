@@ -234,6 +234,10 @@ pub trait Vcpu {
     /// Makes `run` return [`VcpuExit::Interrupted`] at the next instruction
     /// boundary it reaches (async-signal-safe in every backend).
     fn request_exit(&self);
+    /// A handle other threads (device threads, timers) use to make `run`
+    /// return [`VcpuExit::Interrupted`]; after the vCPU is gone it does
+    /// nothing.
+    fn exit_requester(&self) -> std::sync::Arc<dyn ExitRequester>;
     /// Counters.
     fn stats(&self) -> VcpuStats;
     /// While `on`, `run` returns [`VcpuExit::InterruptWindow`] as soon as
@@ -250,6 +254,13 @@ pub trait Vcpu {
     /// where NMIs are not blocked (by a running NMI handler, until its
     /// IRET, or by an interrupt shadow). At most one NMI is kept pending.
     fn inject_nmi(&mut self);
+}
+
+/// Makes a running vCPU return from `run` at its next instruction
+/// boundary; callable from any thread.
+pub trait ExitRequester: Send + Sync {
+    /// Asks for the exit (a no-op once the vCPU is gone).
+    fn request_exit(&self);
 }
 
 /// Why an interrupt could not be injected.

@@ -33,14 +33,15 @@ mod frames;
 use crate::cpu::{Eflags, Exception, Fault, Seg, SystemState};
 use crate::cpuid::CpuModel;
 use crate::vcpu::{
-    GuestRegisters, GuestStop, InjectError, IoAccess, RegisterDump, StopReason, Vcpu, VcpuExit,
-    VcpuStats,
+    ExitRequester, GuestRegisters, GuestStop, InjectError, IoAccess, RegisterDump, StopReason,
+    Vcpu, VcpuExit, VcpuStats,
 };
 use codecache::{BranchSite, CacheError, CodeCache, TransId, TransKey, Translation};
 use exec::{ExecOutcome, PendingIo};
 use shadowmmu::{GuestPhys, GuestRam, LinearWindow, PageProt, PAGE_SIZE};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
+use std::sync::{Arc, RwLock};
 use translator::ibtc::Ibtc;
 use translator::runtime::{self, FaultRegistration};
 use translator::state::{ExitReason, LIVE_FLAGS};
@@ -90,7 +91,38 @@ pub enum VcpuError {
 /// and everything else.
 pub struct BtVcpu {
     io_data: [u8; 4],
+    /// The handle other threads request exits through; emptied before the
+    /// core (and its registration with the signal handler) is dropped.
+    requester: Arc<BtExitRequester>,
     core: BtCore,
+}
+
+/// Exit requests from other threads: a read lock is held for the whole
+/// request, and the vCPU's drop empties the handle under the write lock,
+/// so no request reaches a code cache that is being unregistered.
+struct BtExitRequester {
+    handle: RwLock<Option<runtime::ExitHandle>>,
+}
+
+impl ExitRequester for BtExitRequester {
+    fn request_exit(&self) {
+        // A poisoned lock still holds a valid handle or None.
+        let guard = self.handle.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(handle) = *guard {
+            handle.request_exit();
+        }
+    }
+}
+
+impl Drop for BtVcpu {
+    fn drop(&mut self) {
+        let mut guard = self
+            .requester
+            .handle
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        *guard = None;
+    }
 }
 
 /// Everything of the vCPU but the I/O data buffer (so an I/O exit can lend
@@ -150,9 +182,14 @@ impl BtVcpu {
     /// A vCPU over `ram` for the CPU `model`, in the Multiboot entry state
     /// (flat 32-bit protected mode at CPL 0, paging off).
     pub fn new(ram: GuestRam, model: CpuModel) -> Result<BtVcpu, VcpuError> {
+        let core = BtCore::new(ram, model)?;
+        let requester = Arc::new(BtExitRequester {
+            handle: RwLock::new(Some(core.faults.exit_handle())),
+        });
         Ok(BtVcpu {
             io_data: [0; 4],
-            core: BtCore::new(ram, model)?,
+            requester,
+            core,
         })
     }
 
@@ -245,6 +282,10 @@ impl Vcpu for BtVcpu {
 
     fn request_exit(&self) {
         self.core.faults.request_exit();
+    }
+
+    fn exit_requester(&self) -> Arc<dyn ExitRequester> {
+        self.requester.clone()
     }
 
     fn request_interrupt_window(&mut self, on: bool) {
