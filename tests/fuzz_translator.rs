@@ -170,6 +170,7 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
             max_insns: translator::translate::MAX_UNIT_INSNS,
             count_indirect: None,
             isa,
+            emulate_tokens_from: Some(0),
         };
         let unit = match translate(&req) {
             Ok(unit) => unit,

@@ -55,6 +55,7 @@ fn translation_cost(c: &mut Criterion) {
         max_insns: 64,
         count_indirect: None,
         isa: translator::GuestIsa::baseline(),
+        emulate_tokens_from: Some(0),
     };
     let insns = translator::translate(&req)
         .expect("sample translates")

@@ -181,15 +181,15 @@ pub fn fpu_class(i: &Instruction) -> FpuClass {
     if has(&[F::FXSR]) {
         return FpuClass::Fxsr;
     }
-    let regs: Vec<iced_x86::Register> = (0..i.op_count())
-        .filter(|&n| i.op_kind(n) == iced_x86::OpKind::Register)
-        .map(|n| i.op_register(n))
-        .collect();
-    if regs.iter().any(|r| r.is_xmm()) {
+    let any_register = |test: fn(iced_x86::Register) -> bool| {
+        (0..i.op_count())
+            .any(|n| i.op_kind(n) == iced_x86::OpKind::Register && test(i.op_register(n)))
+    };
+    if any_register(|r| r.is_xmm()) {
         FpuClass::Sse
-    } else if regs.iter().any(|r| r.is_mm()) || has(&[F::MMX]) {
+    } else if any_register(|r| r.is_mm()) || has(&[F::MMX]) {
         FpuClass::Mmx
-    } else if regs.iter().any(|r| r.is_st()) || has(&[F::FPU, F::FPU287, F::FPU387]) {
+    } else if any_register(|r| r.is_st()) || has(&[F::FPU, F::FPU287, F::FPU387]) {
         FpuClass::X87
     } else {
         FpuClass::None

@@ -7,9 +7,15 @@
 //!   state block before loading guest state; every exit path (`exit_common`,
 //!   `exit_saved`) restores them from there, so translated code may leave
 //!   the host stack in any state.
-//! - Host DF is clear and host MXCSR/x87 are the monitor's again after every
-//!   exit; the guest's FPU/SSE state is only in host registers while
-//!   translated code runs.
+//! - Host DF is clear and host MXCSR is the monitor's again after every
+//!   exit. Every exit stores the guest's XMM0-7 and MXCSR in the state
+//!   block (the monitor's code may use XMM registers); the guest's x87/MMX
+//!   registers stay in the host FPU, which the monitor never uses, until
+//!   [`sync_fpu`] copies them out. Per thread, one state block owns the
+//!   FPU's x87 registers ([`enter`] hands them over); an entry restores
+//!   the whole image only when the owner changed or the monitor changed
+//!   the image (`CpuState::fx_load`). An exit costs eight 16-byte stores
+//!   and two MXCSR moves instead of FXSAVE, FNINIT and FXRSTOR.
 //! - The signal handler acts only on faults whose RIP lies in a registered
 //!   code cache; any other fault is re-raised with the default action.
 //! - An exit request makes translated code leave at its next cycle of
@@ -67,7 +73,15 @@ pub fn assemble_stubs(rip: u64) -> Result<(Vec<u8>, [u64; 3]), crate::TranslateE
 
 const GUEST_GPRS: [AsmRegister32; 8] = [eax, ecx, edx, ebx, r8d, ebp, esi, edi];
 
+/// Offset of MXCSR in the FXSAVE image.
+const FX_MXCSR: i32 = 24;
+/// Offset of XMM0 in the FXSAVE image.
+const FX_XMM0: i32 = 160;
+const GUEST_XMMS: [AsmRegisterXmm; 8] = [xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7];
+
 fn emit_enter(a: &mut CodeAssembler, enter: &mut CodeLabel) -> Result<(), IcedError> {
+    let mut sse_only = a.create_label();
+    let mut loaded = a.create_label();
     a.set_label(enter)?;
     for reg in [rbx, rbp, r12, r13, r14, r15] {
         a.push(reg)?;
@@ -76,7 +90,17 @@ fn emit_enter(a: &mut CodeAssembler, enter: &mut CodeLabel) -> Result<(), IcedEr
     a.mov(r14, rdi)?;
     a.mov(qword_ptr(r14 + off::HOST_RSP), rsp)?;
     a.stmxcsr(dword_ptr(r14 + off::HOST_MXCSR))?;
+    a.cmp(dword_ptr(r14 + off::FX_LOAD), 0)?;
+    a.je(sse_only)?;
     a.fxrstor64(ptr(r14 + off::FX))?;
+    a.mov(dword_ptr(r14 + off::FX_LOAD), 0)?;
+    a.jmp(loaded)?;
+    a.set_label(&mut sse_only)?;
+    for (i, reg) in GUEST_XMMS.iter().enumerate() {
+        a.movaps(*reg, xmmword_ptr(r14 + (off::FX + FX_XMM0 + 16 * i as i32)))?;
+    }
+    a.ldmxcsr(dword_ptr(r14 + (off::FX + FX_MXCSR)))?;
+    a.set_label(&mut loaded)?;
     a.mov(r15, qword_ptr(r14 + off::WINDOW))?;
     a.mov(r9, rsi)?;
     a.mov(eax, dword_ptr(r14 + off::EFLAGS))?;
@@ -103,8 +127,10 @@ fn emit_exits(
     a.pop(rax)?;
     a.mov(qword_ptr(r14 + off::HOST_FLAGS), rax)?;
     a.set_label(saved)?;
-    a.fxsave64(ptr(r14 + off::FX))?;
-    a.fninit()?;
+    for (i, reg) in GUEST_XMMS.iter().enumerate() {
+        a.movaps(xmmword_ptr(r14 + (off::FX + FX_XMM0 + 16 * i as i32)), *reg)?;
+    }
+    a.stmxcsr(dword_ptr(r14 + (off::FX + FX_MXCSR)))?;
     a.ldmxcsr(dword_ptr(r14 + off::HOST_MXCSR))?;
     a.cld()?;
     a.mov(rsp, qword_ptr(r14 + off::HOST_RSP))?;
@@ -115,13 +141,74 @@ fn emit_exits(
     a.ret()
 }
 
+thread_local! {
+    /// The state block whose guest x87/MMX registers this thread's FPU
+    /// holds (0: none). Cleared when that block is dropped.
+    static FPU_OWNER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Copies the guest x87/MMX registers from the FPU into `state.fx` if they
+/// are newer there (XMM0-7 and MXCSR are stored by every exit already).
+pub fn sync_fpu(state: &mut CpuState) {
+    if state.fx_live == 0 {
+        return;
+    }
+    let mut image = crate::state::FxArea([0; 512]);
+    // SAFETY: FXSAVE64 writes 512 bytes to a 16-byte aligned buffer, which
+    // `image` is (FxArea is align(16)); it changes no register.
+    unsafe {
+        std::arch::asm!("fxsave64 [{}]", in(reg) image.0.as_mut_ptr(), options(nostack));
+    }
+    let fx = state.fx_raw();
+    // FCW, FSW, FTW, FOP, FIP, FDP; MXCSR (24..28) is the guest's already.
+    fx[0..24].copy_from_slice(&image.0[0..24]);
+    // ST0-7/MM0-7.
+    fx[32..160].copy_from_slice(&image.0[32..160]);
+    state.fx_live = 0;
+}
+
+/// Called when `state` is dropped: its x87 registers in this thread's FPU
+/// belong to nobody any more.
+pub(crate) fn forget_fpu_owner(state: &CpuState) {
+    let me = state as *const CpuState as usize;
+    let _ = FPU_OWNER.try_with(|owner| {
+        if owner.get() == me {
+            owner.set(0);
+        }
+    });
+}
+
+/// Makes `state` the owner of this thread's x87 registers: the previous
+/// owner's are saved into its image first, and `state`'s whole image is
+/// loaded at the entry.
+fn take_fpu(state: &mut CpuState) {
+    let me = state as *mut CpuState as usize;
+    let previous = FPU_OWNER.with(|owner| owner.replace(me));
+    if previous == me {
+        return;
+    }
+    if previous != 0 {
+        // SAFETY: an owner clears itself from this thread's FPU_OWNER when
+        // dropped (CpuState's Drop), and state blocks are only entered and
+        // dropped on one thread (`enter`'s contract), so `previous` is a
+        // live state block that nothing else borrows now (we hold `state`,
+        // a different one, and the caller runs on this thread).
+        let previous = unsafe { &mut *(previous as *mut CpuState) };
+        sync_fpu(previous);
+    }
+    state.fx_load = 1;
+}
+
 /// Runs translated code at `code` until it exits.
 ///
 /// # Safety
 /// `stubs.enter` must be the enter stub of a live code cache, `code` the
 /// entry of a live translation of that cache, and `state` must have a
 /// `window` whose guest-visible pages are mapped as the translations expect.
+/// A state block must be dropped on the thread that enters it.
 pub unsafe fn enter(stubs: &Stubs, state: &mut CpuState, code: u64) {
+    take_fpu(state);
+    state.fx_live = 1;
     // SAFETY: the caller guarantees `stubs.enter` is the stub emitted by
     // `emit_enter`, which follows the sysv64 ABI and preserves callee-saved
     // registers.

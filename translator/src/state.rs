@@ -124,6 +124,9 @@ pub struct CpuState {
     pub shadow: u32,
     /// The EIP of the instruction in the interrupt shadow.
     pub shadow_eip: u32,
+    /// The token of the instruction an `Emulate` exit hands to the monitor
+    /// (see `translate::Unit::emulated`).
+    pub emulate_token: u32,
     /// 1 while the monitor waits for an interrupt window: inline STI and
     /// POPF that set IF exit to the monitor instead (translated code only
     /// runs with this set while IF = 0).
@@ -142,18 +145,50 @@ pub struct CpuState {
     pub host_flags: u64,
     /// Host MXCSR at entry.
     pub host_mxcsr: u32,
-    /// Padding.
-    pub _pad: u32,
+    /// 1: the next entry restores the whole of `fx` (the monitor changed
+    /// it, or another state block's x87 registers are in the FPU).
+    pub fx_load: u32,
     /// Details of a host fault.
     pub fault: HostFault,
     /// Segment bases, by [`Seg`].
     pub seg_base: [u32; 6],
     /// Segment selectors, by [`Seg`].
     pub seg_sel: [u16; 6],
-    /// Padding.
-    pub _pad2: [u32; 1],
-    /// Guest x87/MMX/SSE state while not running.
-    pub fx: FxArea,
+    /// 1: the guest's x87/MMX registers in the host FPU are newer than
+    /// `fx` (see [`CpuState::fx`]).
+    pub fx_live: u32,
+    /// Guest x87/MMX/SSE state while not running: XMM0-7 and MXCSR are
+    /// stored by every exit; the x87/MMX part stays in the host FPU (the
+    /// monitor never uses x87) until [`CpuState::fx`] or
+    /// [`CpuState::fx_mut`] copies it here.
+    fx: FxArea,
+}
+
+impl CpuState {
+    /// The guest's FXSAVE image, brought up to date.
+    pub fn fx(&mut self) -> &[u8; 512] {
+        crate::runtime::sync_fpu(self);
+        &self.fx.0
+    }
+
+    /// The guest's FXSAVE image, brought up to date, for changing: the next
+    /// entry loads all of it.
+    pub fn fx_mut(&mut self) -> &mut [u8; 512] {
+        crate::runtime::sync_fpu(self);
+        self.fx_load = 1;
+        &mut self.fx.0
+    }
+
+    /// Only for the runtime: the image as it is.
+    pub(crate) fn fx_raw(&mut self) -> &mut [u8; 512] {
+        &mut self.fx.0
+    }
+}
+
+impl Drop for CpuState {
+    fn drop(&mut self) {
+        crate::runtime::forget_fpu_owner(self);
+    }
 }
 
 impl Default for CpuState {
@@ -166,6 +201,7 @@ impl Default for CpuState {
             vif: 0,
             shadow: 0,
             shadow_eip: 0,
+            emulate_token: u32::MAX,
             window_wanted: 0,
             host_rsp: 0,
             window: 0,
@@ -173,11 +209,11 @@ impl Default for CpuState {
             exit_site: 0,
             host_flags: 0,
             host_mxcsr: 0,
-            _pad: 0,
+            fx_load: 1,
             fault: HostFault::default(),
             seg_base: [0; 6],
             seg_sel: [0; 6],
-            _pad2: [0],
+            fx_live: 0,
             fx: FxArea::reset(),
         }
     }
@@ -207,6 +243,8 @@ pub mod off {
     pub const SHADOW: i32 = offset_of!(CpuState, shadow) as i32;
     /// `shadow_eip`.
     pub const SHADOW_EIP: i32 = offset_of!(CpuState, shadow_eip) as i32;
+    /// `emulate_token`.
+    pub const EMULATE_TOKEN: i32 = offset_of!(CpuState, emulate_token) as i32;
     /// `window_wanted`.
     pub const WINDOW_WANTED: i32 = offset_of!(CpuState, window_wanted) as i32;
     /// `host_rsp`.
@@ -221,6 +259,8 @@ pub mod off {
     pub const HOST_FLAGS: i32 = offset_of!(CpuState, host_flags) as i32;
     /// `host_mxcsr`.
     pub const HOST_MXCSR: i32 = offset_of!(CpuState, host_mxcsr) as i32;
+    /// `fx_load`.
+    pub const FX_LOAD: i32 = offset_of!(CpuState, fx_load) as i32;
     /// `seg_base[i]` is at `SEG_BASE + 4 * i`.
     pub const SEG_BASE: i32 = offset_of!(CpuState, seg_base) as i32;
     /// `seg_sel[i]` is at `SEG_SEL + 2 * i`.

@@ -141,6 +141,9 @@ pub struct UnitRequest<'a> {
     pub count_indirect: Option<u64>,
     /// The instruction-set extensions the guest CPU offers.
     pub isa: GuestIsa,
+    /// The token of the unit's first `Emulate` exit (`None`: the unit's
+    /// exits carry no token, see [`Unit::emulated`]).
+    pub emulate_tokens_from: Option<u32>,
 }
 
 /// A fix-up the run loop applies to registers saved at a fault, as bits:
@@ -184,7 +187,16 @@ pub struct Unit {
     pub guest_len: u32,
     /// The guest instructions, for listings.
     pub insns: Vec<Instruction>,
+    /// The instructions this unit's `Emulate` exits hand to the monitor,
+    /// in token order from `emulate_tokens_from`: an exit stores its token
+    /// in `CpuState::emulate_token` ([`NO_TOKEN`] when it has none), so the
+    /// monitor need not fetch and decode the instruction again.
+    pub emulated: Vec<Instruction>,
 }
+
+/// `CpuState::emulate_token` of an `Emulate` exit without a decoded
+/// instruction.
+pub const NO_TOKEN: u32 = u32::MAX;
 
 struct Exit {
     label: Label,
@@ -198,6 +210,9 @@ struct Ctx<'a> {
     exits: Vec<Exit>,
     fixup: u8,
     info: InstructionInfoFactory,
+    /// The guest instruction being translated.
+    current: Option<Instruction>,
+    emulated: Vec<Instruction>,
 }
 
 fn err(e: iced_x86::IcedError) -> TranslateError {
@@ -268,6 +283,8 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         exits: Vec::new(),
         fixup: fixup::NONE,
         info: InstructionInfoFactory::new(),
+        current: None,
+        emulated: Vec::new(),
     };
     let mut dec = Decoder::with_ip(
         req.mode.bitness(),
@@ -290,8 +307,10 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         pc_map.push((cx.e.pos() as u32, next));
         cx.fixup = fixup::NONE;
         let ends = if insn.is_invalid() {
+            cx.current = None;
             cx.emulate_exit(next)?
         } else {
+            cx.current = Some(insn);
             cx.one(&insn)?
         };
         fixups.push(cx.fixup);
@@ -315,6 +334,7 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         sites,
         guest_len,
         insns,
+        emulated: cx.emulated,
     })
 }
 
@@ -419,8 +439,22 @@ impl Ctx<'_> {
         )?)
     }
 
-    /// Ends the unit: the monitor carries out the instruction at `eip`.
+    /// Ends the unit: the monitor carries out the instruction at `eip`
+    /// (handed over decoded, with a token, when it is the instruction being
+    /// translated).
     fn emulate_exit(&mut self, eip: u32) -> Result<bool, TranslateError> {
+        let token = match (self.req.emulate_tokens_from, self.current) {
+            (Some(first), Some(i)) if i.ip32() == eip => {
+                self.emulated.push(i);
+                first.wrapping_add(self.emulated.len() as u32 - 1)
+            }
+            _ => NO_TOKEN,
+        };
+        self.ins(i2!(
+            Code::Mov_rm32_imm32,
+            mem(Register::R14, Register::None, off::EMULATE_TOKEN.into()),
+            token
+        )?)?;
         self.store_eip_imm(eip)?;
         self.store_exit(ExitReason::Emulate)?;
         self.e.jmp_abs(self.req.stubs.exit_common)?;
@@ -1567,6 +1601,7 @@ mod tests {
             max_insns: 64,
             count_indirect: None,
             isa: GuestIsa::baseline(),
+            emulate_tokens_from: Some(0),
         };
         translate(&req).unwrap()
     }

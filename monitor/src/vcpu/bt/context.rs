@@ -34,6 +34,25 @@ impl BtCore {
     }
 }
 
+impl BtCore {
+    /// The physical address of a non-empty range that lies in one page
+    /// (the common case, without building a list of pieces).
+    fn within_one_page(
+        &mut self,
+        lin: u32,
+        len: usize,
+        write: bool,
+        privilege: Privilege,
+    ) -> Result<Option<u32>, Exception> {
+        let offset = (lin & (PAGE_SIZE - 1)) as usize;
+        if len == 0 || offset + len > PAGE_SIZE as usize {
+            return Ok(None);
+        }
+        let user = privilege == Privilege::Current && self.sys.cpl == 3;
+        self.translate_linear(lin, write, user).map(Some)
+    }
+}
+
 impl CpuContext for BtCore {
     fn gpr(&self, r: usize) -> u32 {
         self.state.gpr[r]
@@ -66,6 +85,10 @@ impl CpuContext for BtCore {
     }
 
     fn sys_mut(&mut self) -> &mut SystemState {
+        if !self.sys_dirty {
+            self.key_before = self.mode_key();
+            self.sys_dirty = true;
+        }
         &mut self.sys
     }
 
@@ -76,6 +99,12 @@ impl CpuContext for BtCore {
         _kind: AccessKind,
         privilege: Privilege,
     ) -> Result<(), Exception> {
+        if let Some(phys) = self.within_one_page(lin, buf.len(), false, privilege)? {
+            if self.ram.read(GuestPhys(phys), buf).is_err() {
+                buf.fill(0xff);
+            }
+            return Ok(());
+        }
         let mut at = 0;
         for (phys, n) in self.pieces(lin, buf.len(), false, privilege)? {
             let part = &mut buf[at..at + n];
@@ -93,6 +122,16 @@ impl CpuContext for BtCore {
         data: &[u8],
         privilege: Privilege,
     ) -> Result<(), Exception> {
+        if let Some(phys) = self.within_one_page(lin, data.len(), true, privilege)? {
+            if (phys as usize)
+                .checked_add(data.len())
+                .is_some_and(|end| end <= self.ram.size())
+            {
+                // Inside RAM: cannot fail.
+                let _ = self.write_phys(GuestPhys(phys), data);
+            }
+            return Ok(());
+        }
         // Every page is translated before the first byte is written.
         let pieces = self.pieces(lin, data.len(), true, privilege)?;
         let mut at = 0;

@@ -85,11 +85,15 @@ impl PendingIo {
 
 type Res<T> = Result<T, Fault>;
 
-/// Carries out the instruction at CS:EIP.
-pub(super) fn execute(core: &mut BtCore) -> ExecOutcome {
-    let insn = match fetch(core) {
-        Ok(i) => i,
-        Err(f) => return ExecOutcome::Fault(f),
+/// Carries out the instruction at CS:EIP; `decoded` is the instruction
+/// there as the translator decoded it, if the exit handed it over.
+pub(super) fn execute(core: &mut BtCore, decoded: Option<Instruction>) -> ExecOutcome {
+    let insn = match decoded.filter(|i| fetched_as_is(core, i)) {
+        Some(i) => i,
+        None => match fetch(core) {
+            Ok(i) => i,
+            Err(f) => return ExecOutcome::Fault(f),
+        },
     };
     match run(core, &insn) {
         Ok(Flow::Next) => {
@@ -122,6 +126,16 @@ enum Flow {
     Halt,
     /// A software interrupt to deliver.
     Interrupt(CpuEvent),
+}
+
+/// Whether a translator-decoded instruction is the one at CS:EIP and its
+/// fetch cannot fault: its bytes were read for a translation that is still
+/// live (a write to them kills it first), in the current mode, and they
+/// lie within the CS limit (otherwise [`fetch`] raises the #GP).
+fn fetched_as_is(core: &BtCore, i: &Instruction) -> bool {
+    let eip = core.eip();
+    let last = eip.checked_add(i.len() as u32 - 1);
+    i.ip32() == eip && last.is_some_and(|last| last <= core.sys().segment(Seg::Cs).limit)
 }
 
 /// Decodes the instruction at CS:EIP (its fetch can fault).
@@ -824,10 +838,11 @@ fn mask_move(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
         Code::Maskmovdqu_rDI_xmm_xmm => (FX_XMM0, 16),
         _ => return Err(Fault::Unsupported("this masked store form")),
     };
+    let fx = *core.state.fx();
     let reg = |n: u32| {
         let at = base + 16 * i.op_register(n).number();
         let mut bytes = [0u8; 16];
-        bytes[..width].copy_from_slice(&core.state.fx.0[at..at + width]);
+        bytes[..width].copy_from_slice(&fx[at..at + width]);
         bytes
     };
     let (data, mask) = (reg(1), reg(2));
@@ -859,7 +874,7 @@ fn mask_move(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
 /// What every MMX instruction but EMMS does to the x87 state: all tags
 /// valid (abridged tag byte 0xff) and TOP = 0.
 fn enter_mmx_state(core: &mut BtCore) {
-    let fx = &mut core.state.fx.0;
+    let fx = core.state.fx_mut();
     fx[4] = 0xff;
     let fsw = u16::from_le_bytes([fx[2], fx[3]]) & !0x3800;
     fx[2..4].copy_from_slice(&fsw.to_le_bytes());

@@ -173,6 +173,15 @@ pub struct BtCore {
     trap_after_io: bool,
     /// An NMI waits for NMIs to be unblocked.
     pending_nmi: bool,
+    /// The instructions `Emulate` exits of live translations hand over,
+    /// by token (emptied with the cache: tokens are never reused while a
+    /// translation that stores them can run).
+    emulated: Vec<iced_x86::Instruction>,
+    /// `sys` was borrowed mutably since the last
+    /// [`BtCore::settle_system_change`]; `key_before` is the mode key from
+    /// just before that borrow.
+    sys_dirty: bool,
+    key_before: ModeKey,
     /// A stop found outside `run` (an injected interrupt that could not be
     /// delivered), returned by the next `run`.
     deferred_stop: Option<StopReason>,
@@ -209,7 +218,7 @@ impl BtVcpu {
 
     /// The guest's x87/MMX/SSE state (the FXSAVE image), to set it up.
     pub fn fx_mut(&mut self) -> &mut [u8; 512] {
-        &mut self.core.state.fx.0
+        self.core.state.fx_mut()
     }
 
     /// The system state (segments, descriptor tables, control registers).
@@ -451,8 +460,12 @@ impl BtCore {
             deliveries: 0,
             trap_after_io: false,
             pending_nmi: false,
+            emulated: Vec::new(),
             deferred_stop: None,
+            sys_dirty: false,
+            key_before: ModeKey::default(),
         };
+        core.key_before = core.mode_key();
         core.sync_segments();
         Ok(core)
     }
@@ -507,6 +520,17 @@ impl BtCore {
             return self.debug_step();
         }
         let eip = self.state.eip;
+        // After an exit that left no branch to chain (an instruction the
+        // monitor carried out, an I/O exit), the indirect-branch table
+        // finds the translation of the current mode without a page walk
+        // or a map lookup; it holds exactly what an indirect branch to
+        // this EIP would run.
+        if self.pending_chain.is_none() {
+            if let Some(entry) = self.ibtc.get(eip) {
+                self.run_translation(entry);
+                return self.handle_exit();
+            }
+        }
         let id = match self.translation_for(eip, 0) {
             Ok(id) => id,
             Err(event) => return event,
@@ -518,6 +542,7 @@ impl BtCore {
             }
         }
         let entry = self.cache.exec_addr(self.cache.get(id).code_offset);
+        self.ibtc.insert(eip, entry);
         self.run_translation(entry);
         self.handle_exit()
     }
@@ -592,9 +617,13 @@ impl BtCore {
 
     /// Carries out the instruction at EIP in the monitor.
     fn emulate(&mut self) -> Event {
-        let before = self.mode_key();
-        let outcome = exec::execute(self);
-        self.after_system_change(before);
+        let token = std::mem::replace(
+            &mut self.state.emulate_token,
+            translator::translate::NO_TOKEN,
+        );
+        let decoded = self.emulated.get(token as usize).copied();
+        let outcome = exec::execute(self, decoded);
+        self.settle_system_change();
         if std::mem::take(&mut self.sys.interrupt_shadow) {
             // STI that set IF, MOV SS, POP SS: the next instruction runs
             // before any interrupt.
@@ -684,6 +713,15 @@ impl BtCore {
         }
     }
 
+    /// After the system model ran: acts on what it changed, if it changed
+    /// anything (see [`Self::after_system_change`]).
+    fn settle_system_change(&mut self) {
+        if std::mem::take(&mut self.sys_dirty) {
+            let before = self.key_before;
+            self.after_system_change(before);
+        }
+    }
+
     /// Acts on what a monitor-run instruction changed: segment mirrors
     /// always, the indirect-branch table when the mode changed, every
     /// shadow mapping when the address space changed.
@@ -718,11 +756,10 @@ impl BtCore {
     fn deliver(&mut self, event: crate::cpu::interrupt::Event, return_eip: u32) -> Event {
         self.deliveries += 1;
         self.state.shadow = 0;
-        let before = self.mode_key();
         let registers_at_fault = self.stop(StopReason::Internal(String::new())).registers;
         let mut chain = Vec::new();
         let result = crate::cpu::interrupt::deliver_recording(self, event, return_eip, &mut chain);
-        self.after_system_change(before);
+        self.settle_system_change();
         match result {
             Ok(()) => Event::Continue,
             Err(fault) => {
@@ -819,6 +856,7 @@ impl BtCore {
 
     fn flush(&mut self) {
         self.cache.flush();
+        self.emulated.clear();
         self.ibtc.clear();
         self.pending_chain = None;
     }
@@ -853,6 +891,7 @@ impl BtCore {
                 None
             },
             isa: self.isa,
+            emulate_tokens_from: (single == 0).then_some(self.emulated.len() as u32),
         };
         let unit = translator::translate(&req)
             .map_err(|e| TranslateFailure::Other(format!("at EIP={eip:#010x}: {e}")))?;
@@ -883,6 +922,7 @@ impl BtCore {
             CacheError::Full => TranslateFailure::Full,
             e => TranslateFailure::Other(e.to_string()),
         })?;
+        self.emulated.extend_from_slice(&unit.emulated);
         if single == 0 {
             for f in frames {
                 self.trace_code_frame(f);
@@ -985,7 +1025,7 @@ impl IoAccess for BtCore {
 
 /// What monitor-run instructions may change that translated code or the
 /// window depend on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 struct ModeKey {
     /// The translation mode's bits.
     mode: u32,
