@@ -171,6 +171,7 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
             count_indirect: None,
             isa,
             emulate_tokens_from: Some(0),
+            cpuid: None,
         };
         let unit = match translate(&req) {
             Ok(unit) => unit,

@@ -56,6 +56,7 @@ fn translation_cost(c: &mut Criterion) {
         count_indirect: None,
         isa: translator::GuestIsa::baseline(),
         emulate_tokens_from: Some(0),
+        cpuid: None,
     };
     let insns = translator::translate(&req)
         .expect("sample translates")

@@ -658,6 +658,18 @@ impl CpuModel {
         }
     }
 
+    /// Every answer of [`Self::query`], for translated code to answer CPUID
+    /// without an exit: leaves 1 and 0 first (what guests ask most), then
+    /// the rest in order; any other leaf gets the highest basic leaf's.
+    pub fn cpuid_answers(&self) -> translator::CpuidAnswers {
+        let mut leaves: Vec<(u32, [u32; 4])> = self.leaves.iter().map(|(l, v)| (*l, *v)).collect();
+        leaves.sort_by_key(|(leaf, _)| (!matches!(leaf, 0 | 1), *leaf != 1, *leaf));
+        translator::CpuidAnswers {
+            leaves,
+            otherwise: self.leaves[&MAX_BASIC_LEAF],
+        }
+    }
+
     /// The guest's TSC frequency in Hz (also reported in leaf 0x4000_0010).
     pub fn tsc_hz(&self) -> u64 {
         self.tsc_hz
@@ -894,6 +906,28 @@ mod tests {
 
     fn model(masks: &[(&str, &str)]) -> CpuModel {
         CpuModel::new(&config_with_masks(masks), &amd_host).unwrap()
+    }
+
+    #[test]
+    fn inline_answers_agree_with_query_for_every_leaf_and_put_leaf_1_first() {
+        let model = model(&[]);
+        let answers = model.cpuid_answers();
+        assert_eq!(answers.leaves[0].0, 1);
+        assert_eq!(answers.leaves[1].0, 0);
+        let answer = |leaf: u32| {
+            answers
+                .leaves
+                .iter()
+                .find(|(l, _)| *l == leaf)
+                .map_or(answers.otherwise, |(_, v)| *v)
+        };
+        let samples = (0..0x40)
+            .chain(0x4000_0000..0x4000_0020)
+            .chain(0x8000_0000..0x8000_0020)
+            .chain([0x0bad_cafe, u32::MAX]);
+        for leaf in samples {
+            assert_eq!(answer(leaf), model.query(leaf, 0), "leaf {leaf:#x}");
+        }
     }
 
     #[test]

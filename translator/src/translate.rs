@@ -144,6 +144,19 @@ pub struct UnitRequest<'a> {
     /// The token of the unit's first `Emulate` exit (`None`: the unit's
     /// exits carry no token, see [`Unit::emulated`]).
     pub emulate_tokens_from: Option<u32>,
+    /// The guest CPU's CPUID answers, for CPUID inline (`None`: CPUID
+    /// exits to the monitor).
+    pub cpuid: Option<&'a CpuidAnswers>,
+}
+
+/// Every answer of the guest CPU's CPUID, which depends on the leaf (EAX)
+/// alone: translated code answers CPUID from these without an exit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CpuidAnswers {
+    /// `(leaf, [eax, ebx, ecx, edx])`, the most frequently asked first.
+    pub leaves: Vec<(u32, [u32; 4])>,
+    /// The answer for every other leaf.
+    pub otherwise: [u32; 4],
 }
 
 /// A fix-up the run loop applies to registers saved at a fault, as bits:
@@ -463,6 +476,11 @@ impl Ctx<'_> {
 
     /// Translates one instruction; returns whether it ends the unit.
     fn one(&mut self, guest: &Instruction) -> Result<bool, TranslateError> {
+        if guest.mnemonic() == Mnemonic::Cpuid {
+            if let Some(answers) = self.req.cpuid {
+                return self.cpuid(answers).map(|_| false);
+            }
+        }
         if needs_monitor(guest) || self.req.mode.exits(guest) {
             return self.emulate_exit(guest.ip32());
         }
@@ -707,6 +725,35 @@ impl Ctx<'_> {
             Register::AL,
             mem(Register::R15, Register::R10, 0)
         )?)
+    }
+
+    /// CPUID from the model's answers: a chain of comparisons on EAX (the
+    /// guest's flags saved around it), then the four registers as
+    /// immediates.
+    fn cpuid(&mut self, answers: &CpuidAnswers) -> Result<(), TranslateError> {
+        let done = self.e.label();
+        self.ins(Instruction::with(Code::Pushfq))?;
+        for (leaf, values) in &answers.leaves {
+            let next = self.e.label();
+            self.ins(i2!(Code::Cmp_rm32_imm32, Register::EAX, *leaf)?)?;
+            self.e.jcc_label(5, next);
+            self.cpuid_answer(values)?;
+            self.e.jmp_label(done);
+            self.e.bind(next);
+        }
+        self.cpuid_answer(&answers.otherwise)?;
+        self.e.bind(done);
+        self.ins(Instruction::with(Code::Popfq))
+    }
+
+    fn cpuid_answer(&mut self, values: &[u32; 4]) -> Result<(), TranslateError> {
+        for (reg, value) in [Register::EAX, Register::EBX, Register::ECX, Register::EDX]
+            .into_iter()
+            .zip(values)
+        {
+            self.ins(i2!(Code::Mov_r32_imm32, reg, *value)?)?;
+        }
+        Ok(())
     }
 
     /// STI at CPL 0: IF set, and the next instruction in the interrupt
@@ -1602,6 +1649,7 @@ mod tests {
             count_indirect: None,
             isa: GuestIsa::baseline(),
             emulate_tokens_from: Some(0),
+            cpuid: None,
         };
         translate(&req).unwrap()
     }

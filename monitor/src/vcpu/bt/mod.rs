@@ -138,6 +138,8 @@ pub struct BtCore {
     sys: SystemState,
     model: CpuModel,
     isa: GuestIsa,
+    /// The model's CPUID answers, which translated code gives inline.
+    cpuid_answers: translator::CpuidAnswers,
     ram: GuestRam,
     window: LinearWindow,
     cache: CodeCache,
@@ -439,6 +441,7 @@ impl BtCore {
             state,
             sys: SystemState::multiboot_entry(),
             isa: model.guest_isa(),
+            cpuid_answers: model.cpuid_answers(),
             model,
             ram,
             window,
@@ -892,6 +895,7 @@ impl BtCore {
             },
             isa: self.isa,
             emulate_tokens_from: (single == 0).then_some(self.emulated.len() as u32),
+            cpuid: Some(&self.cpuid_answers),
         };
         let unit = translator::translate(&req)
             .map_err(|e| TranslateFailure::Other(format!("at EIP={eip:#010x}: {e}")))?;

@@ -1,7 +1,10 @@
-//! The guest's x87/MMX/SSE registers belong to their vCPU: they survive
-//! exits to the monitor, and two vCPUs taking turns on one host thread
-//! never see each other's registers (the x87 part stays in the host FPU
-//! between exits and is handed over when another vCPU enters).
+//! State the BT vCPU keeps or answers itself, checked in-process:
+//! - the guest's x87/MMX/SSE registers belong to their vCPU: they survive
+//!   exits to the monitor, and two vCPUs taking turns on one host thread
+//!   never see each other's registers (the x87 part stays in the host FPU
+//!   between exits and is handed over when another vCPU enters);
+//! - CPUID answered in translated code gives the CPU model's answers and
+//!   keeps the guest's flags.
 
 use iced_x86::code_asm::*;
 use monitor::cpuid::CpuModel;
@@ -104,4 +107,56 @@ fn monitor_sees_the_registers_of_a_vcpu_between_runs() {
     assert_eq!(fx[4] & 0x80, 0x80, "ST0 (physical register 7) is valid");
     assert_eq!(next_out(&mut a), 0x81);
     assert_eq!(read_u32(&a, OUT_ST0), 0x1234_5678);
+}
+
+#[test]
+fn cpuid_in_translated_code_answers_as_the_cpu_model_and_keeps_flags() {
+    const LEAVES: [u32; 6] = [0, 1, 2, 0x8000_0000, 0x8000_0001, 0x0bad_cafe];
+    const ANSWERS: u32 = 0x2000;
+    let ram = GuestRam::new(1).unwrap();
+    let mut a = CodeAssembler::new(32).unwrap();
+    let build = |a: &mut CodeAssembler| -> Result<(), IcedError> {
+        for (n, leaf) in LEAVES.iter().enumerate() {
+            let at = ANSWERS + 20 * n as u32;
+            a.mov(eax, *leaf)?;
+            a.mov(ecx, 0x55)?;
+            // CF=1, ZF=1 before; SETC/SETZ after.
+            a.cmp(esp, esp)?;
+            a.stc()?;
+            a.cpuid()?;
+            a.setb(byte_ptr(at + 16))?;
+            a.sete(byte_ptr(at + 17))?;
+            a.mov(dword_ptr(at), eax)?;
+            a.mov(dword_ptr(at + 4), ebx)?;
+            a.mov(dword_ptr(at + 8), ecx)?;
+            a.mov(dword_ptr(at + 12), edx)?;
+        }
+        a.out(0xf4, al)
+    };
+    build(&mut a).unwrap();
+    ram.write(GuestPhys(CODE), &a.assemble(u64::from(CODE)).unwrap())
+        .unwrap();
+    let model = CpuModel::new(&Default::default(), &monitor::probe::host_cpuid).unwrap();
+    let mut vcpu = BtVcpu::new(ram, model.clone()).unwrap();
+    let mut gpr = [0; 8];
+    gpr[4] = 0x8000;
+    vcpu.set_registers(&GuestRegisters {
+        gpr,
+        eip: CODE,
+        eflags: 2,
+    });
+    assert_eq!(next_out(&mut vcpu), 0xf4);
+    for (n, leaf) in LEAVES.iter().enumerate() {
+        let at = ANSWERS + 20 * n as u32;
+        let got: Vec<u32> = (0..4).map(|r| read_u32(&vcpu, at + 4 * r)).collect();
+        assert_eq!(got, model.query(*leaf, 0x55).to_vec(), "leaf {leaf:#x}");
+        assert_eq!(read_u32(&vcpu, at + 16) & 0xffff, 0x0101, "CF and ZF kept");
+    }
+    let exits = vcpu
+        .stats()
+        .counters
+        .iter()
+        .find(|c| c.0 == "exits: emulated instruction")
+        .map(|c| c.1);
+    assert_eq!(exits, Some(1), "only the OUT went to the monitor");
 }
