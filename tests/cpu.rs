@@ -172,6 +172,20 @@ fn flags_survive_exits_and_indirect_branches() {
 }
 
 #[test]
+fn io_to_unclaimed_ports_runs_without_exits_and_stats_name_the_ports() {
+    // Port 0x80 (the POST/delay port) has no device: OUT is dropped and IN
+    // reads all ones, without leaving translated code.
+    let body = "mov al, 1\nout 0x80, al\nin al, 0x80\ncmp al, 0xff\njne 1f\nxor eax, eax\nret\n1: mov eax, 1\nret";
+    let r = run_asm("ignored_port", body, &["--stats"]);
+    assert_eq!(r.code, Some(1), "{}", describe(&r));
+    assert!(
+        r.stderr.contains("without an exit (not counted): 0x0080"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
 fn translation_log_lists_guest_and_host_instructions() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cpu-tests");
     std::fs::create_dir_all(&dir).unwrap();

@@ -172,6 +172,7 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
             isa,
             emulate_tokens_from: Some(0),
             cpuid: None,
+            ignored_ports: None,
         };
         let unit = match translate(&req) {
             Ok(unit) => unit,

@@ -57,6 +57,7 @@ fn translation_cost(c: &mut Criterion) {
         isa: translator::GuestIsa::baseline(),
         emulate_tokens_from: Some(0),
         cpuid: None,
+        ignored_ports: None,
     };
     let insns = translator::translate(&req)
         .expect("sample translates")

@@ -51,6 +51,9 @@ pub struct Mode {
     /// The stack is 16-bit (SS.B = 0: SP, not ESP): every stack instruction
     /// goes to the monitor.
     pub stack16: bool,
+    /// Every IN/OUT goes to the monitor (an I/O breakpoint is enabled), even
+    /// to ports the platform ignores.
+    pub io_exits: bool,
 }
 
 impl Mode {
@@ -64,6 +67,7 @@ impl Mode {
             | u32::from(self.wait_exits) << 5
             | u32::from(self.code16) << 6
             | u32::from(self.stack16) << 7
+            | u32::from(self.io_exits) << 8
     }
 
     /// Decoding bitness.
@@ -147,6 +151,45 @@ pub struct UnitRequest<'a> {
     /// The guest CPU's CPUID answers, for CPUID inline (`None`: CPUID
     /// exits to the monitor).
     pub cpuid: Option<&'a CpuidAnswers>,
+    /// Ports no device claims: at CPL 0, IN/OUT with an immediate port
+    /// there run inline (OUT does nothing, IN reads all ones), as the
+    /// platform would answer them.
+    pub ignored_ports: Option<&'a PortSet>,
+}
+
+/// A set of I/O ports.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PortSet(Box<[u64; 1024]>);
+
+impl Default for PortSet {
+    fn default() -> Self {
+        PortSet(Box::new([0; 1024]))
+    }
+}
+
+impl std::fmt::Debug for PortSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let count: u32 = self.0.iter().map(|w| w.count_ones()).sum();
+        write!(f, "PortSet({count} ports)")
+    }
+}
+
+impl PortSet {
+    /// Adds `port`.
+    pub fn insert(&mut self, port: u16) {
+        self.0[usize::from(port >> 6)] |= 1 << (port & 63);
+    }
+
+    /// Whether `port` is in the set.
+    pub fn contains(&self, port: u16) -> bool {
+        self.0[usize::from(port >> 6)] >> (port & 63) & 1 == 1
+    }
+
+    /// Whether all `size` ports from `port` are in the set (a range past
+    /// port 0xFFFF never is).
+    pub fn contains_range(&self, port: u16, size: u16) -> bool {
+        (0..size).all(|k| port.checked_add(k).is_some_and(|p| self.contains(p)))
+    }
 }
 
 /// Every answer of the guest CPU's CPUID, which depends on the leaf (EAX)
@@ -200,6 +243,9 @@ pub struct Unit {
     pub guest_len: u32,
     /// The guest instructions, for listings.
     pub insns: Vec<Instruction>,
+    /// The ports of IN/OUT instructions that run inline (see
+    /// [`UnitRequest::ignored_ports`]).
+    pub inline_ports: Vec<u16>,
     /// The instructions this unit's `Emulate` exits hand to the monitor,
     /// in token order from `emulate_tokens_from`: an exit stores its token
     /// in `CpuState::emulate_token` ([`NO_TOKEN`] when it has none), so the
@@ -226,6 +272,7 @@ struct Ctx<'a> {
     /// The guest instruction being translated.
     current: Option<Instruction>,
     emulated: Vec<Instruction>,
+    inline_ports: Vec<u16>,
 }
 
 fn err(e: iced_x86::IcedError) -> TranslateError {
@@ -298,6 +345,7 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         info: InstructionInfoFactory::new(),
         current: None,
         emulated: Vec::new(),
+        inline_ports: Vec::new(),
     };
     let mut dec = Decoder::with_ip(
         req.mode.bitness(),
@@ -348,6 +396,7 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         guest_len,
         insns,
         emulated: cx.emulated,
+        inline_ports: cx.inline_ports,
     })
 }
 
@@ -480,6 +529,10 @@ impl Ctx<'_> {
             if let Some(answers) = self.req.cpuid {
                 return self.cpuid(answers).map(|_| false);
             }
+        }
+        if let Some(port) = self.ignored_port_access(guest) {
+            self.inline_ports.push(port);
+            return self.ignored_port_io(guest).map(|_| false);
         }
         if needs_monitor(guest) || self.req.mode.exits(guest) {
             return self.emulate_exit(guest.ip32());
@@ -725,6 +778,41 @@ impl Ctx<'_> {
             Register::AL,
             mem(Register::R15, Register::R10, 0)
         )?)
+    }
+
+    /// The port of an `IN`/`OUT` with an immediate port that may run
+    /// inline: at CPL 0 (IOPL and the I/O bitmap cannot forbid it), with no
+    /// I/O breakpoint, to ports no device claims.
+    fn ignored_port_access(&self, i: &Instruction) -> Option<u16> {
+        let ports = self.req.ignored_ports?;
+        if !self.req.mode.cpl0 || self.req.mode.io_exits {
+            return None;
+        }
+        let (port_op, data_op) = match i.mnemonic() {
+            Mnemonic::Out => (0, 1),
+            Mnemonic::In => (1, 0),
+            _ => return None,
+        };
+        if i.op_kind(port_op) != OpKind::Immediate8 {
+            return None;
+        }
+        let port = u16::from(i.immediate8());
+        let size = i.op_register(data_op).size() as u16;
+        ports.contains_range(port, size).then_some(port)
+    }
+
+    /// An access to an ignored port: OUT does nothing; IN reads all ones,
+    /// as from an ISA bus with nothing on it.
+    fn ignored_port_io(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+        if i.mnemonic() != Mnemonic::In {
+            return Ok(());
+        }
+        let code = match i.op0_register() {
+            Register::AL => Code::Mov_r8_imm8,
+            Register::AX => Code::Mov_r16_imm16,
+            _ => Code::Mov_r32_imm32,
+        };
+        self.ins(i2!(code, i.op0_register(), size_mask(i.op0_register()))?)
     }
 
     /// CPUID from the model's answers: a chain of comparisons on EAX (the
@@ -1615,6 +1703,15 @@ fn is_sreg_move(i: &Instruction) -> bool {
             .any(|n| i.op_kind(n) == OpKind::Register && i.op_register(n).is_segment_register())
 }
 
+/// All ones in the width of `reg`.
+fn size_mask(reg: Register) -> u32 {
+    match reg.size() {
+        1 => 0xff,
+        2 => 0xffff,
+        _ => u32::MAX,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1650,8 +1747,87 @@ mod tests {
             isa: GuestIsa::baseline(),
             emulate_tokens_from: Some(0),
             cpuid: None,
+            ignored_ports: None,
         };
         translate(&req).unwrap()
+    }
+
+    /// Translates `code` at 0x1000 in `mode` with `ports` ignored.
+    fn unit_with(code: &[u8], mode: Mode, ports: &PortSet) -> Unit {
+        let mut bytes = code.to_vec();
+        bytes.resize(64, 0x90);
+        let req = UnitRequest {
+            eip: 0x1000,
+            code: &bytes,
+            page_end: 0x2000,
+            mode,
+            host_base: 0x20_0000,
+            stubs: STUBS,
+            max_insns: 64,
+            count_indirect: None,
+            isa: GuestIsa::baseline(),
+            emulate_tokens_from: Some(7),
+            cpuid: None,
+            ignored_ports: Some(ports),
+        };
+        translate(&req).unwrap()
+    }
+
+    /// `in al, 0x80; out 0x80, eax; in al, 0x60`.
+    const PORT_IO: [u8; 6] = [0xe4, 0x80, 0xe7, 0x80, 0xe4, 0x60];
+
+    fn port_0x80_to_0x83() -> PortSet {
+        let mut ports = PortSet::default();
+        (0x80..0x84).for_each(|p| ports.insert(p));
+        ports
+    }
+
+    #[test]
+    fn io_to_ignored_ports_runs_inline_at_cpl0_and_the_rest_exits_with_a_token() {
+        let mode = Mode {
+            flat: true,
+            cpl0: true,
+            ..Mode::default()
+        };
+        let u = unit_with(&PORT_IO, mode, &port_0x80_to_0x83());
+        assert_eq!(u.inline_ports, vec![0x80, 0x80]);
+        assert_eq!(u.emulated.len(), 1);
+        assert_eq!(u.emulated[0].ip32(), 0x1004, "the IN from port 0x60 exits");
+        let text = host_text(&u).join("\n");
+        assert!(text.contains("mov al,0FFh"), "{text}");
+        assert!(text.contains("[r14+"), "the exit stores its token:\n{text}");
+    }
+
+    #[test]
+    fn io_to_ignored_ports_exits_outside_cpl0_and_with_io_breakpoints() {
+        let user = Mode {
+            flat: true,
+            ..Mode::default()
+        };
+        let breakpoints = Mode {
+            flat: true,
+            cpl0: true,
+            io_exits: true,
+            ..Mode::default()
+        };
+        for mode in [user, breakpoints] {
+            let u = unit_with(&PORT_IO, mode, &port_0x80_to_0x83());
+            assert!(u.inline_ports.is_empty(), "{mode:?}");
+            assert_eq!(u.emulated[0].ip32(), 0x1000, "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn wide_io_is_inline_only_when_every_port_is_ignored() {
+        let mode = Mode {
+            flat: true,
+            cpl0: true,
+            ..Mode::default()
+        };
+        // in eax, 0x82: ports 0x82-0x85, of which 0x84 and 0x85 are claimed.
+        let u = unit_with(&[0xe5, 0x82], mode, &port_0x80_to_0x83());
+        assert!(u.inline_ports.is_empty());
+        assert_eq!(u.emulated[0].ip32(), 0x1000);
     }
 
     fn host_text(u: &Unit) -> Vec<String> {

@@ -196,6 +196,11 @@ impl IoBus {
         }
     }
 
+    /// Whether a device answers at `port`.
+    pub fn claims(&self, port: u16) -> bool {
+        self.device_index(port).is_some()
+    }
+
     /// Ports accessed without a device, in port order, as `(port, reads, writes)`.
     pub fn unclaimed_counts(&self) -> impl Iterator<Item = (u16, u64, u64)> + '_ {
         self.unclaimed

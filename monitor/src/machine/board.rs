@@ -30,6 +30,19 @@ pub struct Board {
 }
 
 impl Board {
+    /// The ports nothing on the board answers: no device claims them and
+    /// they are not the backdoor's. An access there reads all ones and
+    /// writes nothing.
+    pub fn ignored_ports(&self) -> translator::translate::PortSet {
+        let mut ports = translator::translate::PortSet::default();
+        for port in 0..=u16::MAX {
+            if !self.bus.claims(port) && port != BACKDOOR_PORT && port != BACKDOOR_HB_PORT {
+                ports.insert(port);
+            }
+        }
+        ports
+    }
+
     fn backdoor_allowed(&self, cpl: u8) -> bool {
         !(self.restrict_backdoor && cpl > 0)
     }

@@ -221,6 +221,8 @@ pub enum VcpuExit<'a> {
 pub struct VcpuStats {
     /// Name and value of every counter, in print order.
     pub counters: Vec<(&'static str, u64)>,
+    /// Further lines worth reporting.
+    pub notes: Vec<String>,
 }
 
 /// A virtual CPU.

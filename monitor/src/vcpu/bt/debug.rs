@@ -35,6 +35,14 @@ impl BtCore {
             || self.data_breakpoints() != 0
     }
 
+    /// Whether any I/O breakpoint is enabled (R/W = 10 with CR4.DE): then
+    /// every IN/OUT must reach the monitor.
+    pub(super) fn io_breakpoints_enabled(&self) -> bool {
+        let dr7 = Dr7(self.sys.dr[7]);
+        self.sys.cr4.contains(crate::cpu::Cr4::DE)
+            && (0..4).any(|n| dr7.enabled(n) && dr7.condition(n) == 2)
+    }
+
     /// The enabled I/O breakpoints (R/W = 10 with CR4.DE) covering any of
     /// the `size` ports from `port`, as a bit mask.
     pub(super) fn io_breakpoints_hit(&self, port: u16, size: u8) -> u8 {

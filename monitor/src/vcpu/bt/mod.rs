@@ -140,6 +140,11 @@ pub struct BtCore {
     isa: GuestIsa,
     /// The model's CPUID answers, which translated code gives inline.
     cpuid_answers: translator::CpuidAnswers,
+    /// Ports the platform ignores (IN/OUT to them may run inline).
+    ignored_ports: Option<translator::translate::PortSet>,
+    /// The ports translated code has accessed inline (for `--stats`: the
+    /// platform does not count those accesses).
+    inline_ports: std::collections::BTreeSet<u16>,
     ram: GuestRam,
     window: LinearWindow,
     cache: CodeCache,
@@ -231,6 +236,14 @@ impl BtVcpu {
     /// Writes every translation (guest and host code) to `out`.
     pub fn set_translation_log(&mut self, out: Box<dyn Write>) {
         self.core.log = Some(out);
+    }
+
+    /// Lets translated code at CPL 0 carry out IN/OUT with an immediate port
+    /// among `ports` itself, as the platform would: OUT is dropped, IN
+    /// reads all ones. The platform does not see (or count) those accesses.
+    pub fn set_ignored_ports(&mut self, ports: translator::translate::PortSet) {
+        self.core.ignored_ports = Some(ports);
+        self.core.flush();
     }
 
     /// Counts indirect-branch hits in emitted code (slightly slower).
@@ -345,11 +358,25 @@ impl Vcpu for BtVcpu {
                 ("invalidations", c.invalidations),
                 ("flushes", c.flushes),
             ],
+            notes: self.inline_ports_note().into_iter().collect(),
         }
     }
 }
 
 impl BtVcpu {
+    /// The `--stats` line naming the ports accessed inline, if any.
+    fn inline_ports_note(&self) -> Option<String> {
+        let ports = &self.core.inline_ports;
+        if ports.is_empty() {
+            return None;
+        }
+        let list: Vec<String> = ports.iter().map(|p| format!("{p:#06x}")).collect();
+        Some(format!(
+            "ignored ports accessed by translated code without an exit (not counted): {}",
+            list.join(", ")
+        ))
+    }
+
     /// The I/O exit for the access `pending_io` describes.
     fn io_exit(&mut self) -> VcpuExit<'_> {
         let Some(io) = self.core.pending_io.as_ref() else {
@@ -442,6 +469,8 @@ impl BtCore {
             sys: SystemState::multiboot_entry(),
             isa: model.guest_isa(),
             cpuid_answers: model.cpuid_answers(),
+            ignored_ports: None,
+            inline_ports: Default::default(),
             model,
             ram,
             window,
@@ -514,6 +543,7 @@ impl BtCore {
             rdtsc_exits: sys.cpl > 0 && sys.cr4.contains(Cr4::TSD),
             code16: !sys.code32(),
             stack16: !sys.stack32(),
+            io_exits: self.io_breakpoints_enabled(),
         }
     }
 
@@ -896,6 +926,7 @@ impl BtCore {
             isa: self.isa,
             emulate_tokens_from: (single == 0).then_some(self.emulated.len() as u32),
             cpuid: Some(&self.cpuid_answers),
+            ignored_ports: self.ignored_ports.as_ref(),
         };
         let unit = translator::translate(&req)
             .map_err(|e| TranslateFailure::Other(format!("at EIP={eip:#010x}: {e}")))?;
@@ -927,6 +958,7 @@ impl BtCore {
             e => TranslateFailure::Other(e.to_string()),
         })?;
         self.emulated.extend_from_slice(&unit.emulated);
+        self.inline_ports.extend(&unit.inline_ports);
         if single == 0 {
             for f in frames {
                 self.trace_code_frame(f);
