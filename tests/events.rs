@@ -1,0 +1,97 @@
+//! The per-event cost benchmark guest (benches/events/events.c, run by
+//! benches/run-events.sh) runs under nestmon: with "quick" on its command
+//! line (tiny batches) it must print one line per event, in order, each
+//! with a positive cycle count, and exit as a passing guest (status 1).
+//! Only behaviour is checked, never the numbers themselves.  The same
+//! check under qemu-system-i386 TCG keeps the guest honest (skipped when
+//! QEMU is not installed).
+
+#[path = "guestkit/mod.rs"]
+mod guestkit;
+
+use guestkit::*;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+/// The events, in the order the guest prints them.
+const EVENTS: [&str; 11] = [
+    "int80_ring3_iret",
+    "int_ring0_iret",
+    "sysenter_sysexit",
+    "de_delivery",
+    "gp_delivery",
+    "out_unclaimed",
+    "in_unclaimed",
+    "cpuid",
+    "cli_sti",
+    "pushf_popf",
+    "call_ret",
+];
+
+/// Builds the guest (`make -C guests bench-events`) into a directory of
+/// the test's own: nextest runs each test in its own process, and two
+/// makes must not build into one directory at the same time.
+fn events_elf(test: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("events-{test}"));
+    make(&["bench-events"], &dir);
+    dir.join("bench/events.elf")
+}
+
+/// Checks a run's status and output: every event, in order, with a
+/// positive number; informational '#' lines are skipped.
+fn check(who: &str, r: &Run) {
+    assert_eq!(
+        r.code,
+        Some(1),
+        "{who}: want exit status 1 (the guest's rt_exit(0)), {}\nstdout:\n{}",
+        describe(r),
+        r.stdout
+    );
+    let lines: Vec<&str> = r.stdout.lines().filter(|l| !l.starts_with('#')).collect();
+    let names: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap_or(""))
+        .collect();
+    assert_eq!(names, EVENTS, "{who}: event lines\n{}", r.stdout);
+    for line in lines {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let cycles: Option<f64> = match fields[..] {
+            [_, n] => n.parse().ok(),
+            _ => None,
+        };
+        assert!(
+            cycles.is_some_and(|c| c > 0.0),
+            "{who}: want \"NAME CYCLES\" with CYCLES > 0, got {line:?}"
+        );
+    }
+}
+
+#[test]
+fn events_guest_under_nestmon() {
+    let r = run(
+        Command::new(env!("CARGO_BIN_EXE_nestmon"))
+            .args(["run", "--append", "quick", "--kernel"])
+            .arg(events_elf("nestmon")),
+        Duration::from_secs(60),
+    );
+    check("nestmon", &r);
+}
+
+#[test]
+fn events_guest_under_qemu() {
+    let Some(qemu) = qemu() else {
+        eprintln!("qemu-system-i386 not installed: skipping");
+        return;
+    };
+    let r = run(
+        Command::new(qemu)
+            .arg("-kernel")
+            .arg(events_elf("qemu"))
+            .args(["-append", "quick", "-serial", "stdio", "-display", "none"])
+            .args(["-nodefaults", "-monitor", "none", "-no-reboot", "-m", "128"])
+            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]),
+        Duration::from_secs(60),
+    );
+    check("qemu", &r);
+}
