@@ -2,7 +2,7 @@
 # run-events.sh: cycles per event under nestmon and QEMU TCG, side by side.
 #
 # Usage: benches/run-events.sh [--no-nestmon] [--no-qemu] [--runs N]
-#                              [--timeout S] [--out DIR]
+#                              [--timeout S] [--out DIR] [--paging]
 #
 # Builds release nestmon (cargo build --release -p monitor; honours
 # CARGO_TARGET_DIR) and the guest benches/events/events.c (make -C guests
@@ -13,8 +13,9 @@
 # cheaper than QEMU (and, for the system call round trips int80_ring3_iret
 # and sysenter_sysexit, also under 500 cycles), else "MISS".  With --runs N
 # (default 1) each VMM runs N times, the two alternating, and the lowest
-# figure per event is kept: the host's noise only ever adds cycles.  A run
-# is killed after S seconds (default 120).  QEMU=PATH picks the QEMU binary.
+# figure per event is kept: the host's noise only ever adds cycles.
+# --paging runs every event with guest paging on (the guest's "paging").
+# A run is killed after S seconds (default 120).  QEMU=PATH picks the QEMU binary.
 # Also measures the host TSC rate (benches/events/tsc_rate.c, built with the
 # host cc) and the rate at which each guest saw its TSC advance against wall
 # time; if a guest's rate is more than 2% off the host's, its cycles are
@@ -28,6 +29,7 @@ NESTMON=1
 DO_QEMU=1
 TIMEOUT=120
 OUT=${TMPDIR:-/tmp}/nestmon-events
+APPEND=
 while [ $# -gt 0 ]; do
     case $1 in
     --no-nestmon) NESTMON=0 ;;
@@ -35,7 +37,8 @@ while [ $# -gt 0 ]; do
     --runs) RUNS=$2; shift ;;
     --timeout) TIMEOUT=$2; shift ;;
     --out) OUT=$2; shift ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    --paging) APPEND=paging ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -80,8 +83,8 @@ run() {
     out=$OUT/$kind.$n.out
     {
         case $kind in
-        nestmon) timeout "$TIMEOUT" "$NESTMON_BIN" run --kernel "$GUEST" 2>"$OUT/$kind.$n.err" </dev/null ;;
-        qemu) timeout "$TIMEOUT" "$QEMU_BIN" -kernel "$GUEST" -serial stdio -display none -nodefaults \
+        nestmon) timeout "$TIMEOUT" "$NESTMON_BIN" run --kernel "$GUEST" --append "$APPEND" 2>"$OUT/$kind.$n.err" </dev/null ;;
+        qemu) timeout "$TIMEOUT" "$QEMU_BIN" -kernel "$GUEST" -append "$APPEND" -serial stdio -display none -nodefaults \
                 -monitor none -device isa-debug-exit,iobase=0xf4,iosize=4 -no-reboot -m 128 \
                 2>"$OUT/$kind.$n.err" </dev/null ;;
         esac

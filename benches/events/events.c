@@ -26,7 +26,10 @@
  *
  * The Multiboot command line may hold "quick": tiny batches, for the test
  * that checks the guest runs (tests/events.rs); the numbers are then not
- * meaningful. */
+ * meaningful.  "only=NAME" measures one event (to profile it).  "paging"
+ * turns 32-bit paging on first (16 MiB identity-mapped with user pages, as
+ * pm_paging_on sets it up), so that every event runs as under a paging
+ * kernel. */
 #include "pm.h"
 
 /* events per loop iteration (the loop overhead is also subtracted) */
@@ -222,12 +225,14 @@ failed:
     failures++;
 }
 
-/* "quick" as a word of the Multiboot command line (QEMU and nestmon both
- * put the kernel's file name first) */
-static int quick_requested(void)
+/* The word of the Multiboot command line that is WORD or starts with
+ * WORD (QEMU and nestmon both put the kernel's file name first), with its
+ * length in *len; 0 if there is none. */
+static const char *cmdline_word(const char *word, uint32_t *len)
 {
     const uint32_t *info = (const uint32_t *)rt_mb_info;
     const char *s, *w;
+    uint32_t n = strlen(word);
     if (rt_mb_magic != 0x2BADB002 || !info || !(info[0] & (1u << 2)) || !info[4])
         return 0;
     for (s = (const char *)info[4]; *s;) {
@@ -236,10 +241,36 @@ static int quick_requested(void)
         w = s;
         while (*s && *s != ' ')
             s++;
-        if (s - w == 5 && !memcmp(w, "quick", 5))
-            return 1;
+        if ((uint32_t)(s - w) >= n && !memcmp(w, word, n)) {
+            *len = s - w;
+            return w;
+        }
     }
     return 0;
+}
+
+/* "quick": tiny batches */
+static int quick_requested(void)
+{
+    uint32_t len;
+    const char *w = cmdline_word("quick", &len);
+    return w && len == 5;
+}
+
+/* "paging": run every event with paging on */
+static int paging_requested(void)
+{
+    uint32_t len;
+    const char *w = cmdline_word("paging", &len);
+    return w && len == 6;
+}
+
+/* "only=NAME": measure only that event (for profiling one event) */
+static int event_skipped(const struct event *e)
+{
+    uint32_t len;
+    const char *w = cmdline_word("only=", &len);
+    return w && (len - 5 != strlen(e->name) || memcmp(w + 5, e->name, len - 5));
 }
 
 static void wrmsr(uint32_t msr, uint32_t v)
@@ -253,6 +284,8 @@ int main(void)
     int i;
 
     pm_init();
+    if (paging_requested())
+        pm_paging_on();
     /* mask both PICs: cli_sti runs with IF=1 */
     outb(0x21, 0xff);
     outb(0xa1, 0xff);
@@ -277,11 +310,14 @@ int main(void)
     rt_printf("# events: cycles (TSC ticks) per event, %u per loop iteration, best of %d "
               "batches of ~%u ticks, empty loop subtracted\n",
               UNROLL, batches, budget);
+    rt_printf("# paging %s\n", paging_requested() ? "on" : "off");
     /* for benches/run-events.sh: the TSC at the start and at the end, to
      * compare the guest's TSC rate with the host's */
     rt_printf("# tsc-mark %llu\n", rt_rdtsc());
     for (i = 0; i < NEVENTS; i++) {
         const struct event *e = &events[i];
+        if (event_skipped(e))
+            continue;
         if (e->batch == sysenter_ring3 && !(d & CPUID_SEP)) {
             rt_printf("%s FAIL CPUID.1:EDX.SEP is 0\n", e->name);
             failures++;

@@ -12,11 +12,13 @@
 //!   on purpose is `PROT_NONE`.
 
 mod addr;
+mod frameset;
 mod ram;
 mod walk;
 mod window;
 
 pub use addr::{GuestLinear, GuestPhys, HostAddr, PAGE_SIZE};
+pub use frameset::FrameSet;
 pub use ram::{GuestRam, RamError, MAX_GUEST_RAM};
 pub use walk::{walk, Access, PageFault, PagingMode, Translated};
 pub use window::{LinearWindow, PageProt, WindowError, WINDOW_GUARD};

@@ -130,7 +130,7 @@ impl BtCore {
     /// shadow mapping was filled), a write to translated code, a guest
     /// exception, or an access outside guest RAM.
     fn resolve_memory_fault(&mut self, host_addr: u64, write: bool) -> FaultOutcome {
-        let Some(lin) = self.window.linear_of(host_addr as usize) else {
+        let Some(lin) = self.window().linear_of(host_addr as usize) else {
             // An access that straddles the top of the 4 GiB linear space
             // reached the guard after the window. With a 4 GiB segment
             // limit the SDM leaves it implementation-specific whether such
@@ -142,7 +142,7 @@ impl BtCore {
             Err(e) => return FaultOutcome::Guest(e.into()),
         };
         let frame = phys / PAGE_SIZE;
-        if write && self.code_frames.contains(&frame) {
+        if write && self.code_frames.contains(frame) {
             self.stats.smc_writes += 1;
             self.untrace_code_frame(frame);
             return FaultOutcome::CodeWrite;

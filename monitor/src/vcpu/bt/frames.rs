@@ -6,10 +6,14 @@
 //! - A frame in `code_frames` is mapped read-only at every linear page the
 //!   reverse map knows for it (paging on) or at its identity page (paging
 //!   off); untracing it kills its translations first.
-//! - The window never maps more than the guest's page tables allowed at the
-//!   last walk; changing the address space drops every mapping.
+//! - Each view (supervisor, user) never maps more than the guest's page
+//!   tables allowed its privilege at the last walk; changing the address
+//!   space drops every mapping of both. With paging off only the supervisor
+//!   view is used (identity, all of RAM) and the user view is empty.
+//! - The reverse map names every (view, linear page) mapped to a frame.
 
-use super::BtCore;
+use super::{BtCore, SUPERVISOR_VIEW, USER_VIEW};
+use shadowmmu::LinearWindow;
 use shadowmmu::{walk, Access, GuestLinear, GuestPhys, PageFault, PageProt, PagingMode, PAGE_SIZE};
 
 impl BtCore {
@@ -65,9 +69,31 @@ impl BtCore {
         }
     }
 
+    /// The view translated code runs in now.
+    pub(super) fn window(&self) -> &LinearWindow {
+        &self.views[self.view]
+    }
+
+    /// The view the current state runs in: the user view for CPL 3 with
+    /// paging on, the supervisor view otherwise.
+    fn wanted_view(&self) -> usize {
+        if self.paging() && self.sys.cpl == 3 {
+            USER_VIEW
+        } else {
+            SUPERVISOR_VIEW
+        }
+    }
+
+    /// Points the window register of translated code at the view the
+    /// current privilege runs in.
+    pub(super) fn select_view(&mut self) {
+        self.view = self.wanted_view();
+        self.state.window = self.views[self.view].base().0 as u64;
+    }
+
     /// Drops every shadow mapping and translation after the guest changed
-    /// its address space (CR0.PG/WP, CR3, CR4 paging bits, INVLPG): the
-    /// window is refilled lazily from the guest page tables on hidden
+    /// its address space (CR0.PG/WP, CR3, CR4 paging bits, INVLPG): both
+    /// views are refilled lazily from the guest page tables on hidden
     /// faults.
     pub(super) fn reset_address_space(&mut self) {
         self.flush();
@@ -75,10 +101,13 @@ impl BtCore {
         self.rmap.clear();
         // Unmapping and mapping a reservation we own; a failure leaves the
         // window more restrictive, never less.
-        let _ = self.window.unmap(GuestLinear(0), 1 << 32);
+        for view in &self.views {
+            let _ = view.unmap(GuestLinear(0), 1 << 32);
+        }
+        self.select_view();
         if !self.paging() {
             let size = self.ram.size() as u64;
-            let _ = self.window.map(
+            let _ = self.views[SUPERVISOR_VIEW].map(
                 GuestLinear(0),
                 self.ram.fd(),
                 GuestPhys(0),
@@ -95,41 +124,42 @@ impl BtCore {
             return;
         }
         if self.paging() {
-            for lp in self.rmap.get(&frame).cloned().unwrap_or_default() {
-                self.protect_page(lp, PageProt::Read);
+            for alias in self.rmap.get(&frame).cloned().unwrap_or_default() {
+                self.protect_page(alias, PageProt::Read);
             }
         } else {
-            self.protect_page(frame, PageProt::Read);
+            self.protect_page(Alias::new(SUPERVISOR_VIEW, frame), PageProt::Read);
         }
     }
 
-    fn protect_page(&mut self, lpage: u32, prot: PageProt) {
+    fn protect_page(&mut self, alias: Alias, prot: PageProt) {
         // A protection change of a page in our own reservation; if the host
         // refuses, the page keeps its old rights and the next write faults
         // again.
-        let _ = self
-            .window
-            .protect(GuestLinear(lpage * PAGE_SIZE), u64::from(PAGE_SIZE), prot);
+        let _ = self.views[alias.view()].protect(
+            GuestLinear(alias.lpage() * PAGE_SIZE),
+            u64::from(PAGE_SIZE),
+            prot,
+        );
     }
 
     /// Kills the translations of `frame` and makes it writable again.
     pub(super) fn untrace_code_frame(&mut self, frame: u32) {
-        if !self.code_frames.remove(&frame) {
+        if !self.code_frames.remove(frame) {
             return;
         }
         self.cache.invalidate_frame(frame);
-        self.ibtc.clear();
+        self.ibtc.clear_all();
         self.pending_chain = None;
         if self.paging() {
             // Unmapped aliases refault and are mapped again with the rights
             // their page-table entries give.
-            for lp in self.rmap.remove(&frame).unwrap_or_default() {
-                let _ = self
-                    .window
-                    .unmap(GuestLinear(lp * PAGE_SIZE), u64::from(PAGE_SIZE));
+            for alias in self.rmap.remove(&frame).unwrap_or_default() {
+                let _ = self.views[alias.view()]
+                    .unmap(GuestLinear(alias.lpage() * PAGE_SIZE), u64::from(PAGE_SIZE));
             }
         } else {
-            self.protect_page(frame, PageProt::ReadWrite);
+            self.protect_page(Alias::new(SUPERVISOR_VIEW, frame), PageProt::ReadWrite);
         }
     }
 
@@ -150,12 +180,13 @@ impl BtCore {
         self.ram.write(addr, data)
     }
 
-    /// Maps linear page `lpage` to guest frame `frame`: writable only when
-    /// the walk found it writable and dirty and it holds no translated code.
+    /// Maps linear page `lpage` to guest frame `frame` in the current view:
+    /// writable only when the walk found it writable and dirty for the
+    /// view's privilege and it holds no translated code.
     pub(super) fn fill_shadow(&mut self, lpage: u32, frame: u32, write: bool) {
         let acc = Access {
             write,
-            user: self.sys.cpl == 3,
+            user: self.view == USER_VIEW,
         };
         let rw = walk(
             &self.ram,
@@ -164,24 +195,50 @@ impl BtCore {
             acc,
         )
         .is_ok_and(|t| t.writable_and_dirty);
-        let prot = if rw && !self.code_frames.contains(&frame) {
+        let prot = if rw && !self.code_frames.contains(frame) {
             PageProt::ReadWrite
         } else {
             PageProt::Read
         };
         // A refused mapping leaves the page unmapped: the access faults
         // again and is reported.
-        let _ = self.window.map(
+        let _ = self.window().map(
             GuestLinear(lpage * PAGE_SIZE),
             self.ram.fd(),
             GuestPhys(frame * PAGE_SIZE),
             u64::from(PAGE_SIZE),
             prot,
         );
+        let alias = Alias::new(self.view, lpage);
         let aliases = self.rmap.entry(frame).or_default();
-        if !aliases.contains(&lpage) {
-            aliases.push(lpage);
+        if !aliases.contains(&alias) {
+            aliases.push(alias);
         }
+    }
+}
+
+/// A linear page of one view, as the reverse map keeps it: the page number
+/// (20 bits) with the view in bit 31.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Alias(u32);
+
+impl Alias {
+    const USER_BIT: u32 = 1 << 31;
+
+    fn new(view: usize, lpage: u32) -> Alias {
+        Alias(lpage | if view == USER_VIEW { Self::USER_BIT } else { 0 })
+    }
+
+    fn view(self) -> usize {
+        if self.0 & Self::USER_BIT != 0 {
+            USER_VIEW
+        } else {
+            SUPERVISOR_VIEW
+        }
+    }
+
+    fn lpage(self) -> u32 {
+        self.0 & !Self::USER_BIT
     }
 }
 

@@ -39,10 +39,10 @@ use crate::vcpu::{
 use codecache::{BranchSite, CacheError, CodeCache, TransId, TransKey, Translation};
 use exec::{ExecOutcome, PendingIo};
 use shadowmmu::{GuestPhys, GuestRam, LinearWindow, PageProt, PAGE_SIZE};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, RwLock};
-use translator::ibtc::Ibtc;
+use translator::ibtc::{Ibtc, IbtcSet};
 use translator::runtime::{self, FaultRegistration};
 use translator::state::{ExitReason, LIVE_FLAGS};
 use translator::{CpuState, GuestIsa, Mode, Stubs, UnitRequest};
@@ -51,6 +51,10 @@ use translator::{CpuState, GuestIsa, Mode, Stubs, UnitRequest};
 pub const CODE_CACHE_SIZE: usize = 64 << 20;
 /// Mode bits of one-instruction units that are never looked up or chained.
 const SINGLE_STEP_MODE: u32 = 0x8000_0000;
+/// Index of the supervisor view in `BtCore::views`.
+const SUPERVISOR_VIEW: usize = 0;
+/// Index of the user view in `BtCore::views`.
+const USER_VIEW: usize = 1;
 
 /// Counters printed by `--stats`.
 #[derive(Clone, Debug, Default)]
@@ -146,16 +150,24 @@ pub struct BtCore {
     /// platform does not count those accesses).
     inline_ports: std::collections::BTreeSet<u16>,
     ram: GuestRam,
-    window: LinearWindow,
+    /// The supervisor view (index 0: CPL 0-2, and every CPL while paging
+    /// is off) and the user view (index 1: CPL 3 with paging on) of the
+    /// current address space; each maps only what the guest's page tables
+    /// allow at its privilege.
+    views: [LinearWindow; 2],
+    /// The view translated code runs in (its base is `state.window`).
+    view: usize,
     cache: CodeCache,
     stubs: Stubs,
-    ibtc: Ibtc,
+    /// The indirect-branch tables, one per recent mode; the current one's
+    /// address is in `state.ibtc` unless an exit request swapped it.
+    ibtc: IbtcSet<ModeKey>,
     /// The table exit requests swap in: nothing matches in it. Only its
     /// address is used (by the signal handler), so it must live here.
     _empty_ibtc: Ibtc,
-    code_frames: HashSet<u32>,
+    code_frames: shadowmmu::FrameSet,
     /// With paging on: guest frame -> linear pages mapped to it in the window.
-    rmap: HashMap<u32, Vec<u32>>,
+    rmap: HashMap<u32, Vec<frames::Alias>>,
     /// The direct branch that just missed, to chain once its target's
     /// translation is entered: (site, target EIP, mode bits). It is only
     /// chained to a translation of exactly that EIP and mode, whatever ran
@@ -429,6 +441,7 @@ impl BtCore {
     fn new(ram: GuestRam, model: CpuModel) -> Result<BtCore, VcpuError> {
         let host = |e: &dyn std::fmt::Display| VcpuError::Host(e.to_string());
         let window = LinearWindow::new().map_err(|e| host(&e))?;
+        let user_view = LinearWindow::new().map_err(|e| host(&e))?;
         let size = ram.size() as u64;
         window
             .map(
@@ -453,17 +466,18 @@ impl BtCore {
         let faults =
             runtime::register_cache(start, start + CODE_CACHE_SIZE as u64, stubs.exit_saved)
                 .ok_or_else(|| VcpuError::Host("too many code caches in one process".into()))?;
-        let ibtc = Ibtc::default();
+        let ibtc = IbtcSet::new(ModeKey::default());
         let empty_ibtc = Ibtc::default();
         let mut state = Box::<CpuState>::default();
         state.window = window.base().0 as u64;
         state
             .ibtc
-            .store(ibtc.addr(), std::sync::atomic::Ordering::SeqCst);
+            .store(ibtc.current().addr(), std::sync::atomic::Ordering::SeqCst);
         // SAFETY: the state block is boxed and the empty table's entries
         // are boxed, so neither moves; both are owned by the core, which
         // drops the registration (its first field) before them.
         unsafe { faults.set_ibtc(&state.ibtc, empty_ibtc.addr()) };
+        let frames = ram.size() / PAGE_SIZE as usize;
         let mut core = BtCore {
             state,
             sys: SystemState::multiboot_entry(),
@@ -473,12 +487,13 @@ impl BtCore {
             inline_ports: Default::default(),
             model,
             ram,
-            window,
+            views: [window, user_view],
+            view: SUPERVISOR_VIEW,
             cache,
             stubs,
             ibtc,
             _empty_ibtc: empty_ibtc,
-            code_frames: HashSet::new(),
+            code_frames: shadowmmu::FrameSet::with_capacity(frames),
             rmap: HashMap::new(),
             pending_chain: None,
             faults,
@@ -498,6 +513,7 @@ impl BtCore {
             key_before: ModeKey::default(),
         };
         core.key_before = core.mode_key();
+        core.switch_ibtc(core.key_before);
         core.sync_segments();
         Ok(core)
     }
@@ -559,7 +575,7 @@ impl BtCore {
         // or a map lookup; it holds exactly what an indirect branch to
         // this EIP would run.
         if self.pending_chain.is_none() {
-            if let Some(entry) = self.ibtc.get(eip) {
+            if let Some(entry) = self.ibtc.current().get(eip) {
                 self.run_translation(entry);
                 return self.handle_exit();
             }
@@ -575,7 +591,7 @@ impl BtCore {
             }
         }
         let entry = self.cache.exec_addr(self.cache.get(id).code_offset);
-        self.ibtc.insert(eip, entry);
+        self.ibtc.current_mut().insert(eip, entry);
         self.run_translation(entry);
         self.handle_exit()
     }
@@ -604,12 +620,11 @@ impl BtCore {
             }
             Some(ExitReason::IndirectMiss) => {
                 self.stats.exits_indirect_miss += 1;
-                self.ibtc.misses += 1;
                 let eip = self.state.eip;
                 match self.translation_for(eip, 0) {
                     Ok(id) => {
                         let addr = self.cache.exec_addr(self.cache.get(id).code_offset);
-                        self.ibtc.insert(eip, addr);
+                        self.ibtc.current_mut().insert(eip, addr);
                         Event::Continue
                     }
                     Err(event) => event,
@@ -637,7 +652,7 @@ impl BtCore {
 
     /// An exit request swapped the indirect-branch table.
     fn exit_requested(&self) -> bool {
-        self.state.ibtc.load(std::sync::atomic::Ordering::SeqCst) != self.ibtc.addr()
+        self.state.ibtc.load(std::sync::atomic::Ordering::SeqCst) != self.ibtc.current().addr()
     }
 
     /// Undoes an exit request's arming; whoever asked decides what happens
@@ -645,7 +660,7 @@ impl BtCore {
     fn serve_exit_request(&mut self) {
         self.stats.exits_interrupted += 1;
         self.faults
-            .clear_exit_request(&self.state.ibtc, self.ibtc.addr());
+            .clear_exit_request(&self.state.ibtc, self.ibtc.current().addr());
     }
 
     /// Carries out the instruction at EIP in the monitor.
@@ -756,18 +771,34 @@ impl BtCore {
     }
 
     /// Acts on what a monitor-run instruction changed: segment mirrors
-    /// always, the indirect-branch table when the mode changed, every
-    /// shadow mapping when the address space changed.
+    /// always, the indirect-branch table when the mode changed, the view
+    /// when the privilege changed, every shadow mapping when the address
+    /// space changed.
     fn after_system_change(&mut self, before: ModeKey) {
         self.sync_segments();
         let after = self.mode_key();
-        let rights_changed = after.cpl_user != before.cpl_user && self.paging();
-        if after.paging != before.paging || rights_changed {
-            // The window's mappings carry the rights of the last walk, made
-            // for the old CPL's user/supervisor view.
+        if after.paging != before.paging {
             self.reset_address_space();
-        } else if after != before {
-            self.ibtc.clear();
+        } else if after.cpl_user != before.cpl_user {
+            // User and supervisor code see the address space through their
+            // own views: a privilege change switches the window register.
+            self.select_view();
+        }
+        self.switch_ibtc(after);
+    }
+
+    /// Makes the indirect-branch table of `key` current. An exit request
+    /// that swapped in the empty table meanwhile stays armed: the slot is
+    /// only replaced if it still holds the table being left.
+    fn switch_ibtc(&mut self, key: ModeKey) {
+        let left = self.ibtc.current().addr();
+        if self.ibtc.switch_to(key) {
+            let _ = self.state.ibtc.compare_exchange(
+                left,
+                self.ibtc.current().addr(),
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+            );
         }
     }
 
@@ -890,7 +921,7 @@ impl BtCore {
     fn flush(&mut self) {
         self.cache.flush();
         self.emulated.clear();
-        self.ibtc.clear();
+        self.ibtc.clear_all();
         self.pending_chain = None;
     }
 
