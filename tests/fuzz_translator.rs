@@ -151,10 +151,13 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
     let mut bytes = code.to_vec();
     bytes.resize(in_page.max(bytes.len()) + 15, 0x90);
     let widest = GuestIsa::with(GuestIsa::TRANSLATABLE).expect("offerable");
-    for (flat, isa) in [
-        (true, GuestIsa::baseline()),
-        (true, widest),
-        (false, widest),
+    // The last mode checks every segment's limit inline (a guest with
+    // non-flat segments).
+    for (flat, isa, limited) in [
+        (true, GuestIsa::baseline(), 0),
+        (true, widest, 0),
+        (false, widest, 0),
+        (false, widest, 0x3f),
     ] {
         let req = UnitRequest {
             eip,
@@ -163,6 +166,7 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
             mode: Mode {
                 flat,
                 cpl0: true,
+                limited,
                 ..Mode::default()
             },
             host_base: 0x7f00_0001_0000,

@@ -36,6 +36,11 @@ pub enum ExitReason {
     /// by the signal handler; `fault.rip` is the entry of the translation,
     /// none of whose guest instructions ran.
     Interrupted = 5,
+    /// A check in translated code found that the instruction at `eip`
+    /// must raise the exception in `raise_vector` with error code 0 (an
+    /// access beyond a segment's limit or against its type: #GP(0), #SS(0)
+    /// through SS). Nothing of the instruction was carried out.
+    Raise = 6,
 }
 
 impl ExitReason {
@@ -47,6 +52,7 @@ impl ExitReason {
             3 => ExitReason::Emulate,
             4 => ExitReason::Fault,
             5 => ExitReason::Interrupted,
+            6 => ExitReason::Raise,
             _ => return None,
         })
     }
@@ -154,6 +160,14 @@ pub struct CpuState {
     pub seg_base: [u32; 6],
     /// Segment selectors, by [`Seg`].
     pub seg_sel: [u16; 6],
+    /// The offsets each segment allows, by [`Seg`], for the checks of
+    /// segments the mode names in [`crate::translate::Mode::limited`]:
+    /// `[read_first, read_last, write_first, write_last]`; an access of
+    /// `n` bytes at offset `o` is allowed when `first <= o` and
+    /// `o + n - 1 <= last` (an empty range is `[1, 0]`).
+    pub seg_ranges: [[u64; 4]; 6],
+    /// The vector of a `Raise` exit.
+    pub raise_vector: u32,
     /// 1: the guest's x87/MMX registers in the host FPU are newer than
     /// `fx` (see [`CpuState::fx`]).
     pub fx_live: u32,
@@ -213,6 +227,8 @@ impl Default for CpuState {
             fault: HostFault::default(),
             seg_base: [0; 6],
             seg_sel: [0; 6],
+            seg_ranges: [[0, u64::from(u32::MAX), 0, u64::from(u32::MAX)]; 6],
+            raise_vector: 0,
             fx_live: 0,
             fx: FxArea::reset(),
         }
@@ -265,6 +281,10 @@ pub mod off {
     pub const SEG_BASE: i32 = offset_of!(CpuState, seg_base) as i32;
     /// `seg_sel[i]` is at `SEG_SEL + 2 * i`.
     pub const SEG_SEL: i32 = offset_of!(CpuState, seg_sel) as i32;
+    /// `seg_ranges[s][k]` is at `SEG_RANGES + 32 * s + 8 * k`.
+    pub const SEG_RANGES: i32 = offset_of!(CpuState, seg_ranges) as i32;
+    /// `raise_vector`.
+    pub const RAISE_VECTOR: i32 = offset_of!(CpuState, raise_vector) as i32;
     /// `fx`.
     pub const FX: i32 = offset_of!(CpuState, fx) as i32;
 }

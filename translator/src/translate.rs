@@ -54,6 +54,13 @@ pub struct Mode {
     /// Every IN/OUT goes to the monitor (an I/O breakpoint is enabled), even
     /// to ports the platform ignores.
     pub io_exits: bool,
+    /// Segments (bit `s` for [`Seg`] `s`) whose limit, expand-down bound,
+    /// type or null selector can forbid an access: explicit memory operands
+    /// through them are checked inline against `CpuState::seg_ranges`
+    /// (#GP(0), #SS(0) through SS); stack instructions (SS) and string
+    /// instructions (their source segment or ES) go to the monitor, which
+    /// checks every access.
+    pub limited: u8,
 }
 
 impl Mode {
@@ -68,6 +75,12 @@ impl Mode {
             | u32::from(self.code16) << 6
             | u32::from(self.stack16) << 7
             | u32::from(self.io_exits) << 8
+            | u32::from(self.limited & 0x3f) << 9
+    }
+
+    /// Whether accesses through segment register `seg` are checked.
+    fn is_limited(self, seg: Register) -> bool {
+        seg_index(seg).is_some_and(|s| self.limited & (1 << s as u8) != 0)
     }
 
     /// Decoding bitness.
@@ -83,10 +96,15 @@ impl Mode {
     fn exits(self, i: &Instruction) -> bool {
         use Mnemonic::*;
         let class = crate::isa::fpu_class(i);
-        if (self.code16 || self.stack16) && uses_stack(i) {
+        if (self.code16 || self.stack16 || self.is_limited(Register::SS)) && uses_stack(i) {
             return true;
         }
         if self.code16 && (i.is_string_instruction() || is_loop_like(i)) {
+            return true;
+        }
+        if i.is_string_instruction()
+            && (self.is_limited(Register::ES) || self.is_limited(i.memory_segment()))
+        {
             return true;
         }
         match i.mnemonic() {
@@ -113,6 +131,27 @@ fn uses_stack(i: &Instruction) -> bool {
                 | iced_x86::FlowControl::Return
                 | iced_x86::FlowControl::Interrupt
         )
+}
+
+/// The size of `i`'s explicit memory access and whether it writes it
+/// (a read-modify-write needs the write range, which lies within the read
+/// range of every segment that has one).
+fn explicit_access(i: &Instruction) -> (u32, bool) {
+    let size = i.memory_size().size() as u32;
+    let info = iced_x86::InstructionInfoFactory::new().info(i).clone();
+    let write = info.used_memory().iter().any(|m| {
+        m.segment() == i.memory_segment()
+            && m.base() == i.memory_base()
+            && m.index() == i.memory_index()
+            && matches!(
+                m.access(),
+                iced_x86::OpAccess::Write
+                    | iced_x86::OpAccess::ReadWrite
+                    | iced_x86::OpAccess::CondWrite
+                    | iced_x86::OpAccess::ReadCondWrite
+            )
+    });
+    (size, write)
 }
 
 /// LOOP, LOOPE, LOOPNE, JCXZ, JECXZ.
@@ -610,8 +649,10 @@ impl Ctx<'_> {
         let disp = i.memory_displacement32();
         let sixteen = is_16bit_address(i);
         let seg_base = self.needs_seg_base(seg);
+        let checked = self.req.mode.is_limited(seg);
         if !sixteen
             && !force_r10
+            && !checked
             && !seg_base
             && index == Register::None
             && disp == 0
@@ -620,10 +661,68 @@ impl Ctx<'_> {
             return Ok(host64(base));
         }
         self.offset_into_r10(i)?;
+        if checked {
+            let (size, write) = explicit_access(i);
+            self.check_segment_access(i, seg, size, write)?;
+        }
         if seg_base {
             self.add_seg_base(seg)?;
         }
         Ok(Register::R10)
+    }
+
+    /// Checks the access of `size` bytes at offset R10 through `seg`
+    /// against the segment's allowed range (`CpuState::seg_ranges`); out of
+    /// range, the unit exits with a `Raise` of #SS(0) (SS) or #GP(0)
+    /// before anything of `i` is carried out. Guest flags are kept; R11 is
+    /// clobbered. An access of 0 bytes (NOP, PREFETCH) is not checked.
+    fn check_segment_access(
+        &mut self,
+        i: &Instruction,
+        seg: Register,
+        size: u32,
+        write: bool,
+    ) -> Result<(), TranslateError> {
+        let Some(s) = seg_index(seg) else {
+            return Ok(());
+        };
+        if size == 0 {
+            return Ok(());
+        }
+        let range = i64::from(off::SEG_RANGES) + 32 * s as i64 + if write { 16 } else { 0 };
+        let fail = self.e.label();
+        let allowed = self.e.label();
+        self.ins(Instruction::with(Code::Pushfq))?;
+        self.ins(i2!(
+            Code::Cmp_r64_rm64,
+            Register::R10,
+            mem(Register::R14, Register::None, range)
+        )?)?;
+        self.e.jcc_label(2, fail);
+        self.ins(i2!(
+            Code::Lea_r64_m,
+            Register::R11,
+            mem(Register::R10, Register::None, i64::from(size - 1))
+        )?)?;
+        self.ins(i2!(
+            Code::Cmp_r64_rm64,
+            Register::R11,
+            mem(Register::R14, Register::None, range + 8)
+        )?)?;
+        self.e.jcc_label(6, allowed);
+        self.e.bind(fail);
+        self.ins(Instruction::with(Code::Popfq))?;
+        let vector: u32 = if seg == Register::SS { 12 } else { 13 };
+        self.ins(i2!(
+            Code::Mov_rm32_imm32,
+            mem(Register::R14, Register::None, off::RAISE_VECTOR.into()),
+            vector
+        )?)?;
+        self.store_eip_imm(i.ip32())?;
+        self.store_exit(ExitReason::Raise)?;
+        self.e.jmp_abs(self.req.stubs.exit_common)?;
+        self.e.bind(allowed);
+        self.ins(Instruction::with(Code::Popfq))
     }
 
     /// R10D = the memory operand's offset: `[base + index*scale + disp]`
@@ -770,6 +869,9 @@ impl Ctx<'_> {
             self.ins(i2!(Code::Movzx_r32_rm16, Register::R10D, Register::R10W)?)?;
         }
         let seg = i.memory_segment();
+        if self.req.mode.is_limited(seg) {
+            self.check_segment_access(i, seg, 1, false)?;
+        }
         if self.needs_seg_base(seg) {
             self.add_seg_base(seg)?;
         }
@@ -1828,6 +1930,75 @@ mod tests {
         let u = unit_with(&[0xe5, 0x82], mode, &port_0x80_to_0x83());
         assert!(u.inline_ports.is_empty());
         assert_eq!(u.emulated[0].ip32(), 0x1000);
+    }
+
+    /// DS (bit 3) limited: the explicit operand through DS is checked,
+    /// the one through a flat ES is not.
+    #[test]
+    fn accesses_through_a_limited_segment_are_checked_and_others_are_not() {
+        let mode = Mode {
+            flat: true,
+            cpl0: true,
+            limited: 1 << Seg::Ds as u8,
+            ..Mode::default()
+        };
+        // mov eax,[ebx]; mov eax,es:[ebx]
+        let u = unit_with(&[0x8b, 0x03, 0x26, 0x8b, 0x03], mode, &PortSet::default());
+        let text = host_text(&u);
+        let ds_range = format!("cmp r10,[r14+{:X}h]", off::SEG_RANGES + 32 * Seg::Ds as i32);
+        assert_eq!(
+            text.iter()
+                .filter(|t| t.starts_with("cmp r10,[r14+"))
+                .count(),
+            1,
+            "{text:#?}"
+        );
+        assert!(text.contains(&ds_range), "{text:#?}");
+        assert!(text.contains(&"lea r11,[r10+3]".to_string()), "{text:#?}");
+        assert!(
+            text.iter().any(|t| t == "mov eax,[r15+rbx]"),
+            "ES is flat: {text:#?}"
+        );
+    }
+
+    #[test]
+    fn a_write_is_checked_against_the_write_range() {
+        let mode = Mode {
+            flat: true,
+            cpl0: true,
+            limited: 1 << Seg::Ds as u8,
+            ..Mode::default()
+        };
+        // inc dword [ebx]
+        let u = unit_with(&[0xff, 0x03], mode, &PortSet::default());
+        let write_range = format!(
+            "cmp r10,[r14+{:X}h]",
+            off::SEG_RANGES + 32 * Seg::Ds as i32 + 16
+        );
+        assert!(host_text(&u).contains(&write_range), "{:#?}", host_text(&u));
+    }
+
+    #[test]
+    fn stack_and_string_instructions_exit_when_their_segments_are_limited() {
+        let ss = Mode {
+            flat: true,
+            cpl0: true,
+            limited: 1 << Seg::Ss as u8,
+            ..Mode::default()
+        };
+        let es = Mode {
+            limited: 1 << Seg::Es as u8,
+            ..ss
+        };
+        // push eax
+        let u = unit_with(&[0x50], ss, &PortSet::default());
+        assert_eq!(u.emulated[0].mnemonic(), Mnemonic::Push);
+        // stosb
+        let u = unit_with(&[0xaa], es, &PortSet::default());
+        assert_eq!(u.emulated[0].mnemonic(), Mnemonic::Stosb);
+        // push eax with only ES limited runs inline.
+        let u = unit_with(&[0x50], es, &PortSet::default());
+        assert!(u.emulated.is_empty());
     }
 
     fn host_text(u: &Unit) -> Vec<String> {

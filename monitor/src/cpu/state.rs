@@ -175,6 +175,32 @@ impl SegmentRegister {
         }
     }
 
+    /// The offsets the segment allows, as `[read_first, read_last,
+    /// write_first, write_last]` (inclusive; an access of `n` bytes at `o`
+    /// is allowed when `first <= o` and `o + n - 1 <= last`; `[1, 0]` is
+    /// empty): what [`Self::check`] decides, in the form translated code
+    /// checks it.
+    pub fn offset_ranges(self) -> [u64; 4] {
+        const EMPTY: [u64; 2] = [1, 0];
+        let range = if !self.usable() {
+            EMPTY
+        } else if self.expand_down() {
+            let upper = if self.big() { u32::MAX } else { 0xffff };
+            [u64::from(self.limit) + 1, u64::from(upper)]
+        } else {
+            [0, u64::from(self.limit)]
+        };
+        let read = if self.readable() { range } else { EMPTY };
+        let write = if self.writable() { range } else { EMPTY };
+        [read[0], read[1], write[0], write[1]]
+    }
+
+    /// Whether some access within 32-bit offsets is refused (by the limit,
+    /// the expand-down bound, the type or a null selector).
+    pub fn restricts_access(self) -> bool {
+        self.offset_ranges() != [0, u64::from(u32::MAX), 0, u64::from(u32::MAX)]
+    }
+
     /// Like [`Self::linear`], also checking that the segment allows the
     /// access (writes need a writable data segment, reads a readable one).
     pub fn check(self, seg: Seg, offset: u32, size: u32, write: bool) -> Result<u32, Exception> {
@@ -308,6 +334,43 @@ mod tests {
             limit,
             attr,
         }
+    }
+
+    /// The ranges translated code checks decide exactly as `check` does.
+    #[test]
+    fn offset_ranges_agree_with_check() {
+        let segments = [
+            SegmentRegister::flat(0x10, false, 0),
+            SegmentRegister::flat(0x08, true, 0),
+            data(0x1000, 0xfff, 0x4093), // expand-up, 32-bit
+            data(0, 0xfff, 0x4097),      // expand-down, B=1
+            data(0, 0xfff, 0x0097),      // expand-down, B=0
+            data(0, u32::MAX, 0x4091),   // read-only
+            data(0, 0xffff, 0x009b),     // 16-bit code, execute/read
+            data(0, 0xffff, 0x0099),     // execute-only code
+            SegmentRegister::null(Selector(0)),
+        ];
+        let offsets = [0, 1, 0xffc, 0xffd, 0xfff, 0x1000, 0xfffc, 0xffff, 0x10000];
+        let high = [u32::MAX - 3, u32::MAX - 2, u32::MAX];
+        for seg in segments {
+            let r = seg.offset_ranges();
+            for offset in offsets.into_iter().chain(high) {
+                for size in [1u32, 2, 4, 16] {
+                    for write in [false, true] {
+                        let (first, last) = if write { (r[2], r[3]) } else { (r[0], r[1]) };
+                        let end = u64::from(offset) + u64::from(size) - 1;
+                        let allowed = first <= u64::from(offset) && end <= last;
+                        assert_eq!(
+                            allowed,
+                            seg.check(Seg::Ds, offset, size, write).is_ok(),
+                            "{seg:?} offset {offset:#x} size {size} write {write}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(!SegmentRegister::flat(0x10, false, 0).restricts_access());
+        assert!(SegmentRegister::flat(0x08, true, 0).restricts_access());
     }
 
     #[test]

@@ -543,6 +543,7 @@ impl BtCore {
             let reg = self.sys.segment(seg);
             self.state.seg_base[seg as usize] = reg.base;
             self.state.seg_sel[seg as usize] = reg.selector.0;
+            self.state.seg_ranges[seg as usize] = reg.offset_ranges();
         }
     }
 
@@ -560,7 +561,17 @@ impl BtCore {
             code16: !sys.code32(),
             stack16: !sys.stack32(),
             io_exits: self.io_breakpoints_enabled(),
+            limited: self.limited_segments(),
         }
+    }
+
+    /// The segments whose accesses translated code must check (see
+    /// [`Mode::limited`]).
+    fn limited_segments(&self) -> u8 {
+        Seg::ALL
+            .into_iter()
+            .filter(|&seg| self.sys.segment(seg).restricts_access())
+            .fold(0, |mask, seg| mask | 1 << seg as u8)
     }
 
     /// Runs translated code once, up to its next exit, and handles it.
@@ -633,6 +644,15 @@ impl BtCore {
             Some(ExitReason::Emulate) => {
                 self.stats.exits_emulate += 1;
                 self.emulate()
+            }
+            Some(ExitReason::Raise) => {
+                self.stats.exits_emulate += 1;
+                let e = if self.state.raise_vector == 12 {
+                    Exception::StackFault(0)
+                } else {
+                    Exception::GeneralProtection(0)
+                };
+                self.raise(Fault::Exception(e))
             }
             Some(ExitReason::Fault) => {
                 self.stats.exits_fault += 1;
