@@ -157,6 +157,11 @@ pub struct BtCore {
     views: [LinearWindow; 2],
     /// The view translated code runs in (its base is `state.window`).
     view: usize,
+    /// The segments whose accesses translated code checks (see
+    /// `Mode::limited`), as of the last [`Self::sync_segments`].
+    limited: u8,
+    /// The segment registers as [`Self::sync_segments`] last copied them.
+    synced_segments: [Option<crate::cpu::SegmentRegister>; 6],
     cache: CodeCache,
     stubs: Stubs,
     /// The indirect-branch tables, one per recent mode; the current one's
@@ -489,6 +494,8 @@ impl BtCore {
             ram,
             views: [window, user_view],
             view: SUPERVISOR_VIEW,
+            limited: 0,
+            synced_segments: [None; 6],
             cache,
             stubs,
             ibtc,
@@ -536,14 +543,25 @@ impl BtCore {
         GuestStop { reason, registers }
     }
 
-    /// Copies the segment bases and selectors translated code reads into
-    /// the state block.
+    /// Copies what translated code reads of the segment registers (bases,
+    /// selectors, allowed offsets) into the state block, for the registers
+    /// that changed since the last copy.
     fn sync_segments(&mut self) {
         for seg in Seg::ALL {
+            let s = seg as usize;
             let reg = self.sys.segment(seg);
-            self.state.seg_base[seg as usize] = reg.base;
-            self.state.seg_sel[seg as usize] = reg.selector.0;
-            self.state.seg_ranges[seg as usize] = reg.offset_ranges();
+            if self.synced_segments[s] == Some(reg) {
+                continue;
+            }
+            self.synced_segments[s] = Some(reg);
+            self.state.seg_base[s] = reg.base;
+            self.state.seg_sel[s] = reg.selector.0;
+            self.state.seg_ranges[s] = reg.offset_ranges();
+            if reg.restricts_access() {
+                self.limited |= 1 << s;
+            } else {
+                self.limited &= !(1 << s);
+            }
         }
     }
 
@@ -561,17 +579,8 @@ impl BtCore {
             code16: !sys.code32(),
             stack16: !sys.stack32(),
             io_exits: self.io_breakpoints_enabled(),
-            limited: self.limited_segments(),
+            limited: self.limited,
         }
-    }
-
-    /// The segments whose accesses translated code must check (see
-    /// [`Mode::limited`]).
-    fn limited_segments(&self) -> u8 {
-        Seg::ALL
-            .into_iter()
-            .filter(|&seg| self.sys.segment(seg).restricts_access())
-            .fold(0, |mask, seg| mask | 1 << seg as u8)
     }
 
     /// Runs translated code once, up to its next exit, and handles it.
