@@ -173,6 +173,7 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
             stubs: STUBS,
             max_insns: translator::translate::MAX_UNIT_INSNS,
             count_indirect: None,
+            ibtc_tag: u32::from(limited),
             isa,
             emulate_tokens_from: Some(0),
             cpuid: None,

@@ -182,6 +182,10 @@ pub struct UnitRequest<'a> {
     pub max_insns: usize,
     /// Host address of a u64 incremented on every indirect-branch hit.
     pub count_indirect: Option<u64>,
+    /// The indirect-branch table tag of this unit's mode (see
+    /// [`crate::ibtc`]): lookups of its indirect branches match only
+    /// entries with this tag.
+    pub ibtc_tag: u32,
     /// The instruction-set extensions the guest CPU offers.
     pub isa: GuestIsa,
     /// The token of the unit's first `Emulate` exit (`None`: the unit's
@@ -1395,6 +1399,12 @@ impl Ctx<'_> {
     /// Jumps to guest R9D through the indirect-branch table without touching
     /// host flags; on a miss, exits with `IndirectMiss`.
     fn indirect(&mut self) -> Result<(), TranslateError> {
+        self.indirect_in(self.req.ibtc_tag)
+    }
+
+    /// An indirect branch to the EIP in R9D, looked up for the mode of
+    /// `tag` (another mode's after an inline privilege change).
+    fn indirect_in(&mut self, tag: u32) -> Result<(), TranslateError> {
         let hit = self.e.label();
         self.ins(i2!(Code::Mov_r64_rm64, Register::R10, Register::RCX)?)?;
         self.ins(i2!(Code::Movzx_r32_rm16, Register::R11D, Register::R9W)?)?;
@@ -1417,7 +1427,9 @@ impl Ctx<'_> {
             false,
             Register::None,
         );
-        self.ins(i2!(Code::Mov_r32_rm32, Register::ECX, key)?)?;
+        // RCX = (EIP | tag << 32 of the entry) - (target | tag << 32),
+        // zero on a hit; LEA and NOT leave the flags alone.
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, key)?)?;
         self.ins(i2!(Code::Mov_r64_rm64, Register::R13, Register::R9)?)?;
         self.ins(Instruction::with1(Code::Not_rm64, Register::R13).map_err(err)?)?;
         self.ins(i2!(
@@ -1433,6 +1445,15 @@ impl Ctx<'_> {
                 Register::None
             )
         )?)?;
+        if tag != 0 {
+            let minus_tag = (u64::from(tag) << 32).wrapping_neg();
+            self.ins(i2!(Code::Mov_r64_imm64, Register::R13, minus_tag)?)?;
+            self.ins(i2!(
+                Code::Lea_r64_m,
+                Register::RCX,
+                mem(Register::RCX, Register::R13, 0)
+            )?)?;
+        }
         self.e.jrcxz_label(hit);
         self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
         self.ins(i2!(
@@ -1846,6 +1867,7 @@ mod tests {
             stubs: STUBS,
             max_insns: 64,
             count_indirect: None,
+            ibtc_tag: 0,
             isa: GuestIsa::baseline(),
             emulate_tokens_from: Some(0),
             cpuid: None,
@@ -1867,6 +1889,7 @@ mod tests {
             stubs: STUBS,
             max_insns: 64,
             count_indirect: None,
+            ibtc_tag: 0,
             isa: GuestIsa::baseline(),
             emulate_tokens_from: Some(7),
             cpuid: None,

@@ -149,7 +149,7 @@ impl BtCore {
             return;
         }
         self.cache.invalidate_frame(frame);
-        self.ibtc.clear_all();
+        self.ibtc.clear();
         self.pending_chain = None;
         if self.paging() {
             // Unmapped aliases refault and are mapped again with the rights

@@ -42,7 +42,7 @@ use shadowmmu::{GuestPhys, GuestRam, LinearWindow, PageProt, PAGE_SIZE};
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, RwLock};
-use translator::ibtc::{Ibtc, IbtcSet};
+use translator::ibtc::Ibtc;
 use translator::runtime::{self, FaultRegistration};
 use translator::state::{ExitReason, LIVE_FLAGS};
 use translator::{CpuState, GuestIsa, Mode, Stubs, UnitRequest};
@@ -164,9 +164,14 @@ pub struct BtCore {
     synced_segments: [Option<crate::cpu::SegmentRegister>; 6],
     cache: CodeCache,
     stubs: Stubs,
-    /// The indirect-branch tables, one per recent mode; the current one's
-    /// address is in `state.ibtc` unless an exit request swapped it.
-    ibtc: IbtcSet<ModeKey>,
+    /// The indirect-branch table (its address is in `state.ibtc` unless an
+    /// exit request swapped it); entries carry their mode's tag.
+    ibtc: Ibtc,
+    /// The modes translated since the last flush; a mode's tag is its
+    /// index (see [`translator::ibtc`]).
+    mode_tags: Vec<ModeKey>,
+    /// The tag of the current mode.
+    tag: u32,
     /// The table exit requests swap in: nothing matches in it. Only its
     /// address is used (by the signal handler), so it must live here.
     _empty_ibtc: Ibtc,
@@ -471,13 +476,13 @@ impl BtCore {
         let faults =
             runtime::register_cache(start, start + CODE_CACHE_SIZE as u64, stubs.exit_saved)
                 .ok_or_else(|| VcpuError::Host("too many code caches in one process".into()))?;
-        let ibtc = IbtcSet::new(ModeKey::default());
+        let ibtc = Ibtc::default();
         let empty_ibtc = Ibtc::default();
         let mut state = Box::<CpuState>::default();
         state.window = window.base().0 as u64;
         state
             .ibtc
-            .store(ibtc.current().addr(), std::sync::atomic::Ordering::SeqCst);
+            .store(ibtc.addr(), std::sync::atomic::Ordering::SeqCst);
         // SAFETY: the state block is boxed and the empty table's entries
         // are boxed, so neither moves; both are owned by the core, which
         // drops the registration (its first field) before them.
@@ -499,6 +504,8 @@ impl BtCore {
             cache,
             stubs,
             ibtc,
+            mode_tags: Vec::new(),
+            tag: 0,
             _empty_ibtc: empty_ibtc,
             code_frames: shadowmmu::FrameSet::with_capacity(frames),
             rmap: HashMap::new(),
@@ -520,7 +527,7 @@ impl BtCore {
             key_before: ModeKey::default(),
         };
         core.key_before = core.mode_key();
-        core.switch_ibtc(core.key_before);
+        core.tag = core.tag_of(core.key_before);
         core.sync_segments();
         Ok(core)
     }
@@ -595,7 +602,7 @@ impl BtCore {
         // or a map lookup; it holds exactly what an indirect branch to
         // this EIP would run.
         if self.pending_chain.is_none() {
-            if let Some(entry) = self.ibtc.current().get(eip) {
+            if let Some(entry) = self.ibtc.get(eip, self.tag) {
                 self.run_translation(entry);
                 return self.handle_exit();
             }
@@ -611,7 +618,7 @@ impl BtCore {
             }
         }
         let entry = self.cache.exec_addr(self.cache.get(id).code_offset);
-        self.ibtc.current_mut().insert(eip, entry);
+        self.ibtc.insert(eip, self.tag, entry);
         self.run_translation(entry);
         self.handle_exit()
     }
@@ -644,7 +651,7 @@ impl BtCore {
                 match self.translation_for(eip, 0) {
                     Ok(id) => {
                         let addr = self.cache.exec_addr(self.cache.get(id).code_offset);
-                        self.ibtc.current_mut().insert(eip, addr);
+                        self.ibtc.insert(eip, self.tag, addr);
                         Event::Continue
                     }
                     Err(event) => event,
@@ -681,7 +688,7 @@ impl BtCore {
 
     /// An exit request swapped the indirect-branch table.
     fn exit_requested(&self) -> bool {
-        self.state.ibtc.load(std::sync::atomic::Ordering::SeqCst) != self.ibtc.current().addr()
+        self.state.ibtc.load(std::sync::atomic::Ordering::SeqCst) != self.ibtc.addr()
     }
 
     /// Undoes an exit request's arming; whoever asked decides what happens
@@ -689,7 +696,7 @@ impl BtCore {
     fn serve_exit_request(&mut self) {
         self.stats.exits_interrupted += 1;
         self.faults
-            .clear_exit_request(&self.state.ibtc, self.ibtc.current().addr());
+            .clear_exit_request(&self.state.ibtc, self.ibtc.addr());
     }
 
     /// Carries out the instruction at EIP in the monitor.
@@ -813,22 +820,20 @@ impl BtCore {
             // own views: a privilege change switches the window register.
             self.select_view();
         }
-        self.switch_ibtc(after);
+        self.tag = self.tag_of(after);
     }
 
-    /// Makes the indirect-branch table of `key` current. An exit request
-    /// that swapped in the empty table meanwhile stays armed: the slot is
-    /// only replaced if it still holds the table being left.
-    fn switch_ibtc(&mut self, key: ModeKey) {
-        let left = self.ibtc.current().addr();
-        if self.ibtc.switch_to(key) {
-            let _ = self.state.ibtc.compare_exchange(
-                left,
-                self.ibtc.current().addr(),
-                std::sync::atomic::Ordering::SeqCst,
-                std::sync::atomic::Ordering::SeqCst,
-            );
-        }
+    /// The indirect-branch table tag of the mode `key` (a new one for a
+    /// mode not seen since the last flush).
+    fn tag_of(&mut self, key: ModeKey) -> u32 {
+        let i = match self.mode_tags.iter().position(|k| *k == key) {
+            Some(i) => i,
+            None => {
+                self.mode_tags.push(key);
+                self.mode_tags.len() - 1
+            }
+        };
+        i as u32
     }
 
     /// A guest exception at the current EIP, delivered through the IDT; a
@@ -950,7 +955,11 @@ impl BtCore {
     fn flush(&mut self) {
         self.cache.flush();
         self.emulated.clear();
-        self.ibtc.clear_all();
+        self.ibtc.clear();
+        // No translation is left to carry an old tag.
+        self.mode_tags.clear();
+        let key = self.mode_key();
+        self.tag = self.tag_of(key);
         self.pending_chain = None;
     }
 
@@ -983,6 +992,7 @@ impl BtCore {
             } else {
                 None
             },
+            ibtc_tag: self.tag,
             isa: self.isa,
             emulate_tokens_from: (single == 0).then_some(self.emulated.len() as u32),
             cpuid: Some(&self.cpuid_answers),
