@@ -54,8 +54,15 @@ __asm__(".text\n"
         /* entered from ring 0: return with a far jump instead */
         "sysenter_entry0:\n\t"
         "movl %esp, r\n\tmovw %cs, %ax\n\tmovl %eax, r+8\n\tincl r+60\n\t"
-        "movl %ecx, %esp\n\tjmp *%edx\n");
-extern char sysenter_entry[], sysenter_entry0[];
+        "movl %ecx, %esp\n\tjmp *%edx\n"
+        /* an entry whose first instruction faults */
+        "sysenter_fault_entry:\n\t"
+        "ud2\n"
+        /* a counting entry for loops: back at once */
+        "sysenter_count_entry:\n\t"
+        "incl r+60\n\t"
+        "sysexit\n");
+extern char sysenter_entry[], sysenter_entry0[], sysenter_fault_entry[], sysenter_count_entry[];
 
 static int has_tsc, has_msr, has_apic, has_sep, has_mtrr, has_pat;
 
@@ -138,6 +145,35 @@ static void sysenter_tests(void)
     wrmsr(MSR_SYSENTER_EIP, (uint32_t)sysenter_entry);
 
     EXPECT_USER_FAULT("ring 3: sysexit", PM_GP, 0, AT "sysexit");
+
+    /* A binary translator may carry out SYSENTER/SYSEXIT without leaving
+     * translated code: the CPU state must still be exact when something
+     * happens right after them. */
+    wrmsr(MSR_SYSENTER_EIP, (uint32_t)sysenter_fault_entry);
+    pm_name_range("sysenter_fault_entry", sysenter_fault_entry, 2);
+    EXPECT_USER_FAULT("ring 3: sysenter to an entry whose first instruction is ud2", PM_UD, PM_NOERR,
+                      "movl %esp, %ecx\n\tmovl $9f, %edx\n\tsysenter\n9:");
+    pm_check_val("  #UD taken at ring 0: CS = SYSENTER_CS", pm_last.cs & 0xffff, SEL_KCODE);
+    pm_check_val("  no stack switch", pm_last.stack_switched, 0);
+    pm_check_val("  ESP before the push = IA32_SYSENTER_ESP",
+                 pm_last.esp - ((uint32_t)sysenter_stack + sizeof(sysenter_stack)), 0);
+    pm_check_val("  SS = SYSENTER_CS + 8", pm_last.ss & 0xffff, SEL_KCODE + 8);
+    pm_check_val("  EFLAGS.IF clear", (pm_last.eflags >> 9) & 1, 0);
+    wrmsr(MSR_SYSENTER_EIP, (uint32_t)sysenter_count_entry);
+    memset(r, 0, sizeof(r));
+    EXPECT_USER_OK("ring 3: 1000 sysenter/sysexit round trips in a loop, then ud2",
+                   "movl $1000, %esi\n"
+                   "1:\tmovl %esp, %ecx\n\tmovl $2f, %edx\n\tsysenter\n"
+                   "2:\tdecl %esi\n\tjnz 1b\n\t"
+                   "movw %cs, %ax\n\tmovl %eax, r\n\tmovw %ss, %ax\n\tmovl %eax, r+4");
+    pm_check_val("  round trips counted by the entry", r[15], 1000);
+    pm_check_val("  CS after the loop", r[0] & 0xffff, SEL_KCODE + 16 + 3);
+    pm_check_val("  SS after the loop", r[1] & 0xffff, SEL_KCODE + 24 + 3);
+    PM_USER_TRY("movl %esp, %ecx\n\tmovl $9f, %edx\n\tsysenter\n9:\t" AT "ud2");
+    pm_expect("ring 3: ud2 right after a round trip", PM_UD, PM_NOERR);
+    pm_check_val("  taken at ring 3: CS", pm_last.cs & 0xffff, SEL_KCODE + 16 + 3);
+    pm_check_val("  with a stack switch", pm_last.stack_switched, 1);
+    wrmsr(MSR_SYSENTER_EIP, (uint32_t)sysenter_entry);
     wrmsr(MSR_SYSENTER_CS, 0);
     memset(r, 0, sizeof(r));
     EXPECT_USER_FAULT("ring 3: sysenter with IA32_SYSENTER_CS = 0", PM_GP, 0,

@@ -144,6 +144,23 @@ const STUBS: Stubs = Stubs {
     poll: 0x7f00_0000_0000,
 };
 
+/// Inline privilege changes as a monitor would offer them.
+const TRANSITIONS: translator::translate::Transitions = {
+    let to = translator::translate::InlineTransition {
+        eip: 0xc010_0000,
+        esp: 0xc000_8000,
+        selectors: [0x10, 0x18],
+        ranges: [[0, 0xffff_ffff, 1, 0], [0, 0xffff_ffff, 0, 0xffff_ffff]],
+        mode: 3,
+        tag: 7,
+        view: 1,
+    };
+    translator::translate::Transitions {
+        sysenter: Some(to),
+        sysexit: Some(to),
+    }
+};
+
 /// Translates `code` placed at `eip` for every mode and instruction set,
 /// checking the translation properties.
 fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
@@ -178,6 +195,8 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
             emulate_tokens_from: Some(0),
             cpuid: None,
             ignored_ports: None,
+            // The limited mode also offers inline SYSENTER/SYSEXIT.
+            transitions: (limited != 0).then_some(TRANSITIONS),
         };
         let unit = match translate(&req) {
             Ok(unit) => unit,

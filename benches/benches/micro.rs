@@ -59,6 +59,7 @@ fn translation_cost(c: &mut Criterion) {
         emulate_tokens_from: Some(0),
         cpuid: None,
         ignored_ports: None,
+        transitions: None,
     };
     let insns = translator::translate(&req)
         .expect("sample translates")

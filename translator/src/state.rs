@@ -58,6 +58,13 @@ impl ExitReason {
     }
 }
 
+/// `CpuState::transition`: SYSENTER ran inline (CPL 0, CS and SS from
+/// IA32_SYSENTER_CS, IF, VM and RF clear).
+pub const TRANSITION_SYSENTER: u32 = 1;
+/// `CpuState::transition`: SYSEXIT ran inline (CPL 3, CS and SS from
+/// IA32_SYSENTER_CS + 16 and + 24 with RPL 3).
+pub const TRANSITION_SYSEXIT: u32 = 2;
+
 /// Guest segment registers in the order of the x86 encoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(usize)]
@@ -168,6 +175,20 @@ pub struct CpuState {
     pub seg_ranges: [[u64; 4]; 6],
     /// The vector of a `Raise` exit.
     pub raise_vector: u32,
+    /// The last privilege change translated code made itself since the
+    /// last exit ([`TRANSITION_SYSENTER`], [`TRANSITION_SYSEXIT`], 0 for
+    /// none): the monitor applies it to its system state first thing at
+    /// the next exit. Each transition's effect on the system state is
+    /// absolute, so the last one is all that needs applying.
+    pub transition: u32,
+    /// The translation mode of a chain exit's target when it differs from
+    /// the exiting unit's (after an inline privilege change); `u32::MAX`
+    /// otherwise. The monitor resets it after reading it.
+    pub chain_mode: u32,
+    /// Host bases of the supervisor view (0) and the user view (1) of the
+    /// guest's address space; an inline privilege change loads one into
+    /// R15 and `window`.
+    pub view_bases: [u64; 2],
     /// 1: the guest's x87/MMX registers in the host FPU are newer than
     /// `fx` (see [`CpuState::fx`]).
     pub fx_live: u32,
@@ -229,6 +250,9 @@ impl Default for CpuState {
             seg_sel: [0; 6],
             seg_ranges: [[0, u64::from(u32::MAX), 0, u64::from(u32::MAX)]; 6],
             raise_vector: 0,
+            transition: 0,
+            chain_mode: u32::MAX,
+            view_bases: [0; 2],
             fx_live: 0,
             fx: FxArea::reset(),
         }
@@ -285,6 +309,12 @@ pub mod off {
     pub const SEG_RANGES: i32 = offset_of!(CpuState, seg_ranges) as i32;
     /// `raise_vector`.
     pub const RAISE_VECTOR: i32 = offset_of!(CpuState, raise_vector) as i32;
+    /// `transition`.
+    pub const TRANSITION: i32 = offset_of!(CpuState, transition) as i32;
+    /// `chain_mode`.
+    pub const CHAIN_MODE: i32 = offset_of!(CpuState, chain_mode) as i32;
+    /// `view_bases[v]` is at `VIEW_BASES + 8 * v`.
+    pub const VIEW_BASES: i32 = offset_of!(CpuState, view_bases) as i32;
     /// `fx`.
     pub const FX: i32 = offset_of!(CpuState, fx) as i32;
 }

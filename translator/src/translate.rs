@@ -198,6 +198,41 @@ pub struct UnitRequest<'a> {
     /// there run inline (OUT does nothing, IN reads all ones), as the
     /// platform would answer them.
     pub ignored_ports: Option<&'a PortSet>,
+    /// SYSENTER and SYSEXIT carried out inline, as the monitor worked them
+    /// out for the current system state (`None`: both go to the monitor).
+    pub transitions: Option<Transitions>,
+}
+
+/// What translated code needs to carry out SYSENTER or SYSEXIT itself:
+/// everything the instruction changes that does not come from guest
+/// registers, and the translation mode it leads to. Valid until the
+/// IA32_SYSENTER_* MSRs or the paging state change (the monitor flushes
+/// the translations then).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InlineTransition {
+    /// The new EIP (SYSENTER: IA32_SYSENTER_EIP; SYSEXIT takes EDX).
+    pub eip: u32,
+    /// The new ESP (SYSENTER: IA32_SYSENTER_ESP; SYSEXIT takes ECX).
+    pub esp: u32,
+    /// The new CS and SS selectors.
+    pub selectors: [u16; 2],
+    /// The new `CpuState::seg_ranges` of CS and SS.
+    pub ranges: [[u64; 4]; 2],
+    /// The translation-key mode bits of the code it leads to.
+    pub mode: u32,
+    /// The indirect-branch table tag of that mode.
+    pub tag: u32,
+    /// The view it runs in (an index of `CpuState::view_bases`).
+    pub view: u32,
+}
+
+/// The inline privilege changes a unit may make.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Transitions {
+    /// SYSENTER (any CPL).
+    pub sysenter: Option<InlineTransition>,
+    /// SYSEXIT (only offered for CPL 0 units).
+    pub sysexit: Option<InlineTransition>,
 }
 
 /// A set of I/O ports.
@@ -304,6 +339,9 @@ struct Exit {
     label: Label,
     target: u32,
     rel32: usize,
+    /// The target's mode when it is not the unit's (see
+    /// `CpuState::chain_mode`).
+    mode: Option<u32>,
 }
 
 struct Ctx<'a> {
@@ -488,6 +526,21 @@ impl Ctx<'_> {
             label,
             target,
             rel32,
+            mode: None,
+        });
+        Ok(())
+    }
+
+    /// Ends the unit with a chainable jump to guest `target` in another
+    /// mode (after an inline privilege change).
+    fn chain_exit_to_mode(&mut self, target: u32, mode: u32) -> Result<(), TranslateError> {
+        let label = self.e.label();
+        let rel32 = self.e.jmp_label(label);
+        self.exits.push(Exit {
+            label,
+            target,
+            rel32,
+            mode: Some(mode),
         });
         Ok(())
     }
@@ -500,6 +553,7 @@ impl Ctx<'_> {
             label,
             target,
             rel32,
+            mode: None,
         });
         Ok(())
     }
@@ -511,6 +565,13 @@ impl Ctx<'_> {
             let stub = self.e.pos();
             self.store_eip_imm(x.target)?;
             self.store_exit(ExitReason::ChainMiss)?;
+            if let Some(mode) = x.mode {
+                self.ins(i2!(
+                    Code::Mov_rm32_imm32,
+                    mem(Register::R14, Register::None, off::CHAIN_MODE.into()),
+                    mode
+                )?)?;
+            }
             let site_addr = self.req.host_base + x.rel32 as u64;
             self.ins(i2!(
                 Code::Lea_r64_m,
@@ -572,6 +633,9 @@ impl Ctx<'_> {
             if let Some(answers) = self.req.cpuid {
                 return self.cpuid(answers).map(|_| false);
             }
+        }
+        if let Some(ends) = self.inline_transition(guest)? {
+            return Ok(ends);
         }
         if let Some(port) = self.ignored_port_access(guest) {
             self.inline_ports.push(port);
@@ -919,6 +983,108 @@ impl Ctx<'_> {
             _ => Code::Mov_r32_imm32,
         };
         self.ins(i2!(code, i.op0_register(), size_mask(i.op0_register()))?)
+    }
+
+    /// SYSENTER or SYSEXIT carried out inline when the monitor offered
+    /// it: `Some(ends_unit)` if it was translated.
+    fn inline_transition(&mut self, i: &Instruction) -> Result<Option<bool>, TranslateError> {
+        let Some(t) = self.req.transitions else {
+            return Ok(None);
+        };
+        match i.code() {
+            Code::Sysenter => match t.sysenter {
+                Some(to) => self.sysenter(&to).map(Some),
+                None => Ok(None),
+            },
+            Code::Sysexitd if self.req.mode.cpl0 => match t.sysexit {
+                Some(to) => self.sysexit(&to).map(Some),
+                None => Ok(None),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    /// SYSENTER: IF clear, ESP and the new CS/SS, then a chainable jump
+    /// into the ring-0 mode's translation of IA32_SYSENTER_EIP.
+    fn sysenter(&mut self, to: &InlineTransition) -> Result<bool, TranslateError> {
+        self.ins(i2!(
+            Code::Mov_rm32_imm32,
+            mem(Register::R14, Register::None, off::VIF.into()),
+            0u32
+        )?)?;
+        self.ins(i2!(Code::Mov_r32_imm32, Register::R8D, to.esp)?)?;
+        self.privilege_change(to, crate::state::TRANSITION_SYSENTER)?;
+        self.chain_exit_to_mode(to.eip, to.mode)?;
+        Ok(true)
+    }
+
+    /// SYSEXIT: ESP = ECX, the new CS/SS, then an indirect branch to EDX
+    /// looked up for the ring-3 mode.
+    fn sysexit(&mut self, to: &InlineTransition) -> Result<bool, TranslateError> {
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R8D, Register::ECX)?)?;
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, Register::EDX)?)?;
+        self.privilege_change(to, crate::state::TRANSITION_SYSEXIT)?;
+        self.indirect_in(to.tag)?;
+        Ok(true)
+    }
+
+    /// The state-block side of an inline privilege change: the CS and SS
+    /// mirrors (selector, base 0, allowed offsets), the transition for the
+    /// monitor, and the window register switched to the new view. Touches
+    /// no flags and no guest register.
+    fn privilege_change(&mut self, to: &InlineTransition, kind: u32) -> Result<(), TranslateError> {
+        for (n, seg) in [Seg::Cs, Seg::Ss].into_iter().enumerate() {
+            let s = seg as i64;
+            self.ins(i2!(
+                Code::Mov_rm16_imm16,
+                mem(
+                    Register::R14,
+                    Register::None,
+                    i64::from(off::SEG_SEL) + 2 * s
+                ),
+                u32::from(to.selectors[n])
+            )?)?;
+            self.ins(i2!(
+                Code::Mov_rm32_imm32,
+                mem(
+                    Register::R14,
+                    Register::None,
+                    i64::from(off::SEG_BASE) + 4 * s
+                ),
+                0u32
+            )?)?;
+            for (k, value) in to.ranges[n].iter().enumerate() {
+                self.ins(i2!(Code::Mov_r64_imm64, Register::R11, *value)?)?;
+                self.ins(i2!(
+                    Code::Mov_rm64_r64,
+                    mem(
+                        Register::R14,
+                        Register::None,
+                        i64::from(off::SEG_RANGES) + 32 * s + 8 * k as i64
+                    ),
+                    Register::R11
+                )?)?;
+            }
+        }
+        self.ins(i2!(
+            Code::Mov_rm32_imm32,
+            mem(Register::R14, Register::None, off::TRANSITION.into()),
+            kind
+        )?)?;
+        self.ins(i2!(
+            Code::Mov_r64_rm64,
+            Register::R15,
+            mem(
+                Register::R14,
+                Register::None,
+                i64::from(off::VIEW_BASES) + 8 * i64::from(to.view)
+            )
+        )?)?;
+        self.ins(i2!(
+            Code::Mov_rm64_r64,
+            mem(Register::R14, Register::None, off::WINDOW.into()),
+            Register::R15
+        )?)
     }
 
     /// CPUID from the model's answers: a chain of comparisons on EAX (the
@@ -1872,6 +2038,7 @@ mod tests {
             emulate_tokens_from: Some(0),
             cpuid: None,
             ignored_ports: None,
+            transitions: None,
         };
         translate(&req).unwrap()
     }
@@ -1894,6 +2061,7 @@ mod tests {
             emulate_tokens_from: Some(7),
             cpuid: None,
             ignored_ports: Some(ports),
+            transitions: None,
         };
         translate(&req).unwrap()
     }
@@ -2022,6 +2190,92 @@ mod tests {
         // push eax with only ES limited runs inline.
         let u = unit_with(&[0x50], es, &PortSet::default());
         assert!(u.emulated.is_empty());
+    }
+
+    const TO_RING0: InlineTransition = InlineTransition {
+        eip: 0xc010_0000,
+        esp: 0xc000_8000,
+        selectors: [0x10, 0x18],
+        ranges: [[0, 0xffff_ffff, 1, 0], [0, 0xffff_ffff, 0, 0xffff_ffff]],
+        mode: 0x203,
+        tag: 5,
+        view: 0,
+    };
+
+    fn unit_with_transitions(code: &[u8], mode: Mode, transitions: Option<Transitions>) -> Unit {
+        let mut bytes = code.to_vec();
+        bytes.resize(64, 0x90);
+        let req = UnitRequest {
+            eip: 0x1000,
+            code: &bytes,
+            page_end: 0x2000,
+            mode,
+            host_base: 0x20_0000,
+            stubs: STUBS,
+            max_insns: 64,
+            count_indirect: None,
+            ibtc_tag: 0,
+            isa: GuestIsa::baseline(),
+            emulate_tokens_from: Some(0),
+            cpuid: None,
+            ignored_ports: None,
+            transitions,
+        };
+        translate(&req).unwrap()
+    }
+
+    #[test]
+    fn offered_sysenter_runs_inline_and_chains_into_the_ring0_mode() {
+        let user = Mode {
+            flat: true,
+            ..Mode::default()
+        };
+        let offered = Transitions {
+            sysenter: Some(TO_RING0),
+            sysexit: None,
+        };
+        let u = unit_with_transitions(&[0x0f, 0x34], user, Some(offered));
+        assert!(u.emulated.is_empty());
+        assert_eq!(u.sites.len(), 1, "one chainable exit to IA32_SYSENTER_EIP");
+        let text = host_text(&u);
+        assert!(text.contains(&"mov r8d,0C0008000h".to_string()), "{text:#?}");
+        let chain_mode = format!("mov dword ptr [r14+{:X}h],203h", off::CHAIN_MODE);
+        assert!(text.contains(&chain_mode), "{text:#?}");
+        let transition = format!(
+            "mov dword ptr [r14+{:X}h],{}",
+            off::TRANSITION,
+            crate::state::TRANSITION_SYSENTER
+        );
+        assert!(text.contains(&transition), "{text:#?}");
+        // Without the offer it is the monitor's.
+        let u = unit_with_transitions(&[0x0f, 0x34], user, None);
+        assert_eq!(u.emulated[0].code(), Code::Sysenter);
+    }
+
+    #[test]
+    fn offered_sysexit_runs_inline_only_in_ring0_code() {
+        let offered = Transitions {
+            sysenter: None,
+            sysexit: Some(InlineTransition { tag: 9, ..TO_RING0 }),
+        };
+        let ring0 = Mode {
+            flat: true,
+            cpl0: true,
+            ..Mode::default()
+        };
+        let u = unit_with_transitions(&[0x0f, 0x35], ring0, Some(offered));
+        assert!(u.emulated.is_empty());
+        let text = host_text(&u);
+        assert!(text.contains(&"mov r9d,edx".to_string()), "{text:#?}");
+        // The target is looked up with the ring-3 mode's tag.
+        let minus_tag = format!("mov r13,0{:X}h", (9u64 << 32).wrapping_neg());
+        assert!(text.contains(&minus_tag), "{text:#?}");
+        let ring3 = Mode {
+            cpl0: false,
+            ..ring0
+        };
+        let u = unit_with_transitions(&[0x0f, 0x35], ring3, Some(offered));
+        assert_eq!(u.emulated[0].code(), Code::Sysexitd);
     }
 
     fn host_text(u: &Unit) -> Vec<String> {

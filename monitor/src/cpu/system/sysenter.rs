@@ -8,7 +8,7 @@
 use crate::cpu::context::{CpuContext, ECX, EDX, ESP};
 use crate::cpu::exception::Exception;
 use crate::cpu::flags::Eflags;
-use crate::cpu::state::{Seg, SegmentRegister};
+use crate::cpu::state::{Seg, SegmentRegister, SystemState};
 
 /// IA32_SYSENTER_CS with RPL cleared; #GP(0) if bits 15:2 are 0.
 fn sysenter_cs(ctx: &(impl CpuContext + ?Sized)) -> Result<u16, Exception> {
@@ -22,10 +22,38 @@ fn sysenter_cs(ctx: &(impl CpuContext + ?Sized)) -> Result<u16, Exception> {
 
 /// Loads flat CS and SS of privilege `cpl` and makes it the CPL.
 fn enter_flat(ctx: &mut (impl CpuContext + ?Sized), cs: u16, ss: u16, cpl: u8) {
-    let sys = ctx.sys_mut();
+    enter_flat_state(ctx.sys_mut(), cs, ss, cpl);
+}
+
+fn enter_flat_state(sys: &mut SystemState, cs: u16, ss: u16, cpl: u8) {
     sys.seg[Seg::Cs as usize] = SegmentRegister::flat(cs, true, cpl);
     sys.seg[Seg::Ss as usize] = SegmentRegister::flat(ss, false, cpl);
     sys.cpl = cpl;
+}
+
+/// What SYSENTER does to the system state (CPL, CS, SS), for a vCPU that
+/// carries it out elsewhere; false (nothing changed) where it raises
+/// #GP(0). EFLAGS, ESP and EIP are the caller's.
+pub fn sysenter_system_state(sys: &mut SystemState) -> bool {
+    let cs = (sys.msr.sysenter_cs & 0xfffc) as u16;
+    if cs == 0 {
+        return false;
+    }
+    enter_flat_state(sys, cs, cs.wrapping_add(8), 0);
+    true
+}
+
+/// What SYSEXIT does to the system state (CPL, CS, SS), as
+/// [`sysenter_system_state`]; false where IA32_SYSENTER_CS makes it raise
+/// #GP(0). Whether the CPL allows it (CPL 0) is the caller's check: the
+/// state it is applied to may predate an inline SYSENTER.
+pub fn sysexit_system_state(sys: &mut SystemState) -> bool {
+    let cs = (sys.msr.sysenter_cs & 0xfffc) as u16;
+    if cs == 0 {
+        return false;
+    }
+    enter_flat_state(sys, cs.wrapping_add(16) | 3, cs.wrapping_add(24) | 3, 3);
+    true
 }
 
 /// SYSENTER: to ring 0 at IA32_SYSENTER_EIP with ESP =

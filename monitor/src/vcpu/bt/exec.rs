@@ -817,6 +817,10 @@ fn msr_access(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
             ));
         }
         system::wrmsr(core, index, value)?;
+        if (msr::SYSENTER_CS..=msr::SYSENTER_EIP).contains(&index) {
+            // Translations carry out SYSENTER/SYSEXIT with these values.
+            core.flush();
+        }
     }
     Ok(Flow::Next)
 }

@@ -74,20 +74,10 @@ impl BtCore {
         &self.views[self.view]
     }
 
-    /// The view the current state runs in: the user view for CPL 3 with
-    /// paging on, the supervisor view otherwise.
-    fn wanted_view(&self) -> usize {
-        if self.paging() && self.sys.cpl == 3 {
-            USER_VIEW
-        } else {
-            SUPERVISOR_VIEW
-        }
-    }
-
     /// Points the window register of translated code at the view the
     /// current privilege runs in.
     pub(super) fn select_view(&mut self) {
-        self.view = self.wanted_view();
+        self.view = super::view_of(&self.sys);
         self.state.window = self.views[self.view].base().0 as u64;
     }
 

@@ -45,6 +45,7 @@ use std::sync::{Arc, RwLock};
 use translator::ibtc::Ibtc;
 use translator::runtime::{self, FaultRegistration};
 use translator::state::{ExitReason, LIVE_FLAGS};
+use translator::translate::{InlineTransition, Transitions};
 use translator::{CpuState, GuestIsa, Mode, Stubs, UnitRequest};
 
 /// Bytes of executable memory for translations.
@@ -480,6 +481,7 @@ impl BtCore {
         let empty_ibtc = Ibtc::default();
         let mut state = Box::<CpuState>::default();
         state.window = window.base().0 as u64;
+        state.view_bases = [window.base().0 as u64, user_view.base().0 as u64];
         state
             .ibtc
             .store(ibtc.addr(), std::sync::atomic::Ordering::SeqCst);
@@ -574,8 +576,13 @@ impl BtCore {
 
     /// The translation mode of the current state.
     fn mode(&self) -> Mode {
+        self.mode_of(&self.sys, self.limited)
+    }
+
+    /// The translation mode of system state `sys` whose limited segments
+    /// are `limited`.
+    fn mode_of(&self, sys: &SystemState, limited: u8) -> Mode {
         use crate::cpu::{Cr0, Cr4};
-        let sys = &self.sys;
         Mode {
             flat: sys.flat(),
             cpl0: sys.cpl == 0,
@@ -586,7 +593,7 @@ impl BtCore {
             code16: !sys.code32(),
             stack16: !sys.stack32(),
             io_exits: self.io_breakpoints_enabled(),
-            limited: self.limited,
+            limited,
         }
     }
 
@@ -634,6 +641,7 @@ impl BtCore {
     }
 
     fn handle_exit(&mut self) -> Event {
+        self.apply_inline_transition();
         match ExitReason::from_raw(self.state.exit_reason) {
             Some(ExitReason::ChainMiss) => {
                 self.stats.exits_chain_miss += 1;
@@ -784,17 +792,85 @@ impl BtCore {
     /// What translated code and the window depend on, to see what a
     /// monitor-run instruction changed.
     fn mode_key(&self) -> ModeKey {
+        self.mode_key_of(&self.sys, self.limited)
+    }
+
+    /// [`Self::mode_key`] of system state `sys` (as [`Self::mode_of`]).
+    fn mode_key_of(&self, sys: &SystemState, limited: u8) -> ModeKey {
         ModeKey {
-            mode: self.mode().bits(),
-            code32: self.sys.code32(),
+            mode: self.mode_of(sys, limited).bits(),
+            code32: sys.code32(),
             paging: (
-                self.sys.cr0.bits() & (1 << 31 | 1 << 16),
-                self.sys.cr3,
-                self.sys.cr4.bits() & 0xb0,
+                sys.cr0.bits() & (1 << 31 | 1 << 16),
+                sys.cr3,
+                sys.cr4.bits() & 0xb0,
             ),
-            cpl_user: self.sys.cpl == 3,
-            cs_base: self.sys.segment(Seg::Cs).base,
+            cpl_user: sys.cpl == 3,
+            cs_base: sys.segment(Seg::Cs).base,
         }
+    }
+
+    /// SYSENTER and SYSEXIT as translated code may carry them out in the
+    /// current state: their targets' segments, modes, indirect-branch tags
+    /// and views, worked out on a copy of the system state with the same
+    /// functions the monitor uses to apply them afterwards.
+    fn transitions(&mut self) -> Option<Transitions> {
+        if !self.model.offers(crate::cpuid::SEP) {
+            return None;
+        }
+        let sysenter = self.transition_to(crate::cpu::system::sysenter::sysenter_system_state);
+        let sysexit = self.transition_to(crate::cpu::system::sysenter::sysexit_system_state);
+        let sysenter = sysenter.map(|to| InlineTransition {
+            eip: self.sys.msr.sysenter_eip,
+            esp: self.sys.msr.sysenter_esp,
+            ..to
+        });
+        Some(Transitions { sysenter, sysexit })
+    }
+
+    /// The inline transition `apply` makes from the current state, if it
+    /// can be made (EIP and ESP left for the caller).
+    fn transition_to(&mut self, apply: fn(&mut SystemState) -> bool) -> Option<InlineTransition> {
+        let mut sys = self.sys.clone();
+        if !apply(&mut sys) {
+            return None;
+        }
+        let limited = limited_segments(&sys);
+        let key = self.mode_key_of(&sys, limited);
+        let [cs, ss] = [Seg::Cs, Seg::Ss].map(|seg| sys.segment(seg));
+        Some(InlineTransition {
+            eip: 0,
+            esp: 0,
+            selectors: [cs.selector.0, ss.selector.0],
+            ranges: [cs.offset_ranges(), ss.offset_ranges()],
+            mode: key.mode,
+            tag: self.tag_of(key),
+            view: view_of(&sys) as u32,
+        })
+    }
+
+    /// Applies to the system state the privilege change translated code
+    /// made itself (see `CpuState::transition`), before the exit is looked
+    /// at: CPL, CS and SS as SYSENTER/SYSEXIT set them, and the mirrors,
+    /// view and tag that follow (translated code already switched the
+    /// mirrors and the window).
+    fn apply_inline_transition(&mut self) {
+        let applied = match std::mem::take(&mut self.state.transition) {
+            0 => return,
+            translator::state::TRANSITION_SYSENTER => {
+                self.state.eflags &= !(Eflags::VM | Eflags::RF).bits();
+                crate::cpu::system::sysenter::sysenter_system_state(&mut self.sys)
+            }
+            _ => crate::cpu::system::sysenter::sysexit_system_state(&mut self.sys),
+        };
+        debug_assert!(
+            applied,
+            "translated code made a transition the state forbids"
+        );
+        self.sync_segments();
+        self.select_view();
+        let key = self.mode_key();
+        self.tag = self.tag_of(key);
     }
 
     /// After the system model ran: acts on what it changed, if it changed
@@ -900,13 +976,19 @@ impl BtCore {
                 .unwrap_or([0; 4]),
         );
         let stub_offset = (rel32_offset as i64 + 4 + i64::from(rel)) as usize;
+        // A jump made after an inline privilege change leads into the
+        // other mode's code.
+        let mode = match std::mem::replace(&mut self.state.chain_mode, u32::MAX) {
+            u32::MAX => t.key.mode,
+            other => other,
+        };
         self.pending_chain = Some((
             BranchSite {
                 rel32_offset,
                 stub_offset,
             },
             self.state.eip,
-            t.key.mode,
+            mode,
         ));
     }
 
@@ -993,6 +1075,11 @@ impl BtCore {
                 None
             },
             ibtc_tag: self.tag,
+            transitions: if single == 0 {
+                self.transitions()
+            } else {
+                None
+            },
             isa: self.isa,
             emulate_tokens_from: (single == 0).then_some(self.emulated.len() as u32),
             cpuid: Some(&self.cpuid_answers),
@@ -1126,6 +1213,25 @@ impl IoAccess for BtCore {
 
     fn complete_string_io(&mut self) {
         self.string_io_done = true;
+    }
+}
+
+/// The segments whose accesses translated code checks in state `sys` (see
+/// `Mode::limited`).
+fn limited_segments(sys: &SystemState) -> u8 {
+    Seg::ALL
+        .into_iter()
+        .filter(|&seg| sys.segment(seg).restricts_access())
+        .fold(0, |mask, seg| mask | 1 << seg as u8)
+}
+
+/// The view code of state `sys` runs in: the user view for CPL 3 with
+/// paging on, the supervisor view otherwise.
+fn view_of(sys: &SystemState) -> usize {
+    if sys.paging() && sys.cpl == 3 {
+        USER_VIEW
+    } else {
+        SUPERVISOR_VIEW
     }
 }
 
