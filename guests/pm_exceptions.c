@@ -17,6 +17,7 @@ uint32_t bounds[2] = { 10, 20 };
 uint32_t saved_esp, result;
 uint16_t fpu_cw_zm_unmasked = 0x037b; /* default 0x037f with ZM (bit 2) clear */
 float zero_f = 0.0f;
+uint8_t zero_byte = 0;
 struct pm_tss short_tss;
 struct {
     uint16_t pad, limit;
@@ -54,6 +55,11 @@ static void faults_and_traps(void)
                  "movl $1, %eax\n\txorl %edx, %edx\n\txorl %ecx, %ecx\n\t" AT "divl %ecx");
     EXPECT_FAULT("idiv -2^31 / -1", PM_DE, PM_NOERR,
                  "movl $0x80000000, %eax\n\tmovl $-1, %edx\n\tmovl $-1, %ecx\n\t" AT "idivl %ecx");
+    EXPECT_FAULT("div by zero, byte divisor in memory", PM_DE, PM_NOERR,
+                 "movl $1, %eax\n\t" AT "divb zero_byte");
+    EXPECT_FAULT("div by zero, divisor AH, CF set before", PM_DE, PM_NOERR,
+                 "movl $0x0005, %eax\n\tstc\n\t" AT "divb %ah");
+    pm_check_val("  EFLAGS.CF in the #DE frame", pm_last.eflags & 1, 1);
     EXPECT_FAULT("div 8-bit quotient 0x100", PM_DE, PM_NOERR,
                  "movw $0x1000, %ax\n\tmovb $0x10, %cl\n\t" AT "divb %cl");
     EXPECT_FAULT("int3", PM_BP, PM_NOERR, AT "int3");

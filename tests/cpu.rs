@@ -43,6 +43,16 @@ fn divide_by_zero_reports_de_with_precise_registers() {
 }
 
 #[test]
+fn divide_by_zero_in_memory_keeps_ecx_and_reports_de() {
+    let r = run_asm(
+        "div0_mem",
+        "push 0\nmov ecx, 0x11223344\nmov eax, 9\ndiv dword ptr [esp]\nret",
+        &[],
+    );
+    assert_died(&r, &["#DE", "EAX=00000009", "ECX=11223344"]);
+}
+
+#[test]
 fn misaligned_movaps_is_the_guests_general_protection_fault() {
     let r = run_asm(
         "movaps",

@@ -678,6 +678,7 @@ impl Ctx<'_> {
             Mnemonic::Cli => self.set_vif(false).map(|_| false),
             Mnemonic::Sti => self.sti(i).map(|_| false),
             Mnemonic::Xlatb => self.xlat(i).map(|_| false),
+            Mnemonic::Div | Mnemonic::Idiv => self.divide(i).map(|_| false),
             Mnemonic::Lea => self.lea(i).map(|_| false),
             Mnemonic::Movsb
             | Mnemonic::Movsw
@@ -781,6 +782,14 @@ impl Ctx<'_> {
         self.e.bind(fail);
         self.ins(Instruction::with(Code::Popfq))?;
         let vector: u32 = if seg == Register::SS { 12 } else { 13 };
+        self.raise_exit(i, vector)?;
+        self.e.bind(allowed);
+        self.ins(Instruction::with(Code::Popfq))
+    }
+
+    /// Exits so that the monitor raises exception `vector` (error code 0
+    /// where it has one) at `i`, nothing of which was carried out.
+    fn raise_exit(&mut self, i: &Instruction, vector: u32) -> Result<(), TranslateError> {
         self.ins(i2!(
             Code::Mov_rm32_imm32,
             mem(Register::R14, Register::None, off::RAISE_VECTOR.into()),
@@ -788,9 +797,49 @@ impl Ctx<'_> {
         )?)?;
         self.store_eip_imm(i.ip32())?;
         self.store_exit(ExitReason::Raise)?;
-        self.e.jmp_abs(self.req.stubs.exit_common)?;
-        self.e.bind(allowed);
-        self.ins(Instruction::with(Code::Popfq))
+        self.e.jmp_abs(self.req.stubs.exit_common)
+    }
+
+    /// DIV/IDIV: a zero divisor raises #DE through a `Raise` exit instead
+    /// of a host SIGFPE (which costs the host kernel's signal delivery).
+    /// The divisor is read into ECX (the guest's ECX kept in R13) and
+    /// tested with JRCXZ, which touches no flags; then the division runs
+    /// as itself (a quotient overflow still raises #DE by SIGFPE).
+    fn divide(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+        let zero = self.e.label();
+        let done = self.e.label();
+        self.ins(i2!(Code::Mov_r64_rm64, Register::R13, Register::RCX)?)?;
+        let size = i.memory_size().size();
+        match i.op0_kind() {
+            OpKind::Register => {
+                let r = host(i.op0_register());
+                let load = match r.size() {
+                    1 => i2!(Code::Movzx_r32_rm8, Register::ECX, r)?,
+                    2 => i2!(Code::Movzx_r32_rm16, Register::ECX, r)?,
+                    _ => i2!(Code::Mov_r32_rm32, Register::ECX, r)?,
+                };
+                self.ins(load)?;
+            }
+            OpKind::Memory => {
+                let m = self.window_operand(i, true)?;
+                let load = match size {
+                    1 => i2!(Code::Movzx_r32_rm8, Register::ECX, m)?,
+                    2 => i2!(Code::Movzx_r32_rm16, Register::ECX, m)?,
+                    _ => i2!(Code::Mov_r32_rm32, Register::ECX, m)?,
+                };
+                self.ins(load)?;
+            }
+            _ => return self.generic(i),
+        }
+        self.e.jrcxz_label(zero);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R13)?)?;
+        self.generic(i)?;
+        self.e.jmp_label(done);
+        self.e.bind(zero);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R13)?)?;
+        self.raise_exit(i, 0)?;
+        self.e.bind(done);
+        Ok(())
     }
 
     /// R10D = the memory operand's offset: `[base + index*scale + disp]`
@@ -2192,6 +2241,28 @@ mod tests {
         assert!(u.emulated.is_empty());
     }
 
+    #[test]
+    fn division_tests_for_a_zero_divisor_with_jrcxz_before_dividing() {
+        let u = unit(&[0xf7, 0xf3, 0xc3]); // div ebx; ret
+        let text = host_text(&u);
+        let at = |s: &str| text.iter().position(|t| t == s);
+        let (Some(save), Some(load), Some(div)) =
+            (at("mov r13,rcx"), at("mov ecx,ebx"), at("div ebx"))
+        else {
+            panic!("{text:#?}");
+        };
+        assert!(save < load && load < div, "{text:#?}");
+        assert!(
+            text[load + 1].starts_with("jrcxz"),
+            "the test touches no flags: {text:#?}"
+        );
+        let raise = format!("mov dword ptr [r14+{:X}h],0", off::RAISE_VECTOR);
+        assert!(
+            text.contains(&raise),
+            "#DE is raised by a Raise exit: {text:#?}"
+        );
+    }
+
     const TO_RING0: InlineTransition = InlineTransition {
         eip: 0xc010_0000,
         esp: 0xc000_8000,
@@ -2238,7 +2309,10 @@ mod tests {
         assert!(u.emulated.is_empty());
         assert_eq!(u.sites.len(), 1, "one chainable exit to IA32_SYSENTER_EIP");
         let text = host_text(&u);
-        assert!(text.contains(&"mov r8d,0C0008000h".to_string()), "{text:#?}");
+        assert!(
+            text.contains(&"mov r8d,0C0008000h".to_string()),
+            "{text:#?}"
+        );
         let chain_mode = format!("mov dword ptr [r14+{:X}h],203h", off::CHAIN_MODE);
         assert!(text.contains(&chain_mode), "{text:#?}");
         let transition = format!(

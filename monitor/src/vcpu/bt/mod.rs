@@ -671,10 +671,10 @@ impl BtCore {
             }
             Some(ExitReason::Raise) => {
                 self.stats.exits_emulate += 1;
-                let e = if self.state.raise_vector == 12 {
-                    Exception::StackFault(0)
-                } else {
-                    Exception::GeneralProtection(0)
+                let e = match self.state.raise_vector {
+                    0 => Exception::DivideError,
+                    12 => Exception::StackFault(0),
+                    _ => Exception::GeneralProtection(0),
                 };
                 self.raise(Fault::Exception(e))
             }
@@ -815,7 +815,7 @@ impl BtCore {
     /// and views, worked out on a copy of the system state with the same
     /// functions the monitor uses to apply them afterwards.
     fn transitions(&mut self) -> Option<Transitions> {
-        if !self.model.offers(crate::cpuid::SEP) {
+        if !self.model.offers(crate::cpuid::SEP) || !self.sys.cr0.contains(crate::cpu::Cr0::PE) {
             return None;
         }
         let sysenter = self.transition_to(crate::cpu::system::sysenter::sysenter_system_state);
