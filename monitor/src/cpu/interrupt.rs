@@ -327,18 +327,38 @@ fn frame(
     event: Event,
     return_eip: u32,
     stack_changes: bool,
-) -> Vec<u32> {
+) -> Frame {
     let sys = ctx.sys();
-    let mut values = Vec::with_capacity(6);
+    let mut frame = Frame::default();
     if stack_changes {
-        values.push(u32::from(sys.segment(Seg::Ss).selector.0));
-        values.push(ctx.gpr(ESP));
+        frame.push(u32::from(sys.segment(Seg::Ss).selector.0));
+        frame.push(ctx.gpr(ESP));
     }
-    values.push(ctx.eflags().bits());
-    values.push(u32::from(sys.segment(Seg::Cs).selector.0));
-    values.push(return_eip);
-    values.extend(event.error_code());
-    values
+    frame.push(ctx.eflags().bits());
+    frame.push(u32::from(sys.segment(Seg::Cs).selector.0));
+    frame.push(return_eip);
+    if let Some(code) = event.error_code() {
+        frame.push(code);
+    }
+    frame
+}
+
+/// The at most six values of an interrupt frame, without allocating.
+#[derive(Default)]
+struct Frame {
+    values: [u32; 6],
+    len: usize,
+}
+
+impl Frame {
+    fn push(&mut self, value: u32) {
+        self.values[self.len] = value;
+        self.len += 1;
+    }
+
+    fn as_slice(&self) -> &[u32] {
+        &self.values[..self.len]
+    }
 }
 
 /// Delivery through an interrupt or trap gate (6.12.1; vol. 2, INT n,
@@ -366,7 +386,8 @@ fn through_gate(
     };
     let kind = gate.system_kind();
     let size = if kind.is_32bit() { 4 } else { 2 };
-    let values = frame(ctx, event, return_eip, stack_changes);
+    let frame = frame(ctx, event, return_eip, stack_changes);
+    let values = frame.as_slice();
     check_frame(
         stack.ss,
         stack.esp,
@@ -385,7 +406,7 @@ fn through_gate(
     } else {
         Privilege::Supervisor
     };
-    let esp = write_frame(ctx, stack.ss, stack.esp, size, &values, privilege)?;
+    let esp = write_frame(ctx, stack.ss, stack.esp, size, values, privilege)?;
     let cs = SegmentRegister::loaded(target_selector.with_rpl(new_cpl), target);
     let interrupt_gate = matches!(
         kind,
