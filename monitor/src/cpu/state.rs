@@ -195,10 +195,14 @@ impl SegmentRegister {
         [read[0], read[1], write[0], write[1]]
     }
 
+    /// The [`Self::offset_ranges`] of a flat read/write data segment,
+    /// which refuses no 32-bit offset.
+    pub const UNRESTRICTED: [u64; 4] = [0, u32::MAX as u64, 0, u32::MAX as u64];
+
     /// Whether some access within 32-bit offsets is refused (by the limit,
     /// the expand-down bound, the type or a null selector).
     pub fn restricts_access(self) -> bool {
-        self.offset_ranges() != [0, u64::from(u32::MAX), 0, u64::from(u32::MAX)]
+        self.offset_ranges() != Self::UNRESTRICTED
     }
 
     /// Like [`Self::linear`], also checking that the segment allows the

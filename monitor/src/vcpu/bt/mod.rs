@@ -565,8 +565,9 @@ impl BtCore {
             self.synced_segments[s] = Some(reg);
             self.state.seg_base[s] = reg.base;
             self.state.seg_sel[s] = reg.selector.0;
-            self.state.seg_ranges[s] = reg.offset_ranges();
-            if reg.restricts_access() {
+            let ranges = reg.offset_ranges();
+            self.state.seg_ranges[s] = ranges;
+            if ranges != crate::cpu::SegmentRegister::UNRESTRICTED {
                 self.limited |= 1 << s;
             } else {
                 self.limited &= !(1 << s);
