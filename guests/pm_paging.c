@@ -2,8 +2,9 @@
  * 4 KiB and 4 MiB pages (CR4.PSE; PS ignored without it); the accessed and
  * dirty bits set by reads, writes and fetches; CR0.WP; U/S and R/W in the
  * PDE and the PTE combined; global pages (CR4.PGE) invalidated by INVLPG
- * and by toggling CR4.PGE; INVLPG of one page; CR3 reloads; a page table
- * mapped as data (recursive PDE) and written through that mapping.  Only
+ * and by toggling CR4.PGE; INVLPG of one page (also of a code page, and
+ * of one address of a 4 MiB page); CR3 reloads; a page table mapped as
+ * data (recursive PDE) and written through that mapping.  Only
  * what the SDM guarantees after an invalidation is printed, never what a
  * possibly stale TLB entry gives. */
 #include "pm.h"
@@ -242,6 +243,42 @@ static void self_map(void)
     flush();
 }
 
+/* INVLPG's scope: a remapped code page runs its new frame's code; INVLPG
+ * of one address inside a 4 MiB page invalidates all of that page. */
+static void invlpg_scope(void)
+{
+    static const uint8_t code_a[] = { 0xb8, 0xaa, 0xaa, 0, 0, 0xc3 }; /* mov $0xaaaa,%eax; ret */
+    static const uint8_t code_b[] = { 0xb8, 0xbb, 0xbb, 0, 0, 0xc3 }; /* mov $0xbbbb,%eax; ret */
+    uint32_t (*fn)(void) = (uint32_t (*)(void))V;
+    rt_puts("-- INVLPG scope: remapped code, one address of a 4 MiB page (SDM 'INVLPG')\n");
+    memcpy((void *)F1, code_a, sizeof(code_a));
+    memcpy((void *)F2, code_b, sizeof(code_b));
+    map(V, F1, PTE_P | PTE_W);
+    pm_invlpg(V);
+    pm_check_val("code page V -> F1: call V", fn(), 0xaaaa);
+    pm_check_val("  call V again", fn(), 0xaaaa);
+    map(V, F2, PTE_P | PTE_W);
+    pm_invlpg(V);
+    pm_check_val("  PTE -> F2, invlpg V: call V runs F2's code", fn(), 0xbbbb);
+    map(V, F1, PTE_P | PTE_W);
+    pm_invlpg(V);
+    pm_check_val("  PTE -> F1 again, invlpg V: call V", fn(), 0xaaaa);
+
+    wr(0x00802000, 0x80802000);
+    wr(0x00c02000, 0x80c02000);
+    wr_cr4(rd_cr4() | CR4_PSE);
+    *pde(BIG) = 0x00800000 | PTE_P | PTE_W | 0x80;
+    flush();
+    pm_check_val("4 MiB page BIG -> 8 MiB: read BIG+0x2000", rd(BIG + 0x2000), 0x80802000);
+    *pde(BIG) = 0x00c00000 | PTE_P | PTE_W | 0x80;
+    pm_invlpg(BIG + 0x1000);
+    pm_check_val("  PDE -> 12 MiB, invlpg BIG+0x1000: read BIG+0x2000", rd(BIG + 0x2000),
+                 0x80c02000);
+    *pde(BIG) = 0;
+    flush();
+    wr_cr4(rd_cr4() & ~CR4_PSE);
+}
+
 __asm__(".text\nret_insn:\n\tret\n");
 
 int main(void)
@@ -254,6 +291,7 @@ int main(void)
     protection();
     global_pages();
     self_map();
+    invlpg_scope();
     pm_paging_off();
     rt_finish("pm_paging");
 }

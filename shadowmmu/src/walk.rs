@@ -42,6 +42,9 @@ pub struct Translated {
     /// Writes to the page are allowed now (R/W and, for later writes
     /// without a new walk, D already set).
     pub writable_and_dirty: bool,
+    /// The mapping is a 4 MiB page (PDE.PS with CR4.PSE): INVLPG of any
+    /// address in it invalidates all of it.
+    pub large: bool,
 }
 
 /// A page fault: the error code the hardware would push.
@@ -85,6 +88,7 @@ pub fn walk(
         return Ok(Translated {
             phys: GuestPhys(phys),
             writable_and_dirty: writable(pde, pde, mode, acc) && new & D != 0,
+            large: true,
         });
     }
     let pte_addr = (pde & !0xfff) + (((lin.0 >> 12) & 0x3ff) << 2);
@@ -100,6 +104,7 @@ pub fn walk(
     Ok(Translated {
         phys: GuestPhys(phys),
         writable_and_dirty: writable(pde, pte, mode, acc) && new & D != 0,
+        large: false,
     })
 }
 

@@ -326,7 +326,9 @@ fn run(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
         }
         Invlpg => {
             system::require_cpl0(core)?;
-            core.invalidate_linear_page();
+            let (seg, offset) = instr::operand::memory_operand(core, i)?;
+            let lin = core.sys().segment(seg).base.wrapping_add(offset);
+            core.invalidate_page(lin);
             Ok(Flow::Next)
         }
         Enter => done(instr::stack::enter(core, i)),
@@ -788,7 +790,7 @@ fn control_register(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
         system::mov_to_cr(core, n, val, cr4_bits)?
     };
     if changed.intersects(system::Changed::ADDRESS_SPACE | system::Changed::PAGING) {
-        core.invalidate_linear_page();
+        core.address_space_changed();
     }
     Ok(Flow::Next)
 }

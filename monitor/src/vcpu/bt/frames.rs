@@ -10,7 +10,11 @@
 //!   tables allowed its privilege at the last walk; changing the address
 //!   space drops every mapping of both. With paging off only the supervisor
 //!   view is used (identity, all of RAM) and the user view is empty.
-//! - The reverse map names every (view, linear page) mapped to a frame.
+//! - The reverse map names every (view, linear page) mapped to a frame, and
+//!   `shadow` maps each such (view, linear page) back to its frame.
+//! - `code_pages` names, for each linear page translations were made from,
+//!   their frames; `large_regions` the 4 MiB regions a 4 MiB page was used
+//!   in since the last reset (INVLPG there drops the whole region).
 
 use super::{BtCore, SUPERVISOR_VIEW, USER_VIEW};
 use shadowmmu::LinearWindow;
@@ -57,15 +61,65 @@ impl BtCore {
             GuestLinear(lin),
             Access { write, user },
         )
-        .map(|t| t.phys.0)
+        .map(|t| {
+            if t.large {
+                self.large_regions.insert(lin >> 22);
+            }
+            t.phys.0
+        })
         .map_err(page_fault)
     }
 
-    /// INVLPG or a CR3 write: with paging on, the shadow mappings go (all
-    /// of them, for now; see docs/ARCHITECTURE.md).
-    pub(super) fn invalidate_linear_page(&mut self) {
+    /// A CR3 write or a paging-mode change: with paging on, the shadow
+    /// mappings go (all of them, for now; see docs/ARCHITECTURE.md).
+    pub(super) fn address_space_changed(&mut self) {
         if self.paging() {
             self.reset_address_space();
+        }
+    }
+
+    /// INVLPG: drops what the shadow MMU holds for the page of `lin` (all
+    /// of the 4 MiB region when a 4 MiB page was mapped in it): its
+    /// mappings in both views and the translations made from it. Other
+    /// pages keep theirs, as other TLB entries survive INVLPG.
+    pub(super) fn invalidate_page(&mut self, lin: u32) {
+        if !self.paging() {
+            return;
+        }
+        self.stats.page_invalidations += 1;
+        let region = lin >> 22;
+        let pages = if self.large_regions.remove(region) {
+            region << 10..(region + 1) << 10
+        } else {
+            lin >> 12..(lin >> 12) + 1
+        };
+        let start = GuestLinear(pages.start * PAGE_SIZE);
+        let len = u64::from(pages.end - pages.start) * u64::from(PAGE_SIZE);
+        for view in &self.views {
+            // Unmapping part of our own reservation.
+            let _ = view.unmap(start, len);
+        }
+        for lpage in pages {
+            for view in [SUPERVISOR_VIEW, USER_VIEW] {
+                let alias = Alias::new(view, lpage);
+                if let Some(frame) = self.shadow.remove(&alias) {
+                    if let Some(aliases) = self.rmap.get_mut(&frame) {
+                        aliases.retain(|a| *a != alias);
+                    }
+                }
+            }
+            for frame in self.code_pages.remove(&lpage).unwrap_or_default() {
+                self.untrace_code_frame(frame);
+            }
+        }
+    }
+
+    /// Notes that translations were made from linear page `lpage` at
+    /// `frame`, for INVLPG.
+    pub(super) fn note_code_page(&mut self, lpage: u32, frame: u32) {
+        let frames = self.code_pages.entry(lpage).or_default();
+        if !frames.contains(&frame) {
+            frames.push(frame);
         }
     }
 
@@ -89,6 +143,8 @@ impl BtCore {
         self.flush();
         self.code_frames.clear();
         self.rmap.clear();
+        self.shadow.clear();
+        self.large_regions.clear();
         // Unmapping and mapping a reservation we own; a failure leaves the
         // window more restrictive, never less.
         for view in &self.views {
@@ -178,13 +234,16 @@ impl BtCore {
             write,
             user: self.view == USER_VIEW,
         };
-        let rw = walk(
+        let walked = walk(
             &self.ram,
             self.paging_mode(),
             GuestLinear(lpage * PAGE_SIZE),
             acc,
-        )
-        .is_ok_and(|t| t.writable_and_dirty);
+        );
+        if walked.is_ok_and(|t| t.large) {
+            self.large_regions.insert(lpage >> 10);
+        }
+        let rw = walked.is_ok_and(|t| t.writable_and_dirty);
         let prot = if rw && !self.code_frames.contains(frame) {
             PageProt::ReadWrite
         } else {
@@ -200,6 +259,13 @@ impl BtCore {
             prot,
         );
         let alias = Alias::new(self.view, lpage);
+        if let Some(old) = self.shadow.insert(alias, frame) {
+            if old != frame {
+                if let Some(aliases) = self.rmap.get_mut(&old) {
+                    aliases.retain(|a| *a != alias);
+                }
+            }
+        }
         let aliases = self.rmap.entry(frame).or_default();
         if !aliases.contains(&alias) {
             aliases.push(alias);
@@ -209,7 +275,7 @@ impl BtCore {
 
 /// A linear page of one view, as the reverse map keeps it: the page number
 /// (20 bits) with the view in bit 31.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) struct Alias(u32);
 
 impl Alias {

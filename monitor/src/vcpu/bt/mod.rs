@@ -76,6 +76,8 @@ pub struct BtStats {
     pub smc_writes: u64,
     /// Host faults resolved by filling a shadow mapping (paging on).
     pub hidden_faults: u64,
+    /// INVLPGs carried out (each dropping one page or one 4 MiB region).
+    pub page_invalidations: u64,
     /// Exceptions raised by guest instructions.
     pub exceptions: u64,
     /// External interrupts injected.
@@ -179,6 +181,12 @@ pub struct BtCore {
     code_frames: shadowmmu::FrameSet,
     /// With paging on: guest frame -> linear pages mapped to it in the window.
     rmap: HashMap<u32, Vec<frames::Alias>>,
+    /// With paging on: (view, linear page) -> the guest frame mapped there.
+    shadow: HashMap<frames::Alias, u32>,
+    /// Linear page -> guest frames translations were made from there.
+    code_pages: HashMap<u32, Vec<u32>>,
+    /// 4 MiB regions (linear >> 22) where a 4 MiB page was used.
+    large_regions: shadowmmu::FrameSet,
     /// The direct branch that just missed, to chain once its target's
     /// translation is entered: (site, target EIP, mode bits). It is only
     /// chained to a translation of exactly that EIP and mode, whatever ran
@@ -378,6 +386,7 @@ impl Vcpu for BtVcpu {
                 ("NMIs", v.nmis),
                 ("self-modifying writes", v.smc_writes),
                 ("hidden faults (shadow fills)", v.hidden_faults),
+                ("INVLPG (page invalidations)", v.page_invalidations),
                 ("invalidations", c.invalidations),
                 ("flushes", c.flushes),
             ],
@@ -511,6 +520,9 @@ impl BtCore {
             _empty_ibtc: empty_ibtc,
             code_frames: shadowmmu::FrameSet::with_capacity(frames),
             rmap: HashMap::new(),
+            shadow: HashMap::new(),
+            code_pages: HashMap::new(),
+            large_regions: shadowmmu::FrameSet::with_capacity(1024),
             pending_chain: None,
             faults,
             stats: BtStats::default(),
@@ -1038,6 +1050,7 @@ impl BtCore {
     fn flush(&mut self) {
         self.cache.flush();
         self.emulated.clear();
+        self.code_pages.clear();
         self.ibtc.clear();
         // No translation is left to carry an old tag.
         self.mode_tags.clear();
@@ -1118,6 +1131,10 @@ impl BtCore {
         self.emulated.extend_from_slice(&unit.emulated);
         self.inline_ports.extend(&unit.inline_ports);
         if single == 0 {
+            self.note_code_page(linear >> 12, key.phys >> 12);
+            if let (true, Some(f)) = (crosses, next_frame) {
+                self.note_code_page((linear >> 12).wrapping_add(1) & 0xf_ffff, f);
+            }
             for f in frames {
                 self.trace_code_frame(f);
             }
