@@ -85,3 +85,55 @@ f:
     assert_eq!(r.code, Some(1), "guest saw stale code: {}", describe(&r));
     assert!(stat(&r.stderr, "invalidations") > 0);
 }
+
+#[test]
+fn rep_stosb_across_sixteen_translated_code_pages_completes() {
+    // Sixteen pages, each holding a translated `mov eax, 1; ret`, are
+    // overwritten with RET by one `rep stosb`: one code write per page,
+    // each resumed, until the whole range is written.
+    let body = r#"
+    lea esi, [pages]
+    mov ebx, 16
+1:  call esi
+    add esi, 4096
+    dec ebx
+    jnz 1b
+    lea edi, [pages]
+    mov ecx, 16 * 4096
+    mov al, 0xc3
+    cld
+    rep stosb
+    mov eax, 7
+    call pages + 5 * 4096
+    cmp eax, 7
+    jne bad
+    cmp ecx, 0
+    jne bad
+    xor eax, eax
+    ret
+bad:
+    mov eax, 1
+    ret
+.data
+.align 4096
+pages:
+.rept 16
+    mov eax, 1
+    ret
+    .align 4096
+.endr
+.text
+"#;
+    let r = run(
+        Command::new(env!("CARGO_BIN_EXE_nestmon"))
+            .args(["run", "--stats", "--kernel"])
+            .arg(asm_guest("rep_stosb_code_pages", body)),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(1), "{}\n{}", describe(&r), r.stderr);
+    assert!(
+        stat(&r.stderr, "self-modifying writes") >= 16,
+        "{}",
+        r.stderr
+    );
+}

@@ -1186,10 +1186,19 @@ impl BtCore {
     }
 
     /// Runs the instruction at EIP alone (after its write target became
-    /// writable), then resumes normal translation. Hidden faults on the way
-    /// are filled and the instruction retried.
+    /// writable), then resumes normal translation. Hidden faults and
+    /// writes to further code frames on the way are resolved and the
+    /// instruction continued (a `rep` string instruction across many pages
+    /// takes one such fault per page and makes progress each time). One
+    /// access may fault a few times in a row (a code write, then the
+    /// refill of the page it unmapped, then its dirty bit); more than
+    /// that at the same address with the same registers is a livelock and
+    /// stops.
     fn single_step(&mut self) -> Event {
-        for _ in 0..8 {
+        const SAME_FAULT_LIMIT: u32 = 4;
+        let mut last: Option<(u64, [u32; 8])> = None;
+        let mut repeats = 0;
+        loop {
             let id = match self.translation_for(self.state.eip, 1) {
                 Ok(id) => id,
                 Err(event) => return event,
@@ -1200,15 +1209,21 @@ impl BtCore {
                 return self.handle_exit();
             }
             self.stats.exits_fault += 1;
+            let this = (self.state.fault.addr, self.state.gpr);
+            repeats = if last == Some(this) { repeats + 1 } else { 0 };
+            if repeats >= SAME_FAULT_LIMIT {
+                return Event::Stop(StopReason::Internal(format!(
+                    "an instruction kept faulting at host address {:#x} while running alone",
+                    this.0
+                )));
+            }
+            last = Some(this);
             match self.fault_outcome() {
                 faults::FaultOutcome::Hidden | faults::FaultOutcome::CodeWrite => continue,
                 faults::FaultOutcome::Guest(fault) => return self.raise(fault),
                 faults::FaultOutcome::Stop(reason) => return Event::Stop(reason),
             }
         }
-        Event::Stop(StopReason::Internal(
-            "an instruction kept faulting while running alone".into(),
-        ))
     }
 }
 
