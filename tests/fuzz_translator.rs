@@ -190,7 +190,11 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
             stubs: STUBS,
             max_insns: translator::translate::MAX_UNIT_INSNS,
             count_indirect: None,
-            ibtc_tag: u32::from(limited),
+            ibtc_tag: if limited != 0 {
+                translator::ibtc::TAGS - 1
+            } else {
+                0
+            },
             isa,
             emulate_tokens_from: Some(0),
             cpuid: None,

@@ -1,91 +1,186 @@
-//! The indirect-branch translation cache: a direct-mapped table from
-//! (guest EIP, mode tag) to host code address, probed by emitted code
-//! without touching flags.
+//! The indirect-branch translation cache: direct-mapped tables from
+//! guest EIP to host code address, one per translation mode, probed by
+//! emitted code without touching flags.
 //!
-//! Each translation mode the run loop uses gets a small number, its *tag*
-//! (`UnitRequest::ibtc_tag`); an entry matches only a lookup with the same
-//! EIP and tag, so translations of several modes (ring 3 and ring 0 code)
-//! share one table and a mode change, inline or in the monitor, needs no
-//! table change.
+//! Each translation mode the run loop uses since the last flush gets a
+//! small number, its *tag* (`UnitRequest::ibtc_tag`, below [`TAGS`]); the
+//! tag's table is region `tag` of one reservation, so a unit reaches its
+//! mode's table by a constant displacement and the probe costs the same in
+//! every mode. A mode change, inline or in the monitor, needs no table
+//! change.
 //!
-//! Invariant: entry `i` is either empty (its EIP's low 16 bits differ from
-//! `i`, so no EIP can match it) or maps a guest EIP whose low 16 bits are
-//! `i`, with a tag, to the entry of a live translation for that EIP in the
-//! mode of that tag.
+//! An entry stores `EIP + 1` (mod 2^32) and the host address; the probe
+//! computes `entry - target - 1` in 64 bits, which is zero only for the
+//! entry of that EIP. An all-zero entry therefore matches no EIP, so the
+//! reservation starts (and is emptied back to) zeros, and an exit
+//! request's empty table is a zero mapping that is never written. (EIP
+//! 0xffffffff, whose key would be 0, is never cached: it always misses.)
+//!
+//! Invariant: every entry is zero or maps the EIP it stores, in its
+//! region's mode, to the entry of a live translation.
 
-/// Number of entries (indexed by the low 16 bits of the guest EIP).
+/// Entries per table (indexed by the low 16 bits of the guest EIP).
 pub const ENTRIES: usize = 1 << 16;
 
-/// One table entry: 16 bytes, the 64-bit key (EIP, then tag) first.
+/// Tables (mode tags) in one reservation: a run loop flushes before it
+/// needs more.
+pub const TAGS: u32 = 32;
+
+/// Bytes of one table: the displacement between two tags' tables.
+pub const TABLE_BYTES: usize = ENTRIES * std::mem::size_of::<Entry>();
+
+/// One table entry: 16 bytes, `EIP + 1` first.
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub struct Entry {
     key: u32,
-    tag: u32,
+    _pad: u32,
     host: u64,
 }
 
-/// The table.
+/// A reservation of zeroed memory for `TAGS` tables.
+struct Region {
+    ptr: *mut Entry,
+}
+
+impl Region {
+    /// An anonymous, private, zeroed mapping (`writable`: read-write,
+    /// else read-only).
+    fn new(writable: bool) -> Region {
+        let prot = if writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
+        // SAFETY: a fresh anonymous mapping; no existing memory is touched.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                TAGS as usize * TABLE_BYTES,
+                prot,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        assert!(
+            p != libc::MAP_FAILED,
+            "cannot reserve the indirect-branch tables"
+        );
+        Region { ptr: p.cast() }
+    }
+
+    fn table(&self, tag: u32) -> &[Entry] {
+        assert!(tag < TAGS, "indirect-branch tag {tag} out of range");
+        // SAFETY: the mapping holds TAGS tables of ENTRIES entries, lives
+        // as long as self, and entries are plain data (any bits valid).
+        unsafe { std::slice::from_raw_parts(self.ptr.add(tag as usize * ENTRIES), ENTRIES) }
+    }
+
+    fn table_mut(&mut self, tag: u32) -> &mut [Entry] {
+        assert!(tag < TAGS, "indirect-branch tag {tag} out of range");
+        // SAFETY: as in `table`; &mut self makes this the only reference
+        // handed out from the Rust side (emitted code only reads).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(tag as usize * ENTRIES), ENTRIES) }
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the mapping made in `new`, which nothing uses
+        // any more (the vCPU that emitted code against it is gone).
+        unsafe { libc::munmap(self.ptr.cast(), TAGS as usize * TABLE_BYTES) };
+    }
+}
+
+// SAFETY: the region is plain memory owned by one Ibtc; moving it to
+// another thread moves that ownership.
+unsafe impl Send for Region {}
+
+/// The tables, plus which tags have entries (to empty only those).
 pub struct Ibtc {
-    entries: Box<[Entry]>,
+    region: Region,
+    used: u64,
 }
 
 impl Default for Ibtc {
     fn default() -> Self {
-        let mut t = Ibtc {
-            entries: vec![
-                Entry {
-                    key: 0,
-                    tag: 0,
-                    host: 0
-                };
-                ENTRIES
-            ]
-            .into_boxed_slice(),
-        };
-        t.clear();
-        t
+        Ibtc {
+            region: Region::new(true),
+            used: 0,
+        }
+    }
+}
+
+/// A table set in which nothing matches, for exit requests: zeros that
+/// are never written.
+pub struct EmptyIbtc {
+    region: Region,
+}
+
+impl Default for EmptyIbtc {
+    fn default() -> Self {
+        EmptyIbtc {
+            region: Region::new(false),
+        }
+    }
+}
+
+impl EmptyIbtc {
+    /// Host address of the tables (for exit requests).
+    pub fn addr(&self) -> u64 {
+        self.region.ptr as u64
     }
 }
 
 impl Ibtc {
-    /// Host address of the table (for `CpuState::ibtc`).
+    /// Host address of the tables (for `CpuState::ibtc`); tag `t`'s table
+    /// is at `addr() + t * TABLE_BYTES`.
     pub fn addr(&self) -> u64 {
-        self.entries.as_ptr() as u64
+        self.region.ptr as u64
     }
 
-    /// Empties the table.
+    /// Empties every table.
     pub fn clear(&mut self) {
-        for (i, e) in self.entries.iter_mut().enumerate() {
-            e.key = !(i as u32);
-            e.tag = 0;
-            e.host = 0;
+        for tag in 0..TAGS {
+            if self.used & (1 << tag) != 0 {
+                self.region.table_mut(tag).fill(Entry {
+                    key: 0,
+                    _pad: 0,
+                    host: 0,
+                });
+            }
         }
+        self.used = 0;
     }
 
     /// Maps `eip` in the mode of `tag` to `host`.
     pub fn insert(&mut self, eip: u32, tag: u32, host: u64) {
-        let e = &mut self.entries[(eip & 0xffff) as usize];
-        e.key = eip;
-        e.tag = tag;
+        self.used |= 1 << tag;
+        let e = &mut self.region.table_mut(tag)[(eip & 0xffff) as usize];
+        e.key = eip.wrapping_add(1);
         e.host = host;
     }
 
     /// Drops entries whose host address lies in `[start, end)`.
     pub fn remove_range(&mut self, start: u64, end: u64) {
-        for (i, e) in self.entries.iter_mut().enumerate() {
-            if e.host >= start && e.host < end {
-                e.key = !(i as u32);
-                e.tag = 0;
-                e.host = 0;
+        for tag in 0..TAGS {
+            if self.used & (1 << tag) == 0 {
+                continue;
+            }
+            for e in self.region.table_mut(tag) {
+                if e.host >= start && e.host < end {
+                    e.key = 0;
+                    e.host = 0;
+                }
             }
         }
     }
 
     /// The mapping of `eip` in the mode of `tag`, if any.
     pub fn get(&self, eip: u32, tag: u32) -> Option<u64> {
-        let e = &self.entries[(eip & 0xffff) as usize];
-        (e.key == eip && e.tag == tag && e.host != 0).then_some(e.host)
+        let e = &self.region.table(tag)[(eip & 0xffff) as usize];
+        (u64::from(e.key) == u64::from(eip) + 1 && e.host != 0).then_some(e.host)
     }
 }
 
@@ -98,6 +193,7 @@ mod tests {
         let t = Ibtc::default();
         for eip in [0u32, 1, 0xffff, 0x10000, 0xffff_ffff] {
             assert_eq!(t.get(eip, 0), None);
+            assert_eq!(t.get(eip, TAGS - 1), None);
         }
     }
 
@@ -119,6 +215,31 @@ mod tests {
         assert_eq!(t.get(0x1000, 0), None);
         t.insert(0x1000, 0, 0x8000);
         assert_eq!(t.get(0x1000, 0), Some(0x8000));
-        assert_eq!(t.get(0x1000, 3), None, "same slot: the newer entry won");
+        assert_eq!(
+            t.get(0x1000, 3),
+            Some(0x7000),
+            "each mode has its own table"
+        );
+        t.clear();
+        assert_eq!(t.get(0x1000, 3), None);
+        assert_eq!(t.get(0x1000, 0), None);
+    }
+
+    #[test]
+    fn the_highest_eip_is_never_cached_rather_than_matching_empty_entries() {
+        let mut t = Ibtc::default();
+        t.insert(0xffff_ffff, 0, 0x7000);
+        assert_eq!(t.get(0xffff_ffff, 0), None);
+    }
+
+    #[test]
+    fn the_exit_request_tables_are_zero() {
+        let e = EmptyIbtc::default();
+        // SAFETY: reading the first and the last entry of the mapping.
+        let (first, last) = unsafe {
+            let p = e.addr() as *const u64;
+            (*p, *p.add(TAGS as usize * TABLE_BYTES / 8 - 1))
+        };
+        assert_eq!((first, last), (0, 0));
     }
 }

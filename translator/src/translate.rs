@@ -133,6 +133,15 @@ fn uses_stack(i: &Instruction) -> bool {
         )
 }
 
+/// iced-x86's displacement size for a 64-bit memory operand.
+fn displ_size(disp: i64) -> u32 {
+    match disp {
+        0 => 0,
+        -128..=127 => 1,
+        _ => 8,
+    }
+}
+
 /// The size of `i`'s explicit memory access and whether it writes it
 /// (a read-modify-write needs the write range, which lies within the read
 /// range of every segment that has one).
@@ -1621,6 +1630,8 @@ impl Ctx<'_> {
     /// `tag` (another mode's after an inline privilege change).
     fn indirect_in(&mut self, tag: u32) -> Result<(), TranslateError> {
         let hit = self.e.label();
+        // The mode's table (see crate::ibtc): a constant displacement.
+        let table = i64::from(tag) * crate::ibtc::TABLE_BYTES as i64;
         self.ins(i2!(Code::Mov_r64_rm64, Register::R10, Register::RCX)?)?;
         self.ins(i2!(Code::Movzx_r32_rm16, Register::R11D, Register::R9W)?)?;
         self.ins(i2!(
@@ -1637,38 +1648,21 @@ impl Ctx<'_> {
             Register::R12,
             Register::R11,
             8,
-            0,
-            0,
+            table,
+            displ_size(table),
             false,
             Register::None,
         );
-        // RCX = (EIP | tag << 32 of the entry) - (target | tag << 32),
-        // zero on a hit; LEA and NOT leave the flags alone.
-        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, key)?)?;
+        // RCX = (EIP + 1 of the entry) - target - 1, in 64 bits: zero
+        // only on a hit; LEA and NOT leave the flags alone.
+        self.ins(i2!(Code::Mov_r32_rm32, Register::ECX, key)?)?;
         self.ins(i2!(Code::Mov_r64_rm64, Register::R13, Register::R9)?)?;
         self.ins(Instruction::with1(Code::Not_rm64, Register::R13).map_err(err)?)?;
         self.ins(i2!(
             Code::Lea_r64_m,
             Register::RCX,
-            iced_x86::MemoryOperand::new(
-                Register::RCX,
-                Register::R13,
-                1,
-                1,
-                1,
-                false,
-                Register::None
-            )
+            mem(Register::RCX, Register::R13, 0)
         )?)?;
-        if tag != 0 {
-            let minus_tag = (u64::from(tag) << 32).wrapping_neg();
-            self.ins(i2!(Code::Mov_r64_imm64, Register::R13, minus_tag)?)?;
-            self.ins(i2!(
-                Code::Lea_r64_m,
-                Register::RCX,
-                mem(Register::RCX, Register::R13, 0)
-            )?)?;
-        }
         self.e.jrcxz_label(hit);
         self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
         self.ins(i2!(
@@ -1702,8 +1696,8 @@ impl Ctx<'_> {
             Register::R12,
             Register::R11,
             8,
-            8,
-            1,
+            table + 8,
+            displ_size(table + 8),
             false,
             Register::None,
         );
@@ -2341,9 +2335,9 @@ mod tests {
         assert!(u.emulated.is_empty());
         let text = host_text(&u);
         assert!(text.contains(&"mov r9d,edx".to_string()), "{text:#?}");
-        // The target is looked up with the ring-3 mode's tag.
-        let minus_tag = format!("mov r13,0{:X}h", (9u64 << 32).wrapping_neg());
-        assert!(text.contains(&minus_tag), "{text:#?}");
+        // The target is looked up in the ring-3 mode's table.
+        let table = format!("mov ecx,[r12+r11*8+{:X}h]", 9 * crate::ibtc::TABLE_BYTES);
+        assert!(text.contains(&table), "{text:#?}");
         let ring3 = Mode {
             cpl0: false,
             ..ring0

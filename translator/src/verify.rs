@@ -9,7 +9,8 @@
 //!   scratch register holding a 32-bit value and `|d| <= 64`;
 //! - `[r14 + d]`: the vCPU state block;
 //! - `[rsp + d]`: the monitor's stack (PUSHFQ/POPFQ sequences);
-//! - `[r12 + r11*8]`, `[r12 + r11*8 + 8]`: the indirect-branch table;
+//! - `[r12 + r11*8 + t]`, `[r12 + r11*8 + t + 8]`: the indirect-branch
+//!   table of a mode, `t` a multiple of its size below `TAGS` tables;
 //! - `[r13]`: the indirect-hit counter (when counting);
 //! - `[rip + d]` naming the poll word;
 //! - `[rsi]`/`[rdi]` of a string instruction, only between
@@ -146,7 +147,12 @@ fn check_access(
             (0..std::mem::size_of::<CpuState>() as i64).contains(&disp)
         }
         (Register::RSP, Register::None) => disp.abs() <= 16,
-        (Register::R12, Register::R11) => m.scale() == 8 && (disp == 0 || disp == 8),
+        (Register::R12, Register::R11) => {
+            let table = crate::ibtc::TABLE_BYTES as i64;
+            m.scale() == 8
+                && (disp % table == 0 || disp % table == 8)
+                && (0..i64::from(crate::ibtc::TAGS) * table).contains(&disp)
+        }
         (Register::R13, Register::None) => disp == 0,
         // iced-x86 reports RIP-relative operands as absolute addresses.
         (Register::RIP | Register::None, Register::None) => m.displacement() == poll,

@@ -42,7 +42,7 @@ use shadowmmu::{GuestPhys, GuestRam, LinearWindow, PageProt, PAGE_SIZE};
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, RwLock};
-use translator::ibtc::Ibtc;
+use translator::ibtc::{EmptyIbtc, Ibtc};
 use translator::runtime::{self, FaultRegistration};
 use translator::state::{ExitReason, LIVE_FLAGS};
 use translator::translate::{InlineTransition, Transitions};
@@ -177,7 +177,7 @@ pub struct BtCore {
     tag: u32,
     /// The table exit requests swap in: nothing matches in it. Only its
     /// address is used (by the signal handler), so it must live here.
-    _empty_ibtc: Ibtc,
+    _empty_ibtc: EmptyIbtc,
     code_frames: shadowmmu::FrameSet,
     /// With paging on: guest frame -> linear pages mapped to it in the window.
     rmap: HashMap<u32, Vec<frames::Alias>>,
@@ -487,7 +487,7 @@ impl BtCore {
             runtime::register_cache(start, start + CODE_CACHE_SIZE as u64, stubs.exit_saved)
                 .ok_or_else(|| VcpuError::Host("too many code caches in one process".into()))?;
         let ibtc = Ibtc::default();
-        let empty_ibtc = Ibtc::default();
+        let empty_ibtc = EmptyIbtc::default();
         let mut state = Box::<CpuState>::default();
         state.window = window.base().0 as u64;
         state.view_bases = [window.base().0 as u64, user_view.base().0 as u64];
@@ -540,9 +540,11 @@ impl BtCore {
             sys_dirty: false,
             key_before: ModeKey::default(),
         };
-        core.key_before = core.mode_key();
-        core.tag = core.tag_of(core.key_before);
+        // The mirrors (and the limited-segment mask in the mode) first, so
+        // that the first mode gets tag 0 (no tag instructions in probes).
         core.sync_segments();
+        core.key_before = core.mode_key();
+        core.tag = core.tag_or_flush(core.key_before);
         Ok(core)
     }
 
@@ -857,7 +859,7 @@ impl BtCore {
             selectors: [cs.selector.0, ss.selector.0],
             ranges: [cs.offset_ranges(), ss.offset_ranges()],
             mode: key.mode,
-            tag: self.tag_of(key),
+            tag: self.tag_of(key)?,
             view: view_of(&sys) as u32,
         })
     }
@@ -883,7 +885,7 @@ impl BtCore {
         self.sync_segments();
         self.select_view();
         let key = self.mode_key();
-        self.tag = self.tag_of(key);
+        self.tag = self.tag_or_flush(key);
     }
 
     /// After the system model ran: acts on what it changed, if it changed
@@ -909,20 +911,32 @@ impl BtCore {
             // own views: a privilege change switches the window register.
             self.select_view();
         }
-        self.tag = self.tag_of(after);
+        self.tag = self.tag_or_flush(after);
     }
 
     /// The indirect-branch table tag of the mode `key` (a new one for a
-    /// mode not seen since the last flush).
-    fn tag_of(&mut self, key: ModeKey) -> u32 {
-        let i = match self.mode_tags.iter().position(|k| *k == key) {
-            Some(i) => i,
+    /// mode not seen since the last flush), if one is left.
+    fn tag_of(&mut self, key: ModeKey) -> Option<u32> {
+        if let Some(i) = self.mode_tags.iter().position(|k| *k == key) {
+            return Some(i as u32);
+        }
+        if self.mode_tags.len() >= translator::ibtc::TAGS as usize {
+            return None;
+        }
+        self.mode_tags.push(key);
+        Some(self.mode_tags.len() as u32 - 1)
+    }
+
+    /// The tag of the mode `key`, flushing the translations first when
+    /// every tag is taken (only where no translation is being made).
+    fn tag_or_flush(&mut self, key: ModeKey) -> u32 {
+        match self.tag_of(key) {
+            Some(tag) => tag,
             None => {
-                self.mode_tags.push(key);
-                self.mode_tags.len() - 1
+                self.flush();
+                self.tag_of(key).unwrap_or(0)
             }
-        };
-        i as u32
+        }
     }
 
     /// A guest exception at the current EIP, delivered through the IDT; a
@@ -1055,7 +1069,7 @@ impl BtCore {
         // No translation is left to carry an old tag.
         self.mode_tags.clear();
         let key = self.mode_key();
-        self.tag = self.tag_of(key);
+        self.tag = self.tag_of(key).unwrap_or(0);
         self.pending_chain = None;
     }
 
