@@ -68,6 +68,17 @@ static void single_step(void)
     pm_check_val("  last #DB: pushed EFLAGS.TF (popf cleared it)", (pm_log[pm_nlog - 1].eflags >> 8) & 1, 0);
     pm_check_val("  first #DB: pushed EFLAGS.TF", (pm_log[0].eflags >> 8) & 1, 1);
 
+    rt_puts("-- stepping a call and a ret run once before without TF (translated, in the lookup tables)\n");
+    PM_TRY("xorl %ecx, %ecx\n"
+           "1:\ttestl %ecx, %ecx\n\tjz 4f\n\t"
+           "pushfl\n\torl $0x100, (%esp)\n\tpopfl\n"
+           "4:\t" AT "call 2f\n\tnop\n\tnop\n\tincl %ecx\n\tcmpl $2, %ecx\n\tjb 1b\n\t"
+           "pushfl\n\tandl $~0x100, (%esp)\n\tpopfl\n\tnop\n\tjmp 3f\n"
+           "2:\tret\n"
+           "3:");
+    pm_expect("call/ret twice, the second time with TF=1", PM_NONE, 0);
+    show_trace("  #DB at");
+
     rt_puts("-- stepping over int n and iret\n");
     pm_set_hook(0x83, int_hook);
     PM_TRY("pushfl\n\torl $0x100, (%esp)\n\tpopfl\n" AT "nop\n\tint $0x83\n\tnop\n\tnop\n\t"

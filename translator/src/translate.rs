@@ -1629,6 +1629,18 @@ impl Ctx<'_> {
     /// An indirect branch to the EIP in R9D, looked up for the mode of
     /// `tag` (another mode's after an inline privilege change).
     fn indirect_in(&mut self, tag: u32) -> Result<(), TranslateError> {
+        if self.req.max_insns == 1 {
+            // A unit of one instruction (single-stepping, or an
+            // instruction run alone) must end after it: no jump into
+            // other translations.
+            self.ins(i2!(
+                Code::Mov_rm32_r32,
+                mem(Register::R14, Register::None, off::EIP.into()),
+                Register::R9D
+            )?)?;
+            self.store_exit(ExitReason::IndirectMiss)?;
+            return self.e.jmp_abs(self.req.stubs.exit_common);
+        }
         let hit = self.e.label();
         // The mode's table (see crate::ibtc): a constant displacement.
         let table = i64::from(tag) * crate::ibtc::TABLE_BYTES as i64;
@@ -2233,6 +2245,35 @@ mod tests {
         // push eax with only ES limited runs inline.
         let u = unit_with(&[0x50], es, &PortSet::default());
         assert!(u.emulated.is_empty());
+    }
+
+    #[test]
+    fn a_one_instruction_unit_exits_at_an_indirect_branch_without_probing() {
+        let mut bytes = vec![0xc3]; // ret
+        bytes.resize(64, 0x90);
+        let req = UnitRequest {
+            eip: 0x1000,
+            code: &bytes,
+            page_end: 0x2000,
+            mode: Mode {
+                flat: true,
+                cpl0: true,
+                ..Mode::default()
+            },
+            host_base: 0x20_0000,
+            stubs: STUBS,
+            max_insns: 1,
+            count_indirect: None,
+            ibtc_tag: 0,
+            isa: GuestIsa::baseline(),
+            emulate_tokens_from: None,
+            cpuid: None,
+            ignored_ports: None,
+            transitions: None,
+        };
+        let text = host_text(&translate(&req).unwrap());
+        assert!(!text.iter().any(|t| t.starts_with("jrcxz")), "{text:#?}");
+        assert!(!text.iter().any(|t| t.contains("[r12+r11*8")), "{text:#?}");
     }
 
     #[test]
