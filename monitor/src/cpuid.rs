@@ -313,7 +313,8 @@ pub const HYPERVISOR_TIMING_LEAF: u32 = 0x4000_0010;
 pub const HYPERVISOR_SIGNATURE: &str = "VMwareVMware";
 /// The guest's bus (local APIC timer) frequency, reported in leaf 0x4000_0010.
 pub const BUS_HZ: u64 = 100_000_000;
-/// The guest TSC frequency when the host does not report its own.
+/// The guest TSC frequency when the host neither reports its own nor lets
+/// it be measured.
 pub const FALLBACK_TSC_HZ: u64 = 1_000_000_000;
 
 /// Which hosts a mask applies to.
@@ -623,9 +624,23 @@ pub struct CpuModel {
 
 impl CpuModel {
     /// Builds the model for `config`, consulting `host` for `H`/`R` masks,
-    /// the host's vendor (for vendor-specific masks) and the TSC frequency.
+    /// the host's vendor (for vendor-specific masks) and the TSC frequency
+    /// ([`FALLBACK_TSC_HZ`] when the host does not report it).
     pub fn new(config: &VmConfig, host: HostCpuid<'_>) -> Result<CpuModel, CpuidError> {
-        let tsc_hz = host_tsc_hz(host).unwrap_or(FALLBACK_TSC_HZ);
+        Self::new_measuring(config, host, || None)
+    }
+
+    /// As [`Self::new`], with `measure` asked for the TSC frequency when
+    /// the host's CPUID does not report it (the guest's TSC is the host's,
+    /// so its clock runs right only with the host's frequency).
+    pub fn new_measuring(
+        config: &VmConfig,
+        host: HostCpuid<'_>,
+        measure: impl FnOnce() -> Option<u64>,
+    ) -> Result<CpuModel, CpuidError> {
+        let tsc_hz = host_tsc_hz(host)
+            .or_else(measure)
+            .unwrap_or(FALLBACK_TSC_HZ);
         let mut leaves = default_leaves(config.hypervisor_cpuid_v0, tsc_hz);
         offer_host_dependent_features(&mut leaves, host);
         let host_vendor = host_mask_vendor(host);
@@ -1000,6 +1015,21 @@ mod tests {
         let model = model(&[]);
         assert_eq!(model.query(7, 0), model.query(MAX_BASIC_LEAF, 0));
         assert_eq!(model.query(0x8000_0008, 0), model.query(MAX_BASIC_LEAF, 0));
+    }
+
+    #[test]
+    fn tsc_is_measured_when_the_host_does_not_report_it() {
+        let measured = CpuModel::new_measuring(&VmConfig::default(), &bare_intel_host, || {
+            Some(2_445_123_000)
+        })
+        .unwrap();
+        assert_eq!(measured.tsc_hz(), 2_445_123_000);
+        assert_eq!(measured.query(HYPERVISOR_TIMING_LEAF, 0)[0], 2_445_123);
+        let reported = CpuModel::new_measuring(&VmConfig::default(), &amd_host, || {
+            panic!("no measurement when the host reports its TSC frequency")
+        })
+        .unwrap();
+        assert_eq!(reported.tsc_hz(), u64::from(HOST_TSC_KHZ) * 1000);
     }
 
     #[test]

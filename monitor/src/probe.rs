@@ -34,6 +34,47 @@ pub fn host_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
     [result.eax, result.ebx, result.ecx, result.edx]
 }
 
+/// The host TSC frequency measured against the monotonic clock: the
+/// median of three 5 ms windows, rounded to kHz (what CPUID leaf
+/// 0x40000010 reports). `None` if the clock did not advance.
+pub fn measure_tsc_hz() -> Option<u64> {
+    let mut rates: Vec<u64> = (0..3)
+        .filter_map(|_| tsc_rate_over(std::time::Duration::from_millis(5)))
+        .collect();
+    rates.sort_unstable();
+    rates
+        .get(rates.len() / 2)
+        .map(|hz| (hz + 500) / 1000 * 1000)
+}
+
+/// TSC ticks per second over one window of about `window`.
+fn tsc_rate_over(window: std::time::Duration) -> Option<u64> {
+    let (start, tsc0) = tsc_stamp();
+    let mut now = (start, tsc0);
+    while now.0.duration_since(start) < window {
+        now = tsc_stamp();
+    }
+    let nanos = now.0.duration_since(start).as_nanos();
+    let ticks = u128::from(now.1.wrapping_sub(tsc0));
+    (nanos > 0).then(|| (ticks * 1_000_000_000 / nanos) as u64)
+}
+
+/// A clock reading and the TSC at the same moment: the midpoint of two TSC
+/// reads around the clock read, retried while they lie far apart (the
+/// thread was preempted in between).
+fn tsc_stamp() -> (std::time::Instant, u64) {
+    loop {
+        // SAFETY: RDTSC has no memory effects; every x86-64 CPU has it.
+        let before = unsafe { core::arch::x86_64::_rdtsc() };
+        let now = std::time::Instant::now();
+        // SAFETY: as above.
+        let after = unsafe { core::arch::x86_64::_rdtsc() };
+        if after.wrapping_sub(before) < 20_000 {
+            return (now, before + (after - before) / 2);
+        }
+    }
+}
+
 /// The host CPU.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HostCpu {
@@ -438,6 +479,13 @@ impl fmt::Display for ProbeReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn measured_tsc_frequency_is_plausible_and_in_khz() {
+        let hz = measure_tsc_hz().expect("the monotonic clock advances");
+        assert!((100_000_000..20_000_000_000).contains(&hz), "{hz} Hz");
+        assert_eq!(hz % 1000, 0);
+    }
     use std::time::Duration;
 
     fn signature_registers(text: &str) -> [u32; 3] {

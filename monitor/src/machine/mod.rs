@@ -167,7 +167,12 @@ pub fn run(opts: &RunOptions) -> Result<i32, MachineError> {
     let boot =
         crate::loader::load_multiboot(&ram, &image, &name, &opts.vm.append).map_err(|e| bad(&e))?;
     let bus = IoBus::new(&opts.vm.serial0).map_err(|e| bad(&e))?;
-    let cpu = CpuModel::new(&opts.vm, &crate::probe::host_cpuid).map_err(|e| bad(&e))?;
+    let cpu = CpuModel::new_measuring(
+        &opts.vm,
+        &crate::probe::host_cpuid,
+        crate::probe::measure_tsc_hz,
+    )
+    .map_err(|e| bad(&e))?;
     let backdoor = backdoor_for(&opts.vm, &cpu);
     let mut vcpu = BtVcpu::new(ram, cpu).map_err(|e| MachineError::Host(e.to_string()))?;
     vcpu.set_registers(&multiboot_registers(&boot));
