@@ -220,3 +220,32 @@ fn failed_high_bandwidth_receive_across_the_end_of_ram_leaves_ram_untouched() {
         .expect("read");
     assert_eq!(tail, [0xee, 0xee], "no part of the reply was written");
 }
+
+/// Runs guests/pm_backdoor.c (GETVERSION from ring 0 and from ring 3 with
+/// IOPL 0) with `extra` arguments; its standard output.
+fn run_cpl_guest(extra: &[&str]) -> String {
+    let elf = PathBuf::from(env!("NESTMON_GUEST_DIR")).join("pm_backdoor.elf");
+    assert!(elf.is_file(), "guest not built: {}", elf.display());
+    let out = Command::new(env!("CARGO_BIN_EXE_nestmon"))
+        .arg("run")
+        .arg("--kernel")
+        .arg(&elf)
+        .args(extra)
+        .output()
+        .expect("nestmon starts");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn backdoor_answers_ring_3_without_io_privilege_unless_restricted() {
+    let open = run_cpl_guest(&[]);
+    assert!(open.contains("ring 0: answered"), "{open}");
+    assert!(open.contains("ring 3, IOPL 0: answered"), "{open}");
+    let restricted = run_cpl_guest(&["--set", "monitor_control.restrict_backdoor=TRUE"]);
+    assert!(restricted.contains("ring 0: answered"), "{restricted}");
+    assert!(
+        restricted.contains("ring 3, IOPL 0: #GP(0000)"),
+        "restricted: a ring-3 access is an ordinary port access, #GP(0) with IOPL 0:\n{restricted}"
+    );
+}

@@ -71,8 +71,9 @@ pub struct VmConfig {
     pub virtual_exec: ModeRequest,
     /// `monitor.virtual_mmu`.
     pub virtual_mmu: ModeRequest,
-    /// `monitor_control.restrict_backdoor`: when true the guest gets no
-    /// answer from the VMware backdoor port.
+    /// `monitor_control.restrict_backdoor`: when true, backdoor accesses
+    /// from CPL > 0 are ordinary port accesses (subject to IOPL and the
+    /// TSS I/O bitmap); ring 0 still reaches the backdoor.
     pub restrict_backdoor: bool,
     /// `vhv.enable`: offer virtualized VT-x/AMD-V to the guest.
     pub vhv_enable: bool,

@@ -43,6 +43,18 @@ impl Board {
         ports
     }
 
+    /// The ports whose accesses skip the I/O permission check (IOPL, the
+    /// TSS bitmap) at CPL > 0: the backdoor's, as on VMware, where Tools
+    /// run as user processes without I/O privilege; none when
+    /// `restrict_backdoor` makes such accesses ordinary port accesses.
+    pub fn unprivileged_ports(&self) -> Vec<u16> {
+        if self.restrict_backdoor {
+            Vec::new()
+        } else {
+            vec![BACKDOOR_PORT, BACKDOOR_HB_PORT]
+        }
+    }
+
     fn backdoor_allowed(&self, cpl: u8) -> bool {
         !(self.restrict_backdoor && cpl > 0)
     }

@@ -189,6 +189,7 @@ pub fn run(opts: &RunOptions) -> Result<i32, MachineError> {
         irq: interrupts::InterruptInputs::new(vcpu.exit_requester()),
     };
     vcpu.set_ignored_ports(board.ignored_ports());
+    vcpu.set_unprivileged_ports(board.unprivileged_ports());
     // Held while the guest runs: reopens the outer backdoor when dropped,
     // on every return path below.
     let _outer = outer_handshake(opts.vm.allow_nested)?;

@@ -149,6 +149,9 @@ pub struct BtCore {
     cpuid_answers: translator::CpuidAnswers,
     /// Ports the platform ignores (IN/OUT to them may run inline).
     ignored_ports: Option<translator::translate::PortSet>,
+    /// Ports exempt from the I/O permission check (see
+    /// [`BtVcpu::set_unprivileged_ports`]).
+    unprivileged_ports: Vec<u16>,
     /// The ports translated code has accessed inline (for `--stats`: the
     /// platform does not count those accesses).
     inline_ports: std::collections::BTreeSet<u16>,
@@ -275,6 +278,13 @@ impl BtVcpu {
     pub fn set_ignored_ports(&mut self, ports: translator::translate::PortSet) {
         self.core.ignored_ports = Some(ports);
         self.core.flush();
+    }
+
+    /// Ports IN/OUT/INS/OUTS reach without the I/O permission check
+    /// (IOPL, the TSS I/O bitmap) at any CPL: the backdoor's, unless
+    /// `monitor_control.restrict_backdoor` (see `Board::unprivileged_ports`).
+    pub fn set_unprivileged_ports(&mut self, ports: Vec<u16>) {
+        self.core.unprivileged_ports = ports;
     }
 
     /// Counts indirect-branch hits in emitted code (slightly slower).
@@ -506,6 +516,7 @@ impl BtCore {
             cpuid_answers: model.cpuid_answers(),
             ignored_ports: None,
             inline_ports: Default::default(),
+            unprivileged_ports: Vec::new(),
             model,
             ram,
             views: [window, user_view],
