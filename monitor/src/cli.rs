@@ -148,6 +148,9 @@ pub struct PreparedRun {
     pub resolution: Resolution,
     /// The guest CPU.
     pub cpu: CpuModel,
+    /// A `.vmx` file was given but names no kernel: `run` refuses it
+    /// rather than boot the embedded demo guest in its place.
+    pub vmx_without_kernel: Option<PathBuf>,
 }
 
 /// Parses `args` (including the program name) and does what they say;
@@ -190,10 +193,12 @@ pub fn prepare_run(args: &RunArgs) -> Result<PreparedRun, StartError> {
             source,
         },
     )?;
+    let vmx_without_kernel = args.vmx.clone().filter(|_| vm.kernel.is_none());
     Ok(PreparedRun {
         options: args.run_options(vm),
         resolution,
         cpu,
+        vmx_without_kernel,
     })
 }
 
@@ -208,6 +213,10 @@ fn run(args: &RunArgs) -> i32 {
     if args.check {
         return console::print_command_output(&describe(&prepared));
     }
+    if let Some(vmx) = &prepared.vmx_without_kernel {
+        diagnostic!("nestmon: {}: {NO_KERNEL}", vmx.display());
+        return 2;
+    }
     match machine::run(&prepared.options) {
         Ok(status) => status,
         Err(error) => {
@@ -217,13 +226,20 @@ fn run(args: &RunArgs) -> i32 {
     }
 }
 
+/// Why a `.vmx` without a kernel is not run.
+const NO_KERNEL: &str = "no kernel to boot: nestmon boots a Multiboot kernel named by \
+     nestmon.kernel = \"PATH\" in the file (or --kernel PATH); it does not boot disk \
+     images yet, and runs its embedded demo guest only when neither a .vmx file nor a \
+     kernel is given";
+
 /// The `run --check` summary: the resolved configuration, one item a line.
 pub fn describe(prepared: &PreparedRun) -> String {
     let vm = &prepared.options.vm;
-    let kernel = vm.kernel.as_ref().map_or_else(
-        || "(embedded default guest)".to_string(),
-        |k| k.display().to_string(),
-    );
+    let kernel = match (&vm.kernel, &prepared.vmx_without_kernel) {
+        (Some(k), _) => k.display().to_string(),
+        (None, Some(_)) => "(none: `nestmon run` refuses this file, see below)".to_string(),
+        (None, None) => "(embedded default guest)".to_string(),
+    };
     let mut lines = vec![
         format!("kernel: {kernel}"),
         format!("append: {:?}", vm.append),
@@ -272,6 +288,9 @@ pub fn describe(prepared: &PreparedRun) -> String {
             .iter()
             .map(|(k, v)| format!("guestinfo.{k}: {v:?}")),
     );
+    if prepared.vmx_without_kernel.is_some() {
+        lines.push(format!("refused: {NO_KERNEL}"));
+    }
     let mut text = lines.join("\n");
     text.push('\n');
     text

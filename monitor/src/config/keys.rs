@@ -44,6 +44,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     ".encoding",
     "config.version",
     "virtualHW.version",
+    "numvcpus",
+    "cpuid.coresPerSocket",
 ];
 
 /// The prefixes of the recognized key families (`guestinfo.<name>`,
@@ -160,6 +162,11 @@ fn apply(key: &str, entry: &Entry, builder: &mut Builder) -> Result<(), ConfigEr
         "serial0.filetype" => builder.serial.file_type = Some(entry.clone()),
         "serial0.filename" => builder.serial.file_name = Some(entry.clone()),
         ".encoding" => check_encoding(entry, builder),
+        "numvcpus" => apply_numvcpus(entry, builder)?,
+        // Cores per socket: with one vCPU there is one core.
+        "cpuid.corespersocket" => {
+            values::positive_count(entry)?;
+        }
         _ if ACCEPTED_WITHOUT_EFFECT.contains(&key) => {}
         _ if key.starts_with(CPUID_PREFIX) => apply_cpuid_mask(entry, config)?,
         _ if key.starts_with(GUESTINFO_PREFIX) && key.len() > GUESTINFO_PREFIX.len() => {
@@ -170,6 +177,18 @@ fn apply(key: &str, entry: &Entry, builder: &mut Builder) -> Result<(), ConfigEr
             "{}: unknown key \"{}\" ignored",
             entry.origin, entry.key
         )),
+    }
+    Ok(())
+}
+
+fn apply_numvcpus(entry: &Entry, builder: &mut Builder) -> Result<(), ConfigError> {
+    let count = values::positive_count(entry)?;
+    if count > 1 {
+        builder.warn(format!(
+            "{}: numvcpus = \"{count}\": nestmon runs one vCPU; the guest sees a \
+             single processor",
+            entry.origin
+        ));
     }
     Ok(())
 }

@@ -53,6 +53,14 @@ pub fn memsize(entry: &Entry) -> Result<u64, ConfigError> {
     Ok(mib)
 }
 
+/// Reads a count of at least 1 (`numvcpus`, `cpuid.coresPerSocket`).
+pub fn positive_count(entry: &Entry) -> Result<u32, ConfigError> {
+    match entry.value.trim().parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(invalid(entry, "a whole number, at least 1")),
+    }
+}
+
 /// Reads `monitor.virtual_exec` / `monitor.virtual_mmu`.
 pub fn mode(entry: &Entry) -> Result<ModeRequest, ConfigError> {
     ModeRequest::parse(entry.value.trim())
