@@ -13,6 +13,8 @@
 #define BDOOR_PORT 0x5658u
 #define BDOORHB_PORT 0x5659u
 #define CMD_GETVERSION 10u
+#define CMD_GETHWVERSION 17u
+#define CMD_GETUUID 19u
 #define CMD_MESSAGE 30u
 #define CMD_NESTING_CONTROL 63u
 #define NESTING_QUERY 2u
@@ -200,6 +202,15 @@ static void step_getversion(void)
     rt_printf("getversion: ok version=%u type=%u\n", r.eax, r.ecx);
 }
 
+/* the VM's identity as the .vmx gives it (virtualHW.version, uuid.bios) */
+static void step_identity(void)
+{
+    struct regs r = call(CMD_GETHWVERSION, 0);
+    rt_printf("hwversion: ok version=%u\n", r.eax);
+    r = call(CMD_GETUUID, 0);
+    rt_printf("uuid: ok %08x %08x %08x %08x\n", r.eax, r.ebx, r.ecx, r.edx);
+}
+
 static void step_rpci(void)
 {
     struct channel c = rpci_open("rpci-open");
@@ -267,6 +278,7 @@ int main(void)
 {
     step_cpuid();
     step_getversion();
+    step_identity();
     step_rpci();
     step_nesting();
     step_high_bandwidth();

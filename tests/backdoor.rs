@@ -249,3 +249,28 @@ fn backdoor_answers_ring_3_without_io_privilege_unless_restricted() {
         "restricted: a ring-3 access is an ordinary port access, #GP(0) with IOPL 0:\n{restricted}"
     );
 }
+
+#[test]
+fn uuid_bios_and_virtual_hw_version_reach_the_guest() {
+    let elf = guest_elf();
+    let output = Command::new(env!("CARGO_BIN_EXE_nestmon"))
+        .arg("run")
+        .arg("--kernel")
+        .arg(&elf)
+        .args([
+            "--set",
+            "uuid.bios=56 4d 01 23 45 67 89 ab-cd ef 01 23 45 67 89 ab",
+            "--set",
+            "virtualHW.version=19",
+        ])
+        .output()
+        .expect("nestmon starts");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("hwversion: ok version=19"), "{stdout}");
+    // GETUUID: EAX..EDX hold the bytes as little-endian words.
+    assert!(
+        stdout.contains("uuid: ok 23014d56 ab896745 2301efcd ab896745"),
+        "{stdout}"
+    );
+}

@@ -46,6 +46,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "virtualHW.version",
     "numvcpus",
     "cpuid.coresPerSocket",
+    "uuid.bios",
 ];
 
 /// The prefixes of the recognized key families (`guestinfo.<name>`,
@@ -53,7 +54,7 @@ pub const KNOWN_KEYS: &[&str] = &[
 pub const KNOWN_KEY_PREFIXES: &[&str] = &[GUESTINFO_PREFIX, CPUID_PREFIX];
 
 /// Keys VMware writes into every `.vmx` file that have no effect here.
-const ACCEPTED_WITHOUT_EFFECT: &[&str] = &["config.version", "virtualhw.version"];
+const ACCEPTED_WITHOUT_EFFECT: &[&str] = &["config.version"];
 
 /// Settings keyed by lower-case key, last one wins.
 type Settings = BTreeMap<String, Entry>;
@@ -163,6 +164,8 @@ fn apply(key: &str, entry: &Entry, builder: &mut Builder) -> Result<(), ConfigEr
         "serial0.filename" => builder.serial.file_name = Some(entry.clone()),
         ".encoding" => check_encoding(entry, builder),
         "numvcpus" => apply_numvcpus(entry, builder)?,
+        "uuid.bios" => config.uuid_bios = Some(values::uuid(entry)?),
+        "virtualhw.version" => config.hw_version = Some(values::positive_count(entry)?),
         // Cores per socket: with one vCPU there is one core.
         "cpuid.corespersocket" => {
             values::positive_count(entry)?;

@@ -66,6 +66,10 @@ pub struct VmConfig {
     pub display_name: Option<String>,
     /// `guestOS`: VMware's guest OS identifier (informational).
     pub guest_os: String,
+    /// `uuid.bios`: the VM's BIOS UUID (the backdoor's GETUUID).
+    pub uuid_bios: Option<[u8; 16]>,
+    /// `virtualHW.version`: the virtual hardware version (GETHWVERSION).
+    pub hw_version: Option<u32>,
     /// `monitor.virtual_exec` (or the older `monitor_control.vt32` /
     /// `monitor_control.enable_svm`).
     pub virtual_exec: ModeRequest,
@@ -104,6 +108,8 @@ impl Default for VmConfig {
             guestinfo: BTreeMap::new(),
             display_name: None,
             guest_os: DEFAULT_GUEST_OS.to_string(),
+            uuid_bios: None,
+            hw_version: None,
             virtual_exec: ModeRequest::Automatic,
             virtual_mmu: ModeRequest::Automatic,
             restrict_backdoor: false,

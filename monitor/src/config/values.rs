@@ -53,6 +53,27 @@ pub fn memsize(entry: &Entry) -> Result<u64, ConfigError> {
     Ok(mib)
 }
 
+/// Reads `uuid.bios` as VMware writes it: 16 bytes in hex, space
+/// separated with a `-` after the eighth (`56 4d 12 … 9a-bc de …`); the
+/// spaces and the dash are optional.
+pub fn uuid(entry: &Entry) -> Result<[u8; 16], ConfigError> {
+    let expected = "16 hex bytes, as \"56 4d 01 23 45 67 89 ab-cd ef 01 23 45 67 89 ab\"";
+    let digits: Vec<u8> = entry
+        .value
+        .bytes()
+        .filter(|b| *b != b' ' && *b != b'-')
+        .collect();
+    if digits.len() != 32 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return Err(invalid(entry, expected));
+    }
+    let mut uuid = [0u8; 16];
+    for (byte, pair) in uuid.iter_mut().zip(digits.chunks(2)) {
+        let text = std::str::from_utf8(pair).map_err(|_| invalid(entry, expected))?;
+        *byte = u8::from_str_radix(text, 16).map_err(|_| invalid(entry, expected))?;
+    }
+    Ok(uuid)
+}
+
 /// Reads a count of at least 1 (`numvcpus`, `cpuid.coresPerSocket`).
 pub fn positive_count(entry: &Entry) -> Result<u32, ConfigError> {
     match entry.value.trim().parse::<u32>() {

@@ -80,10 +80,13 @@ impl MachineError {
 }
 
 fn backdoor_for(vm: &VmConfig, cpu: &CpuModel) -> Backdoor {
+    let defaults = HostFacts::default();
     let facts = HostFacts {
         tsc_hz: cpu.tsc_hz(),
         mem_size_mib: vm.memsize_mib as u32,
-        ..HostFacts::default()
+        uuid: vm.uuid_bios.unwrap_or(defaults.uuid),
+        hw_version: vm.hw_version.unwrap_or(defaults.hw_version),
+        ..defaults
     };
     Backdoor::new(
         facts,
