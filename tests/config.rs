@@ -196,9 +196,27 @@ fn set_without_equals_is_refused() {
 
 #[test]
 fn unknown_set_key_is_warned_about_by_name() {
-    let output = run_check(&["--set", "sound.present=TRUE"]);
+    let output = run_check(&["--set", "frobnicate=TRUE"]);
     assert_eq!(output.status.code(), Some(0));
-    assert!(text(&output.stderr).contains("unknown key \"sound.present\" ignored"));
+    assert!(text(&output.stderr).contains("unknown key \"frobnicate\" ignored"));
+}
+
+#[test]
+fn vmware_device_keys_are_listed_only_with_verbose() {
+    let quiet = run_check(&["--set", "sound.present=TRUE"]);
+    assert_eq!(quiet.status.code(), Some(0));
+    assert!(
+        !text(&quiet.stderr).contains("sound.present"),
+        "{}",
+        text(&quiet.stderr)
+    );
+    let verbose = run_check(&["--verbose", "--set", "sound.present=TRUE"]);
+    assert!(
+        text(&verbose.stderr)
+            .contains("info: command line (--set): VMware key \"sound.present\" has no effect"),
+        "{}",
+        text(&verbose.stderr)
+    );
 }
 
 #[test]

@@ -75,6 +75,9 @@ pub struct RunArgs {
     /// running the guest.
     #[arg(long)]
     pub check: bool,
+    /// Also list the VMware keys of the .vmx file that have no effect here.
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 /// `nestmon probe`.
@@ -179,7 +182,9 @@ where
 pub fn prepare_run(args: &RunArgs) -> Result<PreparedRun, StartError> {
     let loaded = config::load(&args.sources())?;
     for message in &loaded.diagnostics {
-        diagnostic!("nestmon: {message}");
+        if message.severity != config::Severity::Info || args.verbose {
+            diagnostic!("nestmon: {message}");
+        }
     }
     let vm = loaded.config.clone();
     let host = probe::host_capabilities(&vm, RUN_PROBE_LIMITS);

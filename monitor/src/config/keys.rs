@@ -56,6 +56,97 @@ pub const KNOWN_KEY_PREFIXES: &[&str] = &[GUESTINFO_PREFIX, CPUID_PREFIX];
 /// Keys VMware writes into every `.vmx` file that have no effect here.
 const ACCEPTED_WITHOUT_EFFECT: &[&str] = &["config.version"];
 
+/// Key prefixes (lower case) of settings VMware products write for devices,
+/// the user interface and bookkeeping that nestmon does not model: they are
+/// accepted quietly (an `info` diagnostic, shown with `--verbose`), as VMware
+/// itself ignores keys it does not use. `monitor_control.*` and other
+/// settings that change how the monitor runs are not among them: an unknown
+/// one of those is warned about.
+const VMWARE_QUIET_PREFIXES: &[&str] = &[
+    "annotation",
+    "bios.",
+    "checkpoint.",
+    "cleanshutdown",
+    "cpuid.numsmt",
+    "disk.enableuuid",
+    "efi.",
+    "ehci",
+    "ethernet",
+    "extendedconfigfile",
+    "firmware",
+    "floppy",
+    "gui.",
+    "hpet",
+    "ide",
+    "isolation.",
+    "keyboard",
+    "mem.hotadd",
+    "migrate.",
+    "mks.",
+    "mouse",
+    "msg.",
+    "numa.",
+    "nvme",
+    "nvram",
+    "parallel",
+    "pcibridge",
+    "policy.",
+    "powertype.",
+    "remotedisplay.",
+    "replay.",
+    "sata",
+    "sched.",
+    "scsi",
+    "serial1",
+    "serial2",
+    "serial3",
+    "sharedfolder",
+    "softpoweroff",
+    "sound.",
+    "svga.",
+    "tools.",
+    "toolscripts.",
+    "usb",
+    "uuid.action",
+    "uuid.location",
+    "vc.uuid",
+    "vcpu.hotadd",
+    "virtualhw.productcompatibility",
+    "vmci",
+    "vmotion.",
+    "vmxstats.",
+    "xhci",
+];
+
+/// The recognized key closest to `key` (lower case) within two edits, to
+/// suggest for a misspelling.
+fn closest_known_key(key: &str) -> Option<&'static str> {
+    KNOWN_KEYS
+        .iter()
+        .map(|known| (edit_distance(key, &known.to_ascii_lowercase()), *known))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, known)| known)
+}
+
+/// Levenshtein distance of two short ASCII strings.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(ca != cb))
+                .min(row[j] + 1)
+                .min(above + 1);
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 /// Settings keyed by lower-case key, last one wins.
 type Settings = BTreeMap<String, Entry>;
 
@@ -85,6 +176,10 @@ impl Builder {
     fn note(&mut self, message: String) {
         self.diagnostics.push(diagnostic(Severity::Note, &message));
     }
+
+    fn info(&mut self, message: String) {
+        self.diagnostics.push(diagnostic(Severity::Info, &message));
+    }
 }
 
 /// A diagnostic; values quoted from the file have their control characters escaped.
@@ -104,8 +199,17 @@ pub(super) fn build(entries: Vec<Entry>) -> Result<(Loaded, Option<Origin>), Con
         older_exec_spellings: Vec::new(),
         kernel_origin: None,
     };
+    // Where each key was last set, to apply the settings in the order they
+    // were written: diagnostics then follow the file (and --set after it).
+    let position: BTreeMap<String, usize> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| (entry.key.to_ascii_lowercase(), i))
+        .collect();
     let settings = last_setting_wins(entries, &mut builder);
-    for (key, entry) in &settings {
+    let mut in_order: Vec<(&String, &Entry)> = settings.iter().collect();
+    in_order.sort_by_key(|(key, _)| position.get(*key).copied().unwrap_or(usize::MAX));
+    for (key, entry) in in_order {
         apply(key, entry, &mut builder)?;
     }
     map_older_exec_spellings(&settings, &mut builder);
@@ -176,10 +280,19 @@ fn apply(key: &str, entry: &Entry, builder: &mut Builder) -> Result<(), ConfigEr
             let name = entry.key[GUESTINFO_PREFIX.len()..].to_string();
             config.guestinfo.insert(name, entry.value.clone());
         }
-        _ => builder.warn(format!(
-            "{}: unknown key \"{}\" ignored",
+        _ if VMWARE_QUIET_PREFIXES.iter().any(|p| key.starts_with(p)) => builder.info(format!(
+            "{}: VMware key \"{}\" has no effect in nestmon",
             entry.origin, entry.key
         )),
+        _ => {
+            let hint = closest_known_key(key)
+                .map(|known| format!("; did you mean \"{known}\"?"))
+                .unwrap_or_default();
+            builder.warn(format!(
+                "{}: unknown key \"{}\" ignored{hint}",
+                entry.origin, entry.key
+            ))
+        }
     }
     Ok(())
 }
@@ -409,8 +522,27 @@ mod tests {
     #[test]
     fn unknown_key_is_warned_about_by_name() {
         assert_eq!(
-            warnings("ethernet0.present = \"TRUE\"\n"),
-            vec!["/vm/t.vmx:1: unknown key \"ethernet0.present\" ignored"]
+            warnings("frobnicate = \"TRUE\"\n"),
+            vec!["/vm/t.vmx:1: unknown key \"frobnicate\" ignored"]
+        );
+    }
+
+    #[test]
+    fn vmware_device_keys_are_quiet_and_misspellings_get_a_suggestion() {
+        let text = "ethernet0.present = \"TRUE\"\nmemsze = \"64\"\nsound.present = \"TRUE\"\n";
+        assert_eq!(
+            warnings(text),
+            vec!["/vm/t.vmx:2: unknown key \"memsze\" ignored; did you mean \"memsize\"?"]
+        );
+    }
+
+    #[test]
+    fn diagnostics_follow_the_order_of_the_file() {
+        let text = "zzz.unknown = \"1\"\naaa.unknown = \"2\"\n";
+        let got = warnings(text);
+        assert!(
+            got[0].contains("zzz.unknown") && got[1].contains("aaa.unknown"),
+            "{got:?}"
         );
     }
 

@@ -191,6 +191,8 @@ pub enum Severity {
     Warning,
     /// Information about how a setting was interpreted.
     Note,
+    /// A VMware key nestmon has no use for (shown with `--verbose`).
+    Info,
 }
 
 /// A message for the user produced while loading the configuration.
@@ -207,6 +209,7 @@ impl fmt::Display for Diagnostic {
         let label = match self.severity {
             Severity::Warning => "warning",
             Severity::Note => "note",
+            Severity::Info => "info",
         };
         write!(f, "{label}: {}", self.message)
     }
