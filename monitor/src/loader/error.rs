@@ -47,6 +47,28 @@ pub enum LoadError {
          and gives load addresses"
     )]
     NotElf,
+    /// A Linux kernel in its own boot format (bzImage), without a
+    /// Multiboot header.
+    #[error(
+        "the kernel is a Linux bzImage (boot protocol {}.{:02}), not a Multiboot kernel: nestmon \
+         boots Multiboot v1 kernels (as `qemu-system-i386 -kernel` boots them); Linux's own \
+         boot protocol is not supported yet (README.md, \"What runs today\")",
+        version >> 8,
+        version & 0xff
+    )]
+    LinuxBzImage {
+        /// The boot protocol version (0x020f for 2.15).
+        version: u16,
+    },
+    /// An ELF executable without a Multiboot header: a program, not a
+    /// kernel.
+    #[error(
+        "the kernel is an ELF executable with no Multiboot header (the magic 0x1BADB002 at a \
+         4-byte aligned offset within its first 8192 bytes): nestmon boots kernels, not \
+         programs for an operating system; a static Linux program runs natively, or inside \
+         a guest system"
+    )]
+    ProgramNotKernel,
     /// A 64-bit ELF image.
     #[error(
         "the kernel is a 64-bit (ELF64) file; Multiboot v1 boots only 32-bit (ELF32) i386 kernels"

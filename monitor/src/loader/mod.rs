@@ -157,8 +157,14 @@ fn plan_load(image: &[u8]) -> Result<LoadPlan<'_>, LoadError> {
     let header = match find_header(image) {
         HeaderSearch::Found(header) => header,
         HeaderSearch::Refused(why) => {
+            if let Some(version) = linux_boot_protocol(image) {
+                return Err(LoadError::LinuxBzImage { version });
+            }
             if !matches!(why, LoadError::BadChecksum { .. }) && !asks_for_flat_loading(&why) {
                 elf::check_identity(image)?;
+                if matches!(why, LoadError::NoMultibootHeader) {
+                    return Err(LoadError::ProgramNotKernel);
+                }
             }
             return Err(why);
         }
@@ -167,6 +173,16 @@ fn plan_load(image: &[u8]) -> Result<LoadPlan<'_>, LoadError> {
         Some(addresses) => flat::plan(image, header.offset, &addresses),
         None => elf::plan(image),
     }
+}
+
+/// The boot protocol version of a Linux bzImage/zImage: the "HdrS"
+/// signature at offset 0x202 of its real-mode header (Documentation/arch/
+/// x86/boot.rst), the version at 0x206.
+fn linux_boot_protocol(image: &[u8]) -> Option<u16> {
+    (image.get(0x202..0x206) == Some(b"HdrS".as_slice()))
+        .then(|| image.get(0x206..0x208))
+        .flatten()
+        .map(|v| u16::from_le_bytes([v[0], v[1]]))
 }
 
 /// Whether a refused header set flag bit 16 (load by the header's addresses).

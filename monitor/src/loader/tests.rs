@@ -141,8 +141,20 @@ fn elf32_without_multiboot_header_is_refused() {
     let image = small_kernel().multiboot(None).build();
     assert!(matches!(
         load(&ram(2), &image),
-        Err(LoadError::NoMultibootHeader)
+        Err(LoadError::ProgramNotKernel)
     ));
+}
+
+#[test]
+fn linux_bzimage_is_named_as_such() {
+    let mut image = vec![0u8; 0x400];
+    image[0x202..0x206].copy_from_slice(b"HdrS");
+    image[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+    let error = load(&ram(2), &image).unwrap_err();
+    assert!(matches!(error, LoadError::LinuxBzImage { version: 0x020f }));
+    assert!(error
+        .to_string()
+        .contains("Linux bzImage (boot protocol 2.15)"));
 }
 
 #[test]
