@@ -262,3 +262,35 @@ fn default_guest_runs_without_arguments() {
     assert!(r.stdout.contains("nestmon default guest"), "{}", r.stdout);
     assert!(r.stdout.contains("passed"), "{}", r.stdout);
 }
+
+#[test]
+fn stats_json_holds_the_counters_totals_and_elapsed_time() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("stats-json");
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("stats.json");
+    let r = run(
+        Command::new(env!("CARGO_BIN_EXE_nestmon"))
+            .arg("run")
+            .arg("--kernel")
+            .arg(guest_dir().join("recursion.elf"))
+            .arg("--stats-json")
+            .arg(&json),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(1), "{}", describe(&r));
+    let value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let counters = value["counters"].as_object().expect("counters object");
+    assert!(counters["translations"].as_u64().unwrap() > 0);
+    let exits: u64 = counters
+        .iter()
+        .filter(|(name, _)| name.starts_with("exits: "))
+        .map(|(_, v)| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(value["exits_total"].as_u64(), Some(exits));
+    assert!(value["elapsed_seconds"].as_f64().unwrap() > 0.0);
+    assert!(
+        r.stderr.is_empty() || !r.stderr.contains("nestmon statistics"),
+        "--stats-json alone prints nothing"
+    );
+}

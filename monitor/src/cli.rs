@@ -71,6 +71,10 @@ pub struct RunArgs {
     /// Write the guestinfo namespace as JSON to FILE at exit.
     #[arg(long, value_name = "FILE")]
     pub guestinfo_out: Option<PathBuf>,
+    /// Write the statistics (as --stats prints them, with totals and rates)
+    /// as JSON to FILE at exit.
+    #[arg(long, value_name = "FILE")]
+    pub stats_json: Option<PathBuf>,
     /// Check the configuration, print how it resolves, and exit without
     /// running the guest.
     #[arg(long)]
@@ -138,6 +142,7 @@ impl RunArgs {
             stats: self.stats,
             log_translations: self.log_translations.clone(),
             guestinfo_out: self.guestinfo_out.clone(),
+            stats_json: self.stats_json.clone(),
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct RunOptions {
     pub log_translations: Option<PathBuf>,
     /// Write the guestinfo namespace as JSON here at exit.
     pub guestinfo_out: Option<PathBuf>,
+    /// Write the `--stats` report as JSON here at exit.
+    pub stats_json: Option<PathBuf>,
 }
 
 /// Why a run ended without a guest-chosen exit status.
@@ -196,12 +198,20 @@ pub fn run(opts: &RunOptions) -> Result<i32, MachineError> {
     // Held while the guest runs: reopens the outer backdoor when dropped,
     // on every return path below.
     let _outer = outer_handshake(opts.vm.allow_nested)?;
+    let started = std::time::Instant::now();
     let end = {
         let _signals = StopSignals::install();
         exit_loop(&mut vcpu, &mut board)
     };
-    if opts.stats {
-        stats::print_stats(&vcpu, &board);
+    if opts.stats || opts.stats_json.is_some() {
+        let report = stats::StatsReport::new(&vcpu, &board, started.elapsed());
+        if opts.stats {
+            stats::print_stats(&report);
+        }
+        if let Some(path) = &opts.stats_json {
+            std::fs::write(path, report.json())
+                .map_err(|e| MachineError::Host(format!("cannot write {}: {e}", path.display())))?;
+        }
     }
     if let Some(path) = &opts.guestinfo_out {
         write_guestinfo(path, &board)?;

@@ -1,23 +1,111 @@
-//! `--stats`: the vCPU's counters and the bus's unclaimed ports, on stderr.
+//! `--stats` and `--stats-json`: the vCPU's counters, totals and rates
+//! over the run's elapsed time, and the bus's unclaimed ports.
 
 use super::board::Board;
 use crate::console;
 use crate::vcpu::Vcpu;
+use std::time::Duration;
 
-/// Prints the counters (best effort: stderr may be gone).
-pub fn print_stats(vcpu: &dyn Vcpu, board: &Board) {
-    let mut out = String::from("nestmon statistics:\n");
-    let stats = vcpu.stats();
-    for (name, value) in stats.counters {
-        out.push_str(&format!("  {name:<28} {value}\n"));
+/// Everything `--stats` reports, as text or JSON.
+#[derive(Debug)]
+pub struct StatsReport {
+    /// Wall-clock seconds the guest ran (from the first entry to the end).
+    pub elapsed_seconds: f64,
+    /// Every counter of the vCPU, in print order.
+    pub counters: Vec<(String, u64)>,
+    /// The sum of the `exits: …` counters.
+    pub exits_total: u64,
+    /// `exits_total` per second of `elapsed_seconds`.
+    pub exits_per_second: f64,
+    /// Further lines the vCPU reports.
+    pub notes: Vec<String>,
+    /// Ports no device claims that the guest accessed through the monitor:
+    /// (port, reads, writes).
+    pub unclaimed_ports: Vec<(u16, u64, u64)>,
+}
+
+impl StatsReport {
+    /// The report of `vcpu` and `board` after a run of `elapsed`.
+    pub fn new(vcpu: &dyn Vcpu, board: &Board, elapsed: Duration) -> StatsReport {
+        let stats = vcpu.stats();
+        let exits_total = stats
+            .counters
+            .iter()
+            .filter(|(name, _)| name.starts_with("exits: "))
+            .map(|(_, value)| value)
+            .sum();
+        let seconds = elapsed.as_secs_f64();
+        StatsReport {
+            elapsed_seconds: seconds,
+            counters: stats
+                .counters
+                .into_iter()
+                .map(|(name, value)| (name.to_string(), value))
+                .collect(),
+            exits_total,
+            exits_per_second: if seconds > 0.0 {
+                exits_total as f64 / seconds
+            } else {
+                0.0
+            },
+            notes: stats.notes,
+            unclaimed_ports: board.bus.unclaimed_counts().collect(),
+        }
     }
-    for note in stats.notes {
-        out.push_str(&format!("  {note}\n"));
-    }
-    for (port, reads, writes) in board.bus.unclaimed_counts() {
-        out.push_str(&format!(
-            "  unclaimed port {port:#06x}: {reads} reads, {writes} writes\n"
+
+    /// The text `--stats` prints.
+    pub fn text(&self) -> String {
+        let mut out = String::from("nestmon statistics:\n");
+        let line = |name: &str, value: String| format!("  {name:<28} {value}\n");
+        out.push_str(&line("elapsed (s)", format!("{:.3}", self.elapsed_seconds)));
+        for (name, value) in &self.counters {
+            out.push_str(&line(name, value.to_string()));
+        }
+        out.push_str(&line("exits: total", self.exits_total.to_string()));
+        out.push_str(&line(
+            "exits per second",
+            format!("{:.0}", self.exits_per_second),
         ));
+        for note in &self.notes {
+            out.push_str(&format!("  {note}\n"));
+        }
+        for (port, reads, writes) in &self.unclaimed_ports {
+            out.push_str(&format!(
+                "  unclaimed port {port:#06x}: {reads} reads, {writes} writes\n"
+            ));
+        }
+        out
     }
-    console::diagnostic_text(&out);
+
+    /// The JSON `--stats-json` writes: counters as an object keyed by
+    /// their names, unclaimed ports as objects.
+    pub fn json(&self) -> String {
+        let counters: serde_json::Map<String, serde_json::Value> = self
+            .counters
+            .iter()
+            .map(|(name, value)| (name.clone(), (*value).into()))
+            .collect();
+        let ports: Vec<serde_json::Value> = self
+            .unclaimed_ports
+            .iter()
+            .map(|(port, reads, writes)| {
+                serde_json::json!({ "port": port, "reads": reads, "writes": writes })
+            })
+            .collect();
+        let value = serde_json::json!({
+            "elapsed_seconds": self.elapsed_seconds,
+            "counters": counters,
+            "exits_total": self.exits_total,
+            "exits_per_second": self.exits_per_second,
+            "notes": self.notes,
+            "unclaimed_ports": ports,
+        });
+        // Plain data: serialization cannot fail.
+        serde_json::to_string_pretty(&value).unwrap_or_default() + "\n"
+    }
+}
+
+/// Prints the report on stderr (best effort: stderr may be gone).
+pub fn print_stats(report: &StatsReport) {
+    console::diagnostic_text(&report.text());
 }
