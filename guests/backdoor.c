@@ -14,6 +14,7 @@
 #define BDOORHB_PORT 0x5659u
 #define CMD_GETVERSION 10u
 #define CMD_GETHWVERSION 17u
+#define CMD_GETTIME 23u
 #define CMD_GETUUID 19u
 #define CMD_MESSAGE 30u
 #define CMD_NESTING_CONTROL 63u
@@ -211,6 +212,29 @@ static void step_identity(void)
     rt_printf("uuid: ok %08x %08x %08x %08x\n", r.eax, r.ebx, r.ecx, r.edx);
 }
 
+/* The guest's clock: 50 ms measured with RDTSC at the frequency CPUID leaf
+ * 0x40000010 reports must be 50 ms of the backdoor's wall clock (a wrong
+ * advertised frequency makes a guest's clock run fast or slow). */
+static void step_clock(void)
+{
+    uint32_t khz, b, c, d, elapsed_us;
+    uint64_t t0, ticks;
+    struct regs g0, g1;
+    __asm__ __volatile__("cpuid" : "=a"(khz), "=b"(b), "=c"(c), "=d"(d) : "a"(0x40000010u), "c"(0));
+    if (khz == 0)
+        fail("clock", "CPUID 0x40000010 reports no TSC frequency", khz);
+    ticks = (uint64_t)khz * 50;
+    g0 = call(CMD_GETTIME, 0);
+    t0 = rt_rdtsc();
+    while (rt_rdtsc() - t0 < ticks)
+        ;
+    g1 = call(CMD_GETTIME, 0);
+    elapsed_us = (g1.eax - g0.eax) * 1000000u + g1.ebx - g0.ebx;
+    if (elapsed_us < 45000 || elapsed_us > 75000)
+        fail("clock", "backdoor microseconds for 50 ms of TSC", elapsed_us);
+    rt_printf("clock: ok 50 ms of TSC at %u kHz took %u us by the backdoor clock\n", khz, elapsed_us);
+}
+
 static void step_rpci(void)
 {
     struct channel c = rpci_open("rpci-open");
@@ -279,6 +303,7 @@ int main(void)
     step_cpuid();
     step_getversion();
     step_identity();
+    step_clock();
     step_rpci();
     step_nesting();
     step_high_bandwidth();

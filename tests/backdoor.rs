@@ -40,6 +40,7 @@ fn backdoor_guest_passes_every_step_and_exits_zero() {
     let context = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
     for line in [
         "getversion: ok version=6",
+        "clock: ok",
         "rpci-open: ok",
         "info-set: ok reply=\"1 \"",
         "info-get: ok reply=\"1 hello\"",
