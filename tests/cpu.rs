@@ -294,3 +294,18 @@ fn stats_json_holds_the_counters_totals_and_elapsed_time() {
         "--stats-json alone prints nothing"
     );
 }
+
+#[test]
+fn stop_report_names_the_vm_from_display_name_and_guest_os() {
+    let r = run_asm(
+        "div0_named",
+        "xor ecx, ecx\ndiv ecx\nret",
+        &[
+            "--set",
+            "displayName=Build box",
+            "--set",
+            "guestOS=otherlinux",
+        ],
+    );
+    assert_died(&r, &["#DE", "VM: \"Build box\" (guestOS otherlinux)"]);
+}

@@ -216,13 +216,23 @@ pub fn run(opts: &RunOptions) -> Result<i32, MachineError> {
     if let Some(path) = &opts.guestinfo_out {
         write_guestinfo(path, &board)?;
     }
+    let vm_line = vm_identity(&opts.vm);
     match end {
         RunEnd::Status(status) => Ok(status),
-        RunEnd::Stopped(stop) => Err(MachineError::GuestDied(stop.to_string())),
+        RunEnd::Stopped(stop) => Err(MachineError::GuestDied(format!("{stop}{vm_line}"))),
         RunEnd::Signal(signal, dump) => Err(MachineError::Interrupted {
             signal,
-            registers: dump.to_string(),
+            registers: format!("{dump}{vm_line}"),
         }),
+    }
+}
+
+/// The stop report's last line naming the VM (`displayName`, `guestOS`),
+/// when the configuration names it.
+fn vm_identity(vm: &VmConfig) -> String {
+    match &vm.display_name {
+        Some(name) => format!("\nVM: {name:?} (guestOS {})", vm.guest_os),
+        None => String::new(),
     }
 }
 
