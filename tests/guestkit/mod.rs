@@ -227,7 +227,7 @@ pub fn run_native(bin: &Path) -> Run {
     run(&mut Command::new(bin), Duration::from_secs(60))
 }
 
-/// The QEMU binary, if installed.
+/// The QEMU binary, if installed (with CI set, it must be).
 pub fn qemu() -> Option<&'static str> {
     let ok = Command::new("qemu-system-i386")
         .arg("--version")
@@ -236,6 +236,12 @@ pub fn qemu() -> Option<&'static str> {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
+    // CI installs QEMU (.ci/setup): there, a missing QEMU is a failure,
+    // not a test that passes without having run.
+    assert!(
+        ok || std::env::var_os("CI").is_none(),
+        "qemu-system-i386 is missing, and CI is set: .ci/setup should have installed it"
+    );
     ok.then_some("qemu-system-i386")
 }
 
