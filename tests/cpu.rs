@@ -239,13 +239,7 @@ fn stats_report_translations_and_chains() {
             r.stderr
         );
     }
-    let hits: u64 = r
-        .stderr
-        .lines()
-        .find(|l| l.contains("indirect-branch hits"))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|n| n.parse().ok())
-        .unwrap();
+    let hits = stat(&r.stderr, "indirect-branch hits");
     assert!(
         hits > 1000,
         "recursion returns should hit the indirect-branch table in emitted code, got {hits}"

@@ -98,15 +98,6 @@ fn events_guest_under_qemu() {
     check("qemu", &r);
 }
 
-/// The value of a `--stats` counter in a run's standard error.
-fn stat(r: &Run, key: &str) -> u64 {
-    r.stderr
-        .lines()
-        .find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_string()))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("--stats lacks {key:?}:\n{}", r.stderr))
-}
-
 #[test]
 fn privilege_changes_under_paging_keep_translations_and_mappings() {
     // Hundreds of INT 0x80 round trips between ring 3 and ring 0 with
@@ -139,8 +130,8 @@ fn privilege_changes_under_paging_keep_translations_and_mappings() {
         .map(|n| n * 8)
         .unwrap_or_else(|| panic!("unparsable batch line {line:?}"));
     assert!(events >= 100, "too few events to tell: {line}");
-    let flushes = stat(&r, "flushes");
-    let hidden = stat(&r, "hidden faults (shadow fills)");
+    let flushes = stat(&r.stderr, "flushes");
+    let hidden = stat(&r.stderr, "hidden faults (shadow fills)");
     assert!(
         flushes <= 8,
         "{flushes} code-cache flushes for {events} round trips"

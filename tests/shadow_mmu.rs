@@ -7,15 +7,6 @@ mod guestkit;
 
 use guestkit::*;
 
-/// The value of a `--stats` counter in a run's standard error.
-fn stat(r: &Run, key: &str) -> u64 {
-    r.stderr
-        .lines()
-        .find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_string()))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("--stats lacks {key:?}:\n{}", r.stderr))
-}
-
 #[test]
 fn invlpg_drops_one_page_not_the_translations_or_the_other_mappings() {
     // Identity-map the first 4 MiB with 4 KiB pages, turn paging on, then
@@ -62,14 +53,14 @@ fn invlpg_drops_one_page_not_the_translations_or_the_other_mappings() {
         std::time::Duration::from_secs(60),
     );
     assert_eq!(r.code, Some(1), "{}\n{}", describe(&r), r.stderr);
-    assert_eq!(stat(&r, "INVLPG (page invalidations)"), 1000);
-    let flushes = stat(&r, "flushes");
+    assert_eq!(stat(&r.stderr, "INVLPG (page invalidations)"), 1000);
+    let flushes = stat(&r.stderr, "flushes");
     assert!(
         flushes <= 8,
         "{flushes} flushes for 1000 INVLPGs:\n{}",
         r.stderr
     );
-    let fills = stat(&r, "hidden faults (shadow fills)");
+    let fills = stat(&r.stderr, "hidden faults (shadow fills)");
     assert!(
         (1000..1100).contains(&fills),
         "one refill per INVLPG expected, got {fills}:\n{}",

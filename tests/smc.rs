@@ -7,29 +7,23 @@
 mod guestkit;
 
 use guestkit::*;
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-fn stat(stderr: &str, key: &str) -> u64 {
-    stderr
-        .lines()
-        .find(|l| l.trim_start().starts_with(key))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no {key:?} in stats:\n{stderr}"))
+/// Runs `elf` under nestmon with `--stats`.
+fn run_with_stats(elf: &Path) -> Run {
+    run(
+        Command::new(env!("CARGO_BIN_EXE_nestmon"))
+            .args(["run", "--stats", "--kernel"])
+            .arg(elf),
+        Duration::from_secs(60),
+    )
 }
 
 #[test]
 fn smc_guest_invalidates_translations() {
-    let r = run(
-        Command::new(env!("CARGO_BIN_EXE_nestmon"))
-            .arg("run")
-            .arg("--kernel")
-            .arg(guest_dir().join("smc.elf"))
-            .arg("--stats"),
-        Duration::from_secs(60),
-    );
+    let r = run_with_stats(&guest_dir().join("smc.elf"));
     assert_eq!(r.code, Some(1), "{}", describe(&r));
     assert!(stat(&r.stderr, "self-modifying writes") > 0);
     assert!(stat(&r.stderr, "invalidations") > 0);
@@ -62,26 +56,7 @@ f:
     mov eax, 0x00000001
     ret
 "#;
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("smc-tests");
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = dir.join("xmc.S");
-    std::fs::write(
-        &src,
-        format!(".intel_syntax noprefix\n.text\n.globl main\nmain:\n{body}\n"),
-    )
-    .unwrap();
-    make(
-        &["one", &format!("SRC={}", src.display()), "NAME=xmc"],
-        &dir,
-    );
-    let r = run(
-        Command::new(env!("CARGO_BIN_EXE_nestmon"))
-            .arg("run")
-            .arg("--kernel")
-            .arg(dir.join("xmc.elf"))
-            .arg("--stats"),
-        Duration::from_secs(60),
-    );
+    let r = run_with_stats(&asm_guest("xmc", body));
     assert_eq!(r.code, Some(1), "guest saw stale code: {}", describe(&r));
     assert!(stat(&r.stderr, "invalidations") > 0);
 }
@@ -124,12 +99,7 @@ pages:
 .endr
 .text
 "#;
-    let r = run(
-        Command::new(env!("CARGO_BIN_EXE_nestmon"))
-            .args(["run", "--stats", "--kernel"])
-            .arg(asm_guest("rep_stosb_code_pages", body)),
-        Duration::from_secs(60),
-    );
+    let r = run_with_stats(&asm_guest("rep_stosb_code_pages", body));
     assert_eq!(r.code, Some(1), "{}\n{}", describe(&r), r.stderr);
     assert!(
         stat(&r.stderr, "self-modifying writes") >= 16,

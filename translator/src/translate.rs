@@ -1626,6 +1626,18 @@ impl Ctx<'_> {
         self.indirect_in(self.req.ibtc_tag)
     }
 
+    /// The exit to the run loop for an indirect branch to the EIP in R9D
+    /// that is not (or may not be) looked up in emitted code.
+    fn indirect_miss_exit(&mut self) -> Result<(), TranslateError> {
+        self.ins(i2!(
+            Code::Mov_rm32_r32,
+            mem(Register::R14, Register::None, off::EIP.into()),
+            Register::R9D
+        )?)?;
+        self.store_exit(ExitReason::IndirectMiss)?;
+        self.e.jmp_abs(self.req.stubs.exit_common)
+    }
+
     /// An indirect branch to the EIP in R9D, looked up for the mode of
     /// `tag` (another mode's after an inline privilege change).
     fn indirect_in(&mut self, tag: u32) -> Result<(), TranslateError> {
@@ -1633,13 +1645,7 @@ impl Ctx<'_> {
             // A unit of one instruction (single-stepping, or an
             // instruction run alone) must end after it: no jump into
             // other translations.
-            self.ins(i2!(
-                Code::Mov_rm32_r32,
-                mem(Register::R14, Register::None, off::EIP.into()),
-                Register::R9D
-            )?)?;
-            self.store_exit(ExitReason::IndirectMiss)?;
-            return self.e.jmp_abs(self.req.stubs.exit_common);
+            return self.indirect_miss_exit();
         }
         let hit = self.e.label();
         // The mode's table (see crate::ibtc): a constant displacement.
@@ -1677,13 +1683,7 @@ impl Ctx<'_> {
         )?)?;
         self.e.jrcxz_label(hit);
         self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
-        self.ins(i2!(
-            Code::Mov_rm32_r32,
-            mem(Register::R14, Register::None, off::EIP.into()),
-            Register::R9D
-        )?)?;
-        self.store_exit(ExitReason::IndirectMiss)?;
-        self.e.jmp_abs(self.req.stubs.exit_common)?;
+        self.indirect_miss_exit()?;
         self.e.bind(hit);
         self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
         if let Some(counter) = self.req.count_indirect {
@@ -2071,54 +2071,79 @@ mod tests {
         unit_at(0x1000, code)
     }
 
-    /// Translates `code` (padded with NOPs) as if it stood at guest `eip`.
-    fn unit_at(eip: u32, code: &[u8]) -> Unit {
+    /// What a test varies in a unit request; the rest is fixed.
+    struct Setup<'a> {
+        eip: u32,
+        mode: Mode,
+        max_insns: usize,
+        emulate_tokens_from: Option<u32>,
+        ignored_ports: Option<&'a PortSet>,
+        transitions: Option<Transitions>,
+    }
+
+    impl Default for Setup<'_> {
+        /// Flat ring-0 code at 0x1000, tokens from 0.
+        fn default() -> Self {
+            Setup {
+                eip: 0x1000,
+                mode: Mode {
+                    flat: true,
+                    cpl0: true,
+                    ..Mode::default()
+                },
+                max_insns: 64,
+                emulate_tokens_from: Some(0),
+                ignored_ports: None,
+                transitions: None,
+            }
+        }
+    }
+
+    /// Translates `code` (padded with NOPs) as `setup` says.
+    fn translate_with(code: &[u8], setup: Setup<'_>) -> Unit {
         let mut bytes = code.to_vec();
         bytes.resize(64, 0x90);
         let req = UnitRequest {
-            eip,
+            eip: setup.eip,
             code: &bytes,
-            page_end: (eip | 0xfff).wrapping_add(1),
-            mode: Mode {
-                flat: true,
-                cpl0: true,
-                ..Mode::default()
-            },
+            page_end: (setup.eip | 0xfff).wrapping_add(1),
+            mode: setup.mode,
             host_base: 0x20_0000,
             stubs: STUBS,
-            max_insns: 64,
+            max_insns: setup.max_insns,
             count_indirect: None,
             ibtc_tag: 0,
             isa: GuestIsa::baseline(),
-            emulate_tokens_from: Some(0),
+            emulate_tokens_from: setup.emulate_tokens_from,
             cpuid: None,
-            ignored_ports: None,
-            transitions: None,
+            ignored_ports: setup.ignored_ports,
+            transitions: setup.transitions,
         };
         translate(&req).unwrap()
     }
 
+    /// Translates `code` (padded with NOPs) as if it stood at guest `eip`.
+    fn unit_at(eip: u32, code: &[u8]) -> Unit {
+        translate_with(
+            code,
+            Setup {
+                eip,
+                ..Setup::default()
+            },
+        )
+    }
+
     /// Translates `code` at 0x1000 in `mode` with `ports` ignored.
     fn unit_with(code: &[u8], mode: Mode, ports: &PortSet) -> Unit {
-        let mut bytes = code.to_vec();
-        bytes.resize(64, 0x90);
-        let req = UnitRequest {
-            eip: 0x1000,
-            code: &bytes,
-            page_end: 0x2000,
-            mode,
-            host_base: 0x20_0000,
-            stubs: STUBS,
-            max_insns: 64,
-            count_indirect: None,
-            ibtc_tag: 0,
-            isa: GuestIsa::baseline(),
-            emulate_tokens_from: Some(7),
-            cpuid: None,
-            ignored_ports: Some(ports),
-            transitions: None,
-        };
-        translate(&req).unwrap()
+        translate_with(
+            code,
+            Setup {
+                mode,
+                emulate_tokens_from: Some(7),
+                ignored_ports: Some(ports),
+                ..Setup::default()
+            },
+        )
     }
 
     /// `in al, 0x80; out 0x80, eax; in al, 0x60`.
@@ -2249,29 +2274,15 @@ mod tests {
 
     #[test]
     fn a_one_instruction_unit_exits_at_an_indirect_branch_without_probing() {
-        let mut bytes = vec![0xc3]; // ret
-        bytes.resize(64, 0x90);
-        let req = UnitRequest {
-            eip: 0x1000,
-            code: &bytes,
-            page_end: 0x2000,
-            mode: Mode {
-                flat: true,
-                cpl0: true,
-                ..Mode::default()
+        let ret = translate_with(
+            &[0xc3],
+            Setup {
+                max_insns: 1,
+                emulate_tokens_from: None,
+                ..Setup::default()
             },
-            host_base: 0x20_0000,
-            stubs: STUBS,
-            max_insns: 1,
-            count_indirect: None,
-            ibtc_tag: 0,
-            isa: GuestIsa::baseline(),
-            emulate_tokens_from: None,
-            cpuid: None,
-            ignored_ports: None,
-            transitions: None,
-        };
-        let text = host_text(&translate(&req).unwrap());
+        );
+        let text = host_text(&ret);
         assert!(!text.iter().any(|t| t.starts_with("jrcxz")), "{text:#?}");
         assert!(!text.iter().any(|t| t.contains("[r12+r11*8")), "{text:#?}");
     }
@@ -2309,25 +2320,14 @@ mod tests {
     };
 
     fn unit_with_transitions(code: &[u8], mode: Mode, transitions: Option<Transitions>) -> Unit {
-        let mut bytes = code.to_vec();
-        bytes.resize(64, 0x90);
-        let req = UnitRequest {
-            eip: 0x1000,
-            code: &bytes,
-            page_end: 0x2000,
-            mode,
-            host_base: 0x20_0000,
-            stubs: STUBS,
-            max_insns: 64,
-            count_indirect: None,
-            ibtc_tag: 0,
-            isa: GuestIsa::baseline(),
-            emulate_tokens_from: Some(0),
-            cpuid: None,
-            ignored_ports: None,
-            transitions,
-        };
-        translate(&req).unwrap()
+        translate_with(
+            code,
+            Setup {
+                mode,
+                transitions,
+                ..Setup::default()
+            },
+        )
     }
 
     #[test]
