@@ -83,7 +83,7 @@ for src in "$ROOT"/benches/workloads/*.c; do
     grep -v '^#' "$OUT/run.out" >"$OUT/$w.ref"
     printf '%-12s %9s' "$w" "$tn"
     if [ $NESTMON = 1 ]; then
-        tg=$(best_of nestmon "$OUT/bench/$w.elf" 1 "$OUT/$w.ref")
+        tg=$(best_of nestmon "$OUT/bench/$w.elf" 0 "$OUT/$w.ref")
         r=$(ratio "$tg" "$tn")
         printf ' %9s %7s' "$tg" "$r"
         if [ "$r" != - ]; then LN_N=$(echo "$LN_N $r" | awk '{print $1 + log($2)}'); CNT_N=$((CNT_N + 1)); fi

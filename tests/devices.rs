@@ -12,9 +12,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// 32-bit guest code: if EAX lacks the Multiboot magic, write 0x11 to port
-/// 0xf4 (status 0x23). Otherwise wait for COM1's transmitter to be empty,
-/// print the command line from the information structure and a newline,
-/// then write 0x10 to port 0xf4 (status 0x21).
+/// 0xf4 (failure code 17). Otherwise wait for COM1's transmitter to be
+/// empty, print the command line from the information structure and a
+/// newline, then write 0x10 to port 0xf4 (failure code 16: exit status 1,
+/// and a line on stderr naming the code).
 const GUEST: &[&str] = &[
     "3d 02 b0 ad 2b", // cmp eax, 0x2badb002
     "74 04",          // je magic_ok
@@ -116,7 +117,11 @@ fn elf_guest_prints_its_command_line_on_com1_and_exits_through_port_f4() {
     let dir = Scratch::new("devices-elf-guest");
     let kernel = dir.file("guest.elf", &elf_guest(&guest_code()));
     let (status, stdout, stderr) = run_guest(&kernel, Some("hello world"));
-    assert_eq!(status, Some(0x21), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(status, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stderr.contains("the guest reported failure: code 16"),
+        "{stderr}"
+    );
     assert!(
         stdout.contains("guest.elf hello world\n"),
         "stdout:\n{stdout}"
@@ -128,7 +133,11 @@ fn flat_guest_placed_by_header_addresses_runs_the_same() {
     let dir = Scratch::new("devices-flat-guest");
     let kernel = dir.file("guest.bin", &flat_guest());
     let (status, stdout, stderr) = run_guest(&kernel, Some("x=1"));
-    assert_eq!(status, Some(0x21), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(status, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stderr.contains("the guest reported failure: code 16"),
+        "{stderr}"
+    );
     assert!(stdout.contains("guest.bin x=1\n"), "stdout:\n{stdout}");
 }
 
@@ -137,7 +146,11 @@ fn command_line_without_append_is_the_kernel_name_and_a_space() {
     let dir = Scratch::new("devices-no-append");
     let kernel = dir.file("guest.elf", &elf_guest(&guest_code()));
     let (status, stdout, stderr) = run_guest(&kernel, None);
-    assert_eq!(status, Some(0x21), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(status, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stderr.contains("the guest reported failure: code 16"),
+        "{stderr}"
+    );
     assert!(stdout.contains("guest.elf \n"), "stdout:\n{stdout}");
 }
 
@@ -185,14 +198,14 @@ fn none_backend_discards_output_and_keeps_the_uart_working() {
 }
 
 #[test]
-fn debug_exit_statuses_follow_qemu_for_each_width() {
+fn debug_exit_reports_the_value_of_each_width() {
     let mut bus = IoBus::new(&SerialBackend::None).expect("bus");
-    assert_eq!(bus.write(0xf4, 1, 0x00), IoOutcome::Exit(1));
-    assert_eq!(bus.write(0xf4, 1, 0x10), IoOutcome::Exit(0x21));
-    assert_eq!(bus.write(0xf4, 2, 0x0180), IoOutcome::Exit(0x0301));
+    assert_eq!(bus.write(0xf4, 1, 0x00), IoOutcome::GuestExit(0));
+    assert_eq!(bus.write(0xf4, 1, 0x10), IoOutcome::GuestExit(0x10));
+    assert_eq!(bus.write(0xf4, 2, 0x0180), IoOutcome::GuestExit(0x0180));
     assert_eq!(
         bus.write(0xf4, 4, 0x0001_0002),
-        IoOutcome::Exit(0x0002_0005)
+        IoOutcome::GuestExit(0x0001_0002)
     );
 }
 

@@ -1,7 +1,8 @@
 //! The per-event cost benchmark guest (benches/events/events.c, run by
 //! benches/run-events.sh) runs under nestmon: with "quick" on its command
 //! line (tiny batches) it must print one line per event, in order, each
-//! with a positive cycle count, and exit as a passing guest (status 1).
+//! with a positive cycle count, and exit as a passing guest (status 0 under nestmon, 1 under QEMU's
+//! isa-debug-exit convention).
 //! Only behaviour is checked, never the numbers themselves.  The same
 //! check under qemu-system-i386 TCG keeps the guest honest (skipped when
 //! QEMU is not installed).
@@ -42,11 +43,11 @@ fn events_elf(test: &str) -> PathBuf {
 /// number of cycles (0 is a real answer: nestmon carries out I/O to ports
 /// nothing claims inside translated code, at no measurable cost; a FAIL
 /// line is not a number); informational '#' lines are skipped.
-fn check(who: &str, r: &Run) {
+fn check(who: &str, r: &Run, passed: Option<i32>) {
     assert_eq!(
         r.code,
-        Some(1),
-        "{who}: want exit status 1 (the guest's rt_exit(0)), {}\nstdout:\n{}",
+        passed,
+        "{who}: want exit status {passed:?} (the guest's rt_exit(0)), {}\nstdout:\n{}",
         describe(r),
         r.stdout
     );
@@ -77,7 +78,7 @@ fn events_guest_under_nestmon() {
             .arg(events_elf("nestmon")),
         Duration::from_secs(60),
     );
-    check("nestmon", &r);
+    check("nestmon", &r, Some(0));
 }
 
 #[test]
@@ -95,7 +96,7 @@ fn events_guest_under_qemu() {
             .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]),
         Duration::from_secs(60),
     );
-    check("qemu", &r);
+    check("qemu", &r, Some(1));
 }
 
 #[test]
@@ -116,7 +117,7 @@ fn privilege_changes_under_paging_keep_translations_and_mappings() {
             .arg(events_elf("paging")),
         Duration::from_secs(60),
     );
-    assert_eq!(r.code, Some(1), "{}\n{}", describe(&r), r.stdout);
+    assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stdout);
     assert!(r.stdout.contains("# paging on"), "{}", r.stdout);
     let line = r
         .stdout

@@ -24,7 +24,7 @@ fn run_with_stats(elf: &Path) -> Run {
 #[test]
 fn smc_guest_invalidates_translations() {
     let r = run_with_stats(&guest_dir().join("smc.elf"));
-    assert_eq!(r.code, Some(1), "{}", describe(&r));
+    assert_eq!(r.code, Some(0), "{}", describe(&r));
     assert!(stat(&r.stderr, "self-modifying writes") > 0);
     assert!(stat(&r.stderr, "invalidations") > 0);
 }
@@ -57,7 +57,7 @@ f:
     ret
 "#;
     let r = run_with_stats(&asm_guest("xmc", body));
-    assert_eq!(r.code, Some(1), "guest saw stale code: {}", describe(&r));
+    assert_eq!(r.code, Some(0), "guest saw stale code: {}", describe(&r));
     assert!(stat(&r.stderr, "invalidations") > 0);
 }
 
@@ -100,7 +100,7 @@ pages:
 .text
 "#;
     let r = run_with_stats(&asm_guest("rep_stosb_code_pages", body));
-    assert_eq!(r.code, Some(1), "{}\n{}", describe(&r), r.stderr);
+    assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
     assert!(
         stat(&r.stderr, "self-modifying writes") >= 16,
         "{}",

@@ -1,7 +1,7 @@
 //! nestmon's output streams, through the binary: a standard output or
 //! standard error that is full (`/dev/full`) never makes nestmon panic
 //! (status 101). A command whose output is refused (`probe`, `run --check`)
-//! says so on stderr and exits 1; diagnostics refused by stderr change
+//! says so on stderr and exits 4 (host failure); diagnostics refused by stderr change
 //! nothing, the status stays the guest's.
 //!
 //! The guest console (COM1) that can no longer be written (a pipe whose
@@ -35,10 +35,10 @@ fn kernel_arg(path: &Path) -> &str {
 }
 
 #[test]
-fn probe_into_a_full_stdout_says_so_and_exits_1() {
+fn probe_into_a_full_stdout_says_so_and_exits_4() {
     let run = finish(&mut nestmon(&["probe"]), dev_full(), Stdio::piped());
     assert_no_panic(&run);
-    assert_eq!(run.status, Some(1), "stderr:\n{}", run.stderr);
+    assert_eq!(run.status, Some(4), "stderr:\n{}", run.stderr);
     assert!(
         run.stderr
             .contains("nestmon: cannot write to standard output: "),
@@ -48,25 +48,25 @@ fn probe_into_a_full_stdout_says_so_and_exits_1() {
 }
 
 #[test]
-fn probe_json_into_a_full_stdout_exits_1() {
+fn probe_json_into_a_full_stdout_exits_4() {
     let run = finish(
         &mut nestmon(&["probe", "--json"]),
         dev_full(),
         Stdio::piped(),
     );
     assert_no_panic(&run);
-    assert_eq!(run.status, Some(1), "stderr:\n{}", run.stderr);
+    assert_eq!(run.status, Some(4), "stderr:\n{}", run.stderr);
 }
 
 #[test]
-fn check_into_a_full_stdout_says_so_and_exits_1() {
+fn check_into_a_full_stdout_says_so_and_exits_4() {
     let run = finish(
         &mut nestmon(&["run", "--check"]),
         dev_full(),
         Stdio::piped(),
     );
     assert_no_panic(&run);
-    assert_eq!(run.status, Some(1), "stderr:\n{}", run.stderr);
+    assert_eq!(run.status, Some(4), "stderr:\n{}", run.stderr);
     assert!(
         run.stderr
             .contains("nestmon: cannot write to standard output: "),
@@ -76,21 +76,21 @@ fn check_into_a_full_stdout_says_so_and_exits_1() {
 }
 
 #[test]
-fn probe_with_stdout_and_stderr_full_still_exits_1() {
+fn probe_with_stdout_and_stderr_full_still_exits_4() {
     let run = finish(&mut nestmon(&["probe"]), dev_full(), dev_full());
-    assert_eq!(run.status, Some(1));
+    assert_eq!(run.status, Some(4));
 }
 
 #[test]
 fn stats_into_a_full_stderr_keep_the_guest_status() {
     let dir = Scratch::new("streams-stats");
-    let kernel = dir.file("exit.elf", &tiny_guest::exits_with_0x21());
+    let kernel = dir.file("exit.elf", &tiny_guest::reports_failure_code_16());
     let run = finish(
         &mut nestmon(&["run", "--stats", "--kernel", kernel_arg(&kernel)]),
         Stdio::piped(),
         dev_full(),
     );
-    assert_eq!(run.status, Some(0x21), "stdout:\n{}", run.stdout);
+    assert_eq!(run.status, Some(1), "stdout:\n{}", run.stdout);
 }
 
 #[test]

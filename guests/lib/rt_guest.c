@@ -1,5 +1,7 @@
 /* Guest back end: COM1 (16550 at 0x3f8) output, exit through QEMU's
- * isa-debug-exit device at port 0xf4 (status = (code << 1) | 1). */
+ * isa-debug-exit device at port 0xf4: nestmon exits with 0 for code 0 and
+ * 1 otherwise; qemu-system-i386 (and nestmon --exit-status qemu) with
+ * (code << 1) | 1. */
 #include "rt.h"
 
 const int rt_is_guest = 1;

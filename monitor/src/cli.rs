@@ -9,12 +9,14 @@
 //!   `nestmon: note:`; stdout belongs to the guest (COM1) or to `probe`.
 //! * No write to stdout or stderr can panic (see [`crate::console`]): when
 //!   `probe` or `run --check` cannot write their output they say so on
-//!   stderr and exit with status 1; a diagnostic stderr refuses is dropped
-//!   and never changes the exit status.
+//!   stderr and exit with status 4 (host failure); a diagnostic stderr
+//!   refuses is dropped and never changes the exit status.
+//! * Exit statuses are those of [`crate::exit_status`], shown by `--help`.
 
 use crate::config::{self, ConfigError, ConfigSources, Origin, VmConfig};
 use crate::console::{self, diagnostic};
 use crate::cpuid::{CpuModel, CpuidError};
+use crate::exit_status::{self, ExitConvention};
 use crate::kvm::ProbeLimits;
 use crate::machine::{self, RunOptions};
 use crate::mode::{self, ModeError, Resolution};
@@ -26,7 +28,7 @@ use std::time::Duration;
 
 /// nestmon: a binary-translating virtual machine monitor for 32-bit x86 guests.
 #[derive(Debug, Parser)]
-#[command(name = "nestmon", version)]
+#[command(name = "nestmon", version, after_help = exit_status::TABLE)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -38,6 +40,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a guest described by a .vmx file and/or flags (the embedded
     /// default guest when no kernel is given).
+    #[command(after_help = exit_status::TABLE)]
     Run(RunArgs),
     /// Report what this host offers (outer hypervisor, /dev/kvm, …) and the
     /// modes `automatic` would select.
@@ -82,6 +85,11 @@ pub struct RunArgs {
     /// Also list the VMware keys of the .vmx file that have no effect here.
     #[arg(long)]
     pub verbose: bool,
+    /// How the guest's report through isa-debug-exit (port 0xf4) becomes
+    /// the exit status: `nestmon` (0 success, 1 failure) or `qemu`
+    /// (`(value << 1) | 1`, as qemu-system-i386 exits).
+    #[arg(long, value_enum, value_name = "CONVENTION", default_value_t)]
+    pub exit_status: ExitConvention,
 }
 
 /// `nestmon probe`.
@@ -114,7 +122,7 @@ pub enum StartError {
 impl StartError {
     /// The process exit status (always 2: bad input).
     pub fn exit_status(&self) -> i32 {
-        2
+        exit_status::BAD_INPUT
     }
 }
 
@@ -143,6 +151,7 @@ impl RunArgs {
             log_translations: self.log_translations.clone(),
             guestinfo_out: self.guestinfo_out.clone(),
             stats_json: self.stats_json.clone(),
+            exit_convention: self.exit_status,
         }
     }
 }
@@ -225,7 +234,7 @@ fn run(args: &RunArgs) -> i32 {
     }
     if let Some(vmx) = &prepared.vmx_without_kernel {
         diagnostic!("nestmon: {}: {NO_KERNEL}", vmx.display());
-        return 2;
+        return exit_status::BAD_INPUT;
     }
     match machine::run(&prepared.options) {
         Ok(status) => status,
@@ -313,7 +322,7 @@ fn probe_command(args: &ProbeArgs) -> i32 {
             Ok(json) => json + "\n",
             Err(error) => {
                 diagnostic!("nestmon: cannot encode the probe report: {error}");
-                return 1;
+                return exit_status::HOST_FAILURE;
             }
         }
     } else {

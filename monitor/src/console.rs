@@ -18,7 +18,7 @@ use std::io::Write;
 
 /// The exit status of a command whose standard output could not be
 /// written (a host failure).
-pub const STDOUT_FAILED_STATUS: i32 = 1;
+pub const STDOUT_FAILED_STATUS: i32 = crate::exit_status::HOST_FAILURE;
 
 /// Writes `text` to standard error as it is (no newline added); a failure
 /// is ignored.

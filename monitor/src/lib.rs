@@ -8,6 +8,7 @@ pub mod console;
 pub mod cpu;
 pub mod cpuid;
 pub mod devices;
+pub mod exit_status;
 pub mod input;
 pub mod kvm;
 pub mod loader;

@@ -1,7 +1,6 @@
 //! The `nestmon` executable: parses the command line and runs it (see
-//! `monitor::cli`); its exit status is the guest's, or 2 for bad input,
-//! 3 for a guest that died, 141 when the console was closed, 1 for a host
-//! failure.
+//! `monitor::cli`); its exit statuses are listed in `monitor::exit_status`
+//! (and by `nestmon run --help`).
 
 fn main() {
     std::process::exit(monitor::cli::main_with_args(std::env::args_os()));

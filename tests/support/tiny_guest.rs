@@ -69,13 +69,21 @@ pub fn endless_printer() -> Vec<u8> {
     ]))
 }
 
-/// Ends the run at once through isa-debug-exit with status 0x21.
-pub fn exits_with_0x21() -> Vec<u8> {
-    elf_guest(&assemble(&[
-        "b0 10", // mov al, 0x10
-        "e6 f4", // out 0xf4, al
+/// Ends the run at once through isa-debug-exit with the value 0x10 (exit
+/// status 1 under nestmon's convention, 0x21 under QEMU's).
+pub fn reports_failure_code_16() -> Vec<u8> {
+    reports_dword(0x10)
+}
+
+/// Ends the run at once by writing the 32-bit `value` to isa-debug-exit.
+pub fn reports_dword(value: u32) -> Vec<u8> {
+    let mut code = vec![0xb8]; // mov eax, value
+    code.extend(value.to_le_bytes());
+    code.extend(assemble(&[
+        "e7 f4", // out 0xf4, eax
         "f4",    // hlt
-    ]))
+    ]));
+    elf_guest(&code)
 }
 
 /// Executes UD2, which the monitor reports as a guest that died (status 3).

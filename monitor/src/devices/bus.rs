@@ -348,33 +348,33 @@ mod tests {
     }
 
     #[test]
-    fn debug_exit_byte_write_exits_with_doubled_value_plus_one() {
+    fn debug_exit_byte_write_reports_the_value() {
         let (mut bus, _) = bus();
-        assert_eq!(bus.write(0xf4, 1, 0x10), IoOutcome::Exit(0x21));
-        assert_eq!(bus.write(0xf4, 1, 0), IoOutcome::Exit(1));
+        assert_eq!(bus.write(0xf4, 1, 0x10), IoOutcome::GuestExit(0x10));
+        assert_eq!(bus.write(0xf4, 1, 0), IoOutcome::GuestExit(0));
     }
 
     #[test]
     fn debug_exit_accepts_word_and_dword_writes_with_the_full_value() {
         let (mut bus, _) = bus();
-        assert_eq!(bus.write(0xf4, 2, 0x0102), IoOutcome::Exit(0x0205));
+        assert_eq!(bus.write(0xf4, 2, 0x0102), IoOutcome::GuestExit(0x0102));
         assert_eq!(
             bus.write(0xf4, 4, 0x0001_0000),
-            IoOutcome::Exit(0x0002_0001)
+            IoOutcome::GuestExit(0x0001_0000)
         );
     }
 
     #[test]
     fn debug_exit_covers_its_four_ports() {
         let (mut bus, _) = bus();
-        assert_eq!(bus.write(0xf7, 1, 3), IoOutcome::Exit(7));
+        assert_eq!(bus.write(0xf7, 1, 3), IoOutcome::GuestExit(3));
         assert_eq!(bus.write(0xf8, 1, 3), IoOutcome::Continue);
     }
 
     #[test]
     fn write_value_is_masked_to_the_access_size() {
         let (mut bus, _) = bus();
-        assert_eq!(bus.write(0xf4, 1, 0xff05), IoOutcome::Exit(0x0b));
+        assert_eq!(bus.write(0xf4, 1, 0xff05), IoOutcome::GuestExit(0x05));
     }
 
     #[test]

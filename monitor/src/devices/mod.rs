@@ -43,8 +43,9 @@ use std::path::PathBuf;
 pub enum IoOutcome {
     /// Keep running the guest.
     Continue,
-    /// Stop the guest and exit the monitor with this process status.
-    Exit(i32),
+    /// The guest reported how it ended (isa-debug-exit): the run stops and
+    /// the value becomes the process status (see `crate::exit_status`).
+    GuestExit(u32),
     /// The console (COM1's output) can no longer be written: the reader of
     /// the pipe went away, the device is full, the socket peer closed. The
     /// run ends as a closed console would end it, with

@@ -7,7 +7,7 @@
 
 use super::interrupts::InterruptInputs;
 use crate::console::diagnostic;
-use crate::devices::{IoBus, IoOutcome, CONSOLE_CLOSED_STATUS};
+use crate::devices::{IoBus, IoOutcome};
 use crate::vcpu::IoAccess;
 use backdoor::{Backdoor, Event, Regs};
 
@@ -15,6 +15,15 @@ use backdoor::{Backdoor, Event, Regs};
 pub const BACKDOOR_PORT: u16 = 0x5658;
 /// The high-bandwidth VMware backdoor port.
 pub const BACKDOOR_HB_PORT: u16 = 0x5659;
+
+/// Why a port write ended the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutEnd {
+    /// The guest wrote this value to isa-debug-exit.
+    GuestExit(u32),
+    /// The console can no longer be written (already reported on stderr).
+    ConsoleClosed,
+}
 
 /// The devices and the VMware backdoor.
 pub struct Board {
@@ -96,14 +105,14 @@ impl Board {
         data.copy_from_slice(&value.to_le_bytes()[..data.len()]);
     }
 
-    /// An OUT or OUTS element; `Some(status)` ends the run.
+    /// An OUT or OUTS element; `Some(end)` ends the run.
     pub fn io_out(
         &mut self,
         port: u16,
         data: &[u8],
         string: bool,
         io: &mut dyn IoAccess,
-    ) -> Option<i32> {
+    ) -> Option<OutEnd> {
         let cpl = io.cpl();
         if self.backdoor_allowed(cpl) {
             if string && port == BACKDOOR_HB_PORT {
@@ -126,10 +135,10 @@ impl Board {
             .write(port, data.len() as u8, u32::from_le_bytes(word))
         {
             IoOutcome::Continue => None,
-            IoOutcome::Exit(status) => Some(status),
+            IoOutcome::GuestExit(value) => Some(OutEnd::GuestExit(value)),
             IoOutcome::ConsoleClosed => {
                 report_closed_console(&self.bus);
-                Some(CONSOLE_CLOSED_STATUS)
+                Some(OutEnd::ConsoleClosed)
             }
         }
     }

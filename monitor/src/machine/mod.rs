@@ -17,12 +17,13 @@ pub use signals::signal_name;
 use crate::config::VmConfig;
 use crate::console::diagnostic;
 use crate::cpuid::CpuModel;
-use crate::devices::IoBus;
+use crate::devices::{IoBus, CONSOLE_CLOSED_STATUS};
+use crate::exit_status::{self, ExitConvention};
 use crate::vcpu::bt::BtVcpu;
 use crate::vcpu::{GuestRegisters, GuestStop, RegisterDump, StopReason, Vcpu, VcpuExit};
 use backdoor::outer::{power_on_handshake, NestingGuard, PortIoTransport};
 use backdoor::{Backdoor, HostFacts};
-use board::Board;
+use board::{Board, OutEnd};
 use signals::StopSignals;
 use std::path::PathBuf;
 
@@ -43,18 +44,22 @@ pub struct RunOptions {
     pub guestinfo_out: Option<PathBuf>,
     /// Write the `--stats` report as JSON here at exit.
     pub stats_json: Option<PathBuf>,
+    /// How the guest's isa-debug-exit report becomes the exit status.
+    pub exit_convention: ExitConvention,
 }
 
 /// Why a run ended without a guest-chosen exit status.
 #[derive(Debug, thiserror::Error)]
 pub enum MachineError {
-    /// The guest image or configuration cannot be used (exit status 2).
+    /// The guest image or configuration cannot be used (exit status 2,
+    /// [`exit_status::BAD_INPUT`]).
     #[error("{0}")]
     BadInput(String),
-    /// The guest reached a state that cannot be continued (exit status 3).
+    /// The guest reached a state that cannot be continued (exit status 3,
+    /// [`exit_status::GUEST_STOPPED`]).
     #[error("guest stopped: {0}")]
     GuestDied(String),
-    /// The host failed us (exit status 1).
+    /// The host failed us (exit status 4, [`exit_status::HOST_FAILURE`]).
     #[error("host error: {0}")]
     Host(String),
     /// A host signal (SIGINT, SIGTERM, SIGHUP) stopped the guest (exit
@@ -73,10 +78,10 @@ impl MachineError {
     /// The process exit status for this error.
     pub fn exit_status(&self) -> i32 {
         match self {
-            MachineError::BadInput(_) => 2,
-            MachineError::GuestDied(_) => 3,
-            MachineError::Host(_) => 1,
-            MachineError::Interrupted { signal, .. } => 128 + signal,
+            MachineError::BadInput(_) => exit_status::BAD_INPUT,
+            MachineError::GuestDied(_) => exit_status::GUEST_STOPPED,
+            MachineError::Host(_) => exit_status::HOST_FAILURE,
+            MachineError::Interrupted { signal, .. } => exit_status::SIGNAL_BASE + signal,
         }
     }
 }
@@ -104,8 +109,10 @@ fn write_guestinfo(path: &std::path::Path, board: &Board) -> Result<(), MachineE
 
 /// How the exit loop ended.
 enum RunEnd {
-    /// A device asked for this process exit status.
-    Status(i32),
+    /// The guest reported this value through isa-debug-exit.
+    GuestExit(u32),
+    /// The console can no longer be written.
+    ConsoleClosed,
     /// The guest cannot continue.
     Stopped(GuestStop),
     /// A host signal stopped the guest.
@@ -131,11 +138,11 @@ fn exit_loop(vcpu: &mut dyn Vcpu, board: &mut Board) -> RunEnd {
                 data,
                 string,
                 io,
-            } => {
-                if let Some(status) = board.io_out(port, data, string, io) {
-                    return RunEnd::Status(status);
-                }
-            }
+            } => match board.io_out(port, data, string, io) {
+                Some(OutEnd::GuestExit(value)) => return RunEnd::GuestExit(value),
+                Some(OutEnd::ConsoleClosed) => return RunEnd::ConsoleClosed,
+                None => {}
+            },
             VcpuExit::Hlt if board.irq.has_sources() => wait_for_interrupt(board),
             VcpuExit::Hlt => {
                 return RunEnd::Stopped(GuestStop {
@@ -218,13 +225,27 @@ pub fn run(opts: &RunOptions) -> Result<i32, MachineError> {
     }
     let vm_line = vm_identity(&opts.vm);
     match end {
-        RunEnd::Status(status) => Ok(status),
+        RunEnd::GuestExit(value) => Ok(guest_exit_status(opts.exit_convention, value)),
+        RunEnd::ConsoleClosed => Ok(CONSOLE_CLOSED_STATUS),
         RunEnd::Stopped(stop) => Err(MachineError::GuestDied(format!("{stop}{vm_line}"))),
         RunEnd::Signal(signal, dump) => Err(MachineError::Interrupted {
             signal,
             registers: format!("{dump}{vm_line}"),
         }),
     }
+}
+
+/// The exit status for a guest that reported `value`; a failure's code
+/// goes to standard error under nestmon's convention (under QEMU's the
+/// status itself carries it).
+fn guest_exit_status(convention: ExitConvention, value: u32) -> i32 {
+    let status = convention.status_for_report(value);
+    if convention == ExitConvention::Nestmon && value != 0 {
+        diagnostic!(
+            "nestmon: the guest reported failure: code {value} (isa-debug-exit, port 0xf4)"
+        );
+    }
+    status
 }
 
 /// The stop report's last line naming the VM (`displayName`, `guestOS`),
