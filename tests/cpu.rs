@@ -303,3 +303,26 @@ fn stop_report_names_the_vm_from_display_name_and_guest_os() {
     );
     assert_died(&r, &["#DE", "VM: \"Build box\" (guestOS otherlinux)"]);
 }
+
+#[test]
+fn stats_estimate_guest_instructions_executed_from_units_entered() {
+    // 3 instructions a pass (add, dec, jnz), 2^20 passes: the loop body is
+    // one unit chained to itself, so the estimate is exact but for the few
+    // instructions of the runtime around main.
+    let body = "mov ecx, 0x100000\n1: add eax, 1\ndec ecx\njnz 1b\nxor eax, eax\nret";
+    let r = run_asm("insn_count", body, &["--stats"]);
+    assert_eq!(r.code, Some(0), "{}", describe(&r));
+    let executed = stat(&r.stderr, "guest instructions executed (estimate)");
+    let loop_insns = 3 * 0x10_0000;
+    assert!(
+        (loop_insns..loop_insns + 20_000).contains(&executed),
+        "want about {loop_insns}, got {executed}:\n{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("guest instructions per second (estimate)"),
+        "{}",
+        r.stderr
+    );
+}

@@ -190,6 +190,7 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
             stubs: STUBS,
             max_insns: translator::translate::MAX_UNIT_INSNS,
             count_indirect: None,
+            count_entries: None,
             ibtc_tag: if limited != 0 {
                 translator::ibtc::TAGS - 1
             } else {

@@ -54,6 +54,7 @@ fn translation_cost(c: &mut Criterion) {
         stubs,
         max_insns: 64,
         count_indirect: None,
+        count_entries: None,
         ibtc_tag: 0,
         isa: translator::GuestIsa::baseline(),
         emulate_tokens_from: Some(0),

@@ -191,6 +191,8 @@ pub struct UnitRequest<'a> {
     pub max_insns: usize,
     /// Host address of a u64 incremented on every indirect-branch hit.
     pub count_indirect: Option<u64>,
+    /// Host address of a u64 incremented every time the unit is entered.
+    pub count_entries: Option<u64>,
     /// The indirect-branch table tag of this unit's mode (see
     /// [`crate::ibtc`]): lookups of its indirect branches match only
     /// entries with this tag.
@@ -448,6 +450,9 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
     let mut insns = Vec::new();
     let bytes_in_page = req.page_end.wrapping_sub(req.eip);
     let mut next = req.eip;
+    if let Some(counter) = req.count_entries {
+        cx.bump_counter(counter)?;
+    }
     loop {
         let past_page = next.wrapping_sub(req.eip) >= bytes_in_page;
         if insns.len() >= req.max_insns.min(MAX_UNIT_INSNS) || past_page {
@@ -493,6 +498,28 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
 impl Ctx<'_> {
     fn ins(&mut self, i: Instruction) -> Result<(), TranslateError> {
         self.e.ins(&i)
+    }
+
+    /// Adds one to the u64 at host address `counter` through R13 and R10
+    /// (scratch where this is used: at a unit's entry and after an
+    /// indirect-branch hit), with MOV and LEA only, so no flag changes.
+    fn bump_counter(&mut self, counter: u64) -> Result<(), TranslateError> {
+        self.ins(i2!(Code::Mov_r64_imm64, Register::R13, counter)?)?;
+        self.ins(i2!(
+            Code::Mov_r64_rm64,
+            Register::R10,
+            mem(Register::R13, Register::None, 0)
+        )?)?;
+        self.ins(i2!(
+            Code::Lea_r64_m,
+            Register::R10,
+            mem(Register::R10, Register::None, 1)
+        )?)?;
+        self.ins(i2!(
+            Code::Mov_rm64_r64,
+            mem(Register::R13, Register::None, 0),
+            Register::R10
+        )?)
     }
 
     /// `lea dst32, [base + disp]` (32-bit result: wraps like the guest).
@@ -1687,22 +1714,7 @@ impl Ctx<'_> {
         self.e.bind(hit);
         self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
         if let Some(counter) = self.req.count_indirect {
-            self.ins(i2!(Code::Mov_r64_imm64, Register::R13, counter)?)?;
-            self.ins(i2!(
-                Code::Mov_r64_rm64,
-                Register::R10,
-                mem(Register::R13, Register::None, 0)
-            )?)?;
-            self.ins(i2!(
-                Code::Lea_r64_m,
-                Register::R10,
-                mem(Register::R10, Register::None, 1)
-            )?)?;
-            self.ins(i2!(
-                Code::Mov_rm64_r64,
-                mem(Register::R13, Register::None, 0),
-                Register::R10
-            )?)?;
+            self.bump_counter(counter)?;
         }
         let dest = iced_x86::MemoryOperand::new(
             Register::R12,
@@ -2112,6 +2124,7 @@ mod tests {
             stubs: STUBS,
             max_insns: setup.max_insns,
             count_indirect: None,
+            count_entries: None,
             ibtc_tag: 0,
             isa: GuestIsa::baseline(),
             emulate_tokens_from: setup.emulate_tokens_from,

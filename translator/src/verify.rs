@@ -11,7 +11,7 @@
 //! - `[rsp + d]`: the monitor's stack (PUSHFQ/POPFQ sequences);
 //! - `[r12 + r11*8 + t]`, `[r12 + r11*8 + t + 8]`: the indirect-branch
 //!   table of a mode, `t` a multiple of its size below `TAGS` tables;
-//! - `[r13]`: the indirect-hit counter (when counting);
+//! - `[r13]`: the indirect-hit and unit-entry counters (when counting);
 //! - `[rip + d]` naming the poll word;
 //! - `[rsi]`/`[rdi]` of a string instruction, only between
 //!   `lea rsi/rdi,[rsi/rdi + r15]` and the `mov esi/edi, esi/edi` that

@@ -3,6 +3,7 @@
 
 use super::board::Board;
 use crate::console;
+use crate::vcpu::bt::GUEST_INSNS_ESTIMATE;
 use crate::vcpu::Vcpu;
 use std::time::Duration;
 
@@ -17,6 +18,9 @@ pub struct StatsReport {
     pub exits_total: u64,
     /// `exits_total` per second of `elapsed_seconds`.
     pub exits_per_second: f64,
+    /// Guest instructions executed per second of `elapsed_seconds`, from
+    /// the vCPU's estimate (when it gives one).
+    pub guest_insns_per_second: Option<f64>,
     /// Further lines the vCPU reports.
     pub notes: Vec<String>,
     /// Ports no device claims that the guest accessed through the monitor:
@@ -35,6 +39,18 @@ impl StatsReport {
             .map(|(_, value)| value)
             .sum();
         let seconds = elapsed.as_secs_f64();
+        let per_second = |count: u64| {
+            if seconds > 0.0 {
+                count as f64 / seconds
+            } else {
+                0.0
+            }
+        };
+        let guest_insns = stats
+            .counters
+            .iter()
+            .find(|(name, _)| *name == GUEST_INSNS_ESTIMATE)
+            .map(|(_, value)| *value);
         StatsReport {
             elapsed_seconds: seconds,
             counters: stats
@@ -43,11 +59,8 @@ impl StatsReport {
                 .map(|(name, value)| (name.to_string(), value))
                 .collect(),
             exits_total,
-            exits_per_second: if seconds > 0.0 {
-                exits_total as f64 / seconds
-            } else {
-                0.0
-            },
+            exits_per_second: per_second(exits_total),
+            guest_insns_per_second: guest_insns.map(per_second),
             notes: stats.notes,
             unclaimed_ports: board.bus.unclaimed_counts().collect(),
         }
@@ -66,6 +79,12 @@ impl StatsReport {
             "exits per second",
             format!("{:.0}", self.exits_per_second),
         ));
+        if let Some(rate) = self.guest_insns_per_second {
+            out.push_str(&line(
+                "guest instructions per second (estimate)",
+                format!("{rate:.0}"),
+            ));
+        }
         for note in &self.notes {
             out.push_str(&format!("  {note}\n"));
         }
@@ -97,6 +116,7 @@ impl StatsReport {
             "counters": counters,
             "exits_total": self.exits_total,
             "exits_per_second": self.exits_per_second,
+            "guest_instructions_per_second_estimate": self.guest_insns_per_second,
             "notes": self.notes,
             "unclaimed_ports": ports,
         });

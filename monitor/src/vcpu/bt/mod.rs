@@ -25,6 +25,7 @@
 //!   completed at the start of the next `run`.
 
 mod context;
+mod counts;
 mod debug;
 mod exec;
 mod faults;
@@ -51,6 +52,12 @@ use translator::{CpuState, GuestIsa, Mode, Stubs, UnitRequest};
 /// Bytes of executable memory for translations.
 pub const CODE_CACHE_SIZE: usize = 64 << 20;
 /// Mode bits of one-instruction units that are never looked up or chained.
+/// The `--stats` line of guest instructions executed: every instruction of
+/// a unit counts when the unit is entered, so a unit left early (an exit or
+/// a fault in its middle) counts its remaining instructions too, and the
+/// figure is an upper bound, exact for code that runs without such exits.
+pub const GUEST_INSNS_ESTIMATE: &str = "guest instructions executed (estimate)";
+
 const SINGLE_STEP_MODE: u32 = 0x8000_0000;
 /// Index of the supervisor view in `BtCore::views`.
 const SUPERVISOR_VIEW: usize = 0;
@@ -198,6 +205,9 @@ pub struct BtCore {
     stats: BtStats,
     count_indirect: bool,
     hits_counter: Box<u64>,
+    /// Units entered, counted by translated code while `count_indirect`
+    /// (the `--stats` estimate of guest instructions executed).
+    entries: counts::EntryCounts,
     log: Option<Box<dyn Write>>,
     /// The I/O instruction in progress.
     pending_io: Option<PendingIo>,
@@ -287,7 +297,8 @@ impl BtVcpu {
         self.core.unprivileged_ports = ports;
     }
 
-    /// Counts indirect-branch hits in emitted code (slightly slower).
+    /// Counts indirect-branch hits and units entered in emitted code
+    /// (slightly slower), for `--stats`.
     pub fn set_count_indirect(&mut self, on: bool) {
         self.core.count_indirect = on;
     }
@@ -384,6 +395,7 @@ impl Vcpu for BtVcpu {
                 ("code cache bytes", self.core.cache.bytes_used() as u64),
                 ("chains made", c.chains),
                 ("indirect-branch hits", *self.core.hits_counter),
+                (GUEST_INSNS_ESTIMATE, self.core.entries.guest_insns()),
                 ("indirect-branch misses", v.exits_indirect_miss),
                 ("exits: chain miss", v.exits_chain_miss),
                 ("exits: indirect miss", v.exits_indirect_miss),
@@ -539,6 +551,7 @@ impl BtCore {
             stats: BtStats::default(),
             count_indirect: false,
             hits_counter: Box::new(0),
+            entries: counts::EntryCounts::default(),
             log: None,
             pending_io: None,
             string_io_done: false,
@@ -1074,6 +1087,7 @@ impl BtCore {
 
     fn flush(&mut self) {
         self.cache.flush();
+        self.entries.retire_all();
         self.emulated.clear();
         self.code_pages.clear();
         self.ibtc.clear();
@@ -1113,6 +1127,7 @@ impl BtCore {
             } else {
                 None
             },
+            count_entries: self.count_indirect.then(|| self.entries.next_slot()),
             ibtc_tag: self.tag,
             transitions: if single == 0 {
                 self.transitions()
@@ -1153,6 +1168,9 @@ impl BtCore {
             CacheError::Full => TranslateFailure::Full,
             e => TranslateFailure::Other(e.to_string()),
         })?;
+        if self.count_indirect {
+            self.entries.commit(unit.insns.len() as u32);
+        }
         self.emulated.extend_from_slice(&unit.emulated);
         self.inline_ports.extend(&unit.inline_ports);
         if single == 0 {
