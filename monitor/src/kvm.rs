@@ -137,6 +137,19 @@ pub enum KvmProbeError {
 ///
 /// Never takes much longer than `limits.hard_limit`.
 pub fn measure_protected_mode_speed(limits: ProbeLimits) -> Result<SpeedReport, KvmProbeError> {
+    supervise(limits, run_probe_guest)
+}
+
+/// Runs `vcpu` on its own thread (it must return once the flag it is given
+/// is set) and enforces `limits` on it: the flag is set once
+/// `limits.measure` has passed, the thread is then kicked every
+/// [`KICK_INTERVAL`] (a kick makes a blocking system call such as
+/// `KVM_RUN` fail with `EINTR`), and a thread that has still not answered
+/// by `limits.hard_limit` is abandoned with [`KvmProbeError::DidNotStop`].
+fn supervise<F>(limits: ProbeLimits, vcpu: F) -> Result<SpeedReport, KvmProbeError>
+where
+    F: FnOnce(&AtomicBool) -> Result<SpeedReport, KvmProbeError> + Send + 'static,
+{
     install_kick_handler();
     let stop = Arc::new(AtomicBool::new(false));
     let (sender, receiver) = mpsc::channel();
@@ -144,7 +157,7 @@ pub fn measure_protected_mode_speed(limits: ProbeLimits) -> Result<SpeedReport, 
     let handle = std::thread::Builder::new()
         .name("kvm-probe".into())
         .spawn(move || {
-            let result = run_probe_guest(&vcpu_stop);
+            let result = vcpu(&vcpu_stop);
             // The receiver may have given up already; nothing to do then.
             let _ = sender.send(result);
         })
@@ -479,16 +492,135 @@ mod tests {
         assert_eq!(report.instructions_per_second(), 0.0);
     }
 
+    /// How long a test waits for a probe before calling it hung: far
+    /// beyond every limit the tests set, so reaching it means the probe
+    /// does not end by itself, not that the host is slow.
+    const HANG_GUARD: Duration = Duration::from_secs(60);
+
+    /// A hard limit no responsive thread can miss, even on a loaded host
+    /// (below [`HANG_GUARD`], so a thread that never answers is still
+    /// reported as abandoned rather than hung).
+    const GENEROUS_HARD_LIMIT: Duration = Duration::from_secs(30);
+
+    /// Runs `probe` on its own thread and returns its result; fails the
+    /// test if it has not returned within [`HANG_GUARD`].
+    fn within_hang_guard<T: Send + 'static>(probe: impl FnOnce() -> T + Send + 'static) -> T {
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = sender.send(probe());
+        });
+        receiver
+            .recv_timeout(HANG_GUARD)
+            .expect("the probe did not return within the hang guard")
+    }
+
+    fn report_of(instructions: u64) -> SpeedReport {
+        SpeedReport {
+            instructions,
+            elapsed: Duration::from_secs(1),
+        }
+    }
+
     #[test]
-    fn probe_returns_within_its_hard_limit() {
+    fn a_vcpu_that_never_stops_is_abandoned_at_the_hard_limit() {
+        let limits = ProbeLimits {
+            measure: Duration::from_millis(10),
+            hard_limit: Duration::from_millis(50),
+        };
+        let (release, released) = mpsc::channel::<()>();
+        let (flag_sender, flag_seen) = mpsc::channel();
+        let result = within_hang_guard(move || {
+            supervise(limits, move |stop| {
+                // Deaf to the stop flag and to the kicks (the wait retries
+                // after EINTR): it returns only once the test releases it,
+                // which is after `supervise` has returned.
+                let _ = released.recv();
+                let _ = flag_sender.send(stop.load(Ordering::SeqCst));
+                Ok(report_of(1))
+            })
+        });
+        assert!(
+            matches!(result, Err(KvmProbeError::DidNotStop(limit)) if limit == limits.hard_limit),
+            "{result:?}"
+        );
+        assert!(result
+            .unwrap_err()
+            .to_string()
+            .contains("did not stop within 50ms and was abandoned"));
+        drop(release);
+        assert_eq!(
+            flag_seen.recv_timeout(HANG_GUARD),
+            Ok(true),
+            "the abandoned thread had been told to stop"
+        );
+    }
+
+    #[test]
+    fn a_vcpu_that_polls_the_stop_flag_is_told_to_stop_and_its_report_returned() {
+        let limits = ProbeLimits {
+            measure: Duration::from_millis(10),
+            hard_limit: GENEROUS_HARD_LIMIT,
+        };
+        let result = within_hang_guard(move || {
+            supervise(limits, |stop| {
+                while !stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Ok(report_of(42))
+            })
+        });
+        assert_eq!(result.unwrap(), report_of(42));
+    }
+
+    #[test]
+    fn a_vcpu_blocked_in_a_system_call_is_kicked_out_of_it() {
+        let limits = ProbeLimits {
+            measure: Duration::from_millis(10),
+            hard_limit: GENEROUS_HARD_LIMIT,
+        };
+        let result = within_hang_guard(move || {
+            supervise(limits, |stop| {
+                // Like `KVM_RUN`: blocked in the kernel until a signal
+                // handler runs. Blocks at least once, even when the flag
+                // is already set, so only a kick can end this.
+                let mut wakeups = 0;
+                loop {
+                    // SAFETY: pause(2) only waits for a signal; the kick
+                    // signal has a do-nothing handler (`supervise`
+                    // installs it before starting this thread).
+                    unsafe { libc::pause() };
+                    wakeups += 1;
+                    if stop.load(Ordering::SeqCst) {
+                        return Ok(report_of(wakeups));
+                    }
+                }
+            })
+        });
+        let report = result.expect("the kicks woke the blocked thread");
+        assert!(report.instructions >= 1);
+    }
+
+    #[test]
+    fn probe_of_the_hosts_dev_kvm_ends_with_a_result() {
         let limits = ProbeLimits {
             measure: Duration::from_millis(50),
             hard_limit: Duration::from_millis(400),
         };
-        let started = Instant::now();
-        let _result = measure_protected_mode_speed(limits);
-        // Building a VM may take a moment on its own; allow generous slack
-        // but far below "hangs".
-        assert!(started.elapsed() < limits.hard_limit + Duration::from_millis(600));
+        let opens = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_ok();
+        let result = within_hang_guard(move || measure_protected_mode_speed(limits));
+        match &result {
+            Ok(report) => assert!(report.instructions_per_second().is_finite()),
+            Err(KvmProbeError::DidNotStop(limit)) => assert_eq!(*limit, limits.hard_limit),
+            Err(_) => {}
+        }
+        assert_eq!(
+            matches!(result, Err(KvmProbeError::Open(_))),
+            !opens,
+            "/dev/kvm opens for this test: {opens}; the probe: {result:?}"
+        );
     }
 }
