@@ -142,3 +142,55 @@ fn privilege_changes_under_paging_keep_translations_and_mappings() {
         "{hidden} shadow fills for {events} round trips"
     );
 }
+
+#[test]
+fn int_iret_and_exception_deliveries_run_in_translated_code() {
+    // INT 0x80 from ring 3 and IRET back, INT 0x80 in ring 0, #DE from a
+    // zero divisor and #GP from HLT in ring 3, each delivered through its
+    // gate and returned from with IRET: after the first of each (which
+    // the monitor works out, and which maps the pages), translated code
+    // carries them out without an exit, with paging on and off.
+    // Full batches (not "quick"), so that the events outnumber the exits
+    // of the guest's setup and output by far.
+    for append in ["", "paging"] {
+        for name in [
+            "int80_ring3_iret",
+            "int_ring0_iret",
+            "de_delivery",
+            "gp_delivery",
+        ] {
+            let r = run(
+                Command::new(env!("CARGO_BIN_EXE_nestmon"))
+                    .args(["run", "--stats", "--append"])
+                    .arg(format!("{append} only={name}"))
+                    .arg("--kernel")
+                    .arg(events_elf("inline")),
+                Duration::from_secs(60),
+            );
+            assert_eq!(r.code, Some(0), "{name}: {}\n{}", describe(&r), r.stdout);
+            let line = r
+                .stdout
+                .lines()
+                .find(|l| l.starts_with(&format!("# {name}:")))
+                .unwrap_or_else(|| panic!("{name}: no batch line:\n{}", r.stdout));
+            let events: u64 = line
+                .split_whitespace()
+                .nth(2)
+                .and_then(|n| n.parse::<u64>().ok())
+                .map(|n| n * 8)
+                .unwrap_or_else(|| panic!("unparsable batch line {line:?}"));
+            let exits = stat(&r.stderr, "exits: emulated instruction");
+            assert!(events >= 10_000, "{name}: too few events to tell: {line}");
+            assert!(
+                exits < events / 4,
+                "{name} ({append}): {exits} monitor exits for {events} events:\n{}",
+                r.stderr
+            );
+            let in_monitor = stat(&r.stderr, "guest exceptions");
+            assert!(
+                in_monitor <= 4,
+                "{name}: {in_monitor} exceptions went to the monitor"
+            );
+        }
+    }
+}

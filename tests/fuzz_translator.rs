@@ -202,6 +202,9 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
             ignored_ports: None,
             // The limited mode also offers inline SYSENTER/SYSEXIT.
             transitions: (limited != 0).then_some(TRANSITIONS),
+            event: None,
+            divide_error: None,
+            split_events: limited != 0,
         };
         let unit = match translate(&req) {
             Ok(unit) => unit,

@@ -8,7 +8,6 @@ mod guestkit;
 use guestkit::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 /// The first ```c block after the "## Writing a guest" heading.
 fn readme_guest_source() -> String {

@@ -61,6 +61,9 @@ fn translation_cost(c: &mut Criterion) {
         cpuid: None,
         ignored_ports: None,
         transitions: None,
+        event: None,
+        divide_error: None,
+        split_events: false,
     };
     let insns = translator::translate(&req)
         .expect("sample translates")

@@ -65,6 +65,16 @@ pub const TRANSITION_SYSENTER: u32 = 1;
 /// IA32_SYSENTER_CS + 16 and + 24 with RPL 3).
 pub const TRANSITION_SYSEXIT: u32 = 2;
 
+/// `CpuState::transition` values from this one on name an inline INT n or
+/// IRET: the monitor's table of their outcomes, index `value - FIRST`.
+pub const TRANSITION_EVENT_FIRST: u32 = 16;
+
+/// `CpuState::iret_blockers`: NMIs are blocked (the IRET unblocks them).
+pub const IRET_BLOCKED_NMI: u32 = 1;
+/// `CpuState::iret_blockers`: a return to ring 3 would make DS, ES, FS or
+/// GS null (their DPL is below 3).
+pub const IRET_BLOCKED_DATA_SEGMENTS: u32 = 2;
+
 /// Guest segment registers in the order of the x86 encoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(usize)]
@@ -189,6 +199,18 @@ pub struct CpuState {
     /// guest's address space; an inline privilege change loads one into
     /// R15 and `window`.
     pub view_bases: [u64; 2],
+    /// Values an inline INT n or IRET read before its checks (see
+    /// `translate::InlineEvent`): they are compared only once every read
+    /// that can fault is done.
+    pub spill: [u64; 6],
+    /// Changes whenever the GDTR, the IDTR or TR changes (the monitor
+    /// counts): an inline INT n or IRET made for one value of it leaves
+    /// to the monitor under another.
+    pub tables_gen: u32,
+    /// Why an inline IRET must leave to the monitor now, kept by the run
+    /// loop before every entry: [`IRET_BLOCKED_NMI`],
+    /// [`IRET_BLOCKED_DATA_SEGMENTS`].
+    pub iret_blockers: u32,
     /// 1: the guest's x87/MMX registers in the host FPU are newer than
     /// `fx` (see [`CpuState::fx`]).
     pub fx_live: u32,
@@ -253,6 +275,9 @@ impl Default for CpuState {
             transition: 0,
             chain_mode: u32::MAX,
             view_bases: [0; 2],
+            spill: [0; 6],
+            tables_gen: 0,
+            iret_blockers: 0,
             fx_live: 0,
             fx: FxArea::reset(),
         }
@@ -315,6 +340,12 @@ pub mod off {
     pub const CHAIN_MODE: i32 = offset_of!(CpuState, chain_mode) as i32;
     /// `view_bases[v]` is at `VIEW_BASES + 8 * v`.
     pub const VIEW_BASES: i32 = offset_of!(CpuState, view_bases) as i32;
+    /// `spill[k]` is at `SPILL + 8 * k`.
+    pub const SPILL: i32 = offset_of!(CpuState, spill) as i32;
+    /// `tables_gen`.
+    pub const TABLES_GEN: i32 = offset_of!(CpuState, tables_gen) as i32;
+    /// `iret_blockers`.
+    pub const IRET_BLOCKERS: i32 = offset_of!(CpuState, iret_blockers) as i32;
     /// `fx`.
     pub const FX: i32 = offset_of!(CpuState, fx) as i32;
 }

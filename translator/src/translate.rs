@@ -13,6 +13,13 @@
 //!   can fault.
 //! - Every exit stores the guest EIP at which execution continues.
 
+mod events;
+
+pub use events::{
+    gp_outside_ring0, starts_own_unit, InlineEvent, InlineInt, InlineIret, IretTarget, ReadCheck,
+    MAX_CHECKS,
+};
+
 use crate::confine;
 use crate::emit::{mem, Emitter, Label};
 use crate::isa::{Availability, GuestIsa};
@@ -212,6 +219,15 @@ pub struct UnitRequest<'a> {
     /// SYSENTER and SYSEXIT carried out inline, as the monitor worked them
     /// out for the current system state (`None`: both go to the monitor).
     pub transitions: Option<Transitions>,
+    /// The unit's first instruction (an INT n or IRET) carried out inline,
+    /// as the monitor worked it out (`None`: the monitor carries it out).
+    pub event: Option<&'a InlineEvent>,
+    /// The #DE of a zero divisor delivered inline (`None`: a `Raise` exit).
+    pub divide_error: Option<&'a InlineInt>,
+    /// End the unit before an INT n or IRET that is not its first
+    /// instruction, so that it starts a unit of its own, for which the
+    /// monitor can offer an [`InlineEvent`].
+    pub split_events: bool,
 }
 
 /// What translated code needs to carry out SYSENTER or SYSEXIT itself:
@@ -306,6 +322,16 @@ pub mod fixup {
     /// EDI holds (ES base + EDI) mod 2^32.
     pub const DI_REBASED: u8 = 0x08;
 
+    /// A host fault anywhere in the instruction's emitted code means: let
+    /// the monitor carry the instruction out (an inline INT n or IRET, see
+    /// `events`; nothing of it took effect). Checked before the bits
+    /// above, which it does not combine with.
+    pub const REDO_IN_MONITOR: u8 = 0x7f;
+    /// A host fault here means: the instruction raises #DE (its divisor
+    /// was zero), which the monitor delivers (an inline #DE delivery that
+    /// faulted, nothing of it took effect).
+    pub const DIVIDE_ERROR_IN_MONITOR: u8 = 0x7e;
+
     /// The segment register number (0 = ES .. 5 = GS) ESI was rebased by.
     pub fn si_segment(f: u8) -> usize {
         usize::from((f >> 4) & 7)
@@ -365,6 +391,9 @@ struct Ctx<'a> {
     current: Option<Instruction>,
     emulated: Vec<Instruction>,
     inline_ports: Vec<u16>,
+    /// Extra (host offset, guest EIP, fix-up) entries inside the current
+    /// instruction's code, from where a fault is handled differently.
+    sub_entries: Vec<(u32, u32, u8)>,
 }
 
 fn err(e: iced_x86::IcedError) -> TranslateError {
@@ -438,6 +467,7 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         current: None,
         emulated: Vec::new(),
         inline_ports: Vec::new(),
+        sub_entries: Vec::new(),
     };
     let mut dec = Decoder::with_ip(
         req.mode.bitness(),
@@ -460,6 +490,10 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
             break;
         }
         let insn = dec.decode();
+        if req.split_events && !insns.is_empty() && starts_own_unit(&insn, req.mode.cpl0) {
+            cx.chain_exit(next)?;
+            break;
+        }
         pc_map.push((cx.e.pos() as u32, next));
         cx.fixup = fixup::NONE;
         let ends = if insn.is_invalid() {
@@ -470,6 +504,10 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
             cx.one(&insn)?
         };
         fixups.push(cx.fixup);
+        for (pos, eip, fix) in cx.sub_entries.drain(..) {
+            pc_map.push((pos, eip));
+            fixups.push(fix);
+        }
         insns.push(insn);
         next = insn.next_ip32();
         if insn.is_invalid() {
@@ -673,6 +711,9 @@ impl Ctx<'_> {
         if let Some(ends) = self.inline_transition(guest)? {
             return Ok(ends);
         }
+        if let Some(ends) = self.inline_event(guest)? {
+            return Ok(ends);
+        }
         if let Some(port) = self.ignored_port_access(guest) {
             self.inline_ports.push(port);
             return self.ignored_port_io(guest).map(|_| false);
@@ -873,7 +914,19 @@ impl Ctx<'_> {
         self.e.jmp_label(done);
         self.e.bind(zero);
         self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R13)?)?;
-        self.raise_exit(i, 0)?;
+        match self.req.divide_error {
+            Some(x) if self.req.max_insns > 1 => {
+                // A fault in the delivery (not in the division) redoes the
+                // instruction in the monitor.
+                self.sub_entries.push((
+                    self.e.pos() as u32,
+                    i.ip32(),
+                    fixup::DIVIDE_ERROR_IN_MONITOR,
+                ));
+                self.inline_int(x, i, i.ip32())?;
+            }
+            _ => self.raise_exit(i, 0)?,
+        }
         self.e.bind(done);
         Ok(())
     }
@@ -2091,6 +2144,8 @@ mod tests {
         emulate_tokens_from: Option<u32>,
         ignored_ports: Option<&'a PortSet>,
         transitions: Option<Transitions>,
+        event: Option<&'a InlineEvent>,
+        split_events: bool,
     }
 
     impl Default for Setup<'_> {
@@ -2107,6 +2162,8 @@ mod tests {
                 emulate_tokens_from: Some(0),
                 ignored_ports: None,
                 transitions: None,
+                event: None,
+                split_events: false,
             }
         }
     }
@@ -2131,6 +2188,9 @@ mod tests {
             cpuid: None,
             ignored_ports: setup.ignored_ports,
             transitions: setup.transitions,
+            event: setup.event,
+            divide_error: None,
+            split_events: setup.split_events,
         };
         translate(&req).unwrap()
     }
@@ -2398,6 +2458,169 @@ mod tests {
         };
         let u = unit_with_transitions(&[0x0f, 0x35], ring3, Some(offered));
         assert_eq!(u.emulated[0].code(), Code::Sysexitd);
+    }
+
+    fn ring3_flat() -> Mode {
+        Mode {
+            flat: true,
+            ..Mode::default()
+        }
+    }
+
+    fn int80_offer(software: bool) -> InlineEvent {
+        InlineEvent::Int(InlineInt {
+            vector: if software { 0x80 } else { 13 },
+            software,
+            error_code: (!software).then_some(0),
+            return_eip: 0x1002,
+            checks: vec![ReadCheck {
+                lin: 0x5400,
+                size: 8,
+                value: 0x00c0_ee00_0008_1234,
+            }],
+            esp0_at: Some(0x6004),
+            clears_if: true,
+            to: TO_RING0,
+            tables_gen: 7,
+            record: crate::state::TRANSITION_EVENT_FIRST,
+            supervisor_view: 0,
+        })
+    }
+
+    #[test]
+    fn offered_int_runs_inline_with_every_fault_redone_by_the_monitor() {
+        let offer = int80_offer(true);
+        let u = translate_with(
+            &[0xcd, 0x80],
+            Setup {
+                mode: ring3_flat(),
+                event: Some(&offer),
+                ..Setup::default()
+            },
+        );
+        let text = host_text(&u);
+        let supervisor = format!("mov r15,[r14+{:X}h]", off::VIEW_BASES);
+        assert!(text.contains(&supervisor), "{text:#?}");
+        assert!(
+            text.contains(&"mov r10d,6004h".to_string()),
+            "ESP0 read live"
+        );
+        let gen = format!("cmp dword ptr [r14+{:X}h],7", off::TABLES_GEN);
+        assert!(text.contains(&gen), "{text:#?}");
+        assert!(
+            text.contains(&"mov dword ptr [r15+r10-14h],1002h".to_string()),
+            "{text:#?}"
+        );
+        assert_eq!(u.sites.len(), 1, "a chainable jump to the handler");
+        assert_eq!(u.fixups, vec![fixup::REDO_IN_MONITOR]);
+        assert_eq!(u.emulated[0].code(), Code::Int_imm8, "the fallback");
+        // Another vector is not the one offered.
+        let u = translate_with(
+            &[0xcd, 0x81],
+            Setup {
+                mode: ring3_flat(),
+                event: Some(&offer),
+                ..Setup::default()
+            },
+        );
+        assert_eq!(u.fixups, vec![fixup::NONE]);
+    }
+
+    #[test]
+    fn offered_gp_delivery_replaces_hlt_only_outside_ring0() {
+        let offer = int80_offer(false);
+        let user = translate_with(
+            &[0xf4],
+            Setup {
+                mode: ring3_flat(),
+                event: Some(&offer),
+                ..Setup::default()
+            },
+        );
+        let text = host_text(&user);
+        assert!(
+            text.contains(&"mov dword ptr [r15+r10-18h],0".to_string()),
+            "error code pushed: {text:#?}"
+        );
+        assert!(
+            text.contains(&"mov dword ptr [r15+r10-14h],1000h".to_string()),
+            "the faulting EIP is pushed: {text:#?}"
+        );
+        let ring0 = translate_with(
+            &[0xf4],
+            Setup {
+                event: Some(&offer),
+                ..Setup::default()
+            },
+        );
+        assert_eq!(ring0.fixups, vec![fixup::NONE], "HLT at CPL 0 halts");
+    }
+
+    #[test]
+    fn split_events_start_a_unit_at_each_int_and_iret() {
+        let split = |code: &[u8], mode: Mode| {
+            translate_with(
+                code,
+                Setup {
+                    mode,
+                    split_events: true,
+                    ..Setup::default()
+                },
+            )
+        };
+        let u = split(&[0x90, 0xcd, 0x80], ring3_flat());
+        assert_eq!(u.insns.len(), 1, "ends before INT");
+        assert_eq!(u.guest_len, 1);
+        let u = split(&[0x90, 0xcf], Setup::default().mode);
+        assert_eq!(u.insns.len(), 1, "ends before IRETD");
+        let u = split(&[0x90, 0xf4], ring3_flat());
+        assert_eq!(u.insns.len(), 1, "ends before HLT outside ring 0");
+        let u = split(&[0xcd, 0x80], ring3_flat());
+        assert_eq!(u.insns.len(), 1, "INT first: translated");
+    }
+
+    #[test]
+    fn offered_iret_picks_its_target_by_the_popped_cs() {
+        let target = |cs: u16, ss: u16, tag: u32| IretTarget {
+            selectors: [cs, ss],
+            to: InlineTransition { tag, ..TO_RING0 },
+            record: crate::state::TRANSITION_EVENT_FIRST,
+        };
+        let offer = InlineEvent::Iret(InlineIret {
+            checks: vec![],
+            outer: Some(target(0x1b, 0x23, 3)),
+            same: Some(target(0x08, 0x10, 4)),
+            tables_gen: 1,
+        });
+        let u = translate_with(
+            &[0xcf],
+            Setup {
+                event: Some(&offer),
+                ..Setup::default()
+            },
+        );
+        let text = host_text(&u);
+        let cs = |sel: &str| format!("cmp word ptr [r14+{:X}h],{sel}", off::SPILL + 40);
+        assert!(
+            text.contains(&cs("1Bh")) && text.contains(&cs("8")),
+            "{text:#?}"
+        );
+        assert!(text.contains(&"cmp r13w,23h".to_string()), "{text:#?}");
+        for tag in [3, 4] {
+            let table = format!("mov ecx,[r12+r11*8+{:X}h]", tag * crate::ibtc::TABLE_BYTES);
+            assert!(text.contains(&table), "looked up in tag {tag}: {text:#?}");
+        }
+        assert_eq!(u.fixups, vec![fixup::REDO_IN_MONITOR]);
+        // Outside ring 0 IRET is never inline.
+        let u = translate_with(
+            &[0xcf],
+            Setup {
+                mode: ring3_flat(),
+                event: Some(&offer),
+                ..Setup::default()
+            },
+        );
+        assert_eq!(u.fixups, vec![fixup::NONE]);
     }
 
     fn host_text(u: &Unit) -> Vec<String> {

@@ -24,6 +24,11 @@ pub(super) enum FaultOutcome {
     Guest(Fault),
     /// The guest cannot continue.
     Stop(StopReason),
+    /// A fault inside an inline INT n or IRET: nothing of it took effect;
+    /// the monitor carries the instruction out.
+    Redo,
+    /// A fault inside an inline #DE delivery: the monitor delivers it.
+    RedoDivideError,
 }
 
 /// The host exception behind a signal in translated code.
@@ -63,7 +68,31 @@ impl BtCore {
             FaultOutcome::CodeWrite => self.single_step(),
             FaultOutcome::Guest(fault) => self.raise(fault),
             FaultOutcome::Stop(reason) => Event::Stop(reason),
+            FaultOutcome::Redo => self.redo_in_monitor(),
+            FaultOutcome::RedoDivideError => self.redo_divide_error(),
         }
+    }
+
+    /// Delivers in the monitor a #DE whose inline delivery faulted, then
+    /// maps the pages the inline form touches.
+    pub(super) fn redo_divide_error(&mut self) -> Event {
+        self.stats.inline_event_redos += 1;
+        let old_esp = self.state.gpr[crate::cpu::context::ESP];
+        let event = self.raise(Exception::DivideError.into());
+        self.prefault_event_pages(old_esp);
+        event
+    }
+
+    /// Carries out in the monitor an INT n or IRET whose inline form
+    /// faulted, then maps the pages that form touches so that the next one
+    /// completes inline.
+    pub(super) fn redo_in_monitor(&mut self) -> Event {
+        self.stats.inline_event_redos += 1;
+        let old_esp = self.state.gpr[crate::cpu::context::ESP];
+        self.state.emulate_token = translator::translate::NO_TOKEN;
+        let event = self.emulate();
+        self.prefault_event_pages(old_esp);
+        event
     }
 
     /// Maps a host fault back to the guest instruction (restoring precise
@@ -88,6 +117,13 @@ impl BtCore {
             .saturating_sub(1);
         self.state.eip = t.pc_map.get(idx).map_or(t.key.eip, |p| p.1);
         let fix = t.fixups.get(idx).copied().unwrap_or(0);
+        match fix {
+            translator::translate::fixup::REDO_IN_MONITOR => return FaultOutcome::Redo,
+            translator::translate::fixup::DIVIDE_ERROR_IN_MONITOR => {
+                return FaultOutcome::RedoDivideError
+            }
+            _ => {}
+        }
         self.apply_fixup(fix);
         match host_exception(&f) {
             HostException::PageFault => self.resolve_memory_fault(f.addr, f.err & 2 != 0),

@@ -27,6 +27,7 @@
 mod context;
 mod counts;
 mod debug;
+mod events;
 mod exec;
 mod faults;
 mod frames;
@@ -91,6 +92,9 @@ pub struct BtStats {
     pub external_interrupts: u64,
     /// NMIs delivered.
     pub nmis: u64,
+    /// Inline INT n or IRET sequences that faulted (a page not yet in the
+    /// shadow) and were carried out by the monitor instead.
+    pub inline_event_redos: u64,
 }
 
 /// Why a vCPU could not be built.
@@ -205,6 +209,18 @@ pub struct BtCore {
     stats: BtStats,
     count_indirect: bool,
     hits_counter: Box<u64>,
+    /// The outcomes of inline INT n and IRET translations, by
+    /// `CpuState::transition` record (emptied with the cache).
+    event_outcomes: Vec<events::EventOutcome>,
+    /// The CS and SS selectors of ring 3 when it last ran (for the made-up
+    /// frame of an inline IRET's return to ring 3).
+    last_user_selectors: Option<(u16, u16)>,
+    /// GDTR, IDTR and TR as `CpuState::tables_gen` last counted them.
+    tables_seen: Option<(
+        crate::cpu::TableRegister,
+        crate::cpu::TableRegister,
+        crate::cpu::SegmentRegister,
+    )>,
     /// Units entered, counted by translated code while `count_indirect`
     /// (the `--stats` estimate of guest instructions executed).
     entries: counts::EntryCounts,
@@ -408,6 +424,10 @@ impl Vcpu for BtVcpu {
                 ("NMIs", v.nmis),
                 ("self-modifying writes", v.smc_writes),
                 ("hidden faults (shadow fills)", v.hidden_faults),
+                (
+                    "inline INT/IRET redone by the monitor",
+                    v.inline_event_redos,
+                ),
                 ("INVLPG (page invalidations)", v.page_invalidations),
                 ("invalidations", c.invalidations),
                 ("flushes", c.flushes),
@@ -552,6 +572,9 @@ impl BtCore {
             count_indirect: false,
             hits_counter: Box::new(0),
             entries: counts::EntryCounts::default(),
+            event_outcomes: Vec::new(),
+            last_user_selectors: None,
+            tables_seen: None,
             log: None,
             pending_io: None,
             string_io_done: false,
@@ -594,6 +617,17 @@ impl BtCore {
     /// selectors, allowed offsets) into the state block, for the registers
     /// that changed since the last copy.
     fn sync_segments(&mut self) {
+        let tables = (self.sys.gdtr, self.sys.idtr, self.sys.tr);
+        if self.tables_seen != Some(tables) {
+            self.tables_seen = Some(tables);
+            self.state.tables_gen = self.state.tables_gen.wrapping_add(1);
+        }
+        if self.sys.cpl == 3 {
+            self.last_user_selectors = Some((
+                self.sys.segment(Seg::Cs).selector.0,
+                self.sys.segment(Seg::Ss).selector.0,
+            ));
+        }
         for seg in Seg::ALL {
             let s = seg as usize;
             let reg = self.sys.segment(seg);
@@ -671,6 +705,7 @@ impl BtCore {
 
     fn run_translation(&mut self, entry: u64) {
         self.state.exit_reason = 0;
+        self.state.iret_blockers = self.iret_blockers();
         // SAFETY: `entry` is the entry of a live translation of our cache,
         // emitted for this state block and window; the stubs belong to the
         // same cache.
@@ -874,18 +909,7 @@ impl BtCore {
         if !apply(&mut sys) {
             return None;
         }
-        let limited = limited_segments(&sys);
-        let key = self.mode_key_of(&sys, limited);
-        let [cs, ss] = [Seg::Cs, Seg::Ss].map(|seg| sys.segment(seg));
-        Some(InlineTransition {
-            eip: 0,
-            esp: 0,
-            selectors: [cs.selector.0, ss.selector.0],
-            ranges: [cs.offset_ranges(), ss.offset_ranges()],
-            mode: key.mode,
-            tag: self.tag_of(key)?,
-            view: view_of(&sys) as u32,
-        })
+        self.inline_transition_for(&sys)
     }
 
     /// Applies to the system state the privilege change translated code
@@ -900,7 +924,10 @@ impl BtCore {
                 self.state.eflags &= !(Eflags::VM | Eflags::RF).bits();
                 crate::cpu::system::sysenter::sysenter_system_state(&mut self.sys)
             }
-            _ => crate::cpu::system::sysenter::sysexit_system_state(&mut self.sys),
+            translator::state::TRANSITION_SYSEXIT => {
+                crate::cpu::system::sysenter::sysexit_system_state(&mut self.sys)
+            }
+            record => self.apply_event_record(record),
         };
         debug_assert!(
             applied,
@@ -1088,6 +1115,7 @@ impl BtCore {
     fn flush(&mut self) {
         self.cache.flush();
         self.entries.retire_all();
+        self.event_outcomes.clear();
         self.emulated.clear();
         self.code_pages.clear();
         self.ibtc.clear();
@@ -1108,6 +1136,14 @@ impl BtCore {
         let linear = self.sys.segment(Seg::Cs).base.wrapping_add(eip);
         let (bytes, next_frame) = self.code_bytes(linear, key.phys);
         let page_end = eip.wrapping_add(PAGE_SIZE - (linear & (PAGE_SIZE - 1)));
+        let (event, divide_error) = if single == 0 && !mode.code16 {
+            (
+                self.first_event(eip, &bytes),
+                self.divide_error_offer(eip, &bytes),
+            )
+        } else {
+            (None, None)
+        };
         let code_offset = self.cache.aligned_next_offset();
         let host_base = self.cache.exec_addr(code_offset);
         let req = UnitRequest {
@@ -1138,6 +1174,9 @@ impl BtCore {
             emulate_tokens_from: (single == 0).then_some(self.emulated.len() as u32),
             cpuid: Some(&self.cpuid_answers),
             ignored_ports: self.ignored_ports.as_ref(),
+            event: event.as_ref(),
+            divide_error: divide_error.as_ref(),
+            split_events: single == 0,
         };
         let unit = translator::translate(&req)
             .map_err(|e| TranslateFailure::Other(format!("at EIP={eip:#010x}: {e}")))?;
@@ -1265,6 +1304,8 @@ impl BtCore {
                 faults::FaultOutcome::Hidden | faults::FaultOutcome::CodeWrite => continue,
                 faults::FaultOutcome::Guest(fault) => return self.raise(fault),
                 faults::FaultOutcome::Stop(reason) => return Event::Stop(reason),
+                faults::FaultOutcome::Redo => return self.redo_in_monitor(),
+                faults::FaultOutcome::RedoDivideError => return self.redo_divide_error(),
             }
         }
     }
