@@ -2,13 +2,15 @@
 //!
 //! The corpus in `tests/vmx/` drives most cases: every `invalid/*.vmx` must
 //! make `nestmon run FILE` exit with status 2 before running anything, and
-//! every `valid/*.vmx` must pass `nestmon run --check FILE`. Each file
-//! states what it expects in comment lines:
+//! every `valid/*.vmx` must pass `nestmon run --check FILE` (status 0 when
+//! it names a kernel; a valid file without one is refused by `run`, so
+//! `--check` prints its summary and exits 2). Each file states what it
+//! expects in comment lines:
 //! `# expect-stdout: TEXT` and `# expect-stderr: TEXT` (TEXT must appear;
 //! `{dir}` stands for the corpus directory).
 //!
-//! Only paths that exit before the guest runs are exercised here; the
-//! guest itself is tested elsewhere.
+//! Only paths that exit before the guest runs are exercised here; what each
+//! option does to a running guest is tested in tests/options.rs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -116,6 +118,19 @@ fn every_invalid_corpus_file_exits_2_with_its_message() {
     }
 }
 
+/// The message `run` and `run --check` give a `.vmx` file that names no
+/// kernel.
+const NO_KERNEL: &str = "no kernel to boot: nestmon boots a Multiboot kernel named by \
+                         nestmon.kernel = \"PATH\" in the file (or --kernel PATH)";
+
+/// Whether a corpus file sets `nestmon.kernel`.
+fn names_a_kernel(file: &Path) -> bool {
+    std::fs::read_to_string(file).unwrap().lines().any(|line| {
+        line.split_once('=')
+            .is_some_and(|(key, _)| key.trim().eq_ignore_ascii_case("nestmon.kernel"))
+    })
+}
+
 #[test]
 fn every_valid_corpus_file_passes_check() {
     let files = vmx_files("valid");
@@ -126,15 +141,65 @@ fn every_valid_corpus_file_passes_check() {
             .arg(&file)
             .output()
             .unwrap();
+        let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+        let (status, refusal) = if names_a_kernel(&file) {
+            (0, None)
+        } else {
+            (2, Some(format!("nestmon: {}: {NO_KERNEL}", file.display())))
+        };
         assert_eq!(
             output.status.code(),
-            Some(0),
-            "{}: stderr {}",
-            file.display(),
-            text(&output.stderr)
+            Some(status),
+            "{}: stderr {stderr}",
+            file.display()
         );
+        assert!(
+            stdout.starts_with("kernel: "),
+            "{}: {stdout}",
+            file.display()
+        );
+        if let Some(refusal) = refusal {
+            assert!(stderr.contains(&refusal), "{}: {stderr}", file.display());
+            assert!(
+                stdout.contains(&format!("refused: {NO_KERNEL}")),
+                "{stdout}"
+            );
+        }
         check_expectations(&file, &output);
     }
+}
+
+#[test]
+fn check_of_a_vmx_without_a_kernel_prints_its_summary_then_exits_2_as_run_does() {
+    let file = corpus("invalid").join("no_kernel.vmx");
+    let checked = run_check(&[file.to_str().unwrap()]);
+    let stdout = text(&checked.stdout);
+    assert_eq!(checked.status.code(), Some(2), "{}", text(&checked.stderr));
+    assert!(
+        stdout.contains("kernel: (none: `nestmon run` refuses this file, see below)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("memsize: 64 MiB"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("refused: {NO_KERNEL}")),
+        "{stdout}"
+    );
+    assert!(
+        text(&checked.stderr).contains(&format!("nestmon: {}: {NO_KERNEL}", file.display())),
+        "{}",
+        text(&checked.stderr)
+    );
+    let run = nestmon().arg("run").arg(&file).output().unwrap();
+    assert_refused(&run, NO_KERNEL);
+    let with_kernel = run_check(&[
+        file.to_str().unwrap(),
+        "--kernel",
+        corpus("valid")
+            .join("not-a-real-kernel.bin")
+            .to_str()
+            .unwrap(),
+    ]);
+    assert_eq!(with_kernel.status.code(), Some(0));
 }
 
 #[test]
@@ -304,16 +369,25 @@ fn software_exec_with_hardware_mmu_on_command_line_is_refused() {
 }
 
 #[test]
-fn allow_nested_false_does_not_refuse_a_host_without_an_outer_vmware_backdoor() {
-    // vmx.allowNested only matters when an outer VMware backdoor answers
-    // without nesting control; being inside KVM (or on bare metal) is fine.
-    let outer = monitor::probe::outer_hypervisor_signature(&monitor::probe::host_cpuid);
-    if outer.as_deref() == Some("VMwareVMware") {
-        eprintln!("skipped: the outer hypervisor is VMware");
-        return;
+fn set_accepts_vmware_topology_keys_under_cpuid_quietly() {
+    for key in ["cpuid.numSMT=2", "cpuid.coresPerSocket.cookie=2"] {
+        let output = run_check(&["--set", key]);
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        assert_eq!(text(&output.stderr), "", "{key}");
+        assert!(text(&output.stdout).contains("cpuid masks: 0"), "{key}");
     }
-    let output = run_check(&["--set", "vmx.allowNested=FALSE"]);
+}
+
+#[test]
+fn cpuid_mask_leaf_may_be_written_with_0x() {
+    let output = run_check(&[
+        "--set",
+        "cpuid.0x80000001.ecx=--------------------------------",
+        "--set",
+        "cpuid.0X1.edx=--------------------------------",
+    ]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("cpuid masks: 2"));
 }
 
 #[test]

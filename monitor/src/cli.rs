@@ -11,6 +11,9 @@
 //!   `probe` or `run --check` cannot write their output they say so on
 //!   stderr and exit with status 4 (host failure); a diagnostic stderr
 //!   refuses is dropped and never changes the exit status.
+//! * `run --check` exits as `run` would before the guest starts: 2 for
+//!   everything `run` refuses, including a `.vmx` file that names no
+//!   kernel (after printing the summary, whose `refused:` line says why).
 //! * Exit statuses are those of [`crate::exit_status`], shown by `--help`.
 
 use crate::config::{self, ConfigError, ConfigSources, Origin, VmConfig};
@@ -230,8 +233,13 @@ fn run(args: &RunArgs) -> i32 {
         }
     };
     if args.check {
-        return console::print_command_output(&describe(&prepared));
+        // 0, or 4 when standard output refused the summary.
+        let printed = console::print_command_output(&describe(&prepared));
+        if printed != 0 || prepared.vmx_without_kernel.is_none() {
+            return printed;
+        }
     }
+    // `run --check` refuses, after its summary, what `run` refuses.
     if let Some(vmx) = &prepared.vmx_without_kernel {
         diagnostic!("nestmon: {}: {NO_KERNEL}", vmx.display());
         return exit_status::BAD_INPUT;
@@ -435,6 +443,24 @@ mod tests {
                 .starts_with("command line (--set): cpuid.7.ebx: leaf 0x7"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn check_of_a_vmx_without_a_kernel_prints_the_summary_then_exits_2() {
+        let dir = std::env::temp_dir().join(format!("nestmon-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let vmx = dir.join("no-kernel.vmx");
+        std::fs::write(&vmx, "memsize = \"64\"\n").unwrap();
+        let path = vmx.to_str().unwrap();
+        let args = run_args(&["run", "--check", path]);
+        let prepared = prepare_run(&args).unwrap();
+        let summary = describe(&prepared);
+        assert!(summary.contains("memsize: 64 MiB"), "{summary}");
+        assert!(summary.contains("refused: no kernel to boot"), "{summary}");
+        assert_eq!(run(&args), 2);
+        let with_kernel = run_args(&["run", "--check", path, "--kernel", path]);
+        assert_eq!(run(&with_kernel), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

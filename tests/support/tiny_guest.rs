@@ -92,3 +92,24 @@ pub fn dies_of_ud2() -> Vec<u8> {
         "0f 0b", // ud2
     ]))
 }
+
+/// Prints the Multiboot command line (the kernel's name, a space and the
+/// `--append` / `nestmon.append` text) and a newline on COM1, then reports
+/// success (value 0) through isa-debug-exit.
+pub fn command_line_printer() -> Vec<u8> {
+    elf_guest(&assemble(&[
+        "66 ba f8 03", // mov dx, 0x3f8
+        "8b 73 10",    // mov esi, [ebx + 16] (cmdline)
+        "8a 06",       // next: mov al, [esi]
+        "84 c0",       // test al, al
+        "74 04",       // jz done
+        "ee",          // out dx, al
+        "46",          // inc esi
+        "eb f6",       // jmp next
+        "b0 0a",       // done: mov al, 10
+        "ee",          // out dx, al
+        "31 c0",       // xor eax, eax
+        "e6 f4",       // out 0xf4, al
+        "f4",          // hlt
+    ]))
+}

@@ -62,11 +62,18 @@ const ACCEPTED_WITHOUT_EFFECT: &[&str] = &["config.version"];
 /// itself ignores keys it does not use. `monitor_control.*` and other
 /// settings that change how the monitor runs are not among them: an unknown
 /// one of those is warned about.
+///
+/// Two entries start with `cpuid.` without being masks: VMware's processor
+/// topology (`cpuid.numSMT`, threads per core, and the bookkeeping it keeps
+/// beside `cpuid.coresPerSocket`: `.cookie`, `.auto`, `.mixedSize`), which
+/// has no effect with one vCPU. They are looked up before a `cpuid.` key is
+/// read as a mask ([`is_vmware_quiet`]).
 const VMWARE_QUIET_PREFIXES: &[&str] = &[
     "annotation",
     "bios.",
     "checkpoint.",
     "cleanshutdown",
+    "cpuid.corespersocket.",
     "cpuid.numsmt",
     "disk.enableuuid",
     "efi.",
@@ -117,6 +124,12 @@ const VMWARE_QUIET_PREFIXES: &[&str] = &[
     "vmxstats.",
     "xhci",
 ];
+
+/// Whether `key` (lower case) is one VMware writes that nestmon accepts
+/// quietly ([`VMWARE_QUIET_PREFIXES`]).
+fn is_vmware_quiet(key: &str) -> bool {
+    VMWARE_QUIET_PREFIXES.iter().any(|p| key.starts_with(p))
+}
 
 /// The recognized key closest to `key` (lower case) within two edits, to
 /// suggest for a misspelling.
@@ -275,15 +288,16 @@ fn apply(key: &str, entry: &Entry, builder: &mut Builder) -> Result<(), ConfigEr
             values::positive_count(entry)?;
         }
         _ if ACCEPTED_WITHOUT_EFFECT.contains(&key) => {}
+        // Before the mask arm: VMware's `cpuid.numSMT` is not a mask.
+        _ if is_vmware_quiet(key) => builder.info(format!(
+            "{}: VMware key \"{}\" has no effect in nestmon",
+            entry.origin, entry.key
+        )),
         _ if key.starts_with(CPUID_PREFIX) => apply_cpuid_mask(entry, config)?,
         _ if key.starts_with(GUESTINFO_PREFIX) && key.len() > GUESTINFO_PREFIX.len() => {
             let name = entry.key[GUESTINFO_PREFIX.len()..].to_string();
             config.guestinfo.insert(name, entry.value.clone());
         }
-        _ if VMWARE_QUIET_PREFIXES.iter().any(|p| key.starts_with(p)) => builder.info(format!(
-            "{}: VMware key \"{}\" has no effect in nestmon",
-            entry.origin, entry.key
-        )),
         _ => {
             let hint = closest_known_key(key)
                 .map(|known| format!("; did you mean \"{known}\"?"))
@@ -534,6 +548,40 @@ mod tests {
             warnings(text),
             vec!["/vm/t.vmx:2: unknown key \"memsze\" ignored; did you mean \"memsize\"?"]
         );
+    }
+
+    #[test]
+    fn vmware_topology_keys_under_cpuid_are_quiet_not_masks() {
+        let text = "cpuid.numSMT = \"2\"\ncpuid.coresPerSocket = \"2\"\n\
+                    cpuid.coresPerSocket.cookie = \"2\"\n";
+        let loaded = load(text).unwrap();
+        assert!(loaded.config.cpuid_masks.is_empty());
+        let infos: Vec<&str> = loaded
+            .diagnostics
+            .iter()
+            .map(|d| {
+                assert_eq!(d.severity, Severity::Info, "{d}");
+                d.message.as_str()
+            })
+            .collect();
+        assert_eq!(
+            infos,
+            [
+                "/vm/t.vmx:1: VMware key \"cpuid.numSMT\" has no effect in nestmon",
+                "/vm/t.vmx:3: VMware key \"cpuid.coresPerSocket.cookie\" has no effect in nestmon"
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_cpuid_keys_are_still_errors() {
+        for key in ["cpuid.1.zzz", "cpuid.numCores.eax", "cpuid.zz.eax"] {
+            let loaded = load(&format!("{key} = \"--------------------------------\"\n"));
+            match loaded {
+                Err(ConfigError::Cpuid { .. }) => {}
+                other => panic!("{key}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -564,6 +564,24 @@ mod tests {
     }
 
     #[test]
+    fn set_quoting_is_as_docs_config_md_describes_it() {
+        // Unquoted: verbatim, spaces, `#` and `|` included.
+        assert_eq!(
+            parse_setting("displayName= a |22 # b ").unwrap().value,
+            " a |22 # b "
+        );
+        // Quoted after spaces: escapes decoded, a trailing comment allowed.
+        assert_eq!(
+            parse_setting("displayName= \"q|22\" # note").unwrap().value,
+            "q\""
+        );
+        assert!(parse_setting("displayName=\"q\" junk").is_err());
+        // The key is checked as in a file, spaces around it ignored.
+        assert_eq!(parse_setting(" memsize =64").unwrap().key, "memsize");
+        assert!(parse_setting("mem size=64").is_err());
+    }
+
+    #[test]
     fn set_value_with_an_escaped_nul_is_refused_and_shown_escaped() {
         let error = parse_setting("displayName=\"x|00y\"").unwrap_err();
         assert!(matches!(error, ConfigError::BadSetting { .. }));

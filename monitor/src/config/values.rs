@@ -147,6 +147,33 @@ mod tests {
     }
 
     #[test]
+    fn uuid_ignores_spaces_and_dashes_anywhere() {
+        let want = [
+            0x56, 0x4d, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x01, 0x23, 0x45, 0x67,
+            0x89, 0xab,
+        ];
+        for written in [
+            "56 4d 01 23 45 67 89 ab-cd ef 01 23 45 67 89 ab",
+            "564d0123-4567-89ab-cdef-0123456789ab",
+            "564d0123456789abcdef0123456789ab",
+            "-5-6 4d0123456789abcdef0123456789a b-",
+        ] {
+            assert_eq!(
+                uuid(&entry("uuid.bios", written)).unwrap(),
+                want,
+                "{written}"
+            );
+        }
+        for bad in [
+            "56 4d",
+            "564d0123456789abcdef0123456789ag",
+            "56:4d:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:ab",
+        ] {
+            assert!(uuid(&entry("uuid.bios", bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn modes_parse_or_name_the_choices() {
         assert_eq!(
             mode(&entry("monitor.virtual_exec", "Hardware")).unwrap(),

@@ -21,7 +21,7 @@ use crate::devices::{IoBus, CONSOLE_CLOSED_STATUS};
 use crate::exit_status::{self, ExitConvention};
 use crate::vcpu::bt::BtVcpu;
 use crate::vcpu::{GuestRegisters, GuestStop, RegisterDump, StopReason, Vcpu, VcpuExit};
-use backdoor::outer::{power_on_handshake, NestingGuard, PortIoTransport};
+use backdoor::outer::{power_on_handshake, NestingGuard, OuterTransport, PortIoTransport};
 use backdoor::{Backdoor, HostFacts};
 use board::{Board, OutEnd};
 use signals::StopSignals;
@@ -265,10 +265,34 @@ fn vm_identity(vm: &VmConfig) -> String {
 fn outer_handshake(
     allow_nested: bool,
 ) -> Result<Option<NestingGuard<PortIoTransport>>, MachineError> {
-    if backdoor::outer::hypervisor_vendor().as_deref() != Some("VMwareVMware") {
+    let vendor = backdoor::outer::hypervisor_vendor();
+    let guard = nesting_handshake(vendor.as_deref(), allow_nested, PortIoTransport::open)?;
+    if guard.as_ref().is_some_and(NestingGuard::restricted) {
+        signals::arm_reopen_on_signals();
+    }
+    Ok(guard)
+}
+
+/// [`outer_handshake`] for a host whose CPUID leaf 0x4000_0000 named
+/// `vendor`, reaching its backdoor through whatever `open` returns (the
+/// real port, or a simulated outer hypervisor in tests). `open` is called
+/// only when `vendor` is VMware's: elsewhere the port must not be touched.
+/// A backdoor that cannot be opened (`ioperm` refused) means no handshake,
+/// with a line on stderr; one without nesting control refuses power-on
+/// ([`MachineError::BadInput`], exit status 2) unless `allow_nested`.
+fn nesting_handshake<T, E>(
+    vendor: Option<&str>,
+    allow_nested: bool,
+    open: impl FnOnce() -> Result<T, E>,
+) -> Result<Option<NestingGuard<T>>, MachineError>
+where
+    T: OuterTransport,
+    E: std::fmt::Display,
+{
+    if vendor != Some(backdoor::outer::VMWARE_VENDOR) {
         return Ok(None);
     }
-    let transport = match PortIoTransport::open() {
+    let transport = match open() {
         Ok(t) => t,
         Err(e) => {
             diagnostic!("nestmon: the outer hypervisor is VMware but its backdoor cannot be reached ({e}); no nesting handshake");
@@ -277,9 +301,6 @@ fn outer_handshake(
     };
     let guard = power_on_handshake(transport, allow_nested)
         .map_err(|e| MachineError::BadInput(e.to_string()))?;
-    if guard.restricted() {
-        signals::arm_reopen_on_signals();
-    }
     match guard.nesting_version() {
         Some(v) if guard.restricted() => diagnostic!("nestmon: outer VMware backdoor restricted while the guest runs (nesting control v{v})"),
         _ => diagnostic!("nestmon: the outer VMware backdoor has no nesting control; running because vmx.allowNested = \"TRUE\""),
