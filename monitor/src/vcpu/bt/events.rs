@@ -280,7 +280,11 @@ impl BtCore {
             return None;
         }
         let esp0 = u64::from(tss_esp0)..u64::from(tss_esp0) + 1;
-        let skip = if outer { std::slice::from_ref(&esp0) } else { &[] };
+        let skip = if outer {
+            std::slice::from_ref(&esp0)
+        } else {
+            &[]
+        };
         let checks = checks_of(&dry.reads, skip)?;
         let clears_if = !dry.eflags.contains(Eflags::IF);
         let (handler, sys) = (dry.eip, dry.sys);
