@@ -203,14 +203,17 @@ pub struct CpuState {
     /// `translate::InlineEvent`): they are compared only once every read
     /// that can fault is done.
     pub spill: [u64; 6],
-    /// Changes whenever the GDTR, the IDTR or TR changes (the monitor
-    /// counts): an inline INT n or IRET made for one value of it leaves
-    /// to the monitor under another.
+    /// Changes whenever the GDTR, the IDTR, the LDTR or TR changes (the
+    /// monitor counts): an inline INT n or IRET made for one value of it
+    /// leaves to the monitor under another.
     pub tables_gen: u32,
     /// Why an inline IRET must leave to the monitor now, kept by the run
     /// loop before every entry: [`IRET_BLOCKED_NMI`],
     /// [`IRET_BLOCKED_DATA_SEGMENTS`].
     pub iret_blockers: u32,
+    /// 1: the exit comes from an inline INT n, IRET or exception delivery
+    /// whose checks failed (the monitor resets it).
+    pub event_bail: u32,
     /// 1: the guest's x87/MMX registers in the host FPU are newer than
     /// `fx` (see [`CpuState::fx`]).
     pub fx_live: u32,
@@ -278,6 +281,7 @@ impl Default for CpuState {
             spill: [0; 6],
             tables_gen: 0,
             iret_blockers: 0,
+            event_bail: 0,
             fx_live: 0,
             fx: FxArea::reset(),
         }
@@ -346,6 +350,8 @@ pub mod off {
     pub const TABLES_GEN: i32 = offset_of!(CpuState, tables_gen) as i32;
     /// `iret_blockers`.
     pub const IRET_BLOCKERS: i32 = offset_of!(CpuState, iret_blockers) as i32;
+    /// `event_bail`.
+    pub const EVENT_BAIL: i32 = offset_of!(CpuState, event_bail) as i32;
     /// `fx`.
     pub const FX: i32 = offset_of!(CpuState, fx) as i32;
 }

@@ -189,7 +189,11 @@ impl Ctx<'_> {
     }
 
     /// The delivery `x` for instruction `i`, pushing `return_eip`; a host
-    /// fault in it must be mapped to `fixup::REDO_IN_MONITOR` by the caller.
+    /// fault in it must be mapped to `fixup::REDO_IN_MONITOR` (or, for
+    /// #DE, `fixup::DIVIDE_ERROR_IN_MONITOR`) by the caller. A failed check
+    /// hands the instruction to the monitor, or for an exception the
+    /// monitor does not carry out by running the instruction (#DE), raises
+    /// it through a `Raise` exit.
     pub(super) fn inline_int(
         &mut self,
         x: &InlineInt,
@@ -249,7 +253,22 @@ impl Ctx<'_> {
         self.ins(i2!(Code::Mov_rm32_r32, state(off::EFLAGS), Register::R9D)?)?;
         self.privilege_change(&x.to, x.record)?;
         self.chain_exit_to_mode(x.to.eip, x.to.mode)?;
-        self.leave_to_monitor(bail, i, true)
+        if !x.software && x.vector == 0 {
+            self.e.bind(bail);
+            self.mark_bail()?;
+            self.ins(Instruction::with(Code::Popfq))?;
+            self.ins(i2!(Code::Mov_r64_rm64, Register::R15, state(off::WINDOW))?)?;
+            self.raise_exit(i, 0)?;
+            return Ok(true);
+        }
+        let quiet = self.e.label();
+        self.leave_to_monitor(bail, quiet, i, true)
+    }
+
+    /// Tells the monitor that an inline event's checks failed (it
+    /// retranslates a site that keeps failing them).
+    fn mark_bail(&mut self) -> Result<(), TranslateError> {
+        self.ins(i2!(Code::Mov_rm32_imm32, state(off::EVENT_BAIL), 1u32)?)
     }
 
     /// The frame of a delivery: SS and ESP (from ring 3), EFLAGS (in R11),
@@ -317,7 +336,10 @@ impl Ctx<'_> {
 
     fn inline_iret(&mut self, x: &InlineIret, i: &Instruction) -> Result<bool, TranslateError> {
         self.fixup = fixup::REDO_IN_MONITOR;
+        // `bail`: what the monitor worked out no longer holds; `quiet`:
+        // this IRET needs the monitor (TF, NT, a wanted window, ...).
         let bail = self.e.label();
+        let quiet = self.e.label();
         self.load_checks(&x.checks)?;
         let frame = [
             Register::R9D,
@@ -348,11 +370,11 @@ impl Ctx<'_> {
             Register::R11D,
             EFLAGS_TF | EFLAGS_VM | EFLAGS_RF | EFLAGS_AC
         )?)?;
-        self.e.jcc_label(5, bail);
+        self.e.jcc_label(5, quiet);
         self.ins(i2!(Code::Test_rm32_imm32, state(off::EFLAGS), EFLAGS_NT)?)?;
-        self.e.jcc_label(5, bail);
+        self.e.jcc_label(5, quiet);
         self.ins(i2!(Code::Cmp_rm32_imm32, state(off::WINDOW_WANTED), 0u32)?)?;
-        self.e.jcc_label(5, bail);
+        self.e.jcc_label(5, quiet);
         if let Some(target) = &x.outer {
             let next = self.e.label();
             self.compare_popped_cs(target, next)?;
@@ -364,16 +386,16 @@ impl Ctx<'_> {
             self.e.jcc_label(5, bail);
             let blockers =
                 crate::state::IRET_BLOCKED_NMI | crate::state::IRET_BLOCKED_DATA_SEGMENTS;
-            self.iret_commit(target, true, blockers, bail)?;
+            self.iret_commit(target, true, blockers, quiet)?;
             self.e.bind(next);
         }
         if let Some(target) = &x.same {
             self.compare_popped_cs(target, bail)?;
-            self.iret_commit(target, false, crate::state::IRET_BLOCKED_NMI, bail)?;
+            self.iret_commit(target, false, crate::state::IRET_BLOCKED_NMI, quiet)?;
         } else {
             self.e.jmp_label(bail);
         }
-        self.leave_to_monitor(bail, i, false)
+        self.leave_to_monitor(bail, quiet, i, false)
     }
 
     /// Jumps to `otherwise` unless the popped CS is `target`'s.
@@ -494,16 +516,21 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// The path of a failed comparison: the guest's flags back, the
-    /// current view's window register back, and the instruction handed to
-    /// the monitor.
+    /// The paths to the monitor, inside the PUSHFQ bracket: `bail` (a
+    /// comparison with what the monitor worked out failed, which it
+    /// counts) and `quiet` (the instruction needs the monitor this time);
+    /// then the guest's flags back, the current view's window register
+    /// back, and the instruction handed to the monitor.
     fn leave_to_monitor(
         &mut self,
         bail: crate::emit::Label,
+        quiet: crate::emit::Label,
         i: &Instruction,
         view_switched: bool,
     ) -> Result<bool, TranslateError> {
         self.e.bind(bail);
+        self.mark_bail()?;
+        self.e.bind(quiet);
         self.ins(Instruction::with(Code::Popfq))?;
         if view_switched {
             self.ins(i2!(Code::Mov_r64_rm64, Register::R15, state(off::WINDOW))?)?;

@@ -27,6 +27,10 @@ use translator::translate::{
     InlineEvent, InlineInt, InlineIret, IretTarget, ReadCheck, MAX_CHECKS,
 };
 
+/// After this many failed checks at one site its translation is made
+/// again, with the descriptors the guest uses now.
+pub(super) const EVENT_BAIL_LIMIT: u32 = 64;
+
 /// What an inline INT n or IRET leaves in the system state, applied by the
 /// run loop at the next exit (the `CpuState::transition` record).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -410,6 +414,24 @@ impl BtCore {
         self.sys.seg[Seg::Ss as usize] = outcome.ss;
         self.sys.interrupt_shadow = false;
         true
+    }
+
+    /// An inline event at EIP failed its checks: after
+    /// [`EVENT_BAIL_LIMIT`] failures its frame's translations are made
+    /// again, from what the guest's tables hold now.
+    pub(super) fn note_event_bail(&mut self) {
+        let eip = self.state.eip;
+        let count = self.event_bails.entry(eip).or_insert(0);
+        *count += 1;
+        if *count < EVENT_BAIL_LIMIT {
+            return;
+        }
+        self.event_bails.remove(&eip);
+        let lin = self.sys.segment(Seg::Cs).base.wrapping_add(eip);
+        if let Ok(phys) = self.linear_to_phys(lin, false) {
+            self.stats.inline_event_retranslations += 1;
+            self.untrace_code_frame(phys >> 12);
+        }
     }
 
     /// Why an inline IRET must leave to the monitor now (see

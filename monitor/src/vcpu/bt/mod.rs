@@ -95,6 +95,9 @@ pub struct BtStats {
     /// Inline INT n or IRET sequences that faulted (a page not yet in the
     /// shadow) and were carried out by the monitor instead.
     pub inline_event_redos: u64,
+    /// Inline INT n, IRET or exception sites retranslated because their
+    /// checks kept failing (a gate or descriptor the guest changed).
+    pub inline_event_retranslations: u64,
 }
 
 /// Why a vCPU could not be built.
@@ -212,6 +215,9 @@ pub struct BtCore {
     /// The outcomes of inline INT n and IRET translations, by
     /// `CpuState::transition` record (emptied with the cache).
     event_outcomes: Vec<events::EventOutcome>,
+    /// Inline events whose checks failed, by EIP, since their translation
+    /// (see `events::EVENT_BAIL_LIMIT`).
+    event_bails: HashMap<u32, u32>,
     /// The CS and SS selectors of ring 3 when it last ran (for the made-up
     /// frame of an inline IRET's return to ring 3).
     last_user_selectors: Option<(u16, u16)>,
@@ -219,6 +225,7 @@ pub struct BtCore {
     tables_seen: Option<(
         crate::cpu::TableRegister,
         crate::cpu::TableRegister,
+        crate::cpu::SegmentRegister,
         crate::cpu::SegmentRegister,
     )>,
     /// Units entered, counted by translated code while `count_indirect`
@@ -428,6 +435,10 @@ impl Vcpu for BtVcpu {
                     "inline INT/IRET redone by the monitor",
                     v.inline_event_redos,
                 ),
+                (
+                    "inline INT/IRET sites retranslated",
+                    v.inline_event_retranslations,
+                ),
                 ("INVLPG (page invalidations)", v.page_invalidations),
                 ("invalidations", c.invalidations),
                 ("flushes", c.flushes),
@@ -573,6 +584,7 @@ impl BtCore {
             hits_counter: Box::new(0),
             entries: counts::EntryCounts::default(),
             event_outcomes: Vec::new(),
+            event_bails: HashMap::new(),
             last_user_selectors: None,
             tables_seen: None,
             log: None,
@@ -617,7 +629,7 @@ impl BtCore {
     /// selectors, allowed offsets) into the state block, for the registers
     /// that changed since the last copy.
     fn sync_segments(&mut self) {
-        let tables = (self.sys.gdtr, self.sys.idtr, self.sys.tr);
+        let tables = (self.sys.gdtr, self.sys.idtr, self.sys.tr, self.sys.ldtr);
         if self.tables_seen != Some(tables) {
             self.tables_seen = Some(tables);
             self.state.tables_gen = self.state.tables_gen.wrapping_add(1);
@@ -716,6 +728,9 @@ impl BtCore {
 
     fn handle_exit(&mut self) -> Event {
         self.apply_inline_transition();
+        if std::mem::take(&mut self.state.event_bail) != 0 {
+            self.note_event_bail();
+        }
         match ExitReason::from_raw(self.state.exit_reason) {
             Some(ExitReason::ChainMiss) => {
                 self.stats.exits_chain_miss += 1;
@@ -881,6 +896,7 @@ impl BtCore {
             ),
             cpl_user: sys.cpl == 3,
             cs_base: sys.segment(Seg::Cs).base,
+            cr4_tsd: sys.cr4.contains(crate::cpu::Cr4::TSD),
         }
     }
 
@@ -953,14 +969,24 @@ impl BtCore {
     /// when the privilege changed, every shadow mapping when the address
     /// space changed.
     fn after_system_change(&mut self, before: ModeKey) {
+        let tables_before = self.state.tables_gen;
         self.sync_segments();
         let after = self.mode_key();
         if after.paging != before.paging {
             self.reset_address_space();
-        } else if after.cpl_user != before.cpl_user {
-            // User and supervisor code see the address space through their
-            // own views: a privilege change switches the window register.
-            self.select_view();
+        } else {
+            if self.state.tables_gen != tables_before || after.cr4_tsd != before.cr4_tsd {
+                // Inline INT n, IRET, SYSENTER and SYSEXIT were worked out
+                // under the old descriptor tables or for the old ring-3
+                // mode (rare: LGDT, LIDT, LLDT, LTR, task switches, TSD).
+                self.flush();
+            }
+            if after.cpl_user != before.cpl_user {
+                // User and supervisor code see the address space through
+                // their own views: a privilege change switches the window
+                // register.
+                self.select_view();
+            }
         }
         self.tag = self.tag_or_flush(after);
     }
@@ -1116,6 +1142,7 @@ impl BtCore {
         self.cache.flush();
         self.entries.retire_all();
         self.event_outcomes.clear();
+        self.event_bails.clear();
         self.emulated.clear();
         self.code_pages.clear();
         self.ibtc.clear();
@@ -1366,6 +1393,9 @@ struct ModeKey {
     /// The indirect-branch table maps EIPs, which name other code under
     /// another CS base.
     cs_base: u32,
+    /// CR4.TSD: it changes the mode of ring-3 code only, which inline
+    /// IRET and SYSEXIT in ring-0 translations embed.
+    cr4_tsd: bool,
 }
 
 #[derive(Debug)]
