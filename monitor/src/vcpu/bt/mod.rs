@@ -975,7 +975,9 @@ impl BtCore {
         if after.paging != before.paging {
             self.reset_address_space();
         } else {
-            if self.state.tables_gen != tables_before || after.cr4_tsd != before.cr4_tsd {
+            let tables_changed =
+                self.state.tables_gen != tables_before && !self.event_outcomes.is_empty();
+            if tables_changed || after.cr4_tsd != before.cr4_tsd {
                 // Inline INT n, IRET, SYSENTER and SYSEXIT were worked out
                 // under the old descriptor tables or for the old ring-3
                 // mode (rare: LGDT, LIDT, LLDT, LTR, task switches, TSD).
