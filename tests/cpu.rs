@@ -326,25 +326,3 @@ fn stats_estimate_guest_instructions_executed_from_units_entered() {
         r.stderr
     );
 }
-
-#[test]
-fn folded_displacement_whose_sum_wraps_at_4_gib_reaches_the_wrapped_address() {
-    // [ebx + disp] with ebx + disp >= 2^32: the guest's effective address
-    // wraps to 0x200000. Translated code folds the displacement into the
-    // host address, which lands in the window's guard; the instruction is
-    // then run alone, unfolded, and must read and write 0x200000.
-    let body = "mov dword ptr [0x200000], 0x1234abcd\n\
-                mov ebx, 0xf0000000\n\
-                mov eax, [ebx + 0x10200000]\n\
-                cmp eax, 0x1234abcd\n\
-                jne 1f\n\
-                mov dword ptr [ebx + 0x10200004], 0x5566\n\
-                cmp dword ptr [0x200004], 0x5566\n\
-                jne 1f\n\
-                xor eax, eax\n\
-                ret\n\
-                1: mov eax, 1\n\
-                ret";
-    let r = run_asm("wrap_disp", body, &[]);
-    assert_eq!(r.code, Some(0), "{}", describe(&r));
-}

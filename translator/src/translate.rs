@@ -786,19 +786,9 @@ impl Ctx<'_> {
 
     // ----- memory operands -------------------------------------------------
 
-    /// Computes the guest linear address of `i`'s memory operand into R10D,
-    /// or returns a base register and displacement usable as
-    /// `[r15 + base + disp]` directly: the displacement is folded into the
-    /// host addressing when the guest used one register and a displacement
-    /// in flat code (the host sum cannot wrap at 4 GiB as the guest's does:
-    /// a wrapping access lands in a window guard, and the monitor runs the
-    /// instruction again alone, unfolded; one-instruction units never
-    /// fold).
-    fn address(
-        &mut self,
-        i: &Instruction,
-        force_r10: bool,
-    ) -> Result<(Register, i64), TranslateError> {
+    /// Computes the guest linear address of `i`'s memory operand into R10D
+    /// (or returns a base register usable as `[r15 + base]` directly).
+    fn address(&mut self, i: &Instruction, force_r10: bool) -> Result<Register, TranslateError> {
         let seg = i.memory_segment();
         let base = i.memory_base();
         let index = i.memory_index();
@@ -806,14 +796,15 @@ impl Ctx<'_> {
         let sixteen = is_16bit_address(i);
         let seg_base = self.needs_seg_base(seg);
         let checked = self.req.mode.is_limited(seg);
-        let plain = !sixteen && !force_r10 && !checked && !seg_base;
-        if plain && index == Register::None && base != Register::None {
-            if disp == 0 {
-                return Ok((host64(base), 0));
-            }
-            if self.req.max_insns > 1 {
-                return Ok((host64(base), i64::from(disp as i32)));
-            }
+        if !sixteen
+            && !force_r10
+            && !checked
+            && !seg_base
+            && index == Register::None
+            && disp == 0
+            && base != Register::None
+        {
+            return Ok(host64(base));
         }
         self.offset_into_r10(i)?;
         if checked {
@@ -823,7 +814,7 @@ impl Ctx<'_> {
         if seg_base {
             self.add_seg_base(seg)?;
         }
-        Ok((Register::R10, 0))
+        Ok(Register::R10)
     }
 
     /// Checks the access of `size` bytes at offset R10 through `seg`
@@ -983,16 +974,8 @@ impl Ctx<'_> {
         i: &Instruction,
         force_r10: bool,
     ) -> Result<iced_x86::MemoryOperand, TranslateError> {
-        let (reg, disp) = self.address(i, force_r10)?;
-        Ok(iced_x86::MemoryOperand::new(
-            Register::R15,
-            reg,
-            1,
-            disp,
-            displ_size(disp),
-            false,
-            Register::None,
-        ))
+        let reg = self.address(i, force_r10)?;
+        Ok(mem(Register::R15, reg, 0))
     }
 
     // ----- generic instructions --------------------------------------------
@@ -1976,8 +1959,8 @@ fn set_memory(h: &mut Instruction, m: iced_x86::MemoryOperand) {
     h.set_memory_base(m.base);
     h.set_memory_index(m.index);
     h.set_memory_index_scale(1);
-    h.set_memory_displacement64(m.displacement as u64);
-    h.set_memory_displ_size(m.displ_size);
+    h.set_memory_displacement64(0);
+    h.set_memory_displ_size(0);
     h.set_segment_prefix(Register::None);
 }
 

@@ -42,11 +42,8 @@ pub struct Violation {
     pub what: String,
 }
 
-/// Largest displacement allowed on a window access: a guest displacement
-/// folded into the host addressing (any 32-bit one). With an index below
-/// 2^32, `r15 + index + disp` stays within 2^31 of the window, inside its
-/// 4 GiB guards (`shadowmmu::WINDOW_GUARD`).
-const MAX_WINDOW_DISP: i64 = 1 << 31;
+/// Largest displacement allowed on a window access (PUSHAD/POPAD reach 28).
+const MAX_WINDOW_DISP: i64 = 64;
 
 /// Checks the host code of one unit that runs at `base`; `poll` is the
 /// address of the poll word.

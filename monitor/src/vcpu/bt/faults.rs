@@ -29,10 +29,6 @@ pub(super) enum FaultOutcome {
     Redo,
     /// A fault inside an inline #DE delivery: the monitor delivers it.
     RedoDivideError,
-    /// An access whose displacement was folded into the host addressing
-    /// wrapped at 4 GiB (it reached a window guard): the instruction runs
-    /// again alone, unfolded.
-    Wrapped,
 }
 
 /// The host exception behind a signal in translated code.
@@ -74,7 +70,6 @@ impl BtCore {
             FaultOutcome::Stop(reason) => Event::Stop(reason),
             FaultOutcome::Redo => self.redo_in_monitor(),
             FaultOutcome::RedoDivideError => self.redo_divide_error(),
-            FaultOutcome::Wrapped => self.single_step(),
         }
     }
 
@@ -122,7 +117,6 @@ impl BtCore {
             .saturating_sub(1);
         self.state.eip = t.pc_map.get(idx).map_or(t.key.eip, |p| p.1);
         let fix = t.fixups.get(idx).copied().unwrap_or(0);
-        let alone = t.key.mode & super::SINGLE_STEP_MODE != 0;
         match fix {
             translator::translate::fixup::REDO_IN_MONITOR => return FaultOutcome::Redo,
             translator::translate::fixup::DIVIDE_ERROR_IN_MONITOR => {
@@ -132,7 +126,7 @@ impl BtCore {
         }
         self.apply_fixup(fix);
         match host_exception(&f) {
-            HostException::PageFault => self.resolve_memory_fault(f.addr, f.err & 2 != 0, alone),
+            HostException::PageFault => self.resolve_memory_fault(f.addr, f.err & 2 != 0),
             HostException::Guest(e) => FaultOutcome::Guest(e.into()),
             HostException::SimdFloatingPoint => {
                 // #XM needs CR4.OSXMMEXCPT; without it the CPU raises #UD.
@@ -171,13 +165,8 @@ impl BtCore {
     /// Classifies a host page fault in the window: a hidden fault (the
     /// shadow mapping was filled), a write to translated code, a guest
     /// exception, or an access outside guest RAM.
-    fn resolve_memory_fault(&mut self, host_addr: u64, write: bool, alone: bool) -> FaultOutcome {
+    fn resolve_memory_fault(&mut self, host_addr: u64, write: bool) -> FaultOutcome {
         let Some(lin) = self.window().linear_of(host_addr as usize) else {
-            if !alone {
-                // A folded displacement whose sum wrapped at 4 GiB (or an
-                // access straddling the top): decided unfolded, alone.
-                return FaultOutcome::Wrapped;
-            }
             // An access that straddles the top of the 4 GiB linear space
             // reached the guard after the window. With a 4 GiB segment
             // limit the SDM leaves it implementation-specific whether such

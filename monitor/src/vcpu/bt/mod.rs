@@ -1335,8 +1335,6 @@ impl BtCore {
                 faults::FaultOutcome::Stop(reason) => return Event::Stop(reason),
                 faults::FaultOutcome::Redo => return self.redo_in_monitor(),
                 faults::FaultOutcome::RedoDivideError => return self.redo_divide_error(),
-                // One-instruction units do not fold displacements.
-                faults::FaultOutcome::Wrapped => continue,
             }
         }
     }
