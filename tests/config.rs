@@ -120,8 +120,9 @@ fn every_invalid_corpus_file_exits_2_with_its_message() {
 
 /// The message `run` and `run --check` give a `.vmx` file that names no
 /// kernel.
-const NO_KERNEL: &str = "no kernel to boot: nestmon boots a Multiboot kernel named by \
-                         nestmon.kernel = \"PATH\" in the file (or --kernel PATH)";
+const NO_KERNEL: &str = "no kernel to boot: nestmon boots a Linux bzImage or a Multiboot \
+                         kernel named by nestmon.kernel = \"PATH\" in the file (or --kernel \
+                         PATH)";
 
 /// Whether a corpus file sets `nestmon.kernel`.
 fn names_a_kernel(file: &Path) -> bool {

@@ -1,15 +1,20 @@
 //! The port-I/O devices seen from outside: a tiny Multiboot guest that talks
 //! to COM1 and stops itself through isa-debug-exit, run by the `nestmon`
-//! binary; and the public `monitor::devices` API with each serial backend.
+//! binary; the public `monitor::devices` API with each serial backend; and
+//! the PC platform devices on the bus (ports, the injected clock, the
+//! configured RAM, the NMI mask, the reset request).
 
 use monitor::config::SerialBackend;
-use monitor::devices::{DeviceError, IoBus, IoOutcome};
+use monitor::devices::{
+    Clock, DeviceError, IoBus, IoOutcome, PcPlatform, I8042_COMMAND, I8042_DATA, PCI_CONFIG_BASE,
+    RTC_BASE,
+};
 use std::io::Read;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// 32-bit guest code: if EAX lacks the Multiboot magic, write 0x11 to port
 /// 0xf4 (failure code 17). Otherwise wait for COM1's transmitter to be
@@ -213,8 +218,111 @@ fn debug_exit_reports_the_value_of_each_width() {
 fn unclaimed_ports_read_as_ones_and_are_counted() {
     let mut bus = IoBus::new(&SerialBackend::None).expect("bus");
     assert_eq!(bus.read(0x2f8, 1), 0xff);
-    assert_eq!(bus.read(0xcf8, 4), 0xffff_ffff);
+    assert_eq!(bus.read(0x2e8, 4), 0xffff_ffff);
     assert_eq!(bus.write(0x80, 1, 0x12), IoOutcome::Continue);
     let counts: Vec<_> = bus.unclaimed_counts().collect();
-    assert_eq!(counts, vec![(0x80, 0, 1), (0x2f8, 1, 0), (0xcf8, 1, 0)]);
+    assert_eq!(counts, vec![(0x80, 0, 1), (0x2e8, 1, 0), (0x2f8, 1, 0)]);
+}
+
+/// A clock stopped at one instant.
+struct StoppedClock(SystemTime);
+
+impl Clock for StoppedClock {
+    fn now(&self) -> SystemTime {
+        self.0
+    }
+}
+
+/// 2024-02-29 12:34:56 UTC, a Thursday.
+const LEAP_DAY_NOON: u64 = 1_709_210_096;
+
+/// The standard bus plus the PC platform of a machine with `ram_mib`.
+fn pc_bus(ram_mib: u64) -> IoBus {
+    let mut bus = IoBus::new(&SerialBackend::None).expect("bus");
+    bus.add_pc_platform(PcPlatform {
+        ram_bytes: ram_mib << 20,
+        cpus: 1,
+        clock: Box::new(StoppedClock(
+            UNIX_EPOCH + Duration::from_secs(LEAP_DAY_NOON),
+        )),
+    })
+    .expect("platform");
+    bus
+}
+
+fn cmos(bus: &mut IoBus, index: u8) -> u8 {
+    bus.write(RTC_BASE, 1, index.into());
+    bus.read(RTC_BASE + 1, 1) as u8
+}
+
+#[test]
+fn pc_platform_claims_its_ports_and_not_their_neighbours() {
+    let bus = pc_bus(128);
+    for port in [0x60, 0x64, 0x70, 0x71, 0x510, 0x511]
+        .into_iter()
+        .chain(0xcf8..=0xcff)
+    {
+        assert!(bus.claims(port), "{port:#x} unclaimed");
+    }
+    // 0x72-0x73 are the second CMOS bank of later chipsets, 0x514 fw_cfg's
+    // DMA register: neither is modelled. (0x61, port B, is the PIT's.)
+    for port in [
+        0x5f, 0x62, 0x63, 0x65, 0x72, 0x73, 0xcf7, 0xd00, 0x50f, 0x512, 0x514,
+    ] {
+        assert!(!bus.claims(port), "{port:#x} claimed");
+    }
+}
+
+#[test]
+fn rtc_reads_the_injected_clock_through_the_bus() {
+    let mut bus = pc_bus(128);
+    let time: Vec<u8> = [0x00, 0x02, 0x04, 0x06, 0x07, 0x08, 0x09, 0x32]
+        .into_iter()
+        .map(|r| cmos(&mut bus, r))
+        .collect();
+    assert_eq!(time, [0x56, 0x34, 0x12, 0x05, 0x29, 0x02, 0x24, 0x20]);
+}
+
+#[test]
+fn cmos_and_fw_cfg_describe_the_configured_ram() {
+    let mut bus = pc_bus(256);
+    let above_16m = u16::from_le_bytes([cmos(&mut bus, 0x34), cmos(&mut bus, 0x35)]);
+    assert_eq!(above_16m, (256 - 16) * 16);
+    assert_eq!(bus.write(0x510, 2, 0x03), IoOutcome::Continue);
+    let ram: Vec<u8> = (0..8).map(|_| bus.read(0x511, 1) as u8).collect();
+    assert_eq!(u64::from_le_bytes(ram.try_into().unwrap()), 256 << 20);
+    bus.write(0x510, 2, 0x05);
+    assert_eq!(bus.read(0x511, 1), 1, "one processor");
+}
+
+#[test]
+fn rtc_index_bit_7_masks_nmi_for_the_machine() {
+    let mut bus = pc_bus(128);
+    let nmi = bus.nmi_mask();
+    assert!(!nmi.is_masked());
+    bus.write(RTC_BASE, 1, 0x8d);
+    assert!(nmi.is_masked());
+    assert_eq!(bus.read(RTC_BASE + 1, 1), 0x80, "register D");
+    bus.write(RTC_BASE, 1, 0x0d);
+    assert!(!nmi.is_masked());
+}
+
+#[test]
+fn keyboard_controller_reset_pulse_ends_the_run_as_a_reset() {
+    let mut bus = pc_bus(128);
+    assert_eq!(bus.write(I8042_COMMAND, 1, 0xaa), IoOutcome::Continue);
+    assert_eq!(bus.read(I8042_DATA, 1), 0x55);
+    assert_eq!(bus.write(I8042_COMMAND, 1, 0xfe), IoOutcome::Reset);
+}
+
+#[test]
+fn pci_host_bridge_answers_dword_and_byte_lane_reads() {
+    let mut bus = pc_bus(128);
+    bus.write(PCI_CONFIG_BASE, 4, 0x8000_0000);
+    assert_eq!(bus.read(PCI_CONFIG_BASE, 4), 0x8000_0000);
+    assert_eq!(bus.read(0xcfc, 4), 0x1237_8086);
+    assert_eq!(bus.read(0xcfe, 2), 0x1237);
+    bus.write(PCI_CONFIG_BASE, 4, 0x8000_0800); // 00:01.0
+    assert_eq!(bus.read(0xcfc, 4), 0xffff_ffff);
+    assert_eq!(bus.unclaimed_counts().count(), 0);
 }

@@ -2,7 +2,8 @@
 //! `nestmon run --help` and README.md): the guest's report through
 //! isa-debug-exit (0 success, 1 failure with its code on stderr, or QEMU's
 //! `(v << 1) | 1` with `--exit-status qemu`), 2 for bad input, 3 for a
-//! guest that cannot continue, 4 for a host failure. Signals (128 + N) are
+//! guest that cannot continue, 4 for a host failure, 5 for a guest that
+//! reset the machine through the keyboard controller. Signals (128 + N) are
 //! checked in tests/signals.rs, the closed console (141) in
 //! tests/streams.rs.
 
@@ -101,6 +102,31 @@ fn guest_that_cannot_continue_exits_3_under_both_conventions() {
 }
 
 #[test]
+fn guest_resetting_the_machine_exits_5_under_both_conventions() {
+    let dir = Scratch::new("exit-status-reset");
+    let kernel = dir.file(
+        "reset.elf",
+        &tiny_guest::elf_guest(&tiny_guest::assemble(&[
+            "b0 fe", // mov al, 0xfe (pulse the reset line)
+            "e6 64", // out 0x64, al (i8042 command)
+            "0f 0b", // ud2: not reached
+        ])),
+    );
+    let path = kernel.to_str().expect("utf-8 path");
+    for extra in [&[][..], &["--exit-status", "qemu"]] {
+        let mut args = vec!["run", "--kernel", path];
+        args.extend_from_slice(extra);
+        let r = run(&args);
+        assert_eq!(r.status, Some(5), "stderr:\n{}", r.stderr);
+        assert!(
+            r.stderr.contains("the guest reset the machine (port 0x64)"),
+            "stderr:\n{}",
+            r.stderr
+        );
+    }
+}
+
+#[test]
 fn host_failure_exits_4() {
     let refused = finish_within(
         TIME_LIMIT,
@@ -133,6 +159,7 @@ fn help_shows_the_exit_status_table() {
             "  2    bad input",
             "  3    the guest stopped",
             "  4    host failure",
+            "  5    the guest reset the machine",
             "  128+N  stopped by signal N",
             "  141  the console",
             "--exit-status qemu",

@@ -8,18 +8,19 @@
 //! RAM size and command line of the machine, and must satisfy:
 //!
 //! - the loader returns, without panicking, within the watchdog's limit;
-//! - on success: EAX/EBX are the Multiboot values, every reported segment
-//!   lies inside RAM, clear of the reported information area and of the
-//!   other segments, the entry point lies in one, the information area is
-//!   where [`InfoLayout`] puts it, the information structure and command
-//!   line are in RAM, and no byte outside the segments and the information
-//!   area changed;
+//! - on success: EAX is the Multiboot magic and EBX the information
+//!   structure of the reported information area, every reported segment
+//!   lies inside RAM, clear of that area and of the other segments, the
+//!   entry point lies in one, the area has the length [`InfoLayout`] gives
+//!   and lies between 0x1000 and 0x9fc00, the information structure and
+//!   command line are in RAM, and no byte outside the segments and the
+//!   information area changed;
 //! - on failure: a typed [`LoadError`] with a one-line message, and not one
 //!   byte of RAM changed;
 //! - loading the same image again gives the same result and the same bytes;
 //! - an unmutated synthetic image loads exactly as the documented rules
-//!   (`fuzz_loader/model.rs`) say, byte for byte, or is refused when they
-//!   refuse it.
+//!   (`fuzz_loader/model.rs`) say, byte for byte and with the information
+//!   area where they put it, or is refused when they refuse it.
 
 #[path = "support/fuzz.rs"]
 mod fuzz;
@@ -33,7 +34,7 @@ mod strategy;
 use fuzz::{Target, Watchdog};
 use image::Context;
 use model::{placement, Expectation, Plan};
-use monitor::loader::info::{InfoLayout, INFO_ADDR, INFO_FLAGS, STRINGS_ADDR};
+use monitor::loader::info::{InfoLayout, INFO_ADDR, INFO_FLAGS, INFO_OFFSET, INFO_SIZE};
 use monitor::loader::{load_multiboot_kernel, LoadError, LoadedKernel, BOOTLOADER_MAGIC};
 use proptest::prelude::*;
 use shadowmmu::{GuestPhys, GuestRam};
@@ -240,21 +241,26 @@ fn verify_loaded(
     cmdline: &str,
 ) -> Result<(), String> {
     let boot = &loaded.boot;
-    if (boot.eax, boot.ebx) != (BOOTLOADER_MAGIC, INFO_ADDR) {
-        return Err(format!("EAX/EBX are not the Multiboot values: {boot:?}"));
-    }
-    let info = InfoLayout::new(cmdline.len())
-        .map_err(|e| format!("loaded although the layout is refused: {e}"))?
-        .range();
-    if loaded.info_area != info {
+    let info = &loaded.info_area;
+    if (boot.eax, boot.ebx) != (BOOTLOADER_MAGIC, info.start + INFO_OFFSET) {
         return Err(format!(
-            "information area {:x?} is not {info:x?}",
-            loaded.info_area
+            "EAX/EBX are not the Multiboot values for the area {info:x?}: {boot:?}"
         ));
+    }
+    let len = InfoLayout::new(cmdline.len())
+        .map_err(|e| format!("loaded although the layout is refused: {e}"))?
+        .len();
+    if info.len() != len as usize || info.start < 0x1000 || info.end > 0x9_fc00 {
+        return Err(format!(
+            "information area {info:x?} is not {len:#x} bytes between 0x1000 and 0x9fc00"
+        ));
+    }
+    if !loaded.modules.is_empty() || loaded.module_list.is_some() {
+        return Err(format!("modules appeared from nowhere: {loaded:x?}"));
     }
     verify_segments(loaded, ram.len() as u64)?;
     verify_writes(loaded, written)?;
-    verify_information(ram, cmdline)
+    verify_information(ram, boot.ebx, cmdline)
 }
 
 fn verify_segments(loaded: &LoadedKernel, ram_size: u64) -> Result<(), String> {
@@ -302,12 +308,18 @@ fn verify_writes(loaded: &LoadedKernel, written: &[Range<usize>]) -> Result<(), 
     Ok(())
 }
 
-fn verify_information(ram: &[u8], cmdline: &str) -> Result<(), String> {
+fn verify_information(ram: &[u8], info_addr: u32, cmdline: &str) -> Result<(), String> {
     let word = |at: u32| image::read(ram, at as usize, 4);
-    if word(INFO_ADDR) != Some(INFO_FLAGS) {
-        return Err(format!("information flags are {:x?}", word(INFO_ADDR)));
+    if word(info_addr) != Some(INFO_FLAGS) {
+        return Err(format!("information flags are {:x?}", word(info_addr)));
     }
-    let start = STRINGS_ADDR as usize;
+    if word(info_addr + 16) != Some(info_addr + INFO_SIZE) {
+        return Err(format!(
+            "cmdline points at {:x?}, not right after the structure",
+            word(info_addr + 16)
+        ));
+    }
+    let start = (info_addr + INFO_SIZE) as usize;
     let expected = [cmdline.as_bytes(), b"\0"].concat();
     if ram.get(start..start + expected.len()) != Some(&expected[..]) {
         return Err("the command line is not in guest RAM".to_string());
@@ -329,7 +341,7 @@ fn expect(
     };
     let placed = match (plan, InfoLayout::new(cmdline.len())) {
         (Some(plan), Ok(layout)) => {
-            placement(plan, ram.len() as u64, &layout.range()).map(|p| (plan, p))
+            placement(plan, ram.len() as u64, layout.len()).map(|p| (plan, p))
         }
         _ => None,
     };
@@ -340,7 +352,13 @@ fn expect(
             loaded.segments
         )),
         (Some(_), Err(e)) => Err(format!("refused what the documented rules accept: {e}")),
-        (Some((plan, ranges)), Ok(loaded)) => {
+        (Some((plan, (ranges, info))), Ok(loaded)) => {
+            if loaded.info_area != info {
+                return Err(format!(
+                    "information area at {:x?}; the documented rules say {info:x?}",
+                    loaded.info_area
+                ));
+            }
             expect_layout(plan, &ranges, loaded, &case.image, ram)
         }
     }
@@ -456,6 +474,8 @@ mod checks_can_fail {
             },
             segments: vec![KERNEL],
             info_area: InfoLayout::new(4).unwrap().range(),
+            modules: Vec::new(),
+            module_list: None,
         }
     }
 
@@ -481,6 +501,18 @@ mod checks_can_fail {
         kernel.segments = vec![over_info];
         kernel.boot.eip = 0x8000;
         assert!(verify_segments(&kernel, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn an_information_area_of_the_wrong_length_or_place_is_caught() {
+        let ram = vec![0u8; 1 << 20];
+        let mut kernel = loaded();
+        let cmdline = "1234";
+        kernel.info_area.end += 1;
+        assert!(verify_loaded(&kernel, &[], &ram, cmdline).is_err());
+        let mut kernel = loaded();
+        kernel.boot.ebx += 4;
+        assert!(verify_loaded(&kernel, &[], &ram, cmdline).is_err());
     }
 
     #[test]

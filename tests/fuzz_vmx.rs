@@ -173,10 +173,10 @@ fn error_line(error: &ConfigError) -> Option<usize> {
         ConfigError::NotUtf8 { line, .. } | ConfigError::Syntax { line, .. } => Some(*line),
         ConfigError::InvalidValue { origin, .. }
         | ConfigError::MissingValue { origin, .. }
-        | ConfigError::KernelNotFound { origin, .. }
-        | ConfigError::KernelNotAFile { origin, .. }
-        | ConfigError::KernelTooLarge { origin, .. }
-        | ConfigError::KernelUnreadable { origin, .. }
+        | ConfigError::FileNotFound { origin, .. }
+        | ConfigError::NotAFile { origin, .. }
+        | ConfigError::FileTooLarge { origin, .. }
+        | ConfigError::FileUnreadable { origin, .. }
         | ConfigError::Cpuid { origin, .. } => match origin {
             Origin::File { line, .. } => Some(*line),
             Origin::CommandLine { .. } => None,
@@ -268,6 +268,9 @@ fn verify_config(config: &VmConfig) -> Result<(), String> {
         if !kernel.is_file() {
             return Err(format!("accepted a kernel that is not a file: {kernel:?}"));
         }
+    }
+    if let Some(item) = config.initrd.iter().find(|item| !item.path.is_file()) {
+        return Err(format!("accepted an initrd that is not a file: {item:?}"));
     }
     Ok(())
 }

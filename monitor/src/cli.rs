@@ -44,7 +44,7 @@ pub enum Command {
     /// Run a guest described by a .vmx file and/or flags (the embedded
     /// default guest when no kernel is given).
     #[command(after_help = exit_status::TABLE)]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Report what this host offers (outer hypervisor, /dev/kvm, …) and the
     /// modes `automatic` would select.
     Probe(ProbeArgs),
@@ -59,12 +59,19 @@ pub struct RunArgs {
     /// Set or override any configuration key (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// The Multiboot kernel (config key nestmon.kernel).
+    /// The kernel: a Linux bzImage or a Multiboot kernel, told apart by
+    /// content (config key nestmon.kernel).
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
     /// The kernel command line (config key nestmon.append).
     #[arg(long, value_name = "STR", allow_hyphen_values = true)]
     pub append: Option<String>,
+    /// A Linux kernel's initrd, or a Multiboot kernel's modules as QEMU
+    /// takes them: "a.gz" for Linux; "mod1 args,mod2" for Multiboot (comma
+    /// separated, ",," for a comma in a name; the text after a file name's
+    /// first space is passed with that module) (config key nestmon.initrd).
+    #[arg(long, value_name = "FILES", allow_hyphen_values = true)]
+    pub initrd: Option<String>,
     /// Guest RAM in MiB (config key memsize).
     #[arg(long, value_name = "MiB")]
     pub memsize: Option<u64>,
@@ -143,6 +150,7 @@ impl RunArgs {
             settings: self.set.clone(),
             kernel: self.kernel.clone(),
             append: self.append.clone(),
+            initrd: self.initrd.clone(),
             memsize_mib: self.memsize,
         }
     }
@@ -254,10 +262,25 @@ fn run(args: &RunArgs) -> i32 {
 }
 
 /// Why a `.vmx` without a kernel is not run.
-const NO_KERNEL: &str = "no kernel to boot: nestmon boots a Multiboot kernel named by \
-     nestmon.kernel = \"PATH\" in the file (or --kernel PATH); it does not boot disk \
-     images yet, and runs its embedded demo guest only when neither a .vmx file nor a \
+const NO_KERNEL: &str = "no kernel to boot: nestmon boots a Linux bzImage or a Multiboot \
+     kernel named by nestmon.kernel = \"PATH\" in the file (or --kernel PATH); it does not \
+     boot disk images yet, and runs its embedded demo guest only when neither a .vmx file nor a \
      kernel is given";
+
+/// The initrd items as `run --check` shows them.
+fn describe_initrd(items: &[config::InitrdItem]) -> String {
+    if items.is_empty() {
+        return "(none)".to_string();
+    }
+    let shown: Vec<String> = items
+        .iter()
+        .map(|item| match &item.args {
+            Some(args) => format!("{} (arguments {args:?})", item.path.display()),
+            None => item.path.display().to_string(),
+        })
+        .collect();
+    shown.join(", ")
+}
 
 /// The `run --check` summary: the resolved configuration, one item a line.
 pub fn describe(prepared: &PreparedRun) -> String {
@@ -270,6 +293,7 @@ pub fn describe(prepared: &PreparedRun) -> String {
     let mut lines = vec![
         format!("kernel: {kernel}"),
         format!("append: {:?}", vm.append),
+        format!("initrd: {}", describe_initrd(&vm.initrd)),
         format!("memsize: {} MiB", vm.memsize_mib),
         format!(
             "displayName: {}",
@@ -349,7 +373,7 @@ mod tests {
 
     fn run_args(args: &[&str]) -> RunArgs {
         match parse(args).command {
-            Command::Run(run) => run,
+            Command::Run(run) => *run,
             Command::Probe(_) => panic!("parsed as probe"),
         }
     }
@@ -367,6 +391,8 @@ mod tests {
             "k.elf",
             "--append",
             "-v quiet",
+            "--initrd",
+            "m1 -x,m2",
             "--memsize",
             "64",
             "--stats",
@@ -380,6 +406,7 @@ mod tests {
         assert_eq!(sources.settings, vec!["a=1", "b=2"]);
         assert_eq!(sources.kernel, Some(PathBuf::from("k.elf")));
         assert_eq!(sources.append.as_deref(), Some("-v quiet"));
+        assert_eq!(sources.initrd.as_deref(), Some("m1 -x,m2"));
         assert_eq!(sources.memsize_mib, Some(64));
         let options = args.run_options(VmConfig::default());
         assert!(options.stats);

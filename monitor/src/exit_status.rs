@@ -6,12 +6,12 @@
 //!   that reports success exits with 0 and one that reports failure with 1
 //!   (its code goes to standard error); no other way of ending produces 0
 //!   or 1.
-//! * 2, 3 and 4 mean the same under both conventions; so do the statuses
-//!   above 128 (a signal, or the closed console as SIGPIPE).
+//! * 2, 3, 4 and 5 mean the same under both conventions; so do the
+//!   statuses above 128 (a signal, or the closed console as SIGPIPE).
 //! * With [`ExitConvention::Qemu`] the guest's report is QEMU's
 //!   isa-debug-exit status `(value << 1) | 1`, unchanged, for harnesses
 //!   written for `qemu-system-i386`; it can collide with 3 (a guest writing
-//!   1), as it does under QEMU.
+//!   1), as it does under QEMU, and with 5 (a guest writing 2).
 
 /// The guest reported success (isa-debug-exit value 0).
 pub const GUEST_SUCCESS: i32 = 0;
@@ -26,6 +26,10 @@ pub const GUEST_STOPPED: i32 = 3;
 /// The host failed: an mmap or file write that failed, output that
 /// standard output refused.
 pub const HOST_FAILURE: i32 = 4;
+/// The guest reset the machine (pulsed the reset line through the i8042
+/// keyboard controller); nestmon does not restart a guest, so the run ends
+/// here, cleanly, with `--stats` and `--guestinfo-out` written.
+pub const GUEST_RESET: i32 = 5;
 /// A stop signal ends the run with this plus the signal number (130, 143,
 /// 129); a closed console with 128 + SIGPIPE (141).
 pub const SIGNAL_BASE: i32 = 128;
@@ -39,6 +43,8 @@ Exit statuses:
   3    the guest stopped in a state it cannot continue from (triple fault,
        unsupported instruction, HLT with nothing to wake it); registers on stderr
   4    host failure (the host refused memory, a file or standard output)
+  5    the guest reset the machine (keyboard controller reset line); nestmon
+       does not restart guests
   128+N  stopped by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP)
   141  the console (COM1's output) was closed
 With --exit-status qemu a guest report exits as under qemu-system-i386 with
@@ -93,7 +99,13 @@ mod tests {
 
     #[test]
     fn monitor_statuses_are_distinct_from_guest_reports() {
-        let own = [BAD_INPUT, GUEST_STOPPED, HOST_FAILURE, SIGNAL_BASE];
+        let own = [
+            BAD_INPUT,
+            GUEST_STOPPED,
+            HOST_FAILURE,
+            GUEST_RESET,
+            SIGNAL_BASE,
+        ];
         for status in own {
             assert_ne!(status, GUEST_SUCCESS);
             assert_ne!(status, GUEST_FAILURE);

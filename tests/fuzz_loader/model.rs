@@ -37,9 +37,22 @@ pub enum Expectation {
     Plan(Plan),
 }
 
-/// The ranges a plan occupies if it fits in `ram_size` bytes clear of the
-/// information area, in ascending order; `None` if the loader must refuse it.
-pub fn placement(plan: &Plan, ram_size: u64, info: &Range<u32>) -> Option<Vec<Range<u32>>> {
+/// The end of usable low memory (the EBDA starts there): the information
+/// area ends at or below it.
+pub const LOW_MEMORY_END: u64 = 0x9_fc00;
+/// QEMU's address of the information area, tried first.
+pub const DEFAULT_INFO: u64 = 0x9000;
+/// The lowest base the area moves to, and the boundary it moves on.
+pub const INFO_SEARCH_START: u64 = 0x1000;
+
+/// The ranges a plan occupies if it fits in `ram_size` bytes, in ascending
+/// order, and where the information area of `info_len` bytes goes beside
+/// them; `None` if the loader must refuse it.
+pub fn placement(
+    plan: &Plan,
+    ram_size: u64,
+    info_len: u32,
+) -> Option<(Vec<Range<u32>>, Range<u32>)> {
     let mut spans: Vec<(u64, u64)> = plan
         .segments
         .iter()
@@ -50,12 +63,7 @@ pub fn placement(plan: &Plan, ram_size: u64, info: &Range<u32>) -> Option<Vec<Ra
             )
         })
         .collect();
-    let overlaps_info =
-        |&(start, end): &(u64, u64)| start < u64::from(info.end) && end > u64::from(info.start);
-    if spans
-        .iter()
-        .any(|span| span.1 > ram_size || overlaps_info(span))
-    {
+    if spans.iter().any(|span| span.1 > ram_size) {
         return None;
     }
     spans.sort_unstable();
@@ -69,12 +77,30 @@ pub fn placement(plan: &Plan, ram_size: u64, info: &Range<u32>) -> Option<Vec<Ra
     {
         return None;
     }
-    Some(
+    let info = info_area(&spans, u64::from(info_len))?;
+    Some((
         spans
             .into_iter()
             .map(|(start, end)| start as u32..end as u32)
             .collect(),
-    )
+        info,
+    ))
+}
+
+/// The documented place of the information area: QEMU's address when it is
+/// clear of every span, else the lowest 4 KiB boundary from 0x1000 where
+/// it is; always ending by [`LOW_MEMORY_END`].
+fn info_area(spans: &[(u64, u64)], len: u64) -> Option<Range<u32>> {
+    let clear = |base: u64| {
+        base + len <= LOW_MEMORY_END
+            && spans
+                .iter()
+                .all(|&(start, end)| start == end || end <= base || start >= base + len)
+    };
+    std::iter::once(DEFAULT_INFO)
+        .chain((INFO_SEARCH_START..LOW_MEMORY_END).step_by(INFO_SEARCH_START as usize))
+        .find(|&base| clear(base))
+        .map(|base| base as u32..(base + len) as u32)
 }
 
 #[cfg(test)]
@@ -95,29 +121,38 @@ mod tests {
         }
     }
 
+    const INFO_LEN: u32 = 0x600;
     const INFO: Range<u32> = 0x9000..0x9600;
 
     #[test]
     fn model_accepts_a_kernel_at_one_mib() {
-        let placed = placement(&plan(&[(0x10_0000, 0x100)], 0x10_0000), 2 << 20, &INFO);
+        let placed = placement(&plan(&[(0x10_0000, 0x100)], 0x10_0000), 2 << 20, INFO_LEN);
         let kernel = 0x10_0000..0x10_0100;
-        assert_eq!(placed, Some(vec![kernel]));
+        assert_eq!(placed, Some((vec![kernel], INFO)));
+    }
+
+    #[test]
+    fn model_moves_the_information_area_off_a_segment() {
+        let ram = 2 << 20;
+        let placed = placement(&plan(&[(0x95ff, 1)], 0x95ff), ram, INFO_LEN);
+        assert_eq!(placed.map(|p| p.1), Some(0x1000..0x1600));
+        let placed = placement(&plan(&[(0x1000, 0x9_f000)], 0x1000), ram, INFO_LEN);
+        assert_eq!(placed, None);
     }
 
     #[test]
     fn model_refuses_what_the_documentation_refuses() {
         let ram = 2 << 20;
         assert_eq!(
-            placement(&plan(&[(0x1f_ff00, 0x101)], 0x1f_ff00), ram, &INFO),
+            placement(&plan(&[(0x1f_ff00, 0x101)], 0x1f_ff00), ram, INFO_LEN),
             None
         );
-        assert_eq!(placement(&plan(&[(0x95ff, 1)], 0x95ff), ram, &INFO), None);
         let touching = plan(&[(0x10_0000, 0x10), (0x10_0010, 0x10)], 0x10_0000);
-        assert!(placement(&touching, ram, &INFO).is_some());
+        assert!(placement(&touching, ram, INFO_LEN).is_some());
         let overlapping = plan(&[(0x10_0000, 0x11), (0x10_0010, 0x10)], 0x10_0000);
-        assert_eq!(placement(&overlapping, ram, &INFO), None);
+        assert_eq!(placement(&overlapping, ram, INFO_LEN), None);
         assert_eq!(
-            placement(&plan(&[(0x10_0000, 0x10)], 0x10_0010), ram, &INFO),
+            placement(&plan(&[(0x10_0000, 0x10)], 0x10_0010), ram, INFO_LEN),
             None
         );
     }

@@ -590,7 +590,7 @@ fn values_for(key: &str) -> &'static [&'static str] {
         "memsize" => MEMSIZES,
         "monitor.virtual_exec" | "monitor.virtual_mmu" => MODES,
         "serial0.filetype" => SERIAL_TYPES,
-        "nestmon.kernel" | "serial0.filename" => PATHS,
+        "nestmon.kernel" | "nestmon.initrd" | "serial0.filename" => PATHS,
         "guestos" => GUEST_OSES,
         ".encoding" => ENCODINGS,
         "monitor_control.vt32"

@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 pub const KERNEL_KEY: &str = "nestmon.kernel";
 /// The key holding the kernel command line (`--append`).
 pub const APPEND_KEY: &str = "nestmon.append";
+/// The key naming Linux's initrd or the Multiboot modules (`--initrd`).
+pub const INITRD_KEY: &str = "nestmon.initrd";
 
 const VIRTUAL_EXEC_KEY: &str = "monitor.virtual_exec";
 const GUESTINFO_PREFIX: &str = "guestinfo.";
@@ -27,6 +29,7 @@ const CPUID_PREFIX: &str = "cpuid.";
 pub const KNOWN_KEYS: &[&str] = &[
     KERNEL_KEY,
     APPEND_KEY,
+    INITRD_KEY,
     "memsize",
     "displayName",
     "guestOS",
@@ -276,6 +279,7 @@ fn apply(key: &str, entry: &Entry, builder: &mut Builder) -> Result<(), ConfigEr
             builder.kernel_origin = Some(entry.origin.clone());
         }
         APPEND_KEY => config.append = entry.value.clone(),
+        INITRD_KEY => config.initrd = values::initrd_list(entry)?,
         "serial0.present" => builder.serial.present = Some(values::boolean(entry)?),
         "serial0.filetype" => builder.serial.file_type = Some(entry.clone()),
         "serial0.filename" => builder.serial.file_name = Some(entry.clone()),
@@ -429,7 +433,7 @@ fn warn_unused_file_name(serial: &SerialSettings, why: &str, diagnostics: &mut V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{from_entries, vmx::parse_vmx};
+    use crate::config::{from_entries, vmx::parse_vmx, InitrdItem};
     use crate::cpuid::{MaskVendor, Register};
     use std::path::{Path, PathBuf};
 
@@ -720,6 +724,36 @@ mod tests {
         );
         let error = load("cpuid.1.zzz = \"----\"\n").unwrap_err();
         assert!(error.to_string().contains("cpuid.1.zzz"), "{error}");
+    }
+
+    #[test]
+    fn initrd_key_lists_files_relative_to_the_vmx_with_their_arguments() {
+        let config = config("nestmon.initrd = \"a.gz,/m/b arg=1 x,c,,d\"\n");
+        let item = |path: &str, args: Option<&str>| InitrdItem {
+            path: PathBuf::from(path),
+            args: args.map(str::to_string),
+        };
+        assert_eq!(
+            config.initrd,
+            vec![
+                item("/vm/a.gz", None),
+                item("/m/b", Some("arg=1 x")),
+                item("/vm/c,d", None),
+            ]
+        );
+        assert!(self::config("nestmon.initrd = \"\"\n").initrd.is_empty());
+    }
+
+    #[test]
+    fn initrd_item_without_a_file_name_is_refused() {
+        for value in ["a,", ",a", " args", "a,,,"] {
+            let text = format!("nestmon.initrd = \"{value}\"\n");
+            let error = load(&text).unwrap_err();
+            assert!(
+                matches!(error, ConfigError::InvalidValue { .. }),
+                "{value:?}: {error:?}"
+            );
+        }
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod vmx;
 
 use crate::cpuid::{CpuidError, CpuidMask};
 use crate::input::{read_regular_file, FileKind, InputError};
+use crate::loader::modules::MAX_BOOT_FILE_BYTES;
 use crate::loader::MAX_KERNEL_FILE_BYTES;
 use crate::mode::ModeRequest;
 use std::collections::BTreeMap;
@@ -49,12 +50,16 @@ pub enum SerialBackend {
 /// A fully resolved VM description.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmConfig {
-    /// The Multiboot kernel to boot; `None` boots the embedded default guest
+    /// The kernel (a Linux bzImage or a Multiboot kernel) to boot; `None`
+    /// boots the embedded default guest
     /// (`nestmon.kernel`, `--kernel`).
     pub kernel: Option<PathBuf>,
-    /// The kernel command line (after the kernel's file name)
-    /// (`nestmon.append`, `--append`).
+    /// The kernel command line (for a Multiboot kernel, after the kernel's
+    /// file name) (`nestmon.append`, `--append`).
     pub append: String,
+    /// A Linux kernel's initrd, or a Multiboot kernel's modules
+    /// (`nestmon.initrd`, `--initrd`).
+    pub initrd: Vec<InitrdItem>,
     /// Guest RAM in MiB (`memsize`, `--memsize`).
     pub memsize_mib: u64,
     /// COM1 output (`serial0.*`).
@@ -103,6 +108,7 @@ impl Default for VmConfig {
         VmConfig {
             kernel: None,
             append: String::new(),
+            initrd: Vec::new(),
             memsize_mib: DEFAULT_MEMSIZE_MIB,
             serial0: SerialBackend::Stdio,
             guestinfo: BTreeMap::new(),
@@ -233,6 +239,52 @@ impl Loaded {
     }
 }
 
+/// What a file named in the configuration is for, in its messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileRole {
+    /// `nestmon.kernel`, `--kernel`.
+    Kernel,
+    /// An item of `nestmon.initrd`, `--initrd`.
+    Initrd,
+}
+
+impl FileRole {
+    /// The role with its indefinite article ("a kernel", "an initrd").
+    pub fn with_article(self) -> &'static str {
+        match self {
+            FileRole::Kernel => "a kernel",
+            FileRole::Initrd => "an initrd",
+        }
+    }
+
+    /// The most nestmon reads of such a file.
+    pub fn limit(self) -> u64 {
+        match self {
+            FileRole::Kernel => MAX_KERNEL_FILE_BYTES,
+            FileRole::Initrd => MAX_BOOT_FILE_BYTES,
+        }
+    }
+}
+
+impl fmt::Display for FileRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FileRole::Kernel => "kernel",
+            FileRole::Initrd => "initrd",
+        })
+    }
+}
+
+/// One item of `nestmon.initrd` (`--initrd`): a file, and the arguments
+/// written after it (passed with a Multiboot module, as QEMU does).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InitrdItem {
+    /// The file, relative to the `.vmx` file's directory if written there.
+    pub path: PathBuf,
+    /// The text after the first space of the item, if it has one.
+    pub args: Option<String>,
+}
+
 /// Everything `nestmon run` was given that describes the VM.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConfigSources {
@@ -244,6 +296,8 @@ pub struct ConfigSources {
     pub kernel: Option<PathBuf>,
     /// `--append`.
     pub append: Option<String>,
+    /// `--initrd`.
+    pub initrd: Option<String>,
     /// `--memsize`.
     pub memsize_mib: Option<u64>,
 }
@@ -332,53 +386,63 @@ pub enum ConfigError {
         /// The missing key.
         needed: String,
     },
-    /// The kernel file does not exist.
+    /// The kernel or initrd file does not exist.
     #[error(
-        "{origin}: kernel {} not found",
+        "{origin}: {role} {} not found",
         vmx::visible(&path.display().to_string())
     )]
-    KernelNotFound {
+    FileNotFound {
         /// Where it was named.
         origin: Origin,
+        /// What the file is for.
+        role: FileRole,
         /// The resolved path.
         path: PathBuf,
     },
-    /// The kernel path names a directory, FIFO, device or socket.
+    /// The kernel or initrd path names a directory, FIFO, device or socket.
     #[error(
-        "{origin}: kernel {} is {kind}, not a kernel file",
-        vmx::visible(&path.display().to_string())
+        "{origin}: {role} {} is {kind}, not {} file",
+        vmx::visible(&path.display().to_string()),
+        role.with_article()
     )]
-    KernelNotAFile {
+    NotAFile {
         /// Where it was named.
         origin: Origin,
+        /// What the file is for.
+        role: FileRole,
         /// The resolved path.
         path: PathBuf,
         /// What it names.
         kind: FileKind,
     },
-    /// The kernel file is larger than nestmon reads.
+    /// The kernel or initrd file is larger than nestmon reads.
     #[error(
-        "{origin}: kernel {} is larger than {} MiB ({limit} bytes), the most nestmon reads as a \
-         kernel",
+        "{origin}: {role} {} is larger than {} MiB ({limit} bytes), the most nestmon reads as \
+         {}",
         vmx::visible(&path.display().to_string()),
-        limit >> 20
+        limit >> 20,
+        role.with_article()
     )]
-    KernelTooLarge {
+    FileTooLarge {
         /// Where it was named.
         origin: Origin,
+        /// What the file is for.
+        role: FileRole,
         /// The resolved path.
         path: PathBuf,
         /// The most that is read.
         limit: u64,
     },
-    /// The kernel path exists but the host cannot look at it.
+    /// The kernel or initrd path exists but the host cannot look at it.
     #[error(
-        "{origin}: cannot read kernel {}: {source}",
+        "{origin}: cannot read {role} {}: {source}",
         vmx::visible(&path.display().to_string())
     )]
-    KernelUnreadable {
+    FileUnreadable {
         /// Where it was named.
         origin: Origin,
+        /// What the file is for.
+        role: FileRole,
         /// The resolved path.
         path: PathBuf,
         /// The host's error.
@@ -411,42 +475,49 @@ pub fn load(sources: &ConfigSources) -> Result<Loaded, ConfigError> {
     entries.extend(command_line_entries(sources)?);
     let (loaded, kernel_origin) = keys::build(entries)?;
     if let (Some(path), Some(origin)) = (&loaded.config.kernel, kernel_origin) {
-        check_kernel_file(path, origin)?;
+        check_input_file(path, origin, FileRole::Kernel)?;
+    }
+    if let Some(origin) = loaded.origin_of(keys::INITRD_KEY) {
+        for item in &loaded.config.initrd {
+            check_input_file(&item.path, origin.clone(), FileRole::Initrd)?;
+        }
     }
     Ok(loaded)
 }
 
-/// Checks, without opening it, that `path` is a regular file within
-/// [`MAX_KERNEL_FILE_BYTES`]; "not found" only when nothing is there.
-fn check_kernel_file(path: &Path, origin: Origin) -> Result<(), ConfigError> {
+/// Checks, without opening it, that `path` is a regular file within the
+/// limit of its `role`; "not found" only when nothing is there.
+fn check_input_file(path: &Path, origin: Origin, role: FileRole) -> Result<(), ConfigError> {
     let path_buf = path.to_path_buf();
     let metadata = match std::fs::metadata(path) {
         Ok(metadata) => metadata,
         Err(source) if source.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ConfigError::KernelNotFound {
+            return Err(ConfigError::FileNotFound {
                 origin,
+                role,
                 path: path_buf,
             })
         }
         Err(source) => {
-            return Err(ConfigError::KernelUnreadable {
+            return Err(ConfigError::FileUnreadable {
                 origin,
+                role,
                 path: path_buf,
                 source,
             })
         }
     };
     match FileKind::of(&metadata) {
-        FileKind::Regular if metadata.len() > MAX_KERNEL_FILE_BYTES => {
-            Err(ConfigError::KernelTooLarge {
-                origin,
-                path: path_buf,
-                limit: MAX_KERNEL_FILE_BYTES,
-            })
-        }
-        FileKind::Regular => Ok(()),
-        kind => Err(ConfigError::KernelNotAFile {
+        FileKind::Regular if metadata.len() > role.limit() => Err(ConfigError::FileTooLarge {
             origin,
+            role,
+            path: path_buf,
+            limit: role.limit(),
+        }),
+        FileKind::Regular => Ok(()),
+        kind => Err(ConfigError::NotAFile {
+            origin,
+            role,
             path: path_buf,
             kind,
         }),
@@ -531,6 +602,9 @@ fn command_line_entries(sources: &ConfigSources) -> Result<Vec<Entry>, ConfigErr
     }
     if let Some(append) = &sources.append {
         entries.push(flag_entry(keys::APPEND_KEY, append.clone(), "--append"));
+    }
+    if let Some(initrd) = &sources.initrd {
+        entries.push(flag_entry(keys::INITRD_KEY, initrd.clone(), "--initrd"));
     }
     if let Some(memsize) = sources.memsize_mib {
         entries.push(flag_entry("memsize", memsize.to_string(), "--memsize"));
@@ -634,9 +708,65 @@ mod tests {
             ..ConfigSources::default()
         })
         .unwrap_err();
-        assert!(matches!(error, ConfigError::KernelNotFound { .. }));
+        assert!(matches!(
+            error,
+            ConfigError::FileNotFound {
+                role: FileRole::Kernel,
+                ..
+            }
+        ));
         assert!(error.to_string().contains("k.vmx:1"), "{error}");
         assert_eq!(error.exit_status(), 2);
+    }
+
+    #[test]
+    fn initrd_items_must_be_files_named_where_they_were_set() {
+        let dir = temp_dir("initrd");
+        std::fs::write(dir.join("rd.gz"), b"rd").unwrap();
+        let vmx = dir.join("i.vmx");
+        std::fs::write(&vmx, "nestmon.initrd = \"rd.gz x=1,rd.gz\"\n").unwrap();
+        let loaded = load(&ConfigSources {
+            vmx: Some(vmx.clone()),
+            ..ConfigSources::default()
+        })
+        .unwrap();
+        let item = |args: Option<&str>| InitrdItem {
+            path: dir.join("rd.gz"),
+            args: args.map(str::to_string),
+        };
+        assert_eq!(loaded.config.initrd, vec![item(Some("x=1")), item(None)]);
+
+        std::fs::write(&vmx, "nestmon.initrd = \"rd.gz,gone.gz\"\n").unwrap();
+        let error = load(&ConfigSources {
+            vmx: Some(vmx),
+            ..ConfigSources::default()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ConfigError::FileNotFound {
+                    role: FileRole::Initrd,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("i.vmx:1: initrd "), "{error}");
+        assert!(error.to_string().ends_with("gone.gz not found"), "{error}");
+
+        let error = load(&ConfigSources {
+            initrd: Some(dir.display().to_string()),
+            ..ConfigSources::default()
+        })
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "command line (--initrd): initrd {} is a directory, not an initrd file",
+                dir.display()
+            )
+        );
     }
 
     #[test]
@@ -663,7 +793,8 @@ mod tests {
         assert!(
             matches!(
                 error,
-                ConfigError::KernelNotAFile {
+                ConfigError::NotAFile {
+                    role: FileRole::Kernel,
                     kind: FileKind::Directory,
                     ..
                 }
@@ -692,7 +823,7 @@ mod tests {
         })
         .unwrap_err();
         assert!(
-            matches!(error, ConfigError::KernelTooLarge { .. }),
+            matches!(error, ConfigError::FileTooLarge { .. }),
             "{error:?}"
         );
         std::fs::remove_file(dir.join("huge.elf")).unwrap();

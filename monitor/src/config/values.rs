@@ -4,7 +4,7 @@
 //! [`ConfigError::InvalidValue`] naming the setting's origin, key and the
 //! accepted forms.
 
-use super::{ConfigError, Entry};
+use super::{ConfigError, Entry, InitrdItem};
 use crate::mode::ModeRequest;
 use std::path::PathBuf;
 
@@ -93,11 +93,62 @@ pub fn path(entry: &Entry) -> Result<PathBuf, ConfigError> {
     if entry.value.is_empty() {
         return Err(invalid(entry, "a file name"));
     }
-    let written = PathBuf::from(&entry.value);
-    Ok(match entry.origin.base_directory() {
+    Ok(resolve(entry, &entry.value))
+}
+
+/// `written`, relative to the `.vmx` file's directory if `entry` was
+/// written there.
+fn resolve(entry: &Entry, written: &str) -> PathBuf {
+    let written = PathBuf::from(written);
+    match entry.origin.base_directory() {
         Some(base) if written.is_relative() => base.join(written),
         _ => written,
-    })
+    }
+}
+
+/// Reads `nestmon.initrd` as QEMU reads `-initrd`: items separated by
+/// commas (`,,` stands for a comma in an item), each a file name and,
+/// after the first space, its arguments. An empty value lists nothing.
+pub fn initrd_list(entry: &Entry) -> Result<Vec<InitrdItem>, ConfigError> {
+    let expected = "file names separated by commas (\",,\" for a comma in a name), each \
+                    optionally followed by a space and arguments (for Multiboot modules)";
+    if entry.value.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    split_list(&entry.value)
+        .into_iter()
+        .map(|item| {
+            let (file, args) = match item.split_once(' ') {
+                Some((file, args)) => (file, Some(args.to_string())),
+                None => (item.as_str(), None),
+            };
+            if file.is_empty() {
+                return Err(invalid(entry, expected));
+            }
+            Ok(InitrdItem {
+                path: resolve(entry, file),
+                args,
+            })
+        })
+        .collect()
+}
+
+/// Splits at each comma not doubled; a doubled comma is one comma.
+fn split_list(text: &str) -> Vec<String> {
+    let mut items = vec![String::new()];
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let current = items.last_mut().expect("never empty");
+        match c {
+            ',' if chars.peek() == Some(&',') => {
+                chars.next();
+                current.push(',');
+            }
+            ',' => items.push(String::new()),
+            _ => current.push(c),
+        }
+    }
+    items
 }
 
 #[cfg(test)]

@@ -4,6 +4,13 @@
 //! a binary search finds the only device that can own a port.
 
 use super::debug_exit::DebugExit;
+use super::fw_cfg::{self, FwCfg};
+use super::i8042::{I8042Port, I8042};
+use super::pci::{self, PciHost};
+use super::pic::{Irq, Pic, SharedPic};
+use super::pit::{HostMonotonicClock, Pit, SharedPit};
+use super::platform::PcPlatform;
+use super::rtc::{NmiMask, Rtc};
 use super::sink::open_serial_sink;
 use super::uart::{IrqLine, Uart};
 use super::{size_mask, ConsoleError, DeviceError, IoOutcome, PortDevice};
@@ -21,6 +28,14 @@ const COM1_PORTS: u16 = 8;
 pub const DEBUG_EXIT_BASE: u16 = 0xf4;
 /// Ports isa-debug-exit occupies.
 const DEBUG_EXIT_PORTS: u16 = 4;
+/// The RTC's index port (the data port follows).
+pub const RTC_BASE: u16 = 0x70;
+/// The i8042's data port.
+pub const I8042_DATA: u16 = 0x60;
+/// The i8042's status and command port.
+pub const I8042_COMMAND: u16 = 0x64;
+/// PCI CONFIG_ADDRESS (CONFIG_DATA is at `0xcfc`).
+pub const PCI_CONFIG_BASE: u16 = 0xcf8;
 
 /// A device and the ports it owns.
 struct Mapping {
@@ -53,6 +68,12 @@ pub struct IoBus {
     serial: Option<SerialBackend>,
     /// Why the last [`IoOutcome::ConsoleClosed`] was returned.
     console_error: Option<ConsoleError>,
+    /// The NMI mask bit of port 0x70 (the RTC's, once there is one).
+    nmi_mask: NmiMask,
+    /// The 8259A pair (ports 0x20-0x21, 0xa0-0xa1, ELCR 0x4d0-0x4d1).
+    pic: SharedPic,
+    /// The 8254 (ports 0x40-0x43, 0x61).
+    pit: SharedPit,
 }
 
 impl std::fmt::Debug for IoBus {
@@ -92,9 +113,15 @@ impl IoBus {
             com1_lost_bytes: uart.lost_bytes_counter(),
             serial,
             console_error: None,
+            nmi_mask: NmiMask::default(),
+            pic: SharedPic::new(Pic::new()),
+            pit: SharedPit::new(Pit::new(Arc::new(HostMonotonicClock::new()))),
         };
         bus.register(COM1_BASE, COM1_PORTS, Box::new(uart))?;
         bus.register(DEBUG_EXIT_BASE, DEBUG_EXIT_PORTS, Box::new(DebugExit))?;
+        bus.com1_irq.route_to(bus.pic.line(Irq::COM1));
+        bus.pic.clone().register(&mut bus)?;
+        bus.pit.clone().register(&mut bus)?;
         Ok(bus)
     }
 
@@ -141,7 +168,37 @@ impl IoBus {
         Ok(())
     }
 
-    /// COM1's interrupt line (IRQ 4), latched until taken.
+    /// Adds the PC platform devices describing `platform`: the RTC and
+    /// CMOS at 0x70-0x71, the i8042 at 0x60 and 0x64, PCI configuration
+    /// mechanism #1 at 0xcf8-0xcff, fw_cfg at 0x510-0x511.
+    pub fn add_pc_platform(&mut self, platform: PcPlatform) -> Result<(), DeviceError> {
+        let rtc = Rtc::new(platform.clock, platform.ram_bytes, self.nmi_mask.clone());
+        self.register(RTC_BASE, 2, Box::new(rtc))?;
+        let (data, command) = I8042Port::pair(I8042::new());
+        self.register(I8042_DATA, 1, Box::new(data))?;
+        self.register(I8042_COMMAND, 1, Box::new(command))?;
+        self.register(PCI_CONFIG_BASE, pci::PORTS, Box::new(PciHost::new()))?;
+        let fw_cfg = FwCfg::new(platform.ram_bytes, platform.cpus);
+        self.register(fw_cfg::SELECTOR_PORT, fw_cfg::PORTS, Box::new(fw_cfg))
+    }
+
+    /// The NMI mask bit (bit 7 of what the guest last wrote to port
+    /// 0x70), as a handle that follows later writes.
+    pub fn nmi_mask(&self) -> NmiMask {
+        self.nmi_mask.clone()
+    }
+
+    /// The PIC pair, which COM1 (IRQ 4) and the PIT (IRQ 0) drive.
+    pub fn pic(&self) -> SharedPic {
+        self.pic.clone()
+    }
+
+    /// The PIT.
+    pub fn pit(&self) -> SharedPit {
+        self.pit.clone()
+    }
+
+    /// COM1's interrupt line (IRQ 4, routed to the PIC), latched until taken.
     pub fn com1_irq(&self) -> IrqLine {
         self.com1_irq.clone()
     }
@@ -388,12 +445,12 @@ mod tests {
     #[test]
     fn unclaimed_accesses_are_counted_per_port() {
         let (mut bus, _) = bus();
-        bus.read(0x61, 1);
-        bus.read(0x61, 1);
+        bus.read(0x201, 1);
+        bus.read(0x201, 1);
         assert_eq!(bus.write(0x80, 1, 0x55), IoOutcome::Continue);
-        bus.write(0x61, 1, 0);
+        bus.write(0x201, 1, 0);
         let counts: Vec<_> = bus.unclaimed_counts().collect();
-        assert_eq!(counts, vec![(0x61, 2, 1), (0x80, 0, 1)]);
+        assert_eq!(counts, vec![(0x80, 0, 1), (0x201, 2, 1)]);
     }
 
     #[test]

@@ -8,7 +8,16 @@
 //! Devices at the moment:
 //! - COM1, a 16550A UART ([`Uart`], built on `vm_superio::Serial`) at
 //!   `0x3f8..=0x3ff`, writing to the configured serial backend;
-//! - QEMU's `isa-debug-exit` ([`DebugExit`]) at `0xf4..=0xf7`.
+//! - QEMU's `isa-debug-exit` ([`DebugExit`]) at `0xf4..=0xf7`;
+//! - the PC platform ([`IoBus::add_pc_platform`]): the MC146818 RTC and
+//!   CMOS ([`Rtc`]) at `0x70..=0x71`, the i8042 keyboard controller
+//!   ([`I8042`]) at `0x60` and `0x64`, PCI configuration mechanism #1 with
+//!   a host bridge ([`PciHost`]) at `0xcf8..=0xcff`, QEMU's fw_cfg
+//!   ([`FwCfg`]) at `0x510..=0x511`.
+//! - the 8259A PIC pair ([`pic::Pic`]) at `0x20..=0x21`, `0xa0..=0xa1` and
+//!   its ELCR at `0x4d0..=0x4d1`, and the 8254 PIT ([`pit::Pit`]) at
+//!   `0x40..=0x43` and port B `0x61`; COM1's IRQ 4 and the PIT's IRQ 0
+//!   reach the CPU through the PIC.
 //!
 //! Invariants:
 //! - Devices are pure state machines over their registers and an output
@@ -19,19 +28,33 @@
 //! - Access sizes are 1, 2 or 4 bytes; values passed to a device are masked
 //!   to the access size, and reads are masked the same way on return.
 //! - Devices never know the vCPU: a device that must stop the guest says so
-//!   through its [`IoOutcome`] (`Exit`, `ConsoleClosed`), and the machine
+//!   through its [`IoOutcome`] (`Exit`, `ConsoleClosed`, `Reset`), and the machine
 //!   decides what that means.
 
 mod bus;
 mod debug_exit;
+pub mod fw_cfg;
+pub mod i8042;
+pub mod pci;
+pub mod pic;
+pub mod pit;
+mod platform;
+pub mod rtc;
 mod sink;
 mod uart;
 
 #[cfg(test)]
 mod test_support;
 
-pub use bus::{IoBus, COM1_BASE, DEBUG_EXIT_BASE};
+pub use bus::{
+    IoBus, COM1_BASE, DEBUG_EXIT_BASE, I8042_COMMAND, I8042_DATA, PCI_CONFIG_BASE, RTC_BASE,
+};
 pub use debug_exit::DebugExit;
+pub use fw_cfg::FwCfg;
+pub use i8042::{I8042Port, I8042};
+pub use pci::PciHost;
+pub use platform::{PcPlatform, GUEST_CPUS};
+pub use rtc::{Clock, HostClock, NmiMask, Rtc};
 pub use sink::open_serial_sink;
 pub use uart::{IrqLine, Uart};
 
@@ -51,6 +74,10 @@ pub enum IoOutcome {
     /// run ends as a closed console would end it, with
     /// [`CONSOLE_CLOSED_STATUS`]; [`IoBus::console_error`] says why.
     ConsoleClosed,
+    /// The guest pulsed the CPU's reset line (the i8042's command 0xFE, or
+    /// its output port written with bit 0 clear): the machine ends the run
+    /// (see `crate::exit_status::GUEST_RESET`).
+    Reset,
 }
 
 /// The exit status of a run whose console was closed: 128 + SIGPIPE, what

@@ -9,28 +9,44 @@
 //! and the write returns [`IoOutcome::ConsoleClosed`] so that the machine
 //! stops the guest, as a closed console would. The UART has no input source
 //! yet: the receive FIFO stays empty.
+//!
+//! Interrupts: each interrupt the UART signals (an event of
+//! `vm_superio`) latches the [`IrqLine`] and, once the line is routed to
+//! the PIC ([`IrqLine::route_to`], IRQ4 on the bus), is one edge on that
+//! PIC input. MCR's OUT2, which gates the IRQ on a PC, is not modelled.
 
+use super::pic::PicLine;
 use super::{IoOutcome, PortDevice};
 use std::convert::Infallible;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use vm_superio::serial::{Error as SerialError, NoEvents};
 use vm_superio::{Serial, Trigger};
 
-/// An interrupt request line that stays raised until someone takes it.
+/// An interrupt request line that stays raised until someone takes it,
+/// and sends an edge to the PIC input it is routed to.
 ///
-/// Clones share the line: the UART raises it, the interrupt controller (or
-/// the run loop) takes it.
+/// Clones share the line: the UART raises it, tests (or a poller) take it.
 #[derive(Clone, Debug, Default)]
 pub struct IrqLine {
     raised: Arc<AtomicBool>,
+    route: Arc<OnceLock<PicLine>>,
 }
 
 impl IrqLine {
-    /// Raises the line.
+    /// Raises the line: latches it and pulses the PIC input it is routed to.
     pub fn raise(&self) {
         self.raised.store(true, Ordering::SeqCst);
+        if let Some(line) = self.route.get() {
+            line.pulse();
+        }
+    }
+
+    /// Sends every later [`IrqLine::raise`] to `line` as an edge (for all
+    /// clones); a line already routed keeps its first route.
+    pub fn route_to(&self, line: PicLine) {
+        let _ = self.route.set(line);
     }
 
     /// Whether the line is raised, leaving it as it is.

@@ -8,7 +8,7 @@ use crate::input::FileKind;
 use shadowmmu::RamError;
 use std::path::PathBuf;
 
-/// Why a Multiboot kernel could not be loaded.
+/// Why a kernel (Multiboot or Linux) or its initrd could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The kernel file could not be read.
@@ -40,26 +40,169 @@ pub enum LoadError {
         /// The most that is read.
         limit: u64,
     },
-    /// The image is neither ELF nor a flat image with Multiboot load addresses.
+    /// The image is neither a Linux bzImage, nor ELF, nor a flat image with
+    /// Multiboot load addresses.
     #[error(
-        "the kernel is not an ELF file (it does not begin with the bytes 7f 45 4c 46); nestmon \
-         boots ELF32 Multiboot kernels, or flat images whose Multiboot header sets flag bit 16 \
-         and gives load addresses"
+        "the kernel is not an ELF file (it does not begin with the bytes 7f 45 4c 46) nor a \
+         Linux bzImage (no \"HdrS\" at offset 0x202); nestmon boots Linux bzImages, ELF32 \
+         Multiboot kernels, or flat images whose Multiboot header sets flag bit 16 and gives \
+         load addresses"
     )]
     NotElf,
-    /// A Linux kernel in its own boot format (bzImage), without a
-    /// Multiboot header.
+    /// A Linux kernel whose boot protocol predates the 32-bit entry
+    /// nestmon uses.
     #[error(
-        "the kernel is a Linux bzImage (boot protocol {}.{:02}), not a Multiboot kernel: nestmon \
-         boots Multiboot v1 kernels (as `qemu-system-i386 -kernel` boots them); Linux's own \
-         boot protocol is not supported yet (README.md, \"What runs today\")",
+        "the kernel is a Linux kernel of boot protocol {}.{:02}; nestmon enters Linux through \
+         the 32-bit boot protocol, which needs protocol 2.04 or later (Linux 2.6.14 and newer)",
         version >> 8,
         version & 0xff
     )]
-    LinuxBzImage {
-        /// The boot protocol version (0x020f for 2.15).
+    LinuxProtocolTooOld {
+        /// The boot protocol version (0x0203 for 2.03).
         version: u16,
     },
+    /// A Linux zImage: its protected-mode part belongs at 0x10000.
+    #[error(
+        "the kernel is a Linux zImage (boot protocol {}.{:02}, loadflags bit 0, LOADED_HIGH, is \
+         clear): its protected-mode part must be loaded at 0x10000 and started in real mode; \
+         nestmon boots bzImages (`make bzImage`)",
+        version >> 8,
+        version & 0xff
+    )]
+    LinuxNotBzImage {
+        /// The boot protocol version.
+        version: u16,
+    },
+    /// The real-mode setup of a bzImage reaches the end of the file.
+    #[error(
+        "the bzImage is truncated: its setup_sects ({setup_sects}) put the real-mode setup at \
+         bytes 0..{setup_len:#x}, but the file has {file_len:#x} bytes, so the protected-mode \
+         kernel that follows the setup is missing"
+    )]
+    LinuxSetupTruncated {
+        /// `setup_sects` (4 when the header says 0).
+        setup_sects: u8,
+        /// Bytes of the boot sector and setup: `(setup_sects + 1) * 512`.
+        setup_len: u64,
+        /// Bytes in the file.
+        file_len: usize,
+    },
+    /// The protected-mode kernel is shorter than the header's `syssize`.
+    #[error(
+        "the bzImage is truncated: its header (syssize) gives the protected-mode kernel {syssize} \
+         bytes, but only {present} follow the setup"
+    )]
+    LinuxKernelTruncated {
+        /// `syssize` in bytes.
+        syssize: u64,
+        /// Bytes of the file after the setup.
+        present: u64,
+    },
+    /// The protected-mode kernel does not fit in RAM at its load address.
+    #[error(
+        "the protected-mode Linux kernel ({len} bytes) does not fit in guest RAM at code32_start \
+         {start:#x}{}: guest RAM ends at {ram_size:#x} ({} MiB); give the guest more memory \
+         (--memsize)",
+        if *start < super::linux::KERNEL_ADDR { " (below 1 MiB)" } else { "" },
+        ram_size >> 20
+    )]
+    LinuxKernelOutsideRam {
+        /// `code32_start`.
+        start: u32,
+        /// Bytes of the protected-mode kernel.
+        len: u64,
+        /// The size of guest RAM in bytes.
+        ram_size: u64,
+    },
+    /// The memory the kernel decompresses into does not fit in RAM.
+    #[error(
+        "the Linux kernel runs at {start:#x} and needs init_size {init_size:#x} bytes ({} MiB) from \
+         there before it reads the memory map, up to {:#x}, but guest RAM above 1 MiB ends at \
+         {ram_size:#x} ({} MiB){}",
+        init_size >> 20,
+        start.saturating_add(*init_size),
+        ram_size >> 20,
+        memsize_hint(start.saturating_add(*init_size))
+    )]
+    LinuxNeedsMoreRam {
+        /// The kernel's run-time start (`pref_address` or the load address
+        /// aligned to `kernel_alignment`).
+        start: u64,
+        /// `init_size`.
+        init_size: u64,
+        /// The size of guest RAM in bytes.
+        ram_size: u64,
+    },
+    /// The command line is longer than the kernel's `cmdline_size`.
+    #[error(
+        "the kernel command line is {len} bytes long, but this kernel takes at most {max} \
+         (cmdline_size)"
+    )]
+    LinuxCommandLineTooLong {
+        /// Its length.
+        len: usize,
+        /// The most the kernel (and low memory) takes.
+        max: usize,
+    },
+    /// More than one initrd, or arguments after its name, for Linux.
+    #[error(
+        "a Linux kernel takes one initrd file, but --initrd (nestmon.initrd) gives {count} \
+         item(s){}; a comma-separated list and arguments after a file name are for Multiboot \
+         modules",
+        if *has_args { " with arguments" } else { "" }
+    )]
+    LinuxInitrdNotOneFile {
+        /// How many items were given.
+        count: usize,
+        /// Whether an item had arguments.
+        has_args: bool,
+    },
+    /// The initrd does not fit between the kernel and its highest address.
+    #[error(
+        "the initrd is {size} bytes ({} MiB), but only {} bytes fit between the end of the \
+         kernel's memory ({lowest:#x}) and {limit:#x} (the lower of initrd_addr_max \
+         {addr_max:#x} + 1 and the end of guest RAM); give the guest more memory (--memsize)",
+        size >> 20,
+        limit.saturating_sub(*lowest)
+    )]
+    InitrdTooLarge {
+        /// Bytes of the initrd.
+        size: u64,
+        /// The lowest address it may take (page-aligned end of the kernel).
+        lowest: u64,
+        /// One past the highest byte it may take.
+        limit: u64,
+        /// The kernel's `initrd_addr_max`.
+        addr_max: u32,
+    },
+    /// An initrd or module file that cannot be used.
+    #[error("the initrd {} {}", path.display(), super::modules::describe_input_error(reason))]
+    InitrdFile {
+        /// The path given.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: crate::input::InputError,
+    },
+    /// Multiboot modules that do not fit in RAM above the kernel.
+    #[error(
+        "the {count} Multiboot module(s) and their list take guest memory from {start:#x} to \
+         {end:#x}, past the end of guest RAM at {ram_size:#x} ({} MiB); give the guest more \
+         memory (--memsize)",
+        ram_size >> 20
+    )]
+    ModulesDoNotFit {
+        /// How many modules.
+        count: usize,
+        /// Where the first module starts.
+        start: u64,
+        /// One past the last byte of the module list and strings.
+        end: u64,
+        /// The size of guest RAM in bytes.
+        ram_size: u64,
+    },
+    /// A module's path or arguments contain a NUL byte.
+    #[error("a Multiboot module's name or arguments contain a NUL byte")]
+    ModuleStringHasNul,
     /// An ELF executable without a Multiboot header: a program, not a
     /// kernel.
     #[error(
@@ -190,21 +333,19 @@ pub enum LoadError {
         /// The size of guest RAM in bytes.
         ram_size: u64,
     },
-    /// A segment that would overwrite the Multiboot information area.
+    /// The segments leave no room in low memory for the information area.
     #[error(
-        "the kernel segment at guest-physical {start:#010x}..{end:#010x} overlaps the Multiboot \
-         information area at {info_start:#x}..{info_end:#x}; link the kernel elsewhere (kernels \
-         usually load at 1 MiB)"
+        "the kernel's segments leave no room below {:#x} for the Multiboot information area \
+         ({len} bytes: memory map, information structure, command line): neither QEMU's \
+         address {:#x} nor any 4 KiB boundary from {:#x} is free; link the kernel elsewhere \
+         (kernels usually load at 1 MiB)",
+        super::info::LOW_MEMORY_END,
+        super::info::MMAP_ADDR,
+        super::info::AREA_SEARCH_START
     )]
-    SegmentOverlapsInfo {
-        /// First byte of the segment.
-        start: u32,
-        /// One past its last byte.
-        end: u64,
-        /// First byte of the information area.
-        info_start: u32,
-        /// One past its last byte.
-        info_end: u32,
+    NoRoomForInfo {
+        /// Bytes the area needs.
+        len: u32,
     },
     /// Two segments that claim the same guest-physical bytes.
     #[error(
@@ -241,6 +382,12 @@ pub enum LoadError {
     /// Guest RAM refused a write the checks above should have made safe.
     #[error("writing the kernel into guest RAM failed: {0}")]
     Ram(#[from] RamError),
+}
+
+/// ", give the guest at least N MiB (--memsize N)" for memory up to `end`.
+fn memsize_hint(end: u64) -> String {
+    let mib = end.div_ceil(4 << 20) * 4;
+    format!("; give the guest at least {mib} MiB (--memsize {mib})")
 }
 
 fn machine_name(machine: u16) -> &'static str {

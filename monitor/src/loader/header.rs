@@ -14,7 +14,7 @@ use super::LoadError;
 pub const HEADER_MAGIC: u32 = 0x1BAD_B002;
 /// The header must lie entirely within this many leading bytes of the image.
 pub const SEARCH_LIMIT: usize = 8192;
-/// Required bit 0: align boot modules on 4 KiB pages (no modules are loaded).
+/// Required bit 0: align boot modules on 4 KiB pages (they always are).
 pub const FLAG_PAGE_ALIGN_MODULES: u32 = 1 << 0;
 /// Required bit 1: provide `mem_*` and the memory map (always provided).
 pub const FLAG_MEMORY_INFO: u32 = 1 << 1;

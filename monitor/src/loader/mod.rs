@@ -1,21 +1,29 @@
-//! The Multiboot v1 loader: puts a 32-bit kernel into guest RAM the way
-//! `qemu-system-i386 -kernel` does, and says how to enter it.
+//! The kernel loader: puts a 32-bit kernel, and the files given with it,
+//! into guest RAM the way `qemu-system-i386 -kernel K -initrd F` does, and
+//! says how to enter it. [`load_kernel`] tells the formats apart by content:
 //!
-//! Two image kinds are loaded:
-//! - ELF32 little-endian i386 executables: every PT_LOAD segment with a
-//!   non-zero memory size is copied to its `p_paddr` and zero-filled to
-//!   `p_memsz`;
-//! - any image whose Multiboot header sets flag bit 16: the header's address
-//!   fields say which file range goes where (this wins over ELF, as in QEMU).
+//! - a Linux bzImage (the "HdrS" signature at offset 0x202, looked at first,
+//!   as QEMU does) is loaded by the 32-bit boot protocol ([`linux`]), with
+//!   at most one initrd;
+//! - anything else must be a Multiboot v1 kernel:
+//!   - ELF32 little-endian i386 executables: every PT_LOAD segment with a
+//!     non-zero memory size is copied to its `p_paddr` and zero-filled to
+//!     `p_memsz`;
+//!   - any image whose Multiboot header sets flag bit 16: the header's
+//!     address fields say which file range goes where (this wins over ELF,
+//!     as in QEMU);
+//!
+//!   with the files as Multiboot modules above the kernel ([`modules`]).
 //!
 //! The Multiboot information structure, its memory map and its strings are
-//! written into one area of low memory described in [`info`].
+//! written into one area of low memory described in [`info`], placed where
+//! the kernel's segments are not.
 //!
 //! Invariants:
 //! - Every check happens before the first byte is written: a refused image
 //!   leaves guest RAM untouched.
 //! - Loaded segments lie wholly inside guest RAM, do not overlap each other,
-//!   and do not overlap the information area.
+//!   and do not overlap the information area or the modules.
 //! - The entry point lies inside a loaded segment.
 //! - No header field is trusted: offsets and sizes are checked in `u64`
 //!   against the image, and malformed input yields a [`LoadError`], never a
@@ -27,11 +35,15 @@ mod flat;
 mod header;
 pub mod info;
 mod le;
+pub mod linux;
+pub mod modules;
 #[cfg(test)]
 mod testimage;
 
 pub use error::LoadError;
 pub use header::{HEADER_MAGIC, SEARCH_LIMIT};
+pub use linux::{LinuxEntry, LoadedLinux};
+pub use modules::{read_boot_file, BootFile};
 
 use crate::input::{read_regular_file, InputError};
 use header::{find_header, HeaderSearch};
@@ -63,6 +75,48 @@ pub struct LoadedKernel {
     pub segments: Vec<Range<u32>>,
     /// The guest-physical range of the information area (map, structure, strings).
     pub info_area: Range<u32>,
+    /// The modules, in the order given.
+    pub modules: Vec<Range<u32>>,
+    /// The module list and the modules' strings, when there are modules.
+    pub module_list: Option<Range<u32>>,
+}
+
+/// A loaded kernel of either format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoadedGuest {
+    /// A Multiboot kernel.
+    Multiboot(LoadedKernel),
+    /// A Linux bzImage.
+    Linux(LoadedLinux),
+}
+
+/// Loads `image`, a Linux bzImage or a Multiboot kernel (told apart by
+/// content), with `files` (`--initrd`: Linux's initrd, or Multiboot
+/// modules) into `ram`.
+///
+/// A Multiboot kernel's command line is `"<image_name> <append>"`, as QEMU
+/// builds it; Linux's is `append` alone.
+pub fn load_kernel(
+    ram: &GuestRam,
+    image: &[u8],
+    image_name: &str,
+    append: &str,
+    files: &[BootFile],
+) -> Result<LoadedGuest, LoadError> {
+    if linux::boot_protocol(image).is_some() {
+        let initrd = match files {
+            [] => None,
+            [file] if file.args.is_none() => Some(file),
+            _ => {
+                return Err(LoadError::LinuxInitrdNotOneFile {
+                    count: files.len(),
+                    has_args: files.iter().any(|f| f.args.is_some()),
+                })
+            }
+        };
+        return linux::load(ram, image, append, initrd).map(LoadedGuest::Linux);
+    }
+    load_multiboot_with_modules(ram, image, image_name, append, files).map(LoadedGuest::Multiboot)
 }
 
 /// One range of the image to place in guest RAM.
@@ -130,20 +184,50 @@ pub fn load_multiboot_kernel(
     image_name: &str,
     append: &str,
 ) -> Result<LoadedKernel, LoadError> {
+    load_multiboot_with_modules(ram, image, image_name, append, &[])
+}
+
+/// Like [`load_multiboot_kernel`], with `modules` placed above the kernel
+/// and listed in the information structure.
+pub fn load_multiboot_with_modules(
+    ram: &GuestRam,
+    image: &[u8],
+    image_name: &str,
+    append: &str,
+    modules: &[BootFile],
+) -> Result<LoadedKernel, LoadError> {
+    let ram_size = ram.size() as u64;
     let plan = plan_load(image)?;
     let cmdline = kernel_command_line(image_name, append)?;
     let layout = info::InfoLayout::new(cmdline.len())?;
-    let segments = check_placement(&plan, ram.size() as u64, layout.range())?;
+    let segments = check_placement(&plan, ram_size)?;
+    let layout = layout
+        .place(&segments)
+        .ok_or(LoadError::NoRoomForInfo { len: layout.len() })?;
+    let kernel_end = segments.iter().map(|r| u64::from(r.end)).max().unwrap_or(0);
+    let placed_modules = modules::plan(modules, kernel_end, ram_size)?;
     copy_segments(ram, &plan.segments)?;
-    info::write(ram, &layout, cmdline.as_bytes())?;
+    let list = placed_modules
+        .as_ref()
+        .map(modules::ModulesPlan::list)
+        .unwrap_or_default();
+    info::write(ram, &layout, cmdline.as_bytes(), list)?;
+    if let Some(placed) = &placed_modules {
+        modules::write(ram, modules, placed)?;
+    }
     Ok(LoadedKernel {
         boot: BootState {
             eip: plan.entry,
             eax: BOOTLOADER_MAGIC,
-            ebx: info::INFO_ADDR,
+            ebx: layout.info_addr(),
         },
         segments,
         info_area: layout.range(),
+        modules: placed_modules
+            .as_ref()
+            .map(|p| p.modules.clone())
+            .unwrap_or_default(),
+        module_list: placed_modules.map(|p| p.list),
     })
 }
 
@@ -157,9 +241,6 @@ fn plan_load(image: &[u8]) -> Result<LoadPlan<'_>, LoadError> {
     let header = match find_header(image) {
         HeaderSearch::Found(header) => header,
         HeaderSearch::Refused(why) => {
-            if let Some(version) = linux_boot_protocol(image) {
-                return Err(LoadError::LinuxBzImage { version });
-            }
             if !matches!(why, LoadError::BadChecksum { .. }) && !asks_for_flat_loading(&why) {
                 elf::check_identity(image)?;
                 if matches!(why, LoadError::NoMultibootHeader) {
@@ -173,16 +254,6 @@ fn plan_load(image: &[u8]) -> Result<LoadPlan<'_>, LoadError> {
         Some(addresses) => flat::plan(image, header.offset, &addresses),
         None => elf::plan(image),
     }
-}
-
-/// The boot protocol version of a Linux bzImage/zImage: the "HdrS"
-/// signature at offset 0x202 of its real-mode header (Documentation/arch/
-/// x86/boot.rst), the version at 0x206.
-fn linux_boot_protocol(image: &[u8]) -> Option<u16> {
-    (image.get(0x202..0x206) == Some(b"HdrS".as_slice()))
-        .then(|| image.get(0x206..0x208))
-        .flatten()
-        .map(|v| u16::from_le_bytes([v[0], v[1]]))
 }
 
 /// Whether a refused header set flag bit 16 (load by the header's addresses).
@@ -203,12 +274,8 @@ fn kernel_command_line(image_name: &str, append: &str) -> Result<String, LoadErr
     Ok(cmdline)
 }
 
-/// Checks the plan against RAM and the information area; returns the sorted ranges.
-fn check_placement(
-    plan: &LoadPlan<'_>,
-    ram_size: u64,
-    info: Range<u32>,
-) -> Result<Vec<Range<u32>>, LoadError> {
+/// Checks the plan against RAM; returns the sorted ranges.
+fn check_placement(plan: &LoadPlan<'_>, ram_size: u64) -> Result<Vec<Range<u32>>, LoadError> {
     let mut spans: Vec<(u32, u64)> = Vec::with_capacity(plan.segments.len());
     for segment in &plan.segments {
         let (start, end) = (
@@ -220,14 +287,6 @@ fn check_placement(
                 start,
                 end,
                 ram_size,
-            });
-        }
-        if u64::from(start) < u64::from(info.end) && end > u64::from(info.start) {
-            return Err(LoadError::SegmentOverlapsInfo {
-                start,
-                end,
-                info_start: info.start,
-                info_end: info.end,
             });
         }
         spans.push((start, end));
@@ -277,5 +336,7 @@ fn copy_segments(ram: &GuestRam, segments: &[Segment<'_>]) -> Result<(), LoadErr
     Ok(())
 }
 
+#[cfg(test)]
+mod linux_tests;
 #[cfg(test)]
 mod tests;

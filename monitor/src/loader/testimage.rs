@@ -174,3 +174,89 @@ fn program_header(segment: &TestSegment, offset: u32) -> Vec<u8> {
     ];
     words.iter().flat_map(|w| w.to_le_bytes()).collect()
 }
+
+/// Builds a Linux bzImage: a real-mode part of `setup_sects + 1` sectors
+/// whose setup header holds the chosen fields, then the protected-mode
+/// kernel. Unset fields are what a current x86-32 kernel has.
+#[derive(Clone)]
+pub struct BzImageBuilder {
+    /// `version`.
+    pub protocol: u16,
+    /// `setup_sects` as written (0 means 4).
+    pub setup_sects: u8,
+    /// The byte at 0x201: the header ends at 0x202 plus this.
+    pub jump: u8,
+    /// `loadflags`.
+    pub loadflags: u8,
+    /// `code32_start`.
+    pub code32_start: u32,
+    /// `initrd_addr_max`.
+    pub initrd_addr_max: u32,
+    /// `kernel_alignment`.
+    pub kernel_alignment: u32,
+    /// `relocatable_kernel`.
+    pub relocatable: u8,
+    /// `cmdline_size`.
+    pub cmdline_size: u32,
+    /// `pref_address`.
+    pub pref_address: u64,
+    /// `init_size`.
+    pub init_size: u32,
+    /// `syssize` in paragraphs; `None`: computed from the kernel.
+    pub syssize: Option<u32>,
+    /// The protected-mode kernel.
+    pub kernel: Vec<u8>,
+}
+
+impl BzImageBuilder {
+    /// A protocol 2.15 relocatable bzImage holding `kernel`, loaded at 1 MiB
+    /// and needing 1 MiB from there.
+    pub fn new(kernel: Vec<u8>) -> BzImageBuilder {
+        BzImageBuilder {
+            protocol: 0x020f,
+            setup_sects: 4,
+            jump: 0x6a,
+            loadflags: 0x01,
+            code32_start: 0x10_0000,
+            initrd_addr_max: 0x7fff_ffff,
+            kernel_alignment: 0x20_0000,
+            relocatable: 1,
+            cmdline_size: 2047,
+            pref_address: 0x10_0000,
+            init_size: 0x10_0000,
+            syssize: None,
+            kernel,
+        }
+    }
+
+    /// The image bytes.
+    pub fn build(&self) -> Vec<u8> {
+        let sects = if self.setup_sects == 0 {
+            4
+        } else {
+            usize::from(self.setup_sects)
+        };
+        let mut image = vec![0u8; (sects + 1) * 512];
+        let syssize = self
+            .syssize
+            .unwrap_or(self.kernel.len().div_ceil(16) as u32);
+        image[0x1f1] = self.setup_sects;
+        image[0x1f4..0x1f8].copy_from_slice(&syssize.to_le_bytes());
+        image[0x1fa..0x1fc].copy_from_slice(&0xffffu16.to_le_bytes());
+        image[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+        image[0x200] = 0xeb;
+        image[0x201] = self.jump;
+        image[0x202..0x206].copy_from_slice(b"HdrS");
+        image[0x206..0x208].copy_from_slice(&self.protocol.to_le_bytes());
+        image[0x211] = self.loadflags;
+        image[0x214..0x218].copy_from_slice(&self.code32_start.to_le_bytes());
+        image[0x22c..0x230].copy_from_slice(&self.initrd_addr_max.to_le_bytes());
+        image[0x230..0x234].copy_from_slice(&self.kernel_alignment.to_le_bytes());
+        image[0x234] = self.relocatable;
+        image[0x238..0x23c].copy_from_slice(&self.cmdline_size.to_le_bytes());
+        image[0x258..0x260].copy_from_slice(&self.pref_address.to_le_bytes());
+        image[0x260..0x264].copy_from_slice(&self.init_size.to_le_bytes());
+        image.extend_from_slice(&self.kernel);
+        image
+    }
+}

@@ -146,15 +146,17 @@ fn elf32_without_multiboot_header_is_refused() {
 }
 
 #[test]
-fn linux_bzimage_is_named_as_such() {
+fn linux_bzimage_is_not_taken_for_a_multiboot_kernel() {
     let mut image = vec![0u8; 0x400];
     image[0x202..0x206].copy_from_slice(b"HdrS");
     image[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
-    let error = load(&ram(2), &image).unwrap_err();
-    assert!(matches!(error, LoadError::LinuxBzImage { version: 0x020f }));
-    assert!(error
-        .to_string()
-        .contains("Linux bzImage (boot protocol 2.15)"));
+    // The Multiboot loader alone sees no ELF file and no header...
+    assert!(matches!(load(&ram(2), &image), Err(LoadError::NotElf)));
+    // ...while load_kernel hands it to the Linux loader.
+    assert!(matches!(
+        load_kernel(&ram(2), &image, "bz", "", &[]),
+        Err(LoadError::LinuxNotBzImage { version: 0x020f })
+    ));
 }
 
 #[test]
@@ -240,18 +242,104 @@ fn bss_reaching_past_ram_is_refused() {
 }
 
 #[test]
-fn segment_over_the_info_area_is_refused() {
+fn segment_over_qemus_info_address_moves_the_info_area() {
+    let ram = ram(2);
     let image = ElfBuilder::new(0x9400)
         .segment(TestSegment::code(0x9400, vec![0x90; 0x200]))
         .build();
-    assert!(matches!(
-        load(&ram(2), &image),
-        Err(LoadError::SegmentOverlapsInfo {
-            start: 0x9400,
-            info_start: 0x9000,
-            ..
-        })
-    ));
+    let loaded = load(&ram, &image).unwrap();
+    assert_eq!(loaded.info_area.start, 0x1000);
+    assert_eq!(loaded.boot.ebx, 0x1500);
+    let word = |offset: u32| ram.read_u32(GuestPhys(0x1500 + offset)).unwrap();
+    assert_eq!(word(0), INFO_FLAGS);
+    assert_eq!(word(48), 0x1000, "mmap_addr");
+    assert_eq!(
+        c_string_at(&ram, word(16)),
+        "kernel.elf console=ttyS0 quiet"
+    );
+    assert_eq!(c_string_at(&ram, word(64)), "nestmon");
+}
+
+#[test]
+fn kernel_loaded_at_0x8000_across_0x9000_boots_as_under_qemu() {
+    let ram = ram(4);
+    let image = ElfBuilder::new(0x8000)
+        .segment(TestSegment::code(0x8000, vec![0x90; 0x1800]).mem_size(0x3000))
+        .build();
+    let loaded = load(&ram, &image).unwrap();
+    assert_eq!(loaded.segments, vec![0x8000..0xb000]);
+    assert_eq!(loaded.info_area.start, 0x1000);
+    assert_eq!(loaded.boot.ebx, 0x1500);
+}
+
+#[test]
+fn segments_everywhere_in_low_memory_leave_no_room_for_the_info_area() {
+    let image = ElfBuilder::new(0x1000)
+        .segment(TestSegment::code(0x1000, vec![0x90; 16]).mem_size(0x9_ec00))
+        .build();
+    let error = load(&ram(2), &image).unwrap_err();
+    assert!(
+        matches!(error, LoadError::NoRoomForInfo { .. }),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("no room below 0x9fc00"),
+        "{error}"
+    );
+}
+
+fn module(path: &str, args: Option<&str>, data: &[u8]) -> BootFile {
+    BootFile {
+        path: path.to_string(),
+        args: args.map(str::to_string),
+        data: data.to_vec(),
+    }
+}
+
+#[test]
+fn modules_are_listed_above_the_kernel_with_their_strings() {
+    let ram = ram(4);
+    let files = [
+        module("/m/a.bin", Some("arg=1 two"), b"first module"),
+        module("b.bin", None, &[7; 0x1800]),
+    ];
+    let loaded = load_kernel(&ram, &small_kernel().build(), "k.elf", "x", &files).unwrap();
+    let LoadedGuest::Multiboot(loaded) = loaded else {
+        panic!("not Multiboot")
+    };
+    assert_eq!(
+        loaded.modules,
+        vec![0x10_1000..0x10_100c, 0x10_2000..0x10_3800]
+    );
+    let info = |offset: u32| ram.read_u32(GuestPhys(loaded.boot.ebx + offset)).unwrap();
+    assert_eq!(info(0) & INFO_MODULES, INFO_MODULES);
+    assert_eq!(info(20), 2, "mods_count");
+    let list = info(24);
+    assert_eq!(list, 0x10_4000, "mods_addr");
+    assert_eq!(loaded.module_list.as_ref().map(|r| r.start), Some(list));
+    let entry = |i: u32, field: u32| ram.read_u32(GuestPhys(list + 16 * i + 4 * field)).unwrap();
+    assert_eq!((entry(0, 0), entry(0, 1)), (0x10_1000, 0x10_100c));
+    assert_eq!((entry(1, 0), entry(1, 1)), (0x10_2000, 0x10_3800));
+    assert_eq!(c_string_at(&ram, entry(0, 2)), "/m/a.bin arg=1 two");
+    assert_eq!(c_string_at(&ram, entry(1, 2)), "b.bin");
+    assert_eq!((entry(0, 3), entry(1, 3)), (0, 0));
+    let mut bytes = [0u8; 12];
+    ram.read(GuestPhys(0x10_1000), &mut bytes).unwrap();
+    assert_eq!(&bytes, b"first module");
+}
+
+#[test]
+fn modules_past_the_end_of_ram_are_refused_before_anything_is_written() {
+    let ram = ram(2);
+    let files = [module("big", None, &vec![1; 1 << 20])];
+    let result = load_kernel(&ram, &small_kernel().build(), "k", "", &files);
+    assert!(
+        matches!(result, Err(LoadError::ModulesDoNotFit { count: 1, .. })),
+        "{result:?}"
+    );
+    let mut text = [0u8; 32];
+    ram.read(GuestPhys(KERNEL_AT), &mut text).unwrap();
+    assert_eq!(text, [0; 32]);
 }
 
 #[test]
@@ -455,4 +543,39 @@ fn missing_kernel_file_is_unreadable_with_the_hosts_reason() {
     let error = read_kernel(Path::new("/nonexistent/kernel.elf")).unwrap_err();
     assert!(matches!(error, LoadError::Unreadable { .. }), "{error:?}");
     assert!(error.to_string().contains("No such file"), "{error}");
+}
+
+#[test]
+fn initrd_file_is_read_with_its_arguments() {
+    let dir = ScratchDir::new("initrd");
+    let path = dir.0.join("mod.bin");
+    std::fs::write(&path, b"module bytes").unwrap();
+    let file = read_boot_file(&path, Some("a=1")).unwrap();
+    assert_eq!(file.data, b"module bytes");
+    assert_eq!(file.path, path.display().to_string());
+    assert_eq!(file.multiboot_string(), format!("{} a=1", path.display()));
+}
+
+#[test]
+fn initrd_that_is_a_directory_is_refused_by_name() {
+    let dir = ScratchDir::new("initrd-dir");
+    let error = read_boot_file(&dir.0, None).unwrap_err();
+    assert!(matches!(error, LoadError::InitrdFile { .. }), "{error:?}");
+    assert!(
+        error
+            .to_string()
+            .ends_with("is a directory, not a file to load"),
+        "{error}"
+    );
+}
+
+#[test]
+fn missing_initrd_names_the_hosts_reason() {
+    let error = read_boot_file(Path::new("/nonexistent/initrd.gz"), None).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("the initrd /nonexistent/initrd.gz cannot be read: "),
+        "{error}"
+    );
 }

@@ -23,6 +23,8 @@ pub enum OutEnd {
     GuestExit(u32),
     /// The console can no longer be written (already reported on stderr).
     ConsoleClosed,
+    /// The guest pulsed the reset line (already reported on stderr).
+    Reset,
 }
 
 /// The devices and the VMware backdoor.
@@ -139,6 +141,10 @@ impl Board {
             IoOutcome::ConsoleClosed => {
                 report_closed_console(&self.bus);
                 Some(OutEnd::ConsoleClosed)
+            }
+            IoOutcome::Reset => {
+                diagnostic!("nestmon: the guest reset the machine (port {port:#x}); nestmon does not restart guests: stopping");
+                Some(OutEnd::Reset)
             }
         }
     }

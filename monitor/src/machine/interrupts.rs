@@ -1,79 +1,121 @@
-//! The CPU's interrupt inputs as devices see them: requests for an external
-//! interrupt with the vector an interrupt controller supplies, and NMI.
-//! Devices (on any thread: timers, input) raise them through an
-//! [`InterruptSource`]; the machine loop hands them to the vCPU at its next
-//! exit ([`InterruptInputs::forward`]), and a guest halted with IF = 1
-//! sleeps in [`InterruptInputs::wait`] until one arrives.
+//! The CPU's interrupt inputs: INTR, which the PIC pair drives, and NMI.
+//!
+//! External interrupts come from the PIC ([`crate::devices::pic`]): devices
+//! raise its lines (COM1 on IRQ4 from the vCPU thread, the PIT's IRQ0 from
+//! the timer thread of `machine::timer`, any device from any thread
+//! through a `PicLine`), and when the PIC's INTR output rises it calls the
+//! listener installed here, which asks the vCPU to exit and wakes a halted
+//! guest. The machine loop then asks the vCPU for an interrupt window
+//! ([`InterruptInputs::forward`]); at the window the vector comes from the
+//! PIC's interrupt acknowledge ([`InterruptInputs::inject_next`]), so the
+//! in-service register, priorities, masks and EOIs are the PIC's, as on a
+//! PC. NMIs come from an [`InterruptSource`] and are injected as before.
 //!
 //! Invariants:
-//! - Raising never blocks on the vCPU: it queues the request and asks the
-//!   running vCPU to exit (a running guest sees it within one pass around
-//!   its current loop, see docs/ARCHITECTURE.md).
-//! - Requests are delivered in the order they were raised, each once.
-//! - A halted guest is woken by a request, never by polling.
+//! - Raising never blocks on the vCPU: a change that raises INTR (or an
+//!   NMI) sets `attention` and asks the running vCPU to exit (a running
+//!   guest sees it within one pass around its current loop, see
+//!   docs/ARCHITECTURE.md).
+//! - Whenever INTR is high, either `attention` is set or the vCPU has a
+//!   window requested: [`InterruptInputs::forward`] clears `attention`
+//!   before it reads INTR (and the NMI flag), and the listener sets it
+//!   after INTR rose.
+//! - A vector is acknowledged at the PIC only at an open window, and one
+//!   the vCPU refused anyway is kept and injected at the next window
+//!   before the PIC is asked again: no acknowledged interrupt is lost.
+//! - A halted guest is woken by a request, never by polling; it waits
+//!   only while something can still raise one (an NMI source, an enabled
+//!   PIC line with a device that raises it by itself, IRQ0 with the PIT
+//!   counting).
 
+use crate::devices::pic::{Irq, SharedPic};
+use crate::devices::pit::SharedPit;
+use crate::devices::IoBus;
 use crate::vcpu::{ExitRequester, Vcpu};
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+/// How often a halted guest looks at its stop conditions while it sleeps.
+const HALT_POLL: Duration = Duration::from_millis(50);
+
 /// The interrupt inputs of one vCPU.
 pub struct InterruptInputs {
     shared: Arc<Shared>,
+    pic: SharedPic,
+    pit: SharedPit,
+    /// A vector acknowledged at the PIC that the vCPU refused.
+    held: Option<u8>,
 }
 
-/// A device's handle on the interrupt inputs; the machine counts live
-/// sources to tell a halted guest that can be woken from one that cannot.
+/// A device's handle on the NMI input; the machine counts live sources to
+/// tell a halted guest that an NMI can still wake from one that nothing
+/// can.
 pub struct InterruptSource {
     shared: Arc<Shared>,
 }
 
 struct Shared {
-    pending: Mutex<Pending>,
-    /// Signalled whenever a request is queued.
-    raised: Condvar,
-    /// Anything queued (read without the lock on every exit).
-    any: AtomicBool,
+    /// An NMI raised and not yet handed to the vCPU; also the lock of
+    /// `woken`.
+    nmi: Mutex<bool>,
+    /// Signalled when INTR rises or an NMI is raised.
+    woken: Condvar,
+    /// Something happened that the machine loop must forward (read
+    /// without the lock on every exit).
+    attention: AtomicBool,
     sources: AtomicUsize,
     vcpu: Arc<dyn ExitRequester>,
 }
 
-#[derive(Default)]
-struct Pending {
-    vectors: VecDeque<u8>,
-    nmi: bool,
-}
-
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Pending> {
-        // The queue stays consistent even if a raiser panicked.
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, bool> {
+        // A flag stays consistent even if a raiser panicked.
+        self.nmi.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn queued(&self, change: impl FnOnce(&mut Pending)) {
-        change(&mut self.lock());
-        self.any.store(true, Ordering::SeqCst);
-        self.raised.notify_all();
+    /// Tells the machine loop and a halted guest that something arrived.
+    fn wake(&self, change: impl FnOnce(&mut bool)) {
+        {
+            let mut nmi = self.lock();
+            change(&mut nmi);
+            self.attention.store(true, Ordering::SeqCst);
+        }
+        self.woken.notify_all();
         self.vcpu.request_exit();
     }
 }
 
 impl InterruptInputs {
-    /// Inputs that make `vcpu` exit when something is raised.
-    pub fn new(vcpu: Arc<dyn ExitRequester>) -> InterruptInputs {
+    /// Inputs that make `vcpu` exit when something is raised, taking
+    /// external interrupts from `bus`'s PIC (and watching its PIT, for
+    /// halts).
+    pub fn new(vcpu: Arc<dyn ExitRequester>, bus: &IoBus) -> InterruptInputs {
+        let shared = Arc::new(Shared {
+            nmi: Mutex::new(false),
+            woken: Condvar::new(),
+            attention: AtomicBool::new(false),
+            sources: AtomicUsize::new(0),
+            vcpu,
+        });
+        let pic = bus.pic();
+        let listener = Arc::downgrade(&shared);
+        pic.set_intr_listener(Arc::new(move || {
+            if let Some(shared) = listener.upgrade() {
+                shared.wake(|_| {});
+            }
+        }));
+        // INTR may be up already.
+        shared.attention.store(pic.intr(), Ordering::SeqCst);
         InterruptInputs {
-            shared: Arc::new(Shared {
-                pending: Mutex::new(Pending::default()),
-                raised: Condvar::new(),
-                any: AtomicBool::new(false),
-                sources: AtomicUsize::new(0),
-                vcpu,
-            }),
+            shared,
+            pic,
+            pit: bus.pit(),
+            held: None,
         }
     }
 
-    /// A new source for a device.
+    /// A new NMI source for a device.
     pub fn source(&self) -> InterruptSource {
         self.shared.sources.fetch_add(1, Ordering::SeqCst);
         InterruptSource {
@@ -81,71 +123,92 @@ impl InterruptInputs {
         }
     }
 
-    /// Whether any device could ever raise an interrupt.
+    /// Whether any device could ever raise an NMI.
     pub fn has_sources(&self) -> bool {
         self.shared.sources.load(Ordering::SeqCst) > 0
     }
 
-    /// Hands pending requests to the vCPU: an NMI is injected, queued
-    /// vectors make it ask for an interrupt window.
+    /// Hands what arrived to the vCPU: an NMI is injected, a high INTR
+    /// makes it ask for an interrupt window. One atomic load when nothing
+    /// arrived.
     pub fn forward(&self, vcpu: &mut dyn Vcpu) {
-        if !self.shared.any.load(Ordering::SeqCst) {
+        if !self.shared.attention.load(Ordering::SeqCst) {
             return;
         }
-        let mut pending = self.shared.lock();
-        if std::mem::take(&mut pending.nmi) {
+        // Cleared before INTR and the NMI flag are read: whatever arrives
+        // from here on sets it again.
+        self.shared.attention.store(false, Ordering::SeqCst);
+        if std::mem::take(&mut *self.shared.lock()) {
             vcpu.inject_nmi();
         }
-        vcpu.request_interrupt_window(!pending.vectors.is_empty());
-        self.shared
-            .any
-            .store(!pending.vectors.is_empty(), Ordering::SeqCst);
+        if self.pic.intr() || self.held.is_some() {
+            vcpu.request_interrupt_window(true);
+        }
     }
 
-    /// At an open interrupt window: injects the oldest queued vector and
-    /// stops asking for windows once the queue is empty.
-    pub fn inject_next(&self, vcpu: &mut dyn Vcpu) {
-        let mut pending = self.shared.lock();
-        if let Some(vector) = pending.vectors.front().copied() {
-            if vcpu.inject_interrupt(vector).is_ok() {
-                pending.vectors.pop_front();
+    /// At an open interrupt window: the PIC's interrupt acknowledge, if
+    /// INTR is still high, and the injection of its vector; then windows
+    /// are asked for only while INTR stays high.
+    pub fn inject_next(&mut self, vcpu: &mut dyn Vcpu) {
+        if let Some(vector) = self
+            .held
+            .take()
+            .or_else(|| self.pic.acknowledge_if_pending())
+        {
+            if vcpu.inject_interrupt(vector).is_err() {
+                self.held = Some(vector);
             }
         }
-        let more = !pending.vectors.is_empty();
-        vcpu.request_interrupt_window(more);
-        self.shared.any.store(more || pending.nmi, Ordering::SeqCst);
+        vcpu.request_interrupt_window(self.held.is_some() || self.pic.intr());
     }
 
-    /// Whether a request waits to be delivered.
+    /// Whether an interrupt or NMI waits to be delivered.
     pub fn pending(&self) -> bool {
-        self.shared.any.load(Ordering::SeqCst)
+        self.shared.attention.load(Ordering::SeqCst)
+            || self.pic.intr()
+            || self.held.is_some()
+            || *self.shared.lock()
     }
 
-    /// Sleeps until a request is pending or `limit` passed (the caller
-    /// checks its own stop conditions between waits).
-    pub fn wait(&self, limit: Duration) {
-        let pending = self.shared.lock();
-        if !pending.vectors.is_empty() || pending.nmi {
-            return;
+    /// Whether an interrupt can still arrive while the CPU does nothing:
+    /// an NMI source exists, an armed PIC line is enabled, or IRQ0 is
+    /// enabled and the PIT's channel 0 will give it an edge.
+    pub fn can_arrive(&self) -> bool {
+        self.has_sources()
+            || self.pic.armed_line_enabled()
+            || (self.pic.line_enabled(Irq::PIT) && self.pit.lock().irq0_may_fire())
+    }
+
+    /// HLT with IF = 1: sleeps (without spinning) until an interrupt or
+    /// NMI is pending or `stop` says so, and returns true; returns false
+    /// at once if nothing can ever wake the guest ([`Self::can_arrive`]).
+    pub fn wait_while_halted(&self, stop: impl Fn() -> bool) -> bool {
+        loop {
+            if self.pending() || stop() {
+                return true;
+            }
+            if !self.can_arrive() {
+                return false;
+            }
+            self.wait(HALT_POLL);
         }
+    }
+
+    /// Sleeps until something is raised or `limit` passed (the caller
+    /// checks its own stop conditions between waits).
+    fn wait(&self, limit: Duration) {
+        let guard = self.shared.lock();
         // Woken early or late, the caller looks again.
-        let _ = self
-            .shared
-            .raised
-            .wait_timeout_while(pending, limit, |p| p.vectors.is_empty() && !p.nmi);
+        let _ = self.shared.woken.wait_timeout_while(guard, limit, |nmi| {
+            !*nmi && !self.shared.attention.load(Ordering::SeqCst) && !self.pic.intr()
+        });
     }
 }
 
 impl InterruptSource {
-    /// Requests external interrupt `vector` (as an interrupt controller
-    /// presents it to the CPU).
-    pub fn raise(&self, vector: u8) {
-        self.shared.queued(|p| p.vectors.push_back(vector));
-    }
-
     /// Raises the NMI input (requests while one is pending merge).
     pub fn raise_nmi(&self) {
-        self.shared.queued(|p| p.nmi = true);
+        self.shared.wake(|nmi| *nmi = true);
     }
 }
 

@@ -6,21 +6,23 @@
 //! until an exit, the loop hands the exit to the board, and back.
 
 mod board;
+mod entry;
 pub mod interrupts;
 mod signals;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod timer;
 
 pub use signals::signal_name;
 
 use crate::config::VmConfig;
 use crate::console::diagnostic;
 use crate::cpuid::CpuModel;
-use crate::devices::{IoBus, CONSOLE_CLOSED_STATUS};
+use crate::devices::{IoBus, PcPlatform, CONSOLE_CLOSED_STATUS};
 use crate::exit_status::{self, ExitConvention};
 use crate::vcpu::bt::BtVcpu;
-use crate::vcpu::{GuestRegisters, GuestStop, RegisterDump, StopReason, Vcpu, VcpuExit};
+use crate::vcpu::{GuestStop, RegisterDump, StopReason, Vcpu, VcpuExit};
 use backdoor::outer::{power_on_handshake, NestingGuard, OuterTransport, PortIoTransport};
 use backdoor::{Backdoor, HostFacts};
 use board::{Board, OutEnd};
@@ -113,14 +115,23 @@ enum RunEnd {
     GuestExit(u32),
     /// The console can no longer be written.
     ConsoleClosed,
+    /// The guest pulsed the CPU's reset line.
+    Reset,
     /// The guest cannot continue.
     Stopped(GuestStop),
     /// A host signal stopped the guest.
     Signal(i32, RegisterDump),
+    /// The host failed the machine (a thread could not be started).
+    HostFailure(String),
 }
 
 /// Runs the vCPU, handing its exits to the board, until the run ends.
 fn exit_loop(vcpu: &mut dyn Vcpu, board: &mut Board) -> RunEnd {
+    // IRQ0 from the PIT, for as long as the guest runs.
+    let _timer = match timer::PitTimer::start(&board.bus) {
+        Ok(timer) => timer,
+        Err(e) => return RunEnd::HostFailure(format!("cannot start the PIT timer thread: {e}")),
+    };
     loop {
         if let Some(signal) = signals::pending_stop_signal() {
             return RunEnd::Signal(signal, vcpu.register_dump());
@@ -141,27 +152,27 @@ fn exit_loop(vcpu: &mut dyn Vcpu, board: &mut Board) -> RunEnd {
             } => match board.io_out(port, data, string, io) {
                 Some(OutEnd::GuestExit(value)) => return RunEnd::GuestExit(value),
                 Some(OutEnd::ConsoleClosed) => return RunEnd::ConsoleClosed,
+                Some(OutEnd::Reset) => return RunEnd::Reset,
                 None => {}
             },
-            VcpuExit::Hlt if board.irq.has_sources() => wait_for_interrupt(board),
+            // HLT with IF = 1: sleep (without spinning) until the PIC or
+            // an NMI source has something, or a stop signal arrives; the
+            // loop then delivers it.
             VcpuExit::Hlt => {
-                return RunEnd::Stopped(GuestStop {
-                    reason: StopReason::HaltedWithoutInterruptSources,
-                    registers: vcpu.register_dump(),
-                })
+                if !board
+                    .irq
+                    .wait_while_halted(|| signals::pending_stop_signal().is_some())
+                {
+                    return RunEnd::Stopped(GuestStop {
+                        reason: StopReason::HaltedWithoutInterruptSources,
+                        registers: vcpu.register_dump(),
+                    });
+                }
             }
             VcpuExit::Interrupted => {}
             VcpuExit::InterruptWindow => board.irq.inject_next(vcpu),
             VcpuExit::Stopped(stop) => return RunEnd::Stopped(stop),
         }
-    }
-}
-
-/// HLT with IF = 1: sleeps (without spinning) until a device raises an
-/// interrupt or a stop signal arrives; the exit loop then delivers it.
-fn wait_for_interrupt(board: &Board) {
-    while !board.irq.pending() && signals::pending_stop_signal().is_none() {
-        board.irq.wait(std::time::Duration::from_millis(50));
     }
 }
 
@@ -176,9 +187,19 @@ pub fn run(opts: &RunOptions) -> Result<i32, MachineError> {
         ),
         None => (DEFAULT_GUEST.to_vec(), "nestmon-default-guest".to_string()),
     };
-    let boot =
-        crate::loader::load_multiboot(&ram, &image, &name, &opts.vm.append).map_err(|e| bad(&e))?;
-    let bus = IoBus::new(&opts.vm.serial0).map_err(|e| bad(&e))?;
+    let files = opts
+        .vm
+        .initrd
+        .iter()
+        .map(|item| crate::loader::read_boot_file(&item.path, item.args.as_deref()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(&e))?;
+    let loaded = crate::loader::load_kernel(&ram, &image, &name, &opts.vm.append, &files)
+        .map_err(|e| bad(&e))?;
+    drop(files);
+    let mut bus = IoBus::new(&opts.vm.serial0).map_err(|e| bad(&e))?;
+    bus.add_pc_platform(PcPlatform::for_vm(&opts.vm))
+        .map_err(|e| MachineError::Host(e.to_string()))?;
     let cpu = CpuModel::new_measuring(
         &opts.vm,
         &crate::probe::host_cpuid,
@@ -187,18 +208,19 @@ pub fn run(opts: &RunOptions) -> Result<i32, MachineError> {
     .map_err(|e| bad(&e))?;
     let backdoor = backdoor_for(&opts.vm, &cpu);
     let mut vcpu = BtVcpu::new(ram, cpu).map_err(|e| MachineError::Host(e.to_string()))?;
-    vcpu.set_registers(&multiboot_registers(&boot));
+    entry::enter(&mut vcpu, &loaded);
     if let Some(path) = &opts.log_translations {
         let f = std::fs::File::create(path)
             .map_err(|e| bad(&format!("cannot create {}: {e}", path.display())))?;
         vcpu.set_translation_log(Box::new(std::io::BufWriter::new(f)));
     }
     vcpu.set_count_indirect(opts.stats);
+    let irq = interrupts::InterruptInputs::new(vcpu.exit_requester(), &bus);
     let mut board = Board {
         bus,
         backdoor,
         restrict_backdoor: opts.vm.restrict_backdoor,
-        irq: interrupts::InterruptInputs::new(vcpu.exit_requester()),
+        irq,
     };
     vcpu.set_ignored_ports(board.ignored_ports());
     vcpu.set_unprivileged_ports(board.unprivileged_ports());
@@ -227,11 +249,13 @@ pub fn run(opts: &RunOptions) -> Result<i32, MachineError> {
     match end {
         RunEnd::GuestExit(value) => Ok(guest_exit_status(opts.exit_convention, value)),
         RunEnd::ConsoleClosed => Ok(CONSOLE_CLOSED_STATUS),
+        RunEnd::Reset => Ok(exit_status::GUEST_RESET),
         RunEnd::Stopped(stop) => Err(MachineError::GuestDied(format!("{stop}{vm_line}"))),
         RunEnd::Signal(signal, dump) => Err(MachineError::Interrupted {
             signal,
             registers: format!("{dump}{vm_line}"),
         }),
+        RunEnd::HostFailure(why) => Err(MachineError::Host(why)),
     }
 }
 
@@ -306,17 +330,4 @@ where
         _ => diagnostic!("nestmon: the outer VMware backdoor has no nesting control; running because vmx.allowNested = \"TRUE\""),
     }
     Ok(Some(guard))
-}
-
-/// The registers the Multiboot specification gives at entry (the segments
-/// are the vCPU's reset state: flat, CS 0x08, data 0x10).
-fn multiboot_registers(boot: &crate::loader::BootState) -> GuestRegisters {
-    let mut gpr = [0; 8];
-    gpr[0] = boot.eax;
-    gpr[3] = boot.ebx;
-    GuestRegisters {
-        gpr,
-        eip: boot.eip,
-        eflags: 2,
-    }
 }

@@ -102,7 +102,9 @@ pub enum StopReason {
     Exception(Exception),
     /// HLT with interrupts disabled and nothing that could wake it.
     HaltedForever,
-    /// HLT with interrupts enabled, but no interrupt source exists.
+    /// HLT with interrupts enabled, but nothing can raise one: the PIC
+    /// masks every line a device raises by itself (IRQ0 with the PIT
+    /// counting), and no NMI source exists.
     HaltedWithoutInterruptSources,
     /// The guest used something this virtual CPU does not implement.
     Unsupported(String),
@@ -133,7 +135,7 @@ impl fmt::Display for StopReason {
             }
             StopReason::HaltedWithoutInterruptSources => write!(
                 f,
-                "the guest executed HLT to wait for an interrupt, but no interrupt source is emulated yet"
+                "the guest executed HLT to wait for an interrupt, but nothing can raise one: the PIC masks every line a device raises by itself (IRQ0 with the PIT counting)"
             ),
             StopReason::Unsupported(what) => write!(f, "{what}"),
             StopReason::OutsideRam(what) => write!(f, "{what}"),

@@ -290,6 +290,16 @@ impl BtVcpu {
         s.vif = u32::from(regs.eflags & translator::state::FLAG_IF != 0);
     }
 
+    /// Replaces the system state (segment registers with their caches,
+    /// descriptor-table and control registers), as a boot loader leaves it
+    /// before the first instruction; the translation mode, the segment
+    /// mirrors and the address space follow the new state.
+    pub fn set_system_state(&mut self, sys: SystemState) {
+        let before = self.core.mode_key();
+        self.core.sys = sys;
+        self.core.after_system_change(before);
+    }
+
     /// The guest's x87/MMX/SSE state (the FXSAVE image), to set it up.
     pub fn fx_mut(&mut self) -> &mut [u8; 512] {
         self.core.state.fx_mut()
