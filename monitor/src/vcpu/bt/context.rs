@@ -14,7 +14,7 @@ use translator::state::FLAG_IF;
 impl BtCore {
     /// Splits a linear range into physical pieces, translating each page
     /// with the given rights.
-    fn pieces(
+    pub(super) fn pieces(
         &mut self,
         lin: u32,
         len: usize,

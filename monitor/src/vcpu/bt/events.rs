@@ -123,17 +123,15 @@ impl CpuContext for DryRun<'_> {
                 return Ok(());
             }
         }
-        let user = privilege == Privilege::Current && self.sys.cpl == 3;
+        // The reads a dry run makes are the instruction's first, made at
+        // the CPL it starts with, which is the monitor's.
         let mut done = 0usize;
-        while done < buf.len() {
-            let at = lin.wrapping_add(done as u32);
-            let chunk = (buf.len() - done).min((PAGE_SIZE - (at & (PAGE_SIZE - 1))) as usize);
-            let phys = self.core.translate_linear(at, false, user)?;
-            let part = &mut buf[done..done + chunk];
+        for (phys, len) in self.core.pieces(lin, buf.len(), false, privilege)? {
+            let part = &mut buf[done..done + len];
             if self.core.ram.read(GuestPhys(phys), part).is_err() {
                 part.fill(0xff);
             }
-            done += chunk;
+            done += len;
         }
         self.reads.push((lin, buf.to_vec()));
         Ok(())
