@@ -12,7 +12,7 @@ use std::time::Duration;
 
 #[path = "support/bounded_run.rs"]
 mod bounded_run;
-use bounded_run::{dev_full, finish_within, nestmon, Finished};
+use bounded_run::{captured, dev_full, finish_within, nestmon, Finished};
 #[path = "support/scratch.rs"]
 mod scratch;
 use scratch::Scratch;
@@ -22,13 +22,7 @@ mod tiny_guest;
 const TIME_LIMIT: Duration = Duration::from_secs(60);
 
 fn run(args: &[&str]) -> Finished {
-    finish_within(
-        TIME_LIMIT,
-        &mut nestmon(args),
-        Stdio::piped(),
-        Stdio::piped(),
-        false,
-    )
+    captured(TIME_LIMIT, args)
 }
 
 /// Runs a tiny guest that writes `value` to port 0xf4, with `extra` flags.

@@ -7,12 +7,11 @@
 use std::fs::File;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 #[path = "support/bounded_run.rs"]
 mod bounded_run;
-use bounded_run::{assert_no_panic, finish_within, nestmon, Finished};
+use bounded_run::{assert_no_panic, captured, Finished};
 #[path = "support/scratch.rs"]
 mod scratch;
 use scratch::Scratch;
@@ -25,13 +24,7 @@ const KERNEL_LIMIT: u64 = 256 << 20;
 const VMX_LIMIT: u64 = 1 << 20;
 
 fn run(args: &[&str]) -> Finished {
-    finish_within(
-        TIME_LIMIT,
-        &mut nestmon(args),
-        Stdio::piped(),
-        Stdio::piped(),
-        false,
-    )
+    captured(TIME_LIMIT, args)
 }
 
 fn text(path: &Path) -> &str {

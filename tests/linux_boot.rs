@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 #[path = "support/bounded_run.rs"]
 mod bounded_run;
-use bounded_run::{finish_within, nestmon, Finished};
+use bounded_run::{captured, Finished};
 #[path = "support/bzimage.rs"]
 mod bzimage;
 use bzimage::BzImage;
@@ -53,13 +53,7 @@ const DEBUG_EXIT: i32 = 0xf4;
 type Asm = Result<(), IcedError>;
 
 fn run(args: &[&str]) -> Finished {
-    finish_within(
-        TIME_LIMIT,
-        &mut nestmon(args),
-        Stdio::piped(),
-        Stdio::piped(),
-        false,
-    )
+    captured(TIME_LIMIT, args)
 }
 
 fn path_str(path: &Path) -> &str {

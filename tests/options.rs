@@ -21,7 +21,7 @@ use std::time::Duration;
 
 #[path = "support/bounded_run.rs"]
 mod bounded_run;
-use bounded_run::{finish_within, nestmon, Finished};
+use bounded_run::{captured, finish_within, nestmon, Finished};
 #[path = "support/scratch.rs"]
 mod scratch;
 use scratch::Scratch;
@@ -381,13 +381,7 @@ fn text(path: &Path) -> &str {
 
 /// `nestmon ARGS`, standard output and error captured.
 fn run(args: &[&str]) -> Finished {
-    finish_within(
-        TIME_LIMIT,
-        &mut nestmon(args),
-        Stdio::piped(),
-        Stdio::piped(),
-        false,
-    )
+    captured(TIME_LIMIT, args)
 }
 
 /// `nestmon run --kernel KERNEL EXTRA…`.

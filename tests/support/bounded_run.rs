@@ -90,6 +90,18 @@ pub fn finish_within(
     }
 }
 
+/// `nestmon ARGS` with standard output and error captured, killed (and
+/// the test failed) after `limit`.
+pub fn captured(limit: Duration, args: &[&str]) -> Finished {
+    finish_within(
+        limit,
+        &mut nestmon(args),
+        Stdio::piped(),
+        Stdio::piped(),
+        false,
+    )
+}
+
 /// Asserts that the run did not panic (status 101, "panicked" on stderr).
 pub fn assert_no_panic(run: &Finished) {
     assert_ne!(run.status, Some(PANIC_STATUS), "stderr:\n{}", run.stderr);
