@@ -205,6 +205,7 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
             event: None,
             divide_error: None,
             split_events: limited != 0,
+            paged: None,
         };
         let unit = match translate(&req) {
             Ok(unit) => unit,

@@ -121,3 +121,85 @@ fn qemu_oracle() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The shadow-MMU cost guest (benches/mmu/mmu.c, run by
+/// benches/run-mmu.sh), with "quick" on its command line (tiny batches):
+/// one line per event, in order, each with a number of cycles, and a
+/// passing exit.  Its batches check what they did (every fault handled
+/// once, every read through a rewritten PTE or after a CR3 write saw the
+/// right frame, every patched immediate ran), so this is also a
+/// correctness check; the numbers themselves are not checked.
+const MMU_EVENTS: [&str; 9] = [
+    "pf_fresh_page",
+    "pte_rewrite_invlpg",
+    "pte_present_toggle",
+    "cr3_reload",
+    "cr3_switch",
+    "space_create",
+    "store_hot_code_page",
+    "self_patch_imm",
+    "store_plain",
+];
+
+/// Builds the guest into a directory of the test's own (two makes must
+/// not build into one directory at the same time).
+fn mmu_elf(test: &str) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("mmu-{test}"));
+    make(&["bench-mmu"], &dir);
+    dir.join("bench/mmu.elf")
+}
+
+fn check_mmu_run(who: &str, r: &Run, passed: Option<i32>) {
+    assert_eq!(
+        r.code,
+        passed,
+        "{who}: want exit status {passed:?}, {}\nstdout:\n{}",
+        describe(r),
+        r.stdout
+    );
+    let lines: Vec<&str> = r.stdout.lines().filter(|l| !l.starts_with('#')).collect();
+    let names: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap_or(""))
+        .collect();
+    assert_eq!(names, MMU_EVENTS, "{who}: event lines\n{}", r.stdout);
+    for line in lines {
+        let cycles: Option<f64> = match line.split_whitespace().collect::<Vec<_>>()[..] {
+            [_, n] => n.parse().ok(),
+            _ => None,
+        };
+        assert!(
+            cycles.is_some_and(|c| c >= 0.0),
+            "{who}: want \"NAME CYCLES\", got {line:?}"
+        );
+    }
+}
+
+#[test]
+fn mmu_bench_guest_under_nestmon() {
+    let r = run(
+        std::process::Command::new(env!("CARGO_BIN_EXE_nestmon"))
+            .args(["run", "--append", "quick", "--kernel"])
+            .arg(mmu_elf("nestmon")),
+        std::time::Duration::from_secs(120),
+    );
+    check_mmu_run("nestmon", &r, Some(0));
+}
+
+#[test]
+fn mmu_bench_guest_under_qemu() {
+    let Some(qemu) = qemu() else {
+        eprintln!("qemu-system-i386 not installed: skipping");
+        return;
+    };
+    let r = run(
+        std::process::Command::new(qemu)
+            .arg("-kernel")
+            .arg(mmu_elf("qemu"))
+            .args(["-append", "quick", "-serial", "stdio", "-display", "none"])
+            .args(["-nodefaults", "-monitor", "none", "-no-reboot", "-m", "128"])
+            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]),
+        std::time::Duration::from_secs(60),
+    );
+    check_mmu_run("qemu", &r, Some(1));
+}

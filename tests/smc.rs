@@ -107,3 +107,80 @@ pages:
         r.stderr
     );
 }
+
+#[test]
+fn rep_stosb_across_sixteen_translated_code_pages_with_paging_on_completes() {
+    // The same with 32-bit paging on: the first 4 MiB identity-mapped with
+    // clean PTEs (so the string store also sets D on every page it writes),
+    // the sixteen code pages translated through that mapping, then
+    // overwritten with RET by one `rep stosb`.
+    let body = r#"
+    lea edi, [page_table]
+    mov eax, 0x3
+    mov ecx, 1024
+2:  mov [edi], eax
+    add eax, 0x1000
+    add edi, 4
+    loop 2b
+    lea eax, [page_table]
+    or eax, 0x3
+    mov [page_dir], eax
+    lea eax, [page_dir]
+    mov cr3, eax
+    mov eax, cr0
+    or eax, 0x80000000
+    mov cr0, eax
+    lea esi, [pages]
+    mov ebx, 16
+1:  call esi
+    add esi, 4096
+    dec ebx
+    jnz 1b
+    lea edi, [pages]
+    mov ecx, 16 * 4096
+    mov al, 0xc3
+    cld
+    rep stosb
+    mov eax, 7
+    call pages + 5 * 4096
+    mov edx, eax
+    mov eax, cr0
+    and eax, 0x7fffffff
+    mov cr0, eax
+    cmp edx, 7
+    jne bad
+    cmp ecx, 0
+    jne bad
+    lea esi, [pages]
+    shr esi, 12
+    mov eax, [page_table + esi * 4 + 15 * 4]
+    and eax, 0x60
+    cmp eax, 0x60
+    jne bad
+    xor eax, eax
+    ret
+bad:
+    mov eax, 1
+    ret
+.data
+.align 4096
+pages:
+.rept 16
+    mov eax, 1
+    ret
+    .align 4096
+.endr
+.bss
+.align 4096
+page_dir: .skip 4096
+page_table: .skip 4096
+.text
+"#;
+    let r = run_with_stats(&asm_guest("rep_stosb_code_pages_paging", body));
+    assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
+    assert!(
+        stat(&r.stderr, "self-modifying writes") >= 16,
+        "{}",
+        r.stderr
+    );
+}

@@ -64,6 +64,7 @@ fn translation_cost(c: &mut Criterion) {
         event: None,
         divide_error: None,
         split_events: false,
+        paged: None,
     };
     let insns = translator::translate(&req)
         .expect("sample translates")

@@ -2,14 +2,15 @@
  * VMM do (nestmon: guest-only).  Built by `make -C guests bench-events`,
  * run by benches/run-events.sh; see docs/guests.md, "Per-event costs".
  *
- * Every event is timed the same way: a loop of ITERS iterations, each
- * doing the event UNROLL times, bracketed by RDTSC, and an empty loop of
- * the same ITERS in the same privilege level.  After a warm-up (which also
- * lets a binary translator translate the loop and the handler), ITERS is
- * chosen so that one batch takes about BUDGET TSC ticks, whatever the cost
- * of the event under the machine at hand; of BATCHES batches the fastest
- * is kept (the one least disturbed by the host), for the event and for the
- * empty loop, and
+ * Every event is timed the same way (lib/bench.h, shared with
+ * benches/mmu/mmu.c): a loop of ITERS iterations, each doing the event
+ * UNROLL times, bracketed by RDTSC, and an empty loop of the same ITERS in
+ * the same privilege level.  After a warm-up (which also lets a binary
+ * translator translate the loop and the handler), ITERS is chosen so that
+ * one batch takes about BUDGET TSC ticks, whatever the cost of the event
+ * under the machine at hand; of BATCHES batches the fastest is kept (the
+ * one least disturbed by the host), for the event and for the empty loop,
+ * and
  *
  *     cycles per event = (best event batch - best empty batch) / (ITERS * UNROLL)
  *
@@ -30,7 +31,7 @@
  * turns 32-bit paging on first (16 MiB identity-mapped with user pages, as
  * pm_paging_on sets it up), so that every event runs as under a paging
  * kernel. */
-#include "pm.h"
+#include "bench.h"
 
 /* events per loop iteration (the loop overhead is also subtracted) */
 #define UNROLL 8
@@ -42,10 +43,7 @@
 #define MSR_SYSENTER_EIP 0x176
 #define CPUID_SEP (1u << 11)
 
-/* shared with the assembly: iterations of the next batch, the TSC before
- * and after it, and how many times a handler ran */
-uint32_t ev_n;
-uint32_t ev_t0[2], ev_t1[2];
+/* shared with the assembly: how many times a handler ran */
 volatile uint32_t ev_count;
 uint8_t ev_sysenter_stack[4096] __attribute__((aligned(16)));
 
@@ -81,19 +79,9 @@ __asm__(".text\n"
         "ret\n");
 extern char ev_int_handler[], ev_de_handler[], ev_gp_handler[], ev_sysenter_handler[];
 
-/* A timed batch: SETUP, then ev_n iterations of UNROLL copies of BODY, the
- * TSC read before and after the loop.  ESI counts; a body may clobber
- * EAX, EBX, ECX, EDX, EDI (EBX only if SETUP does not need it) and must not
- * use the labels 1 or 7770-7779.  Basic asm, so registers take one '%'. */
-#define TIMED(setup, body)                                                  \
-    setup "\n\t"                                                            \
-    "movl ev_n, %esi\n\t"                                                   \
-    "rdtsc\n\tmovl %eax, ev_t0\n\tmovl %edx, ev_t0+4\n\t"                   \
-    ".p2align 4\n"                                                          \
-    "1:\n\t"                                                                \
-    ".rept " PM_STR(UNROLL) "\n\t" body "\n\t.endr\n\t"                     \
-    "decl %esi\n\tjnz 1b\n\t"                                               \
-    "rdtsc\n\tmovl %eax, ev_t1\n\tmovl %edx, ev_t1+4"
+/* A timed batch (lib/bench.h): SETUP, then bench_n iterations of UNROLL
+ * copies of BODY, the TSC read before and after the loop. */
+#define TIMED(setup, body) BENCH_TIMED(UNROLL, setup, body)
 
 /* ---- the batches: one function per event, and the empty loops ---- */
 static void empty_ring0(void) { PM_TRY(TIMED("", "")); }
@@ -145,24 +133,14 @@ static const struct event events[] = {
 };
 #define NEVENTS (int)(sizeof(events) / sizeof(events[0]))
 
-/* ---- parameters (see the top) ---- */
-static uint32_t budget = 1u << 25; /* TSC ticks per batch (~10 ms at 3 GHz) */
-static int batches = 5;
-static uint32_t warm_iters = 256;
-#define MIN_ITERS 16u
-#define MAX_ITERS (1u << 20)
-
 static int failures;
-
-static uint64_t tsc_of(const uint32_t t[2]) { return (uint64_t)t[1] << 32 | t[0]; }
 
 /* One batch of fn with n iterations: its TSC ticks, or 0 after printing a
  * FAIL line (an exception reached the pm.h stubs, or the handler did not
  * run once per event). */
 static uint64_t batch(const struct event *e, void (*fn)(void), uint32_t n)
 {
-    uint64_t t;
-    ev_n = n;
+    bench_n = n;
     ev_count = 0;
     fn();
     if (pm_last.vector != PM_NONE) {
@@ -176,101 +154,22 @@ static uint64_t batch(const struct event *e, void (*fn)(void), uint32_t n)
                   n * UNROLL);
         return 0;
     }
-    t = tsc_of(ev_t1) - tsc_of(ev_t0);
-    return t ? t : 1;
+    return bench_ticks();
 }
 
-/* hundredths of a cycle, printed as "123.45" */
-static void print_centi(uint64_t c)
+/* the event being measured, for the two batch functions bench_measure calls */
+static const struct event *current;
+static uint64_t event_batch(uint32_t n) { return batch(current, current->batch, n); }
+static uint64_t empty_batch(uint32_t n)
 {
-    rt_printf("%llu.%02u", c / 100, (uint32_t)(c % 100));
+    return batch(current, current->ring3 ? empty_ring3 : empty_ring0, n);
 }
 
 static void measure(const struct event *e)
 {
-    void (*empty)(void) = e->ring3 ? empty_ring3 : empty_ring0;
-    uint64_t t, best = ~0ull, best_empty = ~0ull, per_iter;
-    uint32_t n;
-    int i;
-
-    /* warm-up: twice, the second one estimates the cost */
-    if (!batch(e, e->batch, warm_iters) || !(t = batch(e, e->batch, warm_iters)) ||
-        !batch(e, empty, warm_iters))
-        goto failed;
-    per_iter = t / warm_iters;
-    if (per_iter == 0)
-        per_iter = 1;
-    n = budget / per_iter > MAX_ITERS ? MAX_ITERS : (uint32_t)(budget / per_iter);
-    if (n < MIN_ITERS)
-        n = MIN_ITERS;
-    for (i = 0; i < batches; i++) {
-        if (!(t = batch(e, e->batch, n)))
-            goto failed;
-        if (t < best)
-            best = t;
-        if (!(t = batch(e, empty, n)))
-            goto failed;
-        if (t < best_empty)
-            best_empty = t;
-    }
-    /* a negative difference (an event cheaper than the noise) prints 0 */
-    t = best > best_empty ? (best - best_empty) * 100 / ((uint64_t)n * UNROLL) : 0;
-    rt_printf("%s ", e->name);
-    print_centi(t);
-    rt_putc('\n');
-    rt_printf("# %s: %u x %u events, best batch %llu ticks, empty loop %llu ticks\n", e->name,
-              n, UNROLL, best, best_empty);
-    return;
-failed:
-    failures++;
-}
-
-/* The word of the Multiboot command line that is WORD or starts with
- * WORD (QEMU and nestmon both put the kernel's file name first), with its
- * length in *len; 0 if there is none. */
-static const char *cmdline_word(const char *word, uint32_t *len)
-{
-    const uint32_t *info = (const uint32_t *)rt_mb_info;
-    const char *s, *w;
-    uint32_t n = strlen(word);
-    if (rt_mb_magic != 0x2BADB002 || !info || !(info[0] & (1u << 2)) || !info[4])
-        return 0;
-    for (s = (const char *)info[4]; *s;) {
-        while (*s == ' ')
-            s++;
-        w = s;
-        while (*s && *s != ' ')
-            s++;
-        if ((uint32_t)(s - w) >= n && !memcmp(w, word, n)) {
-            *len = s - w;
-            return w;
-        }
-    }
-    return 0;
-}
-
-/* "quick": tiny batches */
-static int quick_requested(void)
-{
-    uint32_t len;
-    const char *w = cmdline_word("quick", &len);
-    return w && len == 5;
-}
-
-/* "paging": run every event with paging on */
-static int paging_requested(void)
-{
-    uint32_t len;
-    const char *w = cmdline_word("paging", &len);
-    return w && len == 6;
-}
-
-/* "only=NAME": measure only that event (for profiling one event) */
-static int event_skipped(const struct event *e)
-{
-    uint32_t len;
-    const char *w = cmdline_word("only=", &len);
-    return w && (len - 5 != strlen(e->name) || memcmp(w + 5, e->name, len - 5));
+    struct bench_event b = { e->name, event_batch, empty_batch, UNROLL, 0 };
+    current = e;
+    bench_measure(&b);
 }
 
 static void wrmsr(uint32_t msr, uint32_t v)
@@ -284,18 +183,12 @@ int main(void)
     int i;
 
     pm_init();
-    if (paging_requested())
+    bench_args();
+    if (bench_flag("paging"))
         pm_paging_on();
     /* mask both PICs: cli_sti runs with IF=1 */
     outb(0x21, 0xff);
     outb(0xa1, 0xff);
-    if (quick_requested()) {
-        /* three batches: a host preemption in one cannot make an event
-         * look free */
-        budget = 1u << 15;
-        batches = 3;
-        warm_iters = 4;
-    }
     /* the events' gates: an interrupt gate each, int $0x80 callable from
      * ring 3.  #DE and #GP are pointed at their handlers only while their
      * event runs, so that an unexpected fault elsewhere reaches the pm.h
@@ -309,14 +202,12 @@ int main(void)
 
     rt_printf("# events: cycles (TSC ticks) per event, %u per loop iteration, best of %d "
               "batches of ~%u ticks, empty loop subtracted\n",
-              UNROLL, batches, budget);
-    rt_printf("# paging %s\n", paging_requested() ? "on" : "off");
-    /* for benches/run-events.sh: the TSC at the start and at the end, to
-     * compare the guest's TSC rate with the host's */
-    rt_printf("# tsc-mark %llu\n", rt_rdtsc());
+              UNROLL, bench_batches, bench_budget);
+    rt_printf("# paging %s\n", bench_flag("paging") ? "on" : "off");
+    bench_tsc_mark();
     for (i = 0; i < NEVENTS; i++) {
         const struct event *e = &events[i];
-        if (event_skipped(e))
+        if (bench_skipped(e->name))
             continue;
         if (e->batch == sysenter_ring3 && !(d & CPUID_SEP)) {
             rt_printf("%s FAIL CPUID.1:EDX.SEP is 0\n", e->name);
@@ -333,7 +224,8 @@ int main(void)
         pm_idt_stub(PM_DE, SYS_INTGATE32, 0);
         pm_idt_stub(PM_GP, SYS_INTGATE32, 0);
     }
-    rt_printf("# tsc-mark %llu\n", rt_rdtsc());
+    bench_tsc_mark();
+    failures += bench_failures;
     if (failures)
         rt_printf("events: %d event(s) failed\n", failures);
     return failures ? 1 : 0;

@@ -263,18 +263,19 @@ impl CodeCache {
     }
 
     /// Invalidates every translation made from guest frame `frame`; returns
-    /// how many died.
-    pub fn invalidate_frame(&mut self, frame: u32) -> usize {
+    /// the ones that died (their records stay readable until the next
+    /// flush).
+    pub fn invalidate_frame(&mut self, frame: u32) -> Vec<TransId> {
         let Some(ids) = self.by_frame.remove(&frame) else {
-            return 0;
+            return Vec::new();
         };
-        let mut n = 0;
-        for id in ids {
-            if self.kill(id) {
-                n += 1;
-            }
-        }
-        n
+        ids.into_iter().filter(|id| self.kill(*id)).collect()
+    }
+
+    /// Invalidates one translation (its guest code changed in a way its
+    /// frames do not show); false if it was dead already.
+    pub fn invalidate(&mut self, id: TransId) -> bool {
+        self.kill(id)
     }
 
     fn kill(&mut self, id: TransId) -> bool {
@@ -388,7 +389,7 @@ mod tests {
             src_off as i64 + 5 + rel as i64,
             c.get(dst_id).code_offset as i64
         );
-        assert_eq!(c.invalidate_frame(5), 1);
+        assert_eq!(c.invalidate_frame(5).len(), 1);
         let rel = i32::from_le_bytes(c.code(src_off + 1, 4).try_into().unwrap());
         assert_eq!(rel, 0, "site points back at its stub");
         assert!(c.get(dst_id).dead);

@@ -15,10 +15,15 @@ mod addr;
 mod frameset;
 mod ram;
 mod walk;
+mod watch;
 mod window;
 
 pub use addr::{GuestLinear, GuestPhys, HostAddr, PAGE_SIZE};
 pub use frameset::FrameSet;
 pub use ram::{GuestRam, RamError, MAX_GUEST_RAM};
-pub use walk::{walk, Access, PageFault, PagingMode, Translated};
+pub use walk::{walk, Access, EntryAt, PageFault, PagingMode, Translated};
+pub use watch::{
+    entry_change_matters, Consequences, FrameWatcher, Invalidation, SpaceId, TableUse, WatchStats,
+    FLOOD_WRITES, UNSYNC_AFTER_WRITES,
+};
 pub use window::{LinearWindow, PageProt, WindowError, WINDOW_GUARD};

@@ -15,7 +15,7 @@ const D: u32 = 0x40;
 const PS: u32 = 0x80;
 
 /// Paging controls relevant to a walk.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PagingMode {
     /// CR3.
     pub cr3: u32,
@@ -45,6 +45,32 @@ pub struct Translated {
     /// The mapping is a 4 MiB page (PDE.PS with CR4.PSE): INVLPG of any
     /// address in it invalidates all of it.
     pub large: bool,
+    /// The page-directory entry used, as the walk left it.
+    pub pde: EntryAt,
+    /// The page-table entry used, as the walk left it (none for a 4 MiB
+    /// page).
+    pub pte: Option<EntryAt>,
+}
+
+/// A paging-structure entry: where it is and what it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryAt {
+    /// Its guest-physical address.
+    pub addr: GuestPhys,
+    /// Its value.
+    pub value: u32,
+}
+
+impl EntryAt {
+    /// The guest frame holding the entry (a page directory or table).
+    pub fn table_frame(self) -> u32 {
+        self.addr.frame()
+    }
+
+    /// The entry's index in its table.
+    pub fn index(self) -> u32 {
+        (self.addr.0 & 0xfff) / 4
+    }
 }
 
 /// A page fault: the error code the hardware would push.
@@ -89,6 +115,11 @@ pub fn walk(
             phys: GuestPhys(phys),
             writable_and_dirty: writable(pde, pde, mode, acc) && new & D != 0,
             large: true,
+            pde: EntryAt {
+                addr: GuestPhys(pde_addr),
+                value: new,
+            },
+            pte: None,
         });
     }
     let pte_addr = (pde & !0xfff) + (((lin.0 >> 12) & 0x3ff) << 2);
@@ -105,6 +136,14 @@ pub fn walk(
         phys: GuestPhys(phys),
         writable_and_dirty: writable(pde, pte, mode, acc) && new & D != 0,
         large: false,
+        pde: EntryAt {
+            addr: GuestPhys(pde_addr),
+            value: pde | A,
+        },
+        pte: Some(EntryAt {
+            addr: GuestPhys(pte_addr),
+            value: new,
+        }),
     })
 }
 

@@ -177,6 +177,44 @@ impl Ibtc {
         }
     }
 
+    /// Drops the entry of `eip`, in every tag, that leads to `host` (a
+    /// translation that died).
+    pub fn remove_entry(&mut self, eip: u32, host: u64) {
+        let key = eip.wrapping_add(1);
+        for tag in 0..TAGS {
+            if self.used & (1 << tag) == 0 {
+                continue;
+            }
+            let e = &mut self.region.table_mut(tag)[(eip & 0xffff) as usize];
+            if e.key == key && e.host == host {
+                e.key = 0;
+                e.host = 0;
+            }
+        }
+    }
+
+    /// Drops the entries of tag `tag` for the `len` EIPs from `start`
+    /// (wrapping).
+    pub fn remove_eips(&mut self, tag: u32, start: u32, len: u32) {
+        if tag >= TAGS || self.used & (1 << tag) == 0 {
+            return;
+        }
+        let table = self.region.table_mut(tag);
+        for n in 0..len.min(ENTRIES as u32) {
+            let eip = start.wrapping_add(n);
+            let e = &mut table[(eip & 0xffff) as usize];
+            if e.key == eip.wrapping_add(1) {
+                e.key = 0;
+                e.host = 0;
+            }
+        }
+    }
+
+    /// The tags that may have entries, as a bit mask.
+    pub fn used_tags(&self) -> u64 {
+        self.used
+    }
+
     /// The mapping of `eip` in the mode of `tag`, if any.
     pub fn get(&self, eip: u32, tag: u32) -> Option<u64> {
         let e = &self.region.table(tag)[(eip & 0xffff) as usize];
@@ -187,6 +225,23 @@ impl Ibtc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn removing_an_entry_or_a_range_leaves_the_others() {
+        let mut t = Ibtc::default();
+        t.insert(0x1000, 0, 0xaaaa);
+        t.insert(0x1004, 1, 0xbbbb);
+        t.insert(0x2000, 0, 0xcccc);
+        t.remove_entry(0x1000, 0xdddd);
+        assert_eq!(t.get(0x1000, 0), Some(0xaaaa), "another host address");
+        t.remove_entry(0x1000, 0xaaaa);
+        assert_eq!(t.get(0x1000, 0), None);
+        t.remove_eips(0, 0x1000, 0x1000);
+        assert_eq!(t.get(0x1004, 1), Some(0xbbbb), "another tag");
+        assert_eq!(t.get(0x2000, 0), Some(0xcccc), "outside the range");
+        t.remove_eips(1, 0x1000, 0x1000);
+        assert_eq!(t.get(0x1004, 1), None);
+    }
 
     #[test]
     fn empty_table_matches_no_eip() {

@@ -41,6 +41,11 @@ pub enum ExitReason {
     /// access beyond a segment's limit or against its type: #GP(0), #SS(0)
     /// through SS). Nothing of the instruction was carried out.
     Raise = 6,
+    /// The unit at `eip` starts with an instruction that runs into the
+    /// next linear page, and the bytes found there are not the ones it was
+    /// translated from (another address space maps another frame there,
+    /// or the guest rewrote them): translate it again. Nothing ran.
+    CodeChanged = 7,
 }
 
 impl ExitReason {
@@ -53,6 +58,7 @@ impl ExitReason {
             4 => ExitReason::Fault,
             5 => ExitReason::Interrupted,
             6 => ExitReason::Raise,
+            7 => ExitReason::CodeChanged,
             _ => return None,
         })
     }

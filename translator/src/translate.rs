@@ -228,6 +228,35 @@ pub struct UnitRequest<'a> {
     /// instruction, so that it starts a unit of its own, for which the
     /// monitor can offer an [`InlineEvent`].
     pub split_events: bool,
+    /// Guest paging is on (see [`PagedCode`]); `None`: linear addresses
+    /// are physical ones, and every direct branch may be chained.
+    pub paged: Option<PagedCode>,
+}
+
+/// How a unit is translated when guest paging is on, so that it stays
+/// right in every address space that maps its first page to the same
+/// frame (translations are keyed by physical address and shared by all
+/// address spaces):
+/// - a direct branch to another linear page is never chained (another
+///   address space may map other code there): its exit probes the
+///   indirect-branch table of the current address space for the target,
+///   and exits only on a miss;
+/// - an instruction that runs into the next linear page starts a unit of
+///   its own, which first compares the bytes it took from that page with
+///   what the page holds now (through the window, so an unmapped page
+///   faults as the fetch would) and exits with `CodeChanged` if they
+///   differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PagedCode {
+    /// The CS base (linear = CS base + EIP).
+    pub cs_base: u32,
+}
+
+impl PagedCode {
+    /// Whether guest EIPs `a` and `b` lie in the same linear page.
+    pub fn same_page(self, a: u32, b: u32) -> bool {
+        (self.cs_base.wrapping_add(a) ^ self.cs_base.wrapping_add(b)) >> 12 == 0
+    }
 }
 
 /// What translated code needs to carry out SYSENTER or SYSEXIT itself:
@@ -379,6 +408,10 @@ struct Exit {
     /// The target's mode when it is not the unit's (see
     /// `CpuState::chain_mode`).
     mode: Option<u32>,
+    /// The target lies in another linear page while paging is on: the
+    /// exit probes the indirect-branch table of this tag instead of
+    /// waiting to be chained (see [`PagedCode`]).
+    probe: Option<u32>,
 }
 
 struct Ctx<'a> {
@@ -456,6 +489,14 @@ fn cc_bits(cc: ConditionCode) -> Option<u8> {
     })
 }
 
+/// How many bytes of instruction `i`, starting `offset` bytes into the
+/// unit, lie past the end of the unit's page (`bytes_in_page` from the
+/// unit's start), if any.
+fn crossing_tail(i: &Instruction, offset: u32, bytes_in_page: u32) -> Option<usize> {
+    let end = offset as usize + i.len();
+    (!i.is_invalid() && end > bytes_in_page as usize).then(|| end - bytes_in_page as usize)
+}
+
 /// Translates one unit.
 pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
     let mut cx = Ctx {
@@ -493,6 +534,16 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         if req.split_events && !insns.is_empty() && starts_own_unit(&insn, req.mode.cpl0) {
             cx.chain_exit(next)?;
             break;
+        }
+        let tail = crossing_tail(&insn, next.wrapping_sub(req.eip), bytes_in_page);
+        if let (Some(paged), Some(tail)) = (req.paged, tail) {
+            if !insns.is_empty() {
+                cx.chain_exit(next)?;
+                break;
+            }
+            let at = req.eip.wrapping_add(bytes_in_page);
+            let skip = bytes_in_page as usize;
+            cx.check_next_page(paged.cs_base.wrapping_add(at), &req.code[skip..skip + tail])?;
         }
         pc_map.push((cx.e.pos() as u32, next));
         cx.fixup = fixup::NONE;
@@ -592,6 +643,13 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// The indirect-branch tag a direct branch to `target` in the mode of
+    /// `tag` probes, if it may not be chained (see [`PagedCode`]).
+    fn probe_for(&self, target: u32, tag: u32) -> Option<u32> {
+        let paged = self.req.paged?;
+        (!paged.same_page(self.req.eip, target)).then_some(tag)
+    }
+
     /// Ends the unit with a chainable jump to guest `target`.
     fn chain_exit(&mut self, target: u32) -> Result<(), TranslateError> {
         let label = self.e.label();
@@ -601,13 +659,20 @@ impl Ctx<'_> {
             target,
             rel32,
             mode: None,
+            probe: self.probe_for(target, self.req.ibtc_tag),
         });
         Ok(())
     }
 
     /// Ends the unit with a chainable jump to guest `target` in another
-    /// mode (after an inline privilege change).
-    fn chain_exit_to_mode(&mut self, target: u32, mode: u32) -> Result<(), TranslateError> {
+    /// mode (after an inline privilege change) whose indirect-branch tag
+    /// is `tag`.
+    fn chain_exit_to_mode(
+        &mut self,
+        target: u32,
+        mode: u32,
+        tag: u32,
+    ) -> Result<(), TranslateError> {
         let label = self.e.label();
         let rel32 = self.e.jmp_label(label);
         self.exits.push(Exit {
@@ -615,6 +680,7 @@ impl Ctx<'_> {
             target,
             rel32,
             mode: Some(mode),
+            probe: self.probe_for(target, tag),
         });
         Ok(())
     }
@@ -628,8 +694,59 @@ impl Ctx<'_> {
             target,
             rel32,
             mode: None,
+            probe: self.probe_for(target, self.req.ibtc_tag),
         });
         Ok(())
+    }
+
+    /// Compares the `bytes` the unit's first instruction takes from the
+    /// next linear page (at `linear`) with what the current view holds
+    /// there, without touching the flags; exits with `CodeChanged` when
+    /// they differ. RCX is kept in R13 meanwhile.
+    fn check_next_page(&mut self, linear: u32, bytes: &[u8]) -> Result<(), TranslateError> {
+        let changed = self.e.label();
+        let done = self.e.label();
+        self.ins(i2!(Code::Mov_r64_rm64, Register::R13, Register::RCX)?)?;
+        self.ins(i2!(Code::Mov_r32_imm32, Register::R10D, linear)?)?;
+        let mut at = 0usize;
+        while at < bytes.len() {
+            let left = bytes.len() - at;
+            let (load, width) = match left {
+                4.. => (Code::Mov_r32_rm32, 4),
+                2 | 3 => (Code::Movzx_r32_rm16, 2),
+                _ => (Code::Movzx_r32_rm8, 1),
+            };
+            let mut expected = [0u8; 4];
+            expected[..width].copy_from_slice(&bytes[at..at + width]);
+            let m = mem(Register::R15, Register::R10, at as i64);
+            self.ins(i2!(load, Register::R11D, m)?)?;
+            self.ins(i2!(
+                Code::Mov_r32_imm32,
+                Register::R12D,
+                u32::from_le_bytes(expected)
+            )?)?;
+            self.ins(Instruction::with1(Code::Not_rm64, Register::R12).map_err(err)?)?;
+            // RCX = loaded - expected (64 bits, both below 2^32): zero
+            // only when equal.
+            self.ins(i2!(
+                Code::Lea_r64_m,
+                Register::RCX,
+                mem(Register::R11, Register::R12, 1)
+            )?)?;
+            let same = self.e.label();
+            self.e.jrcxz_label(same);
+            self.e.jmp_label(changed);
+            self.e.bind(same);
+            at += width;
+        }
+        self.e.jmp_label(done);
+        self.e.bind(changed);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R13)?)?;
+        self.store_eip_imm(self.req.eip)?;
+        self.store_exit(ExitReason::CodeChanged)?;
+        self.e.jmp_abs(self.req.stubs.exit_common)?;
+        self.e.bind(done);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R13)?)
     }
 
     fn emit_exit_stubs(&mut self) -> Result<Vec<(usize, usize)>, TranslateError> {
@@ -637,6 +754,13 @@ impl Ctx<'_> {
         for x in std::mem::take(&mut self.exits) {
             self.e.bind(x.label);
             let stub = self.e.pos();
+            if let Some(tag) = x.probe {
+                // Never chained: the target's page may hold other code in
+                // another address space.
+                self.ins(i2!(Code::Mov_r32_imm32, Register::R9D, x.target)?)?;
+                self.indirect_in(tag)?;
+                continue;
+            }
             self.store_eip_imm(x.target)?;
             self.store_exit(ExitReason::ChainMiss)?;
             if let Some(mode) = x.mode {
@@ -1152,7 +1276,7 @@ impl Ctx<'_> {
         )?)?;
         self.ins(i2!(Code::Mov_r32_imm32, Register::R8D, to.esp)?)?;
         self.privilege_change(to, crate::state::TRANSITION_SYSENTER)?;
-        self.chain_exit_to_mode(to.eip, to.mode)?;
+        self.chain_exit_to_mode(to.eip, to.mode, to.tag)?;
         Ok(true)
     }
 
@@ -2146,6 +2270,7 @@ mod tests {
         transitions: Option<Transitions>,
         event: Option<&'a InlineEvent>,
         split_events: bool,
+        paged: Option<PagedCode>,
     }
 
     impl Default for Setup<'_> {
@@ -2164,6 +2289,7 @@ mod tests {
                 transitions: None,
                 event: None,
                 split_events: false,
+                paged: None,
             }
         }
     }
@@ -2191,6 +2317,7 @@ mod tests {
             event: setup.event,
             divide_error: None,
             split_events: setup.split_events,
+            paged: setup.paged,
         };
         translate(&req).unwrap()
     }
@@ -2564,6 +2691,7 @@ mod tests {
                 Setup {
                     mode,
                     split_events: true,
+                    paged: None,
                     ..Setup::default()
                 },
             )
@@ -2731,5 +2859,50 @@ mod tests {
             1,
             "falls through to 0x2000 by a chainable exit"
         );
+    }
+
+    fn paged_unit(eip: u32, code: &[u8]) -> Unit {
+        translate_with(
+            code,
+            Setup {
+                eip,
+                paged: Some(PagedCode { cs_base: 0 }),
+                ..Setup::default()
+            },
+        )
+    }
+
+    #[test]
+    fn with_paging_a_branch_to_another_page_probes_the_table_and_one_within_the_page_chains() {
+        // jmp 0x3000 from 0x1000: another page.
+        let far = paged_unit(0x1000, &[0xe9, 0xfb, 0x1f, 0x00, 0x00]);
+        assert!(far.sites.is_empty(), "never chained");
+        let text = host_text(&far).join("\n");
+        assert!(text.contains("movzx r11d,r9w"), "{text}");
+        // jmp 0x1800: the same page.
+        let near = paged_unit(0x1000, &[0xe9, 0xfb, 0x07, 0x00, 0x00]);
+        assert_eq!(near.sites.len(), 1);
+        // Without paging every direct branch may be chained.
+        let flat = unit(&[0xe9, 0xfb, 0x1f, 0x00, 0x00]);
+        assert_eq!(flat.sites.len(), 1);
+    }
+
+    #[test]
+    fn with_paging_an_instruction_running_into_the_next_page_starts_a_unit_that_checks_its_bytes() {
+        // nop at 0x1ffe, then mov eax, 0x44332211 at 0x1fff (4 bytes in the
+        // next page).
+        let code = [0x90, 0xb8, 0x11, 0x22, 0x33, 0x44];
+        let first = paged_unit(0x1ffe, &code);
+        assert_eq!(first.insns.len(), 1, "ends before the crossing instruction");
+        let second = paged_unit(0x1fff, &code[1..]);
+        assert_eq!(second.insns.len(), 1);
+        let text = host_text(&second).join("\n");
+        assert!(text.contains("mov r10d,2000h"), "{text}");
+        assert!(text.contains("mov r12d,44332211h"), "{text}");
+        let changed = format!("mov dword ptr [r14+{:X}h],7", off::EXIT_REASON);
+        assert!(text.contains(&changed), "{text}");
+        // Without paging the instruction stays in the unit, unchecked.
+        let flat = unit_at(0x1ffe, &code);
+        assert_eq!(flat.insns.len(), 2);
     }
 }

@@ -252,7 +252,7 @@ impl Ctx<'_> {
         )?)?;
         self.ins(i2!(Code::Mov_rm32_r32, state(off::EFLAGS), Register::R9D)?)?;
         self.privilege_change(&x.to, x.record)?;
-        self.chain_exit_to_mode(x.to.eip, x.to.mode)?;
+        self.chain_exit_to_mode(x.to.eip, x.to.mode, x.to.tag)?;
         if !x.software && x.vector == 0 {
             self.e.bind(bail);
             self.mark_bail()?;

@@ -17,7 +17,7 @@
 //! would not have done: the dry run's own reads only set accessed bits in
 //! page tables, which the instruction sets when it runs.
 
-use super::{limited_segments, view_of, BtCore, SUPERVISOR_VIEW, USER_VIEW};
+use super::{limited_segments, view_of, BtCore, SUPERVISOR_VIEW};
 use crate::cpu::interrupt::{self, Event as CpuEvent, SoftwareKind};
 use crate::cpu::{
     AccessKind, CpuContext, Eflags, Exception, Privilege, Seg, SegmentRegister, SystemState,
@@ -486,16 +486,9 @@ impl BtCore {
     /// Fills the supervisor view's mapping of the page of `lin` if the
     /// guest's page tables allow the access.
     fn prefault(&mut self, lin: u32, write: bool) {
-        let Ok(phys) = self.translate_linear(lin, write, false) else {
-            return;
-        };
-        if phys as usize >= self.ram.size() {
-            return;
+        if self.paging() {
+            self.prefault_in(SUPERVISOR_VIEW, lin, write);
         }
-        let view = std::mem::replace(&mut self.view, SUPERVISOR_VIEW);
-        self.fill_shadow(lin >> 12, phys >> 12, write);
-        self.view = view;
-        debug_assert!(view == SUPERVISOR_VIEW || view == USER_VIEW);
     }
 
     /// The inline privilege change into system state `sys` (EIP and ESP

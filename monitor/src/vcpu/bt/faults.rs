@@ -163,8 +163,9 @@ impl BtCore {
     }
 
     /// Classifies a host page fault in the window: a hidden fault (the
-    /// shadow mapping was filled), a write to translated code, a guest
-    /// exception, or an access outside guest RAM.
+    /// shadow mapping was filled), a write to translated code or to an
+    /// in-sync page table, a guest exception, or an access outside guest
+    /// RAM.
     fn resolve_memory_fault(&mut self, host_addr: u64, write: bool) -> FaultOutcome {
         let Some(lin) = self.window().linear_of(host_addr as usize) else {
             // An access that straddles the top of the 4 GiB linear space
@@ -173,27 +174,55 @@ impl BtCore {
             // an access wraps or faults (vol. 3, 5.3); this CPU faults.
             return FaultOutcome::Guest(Exception::GeneralProtection(0).into());
         };
-        let phys = match self.linear_to_phys(lin.0, write) {
-            Ok(p) => p,
-            Err(e) => return FaultOutcome::Guest(e.into()),
+        if !self.paging() {
+            return self.unpaged_fault(lin.0, write);
+        }
+        let walked = match self.walk_for_fault(lin.0, write) {
+            Ok(t) => t,
+            Err(pf) => return FaultOutcome::Guest(super::frames::page_fault(pf).into()),
         };
+        let phys = walked.phys.0;
+        if phys as usize >= self.ram.size() {
+            return self.outside_ram(lin.0, phys, write);
+        }
         let frame = phys / PAGE_SIZE;
-        if write && self.code_frames.contains(frame) {
+        let mut outcome = FaultOutcome::Hidden;
+        if write && self.watcher.is_code(frame) {
+            self.stats.smc_writes += 1;
+            self.untrace_code_frame(frame);
+            outcome = FaultOutcome::CodeWrite;
+        }
+        if write && self.watcher.is_synced_table(frame) {
+            self.map_walked(self.view, lin.page(), &walked);
+            self.open_table_for_one_write(frame, lin.page());
+            return FaultOutcome::CodeWrite;
+        }
+        if let FaultOutcome::Hidden = outcome {
+            self.map_walked(self.view, lin.page(), &walked);
+            self.stats.hidden_faults += 1;
+        }
+        outcome
+    }
+
+    /// A host fault in the identity window (paging off): a write to
+    /// translated code, or an access beyond guest RAM.
+    fn unpaged_fault(&mut self, phys: u32, write: bool) -> FaultOutcome {
+        let frame = phys / PAGE_SIZE;
+        if write && self.watcher.is_code(frame) {
             self.stats.smc_writes += 1;
             self.untrace_code_frame(frame);
             return FaultOutcome::CodeWrite;
         }
-        if phys as usize >= self.ram.size() || !self.paging() {
-            return FaultOutcome::Stop(StopReason::OutsideRam(format!(
-                "guest {} at {} (physical {phys:#010x}) is outside guest RAM ({} MiB)",
-                if write { "write" } else { "read" },
-                lin,
-                self.ram.size() >> 20
-            )));
-        }
-        self.fill_shadow(lin.page(), frame, write);
-        self.stats.hidden_faults += 1;
-        FaultOutcome::Hidden
+        self.outside_ram(phys, phys, write)
+    }
+
+    fn outside_ram(&self, lin: u32, phys: u32, write: bool) -> FaultOutcome {
+        FaultOutcome::Stop(StopReason::OutsideRam(format!(
+            "guest {} at {} (physical {phys:#010x}) is outside guest RAM ({} MiB)",
+            if write { "write" } else { "read" },
+            shadowmmu::GuestLinear(lin),
+            self.ram.size() >> 20
+        )))
     }
 }
 

@@ -1,24 +1,29 @@
-//! Guest frames and the linear window: the guest's page-table walk, shadow
-//! fills, write tracing of frames that hold translated code, and the
-//! monitor's own writes into guest RAM.
+//! Guest frames and the linear windows: the guest's page-table walk, shadow
+//! fills, the address spaces cached per page directory, and the frame
+//! watcher's consequences (write protection of frames holding translated
+//! code or page tables, invalidation of the mappings a page-table write
+//! changed), for translated stores and the monitor's own writes alike.
 //!
 //! Invariants:
-//! - A frame in `code_frames` is mapped read-only at every linear page the
-//!   reverse map knows for it (paging on) or at its identity page (paging
-//!   off); untracing it kills its translations first.
-//! - Each view (supervisor, user) never maps more than the guest's page
-//!   tables allowed its privilege at the last walk; changing the address
-//!   space drops every mapping of both. With paging off only the supervisor
-//!   view is used (identity, all of RAM) and the user view is empty.
-//! - The reverse map names every (view, linear page) mapped to a frame, and
-//!   `shadow` maps each such (view, linear page) back to its frame.
-//! - `code_pages` names, for each linear page translations were made from,
-//!   their frames; `large_regions` the 4 MiB regions a 4 MiB page was used
-//!   in since the last reset (INVLPG there drops the whole region).
+//! - A frame the watcher write-protects (`FrameWatcher::write_protected`)
+//!   is mapped read-only at every alias the reverse map knows for it
+//!   (paging on) or at its identity page (paging off); untracing it for
+//!   code kills its translations first.
+//! - Each view of each cached space never maps more than the guest's page
+//!   tables allowed its privilege at the last walk, except for what an
+//!   out-of-sync leaf table changed since its last resync (a TLB could
+//!   hold as much; every guest TLB flush resyncs those tables first).
+//! - The reverse map names every (space, view, linear page) mapped to a
+//!   frame, and each space's `shadow` maps it back to the frame.
+//! - With paging off only the unpaged space exists: its supervisor view
+//!   maps all of RAM at linear = physical, its user view is empty.
 
+use super::spaces::{self, AddressSpace, UNPAGED_ROOT};
 use super::{BtCore, SUPERVISOR_VIEW, USER_VIEW};
-use shadowmmu::LinearWindow;
-use shadowmmu::{walk, Access, GuestLinear, GuestPhys, PageFault, PageProt, PagingMode, PAGE_SIZE};
+use shadowmmu::{
+    walk, Access, Consequences, GuestLinear, GuestPhys, Invalidation, LinearWindow, PageFault,
+    PageProt, PagingMode, SpaceId, TableUse, Translated, PAGE_SIZE,
+};
 
 impl BtCore {
     /// Whether guest paging is on.
@@ -55,105 +60,239 @@ impl BtCore {
         if !self.paging() {
             return Ok(lin);
         }
-        walk(
+        self.walk_noting(lin, write, user)
+            .map(|t| t.phys.0)
+            .map_err(page_fault)
+    }
+
+    /// Walks the guest page tables, telling the watcher about the accessed
+    /// and dirty bits the walk set.
+    fn walk_noting(&mut self, lin: u32, write: bool, user: bool) -> Result<Translated, PageFault> {
+        let t = walk(
             &self.ram,
             self.paging_mode(),
             GuestLinear(lin),
             Access { write, user },
-        )
-        .map(|t| {
-            if t.large {
-                self.large_regions.insert(lin >> 22);
-            }
-            t.phys.0
-        })
-        .map_err(page_fault)
+        )?;
+        let c = self.watcher.note_walked_entry(t.pde.addr, t.pde.value);
+        self.apply(c);
+        if let Some(pte) = t.pte {
+            let c = self.watcher.note_walked_entry(pte.addr, pte.value);
+            self.apply(c);
+        }
+        Ok(t)
     }
 
-    /// A CR3 write or a paging-mode change: with paging on, the shadow
-    /// mappings go (all of them, for now; see docs/ARCHITECTURE.md).
+    /// MOV to CR3/CR0/CR4 that may flush the guest's TLB: out-of-sync
+    /// tables are brought back in sync (the new address space, if any, is
+    /// switched to by [`Self::after_system_change`]).
     pub(super) fn address_space_changed(&mut self) {
         if self.paging() {
-            self.reset_address_space();
+            self.guest_tlb_flush();
         }
     }
 
-    /// INVLPG: drops what the shadow MMU holds for the page of `lin` (all
-    /// of the 4 MiB region when a 4 MiB page was mapped in it): its
-    /// mappings in both views and the translations made from it. Other
-    /// pages keep theirs, as other TLB entries survive INVLPG.
-    pub(super) fn invalidate_page(&mut self, lin: u32) {
+    /// INVLPG: the guest wants the page of `lin` seen afresh. Mappings of
+    /// in-sync tables already follow the guest's writes, so only the
+    /// out-of-sync tables need comparing.
+    pub(super) fn invalidate_page(&mut self, _lin: u32) {
         if !self.paging() {
             return;
         }
         self.stats.page_invalidations += 1;
-        let region = lin >> 22;
-        let pages = if self.large_regions.remove(region) {
-            region << 10..(region + 1) << 10
-        } else {
-            lin >> 12..(lin >> 12) + 1
-        };
-        let start = GuestLinear(pages.start * PAGE_SIZE);
-        let len = u64::from(pages.end - pages.start) * u64::from(PAGE_SIZE);
-        for view in &self.views {
-            // Unmapping part of our own reservation.
-            let _ = view.unmap(start, len);
-        }
-        for lpage in pages {
-            for view in [SUPERVISOR_VIEW, USER_VIEW] {
-                let alias = Alias::new(view, lpage);
-                if let Some(frame) = self.shadow.remove(&alias) {
-                    if let Some(aliases) = self.rmap.get_mut(&frame) {
-                        aliases.retain(|a| *a != alias);
-                    }
-                }
-            }
-            for frame in self.code_pages.remove(&lpage).unwrap_or_default() {
-                self.untrace_code_frame(frame);
-            }
-        }
+        self.guest_tlb_flush();
     }
 
-    /// Notes that translations were made from linear page `lpage` at
-    /// `frame`, for INVLPG.
-    pub(super) fn note_code_page(&mut self, lpage: u32, frame: u32) {
-        let frames = self.code_pages.entry(lpage).or_default();
-        if !frames.contains(&frame) {
-            frames.push(frame);
-        }
+    /// A guest TLB flush (CR3 write, INVLPG, CR4.PGE change): every
+    /// out-of-sync table is compared with its snapshot again.
+    pub(super) fn guest_tlb_flush(&mut self) {
+        let c = self.watcher.resync_all(&self.ram);
+        self.apply(c);
+    }
+
+    /// The current address space.
+    pub(super) fn space(&self) -> &AddressSpace {
+        self.spaces[self.space]
+            .as_ref()
+            .expect("the current space exists")
+    }
+
+    fn space_mut(&mut self) -> &mut AddressSpace {
+        self.spaces[self.space]
+            .as_mut()
+            .expect("the current space exists")
     }
 
     /// The view translated code runs in now.
     pub(super) fn window(&self) -> &LinearWindow {
-        &self.views[self.view]
+        &self.space().views[self.view]
     }
 
     /// Points the window register of translated code at the view the
-    /// current privilege runs in.
+    /// current privilege runs in, in the current space.
     pub(super) fn select_view(&mut self) {
         self.view = super::view_of(&self.sys);
-        self.state.window = self.views[self.view].base().0 as u64;
+        let bases = self.space().views.each_ref().map(|v| v.base().0 as u64);
+        self.state.window = bases[self.view];
+        self.state.view_bases = bases;
     }
 
-    /// Drops every shadow mapping and translation after the guest changed
-    /// its address space (CR0.PG/WP, CR3, CR4 paging bits, INVLPG): both
-    /// views are refilled lazily from the guest page tables on hidden
-    /// faults.
+    /// Points translated code at the current space's indirect-branch
+    /// table, unless an exit request swapped in the empty one (serving the
+    /// request restores the current space's).
+    fn select_ibtc(&mut self, previous: u64) {
+        let now = self.space().ibtc.addr();
+        let _ = self.state.ibtc.compare_exchange(
+            previous,
+            now,
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+
+    /// The root the current paging state names.
+    fn current_root(&self) -> u32 {
+        if self.paging() {
+            self.sys.cr3 >> 12
+        } else {
+            UNPAGED_ROOT
+        }
+    }
+
+    /// After a CR3 change with paging on: switches to the cached space of
+    /// the new page directory (made if needed), keeping every other
+    /// space's mappings.
+    pub(super) fn switch_address_space(&mut self) {
+        self.guest_tlb_flush();
+        let root = self.current_root();
+        let previous = self.space().ibtc.addr();
+        self.clock += 1;
+        let slot = match self
+            .spaces
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| s.root == root))
+        {
+            Some(slot) => slot,
+            None => match self.new_space(root) {
+                Some(slot) => slot,
+                None => return,
+            },
+        };
+        self.space = slot;
+        let now = self.clock;
+        self.space_mut().last_used = now;
+        self.stats.space_switches += 1;
+        self.select_view();
+        self.select_ibtc(previous);
+    }
+
+    /// Makes a space for `root` in a free slot (dropping the least
+    /// recently used one when all are taken); `None` if the host refused.
+    fn new_space(&mut self, root: u32) -> Option<usize> {
+        let slot = match self.spaces.iter().position(Option::is_none) {
+            Some(slot) => slot,
+            None if self.spaces.len() < spaces::MAX_SPACES => {
+                self.spaces.push(None);
+                self.spaces.len() - 1
+            }
+            None => {
+                let victim = self.least_recently_used()?;
+                self.drop_space(victim);
+                victim
+            }
+        };
+        match AddressSpace::new(root, self.clock) {
+            Ok(space) => {
+                self.spaces[slot] = Some(space);
+                self.stats.spaces_created += 1;
+                Some(slot)
+            }
+            Err(e) => {
+                self.deferred_stop
+                    .get_or_insert(crate::vcpu::StopReason::Internal(format!(
+                        "the host refused a window for a new guest address space: {e}"
+                    )));
+                None
+            }
+        }
+    }
+
+    /// The cached space used least recently, other than the current one.
+    fn least_recently_used(&self) -> Option<usize> {
+        self.spaces
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| *i != self.space && s.is_some())
+            .min_by_key(|(_, s)| s.as_ref().map_or(0, |s| s.last_used))
+            .map(|(i, _)| i)
+    }
+
+    /// Drops a cached space that is not the current one: its windows, its
+    /// table, its reverse-map entries and its uses of watched tables.
+    fn drop_space(&mut self, slot: usize) {
+        debug_assert_ne!(slot, self.space);
+        let Some(space) = self.spaces[slot].take() else {
+            return;
+        };
+        for view in [SUPERVISOR_VIEW, USER_VIEW] {
+            for (lpage, frame) in space.shadow[view].all() {
+                self.rmap_remove(frame, Alias::new(slot, view, lpage));
+            }
+        }
+        self.stats.spaces_evicted += 1;
+        drop(space);
+        let c = self.watcher.unwatch_space(SpaceId(slot as u32));
+        self.apply(c);
+    }
+
+    /// Drops every mapping of the current space (it stays cached).
+    fn empty_current_space(&mut self) {
+        let slot = self.space;
+        self.drop_pages(slot, 0, 1 << 20);
+        let c = self.watcher.unwatch_space(SpaceId(slot as u32));
+        self.apply(c);
+    }
+
+    /// Drops every cached space and makes a fresh one for the current
+    /// paging state (a paging-mode change: CR0.PG or WP, CR4.PSE or PAE),
+    /// with every translation, since their chains follow the old rules.
     pub(super) fn reset_address_space(&mut self) {
         self.flush();
-        self.code_frames.clear();
+        self.stats.mmu_resets += 1;
+        let previous = self.state.ibtc.load(std::sync::atomic::Ordering::SeqCst);
+        let c = self.watcher.unwatch_all();
+        drop(c);
+        self.watcher.clear_code();
         self.rmap.clear();
-        self.shadow.clear();
-        self.large_regions.clear();
-        // Unmapping and mapping a reservation we own; a failure leaves the
-        // window more restrictive, never less.
-        for view in &self.views {
-            let _ = view.unmap(GuestLinear(0), 1 << 32);
+        let root = self.current_root();
+        self.clock += 1;
+        let fresh = match AddressSpace::new(root, self.clock) {
+            Ok(s) => s,
+            Err(e) => {
+                self.deferred_stop
+                    .get_or_insert(crate::vcpu::StopReason::Internal(format!(
+                        "the host refused a window for the guest address space: {e}"
+                    )));
+                return;
+            }
+        };
+        // The old current space goes last: translated code's table
+        // pointer may still name its table until `select_ibtc`.
+        let old = self.spaces[self.space].replace(fresh);
+        for (i, s) in self.spaces.iter_mut().enumerate() {
+            if i != self.space {
+                *s = None;
+            }
         }
+        self.stats.spaces_created += 1;
         self.select_view();
+        self.select_ibtc(previous);
+        drop(old);
         if !self.paging() {
             let size = self.ram.size() as u64;
-            let _ = self.views[SUPERVISOR_VIEW].map(
+            // A refused mapping leaves guest RAM unreachable: every access
+            // faults and is reported as outside RAM.
+            let _ = self.space().views[SUPERVISOR_VIEW].map(
                 GuestLinear(0),
                 self.ram.fd(),
                 GuestPhys(0),
@@ -163,126 +302,380 @@ impl BtCore {
         }
     }
 
-    pub(super) fn trace_code_frame(&mut self, frame: u32) {
-        if (frame as usize) >= self.ram.size() / PAGE_SIZE as usize
-            || !self.code_frames.insert(frame)
-        {
+    /// Applies what the watcher decided.
+    pub(super) fn apply(&mut self, c: Consequences) {
+        if c.is_empty() {
             return;
         }
-        if self.paging() {
-            for alias in self.rmap.get(&frame).cloned().unwrap_or_default() {
-                self.protect_page(alias, PageProt::Read);
+        for inv in coalesce(c.invalidations) {
+            self.invalidate(inv);
+        }
+        for frame in c.protect {
+            self.protect_frame(frame);
+        }
+        for frame in c.release {
+            self.release_frame(frame);
+        }
+        for SpaceId(slot) in c.zap {
+            let slot = slot as usize;
+            if slot == self.space {
+                self.empty_current_space();
+            } else {
+                self.drop_space(slot);
             }
-        } else {
-            self.protect_page(Alias::new(SUPERVISOR_VIEW, frame), PageProt::Read);
         }
     }
 
-    fn protect_page(&mut self, alias: Alias, prot: PageProt) {
+    fn invalidate(&mut self, inv: Invalidation) {
+        let slot = inv.space.0 as usize;
+        if self.spaces.get(slot).is_some_and(Option::is_some) {
+            self.drop_pages(slot, inv.first_page, inv.pages);
+        }
+    }
+
+    /// Unmaps `pages` linear pages from `first` in both views of a space,
+    /// with their indirect-branch entries.
+    fn drop_pages(&mut self, slot: usize, first: u32, pages: u32) {
+        let tags: Vec<(u32, u32)> = self
+            .mode_tags
+            .iter()
+            .enumerate()
+            .map(|(t, k)| (t as u32, k.cs_base))
+            .collect();
+        let Some(space) = self.spaces[slot].as_mut() else {
+            return;
+        };
+        let mut gone = Vec::new();
+        for view in [SUPERVISOR_VIEW, USER_VIEW] {
+            let mapped = space.shadow[view].in_range(first, pages);
+            if mapped.is_empty() {
+                continue;
+            }
+            for (lpage, frame) in mapped {
+                space.shadow[view].remove(lpage);
+                gone.push((frame, Alias::new(slot, view, lpage)));
+            }
+            let len = u64::from(pages) * u64::from(PAGE_SIZE);
+            // Unmapping part of the space's own reservation.
+            let _ = space.views[view].unmap(GuestLinear(first * PAGE_SIZE), len);
+        }
+        let end = u64::from(first) + u64::from(pages);
+        let code_pages: Vec<u32> = space
+            .ibtc_pages
+            .iter()
+            .copied()
+            .filter(|p| *p >= first && u64::from(*p) < end)
+            .collect();
+        for lpage in code_pages {
+            space.ibtc_pages.remove(&lpage);
+            for &(tag, cs_base) in &tags {
+                let start = (lpage * PAGE_SIZE).wrapping_sub(cs_base);
+                space.ibtc.remove_eips(tag, start, PAGE_SIZE);
+            }
+        }
+        for (frame, alias) in gone {
+            self.rmap_remove(frame, alias);
+        }
+    }
+
+    fn rmap_remove(&mut self, frame: u32, alias: Alias) {
+        if let Some(aliases) = self.rmap.get_mut(&frame) {
+            aliases.retain(|a| *a != alias);
+            if aliases.is_empty() {
+                self.rmap.remove(&frame);
+            }
+        }
+    }
+
+    /// Write-protects every mapping of `frame`.
+    fn protect_frame(&mut self, frame: u32) {
+        if !self.paging() {
+            self.protect_alias(
+                Alias::new(self.space, SUPERVISOR_VIEW, frame),
+                PageProt::Read,
+            );
+            return;
+        }
+        for alias in self.rmap.get(&frame).cloned().unwrap_or_default() {
+            self.protect_alias(alias, PageProt::Read);
+        }
+    }
+
+    /// Lets `frame` be written again: its mappings are dropped and refault
+    /// with the rights their entries give.
+    fn release_frame(&mut self, frame: u32) {
+        if !self.paging() {
+            self.protect_alias(
+                Alias::new(self.space, SUPERVISOR_VIEW, frame),
+                PageProt::ReadWrite,
+            );
+            return;
+        }
+        for alias in self.rmap.get(&frame).cloned().unwrap_or_default() {
+            self.drop_pages_of_view(alias);
+        }
+    }
+
+    /// Unmaps one alias (one view's page of one space).
+    fn drop_pages_of_view(&mut self, alias: Alias) {
+        let Some(space) = self.spaces.get_mut(alias.slot()).and_then(Option::as_mut) else {
+            return;
+        };
+        if let Some(frame) = space.shadow[alias.view()].remove(alias.lpage()) {
+            // Unmapping part of the space's own reservation.
+            let _ = space.views[alias.view()]
+                .unmap(GuestLinear(alias.lpage() * PAGE_SIZE), u64::from(PAGE_SIZE));
+            self.rmap_remove(frame, alias);
+        }
+    }
+
+    fn protect_alias(&mut self, alias: Alias, prot: PageProt) {
+        let Some(space) = self.spaces.get(alias.slot()).and_then(Option::as_ref) else {
+            return;
+        };
         // A protection change of a page in our own reservation; if the host
         // refuses, the page keeps its old rights and the next write faults
         // again.
-        let _ = self.views[alias.view()].protect(
+        let _ = space.views[alias.view()].protect(
             GuestLinear(alias.lpage() * PAGE_SIZE),
             u64::from(PAGE_SIZE),
             prot,
         );
     }
 
-    /// Kills the translations of `frame` and makes it writable again.
-    pub(super) fn untrace_code_frame(&mut self, frame: u32) {
-        if !self.code_frames.remove(frame) {
+    /// Marks `frame` as holding translated code (write-protected).
+    pub(super) fn trace_code_frame(&mut self, frame: u32) {
+        if (frame as usize) >= self.ram.size() / PAGE_SIZE as usize {
             return;
         }
-        self.cache.invalidate_frame(frame);
-        self.ibtc.clear();
-        self.pending_chain = None;
-        if self.paging() {
-            // Unmapped aliases refault and are mapped again with the rights
-            // their page-table entries give.
-            for alias in self.rmap.remove(&frame).unwrap_or_default() {
-                let _ = self.views[alias.view()]
-                    .unmap(GuestLinear(alias.lpage() * PAGE_SIZE), u64::from(PAGE_SIZE));
-            }
-        } else {
-            self.protect_page(Alias::new(SUPERVISOR_VIEW, frame), PageProt::ReadWrite);
+        if self.watcher.trace_code(frame) {
+            self.protect_frame(frame);
         }
     }
 
-    /// Writes guest-physical memory on behalf of the monitor or a device,
-    /// invalidating translated code it overwrites.
+    /// Kills the translations of `frame` (and only their indirect-branch
+    /// entries) and lets it be written again unless it is a page table
+    /// in sync.
+    pub(super) fn untrace_code_frame(&mut self, frame: u32) {
+        if !self.watcher.untrace_code(frame) {
+            return;
+        }
+        let dead = self.cache.invalidate_frame(frame);
+        self.stats.smc_translations_killed += dead.len() as u64;
+        for id in dead {
+            let t = self.cache.get(id);
+            let (eip, host) = (t.key.eip, self.cache.exec_addr(t.code_offset));
+            for space in self.spaces.iter_mut().flatten() {
+                space.ibtc.remove_entry(eip, host);
+            }
+        }
+        self.pending_chain = None;
+        if !self.watcher.write_protected(frame) {
+            self.release_frame(frame);
+        }
+    }
+
+    /// Records an indirect-branch entry of the current space.
+    pub(super) fn ibtc_insert(&mut self, eip: u32, host: u64) {
+        let tag = self.tag;
+        let lpage = self.sys.segment(crate::cpu::Seg::Cs).base.wrapping_add(eip) >> 12;
+        let space = self.space_mut();
+        space.ibtc.insert(eip, tag, host);
+        space.ibtc_pages.insert(lpage);
+    }
+
+    /// Writes guest-physical memory on behalf of the monitor or a device:
+    /// translated code it overwrites dies, and page tables it changes
+    /// invalidate what was built from them, as guest stores would.
     pub(super) fn write_phys(
         &mut self,
         addr: GuestPhys,
         data: &[u8],
     ) -> Result<(), shadowmmu::RamError> {
-        if !data.is_empty() {
-            let first = addr.frame();
-            let last = (addr.0 as u64 + data.len() as u64 - 1) / u64::from(PAGE_SIZE);
-            for f in first..=last.min(u64::from(u32::MAX)) as u32 {
-                self.untrace_code_frame(f);
+        let frames = frames_of(addr, data.len());
+        for f in frames.clone() {
+            self.untrace_code_frame(f as u32);
+        }
+        let result = self.ram.write(addr, data);
+        for f in frames.map(|f| f as u32) {
+            if self.watcher.is_synced_table(f) {
+                let c = self.watcher.table_written(f, &self.ram);
+                self.apply(c);
             }
         }
-        self.ram.write(addr, data)
+        result
     }
 
-    /// Maps linear page `lpage` to guest frame `frame` in the current view:
-    /// writable only when the walk found it writable and dirty for the
-    /// view's privilege and it holds no translated code.
-    pub(super) fn fill_shadow(&mut self, lpage: u32, frame: u32, write: bool) {
-        let acc = Access {
-            write,
-            user: self.view == USER_VIEW,
-        };
-        let walked = walk(
-            &self.ram,
-            self.paging_mode(),
-            GuestLinear(lpage * PAGE_SIZE),
-            acc,
-        );
-        if walked.is_ok_and(|t| t.large) {
-            self.large_regions.insert(lpage >> 10);
+    /// A guest store faulted on an in-sync page table: the store is let
+    /// through this alias (the instruction then runs alone) and compared
+    /// with the snapshot afterwards ([`Self::settle_table_writes`]).
+    pub(super) fn open_table_for_one_write(&mut self, frame: u32, lpage: u32) {
+        if !self.pending_table_writes.contains(&frame) {
+            self.pending_table_writes.push(frame);
         }
-        let rw = walked.is_ok_and(|t| t.writable_and_dirty);
-        let prot = if rw && !self.code_frames.contains(frame) {
+        let alias = Alias::new(self.space, self.view, lpage);
+        self.protect_alias(alias, PageProt::ReadWrite);
+    }
+
+    /// After the instruction that wrote in-sync page tables ran: what it
+    /// changed is invalidated, and the tables are write-protected again
+    /// unless they went out of sync.
+    pub(super) fn settle_table_writes(&mut self) {
+        for frame in std::mem::take(&mut self.pending_table_writes) {
+            let c = self.watcher.table_written(frame, &self.ram);
+            self.apply(c);
+            if self.watcher.write_protected(frame) {
+                self.protect_frame(frame);
+            }
+        }
+    }
+
+    /// Maps linear page `lpage` of view `view` of the current space to the
+    /// frame `walked` found (with paging on), watching the tables the walk
+    /// went through: writable only when the walk found it writable and
+    /// dirty and the watcher does not protect the frame.
+    pub(super) fn map_walked(&mut self, view: usize, lpage: u32, walked: &Translated) {
+        let slot = self.space;
+        let me = SpaceId(slot as u32);
+        let dir = walked.pde.table_frame();
+        let c = self.watcher.watch(dir, me, TableUse::Directory, &self.ram);
+        self.apply(c);
+        if let Some(pte) = walked.pte {
+            let usage = TableUse::Leaf {
+                region: lpage >> 10,
+            };
+            let c = self.watcher.watch(pte.table_frame(), me, usage, &self.ram);
+            self.apply(c);
+        }
+        let frame = walked.phys.frame();
+        let prot = if walked.writable_and_dirty && !self.watcher.write_protected(frame) {
             PageProt::ReadWrite
         } else {
             PageProt::Read
         };
+        let fd = self.ram.fd();
+        let space = self.spaces[slot]
+            .as_mut()
+            .expect("the current space exists");
         // A refused mapping leaves the page unmapped: the access faults
         // again and is reported.
-        let _ = self.window().map(
+        let _ = space.views[view].map(
             GuestLinear(lpage * PAGE_SIZE),
-            self.ram.fd(),
+            fd,
             GuestPhys(frame * PAGE_SIZE),
             u64::from(PAGE_SIZE),
             prot,
         );
-        let alias = Alias::new(self.view, lpage);
-        if let Some(old) = self.shadow.insert(alias, frame) {
-            if old != frame {
-                if let Some(aliases) = self.rmap.get_mut(&old) {
-                    aliases.retain(|a| *a != alias);
-                }
-            }
+        let alias = Alias::new(slot, view, lpage);
+        let old = space.shadow[view].insert(lpage, frame);
+        if let Some(old) = old.filter(|o| *o != frame) {
+            self.rmap_remove(old, alias);
         }
         let aliases = self.rmap.entry(frame).or_default();
         if !aliases.contains(&alias) {
             aliases.push(alias);
         }
+        self.keep_mappings_in_budget();
+    }
+
+    /// Walks for an access to `lin` with the rights of view `view` and
+    /// maps the page there if the walk succeeds (no guest fault is raised
+    /// here).
+    pub(super) fn prefault_in(&mut self, view: usize, lin: u32, write: bool) {
+        let Ok(walked) = self.walk_noting(lin, write, view == USER_VIEW) else {
+            return;
+        };
+        if (walked.phys.0 as usize) < self.ram.size() {
+            self.map_walked(view, lin >> 12, &walked);
+        }
+    }
+
+    /// Host mappings in use by every cached space.
+    pub(super) fn mappings_in_use(&self) -> usize {
+        self.spaces
+            .iter()
+            .flatten()
+            .map(AddressSpace::mappings)
+            .sum()
+    }
+
+    /// Drops least recently used spaces (then the current space's
+    /// mappings) while the spaces hold more mappings than the budget.
+    fn keep_mappings_in_budget(&mut self) {
+        if self.mappings_in_use() <= self.mapping_budget {
+            return;
+        }
+        while self.mappings_in_use() > self.mapping_budget / 2 {
+            match self.least_recently_used() {
+                Some(victim) => self.drop_space(victim),
+                None => {
+                    self.stats.budget_resets += 1;
+                    self.empty_current_space();
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Walks for a host fault at `lin` in the current view (rights of its
+    /// privilege).
+    pub(super) fn walk_for_fault(
+        &mut self,
+        lin: u32,
+        write: bool,
+    ) -> Result<Translated, PageFault> {
+        self.walk_noting(lin, write, self.view == USER_VIEW)
     }
 }
 
-/// A linear page of one view, as the reverse map keeps it: the page number
-/// (20 bits) with the view in bit 31.
+/// The invalidations `list` names, sorted and merged into runs of
+/// adjacent or overlapping pages per space (one host call per run).
+fn coalesce(mut list: Vec<Invalidation>) -> Vec<Invalidation> {
+    if list.len() < 2 {
+        return list;
+    }
+    list.sort_by_key(|i| (i.space, i.first_page));
+    let mut out: Vec<Invalidation> = Vec::with_capacity(list.len());
+    for inv in list {
+        if let Some(last) = out.last_mut() {
+            let end = u64::from(last.first_page) + u64::from(last.pages);
+            if last.space == inv.space && u64::from(inv.first_page) <= end {
+                let new_end = end.max(u64::from(inv.first_page) + u64::from(inv.pages));
+                last.pages = (new_end - u64::from(last.first_page)) as u32;
+                continue;
+            }
+        }
+        out.push(inv);
+    }
+    out
+}
+
+/// The frames `len` bytes from `addr` touch.
+fn frames_of(addr: GuestPhys, len: usize) -> std::ops::Range<u64> {
+    let first = u64::from(addr.frame());
+    if len == 0 {
+        return first..first;
+    }
+    let last = (u64::from(addr.0) + len as u64 - 1) / u64::from(PAGE_SIZE);
+    first..last + 1
+}
+
+/// A linear page of one view of one cached space, as the reverse map keeps
+/// it: the page number (20 bits), the view in bit 31, the space's slot in
+/// the upper half.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(super) struct Alias(u32);
+pub(super) struct Alias(u64);
 
 impl Alias {
-    const USER_BIT: u32 = 1 << 31;
+    const USER_BIT: u64 = 1 << 31;
 
-    fn new(view: usize, lpage: u32) -> Alias {
-        Alias(lpage | if view == USER_VIEW { Self::USER_BIT } else { 0 })
+    pub(super) fn new(slot: usize, view: usize, lpage: u32) -> Alias {
+        let user = if view == USER_VIEW { Self::USER_BIT } else { 0 };
+        Alias((slot as u64) << 32 | user | u64::from(lpage))
+    }
+
+    fn slot(self) -> usize {
+        (self.0 >> 32) as usize
     }
 
     fn view(self) -> usize {
@@ -294,14 +687,44 @@ impl Alias {
     }
 
     fn lpage(self) -> u32 {
-        self.0 & !Self::USER_BIT
+        (self.0 & 0xf_ffff) as u32
     }
 }
 
 /// A failed walk as the guest exception it is.
-fn page_fault(pf: PageFault) -> crate::cpu::Exception {
+pub(super) fn page_fault(pf: PageFault) -> crate::cpu::Exception {
     crate::cpu::Exception::PageFault {
         addr: pf.addr.0,
         error: pf.error_code,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inv(space: u32, first_page: u32, pages: u32) -> Invalidation {
+        Invalidation {
+            space: SpaceId(space),
+            first_page,
+            pages,
+        }
+    }
+
+    #[test]
+    fn invalidations_merge_into_runs_per_space() {
+        let merged = coalesce(vec![
+            inv(1, 5, 1),
+            inv(0, 3, 1),
+            inv(0, 4, 1),
+            inv(0, 1024, 1024),
+            inv(0, 1500, 1),
+            inv(0, 2, 1),
+            inv(1, 7, 1),
+        ]);
+        assert_eq!(
+            merged,
+            vec![inv(0, 2, 3), inv(0, 1024, 1024), inv(1, 5, 1), inv(1, 7, 1)]
+        );
     }
 }

@@ -31,6 +31,7 @@ mod events;
 mod exec;
 mod faults;
 mod frames;
+mod spaces;
 
 use crate::cpu::{Eflags, Exception, Fault, Seg, SystemState};
 use crate::cpuid::CpuModel;
@@ -40,11 +41,11 @@ use crate::vcpu::{
 };
 use codecache::{BranchSite, CacheError, CodeCache, TransId, TransKey, Translation};
 use exec::{ExecOutcome, PendingIo};
-use shadowmmu::{GuestPhys, GuestRam, LinearWindow, PageProt, PAGE_SIZE};
+use shadowmmu::{FrameWatcher, GuestPhys, GuestRam, PAGE_SIZE};
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, RwLock};
-use translator::ibtc::{EmptyIbtc, Ibtc};
+use translator::ibtc::EmptyIbtc;
 use translator::runtime::{self, FaultRegistration};
 use translator::state::{ExitReason, LIVE_FLAGS};
 use translator::translate::{InlineTransition, Transitions};
@@ -98,6 +99,26 @@ pub struct BtStats {
     /// Inline INT n, IRET or exception sites retranslated because their
     /// checks kept failing (a gate or descriptor the guest changed).
     pub inline_event_retranslations: u64,
+    /// Translations killed by writes to their frames.
+    pub smc_translations_killed: u64,
+    /// Guest page faults raised (walks that failed).
+    pub guest_page_faults: u64,
+    /// Switches between cached address spaces (CR3 writes that changed
+    /// the page directory).
+    pub space_switches: u64,
+    /// Address spaces made.
+    pub spaces_created: u64,
+    /// Address spaces dropped (least recently used past the cache size or
+    /// the mapping budget, or zapped).
+    pub spaces_evicted: u64,
+    /// Times the current space's mappings were all dropped to stay in the
+    /// mapping budget.
+    pub budget_resets: u64,
+    /// Paging-mode changes that dropped every space and translation.
+    pub mmu_resets: u64,
+    /// Units whose instruction into the next page found other bytes there
+    /// and were translated again.
+    pub crossing_retranslations: u64,
 }
 
 /// Why a vCPU could not be built.
@@ -170,11 +191,18 @@ pub struct BtCore {
     /// platform does not count those accesses).
     inline_ports: std::collections::BTreeSet<u16>,
     ram: GuestRam,
-    /// The supervisor view (index 0: CPL 0-2, and every CPL while paging
-    /// is off) and the user view (index 1: CPL 3 with paging on) of the
-    /// current address space; each maps only what the guest's page tables
-    /// allow at its privilege.
-    views: [LinearWindow; 2],
+    /// The address spaces cached per page directory (slots; see
+    /// [`spaces`]), each with a supervisor view (index 0: CPL 0-2, and
+    /// every CPL while paging is off) and a user view (index 1: CPL 3 with
+    /// paging on) that map only what the guest's page tables allow at
+    /// their privilege, and its own indirect-branch table.
+    spaces: Vec<Option<spaces::AddressSpace>>,
+    /// The slot of the current address space.
+    space: usize,
+    /// Ticks at every space switch (for least-recently-used eviction).
+    clock: u64,
+    /// Host mappings the cached spaces may hold.
+    mapping_budget: usize,
     /// The view translated code runs in (its base is `state.window`).
     view: usize,
     /// The segments whose accesses translated code checks (see
@@ -184,9 +212,6 @@ pub struct BtCore {
     synced_segments: [Option<crate::cpu::SegmentRegister>; 6],
     cache: CodeCache,
     stubs: Stubs,
-    /// The indirect-branch table (its address is in `state.ibtc` unless an
-    /// exit request swapped it); entries carry their mode's tag.
-    ibtc: Ibtc,
     /// The modes translated since the last flush; a mode's tag is its
     /// index (see [`translator::ibtc`]).
     mode_tags: Vec<ModeKey>,
@@ -195,15 +220,15 @@ pub struct BtCore {
     /// The table exit requests swap in: nothing matches in it. Only its
     /// address is used (by the signal handler), so it must live here.
     _empty_ibtc: EmptyIbtc,
-    code_frames: shadowmmu::FrameSet,
-    /// With paging on: guest frame -> linear pages mapped to it in the window.
+    /// Why guest frames are write-protected: translated code, page tables
+    /// of cached spaces (see [`shadowmmu::FrameWatcher`]).
+    watcher: FrameWatcher,
+    /// In-sync page tables the instruction running alone may write (see
+    /// `BtCore::settle_table_writes`).
+    pending_table_writes: Vec<u32>,
+    /// With paging on: guest frame -> (space, view, linear page) mapped to
+    /// it.
     rmap: HashMap<u32, Vec<frames::Alias>>,
-    /// With paging on: (view, linear page) -> the guest frame mapped there.
-    shadow: HashMap<frames::Alias, u32>,
-    /// Linear page -> guest frames translations were made from there.
-    code_pages: HashMap<u32, Vec<u32>>,
-    /// 4 MiB regions (linear >> 22) where a 4 MiB page was used.
-    large_regions: shadowmmu::FrameSet,
     /// The direct branch that just missed, to chain once its target's
     /// translation is entered: (site, target EIP, mode bits). It is only
     /// chained to a translation of exactly that EIP and mode, whatever ran
@@ -330,6 +355,13 @@ impl BtVcpu {
         self.core.unprivileged_ports = ports;
     }
 
+    /// Lets leaf page tables the guest keeps writing go out of sync until
+    /// its next TLB flush (on by default; off: every write to a traced
+    /// page table is seen as it happens), for comparison.
+    pub fn set_out_of_sync(&mut self, on: bool) {
+        self.core.watcher.set_out_of_sync(on);
+    }
+
     /// Counts indirect-branch hits and units entered in emitted code
     /// (slightly slower), for `--stats`.
     pub fn set_count_indirect(&mut self, on: bool) {
@@ -421,6 +453,9 @@ impl Vcpu for BtVcpu {
     fn stats(&self) -> VcpuStats {
         let c = self.core.cache.stats();
         let v = &self.core.stats;
+        let w = self.core.watcher.stats();
+        let (tables, unsynced) = self.core.watcher.tables();
+        let spaces = self.core.spaces.iter().flatten().count() as u64;
         VcpuStats {
             counters: vec![
                 ("translations", c.translations),
@@ -450,6 +485,31 @@ impl Vcpu for BtVcpu {
                     v.inline_event_retranslations,
                 ),
                 ("INVLPG (page invalidations)", v.page_invalidations),
+                ("MMU: guest page faults", v.guest_page_faults),
+                ("MMU: traced page-table writes", w.traced_writes),
+                ("MMU: page tables gone out of sync", w.unsyncs),
+                ("MMU: out-of-sync tables resynchronized", w.resyncs),
+                ("MMU: page tables zapped (write flooding)", w.zaps),
+                ("MMU: page tables watched now", tables as u64),
+                ("MMU: page tables out of sync now", unsynced as u64),
+                ("MMU: address-space switches", v.space_switches),
+                ("MMU: address spaces made", v.spaces_created),
+                ("MMU: address spaces dropped", v.spaces_evicted),
+                ("MMU: address spaces cached now", spaces),
+                (
+                    "MMU: host mappings in use (estimate)",
+                    self.core.mappings_in_use() as u64,
+                ),
+                ("MMU: budget resets of the current space", v.budget_resets),
+                ("MMU: paging-mode resets", v.mmu_resets),
+                (
+                    "translations killed by guest writes",
+                    v.smc_translations_killed,
+                ),
+                (
+                    "page-crossing units retranslated",
+                    v.crossing_retranslations,
+                ),
                 ("invalidations", c.invalidations),
                 ("flushes", c.flushes),
             ],
@@ -523,16 +583,15 @@ enum Event {
 impl BtCore {
     fn new(ram: GuestRam, model: CpuModel) -> Result<BtCore, VcpuError> {
         let host = |e: &dyn std::fmt::Display| VcpuError::Host(e.to_string());
-        let window = LinearWindow::new().map_err(|e| host(&e))?;
-        let user_view = LinearWindow::new().map_err(|e| host(&e))?;
+        let unpaged = spaces::AddressSpace::new(spaces::UNPAGED_ROOT, 0).map_err(|e| host(&e))?;
         let size = ram.size() as u64;
-        window
+        unpaged.views[SUPERVISOR_VIEW]
             .map(
                 shadowmmu::GuestLinear(0),
                 ram.fd(),
                 GuestPhys(0),
                 size,
-                PageProt::ReadWrite,
+                shadowmmu::PageProt::ReadWrite,
             )
             .map_err(|e| host(&e))?;
         let mut cache = CodeCache::new(CODE_CACHE_SIZE).map_err(|e| host(&e))?;
@@ -549,14 +608,14 @@ impl BtCore {
         let faults =
             runtime::register_cache(start, start + CODE_CACHE_SIZE as u64, stubs.exit_saved)
                 .ok_or_else(|| VcpuError::Host("too many code caches in one process".into()))?;
-        let ibtc = Ibtc::default();
         let empty_ibtc = EmptyIbtc::default();
         let mut state = Box::<CpuState>::default();
-        state.window = window.base().0 as u64;
-        state.view_bases = [window.base().0 as u64, user_view.base().0 as u64];
+        let bases = unpaged.views.each_ref().map(|v| v.base().0 as u64);
+        state.window = bases[SUPERVISOR_VIEW];
+        state.view_bases = bases;
         state
             .ibtc
-            .store(ibtc.addr(), std::sync::atomic::Ordering::SeqCst);
+            .store(unpaged.ibtc.addr(), std::sync::atomic::Ordering::SeqCst);
         // SAFETY: the state block is boxed and the empty table's entries
         // are boxed, so neither moves; both are owned by the core, which
         // drops the registration (its first field) before them.
@@ -572,21 +631,21 @@ impl BtCore {
             unprivileged_ports: Vec::new(),
             model,
             ram,
-            views: [window, user_view],
+            spaces: vec![Some(unpaged)],
+            space: 0,
+            clock: 0,
+            mapping_budget: spaces::mapping_budget(),
             view: SUPERVISOR_VIEW,
             limited: 0,
             synced_segments: [None; 6],
             cache,
             stubs,
-            ibtc,
             mode_tags: Vec::new(),
             tag: 0,
             _empty_ibtc: empty_ibtc,
-            code_frames: shadowmmu::FrameSet::with_capacity(frames),
+            watcher: FrameWatcher::new(frames, true),
+            pending_table_writes: Vec::new(),
             rmap: HashMap::new(),
-            shadow: HashMap::new(),
-            code_pages: HashMap::new(),
-            large_regions: shadowmmu::FrameSet::with_capacity(1024),
             pending_chain: None,
             faults,
             stats: BtStats::default(),
@@ -704,7 +763,7 @@ impl BtCore {
         // or a map lookup; it holds exactly what an indirect branch to
         // this EIP would run.
         if self.pending_chain.is_none() {
-            if let Some(entry) = self.ibtc.get(eip, self.tag) {
+            if let Some(entry) = self.space().ibtc.get(eip, self.tag) {
                 self.run_translation(entry);
                 return self.handle_exit();
             }
@@ -720,7 +779,7 @@ impl BtCore {
             }
         }
         let entry = self.cache.exec_addr(self.cache.get(id).code_offset);
-        self.ibtc.insert(eip, self.tag, entry);
+        self.ibtc_insert(eip, entry);
         self.run_translation(entry);
         self.handle_exit()
     }
@@ -758,7 +817,7 @@ impl BtCore {
                 match self.translation_for(eip, 0) {
                     Ok(id) => {
                         let addr = self.cache.exec_addr(self.cache.get(id).code_offset);
-                        self.ibtc.insert(eip, self.tag, addr);
+                        self.ibtc_insert(eip, addr);
                         Event::Continue
                     }
                     Err(event) => event,
@@ -781,6 +840,10 @@ impl BtCore {
                 self.stats.exits_fault += 1;
                 self.fault()
             }
+            Some(ExitReason::CodeChanged) => {
+                self.retranslate_crossing_unit();
+                Event::Continue
+            }
             Some(ExitReason::Interrupted) => {
                 self.state.eip = self.guest_eip_at(self.state.fault.rip);
                 self.serve_exit_request();
@@ -793,9 +856,30 @@ impl BtCore {
         }
     }
 
+    /// The unit at EIP found other bytes in the next page than it was
+    /// translated from: it dies (with its indirect-branch entries) and the
+    /// next step translates the bytes there now.
+    fn retranslate_crossing_unit(&mut self) {
+        self.stats.crossing_retranslations += 1;
+        let eip = self.state.eip;
+        let linear = self.sys.segment(Seg::Cs).base.wrapping_add(eip);
+        let Ok(phys) = self.linear_to_phys(linear, false) else {
+            return;
+        };
+        let mode = self.mode().bits();
+        if let Some(id) = self.cache.lookup(&TransKey { phys, eip, mode }) {
+            let host = self.cache.exec_addr(self.cache.get(id).code_offset);
+            self.cache.invalidate(id);
+            for space in self.spaces.iter_mut().flatten() {
+                space.ibtc.remove_entry(eip, host);
+            }
+            self.pending_chain = None;
+        }
+    }
+
     /// An exit request swapped the indirect-branch table.
     fn exit_requested(&self) -> bool {
-        self.state.ibtc.load(std::sync::atomic::Ordering::SeqCst) != self.ibtc.addr()
+        self.state.ibtc.load(std::sync::atomic::Ordering::SeqCst) != self.space().ibtc.addr()
     }
 
     /// Undoes an exit request's arming; whoever asked decides what happens
@@ -803,7 +887,7 @@ impl BtCore {
     fn serve_exit_request(&mut self) {
         self.stats.exits_interrupted += 1;
         self.faults
-            .clear_exit_request(&self.state.ibtc, self.ibtc.addr());
+            .clear_exit_request(&self.state.ibtc, self.space().ibtc.addr());
     }
 
     /// Carries out the instruction at EIP in the monitor.
@@ -982,9 +1066,17 @@ impl BtCore {
         let tables_before = self.state.tables_gen;
         self.sync_segments();
         let after = self.mode_key();
-        if after.paging != before.paging {
+        let (pg_wp, cr3, cr4) = after.paging;
+        let (pg_wp_before, cr3_before, cr4_before) = before.paging;
+        const PGE: u32 = 0x80;
+        if pg_wp != pg_wp_before || (cr4 ^ cr4_before) & !PGE != 0 {
             self.reset_address_space();
         } else {
+            if cr3 != cr3_before && self.paging() {
+                self.switch_address_space();
+            } else if cr4 != cr4_before {
+                self.guest_tlb_flush();
+            }
             let tables_changed =
                 self.state.tables_gen != tables_before && !self.event_outcomes.is_empty();
             if tables_changed || after.cr4_tsd != before.cr4_tsd {
@@ -1006,6 +1098,12 @@ impl BtCore {
     /// The indirect-branch table tag of the mode `key` (a new one for a
     /// mode not seen since the last flush), if one is left.
     fn tag_of(&mut self, key: ModeKey) -> Option<u32> {
+        // Translations are shared by every address space, so a tag names a
+        // mode whatever the page directory (each space has its own table).
+        let key = ModeKey {
+            paging: (key.paging.0, 0, key.paging.2),
+            ..key
+        };
         if let Some(i) = self.mode_tags.iter().position(|k| *k == key) {
             return Some(i as u32);
         }
@@ -1035,6 +1133,9 @@ impl BtCore {
         match fault {
             Fault::Exception(e) => {
                 self.stats.exceptions += 1;
+                if let Exception::PageFault { .. } = e {
+                    self.stats.guest_page_faults += 1;
+                }
                 let eip = self.state.eip;
                 self.deliver(crate::cpu::interrupt::Event::Exception(e), eip)
             }
@@ -1156,8 +1257,9 @@ impl BtCore {
         self.event_outcomes.clear();
         self.event_bails.clear();
         self.emulated.clear();
-        self.code_pages.clear();
-        self.ibtc.clear();
+        for space in self.spaces.iter_mut().flatten() {
+            space.clear_ibtc();
+        }
         // No translation is left to carry an old tag.
         self.mode_tags.clear();
         let key = self.mode_key();
@@ -1216,6 +1318,9 @@ impl BtCore {
             event: event.as_ref(),
             divide_error: divide_error.as_ref(),
             split_events: single == 0,
+            paged: self.paging().then(|| translator::translate::PagedCode {
+                cs_base: self.sys.segment(Seg::Cs).base,
+            }),
         };
         let unit = translator::translate(&req)
             .map_err(|e| TranslateFailure::Other(format!("at EIP={eip:#010x}: {e}")))?;
@@ -1252,10 +1357,6 @@ impl BtCore {
         self.emulated.extend_from_slice(&unit.emulated);
         self.inline_ports.extend(&unit.inline_ports);
         if single == 0 {
-            self.note_code_page(linear >> 12, key.phys >> 12);
-            if let (true, Some(f)) = (crosses, next_frame) {
-                self.note_code_page((linear >> 12).wrapping_add(1) & 0xf_ffff, f);
-            }
             for f in frames {
                 self.trace_code_frame(f);
             }
@@ -1316,6 +1417,15 @@ impl BtCore {
     /// that at the same address with the same registers is a livelock and
     /// stops.
     fn single_step(&mut self) -> Event {
+        let event = self.single_step_alone();
+        // Page tables the instruction was let to write are compared and
+        // protected again whatever became of it.
+        self.settle_table_writes();
+        event
+    }
+
+    /// [`Self::single_step`] but for the page tables it opened.
+    fn single_step_alone(&mut self) -> Event {
         const SAME_FAULT_LIMIT: u32 = 4;
         let mut last: Option<(u64, [u32; 8])> = None;
         let mut repeats = 0;

@@ -1,0 +1,194 @@
+//! Address spaces cached per guest page directory: each has its two views
+//! (supervisor and user windows), the shadow mappings made in them, and
+//! its own indirect-branch table. Switching CR3 switches the window
+//! register and the table pointer, not the mappings.
+//!
+//! Invariants:
+//! - `ShadowPages` names exactly the pages mapped in its view's window
+//!   (frame + 1 per linear page; 0: not mapped).
+//! - An address space's indirect-branch table only holds entries whose
+//!   linear page is in `ibtc_pages`, so dropping a page's mapping can drop
+//!   its entries without scanning the table.
+//! - The number of host mappings all spaces hold is kept under a budget
+//!   derived from the host's `vm.max_map_count`; past it the least
+//!   recently used spaces are dropped.
+
+use shadowmmu::{LinearWindow, WindowError};
+use std::collections::HashSet;
+use translator::ibtc::Ibtc;
+
+/// The `root` of the address space used while paging is off.
+pub(super) const UNPAGED_ROOT: u32 = u32::MAX;
+
+/// Address spaces cached at most (each costs two window reservations and
+/// an indirect-branch table reservation).
+pub(super) const MAX_SPACES: usize = 64;
+
+/// Host mappings one shadow page may cost (the page and the split of the
+/// reservation after it).
+const MAPPINGS_PER_PAGE: usize = 2;
+
+/// Host mappings each cached space costs besides its pages.
+const MAPPINGS_PER_SPACE: usize = 8;
+
+/// Linear page -> guest frame of one view.
+pub(super) struct ShadowPages {
+    regions: Vec<Option<Box<[u32; 1024]>>>,
+    count: usize,
+}
+
+impl ShadowPages {
+    fn new() -> ShadowPages {
+        ShadowPages {
+            regions: (0..1024).map(|_| None).collect(),
+            count: 0,
+        }
+    }
+
+    /// The frame mapped at `lpage`.
+    #[cfg(test)]
+    pub(super) fn get(&self, lpage: u32) -> Option<u32> {
+        let r = self.regions[(lpage >> 10) as usize & 1023].as_ref()?;
+        r[(lpage & 1023) as usize].checked_sub(1)
+    }
+
+    /// Records `frame` at `lpage`; the frame mapped there before.
+    pub(super) fn insert(&mut self, lpage: u32, frame: u32) -> Option<u32> {
+        let r =
+            self.regions[(lpage >> 10) as usize & 1023].get_or_insert_with(|| Box::new([0; 1024]));
+        let slot = &mut r[(lpage & 1023) as usize];
+        let old = slot.checked_sub(1);
+        *slot = frame + 1;
+        if old.is_none() {
+            self.count += 1;
+        }
+        old
+    }
+
+    /// Forgets `lpage`; the frame that was mapped there.
+    pub(super) fn remove(&mut self, lpage: u32) -> Option<u32> {
+        let r = self.regions[(lpage >> 10) as usize & 1023].as_mut()?;
+        let slot = &mut r[(lpage & 1023) as usize];
+        let old = slot.checked_sub(1);
+        if old.is_some() {
+            *slot = 0;
+            self.count -= 1;
+        }
+        old
+    }
+
+    /// The mapped pages among `first..first + pages`, as (page, frame).
+    pub(super) fn in_range(&self, first: u32, pages: u32) -> Vec<(u32, u32)> {
+        let mut out = Vec::new();
+        let end = u64::from(first) + u64::from(pages);
+        let mut lpage = u64::from(first);
+        while lpage < end.min(1 << 20) {
+            let region = (lpage >> 10) as usize;
+            match &self.regions[region] {
+                None => lpage = (lpage | 1023) + 1,
+                Some(r) => {
+                    let f = r[(lpage & 1023) as usize];
+                    if f != 0 {
+                        out.push((lpage as u32, f - 1));
+                    }
+                    lpage += 1;
+                }
+            }
+        }
+        out
+    }
+
+    /// Every mapped page, as (page, frame).
+    pub(super) fn all(&self) -> Vec<(u32, u32)> {
+        self.in_range(0, 1 << 20)
+    }
+
+    /// Pages mapped.
+    pub(super) fn len(&self) -> usize {
+        self.count
+    }
+}
+
+/// One cached address space.
+pub(super) struct AddressSpace {
+    /// The page directory's frame, or [`UNPAGED_ROOT`].
+    pub(super) root: u32,
+    /// Supervisor and user windows.
+    pub(super) views: [LinearWindow; 2],
+    /// What each view maps.
+    pub(super) shadow: [ShadowPages; 2],
+    /// The indirect-branch table of this space.
+    pub(super) ibtc: Ibtc,
+    /// Linear pages with entries in `ibtc`.
+    pub(super) ibtc_pages: HashSet<u32>,
+    /// The clock value of the last switch to it.
+    pub(super) last_used: u64,
+}
+
+impl AddressSpace {
+    /// A new space with nothing mapped.
+    pub(super) fn new(root: u32, now: u64) -> Result<AddressSpace, WindowError> {
+        Ok(AddressSpace {
+            root,
+            views: [LinearWindow::new()?, LinearWindow::new()?],
+            shadow: [ShadowPages::new(), ShadowPages::new()],
+            ibtc: Ibtc::default(),
+            ibtc_pages: HashSet::new(),
+            last_used: now,
+        })
+    }
+
+    /// Host mappings it holds (an estimate from above).
+    pub(super) fn mappings(&self) -> usize {
+        (self.shadow[0].len() + self.shadow[1].len()) * MAPPINGS_PER_PAGE + MAPPINGS_PER_SPACE
+    }
+
+    /// Empties the indirect-branch table.
+    pub(super) fn clear_ibtc(&mut self) {
+        self.ibtc.clear();
+        self.ibtc_pages.clear();
+    }
+}
+
+/// The host's limit on mappings per process (`vm.max_map_count`,
+/// 65,530 by default).
+fn host_map_limit() -> usize {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(65_530)
+}
+
+/// Mappings the shadow MMU may hold: half the host's limit, leaving the
+/// rest to the monitor, its libraries, the code cache and guest RAM.
+pub(super) fn mapping_budget() -> usize {
+    host_map_limit() / 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shadow_pages_track_what_is_mapped_by_page_and_range() {
+        let mut s = ShadowPages::new();
+        assert_eq!(s.insert(0x401, 7), None);
+        assert_eq!(s.insert(0x401, 8), Some(7));
+        s.insert(0x7ff, 9);
+        s.insert(0xfffff, 10);
+        assert_eq!(s.len(), 3);
+        assert_eq!(s.get(0x401), Some(8));
+        assert_eq!(s.in_range(0x400, 0x400), vec![(0x401, 8), (0x7ff, 9)]);
+        assert_eq!(s.all().len(), 3);
+        assert_eq!(s.remove(0x401), Some(8));
+        assert_eq!(s.remove(0x401), None);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.get(0x401), None);
+    }
+
+    #[test]
+    fn the_mapping_budget_stays_under_the_host_limit() {
+        assert!(mapping_budget() < host_map_limit());
+        assert!(mapping_budget() > 1000);
+    }
+}

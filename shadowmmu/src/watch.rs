@@ -1,0 +1,678 @@
+//! The frame watcher: one place that knows, for every guest frame, why
+//! writes to it must be seen (it holds translated code, or it is a page
+//! directory or page table some cached address space was built from), and
+//! what a write to it invalidates.
+//!
+//! Page tables are traced with a snapshot of their 1024 entries taken when
+//! they are first watched. After a write the table is compared with its
+//! snapshot, and every entry whose mapping changed becomes an
+//! [`Invalidation`] of the linear pages built from it, in every address
+//! space that uses the table. A leaf table written again before the guest
+//! flushed its TLB goes *out of sync* (when allowed): it stops being
+//! write-protected and is compared with its snapshot only when the guest
+//! must flush anyway ([`FrameWatcher::resync_all`]), as KVM's unsync
+//! shadow pages and Xen's out-of-sync shadows do. Page directories always
+//! stay in sync.
+//!
+//! Invariants:
+//! - A frame is write-protected in every host mapping of it exactly when
+//!   [`FrameWatcher::write_protected`] says so: it holds translated code,
+//!   or it is a watched table that is in sync.
+//! - For an in-sync table, the snapshot equals guest memory except for
+//!   accessed and dirty bits the walker set (which change no mapping) and
+//!   the guest write being reported; for an out-of-sync table the
+//!   snapshot is what the shadow mappings built from it were built from
+//!   (a superset of the truth is invalidated at the next resync).
+//! - Every use recorded for a table names an address space that may hold
+//!   mappings built from it; a space that is dropped is unwatched first.
+
+use crate::frameset::FrameSet;
+use crate::{GuestPhys, GuestRam};
+use std::collections::HashMap;
+
+const PRESENT: u32 = 1;
+const ACCESSED: u32 = 0x20;
+const DIRTY: u32 = 0x40;
+
+/// Writes to an in-sync leaf table before it goes out of sync.
+pub const UNSYNC_AFTER_WRITES: u32 = 2;
+/// Writes to a table with no walk through it in between after which the
+/// table is taken to be something else now (write flooding): it stops
+/// being watched and the mappings built from it are dropped.
+pub const FLOOD_WRITES: u32 = 32;
+
+/// An address space the watcher knows tables of (the monitor's slot
+/// number for it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SpaceId(pub u32);
+
+/// How an address space uses a table frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableUse {
+    /// As its page directory.
+    Directory,
+    /// As the page table of the 4 MiB region `region` (linear >> 22).
+    Leaf {
+        /// The page-directory index.
+        region: u32,
+    },
+}
+
+/// Linear pages of one address space whose mappings may have changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Invalidation {
+    /// The address space.
+    pub space: SpaceId,
+    /// First linear page number.
+    pub first_page: u32,
+    /// Number of pages (1 or 1024).
+    pub pages: u32,
+}
+
+/// What the monitor must do after the watcher saw writes or a flush.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Consequences {
+    /// Mappings to drop.
+    pub invalidations: Vec<Invalidation>,
+    /// Frames that became write-protected (protect every mapping of them).
+    pub protect: Vec<u32>,
+    /// Frames that are no longer write-protected (their mappings may be
+    /// made writable again, by dropping them and letting them refault).
+    pub release: Vec<u32>,
+    /// Address spaces whose page directory was flooded with writes: drop
+    /// them (every mapping and use).
+    pub zap: Vec<SpaceId>,
+}
+
+impl Consequences {
+    /// Whether nothing needs doing.
+    pub fn is_empty(&self) -> bool {
+        self.invalidations.is_empty()
+            && self.protect.is_empty()
+            && self.release.is_empty()
+            && self.zap.is_empty()
+    }
+
+    fn append(&mut self, mut other: Consequences) {
+        self.invalidations.append(&mut other.invalidations);
+        self.protect.append(&mut other.protect);
+        self.release.append(&mut other.release);
+        self.zap.append(&mut other.zap);
+    }
+}
+
+/// Counters of the watcher, for `--stats`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WatchStats {
+    /// Writes to in-sync tables seen (guest stores and monitor writes).
+    pub traced_writes: u64,
+    /// Times a leaf table went out of sync.
+    pub unsyncs: u64,
+    /// Out-of-sync tables compared with their snapshots on a guest flush.
+    pub resyncs: u64,
+    /// Tables no longer watched because writes flooded them.
+    pub zaps: u64,
+}
+
+struct Table {
+    snapshot: Box<[u32; 1024]>,
+    uses: Vec<(SpaceId, TableUse)>,
+    unsynced: bool,
+    /// Writes since the last resync (for going out of sync).
+    writes: u32,
+    /// Writes since the last walk through the table (for flooding).
+    unused_writes: u32,
+}
+
+impl Table {
+    fn is_leaf_only(&self) -> bool {
+        self.uses
+            .iter()
+            .all(|(_, u)| matches!(u, TableUse::Leaf { .. }))
+    }
+}
+
+/// The frame watcher (see the module documentation).
+pub struct FrameWatcher {
+    code: FrameSet,
+    tables: HashMap<u32, Table>,
+    unsynced: Vec<u32>,
+    out_of_sync: bool,
+    stats: WatchStats,
+}
+
+/// Whether changing an entry from `old` to `new` can change a mapping
+/// built from it: anything but accessed and dirty bits being set. A
+/// cleared accessed or dirty bit matters: the next access (or write) must
+/// walk again to set it, so the mapping that lets it through must go.
+pub fn entry_change_matters(old: u32, new: u32) -> bool {
+    let ad = ACCESSED | DIRTY;
+    if (old ^ new) & !ad != 0 {
+        return old & PRESENT != 0 || new & PRESENT != 0;
+    }
+    old & !new & ad != 0 && old & PRESENT != 0
+}
+
+impl FrameWatcher {
+    /// A watcher for frames `0..frames`; `out_of_sync` allows leaf tables
+    /// to go out of sync.
+    pub fn new(frames: usize, out_of_sync: bool) -> FrameWatcher {
+        FrameWatcher {
+            code: FrameSet::with_capacity(frames),
+            tables: HashMap::new(),
+            unsynced: Vec::new(),
+            out_of_sync,
+            stats: WatchStats::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> WatchStats {
+        self.stats
+    }
+
+    /// Tables watched now, and how many of them are out of sync.
+    pub fn tables(&self) -> (usize, usize) {
+        (self.tables.len(), self.unsynced.len())
+    }
+
+    /// Allows or forbids out-of-sync leaf tables from now on (tables out
+    /// of sync stay so until the next resync).
+    pub fn set_out_of_sync(&mut self, on: bool) {
+        self.out_of_sync = on;
+    }
+
+    /// Whether leaf tables may go out of sync.
+    pub fn out_of_sync_allowed(&self) -> bool {
+        self.out_of_sync
+    }
+
+    /// Whether every host mapping of `frame` must be read-only.
+    pub fn write_protected(&self, frame: u32) -> bool {
+        self.code.contains(frame) || self.tables.get(&frame).is_some_and(|t| !t.unsynced)
+    }
+
+    /// Whether `frame` holds translated code.
+    pub fn is_code(&self, frame: u32) -> bool {
+        self.code.contains(frame)
+    }
+
+    /// Whether `frame` is a watched table that is in sync (writes to it
+    /// must be reported with [`Self::table_written`]).
+    pub fn is_synced_table(&self, frame: u32) -> bool {
+        self.tables.get(&frame).is_some_and(|t| !t.unsynced)
+    }
+
+    /// Marks `frame` as holding translated code; true if it was not
+    /// write-protected before (protect its mappings).
+    pub fn trace_code(&mut self, frame: u32) -> bool {
+        let was = self.write_protected(frame);
+        self.code.insert(frame) && !was
+    }
+
+    /// `frame` no longer holds translated code; true if it was traced for
+    /// code.
+    pub fn untrace_code(&mut self, frame: u32) -> bool {
+        self.code.remove(frame)
+    }
+
+    /// Every frame traced for code, emptied.
+    pub fn clear_code(&mut self) {
+        self.code.clear();
+    }
+
+    /// Records that `space` uses `frame` (in `ram`) as `usage`, and that a
+    /// walk went through it.
+    pub fn watch(
+        &mut self,
+        frame: u32,
+        space: SpaceId,
+        usage: TableUse,
+        ram: &GuestRam,
+    ) -> Consequences {
+        let mut out = Consequences::default();
+        if let Some(t) = self.tables.get_mut(&frame) {
+            t.unused_writes = 0;
+            if !t.uses.contains(&(space, usage)) {
+                t.uses.push((space, usage));
+            }
+            if t.unsynced && usage == TableUse::Directory {
+                // Directories stay in sync: bring it back first.
+                out.append(self.resync(frame, ram));
+                self.unsynced.retain(|f| *f != frame);
+                if !self.code.contains(frame) {
+                    out.protect.push(frame);
+                }
+            }
+            return out;
+        }
+        let was_protected = self.write_protected(frame);
+        self.tables.insert(
+            frame,
+            Table {
+                snapshot: read_table(ram, frame),
+                uses: vec![(space, usage)],
+                unsynced: false,
+                writes: 0,
+                unused_writes: 0,
+            },
+        );
+        if !was_protected {
+            out.protect.push(frame);
+        }
+        out
+    }
+
+    /// A walk used the entry at `addr`, which holds `value` now: the
+    /// snapshot takes the accessed and dirty bits the walk set, so that a
+    /// later clear of them by the guest is seen. In an out-of-sync table
+    /// the entry may also have changed since the snapshot; a mapping is
+    /// about to be built from `value`, so the snapshot takes it, and what
+    /// other spaces built from the old value is invalidated now.
+    pub fn note_walked_entry(&mut self, addr: GuestPhys, value: u32) -> Consequences {
+        let mut out = Consequences::default();
+        let Some(t) = self.tables.get_mut(&addr.frame()) else {
+            return out;
+        };
+        let i = (addr.0 & 0xfff) / 4;
+        let e = &mut t.snapshot[i as usize];
+        let old = *e;
+        let ad = ACCESSED | DIRTY;
+        if (old ^ value) & !ad == 0 {
+            *e |= value & ad;
+            return out;
+        }
+        *e = value;
+        let mut ended = Vec::new();
+        entry_changed(&t.uses, i, old, &mut out, &mut ended);
+        for (table, space, usage) in ended {
+            out.append(self.end_use(table, space, usage));
+        }
+        out
+    }
+
+    /// A write was made to the in-sync table `frame` (now in `ram`):
+    /// compares it with its snapshot and says what changed; a leaf table
+    /// written again before a flush goes out of sync, one flooded with
+    /// writes no walk went through stops being watched.
+    pub fn table_written(&mut self, frame: u32, ram: &GuestRam) -> Consequences {
+        let Some(t) = self.tables.get_mut(&frame) else {
+            return Consequences::default();
+        };
+        if t.unsynced {
+            return Consequences::default();
+        }
+        self.stats.traced_writes += 1;
+        t.writes += 1;
+        t.unused_writes += 1;
+        let flooded = t.unused_writes >= FLOOD_WRITES;
+        let unsync =
+            !flooded && self.out_of_sync && t.writes >= UNSYNC_AFTER_WRITES && t.is_leaf_only();
+        let mut out = self.resync(frame, ram);
+        if flooded {
+            out.append(self.zap_table(frame));
+        } else if unsync {
+            if let Some(t) = self.tables.get_mut(&frame) {
+                t.unsynced = true;
+                self.unsynced.push(frame);
+                self.stats.unsyncs += 1;
+                if !self.code.contains(frame) {
+                    out.release.push(frame);
+                }
+            }
+        }
+        out
+    }
+
+    /// The guest flushes its TLB (CR3 write, INVLPG, CR4.PGE change):
+    /// every out-of-sync table is compared with its snapshot and
+    /// write-protected again.
+    pub fn resync_all(&mut self, ram: &GuestRam) -> Consequences {
+        let mut out = Consequences::default();
+        for frame in std::mem::take(&mut self.unsynced) {
+            self.stats.resyncs += 1;
+            out.append(self.resync(frame, ram));
+            if let Some(t) = self.tables.get_mut(&frame) {
+                t.unsynced = false;
+                t.writes = 0;
+                if !self.code.contains(frame) {
+                    out.protect.push(frame);
+                }
+            }
+        }
+        out
+    }
+
+    /// Forgets every use by `space` (dropped by the monitor); tables left
+    /// without uses stop being watched.
+    pub fn unwatch_space(&mut self, space: SpaceId) -> Consequences {
+        let mut out = Consequences::default();
+        let frames: Vec<u32> = self
+            .tables
+            .iter()
+            .filter(|(_, t)| t.uses.iter().any(|(s, _)| *s == space))
+            .map(|(f, _)| *f)
+            .collect();
+        for frame in frames {
+            if let Some(t) = self.tables.get_mut(&frame) {
+                t.uses.retain(|(s, _)| *s != space);
+                if t.uses.is_empty() {
+                    out.append(self.forget(frame));
+                }
+            }
+        }
+        out
+    }
+
+    /// Forgets every table (a paging-mode change drops every space).
+    pub fn unwatch_all(&mut self) -> Consequences {
+        let mut out = Consequences::default();
+        let frames: Vec<u32> = self.tables.keys().copied().collect();
+        for frame in frames {
+            out.append(self.forget(frame));
+        }
+        out
+    }
+
+    /// Compares table `frame` with its snapshot, updating it; the
+    /// invalidations of every entry whose change matters, and the leaf
+    /// uses a changed directory entry ends.
+    fn resync(&mut self, frame: u32, ram: &GuestRam) -> Consequences {
+        let mut out = Consequences::default();
+        let now = read_table(ram, frame);
+        let Some(t) = self.tables.get_mut(&frame) else {
+            return out;
+        };
+        let mut ended = Vec::new();
+        for (i, (old, new)) in t.snapshot.iter().zip(now.iter()).enumerate() {
+            if *old != *new && entry_change_matters(*old, *new) {
+                entry_changed(&t.uses, i as u32, *old, &mut out, &mut ended);
+            }
+        }
+        t.snapshot = now;
+        for (table, space, usage) in ended {
+            out.append(self.end_use(table, space, usage));
+        }
+        out
+    }
+
+    /// `space` no longer uses `frame` as `usage`.
+    fn end_use(&mut self, frame: u32, space: SpaceId, usage: TableUse) -> Consequences {
+        let Some(t) = self.tables.get_mut(&frame) else {
+            return Consequences::default();
+        };
+        t.uses.retain(|u| *u != (space, usage));
+        if t.uses.is_empty() {
+            self.forget(frame)
+        } else {
+            Consequences::default()
+        }
+    }
+
+    /// Stops watching a flooded table: the mappings built from it go, and
+    /// the spaces it is the directory of are dropped.
+    fn zap_table(&mut self, frame: u32) -> Consequences {
+        self.stats.zaps += 1;
+        let mut out = Consequences::default();
+        let Some(t) = self.tables.get(&frame) else {
+            return out;
+        };
+        for (space, usage) in &t.uses {
+            match usage {
+                TableUse::Directory => out.zap.push(*space),
+                TableUse::Leaf { region } => out.invalidations.push(Invalidation {
+                    space: *space,
+                    first_page: region << 10,
+                    pages: 1024,
+                }),
+            }
+        }
+        out.append(self.forget(frame));
+        out
+    }
+
+    fn forget(&mut self, frame: u32) -> Consequences {
+        let mut out = Consequences::default();
+        if let Some(t) = self.tables.remove(&frame) {
+            if t.unsynced {
+                self.unsynced.retain(|f| *f != frame);
+            } else if !self.code.contains(frame) {
+                out.release.push(frame);
+            }
+        }
+        out
+    }
+}
+
+/// The invalidations of entry `i` of a table with `uses` changing from
+/// `old`, and the leaf uses a directory entry's change ends.
+fn entry_changed(
+    uses: &[(SpaceId, TableUse)],
+    i: u32,
+    old: u32,
+    out: &mut Consequences,
+    ended: &mut Vec<(u32, SpaceId, TableUse)>,
+) {
+    for (space, usage) in uses {
+        match usage {
+            TableUse::Directory => {
+                out.invalidations.push(Invalidation {
+                    space: *space,
+                    first_page: i << 10,
+                    pages: 1024,
+                });
+                if old & PRESENT != 0 {
+                    ended.push((old >> 12, *space, TableUse::Leaf { region: i }));
+                }
+            }
+            TableUse::Leaf { region } => out.invalidations.push(Invalidation {
+                space: *space,
+                first_page: region << 10 | i,
+                pages: 1,
+            }),
+        }
+    }
+}
+
+fn read_table(ram: &GuestRam, frame: u32) -> Box<[u32; 1024]> {
+    let mut bytes = [0u8; 4096];
+    // A table beyond RAM reads as zeros (not-present entries), as the
+    // walker sees it.
+    let _ = ram.read(GuestPhys(frame.wrapping_mul(4096)), &mut bytes);
+    let mut out = Box::new([0u32; 1024]);
+    for (e, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+        *e = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S0: SpaceId = SpaceId(0);
+    const S1: SpaceId = SpaceId(1);
+    const PD: u32 = 1;
+    const PT: u32 = 2;
+
+    fn ram() -> GuestRam {
+        GuestRam::new(1).unwrap()
+    }
+
+    fn set(ram: &GuestRam, frame: u32, index: u32, value: u32) {
+        ram.write_u32(GuestPhys(frame * 4096 + index * 4), value)
+            .unwrap();
+    }
+
+    #[test]
+    fn only_mapping_changes_and_cleared_dirty_bits_matter() {
+        assert!(!entry_change_matters(0x1003, 0x1023));
+        assert!(!entry_change_matters(0x1023, 0x1063));
+        assert!(entry_change_matters(0x1023, 0x1003));
+        assert!(entry_change_matters(0x1067, 0x1027));
+        assert!(entry_change_matters(0x1003, 0x2003));
+        assert!(entry_change_matters(0x1003, 0x1001));
+        assert!(entry_change_matters(0x1003, 0x1002));
+        assert!(!entry_change_matters(0x1000, 0x2000));
+    }
+
+    #[test]
+    fn a_changed_pte_invalidates_its_page_in_every_space_using_the_table() {
+        let ram = ram();
+        set(&ram, PT, 5, 0x7003);
+        let mut w = FrameWatcher::new(256, false);
+        let c = w.watch(PT, S0, TableUse::Leaf { region: 3 }, &ram);
+        assert_eq!(c.protect, vec![PT]);
+        assert!(w
+            .watch(PT, S1, TableUse::Leaf { region: 7 }, &ram)
+            .is_empty());
+        assert!(w.write_protected(PT));
+        set(&ram, PT, 5, 0x8003);
+        let c = w.table_written(PT, &ram);
+        assert_eq!(
+            c.invalidations,
+            vec![
+                Invalidation {
+                    space: S0,
+                    first_page: 3 << 10 | 5,
+                    pages: 1
+                },
+                Invalidation {
+                    space: S1,
+                    first_page: 7 << 10 | 5,
+                    pages: 1
+                },
+            ]
+        );
+        assert_eq!(w.stats().traced_writes, 1);
+    }
+
+    #[test]
+    fn accessed_and_dirty_bits_set_by_the_walker_change_nothing_but_a_cleared_dirty_bit_does() {
+        let ram = ram();
+        set(&ram, PT, 0, 0x7003);
+        let mut w = FrameWatcher::new(256, false);
+        w.watch(PT, S0, TableUse::Leaf { region: 0 }, &ram);
+        set(&ram, PT, 0, 0x7063);
+        assert!(w.note_walked_entry(GuestPhys(PT * 4096), 0x7063).is_empty());
+        assert!(w.table_written(PT, &ram).invalidations.is_empty());
+        set(&ram, PT, 0, 0x7023);
+        assert_eq!(w.table_written(PT, &ram).invalidations.len(), 1);
+    }
+
+    #[test]
+    fn a_leaf_written_twice_goes_out_of_sync_and_is_compared_on_the_next_flush() {
+        let ram = ram();
+        let mut w = FrameWatcher::new(256, true);
+        w.watch(PT, S0, TableUse::Leaf { region: 1 }, &ram);
+        set(&ram, PT, 1, 0x5003);
+        assert!(w.table_written(PT, &ram).release.is_empty());
+        set(&ram, PT, 2, 0x6003);
+        let c = w.table_written(PT, &ram);
+        assert_eq!(c.release, vec![PT]);
+        assert!(!w.write_protected(PT));
+        assert_eq!(w.tables(), (1, 1));
+        // Writes while out of sync are not seen...
+        set(&ram, PT, 3, 0x7003);
+        set(&ram, PT, 2, 0);
+        // ...until the guest flushes.
+        let c = w.resync_all(&ram);
+        assert_eq!(c.protect, vec![PT]);
+        let pages: Vec<u32> = c.invalidations.iter().map(|i| i.first_page).collect();
+        assert_eq!(pages, vec![1 << 10 | 2, 1 << 10 | 3]);
+        assert!(w.write_protected(PT));
+        assert_eq!(w.stats().resyncs, 1);
+    }
+
+    #[test]
+    fn an_entry_walked_while_out_of_sync_joins_the_snapshot_and_invalidates_other_spaces() {
+        let ram = ram();
+        set(&ram, PT, 3, 0x5003);
+        let mut w = FrameWatcher::new(256, true);
+        w.watch(PT, S0, TableUse::Leaf { region: 0 }, &ram);
+        w.watch(PT, S1, TableUse::Leaf { region: 2 }, &ram);
+        set(&ram, PT, 1, 0x1003);
+        w.table_written(PT, &ram);
+        set(&ram, PT, 2, 0x2003);
+        w.table_written(PT, &ram);
+        assert!(!w.write_protected(PT), "out of sync");
+        // Unseen: entry 3 now maps another frame, and S0 walks it.
+        set(&ram, PT, 3, 0x6003);
+        let c = w.note_walked_entry(GuestPhys(PT * 4096 + 12), 0x6023);
+        let pages: Vec<u32> = c.invalidations.iter().map(|i| i.first_page).collect();
+        assert_eq!(pages, vec![3, 2 << 10 | 3]);
+        // Cleared while out of sync: the flush sees it against what the
+        // mapping was built from.
+        set(&ram, PT, 3, 0);
+        let pages: Vec<u32> = w
+            .resync_all(&ram)
+            .invalidations
+            .iter()
+            .map(|i| i.first_page)
+            .collect();
+        assert_eq!(pages, vec![3, 2 << 10 | 3]);
+    }
+
+    #[test]
+    fn directories_never_go_out_of_sync() {
+        let ram = ram();
+        let mut w = FrameWatcher::new(256, true);
+        w.watch(PD, S0, TableUse::Directory, &ram);
+        for i in 0..4 {
+            set(&ram, PD, i, 0x3003);
+            w.table_written(PD, &ram);
+        }
+        assert!(w.write_protected(PD));
+        assert_eq!(w.tables(), (1, 0));
+    }
+
+    #[test]
+    fn a_changed_pde_drops_its_region_and_ends_the_use_of_the_old_table() {
+        let ram = ram();
+        set(&ram, PD, 4, PT << 12 | 3);
+        let mut w = FrameWatcher::new(256, false);
+        w.watch(PD, S0, TableUse::Directory, &ram);
+        w.watch(PT, S0, TableUse::Leaf { region: 4 }, &ram);
+        set(&ram, PD, 4, 0);
+        let c = w.table_written(PD, &ram);
+        assert_eq!(
+            c.invalidations,
+            vec![Invalidation {
+                space: S0,
+                first_page: 4 << 10,
+                pages: 1024
+            }]
+        );
+        assert_eq!(c.release, vec![PT]);
+        assert!(!w.write_protected(PT));
+    }
+
+    #[test]
+    fn a_flooded_directory_zaps_its_spaces() {
+        let ram = ram();
+        let mut w = FrameWatcher::new(256, true);
+        w.watch(PD, S1, TableUse::Directory, &ram);
+        let mut zapped = Vec::new();
+        for i in 0..FLOOD_WRITES {
+            set(&ram, PD, i, i);
+            zapped.extend(w.table_written(PD, &ram).zap);
+        }
+        assert_eq!(zapped, vec![S1]);
+        assert!(!w.write_protected(PD));
+        assert_eq!(w.stats().zaps, 1);
+    }
+
+    #[test]
+    fn code_and_table_tracing_share_the_protection() {
+        let ram = ram();
+        let mut w = FrameWatcher::new(256, false);
+        assert!(w.trace_code(PT));
+        let c = w.watch(PT, S0, TableUse::Leaf { region: 0 }, &ram);
+        assert!(c.protect.is_empty(), "already protected for code");
+        assert!(w.untrace_code(PT));
+        assert!(w.write_protected(PT));
+        let c = w.unwatch_space(S0);
+        assert_eq!(c.release, vec![PT]);
+        assert!(!w.write_protected(PT));
+    }
+}
