@@ -206,6 +206,7 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
             divide_error: None,
             split_events: limited != 0,
             paged: None,
+            self_check: false,
         };
         let unit = match translate(&req) {
             Ok(unit) => unit,

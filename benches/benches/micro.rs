@@ -65,6 +65,7 @@ fn translation_cost(c: &mut Criterion) {
         divide_error: None,
         split_events: false,
         paged: None,
+        self_check: false,
     };
     let insns = translator::translate(&req)
         .expect("sample translates")

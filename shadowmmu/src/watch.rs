@@ -135,6 +135,7 @@ impl Table {
 /// The frame watcher (see the module documentation).
 pub struct FrameWatcher {
     code: FrameSet,
+    self_checking: FrameSet,
     tables: HashMap<u32, Table>,
     unsynced: Vec<u32>,
     out_of_sync: bool,
@@ -159,6 +160,7 @@ impl FrameWatcher {
     pub fn new(frames: usize, out_of_sync: bool) -> FrameWatcher {
         FrameWatcher {
             code: FrameSet::with_capacity(frames),
+            self_checking: FrameSet::with_capacity(frames),
             tables: HashMap::new(),
             unsynced: Vec::new(),
             out_of_sync,
@@ -204,8 +206,12 @@ impl FrameWatcher {
     }
 
     /// Marks `frame` as holding translated code; true if it was not
-    /// write-protected before (protect its mappings).
+    /// write-protected before (protect its mappings). A self-checking
+    /// frame is never traced.
     pub fn trace_code(&mut self, frame: u32) -> bool {
+        if self.self_checking.contains(frame) {
+            return false;
+        }
         let was = self.write_protected(frame);
         self.code.insert(frame) && !was
     }
@@ -214,6 +220,19 @@ impl FrameWatcher {
     /// code.
     pub fn untrace_code(&mut self, frame: u32) -> bool {
         self.code.remove(frame)
+    }
+
+    /// Makes `frame` self-checking: its translations check their own bytes
+    /// instead of the frame being write-protected for code (it must not be
+    /// traced for code any more).
+    pub fn set_self_checking(&mut self, frame: u32) {
+        self.code.remove(frame);
+        self.self_checking.insert(frame);
+    }
+
+    /// Whether translations made from `frame` must check themselves.
+    pub fn is_self_checking(&self, frame: u32) -> bool {
+        self.self_checking.contains(frame)
     }
 
     /// Every frame traced for code, emptied.
@@ -340,6 +359,36 @@ impl FrameWatcher {
                 }
             }
         }
+        out
+    }
+
+    /// INVLPG of `lin` in `space`: the entry of `lin` in the out-of-sync
+    /// leaf table `space` uses for it (if any) is compared with its
+    /// snapshot; the table stays out of sync (its other entries, like
+    /// other TLB entries, need no refresh yet), as KVM does.
+    pub fn sync_entry(&mut self, space: SpaceId, lin: u32, ram: &GuestRam) -> Consequences {
+        let mut out = Consequences::default();
+        let usage = (space, TableUse::Leaf { region: lin >> 22 });
+        let Some(&frame) = self
+            .unsynced
+            .iter()
+            .find(|f| self.tables.get(f).is_some_and(|t| t.uses.contains(&usage)))
+        else {
+            return out;
+        };
+        let i = (lin >> 12) & 1023;
+        let mut word = [0u8; 4];
+        // A table beyond RAM reads as zeros, as in `read_table`.
+        let _ = ram.read(GuestPhys(frame.wrapping_mul(4096) + i * 4), &mut word);
+        let now = u32::from_le_bytes(word);
+        let Some(t) = self.tables.get_mut(&frame) else {
+            return out;
+        };
+        let old = t.snapshot[i as usize];
+        if old != now && entry_change_matters(old, now) {
+            entry_changed(&t.uses, i, old, &mut out, &mut Vec::new());
+        }
+        t.snapshot[i as usize] = now;
         out
     }
 
@@ -611,6 +660,40 @@ mod tests {
             .map(|i| i.first_page)
             .collect();
         assert_eq!(pages, vec![3, 2 << 10 | 3]);
+    }
+
+    #[test]
+    fn invlpg_compares_one_entry_and_leaves_the_table_out_of_sync() {
+        let ram = ram();
+        let mut w = FrameWatcher::new(256, true);
+        w.watch(PT, S0, TableUse::Leaf { region: 1 }, &ram);
+        w.watch(PT, S1, TableUse::Leaf { region: 1 }, &ram);
+        for i in 0..2 {
+            set(&ram, PT, i, 0x1003);
+            w.table_written(PT, &ram);
+        }
+        set(&ram, PT, 7, 0x7003);
+        set(&ram, PT, 8, 0x8003);
+        let c = w.sync_entry(S0, 1 << 22 | 7 << 12, &ram);
+        let pages: Vec<u32> = c.invalidations.iter().map(|i| i.first_page).collect();
+        assert_eq!(
+            pages,
+            vec![1 << 10 | 7, 1 << 10 | 7],
+            "every space using the table"
+        );
+        assert_eq!(w.tables(), (1, 1), "still out of sync");
+        assert!(w.sync_entry(S0, 1 << 22 | 7 << 12, &ram).is_empty());
+        assert!(
+            w.sync_entry(S0, 2 << 22 | 8 << 12, &ram).is_empty(),
+            "another region"
+        );
+        let pages: Vec<u32> = w
+            .resync_all(&ram)
+            .invalidations
+            .iter()
+            .map(|i| i.first_page)
+            .collect();
+        assert_eq!(pages, vec![1 << 10 | 8, 1 << 10 | 8]);
     }
 
     #[test]

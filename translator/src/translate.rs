@@ -231,6 +231,12 @@ pub struct UnitRequest<'a> {
     /// Guest paging is on (see [`PagedCode`]); `None`: linear addresses
     /// are physical ones, and every direct branch may be chained.
     pub paged: Option<PagedCode>,
+    /// The unit checks its own guest bytes (at CS base + `eip`) every time
+    /// it is entered, and ends after every instruction that writes memory:
+    /// its frame is written so often that it is not write-protected (see
+    /// `smc` in the monitor). A mismatch exits with `CodeChanged` before
+    /// anything ran.
+    pub self_check: bool,
 }
 
 /// How a unit is translated when guest paging is on, so that it stays
@@ -489,6 +495,18 @@ fn cc_bits(cc: ConditionCode) -> Option<u8> {
     })
 }
 
+/// Whether instruction `i` writes memory (explicitly, or on the stack or
+/// through a string destination).
+fn writes_memory(i: &Instruction, info: &mut InstructionInfoFactory) -> bool {
+    use iced_x86::OpAccess;
+    info.info(i).used_memory().iter().any(|m| {
+        matches!(
+            m.access(),
+            OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
+        )
+    })
+}
+
 /// How many bytes of instruction `i`, starting `offset` bytes into the
 /// unit, lie past the end of the unit's page (`bytes_in_page` from the
 /// unit's start), if any.
@@ -524,6 +542,13 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
     if let Some(counter) = req.count_entries {
         cx.bump_counter(counter)?;
     }
+    let body = cx.e.label();
+    let self_check = req.self_check.then(|| {
+        let check = cx.e.label();
+        cx.e.jmp_label(check);
+        cx.e.bind(body);
+        check
+    });
     loop {
         let past_page = next.wrapping_sub(req.eip) >= bytes_in_page;
         if insns.len() >= req.max_insns.min(MAX_UNIT_INSNS) || past_page {
@@ -541,9 +566,10 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
                 cx.chain_exit(next)?;
                 break;
             }
+            let _ = paged;
             let at = req.eip.wrapping_add(bytes_in_page);
             let skip = bytes_in_page as usize;
-            cx.check_next_page(paged.cs_base.wrapping_add(at), &req.code[skip..skip + tail])?;
+            cx.check_bytes(at, &req.code[skip..skip + tail])?;
         }
         pc_map.push((cx.e.pos() as u32, next));
         cx.fixup = fixup::NONE;
@@ -567,9 +593,24 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         if ends {
             break;
         }
+        if self_check.is_some() && writes_memory(&insn, &mut cx.info) {
+            // The store may have changed the unit's own later bytes: the
+            // next unit checks them at its entry.
+            cx.chain_exit(next)?;
+            break;
+        }
     }
     let guest_len = next.wrapping_sub(req.eip).max(1);
     let sites = cx.emit_exit_stubs()?;
+    if let Some(check) = self_check {
+        // A fault in the check is one of the unit's entry: nothing ran.
+        pc_map.push((cx.e.pos() as u32, req.eip));
+        fixups.push(fixup::NONE);
+        cx.e.bind(check);
+        let len = (guest_len as usize).min(req.code.len());
+        cx.check_bytes(req.eip, &req.code[..len])?;
+        cx.e.jmp_label(body);
+    }
     let code = cx.e.finish()?;
     crate::verify::check_unit(&code, req.host_base, req.stubs.poll)?;
     Ok(Unit {
@@ -699,15 +740,20 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// Compares the `bytes` the unit's first instruction takes from the
-    /// next linear page (at `linear`) with what the current view holds
-    /// there, without touching the flags; exits with `CodeChanged` when
-    /// they differ. RCX is kept in R13 meanwhile.
-    fn check_next_page(&mut self, linear: u32, bytes: &[u8]) -> Result<(), TranslateError> {
+    /// Compares guest `bytes` with what the current view holds at CS:`at`
+    /// (the CS base read at run time), without touching the flags; exits
+    /// with `CodeChanged` at the unit's EIP when they differ (nothing of the
+    /// unit ran). RCX is kept in R13 meanwhile.
+    fn check_bytes(&mut self, at: u32, bytes: &[u8]) -> Result<(), TranslateError> {
         let changed = self.e.label();
         let done = self.e.label();
         self.ins(i2!(Code::Mov_r64_rm64, Register::R13, Register::RCX)?)?;
-        self.ins(i2!(Code::Mov_r32_imm32, Register::R10D, linear)?)?;
+        let cs_base = off::SEG_BASE + 4 * Seg::Cs as i32;
+        self.load32(
+            Register::R10D,
+            mem(Register::R14, Register::None, cs_base.into()),
+        )?;
+        self.lea32(Register::R10D, Register::R10, i64::from(at as i32))?;
         let mut at = 0usize;
         while at < bytes.len() {
             let left = bytes.len() - at;
@@ -2271,6 +2317,7 @@ mod tests {
         event: Option<&'a InlineEvent>,
         split_events: bool,
         paged: Option<PagedCode>,
+        self_check: bool,
     }
 
     impl Default for Setup<'_> {
@@ -2290,6 +2337,7 @@ mod tests {
                 event: None,
                 split_events: false,
                 paged: None,
+                self_check: false,
             }
         }
     }
@@ -2318,6 +2366,7 @@ mod tests {
             divide_error: None,
             split_events: setup.split_events,
             paged: setup.paged,
+            self_check: setup.self_check,
         };
         translate(&req).unwrap()
     }
@@ -2897,12 +2946,34 @@ mod tests {
         let second = paged_unit(0x1fff, &code[1..]);
         assert_eq!(second.insns.len(), 1);
         let text = host_text(&second).join("\n");
-        assert!(text.contains("mov r10d,2000h"), "{text}");
+        assert!(text.contains("lea r10d,[r10+2000h]"), "{text}");
         assert!(text.contains("mov r12d,44332211h"), "{text}");
         let changed = format!("mov dword ptr [r14+{:X}h],7", off::EXIT_REASON);
         assert!(text.contains(&changed), "{text}");
         // Without paging the instruction stays in the unit, unchecked.
         let flat = unit_at(0x1ffe, &code);
         assert_eq!(flat.insns.len(), 2);
+    }
+
+    #[test]
+    fn a_self_checking_unit_compares_its_bytes_at_entry_and_ends_after_a_store() {
+        // mov eax, 0x11223344; mov [ebx], eax; ret
+        let code = [0xb8, 0x44, 0x33, 0x22, 0x11, 0x89, 0x03, 0xc3];
+        let u = translate_with(
+            &code,
+            Setup {
+                self_check: true,
+                ..Setup::default()
+            },
+        );
+        assert_eq!(u.insns.len(), 2, "ends after the store");
+        let text = host_text(&u).join("\n");
+        assert!(text.contains("lea r10d,[r10+1000h]"), "{text}");
+        assert!(text.contains("mov r12d,22334"), "{text}");
+        let changed = format!("mov dword ptr [r14+{:X}h],7", off::EXIT_REASON);
+        assert!(text.contains(&changed), "{text}");
+        // A fault in the check is one of the unit's first instruction.
+        assert_eq!(u.pc_map.last().map(|p| p.1), Some(0x1000));
+        assert!(u.pc_map.windows(2).all(|w| w[0].0 <= w[1].0));
     }
 }

@@ -186,34 +186,54 @@ impl BtCore {
             return self.outside_ram(lin.0, phys, write);
         }
         let frame = phys / PAGE_SIZE;
-        let mut outcome = FaultOutcome::Hidden;
-        if write && self.watcher.is_code(frame) {
-            self.stats.smc_writes += 1;
-            self.untrace_code_frame(frame);
-            outcome = FaultOutcome::CodeWrite;
-        }
-        if write && self.watcher.is_synced_table(frame) {
+        let (spares, killed) = self.code_store(frame, lin.0, write);
+        let table = write && self.watcher.is_synced_table(frame);
+        if spares || table {
             self.map_walked(self.view, lin.page(), &walked);
-            self.open_table_for_one_write(frame, lin.page());
+            if table {
+                self.open_table_for_one_write(frame, lin.page());
+            }
+            if spares {
+                self.open_code_for_one_write(frame, lin.page());
+            }
             return FaultOutcome::CodeWrite;
         }
-        if let FaultOutcome::Hidden = outcome {
-            self.map_walked(self.view, lin.page(), &walked);
-            self.stats.hidden_faults += 1;
+        if killed {
+            return FaultOutcome::CodeWrite;
         }
-        outcome
+        self.map_walked(self.view, lin.page(), &walked);
+        self.stats.hidden_faults += 1;
+        FaultOutcome::Hidden
+    }
+
+    /// A store to `frame` at `lin` (if `write`): whether it spares the
+    /// frame's translations, or killed them.
+    fn code_store(&mut self, frame: u32, lin: u32, write: bool) -> (bool, bool) {
+        if !write || !self.watcher.is_code(frame) {
+            return (false, false);
+        }
+        self.stats.smc_writes += 1;
+        match self.classify_code_store(frame, lin) {
+            super::smc::CodeStore::Spares => (true, false),
+            super::smc::CodeStore::Kills => {
+                self.untrace_code_frame(frame);
+                (false, true)
+            }
+        }
     }
 
     /// A host fault in the identity window (paging off): a write to
     /// translated code, or an access beyond guest RAM.
     fn unpaged_fault(&mut self, phys: u32, write: bool) -> FaultOutcome {
         let frame = phys / PAGE_SIZE;
-        if write && self.watcher.is_code(frame) {
-            self.stats.smc_writes += 1;
-            self.untrace_code_frame(frame);
-            return FaultOutcome::CodeWrite;
+        match self.code_store(frame, phys, write) {
+            (true, _) => {
+                self.open_code_for_one_write(frame, frame);
+                FaultOutcome::CodeWrite
+            }
+            (_, true) => FaultOutcome::CodeWrite,
+            _ => self.outside_ram(phys, phys, write),
         }
-        self.outside_ram(phys, phys, write)
     }
 
     fn outside_ram(&self, lin: u32, phys: u32, write: bool) -> FaultOutcome {

@@ -93,14 +93,17 @@ impl BtCore {
     }
 
     /// INVLPG: the guest wants the page of `lin` seen afresh. Mappings of
-    /// in-sync tables already follow the guest's writes, so only the
-    /// out-of-sync tables need comparing.
-    pub(super) fn invalidate_page(&mut self, _lin: u32) {
+    /// in-sync tables already follow the guest's writes, so only the entry
+    /// of `lin` in an out-of-sync table needs comparing.
+    pub(super) fn invalidate_page(&mut self, lin: u32) {
         if !self.paging() {
             return;
         }
         self.stats.page_invalidations += 1;
-        self.guest_tlb_flush();
+        let c = self
+            .watcher
+            .sync_entry(SpaceId(self.space as u32), lin, &self.ram);
+        self.apply(c);
     }
 
     /// A guest TLB flush (CR3 write, INVLPG, CR4.PGE change): every
@@ -388,7 +391,7 @@ impl BtCore {
     }
 
     /// Write-protects every mapping of `frame`.
-    fn protect_frame(&mut self, frame: u32) {
+    pub(super) fn protect_frame(&mut self, frame: u32) {
         if !self.paging() {
             self.protect_alias(
                 Alias::new(self.space, SUPERVISOR_VIEW, frame),
@@ -460,6 +463,7 @@ impl BtCore {
         if !self.watcher.untrace_code(frame) {
             return;
         }
+        self.code_bytes.remove(&frame);
         let dead = self.cache.invalidate_frame(frame);
         self.stats.smc_translations_killed += dead.len() as u64;
         for id in dead {
@@ -513,6 +517,12 @@ impl BtCore {
         if !self.pending_table_writes.contains(&frame) {
             self.pending_table_writes.push(frame);
         }
+        self.open_alias_for_write(lpage);
+    }
+
+    /// Makes linear page `lpage` of the current view writable (for the
+    /// one instruction about to run alone).
+    pub(super) fn open_alias_for_write(&mut self, lpage: u32) {
         let alias = Alias::new(self.space, self.view, lpage);
         self.protect_alias(alias, PageProt::ReadWrite);
     }

@@ -31,6 +31,7 @@ mod events;
 mod exec;
 mod faults;
 mod frames;
+mod smc;
 mod spaces;
 
 use crate::cpu::{Eflags, Exception, Fault, Seg, SystemState};
@@ -53,13 +54,14 @@ use translator::{CpuState, GuestIsa, Mode, Stubs, UnitRequest};
 
 /// Bytes of executable memory for translations.
 pub const CODE_CACHE_SIZE: usize = 64 << 20;
-/// Mode bits of one-instruction units that are never looked up or chained.
 /// The `--stats` line of guest instructions executed: every instruction of
 /// a unit counts when the unit is entered, so a unit left early (an exit or
 /// a fault in its middle) counts its remaining instructions too, and the
 /// figure is an upper bound, exact for code that runs without such exits.
 pub const GUEST_INSNS_ESTIMATE: &str = "guest instructions executed (estimate)";
 
+/// The mode bit of one-instruction units (never chained; they check their
+/// own bytes at entry, since their frames are not traced).
 const SINGLE_STEP_MODE: u32 = 0x8000_0000;
 /// Index of the supervisor view in `BtCore::views`.
 const SUPERVISOR_VIEW: usize = 0;
@@ -116,9 +118,14 @@ pub struct BtStats {
     pub budget_resets: u64,
     /// Paging-mode changes that dropped every space and translation.
     pub mmu_resets: u64,
-    /// Units whose instruction into the next page found other bytes there
-    /// and were translated again.
+    /// Units whose own bytes, or whose instruction into the next page,
+    /// found other bytes in guest memory and were translated again.
     pub crossing_retranslations: u64,
+    /// Stores to code frames that touched no translated byte (the
+    /// translations were spared).
+    pub smc_spared: u64,
+    /// Frames made self-checking because stores kept hitting them.
+    pub self_checking_frames: u64,
 }
 
 /// Why a vCPU could not be built.
@@ -226,6 +233,13 @@ pub struct BtCore {
     /// In-sync page tables the instruction running alone may write (see
     /// `BtCore::settle_table_writes`).
     pending_table_writes: Vec<u32>,
+    /// Code frames the instruction running alone may write next to their
+    /// translated bytes (see [`smc`]).
+    pending_code_writes: Vec<u32>,
+    /// Per frame, the bytes live translations were made from (see [`smc`]).
+    code_bytes: HashMap<u32, smc::ByteMap>,
+    /// Per code frame, the stores that faulted on it so far.
+    code_store_faults: HashMap<u32, u32>,
     /// With paging on: guest frame -> (space, view, linear page) mapped to
     /// it.
     rmap: HashMap<u32, Vec<frames::Alias>>,
@@ -507,9 +521,14 @@ impl Vcpu for BtVcpu {
                     v.smc_translations_killed,
                 ),
                 (
-                    "page-crossing units retranslated",
+                    "self-checking units retranslated",
                     v.crossing_retranslations,
                 ),
+                (
+                    "stores next to translated code (translations spared)",
+                    v.smc_spared,
+                ),
+                ("frames made self-checking", v.self_checking_frames),
                 ("invalidations", c.invalidations),
                 ("flushes", c.flushes),
             ],
@@ -645,6 +664,9 @@ impl BtCore {
             _empty_ibtc: empty_ibtc,
             watcher: FrameWatcher::new(frames, true),
             pending_table_writes: Vec::new(),
+            pending_code_writes: Vec::new(),
+            code_bytes: HashMap::new(),
+            code_store_faults: HashMap::new(),
             rmap: HashMap::new(),
             pending_chain: None,
             faults,
@@ -867,13 +889,15 @@ impl BtCore {
             return;
         };
         let mode = self.mode().bits();
-        if let Some(id) = self.cache.lookup(&TransKey { phys, eip, mode }) {
-            let host = self.cache.exec_addr(self.cache.get(id).code_offset);
-            self.cache.invalidate(id);
-            for space in self.spaces.iter_mut().flatten() {
-                space.ibtc.remove_entry(eip, host);
+        for mode in [mode, SINGLE_STEP_MODE | mode] {
+            if let Some(id) = self.cache.lookup(&TransKey { phys, eip, mode }) {
+                let host = self.cache.exec_addr(self.cache.get(id).code_offset);
+                self.cache.invalidate(id);
+                for space in self.spaces.iter_mut().flatten() {
+                    space.ibtc.remove_entry(eip, host);
+                }
+                self.pending_chain = None;
             }
-            self.pending_chain = None;
         }
     }
 
@@ -1222,19 +1246,19 @@ impl BtCore {
             Ok(p) => p,
             Err(e) => return Err(self.raise(Fault::Exception(e))),
         };
+        // One-instruction units check their own bytes (their frames are
+        // not traced), so they are kept and found again like the others.
         let key = TransKey {
             phys,
             eip,
             mode: if single > 0 {
-                SINGLE_STEP_MODE
+                SINGLE_STEP_MODE | mode.bits()
             } else {
                 mode.bits()
             },
         };
-        if single == 0 {
-            if let Some(id) = self.cache.lookup(&key) {
-                return Ok(id);
-            }
+        if let Some(id) = self.cache.lookup(&key) {
+            return Ok(id);
         }
         if phys as usize >= self.ram.size() {
             return Err(Event::Stop(StopReason::OutsideRam(format!(
@@ -1257,6 +1281,7 @@ impl BtCore {
         self.event_outcomes.clear();
         self.event_bails.clear();
         self.emulated.clear();
+        self.code_bytes.clear();
         for space in self.spaces.iter_mut().flatten() {
             space.clear_ibtc();
         }
@@ -1321,6 +1346,7 @@ impl BtCore {
             paged: self.paging().then(|| translator::translate::PagedCode {
                 cs_base: self.sys.segment(Seg::Cs).base,
             }),
+            self_check: single > 0 || self.watcher.is_self_checking(key.phys >> 12),
         };
         let unit = translator::translate(&req)
             .map_err(|e| TranslateFailure::Other(format!("at EIP={eip:#010x}: {e}")))?;
@@ -1357,6 +1383,11 @@ impl BtCore {
         self.emulated.extend_from_slice(&unit.emulated);
         self.inline_ports.extend(&unit.inline_ports);
         if single == 0 {
+            let offset = linear & (PAGE_SIZE - 1);
+            self.note_code_bytes(key.phys >> 12, offset, unit.guest_len);
+            if let Some(&next) = frames.get(1) {
+                self.note_code_bytes(next, 0, (offset + unit.guest_len).saturating_sub(PAGE_SIZE));
+            }
             for f in frames {
                 self.trace_code_frame(f);
             }
@@ -1418,9 +1449,10 @@ impl BtCore {
     /// stops.
     fn single_step(&mut self) -> Event {
         let event = self.single_step_alone();
-        // Page tables the instruction was let to write are compared and
-        // protected again whatever became of it.
+        // Page tables and code frames the instruction was let to write are
+        // compared and protected again whatever became of it.
         self.settle_table_writes();
+        self.settle_code_writes();
         event
     }
 

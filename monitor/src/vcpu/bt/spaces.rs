@@ -22,7 +22,7 @@ pub(super) const UNPAGED_ROOT: u32 = u32::MAX;
 
 /// Address spaces cached at most (each costs two window reservations and
 /// an indirect-branch table reservation).
-pub(super) const MAX_SPACES: usize = 64;
+pub(super) const MAX_SPACES: usize = 128;
 
 /// Host mappings one shadow page may cost (the page and the split of the
 /// reservation after it).
