@@ -20,6 +20,9 @@ pub const APPEND_KEY: &str = "nestmon.append";
 pub const INITRD_KEY: &str = "nestmon.initrd";
 
 const VIRTUAL_EXEC_KEY: &str = "monitor.virtual_exec";
+/// Whether the shadow MMU lets leaf page tables go out of sync (default
+/// TRUE; FALSE sees every page-table write as it happens, for comparison).
+pub const MMU_OUT_OF_SYNC_KEY: &str = "nestmon.mmu.outOfSync";
 const GUESTINFO_PREFIX: &str = "guestinfo.";
 const CPUID_PREFIX: &str = "cpuid.";
 
@@ -38,6 +41,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "monitor_control.vt32",
     "monitor_control.enable_svm",
     "monitor_control.restrict_backdoor",
+    MMU_OUT_OF_SYNC_KEY,
     "vhv.enable",
     "vmx.allowNested",
     "hypervisor.cpuid.v0",
@@ -272,6 +276,7 @@ fn apply(key: &str, entry: &Entry, builder: &mut Builder) -> Result<(), ConfigEr
         }
         "monitor_control.restrict_backdoor" => config.restrict_backdoor = values::boolean(entry)?,
         "vhv.enable" => config.vhv_enable = values::boolean(entry)?,
+        "nestmon.mmu.outofsync" => config.mmu_out_of_sync = values::boolean(entry)?,
         "vmx.allownested" => config.allow_nested = values::boolean(entry)?,
         "hypervisor.cpuid.v0" => config.hypervisor_cpuid_v0 = values::boolean(entry)?,
         KERNEL_KEY => {
@@ -679,6 +684,8 @@ mod tests {
         );
         assert!(config.restrict_backdoor);
         assert!(config.vhv_enable);
+        assert!(config.mmu_out_of_sync, "on unless turned off");
+        assert!(!self::config("nestmon.mmu.outOfSync = \"FALSE\"\n").mmu_out_of_sync);
         assert!(!config.allow_nested);
         assert!(!config.hypervisor_cpuid_v0);
     }

@@ -86,6 +86,9 @@ pub struct VmConfig {
     pub restrict_backdoor: bool,
     /// `vhv.enable`: offer virtualized VT-x/AMD-V to the guest.
     pub vhv_enable: bool,
+    /// `nestmon.mmu.outOfSync`: leaf page tables the guest keeps writing
+    /// may go out of sync until its next TLB flush (default true).
+    pub mmu_out_of_sync: bool,
     /// `vmx.allowNested`: power on even when an outer VMware backdoor
     /// cannot be shared safely (it has no nesting control).
     pub allow_nested: bool,
@@ -120,6 +123,7 @@ impl Default for VmConfig {
             virtual_mmu: ModeRequest::Automatic,
             restrict_backdoor: false,
             vhv_enable: false,
+            mmu_out_of_sync: true,
             allow_nested: false,
             hypervisor_cpuid_v0: true,
             cpuid_masks: Vec::new(),

@@ -215,6 +215,7 @@ pub fn run(opts: &RunOptions) -> Result<i32, MachineError> {
         vcpu.set_translation_log(Box::new(std::io::BufWriter::new(f)));
     }
     vcpu.set_count_indirect(opts.stats);
+    vcpu.set_out_of_sync(opts.vm.mmu_out_of_sync);
     let irq = interrupts::InterruptInputs::new(vcpu.exit_requester(), &bus);
     let mut board = Board {
         bus,
