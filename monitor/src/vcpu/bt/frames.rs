@@ -349,6 +349,7 @@ impl BtCore {
             return;
         };
         let mut gone = Vec::new();
+        let mut calls = 0;
         for view in [SUPERVISOR_VIEW, USER_VIEW] {
             let mapped = space.shadow[view].in_range(first, pages);
             if mapped.is_empty() {
@@ -361,6 +362,7 @@ impl BtCore {
             let len = u64::from(pages) * u64::from(PAGE_SIZE);
             // Unmapping part of the space's own reservation.
             let _ = space.views[view].unmap(GuestLinear(first * PAGE_SIZE), len);
+            calls += 1;
         }
         let end = u64::from(first) + u64::from(pages);
         let code_pages: Vec<u32> = space
@@ -376,6 +378,7 @@ impl BtCore {
                 space.ibtc.remove_eips(tag, start, PAGE_SIZE);
             }
         }
+        self.window_calls += calls;
         for (frame, alias) in gone {
             self.rmap_remove(frame, alias);
         }
@@ -428,14 +431,27 @@ impl BtCore {
             // Unmapping part of the space's own reservation.
             let _ = space.views[alias.view()]
                 .unmap(GuestLinear(alias.lpage() * PAGE_SIZE), u64::from(PAGE_SIZE));
+            self.window_calls += 1;
             self.rmap_remove(frame, alias);
         }
     }
 
+    /// Changes the rights of one mapped alias (never of a page that is
+    /// not mapped: that would make the reservation itself accessible).
     fn protect_alias(&mut self, alias: Alias, prot: PageProt) {
+        let ram_frames = (self.ram.size() / PAGE_SIZE as usize) as u32;
         let Some(space) = self.spaces.get(alias.slot()).and_then(Option::as_ref) else {
             return;
         };
+        let mapped = if space.root == UNPAGED_ROOT {
+            alias.view() == SUPERVISOR_VIEW && alias.lpage() < ram_frames
+        } else {
+            space.shadow[alias.view()].get(alias.lpage()).is_some()
+        };
+        if !mapped {
+            return;
+        }
+        self.window_calls += 1;
         // A protection change of a page in our own reservation; if the host
         // refuses, the page keeps its old rights and the next write faults
         // again.
@@ -557,25 +573,58 @@ impl BtCore {
             let c = self.watcher.watch(pte.table_frame(), me, usage, &self.ram);
             self.apply(c);
         }
-        let frame = walked.phys.frame();
-        let prot = if walked.writable_and_dirty && !self.watcher.write_protected(frame) {
-            PageProt::ReadWrite
-        } else {
-            PageProt::Read
-        };
+        let (first, frame0, pages) = self.fill_extent(lpage, walked);
+        let prot =
+            if walked.writable_and_dirty && (pages > 1 || !self.watcher.write_protected(frame0)) {
+                PageProt::ReadWrite
+            } else {
+                PageProt::Read
+            };
         let fd = self.ram.fd();
         let space = self.spaces[slot]
             .as_mut()
             .expect("the current space exists");
-        // A refused mapping leaves the page unmapped: the access faults
+        // A refused mapping leaves the pages unmapped: the access faults
         // again and is reported.
         let _ = space.views[view].map(
-            GuestLinear(lpage * PAGE_SIZE),
+            GuestLinear(first * PAGE_SIZE),
             fd,
-            GuestPhys(frame * PAGE_SIZE),
-            u64::from(PAGE_SIZE),
+            GuestPhys(frame0 * PAGE_SIZE),
+            u64::from(pages) * u64::from(PAGE_SIZE),
             prot,
         );
+        self.window_calls += 1;
+        for n in 0..pages {
+            self.record_alias(slot, view, first + n, frame0 + n);
+        }
+        if pages > 1 && prot == PageProt::ReadWrite {
+            for n in 0..pages {
+                if self.watcher.write_protected(frame0 + n) {
+                    self.protect_alias(Alias::new(slot, view, first + n), PageProt::Read);
+                }
+            }
+        }
+    }
+
+    /// The pages one fill maps for the walk of `lpage`: the whole 4 MiB
+    /// page when the walk went through one (the TLB holds it as one entry:
+    /// its accessed and dirty bits are the PDE's), if it lies in RAM;
+    /// else the one page. As (first linear page, its frame, pages).
+    fn fill_extent(&self, lpage: u32, walked: &Translated) -> (u32, u32, u32) {
+        let frame = walked.phys.frame();
+        let ram_frames = (self.ram.size() / PAGE_SIZE as usize) as u64;
+        if walked.large && u64::from(frame & !1023) + 1024 <= ram_frames {
+            (lpage & !1023, frame & !1023, 1024)
+        } else {
+            (lpage, frame, 1)
+        }
+    }
+
+    /// Records that `lpage` of a view of space `slot` maps `frame`.
+    fn record_alias(&mut self, slot: usize, view: usize, lpage: u32, frame: u32) {
+        let Some(space) = self.spaces[slot].as_mut() else {
+            return;
+        };
         let alias = Alias::new(slot, view, lpage);
         let old = space.shadow[view].insert(lpage, frame);
         if let Some(old) = old.filter(|o| *o != frame) {
@@ -585,7 +634,6 @@ impl BtCore {
         if !aliases.contains(&alias) {
             aliases.push(alias);
         }
-        self.keep_mappings_in_budget();
     }
 
     /// Walks for an access to `lin` with the rights of view `view` and
@@ -600,28 +648,29 @@ impl BtCore {
         }
     }
 
-    /// Host mappings in use by every cached space.
-    pub(super) fn mappings_in_use(&self) -> usize {
-        self.spaces
-            .iter()
-            .flatten()
-            .map(AddressSpace::mappings)
-            .sum()
-    }
-
     /// Drops least recently used spaces (then the current space's
-    /// mappings) while the spaces hold more mappings than the budget.
-    fn keep_mappings_in_budget(&mut self) {
-        if self.mappings_in_use() <= self.mapping_budget {
+    /// mappings) while the process holds more host mappings than the
+    /// budget. The count is an estimate from above (the last count plus
+    /// what the window calls since could add) until it passes the budget;
+    /// then the host is asked.
+    pub(super) fn keep_mappings_in_budget(&mut self) {
+        let estimate = self.mappings_counted + self.window_calls * spaces::MAPPINGS_PER_CALL;
+        if estimate <= self.mapping_budget {
             return;
         }
-        while self.mappings_in_use() > self.mapping_budget / 2 {
+        loop {
+            self.window_calls = 0;
+            self.mappings_counted = spaces::host_mappings().unwrap_or(self.mapping_budget + 1);
+            if self.mappings_counted <= self.mapping_budget / 4 * 3 {
+                return;
+            }
             match self.least_recently_used() {
                 Some(victim) => self.drop_space(victim),
                 None => {
                     self.stats.budget_resets += 1;
                     self.empty_current_space();
-                    break;
+                    self.mappings_counted = spaces::host_mappings().unwrap_or(0);
+                    return;
                 }
             }
         }

@@ -208,8 +208,13 @@ pub struct BtCore {
     space: usize,
     /// Ticks at every space switch (for least-recently-used eviction).
     clock: u64,
-    /// Host mappings the cached spaces may hold.
+    /// Host mappings the process may hold before spaces are dropped.
     mapping_budget: usize,
+    /// Host mappings counted at the last look at `/proc/self/maps`.
+    mappings_counted: usize,
+    /// Host calls on windows since then (each adds at most
+    /// `spaces::MAPPINGS_PER_CALL` mappings).
+    window_calls: usize,
     /// The view translated code runs in (its base is `state.window`).
     view: usize,
     /// The segments whose accesses translated code checks (see
@@ -511,8 +516,8 @@ impl Vcpu for BtVcpu {
                 ("MMU: address spaces dropped", v.spaces_evicted),
                 ("MMU: address spaces cached now", spaces),
                 (
-                    "MMU: host mappings in use (estimate)",
-                    self.core.mappings_in_use() as u64,
+                    "MMU: host mappings of the process",
+                    spaces::host_mappings().unwrap_or(0) as u64,
                 ),
                 ("MMU: budget resets of the current space", v.budget_resets),
                 ("MMU: paging-mode resets", v.mmu_resets),
@@ -654,6 +659,8 @@ impl BtCore {
             space: 0,
             clock: 0,
             mapping_budget: spaces::mapping_budget(),
+            mappings_counted: spaces::host_mappings().unwrap_or(0),
+            window_calls: 0,
             view: SUPERVISOR_VIEW,
             limited: 0,
             synced_segments: [None; 6],
@@ -775,6 +782,9 @@ impl BtCore {
 
     /// Runs translated code once, up to its next exit, and handles it.
     fn step(&mut self) -> Event {
+        // Between two runs of translated code nothing is half done: the
+        // place to drop spaces if the mappings grew past the budget.
+        self.keep_mappings_in_budget();
         if self.debug_stepping() {
             return self.debug_step();
         }

@@ -24,29 +24,23 @@ pub(super) const UNPAGED_ROOT: u32 = u32::MAX;
 /// an indirect-branch table reservation).
 pub(super) const MAX_SPACES: usize = 128;
 
-/// Host mappings one shadow page may cost (the page and the split of the
-/// reservation after it).
-const MAPPINGS_PER_PAGE: usize = 2;
-
-/// Host mappings each cached space costs besides its pages.
-const MAPPINGS_PER_SPACE: usize = 8;
+/// Host mappings (VMAs) one host call on a window may add at most: a
+/// call on a range inside one mapping splits it into three.
+pub(super) const MAPPINGS_PER_CALL: usize = 2;
 
 /// Linear page -> guest frame of one view.
 pub(super) struct ShadowPages {
     regions: Vec<Option<Box<[u32; 1024]>>>,
-    count: usize,
 }
 
 impl ShadowPages {
     fn new() -> ShadowPages {
         ShadowPages {
             regions: (0..1024).map(|_| None).collect(),
-            count: 0,
         }
     }
 
     /// The frame mapped at `lpage`.
-    #[cfg(test)]
     pub(super) fn get(&self, lpage: u32) -> Option<u32> {
         let r = self.regions[(lpage >> 10) as usize & 1023].as_ref()?;
         r[(lpage & 1023) as usize].checked_sub(1)
@@ -59,9 +53,6 @@ impl ShadowPages {
         let slot = &mut r[(lpage & 1023) as usize];
         let old = slot.checked_sub(1);
         *slot = frame + 1;
-        if old.is_none() {
-            self.count += 1;
-        }
         old
     }
 
@@ -70,10 +61,7 @@ impl ShadowPages {
         let r = self.regions[(lpage >> 10) as usize & 1023].as_mut()?;
         let slot = &mut r[(lpage & 1023) as usize];
         let old = slot.checked_sub(1);
-        if old.is_some() {
-            *slot = 0;
-            self.count -= 1;
-        }
+        *slot = 0;
         old
     }
 
@@ -101,11 +89,6 @@ impl ShadowPages {
     /// Every mapped page, as (page, frame).
     pub(super) fn all(&self) -> Vec<(u32, u32)> {
         self.in_range(0, 1 << 20)
-    }
-
-    /// Pages mapped.
-    pub(super) fn len(&self) -> usize {
-        self.count
     }
 }
 
@@ -138,11 +121,6 @@ impl AddressSpace {
         })
     }
 
-    /// Host mappings it holds (an estimate from above).
-    pub(super) fn mappings(&self) -> usize {
-        (self.shadow[0].len() + self.shadow[1].len()) * MAPPINGS_PER_PAGE + MAPPINGS_PER_SPACE
-    }
-
     /// Empties the indirect-branch table.
     pub(super) fn clear_ibtc(&mut self) {
         self.ibtc.clear();
@@ -159,10 +137,18 @@ fn host_map_limit() -> usize {
         .unwrap_or(65_530)
 }
 
-/// Mappings the shadow MMU may hold: half the host's limit, leaving the
-/// rest to the monitor, its libraries, the code cache and guest RAM.
+/// Mappings the process may hold before the shadow MMU drops address
+/// spaces: three quarters of the host's limit, leaving the rest as a
+/// margin for what one fault handling adds and for the monitor itself.
 pub(super) fn mapping_budget() -> usize {
-    host_map_limit() / 2
+    host_map_limit() / 4 * 3
+}
+
+/// The host mappings this process holds now (the lines of
+/// `/proc/self/maps`), if the host tells.
+pub(super) fn host_mappings() -> Option<usize> {
+    let maps = std::fs::read("/proc/self/maps").ok()?;
+    Some(maps.iter().filter(|b| **b == b'\n').count())
 }
 
 #[cfg(test)]
@@ -176,13 +162,13 @@ mod tests {
         assert_eq!(s.insert(0x401, 8), Some(7));
         s.insert(0x7ff, 9);
         s.insert(0xfffff, 10);
-        assert_eq!(s.len(), 3);
+        assert_eq!(s.all().len(), 3);
         assert_eq!(s.get(0x401), Some(8));
         assert_eq!(s.in_range(0x400, 0x400), vec![(0x401, 8), (0x7ff, 9)]);
         assert_eq!(s.all().len(), 3);
         assert_eq!(s.remove(0x401), Some(8));
         assert_eq!(s.remove(0x401), None);
-        assert_eq!(s.len(), 2);
+        assert_eq!(s.all().len(), 2);
         assert_eq!(s.get(0x401), None);
     }
 
@@ -190,5 +176,22 @@ mod tests {
     fn the_mapping_budget_stays_under_the_host_limit() {
         assert!(mapping_budget() < host_map_limit());
         assert!(mapping_budget() > 1000);
+    }
+
+    #[test]
+    fn host_mappings_are_counted_and_grow_with_a_split_window() {
+        let before = host_mappings().unwrap();
+        assert!(before > 3);
+        let ram = shadowmmu::GuestRam::new(1).unwrap();
+        let w = LinearWindow::new().unwrap();
+        w.map(
+            shadowmmu::GuestLinear(0x1000_0000),
+            ram.fd(),
+            shadowmmu::GuestPhys(0),
+            4096,
+            shadowmmu::PageProt::Read,
+        )
+        .unwrap();
+        assert!(host_mappings().unwrap() >= before + 2);
     }
 }
