@@ -149,6 +149,7 @@ fn help_shows_the_exit_status_table() {
         for row in [
             "Exit statuses:",
             "  0    the guest reported success",
+            "or powered the machine off (ACPI S5",
             "  1    the guest reported failure",
             "  2    bad input",
             "  3    the guest stopped",

@@ -11,6 +11,7 @@
 //! * Nothing a guest does can panic or grow memory past [`Limits`].
 
 use crate::abi::{self, cmd, hb_cmd, nesting, vcpu_info};
+use crate::counters::Counters;
 use crate::events::Event;
 use crate::facts::{HostFacts, SystemClock, WallClock};
 use crate::guestinfo::GuestInfo;
@@ -100,6 +101,7 @@ impl Backdoor {
         if !self.is_high_bandwidth_access(regs, cpl) {
             return None;
         }
+        self.services.counters.high_bandwidth_transfers += 1;
         if low_half(regs.ebx) != hb_cmd::MESSAGE {
             return Some(fail_high_bandwidth(regs));
         }
@@ -111,6 +113,7 @@ impl Backdoor {
         if !self.is_high_bandwidth_access(regs, cpl) {
             return None;
         }
+        self.services.counters.high_bandwidth_transfers += 1;
         if low_half(regs.ebx) != hb_cmd::MESSAGE {
             return Some(fail_high_bandwidth(regs));
         }
@@ -125,6 +128,21 @@ impl Backdoor {
     /// Queues one of the well-known TCLO commands.
     pub fn queue_tclo_command(&mut self, command: TcloCommand) -> Result<(), TcloQueueError> {
         self.queue_tclo(command.as_str())
+    }
+
+    /// Makes every TCLO channel the guest opens start with `commands`,
+    /// ahead of anything queued, as VMware's VMX starts each with `reset`
+    /// (Tools answer `OK ATR <app>` and announce themselves over RPCI) and
+    /// then `Capabilities_Register` (Tools send their `tools.capability.*`
+    /// and `tools.set.version`). Empty (the default): nothing is sent
+    /// unless queued.
+    pub fn greet_tclo_channels(&mut self, commands: &[TcloCommand]) {
+        self.services.tclo_greeting = commands.to_vec();
+    }
+
+    /// How much the guest used the backdoor so far.
+    pub fn counters(&self) -> Counters {
+        self.services.counters
     }
 
     /// TCLO commands queued and not yet polled by the guest.
@@ -176,6 +194,7 @@ impl Backdoor {
             regs.eax = abi::ALL_ONES;
             return true;
         }
+        self.services.counters.low_bandwidth_calls += 1;
         let command = regs.command();
         if cpl > 0 && abi::cmd::CPL0_ONLY.contains(&command) {
             regs.eax = abi::ALL_ONES;

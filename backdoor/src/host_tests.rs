@@ -582,6 +582,8 @@ fn high_bandwidth_send_and_receive_round_trip() {
         client.receive_high_bandwidth(&mut h, &mut mem, 0x800),
         b"1 big value"
     );
+    assert_eq!(h.counters().high_bandwidth_transfers, 4);
+    assert_eq!(h.counters().rpci_requests, 2);
 }
 
 #[test]
@@ -745,6 +747,51 @@ fn tclo_delivers_queued_commands_and_records_replies() {
             },
         ]
     );
+}
+
+#[test]
+fn greeted_tclo_channel_gets_reset_then_capabilities_register_first() {
+    let mut h = host();
+    h.greet_tclo_channels(&[TcloCommand::Reset, TcloCommand::CapabilitiesRegister]);
+    h.queue_tclo_command(TcloCommand::Ping).unwrap();
+    let rpci = Client::open(&mut h, proto::RPCI).unwrap();
+    assert_eq!(h.pending_tclo(), 1, "an RPCI channel is not greeted");
+    let tclo = Client::open(&mut h, proto::TCLO).unwrap();
+    assert_eq!(tclo.rpc(&mut h, ""), "reset");
+    assert_eq!(rpci.rpc(&mut h, "log vmsvc: Version: build-1"), "1 ");
+    assert_eq!(tclo.rpc(&mut h, "OK ATR vmsvc"), "Capabilities_Register");
+    assert_eq!(tclo.rpc(&mut h, "OK "), "ping");
+    assert_eq!(tclo.rpc(&mut h, "OK "), "");
+    assert_eq!(tclo.rpc(&mut h, ""), "");
+    let c = h.counters();
+    assert_eq!(
+        (
+            c.rpci_requests,
+            c.tclo_channels_opened,
+            c.tclo_polls,
+            c.tclo_commands_sent,
+            c.high_bandwidth_transfers
+        ),
+        (1, 1, 5, 3, 0)
+    );
+    // OPENs, and every SENDSIZE, SENDPAYLOAD, RECVSIZE, RECVPAYLOAD and
+    // RECVSTATUS of the messages above.
+    assert!(c.low_bandwidth_calls > 20, "{c:?}");
+    // A channel opened again (Tools restarted) is greeted again.
+    let again = Client::open(&mut h, proto::TCLO).unwrap();
+    assert_eq!(again.rpc(&mut h, ""), "reset");
+    assert_eq!(h.counters().tclo_channels_opened, 2);
+}
+
+#[test]
+fn counters_start_at_zero_and_count_calls_with_the_magic_only() {
+    let mut h = host();
+    assert_eq!(h.counters(), Counters::default());
+    call(&mut h, cmd::GETVERSION, 0, 0, 3);
+    let mut no_magic = Regs::backdoor_call(cmd::GETVERSION, 0, 0);
+    no_magic.eax = 0;
+    assert!(h.port_in(&mut no_magic, 3));
+    assert_eq!(h.counters().low_bandwidth_calls, 1);
 }
 
 #[test]

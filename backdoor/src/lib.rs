@@ -22,6 +22,7 @@
 //! * Protocol numbers come from [`abi`], which only holds published values.
 
 pub mod abi;
+mod counters;
 mod events;
 mod facts;
 mod guestinfo;
@@ -32,6 +33,7 @@ pub mod outer;
 mod regs;
 mod rpc;
 
+pub use counters::Counters;
 pub use events::Event;
 pub use facts::{FixedClock, HostFacts, HostTime, SystemClock, WallClock};
 pub use guestinfo::{GuestInfo, GuestInfoError};

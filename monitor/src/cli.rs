@@ -1,5 +1,6 @@
-//! The `nestmon` command line: `nestmon run [FILE.vmx] …` and
-//! `nestmon probe [--json]`.
+//! The `nestmon` command line: `nestmon run [FILE.vmx] …`,
+//! `nestmon probe [--json]` and `nestmon bench [GUEST...]` (see
+//! [`crate::bench`]).
 //!
 //! Invariants:
 //! * Every failure before the guest starts (bad arguments, bad
@@ -22,8 +23,9 @@ use crate::cpuid::{CpuModel, CpuidError};
 use crate::exit_status::{self, ExitConvention};
 use crate::kvm::ProbeLimits;
 use crate::machine::{self, RunOptions};
-use crate::mode::{self, ModeError, Resolution};
+use crate::mode::{self, Accel, ForcedAccel, ModeError, Resolution};
 use crate::probe;
+use crate::vcpu::kvm::KvmError;
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -48,6 +50,10 @@ pub enum Command {
     /// Report what this host offers (outer hypervisor, /dev/kvm, …) and the
     /// modes `automatic` would select.
     Probe(ProbeArgs),
+    /// Run workloads under every backend available here (binary
+    /// translation, /dev/kvm, natively, QEMU) and compare them: a table of
+    /// ratios to native and a recommended execution mode per workload.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// `nestmon run`.
@@ -100,6 +106,12 @@ pub struct RunArgs {
     /// (`(value << 1) | 1`, as qemu-system-i386 exits).
     #[arg(long, value_enum, value_name = "CONVENTION", default_value_t)]
     pub exit_status: ExitConvention,
+    /// Force the vCPU backend, whatever monitor.virtual_exec and the probe
+    /// say (QEMU's spelling): `kvm` (hardware execution through /dev/kvm,
+    /// or the device $NESTMON_KVM_DEVICE names; a device that cannot
+    /// create a VM exits with status 2) or `bt` (binary translation).
+    #[arg(long, value_enum, value_name = "ACCEL")]
+    pub accel: Option<Accel>,
 }
 
 /// `nestmon probe`.
@@ -119,6 +131,16 @@ pub enum StartError {
     /// The requested modes cannot be honoured.
     #[error(transparent)]
     Mode(#[from] ModeError),
+    /// `--accel kvm` (or `nestmon.accel = "kvm"`) on a host whose KVM
+    /// device cannot create a VM.
+    #[error("{spelling}: hardware execution is not possible: {source}")]
+    Accel {
+        /// How the backend was forced (`--accel kvm`, `nestmon.accel =
+        /// "kvm" (FILE:LINE)`).
+        spelling: String,
+        /// Why KVM cannot be used.
+        source: KvmError,
+    },
     /// The guest CPU model cannot be built on this host.
     #[error("{}{source}", origin.as_ref().map(|o| format!("{o}: ")).unwrap_or_default())]
     Cpuid {
@@ -155,8 +177,9 @@ impl RunArgs {
         }
     }
 
-    fn run_options(&self, vm: VmConfig) -> RunOptions {
+    fn run_options(&self, vm: VmConfig, exec: mode::Exec) -> RunOptions {
         RunOptions {
+            exec,
             vm,
             stats: self.stats,
             log_translations: self.log_translations.clone(),
@@ -199,6 +222,7 @@ where
     match cli.command {
         Command::Run(args) => run(&args),
         Command::Probe(args) => probe_command(&args),
+        Command::Bench(args) => crate::bench::bench_command(&args),
     }
 }
 
@@ -212,8 +236,24 @@ pub fn prepare_run(args: &RunArgs) -> Result<PreparedRun, StartError> {
         }
     }
     let vm = loaded.config.clone();
-    let host = probe::host_capabilities(&vm, RUN_PROBE_LIMITS);
-    let resolution = mode::resolve(&vm, &host)?;
+    let forced = forced_accel(args, &loaded);
+    let long_mode = kernel_is_64bit(&vm);
+    let mut resolution = match &forced {
+        Some(forced) => mode::resolve_forced(&vm, &crate::kvm::capabilities_forced(), forced)?,
+        None => mode::resolve(
+            &vm,
+            &crate::kvm::capabilities_for_run(&vm, RUN_PROBE_LIMITS),
+        )?,
+    };
+    if long_mode {
+        resolution = resolve_for_64bit_kernel(&vm, forced.as_ref(), resolution)?;
+    }
+    if let Some(forced) = forced.as_ref().filter(|f| f.accel == Accel::Kvm) {
+        crate::vcpu::kvm::open_vm().map_err(|source| StartError::Accel {
+            spelling: forced.spelling(),
+            source,
+        })?;
+    }
     for note in &resolution.notes {
         diagnostic!("nestmon: note: {note}");
     }
@@ -225,10 +265,84 @@ pub fn prepare_run(args: &RunArgs) -> Result<PreparedRun, StartError> {
     )?;
     let vmx_without_kernel = args.vmx.clone().filter(|_| vm.kernel.is_none());
     Ok(PreparedRun {
-        options: args.run_options(vm),
+        options: args.run_options(vm, resolution.exec),
         resolution,
         cpu,
         vmx_without_kernel,
+    })
+}
+
+/// Whether the configured kernel is a 64-bit (ELF64) file. A kernel that
+/// cannot be read is not (the machine reports why it cannot be loaded).
+fn kernel_is_64bit(vm: &VmConfig) -> bool {
+    vm.kernel
+        .as_ref()
+        .and_then(|path| crate::loader::read_kernel(path).ok())
+        .is_some_and(|image| crate::loader::is_elf64(&image))
+}
+
+/// The modes of a 64-bit kernel: a forced backend stays (binary
+/// translation runs the kernel until it enables long mode, with a note);
+/// otherwise binary translation switches to hardware execution where it
+/// is usable, or the kernel is refused (see
+/// [`mode::resolve_for_64bit_kernel`]). For a 64-bit kernel, a KVM that
+/// can create a VM is usable even without VT-x/AMD-V: binary translation
+/// cannot run it at all, and such a KVM (`kvm_pvm`) runs long mode
+/// (only the kernel's 32-bit start-up code goes through its emulator).
+fn resolve_for_64bit_kernel(
+    vm: &VmConfig,
+    forced: Option<&ForcedAccel>,
+    resolution: Resolution,
+) -> Result<Resolution, ModeError> {
+    match forced {
+        Some(forced) => {
+            let mut resolution = resolution;
+            if forced.accel == Accel::Bt {
+                resolution.notes.push(format!(
+                    "the kernel is a 64-bit (ELF64) kernel and {} forces binary translation, \
+                     which runs it only until it enables long mode",
+                    forced.spelling()
+                ));
+            }
+            Ok(resolution)
+        }
+        None => {
+            let hardware = VmConfig {
+                virtual_exec: mode::ModeRequest::Hardware,
+                ..vm.clone()
+            };
+            let mut host = crate::kvm::capabilities_for_run(&hardware, RUN_PROBE_LIMITS);
+            let mut resolution = resolution;
+            if let mode::Support::Unusable(reason) = &host.hardware_exec {
+                host.hardware_exec = match crate::vcpu::kvm::open_vm() {
+                    Ok(_) => {
+                        resolution.notes.push(format!(
+                            "hardware execution is not usable for 32-bit guests here ({reason}), \
+                             but {} can create a VM, which is all a 64-bit kernel can use",
+                            crate::vcpu::kvm::device_path().display()
+                        ));
+                        mode::Support::Usable
+                    }
+                    Err(e) => mode::Support::Unusable(format!("{reason}; and {e}")),
+                };
+            }
+            mode::resolve_for_64bit_kernel(vm, &host, resolution)
+        }
+    }
+}
+
+/// The backend forced by `--accel`, else by `nestmon.accel`, if any.
+fn forced_accel(args: &RunArgs, loaded: &config::Loaded) -> Option<ForcedAccel> {
+    if let Some(accel) = args.accel {
+        return Some(ForcedAccel::command_line(accel));
+    }
+    let accel = loaded.config.accel?;
+    let origin = loaded
+        .origin_of(config::ACCEL_KEY)
+        .map_or_else(|| "the configuration".to_string(), |o| o.to_string());
+    Some(ForcedAccel {
+        accel,
+        config_origin: Some(origin),
     })
 }
 
@@ -313,6 +427,13 @@ pub fn describe(prepared: &PreparedRun) -> String {
         ),
         format!("reason: {}", prepared.resolution.reason),
         format!(
+            "accel: {}",
+            match prepared.options.exec {
+                mode::Exec::Hardware => "kvm",
+                mode::Exec::BinaryTranslation => "bt",
+            }
+        ),
+        format!(
             "monitor_control.restrict_backdoor: {}",
             vm.restrict_backdoor
         ),
@@ -374,7 +495,7 @@ mod tests {
     fn run_args(args: &[&str]) -> RunArgs {
         match parse(args).command {
             Command::Run(run) => *run,
-            Command::Probe(_) => panic!("parsed as probe"),
+            other => panic!("parsed as {other:?}"),
         }
     }
 
@@ -408,7 +529,8 @@ mod tests {
         assert_eq!(sources.append.as_deref(), Some("-v quiet"));
         assert_eq!(sources.initrd.as_deref(), Some("m1 -x,m2"));
         assert_eq!(sources.memsize_mib, Some(64));
-        let options = args.run_options(VmConfig::default());
+        let options = args.run_options(VmConfig::default(), mode::Exec::Hardware);
+        assert_eq!(options.exec, mode::Exec::Hardware);
         assert!(options.stats);
         assert_eq!(options.log_translations, Some(PathBuf::from("t.log")));
         assert_eq!(options.guestinfo_out, Some(PathBuf::from("g.json")));
@@ -419,6 +541,101 @@ mod tests {
         let args = run_args(&["run"]);
         assert_eq!(args.sources(), ConfigSources::default());
         assert!(!args.stats && !args.check);
+    }
+
+    #[test]
+    fn accel_takes_qemus_spellings() {
+        assert_eq!(run_args(&["run", "--accel", "kvm"]).accel, Some(Accel::Kvm));
+        assert_eq!(run_args(&["run", "--accel", "bt"]).accel, Some(Accel::Bt));
+        assert_eq!(run_args(&["run"]).accel, None);
+        assert_eq!(main_with_args(["nestmon", "run", "--accel", "tcg"]), 2);
+    }
+
+    #[test]
+    fn accel_bt_resolves_to_binary_translation_without_a_probe() {
+        let args = run_args(&[
+            "run",
+            "--accel",
+            "bt",
+            "--set",
+            "monitor.virtual_exec=hardware",
+        ]);
+        let prepared = prepare_run(&args).unwrap();
+        assert_eq!(prepared.options.exec, mode::Exec::BinaryTranslation);
+        assert!(describe(&prepared).contains("accel: bt"));
+        assert!(prepared.resolution.reason.contains("--accel bt"));
+    }
+
+    #[test]
+    fn nestmon_accel_in_the_configuration_forces_the_backend_and_accel_wins_over_it() {
+        let args = run_args(&[
+            "run",
+            "--set",
+            "nestmon.accel=bt",
+            "--set",
+            "monitor.virtual_exec=hardware",
+        ]);
+        let prepared = prepare_run(&args).unwrap();
+        assert_eq!(prepared.options.exec, mode::Exec::BinaryTranslation);
+        assert!(
+            prepared
+                .resolution
+                .reason
+                .starts_with("nestmon.accel = \"bt\" (command line (--set)) was given"),
+            "{}",
+            prepared.resolution.reason
+        );
+        let mut both = args;
+        both.accel = Some(Accel::Bt);
+        assert!(prepare_run(&both)
+            .unwrap()
+            .resolution
+            .reason
+            .starts_with("--accel bt was given"));
+    }
+
+    #[test]
+    fn nestmon_accel_with_another_value_is_refused() {
+        let args = run_args(&["run", "--set", "nestmon.accel=tcg"]);
+        let error = prepare_run(&args).unwrap_err();
+        assert_eq!(error.exit_status(), 2);
+        assert!(error.to_string().contains("\"kvm\" or \"bt\""), "{error}");
+    }
+
+    #[test]
+    fn bench_takes_guests_json_svg_cap_runs_and_backends() {
+        let Command::Bench(args) = parse(&[
+            "bench",
+            "qsort",
+            "k.elf",
+            "--json",
+            "--svg",
+            "c.svg",
+            "--cap",
+            "2.5",
+            "--runs",
+            "3",
+            "--backend",
+            "bt",
+            "--backend",
+            "kvm",
+        ])
+        .command
+        else {
+            panic!("not bench");
+        };
+        assert_eq!(args.guests, ["qsort", "k.elf"]);
+        assert!(args.json);
+        assert_eq!(args.svg, Some(PathBuf::from("c.svg")));
+        assert_eq!((args.cap, args.runs), (2.5, 3));
+        assert_eq!(
+            args.backends,
+            [
+                crate::bench::workload::Backend::Bt,
+                crate::bench::workload::Backend::Kvm
+            ]
+        );
+        assert_eq!(main_with_args(["nestmon", "bench", "--backend", "tcg"]), 2);
     }
 
     #[test]

@@ -156,7 +156,11 @@ pub const HYPERVISOR: Feature = Feature {
     register: Register::Ecx,
     bit: 31,
 };
-/// Long mode; never offered.
+/// PAE (leaf 1 EDX bit 6); offered only with long mode
+/// ([`CpuModel::with_long_mode`]).
+pub const PAE: Feature = leaf1_edx("pae", 6);
+/// Long mode; offered only to a 64-bit kernel under hardware execution
+/// ([`CpuModel::with_long_mode`]), never by a mask.
 pub const LM: Feature = Feature {
     name: "lm",
     leaf: 0x8000_0001,
@@ -659,6 +663,22 @@ impl CpuModel {
             extended[LM.register.index()] &= !(1 << LM.bit);
         }
         Ok(CpuModel { leaves, tsc_hz })
+    }
+
+    /// The model for a 64-bit kernel under hardware execution: the same
+    /// processor offering PAE and long mode (leaf 0x8000_0001 EDX bit 29),
+    /// which such a kernel checks before it switches (binary translation
+    /// never gets this model: it runs 32-bit guests only).
+    pub fn with_long_mode(&self) -> CpuModel {
+        let mut model = self.clone();
+        for feature in [PAE, LM] {
+            let values = model.leaves.entry(feature.leaf).or_insert([0; 4]);
+            values[feature.register.index()] |= 1 << feature.bit;
+        }
+        if let Some(max) = model.leaves.get_mut(&0x8000_0000) {
+            max[0] = max[0].max(LM.leaf);
+        }
+        model
     }
 
     /// What `CPUID` returns for `leaf`/`subleaf`: `[eax, ebx, ecx, edx]`.
@@ -1187,6 +1207,9 @@ mod tests {
             "HHHH:HHHH:HHHH:HHHH:HHHH:HHHH:HHHH:HHHH",
         )]);
         assert!(!model.offers(LM));
+        let long = model.with_long_mode();
+        assert!(long.offers(LM) && long.offers(PAE));
+        assert!(long.query(0x8000_0000, 0)[0] >= 0x8000_0001);
         // Long mode and the extensions binary translation does not run
         // (SYSCALL, RDTSCP, 3DNow!, 3DNow! extensions) are cleared.
         let cleared = 1u32 << 29 | 1 << 11 | 1 << 27 | 1 << 30 | 1 << 31;

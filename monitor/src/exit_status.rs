@@ -4,8 +4,9 @@
 //! Invariants:
 //! * With the default convention ([`ExitConvention::Nestmon`]) a guest
 //!   that reports success exits with 0 and one that reports failure with 1
-//!   (its code goes to standard error); no other way of ending produces 0
-//!   or 1.
+//!   (its code goes to standard error); a guest that powers the machine
+//!   off (ACPI S5) exits with 0 under both conventions, as under QEMU; no
+//!   other way of ending produces 0 or 1.
 //! * 2, 3, 4 and 5 mean the same under both conventions; so do the
 //!   statuses above 128 (a signal, or the closed console as SIGPIPE).
 //! * With [`ExitConvention::Qemu`] the guest's report is QEMU's
@@ -30,6 +31,10 @@ pub const HOST_FAILURE: i32 = 4;
 /// keyboard controller); nestmon does not restart a guest, so the run ends
 /// here, cleanly, with `--stats` and `--guestinfo-out` written.
 pub const GUEST_RESET: i32 = 5;
+/// The guest powered the machine off (ACPI: the `\_S5` sleep type and
+/// SLP_EN written to PM1a_CNT, what Linux's `poweroff` does), under either
+/// convention.
+pub const GUEST_POWER_OFF: i32 = 0;
 /// A stop signal ends the run with this plus the signal number (130, 143,
 /// 129); a closed console with 128 + SIGPIPE (141).
 pub const SIGNAL_BASE: i32 = 128;
@@ -37,7 +42,8 @@ pub const SIGNAL_BASE: i32 = 128;
 /// The table `--help` and README.md show.
 pub const TABLE: &str = "\
 Exit statuses:
-  0    the guest reported success (wrote 0 to port 0xf4, isa-debug-exit)
+  0    the guest reported success (wrote 0 to port 0xf4, isa-debug-exit),
+       or powered the machine off (ACPI S5, as Linux's poweroff does)
   1    the guest reported failure (wrote another value; stderr names it)
   2    bad input (arguments, .vmx file, kernel, modes, memory size); nothing ran
   3    the guest stopped in a state it cannot continue from (triple fault,

@@ -16,9 +16,12 @@
 //! * The guest image, its memory and the VM are private to the probe and are
 //!   released when the probe thread ends.
 
+use crate::config::VmConfig;
+use crate::mode::{self, HostCapabilities, Support};
 use kvm_bindings::{kvm_segment, kvm_userspace_memory_region};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use std::os::unix::thread::JoinHandleExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Once};
@@ -65,6 +68,62 @@ const GUEST_CODE: [u8; 13] = [
     0xE6, 0x80, // out REPORT_PORT, al
     0xEB, 0xF3, // jmp -13
 ];
+
+/// Whether the host CPU offers VT-x (CPUID.1:ECX.VMX) or AMD-V
+/// (CPUID.8000_0001:ECX.SVM), as `cpuid` answers.
+pub fn hardware_virtualization_visible(cpuid: &dyn Fn(u32, u32) -> [u32; 4]) -> bool {
+    let vmx = cpuid(1, 0)[2] >> 5 & 1 == 1;
+    let svm = cpuid(0x8000_0000, 0)[0] >= 0x8000_0001 && cpuid(0x8000_0001, 0)[2] >> 2 & 1 == 1;
+    vmx || svm
+}
+
+/// Why hardware execution is not usable on a host without VT-x/AMD-V.
+pub const NO_HARDWARE_VIRTUALIZATION: &str = "the host CPU offers no VT-x/AMD-V (CPUID), so \
+     /dev/kvm, if present, can only emulate a 32-bit guest (as kvm_pvm does), far below hardware speed";
+
+/// The capabilities `nestmon run` resolves its modes against: those of
+/// [`crate::probe::host_capabilities`], except that a host whose CPU shows
+/// no VT-x/AMD-V is not usable for hardware execution without running the
+/// speed test ("hardware" means real VT-x/AMD-V; a `/dev/kvm` there
+/// emulates, and measuring it would only cost every run time).
+pub fn capabilities_for_run(config: &VmConfig, limits: ProbeLimits) -> HostCapabilities {
+    let cpuid = crate::probe::host_cpuid;
+    if mode::needs_hardware_probe(config) && !hardware_virtualization_visible(&cpuid) {
+        let unusable = Support::Unusable(NO_HARDWARE_VIRTUALIZATION.to_string());
+        return HostCapabilities {
+            hardware_exec: unusable.clone(),
+            hardware_mmu: unusable,
+            outer_hypervisor: crate::probe::outer_hypervisor_signature(&cpuid),
+        };
+    }
+    crate::probe::host_capabilities(config, limits)
+}
+
+/// The capabilities under `--accel`: nothing is measured; the hardware
+/// MMU is usable where KVM itself uses EPT/NPT.
+pub fn capabilities_forced() -> HostCapabilities {
+    let slat = if kvm_uses_slat(Path::new("/sys/module")) {
+        Support::Usable
+    } else {
+        Support::Unusable("KVM does not use EPT/NPT on this host".to_string())
+    };
+    HostCapabilities {
+        hardware_exec: Support::NotProbed,
+        hardware_mmu: slat,
+        outer_hypervisor: crate::probe::outer_hypervisor_signature(&crate::probe::host_cpuid),
+    }
+}
+
+/// Whether a loaded KVM module uses second-level translation: its
+/// `ept` (kvm_intel) or `npt` (kvm_amd) parameter under `sys_module`.
+pub fn kvm_uses_slat(sys_module: &Path) -> bool {
+    [("kvm_intel", "ept"), ("kvm_amd", "npt")]
+        .iter()
+        .any(|(module, parameter)| {
+            std::fs::read_to_string(sys_module.join(module).join("parameters").join(parameter))
+                .is_ok_and(|value| matches!(value.trim(), "Y" | "y" | "1"))
+        })
+}
 
 /// How long the speed test may take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -457,6 +516,38 @@ fn run_probe_guest(stop: &AtomicBool) -> Result<SpeedReport, KvmProbeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vmx_or_svm_bits_show_hardware_virtualization() {
+        let none = |_leaf: u32, _sub: u32| [0x8000_0001, 0, 0, 0];
+        assert!(!hardware_virtualization_visible(&none));
+        let vmx = |leaf: u32, _sub: u32| if leaf == 1 { [0, 0, 1 << 5, 0] } else { [0; 4] };
+        assert!(hardware_virtualization_visible(&vmx));
+        let svm = |leaf: u32, _sub: u32| match leaf {
+            0x8000_0000 => [0x8000_0008, 0, 0, 0],
+            0x8000_0001 => [0, 0, 1 << 2, 0],
+            _ => [0; 4],
+        };
+        assert!(hardware_virtualization_visible(&svm));
+        let svm_bit_without_leaf = |leaf: u32, _sub: u32| match leaf {
+            0x8000_0001 => [0, 0, 1 << 2, 0],
+            _ => [0; 4],
+        };
+        assert!(!hardware_virtualization_visible(&svm_bit_without_leaf));
+    }
+
+    #[test]
+    fn slat_comes_from_the_kvm_modules_parameters() {
+        let dir = std::env::temp_dir().join(format!("nestmon-slat-{}", std::process::id()));
+        let params = dir.join("kvm_intel").join("parameters");
+        std::fs::create_dir_all(&params).unwrap();
+        assert!(!kvm_uses_slat(&dir));
+        std::fs::write(params.join("ept"), "N\n").unwrap();
+        assert!(!kvm_uses_slat(&dir));
+        std::fs::write(params.join("ept"), "Y\n").unwrap();
+        assert!(kvm_uses_slat(&dir));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn guest_code_loop_offsets_match_the_listing() {

@@ -2,6 +2,7 @@
 //! (RAM, devices, loader), the vCPU run loop over the binary translator, and
 //! the probe of the host.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod console;

@@ -24,11 +24,34 @@
 use crate::config::VmConfig;
 use std::fmt;
 
-/// Whether the run loop can drive a guest with hardware execution yet.
+/// Whether the run loop can drive a guest with hardware execution: it can,
+/// through the KVM backend (`vcpu::kvm`).
 ///
-/// While this is `false`, a resolved hardware mode is reported as not
-/// available and reverts to binary translation.
-pub const HARDWARE_BACKEND_AVAILABLE: bool = false;
+/// Were this `false`, a resolved hardware mode would be reported as not
+/// available and revert to binary translation.
+pub const HARDWARE_BACKEND_AVAILABLE: bool = true;
+
+/// A backend forced on the command line, in QEMU's spelling (`--accel
+/// kvm`, `--accel bt`): it wins over `monitor.virtual_exec` and the probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Accel {
+    /// Hardware execution through `/dev/kvm`, even where the probe finds
+    /// it too slow (for comparison and testing); a device that cannot
+    /// create a VM is an error.
+    Kvm,
+    /// Binary translation.
+    Bt,
+}
+
+impl Accel {
+    /// The command-line spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Bt => "bt",
+        }
+    }
+}
 
 /// What the configuration asks for (`monitor.virtual_exec` /
 /// `monitor.virtual_mmu`).
@@ -66,9 +89,10 @@ impl fmt::Display for ModeRequest {
 }
 
 /// How guest instructions are executed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Exec {
     /// The binary translator.
+    #[default]
     BinaryTranslation,
     /// Hardware virtualization through `/dev/kvm`.
     Hardware,
@@ -174,6 +198,18 @@ pub enum ModeError {
         /// Why binary translation was selected.
         reason: String,
     },
+    /// A 64-bit kernel where hardware execution is not usable.
+    #[error(
+        "the kernel is a 64-bit (ELF64) kernel: it switches to long mode, which needs hardware \
+         execution (VT-x/AMD-V through /dev/kvm), and none is usable here: {reason}; binary \
+         translation runs 32-bit guests only. Boot a 32-bit (ELF32 i386) kernel, or run on a host \
+         with VT-x/AMD-V (--accel kvm forces /dev/kvm anyway, --accel bt runs the kernel until it \
+         enables long mode)"
+    )]
+    LongModeWithoutHardware {
+        /// Why hardware execution is not usable.
+        reason: String,
+    },
 }
 
 /// True if resolving `config` can depend on whether the host can run the
@@ -208,6 +244,107 @@ pub fn resolve_for_backend(
         hardware_backend_available,
         &mut notes,
     );
+    let mmu = choose_mmu(config.virtual_mmu, exec, &host.hardware_mmu, &mut notes);
+    if config.vhv_enable && exec == Exec::BinaryTranslation {
+        return Err(ModeError::NestedHardwareUnderBinaryTranslation { reason });
+    }
+    Ok(Resolution {
+        exec,
+        mmu,
+        notes,
+        reason,
+    })
+}
+
+/// The modes for a 64-bit (ELF64) kernel, given the modes `resolved` for
+/// its configuration on `host` (whose `hardware_exec` must have been
+/// probed as for `monitor.virtual_exec = "hardware"`): binary translation
+/// cannot run long mode, so a guest resolved to it switches to hardware
+/// execution where that is usable, whatever `monitor.virtual_exec` asked
+/// (as VMware did), with a note; where it is not, the guest is refused.
+pub fn resolve_for_64bit_kernel(
+    config: &VmConfig,
+    host: &HostCapabilities,
+    resolved: Resolution,
+) -> Result<Resolution, ModeError> {
+    if resolved.exec == Exec::Hardware {
+        return Ok(resolved);
+    }
+    if !host.hardware_exec.is_usable() {
+        return Err(ModeError::LongModeWithoutHardware {
+            reason: host.hardware_exec.reason().to_string(),
+        });
+    }
+    let hardware = VmConfig {
+        virtual_exec: ModeRequest::Hardware,
+        ..config.clone()
+    };
+    let mut switched = resolve(&hardware, host)?;
+    switched.notes = resolved.notes;
+    switched.notes.push(format!(
+        "the kernel is a 64-bit (ELF64) kernel, which binary translation cannot run \
+         (monitor.virtual_exec = \"{}\"): switching to hardware execution, as VMware did",
+        config.virtual_exec
+    ));
+    switched.reason = format!(
+        "a 64-bit kernel needs hardware execution; {}",
+        switched.reason
+    );
+    Ok(switched)
+}
+
+/// Who forced the backend: `--accel` on the command line, or the
+/// configuration's `nestmon.accel` (the command line wins).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForcedAccel {
+    /// The backend.
+    pub accel: Accel,
+    /// Where it was set, for messages: `None` for `--accel`, else the
+    /// origin of the `nestmon.accel` setting (`/vm/a.vmx:3`, `command line
+    /// (--set)`).
+    pub config_origin: Option<String>,
+}
+
+impl ForcedAccel {
+    /// `--accel NAME`.
+    pub fn command_line(accel: Accel) -> ForcedAccel {
+        ForcedAccel {
+            accel,
+            config_origin: None,
+        }
+    }
+
+    /// How the choice is spelled where it was made: `--accel kvm`, or
+    /// `nestmon.accel = "kvm" (/vm/a.vmx:3)`.
+    pub fn spelling(&self) -> String {
+        match &self.config_origin {
+            None => format!("--accel {}", self.accel.name()),
+            Some(origin) => format!("nestmon.accel = \"{}\" ({origin})", self.accel.name()),
+        }
+    }
+}
+
+/// Resolves the modes when `--accel` or `nestmon.accel` forces the
+/// backend: `monitor.virtual_exec` and the probe are not consulted;
+/// `monitor.virtual_mmu` and `vhv.enable` are resolved against the forced
+/// backend as usual (`host.hardware_mmu` says whether KVM uses EPT/NPT).
+pub fn resolve_forced(
+    config: &VmConfig,
+    host: &HostCapabilities,
+    forced: &ForcedAccel,
+) -> Result<Resolution, ModeError> {
+    let exec = match forced.accel {
+        Accel::Kvm => Exec::Hardware,
+        Accel::Bt => Exec::BinaryTranslation,
+    };
+    let reason = format!(
+        "{} was given: it forces the backend whatever monitor.virtual_exec and the probe say",
+        forced.spelling()
+    );
+    if config.virtual_exec == ModeRequest::Software && config.virtual_mmu == ModeRequest::Hardware {
+        return Err(ModeError::SoftwareExecWithHardwareMmu);
+    }
+    let mut notes = Vec::new();
     let mmu = choose_mmu(config.virtual_mmu, exec, &host.hardware_mmu, &mut notes);
     if config.vhv_enable && exec == Exec::BinaryTranslation {
         return Err(ModeError::NestedHardwareUnderBinaryTranslation { reason });
@@ -515,6 +652,102 @@ mod tests {
         let mut host = incapable_host();
         host.outer_hypervisor = Some("KVMKVMKVM".into());
         assert!(resolve_for_backend(&config, &host, true).is_ok());
+    }
+
+    #[test]
+    fn a_64bit_kernel_switches_from_binary_translation_to_usable_hardware() {
+        let config = VmConfig {
+            virtual_exec: ModeRequest::Software,
+            ..VmConfig::default()
+        };
+        let resolved = resolve(&config, &capable_host()).unwrap();
+        assert_eq!(resolved.exec, Exec::BinaryTranslation);
+        let switched = resolve_for_64bit_kernel(&config, &capable_host(), resolved).unwrap();
+        assert_eq!(switched.exec, Exec::Hardware);
+        assert!(switched.notes.iter().any(|n| n.contains("64-bit (ELF64)")));
+    }
+
+    #[test]
+    fn a_64bit_kernel_without_usable_hardware_is_refused_with_the_reason() {
+        let config = VmConfig::default();
+        let resolved = resolve(&config, &incapable_host()).unwrap();
+        let error = resolve_for_64bit_kernel(&config, &incapable_host(), resolved).unwrap_err();
+        let ModeError::LongModeWithoutHardware { reason } = &error else {
+            panic!("{error:?}");
+        };
+        assert!(error.to_string().contains(reason.as_str()));
+    }
+
+    #[test]
+    fn accel_kvm_forces_hardware_on_a_host_the_probe_rejects() {
+        let config = config(ModeRequest::Software, ModeRequest::Automatic);
+        let resolution = resolve_forced(
+            &config,
+            &incapable_host(),
+            &ForcedAccel::command_line(Accel::Kvm),
+        )
+        .unwrap();
+        assert_eq!(
+            (resolution.exec, resolution.mmu),
+            (Exec::Hardware, Mmu::Software)
+        );
+        assert!(resolution.reason.contains("--accel kvm"));
+        assert!(resolution.notes.is_empty());
+    }
+
+    #[test]
+    fn accel_kvm_uses_the_hardware_mmu_where_kvm_has_one() {
+        let config = config(ModeRequest::Automatic, ModeRequest::Automatic);
+        let host = host(Support::Unusable("slow".into()), Support::Usable);
+        let resolution =
+            resolve_forced(&config, &host, &ForcedAccel::command_line(Accel::Kvm)).unwrap();
+        assert_eq!(resolution.mmu, Mmu::Hardware);
+    }
+
+    #[test]
+    fn accel_bt_forces_binary_translation_over_a_hardware_request() {
+        let config = config(ModeRequest::Hardware, ModeRequest::Hardware);
+        let resolution = resolve_forced(
+            &config,
+            &capable_host(),
+            &ForcedAccel::command_line(Accel::Bt),
+        )
+        .unwrap();
+        assert_eq!(
+            (resolution.exec, resolution.mmu),
+            (Exec::BinaryTranslation, Mmu::Software)
+        );
+        assert!(resolution
+            .notes
+            .iter()
+            .any(|n| n.contains("reverting to the software MMU")));
+    }
+
+    #[test]
+    fn accel_keeps_the_refusals_of_the_configuration() {
+        let bad = config(ModeRequest::Software, ModeRequest::Hardware);
+        assert_eq!(
+            resolve_forced(
+                &bad,
+                &capable_host(),
+                &ForcedAccel::command_line(Accel::Kvm)
+            )
+            .unwrap_err(),
+            ModeError::SoftwareExecWithHardwareMmu
+        );
+        let vhv = VmConfig {
+            vhv_enable: true,
+            ..config(ModeRequest::Automatic, ModeRequest::Automatic)
+        };
+        assert!(
+            resolve_forced(&vhv, &capable_host(), &ForcedAccel::command_line(Accel::Bt)).is_err()
+        );
+        assert!(resolve_forced(
+            &vhv,
+            &capable_host(),
+            &ForcedAccel::command_line(Accel::Kvm)
+        )
+        .is_ok());
     }
 
     #[test]

@@ -118,8 +118,16 @@ impl Channel {
 
     fn answer(&mut self, message: &[u8], services: &mut Services) {
         let reply = match self.protocol {
-            Protocol::Rpci => Some(super::rpci::answer(message, services)),
-            Protocol::Tclo => self.next_tclo_command(message, services),
+            Protocol::Rpci => {
+                services.counters.rpci_requests += 1;
+                Some(super::rpci::answer(message, services))
+            }
+            Protocol::Tclo => {
+                services.counters.tclo_polls += 1;
+                let command = self.next_tclo_command(message, services);
+                services.counters.tclo_commands_sent += u64::from(command.is_some());
+                command
+            }
         };
         self.outgoing = reply.map(|data| Outgoing { data, fetched: 0 });
     }

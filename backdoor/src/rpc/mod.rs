@@ -22,6 +22,7 @@ pub(crate) mod rpci;
 pub mod tclo;
 
 use crate::abi::{msg_type, proto, status};
+use crate::counters::Counters;
 use crate::events::EventLog;
 use crate::guestinfo::GuestInfo;
 use crate::limits::Limits;
@@ -36,6 +37,11 @@ pub(crate) struct Services {
     pub(crate) guestinfo: GuestInfo,
     pub(crate) events: EventLog,
     pub(crate) tclo: TcloQueue,
+    /// Traffic counts (the host side counts calls; channels count
+    /// messages).
+    pub(crate) counters: Counters,
+    /// Commands put ahead of the queue whenever a TCLO channel opens.
+    pub(crate) tclo_greeting: Vec<tclo::TcloCommand>,
 }
 
 impl Services {
@@ -53,6 +59,8 @@ impl Services {
             ),
             events: EventLog::new(limits.max_events, limits.max_event_text),
             tclo: TcloQueue::new(limits.max_tclo_queue, limits.max_message as usize),
+            counters: Counters::default(),
+            tclo_greeting: Vec::new(),
         }
     }
 
@@ -98,7 +106,7 @@ impl Rpc {
         };
         let (max_message, high_bandwidth) = (self.max_message, self.high_bandwidth);
         let status = match kind {
-            msg_type::OPEN => self.open(regs),
+            msg_type::OPEN => self.open(regs, services),
             msg_type::CLOSE => self.close(caller),
             _ => match self.channel_mut(caller) {
                 Some(channel) => step(channel, kind, regs, services, max_message, high_bandwidth),
@@ -157,7 +165,7 @@ impl Rpc {
             .sum()
     }
 
-    fn open(&mut self, regs: &mut Regs) -> u16 {
+    fn open(&mut self, regs: &mut Regs, services: &mut Services) -> u16 {
         let flags = regs.ebx & proto::FLAG_COOKIE;
         let protocol = match regs.ebx & !proto::FLAG_COOKIE {
             proto::RPCI => Protocol::Rpci,
@@ -173,6 +181,14 @@ impl Rpc {
         if let Some(cookies) = cookies {
             regs.esi = cookies.high;
             regs.edi = cookies.low;
+        }
+        if protocol == Protocol::Tclo {
+            services.counters.tclo_channels_opened += 1;
+            // Last first: each goes to the front. A full queue keeps what
+            // it has (the greeting is a courtesy, the queue a bound).
+            for command in services.tclo_greeting.iter().rev() {
+                let _ = services.tclo.push_front(command.as_str());
+            }
         }
         status::SUCCESS
     }

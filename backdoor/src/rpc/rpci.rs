@@ -26,6 +26,8 @@ pub(crate) fn answer(request: &[u8], services: &mut Services) -> Vec<u8> {
         "tools.set.versiontype" => set_tools_version_type(args, services),
         "log" => log_line(args, services),
         "vmx.capability.unified_loop" => success(""),
+        "SetGuestInfo" => set_guest_info(args),
+        "SetGuestDiskInfo" => success(""),
         capability if capability.starts_with("tools.capability.") => {
             let clipped = services.events.clip(&text);
             services.events.push(Event::Capability(clipped));
@@ -60,6 +62,20 @@ fn info_set(args: &str, services: &mut Services) -> String {
         }
         Err(GuestInfoError::TooManyKeys) => "0 Too many keys".to_owned(),
         Err(GuestInfoError::TooLarge) => "0 Value too large".to_owned(),
+    }
+}
+
+/// `SetGuestInfo  TYPE DATA` (two spaces: the old empty key): vmtoolsd's
+/// guestInfo plugin reports the uptime, OS names, build, NICs (XDR) and
+/// disk space this way, and `SetGuestDiskInfo JSON` the disks. nestmon
+/// keeps no guest properties: a report with a numeric type is accepted
+/// and dropped, which is what stops the plugin from retrying with older
+/// encodings and warning in its log.
+fn set_guest_info(args: &str) -> String {
+    let kind = args.trim_start().split(' ').next().unwrap_or("");
+    match kind.parse::<u32>() {
+        Ok(_) => success(""),
+        Err(_) => "0 Invalid type".to_owned(),
     }
 }
 
@@ -193,6 +209,19 @@ mod tests {
             ask(&mut services(), "vmx.capability.unified_loop toolbox"),
             "1 "
         );
+    }
+
+    #[test]
+    fn guest_info_reports_of_the_guestinfo_plugin_are_accepted() {
+        let mut s = services();
+        assert_eq!(ask(&mut s, "SetGuestInfo  7 930"), "1 ");
+        assert_eq!(
+            answer(b"SetGuestInfo  9 \0\0\0\x03\0\0\0\x01", &mut s),
+            b"1 "
+        );
+        assert_eq!(ask(&mut s, "SetGuestDiskInfo {\"version\":\"1\"}"), "1 ");
+        assert_eq!(ask(&mut s, "SetGuestInfo  uptime 3"), "0 Invalid type");
+        assert_eq!(ask(&mut s, "info-get guestinfo.7"), NO_VALUE_FOUND);
     }
 
     #[test]

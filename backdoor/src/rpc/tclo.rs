@@ -72,6 +72,18 @@ impl TcloQueue {
         Ok(())
     }
 
+    /// Like [`TcloQueue::push`], but ahead of everything queued.
+    pub(crate) fn push_front(&mut self, command: &str) -> Result<(), TcloQueueError> {
+        if command.len() > self.max_message {
+            return Err(TcloQueueError::TooLong);
+        }
+        if self.commands.len() >= self.max_queue {
+            return Err(TcloQueueError::Full);
+        }
+        self.commands.push_front(command.to_owned());
+        Ok(())
+    }
+
     pub(crate) fn pop(&mut self) -> Option<String> {
         self.commands.pop_front()
     }

@@ -18,6 +18,8 @@ pub const KERNEL_KEY: &str = "nestmon.kernel";
 pub const APPEND_KEY: &str = "nestmon.append";
 /// The key naming Linux's initrd or the Multiboot modules (`--initrd`).
 pub const INITRD_KEY: &str = "nestmon.initrd";
+/// The key forcing the vCPU backend (`--accel`).
+pub const ACCEL_KEY: &str = "nestmon.accel";
 
 const VIRTUAL_EXEC_KEY: &str = "monitor.virtual_exec";
 /// Whether the shadow MMU lets leaf page tables go out of sync (default
@@ -33,6 +35,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     KERNEL_KEY,
     APPEND_KEY,
     INITRD_KEY,
+    ACCEL_KEY,
     "memsize",
     "displayName",
     "guestOS",
@@ -285,6 +288,7 @@ fn apply(key: &str, entry: &Entry, builder: &mut Builder) -> Result<(), ConfigEr
         }
         APPEND_KEY => config.append = entry.value.clone(),
         INITRD_KEY => config.initrd = values::initrd_list(entry)?,
+        ACCEL_KEY => config.accel = Some(values::accel(entry)?),
         "serial0.present" => builder.serial.present = Some(values::boolean(entry)?),
         "serial0.filetype" => builder.serial.file_type = Some(entry.clone()),
         "serial0.filename" => builder.serial.file_name = Some(entry.clone()),

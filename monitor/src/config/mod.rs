@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use keys::{KNOWN_KEYS, KNOWN_KEY_PREFIXES};
+pub use keys::{ACCEL_KEY, KNOWN_KEYS, KNOWN_KEY_PREFIXES};
 pub use values::parse_bool;
 
 /// Where COM1's output goes.
@@ -80,6 +80,10 @@ pub struct VmConfig {
     pub virtual_exec: ModeRequest,
     /// `monitor.virtual_mmu`.
     pub virtual_mmu: ModeRequest,
+    /// `nestmon.accel`: the vCPU backend forced by the configuration
+    /// (`"kvm"` or `"bt"`, QEMU's spelling), as `--accel` forces it from
+    /// the command line (which wins over this key).
+    pub accel: Option<crate::mode::Accel>,
     /// `monitor_control.restrict_backdoor`: when true, backdoor accesses
     /// from CPL > 0 are ordinary port accesses (subject to IOPL and the
     /// TSS I/O bitmap); ring 0 still reaches the backdoor.
@@ -121,6 +125,7 @@ impl Default for VmConfig {
             hw_version: None,
             virtual_exec: ModeRequest::Automatic,
             virtual_mmu: ModeRequest::Automatic,
+            accel: None,
             restrict_backdoor: false,
             vhv_enable: false,
             mmu_out_of_sync: true,

@@ -5,7 +5,7 @@
 //! accepted forms.
 
 use super::{ConfigError, Entry, InitrdItem};
-use crate::mode::ModeRequest;
+use crate::mode::{Accel, ModeRequest};
 use std::path::PathBuf;
 
 /// Smallest accepted `memsize`.
@@ -86,6 +86,15 @@ pub fn positive_count(entry: &Entry) -> Result<u32, ConfigError> {
 pub fn mode(entry: &Entry) -> Result<ModeRequest, ConfigError> {
     ModeRequest::parse(entry.value.trim())
         .ok_or_else(|| invalid(entry, "\"automatic\", \"software\" or \"hardware\""))
+}
+
+/// Reads a backend in QEMU's spelling: `"kvm"` or `"bt"` (any case).
+pub fn accel(entry: &Entry) -> Result<Accel, ConfigError> {
+    match entry.value.trim().to_ascii_lowercase().as_str() {
+        "kvm" => Ok(Accel::Kvm),
+        "bt" => Ok(Accel::Bt),
+        _ => Err(invalid(entry, "\"kvm\" or \"bt\"")),
+    }
 }
 
 /// Reads a path, relative to the `.vmx` file's directory if written there.

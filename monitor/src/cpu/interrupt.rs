@@ -117,6 +117,31 @@ impl Event {
     }
 }
 
+impl std::fmt::Display for Event {
+    /// The event as a stop report names it ("guest exception #GP ...",
+    /// "INT 0x80", "NMI").
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Event::Exception(e) => write!(f, "guest exception {e} (vector {})", e.vector()),
+            Event::Software {
+                kind: SoftwareKind::Int3,
+                ..
+            } => f.write_str("INT3 (breakpoint, vector 3)"),
+            Event::Software {
+                kind: SoftwareKind::Into,
+                ..
+            } => f.write_str("INTO (overflow, vector 4)"),
+            Event::Software {
+                kind: SoftwareKind::Int1,
+                ..
+            } => f.write_str("INT1 (debug, vector 1)"),
+            Event::Software { vector, .. } => write!(f, "INT {vector:#04x}"),
+            Event::External(vector) => write!(f, "external interrupt, vector {vector:#04x}"),
+            Event::Nmi => f.write_str("NMI"),
+        }
+    }
+}
+
 /// Delivers `event` through the IDT (6.12; vol. 2, INT n). `return_eip` is
 /// the EIP pushed: the faulting instruction's for faults, the next
 /// instruction's for traps, INT n, INT3, INTO and INT1, the interrupted

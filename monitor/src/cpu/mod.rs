@@ -28,11 +28,15 @@
 //! - [`instr`]: the ordinary instructions the monitor carries out (stack,
 //!   string, loop and BCD forms translation leaves to it);
 //! - [`interrupt`] and [`task`]: event delivery through the IDT, IRET, and
-//!   task switches.
+//!   task switches;
+//! - [`exec`]: the instructions a backend leaves to the monitor, decoded
+//!   and dispatched to the modules above, over an [`exec::Executor`] (both
+//!   vCPU backends use it).
 
 pub mod context;
 pub mod descriptor;
 pub mod exception;
+pub mod exec;
 pub mod far;
 pub mod flags;
 pub mod instr;

@@ -3,16 +3,17 @@
 //! Invariant: `devices` is sorted by base port and no two ranges overlap, so
 //! a binary search finds the only device that can own a port.
 
+use super::acpi_pm::{self, Pm1, PmTimer};
 use super::debug_exit::DebugExit;
 use super::fw_cfg::{self, FwCfg};
 use super::i8042::{I8042Port, I8042};
 use super::pci::{self, PciHost};
 use super::pic::{Irq, Pic, SharedPic};
-use super::pit::{HostMonotonicClock, Pit, SharedPit};
+use super::pit::{HostMonotonicClock, MonotonicClock, Pit, SharedPit};
 use super::platform::PcPlatform;
 use super::rtc::{NmiMask, Rtc};
 use super::sink::open_serial_sink;
-use super::uart::{IrqLine, Uart};
+use super::uart::{IrqLine, Uart, UartInput};
 use super::{size_mask, ConsoleError, DeviceError, IoOutcome, PortDevice};
 use crate::config::SerialBackend;
 use std::collections::BTreeMap;
@@ -63,6 +64,7 @@ pub struct IoBus {
     devices: Vec<Mapping>,
     unclaimed: BTreeMap<u16, Counts>,
     com1_irq: IrqLine,
+    com1_input: UartInput,
     com1_lost_bytes: Arc<AtomicU64>,
     /// COM1's backend, for messages; `None` for a writer given by the embedder.
     serial: Option<SerialBackend>,
@@ -110,6 +112,7 @@ impl IoBus {
             devices: Vec::new(),
             unclaimed: BTreeMap::new(),
             com1_irq: uart.irq_line(),
+            com1_input: uart.input(),
             com1_lost_bytes: uart.lost_bytes_counter(),
             serial,
             console_error: None,
@@ -179,7 +182,19 @@ impl IoBus {
         self.register(I8042_COMMAND, 1, Box::new(command))?;
         self.register(PCI_CONFIG_BASE, pci::PORTS, Box::new(PciHost::new()))?;
         let fw_cfg = FwCfg::new(platform.ram_bytes, platform.cpus);
-        self.register(fw_cfg::SELECTOR_PORT, fw_cfg::PORTS, Box::new(fw_cfg))
+        self.register(fw_cfg::SELECTOR_PORT, fw_cfg::PORTS, Box::new(fw_cfg))?;
+        self.add_acpi_pm()
+    }
+
+    /// The ACPI fixed hardware the FADT names: the PM1a event and control
+    /// blocks at 0x600-0x605 (SCI on IRQ 9) and the PM timer at
+    /// 0x608-0x60b, both on one monotonic clock.
+    fn add_acpi_pm(&mut self) -> Result<(), DeviceError> {
+        let clock: Arc<dyn MonotonicClock> = Arc::new(HostMonotonicClock::new());
+        let pm1 = Pm1::new(clock.clone(), Some(self.pic.line(Irq::SCI)));
+        self.register(acpi_pm::PM_BASE, acpi_pm::PM1_PORTS, Box::new(pm1))?;
+        let timer = PmTimer::new(clock);
+        self.register(acpi_pm::PM_TMR_PORT, acpi_pm::PM_TMR_PORTS, Box::new(timer))
     }
 
     /// The NMI mask bit (bit 7 of what the guest last wrote to port
@@ -201,6 +216,11 @@ impl IoBus {
     /// COM1's interrupt line (IRQ 4, routed to the PIC), latched until taken.
     pub fn com1_irq(&self) -> IrqLine {
         self.com1_irq.clone()
+    }
+
+    /// What feeds COM1's receiver (the console's input), from any thread.
+    pub fn com1_input(&self) -> UartInput {
+        self.com1_input.clone()
     }
 
     /// Bytes COM1's backend refused for a passing reason (`EAGAIN`) and the

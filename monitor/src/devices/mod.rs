@@ -13,7 +13,9 @@
 //!   CMOS ([`Rtc`]) at `0x70..=0x71`, the i8042 keyboard controller
 //!   ([`I8042`]) at `0x60` and `0x64`, PCI configuration mechanism #1 with
 //!   a host bridge ([`PciHost`]) at `0xcf8..=0xcff`, QEMU's fw_cfg
-//!   ([`FwCfg`]) at `0x510..=0x511`.
+//!   ([`FwCfg`]) at `0x510..=0x511`, and the ACPI fixed hardware
+//!   ([`acpi_pm`]: PM1a event and control blocks at `0x600..=0x605`, the
+//!   PM timer at `0x608..=0x60b`) that the ACPI tables ([`acpi`]) describe.
 //! - the 8259A PIC pair ([`pic::Pic`]) at `0x20..=0x21`, `0xa0..=0xa1` and
 //!   its ELCR at `0x4d0..=0x4d1`, and the 8254 PIT ([`pit::Pit`]) at
 //!   `0x40..=0x43` and port B `0x61`; COM1's IRQ 4 and the PIT's IRQ 0
@@ -28,9 +30,11 @@
 //! - Access sizes are 1, 2 or 4 bytes; values passed to a device are masked
 //!   to the access size, and reads are masked the same way on return.
 //! - Devices never know the vCPU: a device that must stop the guest says so
-//!   through its [`IoOutcome`] (`Exit`, `ConsoleClosed`, `Reset`), and the machine
+//!   through its [`IoOutcome`] (`Exit`, `ConsoleClosed`, `Reset`, `PowerOff`), and the machine
 //!   decides what that means.
 
+pub mod acpi;
+pub mod acpi_pm;
 mod bus;
 mod debug_exit;
 pub mod fw_cfg;
@@ -56,7 +60,7 @@ pub use pci::PciHost;
 pub use platform::{PcPlatform, GUEST_CPUS};
 pub use rtc::{Clock, HostClock, NmiMask, Rtc};
 pub use sink::open_serial_sink;
-pub use uart::{IrqLine, Uart};
+pub use uart::{IrqLine, Uart, UartInput};
 
 use crate::config::SerialBackend;
 use std::path::PathBuf;
@@ -78,6 +82,10 @@ pub enum IoOutcome {
     /// its output port written with bit 0 clear): the machine ends the run
     /// (see `crate::exit_status::GUEST_RESET`).
     Reset,
+    /// The guest powered the machine off (ACPI S5: SLP_EN with the `\_S5`
+    /// sleep type in PM1a_CNT): the run ends with exit status 0 (see
+    /// `crate::exit_status::GUEST_POWER_OFF`).
+    PowerOff,
 }
 
 /// The exit status of a run whose console was closed: 128 + SIGPIPE, what

@@ -82,6 +82,8 @@ impl Irq {
     pub const COM1: Irq = Irq(4);
     /// IRQ8: the RTC.
     pub const RTC: Irq = Irq(8);
+    /// IRQ9: the ACPI SCI (level-triggered, as the FADT's SCI_INT says).
+    pub const SCI: Irq = Irq(9);
     /// IRQ12: the PS/2 mouse.
     pub const MOUSE: Irq = Irq(12);
 

@@ -534,6 +534,9 @@ pub struct Pit {
     port_b_kept: u8,
     /// Port `0x61` bit 4.
     refresh: bool,
+    /// Channel 0 edges were taken ([`Pit::irq0_edges_until`]) and their
+    /// pulse may not have reached the PIC yet ([`Pit::irq0_pulsed`]).
+    irq0_in_flight: bool,
 }
 
 impl std::fmt::Debug for Pit {
@@ -560,6 +563,7 @@ impl Pit {
             speaker: false,
             port_b_kept: 0,
             refresh: false,
+            irq0_in_flight: false,
         }
     }
 
@@ -654,11 +658,20 @@ impl Pit {
     }
 
     /// The rising edges of channel 0's output (IRQ0) that happened by
-    /// `now` and were not yet taken; takes them.
+    /// `now` and were not yet taken; takes them. Until
+    /// [`Pit::irq0_pulsed`], IRQ0 counts as about to fire.
     pub fn irq0_edges_until(&mut self, now: Duration) -> u64 {
         let channel = &mut self.channels[0];
         channel.catch_up(ticks_at(now));
-        std::mem::take(&mut channel.edges)
+        let edges = std::mem::take(&mut channel.edges);
+        self.irq0_in_flight |= edges > 0;
+        edges
+    }
+
+    /// The edges taken by [`Pit::irq0_edges_until`] were pulsed on the
+    /// PIC: from now on the PIC, not the PIT, says an interrupt waits.
+    pub fn irq0_pulsed(&mut self) {
+        self.irq0_in_flight = false;
     }
 
     /// When channel 0's next rising edge is due: at once (the time of the
@@ -676,9 +689,10 @@ impl Pit {
         Some(time_of_tick(origin + d))
     }
 
-    /// Whether IRQ0 may still get an edge by itself: one is pending or due.
+    /// Whether IRQ0 may still get an edge by itself: one is pending or
+    /// due, or taken and on its way to the PIC.
     pub fn irq0_may_fire(&self) -> bool {
-        self.next_irq0_deadline().is_some()
+        self.irq0_in_flight || self.next_irq0_deadline().is_some()
     }
 }
 
@@ -877,6 +891,22 @@ mod tests {
         let now = pit.now();
         assert_eq!(pit.irq0_edges_until(now), 1);
         assert_eq!(pit.next_irq0_deadline(), None, "one-shot");
+    }
+
+    #[test]
+    fn one_shot_edge_taken_counts_as_about_to_fire_until_pulsed() {
+        let (mut pit, clock) = pit();
+        program(&mut pit, 0, 0, 100);
+        assert!(pit.irq0_may_fire(), "counting towards its edge");
+        clock.advance(100);
+        let now = pit.now();
+        assert_eq!(pit.irq0_edges_until(now), 1);
+        assert_eq!(pit.next_irq0_deadline(), None, "one-shot");
+        // The timer thread pulses the PIC after it lets go of the PIT: a
+        // halted vCPU that looks in between must not give up.
+        assert!(pit.irq0_may_fire(), "taken, not yet on the PIC");
+        pit.irq0_pulsed();
+        assert!(!pit.irq0_may_fire(), "the PIC has it now");
     }
 
     #[test]

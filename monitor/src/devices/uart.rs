@@ -7,8 +7,14 @@
 //! guest goes on; any other error (`EPIPE`: the reader went away, `ENOSPC`:
 //! the device is full, a socket peer that closed) means the console is gone,
 //! and the write returns [`IoOutcome::ConsoleClosed`] so that the machine
-//! stops the guest, as a closed console would. The UART has no input source
-//! yet: the receive FIFO stays empty.
+//! stops the guest, as a closed console would.
+//!
+//! Input: bytes given to a [`UartInput`] (the machine's standard-input
+//! reader, from its own thread) wait in a backlog of unbounded size and
+//! move into the receive FIFO (64 bytes, `vm_superio`'s) as it has room: at once, and after
+//! every guest read of RBR. Nothing is dropped and the order is kept; each
+//! move into the FIFO raises the received-data interrupt when the guest
+//! enabled it (IER bit 0), as `vm_superio` does.
 //!
 //! Interrupts: each interrupt the UART signals (an event of
 //! `vm_superio`) latches the [`IrqLine`] and, once the line is routed to
@@ -17,10 +23,11 @@
 
 use super::pic::PicLine;
 use super::{IoOutcome, PortDevice};
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use vm_superio::serial::{Error as SerialError, NoEvents};
 use vm_superio::{Serial, Trigger};
 
@@ -72,27 +79,91 @@ impl Trigger for IrqLine {
 /// The UART's output sink.
 type Sink = Box<dyn Write + Send>;
 
-/// A 16550A UART on eight consecutive ports.
-pub struct Uart {
+/// The register model and the input backlog, shared by the bus (through
+/// [`Uart`]) and the input source (through [`UartInput`]).
+struct UartState {
     serial: Serial<IrqLine, NoEvents, Sink>,
-    lost_bytes: Arc<AtomicU64>,
+    /// Received bytes the FIFO has no room for yet, oldest first.
+    backlog: VecDeque<u8>,
     /// The sink error behind the last [`IoOutcome::ConsoleClosed`].
     output_error: Option<std::io::Error>,
+}
+
+impl UartState {
+    /// Moves backlog bytes into the receive FIFO while it has room.
+    fn fill_fifo(&mut self) {
+        while !self.backlog.is_empty() && self.serial.fifo_capacity() > 0 {
+            let (front, _) = self.backlog.as_slices();
+            match self.serial.enqueue_raw_bytes(front) {
+                Ok(moved) => {
+                    self.backlog.drain(..moved);
+                }
+                Err(SerialError::Trigger(never)) => match never {},
+                // Loopback mode takes no input, and a full FIFO no more.
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// A 16550A UART on eight consecutive ports.
+pub struct Uart {
+    state: Arc<Mutex<UartState>>,
+    irq: IrqLine,
+    lost_bytes: Arc<AtomicU64>,
+}
+
+/// What feeds the UART's receiver: bytes sent here reach the guest in
+/// order, through the receive FIFO. Usable from any thread.
+#[derive(Clone)]
+pub struct UartInput {
+    state: Arc<Mutex<UartState>>,
+}
+
+impl UartInput {
+    /// Queues `bytes` for the guest and fills the FIFO as far as it goes.
+    pub fn send(&self, bytes: &[u8]) {
+        let mut state = lock(&self.state);
+        state.backlog.extend(bytes);
+        state.fill_fifo();
+    }
+
+    /// Bytes sent that have not reached the FIFO yet.
+    pub fn backlog(&self) -> usize {
+        lock(&self.state).backlog.len()
+    }
+}
+
+fn lock(state: &Mutex<UartState>) -> MutexGuard<'_, UartState> {
+    // The registers stay consistent even if a holder panicked.
+    state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Uart {
     /// A UART in its reset state whose transmitted bytes go to `out`.
     pub fn new(out: Sink) -> Uart {
+        let irq = IrqLine::default();
         Uart {
-            serial: Serial::new(IrqLine::default(), out),
+            state: Arc::new(Mutex::new(UartState {
+                serial: Serial::new(irq.clone(), out),
+                backlog: VecDeque::new(),
+                output_error: None,
+            })),
+            irq,
             lost_bytes: Arc::default(),
-            output_error: None,
         }
     }
 
     /// The UART's interrupt line.
     pub fn irq_line(&self) -> IrqLine {
-        self.serial.interrupt_evt().clone()
+        self.irq.clone()
+    }
+
+    /// The handle that feeds the receiver.
+    pub fn input(&self) -> UartInput {
+        UartInput {
+            state: Arc::clone(&self.state),
+        }
     }
 
     /// Bytes a passing sink error (`EAGAIN`, `EINTR`) lost so far.
@@ -117,21 +188,30 @@ impl PortDevice for Uart {
     }
 
     fn read(&mut self, offset: u16, _size: u8) -> u32 {
-        register(offset).map_or(0xff, |r| u32::from(self.serial.read(r)))
+        let Some(r) = register(offset) else {
+            return 0xff;
+        };
+        let mut state = lock(&self.state);
+        let value = state.serial.read(r);
+        if r == RBR {
+            state.fill_fifo();
+        }
+        u32::from(value)
     }
 
     fn write(&mut self, offset: u16, _size: u8, value: u32) -> IoOutcome {
         let Some(r) = register(offset) else {
             return IoOutcome::Continue;
         };
-        match self.serial.write(r, value as u8) {
+        let mut state = lock(&self.state);
+        match state.serial.write(r, value as u8) {
             Ok(()) | Err(SerialError::FullFifo) => IoOutcome::Continue,
             Err(SerialError::IOError(error)) if may_pass(&error) => {
                 self.lost_bytes.fetch_add(1, Ordering::Relaxed);
                 IoOutcome::Continue
             }
             Err(SerialError::IOError(error)) => {
-                self.output_error = Some(error);
+                state.output_error = Some(error);
                 IoOutcome::ConsoleClosed
             }
             Err(SerialError::Trigger(never)) => match never {},
@@ -139,7 +219,7 @@ impl PortDevice for Uart {
     }
 
     fn take_output_error(&mut self) -> Option<std::io::Error> {
-        self.output_error.take()
+        lock(&self.state).output_error.take()
     }
 }
 
@@ -150,6 +230,11 @@ fn may_pass(error: &std::io::Error) -> bool {
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
     )
 }
+
+/// The receive buffer register (with DLAB clear; with DLAB set, a read
+/// there is the divisor latch and leaves the FIFO alone, so refilling after
+/// it is harmless).
+const RBR: u8 = 0;
 
 /// The register number for a port offset, if the UART has it.
 fn register(offset: u16) -> Option<u8> {
@@ -288,6 +373,56 @@ mod tests {
         uart.write(IER, 1, 0x02);
         assert!(irq.take());
         assert!(!irq.is_raised());
+    }
+
+    const RBR_PORT: u16 = 0;
+
+    /// Reads every byte the guest can read now (LSR bit 0, then RBR).
+    fn drain(uart: &mut Uart) -> Vec<u8> {
+        let mut got = Vec::new();
+        while uart.read(LSR, 1) & 1 == 1 {
+            got.push(uart.read(RBR_PORT, 1) as u8);
+        }
+        got
+    }
+
+    #[test]
+    fn received_bytes_reach_the_guest_in_order() {
+        let (mut uart, _) = uart();
+        assert_eq!(uart.read(LSR, 1) & 1, 0);
+        uart.input().send(b"ls\r");
+        assert_eq!(uart.read(LSR, 1) & 1, 1, "data ready");
+        assert_eq!(drain(&mut uart), b"ls\r");
+        assert_eq!(uart.read(LSR, 1) & 1, 0);
+    }
+
+    #[test]
+    fn input_beyond_the_fifo_waits_and_is_never_dropped() {
+        let (mut uart, _) = uart();
+        let input = uart.input();
+        let text: Vec<u8> = (0..200u8).collect();
+        input.send(&text);
+        assert!(input.backlog() > 0, "the FIFO holds 64 bytes");
+        let mut got = Vec::new();
+        while got.len() < text.len() {
+            let more = drain(&mut uart);
+            assert!(!more.is_empty(), "stalled at {}", got.len());
+            got.extend(more);
+        }
+        assert_eq!(got, text);
+        assert_eq!(input.backlog(), 0);
+    }
+
+    #[test]
+    fn received_data_raises_the_irq_when_enabled() {
+        let (mut uart, _) = uart();
+        let irq = uart.irq_line();
+        uart.write(IER, 1, 0x01); // received data available
+        assert!(!irq.take());
+        uart.input().send(b"x");
+        assert!(irq.take());
+        assert_eq!(uart.read(2, 1) & 0x0f, 0x04, "IIR: received data");
+        assert_eq!(drain(&mut uart), b"x");
     }
 
     #[test]

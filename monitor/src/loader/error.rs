@@ -212,11 +212,39 @@ pub enum LoadError {
          a guest system"
     )]
     ProgramNotKernel,
-    /// A 64-bit ELF image.
+    /// A 64-bit ELF image for another processor than x86-64.
     #[error(
-        "the kernel is a 64-bit (ELF64) file; Multiboot v1 boots only 32-bit (ELF32) i386 kernels"
+        "the kernel is a 64-bit (ELF64) file for ELF machine {machine} ({}), not for x86-64 (62)",
+        machine_name(*machine)
     )]
-    Elf64,
+    Elf64NotX86_64 {
+        /// The `e_machine` field.
+        machine: u16,
+    },
+    /// A segment that does not lie below 4 GiB (ELF64 fields are wider
+    /// than a Multiboot kernel's physical addresses).
+    #[error(
+        "program header {index} places {mem_size:#x} bytes at physical {paddr:#x}, which does \
+         not end below 4 GiB; a Multiboot kernel (ELF64 included) is loaded below 4 GiB"
+    )]
+    SegmentAboveFourGib {
+        /// The program header's index.
+        index: usize,
+        /// Its physical address.
+        paddr: u64,
+        /// Its size in memory.
+        mem_size: u64,
+    },
+    /// An entry point at or above 4 GiB: a Multiboot kernel is entered in
+    /// 32-bit protected mode.
+    #[error(
+        "the kernel's entry point {entry:#x} is not below 4 GiB; a Multiboot kernel (ELF64 \
+         included) is entered in 32-bit protected mode, at a physical address below 4 GiB"
+    )]
+    EntryAboveFourGib {
+        /// The entry point (physical, after the virtual-to-physical move).
+        entry: u64,
+    },
     /// An ELF class byte that is neither 32- nor 64-bit.
     #[error("the kernel's ELF header has an invalid class byte {0} (1 means ELF32)")]
     UnknownElfClass(u8),
@@ -314,9 +342,9 @@ pub enum LoadError {
         /// Index of the program header.
         index: usize,
         /// `p_filesz`.
-        file_size: u32,
+        file_size: u64,
         /// `p_memsz`.
-        mem_size: u32,
+        mem_size: u64,
     },
     /// A segment that would reach past the end of guest RAM.
     #[error(

@@ -6,9 +6,11 @@
 //!   as QEMU does) is loaded by the 32-bit boot protocol ([`linux`]), with
 //!   at most one initrd;
 //! - anything else must be a Multiboot v1 kernel:
-//!   - ELF32 little-endian i386 executables: every PT_LOAD segment with a
-//!     non-zero memory size is copied to its `p_paddr` and zero-filled to
-//!     `p_memsz`;
+//!   - ELF32 little-endian i386 executables, and ELF64 x86-64 ones (as
+//!     GRUB loads them: below 4 GiB, entered in 32-bit protected mode;
+//!     their switch to long mode needs hardware execution): every PT_LOAD
+//!     segment with a non-zero memory size is copied to its `p_paddr` and
+//!     zero-filled to `p_memsz`;
 //!   - any image whose Multiboot header sets flag bit 16: the header's
 //!     address fields say which file range goes where (this wins over ELF,
 //!     as in QEMU);
@@ -40,6 +42,7 @@ pub mod modules;
 #[cfg(test)]
 mod testimage;
 
+pub use elf::is_elf64;
 pub use error::LoadError;
 pub use header::{HEADER_MAGIC, SEARCH_LIMIT};
 pub use linux::{LinuxEntry, LoadedLinux};

@@ -68,7 +68,8 @@ impl TestSegment {
     }
 }
 
-/// Builds an ELF32 i386 executable with a Multiboot header.
+/// Builds an ELF32 i386 executable with a Multiboot header (with
+/// [`ElfBuilder::elf64`], an ELF64 x86-64 one laid out as ELF64).
 #[derive(Clone)]
 pub struct ElfBuilder {
     entry: u32,
@@ -78,6 +79,8 @@ pub struct ElfBuilder {
     elf_type: u16,
     multiboot: Option<Vec<u8>>,
     segments: Vec<TestSegment>,
+    /// ELF64 layout (64-byte header, 56-byte program headers).
+    wide: bool,
 }
 
 impl ElfBuilder {
@@ -91,7 +94,15 @@ impl ElfBuilder {
             elf_type: 2,
             multiboot: Some(multiboot_header(FLAG_PAGE_ALIGN_MODULES | FLAG_MEMORY_INFO)),
             segments: Vec::new(),
+            wide: false,
         }
+    }
+    /// An ELF64 x86-64 executable (class 2, machine 62, ELF64 layout).
+    pub fn elf64(mut self) -> Self {
+        self.class = 2;
+        self.machine = 62;
+        self.wide = true;
+        self
     }
     /// Adds a program header.
     pub fn segment(mut self, segment: TestSegment) -> Self {
@@ -126,12 +137,56 @@ impl ElfBuilder {
 
     /// The image bytes.
     pub fn build(&self) -> Vec<u8> {
+        if self.wide {
+            return self.build64();
+        }
         let phdrs_end = 52 + 32 * self.segments.len();
         let header_len = self.multiboot.as_ref().map_or(0, Vec::len);
         let mut data_offset = phdrs_end + header_len;
         let mut image = self.elf_header();
         for segment in &self.segments {
             image.extend(program_header(segment, data_offset as u32));
+            data_offset += segment.data.len();
+        }
+        if let Some(header) = &self.multiboot {
+            image.extend_from_slice(header);
+        }
+        for segment in &self.segments {
+            image.extend_from_slice(&segment.data);
+        }
+        image
+    }
+
+    fn build64(&self) -> Vec<u8> {
+        let phdrs_end = 64 + 56 * self.segments.len();
+        let header_len = self.multiboot.as_ref().map_or(0, Vec::len);
+        let mut data_offset = phdrs_end + header_len;
+        let mut image = vec![0x7f, b'E', b'L', b'F', self.class, self.byte_order, 1];
+        image.resize(16, 0);
+        image.extend(self.elf_type.to_le_bytes());
+        image.extend(self.machine.to_le_bytes());
+        image.extend(1u32.to_le_bytes()); // e_version
+        image.extend(u64::from(self.entry).to_le_bytes());
+        image.extend(64u64.to_le_bytes()); // e_phoff
+        image.extend(0u64.to_le_bytes()); // e_shoff
+        image.extend(0u32.to_le_bytes()); // e_flags
+        image.extend(64u16.to_le_bytes()); // e_ehsize
+        image.extend(56u16.to_le_bytes()); // e_phentsize
+        image.extend((self.segments.len() as u16).to_le_bytes());
+        image.extend([0u8; 6]);
+        for segment in &self.segments {
+            image.extend(segment.kind.to_le_bytes());
+            image.extend(segment.flags.to_le_bytes());
+            for field in [
+                data_offset as u64,
+                u64::from(segment.vaddr),
+                u64::from(segment.paddr),
+                segment.data.len() as u64,
+                u64::from(segment.mem_size),
+                0x1000,
+            ] {
+                image.extend(field.to_le_bytes());
+            }
             data_offset += segment.data.len();
         }
         if let Some(header) = &self.multiboot {

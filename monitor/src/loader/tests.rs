@@ -129,11 +129,26 @@ fn text_file_is_refused_as_not_elf() {
 }
 
 #[test]
-fn elf64_image_is_refused_even_without_a_multiboot_header() {
-    let image = small_kernel().class(2).multiboot(None).build();
-    assert!(matches!(load(&ram(2), &image), Err(LoadError::Elf64)));
-    let image = small_kernel().class(2).build();
-    assert!(matches!(load(&ram(2), &image), Err(LoadError::Elf64)));
+fn elf64_x86_64_kernel_loads_below_4_gib_and_is_entered_at_its_entry() {
+    let image = small_kernel().elf64().build();
+    let loaded = load(&ram(2), &image).unwrap();
+    assert_eq!(loaded.boot.eip, KERNEL_AT + 4);
+    assert_eq!(loaded.boot.eax, BOOTLOADER_MAGIC);
+    assert_eq!(loaded.segments, vec![KERNEL_AT..KERNEL_AT + 32]);
+}
+
+#[test]
+fn elf64_without_multiboot_header_or_for_another_machine_is_refused() {
+    let image = small_kernel().elf64().multiboot(None).build();
+    assert!(matches!(
+        load(&ram(2), &image),
+        Err(LoadError::ProgramNotKernel)
+    ));
+    let image = small_kernel().elf64().machine(3).build();
+    assert!(matches!(
+        load(&ram(2), &image),
+        Err(LoadError::Elf64NotX86_64 { machine: 3 })
+    ));
 }
 
 #[test]

@@ -25,6 +25,8 @@ pub enum OutEnd {
     ConsoleClosed,
     /// The guest pulsed the reset line (already reported on stderr).
     Reset,
+    /// The guest powered the machine off (ACPI S5).
+    PowerOff,
 }
 
 /// The devices and the VMware backdoor.
@@ -142,6 +144,7 @@ impl Board {
                 report_closed_console(&self.bus);
                 Some(OutEnd::ConsoleClosed)
             }
+            IoOutcome::PowerOff => Some(OutEnd::PowerOff),
             IoOutcome::Reset => {
                 diagnostic!("nestmon: the guest reset the machine (port {port:#x}); nestmon does not restart guests: stopping");
                 Some(OutEnd::Reset)

@@ -11,18 +11,58 @@
 use crate::cpu::{Descriptor, Seg, SegmentRegister, Selector, SystemState, TableRegister};
 use crate::loader::{BootState, LinuxEntry, LoadedGuest};
 use crate::vcpu::bt::BtVcpu;
+use crate::vcpu::kvm::{KvmError, KvmVcpu};
 use crate::vcpu::GuestRegisters;
 
 /// EFLAGS at entry: only the reserved bit 1 (IF and everything else clear).
 const ENTRY_EFLAGS: u32 = 2;
 
+/// A vCPU backend whose registers and system state a boot protocol sets
+/// (each starts in the Multiboot entry state).
+pub(super) trait EntryState {
+    /// Why the state cannot be set.
+    type Error;
+    /// Sets the general registers, EIP and EFLAGS.
+    fn set_entry_registers(&mut self, regs: &GuestRegisters) -> Result<(), Self::Error>;
+    /// Replaces the system state.
+    fn set_entry_system_state(&mut self, sys: SystemState) -> Result<(), Self::Error>;
+}
+
+impl EntryState for BtVcpu {
+    type Error = std::convert::Infallible;
+
+    fn set_entry_registers(&mut self, regs: &GuestRegisters) -> Result<(), Self::Error> {
+        self.set_registers(regs);
+        Ok(())
+    }
+
+    fn set_entry_system_state(&mut self, sys: SystemState) -> Result<(), Self::Error> {
+        self.set_system_state(sys);
+        Ok(())
+    }
+}
+
+impl EntryState for KvmVcpu {
+    type Error = KvmError;
+
+    fn set_entry_registers(&mut self, regs: &GuestRegisters) -> Result<(), KvmError> {
+        self.set_registers(regs)
+    }
+
+    fn set_entry_system_state(&mut self, sys: SystemState) -> Result<(), KvmError> {
+        self.set_system_state(&sys)
+    }
+}
+
 /// Puts `vcpu` in the state its kernel is entered with.
-pub(super) fn enter(vcpu: &mut BtVcpu, loaded: &LoadedGuest) {
+pub(super) fn enter<V: EntryState>(vcpu: &mut V, loaded: &LoadedGuest) -> Result<(), V::Error> {
     match loaded {
-        LoadedGuest::Multiboot(kernel) => vcpu.set_registers(&multiboot_registers(&kernel.boot)),
+        LoadedGuest::Multiboot(kernel) => {
+            vcpu.set_entry_registers(&multiboot_registers(&kernel.boot))
+        }
         LoadedGuest::Linux(linux) => {
-            vcpu.set_system_state(linux_system_state(&linux.entry));
-            vcpu.set_registers(&linux_registers(&linux.entry));
+            vcpu.set_entry_system_state(linux_system_state(&linux.entry))?;
+            vcpu.set_entry_registers(&linux_registers(&linux.entry))
         }
     }
 }

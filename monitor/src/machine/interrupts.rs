@@ -188,7 +188,10 @@ impl InterruptInputs {
                 return true;
             }
             if !self.can_arrive() {
-                return false;
+                // A pulse that reached the PIC after the look above (the
+                // PIT stops counting an edge as in flight only once it
+                // did) is pending now.
+                return self.pending();
             }
             self.wait(HALT_POLL);
         }

@@ -6,6 +6,7 @@
 //! until an exit, the loop hands the exit to the board, and back.
 
 mod board;
+mod console_input;
 mod entry;
 pub mod interrupts;
 mod signals;
@@ -21,10 +22,12 @@ use crate::console::diagnostic;
 use crate::cpuid::CpuModel;
 use crate::devices::{IoBus, PcPlatform, CONSOLE_CLOSED_STATUS};
 use crate::exit_status::{self, ExitConvention};
+use crate::mode::Exec;
 use crate::vcpu::bt::BtVcpu;
+use crate::vcpu::kvm::{KvmError, KvmVcpu};
 use crate::vcpu::{GuestStop, RegisterDump, StopReason, Vcpu, VcpuExit};
 use backdoor::outer::{power_on_handshake, NestingGuard, OuterTransport, PortIoTransport};
-use backdoor::{Backdoor, HostFacts};
+use backdoor::{Backdoor, HostFacts, TcloCommand};
 use board::{Board, OutEnd};
 use signals::StopSignals;
 use std::path::PathBuf;
@@ -48,6 +51,9 @@ pub struct RunOptions {
     pub stats_json: Option<PathBuf>,
     /// How the guest's isa-debug-exit report becomes the exit status.
     pub exit_convention: ExitConvention,
+    /// The vCPU backend (the resolved `monitor.virtual_exec`, or
+    /// `--accel`).
+    pub exec: Exec,
 }
 
 /// Why a run ended without a guest-chosen exit status.
@@ -92,15 +98,21 @@ fn backdoor_for(vm: &VmConfig, cpu: &CpuModel) -> Backdoor {
     let defaults = HostFacts::default();
     let facts = HostFacts {
         tsc_hz: cpu.tsc_hz(),
+        // GETHZ's bus clock is the one CPUID leaf 0x4000_0010 reports.
+        bus_hz: crate::cpuid::BUS_HZ as u32,
         mem_size_mib: vm.memsize_mib as u32,
         uuid: vm.uuid_bios.unwrap_or(defaults.uuid),
         hw_version: vm.hw_version.unwrap_or(defaults.hw_version),
         ..defaults
     };
-    Backdoor::new(
+    let mut backdoor = Backdoor::new(
         facts,
         vm.guestinfo.iter().map(|(k, v)| (k.clone(), v.clone())),
-    )
+    );
+    // As VMware's VMX does: a TCLO channel starts with `reset`, then
+    // `Capabilities_Register` (vmtoolsd announces itself and its version).
+    backdoor.greet_tclo_channels(&[TcloCommand::Reset, TcloCommand::CapabilitiesRegister]);
+    backdoor
 }
 
 fn write_guestinfo(path: &std::path::Path, board: &Board) -> Result<(), MachineError> {
@@ -117,6 +129,8 @@ enum RunEnd {
     ConsoleClosed,
     /// The guest pulsed the CPU's reset line.
     Reset,
+    /// The guest powered the machine off.
+    PowerOff,
     /// The guest cannot continue.
     Stopped(GuestStop),
     /// A host signal stopped the guest.
@@ -153,6 +167,7 @@ fn exit_loop(vcpu: &mut dyn Vcpu, board: &mut Board) -> RunEnd {
                 Some(OutEnd::GuestExit(value)) => return RunEnd::GuestExit(value),
                 Some(OutEnd::ConsoleClosed) => return RunEnd::ConsoleClosed,
                 Some(OutEnd::Reset) => return RunEnd::Reset,
+                Some(OutEnd::PowerOff) => return RunEnd::PowerOff,
                 None => {}
             },
             // HLT with IF = 1: sleep (without spinning) until the PIC or
@@ -197,6 +212,11 @@ pub fn run(opts: &RunOptions) -> Result<i32, MachineError> {
     let loaded = crate::loader::load_kernel(&ram, &image, &name, &opts.vm.append, &files)
         .map_err(|e| bad(&e))?;
     drop(files);
+    if let crate::loader::LoadedGuest::Linux(_) = &loaded {
+        crate::devices::acpi::build_tables(opts.vm.memsize_mib << 20)
+            .write_to(&ram)
+            .map_err(|e| MachineError::Host(e.to_string()))?;
+    }
     let mut bus = IoBus::new(&opts.vm.serial0).map_err(|e| bad(&e))?;
     bus.add_pc_platform(PcPlatform::for_vm(&opts.vm))
         .map_err(|e| MachineError::Host(e.to_string()))?;
@@ -206,35 +226,46 @@ pub fn run(opts: &RunOptions) -> Result<i32, MachineError> {
         crate::probe::measure_tsc_hz,
     )
     .map_err(|e| bad(&e))?;
+    // A 64-bit kernel under hardware execution sees a processor with long
+    // mode (mode resolution sent it there; binary translation keeps the
+    // 32-bit model and stops when the kernel tries to leave it).
+    let cpu = if opts.exec == Exec::Hardware && crate::loader::is_elf64(&image) {
+        cpu.with_long_mode()
+    } else {
+        cpu
+    };
     let backdoor = backdoor_for(&opts.vm, &cpu);
-    let mut vcpu = BtVcpu::new(ram, cpu).map_err(|e| MachineError::Host(e.to_string()))?;
-    entry::enter(&mut vcpu, &loaded);
-    if let Some(path) = &opts.log_translations {
-        let f = std::fs::File::create(path)
-            .map_err(|e| bad(&format!("cannot create {}: {e}", path.display())))?;
-        vcpu.set_translation_log(Box::new(std::io::BufWriter::new(f)));
-    }
-    vcpu.set_count_indirect(opts.stats);
-    vcpu.set_out_of_sync(opts.vm.mmu_out_of_sync);
-    let irq = interrupts::InterruptInputs::new(vcpu.exit_requester(), &bus);
+    let mut vcpu = match opts.exec {
+        Exec::BinaryTranslation => MachineVcpu::Bt(Box::new(bt_vcpu(opts, ram, cpu, &loaded)?)),
+        Exec::Hardware => MachineVcpu::Kvm(Box::new(kvm_vcpu(opts, ram, &cpu, &loaded)?)),
+    };
+    let irq = interrupts::InterruptInputs::new(vcpu.as_dyn().exit_requester(), &bus);
     let mut board = Board {
         bus,
         backdoor,
         restrict_backdoor: opts.vm.restrict_backdoor,
         irq,
     };
-    vcpu.set_ignored_ports(board.ignored_ports());
-    vcpu.set_unprivileged_ports(board.unprivileged_ports());
+    match &mut vcpu {
+        MachineVcpu::Bt(bt) => {
+            bt.set_ignored_ports(board.ignored_ports());
+            bt.set_unprivileged_ports(board.unprivileged_ports());
+        }
+        MachineVcpu::Kvm(kvm) => kvm.set_unprivileged_ports(board.unprivileged_ports()),
+    }
     // Held while the guest runs: reopens the outer backdoor when dropped,
     // on every return path below.
     let _outer = outer_handshake(opts.vm.allow_nested)?;
     let started = std::time::Instant::now();
     let end = {
         let _signals = StopSignals::install();
-        exit_loop(&mut vcpu, &mut board)
+        // Dropped before the signal handlers: the terminal is restored
+        // first.
+        let _input = console_input_for(opts, &board)?;
+        exit_loop(vcpu.as_dyn_mut(), &mut board)
     };
     if opts.stats || opts.stats_json.is_some() {
-        let report = stats::StatsReport::new(&vcpu, &board, started.elapsed());
+        let report = stats::StatsReport::new(vcpu.as_dyn(), &board, started.elapsed());
         if opts.stats {
             stats::print_stats(&report);
         }
@@ -251,6 +282,7 @@ pub fn run(opts: &RunOptions) -> Result<i32, MachineError> {
         RunEnd::GuestExit(value) => Ok(guest_exit_status(opts.exit_convention, value)),
         RunEnd::ConsoleClosed => Ok(CONSOLE_CLOSED_STATUS),
         RunEnd::Reset => Ok(exit_status::GUEST_RESET),
+        RunEnd::PowerOff => Ok(exit_status::GUEST_POWER_OFF),
         RunEnd::Stopped(stop) => Err(MachineError::GuestDied(format!("{stop}{vm_line}"))),
         RunEnd::Signal(signal, dump) => Err(MachineError::Interrupted {
             signal,
@@ -258,6 +290,80 @@ pub fn run(opts: &RunOptions) -> Result<i32, MachineError> {
         }),
         RunEnd::HostFailure(why) => Err(MachineError::Host(why)),
     }
+}
+
+/// COM1's input from standard input, when COM1 is on standard I/O.
+fn console_input_for(
+    opts: &RunOptions,
+    board: &Board,
+) -> Result<Option<console_input::ConsoleInput>, MachineError> {
+    if opts.vm.serial0 != crate::config::SerialBackend::Stdio {
+        return Ok(None);
+    }
+    console_input::ConsoleInput::start(board.bus.com1_input())
+        .map_err(|e| MachineError::Host(format!("cannot start reading standard input: {e}")))
+}
+
+/// The vCPU of one run, of the backend the run's modes chose.
+enum MachineVcpu {
+    /// Binary translation.
+    Bt(Box<BtVcpu>),
+    /// Hardware execution through `/dev/kvm`.
+    Kvm(Box<KvmVcpu>),
+}
+
+impl MachineVcpu {
+    fn as_dyn(&self) -> &dyn Vcpu {
+        match self {
+            MachineVcpu::Bt(v) => v.as_ref(),
+            MachineVcpu::Kvm(v) => v.as_ref(),
+        }
+    }
+
+    fn as_dyn_mut(&mut self) -> &mut dyn Vcpu {
+        match self {
+            MachineVcpu::Bt(v) => v.as_mut(),
+            MachineVcpu::Kvm(v) => v.as_mut(),
+        }
+    }
+}
+
+/// The binary-translation vCPU over `ram`, in the entry state of `loaded`.
+fn bt_vcpu(
+    opts: &RunOptions,
+    ram: shadowmmu::GuestRam,
+    cpu: CpuModel,
+    loaded: &crate::loader::LoadedGuest,
+) -> Result<BtVcpu, MachineError> {
+    let mut vcpu = BtVcpu::new(ram, cpu).map_err(|e| MachineError::Host(e.to_string()))?;
+    let Ok(()) = entry::enter(&mut vcpu, loaded);
+    if let Some(path) = &opts.log_translations {
+        let f = std::fs::File::create(path).map_err(|e| {
+            MachineError::BadInput(format!("cannot create {}: {e}", path.display()))
+        })?;
+        vcpu.set_translation_log(Box::new(std::io::BufWriter::new(f)));
+    }
+    vcpu.set_count_indirect(opts.stats);
+    vcpu.set_out_of_sync(opts.vm.mmu_out_of_sync);
+    Ok(vcpu)
+}
+
+/// The hardware vCPU over `ram`, in the entry state of `loaded`; a KVM
+/// that cannot give one is input nestmon cannot use (exit status 2).
+fn kvm_vcpu(
+    opts: &RunOptions,
+    ram: shadowmmu::GuestRam,
+    cpu: &CpuModel,
+    loaded: &crate::loader::LoadedGuest,
+) -> Result<KvmVcpu, MachineError> {
+    let unusable =
+        |e: KvmError| MachineError::BadInput(format!("hardware execution is not possible: {e}"));
+    let mut vcpu = KvmVcpu::new(ram, cpu).map_err(unusable)?;
+    entry::enter(&mut vcpu, loaded).map_err(unusable)?;
+    if opts.log_translations.is_some() {
+        diagnostic!("nestmon: note: --log-translations has no effect under hardware execution (nothing is translated)");
+    }
+    Ok(vcpu)
 }
 
 /// The exit status for a guest that reported `value`; a failure's code

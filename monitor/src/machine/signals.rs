@@ -3,7 +3,8 @@
 //! the signal's default action, after reopening the outer VMware backdoor.
 //!
 //! Invariant: the handler only does async-signal-safe work (atomics,
-//! `mprotect` through the translator runtime, one port access, `signal`,
+//! `mprotect` through the translator runtime, a thread-local read, a byte
+//! store and `pthread_kill` for the KVM vCPU, one port access, `signal`,
 //! `raise`).
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -65,11 +66,13 @@ extern "C" fn on_stop_signal(sig: libc::c_int) {
         .is_ok()
     {
         translator::runtime::request_exit_all();
+        crate::vcpu::kvm::kick_from_signal_handler();
         return;
     }
     if OUTER_RESTRICTED.swap(false, Ordering::SeqCst) {
         backdoor::outer::reopen_outer_backdoor_signal_safe();
     }
+    super::console_input::restore_terminal_signal_safe();
     // SAFETY: restoring the default action and re-raising are
     // async-signal-safe; the process then ends as the signal asks.
     unsafe {

@@ -12,7 +12,7 @@ use std::time::Duration;
 pub struct StatsReport {
     /// Wall-clock seconds the guest ran (from the first entry to the end).
     pub elapsed_seconds: f64,
-    /// Every counter of the vCPU, in print order.
+    /// Every counter of the vCPU, then the backdoor's, in print order.
     pub counters: Vec<(String, u64)>,
     /// The sum of the `exits: …` counters.
     pub exits_total: u64,
@@ -51,12 +51,20 @@ impl StatsReport {
             .iter()
             .find(|(name, _)| *name == GUEST_INSNS_ESTIMATE)
             .map(|(_, value)| *value);
+        // The backdoor's traffic after the vCPU's counters ("backdoor:
+        // low-bandwidth calls", "backdoor: TCLO polls", ...).
+        let backdoor = board.backdoor.counters();
+        let backdoor_counters = backdoor
+            .named()
+            .into_iter()
+            .map(|(name, value)| (format!("backdoor: {name}"), value));
         StatsReport {
             elapsed_seconds: seconds,
             counters: stats
                 .counters
                 .into_iter()
                 .map(|(name, value)| (name.to_string(), value))
+                .chain(backdoor_counters)
                 .collect(),
             exits_total,
             exits_per_second: per_second(exits_total),

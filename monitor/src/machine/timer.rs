@@ -10,6 +10,10 @@
 //! Invariants:
 //! - The thread never holds the PIT's lock while it touches the PIC
 //!   (lock order: neither lock is taken inside the other).
+//! - An edge taken from the PIT counts as about to fire
+//!   ([`Pit::irq0_may_fire`]) until its pulse reached the PIC, so a
+//!   halted vCPU looking between the two never concludes that nothing
+//!   can wake it.
 //! - Edges that came while nobody looked (a slow host, a stopped thread)
 //!   are one pulse: the PIC latches an edge once until it is
 //!   acknowledged, as on hardware where the CPU missed ticks.
@@ -20,6 +24,7 @@
 //!
 //! [`Pit::next_irq0_deadline`]: crate::devices::pit::Pit::next_irq0_deadline
 //! [`Pit::irq0_edges_until`]: crate::devices::pit::Pit::irq0_edges_until
+//! [`Pit::irq0_may_fire`]: crate::devices::pit::Pit::irq0_may_fire
 
 use crate::devices::pic::{Irq, PicLine};
 use crate::devices::pit::SharedPit;
@@ -87,6 +92,8 @@ fn run(pit: &SharedPit, irq0: &PicLine, stop: &AtomicBool) {
             drop(guard);
             irq0.pulse();
             guard = pit.lock();
+            // Until here a halted vCPU sees the edge as in flight.
+            guard.irq0_pulsed();
             continue;
         }
         let sleep = guard

@@ -8,6 +8,7 @@
 //!
 //! Backends:
 //! - [`bt`]: binary translation (this crate's translator and code cache).
+//! - [`kvm`]: hardware execution through `/dev/kvm` (kvm-ioctls).
 //!
 //! Invariants:
 //! - An exit leaves the guest at an instruction boundary, except an I/O
@@ -17,9 +18,25 @@
 //!   ([`GuestStop`]), never a preformatted string.
 
 pub mod bt;
+pub mod kvm;
 
+use crate::cpu::system::FpuKind;
 use crate::cpu::{Eflags, Exception, SystemState};
 use std::fmt;
+use translator::FpuClass;
+
+/// The x87/MMX/SSE availability class of `i` (for the system model's
+/// checks), if it is an FPU-class instruction.
+pub(crate) fn fpu_kind(i: &iced_x86::Instruction) -> Option<FpuKind> {
+    Some(match translator::fpu_class(i) {
+        FpuClass::None => return None,
+        FpuClass::X87 => FpuKind::X87,
+        FpuClass::Wait => FpuKind::Wait,
+        FpuClass::Mmx => FpuKind::Mmx,
+        FpuClass::Sse => FpuKind::Sse,
+        FpuClass::Fxsr => FpuKind::Fxsr,
+    })
+}
 
 /// The general registers, EIP and EFLAGS of the guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

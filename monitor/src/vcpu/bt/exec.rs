@@ -1,622 +1,93 @@
-//! The instructions the monitor carries out for translated code: it decodes
-//! the instruction at CS:EIP and hands it to the system model
-//! (`crate::cpu`), or turns port I/O into a pending access for the machine.
+//! The instructions the monitor carries out for translated code: the
+//! binary-translation backend as the shared executor's
+//! [`Executor`](crate::cpu::exec::Executor) (`crate::cpu::exec` decodes
+//! the instruction at CS:EIP and carries it out on the system model), and
+//! the completion of the port I/O it leaves to the machine.
 //!
 //! Invariant: an instruction either completes (registers, memory and EIP
 //! updated) or raises its fault with the state of its start, except where
 //! the SDM itself leaves partial results (string I/O between elements).
+//! Every write to guest memory goes through `BtCore::write_phys` (the
+//! frame watcher), and every change of the translation-relevant state
+//! through `sys_mut`, so the run loop sees what an instruction changed.
 
 use super::BtCore;
-use crate::cpu::context::{
-    pop, push, seg_read, seg_write, CpuContext, OperandSize, EAX, EBX, ECX, EDI, EDX, ESI, ESP,
-};
-use crate::cpu::descriptor::Selector;
-use crate::cpu::flags::Eflags;
-use crate::cpu::instr::operand::{
-    memory_operand, operand_register_size, read_memory, read_operand, reg_value, set_reg,
-    write_operand,
-};
-use crate::cpu::instr::{self, Completion};
-use crate::cpu::interrupt::{Event as CpuEvent, SoftwareKind};
+use crate::cpu::exec::{self as shared, Executor, ModelFeature};
 use crate::cpu::msr;
-use crate::cpu::state::Seg;
 use crate::cpu::system::{self, FpuKind};
-use crate::cpu::{far, interrupt, segment};
-use crate::cpu::{AccessKind, Exception, Fault, Privilege};
-use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind};
-use translator::{Availability, FpuClass};
+use crate::cpu::{Cr4, Exception, Fault};
+use iced_x86::Instruction;
+use translator::Availability;
 
-/// What carrying out one instruction led to.
-pub(super) enum ExecOutcome {
-    /// Done; EIP points at the next instruction to run.
-    Done,
-    /// A port access the machine must handle.
-    Io(PendingIo),
-    /// HLT.
-    Halt,
-    /// The instruction raises this (EIP at the instruction).
-    Fault(Fault),
-    /// INT n, INT3, INTO or INT1: deliver this event, pushing `return_eip`
-    /// (EIP is still at the instruction, as faults during the delivery
-    /// need it).
-    Interrupt {
-        /// The software event.
-        event: CpuEvent,
-        /// The EIP after the instruction.
-        return_eip: u32,
-    },
-}
-
-/// A port I/O instruction in progress.
-#[derive(Clone, Debug)]
-pub(super) struct PendingIo {
-    /// The port.
-    pub port: u16,
-    /// Bytes per access (1, 2, 4).
-    pub size: u8,
-    /// IN/INS rather than OUT/OUTS.
-    pub input: bool,
-    /// The value an OUT/OUTS element writes.
-    pub out_value: u32,
-    kind: IoKind,
-    /// EIP after the instruction.
-    next_eip: u32,
-}
-
-#[derive(Clone, Copy, Debug)]
-enum IoKind {
-    /// IN/OUT with AL/AX/EAX.
-    Accumulator,
-    /// INS/OUTS: one element per exit.
-    String {
-        /// REP prefix: ECX counts the elements left.
-        rep: bool,
-        /// OUTS's source segment (DS or an override).
-        source: Seg,
-    },
-}
-
-impl PendingIo {
-    /// An INS or OUTS.
-    pub fn is_string(&self) -> bool {
-        matches!(self.kind, IoKind::String { .. })
-    }
-}
-
-type Res<T> = Result<T, Fault>;
+pub(super) use shared::{ExecOutcome, PendingIo};
 
 /// Carries out the instruction at CS:EIP; `decoded` is the instruction
 /// there as the translator decoded it, if the exit handed it over.
 pub(super) fn execute(core: &mut BtCore, decoded: Option<Instruction>) -> ExecOutcome {
-    let insn = match decoded.filter(|i| fetched_as_is(core, i)) {
-        Some(i) => i,
-        None => match fetch(core) {
-            Ok(i) => i,
-            Err(f) => return ExecOutcome::Fault(f),
-        },
-    };
-    match run(core, &insn) {
-        Ok(Flow::Next) => {
-            core.set_eip(insn.next_ip32());
-            ExecOutcome::Done
-        }
-        Ok(Flow::Jumped) => ExecOutcome::Done,
-        Ok(Flow::Io(io)) => ExecOutcome::Io(io),
-        Ok(Flow::Halt) => {
-            core.set_eip(insn.next_ip32());
-            ExecOutcome::Halt
-        }
-        Ok(Flow::Interrupt(event)) => ExecOutcome::Interrupt {
-            event,
-            return_eip: insn.next_ip32(),
-        },
-        Err(f) => ExecOutcome::Fault(f),
-    }
-}
-
-/// How an instruction left EIP.
-enum Flow {
-    /// Continue at the next instruction.
-    Next,
-    /// EIP was set by the instruction.
-    Jumped,
-    /// A port access is pending.
-    Io(PendingIo),
-    /// HLT: continue at the next instruction once woken.
-    Halt,
-    /// A software interrupt to deliver.
-    Interrupt(CpuEvent),
-}
-
-/// Whether a translator-decoded instruction is the one at CS:EIP and its
-/// fetch cannot fault: its bytes were read for a translation that is still
-/// live (a write to them kills it first), in the current mode, and they
-/// lie within the CS limit (otherwise [`fetch`] raises the #GP).
-fn fetched_as_is(core: &BtCore, i: &Instruction) -> bool {
-    let eip = core.eip();
-    let last = eip.checked_add(i.len() as u32 - 1);
-    i.ip32() == eip && last.is_some_and(|last| last <= core.sys().segment(Seg::Cs).limit)
+    shared::execute(core, decoded)
 }
 
 /// Decodes the instruction at CS:EIP (its fetch can fault).
-pub(super) fn fetch(core: &mut BtCore) -> Res<Instruction> {
-    let eip = core.eip();
-    let cs = core.sys().segment(Seg::Cs);
-    let mut bytes = [0u8; 15];
-    let mut avail = 0;
-    // Fetch byte by byte up to the first byte that cannot be fetched; a
-    // decode that needs it raises that fault.
-    let mut first_fault = None;
-    while avail < bytes.len() {
-        let at = eip.wrapping_add(avail as u32);
-        let lin = match cs.linear(Seg::Cs, at, 1) {
-            Ok(lin) => lin,
-            Err(e) => {
-                first_fault = Some(e);
-                break;
-            }
-        };
-        let chunk = (bytes.len() - avail).min((0x1000 - (lin & 0xfff)) as usize);
-        if let Err(e) = core.read_linear(
-            lin,
-            &mut bytes[avail..avail + chunk],
-            AccessKind::Execute,
-            Privilege::Current,
-        ) {
-            first_fault = Some(e);
-            break;
-        }
-        avail += chunk;
+pub(super) fn fetch(core: &mut BtCore) -> Result<Instruction, Fault> {
+    shared::fetch(core)
+}
+
+impl Executor for BtCore {
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        self.model.query(leaf, subleaf)
     }
-    let bitness = if core.sys().code32() { 32 } else { 16 };
-    let insn = Decoder::with_ip(
-        bitness,
-        &bytes[..avail],
-        u64::from(eip),
-        DecoderOptions::NONE,
-    )
-    .decode();
-    if insn.is_invalid() {
-        return Err(match first_fault {
-            Some(e) if avail < 15 && insn.len() == 0 => e.into(),
-            _ => Exception::InvalidOpcode.into(),
-        });
+
+    fn offers(&self, feature: ModelFeature) -> bool {
+        self.model.offers(match feature {
+            ModelFeature::Sep => crate::cpuid::SEP,
+            ModelFeature::Msr => crate::cpuid::MSR,
+        })
     }
-    Ok(insn)
-}
 
-fn run(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
-    use Mnemonic::*;
-    if let Some(kind) = fpu_kind(translator::fpu_class(i)) {
-        system::fpu_available(core, kind)?;
+    fn cr4_writable(&self) -> Cr4 {
+        self.model.cr4_bits()
     }
-    match i.mnemonic() {
-        In | Out => port_io(core, i),
-        Insb | Insw | Insd | Outsb | Outsw | Outsd => string_io(core, i),
-        Cpuid => {
-            let [a, b, c, d] = core.model.query(core.gpr(EAX), core.gpr(ECX));
-            core.set_gpr(EAX, a);
-            core.set_gpr(EBX, b);
-            core.set_gpr(ECX, c);
-            core.set_gpr(EDX, d);
-            Ok(Flow::Next)
-        }
-        Hlt => {
-            system::require_cpl0(core)?;
-            Ok(Flow::Halt)
-        }
-        Lgdt | Lidt | Sgdt | Sidt => descriptor_table(core, i),
-        Lldt | Ltr => {
-            let sel = Selector(read_operand(core, i, 0, 2)? as u16);
-            if i.mnemonic() == Lldt {
-                system::lldt(core, sel)?;
-            } else {
-                system::ltr(core, sel)?;
-            }
-            Ok(Flow::Next)
-        }
-        Sldt | Str => {
-            let sel = if i.mnemonic() == Str {
-                system::str(core)
-            } else {
-                system::sldt(core)
-            };
-            store_selector(core, i, sel)
-        }
-        Lar | Lsl => access_rights(core, i),
-        Verr | Verw => {
-            let sel = Selector(read_operand(core, i, 0, 2)? as u16);
-            let ok = if i.mnemonic() == Verr {
-                system::verr(core, sel)?
-            } else {
-                system::verw(core, sel)?
-            };
-            set_zf(core, ok);
-            Ok(Flow::Next)
-        }
-        Arpl => {
-            let dest = read_operand(core, i, 0, 2)? as u16;
-            let src = read_operand(core, i, 1, 2)? as u16;
-            let (value, zf) = system::arpl(dest, src);
-            if zf {
-                write_operand(core, i, 0, u32::from(value), 2)?;
-            }
-            set_zf(core, zf);
-            Ok(Flow::Next)
-        }
-        Smsw => {
-            let val = system::smsw(core);
-            let size = operand_register_size(i, 0).unwrap_or(2);
-            write_operand(core, i, 0, val, size)?;
-            Ok(Flow::Next)
-        }
-        Lmsw => {
-            let val = read_operand(core, i, 0, 2)? as u16;
-            system::lmsw(core, val)?;
-            Ok(Flow::Next)
-        }
-        Clts => {
-            system::clts(core)?;
-            Ok(Flow::Next)
-        }
-        Mov if is_cr_or_dr(i) => control_register(core, i),
-        Mov => mov_sreg(core, i),
-        Pop if i.op0_kind() == OpKind::Register && i.op0_register().is_segment_register() => {
-            pop_sreg(core, i)
-        }
-        Pop => done(instr::stack::pop_operand(core, i)),
-        Push => done(instr::stack::push_operand(core, i)),
-        Pusha | Pushad => done(instr::stack::pusha(core, i)),
-        Popa | Popad => done(instr::stack::popa(core, i)),
-        Call if is_near(i) => done(instr::stack::call_near(core, i, i.next_ip32())),
-        Jmp if is_near(i) => done(instr::stack::jmp_near(core, i)),
-        Ret => done(instr::stack::ret_near(core, i)),
-        Loop | Loope | Loopne | Jcxz | Jecxz => done(instr::flow::loop_like(core, i)),
-        Movsb | Movsw | Movsd | Stosb | Stosw | Stosd | Lodsb | Lodsw | Lodsd | Cmpsb | Cmpsw
-        | Cmpsd | Scasb | Scasw | Scasd
-            if i.is_string_instruction() =>
-        {
-            done(instr::string::execute(core, i))
-        }
-        Lds | Les | Lfs | Lgs | Lss => load_far_pointer(core, i),
-        Jmp | Call => far_transfer(core, i),
-        Retf => {
-            let size = operand_size_of(i);
-            let pop_bytes = if i.op_count() > 0 { i.immediate16() } else { 0 };
-            far::far_ret(core, size, pop_bytes)?;
-            Ok(Flow::Jumped)
-        }
-        Iret | Iretd => {
-            let size = if i.code() == Code::Iretw { 2 } else { 4 };
-            interrupt::iret(core, size, i.next_ip32())?;
-            Ok(Flow::Jumped)
-        }
-        Int3 => Ok(software(3, SoftwareKind::Int3)),
-        Int1 => Ok(software(1, SoftwareKind::Int1)),
-        Int => Ok(software(i.immediate8(), SoftwareKind::IntN)),
-        Into if core.eflags().contains(Eflags::OF) => Ok(software(4, SoftwareKind::Into)),
-        Into => Ok(Flow::Next),
-        Bound => bound(core, i),
-        Cli => {
-            system::cli(core)?;
-            Ok(Flow::Next)
-        }
-        Sti => {
-            system::sti(core)?;
-            Ok(Flow::Next)
-        }
-        Pushf | Pushfd => {
-            let size = operand_size_of(i);
-            let image = system::pushf(core, size)?;
-            push(core, image, size.bytes())?;
-            Ok(Flow::Next)
-        }
-        Popf | Popfd => {
-            let size = operand_size_of(i);
-            let value = crate::cpu::context::read_stack(core, 0, size.bytes())?;
-            system::popf(core, value, size)?;
-            pop(core, size.bytes())?;
-            Ok(Flow::Next)
-        }
-        Daa | Das | Aaa | Aas | Aam | Aad => done(instr::bcd::bcd(core, i)),
-        Salc => done(Ok(instr::bcd::salc(core))),
-        Wbinvd | Invd => {
-            system::require_cpl0(core)?;
-            Ok(Flow::Next)
-        }
-        Invlpg => {
-            system::require_cpl0(core)?;
-            let (seg, offset) = instr::operand::memory_operand(core, i)?;
-            let lin = core.sys().segment(seg).base.wrapping_add(offset);
-            core.invalidate_page(lin);
-            Ok(Flow::Next)
-        }
-        Enter => done(instr::stack::enter(core, i)),
-        Leave => done(instr::stack::leave(core, i)),
-        Rdmsr | Wrmsr => msr_access(core, i),
-        Rdtsc => {
-            let tsc = system::rdtsc(core)?;
-            core.set_gpr(EAX, tsc as u32);
-            core.set_gpr(EDX, (tsc >> 32) as u32);
-            Ok(Flow::Next)
-        }
-        Rdpmc => {
-            let value = system::rdpmc(core, core.gpr(ECX))?;
-            core.set_gpr(EAX, value as u32);
-            core.set_gpr(EDX, (value >> 32) as u32);
-            Ok(Flow::Next)
-        }
-        Sysenter | Sysexit if core.model.offers(crate::cpuid::SEP) => {
-            if i.mnemonic() == Sysenter {
-                system::sysenter(core)?;
-            } else {
-                system::sysexit(core)?;
-            }
-            Ok(Flow::Jumped)
-        }
-        _ if core.isa.availability(i) == Availability::Undefined => {
-            Err(Exception::InvalidOpcode.into())
-        }
-        Maskmovq | Maskmovdqu => mask_move(core, i),
-        Ud0 | Ud1 | Ud2 | Sysenter | Sysexit | Syscall | Sysret | Rdtscp | Xgetbv | Monitor
-        | Mwait | Rdpid => Err(Exception::InvalidOpcode.into()),
-        // An FPU-class instruction that went to the monitor only because
-        // of CR0/CR4 and passed the availability check above runs as
-        // itself: the mode changes before it is translated again.
-        _ if fpu_kind(translator::fpu_class(i)).is_some() => Err(Fault::Unsupported(
-            "x87/SSE instructions carried out by the monitor",
-        )),
-        _ => Err(Fault::Unsupported(unsupported_name(i))),
+
+    fn undefined(&self, i: &Instruction) -> bool {
+        self.isa.availability(i) == Availability::Undefined
     }
-}
 
-/// A completed system-model instruction as a flow.
-fn done(r: Result<Completion, Fault>) -> Res<Flow> {
-    r.map(|c| match c {
-        Completion::Next => Flow::Next,
-        Completion::Jumped => Flow::Jumped,
-    })
-}
-
-/// A near (not far) JMP or CALL.
-fn is_near(i: &Instruction) -> bool {
-    !matches!(
-        i.code(),
-        Code::Jmp_ptr1632
-            | Code::Jmp_ptr1616
-            | Code::Jmp_m1632
-            | Code::Jmp_m1616
-            | Code::Call_ptr1632
-            | Code::Call_ptr1616
-            | Code::Call_m1632
-            | Code::Call_m1616
-    )
-}
-
-fn software(vector: u8, kind: SoftwareKind) -> Flow {
-    Flow::Interrupt(CpuEvent::Software { vector, kind })
-}
-
-fn fpu_kind(class: FpuClass) -> Option<FpuKind> {
-    Some(match class {
-        FpuClass::None => return None,
-        FpuClass::X87 => FpuKind::X87,
-        FpuClass::Wait => FpuKind::Wait,
-        FpuClass::Mmx => FpuKind::Mmx,
-        FpuClass::Sse => FpuKind::Sse,
-        FpuClass::Fxsr => FpuKind::Fxsr,
-    })
-}
-
-/// The operand size of a far transfer, IRET, PUSHF/POPF from its code.
-fn operand_size_of(i: &Instruction) -> OperandSize {
-    let sixteen = matches!(
-        i.code(),
-        Code::Retfw
-            | Code::Retfw_imm16
-            | Code::Pushfw
-            | Code::Popfw
-            | Code::Jmp_ptr1616
-            | Code::Jmp_m1616
-            | Code::Call_ptr1616
-            | Code::Call_m1616
-    );
-    if sixteen {
-        OperandSize::Bits16
-    } else {
-        OperandSize::Bits32
+    fn fpu_kind(&self, i: &Instruction) -> Option<FpuKind> {
+        crate::vcpu::fpu_kind(i)
     }
-}
 
-fn set_zf(core: &mut BtCore, zf: bool) {
-    let mut flags = core.eflags();
-    flags.set(Eflags::ZF, zf);
-    core.set_eflags(flags);
-}
-
-/// SLDT/STR: a register operand gets the selector zero-extended (32-bit
-/// operand size) or in its low 16 bits; memory gets 16 bits.
-fn store_selector(core: &mut BtCore, i: &Instruction, sel: u16) -> Res<Flow> {
-    let size = operand_register_size(i, 0).unwrap_or(2);
-    write_operand(core, i, 0, u32::from(sel), size)?;
-    Ok(Flow::Next)
-}
-
-fn access_rights(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
-    let sel = Selector(read_operand(core, i, 1, 2)? as u16);
-    let size = i.op0_register().size();
-    let opsize = if size == 2 {
-        OperandSize::Bits16
-    } else {
-        OperandSize::Bits32
-    };
-    let value = if i.mnemonic() == Mnemonic::Lar {
-        system::lar(core, sel, opsize)?
-    } else {
-        system::lsl(core, sel, opsize)?
-    };
-    if let Some(v) = value {
-        set_reg(core, i.op0_register(), v);
+    fn port_exempt(&self, port: u16) -> bool {
+        self.unprivileged_ports.contains(&port)
     }
-    set_zf(core, value.is_some());
-    Ok(Flow::Next)
-}
 
-fn descriptor_table(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
-    let (seg, offset) = memory_operand(core, i)?;
-    let size = if matches!(i.code(), Code::Lgdt_m1632_16 | Code::Lidt_m1632_16) {
-        OperandSize::Bits16
-    } else {
-        OperandSize::Bits32
-    };
-    match i.mnemonic() {
-        Mnemonic::Lgdt => system::lgdt(core, seg, offset, size)?,
-        Mnemonic::Lidt => system::lidt(core, seg, offset, size)?,
-        Mnemonic::Sgdt => system::sgdt(core, seg, offset)?,
-        _ => system::sidt(core, seg, offset)?,
+    fn after_invlpg(&mut self, lin: u32) {
+        self.invalidate_page(lin);
     }
-    Ok(Flow::Next)
-}
 
-/// Far JMP and CALL (direct `ptr16:32` or through memory `m16:32`).
-fn far_transfer(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
-    let size = operand_size_of(i);
-    let (sel, offset) = match i.code() {
-        Code::Jmp_ptr1632 | Code::Call_ptr1632 | Code::Jmp_ptr1616 | Code::Call_ptr1616 => {
-            (i.far_branch_selector(), i.far_branch32())
+    fn after_paging_change(&mut self) {
+        self.address_space_changed();
+    }
+
+    fn read_msr(&mut self, index: u32) -> Result<u64, Exception> {
+        system::rdmsr(self, index)
+    }
+
+    fn write_msr(&mut self, index: u32, value: u64) -> Result<(), Exception> {
+        system::wrmsr(self, index, value)?;
+        if (msr::SYSENTER_CS..=msr::SYSENTER_EIP).contains(&index) {
+            // Translations carry out SYSENTER/SYSEXIT with these values.
+            self.flush();
         }
-        Code::Jmp_m1632 | Code::Call_m1632 | Code::Jmp_m1616 | Code::Call_m1616 => {
-            let n = size.bytes() as usize;
-            let mut b = [0u8; 6];
-            read_memory(core, i, &mut b[..n + 2])?;
-            let mut off = [0u8; 4];
-            off[..n].copy_from_slice(&b[..n]);
-            (
-                u16::from_le_bytes([b[n], b[n + 1]]),
-                u32::from_le_bytes(off),
-            )
-        }
-        _ => return Err(Fault::Unsupported(unsupported_name(i))),
-    };
-    if i.mnemonic() == Mnemonic::Jmp {
-        far::far_jmp(core, Selector(sel), offset, size, i.next_ip32())?;
-    } else {
-        far::far_call(core, Selector(sel), offset, size, i.next_ip32())?;
+        Ok(())
     }
-    Ok(Flow::Jumped)
-}
 
-/// BOUND: #BR when the signed index lies outside [lower, upper].
-fn bound(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
-    let size = i.op0_register().size();
-    let mut b = [0u8; 8];
-    read_memory(core, i, &mut b[..2 * size])?;
-    let index = reg_value(core, i.op0_register());
-    let (value, lower, upper) = if size == 2 {
-        (
-            i32::from(index as u16 as i16),
-            i32::from(i16::from_le_bytes([b[0], b[1]])),
-            i32::from(i16::from_le_bytes([b[2], b[3]])),
-        )
-    } else {
-        (
-            index as i32,
-            i32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            i32::from_le_bytes([b[4], b[5], b[6], b[7]]),
-        )
-    };
-    if value < lower || value > upper {
-        Err(Exception::BoundRange.into())
-    } else {
-        Ok(Flow::Next)
+    fn fx_image(&mut self) -> Result<[u8; 512], Fault> {
+        Ok(*self.state.fx())
     }
-}
 
-/// A static description of an instruction the CPU model does not carry
-/// out (names the mnemonic family).
-fn unsupported_name(i: &Instruction) -> &'static str {
-    match i.mnemonic() {
-        Mnemonic::Retf => "far returns (RETF)",
-        Mnemonic::Call => "far calls",
-        Mnemonic::Iret | Mnemonic::Iretd => "IRET",
-        Mnemonic::Lar | Mnemonic::Lsl | Mnemonic::Verr | Mnemonic::Verw | Mnemonic::Arpl => {
-            "LAR/LSL/VERR/VERW/ARPL"
-        }
-        Mnemonic::Enter => "ENTER with a nesting level",
-        _ => "an instruction form the monitor does not carry out",
+    fn fx_image_mut(&mut self) -> Result<&mut [u8; 512], Fault> {
+        Ok(self.state.fx_mut())
     }
-}
-
-// ----- port I/O -----------------------------------------------------------------
-
-/// IOPL and the TSS I/O bitmap, except for the ports the board exempts
-/// (the backdoor's: VMware answers them at any CPL).
-fn io_permission(core: &mut BtCore, port: u16, size: u8) -> Res<()> {
-    if core.unprivileged_ports.contains(&port) {
-        return Ok(());
-    }
-    system::io_allowed(core, port, u32::from(size))?;
-    Ok(())
-}
-
-fn port_io(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
-    let input = i.mnemonic() == Mnemonic::In;
-    let (port_op, data_op) = if input { (1, 0) } else { (0, 1) };
-    let port = if i.op_kind(port_op) == OpKind::Register {
-        (core.gpr(EDX) & 0xffff) as u16
-    } else {
-        i.immediate8() as u16
-    };
-    let size = i.op_register(data_op).size() as u8;
-    io_permission(core, port, size)?;
-    Ok(Flow::Io(PendingIo {
-        port,
-        size,
-        input,
-        out_value: if input { 0 } else { core.gpr(EAX) },
-        kind: IoKind::Accumulator,
-        next_eip: i.next_ip32(),
-    }))
-}
-
-fn string_io(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
-    let size = match i.mnemonic() {
-        Mnemonic::Insb | Mnemonic::Outsb => 1u8,
-        Mnemonic::Insw | Mnemonic::Outsw => 2,
-        _ => 4,
-    };
-    io_permission(core, (core.gpr(EDX) & 0xffff) as u16, size)?;
-    let input = matches!(
-        i.mnemonic(),
-        Mnemonic::Insb | Mnemonic::Insw | Mnemonic::Insd
-    );
-    let rep = i.has_rep_prefix() || i.has_repne_prefix();
-    if rep && core.gpr(ECX) == 0 {
-        return Ok(Flow::Next);
-    }
-    let source = Seg::from_iced(i.memory_segment()).unwrap_or(Seg::Ds);
-    let mut io = PendingIo {
-        port: (core.gpr(EDX) & 0xffff) as u16,
-        size,
-        input,
-        out_value: 0,
-        kind: IoKind::String { rep, source },
-        next_eip: i.next_ip32(),
-    };
-    if !input {
-        io.out_value = read_string_element(core, &io)?;
-    }
-    Ok(Flow::Io(io))
-}
-
-/// OUTS: the element at source:ESI.
-fn read_string_element(core: &mut BtCore, io: &PendingIo) -> Result<u32, Exception> {
-    let IoKind::String { source, .. } = io.kind else {
-        return Ok(io.out_value);
-    };
-    let mut b = [0u8; 4];
-    seg_read(core, source, core.gpr(ESI), &mut b[..io.size as usize])?;
-    Ok(u32::from_le_bytes(b))
 }
 
 impl BtCore {
@@ -624,24 +95,8 @@ impl BtCore {
     /// value) and either finishes the instruction or sets up the next
     /// element of a REP string instruction.
     pub(super) fn resume_io(&mut self, mut io: PendingIo, data: &[u8; 4]) -> super::Event {
-        let value = u32::from_le_bytes(*data) & mask(io.size);
-        let result = match io.kind {
-            IoKind::Accumulator => {
-                if io.input {
-                    let eax = self.gpr(EAX);
-                    let merged = (eax & !mask(io.size)) | value;
-                    self.set_gpr(EAX, merged);
-                }
-                self.set_eip(io.next_eip);
-                Ok(false)
-            }
-            IoKind::String { .. } if std::mem::take(&mut self.string_io_done) => {
-                self.set_eip(io.next_eip);
-                Ok(false)
-            }
-            IoKind::String { rep, .. } => self.finish_string_element(&mut io, value, rep),
-        };
-        match result {
+        let handler_done = io.is_string() && std::mem::take(&mut self.string_io_done);
+        match shared::complete_io(self, &mut io, data, handler_done) {
             Ok(false) => {
                 let single_step = std::mem::take(&mut self.trap_after_io);
                 let hits = self.io_breakpoints_hit(io.port, io.size);
@@ -658,240 +113,4 @@ impl BtCore {
             Err(e) => self.raise(e.into()),
         }
     }
-
-    /// Moves one INS element to memory, advances ESI/EDI and ECX; returns
-    /// whether another element follows.
-    fn finish_string_element(
-        &mut self,
-        io: &mut PendingIo,
-        value: u32,
-        rep: bool,
-    ) -> Result<bool, Exception> {
-        let size = u32::from(io.size);
-        let step = if self.eflags().contains(Eflags::DF) {
-            size.wrapping_neg()
-        } else {
-            size
-        };
-        if io.input {
-            seg_write(
-                self,
-                Seg::Es,
-                self.gpr(EDI),
-                &value.to_le_bytes()[..size as usize],
-            )?;
-            self.set_gpr(EDI, self.gpr(EDI).wrapping_add(step));
-        } else {
-            self.set_gpr(ESI, self.gpr(ESI).wrapping_add(step));
-        }
-        let more = rep && {
-            let left = self.gpr(ECX).wrapping_sub(1);
-            self.set_gpr(ECX, left);
-            left != 0
-        };
-        if !more {
-            self.set_eip(io.next_eip);
-            return Ok(false);
-        }
-        if !io.input {
-            io.out_value = read_string_element(self, io)?;
-        }
-        Ok(true)
-    }
-}
-
-fn mask(size: u8) -> u32 {
-    match size {
-        1 => 0xff,
-        2 => 0xffff,
-        _ => u32::MAX,
-    }
-}
-
-// ----- descriptor tables and segments ---------------------------------------------
-
-fn mov_sreg(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
-    if i.op0_kind() == OpKind::Register && i.op0_register().is_segment_register() {
-        let seg = Seg::from_iced(i.op0_register()).unwrap_or(Seg::Ds);
-        if seg == Seg::Cs {
-            return Err(Exception::InvalidOpcode.into());
-        }
-        let sel = Selector(read_operand(core, i, 1, 2)? as u16);
-        segment::load_segment(core, seg, sel)?;
-        if seg == Seg::Ss {
-            core.sys_mut().interrupt_shadow = true;
-        }
-        return Ok(Flow::Next);
-    }
-    let sel = reg_value(core, i.op1_register());
-    let size = operand_register_size(i, 0).unwrap_or(2);
-    write_operand(core, i, 0, sel, size)?;
-    Ok(Flow::Next)
-}
-
-fn pop_sreg(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
-    let seg = Seg::from_iced(i.op0_register()).unwrap_or(Seg::Ds);
-    let size = if i.code() == Code::Popw_DS
-        || i.code() == Code::Popw_ES
-        || i.code() == Code::Popw_SS
-        || i.code() == Code::Popw_FS
-        || i.code() == Code::Popw_GS
-    {
-        2
-    } else {
-        4
-    };
-    let esp = core.gpr(ESP);
-    let mut b = [0u8; 2];
-    seg_read(core, Seg::Ss, esp, &mut b)?;
-    segment::load_segment(core, seg, Selector(u16::from_le_bytes(b)))?;
-    // ESP advances only once the load succeeded.
-    core.set_gpr(ESP, esp.wrapping_add(size));
-    if seg == Seg::Ss {
-        core.sys_mut().interrupt_shadow = true;
-    }
-    Ok(Flow::Next)
-}
-
-fn load_far_pointer(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
-    let size = i.op0_register().size();
-    let mut b = [0u8; 6];
-    read_memory(core, i, &mut b[..size + 2])?;
-    let seg = match i.mnemonic() {
-        Mnemonic::Lds => Seg::Ds,
-        Mnemonic::Les => Seg::Es,
-        Mnemonic::Lfs => Seg::Fs,
-        Mnemonic::Lgs => Seg::Gs,
-        _ => Seg::Ss,
-    };
-    let sel = u16::from_le_bytes([b[size], b[size + 1]]);
-    segment::load_segment(core, seg, Selector(sel))?;
-    let offset = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-    set_reg(core, i.op0_register(), offset);
-    Ok(Flow::Next)
-}
-
-// ----- control and debug registers ------------------------------------------------
-
-fn is_cr_or_dr(i: &Instruction) -> bool {
-    (0..i.op_count()).any(|n| {
-        i.op_kind(n) == OpKind::Register && (i.op_register(n).is_cr() || i.op_register(n).is_dr())
-    })
-}
-
-fn control_register(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
-    let (dst, src) = (i.op0_register(), i.op1_register());
-    if src.is_cr() || src.is_dr() {
-        let n = src.number() as u8;
-        let val = if src.is_cr() {
-            system::mov_from_cr(core, n)?
-        } else {
-            system::mov_from_dr(core, n)?
-        };
-        set_reg(core, dst, val);
-        return Ok(Flow::Next);
-    }
-    let val = reg_value(core, src);
-    let n = dst.number() as u8;
-    let changed = if dst.is_dr() {
-        system::mov_to_dr(core, n, val)?
-    } else {
-        let cr4_bits = core.model.cr4_bits();
-        system::mov_to_cr(core, n, val, cr4_bits)?
-    };
-    if changed.intersects(system::Changed::ADDRESS_SPACE | system::Changed::PAGING) {
-        core.address_space_changed();
-    }
-    Ok(Flow::Next)
-}
-
-// ----- MSRs -------------------------------------------------------------------------
-
-/// EFER.LME: long mode enable.
-const EFER_LME: u64 = 1 << 8;
-
-fn msr_access(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
-    if !core.model.offers(crate::cpuid::MSR) {
-        return Err(Exception::InvalidOpcode.into());
-    }
-    let index = core.gpr(ECX);
-    if i.mnemonic() == Mnemonic::Rdmsr {
-        let value = system::rdmsr(core, index)?;
-        core.set_gpr(EAX, value as u32);
-        core.set_gpr(EDX, (value >> 32) as u32);
-    } else {
-        let value = u64::from(core.gpr(EDX)) << 32 | u64::from(core.gpr(EAX));
-        if index == msr::EFER && value & EFER_LME != 0 && core.sys().cpl == 0 {
-            return Err(Fault::Unsupported(
-                "long mode (EFER.LME): 64-bit guests need hardware virtualization \
-                 (monitor.virtual_exec = \"hardware\" on a host that provides it); \
-                 binary translation runs 32-bit guests only",
-            ));
-        }
-        system::wrmsr(core, index, value)?;
-        if (msr::SYSENTER_CS..=msr::SYSENTER_EIP).contains(&index) {
-            // Translations carry out SYSENTER/SYSEXIT with these values.
-            core.flush();
-        }
-    }
-    Ok(Flow::Next)
-}
-
-// ----- MASKMOVQ / MASKMOVDQU -----------------------------------------------------------
-
-/// Offset of MM0 (ST0) in the FXSAVE image; each register takes 16 bytes.
-const FX_MM0: usize = 32;
-/// Offset of XMM0 in the FXSAVE image.
-const FX_XMM0: usize = 160;
-
-/// MASKMOVQ/MASKMOVDQU: stores the bytes of the first register whose mask
-/// byte (second register) has its top bit set to DS:[EDI]. Carried out by
-/// the monitor because the store address is held in a register, which the
-/// translator cannot rebase by re-encoding (see `translator::confine`).
-fn mask_move(core: &mut BtCore, i: &Instruction) -> Res<Flow> {
-    let (base, width) = match i.code() {
-        Code::Maskmovq_rDI_mm_mm => (FX_MM0, 8),
-        Code::Maskmovdqu_rDI_xmm_xmm => (FX_XMM0, 16),
-        _ => return Err(Fault::Unsupported("this masked store form")),
-    };
-    let fx = *core.state.fx();
-    let reg = |n: u32| {
-        let at = base + 16 * i.op_register(n).number();
-        let mut bytes = [0u8; 16];
-        bytes[..width].copy_from_slice(&fx[at..at + width]);
-        bytes
-    };
-    let (data, mask) = (reg(1), reg(2));
-    let seg = Seg::from_iced(i.memory_segment()).unwrap_or(Seg::Ds);
-    let edi = core.gpr(EDI);
-    let selected: Vec<usize> = (0..width).filter(|&n| mask[n] & 0x80 != 0).collect();
-    if let (Some(&first), Some(&last)) = (selected.first(), selected.last()) {
-        // Check the whole range first: a fault leaves memory untouched.
-        let start = edi.wrapping_add(first as u32);
-        let lin = core
-            .sys()
-            .segment(seg)
-            .check(seg, start, (last - first + 1) as u32, true)?;
-        let mut probe = vec![0u8; last - first + 1];
-        core.read_linear(lin, &mut probe, AccessKind::Write, Privilege::Current)?;
-        for n in first..=last {
-            if mask[n] & 0x80 != 0 {
-                probe[n - first] = data[n];
-            }
-        }
-        core.write_linear(lin, &probe, Privilege::Current)?;
-    }
-    if i.code() == Code::Maskmovq_rDI_mm_mm {
-        enter_mmx_state(core);
-    }
-    Ok(Flow::Next)
-}
-
-/// What every MMX instruction but EMMS does to the x87 state: all tags
-/// valid (abridged tag byte 0xff) and TOP = 0.
-fn enter_mmx_state(core: &mut BtCore) {
-    let fx = core.state.fx_mut();
-    fx[4] = 0xff;
-    let fsw = u16::from_le_bytes([fx[2], fx[3]]) & !0x3800;
-    fx[2..4].copy_from_slice(&fsw.to_le_bytes());
 }

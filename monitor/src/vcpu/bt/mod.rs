@@ -1188,7 +1188,7 @@ impl BtCore {
         match result {
             Ok(()) => Event::Continue,
             Err(fault) => {
-                let stop = self.fault_stop(fault, describe_event(event), chain);
+                let stop = self.fault_stop(fault, event.to_string(), chain);
                 if let Event::Stop(reason) = stop {
                     self.stopped_registers = Some(registers_at_fault);
                     return Event::Stop(reason);
@@ -1574,20 +1574,6 @@ impl std::fmt::Display for TranslateFailure {
             TranslateFailure::Full => write!(f, "code cache full"),
             TranslateFailure::Other(s) => write!(f, "cannot translate guest code {s}"),
         }
-    }
-}
-
-/// An event as a stop report names it.
-fn describe_event(event: crate::cpu::interrupt::Event) -> String {
-    use crate::cpu::interrupt::{Event as E, SoftwareKind as K};
-    match event {
-        E::Exception(e) => format!("guest exception {e} (vector {})", e.vector()),
-        E::Software { kind: K::Int3, .. } => "INT3 (breakpoint, vector 3)".into(),
-        E::Software { kind: K::Into, .. } => "INTO (overflow, vector 4)".into(),
-        E::Software { kind: K::Int1, .. } => "INT1 (debug, vector 1)".into(),
-        E::Software { vector, .. } => format!("INT {vector:#04x}"),
-        E::External(vector) => format!("external interrupt, vector {vector:#04x}"),
-        E::Nmi => "NMI".into(),
     }
 }
 

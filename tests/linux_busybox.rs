@@ -1,0 +1,347 @@
+//! Debian 12's i386 kernel (`linux-image-686`) with a busybox initramfs,
+//! booted under `nestmon run` to user space: commands given on the kernel
+//! command line run in the guest and their output reaches the console;
+//! `poweroff`, `reboot` and a kernel panic end the run with their
+//! documented statuses; the guest's clock follows the host's; COM1 takes
+//! input from standard input.
+//!
+//! The kernel is `NESTMON_LINUX_KERNEL` or `~/.cache/nestmon/debian-686/
+//! vmlinuz` (fetched by `.ci/setup`); the initramfs is built for each test
+//! by `guests/linux/build-initramfs.sh` (which fetches Debian's
+//! `busybox-static:i386` once into `~/.cache/nestmon/debs`). When the
+//! Debian packages cannot be fetched (no kernel, or the script's status 3)
+//! each test says why and is skipped.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[path = "support/bounded_run.rs"]
+mod bounded_run;
+use bounded_run::{captured, Finished};
+// Only `Scratch::new` is used here.
+#[allow(dead_code)]
+#[path = "support/scratch.rs"]
+mod scratch;
+use scratch::Scratch;
+
+/// The longest a boot may take before the test fails (a boot to /init
+/// takes a few seconds).
+const TIME_LIMIT: Duration = Duration::from_secs(90);
+
+/// The kernel and the initramfs of one test.
+struct Guest {
+    kernel: PathBuf,
+    initramfs: PathBuf,
+    _dir: Scratch,
+}
+
+fn debian_kernel() -> Option<PathBuf> {
+    let path = match std::env::var_os("NESTMON_LINUX_KERNEL") {
+        Some(path) => PathBuf::from(path),
+        None => PathBuf::from(std::env::var_os("HOME")?).join(".cache/nestmon/debian-686/vmlinuz"),
+    };
+    path.is_file().then_some(path)
+}
+
+/// The guest, or `None` (after saying why) when the Debian packages
+/// cannot be had.
+fn guest(test: &str) -> Option<Guest> {
+    let Some(kernel) = debian_kernel() else {
+        eprintln!(
+            "skipped: Debian's i386 kernel could not be fetched (.ci/setup puts it at \
+             ~/.cache/nestmon/debian-686/vmlinuz; or set NESTMON_LINUX_KERNEL)"
+        );
+        return None;
+    };
+    let dir = Scratch::new(test);
+    let initramfs = dir.0.join("initramfs.gz");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests/linux/build-initramfs.sh");
+    let built = Command::new("bash")
+        .arg(&script)
+        .arg("--output")
+        .arg(&initramfs)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run build-initramfs.sh");
+    match built.status.code() {
+        Some(0) => {}
+        Some(3) => {
+            eprintln!(
+                "skipped: Debian's busybox-static:i386 could not be fetched: {}",
+                String::from_utf8_lossy(&built.stderr).trim()
+            );
+            return None;
+        }
+        other => panic!(
+            "build-initramfs.sh failed ({other:?}):\n{}",
+            String::from_utf8_lossy(&built.stderr)
+        ),
+    }
+    Some(Guest {
+        kernel,
+        initramfs,
+        _dir: dir,
+    })
+}
+
+impl Guest {
+    /// `nestmon run` of the guest with `append` as its command line.
+    fn args<'a>(&'a self, append: &'a str) -> Vec<&'a str> {
+        vec![
+            "run",
+            "--kernel",
+            self.kernel.to_str().expect("utf-8 path"),
+            "--initrd",
+            self.initramfs.to_str().expect("utf-8 path"),
+            "--memsize",
+            "128",
+            "--append",
+            append,
+        ]
+    }
+
+    fn run(&self, append: &str) -> Finished {
+        captured(TIME_LIMIT, &self.args(append))
+    }
+}
+
+/// The console's lines, without the serial console's CR.
+fn lines(text: &str) -> Vec<&str> {
+    text.lines().map(|l| l.trim_end_matches('\r')).collect()
+}
+
+fn assert_line(run: &Finished, line: &str) {
+    assert!(
+        lines(&run.stdout).contains(&line),
+        "no line {line:?} on the console (status {:?}):\n{}\nstderr:\n{}",
+        run.status,
+        run.stdout,
+        run.stderr
+    );
+}
+
+#[test]
+fn busybox_commands_run_in_the_guest_and_poweroff_exits_0() {
+    let Some(guest) = guest("busybox-commands") else {
+        return;
+    };
+    let run = guest.run(
+        "console=ttyS0 quiet -- echo marker $((6 * 7)); uname -sm; \
+         grep -c ^processor /proc/cpuinfo; echo abc | busybox sha256sum; \
+         ls /proc/self/fd/0 >/dev/null && echo fd-ok",
+    );
+    assert_eq!(
+        run.status,
+        Some(0),
+        "poweroff must end the run with status 0\nconsole:\n{}\nstderr:\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert_line(&run, "nestmon-init: running: echo marker $((6 * 7)); uname -sm; grep -c ^processor /proc/cpuinfo; echo abc | busybox sha256sum; ls /proc/self/fd/0 >/dev/null && echo fd-ok");
+    assert_line(&run, "marker 42");
+    assert_line(&run, "Linux i686");
+    assert_line(&run, "1");
+    assert_line(
+        &run,
+        "edeaaff3f1774ad2888673770c6d64097e391bc362d7d6fb34982ddf0efd18cb  -",
+    );
+    assert_line(&run, "fd-ok");
+    assert_line(&run, "nestmon-init: exit status 0");
+    assert!(run.stdout.contains("reboot: Power down"), "{}", run.stdout);
+    assert!(run.stderr.is_empty(), "stderr:\n{}", run.stderr);
+    eprintln!("boot, commands and power-off: {:?}", run.elapsed);
+}
+
+#[test]
+fn the_default_script_runs_without_commands_and_sees_acpi_and_the_pci_host_bridge() {
+    let Some(guest) = guest("busybox-default") else {
+        return;
+    };
+    let run = guest.run("console=ttyS0");
+    assert_eq!(run.status, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert_line(&run, "nestmon-init: running: . /etc/nestmon/default.sh");
+    assert_line(&run, "== uname -a");
+    assert!(
+        run.stdout.contains("ACPI: PM: (supports S0 S5)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("pci 0000:00:00.0: [8086:1237] type 00 class 0x060000"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("ACPI: PM: Preparing to enter system sleep state S5"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn reboot_ends_the_run_with_the_reset_status() {
+    let Some(guest) = guest("busybox-reboot") else {
+        return;
+    };
+    let run = guest.run("console=ttyS0 quiet -- reboot -f");
+    assert_eq!(run.status, Some(5), "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("reboot: Restarting system"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("the guest reset the machine"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn kernel_panic_with_panic_minus_1_ends_nonzero_with_the_panic_on_the_console() {
+    let Some(guest) = guest("busybox-panic") else {
+        return;
+    };
+    let run = guest.run("console=ttyS0 quiet panic=-1 -- echo c > /proc/sysrq-trigger");
+    assert_eq!(run.status, Some(5), "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("Kernel panic - not syncing: sysrq triggered crash"),
+        "{}",
+        run.stdout
+    );
+}
+
+fn host_seconds() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64()
+}
+
+/// The number after `prefix` on the console line that starts with it.
+fn number_after(text: &str, prefix: &str) -> f64 {
+    lines(text)
+        .iter()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{text}"))
+}
+
+#[test]
+fn guest_date_and_uptime_follow_host_time_with_the_hosts_tsc_frequency() {
+    let Some(guest) = guest("busybox-clock") else {
+        return;
+    };
+    let before = host_seconds();
+    let run = guest.run(
+        "console=ttyS0 quiet -- echo date1 $(date +%s); echo up1 $(cat /proc/uptime); \
+         sleep 4; echo date2 $(date +%s); echo up2 $(cat /proc/uptime); \
+         dmesg | grep -o 'TSC freq read from hypervisor.*'",
+    );
+    let after = host_seconds();
+    assert_eq!(run.status, Some(0), "{}\n{}", run.stdout, run.stderr);
+    let (date1, date2) = (
+        number_after(&run.stdout, "date1 "),
+        number_after(&run.stdout, "date2 "),
+    );
+    let (up1, up2) = (
+        number_after(&run.stdout, "up1 "),
+        number_after(&run.stdout, "up2 "),
+    );
+    // The guest's wall clock is the host's (the RTC, then the TSC).
+    assert!(
+        date1 >= before.floor() - 1.0 && date2 <= after.ceil() + 1.0,
+        "guest date {date1}..{date2}, host {before}..{after}"
+    );
+    // Four seconds in the guest are four seconds of the host's.
+    assert!(
+        (date2 - date1 - 4.0).abs() <= 1.0,
+        "date {date1} -> {date2}"
+    );
+    // The interval also holds the commands around `sleep 4` (each a fork
+    // and exec), which take longer on a loaded host: the guest's clock
+    // must not lose time, and the rest is bounded loosely.
+    assert!((3.95..5.5).contains(&(up2 - up1)), "uptime {up1} -> {up2}");
+    // Uptime never runs ahead of the host's time since nestmon started.
+    assert!(
+        up2 <= run.elapsed.as_secs_f64() + 0.2,
+        "uptime {up2} after {:?}",
+        run.elapsed
+    );
+    // The kernel took the TSC frequency from the hypervisor leaf/backdoor
+    // instead of calibrating it.
+    assert!(
+        run.stdout.contains("\nTSC freq read from hypervisor : "),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn standard_input_reaches_a_shell_in_the_guest() {
+    let Some(guest) = guest("busybox-stdin") else {
+        return;
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nestmon"))
+        .args(guest.args("console=ttyS0 quiet -- sh"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn nestmon");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut chunk) {
+            if n == 0 || tx.send(chunk[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let started = Instant::now();
+    let mut console = Vec::new();
+    let mut stdin = child.stdin.take();
+    let mut typed = false;
+    loop {
+        if let Ok(bytes) = rx.recv_timeout(Duration::from_millis(100)) {
+            console.extend(bytes);
+        }
+        let text = String::from_utf8_lossy(&console).into_owned();
+        if !typed && text.contains("nestmon-init: running: sh") {
+            // The shell reads from the console once it prompts; typed
+            // ahead, the bytes wait in the UART.
+            std::thread::sleep(Duration::from_millis(500));
+            let mut input = stdin.take().expect("stdin");
+            input
+                .write_all(b"echo typed $((2 + 3))\nexit\n")
+                .expect("write stdin");
+            typed = true;
+        }
+        if let Some(status) = child.try_wait().expect("wait") {
+            while let Ok(bytes) = rx.recv_timeout(Duration::from_millis(200)) {
+                console.extend(bytes);
+            }
+            let text = String::from_utf8_lossy(&console).into_owned();
+            assert_eq!(status.code(), Some(0), "{text}");
+            assert!(lines(&text).contains(&"typed 5"), "{text}");
+            assert!(
+                lines(&text).contains(&"nestmon-init: exit status 0"),
+                "{text}"
+            );
+            return;
+        }
+        if started.elapsed() > TIME_LIMIT {
+            child.kill().expect("kill");
+            panic!(
+                "no power-off within {TIME_LIMIT:?}:\n{}",
+                String::from_utf8_lossy(&console)
+            );
+        }
+    }
+}
