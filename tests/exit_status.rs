@@ -96,7 +96,7 @@ fn guest_that_cannot_continue_exits_3_under_both_conventions() {
 }
 
 #[test]
-fn guest_resetting_the_machine_exits_5_under_both_conventions() {
+fn guest_resetting_the_machine_under_no_reboot_exits_5_under_both_conventions() {
     let dir = Scratch::new("exit-status-reset");
     let kernel = dir.file(
         "reset.elf",
@@ -107,13 +107,18 @@ fn guest_resetting_the_machine_exits_5_under_both_conventions() {
         ])),
     );
     let path = kernel.to_str().expect("utf-8 path");
-    for extra in [&[][..], &["--exit-status", "qemu"]] {
+    for extra in [
+        &["--no-reboot"][..],
+        &["--no-reboot", "--exit-status", "qemu"],
+        &["--set", "nestmon.noReboot=TRUE"],
+    ] {
         let mut args = vec!["run", "--kernel", path];
         args.extend_from_slice(extra);
         let r = run(&args);
-        assert_eq!(r.status, Some(5), "stderr:\n{}", r.stderr);
+        assert_eq!(r.status, Some(5), "{extra:?}: stderr:\n{}", r.stderr);
         assert!(
-            r.stderr.contains("the guest reset the machine (port 0x64)"),
+            r.stderr
+                .contains("the guest reset the machine (port 0x64); stopping (--no-reboot)"),
             "stderr:\n{}",
             r.stderr
         );

@@ -15,6 +15,8 @@
 mod guestkit;
 
 use guestkit::*;
+use std::process::Command;
+use std::time::Duration;
 
 #[test]
 fn guests_under_nestmon() {
@@ -202,4 +204,83 @@ fn mmu_bench_guest_under_qemu() {
         std::time::Duration::from_secs(60),
     );
     check_mmu_run("qemu", &r, Some(1));
+}
+
+/// guests/pc_reset.c resets the machine once through the i8042 and keeps
+/// a marker in CMOS across the reset; `guests_under_nestmon` checks that
+/// nestmon boots it again (both boots' lines, exit status 0). Under
+/// `--no-reboot` (and `nestmon.noReboot`) the run ends at the reset with
+/// exit status 5 and only the first boot's line.
+#[test]
+fn pc_reset_guest_under_no_reboot_ends_at_the_reset_with_status_5() {
+    let elf = guest_dir().join("pc_reset.elf");
+    for flags in [&["--no-reboot"][..], &["--set", "nestmon.noReboot=yes"]] {
+        let r = run(
+            Command::new(env!("CARGO_BIN_EXE_nestmon"))
+                .arg("run")
+                .arg("--kernel")
+                .arg(&elf)
+                .args(flags),
+            Duration::from_secs(120),
+        );
+        assert_eq!(r.code, Some(5), "{flags:?}: {}", describe(&r));
+        assert_eq!(
+            filter(&r.stdout),
+            "first boot: boots seen in RAM 1; marking CMOS and resetting\n",
+            "{flags:?}"
+        );
+        assert!(
+            r.stderr.contains(
+                "nestmon: the guest reset the machine (port 0x64); stopping (--no-reboot)"
+            ),
+            "{}",
+            r.stderr
+        );
+    }
+}
+
+/// The same guest restarted by nestmon: stderr says so, and `--stats`
+/// covers both machines (one reset).
+#[test]
+fn pc_reset_guest_restarts_and_stats_count_the_reset() {
+    let elf = guest_dir().join("pc_reset.elf");
+    let r = run(
+        Command::new(env!("CARGO_BIN_EXE_nestmon"))
+            .arg("run")
+            .arg("--kernel")
+            .arg(&elf)
+            .arg("--stats"),
+        Duration::from_secs(120),
+    );
+    assert_eq!(r.code, Some(0), "{}", describe(&r));
+    assert_eq!(Some(filter(&r.stdout)), expected("pc_reset"));
+    assert!(
+        r.stderr
+            .contains("nestmon: the guest reset the machine (port 0x64); restarting it"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(stat(&r.stderr, "machine: resets"), 1, "{}", r.stderr);
+}
+
+/// QEMU without `-no-reboot` agrees: the same two boots (the oracle for
+/// expected/pc_reset.out, which check-qemu cannot run because it passes
+/// `-no-reboot`).
+#[test]
+fn pc_reset_guest_boots_twice_under_qemu_without_no_reboot() {
+    let Some(qemu) = qemu() else {
+        eprintln!("qemu-system-i386 not installed: skipping");
+        return;
+    };
+    let r = run(
+        Command::new(qemu)
+            .arg("-kernel")
+            .arg(guest_dir().join("pc_reset.elf"))
+            .args(["-serial", "stdio", "-display", "none", "-nodefaults"])
+            .args(["-monitor", "none", "-m", "128"])
+            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]),
+        Duration::from_secs(120),
+    );
+    assert_eq!(r.code, Some(1), "{}", describe(&r));
+    assert_eq!(Some(filter(&r.stdout)), expected("pc_reset"));
 }

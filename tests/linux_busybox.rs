@@ -25,6 +25,12 @@ use bounded_run::{captured, Finished};
 #[path = "support/scratch.rs"]
 mod scratch;
 use scratch::Scratch;
+#[path = "support/guest_script.rs"]
+mod guest_script;
+use guest_script::append_running;
+#[path = "support/watched.rs"]
+mod watched;
+use watched::{Stream, Watched};
 
 /// The longest a boot may take before the test fails (a boot to /init
 /// takes a few seconds).
@@ -105,6 +111,13 @@ impl Guest {
     fn run(&self, append: &str) -> Finished {
         captured(TIME_LIMIT, &self.args(append))
     }
+
+    /// [`Guest::run`] with more flags.
+    fn run_with(&self, append: &str, extra: &[&str]) -> Finished {
+        let mut args = self.args(append);
+        args.extend_from_slice(extra);
+        captured(TIME_LIMIT, &args)
+    }
 }
 
 /// The console's lines, without the serial console's CR.
@@ -183,11 +196,11 @@ fn the_default_script_runs_without_commands_and_sees_acpi_and_the_pci_host_bridg
 }
 
 #[test]
-fn reboot_ends_the_run_with_the_reset_status() {
+fn reboot_under_no_reboot_ends_the_run_with_the_reset_status() {
     let Some(guest) = guest("busybox-reboot") else {
         return;
     };
-    let run = guest.run("console=ttyS0 quiet -- reboot -f");
+    let run = guest.run_with("console=ttyS0 quiet -- reboot -f", &["--no-reboot"]);
     assert_eq!(run.status, Some(5), "{}\n{}", run.stdout, run.stderr);
     assert!(
         run.stdout.contains("reboot: Restarting system"),
@@ -195,18 +208,68 @@ fn reboot_ends_the_run_with_the_reset_status() {
         run.stdout
     );
     assert!(
-        run.stderr.contains("the guest reset the machine"),
+        run.stderr
+            .contains("the guest reset the machine (port 0x64); stopping (--no-reboot)"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// The guest's script for the reboot test: CMOS byte 0x7e (battery-backed,
+/// so it survives a reset as on a PC; read and written through /dev/port)
+/// tells the first boot, which marks it and reboots, from the second,
+/// which clears it and lets /init power off.
+const REBOOT_ONCE: &str = "\
+sel() { printf '\\176' | dd of=/dev/port bs=1 seek=112 conv=notrunc 2>/dev/null; }
+sel; m=$(dd if=/dev/port bs=1 skip=113 count=1 2>/dev/null | od -An -tu1 | tr -d ' ')
+if [ \"$m\" = 165 ]; then
+  echo \"boot two: CMOS marker $m\"
+  sel; printf '\\000' | dd of=/dev/port bs=1 seek=113 conv=notrunc 2>/dev/null
+else
+  echo \"boot one: CMOS marker $m\"
+  sel; printf '\\245' | dd of=/dev/port bs=1 seek=113 conv=notrunc 2>/dev/null
+  reboot -f
+fi
+";
+
+#[test]
+fn reboot_restarts_the_guest_which_boots_again_with_its_cmos_kept() {
+    let Some(guest) = guest("busybox-reboot-restart") else {
+        return;
+    };
+    let run = guest.run(&append_running(REBOOT_ONCE));
+    assert_eq!(run.status, Some(0), "{}\n{}", run.stdout, run.stderr);
+    let started = lines(&run.stdout)
+        .iter()
+        .filter(|l| l.starts_with("nestmon-init: started"))
+        .count();
+    assert_eq!(started, 2, "two boots:\n{}", run.stdout);
+    assert_line(&run, "boot one: CMOS marker 0");
+    assert_line(&run, "boot two: CMOS marker 165");
+    assert!(
+        run.stdout.contains("reboot: Restarting system"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("reboot: Power down"), "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("the guest reset the machine (port 0x64); restarting it"),
         "{}",
         run.stderr
     );
 }
 
 #[test]
-fn kernel_panic_with_panic_minus_1_ends_nonzero_with_the_panic_on_the_console() {
+fn kernel_panic_with_panic_minus_1_under_no_reboot_ends_with_status_5_and_the_panic_on_the_console()
+{
     let Some(guest) = guest("busybox-panic") else {
         return;
     };
-    let run = guest.run("console=ttyS0 quiet panic=-1 -- echo c > /proc/sysrq-trigger");
+    let run = guest.run_with(
+        "console=ttyS0 quiet panic=-1 -- echo c > /proc/sysrq-trigger",
+        &["--no-reboot"],
+    );
     assert_eq!(run.status, Some(5), "{}\n{}", run.stdout, run.stderr);
     assert!(
         run.stdout
@@ -279,6 +342,79 @@ fn guest_date_and_uptime_follow_host_time_with_the_hosts_tsc_frequency() {
         run.stdout.contains("\nTSC freq read from hypervisor : "),
         "{}",
         run.stdout
+    );
+}
+
+/// Seconds since 1970 of a host wall-clock time.
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64()
+}
+
+/// The number after `prefix` on a watched console line, and the line.
+fn stamped(ended: &watched::Ended, prefix: &str) -> (f64, watched::Line) {
+    ended
+        .lines
+        .iter()
+        .filter(|l| l.stream == Stream::Stdout)
+        .find_map(|l| {
+            let value = l.text.strip_prefix(prefix)?.split_whitespace().next()?;
+            Some((value.parse().ok()?, l.clone()))
+        })
+        .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{}", ended.text(Stream::Stdout)))
+}
+
+/// Over half a minute of `sleep 30` (the guest idles in HLT, woken by its
+/// timer interrupts), the guest's `date` and `/proc/uptime` advance as
+/// the host's clocks do between the two console lines that print them,
+/// and its `date` is the host's. Each console line is stamped when it
+/// reaches the host (the UART's output is written and flushed as the
+/// guest sends it): between the guest reading its clock and the line
+/// arriving lie one `echo` and a pipe, milliseconds, up to a few hundred
+/// on a loaded host. So: uptime within 1 s of the host's interval (no
+/// drift over 30 s: a clock that runs 3% fast or slow fails); `date`
+/// within 2 s (it has whole seconds, so rounding alone is up to 1 s);
+/// the guest's date within 2 s of the host's when its line arrives.
+#[test]
+fn guest_clock_tracks_host_time_across_thirty_seconds_of_sleep() {
+    let Some(guest) = guest("busybox-clock-30s") else {
+        return;
+    };
+    let script = "echo date1 $(date +%s); echo up1 $(cut -d' ' -f1 /proc/uptime)\n\
+                  sleep 30\n\
+                  echo up2 $(cut -d' ' -f1 /proc/uptime); echo date2 $(date +%s)\n";
+    let append = append_running(script);
+    let run = Watched::spawn(&guest.args(&append));
+    let ended = run.finish(TIME_LIMIT + Duration::from_secs(30));
+    assert_eq!(ended.status, Some(0), "{}", ended.text(Stream::Stdout));
+    let (date1, date1_line) = stamped(&ended, "date1 ");
+    let (date2, date2_line) = stamped(&ended, "date2 ");
+    let (up1, up1_line) = stamped(&ended, "up1 ");
+    let (up2, up2_line) = stamped(&ended, "up2 ");
+    let host_up = (up2_line.at - up1_line.at).as_secs_f64();
+    let host_date = (date2_line.at - date1_line.at).as_secs_f64();
+    assert!(host_up >= 30.0, "the host saw {host_up} s");
+    assert!(
+        (up2 - up1 - host_up).abs() <= 1.0,
+        "guest uptime {up1} -> {up2} ({} s) over {host_up} s of the host",
+        up2 - up1
+    );
+    assert!(
+        (date2 - date1 - host_date).abs() <= 2.0,
+        "guest date {date1} -> {date2} over {host_date} s of the host"
+    );
+    for (date, line) in [(date1, &date1_line), (date2, &date2_line)] {
+        let host = unix_seconds(line.wall);
+        assert!(
+            (date - host).abs() <= 2.0,
+            "guest date {date}, host {host} when the line arrived"
+        );
+    }
+    eprintln!(
+        "guest uptime {:.3} s, host {host_up:.3} s; guest date {} s, host {host_date:.3} s",
+        up2 - up1,
+        date2 - date1
     );
 }
 

@@ -27,6 +27,12 @@ use bounded_run::{captured, Finished};
 #[path = "support/scratch.rs"]
 mod scratch;
 use scratch::Scratch;
+#[path = "support/guest_script.rs"]
+mod guest_script;
+use guest_script::{append_running, base64};
+#[path = "support/watched.rs"]
+mod watched;
+use watched::{Stream, Watched};
 
 /// The longest a boot with Tools may take before the test fails.
 const TIME_LIMIT: Duration = Duration::from_secs(120);
@@ -47,6 +53,14 @@ fn tools_initramfs() -> &'static Result<PathBuf, String> {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("linux-tools");
         std::fs::create_dir_all(&dir).expect("initramfs directory");
         let initramfs = dir.join("initramfs-tools.gz");
+        // nextest runs each test in a process of its own: the builds of
+        // concurrent tests take turns (the script writes FILE.tmp, then
+        // renames it), held by an exclusive lock until this one is done.
+        let lock = std::fs::File::create(dir.join("build.lock")).expect("lock file");
+        // SAFETY: flock on a descriptor this function owns; released when
+        // `lock` is dropped at the end of the closure.
+        let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+        assert_eq!(locked, 0, "flock: {}", std::io::Error::last_os_error());
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests/linux/build-initramfs.sh");
         let built = Command::new("bash")
@@ -100,37 +114,6 @@ fn assert_line(run: &Finished, line: &str) {
         run.stdout,
         run.stderr
     );
-}
-
-/// A kernel command line that runs `script` in the guest's shell. The
-/// kernel hands at most 32 words after ` -- ` to /init and panics on more
-/// ("Too many boot init vars"), so the script travels as one base64 word.
-fn append_running(script: &str) -> String {
-    format!(
-        "console=ttyS0 quiet -- echo {} | base64 -d | sh",
-        base64(script.as_bytes())
-    )
-}
-
-/// Standard base64 (RFC 4648, with padding), as busybox's `base64 -d`
-/// reads it.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let word = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |w, (i, b)| w | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(word >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 #[test]
@@ -291,4 +274,175 @@ fn vmtoolsd_answers_reset_and_capabilities_register_and_keeps_polling_tclo() {
         count("backdoor: high-bandwidth transfers") > 0,
         "{counters}"
     );
+}
+
+/// `nestmon run` of the Tools initramfs with `script` as the guest's
+/// commands, watched as it runs.
+fn watched_tools_guest(kernel: &Path, initramfs: &Path, script: &str, extra: &[&str]) -> Watched {
+    let append = append_running(script);
+    let mut args = vec![
+        "run",
+        "--kernel",
+        kernel.to_str().expect("utf-8 path"),
+        "--initrd",
+        initramfs.to_str().expect("utf-8 path"),
+        "--memsize",
+        "128",
+        "--append",
+        &append,
+    ];
+    args.extend_from_slice(extra);
+    Watched::spawn(&args)
+}
+
+/// What nestmon says once vmtoolsd's TCLO loop took the greeting: from
+/// then on the Tools service polls its channel.
+const TOOLS_POLLING: &str = "nestmon: tools replied to \"Capabilities_Register\"";
+
+#[test]
+fn sigterm_asks_vmtoolsd_to_halt_the_guest_which_powers_off_with_status_0() {
+    let Some((kernel, initramfs)) = guest() else {
+        return;
+    };
+    let mut run = watched_tools_guest(
+        &kernel,
+        &initramfs,
+        "vmtoolsd &\nsleep 600\necho slept-to-the-end\n",
+        &[],
+    );
+    assert!(
+        run.wait_for(Stream::Stderr, TOOLS_POLLING, TIME_LIMIT)
+            .is_some(),
+        "vmtoolsd never answered the greeting:\n{}",
+        run.transcript()
+    );
+    let asked = std::time::Instant::now();
+    run.signal(libc::SIGTERM);
+    let ended = run.finish(TIME_LIMIT);
+    let (stdout, stderr) = (ended.text(Stream::Stdout), ended.text(Stream::Stderr));
+    assert_eq!(ended.status, Some(0), "{stdout}\nstderr:\n{stderr}");
+    // Well within the default 30 s: vmtoolsd polls TCLO at least every
+    // second, runs the power-off script and then shutdown -h now.
+    assert!(
+        asked.elapsed() < Duration::from_secs(25),
+        "{:?}",
+        asked.elapsed()
+    );
+    for said in [
+        "nestmon: SIGTERM: asked the guest's Tools to shut the guest down (OS_Halt); \
+         waiting up to 30 s for it to power off (SIGINT or another SIGTERM stops it at once)",
+        "nestmon: tools replied to \"OS_Halt\": \"OK \"",
+        "nestmon: guest tools: halt script done",
+    ] {
+        assert!(stderr.contains(said), "no {said:?} in:\n{stderr}");
+    }
+    // The guest shut down by itself (the /sbin/shutdown of tools.sh, then
+    // the kernel's ACPI power-off), before its sleep ended.
+    assert!(stdout.contains("reboot: Power down"), "{stdout}");
+    assert!(!stdout.contains("slept-to-the-end"), "{stdout}");
+    assert!(!stderr.contains("stopped by"), "{stderr}");
+}
+
+#[test]
+fn sigterm_without_tools_stops_the_guest_at_once_with_status_143() {
+    let Some((kernel, initramfs)) = guest() else {
+        return;
+    };
+    let mut run = watched_tools_guest(&kernel, &initramfs, "echo no-tools-here\nsleep 600\n", &[]);
+    assert!(
+        run.wait_for(Stream::Stdout, "no-tools-here", TIME_LIMIT)
+            .is_some(),
+        "{}",
+        run.transcript()
+    );
+    let asked = std::time::Instant::now();
+    run.signal(libc::SIGTERM);
+    let ended = run.finish(TIME_LIMIT);
+    let stderr = ended.text(Stream::Stderr);
+    assert_eq!(ended.status, Some(143), "{stderr}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(stderr.contains("guest stopped by SIGTERM"), "{stderr}");
+    assert!(!stderr.contains("OS_Halt"), "{stderr}");
+}
+
+#[test]
+fn a_second_sigterm_while_the_guest_shuts_down_stops_it_hard_with_status_143() {
+    let Some((kernel, initramfs)) = guest() else {
+        return;
+    };
+    // The power-off script takes its time: vmtoolsd runs it before it
+    // shuts the guest down (tools.conf of tools.sh names none, so
+    // vmtoolsd runs poweroff-vm-default; a slow one stands in here).
+    let mut run = watched_tools_guest(
+        &kernel,
+        &initramfs,
+        "printf '#!/bin/sh\\nsleep 600\\n' >/etc/vmware-tools/poweroff-vm-default\n\
+         vmtoolsd &\nsleep 600\n",
+        &[],
+    );
+    assert!(
+        run.wait_for(Stream::Stderr, TOOLS_POLLING, TIME_LIMIT)
+            .is_some(),
+        "{}",
+        run.transcript()
+    );
+    run.signal(libc::SIGTERM);
+    assert!(
+        run.wait_for(Stream::Stderr, "tools replied to \"OS_Halt\"", TIME_LIMIT)
+            .is_some(),
+        "{}",
+        run.transcript()
+    );
+    let asked = std::time::Instant::now();
+    run.signal(libc::SIGTERM);
+    let ended = run.finish(TIME_LIMIT);
+    let stderr = ended.text(Stream::Stderr);
+    assert_eq!(ended.status, Some(143), "{stderr}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(stderr.contains("guest stopped by SIGTERM"), "{stderr}");
+}
+
+#[test]
+fn a_guest_that_does_not_power_off_in_time_is_stopped_after_the_soft_power_off_timeout() {
+    let Some((kernel, initramfs)) = guest() else {
+        return;
+    };
+    let mut run = watched_tools_guest(
+        &kernel,
+        &initramfs,
+        "printf '#!/bin/sh\\nsleep 600\\n' >/etc/vmware-tools/poweroff-vm-default\n\
+         vmtoolsd &\nsleep 600\n",
+        &["--set", "nestmon.softPowerOffTimeout=3"],
+    );
+    assert!(
+        run.wait_for(Stream::Stderr, TOOLS_POLLING, TIME_LIMIT)
+            .is_some(),
+        "{}",
+        run.transcript()
+    );
+    let asked = std::time::Instant::now();
+    run.signal(libc::SIGTERM);
+    let ended = run.finish(TIME_LIMIT);
+    let stderr = ended.text(Stream::Stderr);
+    assert_eq!(ended.status, Some(143), "{stderr}");
+    let waited = asked.elapsed();
+    assert!(
+        (Duration::from_secs(3)..Duration::from_secs(8)).contains(&waited),
+        "{waited:?}"
+    );
+    for said in [
+        "waiting up to 3 s for it to power off",
+        "nestmon: the guest did not power off within 3 s of SIGTERM; stopping it",
+        "guest stopped by SIGTERM",
+    ] {
+        assert!(stderr.contains(said), "no {said:?} in:\n{stderr}");
+    }
 }

@@ -30,6 +30,17 @@ pub enum Event {
     },
     /// NESTING_CONTROL restricted (`true`) or opened (`false`) the backdoor.
     NestingRestricted(bool),
+    /// `tools.os.statechange.status SUCCESS STATE`: Tools finished the
+    /// power operation a TCLO command (`OS_Halt`, `OS_Reboot`, ...) asked
+    /// for (its script ran, or failed); on success they now shut the
+    /// guest down or reboot it.
+    StateChangeStatus {
+        /// Whether the operation's script succeeded.
+        success: bool,
+        /// open-vm-tools' `GuestOsState`: 1 halt, 2 reboot, 3 power-on,
+        /// 4 resume, 5 suspend.
+        state: u32,
+    },
 }
 
 impl Event {
@@ -40,7 +51,10 @@ impl Event {
             | Event::Capability(s)
             | Event::GuestInfoSet(s) => s.len(),
             Event::TcloReply { command, reply } => command.len() + reply.len(),
-            Event::ToolsVersion(_) | Event::StopCatchup | Event::NestingRestricted(_) => 0,
+            Event::ToolsVersion(_)
+            | Event::StopCatchup
+            | Event::NestingRestricted(_)
+            | Event::StateChangeStatus { .. } => 0,
         }
     }
 }

@@ -130,6 +130,25 @@ impl Backdoor {
         self.queue_tclo(command.as_str())
     }
 
+    /// Whether the Tools service's TCLO loop runs: an open TCLO channel
+    /// answered `reset` with `OK ATR toolbox`
+    /// ([`crate::TOOLS_SERVICE_APP`], vmtoolsd's `vmsvc`), so commands
+    /// such as `OS_Halt` queued with [`Backdoor::queue_tclo_for_service`]
+    /// reach it at its next poll.
+    pub fn tools_service_polling(&self) -> bool {
+        self.rpc
+            .tclo_app_polling(crate::rpc::tclo::TOOLS_SERVICE_APP)
+    }
+
+    /// Queues `command` for the Tools service's TCLO loop only (a user
+    /// session's loop, `toolbox-dnd`, never takes it), as VMware sends the
+    /// power operations.
+    pub fn queue_tclo_for_service(&mut self, command: TcloCommand) -> Result<(), TcloQueueError> {
+        self.services
+            .tclo
+            .push_for(crate::rpc::tclo::TOOLS_SERVICE_APP, command.as_str())
+    }
+
     /// Makes every TCLO channel the guest opens start with `commands`,
     /// ahead of anything queued, as VMware's VMX starts each with `reset`
     /// (Tools answer `OK ATR <app>` and announce themselves over RPCI) and

@@ -784,6 +784,69 @@ fn greeted_tclo_channel_gets_reset_then_capabilities_register_first() {
 }
 
 #[test]
+fn the_tools_service_polls_once_its_channel_answered_reset_with_toolbox() {
+    let mut h = host();
+    h.greet_tclo_channels(&[TcloCommand::Reset, TcloCommand::CapabilitiesRegister]);
+    assert!(!h.tools_service_polling());
+    let tclo = Client::open(&mut h, proto::TCLO).unwrap();
+    assert!(!h.tools_service_polling(), "opened, not yet answered");
+    assert_eq!(tclo.rpc(&mut h, ""), "reset");
+    assert!(!h.tools_service_polling(), "reset sent, not yet answered");
+    assert_eq!(tclo.rpc(&mut h, "OK ATR toolbox"), "Capabilities_Register");
+    assert!(h.tools_service_polling());
+    assert_eq!(tclo.rpc(&mut h, "OK "), "");
+    assert!(h.tools_service_polling());
+    tclo.close(&mut h);
+    assert!(!h.tools_service_polling(), "the loop closed its channel");
+}
+
+#[test]
+fn a_user_session_loop_is_not_the_tools_service() {
+    let mut h = host();
+    h.greet_tclo_channels(&[TcloCommand::Reset]);
+    let user = Client::open(&mut h, proto::TCLO).unwrap();
+    assert_eq!(user.rpc(&mut h, ""), "reset");
+    assert_eq!(user.rpc(&mut h, "OK ATR toolbox-dnd"), "");
+    assert!(!h.tools_service_polling());
+}
+
+#[test]
+fn os_halt_for_the_service_goes_to_its_channel_and_its_reply_is_recorded() {
+    let mut h = host();
+    h.greet_tclo_channels(&[TcloCommand::Reset]);
+    let user = Client::open(&mut h, proto::TCLO).unwrap();
+    assert_eq!(user.rpc(&mut h, ""), "reset");
+    assert_eq!(user.rpc(&mut h, "OK ATR toolbox-dnd"), "");
+    let service = Client::open(&mut h, proto::TCLO).unwrap();
+    assert_eq!(service.rpc(&mut h, ""), "reset");
+    h.queue_tclo_for_service(TcloCommand::OsHalt).unwrap();
+    // The user session's loop polls first and is not handed OS_Halt.
+    assert_eq!(user.rpc(&mut h, ""), "");
+    assert_eq!(service.rpc(&mut h, "OK ATR toolbox"), "OS_Halt");
+    assert_eq!(h.pending_tclo(), 0);
+    // powerOps answers at once ("OK " and no result), then reports over
+    // RPCI when the power-off script is done.
+    assert_eq!(service.rpc(&mut h, "OK "), "");
+    let rpci = Client::open(&mut h, proto::RPCI).unwrap();
+    assert_eq!(rpci.rpc(&mut h, "tools.os.statechange.status 1 1\0"), "1 ");
+    let events = h.drain_events();
+    assert!(
+        events.contains(&Event::TcloReply {
+            command: "OS_Halt".into(),
+            reply: "OK ".into()
+        }),
+        "{events:?}"
+    );
+    assert_eq!(
+        events.last(),
+        Some(&Event::StateChangeStatus {
+            success: true,
+            state: 1
+        })
+    );
+}
+
+#[test]
 fn counters_start_at_zero_and_count_calls_with_the_magic_only() {
     let mut h = host();
     assert_eq!(h.counters(), Counters::default());

@@ -43,4 +43,4 @@ pub use memory::{FlatMemory, GuestMemory, MemFault};
 pub use regs::{high_half, join_halves, low_half, with_high_half, Regs};
 pub use rpc::message_status;
 pub use rpc::rpci::{NO_VALUE_FOUND, TWO_ARGUMENTS_EXPECTED, UNKNOWN_COMMAND};
-pub use rpc::tclo::{TcloCommand, TcloQueueError};
+pub use rpc::tclo::{app_of_reset_reply, TcloCommand, TcloQueueError, TOOLS_SERVICE_APP};

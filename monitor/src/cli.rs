@@ -112,6 +112,11 @@ pub struct RunArgs {
     /// create a VM exits with status 2) or `bt` (binary translation).
     #[arg(long, value_enum, value_name = "ACCEL")]
     pub accel: Option<Accel>,
+    /// A guest reset (reboot) ends the run with exit status 5 instead of
+    /// restarting the guest, as QEMU's -no-reboot (config key
+    /// nestmon.noReboot).
+    #[arg(long)]
+    pub no_reboot: bool,
 }
 
 /// `nestmon probe`.
@@ -174,6 +179,7 @@ impl RunArgs {
             append: self.append.clone(),
             initrd: self.initrd.clone(),
             memsize_mib: self.memsize,
+            no_reboot: self.no_reboot,
         }
     }
 

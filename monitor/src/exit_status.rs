@@ -28,8 +28,10 @@ pub const GUEST_STOPPED: i32 = 3;
 /// standard output refused.
 pub const HOST_FAILURE: i32 = 4;
 /// The guest reset the machine (pulsed the reset line through the i8042
-/// keyboard controller); nestmon does not restart a guest, so the run ends
-/// here, cleanly, with `--stats` and `--guestinfo-out` written.
+/// keyboard controller) under `--no-reboot` (`nestmon.noReboot`): the run
+/// ends here, cleanly, with `--stats` and `--guestinfo-out` written.
+/// Without it nestmon restarts the guest, as a PC's reset does, and the
+/// run goes on.
 pub const GUEST_RESET: i32 = 5;
 /// The guest powered the machine off (ACPI: the `\_S5` sleep type and
 /// SLP_EN written to PM1a_CNT, what Linux's `poweroff` does), under either
@@ -49,8 +51,8 @@ Exit statuses:
   3    the guest stopped in a state it cannot continue from (triple fault,
        unsupported instruction, HLT with nothing to wake it); registers on stderr
   4    host failure (the host refused memory, a file or standard output)
-  5    the guest reset the machine (keyboard controller reset line); nestmon
-       does not restart guests
+  5    the guest reset the machine (keyboard controller reset line) and
+       --no-reboot was given; without it the guest restarts
   128+N  stopped by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP)
   141  the console (COM1's output) was closed
 With --exit-status qemu a guest report exits as under qemu-system-i386 with

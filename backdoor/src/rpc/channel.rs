@@ -3,7 +3,9 @@
 //!
 //! Invariants: the incoming buffer never exceeds the size announced by
 //! SENDSIZE (itself bounded by the message limit); the outgoing buffer is
-//! a complete reply; `fetched` never exceeds the outgoing length.
+//! a complete reply; `fetched` never exceeds the outgoing length; a TCLO
+//! channel's `app` is the application its last answer to `reset` named
+//! (`OK ATR <app>`), at most one message long.
 
 use super::Services;
 use crate::events::Event;
@@ -44,6 +46,9 @@ pub(crate) struct Channel {
     incoming: Option<Incoming>,
     outgoing: Option<Outgoing>,
     tclo_in_flight: Option<String>,
+    /// The Tools application polling this TCLO channel, from its answer
+    /// to `reset`.
+    app: Option<String>,
 }
 
 impl Channel {
@@ -54,6 +59,7 @@ impl Channel {
             incoming: None,
             outgoing: None,
             tclo_in_flight: None,
+            app: None,
         }
     }
 
@@ -136,14 +142,27 @@ impl Channel {
     /// on the first poll); the next queued command, if any, is the answer.
     fn next_tclo_command(&mut self, message: &[u8], services: &mut Services) -> Option<Vec<u8>> {
         if let Some(command) = self.tclo_in_flight.take() {
-            let reply = services.events.clip(&String::from_utf8_lossy(message));
+            let reply = String::from_utf8_lossy(message);
+            if command == super::tclo::TcloCommand::Reset.as_str() {
+                self.app = super::tclo::app_of_reset_reply(&reply).map(str::to_owned);
+            }
+            let reply = services.events.clip(&reply);
             let command = services.events.clip(&command);
             services.events.push(Event::TcloReply { command, reply });
         }
-        let command = services.tclo.pop()?;
+        let command = services.tclo.pop_for(self.app.as_deref())?;
         let bytes = command.clone().into_bytes();
         self.tclo_in_flight = Some(command);
         Some(bytes)
+    }
+
+    /// The Tools application polling this channel, once it answered
+    /// `reset` (TCLO channels only).
+    pub(crate) fn tclo_app(&self) -> Option<&str> {
+        match self.protocol {
+            Protocol::Tclo => self.app.as_deref(),
+            Protocol::Rpci => None,
+        }
     }
 
     /// RECVSIZE: the size of the pending reply, restarting its fetch.
@@ -192,6 +211,7 @@ impl Channel {
         let incoming = self.incoming.as_ref().map_or(0, |i| i.data.capacity());
         let outgoing = self.outgoing.as_ref().map_or(0, |o| o.data.capacity());
         let in_flight = self.tclo_in_flight.as_ref().map_or(0, String::capacity);
-        incoming + outgoing + in_flight
+        let app = self.app.as_ref().map_or(0, String::capacity);
+        incoming + outgoing + in_flight + app
     }
 }

@@ -151,6 +151,15 @@ impl Rpc {
         finish_hb(regs, moved, |r, n| r.edi = r.edi.wrapping_add(n))
     }
 
+    /// Whether an open TCLO channel is polled by Tools application `app`
+    /// (it answered `reset` with `OK ATR <app>`).
+    pub(crate) fn tclo_app_polling(&self, app: &str) -> bool {
+        self.channels
+            .iter()
+            .flatten()
+            .any(|channel| channel.tclo_app() == Some(app))
+    }
+
     /// Channels currently open.
     pub(crate) fn open_channels(&self) -> usize {
         self.channels.iter().flatten().count()

@@ -28,6 +28,7 @@ pub(crate) fn answer(request: &[u8], services: &mut Services) -> Vec<u8> {
         "vmx.capability.unified_loop" => success(""),
         "SetGuestInfo" => set_guest_info(args),
         "SetGuestDiskInfo" => success(""),
+        "tools.os.statechange.status" => state_change_status(args, services),
         capability if capability.starts_with("tools.capability.") => {
             let clipped = services.events.clip(&text);
             services.events.push(Event::Capability(clipped));
@@ -76,6 +77,32 @@ fn set_guest_info(args: &str) -> String {
     match kind.parse::<u32>() {
         Ok(_) => success(""),
         Err(_) => "0 Invalid type".to_owned(),
+    }
+}
+
+/// `tools.os.statechange.status SUCCESS STATE`, which Tools send when a
+/// power operation's script finished (open-vm-tools' powerOps plugin,
+/// before it shuts the guest down for `OS_Halt`): SUCCESS is 0 or 1,
+/// STATE the operation (`GuestOsState`).
+fn state_change_status(args: &str, services: &mut Services) -> String {
+    let mut words = args.split_whitespace();
+    let parsed = match (words.next(), words.next(), words.next()) {
+        (Some(success), Some(state), None) => success
+            .parse::<u32>()
+            .ok()
+            .filter(|&s| s <= 1)
+            .zip(state.parse::<u32>().ok()),
+        _ => None,
+    };
+    match parsed {
+        Some((succeeded, state)) => {
+            services.events.push(Event::StateChangeStatus {
+                success: succeeded == 1,
+                state,
+            });
+            success("")
+        }
+        None => "0 Invalid arguments".to_owned(),
     }
 }
 
@@ -128,6 +155,43 @@ mod tests {
 
     fn ask(services: &mut Services, request: &str) -> String {
         String::from_utf8(answer(request.as_bytes(), services)).unwrap()
+    }
+
+    #[test]
+    fn state_change_status_is_accepted_and_reported_as_an_event() {
+        let mut services = services();
+        // open-vm-tools sends the string with its NUL.
+        let reply = answer(b"tools.os.statechange.status 1 1\0", &mut services);
+        assert_eq!(reply, b"1 ");
+        assert_eq!(
+            services.events.drain(),
+            vec![Event::StateChangeStatus {
+                success: true,
+                state: 1
+            }]
+        );
+        assert_eq!(ask(&mut services, "tools.os.statechange.status 0 2"), "1 ");
+        assert_eq!(
+            services.events.drain(),
+            vec![Event::StateChangeStatus {
+                success: false,
+                state: 2
+            }]
+        );
+    }
+
+    #[test]
+    fn malformed_state_change_status_is_refused_without_an_event() {
+        let mut services = services();
+        for bad in ["", "1", "2 1", "1 x", "1 1 1", "yes 1"] {
+            let request = format!("tools.os.statechange.status {bad}");
+            assert_eq!(
+                ask(&mut services, &request),
+                "0 Invalid arguments",
+                "{bad:?}"
+            );
+        }
+        assert!(services.events.drain().is_empty());
     }
 
     #[test]

@@ -1,9 +1,27 @@
 //! TCLO: commands the host queues for the guest's Tools to poll.
 //!
-//! Invariant: at most `max_queue` commands of at most `max_message` bytes
-//! wait in the queue; the host side refuses more with a typed error.
+//! Invariants: at most `max_queue` commands of at most `max_message` bytes
+//! wait in the queue; the host side refuses more with a typed error. A
+//! command queued for one Tools application (the name its TCLO channel
+//! gave in its answer to `reset`, `OK ATR <app>`) is only handed to a
+//! channel of that application; other commands go to whichever channel
+//! polls first. Commands leave the queue in the order they came, per
+//! channel.
 
 use std::collections::VecDeque;
+
+/// The application name of the Tools service's TCLO loop (vmtoolsd's
+/// `vmsvc`), as it answers `reset`: `OK ATR toolbox`. The power
+/// operations (`OS_Halt`, `OS_Reboot`) are its; the user session's loop
+/// answers `OK ATR toolbox-dnd`.
+pub const TOOLS_SERVICE_APP: &str = "toolbox";
+
+/// The application a TCLO channel announced in its reply to `reset`
+/// (`OK ATR toolbox` gives `toolbox`), if the reply is one.
+pub fn app_of_reset_reply(reply: &str) -> Option<&str> {
+    let app = reply.strip_prefix("OK ATR ")?.trim_end_matches('\0').trim();
+    (!app.is_empty()).then_some(app)
+}
 
 /// Commands VMware sends Tools over TCLO.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,10 +62,17 @@ pub enum TcloQueueError {
     TooLong,
 }
 
+/// One queued command and the application it is for (`None`: any).
+#[derive(Clone, Debug)]
+struct Queued {
+    text: String,
+    app: Option<String>,
+}
+
 /// The host's queue of TCLO commands.
 #[derive(Clone, Debug)]
 pub(crate) struct TcloQueue {
-    commands: VecDeque<String>,
+    commands: VecDeque<Queued>,
     max_queue: usize,
     max_message: usize,
 }
@@ -62,30 +87,52 @@ impl TcloQueue {
     }
 
     pub(crate) fn push(&mut self, command: &str) -> Result<(), TcloQueueError> {
-        if command.len() > self.max_message {
-            return Err(TcloQueueError::TooLong);
-        }
-        if self.commands.len() >= self.max_queue {
-            return Err(TcloQueueError::Full);
-        }
-        self.commands.push_back(command.to_owned());
+        let queued = self.checked(command, None)?;
+        self.commands.push_back(queued);
+        Ok(())
+    }
+
+    /// Like [`TcloQueue::push`], for the channels of application `app`
+    /// only.
+    pub(crate) fn push_for(&mut self, app: &str, command: &str) -> Result<(), TcloQueueError> {
+        let queued = self.checked(command, Some(app))?;
+        self.commands.push_back(queued);
         Ok(())
     }
 
     /// Like [`TcloQueue::push`], but ahead of everything queued.
     pub(crate) fn push_front(&mut self, command: &str) -> Result<(), TcloQueueError> {
+        let queued = self.checked(command, None)?;
+        self.commands.push_front(queued);
+        Ok(())
+    }
+
+    fn checked(&self, command: &str, app: Option<&str>) -> Result<Queued, TcloQueueError> {
         if command.len() > self.max_message {
             return Err(TcloQueueError::TooLong);
         }
         if self.commands.len() >= self.max_queue {
             return Err(TcloQueueError::Full);
         }
-        self.commands.push_front(command.to_owned());
-        Ok(())
+        Ok(Queued {
+            text: command.to_owned(),
+            app: app.map(str::to_owned),
+        })
     }
 
+    /// The oldest command a channel of `app` (`None`: a channel that has
+    /// not named its application yet) may take.
+    pub(crate) fn pop_for(&mut self, app: Option<&str>) -> Option<String> {
+        let at = self
+            .commands
+            .iter()
+            .position(|queued| queued.app.is_none() || queued.app.as_deref() == app)?;
+        self.commands.remove(at).map(|queued| queued.text)
+    }
+
+    #[cfg(test)]
     pub(crate) fn pop(&mut self) -> Option<String> {
-        self.commands.pop_front()
+        self.pop_for(None)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -93,7 +140,10 @@ impl TcloQueue {
     }
 
     pub(crate) fn buffered_bytes(&self) -> usize {
-        self.commands.iter().map(String::len).sum()
+        self.commands
+            .iter()
+            .map(|queued| queued.text.len() + queued.app.as_ref().map_or(0, String::len))
+            .sum()
     }
 }
 
@@ -119,6 +169,43 @@ mod tests {
         assert_eq!(queue.push("ping"), Err(TcloQueueError::Full));
         assert_eq!(queue.len(), 1);
         assert_eq!(queue.buffered_bytes(), 4);
+    }
+
+    #[test]
+    fn a_command_for_an_application_waits_for_a_channel_of_that_application() {
+        let mut queue = TcloQueue::new(4, 64);
+        queue.push_for(TOOLS_SERVICE_APP, "OS_Halt").unwrap();
+        queue.push("ping").unwrap();
+        assert_eq!(queue.pop_for(Some("toolbox-dnd")).as_deref(), Some("ping"));
+        assert_eq!(queue.pop_for(None), None, "an unnamed channel");
+        assert_eq!(queue.pop_for(Some("toolbox-dnd")), None);
+        assert_eq!(queue.pop_for(Some("toolbox")).as_deref(), Some("OS_Halt"));
+        assert_eq!(queue.len(), 0);
+    }
+
+    #[test]
+    fn targeted_commands_count_against_the_same_limits() {
+        let mut queue = TcloQueue::new(1, 7);
+        assert_eq!(
+            queue.push_for("toolbox", "OS_Reboot"),
+            Err(TcloQueueError::TooLong)
+        );
+        queue.push_for("toolbox", "OS_Halt").unwrap();
+        assert_eq!(queue.push("ping"), Err(TcloQueueError::Full));
+        assert_eq!(queue.buffered_bytes(), "OS_Halt".len() + "toolbox".len());
+    }
+
+    #[test]
+    fn reset_replies_name_the_application() {
+        assert_eq!(app_of_reset_reply("OK ATR toolbox"), Some("toolbox"));
+        assert_eq!(
+            app_of_reset_reply("OK ATR toolbox-dnd"),
+            Some("toolbox-dnd")
+        );
+        assert_eq!(app_of_reset_reply("OK ATR toolbox\0"), Some("toolbox"));
+        assert_eq!(app_of_reset_reply("OK ATR "), None);
+        assert_eq!(app_of_reset_reply("ERROR Unknown command"), None);
+        assert_eq!(app_of_reset_reply(""), None);
     }
 
     #[test]

@@ -139,6 +139,9 @@ impl Workload {
             self.kernel.display().to_string(),
         ];
         self.boot_files(&mut args, "--initrd", "--append");
+        // As QEMU's -no-reboot below: a guest that resets fails its run
+        // (exit status 5) instead of booting again forever.
+        args.push("--no-reboot".to_string());
         Invocation {
             program: nestmon.to_path_buf(),
             args,
@@ -374,7 +377,14 @@ mod tests {
         let bt = w.invocation(Backend::Bt, Path::new("/n")).unwrap();
         assert_eq!(
             bt.args,
-            ["run", "--accel", "bt", "--kernel", "/out/bench/qsort.elf"]
+            [
+                "run",
+                "--accel",
+                "bt",
+                "--kernel",
+                "/out/bench/qsort.elf",
+                "--no-reboot"
+            ]
         );
         let qemu = w.invocation(Backend::Qemu, Path::new("/n")).unwrap();
         assert_eq!(qemu.success_status, 1);
@@ -422,7 +432,13 @@ mod tests {
         let kvm = w.invocation(Backend::Kvm, Path::new("/n")).unwrap();
         assert_eq!(
             kvm.args[5..],
-            ["--initrd", "/i", "--append", "console=ttyS0 -- true"]
+            [
+                "--initrd",
+                "/i",
+                "--append",
+                "console=ttyS0 -- true",
+                "--no-reboot"
+            ]
         );
         assert_eq!(
             w.invocation(Backend::Qemu, Path::new("/n"))

@@ -21,6 +21,13 @@ pub const INITRD_KEY: &str = "nestmon.initrd";
 /// The key forcing the vCPU backend (`--accel`).
 pub const ACCEL_KEY: &str = "nestmon.accel";
 
+/// Whether a guest reset ends the run instead of restarting the guest
+/// (`--no-reboot`, QEMU's `-no-reboot`).
+pub const NO_REBOOT_KEY: &str = "nestmon.noReboot";
+/// How long SIGTERM waits for the guest to power off after asking its
+/// Tools to shut it down (`OS_Halt`), in seconds.
+pub const SOFT_POWER_OFF_TIMEOUT_KEY: &str = "nestmon.softPowerOffTimeout";
+
 const VIRTUAL_EXEC_KEY: &str = "monitor.virtual_exec";
 /// Whether the shadow MMU lets leaf page tables go out of sync (default
 /// TRUE; FALSE sees every page-table write as it happens, for comparison).
@@ -36,6 +43,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     APPEND_KEY,
     INITRD_KEY,
     ACCEL_KEY,
+    NO_REBOOT_KEY,
+    SOFT_POWER_OFF_TIMEOUT_KEY,
     "memsize",
     "displayName",
     "guestOS",
@@ -281,6 +290,10 @@ fn apply(key: &str, entry: &Entry, builder: &mut Builder) -> Result<(), ConfigEr
         "vhv.enable" => config.vhv_enable = values::boolean(entry)?,
         "nestmon.mmu.outofsync" => config.mmu_out_of_sync = values::boolean(entry)?,
         "vmx.allownested" => config.allow_nested = values::boolean(entry)?,
+        "nestmon.noreboot" => config.no_reboot = values::boolean(entry)?,
+        "nestmon.softpowerofftimeout" => {
+            config.soft_power_off_seconds = values::soft_power_off_seconds(entry)?
+        }
         "hypervisor.cpuid.v0" => config.hypervisor_cpuid_v0 = values::boolean(entry)?,
         KERNEL_KEY => {
             config.kernel = Some(values::path(entry)?);
@@ -452,6 +465,33 @@ mod tests {
 
     fn config(text: &str) -> VmConfig {
         load(text).unwrap().config
+    }
+
+    #[test]
+    fn no_reboot_is_off_by_default_and_set_by_its_key() {
+        assert!(!config("").no_reboot);
+        assert!(config("nestmon.noReboot = \"TRUE\"\n").no_reboot);
+        assert!(!config("nestmon.noreboot = \"FALSE\"\n").no_reboot);
+        assert!(matches!(
+            load("nestmon.noReboot = \"maybe\"\n"),
+            Err(ConfigError::InvalidValue { .. })
+        ));
+    }
+
+    #[test]
+    fn soft_power_off_timeout_defaults_to_30_seconds_and_takes_0_to_an_hour() {
+        assert_eq!(config("").soft_power_off_seconds, 30);
+        let set = |v: &str| load(&format!("nestmon.softPowerOffTimeout = \"{v}\"\n"));
+        assert_eq!(set("0").unwrap().config.soft_power_off_seconds, 0);
+        assert_eq!(set(" 5 ").unwrap().config.soft_power_off_seconds, 5);
+        assert_eq!(set("3600").unwrap().config.soft_power_off_seconds, 3600);
+        for bad in ["3601", "-1", "1.5", "30s", ""] {
+            let error = set(bad).unwrap_err();
+            assert!(
+                error.to_string().contains("from 0 to 3600"),
+                "{bad:?}: {error}"
+            );
+        }
     }
 
     fn warnings(text: &str) -> Vec<String> {

@@ -98,6 +98,13 @@ pub struct VmConfig {
     pub allow_nested: bool,
     /// `hypervisor.cpuid.v0`: the hypervisor CPUID bit and leaves.
     pub hypervisor_cpuid_v0: bool,
+    /// `nestmon.noReboot` (`--no-reboot`): a guest reset ends the run
+    /// (exit status 5) instead of restarting the guest.
+    pub no_reboot: bool,
+    /// `nestmon.softPowerOffTimeout`: how many seconds SIGTERM waits for
+    /// the guest to power off after asking its Tools to shut it down (0:
+    /// SIGTERM stops the guest at once).
+    pub soft_power_off_seconds: u32,
     /// `cpuid.<leaf>.<reg>[.amd|.intel]` masks, one per distinct key.
     pub cpuid_masks: Vec<CpuidMask>,
 }
@@ -107,6 +114,9 @@ pub const MAX_VMX_FILE_BYTES: u64 = 1 << 20;
 
 /// Guest RAM when `memsize` is not given.
 pub const DEFAULT_MEMSIZE_MIB: u64 = 128;
+/// `nestmon.softPowerOffTimeout` when not given: how long SIGTERM waits
+/// for a guest whose Tools were asked to shut it down.
+pub const DEFAULT_SOFT_POWER_OFF_SECONDS: u32 = 30;
 /// `guestOS` when not given.
 pub const DEFAULT_GUEST_OS: &str = "other";
 
@@ -131,6 +141,8 @@ impl Default for VmConfig {
             mmu_out_of_sync: true,
             allow_nested: false,
             hypervisor_cpuid_v0: true,
+            no_reboot: false,
+            soft_power_off_seconds: DEFAULT_SOFT_POWER_OFF_SECONDS,
             cpuid_masks: Vec::new(),
         }
     }
@@ -309,6 +321,8 @@ pub struct ConfigSources {
     pub initrd: Option<String>,
     /// `--memsize`.
     pub memsize_mib: Option<u64>,
+    /// `--no-reboot`.
+    pub no_reboot: bool,
 }
 
 /// Why a configuration cannot be used. Every variant means exit status 2.
@@ -617,6 +631,13 @@ fn command_line_entries(sources: &ConfigSources) -> Result<Vec<Entry>, ConfigErr
     }
     if let Some(memsize) = sources.memsize_mib {
         entries.push(flag_entry("memsize", memsize.to_string(), "--memsize"));
+    }
+    if sources.no_reboot {
+        entries.push(flag_entry(
+            keys::NO_REBOOT_KEY,
+            "TRUE".to_string(),
+            "--no-reboot",
+        ));
     }
     Ok(entries)
 }

@@ -82,6 +82,22 @@ pub fn positive_count(entry: &Entry) -> Result<u32, ConfigError> {
     }
 }
 
+/// The longest soft power-off wait `nestmon.softPowerOffTimeout` takes,
+/// in seconds (an hour: longer is a typo, not a plan).
+pub const MAX_SOFT_POWER_OFF_SECONDS: u32 = 3600;
+
+/// Reads `nestmon.softPowerOffTimeout`: whole seconds from 0 (SIGTERM
+/// stops the guest at once) to [`MAX_SOFT_POWER_OFF_SECONDS`].
+pub fn soft_power_off_seconds(entry: &Entry) -> Result<u32, ConfigError> {
+    match entry.value.trim().parse::<u32>() {
+        Ok(n) if n <= MAX_SOFT_POWER_OFF_SECONDS => Ok(n),
+        _ => Err(invalid(
+            entry,
+            &format!("a whole number of seconds from 0 to {MAX_SOFT_POWER_OFF_SECONDS}"),
+        )),
+    }
+}
+
 /// Reads `monitor.virtual_exec` / `monitor.virtual_mmu`.
 pub fn mode(entry: &Entry) -> Result<ModeRequest, ConfigError> {
     ModeRequest::parse(entry.value.trim())

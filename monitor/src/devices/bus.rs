@@ -11,7 +11,7 @@ use super::pci::{self, PciHost};
 use super::pic::{Irq, Pic, SharedPic};
 use super::pit::{HostMonotonicClock, MonotonicClock, Pit, SharedPit};
 use super::platform::PcPlatform;
-use super::rtc::{NmiMask, Rtc};
+use super::rtc::{CmosBattery, NmiMask, Rtc};
 use super::sink::open_serial_sink;
 use super::uart::{IrqLine, Uart, UartInput};
 use super::{size_mask, ConsoleError, DeviceError, IoOutcome, PortDevice};
@@ -98,6 +98,16 @@ impl IoBus {
         Self::build(open_serial_sink(serial)?, Some(serial.clone()))
     }
 
+    /// The standard bus with COM1 writing to `sink`, the backend `serial`
+    /// opened once for the whole run (the machines before and after a
+    /// reset write to it too).
+    pub fn with_shared_sink(
+        sink: super::SharedSink,
+        serial: &SerialBackend,
+    ) -> Result<IoBus, DeviceError> {
+        Self::build(Box::new(sink), Some(serial.clone()))
+    }
+
     /// The standard bus with COM1 writing to `out`.
     pub fn with_serial_writer(out: Box<dyn Write + Send>) -> Result<IoBus, DeviceError> {
         Self::build(out, None)
@@ -175,7 +185,23 @@ impl IoBus {
     /// CMOS at 0x70-0x71, the i8042 at 0x60 and 0x64, PCI configuration
     /// mechanism #1 at 0xcf8-0xcff, fw_cfg at 0x510-0x511.
     pub fn add_pc_platform(&mut self, platform: PcPlatform) -> Result<(), DeviceError> {
-        let rtc = Rtc::new(platform.clock, platform.ram_bytes, self.nmi_mask.clone());
+        self.add_pc_platform_with_battery(platform, CmosBattery::default())
+    }
+
+    /// [`IoBus::add_pc_platform`] with a CMOS whose battery-backed bytes
+    /// and time come from (and are kept in) `cmos_battery`: the battery of
+    /// the machine a guest reset ended, for the machine that follows it.
+    pub fn add_pc_platform_with_battery(
+        &mut self,
+        platform: PcPlatform,
+        cmos_battery: CmosBattery,
+    ) -> Result<(), DeviceError> {
+        let rtc = Rtc::with_battery(
+            platform.clock,
+            platform.ram_bytes,
+            self.nmi_mask.clone(),
+            cmos_battery,
+        );
         self.register(RTC_BASE, 2, Box::new(rtc))?;
         let (data, command) = I8042Port::pair(I8042::new());
         self.register(I8042_DATA, 1, Box::new(data))?;

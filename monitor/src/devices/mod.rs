@@ -58,8 +58,8 @@ pub use fw_cfg::FwCfg;
 pub use i8042::{I8042Port, I8042};
 pub use pci::PciHost;
 pub use platform::{PcPlatform, GUEST_CPUS};
-pub use rtc::{Clock, HostClock, NmiMask, Rtc};
-pub use sink::open_serial_sink;
+pub use rtc::{Clock, CmosBattery, HostClock, NmiMask, Rtc};
+pub use sink::{open_serial_sink, SharedSink};
 pub use uart::{IrqLine, Uart, UartInput};
 
 use crate::config::SerialBackend;

@@ -32,10 +32,17 @@
 //!   initialised with the layout a PC BIOS leaves (see [`Rtc::new`]);
 //!   nothing but the guest changes them afterwards (the checksum is not
 //!   kept up to date, as on a real PC).
+//! - Battery-backed, as on a PC: with a [`CmosBattery`], what the guest
+//!   wrote to the plain bytes and the time it set survive a machine reset
+//!   (the next machine's RTC starts from them). Registers A and B start as
+//!   a BIOS sets them up and the shutdown status byte `0x0f` as a BIOS
+//!   leaves it after reading it (0), so a reset gives the power-on
+//!   register state with the guest's NVRAM and clock. The battery holds
+//!   the state after the guest's last write (it is stored on every write).
 
 use super::{IoOutcome, PortDevice};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Where the RTC's wall-clock time comes from.
@@ -51,6 +58,35 @@ pub struct HostClock;
 impl Clock for HostClock {
     fn now(&self) -> SystemTime {
         SystemTime::now()
+    }
+}
+
+/// What a PC's CMOS keeps across a machine reset: its 128 bytes and the
+/// guest's time offset from the host's clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Retained {
+    cmos: [u8; 128],
+    offset_ns: i128,
+}
+
+/// The CMOS's battery: what one machine's RTC leaves for the next
+/// machine's after a reset ([`Rtc::with_battery`]). Empty until the guest
+/// writes to the RTC. Clones share the same contents.
+#[derive(Clone, Debug, Default)]
+pub struct CmosBattery(Arc<Mutex<Option<Retained>>>);
+
+impl CmosBattery {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Retained>> {
+        // Plain data: consistent even if a holder panicked.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The CMOS byte at `index` (0-127) as the battery keeps it, if the
+    /// guest wrote anything yet.
+    pub fn byte(&self, index: u8) -> Option<u8> {
+        self.lock()
+            .as_ref()
+            .map(|kept| kept.cmos[usize::from(index & 0x7f)])
     }
 }
 
@@ -111,6 +147,9 @@ pub mod layout {
     pub const CHECKSUM_FIRST: u8 = 0x10;
     /// Last byte covered by the checksum.
     pub const CHECKSUM_LAST: u8 = 0x2d;
+    /// The shutdown status byte: why the CPU was reset (a BIOS reads it
+    /// at reset and clears it).
+    pub const SHUTDOWN_STATUS: u8 = 0x0f;
 }
 
 const A_UIP: u8 = 0x80;
@@ -185,6 +224,9 @@ pub struct Rtc {
     flags_guest_ns: i128,
     /// Host time up to which periodic flags are accounted.
     flags_host_ns: i128,
+    /// Where the CMOS bytes and the time offset are kept for the machine
+    /// after a reset.
+    battery: Option<CmosBattery>,
 }
 
 impl std::fmt::Debug for Rtc {
@@ -219,9 +261,44 @@ impl Rtc {
             flags: 0,
             flags_guest_ns: host,
             flags_host_ns: host,
+            battery: None,
         };
         rtc.nmi_mask.set(false);
         rtc
+    }
+
+    /// [`Rtc::new`], after a reset of the machine: the CMOS bytes and the
+    /// guest's time come from `battery` when the guest wrote any before
+    /// (registers A and B as a BIOS sets them up, the shutdown status
+    /// byte `0x0f` cleared), and every later write is kept there.
+    pub fn with_battery(
+        clock: Box<dyn Clock>,
+        ram_bytes: u64,
+        nmi_mask: NmiMask,
+        battery: CmosBattery,
+    ) -> Rtc {
+        let mut rtc = Rtc::new(clock, ram_bytes, nmi_mask);
+        if let Some(kept) = *battery.lock() {
+            rtc.cmos = kept.cmos;
+            rtc.cmos[usize::from(reg::A)] = A_DEFAULT;
+            rtc.cmos[usize::from(reg::B)] = B_DEFAULT;
+            rtc.cmos[usize::from(layout::SHUTDOWN_STATUS)] = 0;
+            rtc.offset_ns = kept.offset_ns;
+            let guest = rtc.flags_host_ns + rtc.offset_ns;
+            rtc.flags_guest_ns = guest;
+        }
+        rtc.battery = Some(battery);
+        rtc
+    }
+
+    /// Stores the CMOS bytes and the time offset in the battery, if any.
+    fn keep(&self) {
+        if let Some(battery) = &self.battery {
+            *battery.lock() = Some(Retained {
+                cmos: self.cmos,
+                offset_ns: self.offset_ns,
+            });
+        }
     }
 
     /// The register `index` (0-127) as the guest reads it.
@@ -277,6 +354,7 @@ impl Rtc {
                 None => self.cmos[usize::from(index)] = value,
             },
         }
+        self.keep();
     }
 
     /// Whether the registers A and B let the clock run: SET clear and the
@@ -676,6 +754,55 @@ mod tests {
         let clock = FakeClock::at(secs, nanos);
         let rtc = Rtc::new(Box::new(clock.clone()), 128 << 20, NmiMask::default());
         (rtc, clock)
+    }
+
+    #[test]
+    fn battery_keeps_nvram_and_set_time_for_the_rtc_after_a_reset() {
+        let clock = FakeClock::at(MONDAY_NIGHT, HALF_SECOND);
+        let battery = CmosBattery::default();
+        let mut first = Rtc::with_battery(
+            Box::new(clock.clone()),
+            128 << 20,
+            NmiMask::default(),
+            battery.clone(),
+        );
+        assert_eq!(battery.byte(0x50), None, "empty until the guest writes");
+        first.write_register(0x50, 0xa5);
+        first.write_register(layout::SHUTDOWN_STATUS, 0x0a);
+        first.write_register(reg::B, B_DEFAULT | 0x04); // binary mode
+        first.write_register(reg::HOURS, 5); // the guest sets 05:43:46
+        assert_eq!(battery.byte(0x50), Some(0xa5));
+        clock.advance(Duration::from_secs(10));
+        let mut second = Rtc::with_battery(
+            Box::new(clock.clone()),
+            128 << 20,
+            NmiMask::default(),
+            battery.clone(),
+        );
+        assert_eq!(second.read_register(0x50), 0xa5);
+        assert_eq!(second.read_register(layout::SHUTDOWN_STATUS), 0);
+        assert_eq!(second.read_register(reg::A), A_DEFAULT);
+        assert_eq!(second.read_register(reg::B), B_DEFAULT, "BCD again");
+        // The time the guest set went on for the ten seconds (BCD now).
+        assert_eq!(second.read_register(reg::HOURS), 0x05);
+        assert_eq!(second.read_register(reg::MINUTES), 0x43);
+        assert_eq!(second.read_register(reg::SECONDS), 0x56);
+    }
+
+    #[test]
+    fn rtc_without_battery_writes_start_from_the_bios_layout() {
+        let battery = CmosBattery::default();
+        let (mut plain, _clock) = rtc_at(MONDAY_NIGHT, HALF_SECOND);
+        plain.write_register(0x50, 0xa5);
+        assert_eq!(battery.byte(0x50), None);
+        let mut fresh = Rtc::with_battery(
+            Box::new(FakeClock::at(MONDAY_NIGHT, HALF_SECOND)),
+            128 << 20,
+            NmiMask::default(),
+            battery,
+        );
+        assert_eq!(fresh.read_register(0x50), 0);
+        assert_eq!(fresh.read_register(layout::EQUIPMENT), 0x02);
     }
 
     /// Seconds, minutes, hours, weekday, day, month, year, century.

@@ -1,13 +1,17 @@
 //! Where COM1's bytes go, for each [`SerialBackend`].
 //!
-//! Invariant: every sink is flushed after each write, so guest output
-//! interleaves with the monitor's own messages in the order it happened.
+//! Invariants: every sink is flushed after each write, so guest output
+//! interleaves with the monitor's own messages in the order it happened;
+//! a [`SharedSink`] is opened once per run and outlives the machines that
+//! write to it (a guest reset keeps the file or socket, as QEMU keeps its
+//! chardev).
 
 use super::DeviceError;
 use crate::config::SerialBackend;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
 
 /// Opens the sink for `backend`: stdout, a file (appended to, created if
 /// missing), a Unix socket the monitor connects to, or nowhere.
@@ -34,6 +38,34 @@ pub fn open_serial_sink(backend: &SerialBackend) -> Result<Box<dyn Write + Send>
         }
         SerialBackend::None => Box::new(std::io::sink()),
     })
+}
+
+/// A sink opened once and written by one machine after another (a reset
+/// builds a new COM1 over the same backend). Clones write to the same
+/// sink.
+#[derive(Clone)]
+pub struct SharedSink(Arc<Mutex<Box<dyn Write + Send>>>);
+
+impl SharedSink {
+    /// Opens the sink for `backend` ([`open_serial_sink`]).
+    pub fn open(backend: &SerialBackend) -> Result<SharedSink, DeviceError> {
+        Ok(SharedSink(Arc::new(Mutex::new(open_serial_sink(backend)?))))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Box<dyn Write + Send>> {
+        // A writer stays usable even if a holder panicked.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Write for SharedSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.lock().write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.lock().flush()
+    }
 }
 
 /// The monitor's standard output, flushed after every write.

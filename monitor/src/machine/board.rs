@@ -23,8 +23,9 @@ pub enum OutEnd {
     GuestExit(u32),
     /// The console can no longer be written (already reported on stderr).
     ConsoleClosed,
-    /// The guest pulsed the reset line (already reported on stderr).
-    Reset,
+    /// The guest pulsed the reset line through this port (the machine
+    /// says what it does about it).
+    Reset(u16),
     /// The guest powered the machine off (ACPI S5).
     PowerOff,
 }
@@ -81,6 +82,13 @@ impl Board {
                 Event::GuestLog(line) => diagnostic!("nestmon: guest log: {line}"),
                 Event::TcloReply { command, reply } => {
                     diagnostic!("nestmon: tools replied to {command:?}: {reply:?}")
+                }
+                Event::StateChangeStatus { success, state } => {
+                    let outcome = if success { "done" } else { "failed" };
+                    diagnostic!(
+                        "nestmon: guest tools: {} script {outcome}",
+                        state_change_name(state)
+                    )
                 }
                 _ => {}
             }
@@ -145,10 +153,7 @@ impl Board {
                 Some(OutEnd::ConsoleClosed)
             }
             IoOutcome::PowerOff => Some(OutEnd::PowerOff),
-            IoOutcome::Reset => {
-                diagnostic!("nestmon: the guest reset the machine (port {port:#x}); nestmon does not restart guests: stopping");
-                Some(OutEnd::Reset)
-            }
+            IoOutcome::Reset => Some(OutEnd::Reset(port)),
         }
     }
 
@@ -169,6 +174,19 @@ impl Board {
         io.complete_string_io();
         self.log_backdoor_events();
         true
+    }
+}
+
+/// open-vm-tools' name of a `GuestOsState` (lib/include/vmware/guestrpc/
+/// powerops.h).
+fn state_change_name(state: u32) -> String {
+    match state {
+        1 => "halt".into(),
+        2 => "reboot".into(),
+        3 => "power-on".into(),
+        4 => "resume".into(),
+        5 => "suspend".into(),
+        other => format!("state change {other}"),
     }
 }
 

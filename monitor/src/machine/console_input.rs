@@ -22,12 +22,15 @@
 //! the process from the signal handler ([`restore_terminal_signal_safe`],
 //! async-signal-safe: one atomic swap and `tcsetattr`). The reader thread
 //! polls with a timeout, so dropping [`ConsoleInput`] stops it promptly.
+//! One reader serves the whole run: after a guest reset it feeds the new
+//! machine's COM1 ([`ConsoleInput::retarget`]), so the terminal stays in
+//! raw mode and no byte read from standard input is lost.
 
 use crate::devices::UartInput;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 /// Standard input.
@@ -157,6 +160,8 @@ impl Escape {
 /// Standard input feeding COM1 for as long as it lives.
 pub struct ConsoleInput {
     stop: Arc<AtomicBool>,
+    /// The COM1 the reader feeds (the current machine's).
+    target: Arc<Mutex<UartInput>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -171,17 +176,30 @@ impl ConsoleInput {
         }
         let raw = terminal && enter_raw_mode().is_ok();
         let stop = Arc::new(AtomicBool::new(false));
+        let target = Arc::new(Mutex::new(input));
         let thread = {
-            let stop = stop.clone();
+            let (stop, target) = (stop.clone(), target.clone());
             std::thread::Builder::new()
                 .name("nestmon-stdin".into())
-                .spawn(move || read_stdin(&input, &stop, raw))?
+                .spawn(move || read_stdin(&target, &stop, raw))?
         };
         Ok(Some(ConsoleInput {
             stop,
+            target,
             thread: Some(thread),
         }))
     }
+
+    /// Feeds `input` (the COM1 of the machine built after a reset) from
+    /// now on.
+    pub fn retarget(&self, input: UartInput) {
+        *lock_target(&self.target) = input;
+    }
+}
+
+fn lock_target(target: &Mutex<UartInput>) -> std::sync::MutexGuard<'_, UartInput> {
+    // A handle stays valid even if a holder panicked.
+    target.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Drop for ConsoleInput {
@@ -219,11 +237,13 @@ fn wait_readable() -> io::Result<bool> {
     }
 }
 
-/// Reads standard input until it ends, fails, or `stop`.
-fn read_stdin(input: &UartInput, stop: &AtomicBool, raw: bool) {
+/// Reads standard input until it ends, fails, or `stop`, into the
+/// current `target`.
+fn read_stdin(target: &Mutex<UartInput>, stop: &AtomicBool, raw: bool) {
     let mut escape = Escape::default();
     let mut buffer = [0u8; 4096];
     while !stop.load(Ordering::SeqCst) {
+        let input = lock_target(target).clone();
         if input.backlog() > MAX_BACKLOG {
             std::thread::sleep(std::time::Duration::from_millis(u64::from(POLL_MS as u32)));
             continue;

@@ -9,6 +9,7 @@ mod board;
 mod console_input;
 mod entry;
 pub mod interrupts;
+mod power;
 mod signals;
 mod stats;
 #[cfg(test)]
@@ -20,7 +21,7 @@ pub use signals::signal_name;
 use crate::config::VmConfig;
 use crate::console::diagnostic;
 use crate::cpuid::CpuModel;
-use crate::devices::{IoBus, PcPlatform, CONSOLE_CLOSED_STATUS};
+use crate::devices::{CmosBattery, IoBus, PcPlatform, SharedSink, CONSOLE_CLOSED_STATUS};
 use crate::exit_status::{self, ExitConvention};
 use crate::mode::Exec;
 use crate::vcpu::bt::BtVcpu;
@@ -29,6 +30,7 @@ use crate::vcpu::{GuestStop, RegisterDump, StopReason, Vcpu, VcpuExit};
 use backdoor::outer::{power_on_handshake, NestingGuard, OuterTransport, PortIoTransport};
 use backdoor::{Backdoor, HostFacts, TcloCommand};
 use board::{Board, OutEnd};
+use power::{SoftPoll, SoftPowerOff};
 use signals::StopSignals;
 use std::path::PathBuf;
 
@@ -94,7 +96,10 @@ impl MachineError {
     }
 }
 
-fn backdoor_for(vm: &VmConfig, cpu: &CpuModel) -> Backdoor {
+/// The backdoor of one machine, its guestinfo namespace holding
+/// `guestinfo` (the configuration's at power-on, the previous machine's
+/// after a reset).
+fn backdoor_for(vm: &VmConfig, cpu: &CpuModel, guestinfo: &[(String, String)]) -> Backdoor {
     let defaults = HostFacts::default();
     let facts = HostFacts {
         tsc_hz: cpu.tsc_hz(),
@@ -105,10 +110,7 @@ fn backdoor_for(vm: &VmConfig, cpu: &CpuModel) -> Backdoor {
         hw_version: vm.hw_version.unwrap_or(defaults.hw_version),
         ..defaults
     };
-    let mut backdoor = Backdoor::new(
-        facts,
-        vm.guestinfo.iter().map(|(k, v)| (k.clone(), v.clone())),
-    );
+    let mut backdoor = Backdoor::new(facts, guestinfo.iter().cloned());
     // As VMware's VMX does: a TCLO channel starts with `reset`, then
     // `Capabilities_Register` (vmtoolsd announces itself and its version).
     backdoor.greet_tclo_channels(&[TcloCommand::Reset, TcloCommand::CapabilitiesRegister]);
@@ -127,8 +129,8 @@ enum RunEnd {
     GuestExit(u32),
     /// The console can no longer be written.
     ConsoleClosed,
-    /// The guest pulsed the CPU's reset line.
-    Reset,
+    /// The guest pulsed the CPU's reset line through this port.
+    Reset(u16),
     /// The guest powered the machine off.
     PowerOff,
     /// The guest cannot continue.
@@ -139,16 +141,26 @@ enum RunEnd {
     HostFailure(String),
 }
 
+/// Whether a port carries the VMware backdoor (whose traffic may start or
+/// stop the Tools' TCLO loop).
+fn is_backdoor_port(port: u16) -> bool {
+    port == board::BACKDOOR_PORT || port == board::BACKDOOR_HB_PORT
+}
+
 /// Runs the vCPU, handing its exits to the board, until the run ends.
-fn exit_loop(vcpu: &mut dyn Vcpu, board: &mut Board) -> RunEnd {
+fn exit_loop(vcpu: &mut dyn Vcpu, board: &mut Board, soft: &mut SoftPowerOff) -> RunEnd {
     // IRQ0 from the PIT, for as long as the guest runs.
     let _timer = match timer::PitTimer::start(&board.bus) {
         Ok(timer) => timer,
         Err(e) => return RunEnd::HostFailure(format!("cannot start the PIT timer thread: {e}")),
     };
+    soft.track_tools(board);
     loop {
         if let Some(signal) = signals::pending_stop_signal() {
             return RunEnd::Signal(signal, vcpu.register_dump());
+        }
+        if soft.poll(board) == SoftPoll::StopHard {
+            return RunEnd::Signal(libc::SIGTERM, vcpu.register_dump());
         }
         board.irq.forward(vcpu);
         match vcpu.run() {
@@ -157,7 +169,12 @@ fn exit_loop(vcpu: &mut dyn Vcpu, board: &mut Board) -> RunEnd {
                 data,
                 string,
                 io,
-            } => board.io_in(port, data, string, io),
+            } => {
+                board.io_in(port, data, string, io);
+                if is_backdoor_port(port) {
+                    soft.track_tools(board);
+                }
+            }
             VcpuExit::IoOut {
                 port,
                 data,
@@ -166,18 +183,18 @@ fn exit_loop(vcpu: &mut dyn Vcpu, board: &mut Board) -> RunEnd {
             } => match board.io_out(port, data, string, io) {
                 Some(OutEnd::GuestExit(value)) => return RunEnd::GuestExit(value),
                 Some(OutEnd::ConsoleClosed) => return RunEnd::ConsoleClosed,
-                Some(OutEnd::Reset) => return RunEnd::Reset,
+                Some(OutEnd::Reset(port)) => return RunEnd::Reset(port),
                 Some(OutEnd::PowerOff) => return RunEnd::PowerOff,
+                None if is_backdoor_port(port) => soft.track_tools(board),
                 None => {}
             },
             // HLT with IF = 1: sleep (without spinning) until the PIC or
             // an NMI source has something, or a stop signal arrives; the
             // loop then delivers it.
             VcpuExit::Hlt => {
-                if !board
-                    .irq
-                    .wait_while_halted(|| signals::pending_stop_signal().is_some())
-                {
+                if !board.irq.wait_while_halted(|| {
+                    signals::pending_stop_signal().is_some() || soft.needs_attention()
+                }) {
                     return RunEnd::Stopped(GuestStop {
                         reason: StopReason::HaltedWithoutInterruptSources,
                         registers: vcpu.register_dump(),
@@ -191,81 +208,206 @@ fn exit_loop(vcpu: &mut dyn Vcpu, board: &mut Board) -> RunEnd {
     }
 }
 
-/// Builds the machine and runs the guest; returns the process exit status.
-pub fn run(opts: &RunOptions) -> Result<i32, MachineError> {
-    let bad = |e: &dyn std::fmt::Display| MachineError::BadInput(e.to_string());
-    let ram = shadowmmu::GuestRam::new(opts.vm.memsize_mib).map_err(|e| bad(&e))?;
-    let (image, name) = match &opts.vm.kernel {
-        Some(path) => (
-            crate::loader::read_kernel(path).map_err(|e| bad(&e))?,
-            path.display().to_string(),
-        ),
-        None => (DEFAULT_GUEST.to_vec(), "nestmon-default-guest".to_string()),
-    };
-    let files = opts
-        .vm
-        .initrd
-        .iter()
-        .map(|item| crate::loader::read_boot_file(&item.path, item.args.as_deref()))
-        .collect::<Result<Vec<_>, _>>()
+/// What a run reads once and every boot of it loads again: the kernel,
+/// the initrd files and the CPU model (QEMU too keeps its copies of the
+/// images and loads them again at a reset).
+struct BootImages {
+    image: Vec<u8>,
+    name: String,
+    files: Vec<crate::loader::BootFile>,
+    cpu: CpuModel,
+}
+
+impl BootImages {
+    fn read(opts: &RunOptions) -> Result<BootImages, MachineError> {
+        let bad = |e: &dyn std::fmt::Display| MachineError::BadInput(e.to_string());
+        let (image, name) = match &opts.vm.kernel {
+            Some(path) => (
+                crate::loader::read_kernel(path).map_err(|e| bad(&e))?,
+                path.display().to_string(),
+            ),
+            None => (DEFAULT_GUEST.to_vec(), "nestmon-default-guest".to_string()),
+        };
+        let files = opts
+            .vm
+            .initrd
+            .iter()
+            .map(|item| crate::loader::read_boot_file(&item.path, item.args.as_deref()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(&e))?;
+        let cpu = CpuModel::new_measuring(
+            &opts.vm,
+            &crate::probe::host_cpuid,
+            crate::probe::measure_tsc_hz,
+        )
         .map_err(|e| bad(&e))?;
-    let loaded = crate::loader::load_kernel(&ram, &image, &name, &opts.vm.append, &files)
-        .map_err(|e| bad(&e))?;
-    drop(files);
-    if let crate::loader::LoadedGuest::Linux(_) = &loaded {
-        crate::devices::acpi::build_tables(opts.vm.memsize_mib << 20)
-            .write_to(&ram)
-            .map_err(|e| MachineError::Host(e.to_string()))?;
+        // A 64-bit kernel under hardware execution sees a processor with
+        // long mode (mode resolution sent it there; binary translation
+        // keeps the 32-bit model and stops when the kernel tries to leave
+        // it).
+        let cpu = if opts.exec == Exec::Hardware && crate::loader::is_elf64(&image) {
+            cpu.with_long_mode()
+        } else {
+            cpu
+        };
+        Ok(BootImages {
+            image,
+            name,
+            files,
+            cpu,
+        })
     }
-    let mut bus = IoBus::new(&opts.vm.serial0).map_err(|e| bad(&e))?;
-    bus.add_pc_platform(PcPlatform::for_vm(&opts.vm))
-        .map_err(|e| MachineError::Host(e.to_string()))?;
-    let cpu = CpuModel::new_measuring(
-        &opts.vm,
-        &crate::probe::host_cpuid,
-        crate::probe::measure_tsc_hz,
-    )
-    .map_err(|e| bad(&e))?;
-    // A 64-bit kernel under hardware execution sees a processor with long
-    // mode (mode resolution sent it there; binary translation keeps the
-    // 32-bit model and stops when the kernel tries to leave it).
-    let cpu = if opts.exec == Exec::Hardware && crate::loader::is_elf64(&image) {
-        cpu.with_long_mode()
-    } else {
-        cpu
-    };
-    let backdoor = backdoor_for(&opts.vm, &cpu);
-    let mut vcpu = match opts.exec {
-        Exec::BinaryTranslation => MachineVcpu::Bt(Box::new(bt_vcpu(opts, ram, cpu, &loaded)?)),
-        Exec::Hardware => MachineVcpu::Kvm(Box::new(kvm_vcpu(opts, ram, &cpu, &loaded)?)),
-    };
-    let irq = interrupts::InterruptInputs::new(vcpu.as_dyn().exit_requester(), &bus);
-    let mut board = Board {
-        bus,
-        backdoor,
-        restrict_backdoor: opts.vm.restrict_backdoor,
-        irq,
-    };
-    match &mut vcpu {
-        MachineVcpu::Bt(bt) => {
-            bt.set_ignored_ports(board.ignored_ports());
-            bt.set_unprivileged_ports(board.unprivileged_ports());
+}
+
+/// What outlives one machine within a run, as on a PC whose reset button
+/// is pressed: COM1's backend (the file, socket or standard output), the
+/// CMOS (battery-backed: its bytes and the time the guest set), and the
+/// guestinfo namespace (the VMX's, which VMware keeps across guest
+/// reboots until power-off).
+struct Persistent {
+    sink: SharedSink,
+    cmos_battery: CmosBattery,
+    guestinfo: Vec<(String, String)>,
+}
+
+/// One machine: fresh guest RAM with the images loaded, devices and vCPU
+/// in their power-on state.
+struct Machine {
+    vcpu: MachineVcpu,
+    board: Board,
+}
+
+impl Machine {
+    fn build(
+        opts: &RunOptions,
+        images: &BootImages,
+        kept: &Persistent,
+    ) -> Result<Machine, MachineError> {
+        let bad = |e: &dyn std::fmt::Display| MachineError::BadInput(e.to_string());
+        let ram = shadowmmu::GuestRam::new(opts.vm.memsize_mib).map_err(|e| bad(&e))?;
+        let loaded = crate::loader::load_kernel(
+            &ram,
+            &images.image,
+            &images.name,
+            &opts.vm.append,
+            &images.files,
+        )
+        .map_err(|e| bad(&e))?;
+        if let crate::loader::LoadedGuest::Linux(_) = &loaded {
+            crate::devices::acpi::build_tables(opts.vm.memsize_mib << 20)
+                .write_to(&ram)
+                .map_err(|e| MachineError::Host(e.to_string()))?;
         }
-        MachineVcpu::Kvm(kvm) => kvm.set_unprivileged_ports(board.unprivileged_ports()),
+        let mut bus =
+            IoBus::with_shared_sink(kept.sink.clone(), &opts.vm.serial0).map_err(|e| bad(&e))?;
+        bus.add_pc_platform_with_battery(PcPlatform::for_vm(&opts.vm), kept.cmos_battery.clone())
+            .map_err(|e| MachineError::Host(e.to_string()))?;
+        let backdoor = backdoor_for(&opts.vm, &images.cpu, &kept.guestinfo);
+        let cpu = images.cpu.clone();
+        let mut vcpu = match opts.exec {
+            Exec::BinaryTranslation => MachineVcpu::Bt(Box::new(bt_vcpu(opts, ram, cpu, &loaded)?)),
+            Exec::Hardware => MachineVcpu::Kvm(Box::new(kvm_vcpu(opts, ram, &cpu, &loaded)?)),
+        };
+        let irq = interrupts::InterruptInputs::new(vcpu.as_dyn().exit_requester(), &bus);
+        let board = Board {
+            bus,
+            backdoor,
+            restrict_backdoor: opts.vm.restrict_backdoor,
+            irq,
+        };
+        match &mut vcpu {
+            MachineVcpu::Bt(bt) => {
+                bt.set_ignored_ports(board.ignored_ports());
+                bt.set_unprivileged_ports(board.unprivileged_ports());
+            }
+            MachineVcpu::Kvm(kvm) => kvm.set_unprivileged_ports(board.unprivileged_ports()),
+        }
+        Ok(Machine { vcpu, board })
     }
+
+    /// The guestinfo namespace as the next machine starts with it.
+    fn guestinfo(&self) -> Vec<(String, String)> {
+        self.board
+            .backdoor
+            .guestinfo()
+            .entries()
+            .map(|(k, v)| (k, v.to_owned()))
+            .collect()
+    }
+}
+
+/// Builds the machine and runs the guest, building it again after each
+/// reset unless `--no-reboot`; returns the process exit status.
+pub fn run(opts: &RunOptions) -> Result<i32, MachineError> {
+    let images = BootImages::read(opts)?;
+    let mut kept = Persistent {
+        sink: SharedSink::open(&opts.vm.serial0)
+            .map_err(|e| MachineError::BadInput(e.to_string()))?,
+        cmos_battery: CmosBattery::default(),
+        guestinfo: opts
+            .vm
+            .guestinfo
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    };
+    let mut machine = Machine::build(opts, &images, &kept)?;
     // Held while the guest runs: reopens the outer backdoor when dropped,
     // on every return path below.
     let _outer = outer_handshake(opts.vm.allow_nested)?;
     let started = std::time::Instant::now();
+    let mut earlier = stats::Totals::default();
     let end = {
         let _signals = StopSignals::install();
         // Dropped before the signal handlers: the terminal is restored
         // first.
-        let _input = console_input_for(opts, &board)?;
-        exit_loop(vcpu.as_dyn_mut(), &mut board)
+        let input = console_input_for(opts, &machine.board)?;
+        let mut soft = SoftPowerOff::new(std::time::Duration::from_secs(u64::from(
+            opts.vm.soft_power_off_seconds,
+        )));
+        loop {
+            let end = exit_loop(machine.vcpu.as_dyn_mut(), &mut machine.board, &mut soft);
+            let RunEnd::Reset(port) = end else {
+                break end;
+            };
+            if opts.vm.no_reboot {
+                diagnostic!(
+                    "nestmon: the guest reset the machine (port {port:#x}); stopping (--no-reboot)"
+                );
+                break end;
+            }
+            diagnostic!("nestmon: the guest reset the machine (port {port:#x}); restarting it");
+            earlier.add(&stats::StatsReport::new(
+                machine.vcpu.as_dyn(),
+                &machine.board,
+                std::time::Duration::ZERO,
+            ));
+            kept.guestinfo = machine.guestinfo();
+            // The old machine (its RAM, translations and threads) goes
+            // before the new one is built.
+            drop(machine);
+            machine = Machine::build(opts, &images, &kept)?;
+            if let Some(input) = &input {
+                input.retarget(machine.board.bus.com1_input());
+            }
+        }
     };
+    finish(opts, &machine, &earlier, started.elapsed(), end)
+}
+
+/// Writes `--stats`, `--stats-json` and `--guestinfo-out` for the whole
+/// run (the last machine's counters plus those of the machines a reset
+/// ended) and turns its end into the exit status.
+fn finish(
+    opts: &RunOptions,
+    machine: &Machine,
+    earlier: &stats::Totals,
+    elapsed: std::time::Duration,
+    end: RunEnd,
+) -> Result<i32, MachineError> {
     if opts.stats || opts.stats_json.is_some() {
-        let report = stats::StatsReport::new(vcpu.as_dyn(), &board, started.elapsed());
+        let mut report = stats::StatsReport::new(machine.vcpu.as_dyn(), &machine.board, elapsed);
+        report.include(earlier);
         if opts.stats {
             stats::print_stats(&report);
         }
@@ -275,13 +417,13 @@ pub fn run(opts: &RunOptions) -> Result<i32, MachineError> {
         }
     }
     if let Some(path) = &opts.guestinfo_out {
-        write_guestinfo(path, &board)?;
+        write_guestinfo(path, &machine.board)?;
     }
     let vm_line = vm_identity(&opts.vm);
     match end {
         RunEnd::GuestExit(value) => Ok(guest_exit_status(opts.exit_convention, value)),
         RunEnd::ConsoleClosed => Ok(CONSOLE_CLOSED_STATUS),
-        RunEnd::Reset => Ok(exit_status::GUEST_RESET),
+        RunEnd::Reset(_) => Ok(exit_status::GUEST_RESET),
         RunEnd::PowerOff => Ok(exit_status::GUEST_POWER_OFF),
         RunEnd::Stopped(stop) => Err(MachineError::GuestDied(format!("{stop}{vm_line}"))),
         RunEnd::Signal(signal, dump) => Err(MachineError::Interrupted {

@@ -1,5 +1,10 @@
 //! `--stats` and `--stats-json`: the vCPU's counters, totals and rates
 //! over the run's elapsed time, and the bus's unclaimed ports.
+//!
+//! Invariant: a run the guest reset is reported whole: the counters and
+//! unclaimed-port counts of the machines a reset ended ([`Totals`]) are
+//! added to the last machine's, the elapsed time is the run's, and a
+//! `machine: resets` counter says how many machines came before.
 
 use super::board::Board;
 use crate::console;
@@ -28,7 +33,89 @@ pub struct StatsReport {
     pub unclaimed_ports: Vec<(u16, u64, u64)>,
 }
 
+/// The counters of the machines a reset ended, summed.
+#[derive(Debug, Default)]
+pub struct Totals {
+    /// Machines that ended in a reset.
+    resets: u64,
+    /// Counters by name, in the order first seen.
+    counters: Vec<(String, u64)>,
+    /// Unclaimed-port counts: (port, reads, writes).
+    unclaimed_ports: Vec<(u16, u64, u64)>,
+}
+
+impl Totals {
+    /// Adds the report of a machine a reset ended.
+    pub fn add(&mut self, report: &StatsReport) {
+        self.resets += 1;
+        for (name, value) in &report.counters {
+            add_counter(&mut self.counters, name, *value);
+        }
+        for &(port, reads, writes) in &report.unclaimed_ports {
+            add_port(&mut self.unclaimed_ports, port, reads, writes);
+        }
+    }
+}
+
+fn add_counter(counters: &mut Vec<(String, u64)>, name: &str, value: u64) {
+    match counters.iter_mut().find(|(n, _)| n == name) {
+        Some((_, total)) => *total = total.saturating_add(value),
+        None => counters.push((name.to_string(), value)),
+    }
+}
+
+fn add_port(ports: &mut Vec<(u16, u64, u64)>, port: u16, reads: u64, writes: u64) {
+    match ports.iter_mut().find(|(p, _, _)| *p == port) {
+        Some((_, r, w)) => {
+            *r = r.saturating_add(reads);
+            *w = w.saturating_add(writes);
+        }
+        None => ports.push((port, reads, writes)),
+    }
+}
+
 impl StatsReport {
+    /// Adds the machines a reset ended to this report of the last one,
+    /// with a `machine: resets` counter when there were any; totals and
+    /// rates follow.
+    pub fn include(&mut self, earlier: &Totals) {
+        if earlier.resets == 0 {
+            return;
+        }
+        for (name, value) in &earlier.counters {
+            add_counter(&mut self.counters, name, *value);
+        }
+        self.counters
+            .push(("machine: resets".to_string(), earlier.resets));
+        for &(port, reads, writes) in &earlier.unclaimed_ports {
+            add_port(&mut self.unclaimed_ports, port, reads, writes);
+        }
+        self.unclaimed_ports.sort_by_key(|&(port, _, _)| port);
+        self.exits_total = self
+            .counters
+            .iter()
+            .filter(|(name, _)| name.starts_with("exits: "))
+            .map(|(_, value)| value)
+            .sum();
+        let seconds = self.elapsed_seconds;
+        let rate = |count: u64| {
+            if seconds > 0.0 {
+                count as f64 / seconds
+            } else {
+                0.0
+            }
+        };
+        self.exits_per_second = rate(self.exits_total);
+        if self.guest_insns_per_second.is_some() {
+            let insns = self
+                .counters
+                .iter()
+                .find(|(name, _)| *name == GUEST_INSNS_ESTIMATE)
+                .map_or(0, |(_, value)| *value);
+            self.guest_insns_per_second = Some(rate(insns));
+        }
+    }
+
     /// The report of `vcpu` and `board` after a run of `elapsed`.
     pub fn new(vcpu: &dyn Vcpu, board: &Board, elapsed: Duration) -> StatsReport {
         let stats = vcpu.stats();

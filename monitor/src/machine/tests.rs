@@ -6,7 +6,7 @@
 //! a simulated outer VMware hypervisor (module `nesting`).
 
 use super::interrupts::InterruptInputs;
-use super::{exit_loop, Board, RunEnd};
+use super::{Board, RunEnd, SoftPowerOff};
 use crate::cpuid::CpuModel;
 use crate::devices::pic::{Irq, PicLine};
 use crate::devices::IoBus;
@@ -31,6 +31,11 @@ const PIC_BASE: u8 = 0x30;
 const TEST_IRQ: u8 = 5;
 /// The vector the PIC gives [`TEST_IRQ`].
 const VECTOR: u8 = PIC_BASE + TEST_IRQ;
+
+/// The exit loop with no soft power-off (SIGTERM would stop at once).
+fn run_loop(vcpu: &mut dyn crate::vcpu::Vcpu, board: &mut Board) -> RunEnd {
+    super::exit_loop(vcpu, board, &mut SoftPowerOff::new(Duration::ZERO))
+}
 
 fn assemble(ip: u32, build: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Vec<u8> {
     let mut a = CodeAssembler::new(32).unwrap();
@@ -163,7 +168,7 @@ fn run_raising_after(vcpu: &mut BtVcpu, board: &mut Board, after: Duration) -> R
             std::thread::sleep(after);
             line.pulse();
         });
-        exit_loop(vcpu, board)
+        run_loop(vcpu, board)
     })
 }
 
@@ -232,7 +237,7 @@ fn halt_with_interrupts_disabled_still_stops_although_sources_exist() {
     });
     let _source = board.irq.source();
     assert_eq!(
-        stop_reason(exit_loop(&mut vcpu, &mut board)),
+        stop_reason(run_loop(&mut vcpu, &mut board)),
         Some(StopReason::HaltedForever)
     );
 }
@@ -251,7 +256,7 @@ fn halt_with_every_pic_line_masked_stops_the_run() {
         a.hlt()
     });
     assert_eq!(
-        stop_reason(exit_loop(&mut vcpu, &mut board)),
+        stop_reason(run_loop(&mut vcpu, &mut board)),
         Some(StopReason::HaltedWithoutInterruptSources)
     );
 }
@@ -266,7 +271,7 @@ fn halt_with_irq0_enabled_but_the_pit_idle_stops_the_run() {
         a.hlt()
     });
     assert_eq!(
-        stop_reason(exit_loop(&mut vcpu, &mut board)),
+        stop_reason(run_loop(&mut vcpu, &mut board)),
         Some(StopReason::HaltedWithoutInterruptSources)
     );
 }
@@ -301,7 +306,7 @@ fn pit_channel_0_wakes_a_halted_guest_at_its_rate() {
         a.out(0xf4, al)
     });
     let (wall, cpu) = (Instant::now(), thread_cpu_time());
-    let end = exit_loop(&mut vcpu, &mut board);
+    let end = run_loop(&mut vcpu, &mut board);
     assert_eq!(guest_report(&end), Some(0));
     let waited = wall.elapsed();
     // Ticks never come faster than the PIT's period (the first may come
@@ -329,7 +334,7 @@ fn com1_transmit_interrupt_arrives_through_irq4() {
         a.mov(al, byte_ptr(MARK))?;
         a.out(0xf4, al)
     });
-    assert_eq!(guest_report(&exit_loop(&mut vcpu, &mut board)), Some(1));
+    assert_eq!(guest_report(&run_loop(&mut vcpu, &mut board)), Some(1));
 }
 
 #[test]
@@ -368,7 +373,7 @@ fn masked_line_raised_while_the_guest_spins_arrives_when_unmasked() {
             std::thread::sleep(Duration::from_millis(20));
             line.pulse();
         });
-        exit_loop(&mut vcpu, &mut board)
+        run_loop(&mut vcpu, &mut board)
     });
     assert_eq!(guest_report(&end), Some(0x10), "no delivery while masked");
 }
