@@ -34,8 +34,7 @@ const KVM_TIME_CAP: Duration = Duration::from_secs(90);
 /// leaves undefined differently from the host CPU); `pm_paging`,
 /// `pm_tasks`, `pm_exceptions`, `pm_events`, `pm_spaces` (32-bit paging:
 /// `kvm_pvm` raises #GP on MOV to CR0 with PG outside long mode);
-/// `pm_fpu` (x87 instructions, which neither KVM's emulator nor the
-/// monitor carries out); `pm_sysenter` (CPUID answers come from the host
+/// `pm_sysenter` (CPUID answers come from the host
 /// CPU under `kvm_pvm`, so its MTRR section differs); `pm_limits` (KVM's
 /// emulator skips some segment-limit checks); `pm_timer` (no interrupt
 /// window between STI and CLI); `pm_debug` (no data breakpoints in KVM's
@@ -47,6 +46,120 @@ const SMALL_GUESTS: &[&str] = &[
     "pm_rings",
     "pm_segments",
 ];
+
+/// Guests whose x87, MMX, SSE and SSE2 instructions KVM's emulator gives
+/// back under `kvm_pvm`, and nestmon runs on the host's FPU with the
+/// guest's state loaded (`vcpu/kvm/fpu.rs`): their output must be binary
+/// translation's and the expected file's (QEMU's). `pm_fpu_user` runs them
+/// at ring 3, where `kvm_pvm` refuses them with a #UD that nestmon's
+/// intercept takes back.
+const FPU_GUESTS: &[&str] = &["x87", "mmx", "sse2", "pm_fpu", "pm_fpu_user"];
+
+/// Unmasked SIMD and x87 exceptions in instructions nestmon runs on the
+/// host's FPU: DIVSS by zero with MXCSR.ZM clear raises #XM (CR4.OSXMMEXCPT)
+/// before writing XMM0, with MXCSR.ZE set (the handler prints `X`, the
+/// flags digit, `=` if XMM0 kept 1.0); then FDIV by zero with FCW.ZM clear
+/// completes without a fault, leaving FSW.ES set (`p`), and the next FWAIT
+/// raises #MF (`M`). A #UD prints `U` and fails. Expected: `SX4=pM`.
+const FPU_EXCEPTION_GUEST: &str = "
+    sub esp, 160
+    mov edi, esp
+    mov ecx, 40
+    xor eax, eax
+    cld
+    rep stosd
+    mov ebx, offset on_ud
+    mov edi, 6
+    call set_gate
+    mov ebx, offset on_mf
+    mov edi, 16
+    call set_gate
+    mov ebx, offset on_xm
+    mov edi, 19
+    call set_gate
+    sub esp, 8
+    mov word ptr [esp + 2], 159
+    lea eax, [esp + 8]
+    mov dword ptr [esp + 4], eax
+    lidt [esp + 2]
+    mov eax, cr4
+    or eax, 0x600
+    mov cr4, eax
+    mov eax, cr0
+    and eax, 0xfffffff3
+    or eax, 0x22
+    mov cr0, eax
+    mov dx, 0x3f8
+    mov al, 'S'
+    out dx, al
+    push 0x1d80
+    ldmxcsr [esp]
+    mov eax, 0x3f800000
+    movd xmm0, eax
+    xorps xmm1, xmm1
+    divss xmm0, xmm1
+    mov al, 'n'
+    out dx, al
+    jmp fail
+set_gate:
+    mov word ptr [esp + 4 + edi * 8], bx
+    mov word ptr [esp + 4 + edi * 8 + 2], 0x08
+    mov word ptr [esp + 4 + edi * 8 + 4], 0x8e00
+    shr ebx, 16
+    mov word ptr [esp + 4 + edi * 8 + 6], bx
+    ret
+on_xm:
+    mov dx, 0x3f8
+    mov al, 'X'
+    out dx, al
+    sub esp, 4
+    stmxcsr [esp]
+    mov eax, [esp]
+    and al, 0x3f
+    add al, '0'
+    out dx, al
+    movd eax, xmm0
+    cmp eax, 0x3f800000
+    mov al, '='
+    je 1f
+    mov al, '!'
+1:  out dx, al
+    fninit
+    push 0x037b
+    fldcw [esp]
+    push 0
+    fld1
+    fdiv dword ptr [esp]
+    fnstsw ax
+    test al, 0x80
+    mov al, 'p'
+    jnz 2f
+    mov al, '-'
+2:  mov dx, 0x3f8
+    out dx, al
+    fwait
+    mov al, 'n'
+    out dx, al
+    jmp fail
+on_mf:
+    mov dx, 0x3f8
+    mov al, 'M'
+    out dx, al
+    fnclex
+    mov al, 0
+    out 0xf4, al
+3:  hlt
+    jmp 3b
+on_ud:
+    mov dx, 0x3f8
+    mov al, 'U'
+    out dx, al
+fail:
+    mov al, 1
+    out 0xf4, al
+4:  hlt
+    jmp 4b
+";
 
 /// A guest that takes the PIT's IRQ0 through the PIC at vector 0x20
 /// (`sti; hlt` waits for it); the handler prints `I` and ends the run.
@@ -169,6 +282,67 @@ fn small_guests_print_the_same_under_kvm_and_binary_translation() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn fpu_guests_print_under_kvm_what_they_print_under_binary_translation_and_qemu() {
+    if !kvm_usable("fpu_guests_print_under_kvm_what_they_print_under_binary_translation_and_qemu") {
+        return;
+    }
+    let emulating = !monitor::kvm::hardware_virtualization_visible(&monitor::probe::host_cpuid);
+    let mut failures = Vec::new();
+    for name in FPU_GUESTS {
+        let bt = run_guest(name, "bt", &[]);
+        let kvm = run_guest(name, "kvm", &["--stats"]);
+        eprintln!("{name}: bt {:.2?}, kvm {:.2?}", bt.elapsed, kvm.elapsed);
+        if kvm.code != Some(0) || bt.code != Some(0) {
+            failures.push(format!(
+                "{name}: bt {}; kvm {}",
+                describe(&bt),
+                describe(&kvm)
+            ));
+            continue;
+        }
+        let got = filter(&kvm.stdout);
+        if got != filter(&bt.stdout) {
+            let diff = first_diff(&filter(&bt.stdout), &got);
+            failures.push(format!("{name}: kvm differs from bt: {diff}"));
+        }
+        match guestkit::expected(name) {
+            Some(want) if want != got => failures.push(format!(
+                "{name}: kvm differs from expected/{name}.out: {}",
+                first_diff(&want, &got)
+            )),
+            Some(_) => {}
+            None => failures.push(format!("{name}: no expected/{name}.out")),
+        }
+        // Under an emulating KVM the FPU instructions reach the monitor.
+        if emulating && stat(&kvm.stderr, "instructions carried out by nestmon") == 0 {
+            failures.push(format!(
+                "{name}: nestmon carried nothing out:\n{}",
+                kvm.stderr
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn unmasked_simd_and_x87_exceptions_reach_the_guest_as_xm_and_mf_under_both_backends() {
+    if !kvm_usable(
+        "unmasked_simd_and_x87_exceptions_reach_the_guest_as_xm_and_mf_under_both_backends",
+    ) {
+        return;
+    }
+    let elf = asm_guest("kvm_fpu_exceptions", FPU_EXCEPTION_GUEST);
+    for accel in ["bt", "kvm"] {
+        let r = run(
+            &mut nestmon(&["run", "--accel", accel, "--kernel", elf.to_str().unwrap()]),
+            KVM_TIME_CAP,
+        );
+        assert_eq!(r.code, Some(0), "{accel}: {}", describe(&r));
+        assert_eq!(r.stdout, "SX4=pM", "{accel}");
+    }
 }
 
 #[test]

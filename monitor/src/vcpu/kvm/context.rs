@@ -21,7 +21,15 @@
 //! - `commit` writes the segment registers, tables and control registers
 //!   only when the instruction changed them (`KVM_SET_SREGS` makes KVM
 //!   drop its MMU context when CR0, CR3 or CR4 change), and keeps EFER,
-//!   the APIC base and the interrupt bitmap KVM reported.
+//!   the APIC base and the interrupt bitmap KVM reported. After INVLPG, a
+//!   MOV to a control register that changed paging or reloaded CR3, or a
+//!   task switch, under paging, it makes KVM drop every translation it
+//!   caches (`translation_flush`), since none of them need change what
+//!   `KVM_SET_SREGS` compares.
+//! - The FXSAVE image comes from `KVM_GET_XSAVE` (initial-state
+//!   components filled in) and goes back with `KVM_SET_XSAVE`, x87 and SSE
+//!   marked in use; `KVM_GET_FPU`/`KVM_SET_FPU` only where XSAVE is
+//!   refused.
 
 use super::{os_error, state, KvmCore};
 use crate::cpu::exec::{Executor, ModelFeature};
@@ -32,7 +40,7 @@ use crate::cpu::{
 use crate::vcpu::StopReason;
 use iced_x86::Instruction;
 use kvm_bindings::{
-    kvm_debugregs, kvm_fpu, kvm_msr_entry, kvm_regs, kvm_sregs, kvm_vcpu_events, Msrs,
+    kvm_debugregs, kvm_fpu, kvm_msr_entry, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xsave, Msrs,
     KVM_VCPUEVENT_VALID_SHADOW, KVM_X86_SHADOW_INT_MOV_SS, KVM_X86_SHADOW_INT_STI,
 };
 use shadowmmu::{walk, Access, GuestLinear, GuestPhys, PagingMode, PAGE_SIZE};
@@ -49,11 +57,23 @@ pub(super) struct KvmContext<'a> {
     loaded: SystemState,
     events: kvm_vcpu_events,
     debugregs: kvm_debugregs,
-    /// The FXSAVE image, read on first use (only MASKMOVQ/MASKMOVDQU
-    /// need it), and whether the instruction changed it.
+    /// The FXSAVE image, read on first use (x87/MMX/SSE instructions,
+    /// LDMXCSR/STMXCSR, MASKMOVQ/MASKMOVDQU), and whether the instruction
+    /// changed it.
     fx: Option<Box<[u8; 512]>>,
     fx_dirty: bool,
+    /// The `KVM_GET_XSAVE` image the FXSAVE image came from (`None`: from
+    /// `KVM_GET_FPU`, on a KVM without XSAVE support).
+    xsave: Option<Box<kvm_xsave>>,
+    /// The instruction invalidated translations (INVLPG, a MOV to a
+    /// control register that changed paging or the address space, a task
+    /// switch's CR3 load): KVM must drop what it caches of them.
+    flush_translations: bool,
 }
+
+/// CR3.PWT: flipped, and flipped back, to make `KVM_SET_SREGS` see a new
+/// CR3 (see [`translation_flush`]).
+const CR3_PWT: u64 = 1 << 3;
 
 /// A KVM ioctl that failed while reading or writing the vCPU's state.
 fn ioctl_stop(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> StopReason {
@@ -110,20 +130,35 @@ impl<'a> KvmContext<'a> {
             debugregs,
             fx: None,
             fx_dirty: false,
+            xsave: None,
+            flush_translations: false,
         })
+    }
+
+    /// The vCPU this context reads and writes.
+    pub(super) fn core(&self) -> &'a KvmCore {
+        self.core
     }
 
     /// Writes back what the instruction changed: the general registers,
     /// EIP and EFLAGS always; the system state, debug registers, events
     /// and FPU state when they changed.
-    pub(super) fn commit(self) -> Result<(), StopReason> {
+    pub(super) fn commit(mut self) -> Result<(), StopReason> {
         let vcpu = &self.core.vcpu;
+        let mut sregs = self.sregs;
         if system_registers_changed(&self.loaded, &self.sys) {
-            let mut sregs = self.sregs;
             state::apply_system_state(&mut sregs, &self.sys);
             sregs.efer = self.sregs.efer;
             vcpu.set_sregs(&sregs)
                 .map_err(ioctl_stop("KVM_SET_SREGS"))?;
+        }
+        // A task switch loaded CR3 from the new TSS (the same value shows
+        // only as a new TR; LTR, which loads none, flushes harmlessly).
+        let task_switched = self.sys.tr != self.loaded.tr;
+        if (self.flush_translations || task_switched) && self.sys.paging() {
+            for step in translation_flush(&sregs) {
+                vcpu.set_sregs(&step).map_err(ioctl_stop("KVM_SET_SREGS"))?;
+            }
         }
         if self.sys.dr != self.loaded.dr {
             let mut debugregs = self.debugregs;
@@ -135,8 +170,21 @@ impl<'a> KvmContext<'a> {
                 .map_err(ioctl_stop("KVM_SET_DEBUGREGS"))?;
         }
         if let (Some(fx), true) = (&self.fx, self.fx_dirty) {
-            vcpu.set_fpu(&kvm_fpu_of(fx))
-                .map_err(ioctl_stop("KVM_SET_FPU"))?;
+            match self.xsave.take() {
+                Some(mut xsave) => {
+                    set_legacy_area(&mut xsave, fx);
+                    // SAFETY: `xsave` is what KVM_GET_XSAVE returned
+                    // (4096 bytes). KVM_SET_XSAVE reads the vCPU's
+                    // `uabi_size` bytes, and KVM_GET_XSAVE succeeds only
+                    // when that size fits `struct kvm_xsave` (it fails
+                    // with EINVAL otherwise, and the image then comes from
+                    // KVM_GET_FPU), so the kernel reads inside `xsave`.
+                    unsafe { vcpu.set_xsave(&xsave) }.map_err(ioctl_stop("KVM_SET_XSAVE"))?;
+                }
+                None => vcpu
+                    .set_fpu(&kvm_fpu_of(fx))
+                    .map_err(ioctl_stop("KVM_SET_FPU"))?,
+            }
         }
         vcpu.set_regs(&self.regs)
             .map_err(ioctl_stop("KVM_SET_REGS"))?;
@@ -219,6 +267,12 @@ impl<'a> KvmContext<'a> {
     /// The FXSAVE image, read from KVM on first use.
     fn fx(&mut self) -> Result<&mut [u8; 512], Fault> {
         if self.fx.is_none() {
+            if let Ok(xsave) = self.core.vcpu.get_xsave() {
+                self.fx = Some(Box::new(legacy_area(&xsave)));
+                self.xsave = Some(Box::new(xsave));
+            }
+        }
+        if self.fx.is_none() {
             let fpu = self.core.vcpu.get_fpu().map_err(|_| {
                 Fault::Unsupported("the FPU state of a KVM vCPU that refuses KVM_GET_FPU")
             })?;
@@ -244,6 +298,23 @@ fn system_registers_changed(a: &SystemState, b: &SystemState) -> bool {
         || a.cr4 != b.cr4
 }
 
+/// The `KVM_SET_SREGS` writes that make KVM drop every translation it
+/// caches for the guest (its shadow pages, or with EPT/NPT the TLB
+/// entries of the guest's address space), leaving `sregs` as they are.
+///
+/// KVM offers user space no INVLPG: `KVM_SET_SREGS` resets the vCPU's MMU
+/// context (and flushes the guest's TLB) only when CR0, CR3, CR4 or EFER
+/// differ from what it holds, and a MOV to CR3 of the same value, a task
+/// switch to the same CR3, or INVLPG carried out by the monitor change
+/// none of them. So CR3 is written once with PWT flipped (a different
+/// CR3 naming the same page directory) and once as it is: a flush of the
+/// whole TLB, which the architecture allows wherever one entry must go.
+fn translation_flush(sregs: &kvm_sregs) -> [kvm_sregs; 2] {
+    let mut flipped = *sregs;
+    flipped.cr3 ^= CR3_PWT;
+    [flipped, *sregs]
+}
+
 /// Reads `indices` with `KVM_GET_MSRS`; an MSR KVM does not return reads
 /// as 0.
 fn read_msrs<const N: usize>(core: &KvmCore, indices: [u32; N]) -> Result<[u64; N], StopReason> {
@@ -262,6 +333,40 @@ fn read_msrs<const N: usize>(core: &KvmCore, indices: [u32; N]) -> Result<[u64; 
         *value = entry.data;
     }
     Ok(values)
+}
+
+/// XSTATE_BV's x87 and SSE bits: the legacy area's x87 state, and its
+/// XMM registers and MXCSR, are what `KVM_SET_XSAVE` loads.
+const XSTATE_X87_SSE: u64 = 0b11;
+/// Offset of XSTATE_BV (the XSAVE header's first field) in an XSAVE
+/// image.
+const XSTATE_BV: usize = 512;
+
+/// The FXSAVE image (64-bit layout) at the start of an XSAVE image.
+/// `KVM_GET_XSAVE` fills a component in its initial state with its
+/// initial values; `KVM_GET_FPU` copies KVM's buffer as it is, which for
+/// such a component (after FNINIT, say, with XSAVEOPT/XSAVES) holds stale
+/// bytes.
+fn legacy_area(xsave: &kvm_xsave) -> [u8; 512] {
+    let mut fx = [0u8; 512];
+    for (bytes, word) in fx.chunks_exact_mut(4).zip(&xsave.region) {
+        bytes.copy_from_slice(&word.to_le_bytes());
+    }
+    fx
+}
+
+/// Puts `fx` in `xsave`'s legacy area and marks the x87 and SSE
+/// components as not in their initial state: `KVM_SET_FPU` writes KVM's
+/// buffer without touching XSTATE_BV, so a component KVM holds as
+/// initial (after FNINIT) would be loaded as initial again, dropping the
+/// write (a KVM quirk seen under `kvm_pvm`).
+fn set_legacy_area(xsave: &mut kvm_xsave, fx: &[u8; 512]) {
+    for (word, bytes) in xsave.region.iter_mut().zip(fx.chunks_exact(4)) {
+        *word = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    }
+    let at = XSTATE_BV / 4;
+    let bv = (u64::from(xsave.region[at + 1]) << 32 | u64::from(xsave.region[at])) | XSTATE_X87_SSE;
+    (xsave.region[at], xsave.region[at + 1]) = (bv as u32, (bv >> 32) as u32);
 }
 
 /// The FXSAVE image (legacy layout, 64-bit instruction and data
@@ -417,13 +522,20 @@ impl Executor for KvmContext<'_> {
         self.core.unprivileged_ports.contains(&port)
     }
 
-    /// KVM keeps the guest's TLB: it intercepts INVLPG itself, so there is
-    /// nothing of the monitor's to drop.
-    fn after_invlpg(&mut self, _lin: u32) {}
+    /// KVM's emulator carries INVLPG out itself, but one the monitor
+    /// carries out (given back, or at ring 0 after a task switch) never
+    /// reaches KVM's TLB: [`KvmContext::commit`] makes KVM drop its
+    /// translations ([`translation_flush`]).
+    fn after_invlpg(&mut self, _lin: u32) {
+        self.flush_translations = true;
+    }
 
-    /// The new control registers reach KVM at [`KvmContext::commit`]
-    /// (`KVM_SET_SREGS` resets KVM's MMU context when they change).
-    fn after_paging_change(&mut self) {}
+    /// The new control registers reach KVM at [`KvmContext::commit`]; a
+    /// reload of the same CR3 changes nothing `KVM_SET_SREGS` sees, so
+    /// the commit flushes KVM's translations as well.
+    fn after_paging_change(&mut self) {
+        self.flush_translations = true;
+    }
 
     fn read_msr(&mut self, index: u32) -> Result<u64, Exception> {
         system::require_cpl0(self)?;
@@ -493,6 +605,39 @@ mod tests {
         assert_eq!(&fx[24..28], &0x1f80u32.to_le_bytes());
         assert_eq!(&fx[32 + 16 * 7..48 + 16 * 7], &[7; 16]);
         assert_eq!(kvm_fpu_of(&fx), fpu);
+    }
+
+    #[test]
+    fn a_translation_flush_writes_a_different_cr3_then_the_same_state() {
+        let sregs = kvm_sregs {
+            cr0: 0x8000_0011,
+            cr3: 0x0010_2000,
+            cr4: 0x10,
+            ..kvm_sregs::default()
+        };
+        let [first, second] = translation_flush(&sregs);
+        assert_ne!(first.cr3, sregs.cr3, "KVM sees a CR3 change");
+        assert_eq!(
+            first.cr3 & !0xfff,
+            sregs.cr3 & !0xfff,
+            "same page directory"
+        );
+        assert_eq!((first.cr0, first.cr4), (sregs.cr0, sregs.cr4));
+        assert_eq!(second, sregs, "the state is left as it was");
+    }
+
+    #[test]
+    fn the_legacy_area_round_trips_and_marks_x87_and_sse_in_use() {
+        let mut xsave = kvm_xsave::default();
+        let mut fx = [0u8; 512];
+        fx[0..2].copy_from_slice(&0x027fu16.to_le_bytes());
+        fx[24..28].copy_from_slice(&0x3f80u32.to_le_bytes());
+        fx[511] = 0xa5;
+        xsave.region[XSTATE_BV / 4] = 0b100;
+        set_legacy_area(&mut xsave, &fx);
+        assert_eq!(legacy_area(&xsave), fx);
+        assert_eq!(xsave.region[XSTATE_BV / 4], 0b111, "AVX's bit kept");
+        assert_eq!(xsave.region[XSTATE_BV / 4 + 1], 0);
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! delivery through the IDT (`crate::cpu::interrupt`), IRET, far
 //! transfers and task switches, segment loads; LDMXCSR and STMXCSR,
 //! which the executor leaves to the FPU, are carried out here on the
-//! FXSAVE image.
+//! FXSAVE image, and the other x87, MMX and SSE instructions KVM gives
+//! back run one at a time on the host's FPU with the guest's state
+//! loaded (`fpu`, `native`).
 //!
 //! Invariants:
 //! - The vCPU changes only through [`KvmContext::commit`], after the
@@ -23,7 +25,8 @@
 //! - PAE paging stops the guest (the model walks 32-bit paging only).
 
 use super::context::KvmContext;
-use super::{KvmCore, Step};
+use super::native::HostFpu;
+use super::{fpu, KvmCore, Step};
 use crate::cpu::context::{seg_read, seg_write};
 use crate::cpu::exec::{self, ExecOutcome, Executor};
 use crate::cpu::instr::operand::memory_operand;
@@ -81,18 +84,56 @@ impl KvmCore {
                 return Ok(None);
             }
         };
-        let outcome = match instruction.mnemonic() {
-            Mnemonic::Ldmxcsr | Mnemonic::Stmxcsr => match mxcsr_access(&mut ctx, &instruction) {
-                Ok(()) => {
-                    ctx.set_eip(instruction.next_ip32());
-                    ExecOutcome::Done
-                }
-                Err(fault) => ExecOutcome::Fault(fault),
-            },
-            _ => exec::execute(&mut ctx, Some(instruction)),
-        };
+        let outcome = execute(&mut ctx, instruction);
         finish(ctx, outcome, &instruction, single_step)
     }
+}
+
+/// Carries out `instruction` (the one at CS:EIP): LDMXCSR and STMXCSR on
+/// the FXSAVE image, the other x87/MMX/SSE instructions but the masked
+/// stores on the host's FPU (`fpu`), everything else with the executor.
+pub(super) fn execute(ctx: &mut KvmContext<'_>, instruction: Instruction) -> ExecOutcome {
+    let completed = |ctx: &mut KvmContext<'_>, result: Result<(), Fault>| match result {
+        Ok(()) => {
+            ctx.set_eip(instruction.next_ip32());
+            ExecOutcome::Done
+        }
+        Err(fault) => ExecOutcome::Fault(fault),
+    };
+    match instruction.mnemonic() {
+        Mnemonic::Ldmxcsr | Mnemonic::Stmxcsr => {
+            let result = mxcsr_access(ctx, &instruction);
+            completed(ctx, result)
+        }
+        Mnemonic::Maskmovq | Mnemonic::Maskmovdqu => exec::execute(ctx, Some(instruction)),
+        _ => match fpu::kind_of(ctx, &instruction) {
+            Some(kind) => {
+                let result = on_host_fpu(ctx, &instruction, kind);
+                completed(ctx, result)
+            }
+            None => exec::execute(ctx, Some(instruction)),
+        },
+    }
+}
+
+/// Runs the x87/MMX/SSE `instruction` on the host's FPU, setting the
+/// host routine up on first use.
+fn on_host_fpu(
+    ctx: &mut KvmContext<'_>,
+    instruction: &Instruction,
+    kind: FpuKind,
+) -> Result<(), Fault> {
+    let core = ctx.core();
+    let mut slot = core.host_fpu.borrow_mut();
+    if slot.is_none() {
+        *slot = Some(HostFpu::new().map_err(|_| {
+            Fault::Unsupported("x87/SSE instructions without executable memory for the host FPU")
+        })?);
+    }
+    let host = slot.as_mut().ok_or(Fault::Unsupported(
+        "x87/SSE instructions without the host FPU",
+    ))?;
+    fpu::execute(ctx, host, instruction, kind)
 }
 
 /// Completes what carrying out `instruction` (at `ctx`'s EIP when it

@@ -14,7 +14,8 @@
 //! interrupt frame the exception pushed, puts the vCPU back in the state
 //! before it (EIP, CS, EFLAGS, and ESP/SS after a stack switch), and
 //! carries the instruction at that EIP out with its system model
-//! (`crate::cpu::exec`); a backdoor access becomes a port I/O exit to the
+//! (`crate::cpu::exec`; x87, MMX and SSE instructions on the host's FPU,
+//! `fpu`); a backdoor access becomes a port I/O exit to the
 //! machine, completed by `exec::complete_io`. If the model raises #UD too
 //! (UD2, an undefined opcode), or cannot carry the instruction out, or a
 //! #GP is anything but port I/O to a backdoor port, the exception was the
@@ -324,7 +325,7 @@ impl KvmCore {
         if watched == Watched::GeneralProtection && !is_port_io(&instruction) {
             return Ok(Found::GuestsOwn);
         }
-        match (watched, exec::execute(&mut ctx, Some(instruction))) {
+        match (watched, emulate::execute(&mut ctx, instruction)) {
             (Watched::GeneralProtection, ExecOutcome::Io(io)) => {
                 ctx.commit()?;
                 Ok(Found::PortIo(io))

@@ -49,10 +49,12 @@
 
 mod context;
 mod emulate;
+mod fpu;
 mod intercept;
 mod io;
 mod kick;
 mod memory;
+mod native;
 mod state;
 
 pub use kick::{kick_from_signal_handler, KvmExitRequester};
@@ -263,6 +265,9 @@ pub struct KvmCore {
     unprivileged_ports: Vec<u16>,
     /// The #UD and #GP intercept (see [`intercept`]).
     intercept: intercept::UdIntercept,
+    /// The host routine that runs the guest's x87/MMX/SSE instructions
+    /// KVM gives back ([`fpu`], [`native`]), set up on first use.
+    host_fpu: std::cell::RefCell<Option<native::HostFpu>>,
     /// A port access of an instruction the monitor carries out (a
     /// backdoor access KVM refused outside ring 0), element by element.
     monitor_io: Option<crate::cpu::exec::PendingIo>,
@@ -321,6 +326,7 @@ impl KvmVcpu {
             isa: model.guest_isa(),
             unprivileged_ports: Vec::new(),
             intercept: intercept::UdIntercept::for_this_host(),
+            host_fpu: std::cell::RefCell::new(None),
             monitor_io: None,
             monitor_io_done: false,
             deferred_stop: None,
