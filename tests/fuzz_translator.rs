@@ -196,6 +196,8 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
             } else {
                 0
             },
+            // Non-flat modes probe the shared table set.
+            shared_ibtc_tags: if flat { 0 } else { u32::MAX },
             isa,
             emulate_tokens_from: Some(0),
             cpuid: None,

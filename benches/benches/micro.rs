@@ -56,6 +56,7 @@ fn translation_cost(c: &mut Criterion) {
         count_indirect: None,
         count_entries: None,
         ibtc_tag: 0,
+        shared_ibtc_tags: 0,
         isa: translator::GuestIsa::baseline(),
         emulate_tokens_from: Some(0),
         cpuid: None,

@@ -24,7 +24,9 @@ mod exec;
 
 pub use exec::{ExecError, ExecMemory};
 
-use std::collections::HashMap;
+// Keys are guest frames and addresses: a fast hash, not a keyed one (a
+// guest that made its own lookups collide would only slow itself).
+use rustc_hash::FxHashMap as HashMap;
 
 /// Size of the poll page at the start of the cache.
 pub const POLL_PAGE_SIZE: usize = 4096;
@@ -149,8 +151,8 @@ impl CodeCache {
             base_used: POLL_PAGE_SIZE,
             used: POLL_PAGE_SIZE,
             translations: Vec::new(),
-            by_key: HashMap::new(),
-            by_frame: HashMap::new(),
+            by_key: HashMap::default(),
+            by_frame: HashMap::default(),
             by_offset: Vec::new(),
             stats: CacheStats::default(),
         })

@@ -28,7 +28,9 @@
 
 use crate::frameset::FrameSet;
 use crate::{GuestPhys, GuestRam};
-use std::collections::HashMap;
+// Keys are guest frames and addresses: a fast hash, not a keyed one (a
+// guest that made its own lookups collide would only slow itself).
+use rustc_hash::FxHashMap as HashMap;
 
 const PRESENT: u32 = 1;
 const ACCESSED: u32 = 0x20;
@@ -161,7 +163,7 @@ impl FrameWatcher {
         FrameWatcher {
             code: FrameSet::with_capacity(frames),
             self_checking: FrameSet::with_capacity(frames),
-            tables: HashMap::new(),
+            tables: HashMap::default(),
             unsynced: Vec::new(),
             out_of_sync,
             stats: WatchStats::default(),

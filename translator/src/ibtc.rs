@@ -193,6 +193,18 @@ impl Ibtc {
         }
     }
 
+    /// Drops the entry of `eip` in the mode of `tag`, if it is there.
+    pub fn remove_eip(&mut self, tag: u32, eip: u32) {
+        if tag >= TAGS || self.used & (1 << tag) == 0 {
+            return;
+        }
+        let e = &mut self.region.table_mut(tag)[(eip & 0xffff) as usize];
+        if e.key == eip.wrapping_add(1) {
+            e.key = 0;
+            e.host = 0;
+        }
+    }
+
     /// Drops the entries of tag `tag` for the `len` EIPs from `start`
     /// (wrapping).
     pub fn remove_eips(&mut self, tag: u32, start: u32, len: u32) {

@@ -223,6 +223,9 @@ static CACHE_END: [AtomicU64; MAX_CACHES] = [const { AtomicU64::new(0) }; MAX_CA
 static CACHE_EXIT: [AtomicU64; MAX_CACHES] = [const { AtomicU64::new(0) }; MAX_CACHES];
 /// Per registered cache: the address of its vCPU's `CpuState::ibtc`.
 static CACHE_IBTC_SLOT: [AtomicU64; MAX_CACHES] = [const { AtomicU64::new(0) }; MAX_CACHES];
+/// Per registered cache: the address of its vCPU's
+/// `CpuState::ibtc_shared`.
+static CACHE_SHARED_IBTC_SLOT: [AtomicU64; MAX_CACHES] = [const { AtomicU64::new(0) }; MAX_CACHES];
 /// Per registered cache: the empty indirect-branch table swapped in on a
 /// request.
 static CACHE_EMPTY_IBTC: [AtomicU64; MAX_CACHES] = [const { AtomicU64::new(0) }; MAX_CACHES];
@@ -234,6 +237,7 @@ pub struct FaultRegistration(usize);
 impl Drop for FaultRegistration {
     fn drop(&mut self) {
         CACHE_IBTC_SLOT[self.0].store(0, Ordering::SeqCst);
+        CACHE_SHARED_IBTC_SLOT[self.0].store(0, Ordering::SeqCst);
         CACHE_EMPTY_IBTC[self.0].store(0, Ordering::SeqCst);
         CACHE_EXIT[self.0].store(0, Ordering::SeqCst);
         CACHE_END[self.0].store(0, Ordering::SeqCst);
@@ -297,15 +301,18 @@ impl FaultRegistration {
         ExitHandle(self.0)
     }
 
-    /// Tells exit requests which indirect-branch table field to point at
-    /// `empty_table` (a table in which nothing matches).
+    /// Tells exit requests which indirect-branch table fields to point at
+    /// `empty_table` (a table in which nothing matches): `slot` (a
+    /// `CpuState::ibtc`) and `shared_slot` (its `CpuState::ibtc_shared`).
     ///
     /// # Safety
-    /// `slot` must stay valid (a `CpuState::ibtc` that does not move) and
-    /// `empty_table` a live, empty table, for as long as this registration
-    /// lives.
-    pub unsafe fn set_ibtc(&self, slot: &AtomicU64, empty_table: u64) {
+    /// Both slots must stay valid (fields of a `CpuState` that does not
+    /// move) and `empty_table` a live, empty table, for as long as this
+    /// registration lives.
+    pub unsafe fn set_ibtc(&self, slot: &AtomicU64, shared_slot: &AtomicU64, empty_table: u64) {
         CACHE_EMPTY_IBTC[self.0].store(empty_table, Ordering::SeqCst);
+        CACHE_SHARED_IBTC_SLOT[self.0]
+            .store(shared_slot as *const AtomicU64 as u64, Ordering::SeqCst);
         CACHE_IBTC_SLOT[self.0].store(slot as *const AtomicU64 as u64, Ordering::SeqCst);
     }
 
@@ -317,12 +324,18 @@ impl FaultRegistration {
     }
 
     /// Lets translated code run on after an exit request was served: the
-    /// poll page readable again and `table` the indirect-branch table.
-    pub fn clear_exit_request(&self, slot: &AtomicU64, table: u64) {
+    /// poll page readable again, `table` the indirect-branch table in
+    /// `slot` and `shared_table` the one in `shared_slot`.
+    pub fn clear_exit_request(
+        &self,
+        (slot, table): (&AtomicU64, u64),
+        (shared_slot, shared_table): (&AtomicU64, u64),
+    ) {
         let start = CACHE_START[self.0].load(Ordering::SeqCst);
         if start != 0 {
             protect_poll_page(start, libc::PROT_READ);
         }
+        shared_slot.store(shared_table, Ordering::SeqCst);
         slot.store(table, Ordering::SeqCst);
     }
 }
@@ -333,13 +346,15 @@ fn request_exit(slot: usize) {
         return;
     }
     protect_poll_page(start, libc::PROT_NONE);
-    let ibtc = CACHE_IBTC_SLOT[slot].load(Ordering::SeqCst);
     let empty = CACHE_EMPTY_IBTC[slot].load(Ordering::SeqCst);
-    if ibtc != 0 && empty != 0 {
-        // SAFETY: `set_ibtc`'s contract keeps the slot valid while the
-        // registration (which is still in the table) lives.
-        let slot = unsafe { &*(ibtc as *const AtomicU64) };
-        slot.store(empty, Ordering::SeqCst);
+    for slots in [&CACHE_SHARED_IBTC_SLOT, &CACHE_IBTC_SLOT] {
+        let ibtc = slots[slot].load(Ordering::SeqCst);
+        if ibtc != 0 && empty != 0 {
+            // SAFETY: `set_ibtc`'s contract keeps the slot valid while the
+            // registration (which is still in the table) lives.
+            let field = unsafe { &*(ibtc as *const AtomicU64) };
+            field.store(empty, Ordering::SeqCst);
+        }
     }
 }
 

@@ -168,6 +168,10 @@ pub struct CpuState {
     /// an exit request swaps in an empty table (see `runtime`), so it is
     /// atomic.
     pub ibtc: std::sync::atomic::AtomicU64,
+    /// Host address of the indirect-branch table of the tags in
+    /// `UnitRequest::shared_ibtc_tags` (a table shared by every address
+    /// space); swapped with `ibtc` by an exit request.
+    pub ibtc_shared: std::sync::atomic::AtomicU64,
     /// Host address of the rel32 field of the branch that exited.
     pub exit_site: u64,
     /// Host RFLAGS at the exit.
@@ -272,6 +276,7 @@ impl Default for CpuState {
             host_rsp: 0,
             window: 0,
             ibtc: std::sync::atomic::AtomicU64::new(0),
+            ibtc_shared: std::sync::atomic::AtomicU64::new(0),
             exit_site: 0,
             host_flags: 0,
             host_mxcsr: 0,
@@ -328,6 +333,8 @@ pub mod off {
     pub const WINDOW: i32 = offset_of!(CpuState, window) as i32;
     /// `ibtc`.
     pub const IBTC: i32 = offset_of!(CpuState, ibtc) as i32;
+    /// `ibtc_shared`.
+    pub const IBTC_SHARED: i32 = offset_of!(CpuState, ibtc_shared) as i32;
     /// `exit_site`.
     pub const EXIT_SITE: i32 = offset_of!(CpuState, exit_site) as i32;
     /// `host_flags`.

@@ -204,6 +204,9 @@ pub struct UnitRequest<'a> {
     /// [`crate::ibtc`]): lookups of its indirect branches match only
     /// entries with this tag.
     pub ibtc_tag: u32,
+    /// Tags (bit `t` for tag `t`) whose table is `CpuState::ibtc_shared`
+    /// rather than `CpuState::ibtc`.
+    pub shared_ibtc_tags: u32,
     /// The instruction-set extensions the guest CPU offers.
     pub isa: GuestIsa,
     /// The token of the unit's first `Emulate` exit (`None`: the unit's
@@ -1898,8 +1901,14 @@ impl Ctx<'_> {
             return self.indirect_miss_exit();
         }
         let hit = self.e.label();
-        // The mode's table (see crate::ibtc): a constant displacement.
+        // The mode's table (see crate::ibtc): a constant displacement from
+        // the table set the tag's modes use.
         let table = i64::from(tag) * crate::ibtc::TABLE_BYTES as i64;
+        let set = if tag < 32 && self.req.shared_ibtc_tags & (1 << tag) != 0 {
+            off::IBTC_SHARED
+        } else {
+            off::IBTC
+        };
         self.ins(i2!(Code::Mov_r64_rm64, Register::R10, Register::RCX)?)?;
         self.ins(i2!(Code::Movzx_r32_rm16, Register::R11D, Register::R9W)?)?;
         self.ins(i2!(
@@ -1910,7 +1919,7 @@ impl Ctx<'_> {
         self.ins(i2!(
             Code::Mov_r64_rm64,
             Register::R12,
-            mem(Register::R14, Register::None, off::IBTC.into())
+            mem(Register::R14, Register::None, set.into())
         )?)?;
         let key = iced_x86::MemoryOperand::new(
             Register::R12,
@@ -2357,6 +2366,7 @@ mod tests {
             count_indirect: None,
             count_entries: None,
             ibtc_tag: 0,
+            shared_ibtc_tags: 0,
             isa: GuestIsa::baseline(),
             emulate_tokens_from: setup.emulate_tokens_from,
             cpuid: None,

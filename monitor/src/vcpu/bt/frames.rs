@@ -18,6 +18,7 @@
 //! - With paging off only the unpaged space exists: its supervisor view
 //!   maps all of RAM at linear = physical, its user view is empty.
 
+use super::branch_table::{BranchTable, Scope};
 use super::spaces::{self, AddressSpace, UNPAGED_ROOT};
 use super::{BtCore, SUPERVISOR_VIEW, USER_VIEW};
 use shadowmmu::{
@@ -167,6 +168,15 @@ impl BtCore {
     /// space's mappings.
     pub(super) fn switch_address_space(&mut self) {
         self.guest_tlb_flush();
+        if self.sys.cr4.contains(crate::cpu::Cr4::PGE) {
+            let bases = self.tag_cs_bases();
+            self.shared_ibtc
+                .drop_local(|tag| bases.get(tag as usize).copied().unwrap_or(0));
+        } else {
+            // Without PGE no mapping is global: entries made while it was
+            // on (a toggle is off-then-on) hold in the old space only.
+            self.shared_ibtc.clear();
+        }
         let root = self.current_root();
         let previous = self.space().ibtc.addr();
         self.clock += 1;
@@ -339,12 +349,9 @@ impl BtCore {
     /// Unmaps `pages` linear pages from `first` in both views of a space,
     /// with their indirect-branch entries.
     fn drop_pages(&mut self, slot: usize, first: u32, pages: u32) {
-        let tags: Vec<(u32, u32)> = self
-            .mode_tags
-            .iter()
-            .enumerate()
-            .map(|(t, k)| (t as u32, k.cs_base))
-            .collect();
+        let bases = self.tag_cs_bases();
+        let cs_base = |tag: u32| bases.get(tag as usize).copied().unwrap_or(0);
+        self.drop_changed_shared_pages(first, pages, cs_base);
         let Some(space) = self.spaces[slot].as_mut() else {
             return;
         };
@@ -364,20 +371,7 @@ impl BtCore {
             let _ = space.views[view].unmap(GuestLinear(first * PAGE_SIZE), len);
             calls += 1;
         }
-        let end = u64::from(first) + u64::from(pages);
-        let code_pages: Vec<u32> = space
-            .ibtc_pages
-            .iter()
-            .copied()
-            .filter(|p| *p >= first && u64::from(*p) < end)
-            .collect();
-        for lpage in code_pages {
-            space.ibtc_pages.remove(&lpage);
-            for &(tag, cs_base) in &tags {
-                let start = (lpage * PAGE_SIZE).wrapping_sub(cs_base);
-                space.ibtc.remove_eips(tag, start, PAGE_SIZE);
-            }
-        }
+        space.ibtc.drop_pages(first, pages, cs_base);
         self.window_calls += calls;
         for (frame, alias) in gone {
             self.rmap_remove(frame, alias);
@@ -485,9 +479,7 @@ impl BtCore {
         for id in dead {
             let t = self.cache.get(id);
             let (eip, host) = (t.key.eip, self.cache.exec_addr(t.code_offset));
-            for space in self.spaces.iter_mut().flatten() {
-                space.ibtc.remove_entry(eip, host);
-            }
+            self.remove_ibtc_entries(eip, host);
         }
         self.pending_chain = None;
         if !self.watcher.write_protected(frame) {
@@ -495,13 +487,104 @@ impl BtCore {
         }
     }
 
-    /// Records an indirect-branch entry of the current space.
+    /// Records an indirect-branch entry of the current mode: in the
+    /// current space's table for CPL 3, else in the shared table, valid in
+    /// every space when its page is global.
     pub(super) fn ibtc_insert(&mut self, eip: u32, host: u64) {
         let tag = self.tag;
-        let lpage = self.sys.segment(crate::cpu::Seg::Cs).base.wrapping_add(eip) >> 12;
-        let space = self.space_mut();
-        space.ibtc.insert(eip, tag, host);
-        space.ibtc_pages.insert(lpage);
+        let linear = self.sys.segment(crate::cpu::Seg::Cs).base.wrapping_add(eip);
+        let key = (linear >> 12, eip, tag);
+        let bases = self.tag_cs_bases();
+        let cs_base = |tag: u32| bases.get(tag as usize).copied().unwrap_or(0);
+        if self.tag_is_shared(tag) {
+            let scope = match self.global_frame(linear) {
+                Some(frame) => Scope::Global { frame },
+                None => Scope::Local,
+            };
+            self.shared_ibtc.insert(key, host, scope, cs_base);
+        } else {
+            self.space_mut()
+                .ibtc
+                .insert(key, host, Scope::ThisSpace, cs_base);
+        }
+    }
+
+    /// The CS base of each tag's mode.
+    fn tag_cs_bases(&self) -> Vec<u32> {
+        self.mode_tags.iter().map(|k| k.cs_base).collect()
+    }
+
+    /// Drops the shared table's entries of the pages from `first` (`pages`
+    /// of them) whose mapping changed: the ones that no longer map, as a
+    /// global page, the frame they mapped when the entries were made. (A
+    /// space that dies, or changes a mapping the current one does not
+    /// share, leaves the global pages' entries alone.)
+    fn drop_changed_shared_pages(&mut self, first: u32, pages: u32, cs_base: impl Fn(u32) -> u32) {
+        for (lpage, frame) in self.shared_ibtc.pages_in(first, pages) {
+            let still = frame.is_some() && self.global_frame(lpage << 12) == frame;
+            if !still {
+                self.shared_ibtc.drop_pages(lpage, 1, &cs_base);
+            }
+        }
+    }
+
+    /// The frame the linear page of `lin` maps if the mapping is alike in
+    /// every address space: paging is off, or its PTE (PDE for a 4 MiB
+    /// page) is present and global with CR4.PGE. Reads the current page
+    /// tables without setting accessed bits.
+    fn global_frame(&self, lin: u32) -> Option<u32> {
+        const PRESENT: u32 = 1;
+        const LARGE: u32 = 1 << 7;
+        const GLOBAL: u32 = 1 << 8;
+        if !self.paging() {
+            return Some(lin >> 12);
+        }
+        if !self.sys.cr4.contains(crate::cpu::Cr4::PGE) {
+            return None;
+        }
+        let pde_at = (self.sys.cr3 & !0xfff) + (lin >> 22) * 4;
+        let pde = self.ram.read_u32(GuestPhys(pde_at)).ok()?;
+        if pde & PRESENT == 0 {
+            return None;
+        }
+        if pde & LARGE != 0 && self.sys.cr4.contains(crate::cpu::Cr4::PSE) {
+            return (pde & GLOBAL != 0).then_some((pde >> 12 & !0x3ff) | (lin >> 12 & 0x3ff));
+        }
+        let pte_at = (pde & !0xfff) + ((lin >> 12) & 0x3ff) * 4;
+        let pte = self.ram.read_u32(GuestPhys(pte_at)).ok()?;
+        (pte & (PRESENT | GLOBAL) == PRESENT | GLOBAL).then_some(pte >> 12)
+    }
+
+    /// The indirect-branch table translated code of `tag` probes.
+    pub(super) fn branch_table(&self, tag: u32) -> &BranchTable {
+        if self.tag_is_shared(tag) {
+            &self.shared_ibtc
+        } else {
+            &self.space().ibtc
+        }
+    }
+
+    /// Tags whose modes use the shared table: the supervisor ones.
+    pub(super) fn tag_is_shared(&self, tag: u32) -> bool {
+        self.mode_tags
+            .get(tag as usize)
+            .is_some_and(|k| !k.cpl_user)
+    }
+
+    /// `UnitRequest::shared_ibtc_tags`: the supervisor modes' tags.
+    pub(super) fn shared_tags(&self) -> u32 {
+        (0..self.mode_tags.len().min(32) as u32)
+            .filter(|t| self.tag_is_shared(*t))
+            .fold(0, |mask, t| mask | 1 << t)
+    }
+
+    /// Drops the indirect-branch entries of `eip` that lead to `host` (a
+    /// translation that died) from every table.
+    pub(super) fn remove_ibtc_entries(&mut self, eip: u32, host: u64) {
+        for space in self.spaces.iter_mut().flatten() {
+            space.ibtc.remove_entry(eip, host);
+        }
+        self.shared_ibtc.remove_entry(eip, host);
     }
 
     /// Writes guest-physical memory on behalf of the monitor or a device:
@@ -598,9 +681,36 @@ impl BtCore {
             self.record_alias(slot, view, first + n, frame0 + n);
         }
         if pages > 1 && prot == PageProt::ReadWrite {
-            for n in 0..pages {
-                if self.watcher.write_protected(frame0 + n) {
-                    self.protect_alias(Alias::new(slot, view, first + n), PageProt::Read);
+            self.protect_watched_runs(view, first, frame0, pages);
+        }
+    }
+
+    /// Write-protects, in view `view` of the current space, the frames the
+    /// watcher protects among `pages` just mapped from linear page `first`
+    /// (frames from `frame0`): one host call per run of such frames
+    /// (translated code and page tables often lie side by side).
+    fn protect_watched_runs(&mut self, view: usize, first: u32, frame0: u32, pages: u32) {
+        let mut n = 0;
+        while n < pages {
+            if !self.watcher.write_protected(frame0 + n) {
+                n += 1;
+                continue;
+            }
+            let start = n;
+            while n < pages && self.watcher.write_protected(frame0 + n) {
+                n += 1;
+            }
+            self.window_calls += 1;
+            // Every page of the run was mapped just now; if the host refuses,
+            // the pages keep their rights and the watcher's frames would be
+            // written unseen, so the run is unmapped instead (refaults map
+            // it page by page).
+            let view_window = &self.space().views[view];
+            let lin = GuestLinear((first + start) * PAGE_SIZE);
+            let len = u64::from(n - start) * u64::from(PAGE_SIZE);
+            if view_window.protect(lin, len, PageProt::Read).is_err() {
+                for k in start..n {
+                    self.drop_pages_of_view(Alias::new(self.space, view, first + k));
                 }
             }
         }

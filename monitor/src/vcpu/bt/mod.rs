@@ -24,6 +24,7 @@
 //! - At most one I/O instruction is in progress (`pending_io`), and it is
 //!   completed at the start of the next `run`.
 
+mod branch_table;
 mod context;
 mod counts;
 mod debug;
@@ -43,7 +44,9 @@ use crate::vcpu::{
 use codecache::{BranchSite, CacheError, CodeCache, TransId, TransKey, Translation};
 use exec::{ExecOutcome, PendingIo};
 use shadowmmu::{FrameWatcher, GuestPhys, GuestRam, PAGE_SIZE};
-use std::collections::HashMap;
+// Keys are guest frames and addresses: a fast hash, not a keyed one (a
+// guest that made its own lookups collide would only slow itself).
+use rustc_hash::FxHashMap as HashMap;
 use std::io::Write;
 use std::sync::{Arc, RwLock};
 use translator::ibtc::EmptyIbtc;
@@ -232,6 +235,9 @@ pub struct BtCore {
     /// The table exit requests swap in: nothing matches in it. Only its
     /// address is used (by the signal handler), so it must live here.
     _empty_ibtc: EmptyIbtc,
+    /// The indirect-branch table of the supervisor modes, shared by every
+    /// address space (`CpuState::ibtc_shared`; see [`branch_table`]).
+    shared_ibtc: branch_table::BranchTable,
     /// Why guest frames are write-protected: translated code, page tables
     /// of cached spaces (see [`shadowmmu::FrameWatcher`]).
     watcher: FrameWatcher,
@@ -640,10 +646,14 @@ impl BtCore {
         state
             .ibtc
             .store(unpaged.ibtc.addr(), std::sync::atomic::Ordering::SeqCst);
+        let shared_ibtc = branch_table::BranchTable::default();
+        state
+            .ibtc_shared
+            .store(shared_ibtc.addr(), std::sync::atomic::Ordering::SeqCst);
         // SAFETY: the state block is boxed and the empty table's entries
         // are boxed, so neither moves; both are owned by the core, which
         // drops the registration (its first field) before them.
-        unsafe { faults.set_ibtc(&state.ibtc, empty_ibtc.addr()) };
+        unsafe { faults.set_ibtc(&state.ibtc, &state.ibtc_shared, empty_ibtc.addr()) };
         let frames = ram.size() / PAGE_SIZE as usize;
         let mut core = BtCore {
             state,
@@ -669,12 +679,13 @@ impl BtCore {
             mode_tags: Vec::new(),
             tag: 0,
             _empty_ibtc: empty_ibtc,
+            shared_ibtc,
             watcher: FrameWatcher::new(frames, true),
             pending_table_writes: Vec::new(),
             pending_code_writes: Vec::new(),
-            code_bytes: HashMap::new(),
-            code_store_faults: HashMap::new(),
-            rmap: HashMap::new(),
+            code_bytes: HashMap::default(),
+            code_store_faults: HashMap::default(),
+            rmap: HashMap::default(),
             pending_chain: None,
             faults,
             stats: BtStats::default(),
@@ -682,7 +693,7 @@ impl BtCore {
             hits_counter: Box::new(0),
             entries: counts::EntryCounts::default(),
             event_outcomes: Vec::new(),
-            event_bails: HashMap::new(),
+            event_bails: HashMap::default(),
             last_user_selectors: None,
             tables_seen: None,
             log: None,
@@ -795,7 +806,7 @@ impl BtCore {
         // or a map lookup; it holds exactly what an indirect branch to
         // this EIP would run.
         if self.pending_chain.is_none() {
-            if let Some(entry) = self.space().ibtc.get(eip, self.tag) {
+            if let Some(entry) = self.branch_table(self.tag).get(eip, self.tag) {
                 self.run_translation(entry);
                 return self.handle_exit();
             }
@@ -903,9 +914,7 @@ impl BtCore {
             if let Some(id) = self.cache.lookup(&TransKey { phys, eip, mode }) {
                 let host = self.cache.exec_addr(self.cache.get(id).code_offset);
                 self.cache.invalidate(id);
-                for space in self.spaces.iter_mut().flatten() {
-                    space.ibtc.remove_entry(eip, host);
-                }
+                self.remove_ibtc_entries(eip, host);
                 self.pending_chain = None;
             }
         }
@@ -920,8 +929,10 @@ impl BtCore {
     /// next (the machine loop checks its flags after every exit).
     fn serve_exit_request(&mut self) {
         self.stats.exits_interrupted += 1;
-        self.faults
-            .clear_exit_request(&self.state.ibtc, self.space().ibtc.addr());
+        self.faults.clear_exit_request(
+            (&self.state.ibtc, self.space().ibtc.addr()),
+            (&self.state.ibtc_shared, self.shared_ibtc.addr()),
+        );
     }
 
     /// Carries out the instruction at EIP in the monitor.
@@ -1110,6 +1121,9 @@ impl BtCore {
                 self.switch_address_space();
             } else if cr4 != cr4_before {
                 self.guest_tlb_flush();
+                // A PGE toggle flushes global TLB entries too: the shared
+                // indirect-branch table needs nothing more, since a changed
+                // mapping drops its entries as the flush finds it.
             }
             let tables_changed =
                 self.state.tables_gen != tables_before && !self.event_outcomes.is_empty();
@@ -1295,6 +1309,7 @@ impl BtCore {
         for space in self.spaces.iter_mut().flatten() {
             space.clear_ibtc();
         }
+        self.shared_ibtc.clear();
         // No translation is left to carry an old tag.
         self.mode_tags.clear();
         let key = self.mode_key();
@@ -1346,6 +1361,8 @@ impl BtCore {
             } else {
                 None
             },
+            // After `transitions`, which may give modes their tags.
+            shared_ibtc_tags: self.shared_tags(),
             isa: self.isa,
             emulate_tokens_from: (single == 0).then_some(self.emulated.len() as u32),
             cpuid: Some(&self.cpuid_answers),

@@ -6,16 +6,16 @@
 //! Invariants:
 //! - `ShadowPages` names exactly the pages mapped in its view's window
 //!   (frame + 1 per linear page; 0: not mapped).
-//! - An address space's indirect-branch table only holds entries whose
-//!   linear page is in `ibtc_pages`, so dropping a page's mapping can drop
-//!   its entries without scanning the table.
+//! - An address space's indirect-branch table (the one of its CPL 3
+//!   modes; supervisor modes share one table, `branch_table`) records the
+//!   linear page of every entry, so dropping a page's mapping drops its
+//!   entries without scanning the table.
 //! - The number of host mappings all spaces hold is kept under a budget
 //!   derived from the host's `vm.max_map_count`; past it the least
 //!   recently used spaces are dropped.
 
+use super::branch_table::BranchTable;
 use shadowmmu::{LinearWindow, WindowError};
-use std::collections::HashSet;
-use translator::ibtc::Ibtc;
 
 /// The `root` of the address space used while paging is off.
 pub(super) const UNPAGED_ROOT: u32 = u32::MAX;
@@ -100,10 +100,8 @@ pub(super) struct AddressSpace {
     pub(super) views: [LinearWindow; 2],
     /// What each view maps.
     pub(super) shadow: [ShadowPages; 2],
-    /// The indirect-branch table of this space.
-    pub(super) ibtc: Ibtc,
-    /// Linear pages with entries in `ibtc`.
-    pub(super) ibtc_pages: HashSet<u32>,
+    /// The indirect-branch table of this space's CPL 3 modes.
+    pub(super) ibtc: BranchTable,
     /// The clock value of the last switch to it.
     pub(super) last_used: u64,
 }
@@ -115,8 +113,7 @@ impl AddressSpace {
             root,
             views: [LinearWindow::new()?, LinearWindow::new()?],
             shadow: [ShadowPages::new(), ShadowPages::new()],
-            ibtc: Ibtc::default(),
-            ibtc_pages: HashSet::new(),
+            ibtc: BranchTable::default(),
             last_used: now,
         })
     }
@@ -124,7 +121,6 @@ impl AddressSpace {
     /// Empties the indirect-branch table.
     pub(super) fn clear_ibtc(&mut self) {
         self.ibtc.clear();
-        self.ibtc_pages.clear();
     }
 }
 
