@@ -11,8 +11,15 @@
 //! flushed its TLB goes *out of sync* (when allowed): it stops being
 //! write-protected and is compared with its snapshot only when the guest
 //! must flush anyway ([`FrameWatcher::resync_all`]), as KVM's unsync
-//! shadow pages and Xen's out-of-sync shadows do. Page directories always
-//! stay in sync.
+//! shadow pages and Xen's out-of-sync shadows do. The current address
+//! space's page directory always stays in sync. The directory of a space
+//! that is not current is not in use by the CPU: on the first write to it
+//! it goes *lazy* (stops being write-protected) and is compared with its
+//! snapshot only when its space becomes current again
+//! ([`FrameWatcher::set_current_space`]), so a dead process's directory
+//! reused as data costs no faults, and one reused as a new process's
+//! directory keeps the mappings of every entry that came back the same
+//! (the kernel's half).
 //!
 //! Invariants:
 //! - A frame is write-protected in every host mapping of it exactly when
@@ -25,6 +32,9 @@
 //!   (a superset of the truth is invalidated at the next resync).
 //! - Every use recorded for a table names an address space that may hold
 //!   mappings built from it; a space that is dropped is unwatched first.
+//! - A lazy table is a directory of spaces none of which is current, and
+//!   only a directory (no leaf use); its snapshot is what the spaces'
+//!   mappings were built from.
 
 use crate::frameset::FrameSet;
 use crate::{GuestPhys, GuestRam};
@@ -114,12 +124,17 @@ pub struct WatchStats {
     pub resyncs: u64,
     /// Tables no longer watched because writes flooded them.
     pub zaps: u64,
+    /// Times a directory of a space that was not current went lazy.
+    pub lazy_directories: u64,
 }
 
 struct Table {
     snapshot: Box<[u32; 1024]>,
     uses: Vec<(SpaceId, TableUse)>,
     unsynced: bool,
+    /// Unsynced as the directory of spaces that are not current (not in
+    /// the out-of-sync list: compared when a space of it becomes current).
+    lazy: bool,
     /// Writes since the last resync (for going out of sync).
     writes: u32,
     /// Writes since the last walk through the table (for flooding).
@@ -132,6 +147,15 @@ impl Table {
             .iter()
             .all(|(_, u)| matches!(u, TableUse::Leaf { .. }))
     }
+
+    /// Only the directory of spaces other than `current`.
+    fn is_idle_directory(&self, current: Option<SpaceId>) -> bool {
+        !self.uses.is_empty()
+            && self
+                .uses
+                .iter()
+                .all(|(s, u)| *u == TableUse::Directory && Some(*s) != current)
+    }
 }
 
 /// The frame watcher (see the module documentation).
@@ -140,6 +164,10 @@ pub struct FrameWatcher {
     self_checking: FrameSet,
     tables: HashMap<u32, Table>,
     unsynced: Vec<u32>,
+    /// Lazy directories (see [`Table::lazy`]).
+    lazy: Vec<u32>,
+    /// The space the CPU runs in, if the monitor said.
+    current: Option<SpaceId>,
     out_of_sync: bool,
     stats: WatchStats,
 }
@@ -165,6 +193,8 @@ impl FrameWatcher {
             self_checking: FrameSet::with_capacity(frames),
             tables: HashMap::default(),
             unsynced: Vec::new(),
+            lazy: Vec::new(),
+            current: None,
             out_of_sync,
             stats: WatchStats::default(),
         }
@@ -254,15 +284,22 @@ impl FrameWatcher {
         let mut out = Consequences::default();
         if let Some(t) = self.tables.get_mut(&frame) {
             t.unused_writes = 0;
-            if !t.uses.contains(&(space, usage)) {
-                t.uses.push((space, usage));
+            if t.lazy && usage != TableUse::Directory {
+                // A dead space's directory is now another space's page
+                // table: the dead space goes, as it was (the monitor
+                // decides what of it to keep), and the table is compared
+                // for nobody.
+                out.zap.extend(t.uses.iter().map(|(s, _)| *s));
+                t.uses.clear();
             }
-            if t.unsynced && usage == TableUse::Directory {
-                // Directories stay in sync: bring it back first.
-                out.append(self.resync(frame, ram));
-                self.unsynced.retain(|f| *f != frame);
-                if !self.code.contains(frame) {
-                    out.protect.push(frame);
+            if t.lazy || (t.unsynced && usage == TableUse::Directory) {
+                // Directories in use and tables with a new use are in
+                // sync: bring it back first.
+                out.append(self.bring_back_in_sync(frame, ram));
+            }
+            if let Some(t) = self.tables.get_mut(&frame) {
+                if !t.uses.contains(&(space, usage)) {
+                    t.uses.push((space, usage));
                 }
             }
             return out;
@@ -274,6 +311,7 @@ impl FrameWatcher {
                 snapshot: read_table(ram, frame),
                 uses: vec![(space, usage)],
                 unsynced: false,
+                lazy: false,
                 writes: 0,
                 unused_writes: 0,
             },
@@ -322,6 +360,18 @@ impl FrameWatcher {
         };
         if t.unsynced {
             return Consequences::default();
+        }
+        if self.out_of_sync && t.is_idle_directory(self.current) {
+            // No CPU uses it: compared when one of its spaces is entered.
+            t.unsynced = true;
+            t.lazy = true;
+            self.lazy.push(frame);
+            self.stats.lazy_directories += 1;
+            let mut out = Consequences::default();
+            if !self.code.contains(frame) {
+                out.release.push(frame);
+            }
+            return out;
         }
         self.stats.traced_writes += 1;
         t.writes += 1;
@@ -391,6 +441,44 @@ impl FrameWatcher {
             entry_changed(&t.uses, i, old, &mut out, &mut Vec::new());
         }
         t.snapshot[i as usize] = now;
+        out
+    }
+
+    /// The CPU now runs in `space`: its directory, if lazy, is compared
+    /// with its snapshot (what changed is invalidated) and traced again.
+    pub fn set_current_space(&mut self, space: SpaceId, ram: &GuestRam) -> Consequences {
+        self.current = Some(space);
+        let mut out = Consequences::default();
+        let entered: Vec<u32> = self
+            .lazy
+            .iter()
+            .copied()
+            .filter(|f| {
+                self.tables
+                    .get(f)
+                    .is_some_and(|t| t.uses.contains(&(space, TableUse::Directory)))
+            })
+            .collect();
+        for frame in entered {
+            out.append(self.bring_back_in_sync(frame, ram));
+        }
+        out
+    }
+
+    /// Compares unsynced (out-of-sync or lazy) table `frame` with its
+    /// snapshot and traces it again.
+    fn bring_back_in_sync(&mut self, frame: u32, ram: &GuestRam) -> Consequences {
+        let mut out = self.resync(frame, ram);
+        self.unsynced.retain(|f| *f != frame);
+        self.lazy.retain(|f| *f != frame);
+        if let Some(t) = self.tables.get_mut(&frame) {
+            t.unsynced = false;
+            t.lazy = false;
+            t.writes = 0;
+            if !self.code.contains(frame) {
+                out.protect.push(frame);
+            }
+        }
         out
     }
 
@@ -485,7 +573,9 @@ impl FrameWatcher {
     fn forget(&mut self, frame: u32) -> Consequences {
         let mut out = Consequences::default();
         if let Some(t) = self.tables.remove(&frame) {
-            if t.unsynced {
+            if t.lazy {
+                self.lazy.retain(|f| *f != frame);
+            } else if t.unsynced {
                 self.unsynced.retain(|f| *f != frame);
             } else if !self.code.contains(frame) {
                 out.release.push(frame);
@@ -699,9 +789,10 @@ mod tests {
     }
 
     #[test]
-    fn directories_never_go_out_of_sync() {
+    fn the_current_spaces_directory_never_goes_out_of_sync() {
         let ram = ram();
         let mut w = FrameWatcher::new(256, true);
+        w.set_current_space(S0, &ram);
         w.watch(PD, S0, TableUse::Directory, &ram);
         for i in 0..4 {
             set(&ram, PD, i, 0x3003);
@@ -736,6 +827,7 @@ mod tests {
     fn a_flooded_directory_zaps_its_spaces() {
         let ram = ram();
         let mut w = FrameWatcher::new(256, true);
+        w.set_current_space(S1, &ram);
         w.watch(PD, S1, TableUse::Directory, &ram);
         let mut zapped = Vec::new();
         for i in 0..FLOOD_WRITES {
@@ -745,6 +837,67 @@ mod tests {
         assert_eq!(zapped, vec![S1]);
         assert!(!w.write_protected(PD));
         assert_eq!(w.stats().zaps, 1);
+    }
+
+    #[test]
+    fn an_idle_spaces_directory_goes_lazy_and_is_compared_when_entered() {
+        let ram = ram();
+        let mut w = FrameWatcher::new(256, true);
+        set(&ram, PD, 0, PT << 12 | 0x27);
+        set(&ram, PD, 768, 0x40_0000 | 0xe3);
+        w.watch(PD, S1, TableUse::Directory, &ram);
+        w.set_current_space(S0, &ram);
+        // Zeroed and refilled, as a directory page reused for a new process.
+        set(&ram, PD, 768, 0);
+        let c = w.table_written(PD, &ram);
+        assert_eq!(c.release, vec![PD], "no longer write-protected");
+        assert!(c.invalidations.is_empty(), "nothing compared yet");
+        assert!(!w.write_protected(PD));
+        assert!(!w.is_synced_table(PD));
+        set(&ram, PD, 768, 0x40_0000 | 0xe3);
+        set(&ram, PD, 0, 0);
+        assert!(w.table_written(PD, &ram).is_empty(), "writes unseen");
+        assert!(w.resync_all(&ram).is_empty(), "a guest flush leaves it");
+        let c = w.set_current_space(S1, &ram);
+        assert_eq!(
+            c.invalidations,
+            vec![Invalidation {
+                space: S1,
+                first_page: 0,
+                pages: 1024
+            }],
+            "only the entry that changed"
+        );
+        assert_eq!(c.protect, vec![PD]);
+        assert!(w.write_protected(PD));
+        assert_eq!(w.stats().lazy_directories, 1);
+    }
+
+    #[test]
+    fn a_lazy_directory_used_as_a_page_table_drops_its_dead_space() {
+        let ram = ram();
+        let mut w = FrameWatcher::new(256, true);
+        w.watch(PD, S1, TableUse::Directory, &ram);
+        w.set_current_space(S0, &ram);
+        set(&ram, PD, 5, 0x1234_5067);
+        w.table_written(PD, &ram);
+        let c = w.watch(PD, S0, TableUse::Leaf { region: 3 }, &ram);
+        assert_eq!(c.zap, vec![S1]);
+        assert!(c.invalidations.is_empty(), "the dead space goes as it was");
+        assert!(w.write_protected(PD), "a page table in use is traced");
+    }
+
+    #[test]
+    fn without_out_of_sync_tables_an_idle_directory_stays_traced() {
+        let ram = ram();
+        let mut w = FrameWatcher::new(256, false);
+        set(&ram, PD, 1, PT << 12 | 0x27);
+        w.watch(PD, S1, TableUse::Directory, &ram);
+        w.set_current_space(S0, &ram);
+        set(&ram, PD, 1, 0);
+        let c = w.table_written(PD, &ram);
+        assert_eq!(c.invalidations.len(), 1, "seen as it happens");
+        assert!(w.write_protected(PD));
     }
 
     #[test]

@@ -289,6 +289,7 @@ fn apply(key: &str, entry: &Entry, builder: &mut Builder) -> Result<(), ConfigEr
         "monitor_control.restrict_backdoor" => config.restrict_backdoor = values::boolean(entry)?,
         "vhv.enable" => config.vhv_enable = values::boolean(entry)?,
         "nestmon.mmu.outofsync" => config.mmu_out_of_sync = values::boolean(entry)?,
+        "nestmon.mmu.maxmappings" => config.mmu_max_mappings = Some(values::max_mappings(entry)?),
         "vmx.allownested" => config.allow_nested = values::boolean(entry)?,
         "nestmon.noreboot" => config.no_reboot = values::boolean(entry)?,
         "nestmon.softpowerofftimeout" => {
@@ -465,6 +466,24 @@ mod tests {
 
     fn config(text: &str) -> VmConfig {
         load(text).unwrap().config
+    }
+
+    #[test]
+    fn the_mapping_budget_is_the_hosts_unless_set_and_refused_below_its_minimum() {
+        assert_eq!(config("").mmu_max_mappings, None);
+        assert_eq!(
+            config("nestmon.mmu.maxMappings = \"4096\"\n").mmu_max_mappings,
+            Some(4096)
+        );
+        for bad in ["1023", "0", "-5", "many"] {
+            assert!(
+                matches!(
+                    load(&format!("nestmon.mmu.maxMappings = \"{bad}\"\n")),
+                    Err(ConfigError::InvalidValue { .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

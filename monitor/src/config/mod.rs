@@ -93,6 +93,10 @@ pub struct VmConfig {
     /// `nestmon.mmu.outOfSync`: leaf page tables the guest keeps writing
     /// may go out of sync until its next TLB flush (default true).
     pub mmu_out_of_sync: bool,
+    /// `nestmon.mmu.maxMappings`: the most host mappings the process may
+    /// hold before the shadow MMU drops cached address spaces (default:
+    /// three quarters of the host's `vm.max_map_count`).
+    pub mmu_max_mappings: Option<u32>,
     /// `vmx.allowNested`: power on even when an outer VMware backdoor
     /// cannot be shared safely (it has no nesting control).
     pub allow_nested: bool,
@@ -139,6 +143,7 @@ impl Default for VmConfig {
             restrict_backdoor: false,
             vhv_enable: false,
             mmu_out_of_sync: true,
+            mmu_max_mappings: None,
             allow_nested: false,
             hypervisor_cpuid_v0: true,
             no_reboot: false,

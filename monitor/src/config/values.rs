@@ -82,6 +82,23 @@ pub fn positive_count(entry: &Entry) -> Result<u32, ConfigError> {
     }
 }
 
+/// The fewest host mappings `nestmon.mmu.maxMappings` takes: below it the
+/// process's own mappings (libraries, code cache, windows' reservations)
+/// leave the shadow MMU too little to map a guest's working set.
+pub const MIN_MAX_MAPPINGS: u32 = 1024;
+
+/// Reads `nestmon.mmu.maxMappings`: a whole number of host mappings, at
+/// least [`MIN_MAX_MAPPINGS`].
+pub fn max_mappings(entry: &Entry) -> Result<u32, ConfigError> {
+    match entry.value.trim().parse::<u32>() {
+        Ok(n) if n >= MIN_MAX_MAPPINGS => Ok(n),
+        _ => Err(invalid(
+            entry,
+            &format!("a whole number of host mappings, at least {MIN_MAX_MAPPINGS}"),
+        )),
+    }
+}
+
 /// The longest soft power-off wait `nestmon.softPowerOffTimeout` takes,
 /// in seconds (an hour: longer is a typo, not a plan).
 pub const MAX_SOFT_POWER_OFF_SECONDS: u32 = 3600;

@@ -487,6 +487,9 @@ fn bt_vcpu(
     }
     vcpu.set_count_indirect(opts.stats);
     vcpu.set_out_of_sync(opts.vm.mmu_out_of_sync);
+    if let Some(most) = opts.vm.mmu_max_mappings {
+        vcpu.set_mapping_budget(most as usize);
+    }
     Ok(vcpu)
 }
 

@@ -19,7 +19,7 @@
 //!   maps all of RAM at linear = physical, its user view is empty.
 
 use super::branch_table::{BranchTable, Scope};
-use super::spaces::{self, AddressSpace, UNPAGED_ROOT};
+use super::spaces::{self, AddressSpace, RETIRED_ROOT, UNPAGED_ROOT};
 use super::{BtCore, SUPERVISOR_VIEW, USER_VIEW};
 use shadowmmu::{
     walk, Access, Consequences, GuestLinear, GuestPhys, Invalidation, LinearWindow, PageFault,
@@ -195,6 +195,12 @@ impl BtCore {
         let now = self.clock;
         self.space_mut().last_used = now;
         self.stats.space_switches += 1;
+        // The space's directory, if it went lazy while another space ran,
+        // is compared with what its mappings were built from.
+        let c = self
+            .watcher
+            .set_current_space(SpaceId(slot as u32), &self.ram);
+        self.apply(c);
         self.select_view();
         self.select_ibtc(previous);
     }
@@ -202,6 +208,10 @@ impl BtCore {
     /// Makes a space for `root` in a free slot (dropping the least
     /// recently used one when all are taken); `None` if the host refused.
     fn new_space(&mut self, root: u32) -> Option<usize> {
+        if let Some(slot) = self.newest_retired() {
+            self.recycle_space(slot, root);
+            return Some(slot);
+        }
         let slot = match self.spaces.iter().position(Option::is_none) {
             Some(slot) => slot,
             None if self.spaces.len() < spaces::MAX_SPACES => {
@@ -210,7 +220,11 @@ impl BtCore {
             }
             None => {
                 let victim = self.least_recently_used()?;
-                self.drop_space(victim);
+                self.retire_space(victim);
+                if self.spaces[victim].as_ref().is_some_and(|s| s.retired) {
+                    self.recycle_space(victim, root);
+                    return Some(victim);
+                }
                 victim
             }
         };
@@ -228,6 +242,99 @@ impl BtCore {
                 None
             }
         }
+    }
+
+    /// The retired space retired last, if any.
+    fn newest_retired(&self) -> Option<usize> {
+        self.spaces
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.as_ref().is_some_and(|s| s.retired))
+            .max_by_key(|(_, s)| s.as_ref().map_or(0, |s| s.last_used))
+            .map(|(i, _)| i)
+    }
+
+    /// A space whose directory died (or that is evicted) keeps its 4 MiB
+    /// regions for the next new directory, if it has any and fewer than
+    /// [`spaces::MAX_RETIRED`] are kept; else it is dropped. Everything
+    /// else it maps goes, and so do its uses of watched tables (the
+    /// regions kept depend on no table: they are checked against the next
+    /// directory's entries).
+    fn retire_space(&mut self, slot: usize) {
+        debug_assert_ne!(slot, self.space);
+        let retired = self.spaces.iter().flatten().filter(|s| s.retired).count();
+        let keep = self.spaces[slot]
+            .as_ref()
+            .is_some_and(|s| !s.large.is_empty() && s.root != UNPAGED_ROOT);
+        if !keep || retired >= spaces::MAX_RETIRED {
+            self.drop_space(slot);
+            return;
+        }
+        let c = self.watcher.unwatch_space(SpaceId(slot as u32));
+        self.apply(c);
+        let Some(space) = self.spaces[slot].as_mut() else {
+            return;
+        };
+        space.root = RETIRED_ROOT;
+        space.retired = true;
+        space.clear_ibtc();
+        let large: Vec<u32> = space.large.keys().copied().collect();
+        let user_pages = space.shadow[USER_VIEW].all();
+        self.stats.spaces_retired += 1;
+        // Every region but the large ones, in both views; the user view
+        // entirely.
+        let mut region = 0u32;
+        for r in large.iter().copied().chain(std::iter::once(1024)) {
+            if r > region {
+                self.drop_pages(slot, region << 10, (r - region) << 10);
+            }
+            region = r + 1;
+        }
+        for (lpage, frame) in user_pages {
+            if let Some(space) = self.spaces[slot].as_mut() {
+                if space.shadow[USER_VIEW].remove(lpage).is_some() {
+                    // Unmapping part of the space's own reservation.
+                    let _ = space.views[USER_VIEW]
+                        .unmap(GuestLinear(lpage * PAGE_SIZE), u64::from(PAGE_SIZE));
+                    self.window_calls += 1;
+                }
+            }
+            self.rmap_remove(frame, Alias::new(slot, USER_VIEW, lpage));
+        }
+    }
+
+    /// Serves the directory at `root` with retired space `slot`: each of
+    /// its 4 MiB regions stays if the new directory's entry for it is the
+    /// one it was filled from, else it goes; the directory is watched at
+    /// once (the regions kept depend on it).
+    fn recycle_space(&mut self, slot: usize, root: u32) {
+        let Some(space) = self.spaces[slot].as_ref() else {
+            return;
+        };
+        let stale: Vec<u32> = space
+            .large
+            .iter()
+            .filter(|(r, pde)| {
+                self.ram
+                    .read_u32(GuestPhys(root * PAGE_SIZE + *r * 4))
+                    .map_or(true, |now| now != **pde)
+            })
+            .map(|(r, _)| *r)
+            .collect();
+        for r in stale {
+            self.drop_pages(slot, r << 10, 1024);
+        }
+        let now = self.clock;
+        if let Some(space) = self.spaces[slot].as_mut() {
+            space.root = root;
+            space.retired = false;
+            space.last_used = now;
+            self.stats.spaces_recycled += 1;
+        }
+        let c = self
+            .watcher
+            .watch(root, SpaceId(slot as u32), TableUse::Directory, &self.ram);
+        self.apply(c);
     }
 
     /// The cached space used least recently, other than the current one.
@@ -298,6 +405,10 @@ impl BtCore {
             }
         }
         self.stats.spaces_created += 1;
+        let c = self
+            .watcher
+            .set_current_space(SpaceId(self.space as u32), &self.ram);
+        self.apply(c);
         self.select_view();
         self.select_ibtc(previous);
         drop(old);
@@ -333,8 +444,8 @@ impl BtCore {
             let slot = slot as usize;
             if slot == self.space {
                 self.empty_current_space();
-            } else {
-                self.drop_space(slot);
+            } else if self.spaces.get(slot).is_some_and(Option::is_some) {
+                self.retire_space(slot);
             }
         }
     }
@@ -372,6 +483,17 @@ impl BtCore {
             calls += 1;
         }
         space.ibtc.drop_pages(first, pages, cs_base);
+        let end = u64::from(first) + u64::from(pages);
+        let whole: Vec<u32> = space
+            .large
+            .range(first >> 10..)
+            .map(|(r, _)| *r)
+            .take_while(|r| u64::from(*r) << 10 < end)
+            .filter(|r| *r << 10 >= first && (u64::from(*r) + 1) << 10 <= end)
+            .collect();
+        for r in whole {
+            space.large.remove(&r);
+        }
         self.window_calls += calls;
         for (frame, alias) in gone {
             self.rmap_remove(frame, alias);
@@ -677,6 +799,14 @@ impl BtCore {
             prot,
         );
         self.window_calls += 1;
+        if view == SUPERVISOR_VIEW {
+            let region = first >> 10;
+            if pages == 1024 {
+                space.large.insert(region, walked.pde.value);
+            } else {
+                space.large.remove(&region);
+            }
+        }
         for n in 0..pages {
             self.record_alias(slot, view, first + n, frame0 + n);
         }
@@ -775,7 +905,10 @@ impl BtCore {
                 return;
             }
             match self.least_recently_used() {
-                Some(victim) => self.drop_space(victim),
+                Some(victim) => {
+                    self.stats.budget_evictions += 1;
+                    self.drop_space(victim);
+                }
                 None => {
                     self.stats.budget_resets += 1;
                     self.empty_current_space();

@@ -119,6 +119,12 @@ pub struct BtStats {
     /// Times the current space's mappings were all dropped to stay in the
     /// mapping budget.
     pub budget_resets: u64,
+    /// Address spaces dropped to stay in the mapping budget.
+    pub budget_evictions: u64,
+    /// Spaces retired with their 4 MiB regions (directory died or evicted).
+    pub spaces_retired: u64,
+    /// Retired spaces that served a new directory.
+    pub spaces_recycled: u64,
     /// Paging-mode changes that dropped every space and translation.
     pub mmu_resets: u64,
     /// Units whose own bytes, or whose instruction into the next page,
@@ -282,6 +288,12 @@ pub struct BtCore {
     /// (the `--stats` estimate of guest instructions executed).
     entries: counts::EntryCounts,
     log: Option<Box<dyn Write>>,
+    /// `/tmp/perf-PID.map` when `NESTMON_PERF_MAP` is set: one line per
+    /// translation (host start, length, guest EIP, mode and offset in the
+    /// code cache file), so that `benches/perf-guest.py` can name the
+    /// guest code perf's samples fall in (perf reports them as offsets in
+    /// the memfd `nestmon-code-cache`).
+    perf_map: Option<std::fs::File>,
     /// The I/O instruction in progress.
     pending_io: Option<PendingIo>,
     /// The I/O handler completed a string instruction itself.
@@ -385,6 +397,13 @@ impl BtVcpu {
     /// page table is seen as it happens), for comparison.
     pub fn set_out_of_sync(&mut self, on: bool) {
         self.core.watcher.set_out_of_sync(on);
+    }
+
+    /// Sets the most host mappings the process may hold before cached
+    /// address spaces are dropped (`nestmon.mmu.maxMappings`; default
+    /// three quarters of `vm.max_map_count`).
+    pub fn set_mapping_budget(&mut self, most: usize) {
+        self.core.mapping_budget = most;
     }
 
     /// Counts indirect-branch hits and units entered in emitted code
@@ -513,6 +532,10 @@ impl Vcpu for BtVcpu {
                 ("MMU: guest page faults", v.guest_page_faults),
                 ("MMU: traced page-table writes", w.traced_writes),
                 ("MMU: page tables gone out of sync", w.unsyncs),
+                (
+                    "MMU: directories of idle spaces gone lazy",
+                    w.lazy_directories,
+                ),
                 ("MMU: out-of-sync tables resynchronized", w.resyncs),
                 ("MMU: page tables zapped (write flooding)", w.zaps),
                 ("MMU: page tables watched now", tables as u64),
@@ -520,10 +543,22 @@ impl Vcpu for BtVcpu {
                 ("MMU: address-space switches", v.space_switches),
                 ("MMU: address spaces made", v.spaces_created),
                 ("MMU: address spaces dropped", v.spaces_evicted),
+                (
+                    "MMU: address spaces retired with their 4 MiB pages",
+                    v.spaces_retired,
+                ),
+                (
+                    "MMU: retired spaces serving a new directory",
+                    v.spaces_recycled,
+                ),
                 ("MMU: address spaces cached now", spaces),
                 (
                     "MMU: host mappings of the process",
                     spaces::host_mappings().unwrap_or(0) as u64,
+                ),
+                (
+                    "MMU: address spaces dropped for the budget",
+                    v.budget_evictions,
                 ),
                 ("MMU: budget resets of the current space", v.budget_resets),
                 ("MMU: paging-mode resets", v.mmu_resets),
@@ -697,6 +732,7 @@ impl BtCore {
             last_user_selectors: None,
             tables_seen: None,
             log: None,
+            perf_map: open_perf_map(),
             pending_io: None,
             string_io_done: false,
             stopped_registers: None,
@@ -1385,6 +1421,16 @@ impl BtCore {
         if let (true, Some(f)) = (crosses, next_frame) {
             frames.push(f);
         }
+        if let Some(map) = self.perf_map.as_mut() {
+            // A profiling aid: a line that cannot be written is skipped.
+            let _ = writeln!(
+                map,
+                "{host_base:x} {:x} guest_{:08x}_mode{:x}_off{code_offset:x}",
+                unit.code.len(),
+                key.eip,
+                key.mode
+            );
+        }
         if let Some(log) = self.log.as_mut() {
             // A listing that cannot be written is not worth stopping for.
             let _ = writeln!(
@@ -1557,6 +1603,20 @@ fn view_of(sys: &SystemState) -> usize {
         USER_VIEW
     } else {
         SUPERVISOR_VIEW
+    }
+}
+
+/// The perf map file (`/tmp/perf-PID.map`, the format perf reads for
+/// JIT code) when the environment variable `NESTMON_PERF_MAP` is set.
+fn open_perf_map() -> Option<std::fs::File> {
+    std::env::var_os("NESTMON_PERF_MAP")?;
+    let path = format!("/tmp/perf-{}.map", std::process::id());
+    match std::fs::File::create(&path) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            eprintln!("nestmon: NESTMON_PERF_MAP: cannot create {path}: {e}");
+            None
+        }
     }
 }
 

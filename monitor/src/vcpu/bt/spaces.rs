@@ -10,15 +10,27 @@
 //!   modes; supervisor modes share one table, `branch_table`) records the
 //!   linear page of every entry, so dropping a page's mapping drops its
 //!   entries without scanning the table.
+//! - A retired space (its directory died) maps only regions filled from a
+//!   4 MiB page, each recorded in `large` with the directory entry it was
+//!   filled from; it is used again for a new directory only after every
+//!   region whose entry differs there was dropped.
 //! - The number of host mappings all spaces hold is kept under a budget
 //!   derived from the host's `vm.max_map_count`; past it the least
 //!   recently used spaces are dropped.
 
 use super::branch_table::BranchTable;
 use shadowmmu::{LinearWindow, WindowError};
+use std::collections::BTreeMap;
 
 /// The `root` of the address space used while paging is off.
 pub(super) const UNPAGED_ROOT: u32 = u32::MAX;
+
+/// The `root` of a retired space (no page directory is at this frame).
+pub(super) const RETIRED_ROOT: u32 = u32::MAX - 1;
+
+/// Retired spaces kept at most: each holds the kernel's 4 MiB mappings
+/// (a few hundred host mappings) for the next new directory.
+pub(super) const MAX_RETIRED: usize = 4;
 
 /// Address spaces cached at most (each costs two window reservations and
 /// an indirect-branch table reservation).
@@ -104,6 +116,15 @@ pub(super) struct AddressSpace {
     pub(super) ibtc: BranchTable,
     /// The clock value of the last switch to it.
     pub(super) last_used: u64,
+    /// Regions of the supervisor view filled from a 4 MiB page, with the
+    /// page-directory entry they were filled from: every page mapped in
+    /// such a region was mapped from that entry alone (no page table), so
+    /// a retired space can serve another directory whose entry is the
+    /// same.
+    pub(super) large: BTreeMap<u32, u32>,
+    /// Retired: its directory died; it keeps only the mappings of `large`
+    /// and waits to serve a new directory ([`RETIRED_ROOT`] as root).
+    pub(super) retired: bool,
 }
 
 impl AddressSpace {
@@ -115,6 +136,8 @@ impl AddressSpace {
             shadow: [ShadowPages::new(), ShadowPages::new()],
             ibtc: BranchTable::default(),
             last_used: now,
+            large: BTreeMap::new(),
+            retired: false,
         })
     }
 
