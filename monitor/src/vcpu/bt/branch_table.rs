@@ -142,6 +142,15 @@ impl BranchTable {
             .collect()
     }
 
+    /// Drops every entry, touching only the recorded ones (cheaper than
+    /// [`Self::clear`] when few pages have entries).
+    pub(super) fn drop_all(&mut self, cs_base: impl Fn(u32) -> u32) {
+        let pages: Vec<u32> = self.pages.keys().copied().collect();
+        for lpage in pages {
+            self.drop_page(lpage, &cs_base);
+        }
+    }
+
     /// Drops the entries valid in the current address space only (at a
     /// switch to another space).
     pub(super) fn drop_local(&mut self, cs_base: impl Fn(u32) -> u32) {
@@ -225,6 +234,17 @@ mod tests {
         t.drop_pages(1, 1, |tag| if tag == 5 { 0x1000 } else { 0 });
         assert_eq!(t.get(0, 5), None);
         assert_eq!(t.get(4 * LISTED_PER_PAGE as u32, 5), None);
+    }
+
+    #[test]
+    fn dropping_all_empties_the_table() {
+        let mut t = BranchTable::default();
+        t.insert((1, 0x1004, 0), 0xa, Scope::Global { frame: 3 }, flat);
+        t.insert((9, 0x9004, 1), 0xb, Scope::Local, flat);
+        t.drop_all(flat);
+        assert_eq!(t.get(0x1004, 0), None);
+        assert_eq!(t.get(0x9004, 1), None);
+        assert!(t.pages_in(0, 1 << 20).is_empty());
     }
 
     #[test]

@@ -175,7 +175,9 @@ impl BtCore {
         } else {
             // Without PGE no mapping is global: entries made while it was
             // on (a toggle is off-then-on) hold in the old space only.
-            self.shared_ibtc.clear();
+            let bases = self.tag_cs_bases();
+            self.shared_ibtc
+                .drop_all(|tag| bases.get(tag as usize).copied().unwrap_or(0));
         }
         let root = self.current_root();
         let previous = self.space().ibtc.addr();
@@ -686,11 +688,14 @@ impl BtCore {
         }
     }
 
-    /// Tags whose modes use the shared table: the supervisor ones.
+    /// Tags whose modes use the shared table: the supervisor ones with
+    /// CR4.PGE on (without global pages nothing maps alike in every
+    /// space, and each space's own table serves them better).
     pub(super) fn tag_is_shared(&self, tag: u32) -> bool {
+        const PGE: u32 = 0x80;
         self.mode_tags
             .get(tag as usize)
-            .is_some_and(|k| !k.cpl_user)
+            .is_some_and(|k| !k.cpl_user && k.paging.2 & PGE != 0)
     }
 
     /// `UnitRequest::shared_ibtc_tags`: the supervisor modes' tags.
