@@ -110,6 +110,11 @@ static void cpuid_ring0(void) { PM_TRY(TIMED("", "xorl %eax, %eax\n\tcpuid")); }
 static void cli_sti_ring0(void) { PM_TRY(TIMED("", "cli\n\tsti")); }
 static void pushf_popf_ring0(void) { PM_TRY(TIMED("", "pushfl\n\tpopfl")); }
 static void call_ret_ring0(void) { PM_TRY(TIMED("", "call ev_ret")); }
+/* a selector read (what Linux's entry code does with SS) and a reload of
+ * DS with the selector it holds (its kernel entry and exit reload DS and
+ * ES with the user data selector they already hold) */
+static void read_sreg_ring0(void) { PM_TRY(TIMED("", "movl %ss, %eax")); }
+static void reload_ds_ring0(void) { PM_TRY(TIMED("", "movl %ds, %eax\n\tmovl %eax, %ds")); }
 
 struct event {
     const char *name;
@@ -130,6 +135,8 @@ static const struct event events[] = {
     { "cli_sti", cli_sti_ring0, 0, 0 },
     { "pushf_popf", pushf_popf_ring0, 0, 0 },
     { "call_ret", call_ret_ring0, 0, 0 },
+    { "read_sreg", read_sreg_ring0, 0, 0 },
+    { "reload_ds", reload_ds_ring0, 0, 0 },
 };
 #define NEVENTS (int)(sizeof(events) / sizeof(events[0]))
 

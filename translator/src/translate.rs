@@ -881,6 +881,10 @@ impl Ctx<'_> {
                 return self.cpuid(answers).map(|_| false);
             }
         }
+        if let Some(seg) = selector_read_into_register(guest) {
+            self.read_selector(guest.op0_register(), seg)?;
+            return Ok(false);
+        }
         if let Some(ends) = self.inline_transition(guest)? {
             return Ok(ends);
         }
@@ -954,6 +958,23 @@ impl Ctx<'_> {
                 Ok(()) => self.generic(i).map(|_| false),
                 Err(_) => self.emulate_exit(i.ip32()),
             },
+        }
+    }
+
+    /// `mov r32/r16, sreg`: the selector from the state block's mirror
+    /// (kept by the monitor and by inline privilege changes). With a
+    /// 32-bit destination the upper half is zeroed, as P6 and later CPUs
+    /// do; a 16-bit one keeps it. Never faults, touches no flag.
+    fn read_selector(&mut self, dst: Register, seg: Seg) -> Result<(), TranslateError> {
+        let m = mem(
+            Register::R14,
+            Register::None,
+            i64::from(off::SEG_SEL) + 2 * seg as i64,
+        );
+        if dst.size() == 4 {
+            self.ins(i2!(Code::Movzx_r32_rm16, host(dst), m)?)
+        } else {
+            self.ins(i2!(Code::Mov_r16_rm16, host(dst), m)?)
         }
     }
 
@@ -2281,6 +2302,22 @@ fn needs_monitor(i: &Instruction) -> bool {
             && seg_index(i.op0_register()).is_some())
 }
 
+/// The segment register a `mov r32/r16, sreg` reads into a general
+/// register (reads into memory go through the monitor).
+fn selector_read_into_register(i: &Instruction) -> Option<Seg> {
+    if i.mnemonic() != Mnemonic::Mov
+        || i.op0_kind() != OpKind::Register
+        || i.op1_kind() != OpKind::Register
+    {
+        return None;
+    }
+    let dst = i.op0_register();
+    if !dst.is_gpr32() && !dst.is_gpr16() {
+        return None;
+    }
+    seg_index(i.op1_register())
+}
+
 fn is_system_reg(r: Register) -> bool {
     r.is_cr() || r.is_dr() || r.is_tr()
 }
@@ -2840,6 +2877,23 @@ mod tests {
             "{text:?}"
         );
         assert!(text.iter().any(|t| t == "mov eax,[r15+r10]"), "{text:?}");
+    }
+
+    #[test]
+    fn reading_a_segment_register_loads_the_selector_mirror_inline() {
+        // mov eax,ss; mov dx,fs; mov ebp,ds; ret
+        let u = unit(&[0x8c, 0xd0, 0x66, 0x8c, 0xe2, 0x8c, 0xdd, 0xc3]);
+        let text = host_text(&u);
+        let sel = |s: Seg| {
+            // As iced-x86 writes hex: a leading 0 before a letter.
+            let hex = format!("{:X}", off::SEG_SEL + 2 * s as i32);
+            let pad = if hex.starts_with(|c: char| c.is_ascii_alphabetic()) { "0" } else { "" };
+            format!("[r14+{pad}{hex}h]")
+        };
+        assert!(text.contains(&format!("movzx eax,word ptr {}", sel(Seg::Ss))), "{text:?}");
+        assert!(text.contains(&format!("mov dx,{}", sel(Seg::Fs))), "{text:?}");
+        assert!(text.contains(&format!("movzx ebp,word ptr {}", sel(Seg::Ds))), "{text:?}");
+        assert!(u.emulated.is_empty(), "no exit to the monitor");
     }
 
     #[test]
