@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::Duration;
 
 /// The events, in the order the guest prints them.
-const EVENTS: [&str; 11] = [
+const EVENTS: [&str; 13] = [
     "int80_ring3_iret",
     "int_ring0_iret",
     "sysenter_sysexit",
@@ -28,6 +28,8 @@ const EVENTS: [&str; 11] = [
     "cli_sti",
     "pushf_popf",
     "call_ret",
+    "read_sreg",
+    "reload_ds",
 ];
 
 /// Builds the guest (`make -C guests bench-events`) into a directory of

@@ -268,3 +268,74 @@ fn leaf_tables_go_out_of_sync_unless_the_option_turns_it_off() {
         sync.stderr
     );
 }
+
+#[test]
+fn a_remapped_code_page_runs_its_new_code_though_no_data_access_filled_it() {
+    // Linear 0x800000 (a 4 MiB region nothing reads or writes as data) is
+    // mapped through its own page table to a frame holding `mov eax, 1;
+    // ret` and called indirectly; then the PTE is pointed at a frame
+    // holding `mov eax, 2; ret`, the page INVLPG'd and called again. The
+    // indirect-branch entry of 0x800000 must not outlive the mapping it
+    // was made for: the table a code fetch walked is watched too.
+    let body = format!(
+        "{}
+        lea eax, [code_a]
+        or eax, 1
+        mov [table2], eax
+        lea eax, [table2]
+        or eax, 3
+        mov [pd1 + 2 * 4], eax
+        lea eax, [pd1]
+        mov cr3, eax
+        {PAGING_ON}
+        mov esi, 0x800000
+        mov ebx, 50
+    2:  call esi
+        cmp eax, 1
+        jne 3f
+        dec ebx
+        jnz 2b
+        lea eax, [code_b]
+        or eax, 1
+        mov [table2], eax
+        invlpg [0x800000]
+        call esi
+        cmp eax, 2
+        jne 3f
+        {PAGING_OFF_AND_PASS}
+    3:  mov eax, cr0
+        and eax, 0x7fffffff
+        mov cr0, eax
+        mov eax, 1
+        ret
+        .data
+        .align 4096
+    code_a:
+        mov eax, 1
+        ret
+        .align 4096
+    code_b:
+        mov eax, 2
+        ret
+        .bss
+        .align 4096
+    pd1: .skip 4096
+    page_table: .skip 4096
+    table2: .skip 4096
+        .text",
+        identity_map(&["pd1"])
+    );
+    let r = run(
+        std::process::Command::new(env!("CARGO_BIN_EXE_nestmon"))
+            .args(["run", "--kernel"])
+            .arg(asm_guest("remapped_code_page", &body)),
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(
+        r.code,
+        Some(0),
+        "stale code after the remap: {}\n{}",
+        describe(&r),
+        r.stderr
+    );
+}

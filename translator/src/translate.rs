@@ -2887,12 +2887,25 @@ mod tests {
         let sel = |s: Seg| {
             // As iced-x86 writes hex: a leading 0 before a letter.
             let hex = format!("{:X}", off::SEG_SEL + 2 * s as i32);
-            let pad = if hex.starts_with(|c: char| c.is_ascii_alphabetic()) { "0" } else { "" };
+            let pad = if hex.starts_with(|c: char| c.is_ascii_alphabetic()) {
+                "0"
+            } else {
+                ""
+            };
             format!("[r14+{pad}{hex}h]")
         };
-        assert!(text.contains(&format!("movzx eax,word ptr {}", sel(Seg::Ss))), "{text:?}");
-        assert!(text.contains(&format!("mov dx,{}", sel(Seg::Fs))), "{text:?}");
-        assert!(text.contains(&format!("movzx ebp,word ptr {}", sel(Seg::Ds))), "{text:?}");
+        assert!(
+            text.contains(&format!("movzx eax,word ptr {}", sel(Seg::Ss))),
+            "{text:?}"
+        );
+        assert!(
+            text.contains(&format!("mov dx,{}", sel(Seg::Fs))),
+            "{text:?}"
+        );
+        assert!(
+            text.contains(&format!("movzx ebp,word ptr {}", sel(Seg::Ds))),
+            "{text:?}"
+        );
         assert!(u.emulated.is_empty(), "no exit to the monitor");
     }
 

@@ -12,7 +12,15 @@
 //! - Each view of each cached space never maps more than the guest's page
 //!   tables allowed its privilege at the last walk, except for what an
 //!   out-of-sync leaf table changed since its last resync (a TLB could
-//!   hold as much; every guest TLB flush resyncs those tables first).
+//!   hold as much; every guest TLB flush resyncs those tables first), what
+//!   a lazy directory of a space that is not current changed (entering the
+//!   space compares it first), and what a retired space keeps (compared
+//!   with the new directory before it serves one).
+//! - Every table a walk for code or data went through is watched for the
+//!   current space, so an indirect-branch entry of a page dies (or is
+//!   re-checked, for the shared table) when its mapping changes; the
+//!   shared table's global entries are also re-checked at INVLPG of their
+//!   page and at a CR4.PGE change.
 //! - The reverse map names every (space, view, linear page) mapped to a
 //!   frame, and each space's `shadow` maps it back to the frame.
 //! - With paging off only the unpaged space exists: its supervisor view
@@ -49,6 +57,38 @@ impl BtCore {
         write: bool,
     ) -> Result<u32, crate::cpu::Exception> {
         self.translate_linear(lin, write, self.sys.cpl == 3)
+    }
+
+    /// [`Self::linear_to_phys`] for fetching code at `lin`: the tables of
+    /// the walk are watched for the current space as a fill's are, so
+    /// that a change of the mapping reaches the translations' indirect-
+    /// branch entries even when no data access filled the page.
+    pub(super) fn code_to_phys(&mut self, lin: u32) -> Result<u32, crate::cpu::Exception> {
+        if !self.paging() {
+            return Ok(lin);
+        }
+        let t = self
+            .walk_noting(lin, false, self.sys.cpl == 3)
+            .map_err(page_fault)?;
+        self.watch_walked(lin >> 12, &t);
+        Ok(t.phys.0)
+    }
+
+    /// Records the current space's uses of the tables `walked` went
+    /// through for linear page `lpage`.
+    fn watch_walked(&mut self, lpage: u32, walked: &Translated) {
+        let me = SpaceId(self.space as u32);
+        let c = self
+            .watcher
+            .watch(walked.pde.table_frame(), me, TableUse::Directory, &self.ram);
+        self.apply(c);
+        if let Some(pte) = walked.pte {
+            let usage = TableUse::Leaf {
+                region: lpage >> 10,
+            };
+            let c = self.watcher.watch(pte.table_frame(), me, usage, &self.ram);
+            self.apply(c);
+        }
     }
 
     /// Like [`Self::linear_to_phys`] with explicit user/supervisor rights.
@@ -105,6 +145,20 @@ impl BtCore {
             .watcher
             .sync_entry(SpaceId(self.space as u32), lin, &self.ram);
         self.apply(c);
+        // A global entry survives CR3 writes but not an INVLPG of its page
+        // (of any page of its 4 MiB page): the shared table's entries of
+        // the region are checked against the current tables.
+        self.recheck_shared_pages(lin >> 22 << 10, 1024);
+    }
+
+    /// Drops the shared indirect-branch entries of the `pages` pages from
+    /// `first` that no longer map their recorded frame as global pages in
+    /// the current page tables.
+    pub(super) fn recheck_shared_pages(&mut self, first: u32, pages: u32) {
+        let bases = self.tag_cs_bases();
+        self.drop_changed_shared_pages(first, pages, |tag| {
+            bases.get(tag as usize).copied().unwrap_or(0)
+        });
     }
 
     /// A guest TLB flush (CR3 write, INVLPG, CR4.PGE change): every
@@ -279,6 +333,7 @@ impl BtCore {
         };
         space.root = RETIRED_ROOT;
         space.retired = true;
+        space.last_used = self.clock;
         space.clear_ibtc();
         let large: Vec<u32> = space.large.keys().copied().collect();
         let user_pages = space.shadow[USER_VIEW].all();
@@ -381,7 +436,9 @@ impl BtCore {
     pub(super) fn reset_address_space(&mut self) {
         self.flush();
         self.stats.mmu_resets += 1;
-        let previous = self.state.ibtc.load(std::sync::atomic::Ordering::SeqCst);
+        // The old space's table: if an exit request swapped in the empty
+        // one, `select_ibtc` leaves it for the request's service.
+        let previous = self.space().ibtc.addr();
         let c = self.watcher.unwatch_all();
         drop(c);
         self.watcher.clear_code();
@@ -772,18 +829,8 @@ impl BtCore {
     /// dirty and the watcher does not protect the frame.
     pub(super) fn map_walked(&mut self, view: usize, lpage: u32, walked: &Translated) {
         let slot = self.space;
-        let me = SpaceId(slot as u32);
-        let dir = walked.pde.table_frame();
-        let c = self.watcher.watch(dir, me, TableUse::Directory, &self.ram);
-        self.apply(c);
-        if let Some(pte) = walked.pte {
-            let usage = TableUse::Leaf {
-                region: lpage >> 10,
-            };
-            let c = self.watcher.watch(pte.table_frame(), me, usage, &self.ram);
-            self.apply(c);
-        }
-        let (first, frame0, pages) = self.fill_extent(lpage, walked);
+        self.watch_walked(lpage, walked);
+        let (first, frame0, pages) = self.fill_extent(view, lpage, walked);
         let prot =
             if walked.writable_and_dirty && (pages > 1 || !self.watcher.write_protected(frame0)) {
                 PageProt::ReadWrite
@@ -808,7 +855,8 @@ impl BtCore {
             let region = first >> 10;
             if pages == 1024 {
                 space.large.insert(region, walked.pde.value);
-            } else {
+            } else if !walked.large {
+                // Pages of a page table now: the region is no 4 MiB page.
                 space.large.remove(&region);
             }
         }
@@ -853,12 +901,17 @@ impl BtCore {
 
     /// The pages one fill maps for the walk of `lpage`: the whole 4 MiB
     /// page when the walk went through one (the TLB holds it as one entry:
-    /// its accessed and dirty bits are the PDE's), if it lies in RAM;
-    /// else the one page. As (first linear page, its frame, pages).
-    fn fill_extent(&self, lpage: u32, walked: &Translated) -> (u32, u32, u32) {
+    /// its accessed and dirty bits are the PDE's), if it lies in RAM and
+    /// the view's region was not filled from that very entry already (a
+    /// page dropped from such a region, say by a frame's release, comes
+    /// back alone); else the one page. As (first linear page, its frame,
+    /// pages).
+    fn fill_extent(&self, view: usize, lpage: u32, walked: &Translated) -> (u32, u32, u32) {
         let frame = walked.phys.frame();
         let ram_frames = (self.ram.size() / PAGE_SIZE as usize) as u64;
-        if walked.large && u64::from(frame & !1023) + 1024 <= ram_frames {
+        let region_filled = view == SUPERVISOR_VIEW
+            && self.space().large.get(&(lpage >> 10)) == Some(&walked.pde.value);
+        if walked.large && !region_filled && u64::from(frame & !1023) + 1024 <= ram_frames {
             (lpage & !1023, frame & !1023, 1024)
         } else {
             (lpage, frame, 1)

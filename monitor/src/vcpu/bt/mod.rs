@@ -1158,8 +1158,9 @@ impl BtCore {
             } else if cr4 != cr4_before {
                 self.guest_tlb_flush();
                 // A PGE toggle flushes global TLB entries too: the shared
-                // indirect-branch table needs nothing more, since a changed
-                // mapping drops its entries as the flush finds it.
+                // table's entries whose page no longer maps its frame as
+                // a global page go.
+                self.recheck_shared_pages(0, 1 << 20);
             }
             let tables_changed =
                 self.state.tables_gen != tables_before && !self.event_outcomes.is_empty();
@@ -1302,7 +1303,7 @@ impl BtCore {
             return Err(self.raise(Fault::Exception(Exception::GeneralProtection(0))));
         }
         let linear = cs.base.wrapping_add(eip);
-        let phys = match self.linear_to_phys(linear, false) {
+        let phys = match self.code_to_phys(linear) {
             Ok(p) => p,
             Err(e) => return Err(self.raise(Fault::Exception(e))),
         };
