@@ -518,6 +518,10 @@ fn crossing_tail(i: &Instruction, offset: u32, bytes_in_page: u32) -> Option<usi
     (!i.is_invalid() && end > bytes_in_page as usize).then(|| end - bytes_in_page as usize)
 }
 
+/// Bytes a code check reads from one value of R10 (its displacements stay
+/// within the window guard's reach).
+const CHECK_STRIDE: usize = 64;
+
 /// Translates one unit.
 pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
     let mut cx = Ctx {
@@ -758,7 +762,14 @@ impl Ctx<'_> {
         )?;
         self.lea32(Register::R10D, Register::R10, i64::from(at as i32))?;
         let mut at = 0usize;
+        // R10 moves along so that no displacement passes the guard's
+        // reach (the confinement verifier's limit).
+        let mut base = 0usize;
         while at < bytes.len() {
+            if at - base + 4 > CHECK_STRIDE {
+                self.lea32(Register::R10D, Register::R10, (at - base) as i64)?;
+                base = at;
+            }
             let left = bytes.len() - at;
             let (load, width) = match left {
                 4.. => (Code::Mov_r32_rm32, 4),
@@ -767,7 +778,7 @@ impl Ctx<'_> {
             };
             let mut expected = [0u8; 4];
             expected[..width].copy_from_slice(&bytes[at..at + width]);
-            let m = mem(Register::R15, Register::R10, at as i64);
+            let m = mem(Register::R15, Register::R10, (at - base) as i64);
             self.ins(i2!(load, Register::R11D, m)?)?;
             self.ins(i2!(
                 Code::Mov_r32_imm32,
@@ -2391,7 +2402,7 @@ mod tests {
     /// Translates `code` (padded with NOPs) as `setup` says.
     fn translate_with(code: &[u8], setup: Setup<'_>) -> Unit {
         let mut bytes = code.to_vec();
-        bytes.resize(64, 0x90);
+        bytes.resize(bytes.len().max(64), 0x90);
         let req = UnitRequest {
             eip: setup.eip,
             code: &bytes,
@@ -3052,5 +3063,38 @@ mod tests {
         // A fault in the check is one of the unit's first instruction.
         assert_eq!(u.pc_map.last().map(|p| p.1), Some(0x1000));
         assert!(u.pc_map.windows(2).all(|w| w[0].0 <= w[1].0));
+    }
+
+    #[test]
+    fn a_long_self_checking_unit_checks_every_byte_within_the_guards_reach() {
+        // 40 x `mov eax, imm32` (200 bytes, no store, no branch), then ret:
+        // the check reads far past 64 bytes from the unit's start.
+        let mut code = Vec::new();
+        for n in 0..40u8 {
+            code.extend_from_slice(&[0xb8, n, 0x5a, 0xa5, 0x11]);
+        }
+        code.push(0xc3);
+        let u = translate_with(
+            &code,
+            Setup {
+                self_check: true,
+                ..Setup::default()
+            },
+        );
+        assert!(
+            u.insns.len() > 13,
+            "a long unit: {} instructions",
+            u.insns.len()
+        );
+        // The confinement verifier accepted it (translate_with checks), and
+        // the check steps R10 along instead of growing displacements.
+        let text = host_text(&u).join("\n");
+        assert!(text.contains("lea r10d,[r10+40h]"), "{text}");
+        let guest_len = u.guest_len as usize;
+        let checked = text.matches("lea rcx,[r11+r12+1]").count();
+        assert!(
+            checked * 4 >= guest_len,
+            "{checked} compares for {guest_len} bytes"
+        );
     }
 }
