@@ -29,6 +29,9 @@ use scratch::Scratch;
 #[path = "support/guest_script.rs"]
 mod guest_script;
 use guest_script::append_running;
+#[path = "support/stats.rs"]
+mod stats;
+use stats::stat;
 #[path = "support/watched.rs"]
 mod watched;
 use watched::{Stream, Watched};
@@ -483,15 +486,27 @@ fn standard_input_reaches_a_shell_in_the_guest() {
     }
 }
 
-/// The value of the `--stats` counter `key` (the last number on the line
-/// that starts with it).
-fn stats_counter(stderr: &str, key: &str) -> u64 {
-    stderr
-        .lines()
-        .find_map(|l| l.trim().strip_prefix(key))
-        .and_then(|rest| rest.split_whitespace().last())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("--stats lacks {key:?}:\n{stderr}"))
+/// Runs `forks` fork+execs of busybox `true` and a checksum in the guest
+/// with `--stats` and `extra`, and checks that both computed what they
+/// compute natively and the guest powered off (status 0).
+fn fork_loop(guest: &Guest, forks: u32, extra: &[&str]) -> Finished {
+    let append = format!(
+        "console=ttyS0 quiet -- i=0; while [ $i -lt {forks} ]; do /bin/true; i=$((i + 1)); done; \
+         seq 1 20000 | sha256sum | cut -c1-16; echo forks $i"
+    );
+    let mut args = vec!["--stats"];
+    args.extend_from_slice(extra);
+    let run = guest.run_with(&append, &args);
+    assert_eq!(
+        run.status,
+        Some(0),
+        "{}\nstderr:\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert_line(&run, "f6351f5ead9a700e");
+    assert_line(&run, &format!("forks {forks}"));
+    run
 }
 
 #[test]
@@ -501,27 +516,14 @@ fn processes_compute_the_same_when_the_mapping_budget_keeps_dropping_address_spa
     };
     // The smallest budget the option takes: each new process's address
     // space pushes older ones (and at times the current one) out.
-    let run = guest.run_with(
-        "console=ttyS0 quiet -- i=0; while [ $i -lt 30 ]; do /bin/true; i=$((i + 1)); done; \
-         seq 1 20000 | sha256sum | cut -c1-16; echo forks $i",
-        &["--stats", "--set", "nestmon.mmu.maxMappings=1024"],
-    );
-    assert_eq!(
-        run.status,
-        Some(0),
-        "{}\nstderr:\n{}",
-        run.stdout,
-        run.stderr
-    );
-    assert_line(&run, "f6351f5ead9a700e");
-    assert_line(&run, "forks 30");
-    let dropped = stats_counter(&run.stderr, "MMU: address spaces dropped for the budget");
+    let run = fork_loop(&guest, 30, &["--set", "nestmon.mmu.maxMappings=1024"]);
+    let dropped = stat(&run.stderr, "MMU: address spaces dropped for the budget");
     assert!(
         dropped > 0,
         "the budget never dropped a space:\n{}",
         run.stderr
     );
-    let held = stats_counter(&run.stderr, "MMU: host mappings of the process");
+    let held = stat(&run.stderr, "MMU: host mappings of the process");
     assert!(
         held <= 1024,
         "{held} host mappings held past the budget of 1024"
@@ -533,29 +535,16 @@ fn new_processes_start_with_the_kernel_mappings_of_dead_ones_and_compute_the_sam
     let Some(guest) = guest("retired-spaces") else {
         return;
     };
-    let run = guest.run_with(
-        "console=ttyS0 quiet -- i=0; while [ $i -lt 40 ]; do /bin/true; i=$((i + 1)); done; \
-         seq 1 20000 | sha256sum | cut -c1-16; echo forks $i",
-        &["--stats"],
-    );
-    assert_eq!(
-        run.status,
-        Some(0),
-        "{}\nstderr:\n{}",
-        run.stdout,
-        run.stderr
-    );
-    assert_line(&run, "f6351f5ead9a700e");
-    assert_line(&run, "forks 40");
+    let run = fork_loop(&guest, 40, &[]);
     // Each fork and each exec makes a page directory: most of them must
     // be served by the space of a dead one, kernel mappings and all.
-    let recycled = stats_counter(&run.stderr, "MMU: retired spaces serving a new directory");
-    let made = stats_counter(&run.stderr, "MMU: address spaces made");
+    let recycled = stat(&run.stderr, "MMU: retired spaces serving a new directory");
+    let made = stat(&run.stderr, "MMU: address spaces made");
     assert!(
         recycled >= 40 && made < recycled,
         "{recycled} recycled, {made} made:\n{}",
         run.stderr
     );
-    let lazy = stats_counter(&run.stderr, "MMU: directories of idle spaces gone lazy");
+    let lazy = stat(&run.stderr, "MMU: directories of idle spaces gone lazy");
     assert!(lazy >= 40, "{lazy} lazy directories:\n{}", run.stderr);
 }

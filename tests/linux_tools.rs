@@ -299,6 +299,33 @@ fn watched_tools_guest(kernel: &Path, initramfs: &Path, script: &str, extra: &[&
 /// then on the Tools service polls its channel.
 const TOOLS_POLLING: &str = "nestmon: tools replied to \"Capabilities_Register\"";
 
+/// Waits until `stream` of `run` shows `needle`; fails the test with the
+/// transcript (and `why`) otherwise.
+fn expect_line(run: &mut Watched, stream: Stream, needle: &str, why: &str) {
+    assert!(
+        run.wait_for(stream, needle, TIME_LIMIT).is_some(),
+        "{why}no {needle:?}:\n{}",
+        run.transcript()
+    );
+}
+
+/// Sends SIGTERM to `run`, which must then stop hard at once: status 143
+/// within 5 s, saying so. Its standard error.
+fn sigterm_stops_hard(run: Watched) -> String {
+    let asked = std::time::Instant::now();
+    run.signal(libc::SIGTERM);
+    let ended = run.finish(TIME_LIMIT);
+    let stderr = ended.text(Stream::Stderr);
+    assert_eq!(ended.status, Some(143), "{stderr}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(stderr.contains("guest stopped by SIGTERM"), "{stderr}");
+    stderr
+}
+
 #[test]
 fn sigterm_asks_vmtoolsd_to_halt_the_guest_which_powers_off_with_status_0() {
     let Some((kernel, initramfs)) = guest() else {
@@ -310,11 +337,11 @@ fn sigterm_asks_vmtoolsd_to_halt_the_guest_which_powers_off_with_status_0() {
         "vmtoolsd &\nsleep 600\necho slept-to-the-end\n",
         &[],
     );
-    assert!(
-        run.wait_for(Stream::Stderr, TOOLS_POLLING, TIME_LIMIT)
-            .is_some(),
-        "vmtoolsd never answered the greeting:\n{}",
-        run.transcript()
+    expect_line(
+        &mut run,
+        Stream::Stderr,
+        TOOLS_POLLING,
+        "vmtoolsd never answered the greeting: ",
     );
     let asked = std::time::Instant::now();
     run.signal(libc::SIGTERM);
@@ -349,23 +376,8 @@ fn sigterm_without_tools_stops_the_guest_at_once_with_status_143() {
         return;
     };
     let mut run = watched_tools_guest(&kernel, &initramfs, "echo no-tools-here\nsleep 600\n", &[]);
-    assert!(
-        run.wait_for(Stream::Stdout, "no-tools-here", TIME_LIMIT)
-            .is_some(),
-        "{}",
-        run.transcript()
-    );
-    let asked = std::time::Instant::now();
-    run.signal(libc::SIGTERM);
-    let ended = run.finish(TIME_LIMIT);
-    let stderr = ended.text(Stream::Stderr);
-    assert_eq!(ended.status, Some(143), "{stderr}");
-    assert!(
-        asked.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        asked.elapsed()
-    );
-    assert!(stderr.contains("guest stopped by SIGTERM"), "{stderr}");
+    expect_line(&mut run, Stream::Stdout, "no-tools-here", "");
+    let stderr = sigterm_stops_hard(run);
     assert!(!stderr.contains("OS_Halt"), "{stderr}");
 }
 
@@ -384,30 +396,10 @@ fn a_second_sigterm_while_the_guest_shuts_down_stops_it_hard_with_status_143() {
          vmtoolsd &\nsleep 600\n",
         &[],
     );
-    assert!(
-        run.wait_for(Stream::Stderr, TOOLS_POLLING, TIME_LIMIT)
-            .is_some(),
-        "{}",
-        run.transcript()
-    );
+    expect_line(&mut run, Stream::Stderr, TOOLS_POLLING, "");
     run.signal(libc::SIGTERM);
-    assert!(
-        run.wait_for(Stream::Stderr, "tools replied to \"OS_Halt\"", TIME_LIMIT)
-            .is_some(),
-        "{}",
-        run.transcript()
-    );
-    let asked = std::time::Instant::now();
-    run.signal(libc::SIGTERM);
-    let ended = run.finish(TIME_LIMIT);
-    let stderr = ended.text(Stream::Stderr);
-    assert_eq!(ended.status, Some(143), "{stderr}");
-    assert!(
-        asked.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        asked.elapsed()
-    );
-    assert!(stderr.contains("guest stopped by SIGTERM"), "{stderr}");
+    expect_line(&mut run, Stream::Stderr, "tools replied to \"OS_Halt\"", "");
+    sigterm_stops_hard(run);
 }
 
 #[test]
@@ -422,12 +414,7 @@ fn a_guest_that_does_not_power_off_in_time_is_stopped_after_the_soft_power_off_t
          vmtoolsd &\nsleep 600\n",
         &["--set", "nestmon.softPowerOffTimeout=3"],
     );
-    assert!(
-        run.wait_for(Stream::Stderr, TOOLS_POLLING, TIME_LIMIT)
-            .is_some(),
-        "{}",
-        run.transcript()
-    );
+    expect_line(&mut run, Stream::Stderr, TOOLS_POLLING, "");
     let asked = std::time::Instant::now();
     run.signal(libc::SIGTERM);
     let ended = run.finish(TIME_LIMIT);

@@ -227,16 +227,11 @@ pub fn run_native(bin: &Path) -> Run {
     run(&mut Command::new(bin), Duration::from_secs(60))
 }
 
-/// The value of the `--stats` counter `key` in a run's standard error
-/// (the line that starts with it); panics if there is none.
-pub fn stat(stderr: &str, key: &str) -> u64 {
-    stderr
-        .lines()
-        .find_map(|l| l.trim().strip_prefix(key))
-        .and_then(|rest| rest.split_whitespace().last())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("--stats lacks {key:?}:\n{stderr}"))
-}
+#[path = "../support/stats.rs"]
+mod stats;
+// Like the rest of the kit, not every test binary uses it.
+#[allow(unused_imports)]
+pub use stats::stat;
 
 /// The QEMU binary, if installed (with CI set, it must be).
 pub fn qemu() -> Option<&'static str> {

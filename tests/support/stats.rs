@@ -1,0 +1,13 @@
+//! Reading `nestmon run --stats` output in tests.
+
+/// The value of the `--stats` counter `key` in a run's standard error
+/// (the last number on the line that starts with it); panics if there is
+/// none.
+pub fn stat(stderr: &str, key: &str) -> u64 {
+    stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(key))
+        .and_then(|rest| rest.split_whitespace().last())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("--stats lacks {key:?}:\n{stderr}"))
+}
