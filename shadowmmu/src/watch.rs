@@ -402,14 +402,7 @@ impl FrameWatcher {
         let mut out = Consequences::default();
         for frame in std::mem::take(&mut self.unsynced) {
             self.stats.resyncs += 1;
-            out.append(self.resync(frame, ram));
-            if let Some(t) = self.tables.get_mut(&frame) {
-                t.unsynced = false;
-                t.writes = 0;
-                if !self.code.contains(frame) {
-                    out.protect.push(frame);
-                }
-            }
+            out.append(self.bring_back_in_sync(frame, ram));
         }
         out
     }
@@ -469,8 +462,12 @@ impl FrameWatcher {
     /// snapshot and traces it again.
     fn bring_back_in_sync(&mut self, frame: u32, ram: &GuestRam) -> Consequences {
         let mut out = self.resync(frame, ram);
-        self.unsynced.retain(|f| *f != frame);
-        self.lazy.retain(|f| *f != frame);
+        // The list it is on (already taken off by `resync_all`).
+        if self.tables.get(&frame).is_some_and(|t| t.lazy) {
+            self.lazy.retain(|f| *f != frame);
+        } else {
+            self.unsynced.retain(|f| *f != frame);
+        }
         if let Some(t) = self.tables.get_mut(&frame) {
             t.unsynced = false;
             t.lazy = false;

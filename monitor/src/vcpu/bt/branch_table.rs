@@ -11,8 +11,8 @@
 //!
 //! Invariants:
 //! - Every entry of the table is recorded under the linear page of its
-//!   EIP (CS base + EIP of its tag's mode): listed in `Few`, or its tag in
-//!   the mask of `Many`.
+//!   EIP (CS base + EIP of its tag's mode): listed in `Few`, or its tag,
+//!   with the EIP of the page's first byte in that mode, in `Many`.
 //! - `local` names every page with an entry that is valid in the current
 //!   address space only (the shared table's non-global pages).
 //! - A global page's record holds the guest frame it mapped when its
@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use translator::ibtc::Ibtc;
 
-/// Entries listed per page before the page falls back to a tag mask.
+/// Entries listed per page before the page falls back to its tags.
 const LISTED_PER_PAGE: usize = 64;
 
 /// Bytes of a page.
@@ -29,10 +29,12 @@ const PAGE_SIZE: u32 = 4096;
 
 /// The entries of one linear page.
 enum PageEntries {
-    /// (tag, EIP) of each entry made.
-    Few(Vec<(u32, u32)>),
-    /// Too many to list: the tags with entries (bit `t` for tag `t`).
-    Many(u64),
+    /// (tag, EIP, EIP of the page's first byte in the tag's mode) of each
+    /// entry made.
+    Few(Vec<(u32, u32, u32)>),
+    /// Too many to list: (tag, EIP of the page's first byte in the tag's
+    /// mode) of each tag with entries.
+    Many(Vec<(u32, u32)>),
 }
 
 /// What an entry's validity depends on.
@@ -74,16 +76,10 @@ impl BranchTable {
         self.table.get(eip, tag)
     }
 
-    /// Maps `eip` (in linear page `lpage`) in the mode of `tag` to `host`,
-    /// valid as `scope` says; `cs_base(tag)` is the CS base of the mode of
-    /// `tag` (for dropping a record made for another frame).
-    pub(super) fn insert(
-        &mut self,
-        (lpage, eip, tag): (u32, u32, u32),
-        host: u64,
-        scope: Scope,
-        cs_base: impl Fn(u32) -> u32,
-    ) {
+    /// Maps `eip` (at linear address `linear`) in the mode of `tag` to
+    /// `host`, valid as `scope` says.
+    pub(super) fn insert(&mut self, (linear, eip, tag): (u32, u32, u32), host: u64, scope: Scope) {
+        let lpage = linear >> 12;
         let global_frame = match scope {
             Scope::Global { frame } => Some(frame),
             Scope::ThisSpace | Scope::Local => None,
@@ -94,7 +90,7 @@ impl BranchTable {
             .is_some_and(|r| r.global_frame != global_frame)
         {
             // The page maps something else than when its entries were made.
-            self.drop_page(lpage, &cs_base);
+            self.drop_page(lpage);
         }
         self.table.insert(eip, tag, host);
         if scope == Scope::Local {
@@ -104,15 +100,25 @@ impl BranchTable {
             entries: PageEntries::Few(Vec::new()),
             global_frame,
         });
+        let entry = (tag, eip, eip.wrapping_sub(linear & (PAGE_SIZE - 1)));
         let entries = &mut record.entries;
         match entries {
-            PageEntries::Few(list) if list.contains(&(tag, eip)) => {}
-            PageEntries::Few(list) if list.len() < LISTED_PER_PAGE => list.push((tag, eip)),
+            PageEntries::Few(list) if list.contains(&entry) => {}
+            PageEntries::Few(list) if list.len() < LISTED_PER_PAGE => list.push(entry),
             PageEntries::Few(list) => {
-                let mask = list.iter().fold(1u64 << tag, |m, (t, _)| m | 1 << t);
-                *entries = PageEntries::Many(mask);
+                let mut tags = vec![(tag, entry.2)];
+                for &(t, _, start) in list.iter() {
+                    if !tags.iter().any(|(seen, _)| *seen == t) {
+                        tags.push((t, start));
+                    }
+                }
+                *entries = PageEntries::Many(tags);
             }
-            PageEntries::Many(mask) => *mask |= 1 << tag,
+            PageEntries::Many(tags) => {
+                if !tags.iter().any(|(t, _)| *t == tag) {
+                    tags.push((tag, entry.2));
+                }
+            }
         }
     }
 
@@ -123,11 +129,10 @@ impl BranchTable {
         self.table.remove_entry(eip, host);
     }
 
-    /// Drops the entries of the `pages` linear pages from `first`;
-    /// `cs_base(tag)` is the CS base of the mode of `tag`.
-    pub(super) fn drop_pages(&mut self, first: u32, pages: u32, cs_base: impl Fn(u32) -> u32) {
+    /// Drops the entries of the `pages` linear pages from `first`.
+    pub(super) fn drop_pages(&mut self, first: u32, pages: u32) {
         for (lpage, _) in self.pages_in(first, pages) {
-            self.drop_page(lpage, &cs_base);
+            self.drop_page(lpage);
         }
     }
 
@@ -144,32 +149,31 @@ impl BranchTable {
 
     /// Drops every entry, touching only the recorded ones (cheaper than
     /// [`Self::clear`] when few pages have entries).
-    pub(super) fn drop_all(&mut self, cs_base: impl Fn(u32) -> u32) {
+    pub(super) fn drop_all(&mut self) {
         let pages: Vec<u32> = self.pages.keys().copied().collect();
         for lpage in pages {
-            self.drop_page(lpage, &cs_base);
+            self.drop_page(lpage);
         }
     }
 
     /// Drops the entries valid in the current address space only (at a
     /// switch to another space).
-    pub(super) fn drop_local(&mut self, cs_base: impl Fn(u32) -> u32) {
+    pub(super) fn drop_local(&mut self) {
         for lpage in std::mem::take(&mut self.local) {
-            self.drop_page(lpage, &cs_base);
+            self.drop_page(lpage);
         }
     }
 
-    fn drop_page(&mut self, lpage: u32, cs_base: &impl Fn(u32) -> u32) {
+    fn drop_page(&mut self, lpage: u32) {
         self.local.remove(&lpage);
         match self.pages.remove(&lpage).map(|r| r.entries) {
             Some(PageEntries::Few(list)) => {
-                for (tag, eip) in list {
+                for (tag, eip, _) in list {
                     self.table.remove_eip(tag, eip);
                 }
             }
-            Some(PageEntries::Many(mask)) => {
-                for tag in (0..64).filter(|t| mask & 1 << t != 0) {
-                    let start = (lpage * PAGE_SIZE).wrapping_sub(cs_base(tag));
+            Some(PageEntries::Many(tags)) => {
+                for (tag, start) in tags {
                     self.table.remove_eips(tag, start, PAGE_SIZE);
                 }
             }
@@ -189,17 +193,13 @@ impl BranchTable {
 mod tests {
     use super::*;
 
-    fn flat(_: u32) -> u32 {
-        0
-    }
-
     #[test]
     fn dropping_a_page_drops_its_entries_and_keeps_the_neighbours() {
         let mut t = BranchTable::default();
-        t.insert((1, 0x1004, 0), 0xa, Scope::ThisSpace, flat);
-        t.insert((1, 0x1ff0, 2), 0xb, Scope::ThisSpace, flat);
-        t.insert((2, 0x2000, 0), 0xc, Scope::ThisSpace, flat);
-        t.drop_pages(1, 1, flat);
+        t.insert((0x1004, 0x1004, 0), 0xa, Scope::ThisSpace);
+        t.insert((0x1ff0, 0x1ff0, 2), 0xb, Scope::ThisSpace);
+        t.insert((0x2000, 0x2000, 0), 0xc, Scope::ThisSpace);
+        t.drop_pages(1, 1);
         assert_eq!(t.get(0x1004, 0), None);
         assert_eq!(t.get(0x1ff0, 2), None);
         assert_eq!(t.get(0x2000, 0), Some(0xc));
@@ -210,14 +210,13 @@ mod tests {
         let mut t = BranchTable::default();
         for n in 0..(LISTED_PER_PAGE as u32 + 10) {
             t.insert(
-                (0x10, 0x10_000 + 4 * n, 3),
+                (0x10_000 + 4 * n, 0x10_000 + 4 * n, 3),
                 0x100 + u64::from(n),
                 Scope::ThisSpace,
-                flat,
             );
         }
-        t.insert((0x11, 0x11_000, 3), 0x999, Scope::ThisSpace, flat);
-        t.drop_pages(0x10, 1, flat);
+        t.insert((0x11_000, 0x11_000, 3), 0x999, Scope::ThisSpace);
+        t.drop_pages(0x10, 1);
         for n in 0..(LISTED_PER_PAGE as u32 + 10) {
             assert_eq!(t.get(0x10_000 + 4 * n, 3), None, "entry {n}");
         }
@@ -228,10 +227,14 @@ mod tests {
     fn a_scan_follows_the_cs_base_of_the_tag() {
         let mut t = BranchTable::default();
         for n in 0..(LISTED_PER_PAGE as u32 + 1) {
-            // CS base 0x1000: EIP 0x0 is linear page 1.
-            t.insert((1, 4 * n, 5), 0x100 + u64::from(n), Scope::ThisSpace, flat);
+            // CS base 0x1000: EIP 4n is at linear 0x1000 + 4n (page 1).
+            t.insert(
+                (0x1000 + 4 * n, 4 * n, 5),
+                0x100 + u64::from(n),
+                Scope::ThisSpace,
+            );
         }
-        t.drop_pages(1, 1, |tag| if tag == 5 { 0x1000 } else { 0 });
+        t.drop_pages(1, 1);
         assert_eq!(t.get(0, 5), None);
         assert_eq!(t.get(4 * LISTED_PER_PAGE as u32, 5), None);
     }
@@ -239,9 +242,9 @@ mod tests {
     #[test]
     fn dropping_all_empties_the_table() {
         let mut t = BranchTable::default();
-        t.insert((1, 0x1004, 0), 0xa, Scope::Global { frame: 3 }, flat);
-        t.insert((9, 0x9004, 1), 0xb, Scope::Local, flat);
-        t.drop_all(flat);
+        t.insert((0x1004, 0x1004, 0), 0xa, Scope::Global { frame: 3 });
+        t.insert((0x9004, 0x9004, 1), 0xb, Scope::Local);
+        t.drop_all();
         assert_eq!(t.get(0x1004, 0), None);
         assert_eq!(t.get(0x9004, 1), None);
         assert!(t.pages_in(0, 1 << 20).is_empty());
@@ -251,13 +254,12 @@ mod tests {
     fn local_entries_go_at_a_switch_and_the_others_stay() {
         let mut t = BranchTable::default();
         t.insert(
-            (0xc0000, 0xc000_0000, 1),
+            (0xc000_0000, 0xc000_0000, 1),
             0xa,
             Scope::Global { frame: 7 },
-            flat,
         );
-        t.insert((0x08048, 0x0804_8000, 1), 0xb, Scope::Local, flat);
-        t.drop_local(flat);
+        t.insert((0x0804_8000, 0x0804_8000, 1), 0xb, Scope::Local);
+        t.drop_local();
         assert_eq!(t.get(0xc000_0000, 1), Some(0xa));
         assert_eq!(t.get(0x0804_8000, 1), None);
     }
@@ -266,16 +268,14 @@ mod tests {
     fn a_page_that_maps_another_frame_loses_the_entries_of_the_old_one() {
         let mut t = BranchTable::default();
         t.insert(
-            (0xc0000, 0xc000_0000, 1),
+            (0xc000_0000, 0xc000_0000, 1),
             0xa,
             Scope::Global { frame: 7 },
-            flat,
         );
         t.insert(
-            (0xc0000, 0xc000_0010, 1),
+            (0xc000_0010, 0xc000_0010, 1),
             0xb,
             Scope::Global { frame: 8 },
-            flat,
         );
         assert_eq!(t.get(0xc000_0000, 1), None);
         assert_eq!(t.get(0xc000_0010, 1), Some(0xb));
@@ -286,9 +286,9 @@ mod tests {
     fn an_entry_overwritten_by_another_page_survives_the_first_page_drop() {
         let mut t = BranchTable::default();
         // Same low 16 bits: one table slot.
-        t.insert((0x1, 0x1000, 0), 0xa, Scope::ThisSpace, flat);
-        t.insert((0x11, 0x1_1000, 0), 0xb, Scope::ThisSpace, flat);
-        t.drop_pages(0x1, 1, flat);
+        t.insert((0x1000, 0x1000, 0), 0xa, Scope::ThisSpace);
+        t.insert((0x1_1000, 0x1_1000, 0), 0xb, Scope::ThisSpace);
+        t.drop_pages(0x1, 1);
         assert_eq!(t.get(0x1_1000, 0), Some(0xb));
     }
 }

@@ -151,14 +151,18 @@ impl BtCore {
         self.recheck_shared_pages(lin >> 22 << 10, 1024);
     }
 
-    /// Drops the shared indirect-branch entries of the `pages` pages from
-    /// `first` that no longer map their recorded frame as global pages in
-    /// the current page tables.
+    /// Drops the shared table's entries of the `pages` pages from `first`
+    /// whose mapping changed: the ones that no longer map, as a global
+    /// page in the current page tables, the frame they mapped when the
+    /// entries were made. (A space that dies, or changes a mapping the
+    /// current one does not share, leaves the global pages' entries alone.)
     pub(super) fn recheck_shared_pages(&mut self, first: u32, pages: u32) {
-        let bases = self.tag_cs_bases();
-        self.drop_changed_shared_pages(first, pages, |tag| {
-            bases.get(tag as usize).copied().unwrap_or(0)
-        });
+        for (lpage, frame) in self.shared_ibtc.pages_in(first, pages) {
+            let still = frame.is_some() && self.global_frame(lpage << 12) == frame;
+            if !still {
+                self.shared_ibtc.drop_pages(lpage, 1);
+            }
+        }
     }
 
     /// A guest TLB flush (CR3 write, INVLPG, CR4.PGE change): every
@@ -223,15 +227,11 @@ impl BtCore {
     pub(super) fn switch_address_space(&mut self) {
         self.guest_tlb_flush();
         if self.sys.cr4.contains(crate::cpu::Cr4::PGE) {
-            let bases = self.tag_cs_bases();
-            self.shared_ibtc
-                .drop_local(|tag| bases.get(tag as usize).copied().unwrap_or(0));
+            self.shared_ibtc.drop_local();
         } else {
             // Without PGE no mapping is global: entries made while it was
             // on (a toggle is off-then-on) hold in the old space only.
-            let bases = self.tag_cs_bases();
-            self.shared_ibtc
-                .drop_all(|tag| bases.get(tag as usize).copied().unwrap_or(0));
+            self.shared_ibtc.drop_all();
         }
         let root = self.current_root();
         let previous = self.space().ibtc.addr();
@@ -336,7 +336,6 @@ impl BtCore {
         space.last_used = self.clock;
         space.clear_ibtc();
         let large: Vec<u32> = space.large.keys().copied().collect();
-        let user_pages = space.shadow[USER_VIEW].all();
         self.stats.spaces_retired += 1;
         // Every region but the large ones, in both views; the user view
         // entirely.
@@ -347,16 +346,11 @@ impl BtCore {
             }
             region = r + 1;
         }
-        for (lpage, frame) in user_pages {
-            if let Some(space) = self.spaces[slot].as_mut() {
-                if space.shadow[USER_VIEW].remove(lpage).is_some() {
-                    // Unmapping part of the space's own reservation.
-                    let _ = space.views[USER_VIEW]
-                        .unmap(GuestLinear(lpage * PAGE_SIZE), u64::from(PAGE_SIZE));
-                    self.window_calls += 1;
-                }
-            }
-            self.rmap_remove(frame, Alias::new(slot, USER_VIEW, lpage));
+        let user_pages = self.spaces[slot]
+            .as_ref()
+            .map_or_else(Vec::new, |s| s.shadow[USER_VIEW].all());
+        for (lpage, _) in user_pages {
+            self.drop_pages_of_view(Alias::new(slot, USER_VIEW, lpage));
         }
     }
 
@@ -519,9 +513,7 @@ impl BtCore {
     /// Unmaps `pages` linear pages from `first` in both views of a space,
     /// with their indirect-branch entries.
     fn drop_pages(&mut self, slot: usize, first: u32, pages: u32) {
-        let bases = self.tag_cs_bases();
-        let cs_base = |tag: u32| bases.get(tag as usize).copied().unwrap_or(0);
-        self.drop_changed_shared_pages(first, pages, cs_base);
+        self.recheck_shared_pages(first, pages);
         let Some(space) = self.spaces[slot].as_mut() else {
             return;
         };
@@ -541,7 +533,7 @@ impl BtCore {
             let _ = space.views[view].unmap(GuestLinear(first * PAGE_SIZE), len);
             calls += 1;
         }
-        space.ibtc.drop_pages(first, pages, cs_base);
+        space.ibtc.drop_pages(first, pages);
         let end = u64::from(first) + u64::from(pages);
         let whole: Vec<u32> = space
             .large
@@ -674,38 +666,15 @@ impl BtCore {
     pub(super) fn ibtc_insert(&mut self, eip: u32, host: u64) {
         let tag = self.tag;
         let linear = self.sys.segment(crate::cpu::Seg::Cs).base.wrapping_add(eip);
-        let key = (linear >> 12, eip, tag);
-        let bases = self.tag_cs_bases();
-        let cs_base = |tag: u32| bases.get(tag as usize).copied().unwrap_or(0);
+        let key = (linear, eip, tag);
         if self.tag_is_shared(tag) {
             let scope = match self.global_frame(linear) {
                 Some(frame) => Scope::Global { frame },
                 None => Scope::Local,
             };
-            self.shared_ibtc.insert(key, host, scope, cs_base);
+            self.shared_ibtc.insert(key, host, scope);
         } else {
-            self.space_mut()
-                .ibtc
-                .insert(key, host, Scope::ThisSpace, cs_base);
-        }
-    }
-
-    /// The CS base of each tag's mode.
-    fn tag_cs_bases(&self) -> Vec<u32> {
-        self.mode_tags.iter().map(|k| k.cs_base).collect()
-    }
-
-    /// Drops the shared table's entries of the pages from `first` (`pages`
-    /// of them) whose mapping changed: the ones that no longer map, as a
-    /// global page, the frame they mapped when the entries were made. (A
-    /// space that dies, or changes a mapping the current one does not
-    /// share, leaves the global pages' entries alone.)
-    fn drop_changed_shared_pages(&mut self, first: u32, pages: u32, cs_base: impl Fn(u32) -> u32) {
-        for (lpage, frame) in self.shared_ibtc.pages_in(first, pages) {
-            let still = frame.is_some() && self.global_frame(lpage << 12) == frame;
-            if !still {
-                self.shared_ibtc.drop_pages(lpage, 1, &cs_base);
-            }
+            self.space_mut().ibtc.insert(key, host, Scope::ThisSpace);
         }
     }
 
