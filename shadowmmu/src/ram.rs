@@ -98,6 +98,25 @@ impl GuestRam {
         Ok(())
     }
 
+    /// Copies guest memory at `addr` into `buf`, as a guest read sees it:
+    /// a range not wholly inside RAM reads as all ones (nothing drives the
+    /// bus there on a PC).
+    pub fn read_or_ones(&self, addr: GuestPhys, buf: &mut [u8]) {
+        if self.read(addr, buf).is_err() {
+            buf.fill(0xff);
+        }
+    }
+
+    /// [`Self::read_or_ones`] of consecutive `(physical address, length)`
+    /// pieces (an access split at page boundaries) into `buf`, in order.
+    pub fn read_pieces_or_ones(&self, pieces: &[(u32, usize)], buf: &mut [u8]) {
+        let mut at = 0;
+        for &(phys, n) in pieces {
+            self.read_or_ones(GuestPhys(phys), &mut buf[at..at + n]);
+            at += n;
+        }
+    }
+
     /// Copies `data` into guest memory at `addr`.
     pub fn write(&self, addr: GuestPhys, data: &[u8]) -> Result<(), RamError> {
         let off = self.check(addr, data.len())?;
@@ -230,6 +249,16 @@ mod tests {
             Err(RamError::OutOfRange { .. })
         ));
         assert!(ram.read_u32(GuestPhys(0xffffc)).is_ok());
+    }
+
+    #[test]
+    fn a_piece_outside_ram_reads_as_all_ones_and_the_others_as_memory() {
+        let ram = GuestRam::new(1).unwrap();
+        ram.write_u32(GuestPhys(0xffc), 0x1122_3344).unwrap();
+        let mut buf = [0u8; 8];
+        // Four bytes at the end of a page inside RAM, four past the end.
+        ram.read_pieces_or_ones(&[(0xffc, 4), (0x10_0000, 4)], &mut buf);
+        assert_eq!(buf, [0x44, 0x33, 0x22, 0x11, 0xff, 0xff, 0xff, 0xff]);
     }
 
     #[test]

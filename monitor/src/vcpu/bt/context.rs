@@ -100,19 +100,11 @@ impl CpuContext for BtCore {
         privilege: Privilege,
     ) -> Result<(), Exception> {
         if let Some(phys) = self.within_one_page(lin, buf.len(), false, privilege)? {
-            if self.ram.read(GuestPhys(phys), buf).is_err() {
-                buf.fill(0xff);
-            }
+            self.ram.read_or_ones(GuestPhys(phys), buf);
             return Ok(());
         }
-        let mut at = 0;
-        for (phys, n) in self.pieces(lin, buf.len(), false, privilege)? {
-            let part = &mut buf[at..at + n];
-            if self.ram.read(GuestPhys(phys), part).is_err() {
-                part.fill(0xff);
-            }
-            at += n;
-        }
+        let pieces = self.pieces(lin, buf.len(), false, privilege)?;
+        self.ram.read_pieces_or_ones(&pieces, buf);
         Ok(())
     }
 

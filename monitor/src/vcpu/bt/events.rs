@@ -22,7 +22,7 @@ use crate::cpu::interrupt::{self, Event as CpuEvent, SoftwareKind};
 use crate::cpu::{
     AccessKind, CpuContext, Eflags, Exception, Privilege, Seg, SegmentRegister, SystemState,
 };
-use shadowmmu::{GuestPhys, PAGE_SIZE};
+use shadowmmu::PAGE_SIZE;
 use translator::translate::{
     InlineEvent, InlineInt, InlineIret, IretTarget, ReadCheck, MAX_CHECKS,
 };
@@ -125,14 +125,8 @@ impl CpuContext for DryRun<'_> {
         }
         // The reads a dry run makes are the instruction's first, made at
         // the CPL it starts with, which is the monitor's.
-        let mut done = 0usize;
-        for (phys, len) in self.core.pieces(lin, buf.len(), false, privilege)? {
-            let part = &mut buf[done..done + len];
-            if self.core.ram.read(GuestPhys(phys), part).is_err() {
-                part.fill(0xff);
-            }
-            done += len;
-        }
+        let pieces = self.core.pieces(lin, buf.len(), false, privilege)?;
+        self.core.ram.read_pieces_or_ones(&pieces, buf);
         self.reads.push((lin, buf.to_vec()));
         Ok(())
     }

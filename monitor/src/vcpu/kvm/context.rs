@@ -459,14 +459,8 @@ impl CpuContext for KvmContext<'_> {
         _kind: AccessKind,
         privilege: Privilege,
     ) -> Result<(), Exception> {
-        let mut at = 0;
-        for (phys, n) in self.pieces(lin, buf.len(), false, privilege)? {
-            let part = &mut buf[at..at + n];
-            if self.core.ram.read(GuestPhys(phys), part).is_err() {
-                part.fill(0xff);
-            }
-            at += n;
-        }
+        let pieces = self.pieces(lin, buf.len(), false, privilege)?;
+        self.core.ram.read_pieces_or_ones(&pieces, buf);
         Ok(())
     }
 

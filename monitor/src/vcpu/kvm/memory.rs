@@ -99,14 +99,8 @@ impl LinearMemory<'_> {
 
 impl backdoor::GuestMemory for LinearMemory<'_> {
     fn read(&mut self, linear: u32, buf: &mut [u8]) -> Result<(), MemFault> {
-        let mut at = 0;
-        for (phys, n) in self.pieces(linear, buf.len(), false)? {
-            let part = &mut buf[at..at + n];
-            if self.ram.read(GuestPhys(phys), part).is_err() {
-                part.fill(0xff);
-            }
-            at += n;
-        }
+        let pieces = self.pieces(linear, buf.len(), false)?;
+        self.ram.read_pieces_or_ones(&pieces, buf);
         Ok(())
     }
 
