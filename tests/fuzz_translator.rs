@@ -209,6 +209,7 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
             split_events: limited != 0,
             paged: None,
             self_check: false,
+            soft_access: &[],
         };
         let unit = match translate(&req) {
             Ok(unit) => unit,

@@ -14,6 +14,45 @@ fn invlpg_drops_one_page_not_the_translations_or_the_other_mappings() {
     // Each rewrite clears the accessed bit the last read's walk set, so the
     // page must be walked (refilled) again after each INVLPG, but nothing
     // else: no flush of every translation and mapping.
+    let r = run(
+        std::process::Command::new(env!("CARGO_BIN_EXE_nestmon"))
+            .args(["run", "--stats", "--kernel"])
+            .arg(invlpg_loop_guest()),
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
+    assert_eq!(stat(&r.stderr, "INVLPG (page invalidations)"), 1000);
+    let flushes = stat(&r.stderr, "flushes");
+    assert!(
+        flushes <= 8,
+        "{flushes} flushes for 1000 INVLPGs:\n{}",
+        r.stderr
+    );
+    // One refill per INVLPG: a shadow fill through a host fault, or, once
+    // the read has faulted a few times and become adaptive, a
+    // software-TLB fill after a plain exit.
+    let fills = stat(&r.stderr, "hidden faults (shadow fills)")
+        + stat(&r.stderr, "MMU: software-TLB fills");
+    assert!(
+        (1000..1100).contains(&fills),
+        "one refill per INVLPG expected, got {fills}:\n{}",
+        r.stderr
+    );
+    assert!(
+        stat(&r.stderr, "MMU: instructions made adaptive") >= 1,
+        "the read kept faulting but was not made adaptive:\n{}",
+        r.stderr
+    );
+    assert!(
+        stat(&r.stderr, "hidden faults (shadow fills)") < 100,
+        "the adaptive read still takes host faults:\n{}",
+        r.stderr
+    );
+}
+
+/// A guest that rewrites one PTE, INVLPGs its page and reads the page,
+/// 1000 times.
+fn invlpg_loop_guest() -> std::path::PathBuf {
     let body = format!(
         "{}
         lea eax, [page_dir]
@@ -34,24 +73,30 @@ fn invlpg_drops_one_page_not_the_translations_or_the_other_mappings() {
         .text",
         identity_map(&["page_dir"])
     );
+    asm_guest("invlpg_loop", &body)
+}
+
+#[test]
+fn with_adaptive_access_off_every_refill_is_a_host_fault() {
     let r = run(
         std::process::Command::new(env!("CARGO_BIN_EXE_nestmon"))
-            .args(["run", "--stats", "--kernel"])
-            .arg(asm_guest("invlpg_loop", &body)),
+            .args([
+                "run",
+                "--stats",
+                "--set",
+                "nestmon.mmu.adaptive=FALSE",
+                "--kernel",
+            ])
+            .arg(invlpg_loop_guest()),
         std::time::Duration::from_secs(60),
     );
     assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
-    assert_eq!(stat(&r.stderr, "INVLPG (page invalidations)"), 1000);
-    let flushes = stat(&r.stderr, "flushes");
-    assert!(
-        flushes <= 8,
-        "{flushes} flushes for 1000 INVLPGs:\n{}",
-        r.stderr
-    );
+    assert_eq!(stat(&r.stderr, "MMU: instructions made adaptive"), 0);
+    assert_eq!(stat(&r.stderr, "MMU: software-TLB fills"), 0);
     let fills = stat(&r.stderr, "hidden faults (shadow fills)");
     assert!(
         (1000..1100).contains(&fills),
-        "one refill per INVLPG expected, got {fills}:\n{}",
+        "one host fault per INVLPG expected, got {fills}:\n{}",
         r.stderr
     );
 }
@@ -336,6 +381,145 @@ fn a_remapped_code_page_runs_its_new_code_though_no_data_access_filled_it() {
         Some(0),
         "stale code after the remap: {}\n{}",
         describe(&r),
+        r.stderr
+    );
+}
+
+#[test]
+fn a_store_made_adaptive_cannot_write_code_unseen_through_its_software_tlb_entry() {
+    // `store` writes linear 0x200000, whose PTE keeps changing (frames
+    // 0x300000 and 0x301000, each change INVLPGed), so it faults again
+    // and again and becomes adaptive: it then writes through the software
+    // TLB. Its last run leaves a write entry for frame 0x300000. Then
+    // code is put in that frame (through its identity mapping) and run,
+    // which makes the frame hold translations; `store` then overwrites the
+    // code's immediate through its entry: the old translation must die,
+    // so the code returns the new value.
+    let body = format!(
+        "{}
+        lea eax, [page_dir]
+        mov cr3, eax
+        {PAGING_ON}
+        mov ebx, 16
+    2:  mov eax, 0x301003
+        test ebx, 1
+        jz 3f
+        mov eax, 0x300003
+    3:  mov [page_table + 0x200 * 4], eax
+        invlpg [0x200000]
+        mov ecx, ebx
+        call store
+        dec ebx
+        jnz 2b
+        mov dword ptr [0x300000], 0x000001b8
+        mov dword ptr [0x300004], 0x9090c300
+        mov eax, 0x300000
+        call eax
+        cmp eax, 1
+        jne 4f
+        mov ecx, 0x000002b8
+        call store
+        mov eax, 0x300000
+        call eax
+        cmp eax, 2
+        jne 4f
+        {PAGING_OFF_AND_PASS}
+    4:  mov eax, cr0
+        and eax, 0x7fffffff
+        mov cr0, eax
+        mov eax, 3
+        ret
+    store:
+        mov [0x200000], ecx
+        ret
+        .bss
+        .align 4096
+    page_dir: .skip 4096
+    page_table: .skip 4096
+        .text",
+        identity_map(&["page_dir"])
+    );
+    let r = run(
+        std::process::Command::new(env!("CARGO_BIN_EXE_nestmon"))
+            .args(["run", "--stats", "--kernel"])
+            .arg(asm_guest("adaptive_store_over_code", &body)),
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
+    assert!(
+        stat(&r.stderr, "MMU: instructions made adaptive") >= 1,
+        "the store kept faulting but was not made adaptive:\n{}",
+        r.stderr
+    );
+    assert!(
+        stat(&r.stderr, "MMU: software-TLB fills") >= 8,
+        "the adaptive store did not write through the software TLB:\n{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn an_adaptive_read_raises_the_guests_page_fault_without_a_host_fault() {
+    // A read of a page that is not present, 64 times: the #PF handler
+    // counts, makes the page present for the retry, and the loop makes it
+    // absent again. After a few host faults the read is adaptive and its
+    // misses raise the #PF themselves.
+    let body = format!(
+        "{}
+        lea eax, [page_dir]
+        mov cr3, eax
+        lea eax, [idt]
+        mov [idtr + 2], eax
+        lidt [idtr]
+        lea eax, [pf_handler]
+        mov [idt + 14 * 8], ax
+        mov word ptr [idt + 14 * 8 + 2], cs
+        mov word ptr [idt + 14 * 8 + 4], 0x8e00
+        shr eax, 16
+        mov [idt + 14 * 8 + 6], ax
+        {PAGING_ON}
+        mov ebx, 64
+    2:  mov dword ptr [page_table + 0x200 * 4], 0x300002
+        invlpg [0x200000]
+        mov eax, [0x200000]
+        dec ebx
+        jnz 2b
+        cmp dword ptr [faults], 64
+        jne 4f
+        {PAGING_OFF_AND_PASS}
+    4:  mov eax, cr0
+        and eax, 0x7fffffff
+        mov cr0, eax
+        mov eax, 3
+        ret
+    pf_handler:
+        add dword ptr [faults], 1
+        mov dword ptr [page_table + 0x200 * 4], 0x300003
+        invlpg [0x200000]
+        add esp, 4
+        iretd
+        .data
+    idtr: .word 256 * 8 - 1
+        .long 0
+        .bss
+        .align 4096
+    page_dir: .skip 4096
+    page_table: .skip 4096
+    idt: .skip 256 * 8
+    faults: .skip 4
+        .text",
+        identity_map(&["page_dir"])
+    );
+    let r = run(
+        std::process::Command::new(env!("CARGO_BIN_EXE_nestmon"))
+            .args(["run", "--stats", "--kernel"])
+            .arg(asm_guest("adaptive_read_page_fault", &body)),
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
+    assert!(
+        stat(&r.stderr, "MMU: software-TLB misses raising a guest #PF") >= 32,
+        "the adaptive read's page faults did not come from its misses:\n{}",
         r.stderr
     );
 }

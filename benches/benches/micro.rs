@@ -67,6 +67,7 @@ fn translation_cost(c: &mut Criterion) {
         split_events: false,
         paged: None,
         self_check: false,
+        soft_access: &[],
     };
     let insns = translator::translate(&req)
         .expect("sample translates")

@@ -298,6 +298,16 @@ impl CodeCache {
         true
     }
 
+    /// The live translations made from `frame`.
+    pub fn translations_of_frame(&self, frame: u32) -> Vec<TransId> {
+        self.by_frame.get(&frame).map_or_else(Vec::new, |ids| {
+            ids.iter()
+                .copied()
+                .filter(|id| !self.get(*id).dead)
+                .collect()
+        })
+    }
+
     /// Whether any live translation was made from `frame`.
     pub fn frame_has_code(&self, frame: u32) -> bool {
         self.by_frame.contains_key(&frame)

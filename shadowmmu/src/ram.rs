@@ -1,8 +1,13 @@
 //! Guest RAM: one memfd, mapped once read-write for the monitor.
 //!
 //! Invariant: `host` points to a shared mapping of exactly `size` bytes of
-//! the memfd for the whole life of the `GuestRam`; every accessor checks
-//! `addr + len <= size` before touching it.
+//! the memfd for the whole life of the `GuestRam`, with [`RAM_GUARD`]
+//! bytes of `PROT_NONE` reservation on either side (translated code's
+//! software-TLB accesses, `frame + (linear & 0xffff) - (linear & 0xf000)`,
+//! can reach at most 60 KiB before a frame and 4 KiB + 15 bytes after it
+//! whatever path led to them: the guards make that a fault, never other
+//! host memory); every accessor checks `addr + len <= size` before
+//! touching it.
 
 use crate::addr::{GuestPhys, HostAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -10,6 +15,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 /// The largest guest RAM a 32-bit guest without PAE can use below the
 /// conventional 3.5 GiB hole start.
 pub const MAX_GUEST_RAM: u64 = 3584 << 20;
+
+/// Inaccessible bytes reserved before and after the RAM mapping.
+pub const RAM_GUARD: usize = 64 << 10;
 
 /// Why guest RAM could not be created or accessed.
 #[derive(Debug, thiserror::Error)]
@@ -162,9 +170,9 @@ impl GuestRam {
 
 impl Drop for GuestRam {
     fn drop(&mut self) {
-        // SAFETY: `host`/`size` describe the mapping made in `new`, which
-        // nothing else unmaps.
-        unsafe { libc::munmap(self.host.cast(), self.size) };
+        // SAFETY: the reservation made in `map_shared` (the mapping and its
+        // guards), which nothing else unmaps.
+        unsafe { libc::munmap(self.host.sub(RAM_GUARD).cast(), self.size + 2 * RAM_GUARD) };
     }
 }
 
@@ -213,21 +221,41 @@ fn create_memfd(size: usize) -> std::io::Result<OwnedFd> {
 }
 
 fn map_shared(fd: &OwnedFd, size: usize) -> std::io::Result<*mut u8> {
-    // SAFETY: a fresh shared mapping of a valid fd; the kernel picks the address.
-    let p = unsafe {
+    let total = size + 2 * RAM_GUARD;
+    // SAFETY: an anonymous PROT_NONE reservation at a kernel-chosen address.
+    let r = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
+            total,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if r == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the reservation is `total` bytes, so `RAM_GUARD` lies inside it.
+    let start = unsafe { r.cast::<u8>().add(RAM_GUARD) };
+    // SAFETY: MAP_FIXED over the middle of our own fresh reservation.
+    let p = unsafe {
+        libc::mmap(
+            start.cast(),
             size,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_NORESERVE,
+            libc::MAP_SHARED | libc::MAP_NORESERVE | libc::MAP_FIXED,
             fd.as_raw_fd(),
             0,
         )
     };
     if p == libc::MAP_FAILED {
-        return Err(std::io::Error::last_os_error());
+        let e = std::io::Error::last_os_error();
+        // SAFETY: the reservation made above, not used by anything.
+        unsafe { libc::munmap(r, total) };
+        return Err(e);
     }
-    Ok(p.cast())
+    Ok(start)
 }
 
 #[cfg(test)]

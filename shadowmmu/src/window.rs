@@ -6,8 +6,14 @@
 //! `base + r64 + disp32` with `r64 < 2^32`; the guards absorb every such
 //! address that falls outside the 4 GiB part, so a stray access faults
 //! instead of reaching other host memory.
+//!
+//! Each window carries its [`SoftTlb`] at [`crate::SOFT_TLB_OFFSET`] from
+//! its base, in the guard before the 4 GiB part: the only readable and
+//! writable memory there, at 1 GiB below the base, which no window address
+//! (at most 64 bytes below the base) reaches.
 
 use crate::addr::{GuestLinear, GuestPhys, HostAddr, PAGE_SIZE};
+use crate::soft::{SoftTlb, SOFT_TLB_BYTES, SOFT_TLB_OFFSET};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 /// Size of each guard region around the 4 GiB linear space.
@@ -60,6 +66,7 @@ pub enum WindowError {
 pub struct LinearWindow {
     reservation: *mut u8,
     base: *mut u8,
+    soft: SoftTlb,
 }
 
 // SAFETY: the window owns its reservation; it is used by one vCPU thread at a
@@ -90,10 +97,42 @@ impl LinearWindow {
         let start = p as usize;
         let base = (start + WINDOW_GUARD + SPAN - 1) & !(SPAN - 1);
         debug_assert!(base - WINDOW_GUARD >= start && base + SPAN + WINDOW_GUARD <= start + total);
+        let tables = (base as i64 + SOFT_TLB_OFFSET) as usize;
+        // SAFETY: MAP_FIXED inside the guard before the 4 GiB part of our
+        // own fresh reservation (1 GiB below the base, 4 MiB long).
+        let t = unsafe {
+            libc::mmap(
+                tables as *mut libc::c_void,
+                SOFT_TLB_BYTES,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if t == libc::MAP_FAILED {
+            let source = std::io::Error::last_os_error();
+            // SAFETY: the reservation made above, not used by anything.
+            unsafe { libc::munmap(p, total) };
+            return Err(WindowError::Host { op: "mmap", source });
+        }
         Ok(LinearWindow {
             reservation: p.cast(),
             base: base as *mut u8,
+            // SAFETY: fresh zeroed read-write memory of SOFT_TLB_BYTES that
+            // lives as long as the reservation, i.e. as the window.
+            soft: unsafe { SoftTlb::new(tables as *mut u64) },
         })
+    }
+
+    /// The window's software TLB.
+    pub fn soft(&mut self) -> &mut SoftTlb {
+        &mut self.soft
+    }
+
+    /// The window's software TLB, to read.
+    pub fn soft_ref(&self) -> &SoftTlb {
+        &self.soft
     }
 
     /// Host address of guest linear 0.
@@ -240,6 +279,18 @@ mod tests {
             w.linear_of(w.base().0 + 0x40_2000),
             Some(GuestLinear(0x40_2000))
         );
+    }
+
+    #[test]
+    fn the_software_tlb_lies_in_the_guard_and_starts_empty() {
+        let mut w = LinearWindow::new().unwrap();
+        assert!(w.soft_ref().is_empty());
+        w.soft().fill(5, 0x1234_5000, true);
+        let tags = (w.base().0 as i64 + SOFT_TLB_OFFSET) as *const u64;
+        // SAFETY: the read tags are the first table of the mapped tables.
+        assert_eq!(unsafe { tags.add(5).read() }, 6);
+        assert!(w.contains(tags as usize));
+        assert_eq!(w.linear_of(tags as usize), None);
     }
 
     #[test]

@@ -46,6 +46,11 @@ pub enum ExitReason {
     /// translated from (another address space maps another frame there,
     /// or the guest rewrote them): translate it again. Nothing ran.
     CodeChanged = 7,
+    /// An adaptive instruction's software-TLB lookup (see
+    /// `shadowmmu::SoftTlb`) found no entry for the access described by
+    /// `soft_addr` and `soft_access`; `eip` is the instruction, nothing of
+    /// which was carried out.
+    SoftMiss = 8,
 }
 
 impl ExitReason {
@@ -59,10 +64,14 @@ impl ExitReason {
             5 => ExitReason::Interrupted,
             6 => ExitReason::Raise,
             7 => ExitReason::CodeChanged,
+            8 => ExitReason::SoftMiss,
             _ => return None,
         })
     }
 }
+
+/// `CpuState::soft_access`: the access writes.
+pub const SOFT_ACCESS_WRITE: u32 = 0x100;
 
 /// `CpuState::transition`: SYSENTER ran inline (CPL 0, CS and SS from
 /// IA32_SYSENTER_CS, IF, VM and RF clear).
@@ -195,6 +204,11 @@ pub struct CpuState {
     pub seg_ranges: [[u64; 4]; 6],
     /// The vector of a `Raise` exit.
     pub raise_vector: u32,
+    /// The linear address of a `SoftMiss` exit's access.
+    pub soft_addr: u32,
+    /// A `SoftMiss` exit's access: its size in bytes, plus
+    /// [`SOFT_ACCESS_WRITE`] for a write (or a read-modify-write).
+    pub soft_access: u32,
     /// The last privilege change translated code made itself since the
     /// last exit ([`TRANSITION_SYSENTER`], [`TRANSITION_SYSEXIT`], 0 for
     /// none): the monitor applies it to its system state first thing at
@@ -286,6 +300,8 @@ impl Default for CpuState {
             seg_sel: [0; 6],
             seg_ranges: [[0, u64::from(u32::MAX), 0, u64::from(u32::MAX)]; 6],
             raise_vector: 0,
+            soft_addr: 0,
+            soft_access: 0,
             transition: 0,
             chain_mode: u32::MAX,
             view_bases: [0; 2],
@@ -351,6 +367,10 @@ pub mod off {
     pub const SEG_RANGES: i32 = offset_of!(CpuState, seg_ranges) as i32;
     /// `raise_vector`.
     pub const RAISE_VECTOR: i32 = offset_of!(CpuState, raise_vector) as i32;
+    /// `soft_addr`.
+    pub const SOFT_ADDR: i32 = offset_of!(CpuState, soft_addr) as i32;
+    /// `soft_access`.
+    pub const SOFT_ACCESS: i32 = offset_of!(CpuState, soft_access) as i32;
     /// `transition`.
     pub const TRANSITION: i32 = offset_of!(CpuState, transition) as i32;
     /// `chain_mode`.

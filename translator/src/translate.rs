@@ -170,6 +170,39 @@ fn explicit_access(i: &Instruction) -> (u32, bool) {
     (size, write)
 }
 
+/// Whether `i` is an instruction whose explicit memory operand can go
+/// through the software TLB when the monitor asks (see
+/// [`UnitRequest::soft_access`]): one the generic path translates (no
+/// stack, string, control-transfer or specially translated instruction)
+/// with an access of 1 to 16 bytes. The monitor asks only for these.
+pub fn soft_access_candidate(i: &Instruction) -> bool {
+    use Mnemonic::*;
+    if i.is_string_instruction()
+        || i.flow_control() != iced_x86::FlowControl::Next
+        || uses_stack(i)
+        || matches!(
+            i.mnemonic(),
+            Pushad
+                | Popad
+                | Pushfd
+                | Popfd
+                | Leave
+                | Enter
+                | Xlatb
+                | Div
+                | Idiv
+                | Lea
+                | Nop
+                | Reservednop
+        )
+        || !(0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Memory)
+    {
+        return false;
+    }
+    let (size, _) = explicit_access(i);
+    (1..=16).contains(&size)
+}
+
 /// LOOP, LOOPE, LOOPNE, JCXZ, JECXZ.
 fn is_loop_like(i: &Instruction) -> bool {
     matches!(
@@ -240,6 +273,13 @@ pub struct UnitRequest<'a> {
     /// `smc` in the monitor). A mismatch exits with `CodeChanged` before
     /// anything ran.
     pub self_check: bool,
+    /// Guest EIPs of *adaptive* instructions: their explicit memory
+    /// operand goes through the software TLB of the current window
+    /// (`shadowmmu::SoftTlb`) instead of the window, and a miss exits with
+    /// [`ExitReason::SoftMiss`] (see [`Translator::soft_operand`]). Only
+    /// instructions translated by the generic path use it; the others
+    /// ignore the request.
+    pub soft_access: &'a [u32],
 }
 
 /// How a unit is translated when guest paging is on, so that it stays
@@ -1183,6 +1223,104 @@ impl Ctx<'_> {
         Ok(mem(Register::R15, reg, 0))
     }
 
+    /// Whether `i`'s explicit memory operand goes through the software
+    /// TLB: the monitor asked for it, and it can.
+    fn wants_soft_access(&self, i: &Instruction) -> bool {
+        self.req.soft_access.contains(&i.ip32()) && soft_access_candidate(i)
+    }
+
+    /// The operand `[r12 + r11]` reaching `i`'s explicit memory operand
+    /// through the software TLB of the current window (R15-relative, so it
+    /// follows view switches). With R10D the linear address:
+    ///
+    /// ```text
+    /// mov r9d, 12 ; lea r11d, [r10 + size - 1]
+    /// shrx r11d, r11d, r9d        ; page of the last byte
+    /// shrx r9d, r10d, r9d         ; page of the first byte
+    /// movzx r12d, r9w             ; slot
+    /// mov r13, rcx ; mov rcx, [r15 + r12*8 + tags]
+    /// not rcx ; lea rcx, [rcx + r11 + 2]   ; last page + 1 - tag
+    /// jrcxz hit ; mov rcx, r13 ; <SoftMiss exit>
+    /// hit: mov rcx, r13 ; mov r12, [r15 + r12*8 + frames]
+    /// movzx r11d, r10w            ; frame value + low 16 bits = host
+    /// ```
+    ///
+    /// A hit needs the slot's tag to be the first byte's page and the last
+    /// byte in the same page: an access crossing pages always misses, and
+    /// the monitor runs it through the window. No flag changes (SHRX,
+    /// MOVZX, NOT, LEA, MOV); RCX is the guest's again on both paths.
+    /// Whatever path reaches the access, it lies within 60 KiB before or
+    /// 4 KiB + 15 bytes after a frame the table names (the guards around
+    /// guest RAM absorb the rest), which the verifier checks by itself.
+    fn soft_operand(&mut self, i: &Instruction) -> Result<iced_x86::MemoryOperand, TranslateError> {
+        let (size, write) = explicit_access(i);
+        self.address(i, true)?;
+        let (tags, frames) = if write {
+            (shadowmmu::SOFT_WRITE_TAGS, shadowmmu::SOFT_WRITE_FRAMES)
+        } else {
+            (shadowmmu::SOFT_READ_TAGS, shadowmmu::SOFT_READ_FRAMES)
+        };
+        let err = crate::emit::enc_err;
+        let table = |disp: i64| {
+            iced_x86::MemoryOperand::new(
+                Register::R15,
+                Register::R12,
+                8,
+                disp,
+                displ_size(disp),
+                false,
+                Register::None,
+            )
+        };
+        self.ins(i2!(Code::Mov_r32_imm32, Register::R9D, 12u32)?)?;
+        self.ins(i2!(
+            Code::Lea_r32_m,
+            Register::R11D,
+            mem(Register::R10, Register::None, i64::from(size - 1))
+        )?)?;
+        let shrx = |dst: Register, src: Register| {
+            Instruction::with3(Code::VEX_Shrx_r32_rm32_r32, dst, src, Register::R9D).map_err(err)
+        };
+        self.ins(shrx(Register::R11D, Register::R11D)?)?;
+        self.ins(shrx(Register::R9D, Register::R10D)?)?;
+        self.ins(i2!(Code::Movzx_r32_rm16, Register::R12D, Register::R9W)?)?;
+        self.ins(i2!(Code::Mov_r64_rm64, Register::R13, Register::RCX)?)?;
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, table(tags))?)?;
+        self.ins(Instruction::with1(Code::Not_rm64, Register::RCX).map_err(err)?)?;
+        self.ins(i2!(
+            Code::Lea_r64_m,
+            Register::RCX,
+            mem(Register::RCX, Register::R11, 2)
+        )?)?;
+        let hit = self.e.label();
+        self.e.jrcxz_label(hit);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R13)?)?;
+        self.ins(i2!(
+            Code::Mov_rm32_r32,
+            mem(Register::R14, Register::None, off::SOFT_ADDR.into()),
+            Register::R10D
+        )?)?;
+        let access = size
+            | if write {
+                crate::state::SOFT_ACCESS_WRITE
+            } else {
+                0
+            };
+        self.ins(i2!(
+            Code::Mov_rm32_imm32,
+            mem(Register::R14, Register::None, off::SOFT_ACCESS.into()),
+            access
+        )?)?;
+        self.store_eip_imm(i.ip32())?;
+        self.store_exit(ExitReason::SoftMiss)?;
+        self.e.jmp_abs(self.req.stubs.exit_common)?;
+        self.e.bind(hit);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R13)?)?;
+        self.ins(i2!(Code::Mov_r64_rm64, Register::R12, table(frames))?)?;
+        self.ins(i2!(Code::Movzx_r32_rm16, Register::R11D, Register::R10W)?)?;
+        Ok(mem(Register::R12, Register::R11, 0))
+    }
+
     // ----- generic instructions --------------------------------------------
 
     fn generic(&mut self, i: &Instruction) -> Result<(), TranslateError> {
@@ -1198,7 +1336,11 @@ impl Ctx<'_> {
                     && matches!(i.op_register(n), Register::ESP | Register::SP)
             });
         if has_mem {
-            let m = self.window_operand(i, !high.is_empty())?;
+            let m = if self.wants_soft_access(i) {
+                self.soft_operand(i)?
+            } else {
+                self.window_operand(i, !high.is_empty())?
+            };
             set_memory(&mut h, m);
         }
         for n in 0..i.op_count() {
@@ -2375,6 +2517,7 @@ mod tests {
         split_events: bool,
         paged: Option<PagedCode>,
         self_check: bool,
+        soft_access: &'a [u32],
     }
 
     impl Default for Setup<'_> {
@@ -2395,6 +2538,7 @@ mod tests {
                 split_events: false,
                 paged: None,
                 self_check: false,
+                soft_access: &[],
             }
         }
     }
@@ -2425,8 +2569,99 @@ mod tests {
             split_events: setup.split_events,
             paged: setup.paged,
             self_check: setup.self_check,
+            soft_access: setup.soft_access,
         };
         translate(&req).unwrap()
+    }
+
+    /// The host instructions of a unit.
+    fn host_insns(unit: &Unit) -> Vec<Instruction> {
+        Decoder::with_ip(64, &unit.code, 0x20_0000, DecoderOptions::NONE)
+            .into_iter()
+            .collect()
+    }
+
+    #[test]
+    fn an_adaptive_instruction_reaches_memory_through_the_software_tlb() {
+        // mov eax, [ebx+8]; add [esi], ecx
+        let code = [0x8b, 0x43, 0x08, 0x01, 0x0e];
+        let soft = [0x1000, 0x1003];
+        let unit = translate_with(
+            &code,
+            Setup {
+                soft_access: &soft,
+                ..Setup::default()
+            },
+        );
+        let insns = host_insns(&unit);
+        let soft_accesses: Vec<&Instruction> = insns
+            .iter()
+            .filter(|i| i.memory_base() == Register::R12 && i.memory_index() == Register::R11)
+            .collect();
+        assert_eq!(soft_accesses.len(), 2);
+        let tables: Vec<i64> = insns
+            .iter()
+            .filter(|i| i.memory_base() == Register::R15 && i.memory_index() == Register::R12)
+            .map(|i| i.memory_displacement64() as i64)
+            .collect();
+        assert_eq!(
+            tables,
+            [
+                shadowmmu::SOFT_READ_TAGS,
+                shadowmmu::SOFT_READ_FRAMES,
+                shadowmmu::SOFT_WRITE_TAGS,
+                shadowmmu::SOFT_WRITE_FRAMES
+            ]
+        );
+        // The window is not touched.
+        assert!(!insns.iter().any(|i| i.memory_base() == Register::R15
+            && i.memory_index() != Register::R12
+            && i.op_count() > 0
+            && (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Memory)));
+    }
+
+    #[test]
+    fn a_soft_tlb_miss_exits_with_the_access_and_the_instruction() {
+        // mov [ebx], ax: a 2-byte write.
+        let code = [0x66, 0x89, 0x03];
+        let unit = translate_with(
+            &code,
+            Setup {
+                soft_access: &[0x1000],
+                ..Setup::default()
+            },
+        );
+        let insns = host_insns(&unit);
+        let stored = |field: i32| {
+            insns.iter().find_map(|i| {
+                (i.code() == Code::Mov_rm32_imm32
+                    && i.memory_base() == Register::R14
+                    && i.memory_displacement64() as i64 == i64::from(field))
+                .then(|| i.immediate32())
+            })
+        };
+        assert_eq!(
+            stored(off::SOFT_ACCESS),
+            Some(2 | crate::state::SOFT_ACCESS_WRITE)
+        );
+        assert_eq!(stored(off::EIP), Some(0x1000));
+        assert_eq!(stored(off::EXIT_REASON), Some(ExitReason::SoftMiss as u32));
+    }
+
+    #[test]
+    fn string_and_wide_accesses_ignore_the_software_tlb() {
+        // stosd; fxsave [eax]
+        let code = [0xab, 0x0f, 0xae, 0x00];
+        let unit = translate_with(
+            &code,
+            Setup {
+                soft_access: &[0x1000, 0x1001],
+                ..Setup::default()
+            },
+        );
+        assert!(!host_insns(&unit)
+            .iter()
+            .any(|i| i.memory_base() == Register::R12 && i.memory_index() == Register::R11));
     }
 
     /// Translates `code` (padded with NOPs) as if it stood at guest `eip`.

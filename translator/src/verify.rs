@@ -12,6 +12,13 @@
 //! - `[r12 + r11*8 + t]`, `[r12 + r11*8 + t + 8]`: the indirect-branch
 //!   table of a mode, `t` a multiple of its size below `TAGS` tables;
 //! - `[r13]`: the indirect-hit and unit-entry counters (when counting);
+//! - `[r15 + r12*8 + t]`, `t` the start of one of the four software-TLB
+//!   tables (`shadowmmu::SOFT_READ_TAGS` ...), where R12 holds a value
+//!   zero-extended from 16 bits (`movzx r12d, r16`) on every path to it;
+//! - `[r12 + r11]` of at most 16 bytes, where on every path R12 was last
+//!   loaded from a software-TLB frame table (so it is a guest frame's host
+//!   address minus at most 60 KiB) and R11 zero-extended from 16 bits: the
+//!   access stays within the guards around guest RAM (`RAM_GUARD`);
 //! - `[rip + d]` naming the poll word;
 //! - `[rsi]`/`[rdi]` of a string instruction, only between
 //!   `lea rsi/rdi,[rsi/rdi + r15]` and the `mov esi/edi, esi/edi` that
@@ -50,7 +57,14 @@ const MAX_WINDOW_DISP: i64 = 64;
 pub fn check_unit(code: &[u8], base: u64, poll: u64) -> Result<(), Violation> {
     let mut info = InstructionInfoFactory::new();
     let mut rebased: Vec<Register> = Vec::new();
-    for i in Decoder::with_ip(64, code, base, DecoderOptions::NONE) {
+    let insns: Vec<Instruction> = Decoder::with_ip(64, code, base, DecoderOptions::NONE)
+        .into_iter()
+        .collect();
+    let sources = branch_sources(&insns, base, code.len() as u64);
+    let mut after: Vec<SoftFacts> = Vec::with_capacity(insns.len());
+    for (k, i) in insns.iter().enumerate() {
+        let i = *i;
+        let facts = facts_before(&insns, k, &after, &sources);
         let offset = (i.ip() - base) as usize;
         let bad = |what: String| Violation { offset, what };
         if i.is_invalid() {
@@ -76,8 +90,9 @@ pub fn check_unit(code: &[u8], base: u64, poll: u64) -> Result<(), Violation> {
             if m.access() == OpAccess::NoMemAccess {
                 continue;
             }
-            check_access(&i, m, poll, &rebased).map_err(bad)?;
+            check_access(&i, m, poll, &rebased, facts).map_err(bad)?;
         }
+        after.push(facts.after(&i, &written));
         check_flow(&i).map_err(bad)?;
         check_extensions(&i).map_err(bad)?;
     }
@@ -88,6 +103,12 @@ pub fn check_unit(code: &[u8], base: u64, poll: u64) -> Result<(), Violation> {
 /// (or to x86-64 itself). This catches instructions whose memory access
 /// iced-x86 does not report (CLZERO, MONITORX).
 fn check_extensions(i: &Instruction) -> Result<(), String> {
+    // The software-TLB probe's flag-free shift (BMI2, which the monitor
+    // requires of the host before it asks for software-TLB accesses),
+    // register operands only.
+    if i.code() == Code::VEX_Shrx_r32_rm32_r32 && i.op1_kind() == iced_x86::OpKind::Register {
+        return Ok(());
+    }
     let unknown = i
         .cpuid_features()
         .iter()
@@ -132,14 +153,164 @@ fn is_window_index(r: Register) -> bool {
     )
 }
 
+/// What the verifier knows of one scratch register, for software-TLB
+/// accesses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fact {
+    /// Anything.
+    Unknown,
+    /// A value zero-extended from 16 bits.
+    Low16,
+    /// A value loaded from a software-TLB frame table.
+    SoftFrame,
+}
+
+/// What holds of R11 and R12 before an instruction on every path to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SoftFacts {
+    r11: Fact,
+    r12: Fact,
+}
+
+impl SoftFacts {
+    const UNKNOWN: SoftFacts = SoftFacts {
+        r11: Fact::Unknown,
+        r12: Fact::Unknown,
+    };
+
+    fn meet(self, other: SoftFacts) -> SoftFacts {
+        let one = |a: Fact, b: Fact| if a == b { a } else { Fact::Unknown };
+        SoftFacts {
+            r11: one(self.r11, other.r11),
+            r12: one(self.r12, other.r12),
+        }
+    }
+
+    /// The facts after `i`, which writes the full registers `written`.
+    fn after(self, i: &Instruction, written: &[Register]) -> SoftFacts {
+        let low16 = |r: Register| {
+            i.code() == Code::Movzx_r32_rm16
+                && i.op0_register() == r
+                && i.op1_kind() == iced_x86::OpKind::Register
+        };
+        let mut next = self;
+        if written.contains(&Register::R11) {
+            next.r11 = if low16(Register::R11D) {
+                Fact::Low16
+            } else {
+                Fact::Unknown
+            };
+        }
+        if written.contains(&Register::R12) {
+            let frame_load = i.code() == Code::Mov_r64_rm64
+                && i.op0_register() == Register::R12
+                && soft_table(i.memory_base(), i.memory_index(), i.memory_index_scale())
+                    .is_some_and(|_| {
+                        matches!(
+                            i.memory_displacement64() as i64,
+                            shadowmmu::SOFT_READ_FRAMES | shadowmmu::SOFT_WRITE_FRAMES
+                        )
+                    })
+                && self.r12 == Fact::Low16;
+            next.r12 = if low16(Register::R12D) {
+                Fact::Low16
+            } else if frame_load {
+                Fact::SoftFrame
+            } else {
+                Fact::Unknown
+            };
+        }
+        next
+    }
+}
+
+/// `Some(())` when `[base + index*scale]` is the form of a software-TLB
+/// table access.
+fn soft_table(base: Register, index: Register, scale: u32) -> Option<()> {
+    (base == Register::R15 && index == Register::R12 && scale == 8).then_some(())
+}
+
+/// For each instruction, the indices of the branches in the unit that
+/// jump to it.
+fn branch_sources(insns: &[Instruction], base: u64, len: u64) -> Vec<Vec<usize>> {
+    let index_of: std::collections::HashMap<u64, usize> =
+        insns.iter().enumerate().map(|(k, i)| (i.ip(), k)).collect();
+    let mut sources = vec![Vec::new(); insns.len()];
+    for (k, i) in insns.iter().enumerate() {
+        let branches = matches!(
+            i.flow_control(),
+            FlowControl::UnconditionalBranch | FlowControl::ConditionalBranch
+        );
+        if !branches || !i.is_jmp_short_or_near() && !i.is_jcc_short_or_near() && !is_jrcxz(i) {
+            continue;
+        }
+        let target = i.near_branch_target();
+        if target >= base && target < base + len {
+            // A target inside the unit but between instructions matches no
+            // index; what is decoded from there is not checked as such, so
+            // such a jump is refused in `check_flow`'s caller below.
+            if let Some(&t) = index_of.get(&target) {
+                sources[t].push(k);
+            }
+        }
+    }
+    sources
+}
+
+fn is_jrcxz(i: &Instruction) -> bool {
+    matches!(i.code(), Code::Jrcxz_rel8_64 | Code::Jecxz_rel8_64)
+}
+
+/// The facts before instruction `k`: what holds after every instruction
+/// that can reach it (the one before it if it falls through, and every
+/// branch to it; a branch from further on, whose facts are not known yet,
+/// knows nothing).
+fn facts_before(
+    insns: &[Instruction],
+    k: usize,
+    after: &[SoftFacts],
+    sources: &[Vec<usize>],
+) -> SoftFacts {
+    if k == 0 {
+        return SoftFacts::UNKNOWN;
+    }
+    let falls_through = matches!(
+        insns[k - 1].flow_control(),
+        FlowControl::Next | FlowControl::ConditionalBranch
+    );
+    let mut facts: Option<SoftFacts> = falls_through.then(|| after[k - 1]);
+    for &s in &sources[k] {
+        let f = if s < k { after[s] } else { SoftFacts::UNKNOWN };
+        facts = Some(facts.map_or(f, |g| g.meet(f)));
+    }
+    facts.unwrap_or(SoftFacts::UNKNOWN)
+}
+
 fn check_access(
     i: &Instruction,
     m: &UsedMemory,
     poll: u64,
     rebased: &[Register],
+    facts: SoftFacts,
 ) -> Result<(), String> {
     let disp = m.displacement() as i64;
     let ok = match (m.base(), m.index()) {
+        (Register::R15, Register::R12) => {
+            soft_table(m.base(), m.index(), m.scale()).is_some()
+                && matches!(
+                    disp,
+                    shadowmmu::SOFT_READ_TAGS
+                        | shadowmmu::SOFT_READ_FRAMES
+                        | shadowmmu::SOFT_WRITE_TAGS
+                        | shadowmmu::SOFT_WRITE_FRAMES
+                )
+                && facts.r12 == Fact::Low16
+        }
+        (Register::R12, Register::R11) if m.scale() == 1 && disp == 0 => {
+            facts.r12 == Fact::SoftFrame
+                && facts.r11 == Fact::Low16
+                && (1..=16).contains(&m.memory_size().size())
+        }
         (Register::R15, idx) => {
             is_window_index(idx) && m.scale() == 1 && disp.abs() <= MAX_WINDOW_DISP
         }
@@ -255,5 +426,85 @@ mod tests {
         ] {
             assert!(check_unit(&code, BASE, POLL).is_err());
         }
+    }
+
+    /// The software-TLB probe as the translator emits it, then `tail`.
+    fn soft_probe(
+        a: &mut iced_x86::code_asm::CodeAssembler,
+        tail: impl FnOnce(&mut iced_x86::code_asm::CodeAssembler),
+    ) {
+        use iced_x86::code_asm::*;
+        let tags = shadowmmu::SOFT_READ_TAGS as i32;
+        let frames = shadowmmu::SOFT_READ_FRAMES as i32;
+        let mut hit = a.create_label();
+        a.mov(r9d, 12u32).unwrap();
+        a.lea(r11d, dword_ptr(r10 + 3)).unwrap();
+        a.shrx(r11d, r11d, r9d).unwrap();
+        a.shrx(r9d, r10d, r9d).unwrap();
+        a.movzx(r12d, r9w).unwrap();
+        a.mov(r13, rcx).unwrap();
+        a.mov(rcx, qword_ptr(r15 + r12 * 8 + tags)).unwrap();
+        a.not(rcx).unwrap();
+        a.lea(rcx, qword_ptr(rcx + r11 + 2)).unwrap();
+        a.jrcxz(hit).unwrap();
+        a.mov(rcx, r13).unwrap();
+        a.mov(dword_ptr(r14 + 0x20), 8u32).unwrap();
+        a.jmp(0x1000u64).unwrap();
+        a.set_label(&mut hit).unwrap();
+        a.mov(rcx, r13).unwrap();
+        a.mov(r12, qword_ptr(r15 + r12 * 8 + frames)).unwrap();
+        a.movzx(r11d, r10w).unwrap();
+        tail(a);
+    }
+
+    #[test]
+    fn a_software_tlb_access_after_the_probe_passes() {
+        use iced_x86::code_asm::*;
+        let code = assemble(|a| {
+            soft_probe(a, |a| {
+                a.add(dword_ptr(r12 + r11), eax).unwrap();
+            })
+        });
+        assert_eq!(check_unit(&code, BASE, POLL), Ok(()));
+    }
+
+    #[test]
+    fn a_software_tlb_access_whose_registers_another_path_sets_is_a_violation() {
+        use iced_x86::code_asm::*;
+        // A jump past the probe's frame load, with R12 holding anything.
+        let code = assemble(|a| {
+            let mut access = a.create_label();
+            a.mov(r12, rax).unwrap();
+            a.movzx(r11d, r10w).unwrap();
+            a.je(access).unwrap();
+            soft_probe(a, |a| {
+                a.set_label(&mut access).unwrap();
+                a.mov(eax, dword_ptr(r12 + r11)).unwrap();
+            })
+        });
+        assert!(check_unit(&code, BASE, POLL).is_err());
+    }
+
+    #[test]
+    fn a_software_tlb_access_with_a_wide_offset_or_out_of_the_tables_is_a_violation() {
+        use iced_x86::code_asm::*;
+        let code = assemble(|a| {
+            soft_probe(a, |a| {
+                a.mov(r11d, r10d).unwrap();
+                a.mov(eax, dword_ptr(r12 + r11)).unwrap();
+            })
+        });
+        assert!(check_unit(&code, BASE, POLL).is_err());
+        let code = assemble(|a| {
+            a.movzx(r12d, r9w).unwrap();
+            a.mov(rax, qword_ptr(r15 + r12 * 8 + 0x1000)).unwrap();
+        });
+        assert!(check_unit(&code, BASE, POLL).is_err());
+        let code = assemble(|a| {
+            a.mov(r12, rax).unwrap();
+            let tags = shadowmmu::SOFT_READ_TAGS as i32;
+            a.mov(rax, qword_ptr(r15 + r12 * 8 + tags)).unwrap();
+        });
+        assert!(check_unit(&code, BASE, POLL).is_err());
     }
 }

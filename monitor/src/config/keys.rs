@@ -32,6 +32,10 @@ const VIRTUAL_EXEC_KEY: &str = "monitor.virtual_exec";
 /// Whether the shadow MMU lets leaf page tables go out of sync (default
 /// TRUE; FALSE sees every page-table write as it happens, for comparison).
 pub const MMU_OUT_OF_SYNC_KEY: &str = "nestmon.mmu.outOfSync";
+/// Whether instructions that keep taking host faults reach memory through
+/// the software TLB (default TRUE; FALSE keeps every access in the
+/// window, for comparison).
+pub const MMU_ADAPTIVE_KEY: &str = "nestmon.mmu.adaptive";
 const GUESTINFO_PREFIX: &str = "guestinfo.";
 const CPUID_PREFIX: &str = "cpuid.";
 
@@ -54,6 +58,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "monitor_control.enable_svm",
     "monitor_control.restrict_backdoor",
     MMU_OUT_OF_SYNC_KEY,
+    MMU_ADAPTIVE_KEY,
     "vhv.enable",
     "vmx.allowNested",
     "hypervisor.cpuid.v0",
@@ -289,6 +294,7 @@ fn apply(key: &str, entry: &Entry, builder: &mut Builder) -> Result<(), ConfigEr
         "monitor_control.restrict_backdoor" => config.restrict_backdoor = values::boolean(entry)?,
         "vhv.enable" => config.vhv_enable = values::boolean(entry)?,
         "nestmon.mmu.outofsync" => config.mmu_out_of_sync = values::boolean(entry)?,
+        "nestmon.mmu.adaptive" => config.mmu_adaptive = values::boolean(entry)?,
         "nestmon.mmu.maxmappings" => config.mmu_max_mappings = Some(values::max_mappings(entry)?),
         "vmx.allownested" => config.allow_nested = values::boolean(entry)?,
         "nestmon.noreboot" => config.no_reboot = values::boolean(entry)?,
@@ -749,6 +755,11 @@ mod tests {
         assert!(config.vhv_enable);
         assert!(config.mmu_out_of_sync, "on unless turned off");
         assert!(!self::config("nestmon.mmu.outOfSync = \"FALSE\"\n").mmu_out_of_sync);
+        assert!(
+            config.mmu_adaptive,
+            "adaptive memory access on unless turned off"
+        );
+        assert!(!self::config("nestmon.mmu.adaptive = \"FALSE\"\n").mmu_adaptive);
         assert!(!config.allow_nested);
         assert!(!config.hypervisor_cpuid_v0);
     }

@@ -93,6 +93,9 @@ pub struct VmConfig {
     /// `nestmon.mmu.outOfSync`: leaf page tables the guest keeps writing
     /// may go out of sync until its next TLB flush (default true).
     pub mmu_out_of_sync: bool,
+    /// `nestmon.mmu.adaptive`: instructions that keep taking host faults
+    /// reach memory through the software TLB (default true).
+    pub mmu_adaptive: bool,
     /// `nestmon.mmu.maxMappings`: the most host mappings the process may
     /// hold before the shadow MMU drops cached address spaces (default:
     /// three quarters of the host's `vm.max_map_count`).
@@ -143,6 +146,7 @@ impl Default for VmConfig {
             restrict_backdoor: false,
             vhv_enable: false,
             mmu_out_of_sync: true,
+            mmu_adaptive: true,
             mmu_max_mappings: None,
             allow_nested: false,
             hypervisor_cpuid_v0: true,

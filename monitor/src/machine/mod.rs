@@ -487,6 +487,7 @@ fn bt_vcpu(
     }
     vcpu.set_count_indirect(opts.stats);
     vcpu.set_out_of_sync(opts.vm.mmu_out_of_sync);
+    vcpu.set_adaptive(opts.vm.mmu_adaptive);
     if let Some(most) = opts.vm.mmu_max_mappings {
         vcpu.set_mapping_budget(most as usize);
     }

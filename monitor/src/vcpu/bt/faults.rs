@@ -63,7 +63,13 @@ fn host_exception(f: &HostFault) -> HostException {
 impl BtCore {
     /// Handles a `Fault` exit.
     pub(super) fn fault(&mut self) -> Event {
-        match self.fault_outcome() {
+        let outcome = self.fault_outcome();
+        if let Some(phys) = self.fault_insn.take() {
+            if Self::counts_as_memory_fault(&outcome) {
+                self.note_memory_fault(phys);
+            }
+        }
+        match outcome {
             FaultOutcome::Hidden => Event::Continue,
             FaultOutcome::CodeWrite => self.single_step(),
             FaultOutcome::Guest(fault) => self.raise(fault),
@@ -116,6 +122,14 @@ impl BtCore {
             .partition_point(|(h, _)| *h <= rel)
             .saturating_sub(1);
         self.state.eip = t.pc_map.get(idx).map_or(t.key.eip, |p| p.1);
+        // The instruction's guest-physical address: a unit's instructions
+        // all start in its first page (one-instruction units are not
+        // counted: they are how adaptive instructions fall back).
+        self.fault_insn = (t.key.mode & super::SINGLE_STEP_MODE == 0).then(|| {
+            t.key
+                .phys
+                .wrapping_add(self.state.eip.wrapping_sub(t.key.eip))
+        });
         let fix = t.fixups.get(idx).copied().unwrap_or(0);
         match fix {
             translator::translate::fixup::REDO_IN_MONITOR => return FaultOutcome::Redo,

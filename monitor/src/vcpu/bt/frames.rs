@@ -76,7 +76,7 @@ impl BtCore {
 
     /// Records the current space's uses of the tables `walked` went
     /// through for linear page `lpage`.
-    fn watch_walked(&mut self, lpage: u32, walked: &Translated) {
+    pub(super) fn watch_walked(&mut self, lpage: u32, walked: &Translated) {
         let me = SpaceId(self.space as u32);
         let c = self
             .watcher
@@ -335,6 +335,9 @@ impl BtCore {
         space.retired = true;
         space.last_used = self.clock;
         space.clear_ibtc();
+        for view in space.views.iter_mut() {
+            view.soft().clear();
+        }
         let large: Vec<u32> = space.large.keys().copied().collect();
         self.stats.spaces_retired += 1;
         // Every region but the large ones, in both views; the user view
@@ -437,6 +440,8 @@ impl BtCore {
         drop(c);
         self.watcher.clear_code();
         self.rmap.clear();
+        self.soft_writes.clear();
+        self.soft_write_count = 0;
         let root = self.current_root();
         self.clock += 1;
         let fresh = match AddressSpace::new(root, self.clock) {
@@ -520,6 +525,7 @@ impl BtCore {
         let mut gone = Vec::new();
         let mut calls = 0;
         for view in [SUPERVISOR_VIEW, USER_VIEW] {
+            space.views[view].soft().drop_range(first, pages);
             let mapped = space.shadow[view].in_range(first, pages);
             if mapped.is_empty() {
                 continue;
@@ -562,6 +568,7 @@ impl BtCore {
 
     /// Write-protects every mapping of `frame`.
     pub(super) fn protect_frame(&mut self, frame: u32) {
+        self.drop_soft_writes_of(frame);
         if !self.paging() {
             self.protect_alias(
                 Alias::new(self.space, SUPERVISOR_VIEW, frame),
@@ -594,6 +601,7 @@ impl BtCore {
         let Some(space) = self.spaces.get_mut(alias.slot()).and_then(Option::as_mut) else {
             return;
         };
+        space.views[alias.view()].soft().drop_page(alias.lpage());
         if let Some(frame) = space.shadow[alias.view()].remove(alias.lpage()) {
             // Unmapping part of the space's own reservation.
             let _ = space.views[alias.view()]
@@ -607,9 +615,13 @@ impl BtCore {
     /// not mapped: that would make the reservation itself accessible).
     fn protect_alias(&mut self, alias: Alias, prot: PageProt) {
         let ram_frames = (self.ram.size() / PAGE_SIZE as usize) as u32;
-        let Some(space) = self.spaces.get(alias.slot()).and_then(Option::as_ref) else {
+        let Some(space) = self.spaces.get_mut(alias.slot()).and_then(Option::as_mut) else {
             return;
         };
+        if prot != PageProt::ReadWrite {
+            space.views[alias.view()].soft().drop_write(alias.lpage());
+        }
+        let space = &*space;
         let mapped = if space.root == UNPAGED_ROOT {
             alias.view() == SUPERVISOR_VIEW && alias.lpage() < ram_frames
         } else {
@@ -1003,11 +1015,11 @@ impl Alias {
         Alias((slot as u64) << 32 | user | u64::from(lpage))
     }
 
-    fn slot(self) -> usize {
+    pub(super) fn slot(self) -> usize {
         (self.0 >> 32) as usize
     }
 
-    fn view(self) -> usize {
+    pub(super) fn view(self) -> usize {
         if self.0 & Self::USER_BIT != 0 {
             USER_VIEW
         } else {
@@ -1015,7 +1027,7 @@ impl Alias {
         }
     }
 
-    fn lpage(self) -> u32 {
+    pub(super) fn lpage(self) -> u32 {
         (self.0 & 0xf_ffff) as u32
     }
 }

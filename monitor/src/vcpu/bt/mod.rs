@@ -24,6 +24,7 @@
 //! - At most one I/O instruction is in progress (`pending_io`), and it is
 //!   completed at the start of the next `run`.
 
+mod adaptive;
 mod branch_table;
 mod context;
 mod counts;
@@ -135,6 +136,18 @@ pub struct BtStats {
     pub smc_spared: u64,
     /// Frames made self-checking because stores kept hitting them.
     pub self_checking_frames: u64,
+    /// Instructions made adaptive (their memory operand goes through the
+    /// software TLB) because they kept taking host faults.
+    pub adaptive_instructions: u64,
+    /// Software-TLB misses (exits of adaptive instructions).
+    pub soft_misses: u64,
+    /// Software-TLB entries filled.
+    pub soft_fills: u64,
+    /// Software-TLB misses that raised the guest's page fault.
+    pub soft_guest_faults: u64,
+    /// Software-TLB misses the instruction ran alone through the window
+    /// for (a page-crossing access, a protected frame, outside RAM).
+    pub soft_fallbacks: u64,
 }
 
 /// Why a vCPU could not be built.
@@ -260,6 +273,22 @@ pub struct BtCore {
     /// With paging on: guest frame -> (space, view, linear page) mapped to
     /// it.
     rmap: HashMap<u32, Vec<frames::Alias>>,
+    /// Adaptive memory access is on (`nestmon.mmu.adaptive`; the host has
+    /// BMI2, which the software-TLB probe uses).
+    adaptive_on: bool,
+    /// Guest frame -> page offsets of its adaptive instructions (see
+    /// [`adaptive`]).
+    adaptive: HashMap<u32, Vec<u16>>,
+    /// Host faults counted per instruction (guest-physical address) on
+    /// the way to making it adaptive.
+    memory_faults: HashMap<u32, u8>,
+    /// The instruction (guest-physical address) of the host fault being
+    /// handled, when it ran in a unit of its own kind (not alone).
+    fault_insn: Option<u32>,
+    /// Guest frame -> software-TLB write entries naming it.
+    soft_writes: HashMap<u32, Vec<frames::Alias>>,
+    /// Entries in `soft_writes`.
+    soft_write_count: usize,
     /// The direct branch that just missed, to chain once its target's
     /// translation is entered: (site, target EIP, mode bits). It is only
     /// chained to a translation of exactly that EIP and mode, whatever ran
@@ -397,6 +426,13 @@ impl BtVcpu {
     /// page table is seen as it happens), for comparison.
     pub fn set_out_of_sync(&mut self, on: bool) {
         self.core.watcher.set_out_of_sync(on);
+    }
+
+    /// Lets instructions that keep taking host faults reach memory through
+    /// the software TLB (`nestmon.mmu.adaptive`; on by default where the
+    /// host has BMI2, which the lookup uses), for comparison.
+    pub fn set_adaptive(&mut self, on: bool) {
+        self.core.adaptive_on = on && std::arch::is_x86_feature_detected!("bmi2");
     }
 
     /// Sets the most host mappings the process may hold before cached
@@ -575,6 +611,17 @@ impl Vcpu for BtVcpu {
                     v.smc_spared,
                 ),
                 ("frames made self-checking", v.self_checking_frames),
+                ("MMU: instructions made adaptive", v.adaptive_instructions),
+                ("MMU: software-TLB misses", v.soft_misses),
+                ("MMU: software-TLB fills", v.soft_fills),
+                (
+                    "MMU: software-TLB misses raising a guest #PF",
+                    v.soft_guest_faults,
+                ),
+                (
+                    "MMU: software-TLB misses run through the window",
+                    v.soft_fallbacks,
+                ),
                 ("invalidations", c.invalidations),
                 ("flushes", c.flushes),
             ],
@@ -721,6 +768,12 @@ impl BtCore {
             code_bytes: HashMap::default(),
             code_store_faults: HashMap::default(),
             rmap: HashMap::default(),
+            adaptive_on: std::arch::is_x86_feature_detected!("bmi2"),
+            adaptive: HashMap::default(),
+            memory_faults: HashMap::default(),
+            fault_insn: None,
+            soft_writes: HashMap::default(),
+            soft_write_count: 0,
             pending_chain: None,
             faults,
             stats: BtStats::default(),
@@ -923,6 +976,7 @@ impl BtCore {
                 self.retranslate_crossing_unit();
                 Event::Continue
             }
+            Some(ExitReason::SoftMiss) => self.soft_miss(),
             Some(ExitReason::Interrupted) => {
                 self.state.eip = self.guest_eip_at(self.state.fault.rip);
                 self.serve_exit_request();
@@ -1374,6 +1428,11 @@ impl BtCore {
         };
         let code_offset = self.cache.aligned_next_offset();
         let host_base = self.cache.exec_addr(code_offset);
+        let soft_access = if single == 0 {
+            self.adaptive_eips(eip, linear, key.phys)
+        } else {
+            Vec::new()
+        };
         let req = UnitRequest {
             eip,
             code: &bytes,
@@ -1411,6 +1470,7 @@ impl BtCore {
                 cs_base: self.sys.segment(Seg::Cs).base,
             }),
             self_check: single > 0 || self.watcher.is_self_checking(key.phys >> 12),
+            soft_access: &soft_access,
         };
         let unit = translator::translate(&req)
             .map_err(|e| TranslateFailure::Other(format!("at EIP={eip:#010x}: {e}")))?;

@@ -1,0 +1,237 @@
+//! Adaptive memory access: a guest instruction that keeps taking host
+//! faults through the window (hidden faults that fill a shadow mapping,
+//! guest page faults found by the walk) is translated again so that its
+//! explicit memory operand goes through the window's software TLB
+//! (`shadowmmu::SoftTlb`), as VMware's adaptive binary translation did for
+//! instructions that kept faulting. A hit costs a dozen flag-free host
+//! instructions; a miss is an exit (no host signal, no host mapping call),
+//! after which the monitor walks the guest's page tables and fills the
+//! entry, raises the guest's #PF, or runs the instruction alone through the
+//! window when the software TLB cannot serve it (a page-crossing access, a
+//! write to a frame the watcher protects, an address outside RAM).
+//!
+//! Invariants:
+//! - A software-TLB entry is filled only for the current space's current
+//!   view, from a walk with that view's rights that the watcher now knows
+//!   of (the tables walked are watched for that space and page, as for a
+//!   window mapping), so every event that drops or protects the window's
+//!   page drops the entry too (`frames.rs` does both).
+//! - A write entry only for a frame the walk found writable and dirty and
+//!   the watcher does not protect; each is listed in `soft_writes` under
+//!   its frame, so that protecting the frame (new translated code, a table
+//!   back in sync) drops it.
+//! - Instructions become adaptive for good (per guest frame and offset);
+//!   a cache flush keeps them adaptive.
+
+use super::frames::{page_fault, Alias};
+use super::{BtCore, Event};
+use crate::cpu::{Exception, Fault};
+use shadowmmu::PAGE_SIZE;
+use translator::state::SOFT_ACCESS_WRITE;
+
+/// Host faults one instruction takes before it becomes adaptive.
+pub(super) const ADAPT_AFTER: u8 = 4;
+
+/// A fault count meaning "cannot be made adaptive".
+const NEVER: u8 = u8::MAX;
+
+/// Faulting instructions counted at most; past that the counts start over.
+const MAX_COUNTED: usize = 1 << 16;
+
+/// Write entries listed at most; past that every write entry is dropped.
+const MAX_SOFT_WRITES: usize = 1 << 16;
+
+impl BtCore {
+    /// Counts a host fault of the instruction at guest-physical `phys`
+    /// that filled a mapping or raised a guest page fault; the
+    /// [`ADAPT_AFTER`]th makes it adaptive: the translations of its frame
+    /// die (with their indirect-branch entries) and are made again.
+    pub(super) fn note_memory_fault(&mut self, phys: u32) {
+        if !self.adaptive_on || !self.paging() {
+            return;
+        }
+        if self.memory_faults.len() >= MAX_COUNTED {
+            self.memory_faults.clear();
+        }
+        let n = self.memory_faults.entry(phys).or_insert(0);
+        if *n == NEVER {
+            return;
+        }
+        *n += 1;
+        if *n < ADAPT_AFTER {
+            return;
+        }
+        if !self.soft_access_candidate_at(phys) {
+            self.memory_faults.insert(phys, NEVER);
+            return;
+        }
+        self.memory_faults.remove(&phys);
+        let frame = phys / PAGE_SIZE;
+        let offset = (phys % PAGE_SIZE) as u16;
+        let list = self.adaptive.entry(frame).or_default();
+        if list.contains(&offset) {
+            return;
+        }
+        list.push(offset);
+        self.stats.adaptive_instructions += 1;
+        self.kill_units_containing(phys);
+    }
+
+    /// Kills the live translations that hold the instruction at
+    /// guest-physical `phys` (with their indirect-branch entries), so that
+    /// it is translated again; the frame's other translations live on.
+    fn kill_units_containing(&mut self, phys: u32) {
+        for id in self.cache.translations_of_frame(phys / PAGE_SIZE) {
+            let t = self.cache.get(id);
+            let holds = t
+                .pc_map
+                .iter()
+                .any(|(_, eip)| t.key.phys.wrapping_add(eip.wrapping_sub(t.key.eip)) == phys);
+            if !holds {
+                continue;
+            }
+            let (eip, host) = (t.key.eip, self.cache.exec_addr(t.code_offset));
+            if self.cache.invalidate(id) {
+                self.remove_ibtc_entries(eip, host);
+            }
+        }
+        self.pending_chain = None;
+    }
+
+    /// Whether the instruction at guest-physical `phys` is one whose
+    /// memory operand the translator can send through the software TLB.
+    fn soft_access_candidate_at(&self, phys: u32) -> bool {
+        let in_page = (PAGE_SIZE - phys % PAGE_SIZE).min(15) as usize;
+        let mut bytes = [0u8; 15];
+        if self
+            .ram
+            .read(shadowmmu::GuestPhys(phys), &mut bytes[..in_page])
+            .is_err()
+        {
+            return false;
+        }
+        let bitness = if self.sys.code32() { 32 } else { 16 };
+        let i = iced_x86::Decoder::new(bitness, &bytes[..in_page], iced_x86::DecoderOptions::NONE)
+            .decode();
+        !i.is_invalid() && translator::translate::soft_access_candidate(&i)
+    }
+
+    /// The EIPs of the adaptive instructions of a unit starting at `eip`
+    /// (linear `linear`, guest-physical `phys`): those at or after it in
+    /// its page.
+    pub(super) fn adaptive_eips(&self, eip: u32, linear: u32, phys: u32) -> Vec<u32> {
+        if !self.adaptive_on || !self.paging() {
+            return Vec::new();
+        }
+        let start = (linear % PAGE_SIZE) as u16;
+        self.adaptive
+            .get(&(phys / PAGE_SIZE))
+            .map(|offsets| {
+                offsets
+                    .iter()
+                    .filter(|o| **o >= start)
+                    .map(|o| eip.wrapping_add(u32::from(*o - start)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A `SoftMiss` exit: the access `CpuState::soft_addr`/`soft_access`
+    /// of the instruction at EIP found no software-TLB entry.
+    pub(super) fn soft_miss(&mut self) -> Event {
+        self.stats.soft_misses += 1;
+        let lin = self.state.soft_addr;
+        let size = (self.state.soft_access & 0xff).max(1);
+        let write = self.state.soft_access & SOFT_ACCESS_WRITE != 0;
+        let last = lin.wrapping_add(size - 1);
+        if !self.paging() || last < lin || (lin ^ last) / PAGE_SIZE != 0 {
+            return self.soft_fallback();
+        }
+        let walked = match self.walk_for_fault(lin, write) {
+            Ok(w) => w,
+            Err(pf) => {
+                self.stats.soft_guest_faults += 1;
+                return self.raise(Fault::Exception(page_fault(pf)));
+            }
+        };
+        let phys = walked.phys.0;
+        let frame = phys / PAGE_SIZE;
+        let writable =
+            |core: &BtCore| walked.writable_and_dirty && !core.watcher.write_protected(frame);
+        if phys as usize >= self.ram.size() || write && !writable(self) {
+            return self.soft_fallback();
+        }
+        let lpage = lin / PAGE_SIZE;
+        self.watch_walked(lpage, &walked);
+        // Watching the walked tables may have made the frame itself a
+        // watched table (a page table mapped as data).
+        let write_entry = writable(self);
+        if write && !write_entry {
+            return self.soft_fallback();
+        }
+        self.fill_soft(lpage, frame, write);
+        Event::Continue
+    }
+
+    /// Fills the current view's software TLB for `lpage` -> `frame`.
+    fn fill_soft(&mut self, lpage: u32, frame: u32, write: bool) {
+        let host = self.ram.host_base().0 + frame as usize * PAGE_SIZE as usize;
+        let (slot, view) = (self.space, self.view);
+        let Some(space) = self.spaces.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        space.views[view].soft().fill(lpage, host, write);
+        self.stats.soft_fills += 1;
+        if write {
+            if self.soft_write_count >= MAX_SOFT_WRITES {
+                self.drop_soft_writes();
+            }
+            self.soft_write_count += 1;
+            self.soft_writes
+                .entry(frame)
+                .or_default()
+                .push(Alias::new(slot, view, lpage));
+        }
+    }
+
+    /// Runs the instruction at EIP alone through the window (which takes
+    /// and resolves its faults the usual way).
+    fn soft_fallback(&mut self) -> Event {
+        self.stats.soft_fallbacks += 1;
+        self.single_step()
+    }
+
+    /// Drops the software-TLB write entries of `frame` (it is to be
+    /// write-protected).
+    pub(super) fn drop_soft_writes_of(&mut self, frame: u32) {
+        let Some(aliases) = self.soft_writes.remove(&frame) else {
+            return;
+        };
+        for a in aliases {
+            if let Some(space) = self.spaces.get_mut(a.slot()).and_then(Option::as_mut) {
+                space.views[a.view()].soft().drop_write(a.lpage());
+            }
+        }
+    }
+
+    /// Drops every software-TLB write entry of every space.
+    pub(super) fn drop_soft_writes(&mut self) {
+        self.soft_writes.clear();
+        self.soft_write_count = 0;
+        for space in self.spaces.iter_mut().flatten() {
+            for view in space.views.iter_mut() {
+                view.soft().drop_writes();
+            }
+        }
+    }
+
+    /// Whether a host fault that `outcome` resolved counts towards making
+    /// its instruction adaptive: a hidden fault or a guest page fault.
+    pub(super) fn counts_as_memory_fault(outcome: &super::faults::FaultOutcome) -> bool {
+        matches!(
+            outcome,
+            super::faults::FaultOutcome::Hidden
+                | super::faults::FaultOutcome::Guest(Fault::Exception(Exception::PageFault { .. }))
+        )
+    }
+}
