@@ -481,6 +481,30 @@ fn guest_sees_the_configured_memsize_in_multiboot_mem_upper_and_backdoor_getmems
     }
 }
 
+// ---- nestmon.mmu.maxMappings ----
+
+#[test]
+fn a_mapping_budget_beyond_what_the_host_allows_is_refused_with_the_largest_allowed() {
+    let dir = Scratch::new("options-max-mappings");
+    let kernel = dir.file("pass.elf", &passing_guest());
+    let limit: u64 = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(65_530);
+    let too_many = format!("nestmon.mmu.maxMappings={}", limit + 1);
+    let refused = run_kernel(&kernel, &["--set", &too_many]);
+    assert_eq!(refused.status, Some(2), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("nestmon.mmu.maxMappings")
+            && refused.stderr.contains("vm.max_map_count"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!refused.stdout.contains("ran"), "the guest must not run");
+    let fine = run_kernel(&kernel, &["--set", "nestmon.mmu.maxMappings=2048"]);
+    assert_passed(&fine);
+}
+
 // ---- numvcpus, cpuid.coresPerSocket ----
 
 #[test]

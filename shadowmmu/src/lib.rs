@@ -23,8 +23,8 @@ pub use addr::{GuestLinear, GuestPhys, HostAddr, PAGE_SIZE};
 pub use frameset::FrameSet;
 pub use ram::{GuestRam, RamError, MAX_GUEST_RAM, RAM_GUARD};
 pub use soft::{
-    SoftTlb, SOFT_ENTRIES, SOFT_READ_FRAMES, SOFT_READ_TAGS, SOFT_TABLE_BYTES, SOFT_TLB_BYTES,
-    SOFT_TLB_OFFSET, SOFT_WRITE_FRAMES, SOFT_WRITE_TAGS,
+    tag_of, SoftTlb, SOFT_ENTRIES, SOFT_READ_FRAMES, SOFT_READ_TAGS, SOFT_TABLE_BYTES,
+    SOFT_TLB_BYTES, SOFT_TLB_OFFSET, SOFT_WRITE_FRAMES, SOFT_WRITE_TAGS,
 };
 pub use walk::{walk, Access, EntryAt, PageFault, PagingMode, Translated};
 pub use watch::{

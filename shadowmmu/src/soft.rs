@@ -8,7 +8,9 @@
 //! the low 16 bits of the linear page number, at [`SOFT_TLB_OFFSET`] from
 //! the window's base (inside the guard before the 4 GiB part, which guest
 //! addresses, at most 64 bytes below the base, never reach): read tags,
-//! read frames, write tags, write frames. A tag is `linear page + 1` (zero:
+//! read frames, write tags, write frames. A tag is `-(linear page + 1)`
+//! (zero: empty; negated so that translated code finds `tag + page + 1`
+//! zero on a match with a single LEA;
 //! empty); a frame value is the host address of the guest frame's first
 //! byte minus `(linear & 0xf000)`, so that `value + (linear & 0xffff)` is
 //! the host address of `linear` (translated code adds the low 16 bits,
@@ -46,6 +48,11 @@ pub const SOFT_WRITE_FRAMES: i64 = SOFT_TLB_OFFSET + 3 * SOFT_TABLE_BYTES as i64
 
 /// Filled slots listed at most; past that a clear empties everything.
 pub const MAX_LISTED: usize = 1024;
+
+/// The tag of linear page `lpage`: `-(lpage + 1)`, never zero.
+pub fn tag_of(lpage: u32) -> u64 {
+    (u64::from(lpage) + 1).wrapping_neg()
+}
 
 const READ: usize = 0;
 const WRITE: usize = 2 * SOFT_ENTRIES;
@@ -98,7 +105,7 @@ impl SoftTlb {
     pub fn fill(&mut self, lpage: u32, frame_host: usize, write: bool) {
         let slot = Self::slot(lpage);
         let value = (frame_host as u64).wrapping_sub(u64::from((lpage & 0xf) * PAGE_SIZE));
-        let tag = u64::from(lpage) + 1;
+        let tag = tag_of(lpage);
         self.set(READ + slot, tag);
         self.set(READ + SOFT_ENTRIES + slot, value);
         if write {
@@ -118,7 +125,7 @@ impl SoftTlb {
     pub fn lookup(&self, lpage: u32, write: bool) -> Option<usize> {
         let slot = Self::slot(lpage);
         let table = if write { WRITE } else { READ };
-        (self.get(table + slot) == u64::from(lpage) + 1).then(|| {
+        (self.get(table + slot) == tag_of(lpage)).then(|| {
             let v = self.get(table + SOFT_ENTRIES + slot);
             v.wrapping_add(u64::from((lpage & 0xf) * PAGE_SIZE)) as usize
         })
@@ -127,7 +134,7 @@ impl SoftTlb {
     /// Drops `lpage` for reads and writes.
     pub fn drop_page(&mut self, lpage: u32) {
         let slot = Self::slot(lpage);
-        let tag = u64::from(lpage) + 1;
+        let tag = tag_of(lpage);
         for table in [READ, WRITE] {
             if self.get(table + slot) == tag {
                 self.set(table + slot, 0);
@@ -138,7 +145,7 @@ impl SoftTlb {
     /// Drops `lpage` for writes only (it stays readable).
     pub fn drop_write(&mut self, lpage: u32) {
         let slot = Self::slot(lpage);
-        if self.get(WRITE + slot) == u64::from(lpage) + 1 {
+        if self.get(WRITE + slot) == tag_of(lpage) {
             self.set(WRITE + slot, 0);
         }
     }
@@ -236,7 +243,9 @@ mod tests {
         let v = mem[SOFT_ENTRIES + slot];
         let lin: u32 = 0xabcd_e123;
         assert_eq!(v.wrapping_add(u64::from(lin & 0xffff)), 0x5555_0123);
-        assert_eq!(mem[slot], 0xabcde + 1);
+        assert_eq!(mem[slot], tag_of(0xabcde));
+        // What translated code computes: tag + page + 1 is zero on a match.
+        assert_eq!(mem[slot].wrapping_add(0xabcde + 1), 0);
     }
 
     #[test]

@@ -288,7 +288,7 @@ mod tests {
         w.soft().fill(5, 0x1234_5000, true);
         let tags = (w.base().0 as i64 + SOFT_TLB_OFFSET) as *const u64;
         // SAFETY: the read tags are the first table of the mapped tables.
-        assert_eq!(unsafe { tags.add(5).read() }, 6);
+        assert_eq!(unsafe { tags.add(5).read() }, crate::soft::tag_of(5));
         assert!(w.contains(tags as usize));
         assert_eq!(w.linear_of(tags as usize), None);
     }

@@ -1238,8 +1238,8 @@ impl Ctx<'_> {
     /// shrx r11d, r11d, r9d        ; page of the last byte
     /// shrx r9d, r10d, r9d         ; page of the first byte
     /// movzx r12d, r9w             ; slot
-    /// mov r13, rcx ; mov rcx, [r15 + r12*8 + tags]
-    /// not rcx ; lea rcx, [rcx + r11 + 2]   ; last page + 1 - tag
+    /// mov r13, rcx ; mov rcx, [r15 + r12*8 + tags]   ; -(page + 1)
+    /// lea rcx, [rcx + r11 + 1]    ; last page - page
     /// jrcxz hit ; mov rcx, r13 ; <SoftMiss exit>
     /// hit: mov rcx, r13 ; mov r12, [r15 + r12*8 + frames]
     /// movzx r11d, r10w            ; frame value + low 16 bits = host
@@ -1286,11 +1286,10 @@ impl Ctx<'_> {
         self.ins(i2!(Code::Movzx_r32_rm16, Register::R12D, Register::R9W)?)?;
         self.ins(i2!(Code::Mov_r64_rm64, Register::R13, Register::RCX)?)?;
         self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, table(tags))?)?;
-        self.ins(Instruction::with1(Code::Not_rm64, Register::RCX).map_err(err)?)?;
         self.ins(i2!(
             Code::Lea_r64_m,
             Register::RCX,
-            mem(Register::RCX, Register::R11, 2)
+            mem(Register::RCX, Register::R11, 1)
         )?)?;
         let hit = self.e.label();
         self.e.jrcxz_label(hit);

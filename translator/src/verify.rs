@@ -444,8 +444,7 @@ mod tests {
         a.movzx(r12d, r9w).unwrap();
         a.mov(r13, rcx).unwrap();
         a.mov(rcx, qword_ptr(r15 + r12 * 8 + tags)).unwrap();
-        a.not(rcx).unwrap();
-        a.lea(rcx, qword_ptr(rcx + r11 + 2)).unwrap();
+        a.lea(rcx, qword_ptr(rcx + r11 + 1)).unwrap();
         a.jrcxz(hit).unwrap();
         a.mov(rcx, r13).unwrap();
         a.mov(dword_ptr(r14 + 0x20), 8u32).unwrap();

@@ -489,7 +489,12 @@ fn bt_vcpu(
     vcpu.set_out_of_sync(opts.vm.mmu_out_of_sync);
     vcpu.set_adaptive(opts.vm.mmu_adaptive);
     if let Some(most) = opts.vm.mmu_max_mappings {
-        vcpu.set_mapping_budget(most as usize);
+        vcpu.set_mapping_budget(most as usize).map_err(|largest| {
+            MachineError::BadInput(format!(
+                "nestmon.mmu.maxMappings = {most} is more than this host lets a process hold \
+                 (vm.max_map_count less a margin for the monitor: at most {largest})"
+            ))
+        })?;
     }
     Ok(vcpu)
 }

@@ -20,12 +20,21 @@
 //!   the watcher does not protect; each is listed in `soft_writes` under
 //!   its frame, so that protecting the frame (new translated code, a table
 //!   back in sync) drops it.
-//! - Instructions become adaptive for good (per guest frame and offset);
-//!   a cache flush keeps them adaptive.
+//! - An instruction becomes adaptive after [`ADAPT_AFTER`] faults within
+//!   one epoch (at least [`EPOCH`] of host time; the counts start over at
+//!   each epoch), so that a few faults spread over a long run (a heap
+//!   filled once, long ago) do not put a lookup on every execution of a
+//!   hot instruction. It stays adaptive (per guest frame and offset; a
+//!   cache flush keeps it so). Sending instructions back to the window
+//!   when they stopped missing was tried: in Linux's fork+exec most
+//!   adaptive instructions miss once per process, which is rarely within
+//!   one epoch, and 20,800 of 20,900 went back and forth, each time dying
+//!   and being translated again (fork+exec 4.4 s -> 7.7 s).
 
 use super::frames::{page_fault, Alias};
 use super::{BtCore, Event};
 use crate::cpu::{Exception, Fault};
+use rustc_hash::FxHashMap as HashMap;
 use shadowmmu::PAGE_SIZE;
 use translator::state::SOFT_ACCESS_WRITE;
 
@@ -41,19 +50,67 @@ const MAX_COUNTED: usize = 1 << 16;
 /// Write entries listed at most; past that every write entry is dropped.
 const MAX_SOFT_WRITES: usize = 1 << 16;
 
+/// The shortest epoch over which instructions' faults are counted.
+const EPOCH: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Exits between two looks at the clock for the end of an epoch.
+const EPOCH_CHECK_EXITS: u32 = 1024;
+
+/// The state of adaptive memory access (see the module docs).
+pub(super) struct Adaptive {
+    /// On (`nestmon.mmu.adaptive`, and the host has BMI2, which the
+    /// software-TLB lookup uses).
+    pub(super) on: bool,
+    /// Guest frame -> the offsets of its adaptive instructions.
+    insns: HashMap<u32, Vec<u16>>,
+    /// Host faults counted per instruction (guest-physical address) on
+    /// the way to making it adaptive ([`NEVER`]: it cannot be).
+    faults: HashMap<u32, u8>,
+    /// Guest frame -> software-TLB write entries naming it.
+    soft_writes: HashMap<u32, Vec<Alias>>,
+    /// Entries in `soft_writes`.
+    soft_write_count: usize,
+    /// When the current epoch began.
+    epoch_start: std::time::Instant,
+    /// Exits since the clock was last looked at.
+    exits: u32,
+}
+
+impl Adaptive {
+    /// Adaptive memory access, on if `on` and the host can.
+    pub(super) fn new(on: bool) -> Adaptive {
+        Adaptive {
+            on: on && std::arch::is_x86_feature_detected!("bmi2"),
+            insns: HashMap::default(),
+            faults: HashMap::default(),
+            soft_writes: HashMap::default(),
+            soft_write_count: 0,
+            epoch_start: std::time::Instant::now(),
+            exits: 0,
+        }
+    }
+
+    /// Forgets every software-TLB write entry (the spaces were emptied).
+    pub(super) fn forget_soft_writes(&mut self) {
+        self.soft_writes.clear();
+        self.soft_write_count = 0;
+    }
+}
+
 impl BtCore {
     /// Counts a host fault of the instruction at guest-physical `phys`
     /// that filled a mapping or raised a guest page fault; the
     /// [`ADAPT_AFTER`]th makes it adaptive: the translations of its frame
     /// die (with their indirect-branch entries) and are made again.
     pub(super) fn note_memory_fault(&mut self, phys: u32) {
-        if !self.adaptive_on || !self.paging() {
+        if !self.adaptive.on || !self.paging() {
             return;
         }
-        if self.memory_faults.len() >= MAX_COUNTED {
-            self.memory_faults.clear();
+        let a = &mut self.adaptive;
+        if a.faults.len() >= MAX_COUNTED {
+            a.faults.clear();
         }
-        let n = self.memory_faults.entry(phys).or_insert(0);
+        let n = a.faults.entry(phys).or_insert(0);
         if *n == NEVER {
             return;
         }
@@ -62,19 +119,36 @@ impl BtCore {
             return;
         }
         if !self.soft_access_candidate_at(phys) {
-            self.memory_faults.insert(phys, NEVER);
+            self.adaptive.faults.insert(phys, NEVER);
             return;
         }
-        self.memory_faults.remove(&phys);
-        let frame = phys / PAGE_SIZE;
+        let a = &mut self.adaptive;
+        a.faults.remove(&phys);
         let offset = (phys % PAGE_SIZE) as u16;
-        let list = self.adaptive.entry(frame).or_default();
+        let list = a.insns.entry(phys / PAGE_SIZE).or_default();
         if list.contains(&offset) {
             return;
         }
         list.push(offset);
         self.stats.adaptive_instructions += 1;
         self.kill_units_containing(phys);
+    }
+
+    /// Counts an exit towards the end of the epoch; at its end, the fault
+    /// counts start over, so that only an instruction that faults often
+    /// ([`ADAPT_AFTER`] times within one epoch) becomes adaptive.
+    pub(super) fn tick_adaptive_epoch(&mut self) {
+        let a = &mut self.adaptive;
+        a.exits += 1;
+        if a.exits < EPOCH_CHECK_EXITS {
+            return;
+        }
+        a.exits = 0;
+        if a.epoch_start.elapsed() < EPOCH {
+            return;
+        }
+        a.epoch_start = std::time::Instant::now();
+        a.faults.retain(|_, n| *n == NEVER);
     }
 
     /// Kills the live translations that hold the instruction at
@@ -120,15 +194,15 @@ impl BtCore {
     /// (linear `linear`, guest-physical `phys`): those at or after it in
     /// its page.
     pub(super) fn adaptive_eips(&self, eip: u32, linear: u32, phys: u32) -> Vec<u32> {
-        if !self.adaptive_on || !self.paging() {
+        if !self.adaptive.on || !self.paging() {
             return Vec::new();
         }
         let start = (linear % PAGE_SIZE) as u16;
         self.adaptive
+            .insns
             .get(&(phys / PAGE_SIZE))
-            .map(|offsets| {
-                offsets
-                    .iter()
+            .map(|list| {
+                list.iter()
                     .filter(|o| **o >= start)
                     .map(|o| eip.wrapping_add(u32::from(*o - start)))
                     .collect()
@@ -183,11 +257,12 @@ impl BtCore {
         space.views[view].soft().fill(lpage, host, write);
         self.stats.soft_fills += 1;
         if write {
-            if self.soft_write_count >= MAX_SOFT_WRITES {
+            if self.adaptive.soft_write_count >= MAX_SOFT_WRITES {
                 self.drop_soft_writes();
             }
-            self.soft_write_count += 1;
-            self.soft_writes
+            self.adaptive.soft_write_count += 1;
+            self.adaptive
+                .soft_writes
                 .entry(frame)
                 .or_default()
                 .push(Alias::new(slot, view, lpage));
@@ -204,7 +279,7 @@ impl BtCore {
     /// Drops the software-TLB write entries of `frame` (it is to be
     /// write-protected).
     pub(super) fn drop_soft_writes_of(&mut self, frame: u32) {
-        let Some(aliases) = self.soft_writes.remove(&frame) else {
+        let Some(aliases) = self.adaptive.soft_writes.remove(&frame) else {
             return;
         };
         for a in aliases {
@@ -216,8 +291,7 @@ impl BtCore {
 
     /// Drops every software-TLB write entry of every space.
     pub(super) fn drop_soft_writes(&mut self) {
-        self.soft_writes.clear();
-        self.soft_write_count = 0;
+        self.adaptive.forget_soft_writes();
         for space in self.spaces.iter_mut().flatten() {
             for view in space.views.iter_mut() {
                 view.soft().drop_writes();

@@ -440,8 +440,7 @@ impl BtCore {
         drop(c);
         self.watcher.clear_code();
         self.rmap.clear();
-        self.soft_writes.clear();
-        self.soft_write_count = 0;
+        self.adaptive.forget_soft_writes();
         let root = self.current_root();
         self.clock += 1;
         let fresh = match AddressSpace::new(root, self.clock) {

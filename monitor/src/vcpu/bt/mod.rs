@@ -273,22 +273,11 @@ pub struct BtCore {
     /// With paging on: guest frame -> (space, view, linear page) mapped to
     /// it.
     rmap: HashMap<u32, Vec<frames::Alias>>,
-    /// Adaptive memory access is on (`nestmon.mmu.adaptive`; the host has
-    /// BMI2, which the software-TLB probe uses).
-    adaptive_on: bool,
-    /// Guest frame -> page offsets of its adaptive instructions (see
-    /// [`adaptive`]).
-    adaptive: HashMap<u32, Vec<u16>>,
-    /// Host faults counted per instruction (guest-physical address) on
-    /// the way to making it adaptive.
-    memory_faults: HashMap<u32, u8>,
+    /// Adaptive memory access (see [`adaptive`]).
+    adaptive: adaptive::Adaptive,
     /// The instruction (guest-physical address) of the host fault being
     /// handled, when it ran in a unit of its own kind (not alone).
     fault_insn: Option<u32>,
-    /// Guest frame -> software-TLB write entries naming it.
-    soft_writes: HashMap<u32, Vec<frames::Alias>>,
-    /// Entries in `soft_writes`.
-    soft_write_count: usize,
     /// The direct branch that just missed, to chain once its target's
     /// translation is entered: (site, target EIP, mode bits). It is only
     /// chained to a translation of exactly that EIP and mode, whatever ran
@@ -432,14 +421,23 @@ impl BtVcpu {
     /// the software TLB (`nestmon.mmu.adaptive`; on by default where the
     /// host has BMI2, which the lookup uses), for comparison.
     pub fn set_adaptive(&mut self, on: bool) {
-        self.core.adaptive_on = on && std::arch::is_x86_feature_detected!("bmi2");
+        self.core.adaptive.on = on && std::arch::is_x86_feature_detected!("bmi2");
     }
 
     /// Sets the most host mappings the process may hold before cached
     /// address spaces are dropped (`nestmon.mmu.maxMappings`; default
     /// three quarters of `vm.max_map_count`).
-    pub fn set_mapping_budget(&mut self, most: usize) {
+    ///
+    /// A budget above what this host allows a process (its
+    /// `vm.max_map_count`, less a margin for the monitor) is refused with
+    /// the largest one allowed.
+    pub fn set_mapping_budget(&mut self, most: usize) -> Result<(), usize> {
+        let largest = spaces::largest_mapping_budget();
+        if most > largest {
+            return Err(largest);
+        }
         self.core.mapping_budget = most;
+        Ok(())
     }
 
     /// Counts indirect-branch hits and units entered in emitted code
@@ -768,12 +766,8 @@ impl BtCore {
             code_bytes: HashMap::default(),
             code_store_faults: HashMap::default(),
             rmap: HashMap::default(),
-            adaptive_on: std::arch::is_x86_feature_detected!("bmi2"),
-            adaptive: HashMap::default(),
-            memory_faults: HashMap::default(),
+            adaptive: adaptive::Adaptive::new(true),
             fault_insn: None,
-            soft_writes: HashMap::default(),
-            soft_write_count: 0,
             pending_chain: None,
             faults,
             stats: BtStats::default(),
@@ -928,6 +922,7 @@ impl BtCore {
     }
 
     fn handle_exit(&mut self) -> Event {
+        self.tick_adaptive_epoch();
         self.apply_inline_transition();
         if std::mem::take(&mut self.state.event_bail) != 0 {
             self.note_event_bail();

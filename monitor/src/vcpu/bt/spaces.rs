@@ -163,6 +163,16 @@ pub(super) fn mapping_budget() -> usize {
     host_map_limit() / 4 * 3
 }
 
+/// Mappings kept free below the host's limit whatever budget is asked for:
+/// what one fault's handling may add, the monitor's own mappings, and the
+/// estimate's slack.
+const MAPPING_MARGIN: usize = 4096;
+
+/// The largest budget `nestmon.mmu.maxMappings` may ask for on this host.
+pub(super) fn largest_mapping_budget() -> usize {
+    host_map_limit().saturating_sub(MAPPING_MARGIN)
+}
+
 /// The host mappings this process holds now (the lines of
 /// `/proc/self/maps`), if the host tells.
 pub(super) fn host_mappings() -> Option<usize> {
@@ -195,6 +205,7 @@ mod tests {
     fn the_mapping_budget_stays_under_the_host_limit() {
         assert!(mapping_budget() < host_map_limit());
         assert!(mapping_budget() > 1000);
+        assert!(largest_mapping_budget() < host_map_limit());
     }
 
     #[test]
