@@ -523,3 +523,55 @@ fn an_adaptive_read_raises_the_guests_page_fault_without_a_host_fault() {
         r.stderr
     );
 }
+
+#[test]
+fn a_bit_string_instruction_that_keeps_faulting_still_finds_its_bit_through_the_page_tables() {
+    // `flip` = bts [0x200000], ecx keeps faulting (the PTE of 0x200000,
+    // pointing at frame 0x300000, is rewritten and INVLPGed each round).
+    // Then it flips bit 8 * 0x80000: linear 0x280000, which the identity
+    // mapping sends to physical 0x280000, not to 0x380000 (the frame plus
+    // the offset, which an access relative to the frame would change).
+    let body = format!(
+        "{}
+        lea eax, [page_dir]
+        mov cr3, eax
+        {PAGING_ON}
+        mov ebx, 64
+    2:  mov dword ptr [page_table + 0x200 * 4], 0x300003
+        invlpg [0x200000]
+        xor ecx, ecx
+        call flip
+        dec ebx
+        jnz 2b
+        mov dword ptr [0x280000], 0
+        mov dword ptr [0x380000], 0
+        mov ecx, 0x400000
+        call flip
+        cmp dword ptr [0x280000], 1
+        jne 4f
+        cmp dword ptr [0x380000], 0
+        jne 4f
+        {PAGING_OFF_AND_PASS}
+    4:  mov eax, cr0
+        and eax, 0x7fffffff
+        mov cr0, eax
+        mov eax, 3
+        ret
+    flip:
+        bts dword ptr [0x200000], ecx
+        ret
+        .bss
+        .align 4096
+    page_dir: .skip 4096
+    page_table: .skip 4096
+        .text",
+        identity_map(&["page_dir"])
+    );
+    let r = run(
+        std::process::Command::new(env!("CARGO_BIN_EXE_nestmon"))
+            .args(["run", "--stats", "--kernel"])
+            .arg(asm_guest("adaptive_bts", &body)),
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
+}

@@ -24,8 +24,9 @@
 //!   window page drops the same page here (the monitor's shadow MMU does
 //!   it where it drops and protects mappings), so an entry is never valid
 //!   where the window's own mapping would not be.
-//! - Every filled slot is listed (up to [`MAX_LISTED`]; past that the next
-//!   clear empties the whole tables), so clearing costs what was filled.
+//! - Every filled slot is listed once (up to [`MAX_LISTED`]; past that the
+//!   next clear empties the whole tables, giving their memory back), so
+//!   clearing costs what was filled.
 
 use crate::addr::PAGE_SIZE;
 
@@ -102,10 +103,14 @@ impl SoftTlb {
 
     /// Makes linear page `lpage` reach the frame whose first byte is at
     /// host address `frame_host`, for reads, and for writes too if `write`.
-    pub fn fill(&mut self, lpage: u32, frame_host: usize, write: bool) {
+    /// Returns whether the page's write entry is new (it was not there for
+    /// this page before).
+    pub fn fill(&mut self, lpage: u32, frame_host: usize, write: bool) -> bool {
         let slot = Self::slot(lpage);
         let value = (frame_host as u64).wrapping_sub(u64::from((lpage & 0xf) * PAGE_SIZE));
         let tag = tag_of(lpage);
+        let listed = self.get(READ + slot) == tag || self.get(WRITE + slot) == tag;
+        let new_write = write && self.get(WRITE + slot) != tag;
         self.set(READ + slot, tag);
         self.set(READ + SOFT_ENTRIES + slot, value);
         if write {
@@ -114,11 +119,14 @@ impl SoftTlb {
         } else if self.get(WRITE + slot) == tag {
             self.set(WRITE + slot, 0);
         }
-        if self.listed.len() < MAX_LISTED {
-            self.listed.push(lpage);
-        } else {
-            self.overflowed = true;
+        if !listed {
+            if self.listed.len() < MAX_LISTED {
+                self.listed.push(lpage);
+            } else {
+                self.overflowed = true;
+            }
         }
+        new_write
     }
 
     /// The host address `lpage` reaches for a read (or a write), if filled.
@@ -194,9 +202,16 @@ impl SoftTlb {
     /// Drops everything.
     pub fn clear(&mut self) {
         if self.overflowed {
-            // SAFETY: the four tables are SOFT_TLB_BYTES of writable memory
-            // of ours.
-            unsafe { std::ptr::write_bytes(self.tables.cast::<u8>(), 0, SOFT_TLB_BYTES) };
+            // SAFETY: the four tables are SOFT_TLB_BYTES of memory of ours;
+            // for the private anonymous mapping a window gives, dropping
+            // the pages makes them read as zero again and frees them.
+            let dropped =
+                unsafe { libc::madvise(self.tables.cast(), SOFT_TLB_BYTES, libc::MADV_DONTNEED) }
+                    == 0;
+            if !dropped {
+                // SAFETY: as above; the memory is writable.
+                unsafe { std::ptr::write_bytes(self.tables.cast::<u8>(), 0, SOFT_TLB_BYTES) };
+            }
         } else {
             for k in 0..self.listed.len() {
                 let slot = Self::slot(self.listed[k]);
@@ -271,6 +286,20 @@ mod tests {
         t.clear();
         assert!(t.is_empty());
         assert_eq!(t.lookup(0x10f, false), None);
+    }
+
+    #[test]
+    fn refilling_a_page_lists_it_once_and_reports_a_new_write_entry_once() {
+        let (_mem, mut t) = tables();
+        assert!(t.fill(9, 0x4000_0000, true));
+        assert!(!t.fill(9, 0x4000_0000, true));
+        assert!(!t.fill(9, 0x4000_0000, false));
+        assert!(t.fill(9, 0x4000_0000, true));
+        for _ in 0..(2 * MAX_LISTED) {
+            t.fill(10, 0x4000_1000, false);
+        }
+        assert_eq!(t.listed.len(), 2);
+        assert!(!t.overflowed);
     }
 
     #[test]

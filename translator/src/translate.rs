@@ -180,6 +180,7 @@ pub fn soft_access_candidate(i: &Instruction) -> bool {
     if i.is_string_instruction()
         || i.flow_control() != iced_x86::FlowControl::Next
         || uses_stack(i)
+        || reaches_beyond_operand(i)
         || matches!(
             i.mnemonic(),
             Pushad
@@ -199,8 +200,27 @@ pub fn soft_access_candidate(i: &Instruction) -> bool {
     {
         return false;
     }
+    // Exactly the explicit operand is accessed, and really accessed (a
+    // PREFETCH never faults, so a miss must not raise #PF for it).
+    let info = iced_x86::InstructionInfoFactory::new().info(i).clone();
+    let used = info.used_memory();
+    let explicit_only = used.len() == 1
+        && used[0].base() == i.memory_base()
+        && used[0].index() == i.memory_index()
+        && !matches!(used[0].access(), iced_x86::OpAccess::NoMemAccess);
     let (size, _) = explicit_access(i);
-    (1..=16).contains(&size)
+    explicit_only && (1..=16).contains(&size)
+}
+
+/// BT, BTS, BTR and BTC with a register bit offset: they address up to
+/// 256 MiB either side of their operand (iced-x86 reports only the operand
+/// itself), which the window's 4 GiB guards absorb but the software TLB's
+/// frame-relative access would not.
+pub fn reaches_beyond_operand(i: &Instruction) -> bool {
+    matches!(
+        i.mnemonic(),
+        Mnemonic::Bt | Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc
+    ) && i.op1_kind() == OpKind::Register
 }
 
 /// LOOP, LOOPE, LOOPNE, JCXZ, JECXZ.
@@ -2645,6 +2665,19 @@ mod tests {
         );
         assert_eq!(stored(off::EIP), Some(0x1000));
         assert_eq!(stored(off::EXIT_REASON), Some(ExitReason::SoftMiss as u32));
+    }
+
+    #[test]
+    fn accesses_beyond_the_operand_or_none_are_not_software_tlb_candidates() {
+        let decode = |bytes: &[u8]| Decoder::new(32, bytes, DecoderOptions::NONE).decode();
+        // bts [ebx], eax: a register bit offset.
+        assert!(!soft_access_candidate(&decode(&[0x0f, 0xab, 0x03])));
+        // bts dword [ebx], 5: an immediate one.
+        assert!(soft_access_candidate(&decode(&[0x0f, 0xba, 0x2b, 0x05])));
+        // prefetcht0 [ebx] accesses nothing.
+        assert!(!soft_access_candidate(&decode(&[0x0f, 0x18, 0x0b])));
+        // mov eax, [ebx+8]
+        assert!(soft_access_candidate(&decode(&[0x8b, 0x43, 0x08])));
     }
 
     #[test]

@@ -12,13 +12,24 @@
 //! - `[r12 + r11*8 + t]`, `[r12 + r11*8 + t + 8]`: the indirect-branch
 //!   table of a mode, `t` a multiple of its size below `TAGS` tables;
 //! - `[r13]`: the indirect-hit and unit-entry counters (when counting);
-//! - `[r15 + r12*8 + t]`, `t` the start of one of the four software-TLB
-//!   tables (`shadowmmu::SOFT_READ_TAGS` ...), where R12 holds a value
-//!   zero-extended from 16 bits (`movzx r12d, r16`) on every path to it;
-//! - `[r12 + r11]` of at most 16 bytes, where on every path R12 was last
-//!   loaded from a software-TLB frame table (so it is a guest frame's host
-//!   address minus at most 60 KiB) and R11 zero-extended from 16 bits: the
-//!   access stays within the guards around guest RAM (`RAM_GUARD`);
+//! - `[r15 + r12*8 + t]`, loads only (`mov r64, [...]`), `t` the start of
+//!   one of the four software-TLB tables (`shadowmmu::SOFT_READ_TAGS` ...),
+//!   where R12 holds a value zero-extended from 16 bits (`movzx r12d,
+//!   r16`) on every path to it;
+//! - `[r12 + r11]` of at most 16 bytes, not by BT/BTS/BTR/BTC with a
+//!   register bit offset (which reach 256 MiB around it), where on every
+//!   path R12 was last loaded from a software-TLB frame table and R11
+//!   zero-extended from 16 bits: for a filled slot (a guest frame's host
+//!   address minus at most 60 KiB) the access stays within the guards
+//!   around guest RAM (`RAM_GUARD`). A slot never filled holds 0, which
+//!   only the translator's tag check keeps out of reach (that path is not
+//!   proved here); it would name the first 64 KiB + 15 bytes of the host's
+//!   address space, which Linux keeps unmapped (`vm.mmap_min_addr`, 64 KiB
+//!   by default).
+//!
+//! A jump into the middle of an instruction of the unit is refused (the
+//! facts above follow the unit's own jumps from instruction to
+//! instruction).
 //! - `[rip + d]` naming the poll word;
 //! - `[rsi]`/`[rdi]` of a string instruction, only between
 //!   `lea rsi/rdi,[rsi/rdi + r15]` and the `mov esi/edi, esi/edi` that
@@ -60,7 +71,10 @@ pub fn check_unit(code: &[u8], base: u64, poll: u64) -> Result<(), Violation> {
     let insns: Vec<Instruction> = Decoder::with_ip(64, code, base, DecoderOptions::NONE)
         .into_iter()
         .collect();
-    let sources = branch_sources(&insns, base, code.len() as u64);
+    let sources = branch_sources(&insns, base, code.len() as u64).map_err(|k| Violation {
+        offset: (insns[k].ip() - base) as usize,
+        what: "a jump into the middle of an instruction".into(),
+    })?;
     let mut after: Vec<SoftFacts> = Vec::with_capacity(insns.len());
     for (k, i) in insns.iter().enumerate() {
         let i = *i;
@@ -232,7 +246,9 @@ fn soft_table(base: Register, index: Register, scale: u32) -> Option<()> {
 
 /// For each instruction, the indices of the branches in the unit that
 /// jump to it.
-fn branch_sources(insns: &[Instruction], base: u64, len: u64) -> Vec<Vec<usize>> {
+/// Refuses (with the branch's index) a jump into the middle of an
+/// instruction.
+fn branch_sources(insns: &[Instruction], base: u64, len: u64) -> Result<Vec<Vec<usize>>, usize> {
     let index_of: std::collections::HashMap<u64, usize> =
         insns.iter().enumerate().map(|(k, i)| (i.ip(), k)).collect();
     let mut sources = vec![Vec::new(); insns.len()];
@@ -246,15 +262,15 @@ fn branch_sources(insns: &[Instruction], base: u64, len: u64) -> Vec<Vec<usize>>
         }
         let target = i.near_branch_target();
         if target >= base && target < base + len {
-            // A target inside the unit but between instructions matches no
-            // index; what is decoded from there is not checked as such, so
-            // such a jump is refused in `check_flow`'s caller below.
-            if let Some(&t) = index_of.get(&target) {
-                sources[t].push(k);
+            match index_of.get(&target) {
+                Some(&t) => sources[t].push(k),
+                // Into the middle of an instruction: what would run from
+                // there was never decoded, let alone checked.
+                None => return Err(k),
             }
         }
     }
-    sources
+    Ok(sources)
 }
 
 fn is_jrcxz(i: &Instruction) -> bool {
@@ -296,7 +312,11 @@ fn check_access(
     let disp = m.displacement() as i64;
     let ok = match (m.base(), m.index()) {
         (Register::R15, Register::R12) => {
-            soft_table(m.base(), m.index(), m.scale()).is_some()
+            // Loads only: the tables are the monitor's to write.
+            i.code() == Code::Mov_r64_rm64
+                && i.op0_kind() == iced_x86::OpKind::Register
+                && m.access() == OpAccess::Read
+                && soft_table(m.base(), m.index(), m.scale()).is_some()
                 && matches!(
                     disp,
                     shadowmmu::SOFT_READ_TAGS
@@ -307,7 +327,8 @@ fn check_access(
                 && facts.r12 == Fact::Low16
         }
         (Register::R12, Register::R11) if m.scale() == 1 && disp == 0 => {
-            facts.r12 == Fact::SoftFrame
+            !crate::translate::reaches_beyond_operand(i)
+                && facts.r12 == Fact::SoftFrame
                 && facts.r11 == Fact::Low16
                 && (1..=16).contains(&m.memory_size().size())
         }
@@ -504,6 +525,44 @@ mod tests {
             let tags = shadowmmu::SOFT_READ_TAGS as i32;
             a.mov(rax, qword_ptr(r15 + r12 * 8 + tags)).unwrap();
         });
+        assert!(check_unit(&code, BASE, POLL).is_err());
+    }
+
+    #[test]
+    fn a_bit_string_access_through_the_software_tlb_is_a_violation() {
+        use iced_x86::code_asm::*;
+        // BTS with a register bit offset reaches 256 MiB around its operand.
+        let code = assemble(|a| {
+            soft_probe(a, |a| {
+                a.bts(dword_ptr(r12 + r11), eax).unwrap();
+            })
+        });
+        assert!(check_unit(&code, BASE, POLL).is_err());
+        // With an immediate offset it stays within its dword.
+        let code = assemble(|a| {
+            soft_probe(a, |a| {
+                a.bts(dword_ptr(r12 + r11), 5).unwrap();
+            })
+        });
+        assert_eq!(check_unit(&code, BASE, POLL), Ok(()));
+    }
+
+    #[test]
+    fn a_store_into_the_software_tlb_is_a_violation() {
+        use iced_x86::code_asm::*;
+        let frames = shadowmmu::SOFT_READ_FRAMES as i32;
+        let code = assemble(|a| {
+            a.movzx(r12d, r9w).unwrap();
+            a.mov(qword_ptr(r15 + r12 * 8 + frames), rax).unwrap();
+        });
+        assert!(check_unit(&code, BASE, POLL).is_err());
+    }
+
+    #[test]
+    fn a_jump_into_the_middle_of_an_instruction_is_a_violation() {
+        // jmp +2 lands inside `mov r9d, imm32`, whose immediate decodes as
+        // `mov eax, [rbx]`.
+        let code = [0xeb, 0x02, 0x41, 0xb9, 0x8b, 0x03, 0x90, 0x90];
         assert!(check_unit(&code, BASE, POLL).is_err());
     }
 }

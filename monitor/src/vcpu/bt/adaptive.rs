@@ -20,16 +20,19 @@
 //!   the watcher does not protect; each is listed in `soft_writes` under
 //!   its frame, so that protecting the frame (new translated code, a table
 //!   back in sync) drops it.
-//! - An instruction becomes adaptive after [`ADAPT_AFTER`] faults within
-//!   one epoch (at least [`EPOCH`] of host time; the counts start over at
-//!   each epoch), so that a few faults spread over a long run (a heap
-//!   filled once, long ago) do not put a lookup on every execution of a
-//!   hot instruction. It stays adaptive (per guest frame and offset; a
-//!   cache flush keeps it so). Sending instructions back to the window
-//!   when they stopped missing was tried: in Linux's fork+exec most
-//!   adaptive instructions miss once per process, which is rarely within
-//!   one epoch, and 20,800 of 20,900 went back and forth, each time dying
-//!   and being translated again (fork+exec 4.4 s -> 7.7 s).
+//! - An instruction becomes adaptive after [`ADAPT_AFTER`] faults in one
+//!   address space within one epoch (at least [`EPOCH`] of host time; the
+//!   counts start over at each epoch), so that a few faults spread over a
+//!   long run or over many processes do not put a lookup on every
+//!   execution of a hot instruction. It stays adaptive (per guest frame
+//!   and offset; a cache flush keeps it so) until an epoch in which it is
+//!   found in hot code (a unit an exit request found about to run, which
+//!   samples where time goes) and never missed: then it goes back to the
+//!   window. Sending back every instruction that missed fewer than twice
+//!   in an epoch, hot or not, was tried: in Linux's fork+exec most
+//!   adaptive instructions miss about once per process, and 20,800 of
+//!   20,900 went back and forth, each time dying and being translated
+//!   again (fork+exec 4.4 s -> 7.7 s).
 
 use super::frames::{page_fault, Alias};
 use super::{BtCore, Event};
@@ -46,6 +49,9 @@ const NEVER: u8 = u8::MAX;
 
 /// Faulting instructions counted at most; past that the counts start over.
 const MAX_COUNTED: usize = 1 << 16;
+
+/// Hot adaptive instructions watched at most.
+const MAX_SAMPLED: usize = 4096;
 
 /// Write entries listed at most; past that every write entry is dropped.
 const MAX_SOFT_WRITES: usize = 1 << 16;
@@ -65,7 +71,7 @@ pub(super) struct Adaptive {
     insns: HashMap<u32, Vec<u16>>,
     /// Host faults counted per instruction (guest-physical address) on
     /// the way to making it adaptive ([`NEVER`]: it cannot be).
-    faults: HashMap<u32, u8>,
+    faults: HashMap<(u32, usize), u8>,
     /// Guest frame -> software-TLB write entries naming it.
     soft_writes: HashMap<u32, Vec<Alias>>,
     /// Entries in `soft_writes`.
@@ -74,6 +80,14 @@ pub(super) struct Adaptive {
     epoch_start: std::time::Instant,
     /// Exits since the clock was last looked at.
     exits: u32,
+    /// Live translations with software-TLB accesses -> their adaptive
+    /// instructions (EIP, guest-physical address).
+    soft_units: HashMap<u32, Vec<(u32, u32)>>,
+    /// Software-TLB misses per EIP in the current epoch.
+    misses: HashMap<u32, u32>,
+    /// Adaptive instructions of units an exit request found about to run
+    /// (a sample of hot code), until an epoch passes without their missing.
+    sampled: Vec<(u32, u32)>,
 }
 
 impl Adaptive {
@@ -87,7 +101,25 @@ impl Adaptive {
             soft_write_count: 0,
             epoch_start: std::time::Instant::now(),
             exits: 0,
+            soft_units: HashMap::default(),
+            misses: HashMap::default(),
+            sampled: Vec::new(),
         }
+    }
+
+    /// Records that translation `id` (a `TransId`'s index) reaches memory
+    /// through the software TLB for the instructions `insns` (EIP,
+    /// guest-physical address).
+    pub(super) fn note_soft_unit(&mut self, id: u32, insns: Vec<(u32, u32)>) {
+        if !insns.is_empty() {
+            self.soft_units.insert(id, insns);
+        }
+    }
+
+    /// Forgets every translation (the code cache was flushed).
+    pub(super) fn forget_units(&mut self) {
+        self.soft_units.clear();
+        self.sampled.clear();
     }
 
     /// Forgets every software-TLB write entry (the spaces were emptied).
@@ -110,7 +142,8 @@ impl BtCore {
         if a.faults.len() >= MAX_COUNTED {
             a.faults.clear();
         }
-        let n = a.faults.entry(phys).or_insert(0);
+        let key = (phys, self.space);
+        let n = a.faults.entry(key).or_insert(0);
         if *n == NEVER {
             return;
         }
@@ -119,11 +152,11 @@ impl BtCore {
             return;
         }
         if !self.soft_access_candidate_at(phys) {
-            self.adaptive.faults.insert(phys, NEVER);
+            self.adaptive.faults.insert(key, NEVER);
             return;
         }
         let a = &mut self.adaptive;
-        a.faults.remove(&phys);
+        a.faults.remove(&key);
         let offset = (phys % PAGE_SIZE) as u16;
         let list = a.insns.entry(phys / PAGE_SIZE).or_default();
         if list.contains(&offset) {
@@ -134,9 +167,11 @@ impl BtCore {
         self.kill_units_containing(phys);
     }
 
-    /// Counts an exit towards the end of the epoch; at its end, the fault
+    /// Counts an exit towards the end of the epoch. At its end the fault
     /// counts start over, so that only an instruction that faults often
-    /// ([`ADAPT_AFTER`] times within one epoch) becomes adaptive.
+    /// ([`ADAPT_AFTER`] times in one space within one epoch) becomes
+    /// adaptive, and an adaptive instruction of hot code that did not miss
+    /// once in the epoch goes back to the window (see [`Self::sample_unit`]).
     pub(super) fn tick_adaptive_epoch(&mut self) {
         let a = &mut self.adaptive;
         a.exits += 1;
@@ -149,6 +184,66 @@ impl BtCore {
         }
         a.epoch_start = std::time::Instant::now();
         a.faults.retain(|_, n| *n == NEVER);
+        let misses = std::mem::take(&mut a.misses);
+        let mut cold = Vec::new();
+        // Instructions found hot (in this epoch or before) that did not
+        // miss in this one go back; the others stay watched.
+        a.sampled.retain(|(eip, phys)| {
+            let missed = misses.contains_key(eip);
+            if !missed {
+                cold.push(*phys);
+            }
+            missed
+        });
+        cold.sort_unstable();
+        cold.dedup();
+        for phys in cold {
+            self.revert_to_window(phys);
+        }
+    }
+
+    /// An exit request found the unit at host address `rip` about to run:
+    /// its adaptive instructions are noted as hot for this epoch.
+    pub(super) fn sample_unit(&mut self, rip: u64) {
+        if self.adaptive.soft_units.is_empty() {
+            return;
+        }
+        let Some(id) = self
+            .cache
+            .offset_of(rip)
+            .and_then(|off| self.cache.find_by_offset(off))
+        else {
+            return;
+        };
+        if let Some(insns) = self.adaptive.soft_units.get(&id.0) {
+            for insn in insns {
+                if !self.adaptive.sampled.contains(insn)
+                    && self.adaptive.sampled.len() < MAX_SAMPLED
+                {
+                    self.adaptive.sampled.push(*insn);
+                }
+            }
+        }
+    }
+
+    /// Sends the adaptive instruction at guest-physical `phys` back to the
+    /// window: its units die and are made again without the lookup.
+    fn revert_to_window(&mut self, phys: u32) {
+        let frame = phys / PAGE_SIZE;
+        let offset = (phys % PAGE_SIZE) as u16;
+        let Some(list) = self.adaptive.insns.get_mut(&frame) else {
+            return;
+        };
+        let before = list.len();
+        list.retain(|o| *o != offset);
+        if list.len() == before {
+            return;
+        }
+        if list.is_empty() {
+            self.adaptive.insns.remove(&frame);
+        }
+        self.stats.adaptive_reverted += 1;
+        self.kill_units_containing(phys);
     }
 
     /// Kills the live translations that hold the instruction at
@@ -167,6 +262,7 @@ impl BtCore {
             let (eip, host) = (t.key.eip, self.cache.exec_addr(t.code_offset));
             if self.cache.invalidate(id) {
                 self.remove_ibtc_entries(eip, host);
+                self.adaptive.soft_units.remove(&id.0);
             }
         }
         self.pending_chain = None;
@@ -214,6 +310,9 @@ impl BtCore {
     /// of the instruction at EIP found no software-TLB entry.
     pub(super) fn soft_miss(&mut self) -> Event {
         self.stats.soft_misses += 1;
+        if self.adaptive.misses.len() < MAX_COUNTED {
+            *self.adaptive.misses.entry(self.state.eip).or_insert(0) += 1;
+        }
         let lin = self.state.soft_addr;
         let size = (self.state.soft_access & 0xff).max(1);
         let write = self.state.soft_access & SOFT_ACCESS_WRITE != 0;
@@ -254,9 +353,9 @@ impl BtCore {
         let Some(space) = self.spaces.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        space.views[view].soft().fill(lpage, host, write);
+        let new_write = space.views[view].soft().fill(lpage, host, write);
         self.stats.soft_fills += 1;
-        if write {
+        if new_write {
             if self.adaptive.soft_write_count >= MAX_SOFT_WRITES {
                 self.drop_soft_writes();
             }

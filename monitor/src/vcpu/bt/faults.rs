@@ -122,14 +122,7 @@ impl BtCore {
             .partition_point(|(h, _)| *h <= rel)
             .saturating_sub(1);
         self.state.eip = t.pc_map.get(idx).map_or(t.key.eip, |p| p.1);
-        // The instruction's guest-physical address: a unit's instructions
-        // all start in its first page (one-instruction units are not
-        // counted: they are how adaptive instructions fall back).
-        self.fault_insn = (t.key.mode & super::SINGLE_STEP_MODE == 0).then(|| {
-            t.key
-                .phys
-                .wrapping_add(self.state.eip.wrapping_sub(t.key.eip))
-        });
+        self.fault_insn = self.faulting_instruction(id, rel, idx, f.addr);
         let fix = t.fixups.get(idx).copied().unwrap_or(0);
         match fix {
             translator::translate::fixup::REDO_IN_MONITOR => return FaultOutcome::Redo,
@@ -156,6 +149,43 @@ impl BtCore {
                 f.signo, f.trapno
             ))),
         }
+    }
+
+    /// The guest-physical address of the instruction whose own access
+    /// faulted at host address `addr`, in translation `id` at offset `rel`
+    /// (its pc-map entry `idx`), to count towards making it adaptive: a
+    /// unit's instructions all start in its first page. `None` for a
+    /// one-instruction unit (how adaptive instructions fall back) and for
+    /// the unit's checks of its own code bytes (a self-checking unit's, an
+    /// instruction into the next page's), which read the unit's code pages
+    /// before or after its instructions.
+    fn faulting_instruction(
+        &self,
+        id: codecache::TransId,
+        rel: u32,
+        idx: usize,
+        addr: u64,
+    ) -> Option<u32> {
+        let t = self.cache.get(id);
+        if t.key.mode & super::SINGLE_STEP_MODE != 0 || t.pc_map.get(idx).is_none_or(|p| rel < p.0)
+        {
+            return None;
+        }
+        let code_page = self
+            .sys
+            .segment(crate::cpu::Seg::Cs)
+            .base
+            .wrapping_add(t.key.eip)
+            >> 12;
+        let data_page = self.window().linear_of(addr as usize).map(|l| l.0 >> 12);
+        if data_page.is_some_and(|p| p.wrapping_sub(code_page) <= 1) {
+            return None;
+        }
+        Some(
+            t.key
+                .phys
+                .wrapping_add(self.state.eip.wrapping_sub(t.key.eip)),
+        )
     }
 
     /// Undoes what translated code had done to guest registers inside the

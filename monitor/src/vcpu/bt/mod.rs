@@ -139,6 +139,9 @@ pub struct BtStats {
     /// Instructions made adaptive (their memory operand goes through the
     /// software TLB) because they kept taking host faults.
     pub adaptive_instructions: u64,
+    /// Adaptive instructions sent back to the window: found in hot code
+    /// with no miss for an epoch.
+    pub adaptive_reverted: u64,
     /// Software-TLB misses (exits of adaptive instructions).
     pub soft_misses: u64,
     /// Software-TLB entries filled.
@@ -610,6 +613,10 @@ impl Vcpu for BtVcpu {
                 ),
                 ("frames made self-checking", v.self_checking_frames),
                 ("MMU: instructions made adaptive", v.adaptive_instructions),
+                (
+                    "MMU: adaptive instructions back to the window",
+                    v.adaptive_reverted,
+                ),
                 ("MMU: software-TLB misses", v.soft_misses),
                 ("MMU: software-TLB fills", v.soft_fills),
                 (
@@ -934,7 +941,11 @@ impl BtCore {
                 Event::Continue
             }
             Some(ExitReason::IndirectMiss) if self.exit_requested() => {
-                // The empty table of an exit request: EIP is the target.
+                // The empty table of an exit request: EIP is the target,
+                // whose translation (if any) was about to run.
+                if let Some(entry) = self.branch_table(self.tag).get(self.state.eip, self.tag) {
+                    self.sample_unit(entry);
+                }
                 self.serve_exit_request();
                 Event::Interrupted
             }
@@ -973,6 +984,7 @@ impl BtCore {
             }
             Some(ExitReason::SoftMiss) => self.soft_miss(),
             Some(ExitReason::Interrupted) => {
+                self.sample_unit(self.state.fault.rip);
                 self.state.eip = self.guest_eip_at(self.state.fault.rip);
                 self.serve_exit_request();
                 Event::Interrupted
@@ -1387,6 +1399,7 @@ impl BtCore {
 
     fn flush(&mut self) {
         self.cache.flush();
+        self.adaptive.forget_units();
         self.entries.retire_all();
         self.event_outcomes.clear();
         self.event_bails.clear();
@@ -1506,6 +1519,11 @@ impl BtCore {
             CacheError::Full => TranslateFailure::Full,
             e => TranslateFailure::Other(e.to_string()),
         })?;
+        let soft_insns = soft_access
+            .iter()
+            .map(|e| (*e, key.phys.wrapping_add(e.wrapping_sub(eip))))
+            .collect();
+        self.adaptive.note_soft_unit(id.0, soft_insns);
         if self.count_indirect {
             self.entries.commit(unit.insns.len() as u32);
         }
