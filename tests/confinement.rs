@@ -83,3 +83,81 @@ fn no_instruction_form_reaches_host_memory_outside_guest_ram() {
         eprintln!("forms the watchdog stopped: {watchdog:?}");
     }
 }
+
+#[test]
+fn every_software_tlb_candidate_translates_through_the_software_tlb_and_passes_the_check() {
+    use translator::translate::{soft_access_candidate, translate, Mode, UnitRequest};
+    let stubs = translator::Stubs {
+        enter: 0x7f00_0000_1000,
+        exit_common: 0x7f00_0000_1100,
+        exit_saved: 0x7f00_0000_1200,
+        poll: 0x7f00_0000_0000,
+    };
+    let isa = translator::GuestIsa::with(translator::GuestIsa::TRANSLATABLE).expect("offerable");
+    let eip = 0x1000;
+    let mut candidates = 0;
+    let mut failed = Vec::new();
+    for (code, form) in every_instruction_form().values() {
+        let i = iced_x86::Decoder::with_ip(32, form, u64::from(eip), DecoderOptions::NONE).decode();
+        if !soft_access_candidate(&i) {
+            continue;
+        }
+        candidates += 1;
+        let mut bytes = form.clone();
+        bytes.resize(64, 0x90);
+        let req = UnitRequest {
+            eip,
+            code: &bytes,
+            page_end: 0x2000,
+            mode: Mode {
+                flat: true,
+                cpl0: true,
+                ..Mode::default()
+            },
+            host_base: 0x7f00_0001_0000,
+            stubs,
+            max_insns: 1,
+            count_indirect: None,
+            count_entries: None,
+            ibtc_tag: 0,
+            shared_ibtc_tags: 0,
+            isa,
+            emulate_tokens_from: Some(0),
+            cpuid: None,
+            ignored_ports: None,
+            transitions: None,
+            event: None,
+            divide_error: None,
+            split_events: false,
+            paged: None,
+            self_check: false,
+            soft_access: &[eip],
+        };
+        match translate(&req) {
+            Ok(unit) => {
+                // Whatever the translator made of it, its guest memory
+                // access is the software TLB's, not the window's.
+                let host: Vec<iced_x86::Instruction> = iced_x86::Decoder::with_ip(
+                    64,
+                    &unit.code,
+                    0x7f00_0001_0000,
+                    DecoderOptions::NONE,
+                )
+                .into_iter()
+                .collect();
+                let soft = host.iter().any(|h| {
+                    h.memory_base() == iced_x86::Register::R12
+                        && h.memory_index() == iced_x86::Register::R11
+                });
+                let emulated = !unit.emulated.is_empty();
+                if !soft && !emulated {
+                    failed.push(format!("{code:?}: no software-TLB access"));
+                }
+            }
+            Err(translator::TranslateError::Unsupported(_)) => {}
+            Err(e) => failed.push(format!("{code:?}: {e}")),
+        }
+    }
+    assert!(candidates > 500, "only {candidates} candidates");
+    assert!(failed.is_empty(), "{failed:#?}");
+}

@@ -168,13 +168,21 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
     let mut bytes = code.to_vec();
     bytes.resize(in_page.max(bytes.len()) + 15, 0x90);
     let widest = GuestIsa::with(GuestIsa::TRANSLATABLE).expect("offerable");
-    // The last mode checks every segment's limit inline (a guest with
-    // non-flat segments).
-    for (flat, isa, limited) in [
-        (true, GuestIsa::baseline(), 0),
-        (true, widest, 0),
-        (false, widest, 0),
-        (false, widest, 0x3f),
+    // Every instruction of the stream, as adaptive instructions.
+    let every_eip: Vec<u32> =
+        iced_x86::Decoder::with_ip(32, &bytes, u64::from(eip), iced_x86::DecoderOptions::NONE)
+            .into_iter()
+            .map(|i| i.ip32())
+            .collect();
+    // The limited mode checks every segment's limit inline (a guest with
+    // non-flat segments); the last sends every instruction the translator
+    // can through the software TLB.
+    for (flat, isa, limited, soft) in [
+        (true, GuestIsa::baseline(), 0, false),
+        (true, widest, 0, false),
+        (false, widest, 0, false),
+        (false, widest, 0x3f, false),
+        (true, widest, 0, true),
     ] {
         let req = UnitRequest {
             eip,
@@ -209,7 +217,7 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
             split_events: limited != 0,
             paged: None,
             self_check: false,
-            soft_access: &[],
+            soft_access: if soft { &every_eip } else { &[] },
         };
         let unit = match translate(&req) {
             Ok(unit) => unit,
