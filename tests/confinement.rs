@@ -86,7 +86,9 @@ fn no_instruction_form_reaches_host_memory_outside_guest_ram() {
 
 #[test]
 fn every_software_tlb_candidate_translates_through_the_software_tlb_and_passes_the_check() {
-    use translator::translate::{soft_access_candidate, translate, Mode, UnitRequest};
+    use translator::translate::{
+        soft_access_candidate, soft_string_candidate, translate, Mode, UnitRequest,
+    };
     let stubs = translator::Stubs {
         enter: 0x7f00_0000_1000,
         exit_common: 0x7f00_0000_1100,
@@ -99,7 +101,7 @@ fn every_software_tlb_candidate_translates_through_the_software_tlb_and_passes_t
     let mut failed = Vec::new();
     for (code, form) in every_instruction_form().values() {
         let i = iced_x86::Decoder::with_ip(32, form, u64::from(eip), DecoderOptions::NONE).decode();
-        if !soft_access_candidate(&i) {
+        if !soft_access_candidate(&i) && !soft_string_candidate(&i) {
             continue;
         }
         candidates += 1;

@@ -575,3 +575,125 @@ fn a_bit_string_instruction_that_keeps_faulting_still_finds_its_bit_through_the_
     );
     assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
 }
+
+#[test]
+fn adaptive_rep_stos_and_movs_write_across_pages_through_the_page_tables() {
+    // Linear 0x240000-0x242fff maps frames 0x300000.. or 0x310000..
+    // (alternating each round), linear 0x246000-0x247fff frames 0x320000..
+    // or 0x330000..; every round rewrites the PTEs and INVLPGs the pages,
+    // so `fill` (rep stosd of 0x800 dwords from 0x240800) and `copy` (rep
+    // movsd of them to 0x246000) keep faulting and become adaptive. Each
+    // round's words must land in the frames that round maps, up to the
+    // last dword and not one further; a last round with DF set (the
+    // window path) fills backwards.
+    let body = format!(
+        "{}
+        lea eax, [page_dir]
+        mov cr3, eax
+        {PAGING_ON}
+        mov ebx, 1
+    2:  mov eax, 0x300003
+        mov edx, 0x320003
+        test ebx, 1
+        jz 3f
+        mov eax, 0x310003
+        mov edx, 0x330003
+    3:  mov [page_table + 0x240 * 4], eax
+        add eax, 0x1000
+        mov [page_table + 0x241 * 4], eax
+        add eax, 0x1000
+        mov [page_table + 0x242 * 4], eax
+        mov [page_table + 0x246 * 4], edx
+        add edx, 0x1000
+        mov [page_table + 0x247 * 4], edx
+        invlpg [0x240000]
+        invlpg [0x241000]
+        invlpg [0x242000]
+        invlpg [0x246000]
+        invlpg [0x247000]
+        mov eax, ebx
+        call fill
+        call copy
+        // the frames of this round, through the identity map
+        mov esi, 0x300000
+        mov edi, 0x320000
+        test ebx, 1
+        jz 5f
+        mov esi, 0x310000
+        mov edi, 0x330000
+    5:  cmp [esi + 0x800], ebx
+        jne 9f
+        cmp [esi + 0x1010], ebx
+        jne 9f
+        cmp [esi + 0x27fc], ebx
+        jne 9f
+        cmp dword ptr [esi + 0x2800], 0
+        jne 9f
+        cmp [edi], ebx
+        jne 9f
+        cmp [edi + 0x1ffc], ebx
+        jne 9f
+        inc ebx
+        cmp ebx, 24
+        jne 2b
+        // DF set: the window path, backwards from the last dword
+        mov eax, 0x55
+        std
+        mov edi, 0x2427fc
+        mov ecx, 0x800
+        call fill_down
+        cld
+        cmp dword ptr [esi + 0x800], 0x55
+        jne 9f
+        cmp dword ptr [esi + 0x27fc], 0x55
+        jne 9f
+        {PAGING_OFF_AND_PASS}
+    9:  cld
+        mov eax, cr0
+        and eax, 0x7fffffff
+        mov cr0, eax
+        mov eax, 3
+        ret
+    fill:
+        mov edi, 0x240800
+        mov ecx, 0x800
+    fill_down:
+        rep stosd
+        ret
+    copy:
+        mov esi, 0x240800
+        mov edi, 0x246000
+        mov ecx, 0x800
+        rep movsd
+        ret
+        .bss
+        .align 4096
+    page_dir: .skip 4096
+    page_table: .skip 4096
+        .text",
+        identity_map(&["page_dir"])
+    );
+    let r = run(
+        std::process::Command::new(env!("CARGO_BIN_EXE_nestmon"))
+            .args([
+                "run",
+                "--stats",
+                "--set",
+                "nestmon.mmu.adaptiveStrings=TRUE",
+                "--kernel",
+            ])
+            .arg(asm_guest("adaptive_strings", &body)),
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
+    assert!(
+        stat(&r.stderr, "MMU: instructions made adaptive") >= 2,
+        "the string instructions kept faulting but were not made adaptive:\n{}",
+        r.stderr
+    );
+    assert!(
+        stat(&r.stderr, "MMU: software-TLB fills") >= 40,
+        "the adaptive string instructions did not go through the software TLB:\n{}",
+        r.stderr
+    );
+}

@@ -4,10 +4,10 @@
 //! the memfd for the whole life of the `GuestRam`, with [`RAM_GUARD`]
 //! bytes of `PROT_NONE` reservation on either side (translated code's
 //! software-TLB accesses, `frame + (linear & 0xffff) - (linear & 0xf000)`,
-//! can reach at most 60 KiB before a frame and 4 KiB + 15 bytes after it
-//! whatever path led to them: the guards make that a fault, never other
-//! host memory); every accessor checks `addr + len <= size` before
-//! touching it.
+//! can reach at most 60 KiB before a frame and 64 KiB + 15 bytes after it
+//! whatever path led to them, and a software-TLB `rep` chunk 32 KiB more
+//! either way: the guards make that a fault, never other host memory);
+//! every accessor checks `addr + len <= size` before touching it.
 
 use crate::addr::{GuestPhys, HostAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -17,7 +17,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 pub const MAX_GUEST_RAM: u64 = 3584 << 20;
 
 /// Inaccessible bytes reserved before and after the RAM mapping.
-pub const RAM_GUARD: usize = 64 << 10;
+pub const RAM_GUARD: usize = 1 << 20;
 
 /// Why guest RAM could not be created or accessed.
 #[derive(Debug, thiserror::Error)]

@@ -120,6 +120,9 @@ impl SoftTlb {
             self.set(WRITE + slot, 0);
         }
         if !listed {
+            if self.listed.len() == MAX_LISTED {
+                self.compact_listing();
+            }
             if self.listed.len() < MAX_LISTED {
                 self.listed.push(lpage);
             } else {
@@ -127,6 +130,19 @@ impl SoftTlb {
             }
         }
         new_write
+    }
+
+    /// Keeps only the listed pages that are still filled, once each (a
+    /// page dropped and filled again is listed again).
+    fn compact_listing(&mut self) {
+        let mut listed = std::mem::take(&mut self.listed);
+        listed.sort_unstable();
+        listed.dedup();
+        listed.retain(|p| {
+            let slot = Self::slot(*p);
+            self.get(READ + slot) == tag_of(*p) || self.get(WRITE + slot) == tag_of(*p)
+        });
+        self.listed = listed;
     }
 
     /// The host address `lpage` reaches for a read (or a write), if filled.
@@ -300,6 +316,19 @@ mod tests {
         }
         assert_eq!(t.listed.len(), 2);
         assert!(!t.overflowed);
+    }
+
+    #[test]
+    fn pages_dropped_and_filled_again_do_not_overflow_the_listing() {
+        let (_mem, mut t) = tables();
+        for _ in 0..(4 * MAX_LISTED) {
+            t.fill(3, 0x5000_0000, true);
+            t.drop_page(3);
+        }
+        t.fill(4, 0x5000_1000, false);
+        assert!(!t.overflowed);
+        t.drop_range(0, 1 << 20);
+        assert_eq!(t.lookup(4, false), None);
     }
 
     #[test]

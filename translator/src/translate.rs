@@ -141,6 +141,66 @@ fn uses_stack(i: &Instruction) -> bool {
 }
 
 /// iced-x86's displacement size for a 64-bit memory operand.
+/// Where a software-TLB miss goes.
+#[derive(Clone, Copy)]
+enum SoftMiss {
+    /// A `SoftMiss` exit for the instruction at this EIP.
+    Exit(u32),
+    /// A jump to this label (R10D still the address).
+    Jump(Label),
+}
+
+/// `[r15 + r12*8 + disp]`: a slot of the software-TLB table at `disp`.
+fn soft_table(disp: i64) -> iced_x86::MemoryOperand {
+    iced_x86::MemoryOperand::new(
+        Register::R15,
+        Register::R12,
+        8,
+        disp,
+        displ_size(disp),
+        false,
+        Register::None,
+    )
+}
+
+/// The bound put on ECX right before a software-TLB `rep` chunk (a chunk
+/// never has more than 4,096 elements), for the confinement check.
+pub const SOFT_STRING_MAX_COUNT: u32 = 0x1fff;
+
+/// Whether `i` is a string instruction the translator can run through the
+/// software TLB when the monitor asks (see [`UnitRequest::soft_access`]):
+/// `rep movs` or `rep stos` with 32-bit addresses and no segment override
+/// of its source (the mode must also be flat: `Ctx::soft_string`
+/// needs segment bases of 0).
+pub fn soft_string_candidate(i: &Instruction) -> bool {
+    matches!(
+        i.mnemonic(),
+        Mnemonic::Movsb
+            | Mnemonic::Movsw
+            | Mnemonic::Movsd
+            | Mnemonic::Stosb
+            | Mnemonic::Stosw
+            | Mnemonic::Stosd
+    ) && i.is_string_instruction()
+        && i.has_rep_prefix()
+        && !(0..i.op_count()).any(|n| {
+            matches!(
+                i.op_kind(n),
+                OpKind::MemorySegSI | OpKind::MemorySegDI | OpKind::MemoryESDI
+            )
+        })
+        && matches!(i.memory_segment(), Register::DS | Register::ES)
+}
+
+/// The element size of a string instruction.
+fn string_element_size(i: &Instruction) -> u32 {
+    match i.mnemonic() {
+        Mnemonic::Movsb | Mnemonic::Stosb => 1,
+        Mnemonic::Movsw | Mnemonic::Stosw => 2,
+        _ => 4,
+    }
+}
+
 fn displ_size(disp: i64) -> u32 {
     match disp {
         0 => 0,
@@ -296,7 +356,7 @@ pub struct UnitRequest<'a> {
     /// Guest EIPs of *adaptive* instructions: their explicit memory
     /// operand goes through the software TLB of the current window
     /// (`shadowmmu::SoftTlb`) instead of the window, and a miss exits with
-    /// [`ExitReason::SoftMiss`] (see [`Translator::soft_operand`]). Only
+    /// [`ExitReason::SoftMiss`] (see `Ctx::soft_operand`). Only
     /// instructions translated by the generic path use it; the others
     /// ignore the request.
     pub soft_access: &'a [u32],
@@ -464,6 +524,9 @@ pub struct Unit {
     /// in `CpuState::emulate_token` ([`NO_TOKEN`] when it has none), so the
     /// monitor need not fetch and decode the instruction again.
     pub emulated: Vec<Instruction>,
+    /// The EIPs of the instructions this unit sends through the software
+    /// TLB (of those [`UnitRequest::soft_access`] named).
+    pub soft_eips: Vec<u32>,
 }
 
 /// `CpuState::emulate_token` of an `Emulate` exit without a decoded
@@ -493,6 +556,8 @@ struct Ctx<'a> {
     current: Option<Instruction>,
     emulated: Vec<Instruction>,
     inline_ports: Vec<u16>,
+    /// See [`Unit::soft_eips`].
+    soft_eips: Vec<u32>,
     /// Extra (host offset, guest EIP, fix-up) entries inside the current
     /// instruction's code, from where a fault is handled differently.
     sub_entries: Vec<(u32, u32, u8)>,
@@ -593,6 +658,7 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         current: None,
         emulated: Vec::new(),
         inline_ports: Vec::new(),
+        soft_eips: Vec::new(),
         sub_entries: Vec::new(),
     };
     let mut dec = Decoder::with_ip(
@@ -689,6 +755,7 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         insns,
         emulated: cx.emulated,
         inline_ports: cx.inline_ports,
+        soft_eips: cx.soft_eips,
     })
 }
 
@@ -1274,24 +1341,25 @@ impl Ctx<'_> {
     /// guest RAM absorb the rest), which the verifier checks by itself.
     fn soft_operand(&mut self, i: &Instruction) -> Result<iced_x86::MemoryOperand, TranslateError> {
         let (size, write) = explicit_access(i);
+        self.soft_eips.push(i.ip32());
         self.address(i, true)?;
+        self.soft_probe(size, write, SoftMiss::Exit(i.ip32()))?;
+        Ok(mem(Register::R12, Register::R11, 0))
+    }
+
+    /// The software-TLB lookup of the access of `size` bytes at R10D (see
+    /// [`Self::soft_operand`]): on a hit R12 holds the slot's frame value
+    /// and R11 the low 16 bits of R10D (their sum is the host address); on
+    /// a miss it exits with `SoftMiss` for the instruction at the given EIP,
+    /// or jumps to a label with R10D kept. Touches no flags; RCX is the
+    /// guest's again on both paths.
+    fn soft_probe(&mut self, size: u32, write: bool, miss: SoftMiss) -> Result<(), TranslateError> {
         let (tags, frames) = if write {
             (shadowmmu::SOFT_WRITE_TAGS, shadowmmu::SOFT_WRITE_FRAMES)
         } else {
             (shadowmmu::SOFT_READ_TAGS, shadowmmu::SOFT_READ_FRAMES)
         };
         let err = crate::emit::enc_err;
-        let table = |disp: i64| {
-            iced_x86::MemoryOperand::new(
-                Register::R15,
-                Register::R12,
-                8,
-                disp,
-                displ_size(disp),
-                false,
-                Register::None,
-            )
-        };
         self.ins(i2!(Code::Mov_r32_imm32, Register::R9D, 12u32)?)?;
         self.ins(i2!(
             Code::Lea_r32_m,
@@ -1305,7 +1373,7 @@ impl Ctx<'_> {
         self.ins(shrx(Register::R9D, Register::R10D)?)?;
         self.ins(i2!(Code::Movzx_r32_rm16, Register::R12D, Register::R9W)?)?;
         self.ins(i2!(Code::Mov_r64_rm64, Register::R13, Register::RCX)?)?;
-        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, table(tags))?)?;
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, soft_table(tags))?)?;
         self.ins(i2!(
             Code::Lea_r64_m,
             Register::RCX,
@@ -1314,6 +1382,21 @@ impl Ctx<'_> {
         let hit = self.e.label();
         self.e.jrcxz_label(hit);
         self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R13)?)?;
+        match miss {
+            SoftMiss::Exit(eip) => self.soft_miss_exit(size, write, eip)?,
+            SoftMiss::Jump(l) => {
+                self.e.jmp_label(l);
+            }
+        }
+        self.e.bind(hit);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R13)?)?;
+        self.ins(i2!(Code::Mov_r64_rm64, Register::R12, soft_table(frames))?)?;
+        self.ins(i2!(Code::Movzx_r32_rm16, Register::R11D, Register::R10W)?)
+    }
+
+    /// Exits with `SoftMiss` for the access of `size` bytes at R10D by the
+    /// instruction at `eip`.
+    fn soft_miss_exit(&mut self, size: u32, write: bool, eip: u32) -> Result<(), TranslateError> {
         self.ins(i2!(
             Code::Mov_rm32_r32,
             mem(Register::R14, Register::None, off::SOFT_ADDR.into()),
@@ -1330,14 +1413,159 @@ impl Ctx<'_> {
             mem(Register::R14, Register::None, off::SOFT_ACCESS.into()),
             access
         )?)?;
-        self.store_eip_imm(i.ip32())?;
+        self.store_eip_imm(eip)?;
         self.store_exit(ExitReason::SoftMiss)?;
-        self.e.jmp_abs(self.req.stubs.exit_common)?;
-        self.e.bind(hit);
-        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R13)?)?;
-        self.ins(i2!(Code::Mov_r64_rm64, Register::R12, table(frames))?)?;
-        self.ins(i2!(Code::Movzx_r32_rm16, Register::R11D, Register::R10W)?)?;
-        Ok(mem(Register::R12, Register::R11, 0))
+        self.e.jmp_abs(self.req.stubs.exit_common)
+    }
+
+    /// An adaptive `rep movs`/`rep stos` (see [`soft_string_candidate`]):
+    /// page by page through the software TLB, each chunk a native `rep`
+    /// between host pointers into guest RAM.
+    ///
+    /// ```text
+    ///     pushfq ; test byte [rsp+1], 4 ; jnz slow   ; DF = 1: the window
+    /// top: test ecx, ecx ; jz done
+    ///     spill EDI (and ESI); R10D = EDI; probe (write) -> miss_dst
+    ///     lea rdi, [r12 + r11]; R11D = whole elements left in EDI's page
+    ///     (none: the element straddles -> miss_dst)
+    ///     movs: the same for ESI (read) -> miss_src, lea rsi, [r12 + r11]
+    ///     chunk = min(ECX, elements left); and ecx, 0x1fff; rep movs/stos
+    ///     EDI (ESI) = spilled + chunk * size; ECX = rest; jmp top
+    /// miss: EDI (ESI) back from the spill; popfq; SoftMiss exit
+    /// done: popfq ; jmp end
+    /// slow: popfq ; the window form
+    /// ```
+    ///
+    /// Guest flags are saved for the whole of it (nothing in it touches
+    /// the guest's); ECX, ESI and EDI change only by whole chunks, so a
+    /// miss leaves the state of a `rep` interrupted between elements, which
+    /// the monitor resumes as the hardware would. A chunk never leaves its
+    /// page (an element that straddles two misses, and the monitor runs
+    /// the rest through the window).
+    fn soft_string(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
+        self.soft_eips.push(i.ip32());
+        let size = string_element_size(i);
+        let scale = size;
+        let movs = matches!(
+            i.mnemonic(),
+            Mnemonic::Movsb | Mnemonic::Movsw | Mnemonic::Movsd
+        );
+        let err = crate::emit::enc_err;
+        let spill = |k: i64| mem(Register::R14, Register::None, i64::from(off::SPILL) + 8 * k);
+        let (slow, top, done, end) = (
+            self.e.label(),
+            self.e.label(),
+            self.e.label(),
+            self.e.label(),
+        );
+        let (miss_dst, miss_src) = (self.e.label(), self.e.label());
+        self.ins(Instruction::with(Code::Pushfq))?;
+        self.ins(i2!(
+            Code::Test_rm8_imm8,
+            mem(Register::RSP, Register::None, 1),
+            4u32
+        )?)?;
+        self.e.jcc_label(5, slow);
+        self.e.bind(top);
+        self.ins(i2!(Code::Test_rm32_r32, Register::ECX, Register::ECX)?)?;
+        self.e.jcc_label(4, done);
+        self.ins(i2!(Code::Mov_rm32_r32, spill(0), Register::EDI)?)?;
+        if movs {
+            self.ins(i2!(Code::Mov_rm32_r32, spill(1), Register::ESI)?)?;
+        }
+        // The destination, ES:EDI (ES has base 0 in a flat mode).
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R10D, Register::EDI)?)?;
+        self.soft_probe(size, true, SoftMiss::Jump(miss_dst))?;
+        self.ins(i2!(
+            Code::Lea_r64_m,
+            Register::RDI,
+            mem(Register::R12, Register::R11, 0)
+        )?)?;
+        self.elements_left_in_page(scale)?;
+        self.e.jcc_label(4, miss_dst);
+        self.ins(i2!(Code::Mov_rm32_r32, spill(2), Register::R11D)?)?;
+        if movs {
+            self.ins(i2!(Code::Mov_r32_rm32, Register::R10D, Register::ESI)?)?;
+            self.soft_probe(size, false, SoftMiss::Jump(miss_src))?;
+            self.ins(i2!(
+                Code::Lea_r64_m,
+                Register::RSI,
+                mem(Register::R12, Register::R11, 0)
+            )?)?;
+            self.elements_left_in_page(scale)?;
+            self.e.jcc_label(4, miss_src);
+            self.ins(i2!(Code::Cmp_r32_rm32, Register::R11D, spill(2))?)?;
+            self.ins(i2!(Code::Cmova_r32_rm32, Register::R11D, spill(2))?)?;
+        } else {
+            self.ins(i2!(Code::Mov_r32_rm32, Register::R11D, spill(2))?)?;
+        }
+        self.ins(i2!(Code::Cmp_r32_rm32, Register::R11D, Register::ECX)?)?;
+        self.ins(i2!(Code::Cmova_r32_rm32, Register::R11D, Register::ECX)?)?;
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, Register::ECX)?)?;
+        self.ins(i2!(Code::Sub_r32_rm32, Register::R9D, Register::R11D)?)?;
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R13D, Register::R11D)?)?;
+        self.ins(i2!(Code::Mov_r32_rm32, Register::ECX, Register::R11D)?)?;
+        self.ins(i2!(
+            Code::And_rm32_imm32,
+            Register::ECX,
+            SOFT_STRING_MAX_COUNT
+        )?)?;
+        self.e.raw(&string_bytes(i, self.req.code, self.req.eip)?);
+        let advanced = |reg: Register| {
+            iced_x86::MemoryOperand::new(reg, Register::R13, scale, 0, 0, false, Register::None)
+        };
+        self.ins(i2!(Code::Mov_r32_rm32, Register::EDI, spill(0))?)?;
+        self.ins(i2!(
+            Code::Lea_r32_m,
+            Register::EDI,
+            advanced(Register::RDI)
+        )?)?;
+        if movs {
+            self.ins(i2!(Code::Mov_r32_rm32, Register::ESI, spill(1))?)?;
+            self.ins(i2!(
+                Code::Lea_r32_m,
+                Register::ESI,
+                advanced(Register::RSI)
+            )?)?;
+        }
+        self.ins(i2!(Code::Mov_r32_rm32, Register::ECX, Register::R9D)?)?;
+        self.e.jmp_label(top);
+        for (label, write) in [(miss_dst, true), (miss_src, false)] {
+            self.e.bind(label);
+            if write || movs {
+                self.ins(i2!(Code::Mov_r32_rm32, Register::EDI, spill(0))?)?;
+                if movs {
+                    self.ins(i2!(Code::Mov_r32_rm32, Register::ESI, spill(1))?)?;
+                }
+                self.ins(Instruction::with(Code::Popfq))?;
+                self.soft_miss_exit(size, write, i.ip32())?;
+            }
+        }
+        self.e.bind(done);
+        self.ins(Instruction::with(Code::Popfq))?;
+        self.e.jmp_label(end);
+        self.e.bind(slow);
+        self.ins(Instruction::with(Code::Popfq))?;
+        let _ = err;
+        self.string_through_window(i)?;
+        self.e.bind(end);
+        Ok(false)
+    }
+
+    /// R11D = the whole elements of `size` bytes from R10D to the end of
+    /// its page (0 when one straddles the page's end); ZF set when none.
+    fn elements_left_in_page(&mut self, size: u32) -> Result<(), TranslateError> {
+        let err = crate::emit::enc_err;
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R11D, Register::R10D)?)?;
+        self.ins(i2!(Code::And_rm32_imm32, Register::R11D, 0xfffu32)?)?;
+        self.ins(Instruction::with1(Code::Neg_rm32, Register::R11D).map_err(err)?)?;
+        self.ins(i2!(Code::Add_rm32_imm32, Register::R11D, 0x1000u32)?)?;
+        self.ins(i2!(
+            Code::Shr_rm32_imm8,
+            Register::R11D,
+            size.trailing_zeros()
+        )?)?;
+        self.ins(i2!(Code::Test_rm32_r32, Register::R11D, Register::R11D)?)
     }
 
     // ----- generic instructions --------------------------------------------
@@ -2156,6 +2384,17 @@ impl Ctx<'_> {
     // ----- strings ---------------------------------------------------------
 
     fn string(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
+        if self.req.mode.flat
+            && self.req.soft_access.contains(&i.ip32())
+            && soft_string_candidate(i)
+        {
+            return self.soft_string(i);
+        }
+        self.string_through_window(i)
+    }
+
+    /// A string instruction as itself, on window addresses.
+    fn string_through_window(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
         let sixteen_bit_addresses = (0..i.op_count()).any(|n| {
             matches!(
                 i.op_kind(n),

@@ -23,9 +23,14 @@
 //!   address minus at most 60 KiB) the access stays within the guards
 //!   around guest RAM (`RAM_GUARD`). A slot never filled holds 0, which
 //!   only the translator's tag check keeps out of reach (that path is not
-//!   proved here); it would name the first 64 KiB + 15 bytes of the host's
-//!   address space, which Linux keeps unmapped (`vm.mmap_min_addr`, 64 KiB
-//!   by default).
+//!   proved here): it would name the host's first 64 KiB + 15 bytes.
+//!
+//! - `[rsi]`/`[rdi]` of a string instruction of elements of at most 4
+//!   bytes whose pointer was made on every path by `lea r, [r12 + r11]`
+//!   from a frame value and a 16-bit value and whose RCX was masked to at
+//!   most `SOFT_STRING_MAX_COUNT` (`and ecx, imm`): a software-TLB chunk,
+//!   within 60 KiB + 32 KiB before and 64 KiB + 32 KiB after a guest frame
+//!   for a filled slot, inside the guards around guest RAM (1 MiB).
 //!
 //! A jump into the middle of an instruction of the unit is refused (the
 //! facts above follow the unit's own jumps from instruction to
@@ -35,7 +40,7 @@
 //!   `lea rsi/rdi,[rsi/rdi + r15]` and the `mov esi/edi, esi/edi` that
 //!   truncates it back.
 //!
-//! Allowed control transfers: direct jumps and conditional jumps (to the
+//! Allowed control transfers: direct `jmp`, `jcc` and `jrcxz` (to the
 //! unit itself, the runtime stubs or, once chained, other translations) and
 //! the indirect-branch table's `jmp [r12 + r11*8 + 8]`.
 //!
@@ -177,19 +182,32 @@ enum Fact {
     Low16,
     /// A value loaded from a software-TLB frame table.
     SoftFrame,
+    /// A frame value plus a 16-bit value (`lea r, [r12 + r11]` of a
+    /// `SoftFrame` and a `Low16`): within 60 KiB before and 64 KiB after a
+    /// guest frame's host address.
+    SoftPointer,
+    /// At most [`crate::translate::SOFT_STRING_MAX_COUNT`] (`and ecx, imm`).
+    SmallCount,
 }
 
-/// What holds of R11 and R12 before an instruction on every path to it.
+/// What holds of R11, R12, RSI, RDI and RCX before an instruction on
+/// every path to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct SoftFacts {
     r11: Fact,
     r12: Fact,
+    rsi: Fact,
+    rdi: Fact,
+    rcx: Fact,
 }
 
 impl SoftFacts {
     const UNKNOWN: SoftFacts = SoftFacts {
         r11: Fact::Unknown,
         r12: Fact::Unknown,
+        rsi: Fact::Unknown,
+        rdi: Fact::Unknown,
+        rcx: Fact::Unknown,
     };
 
     fn meet(self, other: SoftFacts) -> SoftFacts {
@@ -197,6 +215,18 @@ impl SoftFacts {
         SoftFacts {
             r11: one(self.r11, other.r11),
             r12: one(self.r12, other.r12),
+            rsi: one(self.rsi, other.rsi),
+            rdi: one(self.rdi, other.rdi),
+            rcx: one(self.rcx, other.rcx),
+        }
+    }
+
+    /// The fact about string pointer register `r` (RSI or RDI).
+    fn pointer(self, r: Register) -> Fact {
+        if r == Register::RSI {
+            self.rsi
+        } else {
+            self.rdi
         }
     }
 
@@ -230,6 +260,39 @@ impl SoftFacts {
                 Fact::Low16
             } else if frame_load {
                 Fact::SoftFrame
+            } else {
+                Fact::Unknown
+            };
+        }
+        let soft_pointer = |r: Register| {
+            i.code() == Code::Lea_r64_m
+                && i.op0_register() == r
+                && i.memory_base() == Register::R12
+                && i.memory_index() == Register::R11
+                && i.memory_index_scale() == 1
+                && i.memory_displacement64() == 0
+                && self.r12 == Fact::SoftFrame
+                && self.r11 == Fact::Low16
+        };
+        for (r, fact) in [
+            (Register::RSI, &mut next.rsi),
+            (Register::RDI, &mut next.rdi),
+        ] {
+            if written.contains(&r) {
+                *fact = if soft_pointer(r) {
+                    Fact::SoftPointer
+                } else {
+                    Fact::Unknown
+                };
+            }
+        }
+        if written.contains(&Register::RCX) {
+            let small = i.code() == Code::And_rm32_imm32
+                && i.op0_kind() == iced_x86::OpKind::Register
+                && i.op0_register() == Register::ECX
+                && i.immediate32() <= crate::translate::SOFT_STRING_MAX_COUNT;
+            next.rcx = if small {
+                Fact::SmallCount
             } else {
                 Fact::Unknown
             };
@@ -349,7 +412,14 @@ fn check_access(
         // iced-x86 reports RIP-relative operands as absolute addresses.
         (Register::RIP | Register::None, Register::None) => m.displacement() == poll,
         (Register::RSI | Register::RDI, Register::None) => {
-            i.is_string_instruction() && disp == 0 && rebased.contains(&m.base())
+            i.is_string_instruction()
+                && disp == 0
+                && (rebased.contains(&m.base())
+                    || facts.pointer(m.base()) == Fact::SoftPointer
+                        && facts.rcx == Fact::SmallCount
+                        // The element (with REP, iced-x86 gives the access
+                        // no size).
+                        && (1..=4).contains(&i.memory_size().size()))
         }
         _ => false,
     };
@@ -369,9 +439,11 @@ fn check_access(
 
 fn check_flow(i: &Instruction) -> Result<(), String> {
     match i.flow_control() {
-        FlowControl::Next | FlowControl::UnconditionalBranch | FlowControl::ConditionalBranch => {
-            Ok(())
-        }
+        FlowControl::Next => Ok(()),
+        // The branches the emitter makes (LOOP and its kind are not among
+        // them; `branch_sources` sees every one of these).
+        FlowControl::UnconditionalBranch if i.is_jmp_short_or_near() => Ok(()),
+        FlowControl::ConditionalBranch if i.is_jcc_short_or_near() || is_jrcxz(i) => Ok(()),
         FlowControl::IndirectBranch
             if i.code() == Code::Jmp_rm64
                 && i.memory_base() == Register::R12
@@ -564,5 +636,35 @@ mod tests {
         // `mov eax, [rbx]`.
         let code = [0xeb, 0x02, 0x41, 0xb9, 0x8b, 0x03, 0x90, 0x90];
         assert!(check_unit(&code, BASE, POLL).is_err());
+    }
+
+    #[test]
+    fn a_loop_instruction_is_a_violation() {
+        let code = assemble(|a| {
+            let mut top = a.create_label();
+            a.set_label(&mut top).unwrap();
+            a.nop().unwrap();
+            a.loop_(top).unwrap();
+        });
+        assert!(check_unit(&code, BASE, POLL).is_err());
+    }
+
+    #[test]
+    fn a_software_tlb_string_chunk_passes_and_an_unbounded_one_is_a_violation() {
+        use iced_x86::code_asm::*;
+        let chunk = |bound: bool| {
+            assemble(|a| {
+                soft_probe(a, |a| {
+                    a.lea(rdi, qword_ptr(r12 + r11)).unwrap();
+                    a.mov(ecx, r9d).unwrap();
+                    if bound {
+                        a.and(ecx, 0x1fff).unwrap();
+                    }
+                    a.rep().stosd().unwrap();
+                })
+            })
+        };
+        assert_eq!(check_unit(&chunk(true), BASE, POLL), Ok(()));
+        assert!(check_unit(&chunk(false), BASE, POLL).is_err());
     }
 }

@@ -36,6 +36,8 @@ pub const MMU_OUT_OF_SYNC_KEY: &str = "nestmon.mmu.outOfSync";
 /// the software TLB (default TRUE; FALSE keeps every access in the
 /// window, for comparison).
 pub const MMU_ADAPTIVE_KEY: &str = "nestmon.mmu.adaptive";
+/// Whether `rep movs`/`rep stos` may become adaptive too (default FALSE).
+pub const MMU_ADAPTIVE_STRINGS_KEY: &str = "nestmon.mmu.adaptiveStrings";
 const GUESTINFO_PREFIX: &str = "guestinfo.";
 const CPUID_PREFIX: &str = "cpuid.";
 
@@ -59,6 +61,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "monitor_control.restrict_backdoor",
     MMU_OUT_OF_SYNC_KEY,
     MMU_ADAPTIVE_KEY,
+    MMU_ADAPTIVE_STRINGS_KEY,
     "vhv.enable",
     "vmx.allowNested",
     "hypervisor.cpuid.v0",
@@ -295,6 +298,7 @@ fn apply(key: &str, entry: &Entry, builder: &mut Builder) -> Result<(), ConfigEr
         "vhv.enable" => config.vhv_enable = values::boolean(entry)?,
         "nestmon.mmu.outofsync" => config.mmu_out_of_sync = values::boolean(entry)?,
         "nestmon.mmu.adaptive" => config.mmu_adaptive = values::boolean(entry)?,
+        "nestmon.mmu.adaptivestrings" => config.mmu_adaptive_strings = values::boolean(entry)?,
         "nestmon.mmu.maxmappings" => config.mmu_max_mappings = Some(values::max_mappings(entry)?),
         "vmx.allownested" => config.allow_nested = values::boolean(entry)?,
         "nestmon.noreboot" => config.no_reboot = values::boolean(entry)?,
@@ -760,6 +764,8 @@ mod tests {
             "adaptive memory access on unless turned off"
         );
         assert!(!self::config("nestmon.mmu.adaptive = \"FALSE\"\n").mmu_adaptive);
+        assert!(!config.mmu_adaptive_strings, "off unless turned on");
+        assert!(self::config("nestmon.mmu.adaptiveStrings = \"TRUE\"\n").mmu_adaptive_strings);
         assert!(!config.allow_nested);
         assert!(!config.hypervisor_cpuid_v0);
     }

@@ -96,6 +96,9 @@ pub struct VmConfig {
     /// `nestmon.mmu.adaptive`: instructions that keep taking host faults
     /// reach memory through the software TLB (default true).
     pub mmu_adaptive: bool,
+    /// `nestmon.mmu.adaptiveStrings`: `rep movs`/`rep stos` may become
+    /// adaptive too (default false).
+    pub mmu_adaptive_strings: bool,
     /// `nestmon.mmu.maxMappings`: the most host mappings the process may
     /// hold before the shadow MMU drops cached address spaces (default:
     /// three quarters of the host's `vm.max_map_count`).
@@ -147,6 +150,7 @@ impl Default for VmConfig {
             vhv_enable: false,
             mmu_out_of_sync: true,
             mmu_adaptive: true,
+            mmu_adaptive_strings: false,
             mmu_max_mappings: None,
             allow_nested: false,
             hypervisor_cpuid_v0: true,

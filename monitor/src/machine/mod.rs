@@ -488,6 +488,7 @@ fn bt_vcpu(
     vcpu.set_count_indirect(opts.stats);
     vcpu.set_out_of_sync(opts.vm.mmu_out_of_sync);
     vcpu.set_adaptive(opts.vm.mmu_adaptive);
+    vcpu.set_adaptive_strings(opts.vm.mmu_adaptive_strings);
     if let Some(most) = opts.vm.mmu_max_mappings {
         vcpu.set_mapping_budget(most as usize).map_err(|largest| {
             MachineError::BadInput(format!(

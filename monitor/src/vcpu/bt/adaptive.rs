@@ -67,6 +67,10 @@ pub(super) struct Adaptive {
     /// On (`nestmon.mmu.adaptive`, and the host has BMI2, which the
     /// software-TLB lookup uses).
     pub(super) on: bool,
+    /// `rep movs`/`rep stos` may become adaptive too
+    /// (`nestmon.mmu.adaptiveStrings`, off by default: see
+    /// docs/ARCHITECTURE.md, "Adaptive memory access").
+    pub(super) strings: bool,
     /// Guest frame -> the offsets of its adaptive instructions.
     insns: HashMap<u32, Vec<u16>>,
     /// Host faults counted per instruction (guest-physical address) on
@@ -85,9 +89,10 @@ pub(super) struct Adaptive {
     soft_units: HashMap<u32, Vec<(u32, u32)>>,
     /// Software-TLB misses per EIP in the current epoch.
     misses: HashMap<u32, u32>,
-    /// Adaptive instructions of units an exit request found about to run
-    /// (a sample of hot code), until an epoch passes without their missing.
-    sampled: Vec<(u32, u32)>,
+    /// Adaptive instructions (guest-physical addresses) of units an exit
+    /// request found about to run (a sample of hot code), until an epoch
+    /// passes without their missing.
+    sampled: rustc_hash::FxHashSet<u32>,
 }
 
 impl Adaptive {
@@ -95,6 +100,7 @@ impl Adaptive {
     pub(super) fn new(on: bool) -> Adaptive {
         Adaptive {
             on: on && std::arch::is_x86_feature_detected!("bmi2"),
+            strings: false,
             insns: HashMap::default(),
             faults: HashMap::default(),
             soft_writes: HashMap::default(),
@@ -103,7 +109,7 @@ impl Adaptive {
             exits: 0,
             soft_units: HashMap::default(),
             misses: HashMap::default(),
-            sampled: Vec::new(),
+            sampled: rustc_hash::FxHashSet::default(),
         }
     }
 
@@ -184,19 +190,26 @@ impl BtCore {
         }
         a.epoch_start = std::time::Instant::now();
         a.faults.retain(|_, n| *n == NEVER);
+        // Misses are counted by EIP (what the exit gives); an instruction
+        // missed if it did at any EIP a live unit runs it at.
         let misses = std::mem::take(&mut a.misses);
-        let mut cold = Vec::new();
+        let missed: rustc_hash::FxHashSet<u32> = a
+            .soft_units
+            .values()
+            .flatten()
+            .filter(|(eip, _)| misses.contains_key(eip))
+            .map(|(_, phys)| *phys)
+            .collect();
         // Instructions found hot (in this epoch or before) that did not
         // miss in this one go back; the others stay watched.
-        a.sampled.retain(|(eip, phys)| {
-            let missed = misses.contains_key(eip);
-            if !missed {
+        let mut cold = Vec::new();
+        a.sampled.retain(|phys| {
+            let keep = missed.contains(phys);
+            if !keep {
                 cold.push(*phys);
             }
-            missed
+            keep
         });
-        cold.sort_unstable();
-        cold.dedup();
         for phys in cold {
             self.revert_to_window(phys);
         }
@@ -215,14 +228,14 @@ impl BtCore {
         else {
             return;
         };
-        if let Some(insns) = self.adaptive.soft_units.get(&id.0) {
-            for insn in insns {
-                if !self.adaptive.sampled.contains(insn)
-                    && self.adaptive.sampled.len() < MAX_SAMPLED
-                {
-                    self.adaptive.sampled.push(*insn);
-                }
+        let a = &mut self.adaptive;
+        if let Some(insns) = a.soft_units.get(&id.0) {
+            if a.sampled.len() + insns.len() > MAX_SAMPLED {
+                // Instructions that keep missing stay; past the bound the
+                // watch starts over.
+                a.sampled.clear();
             }
+            a.sampled.extend(insns.iter().map(|(_, phys)| *phys));
         }
     }
 
@@ -283,7 +296,9 @@ impl BtCore {
         let bitness = if self.sys.code32() { 32 } else { 16 };
         let i = iced_x86::Decoder::new(bitness, &bytes[..in_page], iced_x86::DecoderOptions::NONE)
             .decode();
-        !i.is_invalid() && translator::translate::soft_access_candidate(&i)
+        !i.is_invalid()
+            && (translator::translate::soft_access_candidate(&i)
+                || self.adaptive.strings && translator::translate::soft_string_candidate(&i))
     }
 
     /// The EIPs of the adaptive instructions of a unit starting at `eip`

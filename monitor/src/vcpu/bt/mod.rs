@@ -427,6 +427,12 @@ impl BtVcpu {
         self.core.adaptive.on = on && std::arch::is_x86_feature_detected!("bmi2");
     }
 
+    /// Lets `rep movs` and `rep stos` become adaptive too
+    /// (`nestmon.mmu.adaptiveStrings`; off by default).
+    pub fn set_adaptive_strings(&mut self, on: bool) {
+        self.core.adaptive.strings = on;
+    }
+
     /// Sets the most host mappings the process may hold before cached
     /// address spaces are dropped (`nestmon.mmu.maxMappings`; default
     /// three quarters of `vm.max_map_count`).
@@ -1519,7 +1525,8 @@ impl BtCore {
             CacheError::Full => TranslateFailure::Full,
             e => TranslateFailure::Other(e.to_string()),
         })?;
-        let soft_insns = soft_access
+        let soft_insns = unit
+            .soft_eips
             .iter()
             .map(|e| (*e, key.phys.wrapping_add(e.wrapping_sub(eip))))
             .collect();
