@@ -1450,7 +1450,6 @@ impl Ctx<'_> {
             i.mnemonic(),
             Mnemonic::Movsb | Mnemonic::Movsw | Mnemonic::Movsd
         );
-        let err = crate::emit::enc_err;
         let spill = |k: i64| mem(Register::R14, Register::None, i64::from(off::SPILL) + 8 * k);
         let (slow, top, done, end) = (
             self.e.label(),
@@ -1546,7 +1545,6 @@ impl Ctx<'_> {
         self.e.jmp_label(end);
         self.e.bind(slow);
         self.ins(Instruction::with(Code::Popfq))?;
-        let _ = err;
         self.string_through_window(i)?;
         self.e.bind(end);
         Ok(false)
