@@ -15,15 +15,17 @@
 //! - `[r15 + r12*8 + t]`, loads only (`mov r64, [...]`), `t` the start of
 //!   one of the four software-TLB tables (`shadowmmu::SOFT_READ_TAGS` ...),
 //!   where R12 holds a value zero-extended from 16 bits (`movzx r12d,
-//!   r16`) on every path to it;
+//!   r16`) on every path to it; a frame table only where, on every path,
+//!   that slot's tag in the same table (read or write) was found filled:
+//!   the taken edge of `jrcxz` on `rcx = tag + r11 + 1` with R11 a 32-bit
+//!   value, which is zero only for a tag `-(r11 + 1)`, never the empty 0;
 //! - `[r12 + r11]` of at most 16 bytes, not by BT/BTS/BTR/BTC with a
 //!   register bit offset (which reach 256 MiB around it), where on every
-//!   path R12 was last loaded from a software-TLB frame table and R11
-//!   zero-extended from 16 bits: for a filled slot (a guest frame's host
-//!   address minus at most 60 KiB) the access stays within the guards
-//!   around guest RAM (`RAM_GUARD`). A slot never filled holds 0, which
-//!   only the translator's tag check keeps out of reach (that path is not
-//!   proved here): it would name the host's first 64 KiB + 15 bytes.
+//!   path R12 was last loaded from a software-TLB frame table (of a filled
+//!   slot: a guest frame's host address minus at most 60 KiB, as the
+//!   monitor writes a frame with every tag and only ever clears tags or
+//!   whole tables) and R11 zero-extended from 16 bits: the access stays
+//!   within the guards around guest RAM (`RAM_GUARD`).
 //!
 //! - `[rsi]`/`[rdi]` of a string instruction of elements of at most 4
 //!   bytes whose pointer was made on every path by `lea r, [r12 + r11]`
@@ -180,7 +182,20 @@ enum Fact {
     Unknown,
     /// A value zero-extended from 16 bits.
     Low16,
-    /// A value loaded from a software-TLB frame table.
+    /// A value zero-extended from 32 bits (written as a 32-bit register).
+    Low32,
+    /// A tag loaded from the software-TLB tag table (`true`: the write
+    /// table) at the slot R12 names.
+    Tag(bool),
+    /// `tag + r + 1` of a `Tag` and a `Low32`/`Low16` R11: zero only if
+    /// the slot's tag is `-(r + 1)`, never zero: the slot is filled.
+    TagCheck(bool),
+    /// A 16-bit slot index whose tag in table `.0` (`true`: write) was
+    /// found filled on every path here (the taken edge of a JRCXZ on a
+    /// `TagCheck`).
+    Checked(bool),
+    /// A value loaded from a software-TLB frame table at a `Checked` slot:
+    /// the host address of a guest frame minus at most 60 KiB.
     SoftFrame,
     /// A frame value plus a 16-bit value (`lea r, [r12 + r11]` of a
     /// `SoftFrame` and a `Low16`): within 60 KiB before and 64 KiB after a
@@ -241,6 +256,10 @@ impl SoftFacts {
         if written.contains(&Register::R11) {
             next.r11 = if low16(Register::R11D) {
                 Fact::Low16
+            } else if i.op0_kind() == iced_x86::OpKind::Register
+                && i.op0_register() == Register::R11D
+            {
+                Fact::Low32
             } else {
                 Fact::Unknown
             };
@@ -248,14 +267,9 @@ impl SoftFacts {
         if written.contains(&Register::R12) {
             let frame_load = i.code() == Code::Mov_r64_rm64
                 && i.op0_register() == Register::R12
-                && soft_table(i.memory_base(), i.memory_index(), i.memory_index_scale())
-                    .is_some_and(|_| {
-                        matches!(
-                            i.memory_displacement64() as i64,
-                            shadowmmu::SOFT_READ_FRAMES | shadowmmu::SOFT_WRITE_FRAMES
-                        )
-                    })
-                && self.r12 == Fact::Low16;
+                && soft_table(i.memory_base(), i.memory_index(), i.memory_index_scale()).is_some()
+                && table_of(i.memory_displacement64() as i64)
+                    .is_some_and(|(write, frames)| frames && self.r12 == Fact::Checked(write));
             next.r12 = if low16(Register::R12D) {
                 Fact::Low16
             } else if frame_load {
@@ -291,13 +305,52 @@ impl SoftFacts {
                 && i.op0_kind() == iced_x86::OpKind::Register
                 && i.op0_register() == Register::ECX
                 && i.immediate32() <= crate::translate::SOFT_STRING_MAX_COUNT;
-            next.rcx = if small {
-                Fact::SmallCount
-            } else {
-                Fact::Unknown
+            let tag_load = (i.code() == Code::Mov_r64_rm64
+                && i.op0_register() == Register::RCX
+                && soft_table(i.memory_base(), i.memory_index(), i.memory_index_scale()).is_some()
+                && self.r12 == Fact::Low16)
+                .then(|| table_of(i.memory_displacement64() as i64))
+                .flatten()
+                .filter(|(_, frames)| !frames);
+            let tag_check = i.code() == Code::Lea_r64_m
+                && i.op0_register() == Register::RCX
+                && i.memory_base() == Register::RCX
+                && i.memory_index() == Register::R11
+                && i.memory_index_scale() == 1
+                && i.memory_displacement64() == 1
+                && matches!(self.r11, Fact::Low16 | Fact::Low32);
+            next.rcx = match (small, tag_load, tag_check, self.rcx) {
+                (true, _, _, _) => Fact::SmallCount,
+                (_, Some((write, _)), _, _) => Fact::Tag(write),
+                (_, _, true, Fact::Tag(write)) => Fact::TagCheck(write),
+                _ => Fact::Unknown,
             };
         }
         next
+    }
+
+    /// The facts along the taken edge of `i` (a branch): a JRCXZ taken
+    /// on a `TagCheck` proves the slot R12 names filled.
+    fn taken(self, i: &Instruction) -> SoftFacts {
+        let mut next = self;
+        if i.code() == Code::Jrcxz_rel8_64 {
+            if let (Fact::TagCheck(write), Fact::Low16) = (self.rcx, self.r12) {
+                next.r12 = Fact::Checked(write);
+            }
+        }
+        next
+    }
+}
+
+/// Which software-TLB table a displacement names: (write table, frames
+/// rather than tags).
+fn table_of(disp: i64) -> Option<(bool, bool)> {
+    match disp {
+        shadowmmu::SOFT_READ_TAGS => Some((false, false)),
+        shadowmmu::SOFT_READ_FRAMES => Some((false, true)),
+        shadowmmu::SOFT_WRITE_TAGS => Some((true, false)),
+        shadowmmu::SOFT_WRITE_FRAMES => Some((true, true)),
+        _ => None,
     }
 }
 
@@ -359,7 +412,11 @@ fn facts_before(
     );
     let mut facts: Option<SoftFacts> = falls_through.then(|| after[k - 1]);
     for &s in &sources[k] {
-        let f = if s < k { after[s] } else { SoftFacts::UNKNOWN };
+        let f = if s < k {
+            after[s].taken(&insns[s])
+        } else {
+            SoftFacts::UNKNOWN
+        };
         facts = Some(facts.map_or(f, |g| g.meet(f)));
     }
     facts.unwrap_or(SoftFacts::UNKNOWN)
@@ -380,14 +437,13 @@ fn check_access(
                 && i.op0_kind() == iced_x86::OpKind::Register
                 && m.access() == OpAccess::Read
                 && soft_table(m.base(), m.index(), m.scale()).is_some()
-                && matches!(
-                    disp,
-                    shadowmmu::SOFT_READ_TAGS
-                        | shadowmmu::SOFT_READ_FRAMES
-                        | shadowmmu::SOFT_WRITE_TAGS
-                        | shadowmmu::SOFT_WRITE_FRAMES
-                )
-                && facts.r12 == Fact::Low16
+                && match table_of(disp) {
+                    // A tag: any 16-bit slot.
+                    Some((_, false)) => facts.r12 == Fact::Low16,
+                    // A frame: only of a slot whose tag was found filled.
+                    Some((write, true)) => facts.r12 == Fact::Checked(write),
+                    None => false,
+                }
         }
         (Register::R12, Register::R11) if m.scale() == 1 && disp == 0 => {
             !crate::translate::reaches_beyond_operand(i)
@@ -666,5 +722,66 @@ mod tests {
         };
         assert_eq!(check_unit(&chunk(true), BASE, POLL), Ok(()));
         assert!(check_unit(&chunk(false), BASE, POLL).is_err());
+    }
+
+    #[test]
+    fn a_frame_loaded_without_its_tag_found_filled_is_a_violation() {
+        use iced_x86::code_asm::*;
+        let tags = shadowmmu::SOFT_READ_TAGS as i32;
+        let frames = shadowmmu::SOFT_READ_FRAMES as i32;
+        let write_frames = shadowmmu::SOFT_WRITE_FRAMES as i32;
+        let access = |a: &mut CodeAssembler| {
+            a.movzx(r11d, r10w).unwrap();
+            a.mov(eax, dword_ptr(r12 + r11)).unwrap();
+        };
+        // No tag check at all: an empty slot's frame value is 0.
+        let code = assemble(|a| {
+            a.movzx(r12d, r9w).unwrap();
+            a.mov(r12, qword_ptr(r15 + r12 * 8 + frames)).unwrap();
+            access(a);
+        });
+        assert!(check_unit(&code, BASE, POLL).is_err());
+        // The check of the read tag, then the write table's frame.
+        let code = assemble(|a| {
+            let mut hit = a.create_label();
+            a.mov(r11d, r10d).unwrap();
+            a.movzx(r12d, r9w).unwrap();
+            a.mov(rcx, qword_ptr(r15 + r12 * 8 + tags)).unwrap();
+            a.lea(rcx, qword_ptr(rcx + r11 + 1)).unwrap();
+            a.jrcxz(hit).unwrap();
+            a.jmp(0x1000u64).unwrap();
+            a.set_label(&mut hit).unwrap();
+            a.mov(r12, qword_ptr(r15 + r12 * 8 + write_frames)).unwrap();
+            access(a);
+        });
+        assert!(check_unit(&code, BASE, POLL).is_err());
+        // A 64-bit R11 (all ones matches an empty slot's tag of 0).
+        let code = assemble(|a| {
+            let mut hit = a.create_label();
+            a.mov(r11, rax).unwrap();
+            a.movzx(r12d, r9w).unwrap();
+            a.mov(rcx, qword_ptr(r15 + r12 * 8 + tags)).unwrap();
+            a.lea(rcx, qword_ptr(rcx + r11 + 1)).unwrap();
+            a.jrcxz(hit).unwrap();
+            a.jmp(0x1000u64).unwrap();
+            a.set_label(&mut hit).unwrap();
+            a.mov(r12, qword_ptr(r15 + r12 * 8 + frames)).unwrap();
+            access(a);
+        });
+        assert!(check_unit(&code, BASE, POLL).is_err());
+        // The fall-through edge of the check (a miss) proves nothing.
+        let code = assemble(|a| {
+            let mut miss = a.create_label();
+            a.mov(r11d, r10d).unwrap();
+            a.movzx(r12d, r9w).unwrap();
+            a.mov(rcx, qword_ptr(r15 + r12 * 8 + tags)).unwrap();
+            a.lea(rcx, qword_ptr(rcx + r11 + 1)).unwrap();
+            a.jrcxz(miss).unwrap();
+            a.mov(r12, qword_ptr(r15 + r12 * 8 + frames)).unwrap();
+            access(a);
+            a.set_label(&mut miss).unwrap();
+            a.nop().unwrap();
+        });
+        assert!(check_unit(&code, BASE, POLL).is_err());
     }
 }
