@@ -10,7 +10,9 @@
 //! - `[r14 + d]`: the vCPU state block;
 //! - `[rsp + d]`: the monitor's stack (PUSHFQ/POPFQ sequences);
 //! - `[r12 + r11*8 + t]`, `[r12 + r11*8 + t + 8]`: the indirect-branch
-//!   table of a mode, `t` a multiple of its size below `TAGS` tables;
+//!   table of a mode, `t` a multiple of its size below `TAGS` tables,
+//!   where on every path R12 was loaded from the state block's table-set
+//!   pointer and R11 is twice a 16-bit value (`lea r11d, [r11 + r11]`);
 //! - `[r13]`: the indirect-hit and unit-entry counters (when counting);
 //! - `[r15 + r12*8 + t]`, loads only (`mov r64, [...]`), `t` the start of
 //!   one of the four software-TLB tables (`shadowmmu::SOFT_READ_TAGS` ...),
@@ -203,6 +205,12 @@ enum Fact {
     SoftPointer,
     /// At most [`crate::translate::SOFT_STRING_MAX_COUNT`] (`and ecx, imm`).
     SmallCount,
+    /// Twice a `Low16` (`lea r11d, [r11 + r11]`): an indirect-branch table
+    /// index whose 16-byte entry lies inside one table.
+    TableIndex,
+    /// The address of an indirect-branch table set, loaded from the state
+    /// block (`CpuState::ibtc` or `ibtc_shared`).
+    TableSet,
 }
 
 /// What holds of R11, R12, RSI, RDI and RCX before an instruction on
@@ -254,8 +262,17 @@ impl SoftFacts {
         };
         let mut next = self;
         if written.contains(&Register::R11) {
+            let doubled = i.code() == Code::Lea_r32_m
+                && i.op0_register() == Register::R11D
+                && i.memory_base() == Register::R11
+                && i.memory_index() == Register::R11
+                && i.memory_index_scale() == 1
+                && i.memory_displacement64() == 0
+                && self.r11 == Fact::Low16;
             next.r11 = if low16(Register::R11D) {
                 Fact::Low16
+            } else if doubled {
+                Fact::TableIndex
             } else if i.op0_kind() == iced_x86::OpKind::Register
                 && i.op0_register() == Register::R11D
             {
@@ -270,8 +287,19 @@ impl SoftFacts {
                 && soft_table(i.memory_base(), i.memory_index(), i.memory_index_scale()).is_some()
                 && table_of(i.memory_displacement64() as i64)
                     .is_some_and(|(write, frames)| frames && self.r12 == Fact::Checked(write));
+            let table_set = i.code() == Code::Mov_r64_rm64
+                && i.op0_register() == Register::R12
+                && i.memory_base() == Register::R14
+                && i.memory_index() == Register::None
+                && matches!(
+                    i.memory_displacement64() as i64,
+                    d if d == i64::from(crate::state::off::IBTC)
+                        || d == i64::from(crate::state::off::IBTC_SHARED)
+                );
             next.r12 = if low16(Register::R12D) {
                 Fact::Low16
+            } else if table_set {
+                Fact::TableSet
             } else if frame_load {
                 Fact::SoftFrame
             } else {
@@ -460,7 +488,9 @@ fn check_access(
         (Register::RSP, Register::None) => disp.abs() <= 16,
         (Register::R12, Register::R11) => {
             let table = crate::ibtc::TABLE_BYTES as i64;
-            m.scale() == 8
+            facts.r12 == Fact::TableSet
+                && facts.r11 == Fact::TableIndex
+                && m.scale() == 8
                 && (disp % table == 0 || disp % table == 8)
                 && (0..i64::from(crate::ibtc::TAGS) * table).contains(&disp)
         }
@@ -783,5 +813,31 @@ mod tests {
             a.nop().unwrap();
         });
         assert!(check_unit(&code, BASE, POLL).is_err());
+    }
+
+    #[test]
+    fn an_indirect_branch_table_access_needs_the_table_set_and_a_table_index() {
+        use iced_x86::code_asm::*;
+        let set = crate::state::off::IBTC;
+        let probe = |base_ok: bool, index_ok: bool| {
+            assemble(|a| {
+                a.movzx(r11d, r9w).unwrap();
+                if index_ok {
+                    a.lea(r11d, dword_ptr(r11 + r11)).unwrap();
+                } else {
+                    a.mov(r11, rax).unwrap();
+                }
+                if base_ok {
+                    a.mov(r12, qword_ptr(r14 + set)).unwrap();
+                } else {
+                    a.mov(r12, rax).unwrap();
+                }
+                a.mov(ecx, dword_ptr(r12 + r11 * 8)).unwrap();
+                a.jmp(qword_ptr(r12 + r11 * 8 + 8)).unwrap();
+            })
+        };
+        assert_eq!(check_unit(&probe(true, true), BASE, POLL), Ok(()));
+        assert!(check_unit(&probe(false, true), BASE, POLL).is_err());
+        assert!(check_unit(&probe(true, false), BASE, POLL).is_err());
     }
 }
