@@ -14,12 +14,7 @@ fn invlpg_drops_one_page_not_the_translations_or_the_other_mappings() {
     // Each rewrite clears the accessed bit the last read's walk set, so the
     // page must be walked (refilled) again after each INVLPG, but nothing
     // else: no flush of every translation and mapping.
-    let r = run(
-        std::process::Command::new(env!("CARGO_BIN_EXE_nestmon"))
-            .args(["run", "--stats", "--kernel"])
-            .arg(invlpg_loop_guest()),
-        std::time::Duration::from_secs(60),
-    );
+    let r = run_with_stats(&invlpg_loop_guest(), &[]);
     assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
     assert_eq!(stat(&r.stderr, "INVLPG (page invalidations)"), 1000);
     let flushes = stat(&r.stderr, "flushes");
@@ -78,17 +73,9 @@ fn invlpg_loop_guest() -> std::path::PathBuf {
 
 #[test]
 fn with_adaptive_access_off_every_refill_is_a_host_fault() {
-    let r = run(
-        std::process::Command::new(env!("CARGO_BIN_EXE_nestmon"))
-            .args([
-                "run",
-                "--stats",
-                "--set",
-                "nestmon.mmu.adaptive=FALSE",
-                "--kernel",
-            ])
-            .arg(invlpg_loop_guest()),
-        std::time::Duration::from_secs(60),
+    let r = run_with_stats(
+        &invlpg_loop_guest(),
+        &["--set", "nestmon.mmu.adaptive=FALSE"],
     );
     assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
     assert_eq!(stat(&r.stderr, "MMU: instructions made adaptive"), 0);
@@ -137,6 +124,27 @@ const PAGING_OFF_AND_PASS: &str = "
         ret
 ";
 
+/// Paging off and exit status 3: a check of the guest failed.
+const PAGING_OFF_AND_FAIL: &str = "
+        mov eax, cr0
+        and eax, 0x7fffffff
+        mov cr0, eax
+        mov eax, 3
+        ret
+";
+
+/// `nestmon run --stats EXTRA --kernel GUEST`, a minute at most.
+fn run_with_stats(guest: &std::path::Path, extra: &[&str]) -> Run {
+    run(
+        std::process::Command::new(env!("CARGO_BIN_EXE_nestmon"))
+            .args(["run", "--stats"])
+            .args(extra)
+            .arg("--kernel")
+            .arg(guest),
+        std::time::Duration::from_secs(60),
+    )
+}
+
 #[test]
 fn cr3_switches_keep_every_space_and_every_translation() {
     // Two page directories sharing the kernel's page table; 1000 times:
@@ -171,12 +179,7 @@ fn cr3_switches_keep_every_space_and_every_translation() {
         .text",
         identity_map(&["pd1", "pd2"])
     );
-    let r = run(
-        std::process::Command::new(env!("CARGO_BIN_EXE_nestmon"))
-            .args(["run", "--stats", "--kernel"])
-            .arg(asm_guest("cr3_switches", &body)),
-        std::time::Duration::from_secs(60),
-    );
+    let r = run_with_stats(&asm_guest("cr3_switches", &body), &[]);
     assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
     assert!(
         stat(&r.stderr, "MMU: address-space switches") >= 2000,
@@ -256,17 +259,7 @@ fn pte_rewrite_loop() -> std::path::PathBuf {
 #[test]
 fn leaf_tables_go_out_of_sync_unless_the_option_turns_it_off() {
     let elf = pte_rewrite_loop();
-    let run_with = |extra: &[&str]| {
-        run(
-            std::process::Command::new(env!("CARGO_BIN_EXE_nestmon"))
-                .args(["run", "--stats"])
-                .args(extra)
-                .arg("--kernel")
-                .arg(&elf),
-            std::time::Duration::from_secs(60),
-        )
-    };
-    let oos = run_with(&[]);
+    let oos = run_with_stats(&elf, &[]);
     assert_eq!(
         oos.code,
         Some(0),
@@ -293,7 +286,7 @@ fn leaf_tables_go_out_of_sync_unless_the_option_turns_it_off() {
         oos.stderr
     );
 
-    let sync = run_with(&["--set", "nestmon.mmu.outOfSync=FALSE"]);
+    let sync = run_with_stats(&elf, &["--set", "nestmon.mmu.outOfSync=FALSE"]);
     assert_eq!(
         sync.code,
         Some(0),
@@ -424,11 +417,7 @@ fn a_store_made_adaptive_cannot_write_code_unseen_through_its_software_tlb_entry
         cmp eax, 2
         jne 4f
         {PAGING_OFF_AND_PASS}
-    4:  mov eax, cr0
-        and eax, 0x7fffffff
-        mov cr0, eax
-        mov eax, 3
-        ret
+    4:  {PAGING_OFF_AND_FAIL}
     store:
         mov [0x200000], ecx
         ret
@@ -439,12 +428,7 @@ fn a_store_made_adaptive_cannot_write_code_unseen_through_its_software_tlb_entry
         .text",
         identity_map(&["page_dir"])
     );
-    let r = run(
-        std::process::Command::new(env!("CARGO_BIN_EXE_nestmon"))
-            .args(["run", "--stats", "--kernel"])
-            .arg(asm_guest("adaptive_store_over_code", &body)),
-        std::time::Duration::from_secs(60),
-    );
+    let r = run_with_stats(&asm_guest("adaptive_store_over_code", &body), &[]);
     assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
     assert!(
         stat(&r.stderr, "MMU: instructions made adaptive") >= 1,
@@ -487,11 +471,7 @@ fn an_adaptive_read_raises_the_guests_page_fault_without_a_host_fault() {
         cmp dword ptr [faults], 64
         jne 4f
         {PAGING_OFF_AND_PASS}
-    4:  mov eax, cr0
-        and eax, 0x7fffffff
-        mov cr0, eax
-        mov eax, 3
-        ret
+    4:  {PAGING_OFF_AND_FAIL}
     pf_handler:
         add dword ptr [faults], 1
         mov dword ptr [page_table + 0x200 * 4], 0x300003
@@ -510,12 +490,7 @@ fn an_adaptive_read_raises_the_guests_page_fault_without_a_host_fault() {
         .text",
         identity_map(&["page_dir"])
     );
-    let r = run(
-        std::process::Command::new(env!("CARGO_BIN_EXE_nestmon"))
-            .args(["run", "--stats", "--kernel"])
-            .arg(asm_guest("adaptive_read_page_fault", &body)),
-        std::time::Duration::from_secs(60),
-    );
+    let r = run_with_stats(&asm_guest("adaptive_read_page_fault", &body), &[]);
     assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
     assert!(
         stat(&r.stderr, "MMU: software-TLB misses raising a guest #PF") >= 32,
@@ -552,11 +527,7 @@ fn a_bit_string_instruction_that_keeps_faulting_still_finds_its_bit_through_the_
         cmp dword ptr [0x380000], 0
         jne 4f
         {PAGING_OFF_AND_PASS}
-    4:  mov eax, cr0
-        and eax, 0x7fffffff
-        mov cr0, eax
-        mov eax, 3
-        ret
+    4:  {PAGING_OFF_AND_FAIL}
     flip:
         bts dword ptr [0x200000], ecx
         ret
@@ -567,12 +538,7 @@ fn a_bit_string_instruction_that_keeps_faulting_still_finds_its_bit_through_the_
         .text",
         identity_map(&["page_dir"])
     );
-    let r = run(
-        std::process::Command::new(env!("CARGO_BIN_EXE_nestmon"))
-            .args(["run", "--stats", "--kernel"])
-            .arg(asm_guest("adaptive_bts", &body)),
-        std::time::Duration::from_secs(60),
-    );
+    let r = run_with_stats(&asm_guest("adaptive_bts", &body), &[]);
     assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
 }
 
@@ -649,11 +615,7 @@ fn adaptive_rep_stos_and_movs_write_across_pages_through_the_page_tables() {
         jne 9f
         {PAGING_OFF_AND_PASS}
     9:  cld
-        mov eax, cr0
-        and eax, 0x7fffffff
-        mov cr0, eax
-        mov eax, 3
-        ret
+        {PAGING_OFF_AND_FAIL}
     fill:
         mov edi, 0x240800
         mov ecx, 0x800
@@ -673,17 +635,9 @@ fn adaptive_rep_stos_and_movs_write_across_pages_through_the_page_tables() {
         .text",
         identity_map(&["page_dir"])
     );
-    let r = run(
-        std::process::Command::new(env!("CARGO_BIN_EXE_nestmon"))
-            .args([
-                "run",
-                "--stats",
-                "--set",
-                "nestmon.mmu.adaptiveStrings=TRUE",
-                "--kernel",
-            ])
-            .arg(asm_guest("adaptive_strings", &body)),
-        std::time::Duration::from_secs(60),
+    let r = run_with_stats(
+        &asm_guest("adaptive_strings", &body),
+        &["--set", "nestmon.mmu.adaptiveStrings=TRUE"],
     );
     assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
     assert!(
