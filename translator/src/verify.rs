@@ -771,34 +771,30 @@ mod tests {
             access(a);
         });
         assert!(check_unit(&code, BASE, POLL).is_err());
-        // The check of the read tag, then the write table's frame.
-        let code = assemble(|a| {
-            let mut hit = a.create_label();
-            a.mov(r11d, r10d).unwrap();
-            a.movzx(r12d, r9w).unwrap();
-            a.mov(rcx, qword_ptr(r15 + r12 * 8 + tags)).unwrap();
-            a.lea(rcx, qword_ptr(rcx + r11 + 1)).unwrap();
-            a.jrcxz(hit).unwrap();
-            a.jmp(0x1000u64).unwrap();
-            a.set_label(&mut hit).unwrap();
-            a.mov(r12, qword_ptr(r15 + r12 * 8 + write_frames)).unwrap();
-            access(a);
-        });
-        assert!(check_unit(&code, BASE, POLL).is_err());
+        // The read tag checked against R11 (32 or 64 bits), then a frame.
+        let checked = |wide_r11: bool, frame_table: i32| {
+            assemble(|a| {
+                let mut hit = a.create_label();
+                if wide_r11 {
+                    a.mov(r11, rax).unwrap();
+                } else {
+                    a.mov(r11d, r10d).unwrap();
+                }
+                a.movzx(r12d, r9w).unwrap();
+                a.mov(rcx, qword_ptr(r15 + r12 * 8 + tags)).unwrap();
+                a.lea(rcx, qword_ptr(rcx + r11 + 1)).unwrap();
+                a.jrcxz(hit).unwrap();
+                a.jmp(0x1000u64).unwrap();
+                a.set_label(&mut hit).unwrap();
+                a.mov(r12, qword_ptr(r15 + r12 * 8 + frame_table)).unwrap();
+                access(a);
+            })
+        };
+        assert_eq!(check_unit(&checked(false, frames), BASE, POLL), Ok(()));
+        // The write table's frame after the read table's tag.
+        assert!(check_unit(&checked(false, write_frames), BASE, POLL).is_err());
         // A 64-bit R11 (all ones matches an empty slot's tag of 0).
-        let code = assemble(|a| {
-            let mut hit = a.create_label();
-            a.mov(r11, rax).unwrap();
-            a.movzx(r12d, r9w).unwrap();
-            a.mov(rcx, qword_ptr(r15 + r12 * 8 + tags)).unwrap();
-            a.lea(rcx, qword_ptr(rcx + r11 + 1)).unwrap();
-            a.jrcxz(hit).unwrap();
-            a.jmp(0x1000u64).unwrap();
-            a.set_label(&mut hit).unwrap();
-            a.mov(r12, qword_ptr(r15 + r12 * 8 + frames)).unwrap();
-            access(a);
-        });
-        assert!(check_unit(&code, BASE, POLL).is_err());
+        assert!(check_unit(&checked(true, frames), BASE, POLL).is_err());
         // The fall-through edge of the check (a miss) proves nothing.
         let code = assemble(|a| {
             let mut miss = a.create_label();
