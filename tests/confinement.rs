@@ -89,12 +89,6 @@ fn every_software_tlb_candidate_translates_through_the_software_tlb_and_passes_t
     use translator::translate::{
         soft_access_candidate, soft_string_candidate, translate, Mode, UnitRequest,
     };
-    let stubs = translator::Stubs {
-        enter: 0x7f00_0000_1000,
-        exit_common: 0x7f00_0000_1100,
-        exit_saved: 0x7f00_0000_1200,
-        poll: 0x7f00_0000_0000,
-    };
     let isa = translator::GuestIsa::with(translator::GuestIsa::TRANSLATABLE).expect("offerable");
     let eip = 0x1000;
     let mut candidates = 0;
@@ -117,7 +111,7 @@ fn every_software_tlb_candidate_translates_through_the_software_tlb_and_passes_t
                 ..Mode::default()
             },
             host_base: 0x7f00_0001_0000,
-            stubs,
+            stubs: sandbox::STUBS,
             max_insns: 1,
             count_indirect: None,
             count_entries: None,

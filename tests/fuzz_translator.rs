@@ -28,10 +28,10 @@ use fuzz::{Target, Watchdog};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;
-use sandbox::{Canary, CODE};
+use sandbox::{Canary, CODE, STUBS};
 use std::sync::OnceLock;
 use std::time::Duration;
-use translator::{translate, GuestIsa, Mode, Stubs, TranslateError, UnitRequest};
+use translator::{translate, GuestIsa, Mode, TranslateError, UnitRequest};
 
 const TARGET: Target = Target {
     name: "fuzz_translator",
@@ -136,13 +136,6 @@ fn registers() -> impl Strategy<Value = Registers> {
 }
 
 // ----- properties ----------------------------------------------------------
-
-const STUBS: Stubs = Stubs {
-    enter: 0x7f00_0000_1000,
-    exit_common: 0x7f00_0000_1100,
-    exit_saved: 0x7f00_0000_1200,
-    poll: 0x7f00_0000_0000,
-};
 
 /// Inline privilege changes as a monitor would offer them.
 const TRANSITIONS: translator::translate::Transitions = {
