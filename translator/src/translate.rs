@@ -1445,7 +1445,6 @@ impl Ctx<'_> {
     fn soft_string(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
         self.soft_eips.push(i.ip32());
         let size = string_element_size(i);
-        let scale = size;
         let movs = matches!(
             i.mnemonic(),
             Mnemonic::Movsb | Mnemonic::Movsw | Mnemonic::Movsd
@@ -1473,26 +1472,10 @@ impl Ctx<'_> {
             self.ins(i2!(Code::Mov_rm32_r32, spill(1), Register::ESI)?)?;
         }
         // The destination, ES:EDI (ES has base 0 in a flat mode).
-        self.ins(i2!(Code::Mov_r32_rm32, Register::R10D, Register::EDI)?)?;
-        self.soft_probe(size, true, SoftMiss::Jump(miss_dst))?;
-        self.ins(i2!(
-            Code::Lea_r64_m,
-            Register::RDI,
-            mem(Register::R12, Register::R11, 0)
-        )?)?;
-        self.elements_left_in_page(scale)?;
-        self.e.jcc_label(4, miss_dst);
+        self.soft_string_pointer(Register::RDI, size, true, miss_dst)?;
         self.ins(i2!(Code::Mov_rm32_r32, spill(2), Register::R11D)?)?;
         if movs {
-            self.ins(i2!(Code::Mov_r32_rm32, Register::R10D, Register::ESI)?)?;
-            self.soft_probe(size, false, SoftMiss::Jump(miss_src))?;
-            self.ins(i2!(
-                Code::Lea_r64_m,
-                Register::RSI,
-                mem(Register::R12, Register::R11, 0)
-            )?)?;
-            self.elements_left_in_page(scale)?;
-            self.e.jcc_label(4, miss_src);
+            self.soft_string_pointer(Register::RSI, size, false, miss_src)?;
             self.ins(i2!(Code::Cmp_r32_rm32, Register::R11D, spill(2))?)?;
             self.ins(i2!(Code::Cmova_r32_rm32, Register::R11D, spill(2))?)?;
         } else {
@@ -1511,7 +1494,7 @@ impl Ctx<'_> {
         )?)?;
         self.e.raw(&string_bytes(i, self.req.code, self.req.eip)?);
         let advanced = |reg: Register| {
-            iced_x86::MemoryOperand::new(reg, Register::R13, scale, 0, 0, false, Register::None)
+            iced_x86::MemoryOperand::new(reg, Register::R13, size, 0, 0, false, Register::None)
         };
         self.ins(i2!(Code::Mov_r32_rm32, Register::EDI, spill(0))?)?;
         self.ins(i2!(
@@ -1548,6 +1531,34 @@ impl Ctx<'_> {
         self.string_through_window(i)?;
         self.e.bind(end);
         Ok(false)
+    }
+
+    /// Turns string register `reg` (RSI or RDI, a guest address) into
+    /// the host pointer the software TLB gives for it (R10D keeps the
+    /// guest address), and R11D into the whole elements of `size` bytes
+    /// left in its page; jumps to `miss` on a miss or when an element
+    /// straddles the page's end.
+    fn soft_string_pointer(
+        &mut self,
+        reg: Register,
+        size: u32,
+        write: bool,
+        miss: Label,
+    ) -> Result<(), TranslateError> {
+        self.ins(i2!(
+            Code::Mov_r32_rm32,
+            Register::R10D,
+            reg.full_register32()
+        )?)?;
+        self.soft_probe(size, write, SoftMiss::Jump(miss))?;
+        self.ins(i2!(
+            Code::Lea_r64_m,
+            reg,
+            mem(Register::R12, Register::R11, 0)
+        )?)?;
+        self.elements_left_in_page(size)?;
+        self.e.jcc_label(4, miss);
+        Ok(())
     }
 
     /// R11D = the whole elements of `size` bytes from R10D to the end of
