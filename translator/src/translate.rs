@@ -268,8 +268,7 @@ pub fn soft_access_candidate(i: &Instruction) -> bool {
         && used[0].base() == i.memory_base()
         && used[0].index() == i.memory_index()
         && !matches!(used[0].access(), iced_x86::OpAccess::NoMemAccess);
-    let (size, _) = explicit_access(i);
-    explicit_only && (1..=16).contains(&size)
+    explicit_only && (1..=16).contains(&i.memory_size().size())
 }
 
 /// BT, BTS, BTR and BTC with a register bit offset: they address up to

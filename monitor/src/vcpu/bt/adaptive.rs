@@ -122,6 +122,11 @@ impl Adaptive {
         }
     }
 
+    /// Forgets translation `id` (a `TransId`'s index), which died.
+    pub(super) fn forget_unit(&mut self, id: u32) {
+        self.soft_units.remove(&id);
+    }
+
     /// Forgets every translation (the code cache was flushed).
     pub(super) fn forget_units(&mut self) {
         self.soft_units.clear();
@@ -272,10 +277,8 @@ impl BtCore {
             if !holds {
                 continue;
             }
-            let (eip, host) = (t.key.eip, self.cache.exec_addr(t.code_offset));
             if self.cache.invalidate(id) {
-                self.remove_ibtc_entries(eip, host);
-                self.adaptive.soft_units.remove(&id.0);
+                self.forget_dead_translation(id);
             }
         }
         self.pending_chain = None;

@@ -661,9 +661,7 @@ impl BtCore {
         let dead = self.cache.invalidate_frame(frame);
         self.stats.smc_translations_killed += dead.len() as u64;
         for id in dead {
-            let t = self.cache.get(id);
-            let (eip, host) = (t.key.eip, self.cache.exec_addr(t.code_offset));
-            self.remove_ibtc_entries(eip, host);
+            self.forget_dead_translation(id);
         }
         self.pending_chain = None;
         if !self.watcher.write_protected(frame) {
@@ -742,9 +740,19 @@ impl BtCore {
             .fold(0, |mask, t| mask | 1 << t)
     }
 
+    /// Forgets what points at translation `id`, which just died: its
+    /// indirect-branch entries in every table and its record as a unit
+    /// with software-TLB accesses.
+    pub(super) fn forget_dead_translation(&mut self, id: codecache::TransId) {
+        let t = self.cache.get(id);
+        let (eip, host) = (t.key.eip, self.cache.exec_addr(t.code_offset));
+        self.remove_ibtc_entries(eip, host);
+        self.adaptive.forget_unit(id.0);
+    }
+
     /// Drops the indirect-branch entries of `eip` that lead to `host` (a
     /// translation that died) from every table.
-    pub(super) fn remove_ibtc_entries(&mut self, eip: u32, host: u64) {
+    fn remove_ibtc_entries(&mut self, eip: u32, host: u64) {
         for space in self.spaces.iter_mut().flatten() {
             space.ibtc.remove_entry(eip, host);
         }

@@ -1015,9 +1015,8 @@ impl BtCore {
         let mode = self.mode().bits();
         for mode in [mode, SINGLE_STEP_MODE | mode] {
             if let Some(id) = self.cache.lookup(&TransKey { phys, eip, mode }) {
-                let host = self.cache.exec_addr(self.cache.get(id).code_offset);
                 self.cache.invalidate(id);
-                self.remove_ibtc_entries(eip, host);
+                self.forget_dead_translation(id);
                 self.pending_chain = None;
             }
         }
