@@ -381,21 +381,20 @@ fn sigterm_without_tools_stops_the_guest_at_once_with_status_143() {
     assert!(!stderr.contains("OS_Halt"), "{stderr}");
 }
 
+/// A guest script whose Tools take their time powering off: vmtoolsd runs
+/// the power-off script before it shuts the guest down (tools.conf of
+/// tools.sh names none, so it runs poweroff-vm-default; a slow one stands
+/// in here).
+const SLOW_POWER_OFF: &str =
+    "printf '#!/bin/sh\\nsleep 600\\n' >/etc/vmware-tools/poweroff-vm-default\n\
+     vmtoolsd &\nsleep 600\n";
+
 #[test]
 fn a_second_sigterm_while_the_guest_shuts_down_stops_it_hard_with_status_143() {
     let Some((kernel, initramfs)) = guest() else {
         return;
     };
-    // The power-off script takes its time: vmtoolsd runs it before it
-    // shuts the guest down (tools.conf of tools.sh names none, so
-    // vmtoolsd runs poweroff-vm-default; a slow one stands in here).
-    let mut run = watched_tools_guest(
-        &kernel,
-        &initramfs,
-        "printf '#!/bin/sh\\nsleep 600\\n' >/etc/vmware-tools/poweroff-vm-default\n\
-         vmtoolsd &\nsleep 600\n",
-        &[],
-    );
+    let mut run = watched_tools_guest(&kernel, &initramfs, SLOW_POWER_OFF, &[]);
     expect_line(&mut run, Stream::Stderr, TOOLS_POLLING, "");
     run.signal(libc::SIGTERM);
     expect_line(&mut run, Stream::Stderr, "tools replied to \"OS_Halt\"", "");
@@ -410,8 +409,7 @@ fn a_guest_that_does_not_power_off_in_time_is_stopped_after_the_soft_power_off_t
     let mut run = watched_tools_guest(
         &kernel,
         &initramfs,
-        "printf '#!/bin/sh\\nsleep 600\\n' >/etc/vmware-tools/poweroff-vm-default\n\
-         vmtoolsd &\nsleep 600\n",
+        SLOW_POWER_OFF,
         &["--set", "nestmon.softPowerOffTimeout=3"],
     );
     expect_line(&mut run, Stream::Stderr, TOOLS_POLLING, "");
