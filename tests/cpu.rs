@@ -133,6 +133,57 @@ fn load_outside_ram_is_reported_and_leaves_registers_unchanged() {
 }
 
 #[test]
+fn device_memory_takes_data_moves_and_stops_at_any_other_instruction_named() {
+    // The local APIC's version register (0x30) and task priority (0x80).
+    let r = run_asm(
+        "apic_moves",
+        "mov ebx, 0xfee00000\nmov eax, [ebx+0x30]\nmovzx ecx, word ptr [ebx+0x30]\n\
+         mov edx, 0x20\nxchg [ebx+0x80], edx\nmov esi, [ebx+0x80]\n\
+         add dword ptr [ebx+0x80], 1\nret",
+        &[],
+    );
+    assert_died(
+        &r,
+        &[
+            "accesses device memory at physical 0xfee00080",
+            "EAX=00050014",
+            "ECX=00000014",
+            "EDX=00000000",
+            "ESI=00000020",
+        ],
+    );
+}
+
+#[test]
+fn ia32_apic_base_moves_the_local_apic_and_clearing_its_enable_unmaps_it() {
+    let r = run_asm(
+        "apic_base",
+        "mov ecx, 0x1b\nrdmsr\nmov esi, eax\nmov eax, 0xfed00900\nwrmsr\n\
+         mov edi, [0xfed00030]\nmov eax, 0xfed00100\nwrmsr\nmov eax, [0xfed00030]\nret",
+        &[],
+    );
+    assert_died(
+        &r,
+        &[
+            "outside guest RAM",
+            "physical 0xfed00030",
+            "ESI=fee00900",
+            "EDI=00050014",
+        ],
+    );
+}
+
+#[test]
+fn without_nestmon_apic_the_local_apics_page_is_not_device_memory() {
+    let r = run_asm(
+        "no_apic",
+        "mov eax, [0xfee00030]\nret",
+        &["--set", "nestmon.apic=FALSE"],
+    );
+    assert_died(&r, &["outside guest RAM", "physical 0xfee00030"]);
+}
+
+#[test]
 fn faulting_push_leaves_esp_unchanged() {
     let r = run_asm(
         "pushoob",

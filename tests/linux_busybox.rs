@@ -199,6 +199,73 @@ fn the_default_script_runs_without_commands_and_sees_acpi_and_the_pci_host_bridg
     );
 }
 
+/// The "LOC:" (local APIC timer) counts the guest printed, in order.
+fn local_timer_counts(run: &Finished) -> Vec<u64> {
+    lines(&run.stdout)
+        .iter()
+        .filter_map(|l| l.trim_start().strip_prefix("LOC:"))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn the_kernel_routes_interrupts_through_the_io_apic_and_ticks_on_the_local_apic_timer() {
+    let Some(guest) = guest("busybox-apic") else {
+        return;
+    };
+    let run = guest.run(
+        "console=ttyS0 quiet -- grep -E 'timer|ttyS0|acpi|LOC' /proc/interrupts; \
+         sleep 0.3; grep LOC /proc/interrupts; dmesg | grep -o 'Enabling APIC mode: *Flat'",
+    );
+    assert_eq!(run.status, Some(0), "{}\n{}", run.stdout, run.stderr);
+    for (irq, pin) in [("0:", "2-edge"), ("4:", "4-edge"), ("9:", "9-fasteoi")] {
+        assert!(
+            lines(&run.stdout).iter().any(|l| {
+                let fields: Vec<&str> = l.split_whitespace().collect();
+                fields.first() == Some(&irq) && fields.contains(&"IO-APIC") && fields.contains(&pin)
+            }),
+            "IRQ {irq} is not on I/O APIC pin {pin}:\n{}",
+            run.stdout
+        );
+    }
+    let ticks = local_timer_counts(&run);
+    assert!(
+        ticks.len() == 2 && ticks[0] > 0 && ticks[1] > ticks[0],
+        "the local APIC timer does not tick: LOC counts {ticks:?}\n{}",
+        run.stdout
+    );
+    assert_line(&run, "Enabling APIC mode:  Flat");
+}
+
+#[test]
+fn without_apics_the_kernel_takes_every_interrupt_from_the_8259a_pair() {
+    let Some(guest) = guest("busybox-no-apic") else {
+        return;
+    };
+    let run = guest.run_with(
+        "console=ttyS0 quiet -- grep -E 'timer|ttyS0|LOC' /proc/interrupts; \
+         grep -c ' apic ' /proc/cpuinfo",
+        &["--set", "nestmon.apic=FALSE"],
+    );
+    assert_eq!(run.status, Some(0), "{}\n{}", run.stdout, run.stderr);
+    for irq in ["0:", "4:"] {
+        assert!(
+            lines(&run.stdout).iter().any(|l| {
+                let fields: Vec<&str> = l.split_whitespace().collect();
+                fields.first() == Some(&irq) && fields.contains(&"XT-PIC")
+            }),
+            "IRQ {irq} is not on the 8259A:\n{}",
+            run.stdout
+        );
+    }
+    assert!(
+        !run.stdout.contains("IO-APIC"),
+        "an I/O APIC without nestmon.apic:\n{}",
+        run.stdout
+    );
+    assert_line(&run, "0");
+}
+
 #[test]
 fn reboot_under_no_reboot_ends_the_run_with_the_reset_status() {
     let Some(guest) = guest("busybox-reboot") else {

@@ -447,6 +447,7 @@ pub fn describe(prepared: &PreparedRun) -> String {
         format!("vmx.allowNested: {}", vm.allow_nested),
         format!("hypervisor.cpuid.v0: {}", vm.hypervisor_cpuid_v0),
         format!("cpuid masks: {}", vm.cpuid_masks.len()),
+        format!("nestmon.apic: {}", vm.apic),
     ];
     lines.extend(
         [

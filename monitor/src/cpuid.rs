@@ -204,8 +204,9 @@ pub const HOST_DEPENDENT_FEATURES: &[Feature] =
 /// `RDMSR`/`WRMSR` with the MSR file of `cpu::msr`, `SYSENTER`/`SYSEXIT`,
 /// the PAT (storage; memory types do not matter to a translated guest).
 ///
-/// This is the one list to extend when the monitor learns a feature (APIC
-/// with the local APIC, MTRR, ...).
+/// This is the one list to extend when the monitor learns a feature (MTRR,
+/// ...). The APIC bit is the machine's (`VmConfig::apic`), not the CPU
+/// model's.
 pub const GUEST_FEATURES: &[Feature] = &[
     FPU, DE, PSE, TSC, MSR, CX8, SEP, PGE, CMOV, PAT, MMX, FXSR, SSE, SSE2,
 ];
@@ -626,6 +627,12 @@ pub struct CpuModel {
     tsc_hz: u64,
 }
 
+/// Sets `feature`'s bit in `leaves`.
+fn offer(leaves: &mut BTreeMap<u32, [u32; 4]>, feature: Feature) {
+    let values = leaves.entry(feature.leaf).or_insert([0; 4]);
+    values[feature.register.index()] |= 1 << feature.bit;
+}
+
 impl CpuModel {
     /// Builds the model for `config`, consulting `host` for `H`/`R` masks,
     /// the host's vendor (for vendor-specific masks) and the TSC frequency
@@ -647,6 +654,9 @@ impl CpuModel {
             .unwrap_or(FALLBACK_TSC_HZ);
         let mut leaves = default_leaves(config.hypervisor_cpuid_v0, tsc_hz);
         offer_host_dependent_features(&mut leaves, host);
+        if config.apic {
+            offer(&mut leaves, APIC);
+        }
         let host_vendor = host_mask_vendor(host);
         let applicable =
             config
@@ -672,8 +682,7 @@ impl CpuModel {
     pub fn with_long_mode(&self) -> CpuModel {
         let mut model = self.clone();
         for feature in [PAE, LM] {
-            let values = model.leaves.entry(feature.leaf).or_insert([0; 4]);
-            values[feature.register.index()] |= 1 << feature.bit;
+            offer(&mut model.leaves, feature);
         }
         if let Some(max) = model.leaves.get_mut(&0x8000_0000) {
             max[0] = max[0].max(LM.leaf);
@@ -990,13 +999,20 @@ mod tests {
     #[test]
     fn offered_features_are_exactly_the_supported_list() {
         let model = model(&[]);
-        assert_eq!(model.query(1, 0)[3], 0x0781_a93d);
-        for feature in GUEST_FEATURES {
+        assert_eq!(model.query(1, 0)[3], 0x0781_ab3d);
+        for feature in GUEST_FEATURES.iter().chain([&APIC]) {
             assert!(model.offers(*feature), "{} missing", feature.name);
         }
-        for feature in [APIC, LM] {
-            assert!(!model.offers(feature), "{} offered", feature.name);
-        }
+        assert!(!model.offers(LM), "long mode offered");
+    }
+
+    #[test]
+    fn the_apic_bit_follows_the_machine_having_an_apic() {
+        let mut config = config_with_masks(&[]);
+        config.apic = false;
+        let model = CpuModel::new(&config, &amd_host).unwrap();
+        assert!(!model.offers(APIC));
+        assert_eq!(model.query(1, 0)[3], 0x0781_a93d);
     }
 
     #[test]

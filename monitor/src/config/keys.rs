@@ -38,6 +38,9 @@ pub const MMU_OUT_OF_SYNC_KEY: &str = "nestmon.mmu.outOfSync";
 pub const MMU_ADAPTIVE_KEY: &str = "nestmon.mmu.adaptive";
 /// Whether `rep movs`/`rep stos` may become adaptive too (default FALSE).
 pub const MMU_ADAPTIVE_STRINGS_KEY: &str = "nestmon.mmu.adaptiveStrings";
+/// Whether the machine has a local APIC and an I/O APIC (default TRUE;
+/// FALSE: a PC with the 8259A pair only, as before APICs).
+pub const APIC_KEY: &str = "nestmon.apic";
 const GUESTINFO_PREFIX: &str = "guestinfo.";
 const CPUID_PREFIX: &str = "cpuid.";
 
@@ -62,6 +65,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     MMU_OUT_OF_SYNC_KEY,
     MMU_ADAPTIVE_KEY,
     MMU_ADAPTIVE_STRINGS_KEY,
+    APIC_KEY,
     "vhv.enable",
     "vmx.allowNested",
     "hypervisor.cpuid.v0",
@@ -302,6 +306,7 @@ fn apply(key: &str, entry: &Entry, builder: &mut Builder) -> Result<(), ConfigEr
         "nestmon.mmu.maxmappings" => config.mmu_max_mappings = Some(values::max_mappings(entry)?),
         "vmx.allownested" => config.allow_nested = values::boolean(entry)?,
         "nestmon.noreboot" => config.no_reboot = values::boolean(entry)?,
+        "nestmon.apic" => config.apic = values::boolean(entry)?,
         "nestmon.softpowerofftimeout" => {
             config.soft_power_off_seconds = values::soft_power_off_seconds(entry)?
         }
@@ -500,6 +505,8 @@ mod tests {
     fn no_reboot_is_off_by_default_and_set_by_its_key() {
         assert!(!config("").no_reboot);
         assert!(config("nestmon.noReboot = \"TRUE\"\n").no_reboot);
+        assert!(config("").apic);
+        assert!(!config("nestmon.apic = \"FALSE\"\n").apic);
         assert!(!config("nestmon.noreboot = \"FALSE\"\n").no_reboot);
         assert!(matches!(
             load("nestmon.noReboot = \"maybe\"\n"),

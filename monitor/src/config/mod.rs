@@ -99,6 +99,10 @@ pub struct VmConfig {
     /// `nestmon.mmu.adaptiveStrings`: `rep movs`/`rep stos` may become
     /// adaptive too (default false).
     pub mmu_adaptive_strings: bool,
+    /// `nestmon.apic`: the machine has a local APIC (CPUID.1:EDX.APIC, the
+    /// xAPIC at `0xFEE00000`) and an I/O APIC at `0xFEC00000`, which a Linux
+    /// guest finds in the ACPI MADT (default true).
+    pub apic: bool,
     /// `nestmon.mmu.maxMappings`: the most host mappings the process may
     /// hold before the shadow MMU drops cached address spaces (default:
     /// three quarters of the host's `vm.max_map_count`).
@@ -151,6 +155,7 @@ impl Default for VmConfig {
             mmu_out_of_sync: true,
             mmu_adaptive: true,
             mmu_adaptive_strings: false,
+            apic: true,
             mmu_max_mappings: None,
             allow_nested: false,
             hypervisor_cpuid_v0: true,

@@ -318,6 +318,9 @@ fn run<C: Executor>(core: &mut C, i: &Instruction) -> Res<Flow> {
             Ok(Flow::Next)
         }
         Mov if is_cr_or_dr(i) => control_register(core, i),
+        Mov | Movzx | Movsx | Xchg if instr::data::handles(i) => {
+            done(instr::data::execute(core, i))
+        }
         Mov => mov_sreg(core, i),
         Pop if i.op0_kind() == OpKind::Register && i.op0_register().is_segment_register() => {
             pop_sreg(core, i)

@@ -11,14 +11,18 @@
 //! | table | contents |
 //! |---|---|
 //! | RSDP (revision 2) | the RSDT's and the XSDT's addresses |
-//! | RSDT, XSDT | the FADT (the only table besides the DSDT and FACS) |
+//! | RSDT, XSDT | the FADT, and the MADT when the machine has APICs (the other tables are the DSDT and FACS) |
 //! | FADT (revision 6.5) | PM1a event block, PM1a control block and PM timer ports ([`PM_BASE`]), SCI on IRQ [`SCI_IRQ`], no SMI command port (ACPI mode is always on), legacy devices and an i8042, no VGA, the CMOS century byte, a 32-bit PM timer |
 //! | FACS | empty (no firmware waking vector: nestmon has no S3) |
 //! | DSDT | `\_S5 = Package () { 5, 5, 0, 0 }`; `\_SB.PCI0`, the PCI host bridge (`PNP0A03`, bus 0) with its resources: buses 0-255, ports `0xCF8`-`0xCFF` (configuration mechanism #1), the rest of the I/O space, the VGA window `0xA0000`-`0xBFFFF` and the memory from the end of RAM to `0xFEBFFFFF` |
+//! | MADT (`APIC`, only with [`TableOptions::apic`]) | local APIC at [`LOCAL_APIC_ADDRESS`], PCAT_COMPAT (the 8259A pair is there too); processor 0 with local APIC 0, enabled; I/O APIC [`IOAPIC_ID`] at [`super::ioapic::IOAPIC_BASE`], GSI base 0; ISA IRQ 0 on GSI 2 (the PIT, as on a PC); ISA IRQ 9 on GSI 9, active high and level-triggered (the SCI); NMI on LINT1 of every processor |
 //!
-//! There is no MADT: the PC has no local APIC or I/O APIC yet (CPUID says
-//! so too), so a kernel routes interrupts through the 8259A pair, as on a
-//! PC whose firmware hands it no APIC table.
+//! Without the MADT ([`build_tables`], or [`TableOptions::apic`] false) a
+//! kernel routes interrupts through the 8259A pair, as on a PC whose
+//! firmware hands it no APIC table. The MADT's header, processor local
+//! APIC and I/O APIC come from `acpi_tables::madt`; its flags and the
+//! interrupt source override and local APIC NMI entries, which the crate
+//! does not offer, are written here in the ACPI 6.5 layout.
 //!
 //! Invariants: every table's checksum is right (the RSDP's two as well);
 //! the blobs do not overlap and lie within [`AREA_START`]..[`AREA_END`];
@@ -28,6 +32,9 @@
 use super::acpi_pm::{PM1_CNT_OFFSET, PM1_EVT_OFFSET, PM_BASE, PM_TMR_PORT, S5_SLEEP_TYPE};
 use acpi_tables::fadt::{FADTBuilder, Flags, PmProfile};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
+use acpi_tables::madt::{
+    EnabledStatus, IoApic, LocalInterruptController, ProcessorLocalApic, MADT,
+};
 use acpi_tables::sdt::Sdt;
 use acpi_tables::{aml, Aml};
 
@@ -51,6 +58,34 @@ const IAPC_BOOT_ARCH: u16 = 1 << 0 | 1 << 1 | 1 << 2;
 const FACS_ALIGN: u32 = 64;
 /// Alignment of the other tables.
 const TABLE_ALIGN: u32 = 16;
+/// The local APIC's address the MADT gives.
+pub const LOCAL_APIC_ADDRESS: u32 = 0xFEE0_0000;
+/// The I/O APIC's APIC ID the MADT gives.
+pub const IOAPIC_ID: u8 = 1;
+/// The I/O APIC's address the MADT gives (below 4 GiB).
+const IOAPIC_ADDRESS: u32 = super::ioapic::IOAPIC_BASE as u32;
+const _: () = assert!(IOAPIC_ADDRESS as u64 == super::ioapic::IOAPIC_BASE);
+/// The MADT's flags: PCAT_COMPAT, the 8259A pair is present.
+const MADT_PCAT_COMPAT: u32 = 1 << 0;
+/// Offset of the MADT's flags (after the local APIC address).
+const MADT_FLAGS_OFFSET: usize = 40;
+/// MADT entry type of an interrupt source override.
+const MADT_INTERRUPT_SOURCE_OVERRIDE: u8 = 2;
+/// MADT entry type of a local APIC NMI.
+const MADT_LOCAL_APIC_NMI: u8 = 4;
+/// The bus of an interrupt source override: ISA.
+const ISA_BUS: u8 = 0;
+/// MPS INTI flags: polarity and trigger mode conform to the bus.
+const INTI_CONFORMS: u16 = 0;
+/// MPS INTI flags: active high (bits 1:0 = 01), level-triggered (bits
+/// 3:2 = 11).
+const INTI_ACTIVE_HIGH_LEVEL: u16 = 0b1101;
+/// The ACPI processor UID that means every processor.
+const ALL_PROCESSORS: u8 = 0xFF;
+/// The local APIC input that NMI is wired to.
+const NMI_LINT: u8 = 1;
+/// The GSI of the ISA PIT's IRQ 0 (the I/O APIC's pin 2, as on a PC).
+const PIT_GSI: u32 = 2;
 
 /// The tables as blobs at their guest-physical addresses.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,34 +126,58 @@ impl Placer {
 /// above RAM ends (below the I/O APIC's and local APIC's page ranges).
 const PCI_MMIO_END: u32 = 0xFEBF_FFFF;
 
-/// Builds the tables of a machine with `ram_bytes` of RAM from address 0.
+/// What the tables describe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableOptions {
+    /// The machine's RAM, from address 0, in bytes.
+    pub ram_bytes: u64,
+    /// The machine has a local APIC and an I/O APIC: the RSDT and XSDT
+    /// list a MADT.
+    pub apic: bool,
+}
+
+/// Builds the tables of a machine with `ram_bytes` of RAM from address 0
+/// and no APICs (no MADT).
 pub fn build_tables(ram_bytes: u64) -> TableImage {
+    build_tables_with(TableOptions {
+        ram_bytes,
+        apic: false,
+    })
+}
+
+/// Builds the tables of the machine `options` describes.
+pub fn build_tables_with(options: TableOptions) -> TableImage {
     let mut placer = Placer { next: AREA_START };
     let rsdp_at = placer.place(RSDP_LEN, TABLE_ALIGN);
-    let ram_end = u32::try_from(ram_bytes)
+    let ram_end = u32::try_from(options.ram_bytes)
         .unwrap_or(u32::MAX)
         .min(PCI_MMIO_END);
     let dsdt = dsdt(ram_end);
     let facs = facs();
     let dsdt_at = placer.place(dsdt.len(), TABLE_ALIGN);
     let facs_at = placer.place(facs.len(), FACS_ALIGN);
-    let fadt = fadt(facs_at, dsdt_at);
-    let fadt_at = placer.place(fadt.len(), TABLE_ALIGN);
-    let rsdt = rsdt(&[fadt_at]);
+    let mut listed = vec![fadt(facs_at, dsdt_at)];
+    if options.apic {
+        listed.push(madt());
+    }
+    let listed: Vec<(u32, Vec<u8>)> = listed
+        .into_iter()
+        .map(|table| (placer.place(table.len(), TABLE_ALIGN), table))
+        .collect();
+    let pointers: Vec<u32> = listed.iter().map(|(at, _)| *at).collect();
+    let rsdt = rsdt(&pointers);
     let rsdt_at = placer.place(rsdt.len(), TABLE_ALIGN);
-    let xsdt = xsdt(&[fadt_at]);
+    let xsdt = xsdt(&pointers);
     let xsdt_at = placer.place(xsdt.len(), TABLE_ALIGN);
     debug_assert!(placer.next <= AREA_END);
-    TableImage {
-        blobs: vec![
-            (rsdp_at, rsdp(rsdt_at, xsdt_at)),
-            (dsdt_at, dsdt),
-            (facs_at, facs),
-            (fadt_at, fadt),
-            (rsdt_at, rsdt),
-            (xsdt_at, xsdt),
-        ],
-    }
+    let mut blobs = vec![
+        (rsdp_at, rsdp(rsdt_at, xsdt_at)),
+        (dsdt_at, dsdt),
+        (facs_at, facs),
+    ];
+    blobs.extend(listed);
+    blobs.extend([(rsdt_at, rsdt), (xsdt_at, xsdt)]);
+    TableImage { blobs }
 }
 
 /// The RSDP's length in revision 2.
@@ -216,6 +275,62 @@ fn fadt(facs_at: u32, dsdt_at: u32) -> Vec<u8> {
     bytes
 }
 
+/// The MADT: one processor with local APIC 0, the I/O APIC of
+/// [`super::ioapic`], the PC's ISA interrupt overrides and the NMI wiring.
+fn madt() -> Vec<u8> {
+    let local_apic = LocalInterruptController::Address(LOCAL_APIC_ADDRESS);
+    let mut madt = MADT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION, local_apic);
+    madt.add_structure(ProcessorLocalApic::new(0, 0, EnabledStatus::Enabled));
+    madt.add_structure(IoApic::new(IOAPIC_ID, IOAPIC_ADDRESS, 0));
+    let mut table = Vec::new();
+    madt.to_aml_bytes(&mut table);
+    table[MADT_FLAGS_OFFSET..MADT_FLAGS_OFFSET + 4]
+        .copy_from_slice(&MADT_PCAT_COMPAT.to_le_bytes());
+    table.extend(interrupt_source_override(0, PIT_GSI, INTI_CONFORMS));
+    table.extend(interrupt_source_override(
+        SCI_IRQ,
+        u32::from(SCI_IRQ),
+        INTI_ACTIVE_HIGH_LEVEL,
+    ));
+    table.extend(local_apic_nmi(ALL_PROCESSORS, INTI_CONFORMS, NMI_LINT));
+    seal(&mut table);
+    table
+}
+
+/// A MADT interrupt source override (type 2, 10 bytes): ISA IRQ `source`
+/// is GSI `gsi`, with MPS INTI `flags`.
+fn interrupt_source_override(source: u8, gsi: u32, flags: u16) -> [u8; 10] {
+    let [g0, g1, g2, g3] = gsi.to_le_bytes();
+    let [f0, f1] = flags.to_le_bytes();
+    [
+        MADT_INTERRUPT_SOURCE_OVERRIDE,
+        10,
+        ISA_BUS,
+        source,
+        g0,
+        g1,
+        g2,
+        g3,
+        f0,
+        f1,
+    ]
+}
+
+/// A MADT local APIC NMI (type 4, 6 bytes): NMI reaches input LINT`lint`
+/// of processor `uid`, with MPS INTI `flags`.
+fn local_apic_nmi(uid: u8, flags: u16, lint: u8) -> [u8; 6] {
+    let [f0, f1] = flags.to_le_bytes();
+    [MADT_LOCAL_APIC_NMI, 6, uid, f0, f1, lint]
+}
+
+/// Sets a table's length field to its length and fixes its checksum.
+fn seal(table: &mut [u8]) {
+    let len = u32::try_from(table.len()).expect("a table is smaller than 4 GiB");
+    table[4..8].copy_from_slice(&len.to_le_bytes());
+    table[9] = 0;
+    table[9] = checksum(table);
+}
+
 fn facs() -> Vec<u8> {
     let mut bytes = Vec::new();
     acpi_tables::facs::FACS::new().to_aml_bytes(&mut bytes);
@@ -274,6 +389,13 @@ mod tests {
 
     const RAM: u64 = 128 << 20;
 
+    fn with_apic() -> TableImage {
+        build_tables_with(TableOptions {
+            ram_bytes: RAM,
+            apic: true,
+        })
+    }
+
     fn blob(image: &TableImage, signature: &[u8]) -> (u32, Vec<u8>) {
         image
             .blobs
@@ -307,8 +429,9 @@ mod tests {
 
     #[test]
     fn every_table_has_a_good_checksum_and_its_own_length() {
-        let image = build_tables(RAM);
-        for (_, table) in image.blobs.iter().filter(|(_, b)| !b.starts_with(b"RSD ")) {
+        let (plain, apic) = (build_tables(RAM), with_apic());
+        let blobs = plain.blobs.iter().chain(&apic.blobs);
+        for (_, table) in blobs.filter(|(_, b)| !b.starts_with(b"RSD ")) {
             if table.starts_with(b"FACS") {
                 assert_eq!(u32_at(table, 4) as usize, table.len());
                 continue;
@@ -321,14 +444,76 @@ mod tests {
 
     #[test]
     fn blobs_are_in_the_bios_area_without_overlap_and_facs_is_aligned() {
-        let image = build_tables(RAM);
-        let mut end = AREA_START;
-        for (at, bytes) in &image.blobs {
-            assert!(*at >= end, "overlap at {at:#x}");
-            end = at + bytes.len() as u32;
+        for image in [build_tables(RAM), with_apic()] {
+            let mut end = AREA_START;
+            for (at, bytes) in &image.blobs {
+                assert!(*at >= end, "overlap at {at:#x}");
+                end = at + bytes.len() as u32;
+            }
+            assert!(end <= AREA_END);
+            assert_eq!(blob(&image, b"FACS").0 % 64, 0);
         }
-        assert!(end <= AREA_END);
-        assert_eq!(blob(&image, b"FACS").0 % 64, 0);
+    }
+
+    #[test]
+    fn madt_is_listed_only_when_the_machine_has_apics() {
+        let plain = build_tables(RAM);
+        assert!(!plain.blobs.iter().any(|(_, b)| b.starts_with(b"APIC")));
+        let image = with_apic();
+        let (fadt_at, madt_at) = (blob(&image, b"FACP").0, blob(&image, b"APIC").0);
+        let rsdt = blob(&image, b"RSDT").1;
+        assert_eq!(rsdt.len(), 44);
+        assert_eq!((u32_at(&rsdt, 36), u32_at(&rsdt, 40)), (fadt_at, madt_at));
+        let xsdt = blob(&image, b"XSDT").1;
+        assert_eq!(xsdt.len(), 52);
+        assert_eq!(u32_at(&xsdt, 44), madt_at);
+        assert_eq!(u32_at(&xsdt, 48), 0, "64-bit pointer");
+    }
+
+    #[test]
+    fn madt_checksum_length_and_header_are_right() {
+        let madt = blob(&with_apic(), b"APIC").1;
+        assert!(sums_to_zero(&madt));
+        assert_eq!(u32_at(&madt, 4) as usize, madt.len());
+        assert_eq!(madt[8], 1, "revision as acpi_tables gives it");
+        assert_eq!(
+            (&madt[10..16], &madt[16..24]),
+            (&OEM_ID[..], &OEM_TABLE_ID[..])
+        );
+        assert_eq!(u32_at(&madt, 24), OEM_REVISION);
+        assert_eq!(u32_at(&madt, 36), 0xFEE0_0000, "local APIC address");
+        assert_eq!(u32_at(&madt, 40), 1, "PCAT_COMPAT");
+    }
+
+    /// The MADT's entries after its 44-byte header, each checked to fit.
+    fn madt_entries(madt: &[u8]) -> Vec<&[u8]> {
+        let mut entries = Vec::new();
+        let mut rest = &madt[44..];
+        while !rest.is_empty() {
+            let len = usize::from(rest[1]);
+            assert!(len >= 2 && len <= rest.len(), "entry length {len}");
+            entries.push(&rest[..len]);
+            rest = &rest[len..];
+        }
+        entries
+    }
+
+    #[test]
+    fn madt_entries_decode_to_the_pcs_interrupt_wiring() {
+        let madt = blob(&with_apic(), b"APIC").1;
+        let expected: [&[u8]; 5] = [
+            // Processor local APIC: UID 0, APIC ID 0, enabled.
+            &[0, 8, 0, 0, 1, 0, 0, 0],
+            // I/O APIC 1 at 0xFEC00000, GSI base 0.
+            &[1, 12, 1, 0, 0x00, 0x00, 0xc0, 0xfe, 0, 0, 0, 0],
+            // ISA IRQ 0 -> GSI 2, conforming to the bus.
+            &[2, 10, 0, 0, 2, 0, 0, 0, 0, 0],
+            // ISA IRQ 9 -> GSI 9, active high, level-triggered (the SCI).
+            &[2, 10, 0, 9, 9, 0, 0, 0, 0x0d, 0],
+            // Local APIC NMI: every processor, conforming, LINT1.
+            &[4, 6, 0xff, 0, 0, 1],
+        ];
+        assert_eq!(madt_entries(&madt), expected);
     }
 
     #[test]

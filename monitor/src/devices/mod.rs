@@ -1,4 +1,5 @@
-//! Port-I/O devices and the bus that routes `in`/`out` to them.
+//! Port-I/O devices and the bus that routes `in`/`out` to them; the
+//! memory-mapped devices and theirs ([`mmio::MmioBus`]).
 //!
 //! The run loop calls [`IoBus::read`] and [`IoBus::write`] for every guest
 //! port access. The bus owns a set of [`PortDevice`]s, each claiming a fixed,
@@ -20,6 +21,10 @@
 //!   its ELCR at `0x4d0..=0x4d1`, and the 8254 PIT ([`pit::Pit`]) at
 //!   `0x40..=0x43` and port B `0x61`; COM1's IRQ 4 and the PIT's IRQ 0
 //!   reach the CPU through the PIC.
+//! - on the MMIO bus, when the machine has APICs (`nestmon.apic`): the
+//!   local APIC ([`lapic`], xAPIC registers where `IA32_APIC_BASE` puts
+//!   them, 0xFEE00000 at reset) and the I/O APIC ([`ioapic`], 0xFEC00000),
+//!   which the ISA lines reach as well as the PIC.
 //!
 //! Invariants:
 //! - Devices are pure state machines over their registers and an output
@@ -39,6 +44,9 @@ mod bus;
 mod debug_exit;
 pub mod fw_cfg;
 pub mod i8042;
+pub mod ioapic;
+pub mod lapic;
+pub mod mmio;
 pub mod pci;
 pub mod pic;
 pub mod pit;

@@ -534,7 +534,13 @@ struct Shared {
     /// Per line: the devices that may raise it by themselves ([`PicLine::set_armed`]).
     armed: [AtomicUsize; 16],
     listener: Mutex<Option<IntrListener>>,
+    /// Where the same ISA lines also go (the I/O APIC's pins).
+    mirror: Mutex<Option<LineMirror>>,
 }
+
+/// Called with every level a device drives onto a line, after the PIC saw
+/// it: the ISA interrupt lines of a PC reach the I/O APIC as well.
+pub type LineMirror = Arc<dyn Fn(Irq, bool) + Send + Sync>;
 
 /// The PIC pair shared by the port bus, the devices that raise its lines
 /// and the machine that takes its interrupts. Clones share the PIC.
@@ -561,6 +567,7 @@ impl SharedPic {
                 intr: AtomicBool::new(intr),
                 armed: Default::default(),
                 listener: Mutex::new(None),
+                mirror: Mutex::new(None),
             }),
         }
     }
@@ -609,6 +616,35 @@ impl SharedPic {
             .listener
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(listener);
+    }
+
+    /// Sends every level devices drive onto the lines to `mirror` too
+    /// (outside the PIC's lock, after the PIC saw it); replaces the
+    /// previous one.
+    pub fn set_line_mirror(&self, mirror: LineMirror) {
+        *self.shared.mirror.lock().unwrap_or_else(|e| e.into_inner()) = Some(mirror);
+    }
+
+    /// Drives `irq` to `level` on the mirror, if there is one.
+    fn mirror(&self, irq: Irq, level: bool) {
+        let mirror = self
+            .shared
+            .mirror
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(mirror) = mirror {
+            mirror(irq, level);
+        }
+    }
+
+    /// The lines some device may raise by itself (bit n: IRQ n; see
+    /// [`PicLine::set_armed`]).
+    pub fn armed_lines(&self) -> u16 {
+        (0..16u16).fold(0, |bits, line| {
+            let armed = self.shared.armed[usize::from(line)].load(Ordering::SeqCst) > 0;
+            bits | (u16::from(armed) << line)
+        })
     }
 
     /// The acknowledge cycle, if INTR is up: the vector to deliver.
@@ -678,6 +714,7 @@ impl PicLine {
     /// Sets the line to `level`.
     pub fn set_level(&self, level: bool) {
         self.pic.with(|pic| pic.set_irq(self.irq, level));
+        self.pic.mirror(self.irq, level);
     }
 
     /// One edge: the line goes high and low again (how an interrupt
@@ -687,6 +724,8 @@ impl PicLine {
             pic.set_irq(self.irq, true);
             pic.set_irq(self.irq, false);
         });
+        self.pic.mirror(self.irq, true);
+        self.pic.mirror(self.irq, false);
     }
 
     /// Says whether the device may raise the line by itself (a timer set,
@@ -1190,6 +1229,27 @@ mod tests {
         assert_eq!(pic.acknowledge_if_pending(), None, "IRQ4 in service");
         pic.with(|p| p.write(0x20, 0x20));
         assert_eq!(calls.load(Ordering::SeqCst), 2, "EOI let the second one up");
+    }
+
+    #[test]
+    fn the_line_mirror_sees_every_level_devices_drive_whatever_the_masks() {
+        let pic = SharedPic::new(Pic::new());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        pic.set_line_mirror(Arc::new(move |irq, level| {
+            log.lock().unwrap().push((irq.number(), level));
+        }));
+        pic.line(Irq::COM1).set_level(true);
+        pic.line(Irq::COM1).set_level(false);
+        pic.line(Irq::PIT).pulse();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [(4, true), (4, false), (0, true), (0, false)]
+        );
+        let rtc = pic.line(Irq::RTC);
+        assert_eq!(pic.armed_lines(), 0);
+        rtc.set_armed(true);
+        assert_eq!(pic.armed_lines(), 1 << 8, "armed whether or not enabled");
     }
 
     #[test]

@@ -33,6 +33,7 @@ use board::{Board, OutEnd};
 use power::{SoftPoll, SoftPowerOff};
 use signals::StopSignals;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// The guest run when no kernel is given (built from guests/default.c).
 pub static DEFAULT_GUEST: &[u8] =
@@ -153,6 +154,13 @@ fn exit_loop(vcpu: &mut dyn Vcpu, board: &mut Board, soft: &mut SoftPowerOff) ->
     let _timer = match timer::PitTimer::start(&board.bus) {
         Ok(timer) => timer,
         Err(e) => return RunEnd::HostFailure(format!("cannot start the PIT timer thread: {e}")),
+    };
+    // The local APIC's timer, when the machine has one.
+    let _lapic_timer = match board.irq.lapic().map(timer::LapicTimer::start).transpose() {
+        Ok(timer) => timer,
+        Err(e) => {
+            return RunEnd::HostFailure(format!("cannot start the local APIC timer thread: {e}"))
+        }
     };
     soft.track_tools(board);
     loop {
@@ -294,9 +302,12 @@ impl Machine {
         )
         .map_err(|e| bad(&e))?;
         if let crate::loader::LoadedGuest::Linux(_) = &loaded {
-            crate::devices::acpi::build_tables(opts.vm.memsize_mib << 20)
-                .write_to(&ram)
-                .map_err(|e| MachineError::Host(e.to_string()))?;
+            crate::devices::acpi::build_tables_with(crate::devices::acpi::TableOptions {
+                ram_bytes: opts.vm.memsize_mib << 20,
+                apic: opts.vm.apic,
+            })
+            .write_to(&ram)
+            .map_err(|e| MachineError::Host(e.to_string()))?;
         }
         let mut bus =
             IoBus::with_shared_sink(kept.sink.clone(), &opts.vm.serial0).map_err(|e| bad(&e))?;
@@ -308,7 +319,10 @@ impl Machine {
             Exec::BinaryTranslation => MachineVcpu::Bt(Box::new(bt_vcpu(opts, ram, cpu, &loaded)?)),
             Exec::Hardware => MachineVcpu::Kvm(Box::new(kvm_vcpu(opts, ram, &cpu, &loaded)?)),
         };
-        let irq = interrupts::InterruptInputs::new(vcpu.as_dyn().exit_requester(), &bus);
+        let apics = opts.vm.apic.then(new_apics);
+        let irq =
+            interrupts::InterruptInputs::new(vcpu.as_dyn().exit_requester(), &bus, apics.clone());
+        let mmio = device_memory(&irq, apics.as_ref())?;
         let board = Board {
             bus,
             backdoor,
@@ -319,8 +333,15 @@ impl Machine {
             MachineVcpu::Bt(bt) => {
                 bt.set_ignored_ports(board.ignored_ports());
                 bt.set_unprivileged_ports(board.unprivileged_ports());
+                bt.set_mmio_bus(mmio);
+                if let Some(apics) = &apics {
+                    bt.set_local_apic(apics.lapic.clone());
+                }
             }
-            MachineVcpu::Kvm(kvm) => kvm.set_unprivileged_ports(board.unprivileged_ports()),
+            MachineVcpu::Kvm(kvm) => {
+                kvm.set_unprivileged_ports(board.unprivileged_ports());
+                kvm.set_mmio_bus(mmio);
+            }
         }
         Ok(Machine { vcpu, board })
     }
@@ -468,6 +489,37 @@ impl MachineVcpu {
             MachineVcpu::Kvm(v) => v.as_mut(),
         }
     }
+}
+
+/// A local APIC in its power-on state (as the firmware leaves it) and
+/// the I/O APIC the MADT describes.
+fn new_apics() -> interrupts::Apics {
+    use crate::devices::{ioapic, lapic};
+    let clock = Arc::new(crate::devices::pit::HostMonotonicClock::new());
+    interrupts::Apics {
+        lapic: lapic::SharedLapic::new(lapic::Lapic::new(clock, crate::cpuid::BUS_HZ)),
+        ioapic: ioapic::SharedIoApic::new(ioapic::IoApic::new(crate::devices::acpi::IOAPIC_ID)),
+    }
+}
+
+/// The memory-mapped devices: the I/O APIC at its fixed address and the
+/// local APIC wherever `IA32_APIC_BASE` puts it, when the machine has
+/// them; nothing otherwise.
+fn device_memory(
+    irq: &interrupts::InterruptInputs,
+    apics: Option<&interrupts::Apics>,
+) -> Result<crate::devices::mmio::MmioBus, MachineError> {
+    let mut mmio = crate::devices::mmio::MmioBus::new();
+    if let Some(apics) = apics {
+        apics
+            .ioapic
+            .register(&mut mmio)
+            .map_err(|e| MachineError::Host(e.to_string()))?;
+    }
+    if let Some(lapic) = irq.lapic_on_bus() {
+        mmio.set_movable(lapic);
+    }
+    Ok(mmio)
 }
 
 /// The binary-translation vCPU over `ram`, in the entry state of `loaded`.

@@ -108,7 +108,7 @@ fn machine_with(
         eflags: 2,
     });
     let bus = IoBus::with_serial_writer(Box::new(std::io::sink())).unwrap();
-    let irq = InterruptInputs::new(vcpu.exit_requester(), &bus);
+    let irq = InterruptInputs::new(vcpu.exit_requester(), &bus, None);
     let board = Board {
         bus,
         backdoor: backdoor::Backdoor::new(

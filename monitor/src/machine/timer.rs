@@ -26,6 +26,7 @@
 //! [`Pit::irq0_edges_until`]: crate::devices::pit::Pit::irq0_edges_until
 //! [`Pit::irq0_may_fire`]: crate::devices::pit::Pit::irq0_may_fire
 
+use crate::devices::lapic::SharedLapic;
 use crate::devices::pic::{Irq, PicLine};
 use crate::devices::pit::SharedPit;
 use crate::devices::IoBus;
@@ -100,6 +101,64 @@ fn run(pit: &SharedPit, irq0: &PicLine, stop: &AtomicBool) {
             .next_irq0_deadline()
             .map_or(IDLE_SLEEP, |due| due.saturating_sub(now).max(MIN_SLEEP));
         guard = pit.wait(guard, sleep);
+    }
+}
+
+/// The running thread of one machine that expires the local APIC's timer
+/// in host time: it sleeps until the timer's next expiry (or until a
+/// register write changes the schedule) and then lets the APIC raise its
+/// LVT interrupt, whose INTR listener makes the vCPU exit. The same rules
+/// as the PIT's thread hold: no sleep shorter than [`MIN_SLEEP`] (expiries
+/// that came meanwhile are counted as on a periodic timer that missed
+/// ticks: one interrupt), and the drop stops and joins the thread.
+pub struct LapicTimer {
+    lapic: SharedLapic,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl LapicTimer {
+    /// Starts the thread that runs `lapic`'s timer.
+    pub fn start(lapic: &SharedLapic) -> std::io::Result<LapicTimer> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (lapic, stop) = (lapic.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("nestmon-lapic-timer".into())
+                .spawn(move || run_lapic_timer(&lapic, &stop))?
+        };
+        Ok(LapicTimer {
+            lapic: lapic.clone(),
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for LapicTimer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Counted under the APIC's lock: a thread between its look at
+        // `stop` and its wait sees the wake and looks again.
+        self.lapic.wake_timer_thread();
+        if let Some(thread) = self.thread.take() {
+            // A panic in the thread was already reported on stderr.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The thread: expires `lapic`'s timer on time until `stop`.
+fn run_lapic_timer(lapic: &SharedLapic, stop: &AtomicBool) {
+    loop {
+        let check = lapic.run_timer_until(lapic.now());
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let sleep = check
+            .time_left()
+            .map_or(IDLE_SLEEP, |left| left.max(MIN_SLEEP));
+        lapic.wait_for_timer_change(&check, sleep);
     }
 }
 

@@ -7,6 +7,7 @@
 //! - [`stack`]: PUSH, POP, PUSHA, POPA, near CALL/JMP/RET, ENTER, LEAVE;
 //! - [`string`]: MOVS, STOS, LODS, CMPS, SCAS with REP prefixes;
 //! - [`flow`]: LOOP, LOOPE, LOOPNE, JCXZ, JECXZ;
+//! - [`data`]: MOV, MOVZX, MOVSX, XCHG with memory (device memory);
 //! - [`bcd`]: DAA, DAS, AAA, AAS, AAM, AAD, SALC;
 //! - [`alu`]: the flags these compute.
 //!
@@ -17,6 +18,7 @@
 
 pub mod alu;
 pub mod bcd;
+pub mod data;
 pub mod flow;
 pub mod operand;
 pub mod stack;

@@ -3,8 +3,9 @@
 //! the virtual IF), memory goes through the guest's page tables and the
 //! frame watcher.
 //!
-//! Physical addresses outside guest RAM behave as on a PC with nothing
-//! decoded there: reads return all ones and writes are dropped.
+//! Physical addresses outside guest RAM go to the MMIO bus: the device
+//! that decodes them (the local APIC, the I/O APIC), or, where none does,
+//! reads return all ones and writes are dropped, as on a PC.
 
 use super::BtCore;
 use crate::cpu::{AccessKind, CpuContext, Eflags, Exception, Privilege, SystemState};
@@ -50,6 +51,39 @@ impl BtCore {
         }
         let user = privilege == Privilege::Current && self.sys.cpl == 3;
         self.translate_linear(lin, write, user).map(Some)
+    }
+}
+
+impl BtCore {
+    /// Reads a piece of one page at `phys`: guest RAM, or the device that
+    /// decodes it (all ones where none does).
+    fn read_phys_piece(&mut self, phys: u32, buf: &mut [u8]) {
+        if self.inside_ram(phys, buf.len()) {
+            self.ram.read_or_ones(GuestPhys(phys), buf);
+        } else {
+            self.stats.mmio_accesses += 1;
+            self.mmio.read(u64::from(phys), buf);
+        }
+    }
+
+    /// Writes a piece of one page at `phys`: guest RAM through the frame
+    /// watcher, or the device that decodes it (dropped where none does).
+    fn write_phys_piece(&mut self, phys: u32, data: &[u8]) {
+        if self.inside_ram(phys, data.len()) {
+            // Inside RAM: cannot fail.
+            let _ = self.write_phys(GuestPhys(phys), data);
+        } else {
+            self.stats.mmio_accesses += 1;
+            self.mmio.write(u64::from(phys), data);
+        }
+    }
+
+    /// Whether `phys..phys + len` lies in guest RAM (a piece never straddles
+    /// RAM's end: RAM is a whole number of pages).
+    fn inside_ram(&self, phys: u32, len: usize) -> bool {
+        (phys as usize)
+            .checked_add(len)
+            .is_some_and(|end| end <= self.ram.size())
     }
 }
 
@@ -100,11 +134,15 @@ impl CpuContext for BtCore {
         privilege: Privilege,
     ) -> Result<(), Exception> {
         if let Some(phys) = self.within_one_page(lin, buf.len(), false, privilege)? {
-            self.ram.read_or_ones(GuestPhys(phys), buf);
+            self.read_phys_piece(phys, buf);
             return Ok(());
         }
         let pieces = self.pieces(lin, buf.len(), false, privilege)?;
-        self.ram.read_pieces_or_ones(&pieces, buf);
+        let mut at = 0;
+        for (phys, n) in pieces {
+            self.read_phys_piece(phys, &mut buf[at..at + n]);
+            at += n;
+        }
         Ok(())
     }
 
@@ -115,26 +153,14 @@ impl CpuContext for BtCore {
         privilege: Privilege,
     ) -> Result<(), Exception> {
         if let Some(phys) = self.within_one_page(lin, data.len(), true, privilege)? {
-            if (phys as usize)
-                .checked_add(data.len())
-                .is_some_and(|end| end <= self.ram.size())
-            {
-                // Inside RAM: cannot fail.
-                let _ = self.write_phys(GuestPhys(phys), data);
-            }
+            self.write_phys_piece(phys, data);
             return Ok(());
         }
         // Every page is translated before the first byte is written.
         let pieces = self.pieces(lin, data.len(), true, privilege)?;
         let mut at = 0;
         for (phys, n) in pieces {
-            let inside = (phys as usize)
-                .checked_add(n)
-                .is_some_and(|end| end <= self.ram.size());
-            if inside {
-                // Inside RAM: cannot fail.
-                let _ = self.write_phys(GuestPhys(phys), &data[at..at + n]);
-            }
+            self.write_phys_piece(phys, &data[at..at + n]);
             at += n;
         }
         Ok(())

@@ -73,6 +73,12 @@ impl Executor for BtCore {
     }
 
     fn write_msr(&mut self, index: u32, value: u64) -> Result<(), Exception> {
+        if let (msr::APIC_BASE, Some(lapic)) = (index, &self.lapic) {
+            // The APIC refuses what it cannot take before the MSR changes.
+            lapic
+                .set_apic_base(value)
+                .map_err(|_| Exception::GeneralProtection(0))?;
+        }
         system::wrmsr(self, index, value)?;
         if (msr::SYSENTER_CS..=msr::SYSENTER_EIP).contains(&index) {
             // Translations carry out SYSENTER/SYSEXIT with these values.

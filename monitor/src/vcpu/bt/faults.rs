@@ -29,6 +29,9 @@ pub(super) enum FaultOutcome {
     Redo,
     /// A fault inside an inline #DE delivery: the monitor delivers it.
     RedoDivideError,
+    /// An access to device memory at this physical address: the monitor
+    /// carries the instruction out against the device.
+    Device(u32),
 }
 
 /// The host exception behind a signal in translated code.
@@ -76,7 +79,29 @@ impl BtCore {
             FaultOutcome::Stop(reason) => Event::Stop(reason),
             FaultOutcome::Redo => self.redo_in_monitor(),
             FaultOutcome::RedoDivideError => self.redo_divide_error(),
+            FaultOutcome::Device(phys) => self.device_access(phys),
         }
+    }
+
+    /// Carries out in the monitor an instruction that touches device
+    /// memory at `phys` (its registers are those at its start): the data
+    /// moves operating systems use on device registers
+    /// (`crate::cpu::instr::data`); any other instruction there stops the
+    /// guest, named.
+    pub(super) fn device_access(&mut self, phys: u32) -> Event {
+        let insn = match super::exec::fetch(self) {
+            Ok(insn) => insn,
+            Err(fault) => return self.raise(fault),
+        };
+        if !crate::cpu::instr::data::handles(&insn) {
+            return Event::Stop(StopReason::OutsideRam(format!(
+                "guest instruction `{insn}` at {:#010x} accesses device memory at physical \
+                 {phys:#010x}; nestmon carries out only MOV, MOVZX, MOVSX and XCHG there",
+                self.state.eip
+            )));
+        }
+        self.state.emulate_token = translator::translate::NO_TOKEN;
+        self.emulate()
     }
 
     /// Delivers in the monitor a #DE whose inline delivery faulted, then
@@ -281,6 +306,9 @@ impl BtCore {
     }
 
     fn outside_ram(&self, lin: u32, phys: u32, write: bool) -> FaultOutcome {
+        if self.mmio.claims(u64::from(phys)) {
+            return FaultOutcome::Device(phys);
+        }
         FaultOutcome::Stop(StopReason::OutsideRam(format!(
             "guest {} at {} (physical {phys:#010x}) is outside guest RAM ({} MiB)",
             if write { "write" } else { "read" },

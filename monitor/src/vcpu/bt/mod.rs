@@ -89,6 +89,8 @@ pub struct BtStats {
     pub io_instructions: u64,
     /// Guest writes to frames holding translated code.
     pub smc_writes: u64,
+    /// Accesses the monitor made to device memory (MMIO) for the guest.
+    pub mmio_accesses: u64,
     /// Host faults resolved by filling a shadow mapping (paging on).
     pub hidden_faults: u64,
     /// INVLPGs carried out (each dropping one page or one 4 MiB region).
@@ -223,6 +225,11 @@ pub struct BtCore {
     /// platform does not count those accesses).
     inline_ports: std::collections::BTreeSet<u16>,
     ram: GuestRam,
+    /// The memory-mapped devices, for guest accesses outside RAM.
+    mmio: crate::devices::mmio::MmioBus,
+    /// The local APIC, whose `IA32_APIC_BASE` WRMSR moves or disables
+    /// (none: the MSR is only a register).
+    lapic: Option<crate::devices::lapic::SharedLapic>,
     /// The address spaces cached per page directory (slots; see
     /// [`spaces`]), each with a supervisor view (index 0: CPL 0-2, and
     /// every CPL while paging is off) and a user view (index 1: CPL 3 with
@@ -413,6 +420,19 @@ impl BtVcpu {
         self.core.unprivileged_ports = ports;
     }
 
+    /// The memory-mapped devices guest accesses outside RAM reach (none
+    /// until this is called: such accesses read all ones and write
+    /// nothing).
+    pub fn set_mmio_bus(&mut self, bus: crate::devices::mmio::MmioBus) {
+        self.core.mmio = bus;
+    }
+
+    /// The local APIC whose base and global enable `IA32_APIC_BASE`
+    /// writes set (its registers are reached through the MMIO bus).
+    pub fn set_local_apic(&mut self, lapic: crate::devices::lapic::SharedLapic) {
+        self.core.lapic = Some(lapic);
+    }
+
     /// Lets leaf page tables the guest keeps writing go out of sync until
     /// its next TLB flush (on by default; off: every write to a traced
     /// page table is seen as it happens), for comparison.
@@ -562,6 +582,7 @@ impl Vcpu for BtVcpu {
                 ("external interrupts", v.external_interrupts),
                 ("NMIs", v.nmis),
                 ("self-modifying writes", v.smc_writes),
+                ("device memory accesses", v.mmio_accesses),
                 ("hidden faults (shadow fills)", v.hidden_faults),
                 (
                     "inline INT/IRET redone by the monitor",
@@ -781,6 +802,8 @@ impl BtCore {
             rmap: HashMap::default(),
             adaptive: adaptive::Adaptive::new(true),
             fault_insn: None,
+            mmio: crate::devices::mmio::MmioBus::new(),
+            lapic: None,
             pending_chain: None,
             faults,
             stats: BtStats::default(),
@@ -1640,6 +1663,7 @@ impl BtCore {
                 faults::FaultOutcome::Stop(reason) => return Event::Stop(reason),
                 faults::FaultOutcome::Redo => return self.redo_in_monitor(),
                 faults::FaultOutcome::RedoDivideError => return self.redo_divide_error(),
+                faults::FaultOutcome::Device(phys) => return self.device_access(phys),
             }
         }
     }

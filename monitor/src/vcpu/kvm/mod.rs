@@ -18,9 +18,12 @@
 //!   window injects the PIC's vector with `KVM_INTERRUPT`; NMIs go through
 //!   `KVM_NMI`.
 //! - Port I/O exits are handed out one element per exit ([`io`]); MMIO
-//!   exits never leave the backend: the PC has no MMIO device yet, so a
-//!   read returns all ones and a write is dropped, as the binary
-//!   translator does for addresses outside RAM.
+//!   exits never leave the backend: they go to the machine's MMIO bus
+//!   (`devices::mmio`: the local APIC, the I/O APIC), which reads all ones
+//!   and drops writes where no device decodes, as binary translation
+//!   does. KVM keeps `IA32_APIC_BASE` itself here, so a guest that moves
+//!   or disables its local APIC is not followed (binary translation
+//!   follows it).
 //! - Instructions KVM's emulator refuses (an emulation failure, with
 //!   `KVM_CAP_EXIT_ON_EMULATION_FAILURE`) are carried out by the executor
 //!   binary translation uses, `crate::cpu::exec`, over a KVM-backed
@@ -245,6 +248,8 @@ pub struct KvmCore {
     /// Dropped before `ram`: KVM's slot refers to its mapping.
     _vm: VmFd,
     ram: GuestRam,
+    /// The memory-mapped devices MMIO exits reach.
+    mmio: crate::devices::mmio::MmioBus,
     /// The I/O exit being handed out, element by element.
     io: Option<IoExit>,
     /// KVM still has to complete an I/O or MMIO access (next `KVM_RUN`).
@@ -281,6 +286,12 @@ pub struct KvmCore {
 }
 
 impl KvmVcpu {
+    /// The memory-mapped devices MMIO exits reach (none until this is
+    /// called: reads return all ones, writes are dropped).
+    pub fn set_mmio_bus(&mut self, bus: crate::devices::mmio::MmioBus) {
+        self.core.mmio = bus;
+    }
+
     /// A vCPU over `ram` for the CPU `model` under `$NESTMON_KVM_DEVICE`
     /// (`/dev/kvm`), in the Multiboot entry state; it must run on the
     /// calling thread.
@@ -319,6 +330,7 @@ impl KvmVcpu {
             ram,
             io: None,
             completion_pending: false,
+            mmio: crate::devices::mmio::MmioBus::new(),
             window_wanted: false,
             injected: false,
             carried_out: false,
@@ -677,10 +689,13 @@ impl KvmCore {
         let mmio = match self.vcpu.run() {
             Ok(KvmExit::IoIn(..)) | Ok(KvmExit::IoOut(..)) => None,
             Ok(KvmExit::MmioRead(address, data)) => {
-                data.fill(0xff);
+                self.mmio.read(address, data);
                 Some(address)
             }
-            Ok(KvmExit::MmioWrite(address, _)) => Some(address),
+            Ok(KvmExit::MmioWrite(address, data)) => {
+                self.mmio.write(address, data);
+                Some(address)
+            }
             Ok(KvmExit::Hlt) => return self.after_run(RunEnd::Hlt),
             Ok(KvmExit::IrqWindowOpen) => return self.after_run(RunEnd::Window),
             Ok(KvmExit::Shutdown) => return self.after_run(RunEnd::Shutdown),
@@ -989,7 +1004,7 @@ impl KvmCore {
         if !s.mmio_pages.is_empty() {
             let pages: Vec<String> = s.mmio_pages.iter().map(|p| format!("{p:#010x}")).collect();
             notes.push(format!(
-                "MMIO outside guest RAM (reads all ones, writes dropped) on pages: {}",
+                "MMIO outside guest RAM on pages: {}",
                 pages.join(", ")
             ));
         }
