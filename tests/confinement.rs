@@ -128,6 +128,7 @@ fn every_software_tlb_candidate_translates_through_the_software_tlb_and_passes_t
             paged: None,
             self_check: false,
             soft_access: &[eip],
+            return_stack: false,
         };
         match translate(&req) {
             Ok(unit) => {

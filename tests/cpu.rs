@@ -232,6 +232,45 @@ fn flags_survive_exits_and_indirect_branches() {
     assert_eq!(r.code, Some(0), "{}", describe(&r));
 }
 
+/// Both ways of translating calls and returns: predicted by the host's
+/// return-stack buffer (the default) and through the indirect-branch
+/// table only.
+const RETURN_MODES: [&[&str]; 2] = [&[], &["--set", "nestmon.bt.returnStack=FALSE"]];
+
+#[test]
+fn recursion_deeper_than_the_return_prediction_stack_computes_the_same() {
+    // 300,000 nested calls (the host stack holds 131,072): the guard
+    // fault starts it again and the recursion goes on.
+    let body = "mov esi, esp\nmov esp, 0x4000000\nmov ecx, 300000\nxor eax, eax\n\
+                call 3f\nmov esp, esi\ncmp eax, 300000\njne 1f\nxor eax, eax\nret\n\
+                1: mov eax, 1\nret\n\
+                3: test ecx, ecx\njz 4f\ndec ecx\ncall 3b\ninc eax\n4: ret";
+    for extra in RETURN_MODES {
+        let r = run_asm("deep_recursion", body, extra);
+        assert_eq!(r.code, Some(0), "{extra:?}: {}", describe(&r));
+    }
+}
+
+#[test]
+fn returns_the_guest_redirects_go_where_the_guest_says() {
+    // A get-PC call that pops its own return address, a return address
+    // moved 5 bytes on, and a return past the frame of an inner call
+    // (as longjmp does); EDI counts the paths taken.
+    let body = "xor edi, edi\ncall 1f\n1: pop ebx\nadd edi, 1\n\
+                call 2f\nmov edi, 0xdead\nadd edi, 2\njmp 5f\n\
+                2: add dword ptr [esp], 5\nret\n\
+                5: call 6f\nadd edi, 4\njmp 8f\n\
+                6: call 7f\nud2\n\
+                7: add esp, 4\nret\n\
+                8: call 9f\nadd edi, 8\ncmp edi, 15\njne 10f\nxor eax, eax\nret\n\
+                9: ret\n\
+                10: mov eax, 1\nret";
+    for extra in RETURN_MODES {
+        let r = run_asm("redirected_returns", body, extra);
+        assert_eq!(r.code, Some(0), "{extra:?}: {}", describe(&r));
+    }
+}
+
 #[test]
 fn io_to_unclaimed_ports_runs_without_exits_and_stats_name_the_ports() {
     // Port 0x80 (the POST/delay port) has no device: OUT is dropped and IN

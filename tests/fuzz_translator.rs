@@ -211,6 +211,8 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
             paged: None,
             self_check: false,
             soft_access: if soft { &every_eip } else { &[] },
+            // Predicted calls and returns in two of the modes.
+            return_stack: limited != 0 || soft,
         };
         let unit = match translate(&req) {
             Ok(unit) => unit,

@@ -40,6 +40,7 @@ fn translation_cost(c: &mut Criterion) {
         exit_common: 0x2000,
         exit_saved: 0x3000,
         poll: 0x0f00,
+        return_sentinel: 0x4000,
     };
     let req = UnitRequest {
         eip: 0x10_0000,
@@ -68,6 +69,7 @@ fn translation_cost(c: &mut Criterion) {
         paged: None,
         self_check: false,
         soft_access: &[],
+        return_stack: false,
     };
     let insns = translator::translate(&req)
         .expect("sample translates")

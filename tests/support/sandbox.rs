@@ -20,6 +20,7 @@ pub const STUBS: translator::Stubs = translator::Stubs {
     exit_common: 0x7f00_0000_1100,
     exit_saved: 0x7f00_0000_1200,
     poll: 0x7f00_0000_0000,
+    return_sentinel: 0x7f00_0000_1300,
 };
 
 /// Where guest code is placed.

@@ -78,6 +78,23 @@ impl Emitter {
         self.rel32_to(l)
     }
 
+    /// `call rel32` to a label; returns the offset of the rel32 field.
+    pub fn call_label(&mut self, l: Label) -> usize {
+        self.buf.push(0xe8);
+        self.rel32_to(l)
+    }
+
+    /// `lea r, [rip + rel32]` of a label, for a 64-bit `r` (the
+    /// displacement is relative to the instruction's end, which is the
+    /// field's end).
+    pub fn lea_rip_label(&mut self, r: Register, l: Label) {
+        let n = r.number() as u8;
+        let rex = 0x48 | if n >= 8 { 0x04 } else { 0 };
+        self.buf
+            .extend_from_slice(&[rex, 0x8d, 0x05 | ((n & 7) << 3)]);
+        self.rel32_to(l);
+    }
+
     /// `jcc rel32` (condition 0..15 as in the opcode) to a label; returns the
     /// offset of the rel32 field.
     pub fn jcc_label(&mut self, cc: u8, l: Label) -> usize {

@@ -12,6 +12,7 @@ pub mod emit;
 pub mod ibtc;
 pub mod isa;
 pub mod listing;
+pub mod rstack;
 pub mod runtime;
 pub mod state;
 pub mod translate;

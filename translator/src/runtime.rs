@@ -4,9 +4,16 @@
 //!
 //! Invariants:
 //! - `enter` saves every host callee-saved register and the host RSP in the
-//!   state block before loading guest state; every exit path (`exit_common`,
-//!   `exit_saved`) restores them from there, so translated code may leave
-//!   the host stack in any state.
+//!   state block before loading guest state, and switches RSP to the empty
+//!   return-prediction stack (`CpuState::rsb_top`, when there is one, see
+//!   `crate::rstack`); every exit path (`exit_common`, `exit_saved`)
+//!   restores them from there, so translated code may leave either stack
+//!   in any state.
+//! - Every handler runs with `SA_ONSTACK`: a thread that runs translated
+//!   code has an alternate signal stack ([`ensure_signal_stack`]), since
+//!   the return-prediction stack has no room below its guard. A fault on
+//!   that guard restarts the stack from its top and resumes the faulting
+//!   call (or a unit's first push) itself.
 //! - Host DF is clear and host MXCSR is the monitor's again after every
 //!   exit. Every exit stores the guest's XMM0-7 and MXCSR in the state
 //!   block (the monitor's code may use XMM registers); the guest's x87/MMX
@@ -46,20 +53,29 @@ pub struct Stubs {
     /// The poll word every translation loads on entry (the first byte of the
     /// code cache's poll page).
     pub poll: u64,
+    /// The return-prediction stack's sentinel (see `crate::rstack`): a
+    /// host `ret` that finds no return address of its own lands here,
+    /// which puts the sentinel back and jumps to R10, the `ret`'s own
+    /// indirect-branch lookup.
+    pub return_sentinel: u64,
 }
 
 fn r(e: IcedError) -> crate::TranslateError {
     crate::TranslateError::Encode(e.to_string())
 }
 
-/// Assembles the stubs for execution at host address `rip`.
-pub fn assemble_stubs(rip: u64) -> Result<(Vec<u8>, [u64; 3]), crate::TranslateError> {
+/// Assembles the stubs for execution at host address `rip`: the
+/// addresses of enter, the common exit, the saved exit and the
+/// return-prediction sentinel.
+pub fn assemble_stubs(rip: u64) -> Result<(Vec<u8>, [u64; 4]), crate::TranslateError> {
     let mut a = CodeAssembler::new(64).map_err(r)?;
     let mut exit_common = a.create_label();
     let mut exit_saved = a.create_label();
     let mut enter = a.create_label();
+    let mut sentinel = a.create_label();
     emit_enter(&mut a, &mut enter).map_err(r)?;
     emit_exits(&mut a, &mut exit_common, &mut exit_saved).map_err(r)?;
+    emit_sentinel(&mut a, &mut sentinel).map_err(r)?;
     let res = a
         .assemble_options(rip, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)
         .map_err(r)?;
@@ -67,6 +83,7 @@ pub fn assemble_stubs(rip: u64) -> Result<(Vec<u8>, [u64; 3]), crate::TranslateE
         res.label_ip(&enter).map_err(r)?,
         res.label_ip(&exit_common).map_err(r)?,
         res.label_ip(&exit_saved).map_err(r)?,
+        res.label_ip(&sentinel).map_err(r)?,
     ];
     Ok((res.inner.code_buffer, addrs))
 }
@@ -89,6 +106,11 @@ fn emit_enter(a: &mut CodeAssembler, enter: &mut CodeLabel) -> Result<(), IcedEr
     a.sub(rsp, 8)?;
     a.mov(r14, rdi)?;
     a.mov(qword_ptr(r14 + off::HOST_RSP), rsp)?;
+    // Translated code runs on the empty return-prediction stack, when
+    // there is one (see crate::rstack).
+    a.mov(rax, qword_ptr(r14 + off::RSB_TOP))?;
+    a.test(rax, rax)?;
+    a.cmovne(rsp, rax)?;
     a.stmxcsr(dword_ptr(r14 + off::HOST_MXCSR))?;
     a.cmp(dword_ptr(r14 + off::FX_LOAD), 0)?;
     a.je(sse_only)?;
@@ -139,6 +161,15 @@ fn emit_exits(
         a.pop(reg)?;
     }
     a.ret()
+}
+
+/// The return-prediction sentinel: a host `ret` popped it, so put it
+/// back (its slot still holds it) and continue at R10, the lookup the
+/// `ret` pointed it at.
+fn emit_sentinel(a: &mut CodeAssembler, sentinel: &mut CodeLabel) -> Result<(), IcedError> {
+    a.set_label(sentinel)?;
+    a.lea(rsp, qword_ptr(rsp - 8))?;
+    a.jmp(r10)
 }
 
 thread_local! {
@@ -366,6 +397,61 @@ pub fn request_exit_all() {
     }
 }
 
+/// Bytes of the alternate signal stack of a thread that runs translated
+/// code.
+const SIGNAL_STACK_BYTES: usize = 256 << 10;
+
+/// Gives the calling thread an alternate signal stack, if it has none, so
+/// that handlers installed with `SA_ONSTACK` (the fault handler here, the
+/// monitor's stop signals) never run on the return-prediction stack that
+/// translated code uses (see `crate::rstack`). Call it on every thread
+/// before it enters translated code; the stack stays for the thread's
+/// life.
+pub fn ensure_signal_stack() -> std::io::Result<()> {
+    thread_local! {
+        static READY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if READY.with(|r| r.get()) {
+        return Ok(());
+    }
+    // SAFETY: a zeroed stack_t is a valid out-parameter.
+    let mut old: libc::stack_t = unsafe { std::mem::zeroed() };
+    // SAFETY: queries the current alternate stack only.
+    if unsafe { libc::sigaltstack(std::ptr::null(), &mut old) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if old.ss_flags & libc::SS_DISABLE == 0 && old.ss_size >= SIGNAL_STACK_BYTES {
+        READY.with(|r| r.set(true));
+        return Ok(());
+    }
+    // SAFETY: a fresh anonymous mapping, never unmapped: the thread may
+    // take a signal on it until it ends (a few per process).
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            SIGNAL_STACK_BYTES,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    let new = libc::stack_t {
+        ss_sp: stack,
+        ss_flags: 0,
+        ss_size: SIGNAL_STACK_BYTES,
+    };
+    // SAFETY: `new` describes the mapping just made.
+    if unsafe { libc::sigaltstack(&new, std::ptr::null_mut()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    READY.with(|r| r.set(true));
+    Ok(())
+}
+
 fn install_handlers() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -376,7 +462,10 @@ fn install_handlers() {
                 sa.sa_sigaction = on_fault
                     as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)
                     as usize;
-                sa.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER;
+                // On the thread's alternate stack: translated code runs
+                // on the return-prediction stack, which has no room below
+                // its guard (see `ensure_signal_stack`).
+                sa.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER | libc::SA_ONSTACK;
                 libc::sigemptyset(&mut sa.sa_mask);
                 libc::sigaction(sig, &sa, std::ptr::null_mut());
             }
@@ -410,12 +499,24 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut l
     // (invariant of the register convention), which is live while its code
     // runs.
     let state = unsafe { &mut *(gregs[libc::REG_R14 as usize] as *mut CpuState) };
+    // SAFETY: `info` is valid for SA_SIGINFO handlers.
+    let addr = unsafe { (*info).si_addr() as u64 };
+    if sig == libc::SIGSEGV
+        && state.rsb_top != 0
+        && crate::rstack::guard_of(state.rsb_top).contains(&addr)
+    {
+        // A host call (or a unit's first push) ran off the bottom of the
+        // return-prediction stack: start it again from the top, and run
+        // the instruction again. Only predictions are lost.
+        gregs[libc::REG_RSP as usize] = state.rsb_top as i64;
+        return;
+    }
     for (i, reg) in GUEST_GREGS.iter().enumerate() {
         state.gpr[i] = gregs[*reg as usize] as u32;
     }
     state.host_flags = gregs[libc::REG_EFL as usize] as u64;
     // SAFETY: `info` is valid for SA_SIGINFO handlers.
-    let (addr, code) = unsafe { ((*info).si_addr() as u64, (*info).si_code as u64) };
+    let code = unsafe { (*info).si_code as u64 };
     state.fault = crate::state::HostFault {
         signo: sig as u64,
         addr,

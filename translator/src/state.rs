@@ -171,6 +171,10 @@ pub struct CpuState {
     pub window_wanted: u32,
     /// Host RSP at entry, restored by every exit path.
     pub host_rsp: u64,
+    /// The host RSP of an empty return-prediction stack (see
+    /// `crate::rstack`): the sentinel's slot. 0: no such stack; translated
+    /// code then keeps the monitor's stack and predicts no returns.
+    pub rsb_top: u64,
     /// Host address of guest linear 0 (loaded into R15).
     pub window: u64,
     /// Host address of the indirect-branch table (see [`crate::ibtc`]);
@@ -288,6 +292,7 @@ impl Default for CpuState {
             emulate_token: u32::MAX,
             window_wanted: 0,
             host_rsp: 0,
+            rsb_top: 0,
             window: 0,
             ibtc: std::sync::atomic::AtomicU64::new(0),
             ibtc_shared: std::sync::atomic::AtomicU64::new(0),
@@ -345,6 +350,8 @@ pub mod off {
     pub const WINDOW_WANTED: i32 = offset_of!(CpuState, window_wanted) as i32;
     /// `host_rsp`.
     pub const HOST_RSP: i32 = offset_of!(CpuState, host_rsp) as i32;
+    /// `rsb_top`.
+    pub const RSB_TOP: i32 = offset_of!(CpuState, rsb_top) as i32;
     /// `window`.
     pub const WINDOW: i32 = offset_of!(CpuState, window) as i32;
     /// `ibtc`.

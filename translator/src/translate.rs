@@ -359,6 +359,10 @@ pub struct UnitRequest<'a> {
     /// instructions translated by the generic path use it; the others
     /// ignore the request.
     pub soft_access: &'a [u32],
+    /// Guest `call`/`ret` become host `call`/`ret` on the return-prediction
+    /// stack (see [`crate::rstack`]): `CpuState::rsb_top` names one, and
+    /// the host has BMI2 (the call's room check rotates RSP with RORX).
+    pub return_stack: bool,
 }
 
 /// How a unit is translated when guest paging is on, so that it stays
@@ -543,6 +547,9 @@ struct Exit {
     /// exit probes the indirect-branch table of this tag instead of
     /// waiting to be chained (see [`PagedCode`]).
     probe: Option<u32>,
+    /// With `probe`: the target is the guest address in R9D (a predicted
+    /// return that went elsewhere), not `target`.
+    lookup_r9: bool,
 }
 
 struct Ctx<'a> {
@@ -834,6 +841,24 @@ impl Ctx<'_> {
             rel32,
             mode: None,
             probe: self.probe_for(target, self.req.ibtc_tag),
+            lookup_r9: false,
+        });
+        Ok(())
+    }
+
+    /// A chainable host `call` to guest `target` (a predicted guest call):
+    /// chained like [`Ctx::chain_exit`]'s jump; unchained, its exit stub
+    /// exits (every exit drops the return-prediction stack).
+    fn chain_call(&mut self, target: u32) -> Result<(), TranslateError> {
+        let label = self.e.label();
+        let rel32 = self.e.call_label(label);
+        self.exits.push(Exit {
+            label,
+            target,
+            rel32,
+            mode: None,
+            probe: self.probe_for(target, self.req.ibtc_tag),
+            lookup_r9: false,
         });
         Ok(())
     }
@@ -855,6 +880,7 @@ impl Ctx<'_> {
             rel32,
             mode: Some(mode),
             probe: self.probe_for(target, tag),
+            lookup_r9: false,
         });
         Ok(())
     }
@@ -869,6 +895,7 @@ impl Ctx<'_> {
             rel32,
             mode: None,
             probe: self.probe_for(target, self.req.ibtc_tag),
+            lookup_r9: false,
         });
         Ok(())
     }
@@ -943,7 +970,9 @@ impl Ctx<'_> {
             if let Some(tag) = x.probe {
                 // Never chained: the target's page may hold other code in
                 // another address space.
-                self.ins(i2!(Code::Mov_r32_imm32, Register::R9D, x.target)?)?;
+                if !x.lookup_r9 {
+                    self.ins(i2!(Code::Mov_r32_imm32, Register::R9D, x.target)?)?;
+                }
                 self.indirect_in(tag)?;
                 continue;
             }
@@ -1773,6 +1802,15 @@ impl Ctx<'_> {
     /// monitor, and the window register switched to the new view. Touches
     /// no flags and no guest register.
     fn privilege_change(&mut self, to: &InlineTransition, kind: u32) -> Result<(), TranslateError> {
+        if self.req.return_stack {
+            // A continuation belongs to its call's mode: none survives a
+            // privilege change.
+            self.ins(i2!(
+                Code::Mov_r64_rm64,
+                Register::RSP,
+                mem(Register::R14, Register::None, off::RSB_TOP.into())
+            )?)?;
+        }
         for (n, seg) in [Seg::Cs, Seg::Ss].into_iter().enumerate() {
             let s = seg as i64;
             self.ins(i2!(
@@ -2256,17 +2294,39 @@ impl Ctx<'_> {
     }
 
     fn call(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
+        let predicted = self.predicts_returns();
         match i.op0_kind() {
             OpKind::NearBranch32 => {
                 self.push_return(i.next_ip32())?;
-                self.chain_exit(i.near_branch_target() as u32)?;
-                Ok(true)
+                if !predicted {
+                    self.chain_exit(i.near_branch_target() as u32)?;
+                    return Ok(true);
+                }
+                self.chain_call(i.near_branch_target() as u32)?;
+                self.continuation(i.next_ip32())?;
+                Ok(false)
             }
             OpKind::Register | OpKind::Memory if i.code() == Code::Call_rm32 => {
                 self.target_to_r9(i)?;
                 self.push_return(i.next_ip32())?;
-                self.indirect()?;
-                Ok(true)
+                if !predicted {
+                    self.indirect()?;
+                    return Ok(true);
+                }
+                // A host call of the unit's own lookup of R9D (out of
+                // line), which jumps to the callee's translation.
+                let lookup = self.e.label();
+                let rel32 = self.e.call_label(lookup);
+                self.exits.push(Exit {
+                    label: lookup,
+                    target: 0,
+                    rel32,
+                    mode: None,
+                    probe: Some(self.req.ibtc_tag),
+                    lookup_r9: true,
+                });
+                self.continuation(i.next_ip32())?;
+                Ok(false)
             }
             _ => self.emulate_exit(i.ip32()),
         }
@@ -2281,8 +2341,45 @@ impl Ctx<'_> {
         let at = self.stack_address(Register::R8)?;
         self.load32(Register::R9D, mem(Register::R15, at, 0))?;
         self.lea32(Register::R8D, Register::R8, 4 + extra)?;
+        if self.predicts_returns() {
+            // The host return lands on the continuation of the matching
+            // call, or (no call of its own on the stack) on the sentinel,
+            // which jumps to R10: the lookup right after the `ret`.
+            let lookup = self.e.label();
+            self.e.lea_rip_label(Register::R10, lookup);
+            self.ins(Instruction::with(Code::Retnq))?;
+            self.e.bind(lookup);
+        }
         self.indirect()?;
         Ok(true)
+    }
+
+    /// Whether guest calls and returns use the return-prediction stack: it
+    /// exists, and the unit may jump into other translations (a unit of
+    /// one instruction ends after it).
+    fn predicts_returns(&self) -> bool {
+        self.req.return_stack && self.req.max_insns > 1
+    }
+
+    /// The host return point of a predicted call whose guest return
+    /// address is `ret_eip`, with R9D the address the guest `ret` popped
+    /// and R10 that `ret`'s own lookup (every host `ret` sets it): falls
+    /// through into the translation of the instructions after the call if
+    /// they match (the unit goes on there), else jumps to R10, which looks
+    /// R9D up in the same mode. Flags untouched; RCX kept in R11 meanwhile.
+    fn continuation(&mut self, ret_eip: u32) -> Result<(), TranslateError> {
+        let matched = self.e.label();
+        self.ins(i2!(Code::Mov_r64_rm64, Register::R11, Register::RCX)?)?;
+        self.ins(i2!(
+            Code::Lea_r32_m,
+            Register::ECX,
+            mem(Register::R9, Register::None, -i64::from(ret_eip as i32))
+        )?)?;
+        self.e.jrcxz_label(matched);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R11)?)?;
+        self.ins(Instruction::with1(Code::Jmp_rm64, Register::R10).map_err(err)?)?;
+        self.e.bind(matched);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R11)?)
     }
 
     /// Loads the target of an indirect jmp/call into R9D.
@@ -2765,6 +2862,7 @@ mod tests {
         exit_common: 0x10_1000,
         exit_saved: 0x10_2000,
         poll: 0x0f_f000,
+        return_sentinel: 0x10_3000,
     };
 
     fn unit(code: &[u8]) -> Unit {
@@ -2784,6 +2882,7 @@ mod tests {
         paged: Option<PagedCode>,
         self_check: bool,
         soft_access: &'a [u32],
+        return_stack: bool,
     }
 
     impl Default for Setup<'_> {
@@ -2805,6 +2904,7 @@ mod tests {
                 paged: None,
                 self_check: false,
                 soft_access: &[],
+                return_stack: false,
             }
         }
     }
@@ -2836,6 +2936,7 @@ mod tests {
             paged: setup.paged,
             self_check: setup.self_check,
             soft_access: setup.soft_access,
+            return_stack: setup.return_stack,
         };
         translate(&req).unwrap()
     }
@@ -2884,6 +2985,104 @@ mod tests {
             && i.memory_index() != Register::R12
             && i.op_count() > 0
             && (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Memory)));
+    }
+
+    fn predicted(code: &[u8]) -> Vec<Instruction> {
+        host_insns(&translate_with(
+            code,
+            Setup {
+                return_stack: true,
+                ..Setup::default()
+            },
+        ))
+    }
+
+    #[test]
+    fn a_predicted_call_is_a_host_call_whose_continuation_checks_the_return_and_goes_on() {
+        // call +0x10; inc eax
+        let insns = predicted(&[0xe8, 0x10, 0, 0, 0, 0x40]);
+        let call = insns
+            .iter()
+            .position(|i| i.code() == Code::Call_rel32_64)
+            .expect("a host call");
+        // The continuation compares R9D with the return address 0x1005
+        // without touching the flags, then the unit goes on with the INC.
+        assert_eq!(insns[call + 2].code(), Code::Lea_r32_m);
+        assert_eq!(insns[call + 2].memory_base(), Register::R9);
+        assert_eq!(
+            insns[call + 2].memory_displacement64() as i64 as i32,
+            -0x1005
+        );
+        assert_eq!(insns[call + 3].code(), Code::Jrcxz_rel8_64);
+        assert!(insns[call..].iter().any(|i| i.mnemonic() == Mnemonic::Inc));
+        assert!(!insns.iter().any(|i| i.code() == Code::Retnq));
+    }
+
+    #[test]
+    fn a_predicted_ret_points_r10_at_its_own_lookup_and_returns() {
+        let insns = predicted(&[0xc3]);
+        let ret = insns
+            .iter()
+            .position(|i| i.code() == Code::Retnq)
+            .expect("a host ret");
+        let lea = &insns[ret - 1];
+        assert_eq!(
+            (lea.code(), lea.op0_register(), lea.memory_base()),
+            (Code::Lea_r64_m, Register::R10, Register::RIP)
+        );
+        assert_eq!(lea.memory_displacement64(), insns[ret + 1].ip());
+        // What follows is the ordinary indirect-branch lookup.
+        assert!(insns[ret..].iter().any(|i| i.code() == Code::Jmp_rm64));
+    }
+
+    #[test]
+    fn an_indirect_call_calls_its_lookup_and_a_one_instruction_unit_predicts_nothing() {
+        // call eax
+        let insns = predicted(&[0xff, 0xd0]);
+        assert!(insns.iter().any(|i| i.code() == Code::Call_rel32_64));
+        let single = host_insns(&translate_with(
+            &[0xc3],
+            Setup {
+                return_stack: true,
+                max_insns: 1,
+                ..Setup::default()
+            },
+        ));
+        assert!(!single
+            .iter()
+            .any(|i| matches!(i.code(), Code::Retnq | Code::Call_rel32_64)));
+    }
+
+    #[test]
+    fn an_inline_privilege_change_starts_the_return_stack_again() {
+        let resets = |insns: &[Instruction]| {
+            insns
+                .iter()
+                .filter(|i| {
+                    i.code() == Code::Mov_r64_rm64
+                        && i.op0_register() == Register::RSP
+                        && i.memory_displacement64() as i64 == i64::from(off::RSB_TOP)
+                })
+                .count()
+        };
+        assert_eq!(resets(&predicted(&[0xe8, 0, 0, 0, 0])), 0);
+        let sysenter = translate_with(
+            &[0x0f, 0x34],
+            Setup {
+                mode: Mode {
+                    flat: true,
+                    ..Mode::default()
+                },
+                transitions: Some(Transitions {
+                    sysenter: Some(TO_RING0),
+                    sysexit: None,
+                }),
+                return_stack: true,
+                ..Setup::default()
+            },
+        );
+        assert!(sysenter.emulated.is_empty(), "SYSENTER ran inline");
+        assert_eq!(resets(&host_insns(&sysenter)), 1);
     }
 
     #[test]

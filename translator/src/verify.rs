@@ -8,7 +8,8 @@
 //! - `[r15 + g + d]`: the guest window, where `g` is a guest register or a
 //!   scratch register holding a 32-bit value and `|d| <= 64`;
 //! - `[r14 + d]`: the vCPU state block;
-//! - `[rsp + d]`: the monitor's stack (PUSHFQ/POPFQ sequences);
+//! - `[rsp + d]`: the host stack: reads near its top, writes only by
+//!   PUSHFQ, PUSH r64 and CALL (see the host stack below);
 //! - `[r12 + r11*8 + t]`, `[r12 + r11*8 + t + 8]`: the indirect-branch
 //!   table of a mode, `t` a multiple of its size below `TAGS` tables,
 //!   where on every path R12 was loaded from the state block's table-set
@@ -45,8 +46,20 @@
 //!   truncates it back.
 //!
 //! Allowed control transfers: direct `jmp`, `jcc` and `jrcxz` (to the
-//! unit itself, the runtime stubs or, once chained, other translations) and
-//! the indirect-branch table's `jmp [r12 + r11*8 + 8]`.
+//! unit itself, the runtime stubs or, once chained, other translations),
+//! the indirect-branch table's `jmp [r12 + r11*8 + 8]`, and the predicted
+//! calls and returns of the return-prediction stack (`crate::rstack`):
+//! `call rel32`, and `ret` right after `lea r10, [rip + d]` naming the
+//! instruction after it.
+//!
+//! The host stack (`check_host_stack`): a unit pushes at most one value
+//! (PUSHFQ or PUSH r64) and pops or drops it (`lea rsp, [rsp + 8]`) before
+//! any host call or return, return-stack reset (`mov rsp, [r14 +
+//! RSB_TOP]`), jump out of the unit or indirect jump, on every path; no
+//! other instruction writes RSP, and no unit writes the state block's
+//! host RSP fields. So what a `ret` pops was stored by a host `call` (its
+//! continuation follows it in some unit) or is the sentinel, never a value
+//! the guest chose.
 //!
 //! Allowed instructions: those of extensions a guest may be offered
 //! ([`crate::isa::GuestIsa::can_offer`]) and x86-64 itself, because iced-x86
@@ -83,6 +96,14 @@ pub fn check_unit(code: &[u8], base: u64, poll: u64) -> Result<(), Violation> {
     let sources = branch_sources(&insns, base, code.len() as u64).map_err(|k| Violation {
         offset: (insns[k].ip() - base) as usize,
         what: "a jump into the middle of an instruction".into(),
+    })?;
+    check_ret_lookups(&insns, base, code.len() as u64).map_err(|k| Violation {
+        offset: (insns[k].ip() - base) as usize,
+        what: "jmp r10 where R10 may not be a ret's lookup".into(),
+    })?;
+    check_host_stack(&insns, base, code.len() as u64).map_err(|(k, what)| Violation {
+        offset: (insns[k.min(insns.len() - 1)].ip() - base) as usize,
+        what,
     })?;
     let mut after: Vec<SoftFacts> = Vec::with_capacity(insns.len());
     for (k, i) in insns.iter().enumerate() {
@@ -401,7 +422,8 @@ fn branch_sources(insns: &[Instruction], base: u64, len: u64) -> Result<Vec<Vec<
             i.flow_control(),
             FlowControl::UnconditionalBranch | FlowControl::ConditionalBranch
         );
-        if !branches || !i.is_jmp_short_or_near() && !i.is_jcc_short_or_near() && !is_jrcxz(i) {
+        let direct = i.is_jmp_short_or_near() || i.is_jcc_short_or_near() || is_jrcxz(i);
+        if !(branches && direct || i.code() == Code::Call_rel32_64) {
             continue;
         }
         let target = i.near_branch_target();
@@ -484,8 +506,18 @@ fn check_access(
         }
         (Register::R14, Register::None) => {
             (0..std::mem::size_of::<CpuState>() as i64).contains(&disp)
+                && !(m.access() != OpAccess::Read && monitor_field(disp))
         }
-        (Register::RSP, Register::None) => disp.abs() <= 16,
+        // Reads near the top; writes only by the pushes and calls that
+        // `check_host_stack` balances (what a host `ret` pops).
+        (Register::RSP, Register::None) => {
+            disp.abs() <= 16
+                && (m.access() == OpAccess::Read
+                    || matches!(
+                        i.code(),
+                        Code::Pushfq | Code::Push_r64 | Code::Call_rel32_64
+                    ))
+        }
         (Register::R12, Register::R11) => {
             let table = crate::ibtc::TABLE_BYTES as i64;
             facts.r12 == Fact::TableSet
@@ -523,6 +555,216 @@ fn check_access(
     }
 }
 
+/// Whether `disp` in the state block falls on a field only the runtime
+/// writes: the host RSP of the monitor and of an empty return-prediction
+/// stack (a unit that wrote them would choose where a `ret` goes).
+fn monitor_field(disp: i64) -> bool {
+    use crate::state::off;
+    [off::HOST_RSP, off::RSB_TOP]
+        .iter()
+        .any(|&f| (i64::from(f) - 7..i64::from(f) + 8).contains(&disp))
+}
+
+/// Whether `i` drops the unit's last host push: POPFQ, POP r64, or
+/// `lea rsp, [rsp + 8]` (a saved RFLAGS given up without loading it).
+fn is_pop_like(i: &Instruction) -> bool {
+    matches!(i.code(), Code::Popfq | Code::Pop_r64)
+        || i.code() == Code::Lea_r64_m
+            && i.op0_register() == Register::RSP
+            && i.memory_base() == Register::RSP
+            && i.memory_index() == Register::None
+            && i.memory_displacement64() == 8
+}
+
+/// Whether `i` is `mov rsp, [r14 + RSB_TOP]`: the return-prediction
+/// stack started again from its top.
+fn is_stack_reset(i: &Instruction) -> bool {
+    i.code() == Code::Mov_r64_rm64
+        && i.op0_register() == Register::RSP
+        && i.memory_base() == Register::R14
+        && i.memory_index() == Register::None
+        && i.memory_displacement64() as i64 == i64::from(crate::state::off::RSB_TOP)
+}
+
+/// The host stack of a unit is balanced: its own pushes (PUSHFQ, PUSH
+/// r64) are popped before it makes a host `call` or `ret`, resets the
+/// return-prediction stack or leaves the unit, on every path, and nothing
+/// else moves RSP. So the value a unit's `ret` pops was stored by a host
+/// `call` (of this or another unit, whose continuation follows it) or is
+/// the sentinel: never a value the guest chose. A `ret` is preceded by
+/// `lea r10, [rip + d]` naming the instruction right after it, where the
+/// sentinel continues. Returns the index of an offending instruction and
+/// why.
+fn check_host_stack(insns: &[Instruction], base: u64, len: u64) -> Result<(), (usize, String)> {
+    let index_of: std::collections::HashMap<u64, usize> =
+        insns.iter().enumerate().map(|(k, i)| (i.ip(), k)).collect();
+    let inside = |target: u64| target >= base && target < base + len;
+    let mut depth: Vec<Option<u32>> = vec![None; insns.len()];
+    let mut work = vec![(0usize, 0u32)];
+    let mut info = InstructionInfoFactory::new();
+    while let Some((k, d)) = work.pop() {
+        let Some(i) = insns.get(k) else {
+            if d != 0 {
+                return Err((k - 1, "the unit ends with host pushes not popped".into()));
+            }
+            continue;
+        };
+        match depth[k] {
+            Some(seen) if seen == d => continue,
+            Some(seen) => {
+                return Err((
+                    k,
+                    format!("host stack depth {d} here on one path, {seen} on another"),
+                ))
+            }
+            None => depth[k] = Some(d),
+        }
+        let must_be_empty = |why: &str| {
+            if d == 0 {
+                Ok(())
+            } else {
+                Err((k, format!("{why} with {d} host push(es) not popped")))
+            }
+        };
+        let mut next = vec![];
+        match i.code() {
+            // At most one: a push that faults on the return-prediction
+            // stack's guard is then the unit's first, and the fault
+            // handler may start the stack again under it.
+            Code::Pushfq | Code::Push_r64 if d == 0 => next.push((k + 1, 1)),
+            Code::Pushfq | Code::Push_r64 => {
+                return Err((k, "a second host push before the first is popped".into()))
+            }
+            _ if is_pop_like(i) => {
+                if d == 0 {
+                    return Err((k, "a host pop of what the unit did not push".into()));
+                }
+                next.push((k + 1, d - 1));
+            }
+            Code::Call_rel32_64 => {
+                must_be_empty("a host call")?;
+                next.push((k + 1, 0));
+                let target = i.near_branch_target();
+                if inside(target) {
+                    next.extend(index_of.get(&target).map(|&t| (t, 0)));
+                }
+            }
+            Code::Retnq => {
+                must_be_empty("a host ret")?;
+                let points_after = k > 0 && {
+                    let lea = &insns[k - 1];
+                    lea.code() == Code::Lea_r64_m
+                        && lea.op0_register() == Register::R10
+                        && lea.memory_base() == Register::RIP
+                        && insns
+                            .get(k + 1)
+                            .is_some_and(|n| n.ip() == lea.memory_displacement64())
+                };
+                if !points_after {
+                    return Err((
+                        k,
+                        "a host ret not preceded by lea r10 of what follows it".into(),
+                    ));
+                }
+                next.push((k + 1, 0));
+            }
+            _ if is_stack_reset(i) => {
+                must_be_empty("a return-stack reset")?;
+                next.push((k + 1, 0));
+            }
+            _ => {
+                let moves_rsp = info.info(i).used_registers().iter().any(|r| {
+                    r.register().full_register() == Register::RSP
+                        && !matches!(r.access(), OpAccess::Read | OpAccess::CondRead)
+                });
+                if moves_rsp {
+                    return Err((k, format!("RSP written ({i})")));
+                }
+                let direct = i.is_jmp_short_or_near() || i.is_jcc_short_or_near() || is_jrcxz(i);
+                match i.flow_control() {
+                    FlowControl::Next => next.push((k + 1, d)),
+                    FlowControl::UnconditionalBranch | FlowControl::ConditionalBranch if direct => {
+                        let target = i.near_branch_target();
+                        if inside(target) {
+                            next.extend(index_of.get(&target).map(|&t| (t, d)));
+                        } else {
+                            must_be_empty("a jump out of the unit")?;
+                        }
+                        if i.flow_control() == FlowControl::ConditionalBranch {
+                            next.push((k + 1, d));
+                        }
+                    }
+                    _ => must_be_empty("an indirect jump")?,
+                }
+            }
+        }
+        work.extend(next);
+    }
+    Ok(())
+}
+
+/// A `jmp r10` is a continuation's jump to the lookup of the `ret` that
+/// returned to it: on every path to it within the unit, R10 is unchanged
+/// since the instruction after a host `call` (which only a host `ret`
+/// reaches, and every `ret` sets R10 to its lookup right before, see
+/// `check_host_stack`). Returns the index of an offending jump.
+fn check_ret_lookups(insns: &[Instruction], base: u64, len: u64) -> Result<(), usize> {
+    let index_of: std::collections::HashMap<u64, usize> =
+        insns.iter().enumerate().map(|(k, i)| (i.ip(), k)).collect();
+    // Per instruction: R10 holds the lookup of the ret that returned here
+    // (Some(true)), something else (Some(false)), not reached yet (None).
+    let mut holds: Vec<Option<bool>> = vec![None; insns.len()];
+    let mut work = vec![(0usize, false)];
+    for (k, i) in insns.iter().enumerate() {
+        if i.code() == Code::Call_rel32_64 && k + 1 < insns.len() {
+            work.push((k + 1, true));
+        }
+    }
+    let mut info = InstructionInfoFactory::new();
+    while let Some((k, lookup)) = work.pop() {
+        let Some(i) = insns.get(k) else { continue };
+        let merged = match holds[k] {
+            Some(seen) if seen == (seen && lookup) => continue,
+            Some(seen) => seen && lookup,
+            None => lookup,
+        };
+        holds[k] = Some(merged);
+        if i.code() == Code::Jmp_rm64 && i.op0_kind() == iced_x86::OpKind::Register && !merged {
+            return Err(k);
+        }
+        let writes_r10 = info.info(i).used_registers().iter().any(|r| {
+            r.register().full_register() == Register::R10
+                && !matches!(r.access(), OpAccess::Read | OpAccess::CondRead)
+        });
+        let after = merged && !writes_r10;
+        let direct = i.is_jmp_short_or_near() || i.is_jcc_short_or_near() || is_jrcxz(i);
+        match i.flow_control() {
+            FlowControl::Next => work.push((k + 1, after)),
+            FlowControl::UnconditionalBranch | FlowControl::ConditionalBranch if direct => {
+                let target = i.near_branch_target();
+                if target >= base && target < base + len {
+                    work.extend(index_of.get(&target).map(|&t| (t, after)));
+                }
+                if i.flow_control() == FlowControl::ConditionalBranch {
+                    work.push((k + 1, after));
+                }
+            }
+            // A call's own return point was seeded above; its in-unit
+            // target starts with nothing known.
+            FlowControl::Call => {
+                let target = i.near_branch_target();
+                if target >= base && target < base + len {
+                    work.extend(index_of.get(&target).map(|&t| (t, false)));
+                }
+            }
+            // What follows a ret is entered by the sentinel's jmp r10.
+            FlowControl::Return => work.push((k + 1, false)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn check_flow(i: &Instruction) -> Result<(), String> {
     match i.flow_control() {
         FlowControl::Next => Ok(()),
@@ -537,6 +779,17 @@ fn check_flow(i: &Instruction) -> Result<(), String> {
         {
             Ok(())
         }
+        // Predicted calls and returns (see `check_host_stack`), and a
+        // continuation's jump to its ret's lookup (see `check_ret_lookups`).
+        FlowControl::Call if i.code() == Code::Call_rel32_64 => Ok(()),
+        FlowControl::IndirectBranch
+            if i.code() == Code::Jmp_rm64
+                && i.op0_kind() == iced_x86::OpKind::Register
+                && i.op0_register() == Register::R10 =>
+        {
+            Ok(())
+        }
+        FlowControl::Return if i.code() == Code::Retnq => Ok(()),
         other => Err(format!("control transfer {other:?} ({:?})", i.code())),
     }
 }
@@ -596,12 +849,99 @@ mod tests {
     }
 
     #[test]
-    fn host_calls_and_returns_are_violations() {
+    fn host_calls_and_returns_other_than_predicted_ones_are_violations() {
         use iced_x86::code_asm::*;
         for code in [
+            // A ret without the lea of its lookup.
             assemble(|a| a.ret().unwrap()),
             assemble(|a| a.call(rax).unwrap()),
             assemble(|a| a.jmp(rax).unwrap()),
+        ] {
+            assert!(check_unit(&code, BASE, POLL).is_err());
+        }
+    }
+
+    #[test]
+    fn a_predicted_call_and_ret_pass() {
+        use iced_x86::code_asm::*;
+        let code = assemble(|a| {
+            let mut lookup = a.create_label();
+            a.call(0x1000u64).unwrap();
+            a.mov(r11, rcx).unwrap();
+            a.lea(r10, qword_ptr(lookup)).unwrap();
+            a.ret().unwrap();
+            a.set_label(&mut lookup).unwrap();
+            a.jmp(0x1000u64).unwrap();
+        });
+        assert_eq!(check_unit(&code, BASE, POLL), Ok(()));
+    }
+
+    #[test]
+    fn a_ret_or_call_over_the_units_own_push_is_a_violation() {
+        use iced_x86::code_asm::*;
+        let ret_over_push = assemble(|a| {
+            let mut lookup = a.create_label();
+            a.pushfq().unwrap();
+            a.lea(r10, qword_ptr(lookup)).unwrap();
+            a.ret().unwrap();
+            a.set_label(&mut lookup).unwrap();
+            a.jmp(0x1000u64).unwrap();
+        });
+        let call_over_push = assemble(|a| {
+            a.push(rax).unwrap();
+            a.call(0x1000u64).unwrap();
+        });
+        let leave_with_push = assemble(|a| {
+            a.pushfq().unwrap();
+            a.jmp(0x1000u64).unwrap();
+        });
+        let two_pushes = assemble(|a| {
+            a.pushfq().unwrap();
+            a.pushfq().unwrap();
+            a.popfq().unwrap();
+            a.popfq().unwrap();
+        });
+        let unbalanced_paths = assemble(|a| {
+            let mut join = a.create_label();
+            a.jrcxz(join).unwrap();
+            a.pushfq().unwrap();
+            a.set_label(&mut join).unwrap();
+            a.popfq().unwrap();
+        });
+        for code in [
+            ret_over_push,
+            call_over_push,
+            leave_with_push,
+            two_pushes,
+            unbalanced_paths,
+        ] {
+            assert!(check_unit(&code, BASE, POLL).is_err());
+        }
+    }
+
+    #[test]
+    fn only_pushes_write_the_host_stack_and_only_they_move_rsp() {
+        use iced_x86::code_asm::*;
+        let balanced = assemble(|a| {
+            a.pushfq().unwrap();
+            a.test(byte_ptr(rsp + 1), 4).unwrap();
+            a.lea(rsp, qword_ptr(rsp + 8)).unwrap();
+            a.mov(rsp, qword_ptr(r14 + crate::state::off::RSB_TOP))
+                .unwrap();
+        });
+        assert_eq!(check_unit(&balanced, BASE, POLL), Ok(()));
+        for code in [
+            assemble(|a| a.mov(qword_ptr(rsp), rax).unwrap()),
+            assemble(|a| a.mov(rsp, rax).unwrap()),
+            assemble(|a| a.add(rsp, 8).unwrap()),
+            assemble(|a| {
+                a.mov(qword_ptr(r14 + crate::state::off::RSB_TOP), rax)
+                    .unwrap()
+            }),
+            assemble(|a| {
+                a.mov(qword_ptr(r14 + crate::state::off::HOST_RSP), rax)
+                    .unwrap()
+            }),
         ] {
             assert!(check_unit(&code, BASE, POLL).is_err());
         }

@@ -38,6 +38,9 @@ pub const MMU_OUT_OF_SYNC_KEY: &str = "nestmon.mmu.outOfSync";
 pub const MMU_ADAPTIVE_KEY: &str = "nestmon.mmu.adaptive";
 /// Whether `rep movs`/`rep stos` may become adaptive too (default FALSE).
 pub const MMU_ADAPTIVE_STRINGS_KEY: &str = "nestmon.mmu.adaptiveStrings";
+/// Whether guest calls and returns are host ones on a return-prediction
+/// stack (default TRUE).
+pub const BT_RETURN_STACK_KEY: &str = "nestmon.bt.returnStack";
 /// Whether the machine has a local APIC and an I/O APIC (default TRUE;
 /// FALSE: a PC with the 8259A pair only, as before APICs).
 pub const APIC_KEY: &str = "nestmon.apic";
@@ -65,6 +68,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     MMU_OUT_OF_SYNC_KEY,
     MMU_ADAPTIVE_KEY,
     MMU_ADAPTIVE_STRINGS_KEY,
+    BT_RETURN_STACK_KEY,
     APIC_KEY,
     "vhv.enable",
     "vmx.allowNested",
@@ -303,6 +307,7 @@ fn apply(key: &str, entry: &Entry, builder: &mut Builder) -> Result<(), ConfigEr
         "nestmon.mmu.outofsync" => config.mmu_out_of_sync = values::boolean(entry)?,
         "nestmon.mmu.adaptive" => config.mmu_adaptive = values::boolean(entry)?,
         "nestmon.mmu.adaptivestrings" => config.mmu_adaptive_strings = values::boolean(entry)?,
+        "nestmon.bt.returnstack" => config.bt_return_stack = values::boolean(entry)?,
         "nestmon.mmu.maxmappings" => config.mmu_max_mappings = Some(values::max_mappings(entry)?),
         "vmx.allownested" => config.allow_nested = values::boolean(entry)?,
         "nestmon.noreboot" => config.no_reboot = values::boolean(entry)?,
@@ -773,6 +778,11 @@ mod tests {
         assert!(!self::config("nestmon.mmu.adaptive = \"FALSE\"\n").mmu_adaptive);
         assert!(!config.mmu_adaptive_strings, "off unless turned on");
         assert!(self::config("nestmon.mmu.adaptiveStrings = \"TRUE\"\n").mmu_adaptive_strings);
+        assert!(
+            config.bt_return_stack,
+            "return prediction on unless turned off"
+        );
+        assert!(!self::config("nestmon.bt.returnStack = \"FALSE\"\n").bt_return_stack);
         assert!(!config.allow_nested);
         assert!(!config.hypervisor_cpuid_v0);
     }

@@ -99,6 +99,9 @@ pub struct VmConfig {
     /// `nestmon.mmu.adaptiveStrings`: `rep movs`/`rep stos` may become
     /// adaptive too (default false).
     pub mmu_adaptive_strings: bool,
+    /// `nestmon.bt.returnStack`: guest calls and returns are host ones on
+    /// a return-prediction stack, which the host predicts (default true).
+    pub bt_return_stack: bool,
     /// `nestmon.apic`: the machine has a local APIC (CPUID.1:EDX.APIC, the
     /// xAPIC at `0xFEE00000`) and an I/O APIC at `0xFEC00000`, which a Linux
     /// guest finds in the ACPI MADT (default true).
@@ -155,6 +158,7 @@ impl Default for VmConfig {
             mmu_out_of_sync: true,
             mmu_adaptive: true,
             mmu_adaptive_strings: false,
+            bt_return_stack: true,
             apic: true,
             mmu_max_mappings: None,
             allow_nested: false,

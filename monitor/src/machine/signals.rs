@@ -64,7 +64,9 @@ impl StopSignals {
             unsafe {
                 let mut sa: libc::sigaction = std::mem::zeroed();
                 sa.sa_sigaction = on_stop_signal as extern "C" fn(libc::c_int) as usize;
-                sa.sa_flags = libc::SA_RESTART;
+                // On the alternate stack where the thread has one (the vCPU
+                // thread runs translated code on a stack with no room below).
+                sa.sa_flags = libc::SA_RESTART | libc::SA_ONSTACK;
                 libc::sigemptyset(&mut sa.sa_mask);
                 libc::sigaction(sig, &sa, std::ptr::null_mut());
             }

@@ -230,6 +230,10 @@ pub struct BtCore {
     /// The local APIC, whose `IA32_APIC_BASE` WRMSR moves or disables
     /// (none: the MSR is only a register).
     lapic: Option<crate::devices::lapic::SharedLapic>,
+    /// The host stack translated code runs on, so that guest calls and
+    /// returns are host ones (`translator::rstack`; none: return
+    /// prediction off, and translated code never makes a host call).
+    return_stack: Option<translator::rstack::ReturnStack>,
     /// The address spaces cached per page directory (slots; see
     /// [`spaces`]), each with a supervisor view (index 0: CPL 0-2, and
     /// every CPL while paging is off) and a user view (index 1: CPL 3 with
@@ -359,11 +363,13 @@ impl BtVcpu {
         let requester = Arc::new(BtExitRequester {
             handle: RwLock::new(Some(core.faults.exit_handle())),
         });
-        Ok(BtVcpu {
+        let mut vcpu = BtVcpu {
             io_data: [0; 4],
             requester,
             core,
-        })
+        };
+        vcpu.set_return_prediction(true)?;
+        Ok(vcpu)
     }
 
     /// Guest RAM.
@@ -440,6 +446,28 @@ impl BtVcpu {
         self.core.watcher.set_out_of_sync(on);
     }
 
+    /// Makes guest calls and returns host ones on a stack of their own, so
+    /// that the host predicts guest returns (`nestmon.bt.returnStack`, on
+    /// by default), for comparison. Translations made before are dropped
+    /// (they assume the other way).
+    pub fn set_return_prediction(&mut self, on: bool) -> Result<(), VcpuError> {
+        if on == self.core.return_stack.is_some() {
+            return Ok(());
+        }
+        self.core.flush();
+        self.core.return_stack = if on {
+            let stack = translator::rstack::ReturnStack::new(self.core.stubs.return_sentinel)
+                .map_err(|e| {
+                    VcpuError::Host(format!("cannot map the return-prediction stack: {e}"))
+                })?;
+            Some(stack)
+        } else {
+            None
+        };
+        self.core.state.rsb_top = self.core.return_stack.as_ref().map_or(0, |s| s.top());
+        Ok(())
+    }
+
     /// Lets instructions that keep taking host faults reach memory through
     /// the software TLB (`nestmon.mmu.adaptive`; on by default where the
     /// host has BMI2, which the lookup uses), for comparison.
@@ -493,6 +521,13 @@ impl BtVcpu {
 
 impl Vcpu for BtVcpu {
     fn run(&mut self) -> VcpuExit<'_> {
+        if self.core.return_stack.is_some() {
+            // Signals must not run on the return-prediction stack.
+            if let Err(e) = runtime::ensure_signal_stack() {
+                let reason = StopReason::Internal(format!("cannot set up a signal stack: {e}"));
+                return VcpuExit::Stopped(self.core.stop(reason));
+            }
+        }
         loop {
             let event = match self.core.pending_io.take() {
                 Some(io) => self.core.resume_io(io, &self.io_data),
@@ -747,6 +782,7 @@ impl BtCore {
             exit_common: addrs[1],
             exit_saved: addrs[2],
             poll: cache.poll_addr(),
+            return_sentinel: addrs[3],
         };
         let start = cache.exec_addr(0);
         let faults =
@@ -804,6 +840,7 @@ impl BtCore {
             fault_insn: None,
             mmio: crate::devices::mmio::MmioBus::new(),
             lapic: None,
+            return_stack: None,
             pending_chain: None,
             faults,
             stats: BtStats::default(),
@@ -1507,6 +1544,7 @@ impl BtCore {
             }),
             self_check: single > 0 || self.watcher.is_self_checking(key.phys >> 12),
             soft_access: &soft_access,
+            return_stack: self.return_stack.is_some(),
         };
         let unit = translator::translate(&req)
             .map_err(|e| TranslateFailure::Other(format!("at EIP={eip:#010x}: {e}")))?;
