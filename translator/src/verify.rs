@@ -97,15 +97,8 @@ pub fn check_unit(code: &[u8], base: u64, poll: u64) -> Result<(), Violation> {
         offset: (insns[k].ip() - base) as usize,
         what: "a jump into the middle of an instruction".into(),
     })?;
-    check_ret_lookups(&insns, base, code.len() as u64).map_err(|k| Violation {
-        offset: (insns[k].ip() - base) as usize,
-        what: "jmp r10 where R10 may not be a ret's lookup".into(),
-    })?;
-    check_host_stack(&insns, base, code.len() as u64).map_err(|(k, what)| Violation {
-        offset: (insns[k.min(insns.len() - 1)].ip() - base) as usize,
-        what,
-    })?;
     let mut after: Vec<SoftFacts> = Vec::with_capacity(insns.len());
+    let mut writes: Vec<Writes> = Vec::with_capacity(insns.len());
     for (k, i) in insns.iter().enumerate() {
         let i = *i;
         let facts = facts_before(&insns, k, &after, &sources);
@@ -129,6 +122,10 @@ pub fn check_unit(code: &[u8], base: u64, poll: u64) -> Result<(), Violation> {
             })
             .map(|r| r.register().full_register())
             .collect();
+        writes.push(Writes {
+            rsp: written.contains(&Register::RSP),
+            r10: written.contains(&Register::R10),
+        });
         track_rebase(&i, &written, &mut rebased);
         for m in used.used_memory() {
             if m.access() == OpAccess::NoMemAccess {
@@ -140,7 +137,24 @@ pub fn check_unit(code: &[u8], base: u64, poll: u64) -> Result<(), Violation> {
         check_flow(&i).map_err(bad)?;
         check_extensions(&i).map_err(bad)?;
     }
-    Ok(())
+    check_ret_lookups(&insns, &writes, base, code.len() as u64).map_err(|k| Violation {
+        offset: (insns[k].ip() - base) as usize,
+        what: "jmp r10 where R10 may not be a ret's lookup".into(),
+    })?;
+    check_host_stack(&insns, &writes, base, code.len() as u64).map_err(|(k, what)| Violation {
+        offset: (insns[k.min(insns.len() - 1)].ip() - base) as usize,
+        what,
+    })
+}
+
+/// Which registers of the host stack discipline an instruction writes.
+#[derive(Clone, Copy)]
+struct Writes {
+    /// RSP (other than by the pushes, pops, calls and returns
+    /// `check_host_stack` knows, which write it too).
+    rsp: bool,
+    /// R10 (which a continuation's `jmp r10` relies on).
+    r10: bool,
 }
 
 /// Every host instruction belongs to an extension a guest may be offered
@@ -414,8 +428,6 @@ fn soft_table(base: Register, index: Register, scale: u32) -> Option<()> {
 /// Refuses (with the branch's index) a jump into the middle of an
 /// instruction.
 fn branch_sources(insns: &[Instruction], base: u64, len: u64) -> Result<Vec<Vec<usize>>, usize> {
-    let index_of: std::collections::HashMap<u64, usize> =
-        insns.iter().enumerate().map(|(k, i)| (i.ip(), k)).collect();
     let mut sources = vec![Vec::new(); insns.len()];
     for (k, i) in insns.iter().enumerate() {
         let branches = matches!(
@@ -428,8 +440,8 @@ fn branch_sources(insns: &[Instruction], base: u64, len: u64) -> Result<Vec<Vec<
         }
         let target = i.near_branch_target();
         if target >= base && target < base + len {
-            match index_of.get(&target) {
-                Some(&t) => sources[t].push(k),
+            match index_at(insns, target) {
+                Some(t) => sources[t].push(k),
                 // Into the middle of an instruction: what would run from
                 // there was never decoded, let alone checked.
                 None => return Err(k),
@@ -437,6 +449,12 @@ fn branch_sources(insns: &[Instruction], base: u64, len: u64) -> Result<Vec<Vec<
         }
     }
     Ok(sources)
+}
+
+/// The index of the instruction that starts at `ip` (the instructions
+/// are in address order), if one does.
+fn index_at(insns: &[Instruction], ip: u64) -> Option<usize> {
+    insns.binary_search_by_key(&ip, |i| i.ip()).ok()
 }
 
 fn is_jrcxz(i: &Instruction) -> bool {
@@ -595,13 +613,15 @@ fn is_stack_reset(i: &Instruction) -> bool {
 /// `lea r10, [rip + d]` naming the instruction right after it, where the
 /// sentinel continues. Returns the index of an offending instruction and
 /// why.
-fn check_host_stack(insns: &[Instruction], base: u64, len: u64) -> Result<(), (usize, String)> {
-    let index_of: std::collections::HashMap<u64, usize> =
-        insns.iter().enumerate().map(|(k, i)| (i.ip(), k)).collect();
+fn check_host_stack(
+    insns: &[Instruction],
+    writes: &[Writes],
+    base: u64,
+    len: u64,
+) -> Result<(), (usize, String)> {
     let inside = |target: u64| target >= base && target < base + len;
     let mut depth: Vec<Option<u32>> = vec![None; insns.len()];
     let mut work = vec![(0usize, 0u32)];
-    let mut info = InstructionInfoFactory::new();
     while let Some((k, d)) = work.pop() {
         let Some(i) = insns.get(k) else {
             if d != 0 {
@@ -646,7 +666,7 @@ fn check_host_stack(insns: &[Instruction], base: u64, len: u64) -> Result<(), (u
                 next.push((k + 1, 0));
                 let target = i.near_branch_target();
                 if inside(target) {
-                    next.extend(index_of.get(&target).map(|&t| (t, 0)));
+                    next.extend(index_at(insns, target).map(|t| (t, 0)));
                 }
             }
             Code::Retnq => {
@@ -673,11 +693,7 @@ fn check_host_stack(insns: &[Instruction], base: u64, len: u64) -> Result<(), (u
                 next.push((k + 1, 0));
             }
             _ => {
-                let moves_rsp = info.info(i).used_registers().iter().any(|r| {
-                    r.register().full_register() == Register::RSP
-                        && !matches!(r.access(), OpAccess::Read | OpAccess::CondRead)
-                });
-                if moves_rsp {
+                if writes[k].rsp {
                     return Err((k, format!("RSP written ({i})")));
                 }
                 let direct = i.is_jmp_short_or_near() || i.is_jcc_short_or_near() || is_jrcxz(i);
@@ -686,7 +702,7 @@ fn check_host_stack(insns: &[Instruction], base: u64, len: u64) -> Result<(), (u
                     FlowControl::UnconditionalBranch | FlowControl::ConditionalBranch if direct => {
                         let target = i.near_branch_target();
                         if inside(target) {
-                            next.extend(index_of.get(&target).map(|&t| (t, d)));
+                            next.extend(index_at(insns, target).map(|t| (t, d)));
                         } else {
                             must_be_empty("a jump out of the unit")?;
                         }
@@ -708,9 +724,12 @@ fn check_host_stack(insns: &[Instruction], base: u64, len: u64) -> Result<(), (u
 /// since the instruction after a host `call` (which only a host `ret`
 /// reaches, and every `ret` sets R10 to its lookup right before, see
 /// `check_host_stack`). Returns the index of an offending jump.
-fn check_ret_lookups(insns: &[Instruction], base: u64, len: u64) -> Result<(), usize> {
-    let index_of: std::collections::HashMap<u64, usize> =
-        insns.iter().enumerate().map(|(k, i)| (i.ip(), k)).collect();
+fn check_ret_lookups(
+    insns: &[Instruction],
+    writes: &[Writes],
+    base: u64,
+    len: u64,
+) -> Result<(), usize> {
     // Per instruction: R10 holds the lookup of the ret that returned here
     // (Some(true)), something else (Some(false)), not reached yet (None).
     let mut holds: Vec<Option<bool>> = vec![None; insns.len()];
@@ -720,7 +739,6 @@ fn check_ret_lookups(insns: &[Instruction], base: u64, len: u64) -> Result<(), u
             work.push((k + 1, true));
         }
     }
-    let mut info = InstructionInfoFactory::new();
     while let Some((k, lookup)) = work.pop() {
         let Some(i) = insns.get(k) else { continue };
         let merged = match holds[k] {
@@ -732,18 +750,14 @@ fn check_ret_lookups(insns: &[Instruction], base: u64, len: u64) -> Result<(), u
         if i.code() == Code::Jmp_rm64 && i.op0_kind() == iced_x86::OpKind::Register && !merged {
             return Err(k);
         }
-        let writes_r10 = info.info(i).used_registers().iter().any(|r| {
-            r.register().full_register() == Register::R10
-                && !matches!(r.access(), OpAccess::Read | OpAccess::CondRead)
-        });
-        let after = merged && !writes_r10;
+        let after = merged && !writes[k].r10;
         let direct = i.is_jmp_short_or_near() || i.is_jcc_short_or_near() || is_jrcxz(i);
         match i.flow_control() {
             FlowControl::Next => work.push((k + 1, after)),
             FlowControl::UnconditionalBranch | FlowControl::ConditionalBranch if direct => {
                 let target = i.near_branch_target();
                 if target >= base && target < base + len {
-                    work.extend(index_of.get(&target).map(|&t| (t, after)));
+                    work.extend(index_at(insns, target).map(|t| (t, after)));
                 }
                 if i.flow_control() == FlowControl::ConditionalBranch {
                     work.push((k + 1, after));
@@ -754,7 +768,7 @@ fn check_ret_lookups(insns: &[Instruction], base: u64, len: u64) -> Result<(), u
             FlowControl::Call => {
                 let target = i.near_branch_target();
                 if target >= base && target < base + len {
-                    work.extend(index_of.get(&target).map(|&t| (t, false)));
+                    work.extend(index_at(insns, target).map(|t| (t, false)));
                 }
             }
             // What follows a ret is entered by the sentinel's jmp r10.
