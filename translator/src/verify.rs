@@ -99,6 +99,8 @@ pub fn check_unit(code: &[u8], base: u64, poll: u64) -> Result<(), Violation> {
     })?;
     let mut after: Vec<SoftFacts> = Vec::with_capacity(insns.len());
     let mut writes: Vec<Writes> = Vec::with_capacity(insns.len());
+    // Reused for every instruction (no allocation each).
+    let mut written: Vec<Register> = Vec::new();
     for (k, i) in insns.iter().enumerate() {
         let i = *i;
         let facts = facts_before(&insns, k, &after, &sources);
@@ -108,20 +110,21 @@ pub fn check_unit(code: &[u8], base: u64, poll: u64) -> Result<(), Violation> {
             return Err(bad("undecodable bytes".into()));
         }
         let used = info.info(&i);
-        let written: Vec<Register> = used
-            .used_registers()
-            .iter()
-            .filter(|r| {
-                matches!(
-                    r.access(),
-                    OpAccess::Write
-                        | OpAccess::ReadWrite
-                        | OpAccess::CondWrite
-                        | OpAccess::ReadCondWrite
-                )
-            })
-            .map(|r| r.register().full_register())
-            .collect();
+        written.clear();
+        written.extend(
+            used.used_registers()
+                .iter()
+                .filter(|r| {
+                    matches!(
+                        r.access(),
+                        OpAccess::Write
+                            | OpAccess::ReadWrite
+                            | OpAccess::CondWrite
+                            | OpAccess::ReadCondWrite
+                    )
+                })
+                .map(|r| r.register().full_register()),
+        );
         writes.push(Writes {
             rsp: written.contains(&Register::RSP),
             r10: written.contains(&Register::R10),
