@@ -614,4 +614,13 @@ fn new_processes_start_with_the_kernel_mappings_of_dead_ones_and_compute_the_sam
     );
     let lazy = stat(&run.stderr, "MMU: directories of idle spaces gone lazy");
     assert!(lazy >= 40, "{lazy} lazy directories:\n{}", run.stderr);
+    // Each new process's first miss in a page of busybox brings the
+    // page's other known indirect-branch targets into its table.
+    let ahead = stat(&run.stderr, "indirect-branch entries filled ahead");
+    let misses = stat(&run.stderr, "indirect-branch misses");
+    assert!(
+        ahead >= 40 && ahead > misses / 10,
+        "{ahead} entries filled ahead, {misses} misses:\n{}",
+        run.stderr
+    );
 }

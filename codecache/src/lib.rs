@@ -80,6 +80,10 @@ pub struct Translation {
     incoming: Vec<BranchSite>,
     /// Whether it was invalidated (its code must not be entered).
     pub dead: bool,
+    /// Whether an indirect branch ever went to it through the run loop
+    /// (an indirect-branch table miss), see
+    /// [`CodeCache::mark_indirect_target`].
+    pub indirect_target: bool,
 }
 
 impl Translation {
@@ -98,6 +102,7 @@ impl Translation {
             fixups: Vec::new(),
             guest_insns: 0,
             incoming: Vec::new(),
+            indirect_target: false,
             dead: false,
         }
     }
@@ -298,6 +303,13 @@ impl CodeCache {
         true
     }
 
+    /// Records that an indirect branch reached `id` through the run loop,
+    /// so that the monitor can put it in a new address space's
+    /// indirect-branch table ahead of its first use there.
+    pub fn mark_indirect_target(&mut self, id: TransId) {
+        self.translations[id.0 as usize].indirect_target = true;
+    }
+
     /// The live translations made from `frame`.
     pub fn translations_of_frame(&self, frame: u32) -> Vec<TransId> {
         self.by_frame.get(&frame).map_or_else(Vec::new, |ids| {
@@ -363,7 +375,19 @@ mod tests {
             guest_insns: 1,
             incoming: Vec::new(),
             dead: false,
+            indirect_target: false,
         }
+    }
+
+    #[test]
+    fn an_indirect_target_stays_marked() {
+        let mut cache = CodeCache::new(1 << 20).unwrap();
+        let r = record(&cache, 0x1000);
+        let id = cache.insert(r, &[0xc3]).unwrap();
+        assert!(!cache.get(id).indirect_target);
+        cache.mark_indirect_target(id);
+        assert!(cache.get(id).indirect_target);
+        assert_eq!(cache.translations_of_frame(1), vec![id]);
     }
 
     #[test]

@@ -687,6 +687,45 @@ impl BtCore {
         }
     }
 
+    /// After an indirect-branch miss in a table of the current address
+    /// space (not the shared one) that found translation `missed`: the
+    /// other live translations of the same frame that indirect branches
+    /// reached before (in any address space), in the same mode, whose EIP
+    /// lies in the same linear page at the offset it has in the frame,
+    /// enter the table too. The page was just walked to that frame, so
+    /// each entry is right here; a new process running code its
+    /// predecessors ran (every fork, every exec of the same binary) then
+    /// misses about once per page instead of once per target. The entries
+    /// are recorded per page like any other, so a change of the page's
+    /// mapping drops them.
+    pub(super) fn prefill_page_targets(&mut self, missed: codecache::TransId) {
+        let first_time = !self.cache.get(missed).indirect_target;
+        self.cache.mark_indirect_target(missed);
+        if first_time || self.tag_is_shared(self.tag) {
+            // A target new to every space: its page's others were seen.
+            return;
+        }
+        let key = self.cache.get(missed).key;
+        let cs_base = self.sys.segment(crate::cpu::Seg::Cs).base;
+        let page = cs_base.wrapping_add(key.eip) >> 12;
+        let frame = key.phys >> 12;
+        for id in self.cache.translations_of_frame(frame) {
+            let t = self.cache.get(id);
+            let linear = cs_base.wrapping_add(t.key.eip);
+            let here = id != missed
+                && t.indirect_target
+                && t.key.mode == key.mode
+                && t.key.phys >> 12 == frame
+                && linear >> 12 == page
+                && linear & 0xfff == t.key.phys & 0xfff;
+            if here {
+                let (eip, host) = (t.key.eip, self.cache.exec_addr(t.code_offset));
+                self.ibtc_insert(eip, host);
+                self.stats.indirect_prefills += 1;
+            }
+        }
+    }
+
     /// The frame the linear page of `lin` maps if the mapping is alike in
     /// every address space: paging is off, or its PTE (PDE for a 4 MiB
     /// page) is present and global with CR4.PGE. Reads the current page

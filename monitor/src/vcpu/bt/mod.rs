@@ -91,6 +91,9 @@ pub struct BtStats {
     pub smc_writes: u64,
     /// Accesses the monitor made to device memory (MMIO) for the guest.
     pub mmio_accesses: u64,
+    /// Indirect-branch table entries filled ahead, beside a miss's own
+    /// (see `BtCore::prefill_page_targets`).
+    pub indirect_prefills: u64,
     /// Host faults resolved by filling a shadow mapping (paging on).
     pub hidden_faults: u64,
     /// INVLPGs carried out (each dropping one page or one 4 MiB region).
@@ -618,6 +621,7 @@ impl Vcpu for BtVcpu {
                 ("NMIs", v.nmis),
                 ("self-modifying writes", v.smc_writes),
                 ("device memory accesses", v.mmio_accesses),
+                ("indirect-branch entries filled ahead", v.indirect_prefills),
                 ("hidden faults (shadow fills)", v.hidden_faults),
                 (
                     "inline INT/IRET redone by the monitor",
@@ -1022,6 +1026,7 @@ impl BtCore {
                     Ok(id) => {
                         let addr = self.cache.exec_addr(self.cache.get(id).code_offset);
                         self.ibtc_insert(eip, addr);
+                        self.prefill_page_targets(id);
                         Event::Continue
                     }
                     Err(event) => event,
