@@ -651,3 +651,34 @@ fn adaptive_rep_stos_and_movs_write_across_pages_through_the_page_tables() {
         r.stderr
     );
 }
+
+#[test]
+fn an_adaptive_store_found_hot_without_misses_goes_back_to_the_window() {
+    // guests/pm_adaptive.c: one store touches 64 fresh pages (it becomes
+    // adaptive), then runs for 1.5 s over one mapped page while the PIT
+    // interrupts at 1 kHz; the exit requests of those interrupts find it
+    // in hot code, missing no more, and an epoch later it goes back.
+    let r = run_with_stats(&guest_dir().join("pm_adaptive.elf"), &[]);
+    assert_eq!(r.code, Some(0), "{}", describe(&r));
+    assert!(
+        stat(&r.stderr, "MMU: instructions made adaptive") >= 1,
+        "{}",
+        r.stderr
+    );
+    assert!(
+        stat(&r.stderr, "MMU: adaptive instructions back to the window") >= 1,
+        "{}",
+        r.stderr
+    );
+    // Turned off, nothing becomes adaptive and nothing goes back.
+    let off = run_with_stats(
+        &guest_dir().join("pm_adaptive.elf"),
+        &["--set", "nestmon.mmu.adaptive=FALSE"],
+    );
+    assert_eq!(off.code, Some(0), "{}", describe(&off));
+    assert_eq!(stat(&off.stderr, "MMU: instructions made adaptive"), 0);
+    assert_eq!(
+        stat(&off.stderr, "MMU: adaptive instructions back to the window"),
+        0
+    );
+}
