@@ -2436,7 +2436,27 @@ impl Ctx<'_> {
             off::IBTC
         };
         self.ins(i2!(Code::Mov_r64_rm64, Register::R10, Register::RCX)?)?;
-        self.ins(i2!(Code::Movzx_r32_rm16, Register::R11D, Register::R9W)?)?;
+        if set == off::IBTC_SHARED && crate::ibtc::mixed_index() {
+            // low16(eip + (eip >> 4)), flag-free: the shared set is
+            // indexed so (see ibtc::mixed_slot).
+            self.ins(
+                Instruction::with3(
+                    Code::VEX_Rorx_r32_rm32_imm8,
+                    Register::R11D,
+                    Register::R9D,
+                    4u32,
+                )
+                .map_err(err)?,
+            )?;
+            self.ins(i2!(
+                Code::Lea_r32_m,
+                Register::R11D,
+                mem(Register::R11, Register::R9, 0)
+            )?)?;
+            self.ins(i2!(Code::Movzx_r32_rm16, Register::R11D, Register::R11W)?)?;
+        } else {
+            self.ins(i2!(Code::Movzx_r32_rm16, Register::R11D, Register::R9W)?)?;
+        }
         self.ins(i2!(
             Code::Lea_r32_m,
             Register::R11D,
@@ -3728,6 +3748,7 @@ mod tests {
         let far = paged_unit(0x1000, &[0xe9, 0xfb, 0x1f, 0x00, 0x00]);
         assert!(far.sites.is_empty(), "never chained");
         let text = host_text(&far).join("\n");
+        // The probe's table index (see ibtc::plain_slot).
         assert!(text.contains("movzx r11d,r9w"), "{text}");
         // jmp 0x1800: the same page.
         let near = paged_unit(0x1000, &[0xe9, 0xfb, 0x07, 0x00, 0x00]);

@@ -170,6 +170,11 @@ fn check_extensions(i: &Instruction) -> Result<(), String> {
     if i.code() == Code::VEX_Shrx_r32_rm32_r32 && i.op1_kind() == iced_x86::OpKind::Register {
         return Ok(());
     }
+    // The indirect-branch table's mixed index (BMI2 too, used only where
+    // the host has it, see `crate::ibtc::mixed_index`).
+    if i.code() == Code::VEX_Rorx_r32_rm32_imm8 && i.op1_kind() == iced_x86::OpKind::Register {
+        return Ok(());
+    }
     let unknown = i
         .cpuid_features()
         .iter()

@@ -66,6 +66,16 @@ pub(super) struct BranchTable {
 }
 
 impl BranchTable {
+    /// The table set the supervisor modes share, indexed so that the
+    /// kernel's aligned entry points do not crowd into a sixteenth of it
+    /// (see `translator::ibtc::mixed_slot`).
+    pub(super) fn shared() -> BranchTable {
+        BranchTable {
+            table: Ibtc::with_mixed_index(),
+            ..BranchTable::default()
+        }
+    }
+
     /// Host address of the table (for `CpuState::ibtc` or `ibtc_shared`).
     pub(super) fn addr(&self) -> u64 {
         self.table.addr()

@@ -800,7 +800,7 @@ impl BtCore {
         state
             .ibtc
             .store(unpaged.ibtc.addr(), std::sync::atomic::Ordering::SeqCst);
-        let shared_ibtc = branch_table::BranchTable::default();
+        let shared_ibtc = branch_table::BranchTable::shared();
         state
             .ibtc_shared
             .store(shared_ibtc.addr(), std::sync::atomic::Ordering::SeqCst);
