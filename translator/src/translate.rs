@@ -831,18 +831,27 @@ impl Ctx<'_> {
         (!paged.same_page(self.req.eip, target)).then_some(tag)
     }
 
-    /// Ends the unit with a chainable jump to guest `target`.
-    fn chain_exit(&mut self, target: u32) -> Result<(), TranslateError> {
-        let label = self.e.label();
-        let rel32 = self.e.jmp_label(label);
+    /// Records the chainable exit of the branch whose rel32 field is at
+    /// `rel32` and points at `label`: to guest `target`, in another mode
+    /// when `mode` says so, probing the table of `tag` when it may not be
+    /// chained.
+    fn chain_site(&mut self, label: Label, rel32: usize, target: u32, mode: Option<u32>, tag: u32) {
+        let probe = self.probe_for(target, tag);
         self.exits.push(Exit {
             label,
             target,
             rel32,
-            mode: None,
-            probe: self.probe_for(target, self.req.ibtc_tag),
+            mode,
+            probe,
             lookup_r9: false,
         });
+    }
+
+    /// Ends the unit with a chainable jump to guest `target`.
+    fn chain_exit(&mut self, target: u32) -> Result<(), TranslateError> {
+        let label = self.e.label();
+        let rel32 = self.e.jmp_label(label);
+        self.chain_site(label, rel32, target, None, self.req.ibtc_tag);
         Ok(())
     }
 
@@ -852,14 +861,7 @@ impl Ctx<'_> {
     fn chain_call(&mut self, target: u32) -> Result<(), TranslateError> {
         let label = self.e.label();
         let rel32 = self.e.call_label(label);
-        self.exits.push(Exit {
-            label,
-            target,
-            rel32,
-            mode: None,
-            probe: self.probe_for(target, self.req.ibtc_tag),
-            lookup_r9: false,
-        });
+        self.chain_site(label, rel32, target, None, self.req.ibtc_tag);
         Ok(())
     }
 
@@ -874,14 +876,7 @@ impl Ctx<'_> {
     ) -> Result<(), TranslateError> {
         let label = self.e.label();
         let rel32 = self.e.jmp_label(label);
-        self.exits.push(Exit {
-            label,
-            target,
-            rel32,
-            mode: Some(mode),
-            probe: self.probe_for(target, tag),
-            lookup_r9: false,
-        });
+        self.chain_site(label, rel32, target, Some(mode), tag);
         Ok(())
     }
 
@@ -889,14 +884,7 @@ impl Ctx<'_> {
     fn chain_jcc(&mut self, cc: u8, target: u32) -> Result<(), TranslateError> {
         let label = self.e.label();
         let rel32 = self.e.jcc_label(cc, label);
-        self.exits.push(Exit {
-            label,
-            target,
-            rel32,
-            mode: None,
-            probe: self.probe_for(target, self.req.ibtc_tag),
-            lookup_r9: false,
-        });
+        self.chain_site(label, rel32, target, None, self.req.ibtc_tag);
         Ok(())
     }
 

@@ -438,12 +438,7 @@ fn soft_table(base: Register, index: Register, scale: u32) -> Option<()> {
 fn branch_sources(insns: &[Instruction], base: u64, len: u64) -> Result<Vec<Vec<usize>>, usize> {
     let mut sources = vec![Vec::new(); insns.len()];
     for (k, i) in insns.iter().enumerate() {
-        let branches = matches!(
-            i.flow_control(),
-            FlowControl::UnconditionalBranch | FlowControl::ConditionalBranch
-        );
-        let direct = i.is_jmp_short_or_near() || i.is_jcc_short_or_near() || is_jrcxz(i);
-        if !(branches && direct || i.code() == Code::Call_rel32_64) {
+        if !(is_direct_jump(i) || i.code() == Code::Call_rel32_64) {
             continue;
         }
         let target = i.near_branch_target();
@@ -463,6 +458,14 @@ fn branch_sources(insns: &[Instruction], base: u64, len: u64) -> Result<Vec<Vec<
 /// are in address order), if one does.
 fn index_at(insns: &[Instruction], ip: u64) -> Option<usize> {
     insns.binary_search_by_key(&ip, |i| i.ip()).ok()
+}
+
+/// Whether `i` is a direct jump the emitter makes (jmp, jcc, jrcxz).
+fn is_direct_jump(i: &Instruction) -> bool {
+    matches!(
+        i.flow_control(),
+        FlowControl::UnconditionalBranch | FlowControl::ConditionalBranch
+    ) && (i.is_jmp_short_or_near() || i.is_jcc_short_or_near() || is_jrcxz(i))
 }
 
 fn is_jrcxz(i: &Instruction) -> bool {
@@ -704,10 +707,9 @@ fn check_host_stack(
                 if writes[k].rsp {
                     return Err((k, format!("RSP written ({i})")));
                 }
-                let direct = i.is_jmp_short_or_near() || i.is_jcc_short_or_near() || is_jrcxz(i);
                 match i.flow_control() {
                     FlowControl::Next => next.push((k + 1, d)),
-                    FlowControl::UnconditionalBranch | FlowControl::ConditionalBranch if direct => {
+                    _ if is_direct_jump(i) => {
                         let target = i.near_branch_target();
                         if inside(target) {
                             next.extend(index_at(insns, target).map(|t| (t, d)));
@@ -759,10 +761,9 @@ fn check_ret_lookups(
             return Err(k);
         }
         let after = merged && !writes[k].r10;
-        let direct = i.is_jmp_short_or_near() || i.is_jcc_short_or_near() || is_jrcxz(i);
         match i.flow_control() {
             FlowControl::Next => work.push((k + 1, after)),
-            FlowControl::UnconditionalBranch | FlowControl::ConditionalBranch if direct => {
+            _ if is_direct_jump(i) => {
                 let target = i.near_branch_target();
                 if target >= base && target < base + len {
                     work.extend(index_at(insns, target).map(|t| (t, after)));

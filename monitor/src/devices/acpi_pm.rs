@@ -232,24 +232,9 @@ impl PortDevice for Pm1 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
     use std::time::Duration;
 
-    /// A clock the test moves.
-    #[derive(Default)]
-    struct FakeClock(Mutex<Duration>);
-
-    impl FakeClock {
-        fn advance(&self, by: Duration) {
-            *self.0.lock().unwrap() += by;
-        }
-    }
-
-    impl MonotonicClock for FakeClock {
-        fn now(&self) -> Duration {
-            *self.0.lock().unwrap()
-        }
-    }
+    use crate::devices::pit::ManualClock as FakeClock;
 
     fn pm1() -> (Pm1, Arc<FakeClock>) {
         let clock = Arc::new(FakeClock::default());

@@ -1224,21 +1224,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use std::time::Instant;
 
-    /// A clock the test moves by hand.
-    #[derive(Default)]
-    struct FakeClock(Mutex<Duration>);
-
-    impl FakeClock {
-        fn advance(&self, by: Duration) {
-            *self.0.lock().unwrap() += by;
-        }
-    }
-
-    impl MonotonicClock for FakeClock {
-        fn now(&self) -> Duration {
-            *self.0.lock().unwrap()
-        }
-    }
+    use crate::devices::pit::ManualClock as FakeClock;
 
     const ID: u32 = 0x20;
     const VERSION: u32 = 0x30;

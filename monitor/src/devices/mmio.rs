@@ -130,42 +130,47 @@ impl MmioBus {
         self.find(phys).is_some()
     }
 
+    /// Splits the `len` bytes at `phys` where decoding changes: calls
+    /// `each` with the device and offset of each piece (or `None` for one
+    /// byte no device decodes) and the piece's range within the access.
+    fn pieces<'a>(
+        &'a self,
+        phys: u64,
+        len: usize,
+        mut each: impl FnMut(Option<(&'a dyn MmioDevice, u64)>, std::ops::Range<usize>),
+    ) {
+        let mut done = 0;
+        while done < len {
+            let at = phys.wrapping_add(done as u64);
+            let (device, n) = match self.find(at) {
+                Some((device, offset, room)) => {
+                    (Some((device, offset)), (len - done).min(room as usize))
+                }
+                None => (None, 1),
+            };
+            each(device, done..done + n);
+            done += n;
+        }
+    }
+
     /// Reads `data.len()` bytes at `phys`: from the device that decodes it,
     /// all ones where none does. An access that runs past a region's end
     /// is split there.
     pub fn read(&self, phys: u64, data: &mut [u8]) {
-        let mut done = 0;
-        while done < data.len() {
-            let at = phys.wrapping_add(done as u64);
-            match self.find(at) {
-                Some((device, offset, room)) => {
-                    let n = (data.len() - done).min(room as usize);
-                    device.mmio_read(offset, &mut data[done..done + n]);
-                    done += n;
-                }
-                None => {
-                    data[done] = 0xff;
-                    done += 1;
-                }
-            }
-        }
+        self.pieces(phys, data.len(), |device, range| match device {
+            Some((device, offset)) => device.mmio_read(offset, &mut data[range]),
+            None => data[range].fill(0xff),
+        });
     }
 
     /// Writes `data` at `phys` to the device that decodes it; bytes no
     /// device decodes are dropped.
     pub fn write(&self, phys: u64, data: &[u8]) {
-        let mut done = 0;
-        while done < data.len() {
-            let at = phys.wrapping_add(done as u64);
-            match self.find(at) {
-                Some((device, offset, room)) => {
-                    let n = (data.len() - done).min(room as usize);
-                    device.mmio_write(offset, &data[done..done + n]);
-                    done += n;
-                }
-                None => done += 1,
+        self.pieces(phys, data.len(), |device, range| {
+            if let Some((device, offset)) = device {
+                device.mmio_write(offset, &data[range]);
             }
-        }
+        });
     }
 }
 

@@ -93,6 +93,26 @@ impl Default for HostMonotonicClock {
     }
 }
 
+/// A clock tests move by hand.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct ManualClock(std::sync::Mutex<Duration>);
+
+#[cfg(test)]
+impl ManualClock {
+    /// Moves the clock `by` on.
+    pub(crate) fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+#[cfg(test)]
+impl MonotonicClock for ManualClock {
+    fn now(&self) -> Duration {
+        *self.0.lock().unwrap()
+    }
+}
+
 impl MonotonicClock for HostMonotonicClock {
     fn now(&self) -> Duration {
         self.start.elapsed()

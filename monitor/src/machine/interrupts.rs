@@ -171,6 +171,15 @@ impl InterruptInputs {
         self.apics.as_ref().map(|apics| &apics.lapic)
     }
 
+    /// The local APIC for the MMIO bus, when the machine has one.
+    pub fn lapic_on_bus(&self) -> Option<Arc<LapicOnBus>> {
+        let lapic = self.lapic()?.clone();
+        Some(Arc::new(LapicOnBus {
+            lapic,
+            shared: Arc::downgrade(&self.shared),
+        }))
+    }
+
     /// The CPU's INTR input: the local APIC's, or the PIC's where it
     /// reaches the CPU.
     fn intr(&self) -> bool {
@@ -365,17 +374,6 @@ fn deliver(lapic: &SharedLapic, nmi: &Weak<Shared>, message: Message) {
 pub struct LapicOnBus {
     lapic: SharedLapic,
     shared: Weak<Shared>,
-}
-
-impl InterruptInputs {
-    /// The local APIC for the MMIO bus, when the machine has one.
-    pub fn lapic_on_bus(&self) -> Option<Arc<LapicOnBus>> {
-        let lapic = self.lapic()?.clone();
-        Some(Arc::new(LapicOnBus {
-            lapic,
-            shared: Arc::downgrade(&self.shared),
-        }))
-    }
 }
 
 impl MmioDevice for LapicOnBus {
