@@ -48,12 +48,19 @@ def main():
         if "nestmon-code-cache" not in line:
             continue
         jit += 1
-        try:
-            ip = int(parts[0], 16)
-        except ValueError:
-            continue
-        i = bisect.bisect_right(starts, ip) - 1
-        if i < 0:
+        # perf prints the period before or after the address depending
+        # on its version: the address is the token inside a translation.
+        ip, i = None, -1
+        for token in parts:
+            try:
+                value = int(token, 16)
+            except ValueError:
+                continue
+            i = bisect.bisect_right(starts, value) - 1
+            if i >= 0:
+                ip = value
+                break
+        if ip is None:
             continue
         start = starts[i]
         length, eip, mode = units[start]

@@ -129,6 +129,7 @@ fn every_software_tlb_candidate_translates_through_the_software_tlb_and_passes_t
             self_check: false,
             soft_access: &[eip],
             return_stack: false,
+            superblock_branches: 0,
         };
         match translate(&req) {
             Ok(unit) => {

@@ -272,6 +272,28 @@ fn returns_the_guest_redirects_go_where_the_guest_says() {
 }
 
 #[test]
+fn branches_out_of_the_middle_of_a_superblock_go_where_the_guest_says() {
+    // Three forward branches per iteration, taken and not taken in every
+    // combination (units go on past them by default), and the loop's back
+    // edge: the sum is the same with units that end at every branch.
+    let body = "xor eax, eax\nmov ecx, 1000\n\
+                1: test ecx, 1\njz 2f\nadd eax, 3\n\
+                2: test ecx, 2\njz 3f\nadd eax, 5\n\
+                3: test ecx, 4\njnz 4f\nadd eax, 7\n\
+                4: dec ecx\njnz 1b\n\
+                cmp eax, 7500\njne 9f\nxor eax, eax\nret\n\
+                9: mov eax, 1\nret";
+    for extra in [
+        &[][..],
+        &["--set", "nestmon.bt.superblockBranches=0"],
+        &["--set", "nestmon.bt.superblockBranches=32"],
+    ] {
+        let r = run_asm("superblock_branches", body, extra);
+        assert_eq!(r.code, Some(0), "{extra:?}: {}", describe(&r));
+    }
+}
+
+#[test]
 fn io_to_unclaimed_ports_runs_without_exits_and_stats_name_the_ports() {
     // Port 0x80 (the POST/delay port) has no device: OUT is dropped and IN
     // reads all ones, without leaving translated code.

@@ -213,6 +213,8 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
             soft_access: if soft { &every_eip } else { &[] },
             // Predicted calls and returns in two of the modes.
             return_stack: limited != 0 || soft,
+            // Units going on past conditional branches in two others.
+            superblock_branches: if flat && !soft { 8 } else { 0 },
         };
         let unit = match translate(&req) {
             Ok(unit) => unit,

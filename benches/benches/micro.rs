@@ -70,6 +70,7 @@ fn translation_cost(c: &mut Criterion) {
         self_check: false,
         soft_access: &[],
         return_stack: false,
+        superblock_branches: 0,
     };
     let insns = translator::translate(&req)
         .expect("sample translates")

@@ -27,12 +27,17 @@ use crate::runtime::Stubs;
 use crate::state::{off, ExitReason, Seg};
 use crate::{i2, TranslateError};
 use iced_x86::{
-    Code, ConditionCode, Decoder, DecoderOptions, Instruction, InstructionInfoFactory, Mnemonic,
-    OpKind, Register,
+    Code, ConditionCode, Decoder, DecoderError, DecoderOptions, Instruction,
+    InstructionInfoFactory, Mnemonic, OpKind, Register,
 };
 
 /// Guest instructions per unit at most.
 pub const MAX_UNIT_INSNS: usize = 64;
+
+/// How many conditional branches a unit goes on past unless the monitor
+/// asks otherwise ([`UnitRequest::superblock_branches`]; docs/translator.md
+/// has the measurements behind the number).
+pub const DEFAULT_SUPERBLOCK_BRANCHES: u32 = 4;
 
 /// Mode bits a translation depends on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -363,6 +368,11 @@ pub struct UnitRequest<'a> {
     /// stack (see [`crate::rstack`]): `CpuState::rsb_top` names one, and
     /// the host has BMI2 (the call's room check rotates RSP with RORX).
     pub return_stack: bool,
+    /// How many conditional branches a unit continues past (a
+    /// *superblock*): the taken path leaves through a chainable exit and
+    /// the not-taken path goes on in the same unit. 0 ends every unit at
+    /// its first conditional branch.
+    pub superblock_branches: u32,
 }
 
 /// How a unit is translated when guest paging is on, so that it stays
@@ -567,6 +577,8 @@ struct Ctx<'a> {
     /// Extra (host offset, guest EIP, fix-up) entries inside the current
     /// instruction's code, from where a fault is handled differently.
     sub_entries: Vec<(u32, u32, u8)>,
+    /// Conditional branches the unit went on past so far.
+    branches_passed: u32,
 }
 
 fn err(e: iced_x86::IcedError) -> TranslateError {
@@ -666,6 +678,7 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         inline_ports: Vec::new(),
         soft_eips: Vec::new(),
         sub_entries: Vec::new(),
+        branches_passed: 0,
     };
     let mut dec = Decoder::with_ip(
         req.mode.bitness(),
@@ -695,6 +708,13 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
             break;
         }
         let insn = dec.decode();
+        if insn.is_invalid() && dec.last_error() == DecoderError::NoMoreBytes && !insns.is_empty() {
+            // The instruction runs past the bytes the monitor could give
+            // (the next page is not mapped now): it starts a unit of its
+            // own, whose fetch the monitor carries out (or faults).
+            cx.chain_exit(next)?;
+            break;
+        }
         if req.split_events && !insns.is_empty() && starts_own_unit(&insn, req.mode.cpl0) {
             cx.chain_exit(next)?;
             break;
@@ -2226,6 +2246,17 @@ impl Ctx<'_> {
             return self.emulate_exit(i.ip32());
         };
         self.chain_jcc(cc, i.near_branch_target() as u32)?;
+        let forward = i.near_branch_target() as u32 > i.ip32();
+        if forward && self.branches_passed < self.req.superblock_branches && self.req.max_insns > 1
+        {
+            // The not-taken path goes on here (the unit loop still ends
+            // the unit at its page's end or its length limit). Not past a
+            // backward branch: what follows a loop's back edge runs once
+            // per loop, and translating it into every such unit only
+            // makes hot code bigger.
+            self.branches_passed += 1;
+            return Ok(false);
+        }
         self.chain_exit(i.next_ip32())?;
         Ok(true)
     }
@@ -2891,6 +2922,9 @@ mod tests {
         self_check: bool,
         soft_access: &'a [u32],
         return_stack: bool,
+        superblock_branches: u32,
+        /// The code is all the monitor could give (no NOP padding).
+        exact_code: bool,
     }
 
     impl Default for Setup<'_> {
@@ -2913,6 +2947,8 @@ mod tests {
                 self_check: false,
                 soft_access: &[],
                 return_stack: false,
+                superblock_branches: 0,
+                exact_code: false,
             }
         }
     }
@@ -2920,7 +2956,9 @@ mod tests {
     /// Translates `code` (padded with NOPs) as `setup` says.
     fn translate_with(code: &[u8], setup: Setup<'_>) -> Unit {
         let mut bytes = code.to_vec();
-        bytes.resize(bytes.len().max(64), 0x90);
+        if !setup.exact_code {
+            bytes.resize(bytes.len().max(64), 0x90);
+        }
         let req = UnitRequest {
             eip: setup.eip,
             code: &bytes,
@@ -2945,6 +2983,7 @@ mod tests {
             self_check: setup.self_check,
             soft_access: setup.soft_access,
             return_stack: setup.return_stack,
+            superblock_branches: setup.superblock_branches,
         };
         translate(&req).unwrap()
     }
@@ -2954,6 +2993,95 @@ mod tests {
         Decoder::with_ip(64, &unit.code, 0x20_0000, DecoderOptions::NONE)
             .into_iter()
             .collect()
+    }
+
+    /// `inc eax; jz +2; inc ebx; inc ecx; jnz (back to the start);
+    /// inc edx; ret` at 0x1000 with `branches` allowed.
+    fn superblock_unit(branches: u32) -> Unit {
+        let code = [0x40, 0x74, 0x02, 0x43, 0x41, 0x75, 0xf9, 0x42, 0xc3];
+        translate_with(
+            &code,
+            Setup {
+                superblock_branches: branches,
+                ..Setup::default()
+            },
+        )
+    }
+
+    /// The guest EIPs of the chainable exits of `unit`'s own code.
+    fn chain_targets(unit: &Unit) -> Vec<u32> {
+        host_insns(unit)
+            .iter()
+            .filter(|i| {
+                i.code() == Code::Mov_rm32_imm32
+                    && i.memory_base() == Register::R14
+                    && i.memory_displacement64() as i64 == i64::from(off::EIP)
+            })
+            .map(|i| i.immediate32())
+            .collect()
+    }
+
+    #[test]
+    fn a_unit_goes_on_past_a_forward_conditional_branch_and_ends_at_a_backward_one() {
+        let unit = superblock_unit(4);
+        // inc eax; jz; inc ebx; inc ecx; jnz (backward: the unit ends).
+        assert_eq!(unit.insns.len(), 5);
+        assert_eq!(unit.guest_len, 7);
+        // Exits: jz taken (0x1005), jnz taken (0x1000), fall-through (0x1007).
+        let mut targets = chain_targets(&unit);
+        targets.sort_unstable();
+        assert_eq!(targets, [0x1000, 0x1005, 0x1007]);
+        assert_eq!(unit.sites.len(), 3);
+    }
+
+    #[test]
+    fn without_superblocks_a_unit_ends_at_its_first_conditional_branch() {
+        let unit = superblock_unit(0);
+        assert_eq!(unit.insns.len(), 2);
+        let mut targets = chain_targets(&unit);
+        targets.sort_unstable();
+        assert_eq!(targets, [0x1003, 0x1005]);
+    }
+
+    #[test]
+    fn a_unit_goes_on_past_no_more_conditional_branches_than_asked() {
+        // jz +0 three times, then inc eax: with 2 allowed, the unit ends
+        // at the third.
+        let code = [0x74, 0x00, 0x74, 0x00, 0x74, 0x00, 0x40];
+        let unit = translate_with(
+            &code,
+            Setup {
+                superblock_branches: 2,
+                ..Setup::default()
+            },
+        );
+        assert_eq!(unit.insns.len(), 3);
+        let single = translate_with(
+            &code,
+            Setup {
+                superblock_branches: 2,
+                max_insns: 1,
+                ..Setup::default()
+            },
+        );
+        assert_eq!(single.insns.len(), 1, "a unit of one instruction stays one");
+    }
+
+    #[test]
+    fn an_instruction_cut_off_by_the_end_of_the_bytes_given_starts_a_unit_of_its_own() {
+        // inc eax; then `and eax, imm32` of which only 3 of 5 bytes are
+        // there (its next page is not mapped when the unit is made).
+        let code = [0x40, 0x25, 0x83, 0x08];
+        let unit = translate_with(
+            &code,
+            Setup {
+                exact_code: true,
+                ..Setup::default()
+            },
+        );
+        assert_eq!(unit.insns.len(), 1);
+        assert_eq!(chain_targets(&unit), [0x1001]);
+        assert!(unit.emulated.is_empty(), "nothing is left to the monitor");
     }
 
     #[test]

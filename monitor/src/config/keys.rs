@@ -41,6 +41,10 @@ pub const MMU_ADAPTIVE_STRINGS_KEY: &str = "nestmon.mmu.adaptiveStrings";
 /// Whether guest calls and returns are host ones on a return-prediction
 /// stack (default TRUE).
 pub const BT_RETURN_STACK_KEY: &str = "nestmon.bt.returnStack";
+/// How many conditional branches a translation unit goes on past
+/// (default [`values::DEFAULT_SUPERBLOCK_BRANCHES`]; 0: every unit ends at
+/// its first conditional branch).
+pub const BT_SUPERBLOCK_KEY: &str = "nestmon.bt.superblockBranches";
 /// Whether the machine has a local APIC and an I/O APIC (default TRUE;
 /// FALSE: a PC with the 8259A pair only, as before APICs).
 pub const APIC_KEY: &str = "nestmon.apic";
@@ -69,6 +73,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     MMU_ADAPTIVE_KEY,
     MMU_ADAPTIVE_STRINGS_KEY,
     BT_RETURN_STACK_KEY,
+    BT_SUPERBLOCK_KEY,
     APIC_KEY,
     "vhv.enable",
     "vmx.allowNested",
@@ -308,6 +313,9 @@ fn apply(key: &str, entry: &Entry, builder: &mut Builder) -> Result<(), ConfigEr
         "nestmon.mmu.adaptive" => config.mmu_adaptive = values::boolean(entry)?,
         "nestmon.mmu.adaptivestrings" => config.mmu_adaptive_strings = values::boolean(entry)?,
         "nestmon.bt.returnstack" => config.bt_return_stack = values::boolean(entry)?,
+        "nestmon.bt.superblockbranches" => {
+            config.bt_superblock_branches = values::superblock_branches(entry)?
+        }
         "nestmon.mmu.maxmappings" => config.mmu_max_mappings = Some(values::max_mappings(entry)?),
         "vmx.allownested" => config.allow_nested = values::boolean(entry)?,
         "nestmon.noreboot" => config.no_reboot = values::boolean(entry)?,
@@ -499,6 +507,23 @@ mod tests {
             assert!(
                 matches!(
                     load(&format!("nestmon.mmu.maxMappings = \"{bad}\"\n")),
+                    Err(ConfigError::InvalidValue { .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn superblock_branches_take_a_count_up_to_their_maximum() {
+        assert_eq!(
+            config("nestmon.bt.superblockBranches = \"32\"\n").bt_superblock_branches,
+            32
+        );
+        for bad in ["33", "-1", "four", ""] {
+            assert!(
+                matches!(
+                    load(&format!("nestmon.bt.superblockBranches = \"{bad}\"\n")),
                     Err(ConfigError::InvalidValue { .. })
                 ),
                 "{bad}"
@@ -783,6 +808,14 @@ mod tests {
             "return prediction on unless turned off"
         );
         assert!(!self::config("nestmon.bt.returnStack = \"FALSE\"\n").bt_return_stack);
+        assert_eq!(
+            config.bt_superblock_branches,
+            super::values::DEFAULT_SUPERBLOCK_BRANCHES
+        );
+        assert_eq!(
+            self::config("nestmon.bt.superblockBranches = \"0\"\n").bt_superblock_branches,
+            0
+        );
         assert!(!config.allow_nested);
         assert!(!config.hypervisor_cpuid_v0);
     }

@@ -102,6 +102,9 @@ pub struct VmConfig {
     /// `nestmon.bt.returnStack`: guest calls and returns are host ones on
     /// a return-prediction stack, which the host predicts (default true).
     pub bt_return_stack: bool,
+    /// `nestmon.bt.superblockBranches`: how many conditional branches a
+    /// translation unit goes on past (0: units end at the first one).
+    pub bt_superblock_branches: u32,
     /// `nestmon.apic`: the machine has a local APIC (CPUID.1:EDX.APIC, the
     /// xAPIC at `0xFEE00000`) and an I/O APIC at `0xFEC00000`, which a Linux
     /// guest finds in the ACPI MADT (default true).
@@ -159,6 +162,7 @@ impl Default for VmConfig {
             mmu_adaptive: true,
             mmu_adaptive_strings: false,
             bt_return_stack: true,
+            bt_superblock_branches: values::DEFAULT_SUPERBLOCK_BRANCHES,
             apic: true,
             mmu_max_mappings: None,
             allow_nested: false,

@@ -99,6 +99,26 @@ pub fn max_mappings(entry: &Entry) -> Result<u32, ConfigError> {
     }
 }
 
+/// The conditional branches a translation unit goes on past by default
+/// (`nestmon.bt.superblockBranches`).
+pub use translator::translate::DEFAULT_SUPERBLOCK_BRANCHES;
+
+/// The most `nestmon.bt.superblockBranches` takes (a unit holds at most
+/// `translator::translate::MAX_UNIT_INSNS` instructions anyway).
+pub const MAX_SUPERBLOCK_BRANCHES: u32 = 32;
+
+/// Reads `nestmon.bt.superblockBranches`: a whole number from 0 to
+/// [`MAX_SUPERBLOCK_BRANCHES`].
+pub fn superblock_branches(entry: &Entry) -> Result<u32, ConfigError> {
+    match entry.value.trim().parse::<u32>() {
+        Ok(n) if n <= MAX_SUPERBLOCK_BRANCHES => Ok(n),
+        _ => Err(invalid(
+            entry,
+            &format!("a whole number of branches from 0 to {MAX_SUPERBLOCK_BRANCHES}"),
+        )),
+    }
+}
+
 /// The longest soft power-off wait `nestmon.softPowerOffTimeout` takes,
 /// in seconds (an hour: longer is a typo, not a plan).
 pub const MAX_SOFT_POWER_OFF_SECONDS: u32 = 3600;

@@ -237,6 +237,9 @@ pub struct BtCore {
     /// returns are host ones (`translator::rstack`; none: return
     /// prediction off, and translated code never makes a host call).
     return_stack: Option<translator::rstack::ReturnStack>,
+    /// How many conditional branches a unit goes on past
+    /// (`translator::translate::UnitRequest::superblock_branches`).
+    superblock_branches: u32,
     /// The address spaces cached per page directory (slots; see
     /// [`spaces`]), each with a supervisor view (index 0: CPL 0-2, and
     /// every CPL while paging is off) and a user view (index 1: CPL 3 with
@@ -447,6 +450,16 @@ impl BtVcpu {
     /// page table is seen as it happens), for comparison.
     pub fn set_out_of_sync(&mut self, on: bool) {
         self.core.watcher.set_out_of_sync(on);
+    }
+
+    /// Lets translation units go on past up to `branches` conditional
+    /// branches (`nestmon.bt.superblockBranches`), for comparison.
+    /// Translations made before are dropped.
+    pub fn set_superblock_branches(&mut self, branches: u32) {
+        if branches != self.core.superblock_branches {
+            self.core.flush();
+            self.core.superblock_branches = branches;
+        }
     }
 
     /// Makes guest calls and returns host ones on a stack of their own, so
@@ -845,6 +858,7 @@ impl BtCore {
             mmio: crate::devices::mmio::MmioBus::new(),
             lapic: None,
             return_stack: None,
+            superblock_branches: translator::translate::DEFAULT_SUPERBLOCK_BRANCHES,
             pending_chain: None,
             faults,
             stats: BtStats::default(),
@@ -1486,6 +1500,18 @@ impl BtCore {
         self.pending_chain = None;
     }
 
+    /// The conditional branches a unit of `mode` goes on past: none in a
+    /// paging kernel's code (most of which runs once or a few times, at
+    /// boot and in short system-call paths, so that longer units only
+    /// cost translation: docs/translator.md, "Superblocks").
+    fn superblock_branches_for(&self, mode: Mode) -> u32 {
+        if mode.cpl0 && self.paging() {
+            0
+        } else {
+            self.superblock_branches
+        }
+    }
+
     fn translate_into_cache(
         &mut self,
         key: TransKey,
@@ -1550,6 +1576,7 @@ impl BtCore {
             self_check: single > 0 || self.watcher.is_self_checking(key.phys >> 12),
             soft_access: &soft_access,
             return_stack: self.return_stack.is_some(),
+            superblock_branches: self.superblock_branches_for(mode),
         };
         let unit = translator::translate(&req)
             .map_err(|e| TranslateFailure::Other(format!("at EIP={eip:#010x}: {e}")))?;
