@@ -11,7 +11,11 @@
 # natively, under `nestmon run --kernel NAME.elf` and, with --qemu, under
 # qemu-system-i386 (TCG).  Wall time is the best of N runs (default 3).
 # Prints a table of times and ratios to native per workload plus the
-# geometric mean of the ratios.  A run longer than 30 s is not repeated.  A run whose output differs from the native
+# geometric mean of the ratios, and (with nestmon) the host instructions
+# per guest instruction of the workload's translations: one more run with
+# --log-translations, counting the guest instructions each unit was made
+# from and the host instructions it became, exit stubs included (a static
+# count over every translation, not weighted by how often each runs).  A run longer than 30 s is not repeated.  A run whose output differs from the native
 # output or whose exit status is wrong is reported as FAIL and left out of
 # the geometric mean.  --no-nestmon skips building and running nestmon.
 set -u
@@ -70,10 +74,17 @@ best_of() {
     done
     echo "$best"
 }
+# host_per_guest LOG -> host instructions per guest instruction in a
+# translation log (each unit: "IN: N guest instructions", its guest
+# instructions, "OUT: ...", one indented line per host instruction)
+host_per_guest() {
+    awk '/^IN: / { g += $2; out = 0; next } /^OUT: / { out = 1; next }
+        out && /^  / { h++ } END { if (g) printf "%.2f", h / g; else print "-" }' "$1"
+}
 ratio() { if [ "$1" = FAIL ] || [ "$2" = FAIL ]; then echo "-"; else echo "$1 $2" | awk '{printf "%.2f", $1 / $2}'; fi; }
 
 printf '%-12s %9s' workload native
-[ $NESTMON = 1 ] && printf ' %9s %7s' nestmon ratio
+[ $NESTMON = 1 ] && printf ' %9s %7s %10s' nestmon ratio host/guest
 [ $QEMU = 1 ] && printf ' %9s %7s' qemu ratio
 printf '\n'
 LN_N=0 CNT_N=0 LN_Q=0 CNT_Q=0
@@ -85,7 +96,9 @@ for src in "$ROOT"/benches/workloads/*.c; do
     if [ $NESTMON = 1 ]; then
         tg=$(best_of nestmon "$OUT/bench/$w.elf" 0 "$OUT/$w.ref")
         r=$(ratio "$tg" "$tn")
-        printf ' %9s %7s' "$tg" "$r"
+        "$NESTMON_BIN" run --kernel "$OUT/bench/$w.elf" --log-translations "$OUT/$w.translations" \
+            >/dev/null 2>&1 </dev/null
+        printf ' %9s %7s %10s' "$tg" "$r" "$(host_per_guest "$OUT/$w.translations")"
         if [ "$r" != - ]; then LN_N=$(echo "$LN_N $r" | awk '{print $1 + log($2)}'); CNT_N=$((CNT_N + 1)); fi
     fi
     if [ $QEMU = 1 ]; then
@@ -98,7 +111,7 @@ for src in "$ROOT"/benches/workloads/*.c; do
 done
 printf '%-12s %9s' geomean ""
 if [ $NESTMON = 1 ]; then
-    if [ $CNT_N -gt 0 ]; then printf ' %9s %7s' "" "$(echo "$LN_N $CNT_N" | awk '{printf "%.2f", exp($1 / $2)}')"; else printf ' %9s %7s' "" -; fi
+    if [ $CNT_N -gt 0 ]; then printf ' %9s %7s %10s' "" "$(echo "$LN_N $CNT_N" | awk '{printf "%.2f", exp($1 / $2)}')" ""; else printf ' %9s %7s %10s' "" - ""; fi
 fi
 if [ $QEMU = 1 ]; then
     if [ $CNT_Q -gt 0 ]; then printf ' %9s %7s' "" "$(echo "$LN_Q $CNT_Q" | awk '{printf "%.2f", exp($1 / $2)}')"; else printf ' %9s %7s' "" -; fi

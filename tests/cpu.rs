@@ -308,6 +308,28 @@ fn io_to_unclaimed_ports_runs_without_exits_and_stats_name_the_ports() {
 }
 
 #[test]
+fn stats_name_the_instruction_forms_the_monitor_carried_out() {
+    let r = run_asm(
+        "emulated_forms",
+        "mov eax, cr0\nmov eax, cr0\nmov eax, cr0\nxor eax, eax\nret",
+        &["--stats"],
+    );
+    assert_eq!(r.code, Some(0), "{}", describe(&r));
+    let note = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("instructions carried out by the monitor"))
+        .unwrap_or_else(|| panic!("no note: {}", r.stderr));
+    let count: u64 = note
+        .split("Mov_r32_cr ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no MOV from CR in {note}"));
+    assert!(count >= 3, "{note}");
+}
+
+#[test]
 fn translation_log_lists_guest_and_host_instructions() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cpu-tests");
     std::fs::create_dir_all(&dir).unwrap();

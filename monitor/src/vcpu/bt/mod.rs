@@ -72,6 +72,10 @@ const SUPERVISOR_VIEW: usize = 0;
 /// Index of the user view in `BtCore::views`.
 const USER_VIEW: usize = 1;
 
+/// How many instruction forms the `--stats` note on the monitor's
+/// instructions names.
+const EMULATED_FORMS_SHOWN: usize = 12;
+
 /// Counters printed by `--stats`.
 #[derive(Clone, Debug, Default)]
 pub struct BtStats {
@@ -81,6 +85,9 @@ pub struct BtStats {
     pub exits_indirect_miss: u64,
     /// Exits to carry out an instruction in the monitor.
     pub exits_emulate: u64,
+    /// Those exits by instruction form (`None`: decoded by the executor
+    /// itself), for `--stats`.
+    pub emulated_by_form: rustc_hash::FxHashMap<Option<iced_x86::Code>, u64>,
     /// Exits because of a host fault.
     pub exits_fault: u64,
     /// Exits because an exit was requested (poll page armed).
@@ -709,7 +716,11 @@ impl Vcpu for BtVcpu {
                 ("invalidations", c.invalidations),
                 ("flushes", c.flushes),
             ],
-            notes: self.inline_ports_note().into_iter().collect(),
+            notes: self
+                .inline_ports_note()
+                .into_iter()
+                .chain(self.emulated_forms_note())
+                .collect(),
         }
     }
 }
@@ -724,6 +735,34 @@ impl BtVcpu {
         let list: Vec<String> = ports.iter().map(|p| format!("{p:#06x}")).collect();
         Some(format!(
             "ignored ports accessed by translated code without an exit (not counted): {}",
+            list.join(", ")
+        ))
+    }
+
+    /// The `--stats` line naming the instruction forms the monitor carried
+    /// out most often (an exit each), if it carried out any.
+    fn emulated_forms_note(&self) -> Option<String> {
+        let mut forms: Vec<(u64, String)> = self
+            .core
+            .stats
+            .emulated_by_form
+            .iter()
+            .map(|(code, n)| {
+                let name = code.map_or_else(|| "other".to_string(), |c| format!("{c:?}"));
+                (*n, name)
+            })
+            .collect();
+        if forms.is_empty() {
+            return None;
+        }
+        forms.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let list: Vec<String> = forms
+            .iter()
+            .take(EMULATED_FORMS_SHOWN)
+            .map(|(n, name)| format!("{name} {n}"))
+            .collect();
+        Some(format!(
+            "instructions carried out by the monitor, most frequent forms (iced-x86 names): {}",
             list.join(", ")
         ))
     }
@@ -1123,6 +1162,11 @@ impl BtCore {
             translator::translate::NO_TOKEN,
         );
         let decoded = self.emulated.get(token as usize).copied();
+        *self
+            .stats
+            .emulated_by_form
+            .entry(decoded.map(|i| i.code()))
+            .or_default() += 1;
         let outcome = exec::execute(self, decoded);
         self.settle_system_change();
         if std::mem::take(&mut self.sys.interrupt_shadow) {
