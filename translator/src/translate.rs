@@ -978,10 +978,11 @@ impl Ctx<'_> {
             if let Some(tag) = x.probe {
                 // Never chained: the target's page may hold other code in
                 // another address space.
-                if !x.lookup_r9 {
-                    self.ins(i2!(Code::Mov_r32_imm32, Register::R9D, x.target)?)?;
+                if x.lookup_r9 {
+                    self.indirect_in(tag)?;
+                } else {
+                    self.indirect_constant(x.target, tag)?;
                 }
-                self.indirect_in(tag)?;
                 continue;
             }
             self.store_eip_imm(x.target)?;
@@ -2392,7 +2393,11 @@ impl Ctx<'_> {
         self.ins(i2!(
             Code::Lea_r32_m,
             Register::ECX,
-            mem(Register::R9, Register::None, -i64::from(ret_eip as i32))
+            mem(
+                Register::R9,
+                Register::None,
+                i64::from(ret_eip.wrapping_neg() as i32)
+            )
         )?)?;
         self.e.jrcxz_label(matched);
         self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R11)?)?;
@@ -2449,13 +2454,9 @@ impl Ctx<'_> {
         // The mode's table (see crate::ibtc): a constant displacement from
         // the table set the tag's modes use.
         let table = i64::from(tag) * crate::ibtc::TABLE_BYTES as i64;
-        let set = if tag < 32 && self.req.shared_ibtc_tags & (1 << tag) != 0 {
-            off::IBTC_SHARED
-        } else {
-            off::IBTC
-        };
+        let (set, mixed) = self.table_set(tag);
         self.ins(i2!(Code::Mov_r64_rm64, Register::R10, Register::RCX)?)?;
-        if set == off::IBTC_SHARED && crate::ibtc::mixed_index() {
+        if mixed {
             // low16(eip + (eip >> 4)), flag-free: the shared set is
             // indexed so (see ibtc::mixed_slot).
             self.ins(
@@ -2523,6 +2524,84 @@ impl Ctx<'_> {
             Register::None,
         );
         self.ins(Instruction::with1(Code::Jmp_rm64, dest).map_err(err)?)
+    }
+
+    /// The state-block field holding the table set the lookups of `tag`
+    /// use, and whether that set is indexed by [`crate::ibtc::mixed_slot`].
+    fn table_set(&self, tag: u32) -> (i32, bool) {
+        if tag < 32 && self.req.shared_ibtc_tags & (1 << tag) != 0 {
+            (off::IBTC_SHARED, crate::ibtc::mixed_index())
+        } else {
+            (off::IBTC, false)
+        }
+    }
+
+    /// The lookup of the constant guest `target` in the table of `tag` (a
+    /// direct branch that may not be chained): the slot is known here, so
+    /// the probe reads its entry at a constant displacement from the table
+    /// set, with no index to compute:
+    ///
+    /// ```text
+    /// mov r10, rcx ; mov r12, [r14 + set]
+    /// mov ecx, [r12 + entry]           ; EIP + 1 of the entry
+    /// lea ecx, [rcx - (target + 1)]    ; 32 bits: zero only on a hit
+    /// jrcxz hit ; mov rcx, r10 ; mov r9d, target ; <IndirectMiss exit>
+    /// hit: mov rcx, r10 ; jmp [r12 + entry + 8]
+    /// ```
+    ///
+    /// A target of 0xFFFFFFFF (whose `EIP + 1` is an empty entry's 0 in
+    /// 32 bits) takes the general lookup.
+    fn indirect_constant(&mut self, target: u32, tag: u32) -> Result<(), TranslateError> {
+        if self.req.max_insns == 1 || target == u32::MAX {
+            self.ins(i2!(Code::Mov_r32_imm32, Register::R9D, target)?)?;
+            return self.indirect_in(tag);
+        }
+        let (set, mixed) = self.table_set(tag);
+        let slot = if mixed {
+            crate::ibtc::mixed_slot(target)
+        } else {
+            crate::ibtc::plain_slot(target)
+        };
+        let entry = i64::from(tag) * crate::ibtc::TABLE_BYTES as i64
+            + (slot * std::mem::size_of::<crate::ibtc::Entry>()) as i64;
+        let hit = self.e.label();
+        self.ins(i2!(Code::Mov_r64_rm64, Register::R10, Register::RCX)?)?;
+        self.ins(i2!(
+            Code::Mov_r64_rm64,
+            Register::R12,
+            mem(Register::R14, Register::None, set.into())
+        )?)?;
+        self.ins(i2!(
+            Code::Mov_r32_rm32,
+            Register::ECX,
+            mem(Register::R12, Register::None, entry)
+        )?)?;
+        let key = target.wrapping_add(1);
+        self.ins(i2!(
+            Code::Lea_r32_m,
+            Register::ECX,
+            mem(
+                Register::RCX,
+                Register::None,
+                i64::from(key.wrapping_neg() as i32)
+            )
+        )?)?;
+        self.e.jrcxz_label(hit);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
+        self.ins(i2!(Code::Mov_r32_imm32, Register::R9D, target)?)?;
+        self.indirect_miss_exit()?;
+        self.e.bind(hit);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
+        if let Some(counter) = self.req.count_indirect {
+            self.bump_counter(counter)?;
+        }
+        self.ins(
+            Instruction::with1(
+                Code::Jmp_rm64,
+                mem(Register::R12, Register::None, entry + 8),
+            )
+            .map_err(err)?,
+        )
     }
 
     // ----- strings ---------------------------------------------------------
@@ -3864,14 +3943,33 @@ mod tests {
         let far = paged_unit(0x1000, &[0xe9, 0xfb, 0x1f, 0x00, 0x00]);
         assert!(far.sites.is_empty(), "never chained");
         let text = host_text(&far).join("\n");
-        // The probe's table index (see ibtc::plain_slot).
-        assert!(text.contains("movzx r11d,r9w"), "{text}");
+        // The probe reads the target's own entry (slot 0x3000, see
+        // ibtc::plain_slot, of table 0): no index is computed.
+        assert!(text.contains("mov ecx,[r12+30000h]"), "{text}");
+        assert!(text.contains("jmp qword ptr [r12+30008h]"), "{text}");
+        assert!(!text.contains("movzx r11d,r9w"), "{text}");
         // jmp 0x1800: the same page.
         let near = paged_unit(0x1000, &[0xe9, 0xfb, 0x07, 0x00, 0x00]);
         assert_eq!(near.sites.len(), 1);
         // Without paging every direct branch may be chained.
         let flat = unit(&[0xe9, 0xfb, 0x1f, 0x00, 0x00]);
         assert_eq!(flat.sites.len(), 1);
+    }
+
+    #[test]
+    fn constant_targets_at_the_ends_of_the_32_bit_range_are_looked_up_right() {
+        // jmp 0x7fffffff (entry key 0x80000000: the compare's displacement
+        // is the most negative disp32) from 0x10000000.
+        let rel = 0x7fff_ffffu32.wrapping_sub(0x1000_0005).to_le_bytes();
+        let mid = paged_unit(0x1000_0000, &[0xe9, rel[0], rel[1], rel[2], rel[3]]);
+        let text = host_text(&mid).join("\n");
+        assert!(text.contains("lea ecx,[rcx-80000000h]"), "{text}");
+        // jmp 0xffffffff: its key would be an empty entry's 0, so it takes
+        // the general lookup.
+        let rel = 0xffff_ffffu32.wrapping_sub(0x1000_0005).to_le_bytes();
+        let top = paged_unit(0x1000_0000, &[0xe9, rel[0], rel[1], rel[2], rel[3]]);
+        let text = host_text(&top).join("\n");
+        assert!(text.contains("movzx r11d,r9w"), "{text}");
     }
 
     #[test]

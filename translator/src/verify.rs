@@ -555,6 +555,16 @@ fn check_access(
                 && (disp % table == 0 || disp % table == 8)
                 && (0..i64::from(crate::ibtc::TAGS) * table).contains(&disp)
         }
+        // A constant target's own entry (`Ctx::indirect_constant`): its
+        // key or its host address, read only.
+        (Register::R12, Register::None) => {
+            let entry = std::mem::size_of::<crate::ibtc::Entry>() as i64;
+            facts.r12 == Fact::TableSet
+                && m.access() == OpAccess::Read
+                && (disp % entry == 0 || disp % entry == 8)
+                && (0..i64::from(crate::ibtc::TAGS) * crate::ibtc::TABLE_BYTES as i64)
+                    .contains(&disp)
+        }
         (Register::R13, Register::None) => disp == 0,
         // iced-x86 reports RIP-relative operands as absolute addresses.
         (Register::RIP | Register::None, Register::None) => m.displacement() == poll,
@@ -795,10 +805,15 @@ fn check_flow(i: &Instruction) -> Result<(), String> {
         // them; `branch_sources` sees every one of these).
         FlowControl::UnconditionalBranch if i.is_jmp_short_or_near() => Ok(()),
         FlowControl::ConditionalBranch if i.is_jcc_short_or_near() || is_jrcxz(i) => Ok(()),
+        // Through an indirect-branch table entry (`check_access` holds the
+        // operand to the table set); a constant target's entry only
+        // through its host-address half.
         FlowControl::IndirectBranch
             if i.code() == Code::Jmp_rm64
                 && i.memory_base() == Register::R12
-                && i.memory_index() == Register::R11 =>
+                && (i.memory_index() == Register::R11
+                    || i.memory_index() == Register::None
+                        && i.memory_displacement64() % 16 == 8) =>
         {
             Ok(())
         }
@@ -1198,5 +1213,31 @@ mod tests {
         assert_eq!(check_unit(&probe(true, true), BASE, POLL), Ok(()));
         assert!(check_unit(&probe(false, true), BASE, POLL).is_err());
         assert!(check_unit(&probe(true, false), BASE, POLL).is_err());
+    }
+
+    #[test]
+    fn a_constant_targets_entry_is_read_from_the_table_set_and_jumped_through_its_host_half() {
+        use iced_x86::code_asm::*;
+        let set = crate::state::off::IBTC;
+        let entry = 0x1234 * 16 + crate::ibtc::TABLE_BYTES as i32;
+        let probe = |base_ok: bool, jump_at: i32| {
+            assemble(|a| {
+                if base_ok {
+                    a.mov(r12, qword_ptr(r14 + set)).unwrap();
+                } else {
+                    a.mov(r12, rax).unwrap();
+                }
+                a.mov(ecx, dword_ptr(r12 + entry)).unwrap();
+                a.jmp(qword_ptr(r12 + jump_at)).unwrap();
+            })
+        };
+        assert_eq!(check_unit(&probe(true, entry + 8), BASE, POLL), Ok(()));
+        assert!(check_unit(&probe(false, entry + 8), BASE, POLL).is_err());
+        assert!(
+            check_unit(&probe(true, entry), BASE, POLL).is_err(),
+            "a jump through the key half"
+        );
+        let past_the_set = crate::ibtc::TAGS as i32 * crate::ibtc::TABLE_BYTES as i32 + 8;
+        assert!(check_unit(&probe(true, past_the_set), BASE, POLL).is_err());
     }
 }
