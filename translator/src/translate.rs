@@ -3957,6 +3957,23 @@ mod tests {
     }
 
     #[test]
+    fn a_predicted_call_returning_to_0x80000000_checks_its_return_address() {
+        // call 0x7fff0000 at 0x7ffffffb: the return address 0x80000000 is
+        // the continuation's most negative disp32.
+        let rel = 0x7fff_0000u32.wrapping_sub(0x8000_0000).to_le_bytes();
+        let unit = translate_with(
+            &[0xe8, rel[0], rel[1], rel[2], rel[3]],
+            Setup {
+                eip: 0x7fff_fffb,
+                return_stack: true,
+                ..Setup::default()
+            },
+        );
+        let text = host_text(&unit).join("\n");
+        assert!(text.contains("lea ecx,[r9-80000000h]"), "{text}");
+    }
+
+    #[test]
     fn constant_targets_at_the_ends_of_the_32_bit_range_are_looked_up_right() {
         // jmp 0x7fffffff (entry key 0x80000000: the compare's displacement
         // is the most negative disp32) from 0x10000000.
