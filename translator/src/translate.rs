@@ -2506,14 +2506,6 @@ impl Ctx<'_> {
             Register::RCX,
             mem(Register::RCX, Register::R13, 0)
         )?)?;
-        self.e.jrcxz_label(hit);
-        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
-        self.indirect_miss_exit()?;
-        self.e.bind(hit);
-        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
-        if let Some(counter) = self.req.count_indirect {
-            self.bump_counter(counter)?;
-        }
         let dest = iced_x86::MemoryOperand::new(
             Register::R12,
             Register::R11,
@@ -2523,6 +2515,31 @@ impl Ctx<'_> {
             false,
             Register::None,
         );
+        self.probe_outcome(hit, None, dest)
+    }
+
+    /// The end of a table probe whose compare left RCX zero on a hit, with
+    /// the guest's RCX in R10: a miss restores RCX and exits with
+    /// `IndirectMiss` (setting R9D to `target` first when the probe never
+    /// loaded it); a hit restores RCX, counts (with `--stats`) and jumps
+    /// through the entry's host address `dest`.
+    fn probe_outcome(
+        &mut self,
+        hit: Label,
+        target: Option<u32>,
+        dest: iced_x86::MemoryOperand,
+    ) -> Result<(), TranslateError> {
+        self.e.jrcxz_label(hit);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
+        if let Some(target) = target {
+            self.ins(i2!(Code::Mov_r32_imm32, Register::R9D, target)?)?;
+        }
+        self.indirect_miss_exit()?;
+        self.e.bind(hit);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
+        if let Some(counter) = self.req.count_indirect {
+            self.bump_counter(counter)?;
+        }
         self.ins(Instruction::with1(Code::Jmp_rm64, dest).map_err(err)?)
     }
 
@@ -2586,21 +2603,10 @@ impl Ctx<'_> {
                 i64::from(key.wrapping_neg() as i32)
             )
         )?)?;
-        self.e.jrcxz_label(hit);
-        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
-        self.ins(i2!(Code::Mov_r32_imm32, Register::R9D, target)?)?;
-        self.indirect_miss_exit()?;
-        self.e.bind(hit);
-        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
-        if let Some(counter) = self.req.count_indirect {
-            self.bump_counter(counter)?;
-        }
-        self.ins(
-            Instruction::with1(
-                Code::Jmp_rm64,
-                mem(Register::R12, Register::None, entry + 8),
-            )
-            .map_err(err)?,
+        self.probe_outcome(
+            hit,
+            Some(target),
+            mem(Register::R12, Register::None, entry + 8),
         )
     }
 

@@ -468,6 +468,14 @@ fn is_direct_jump(i: &Instruction) -> bool {
     ) && (i.is_jmp_short_or_near() || i.is_jcc_short_or_near() || is_jrcxz(i))
 }
 
+/// Bytes of one indirect-branch table entry (key, then host address).
+const ENTRY_BYTES: i64 = std::mem::size_of::<crate::ibtc::Entry>() as i64;
+
+/// Whether displacement `disp` from a table set stays within its tables.
+fn in_table_set(disp: i64) -> bool {
+    (0..i64::from(crate::ibtc::TAGS) * crate::ibtc::TABLE_BYTES as i64).contains(&disp)
+}
+
 fn is_jrcxz(i: &Instruction) -> bool {
     matches!(i.code(), Code::Jrcxz_rel8_64 | Code::Jecxz_rel8_64)
 }
@@ -553,17 +561,15 @@ fn check_access(
                 && facts.r11 == Fact::TableIndex
                 && m.scale() == 8
                 && (disp % table == 0 || disp % table == 8)
-                && (0..i64::from(crate::ibtc::TAGS) * table).contains(&disp)
+                && in_table_set(disp)
         }
         // A constant target's own entry (`Ctx::indirect_constant`): its
         // key or its host address, read only.
         (Register::R12, Register::None) => {
-            let entry = std::mem::size_of::<crate::ibtc::Entry>() as i64;
             facts.r12 == Fact::TableSet
                 && m.access() == OpAccess::Read
-                && (disp % entry == 0 || disp % entry == 8)
-                && (0..i64::from(crate::ibtc::TAGS) * crate::ibtc::TABLE_BYTES as i64)
-                    .contains(&disp)
+                && (disp % ENTRY_BYTES == 0 || disp % ENTRY_BYTES == 8)
+                && in_table_set(disp)
         }
         (Register::R13, Register::None) => disp == 0,
         // iced-x86 reports RIP-relative operands as absolute addresses.
@@ -813,7 +819,7 @@ fn check_flow(i: &Instruction) -> Result<(), String> {
                 && i.memory_base() == Register::R12
                 && (i.memory_index() == Register::R11
                     || i.memory_index() == Register::None
-                        && i.memory_displacement64() % 16 == 8) =>
+                        && i.memory_displacement64() as i64 % ENTRY_BYTES == 8) =>
         {
             Ok(())
         }

@@ -110,13 +110,7 @@ pub const MAX_SUPERBLOCK_BRANCHES: u32 = 32;
 /// Reads `nestmon.bt.superblockBranches`: a whole number from 0 to
 /// [`MAX_SUPERBLOCK_BRANCHES`].
 pub fn superblock_branches(entry: &Entry) -> Result<u32, ConfigError> {
-    match entry.value.trim().parse::<u32>() {
-        Ok(n) if n <= MAX_SUPERBLOCK_BRANCHES => Ok(n),
-        _ => Err(invalid(
-            entry,
-            &format!("a whole number of branches from 0 to {MAX_SUPERBLOCK_BRANCHES}"),
-        )),
-    }
+    whole_number_to(entry, MAX_SUPERBLOCK_BRANCHES, "branches")
 }
 
 /// The longest soft power-off wait `nestmon.softPowerOffTimeout` takes,
@@ -126,11 +120,16 @@ pub const MAX_SOFT_POWER_OFF_SECONDS: u32 = 3600;
 /// Reads `nestmon.softPowerOffTimeout`: whole seconds from 0 (SIGTERM
 /// stops the guest at once) to [`MAX_SOFT_POWER_OFF_SECONDS`].
 pub fn soft_power_off_seconds(entry: &Entry) -> Result<u32, ConfigError> {
+    whole_number_to(entry, MAX_SOFT_POWER_OFF_SECONDS, "seconds")
+}
+
+/// Reads a whole number of `what` from 0 to `most`.
+fn whole_number_to(entry: &Entry, most: u32, what: &str) -> Result<u32, ConfigError> {
     match entry.value.trim().parse::<u32>() {
-        Ok(n) if n <= MAX_SOFT_POWER_OFF_SECONDS => Ok(n),
+        Ok(n) if n <= most => Ok(n),
         _ => Err(invalid(
             entry,
-            &format!("a whole number of seconds from 0 to {MAX_SOFT_POWER_OFF_SECONDS}"),
+            &format!("a whole number of {what} from 0 to {most}"),
         )),
     }
 }
