@@ -7,11 +7,14 @@
 //! they are first watched. After a write the table is compared with its
 //! snapshot, and every entry whose mapping changed becomes an
 //! [`Invalidation`] of the linear pages built from it, in every address
-//! space that uses the table. A leaf table written again before the guest
-//! flushed its TLB goes *out of sync* (when allowed): it stops being
-//! write-protected and is compared with its snapshot only when the guest
-//! must flush anyway ([`FrameWatcher::resync_all`]), as KVM's unsync
-//! shadow pages and Xen's out-of-sync shadows do. The current address
+//! space that uses the table. A leaf table goes *out of sync* (when
+//! allowed) on the guest's first store to it
+//! ([`FrameWatcher::unsync_before_write`], as KVM unsyncs a leaf shadow
+//! page on its first write fault), or, for writes the monitor traces
+//! itself, on the second before a flush: it stops being write-protected
+//! and is compared with its snapshot only when the guest must flush
+//! anyway ([`FrameWatcher::resync_all`]), as KVM's unsync shadow pages and
+//! Xen's out-of-sync shadows do. The current address
 //! space's page directory always stays in sync. The directory of a space
 //! that is not current is not in use by the CPU: on the first write to it
 //! it goes *lazy* (stops being write-protected) and is compared with its
@@ -22,9 +25,11 @@
 //! (the kernel's half).
 //!
 //! Invariants:
-//! - A frame is write-protected in every host mapping of it exactly when
+//! - A frame is write-protected in every host mapping of it whenever
 //!   [`FrameWatcher::write_protected`] says so: it holds translated code,
-//!   or it is a watched table that is in sync.
+//!   or it is a watched table that is in sync. (A mapping of a frame the
+//!   watcher no longer protects may still be read-only until a store
+//!   through it faults and maps it again.)
 //! - For an in-sync table, the snapshot equals guest memory except for
 //!   accessed and dirty bits the walker set (which change no mapping) and
 //!   the guest write being reported; for an out-of-sync table the
@@ -395,6 +400,49 @@ impl FrameWatcher {
         out
     }
 
+    /// A guest store is about to write the in-sync table `frame` (it
+    /// faulted on the table's write protection). A table that only serves
+    /// as leaf table goes out of sync at once, and an idle directory goes
+    /// lazy, as KVM unsyncs a leaf shadow page on its first write fault:
+    /// the store then runs as it is, with no comparison until the guest
+    /// flushes, which the guest must do before it relies on a changed
+    /// entry (a not-present entry made present is never mapped, so its
+    /// first use walks the table). Returns whether the table stopped being
+    /// write-protected; `false` (out-of-sync tables not allowed, a
+    /// directory in use, a frame that also holds code, a table flooded
+    /// with writes no walk went through) leaves the store to be traced
+    /// through [`FrameWatcher::table_written`].
+    pub fn unsync_before_write(&mut self, frame: u32) -> bool {
+        if !self.out_of_sync || self.code.contains(frame) {
+            return false;
+        }
+        let current = self.current;
+        let Some(t) = self.tables.get_mut(&frame) else {
+            return false;
+        };
+        if t.unsynced || t.uses.is_empty() {
+            return false;
+        }
+        if t.is_idle_directory(current) {
+            t.unsynced = true;
+            t.lazy = true;
+            self.lazy.push(frame);
+            self.stats.lazy_directories += 1;
+            return true;
+        }
+        // Counted as a write no walk went through, so that a table reused
+        // as data still floods (the traced write that reaches the limit
+        // zaps it).
+        t.unused_writes += 1;
+        if !t.is_leaf_only() || t.unused_writes >= FLOOD_WRITES {
+            return false;
+        }
+        t.unsynced = true;
+        self.unsynced.push(frame);
+        self.stats.unsyncs += 1;
+        true
+    }
+
     /// The guest flushes its TLB (CR3 write, INVLPG, CR4.PGE change):
     /// every out-of-sync table is compared with its snapshot and
     /// write-protected again.
@@ -720,6 +768,68 @@ mod tests {
         assert_eq!(pages, vec![1 << 10 | 2, 1 << 10 | 3]);
         assert!(w.write_protected(PT));
         assert_eq!(w.stats().resyncs, 1);
+    }
+
+    #[test]
+    fn a_leaf_goes_out_of_sync_before_its_first_write_and_is_compared_on_the_next_flush() {
+        let ram = ram();
+        let mut w = FrameWatcher::new(256, true);
+        w.watch(PT, S0, TableUse::Leaf { region: 1 }, &ram);
+        assert!(w.unsync_before_write(PT));
+        assert!(!w.write_protected(PT));
+        assert_eq!(w.tables(), (1, 1));
+        assert_eq!(w.stats().traced_writes, 0);
+        // Already out of sync: nothing more to do.
+        assert!(!w.unsync_before_write(PT));
+        set(&ram, PT, 2, 0x6003);
+        let c = w.resync_all(&ram);
+        assert_eq!(c.protect, vec![PT]);
+        let pages: Vec<u32> = c.invalidations.iter().map(|i| i.first_page).collect();
+        assert_eq!(pages, vec![1 << 10 | 2]);
+        assert!(w.write_protected(PT));
+    }
+
+    #[test]
+    fn a_directory_in_use_a_code_frame_or_no_out_of_sync_keeps_its_store_traced() {
+        let ram = ram();
+        let mut w = FrameWatcher::new(256, true);
+        w.set_current_space(S0, &ram);
+        w.watch(PD, S0, TableUse::Directory, &ram);
+        assert!(!w.unsync_before_write(PD));
+        w.watch(PT, S0, TableUse::Leaf { region: 1 }, &ram);
+        w.trace_code(PT);
+        assert!(!w.unsync_before_write(PT));
+        let mut off = FrameWatcher::new(256, false);
+        off.watch(PT, S0, TableUse::Leaf { region: 1 }, &ram);
+        assert!(!off.unsync_before_write(PT));
+        assert!(off.write_protected(PT));
+    }
+
+    #[test]
+    fn an_idle_directory_goes_lazy_before_its_first_write() {
+        let ram = ram();
+        let mut w = FrameWatcher::new(256, true);
+        w.watch(PD, S0, TableUse::Directory, &ram);
+        w.set_current_space(S1, &ram);
+        assert!(w.unsync_before_write(PD));
+        assert!(!w.write_protected(PD));
+        assert_eq!(w.stats().lazy_directories, 1);
+    }
+
+    #[test]
+    fn a_leaf_rewritten_with_no_walk_through_it_floods_through_the_traced_path() {
+        let ram = ram();
+        let mut w = FrameWatcher::new(256, true);
+        w.watch(PT, S0, TableUse::Leaf { region: 1 }, &ram);
+        for _ in 1..FLOOD_WRITES {
+            assert!(w.unsync_before_write(PT));
+            w.resync_all(&ram);
+        }
+        assert!(!w.unsync_before_write(PT));
+        set(&ram, PT, 5, 0x5003);
+        w.table_written(PT, &ram);
+        assert_eq!(w.stats().zaps, 1);
+        assert!(!w.write_protected(PT));
     }
 
     #[test]

@@ -349,7 +349,10 @@ impl BtCore {
         let frame = phys / PAGE_SIZE;
         let writable =
             |core: &BtCore| walked.writable_and_dirty && !core.watcher.write_protected(frame);
-        if phys as usize >= self.ram.size() || write && !writable(self) {
+        if phys as usize >= self.ram.size() {
+            return self.soft_fallback();
+        }
+        if write && !writable(self) && !self.unsync_for_soft_write(frame) {
             return self.soft_fallback();
         }
         let lpage = lin / PAGE_SIZE;
@@ -362,6 +365,13 @@ impl BtCore {
         }
         self.fill_soft(lpage, frame, write);
         Event::Continue
+    }
+
+    /// A software-TLB write miss on `frame`, which the watcher protects:
+    /// whether it stopped protecting it (an in-sync leaf table gone out of
+    /// sync on this first write, see `FrameWatcher::unsync_before_write`).
+    fn unsync_for_soft_write(&mut self, frame: u32) -> bool {
+        self.watcher.is_synced_table(frame) && self.watcher.unsync_before_write(frame)
     }
 
     /// Fills the current view's software TLB for `lpage` -> `frame`.
