@@ -97,12 +97,26 @@ impl Drop for Region {
 // another thread moves that ownership.
 unsafe impl Send for Region {}
 
-/// The tables, plus which tags have entries (to empty only those).
+/// Entries [`Ibtc`] remembers writing since it was last emptied; past
+/// that, emptying it writes the whole of every table with entries. A
+/// short-lived process's set holds a few hundred entries (busybox
+/// fork+exec in Debian's kernel: about 800), and zeroing a whole table
+/// writes 1 MiB.
+pub const TOUCHED_MAX: usize = 4096;
+
+/// The tables, plus which tags have entries and which entries were
+/// written (to empty only those).
 pub struct Ibtc {
     region: Region,
     used: u64,
     /// Indexed by [`mixed_slot`] rather than [`plain_slot`].
     mixed: bool,
+    /// Entries written since the last emptying, as `tag * ENTRIES + slot`
+    /// (unless `touched_overflow`).
+    touched: Vec<u32>,
+    /// More than [`TOUCHED_MAX`] entries were written: `touched` no
+    /// longer lists them all.
+    touched_overflow: bool,
 }
 
 impl Default for Ibtc {
@@ -111,6 +125,8 @@ impl Default for Ibtc {
             region: Region::new(true),
             used: 0,
             mixed: false,
+            touched: Vec::new(),
+            touched_overflow: false,
         }
     }
 }
@@ -166,17 +182,28 @@ impl Ibtc {
         self.region.ptr as u64
     }
 
-    /// Empties every table.
+    /// Empties every table: the entries written since the last emptying,
+    /// or every table with entries when there were too many to list.
     pub fn clear(&mut self) {
-        for tag in 0..TAGS {
-            if self.used & (1 << tag) != 0 {
-                self.region.table_mut(tag).fill(Entry {
-                    key: 0,
-                    _pad: 0,
-                    host: 0,
-                });
+        const EMPTY: Entry = Entry {
+            key: 0,
+            _pad: 0,
+            host: 0,
+        };
+        if self.touched_overflow {
+            for tag in 0..TAGS {
+                if self.used & (1 << tag) != 0 {
+                    self.region.table_mut(tag).fill(EMPTY);
+                }
+            }
+        } else {
+            for &index in &self.touched {
+                let (tag, slot) = (index / ENTRIES as u32, index as usize % ENTRIES);
+                self.region.table_mut(tag)[slot] = EMPTY;
             }
         }
+        self.touched.clear();
+        self.touched_overflow = false;
         self.used = 0;
     }
 
@@ -185,8 +212,25 @@ impl Ibtc {
         self.used |= 1 << tag;
         let slot = self.slot(eip);
         let e = &mut self.region.table_mut(tag)[slot];
+        let was_empty = e.key == 0 && e.host == 0;
         e.key = eip.wrapping_add(1);
         e.host = host;
+        if was_empty {
+            self.note_touched(tag, slot);
+        }
+    }
+
+    /// Lists entry `slot` of tag `tag` as written (see `touched`).
+    fn note_touched(&mut self, tag: u32, slot: usize) {
+        if self.touched_overflow {
+            return;
+        }
+        if self.touched.len() >= TOUCHED_MAX {
+            self.touched_overflow = true;
+            self.touched = Vec::new();
+            return;
+        }
+        self.touched.push(tag * ENTRIES as u32 + slot as u32);
     }
 
     /// Drops entries whose host address lies in `[start, end)`.
@@ -311,6 +355,38 @@ mod tests {
         assert_eq!(t.get(0xc101_0010, 2), None);
         t.remove_eip(2, 0xc100_0010);
         assert_eq!(t.get(0xc100_0010, 2), None);
+    }
+
+    #[test]
+    fn clearing_empties_the_entries_written_since_the_last_clear() {
+        let mut t = Ibtc::default();
+        t.insert(0x1000, 0, 0x7000);
+        t.insert(0x2000, 3, 0x8000);
+        t.remove_eip(3, 0x2000);
+        t.insert(0x2000, 3, 0x9000);
+        t.clear();
+        assert_eq!(t.get(0x1000, 0), None);
+        assert_eq!(t.get(0x2000, 3), None);
+        assert_eq!(t.used_tags(), 0);
+        assert!(t.region.table(0).iter().all(|e| e.key == 0 && e.host == 0));
+        assert!(t.region.table(3).iter().all(|e| e.key == 0 && e.host == 0));
+    }
+
+    #[test]
+    fn clearing_after_more_entries_than_it_lists_empties_whole_tables() {
+        let mut t = Ibtc::default();
+        for n in 0..(TOUCHED_MAX as u32 + 10) {
+            t.insert(n, 1, 0x7000 + u64::from(n));
+        }
+        t.insert(0x4_0000, 2, 0x100);
+        t.clear();
+        assert!((0..TOUCHED_MAX as u32 + 10).all(|n| t.get(n, 1).is_none()));
+        assert_eq!(t.get(0x4_0000, 2), None);
+        assert!(t.region.table(1).iter().all(|e| e.key == 0 && e.host == 0));
+        // Listing starts over after the clear.
+        t.insert(5, 1, 0x5);
+        t.clear();
+        assert_eq!(t.get(5, 1), None);
     }
 
     #[test]
