@@ -6,9 +6,13 @@
 //!
 //! Invariants:
 //! - A frame the watcher write-protects (`FrameWatcher::write_protected`)
-//!   is mapped read-only at every alias the reverse map knows for it
-//!   (paging on) or at its identity page (paging off); untracing it for
-//!   code kills its translations first.
+//!   is mapped read-only at every alias the reverse map knows for it in
+//!   the current space (paging on) or at its identity page (paging off);
+//!   in a space that is not current, at every such alias but those listed
+//!   in the space's `unprotected`, which are protected before the space
+//!   becomes current again (no code runs in it meanwhile, and the monitor
+//!   reaches guest memory through RAM, not through windows); untracing it
+//!   for code kills its translations first.
 //! - Each view of each cached space never maps more than the guest's page
 //!   tables allowed its privilege at the last walk, except for what an
 //!   out-of-sync leaf table changed since its last resync (a TLB could
@@ -248,6 +252,7 @@ impl BtCore {
             },
         };
         self.space = slot;
+        self.protect_deferred();
         let now = self.clock;
         self.space_mut().last_used = now;
         self.stats.space_switches += 1;
@@ -576,7 +581,34 @@ impl BtCore {
             return;
         }
         for alias in self.rmap.get(&frame).cloned().unwrap_or_default() {
-            self.protect_alias(alias, PageProt::Read);
+            let deferred = alias.slot() != self.space
+                && self
+                    .spaces
+                    .get_mut(alias.slot())
+                    .and_then(Option::as_mut)
+                    .filter(|space| space.unprotected.len() < spaces::MAX_UNPROTECTED)
+                    .map(|space| space.unprotected.push(alias))
+                    .is_some();
+            // Nothing runs in another space until it is current again: its
+            // aliases are protected then (`protect_deferred`).
+            if !deferred {
+                self.protect_alias(alias, PageProt::Read);
+            }
+        }
+    }
+
+    /// Write-protects the aliases of the current space that
+    /// [`Self::protect_frame`] left for when it became current, where
+    /// their frame is still write-protected.
+    fn protect_deferred(&mut self) {
+        let mut pending = std::mem::take(&mut self.space_mut().unprotected);
+        pending.sort_unstable();
+        pending.dedup();
+        for alias in pending {
+            let frame = self.space().shadow[alias.view()].get(alias.lpage());
+            if frame.is_some_and(|f| self.watcher.write_protected(f)) {
+                self.protect_alias(alias, PageProt::Read);
+            }
         }
     }
 
@@ -1050,7 +1082,7 @@ fn frames_of(addr: GuestPhys, len: usize) -> std::ops::Range<u64> {
 /// A linear page of one view of one cached space, as the reverse map keeps
 /// it: the page number (20 bits), the view in bit 31, the space's slot in
 /// the upper half.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(super) struct Alias(u64);
 
 impl Alias {

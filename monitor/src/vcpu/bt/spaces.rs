@@ -40,6 +40,11 @@ pub(super) const MAX_SPACES: usize = 128;
 /// call on a range inside one mapping splits it into three.
 pub(super) const MAPPINGS_PER_CALL: usize = 2;
 
+/// Aliases a space that is not current keeps to write-protect when it
+/// becomes current (`AddressSpace::unprotected`); past that they are
+/// protected at once.
+pub(super) const MAX_UNPROTECTED: usize = 4096;
+
 /// Linear page -> guest frame of one view.
 pub(super) struct ShadowPages {
     regions: Vec<Option<Box<[u32; 1024]>>>,
@@ -125,6 +130,10 @@ pub(super) struct AddressSpace {
     /// Retired: its directory died; it keeps only the mappings of `large`
     /// and waits to serve a new directory ([`RETIRED_ROOT`] as root).
     pub(super) retired: bool,
+    /// Aliases whose frame the watcher began to protect while the space
+    /// was not current: write-protected when it becomes current again
+    /// (one host call each, saved for spaces never entered again).
+    pub(super) unprotected: Vec<super::frames::Alias>,
 }
 
 impl AddressSpace {
@@ -138,6 +147,7 @@ impl AddressSpace {
             last_used: now,
             large: BTreeMap::new(),
             retired: false,
+            unprotected: Vec::new(),
         })
     }
 
