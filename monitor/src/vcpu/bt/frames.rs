@@ -38,6 +38,15 @@ use shadowmmu::{
     PageProt, PagingMode, SpaceId, TableUse, Translated, PAGE_SIZE,
 };
 
+/// Pages on each side of a faulting 4 KiB page that one fill may also map
+/// (`BtCore::fill_around`).
+const FILL_AROUND: u32 = 15;
+/// A page-table entry's accessed bit.
+const ENTRY_ACCESSED: u32 = 0x20;
+/// The bits of a page-table entry a page mapped with a filled page must
+/// share with its entry: present, R/W, U/S, accessed, dirty, global.
+const SAME_FILL_BITS: u32 = 0x167;
+
 impl BtCore {
     /// Whether guest paging is on.
     pub(super) fn paging(&self) -> bool {
@@ -889,7 +898,11 @@ impl BtCore {
     pub(super) fn map_walked(&mut self, view: usize, lpage: u32, walked: &Translated) {
         let slot = self.space;
         self.watch_walked(lpage, walked);
-        let (first, frame0, pages) = self.fill_extent(view, lpage, walked);
+        let (first, frame0, pages) = if walked.large {
+            self.fill_extent(view, lpage, walked)
+        } else {
+            self.fill_around(view, lpage, walked)
+        };
         let prot =
             if walked.writable_and_dirty && (pages > 1 || !self.watcher.write_protected(frame0)) {
                 PageProt::ReadWrite
@@ -974,6 +987,62 @@ impl BtCore {
             (lpage & !1023, frame & !1023, 1024)
         } else {
             (lpage, frame, 1)
+        }
+    }
+
+    /// The pages one fill of the 4 KiB page `lpage` maps: with it, the
+    /// pages next to it (up to [`FILL_AROUND`] on each side, in the same
+    /// page table) that map the frames next to its frame with the same
+    /// rights and whose accessed bit the guest already has (and dirty bit,
+    /// for a writable mapping): one host call maps them all, where each
+    /// would otherwise cost a host fault of its own. Nothing the guest sees
+    /// changes: no accessed or dirty bit is set for a page not accessed,
+    /// and every entry is walked as an access would walk it, so the
+    /// watcher notes it. As (first linear page, its frame, pages).
+    fn fill_around(&mut self, view: usize, lpage: u32, walked: &Translated) -> (u32, u32, u32) {
+        let frame = walked.phys.frame();
+        let fits = |core: &mut BtCore, delta: i64| core.fills_with(view, lpage, walked, delta);
+        let after = (1..=FILL_AROUND)
+            .take_while(|&k| fits(self, i64::from(k)))
+            .count() as u32;
+        let before = (1..=FILL_AROUND)
+            .take_while(|&k| fits(self, -i64::from(k)))
+            .count() as u32;
+        (lpage - before, frame - before, before + 1 + after)
+    }
+
+    /// Whether the page `delta` pages from `lpage` can be mapped with it
+    /// (see [`Self::fill_around`]).
+    fn fills_with(&mut self, view: usize, lpage: u32, walked: &Translated, delta: i64) -> bool {
+        let Some(pte) = walked.pte else {
+            return false;
+        };
+        let page = i64::from(lpage) + delta;
+        let frame = i64::from(walked.phys.frame()) + delta;
+        let ram_frames = (self.ram.size() / PAGE_SIZE as usize) as i64;
+        if page < 0 || page >> 10 != i64::from(lpage >> 10) || frame < 0 || frame >= ram_frames {
+            return false;
+        }
+        let (page, frame) = (page as u32, frame as u32);
+        let entry_addr = (i64::from(pte.addr.0) + 4 * delta) as u32;
+        let Ok(entry) = self.ram.read_u32(GuestPhys(entry_addr)) else {
+            return false;
+        };
+        if entry & ENTRY_ACCESSED == 0
+            || (entry ^ pte.value) & SAME_FILL_BITS != 0
+            || entry >> 12 != frame
+        {
+            return false;
+        }
+        // Walked as a read would walk it: with A (and the PDE's A) set,
+        // the walk changes nothing in guest memory.
+        match self.walk_noting(page * PAGE_SIZE, false, view == USER_VIEW) {
+            Ok(t) => {
+                !t.large
+                    && t.phys.frame() == frame
+                    && t.writable_and_dirty == walked.writable_and_dirty
+            }
+            Err(_) => false,
         }
     }
 
