@@ -203,7 +203,7 @@ impl IoBus {
             cmos_battery,
         );
         self.register(RTC_BASE, 2, Box::new(rtc))?;
-        let (data, command) = I8042Port::pair(I8042::new());
+        let (data, command) = I8042Port::pair_with_irqs(I8042::new(), &self.pic);
         self.register(I8042_DATA, 1, Box::new(data))?;
         self.register(I8042_COMMAND, 1, Box::new(command))?;
         self.register(PCI_CONFIG_BASE, pci::PORTS, Box::new(PciHost::new()))?;

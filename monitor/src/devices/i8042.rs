@@ -22,10 +22,18 @@
 //!   [`IoOutcome::Reset`]: the machine decides what a reset means.
 //! - Nothing is attached: a byte for the keyboard or the mouse is not
 //!   answered, and the status register's time-out bit (6) says so until
-//!   the next byte the guest writes. IRQ 1 and IRQ 12 are never raised.
+//!   the next byte the guest writes.
+//! - The interrupt outputs follow the output buffer, as a PC's controller
+//!   (and QEMU's) drive them ([`I8042::irq_levels`]): IRQ 1 is high while
+//!   it holds a byte of the keyboard side (a command's answer, a 0xD2
+//!   byte) and the command byte enables the keyboard interrupt, IRQ 12
+//!   while it holds an auxiliary byte (a 0xD3 loopback) and the command
+//!   byte enables the auxiliary interrupt. (Linux's probe of the
+//!   auxiliary port waits up to 250 ms for the IRQ 12 of a loopback.)
 //! - Commands nestmon does not model (0xC1-0xCF, 0xE0, the password and
 //!   vendor commands) are ignored: no answer comes.
 
+use super::pic::{Irq, PicLine, SharedPic};
 use super::{IoOutcome, PortDevice};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -165,6 +173,16 @@ impl I8042 {
         }
     }
 
+    /// The levels of the interrupt outputs, IRQ 1 and IRQ 12 (see the
+    /// module documentation).
+    pub fn irq_levels(&self) -> (bool, bool) {
+        let enabled = |bit: u8| self.ram[0] & bit != 0;
+        (
+            self.output_full && !self.output_aux && enabled(command_byte::KEYBOARD_INTERRUPT),
+            self.output_full && self.output_aux && enabled(command_byte::AUX_INTERRUPT),
+        )
+    }
+
     /// The command byte (controller RAM byte 0).
     pub fn command_byte(&self) -> u8 {
         self.ram[0]
@@ -291,19 +309,64 @@ enum Port {
     Command,
 }
 
+/// The controller with the interrupt lines it drives.
+#[derive(Debug)]
+struct Wired {
+    kbc: I8042,
+    /// IRQ 1 and IRQ 12 of the PIC, if wired.
+    lines: Option<[PicLine; 2]>,
+    /// The levels last put on the lines.
+    driven: (bool, bool),
+}
+
+impl Wired {
+    /// Puts the controller's interrupt outputs on the lines where they
+    /// changed.
+    fn drive_irqs(&mut self) {
+        let levels = self.kbc.irq_levels();
+        if let Some([keyboard, aux]) = &self.lines {
+            if levels.0 != self.driven.0 {
+                keyboard.set_level(levels.0);
+            }
+            if levels.1 != self.driven.1 {
+                aux.set_level(levels.1);
+            }
+        }
+        self.driven = levels;
+    }
+}
+
 /// One of the controller's ports on the bus; the two share the
 /// controller. (Ports `0x61`-`0x63` between them are not the
 /// controller's: on a PC `0x61` is system control port B.)
 #[derive(Debug)]
 pub struct I8042Port {
-    controller: Arc<Mutex<I8042>>,
+    controller: Arc<Mutex<Wired>>,
     port: Port,
 }
 
 impl I8042Port {
-    /// The data port (`0x60`) and the command port (`0x64`) of `controller`.
+    /// The data port (`0x60`) and the command port (`0x64`) of `controller`,
+    /// its interrupt outputs not wired.
     pub fn pair(controller: I8042) -> (I8042Port, I8042Port) {
-        let controller = Arc::new(Mutex::new(controller));
+        Self::pair_wired(controller, None)
+    }
+
+    /// [`I8042Port::pair`] with the interrupt outputs on IRQ 1 and IRQ 12
+    /// of `pic`.
+    pub fn pair_with_irqs(controller: I8042, pic: &SharedPic) -> (I8042Port, I8042Port) {
+        Self::pair_wired(
+            controller,
+            Some([pic.line(Irq::KEYBOARD), pic.line(Irq::MOUSE)]),
+        )
+    }
+
+    fn pair_wired(kbc: I8042, lines: Option<[PicLine; 2]>) -> (I8042Port, I8042Port) {
+        let controller = Arc::new(Mutex::new(Wired {
+            kbc,
+            lines,
+            driven: (false, false),
+        }));
         (
             I8042Port {
                 controller: Arc::clone(&controller),
@@ -316,7 +379,7 @@ impl I8042Port {
         )
     }
 
-    fn controller(&self) -> MutexGuard<'_, I8042> {
+    fn controller(&self) -> MutexGuard<'_, Wired> {
         // The state stays consistent even if a holder panicked.
         self.controller.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -332,19 +395,23 @@ impl PortDevice for I8042Port {
     }
 
     fn read(&mut self, _offset: u16, _size: u8) -> u32 {
-        let mut controller = self.controller();
-        u32::from(match self.port {
-            Port::Data => controller.read_data(),
-            Port::Command => controller.read_status(),
-        })
+        let mut wired = self.controller();
+        let value = match self.port {
+            Port::Data => wired.kbc.read_data(),
+            Port::Command => wired.kbc.read_status(),
+        };
+        wired.drive_irqs();
+        u32::from(value)
     }
 
     fn write(&mut self, _offset: u16, _size: u8, value: u32) -> IoOutcome {
-        let mut controller = self.controller();
-        match self.port {
-            Port::Data => controller.write_data(value as u8),
-            Port::Command => controller.write_command(value as u8),
-        }
+        let mut wired = self.controller();
+        let outcome = match self.port {
+            Port::Data => wired.kbc.write_data(value as u8),
+            Port::Command => wired.kbc.write_command(value as u8),
+        };
+        wired.drive_irqs();
+        outcome
     }
 }
 
@@ -476,6 +543,49 @@ mod tests {
         kbc.write_data(0xfa);
         assert_ne!(kbc.read_status() & status::AUX_OUTPUT_FULL, 0);
         assert_eq!(kbc.read_data(), 0xfa);
+    }
+
+    #[test]
+    fn the_interrupt_outputs_follow_the_output_buffer_and_the_command_byte() {
+        let mut kbc = I8042::new();
+        assert_eq!(kbc.irq_levels(), (false, false));
+        // The BIOS command byte enables the keyboard interrupt only.
+        kbc.write_command(0xaa);
+        assert_eq!(kbc.irq_levels(), (true, false));
+        kbc.read_data();
+        assert_eq!(kbc.irq_levels(), (false, false));
+        kbc.write_command(0xd3);
+        kbc.write_data(0x5a);
+        assert_eq!(kbc.irq_levels(), (false, false), "IRQ 12 not enabled");
+        kbc.read_data();
+        kbc.write_command(0x60);
+        kbc.write_data(command_byte::AUX_INTERRUPT | command_byte::SYSTEM);
+        kbc.write_command(0xd3);
+        kbc.write_data(0x5a);
+        assert_eq!(kbc.irq_levels(), (false, true));
+        assert_eq!(kbc.read_data(), 0x5a);
+        assert_eq!(kbc.irq_levels(), (false, false));
+    }
+
+    #[test]
+    fn an_aux_loopback_raises_irq_12_on_the_pic_as_linux_probes_it() {
+        use super::super::pic::Pic;
+        let pic = SharedPic::new(Pic::new());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        pic.set_line_mirror(Arc::new(move |irq, level| {
+            log.lock().unwrap().push((irq.number(), level));
+        }));
+        let (mut data, mut command) = I8042Port::pair_with_irqs(I8042::new(), &pic);
+        // Linux's i8042_check_aux: command byte with IRQ 12 enabled and the
+        // keyboard's disabled, then a loopback through 0xd3.
+        command.write(0, 1, 0x60);
+        data.write(0, 1, 0x46);
+        command.write(0, 1, 0xd3);
+        data.write(0, 1, 0xa5);
+        assert_eq!(*seen.lock().unwrap(), [(12, true)]);
+        assert_eq!(data.read(0, 1), 0xa5);
+        assert_eq!(*seen.lock().unwrap(), [(12, true), (12, false)]);
     }
 
     #[test]
