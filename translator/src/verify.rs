@@ -673,12 +673,11 @@ fn check_host_stack(
                 Err((k, format!("{why} with {d} host push(es) not popped")))
             }
         };
-        let mut next = vec![];
         match i.code() {
             // At most one: a push that faults on the return-prediction
             // stack's guard is then the unit's first, and the fault
             // handler may start the stack again under it.
-            Code::Pushfq | Code::Push_r64 if d == 0 => next.push((k + 1, 1)),
+            Code::Pushfq | Code::Push_r64 if d == 0 => work.push((k + 1, 1)),
             Code::Pushfq | Code::Push_r64 => {
                 return Err((k, "a second host push before the first is popped".into()))
             }
@@ -686,14 +685,14 @@ fn check_host_stack(
                 if d == 0 {
                     return Err((k, "a host pop of what the unit did not push".into()));
                 }
-                next.push((k + 1, d - 1));
+                work.push((k + 1, d - 1));
             }
             Code::Call_rel32_64 => {
                 must_be_empty("a host call")?;
-                next.push((k + 1, 0));
+                work.push((k + 1, 0));
                 let target = i.near_branch_target();
                 if inside(target) {
-                    next.extend(index_at(insns, target).map(|t| (t, 0)));
+                    work.extend(index_at(insns, target).map(|t| (t, 0)));
                 }
             }
             Code::Retnq => {
@@ -713,34 +712,33 @@ fn check_host_stack(
                         "a host ret not preceded by lea r10 of what follows it".into(),
                     ));
                 }
-                next.push((k + 1, 0));
+                work.push((k + 1, 0));
             }
             _ if is_stack_reset(i) => {
                 must_be_empty("a return-stack reset")?;
-                next.push((k + 1, 0));
+                work.push((k + 1, 0));
             }
             _ => {
                 if writes[k].rsp {
                     return Err((k, format!("RSP written ({i})")));
                 }
                 match i.flow_control() {
-                    FlowControl::Next => next.push((k + 1, d)),
+                    FlowControl::Next => work.push((k + 1, d)),
                     _ if is_direct_jump(i) => {
                         let target = i.near_branch_target();
                         if inside(target) {
-                            next.extend(index_at(insns, target).map(|t| (t, d)));
+                            work.extend(index_at(insns, target).map(|t| (t, d)));
                         } else {
                             must_be_empty("a jump out of the unit")?;
                         }
                         if i.flow_control() == FlowControl::ConditionalBranch {
-                            next.push((k + 1, d));
+                            work.push((k + 1, d));
                         }
                     }
                     _ => must_be_empty("an indirect jump")?,
                 }
             }
         }
-        work.extend(next);
     }
     Ok(())
 }
