@@ -430,11 +430,14 @@ impl FrameWatcher {
             self.stats.lazy_directories += 1;
             return true;
         }
+        if !t.is_leaf_only() {
+            return false;
+        }
         // Counted as a write no walk went through, so that a table reused
         // as data still floods (the traced write that reaches the limit
         // zaps it).
         t.unused_writes += 1;
-        if !t.is_leaf_only() || t.unused_writes >= FLOOD_WRITES {
+        if t.unused_writes >= FLOOD_WRITES {
             return false;
         }
         t.unsynced = true;
@@ -803,6 +806,21 @@ mod tests {
         off.watch(PT, S0, TableUse::Leaf { region: 1 }, &ram);
         assert!(!off.unsync_before_write(PT));
         assert!(off.write_protected(PT));
+    }
+
+    #[test]
+    fn a_directory_store_left_to_the_traced_path_counts_once_towards_flooding() {
+        let ram = ram();
+        let mut w = FrameWatcher::new(256, true);
+        w.set_current_space(S0, &ram);
+        w.watch(PD, S0, TableUse::Directory, &ram);
+        for i in 0..FLOOD_WRITES - 1 {
+            assert!(!w.unsync_before_write(PD));
+            set(&ram, PD, i, 0x3003);
+            w.table_written(PD, &ram);
+        }
+        assert_eq!(w.stats().zaps, 0);
+        assert!(w.write_protected(PD));
     }
 
     #[test]

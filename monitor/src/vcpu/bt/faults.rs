@@ -257,7 +257,7 @@ impl BtCore {
         let frame = phys / PAGE_SIZE;
         let (spares, killed) = self.code_store(frame, lin.0, write);
         let table = write && self.watcher.is_synced_table(frame);
-        if table && !spares && self.watcher.unsync_before_write(frame) {
+        if table && !spares && !killed && self.watcher.unsync_before_write(frame) {
             // The table went out of sync (or lazy): the store runs as it is.
             self.map_walked(self.view, lin.page(), &walked);
             return FaultOutcome::Hidden;
