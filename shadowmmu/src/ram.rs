@@ -76,6 +76,11 @@ impl GuestRam {
         self.size
     }
 
+    /// The number of 4 KiB frames of guest RAM (at most 2^20).
+    pub fn frames(&self) -> u32 {
+        (self.size / crate::PAGE_SIZE as usize) as u32
+    }
+
     /// The memfd backing guest RAM (for windows that map it).
     pub fn fd(&self) -> &OwnedFd {
         &self.fd

@@ -38,6 +38,19 @@ pub struct Entry {
     host: u64,
 }
 
+impl Entry {
+    /// The entry that matches no EIP (all zeros).
+    const EMPTY: Entry = Entry {
+        key: 0,
+        _pad: 0,
+        host: 0,
+    };
+
+    fn is_empty(&self) -> bool {
+        self.key == 0 && self.host == 0
+    }
+}
+
 /// A reservation of zeroed memory for `TAGS` tables.
 struct Region {
     ptr: *mut Entry,
@@ -185,21 +198,16 @@ impl Ibtc {
     /// Empties every table: the entries written since the last emptying,
     /// or every table with entries when there were too many to list.
     pub fn clear(&mut self) {
-        const EMPTY: Entry = Entry {
-            key: 0,
-            _pad: 0,
-            host: 0,
-        };
         if self.touched_overflow {
             for tag in 0..TAGS {
                 if self.used & (1 << tag) != 0 {
-                    self.region.table_mut(tag).fill(EMPTY);
+                    self.region.table_mut(tag).fill(Entry::EMPTY);
                 }
             }
         } else {
             for &index in &self.touched {
                 let (tag, slot) = (index / ENTRIES as u32, index as usize % ENTRIES);
-                self.region.table_mut(tag)[slot] = EMPTY;
+                self.region.table_mut(tag)[slot] = Entry::EMPTY;
             }
         }
         self.touched.clear();
@@ -212,7 +220,7 @@ impl Ibtc {
         self.used |= 1 << tag;
         let slot = self.slot(eip);
         let e = &mut self.region.table_mut(tag)[slot];
-        let was_empty = e.key == 0 && e.host == 0;
+        let was_empty = e.is_empty();
         e.key = eip.wrapping_add(1);
         e.host = host;
         if was_empty {
@@ -241,8 +249,7 @@ impl Ibtc {
             }
             for e in self.region.table_mut(tag) {
                 if e.host >= start && e.host < end {
-                    e.key = 0;
-                    e.host = 0;
+                    *e = Entry::EMPTY;
                 }
             }
         }
@@ -259,8 +266,7 @@ impl Ibtc {
             let slot = self.slot(eip);
             let e = &mut self.region.table_mut(tag)[slot];
             if e.key == key && e.host == host {
-                e.key = 0;
-                e.host = 0;
+                *e = Entry::EMPTY;
             }
         }
     }
@@ -273,8 +279,7 @@ impl Ibtc {
         let slot = self.slot(eip);
         let e = &mut self.region.table_mut(tag)[slot];
         if e.key == eip.wrapping_add(1) {
-            e.key = 0;
-            e.host = 0;
+            *e = Entry::EMPTY;
         }
     }
 
@@ -295,8 +300,7 @@ impl Ibtc {
             };
             let e = &mut table[slot];
             if e.key == eip.wrapping_add(1) {
-                e.key = 0;
-                e.host = 0;
+                *e = Entry::EMPTY;
             }
         }
     }
@@ -368,8 +372,8 @@ mod tests {
         assert_eq!(t.get(0x1000, 0), None);
         assert_eq!(t.get(0x2000, 3), None);
         assert_eq!(t.used_tags(), 0);
-        assert!(t.region.table(0).iter().all(|e| e.key == 0 && e.host == 0));
-        assert!(t.region.table(3).iter().all(|e| e.key == 0 && e.host == 0));
+        assert!(t.region.table(0).iter().all(Entry::is_empty));
+        assert!(t.region.table(3).iter().all(Entry::is_empty));
     }
 
     #[test]
@@ -382,7 +386,7 @@ mod tests {
         t.clear();
         assert!((0..TOUCHED_MAX as u32 + 10).all(|n| t.get(n, 1).is_none()));
         assert_eq!(t.get(0x4_0000, 2), None);
-        assert!(t.region.table(1).iter().all(|e| e.key == 0 && e.host == 0));
+        assert!(t.region.table(1).iter().all(Entry::is_empty));
         // Listing starts over after the clear.
         t.insert(5, 1, 0x5);
         t.clear();

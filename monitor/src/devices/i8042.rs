@@ -571,11 +571,7 @@ mod tests {
     fn an_aux_loopback_raises_irq_12_on_the_pic_as_linux_probes_it() {
         use super::super::pic::Pic;
         let pic = SharedPic::new(Pic::new());
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        pic.set_line_mirror(Arc::new(move |irq, level| {
-            log.lock().unwrap().push((irq.number(), level));
-        }));
+        let seen = super::super::test_support::mirrored_levels(&pic);
         let (mut data, mut command) = I8042Port::pair_with_irqs(I8042::new(), &pic);
         // Linux's i8042_check_aux: command byte with IRQ 12 enabled and the
         // keyboard's disabled, then a loopback through 0xd3.

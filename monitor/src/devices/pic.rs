@@ -1234,11 +1234,7 @@ mod tests {
     #[test]
     fn the_line_mirror_sees_every_level_devices_drive_whatever_the_masks() {
         let pic = SharedPic::new(Pic::new());
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        pic.set_line_mirror(Arc::new(move |irq, level| {
-            log.lock().unwrap().push((irq.number(), level));
-        }));
+        let seen = super::super::test_support::mirrored_levels(&pic);
         pic.line(Irq::COM1).set_level(true);
         pic.line(Irq::COM1).set_level(false);
         pic.line(Irq::PIT).pulse();

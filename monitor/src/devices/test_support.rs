@@ -1,7 +1,19 @@
 //! Helpers shared by the device unit tests.
 
+use super::pic::SharedPic;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+
+/// Every level devices drive on `pic`'s lines from now on, in order, as
+/// (IRQ number, level), whatever the PIC's masks.
+pub(crate) fn mirrored_levels(pic: &SharedPic) -> Arc<Mutex<Vec<(u8, bool)>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    pic.set_line_mirror(Arc::new(move |irq, level| {
+        log.lock().unwrap().push((irq.number(), level));
+    }));
+    seen
+}
 
 /// A writer whose bytes the test can inspect.
 #[derive(Clone, Default)]

@@ -352,7 +352,9 @@ impl BtCore {
         if phys as usize >= self.ram.size() {
             return self.soft_fallback();
         }
-        if write && !writable(self) && !self.unsync_for_soft_write(frame) {
+        // An in-sync leaf table stops being protected on this first write
+        // (see `FrameWatcher::unsync_before_write`).
+        if write && !writable(self) && !self.watcher.unsync_before_write(frame) {
             return self.soft_fallback();
         }
         let lpage = lin / PAGE_SIZE;
@@ -365,13 +367,6 @@ impl BtCore {
         }
         self.fill_soft(lpage, frame, write);
         Event::Continue
-    }
-
-    /// A software-TLB write miss on `frame`, which the watcher protects:
-    /// whether it stopped protecting it (an in-sync leaf table gone out of
-    /// sync on this first write, see `FrameWatcher::unsync_before_write`).
-    fn unsync_for_soft_write(&mut self, frame: u32) -> bool {
-        self.watcher.is_synced_table(frame) && self.watcher.unsync_before_write(frame)
     }
 
     /// Fills the current view's software TLB for `lpage` -> `frame`.

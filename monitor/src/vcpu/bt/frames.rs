@@ -654,7 +654,7 @@ impl BtCore {
     /// Changes the rights of one mapped alias (never of a page that is
     /// not mapped: that would make the reservation itself accessible).
     fn protect_alias(&mut self, alias: Alias, prot: PageProt) {
-        let ram_frames = (self.ram.size() / PAGE_SIZE as usize) as u32;
+        let ram_frames = self.ram.frames();
         let Some(space) = self.spaces.get_mut(alias.slot()).and_then(Option::as_mut) else {
             return;
         };
@@ -683,7 +683,7 @@ impl BtCore {
 
     /// Marks `frame` as holding translated code (write-protected).
     pub(super) fn trace_code_frame(&mut self, frame: u32) {
-        if (frame as usize) >= self.ram.size() / PAGE_SIZE as usize {
+        if frame >= self.ram.frames() {
             return;
         }
         if self.watcher.trace_code(frame) {
@@ -980,7 +980,7 @@ impl BtCore {
     /// pages).
     fn fill_extent(&self, view: usize, lpage: u32, walked: &Translated) -> (u32, u32, u32) {
         let frame = walked.phys.frame();
-        let ram_frames = (self.ram.size() / PAGE_SIZE as usize) as u64;
+        let ram_frames = u64::from(self.ram.frames());
         let region_filled = view == SUPERVISOR_VIEW
             && self.space().large.get(&(lpage >> 10)) == Some(&walked.pde.value);
         if walked.large && !region_filled && u64::from(frame & !1023) + 1024 <= ram_frames {
@@ -1019,7 +1019,7 @@ impl BtCore {
         };
         let page = i64::from(lpage) + delta;
         let frame = i64::from(walked.phys.frame()) + delta;
-        let ram_frames = (self.ram.size() / PAGE_SIZE as usize) as i64;
+        let ram_frames = i64::from(self.ram.frames());
         if page < 0 || page >> 10 != i64::from(lpage >> 10) || frame < 0 || frame >= ram_frames {
             return false;
         }

@@ -860,7 +860,7 @@ impl BtCore {
         // are boxed, so neither moves; both are owned by the core, which
         // drops the registration (its first field) before them.
         unsafe { faults.set_ibtc(&state.ibtc, &state.ibtc_shared, empty_ibtc.addr()) };
-        let frames = ram.size() / PAGE_SIZE as usize;
+        let frames = ram.frames() as usize;
         let mut core = BtCore {
             state,
             sys: SystemState::multiboot_entry(),
