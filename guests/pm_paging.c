@@ -4,7 +4,8 @@
  * PDE and the PTE combined; global pages (CR4.PGE) invalidated by INVLPG
  * and by toggling CR4.PGE; INVLPG of one page (also of a code page, and
  * of one address of a 4 MiB page); CR3 reloads; a page table mapped as
- * data (recursive PDE) and written through that mapping.  Only
+ * data (recursive PDE) and written through that mapping; offsets that
+ * wrap around 4 GiB.  Only
  * what the SDM guarantees after an invalidation is printed, never what a
  * possibly stale TLB entry gives. */
 #include "pm.h"
@@ -243,6 +244,37 @@ static void self_map(void)
     flush();
 }
 
+/* Addresses that wrap around 4 GiB: the offset [reg + disp] is taken
+ * modulo 2^32, past the top and below 0 alike (nestmon folds displacements
+ * into host addressing and runs again, unfolded, an access that wraps).
+ * Each access runs three times: the first wraps under folding, the later
+ * ones run the instruction made again without it.  The self-map puts the
+ * page directory at 0xfffff000. */
+static void wrapping(void)
+{
+    uint32_t near_top = 0xfffffff8u, low = 8, v, bad_load = 0, bad_store = 0, bad_back = 0;
+    rt_puts("-- offsets that wrap around 4 GiB: [reg + disp] past the top and below 0\n");
+    pm_pd[1023] = (uint32_t)pm_pd | PTE_P | PTE_W;
+    flush();
+    wr(F1 + 0x10, 0x5a5a1234);
+    for (int k = 0; k < 3; k++) {
+        /* 0xfffffff8 + (F1 + 0x18) = F1 + 0x10 */
+        __asm__ volatile("movl %c2(%1), %0" : "=r"(v) : "r"(near_top), "i"(F1 + 0x18) : "memory");
+        bad_load += v != 0x5a5a1234;
+        /* 8 - 0x10 = 0xfffffff8: PDE 1022 through the self-map (P clear) */
+        __asm__ volatile("movl %1, -0x10(%0)" : : "r"(low), "r"(0x12345670u + k) : "memory");
+        bad_store += pm_pd[1022] != 0x12345670u + k;
+        __asm__ volatile("movl -0x10(%1), %0" : "=r"(v) : "r"(low) : "memory");
+        bad_back += v != 0x12345670u + k;
+    }
+    pm_check_val("load [0xfffffff8 + F1+0x18] reads F1+0x10, 3 times: misses", bad_load, 0);
+    pm_check_val("store [8 - 0x10] writes PDE 1022 (0xfffffff8), 3 times: misses", bad_store, 0);
+    pm_check_val("load [8 - 0x10] reads it back, 3 times: misses", bad_back, 0);
+    pm_pd[1022] = 0;
+    pm_pd[1023] = 0;
+    flush();
+}
+
 /* INVLPG's scope: a remapped code page runs its new frame's code; INVLPG
  * of one address inside a 4 MiB page invalidates all of that page. */
 static void invlpg_scope(void)
@@ -291,6 +323,7 @@ int main(void)
     protection();
     global_pages();
     self_map();
+    wrapping();
     invlpg_scope();
     pm_paging_off();
     rt_finish("pm_paging");

@@ -130,6 +130,8 @@ fn every_software_tlb_candidate_translates_through_the_software_tlb_and_passes_t
             soft_access: &[eip],
             return_stack: false,
             superblock_branches: 0,
+            fold_displacements: true,
+            unfolded: &[],
         };
         match translate(&req) {
             Ok(unit) => {

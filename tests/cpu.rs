@@ -460,3 +460,39 @@ fn stats_estimate_guest_instructions_executed_from_units_entered() {
         r.stderr
     );
 }
+
+#[test]
+fn an_offset_that_wraps_around_4_gib_reaches_the_wrapped_address_and_stops_being_folded() {
+    // [ecx + counter + 8] with ECX = 0xfffffff8 is `counter`, 1000 times a
+    // load and a store. Folded into host addressing, each first reaches the
+    // guard after the window, runs again alone and is made again unfolded:
+    // two wraps in all. Without folding, none.
+    let body = "
+        mov ecx, 0xfffffff8
+        mov edx, 1000
+    1:  mov eax, [ecx + counter + 8]
+        add eax, 3
+        mov [ecx + counter + 8], eax
+        dec edx
+        jnz 1b
+        cmp dword ptr [counter], 3000
+        jne 2f
+        xor eax, eax
+        ret
+    2:  mov eax, 3
+        ret
+        .bss
+    counter: .skip 4
+        .text";
+    let wraps = "folded accesses that wrapped (run again unfolded)";
+    let folded = run_asm("wrap_fold", body, &["--stats"]);
+    assert_eq!(folded.code, Some(0), "{}", describe(&folded));
+    assert_eq!(stat(&folded.stderr, wraps), 2, "{}", folded.stderr);
+    let plain = run_asm(
+        "wrap_plain",
+        body,
+        &["--stats", "--set", "nestmon.bt.foldDisplacements=FALSE"],
+    );
+    assert_eq!(plain.code, Some(0), "{}", describe(&plain));
+    assert_eq!(stat(&plain.stderr, wraps), 0, "{}", plain.stderr);
+}

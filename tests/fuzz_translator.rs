@@ -215,6 +215,8 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
             return_stack: limited != 0 || soft,
             // Units going on past conditional branches in two others.
             superblock_branches: if flat && !soft { 8 } else { 0 },
+            fold_displacements: flat,
+            unfolded: &[],
         };
         let unit = match translate(&req) {
             Ok(unit) => unit,

@@ -71,6 +71,8 @@ fn translation_cost(c: &mut Criterion) {
         soft_access: &[],
         return_stack: false,
         superblock_branches: 0,
+        fold_displacements: true,
+        unfolded: &[],
     };
     let insns = translator::translate(&req)
         .expect("sample translates")

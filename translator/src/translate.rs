@@ -373,7 +373,26 @@ pub struct UnitRequest<'a> {
     /// the not-taken path goes on in the same unit. 0 ends every unit at
     /// its first conditional branch.
     pub superblock_branches: u32,
+    /// Displacements are folded into host addressing (see
+    /// [`FOLDED_DISPLACEMENTS`]): a flat-segment `[reg + disp]` becomes
+    /// `[r15 + reg + disp]` and an absolute `[disp]` below 2 GiB becomes
+    /// `[r15 + disp]`, instead of a `lea` into R10 first. An address that
+    /// wraps around 4 GiB then reaches a guard beside the window, and the
+    /// monitor runs the instruction again alone, unfolded.
+    pub fold_displacements: bool,
+    /// Guest EIPs whose memory operand is not folded (their address
+    /// wrapped around 4 GiB before).
+    pub unfolded: &'a [u32],
 }
+
+/// The displacements folded into `[r15 + reg + disp]` (see
+/// [`UnitRequest::fold_displacements`]): with `reg` below 4 GiB, every such
+/// address lies within 512 MiB before the window or 2 GiB after it, inside
+/// the guards (`shadowmmu::WINDOW_GUARD`, 4 GiB each side) and 512 MiB clear
+/// of the software TLB at 1 GiB before the window. Displacements below
+/// that are mostly addresses in a kernel's upper gigabyte, used with a
+/// small index: they would wrap every time, so they keep the `lea`.
+pub const FOLDED_DISPLACEMENTS: std::ops::Range<i64> = -(1 << 29)..1 << 31;
 
 /// How a unit is translated when guest paging is on, so that it stays
 /// right in every address space that maps its first page to the same
@@ -1156,8 +1175,14 @@ impl Ctx<'_> {
     // ----- memory operands -------------------------------------------------
 
     /// Computes the guest linear address of `i`'s memory operand into R10D
-    /// (or returns a base register usable as `[r15 + base]` directly).
-    fn address(&mut self, i: &Instruction, force_r10: bool) -> Result<Register, TranslateError> {
+    /// and returns `(R10, 0)`, or returns a base register and displacement
+    /// usable as `[r15 + base + disp]` directly (`base` may be `None` for an
+    /// absolute address; see [`UnitRequest::fold_displacements`]).
+    fn address(
+        &mut self,
+        i: &Instruction,
+        force_r10: bool,
+    ) -> Result<(Register, i64), TranslateError> {
         let seg = i.memory_segment();
         let base = i.memory_base();
         let index = i.memory_index();
@@ -1165,15 +1190,13 @@ impl Ctx<'_> {
         let sixteen = is_16bit_address(i);
         let seg_base = self.needs_seg_base(seg);
         let checked = self.req.mode.is_limited(seg);
-        if !sixteen
-            && !force_r10
-            && !checked
-            && !seg_base
-            && index == Register::None
-            && disp == 0
-            && base != Register::None
-        {
-            return Ok(host64(base));
+        if !sixteen && !force_r10 && !checked && !seg_base && index == Register::None {
+            if disp == 0 && base != Register::None {
+                return Ok((host64(base), 0));
+            }
+            if let Some(folded) = self.folded_displacement(i) {
+                return Ok((host64(base), folded));
+            }
         }
         self.offset_into_r10(i)?;
         if checked {
@@ -1183,7 +1206,23 @@ impl Ctx<'_> {
         if seg_base {
             self.add_seg_base(seg)?;
         }
-        Ok(Register::R10)
+        Ok((Register::R10, 0))
+    }
+
+    /// The displacement of `i`'s `[base + disp]` or `[disp]` operand as
+    /// host addressing takes it, when it may be folded there.
+    fn folded_displacement(&self, i: &Instruction) -> Option<i64> {
+        if !self.req.fold_displacements || self.req.unfolded.contains(&i.ip32()) {
+            return None;
+        }
+        let disp = i.memory_displacement32();
+        let folded = if i.memory_base() == Register::None {
+            // An absolute address: the same linear address, never wrapped.
+            i64::from(disp)
+        } else {
+            i64::from(disp as i32)
+        };
+        FOLDED_DISPLACEMENTS.contains(&folded).then_some(folded)
     }
 
     /// Checks the access of `size` bytes at offset R10 through `seg`
@@ -1343,8 +1382,8 @@ impl Ctx<'_> {
         i: &Instruction,
         force_r10: bool,
     ) -> Result<iced_x86::MemoryOperand, TranslateError> {
-        let reg = self.address(i, force_r10)?;
-        Ok(mem(Register::R15, reg, 0))
+        let (reg, disp) = self.address(i, force_r10)?;
+        Ok(mem(Register::R15, reg, disp))
     }
 
     /// Whether `i`'s explicit memory operand goes through the software
@@ -1962,6 +2001,9 @@ impl Ctx<'_> {
                         i64::from(off::SEG_SEL) + 2 * s as i64,
                     );
                     self.ins(i2!(Code::Movzx_r32_rm16, Register::R11D, m)?)?;
+                } else if self.stack_folds(i) {
+                    // Stored straight from the register (`push_folded`).
+                    return self.push_folded_register(host(r), size);
                 } else {
                     self.ins(i2!(
                         Code::Mov_r32_rm32,
@@ -1983,6 +2025,9 @@ impl Ctx<'_> {
             }
             _ => return Err(TranslateError::Unsupported("push operand")),
         };
+        if self.stack_folds(i) {
+            return self.push_folded(imm, size);
+        }
         self.lea32(Register::R9D, Register::R8, -(size as i64))?;
         let at = self.stack_address(Register::R9)?;
         let slot = mem(Register::R15, at, 0);
@@ -1995,6 +2040,40 @@ impl Ctx<'_> {
         self.ins(i2!(Code::Mov_r32_rm32, Register::R8D, Register::R9D)?)
     }
 
+    /// Whether a stack access of `i` may fold its displacement: `[r15 +
+    /// esp - n]` with a flat stack segment, as a folded `[reg + disp]`
+    /// (see [`UnitRequest::fold_displacements`]); an ESP below `n` wraps
+    /// into the guard before the window.
+    fn stack_folds(&self, i: &Instruction) -> bool {
+        self.req.mode.flat && self.req.fold_displacements && !self.req.unfolded.contains(&i.ip32())
+    }
+
+    /// The rest of a folded PUSH of an immediate or of R11: `mov [r15 +
+    /// r8 - size], src` then `lea r8d, [r8 - size]` (a fault in the store
+    /// leaves ESP as it was).
+    fn push_folded(&mut self, imm: Option<u32>, size: u32) -> Result<(), TranslateError> {
+        let slot = mem(Register::R15, Register::R8, -i64::from(size));
+        match (imm, size) {
+            (Some(v), 4) => self.ins(i2!(Code::Mov_rm32_imm32, slot, v)?)?,
+            (Some(v), _) => self.ins(i2!(Code::Mov_rm16_imm16, slot, v & 0xffff)?)?,
+            (None, 4) => self.ins(i2!(Code::Mov_rm32_r32, slot, Register::R11D)?)?,
+            (None, _) => self.ins(i2!(Code::Mov_rm16_r16, slot, Register::R11W)?)?,
+        }
+        self.lea32(Register::R8D, Register::R8, -i64::from(size))
+    }
+
+    /// A folded PUSH of a guest register (`reg` its host register, ESP's
+    /// being R8, whose value before the push is what is stored).
+    fn push_folded_register(&mut self, reg: Register, size: u32) -> Result<(), TranslateError> {
+        let slot = mem(Register::R15, Register::R8, -i64::from(size));
+        if size == 4 {
+            self.ins(i2!(Code::Mov_rm32_r32, slot, reg.full_register32())?)?;
+        } else {
+            self.ins(i2!(Code::Mov_rm16_r16, slot, reg)?)?;
+        }
+        self.lea32(Register::R8D, Register::R8, -i64::from(size))
+    }
+
     fn pop(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
         let size = i.stack_pointer_increment() as i64;
         if size != 4 && size != 2 {
@@ -2003,6 +2082,13 @@ impl Ctx<'_> {
         match i.op0_kind() {
             OpKind::Register if seg_index(i.op0_register()).is_none() => {
                 let dst = host(i.op0_register());
+                if self.req.mode.flat && size == 4 && dst.full_register() != Register::R8 {
+                    // Straight into the register: a fault leaves it and
+                    // ESP as they were.
+                    self.load32(dst.full_register32(), mem(Register::R15, Register::R8, 0))?;
+                    self.lea32(Register::R8D, Register::R8, 4)?;
+                    return Ok(false);
+                }
                 let at = self.stack_address(Register::R8)?;
                 let top = mem(Register::R15, at, 0);
                 let code = if size == 4 {
@@ -2306,7 +2392,13 @@ impl Ctx<'_> {
         Ok(true)
     }
 
-    fn push_return(&mut self, ret: u32) -> Result<(), TranslateError> {
+    fn push_return(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+        let ret = i.next_ip32();
+        if self.stack_folds(i) {
+            let slot = mem(Register::R15, Register::R8, -4);
+            self.ins(i2!(Code::Mov_rm32_imm32, slot, ret)?)?;
+            return self.lea32(Register::R8D, Register::R8, -4);
+        }
         self.lea32(Register::R11D, Register::R8, -4)?;
         let at = self.stack_address(Register::R11)?;
         self.ins(i2!(Code::Mov_rm32_imm32, mem(Register::R15, at, 0), ret)?)?;
@@ -2317,7 +2409,7 @@ impl Ctx<'_> {
         let predicted = self.predicts_returns();
         match i.op0_kind() {
             OpKind::NearBranch32 => {
-                self.push_return(i.next_ip32())?;
+                self.push_return(i)?;
                 if !predicted {
                     self.chain_exit(i.near_branch_target() as u32)?;
                     return Ok(true);
@@ -2328,7 +2420,7 @@ impl Ctx<'_> {
             }
             OpKind::Register | OpKind::Memory if i.code() == Code::Call_rm32 => {
                 self.target_to_r9(i)?;
-                self.push_return(i.next_ip32())?;
+                self.push_return(i)?;
                 if !predicted {
                     self.indirect()?;
                     return Ok(true);
@@ -2799,8 +2891,8 @@ fn set_memory(h: &mut Instruction, m: iced_x86::MemoryOperand) {
     h.set_memory_base(m.base);
     h.set_memory_index(m.index);
     h.set_memory_index_scale(1);
-    h.set_memory_displacement64(0);
-    h.set_memory_displ_size(0);
+    h.set_memory_displacement64(m.displacement as u64);
+    h.set_memory_displ_size(m.displ_size);
     h.set_segment_prefix(Register::None);
 }
 
@@ -3008,6 +3100,8 @@ mod tests {
         soft_access: &'a [u32],
         return_stack: bool,
         superblock_branches: u32,
+        fold_displacements: bool,
+        unfolded: &'a [u32],
         /// The code is all the monitor could give (no NOP padding).
         exact_code: bool,
     }
@@ -3033,6 +3127,8 @@ mod tests {
                 soft_access: &[],
                 return_stack: false,
                 superblock_branches: 0,
+                fold_displacements: false,
+                unfolded: &[],
                 exact_code: false,
             }
         }
@@ -3069,6 +3165,8 @@ mod tests {
             soft_access: setup.soft_access,
             return_stack: setup.return_stack,
             superblock_branches: setup.superblock_branches,
+            fold_displacements: setup.fold_displacements,
+            unfolded: setup.unfolded,
         };
         translate(&req).unwrap()
     }
@@ -3803,6 +3901,44 @@ mod tests {
                 t
             })
             .collect()
+    }
+
+    #[test]
+    fn folded_displacements_become_host_addressing_except_where_they_would_wrap() {
+        let code = [
+            0x89, 0x55, 0xd4, // 0x1000 mov [ebp-0x2c],edx
+            0x8b, 0x83, 0x00, 0x00, 0x00, 0xc1, // 0x1003 mov eax,[ebx+0xc1000000]
+            0x8b, 0x05, 0x00, 0xa0, 0x04, 0x08, // 0x1009 mov eax,[0x0804a000]
+            0x53, // 0x100f push ebx
+            0x5e, // 0x1010 pop esi
+        ];
+        let folded = host_text(&translate_with(
+            &code,
+            Setup {
+                fold_displacements: true,
+                ..Setup::default()
+            },
+        ));
+        let has = |text: &[String], want: &str| text.iter().any(|t| t == want);
+        assert!(has(&folded, "mov [r15+rbp-2Ch],edx"), "{folded:#?}");
+        // A kernel address as displacement keeps the lea (it would wrap).
+        assert!(has(&folded, "lea r10d,[rbx-3F000000h]"), "{folded:#?}");
+        assert!(has(&folded, "mov eax,[r15+804A000h]"), "{folded:#?}");
+        assert!(has(&folded, "mov [r15+r8-4],ebx"), "{folded:#?}");
+        assert!(has(&folded, "mov esi,[r15+r8]"), "{folded:#?}");
+        let unfolded = host_text(&translate_with(
+            &code,
+            Setup {
+                fold_displacements: true,
+                unfolded: &[0x1000, 0x100f],
+                ..Setup::default()
+            },
+        ));
+        assert!(has(&unfolded, "lea r10d,[rbp-2Ch]"), "{unfolded:#?}");
+        assert!(!has(&unfolded, "mov [r15+r8-4],ebx"), "{unfolded:#?}");
+        assert!(has(&unfolded, "mov eax,[r15+804A000h]"), "{unfolded:#?}");
+        let plain = host_text(&translate_with(&code, Setup::default()));
+        assert!(!plain.iter().any(|t| t.contains("r15+rbp-")), "{plain:#?}");
     }
 
     #[test]

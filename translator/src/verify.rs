@@ -6,7 +6,11 @@
 //! Allowed memory accesses (from iced-x86's used-memory information, so
 //! implicit accesses count too):
 //! - `[r15 + g + d]`: the guest window, where `g` is a guest register or a
-//!   scratch register holding a 32-bit value and `|d| <= 64`;
+//!   scratch register holding a 32-bit value and `|d| <= 64` or `d` in
+//!   `translate::FOLDED_DISPLACEMENTS` (a folded guest displacement: the
+//!   address stays within the guards around the window and clear of its
+//!   software TLB); `[r15 + d]` with `0 <= d < 2^31` (a folded absolute
+//!   guest address, inside the window);
 //! - `[r14 + d]`: the vCPU state block;
 //! - `[rsp + d]`: the host stack: reads near its top, writes only by
 //!   PUSHFQ, PUSH r64 and CALL (see the host stack below);
@@ -538,8 +542,12 @@ fn check_access(
                 && facts.r11 == Fact::Low16
                 && (1..=16).contains(&m.memory_size().size())
         }
+        (Register::R15, Register::None) => (0..1 << 31).contains(&disp),
         (Register::R15, idx) => {
-            is_window_index(idx) && m.scale() == 1 && disp.abs() <= MAX_WINDOW_DISP
+            is_window_index(idx)
+                && m.scale() == 1
+                && (disp.abs() <= MAX_WINDOW_DISP
+                    || crate::translate::FOLDED_DISPLACEMENTS.contains(&disp))
         }
         (Register::R14, Register::None) => {
             (0..std::mem::size_of::<CpuState>() as i64).contains(&disp)
@@ -860,6 +868,31 @@ mod tests {
             a.mov(edi, edi).unwrap();
         });
         assert_eq!(check_unit(&code, BASE, POLL), Ok(()));
+    }
+
+    #[test]
+    fn folded_displacements_pass_only_within_the_guards_and_clear_of_the_software_tlb() {
+        use iced_x86::code_asm::*;
+        let passes = |d: i32| {
+            let code = assemble(|a| {
+                a.mov(dword_ptr(r15 + rbp + d), edx).unwrap();
+            });
+            check_unit(&code, BASE, POLL).is_ok()
+        };
+        assert!(passes(-0x2c));
+        assert!(passes(0x7fff_ffff));
+        assert!(passes(-(1 << 29)));
+        // Reaching towards the software TLB at 1 GiB below the window.
+        assert!(!passes(-(1 << 29) - 1));
+        assert!(!passes(-0x4000_0000));
+        let absolute = |d: i32| {
+            let code = assemble(|a| {
+                a.mov(eax, dword_ptr(r15 + d)).unwrap();
+            });
+            check_unit(&code, BASE, POLL).is_ok()
+        };
+        assert!(absolute(0x0804_a000));
+        assert!(!absolute(-4));
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub const MMU_ADAPTIVE_STRINGS_KEY: &str = "nestmon.mmu.adaptiveStrings";
 /// Whether guest calls and returns are host ones on a return-prediction
 /// stack (default TRUE).
 pub const BT_RETURN_STACK_KEY: &str = "nestmon.bt.returnStack";
+/// Guest displacements folded into host addressing (boolean).
+pub const BT_FOLD_KEY: &str = "nestmon.bt.foldDisplacements";
 /// How many conditional branches a translation unit goes on past
 /// (default [`values::DEFAULT_SUPERBLOCK_BRANCHES`]; 0: every unit ends at
 /// its first conditional branch).
@@ -73,6 +75,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     MMU_ADAPTIVE_KEY,
     MMU_ADAPTIVE_STRINGS_KEY,
     BT_RETURN_STACK_KEY,
+    BT_FOLD_KEY,
     BT_SUPERBLOCK_KEY,
     APIC_KEY,
     "vhv.enable",
@@ -313,6 +316,7 @@ fn apply(key: &str, entry: &Entry, builder: &mut Builder) -> Result<(), ConfigEr
         "nestmon.mmu.adaptive" => config.mmu_adaptive = values::boolean(entry)?,
         "nestmon.mmu.adaptivestrings" => config.mmu_adaptive_strings = values::boolean(entry)?,
         "nestmon.bt.returnstack" => config.bt_return_stack = values::boolean(entry)?,
+        "nestmon.bt.folddisplacements" => config.bt_fold_displacements = values::boolean(entry)?,
         "nestmon.bt.superblockbranches" => {
             config.bt_superblock_branches = values::superblock_branches(entry)?
         }
@@ -808,6 +812,8 @@ mod tests {
             "return prediction on unless turned off"
         );
         assert!(!self::config("nestmon.bt.returnStack = \"FALSE\"\n").bt_return_stack);
+        assert!(config.bt_fold_displacements, "folding on unless turned off");
+        assert!(!self::config("nestmon.bt.foldDisplacements = \"FALSE\"\n").bt_fold_displacements);
         assert_eq!(
             config.bt_superblock_branches,
             super::values::DEFAULT_SUPERBLOCK_BRANCHES

@@ -102,6 +102,9 @@ pub struct VmConfig {
     /// `nestmon.bt.returnStack`: guest calls and returns are host ones on
     /// a return-prediction stack, which the host predicts (default true).
     pub bt_return_stack: bool,
+    /// `nestmon.bt.foldDisplacements`: a guest `[reg + disp]` becomes one
+    /// host address operand, without a `lea` first (default true).
+    pub bt_fold_displacements: bool,
     /// `nestmon.bt.superblockBranches`: how many conditional branches a
     /// translation unit goes on past (0: units end at the first one).
     pub bt_superblock_branches: u32,
@@ -162,6 +165,7 @@ impl Default for VmConfig {
             mmu_adaptive: true,
             mmu_adaptive_strings: false,
             bt_return_stack: true,
+            bt_fold_displacements: true,
             bt_superblock_branches: values::DEFAULT_SUPERBLOCK_BRANCHES,
             apic: true,
             mmu_max_mappings: None,

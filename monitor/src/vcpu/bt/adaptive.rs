@@ -267,7 +267,7 @@ impl BtCore {
     /// Kills the live translations that hold the instruction at
     /// guest-physical `phys` (with their indirect-branch entries), so that
     /// it is translated again; the frame's other translations live on.
-    fn kill_units_containing(&mut self, phys: u32) {
+    pub(super) fn kill_units_containing(&mut self, phys: u32) {
         for id in self.cache.translations_of_frame(phys / PAGE_SIZE) {
             let t = self.cache.get(id);
             let holds = t

@@ -20,6 +20,9 @@ pub(super) enum FaultOutcome {
     Hidden,
     /// A write to a frame holding translated code; run the writer alone.
     CodeWrite,
+    /// A folded address wrapped around 4 GiB (see [`super::folding`]); run
+    /// the instruction alone, unfolded.
+    Wrapped,
     /// The guest instruction raises this.
     Guest(Fault),
     /// The guest cannot continue.
@@ -74,7 +77,7 @@ impl BtCore {
         }
         match outcome {
             FaultOutcome::Hidden => Event::Continue,
-            FaultOutcome::CodeWrite => self.single_step(),
+            FaultOutcome::CodeWrite | FaultOutcome::Wrapped => self.single_step(),
             FaultOutcome::Guest(fault) => self.raise(fault),
             FaultOutcome::Stop(reason) => Event::Stop(reason),
             FaultOutcome::Redo => self.redo_in_monitor(),
@@ -156,8 +159,19 @@ impl BtCore {
             }
             _ => {}
         }
+        let alone = t.key.mode & super::SINGLE_STEP_MODE != 0;
+        let insn = t
+            .key
+            .phys
+            .wrapping_add(self.state.eip.wrapping_sub(t.key.eip));
         self.apply_fixup(fix);
         match host_exception(&f) {
+            HostException::PageFault
+                if !alone && super::folding::wrapped_access(self.window().base().0, f.addr) =>
+            {
+                self.unfold(insn);
+                FaultOutcome::Wrapped
+            }
             HostException::PageFault => self.resolve_memory_fault(f.addr, f.err & 2 != 0),
             HostException::Guest(e) => FaultOutcome::Guest(e.into()),
             HostException::SimdFloatingPoint => {

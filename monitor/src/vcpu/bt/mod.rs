@@ -32,6 +32,7 @@ mod debug;
 mod events;
 mod exec;
 mod faults;
+mod folding;
 mod frames;
 mod smc;
 mod spaces;
@@ -117,6 +118,9 @@ pub struct BtStats {
     /// Inline INT n, IRET or exception sites retranslated because their
     /// checks kept failing (a gate or descriptor the guest changed).
     pub inline_event_retranslations: u64,
+    /// Folded memory accesses that wrapped around 4 GiB and ran again
+    /// alone, unfolded (see [`folding`]).
+    pub unfolded_instructions: u64,
     /// Translations killed by writes to their frames.
     pub smc_translations_killed: u64,
     /// Guest page faults raised (walks that failed).
@@ -247,6 +251,11 @@ pub struct BtCore {
     /// How many conditional branches a unit goes on past
     /// (`translator::translate::UnitRequest::superblock_branches`).
     superblock_branches: u32,
+    /// Displacements are folded into host addressing
+    /// (`nestmon.bt.foldDisplacements`, see [`folding`]).
+    fold_displacements: bool,
+    /// Instructions whose folded address wrapped (see [`folding`]).
+    unfolded: folding::Unfolded,
     /// The address spaces cached per page directory (slots; see
     /// [`spaces`]), each with a supervisor view (index 0: CPL 0-2, and
     /// every CPL while paging is off) and a user view (index 1: CPL 3 with
@@ -469,6 +478,16 @@ impl BtVcpu {
         }
     }
 
+    /// Folds guest displacements into host addressing
+    /// (`nestmon.bt.foldDisplacements`, on by default), for comparison.
+    /// Translations made before are dropped.
+    pub fn set_fold_displacements(&mut self, on: bool) {
+        if on != self.core.fold_displacements {
+            self.core.flush();
+            self.core.fold_displacements = on;
+        }
+    }
+
     /// Makes guest calls and returns host ones on a stack of their own, so
     /// that the host predicts guest returns (`nestmon.bt.returnStack`, on
     /// by default), for comparison. Translations made before are dropped
@@ -650,6 +669,10 @@ impl Vcpu for BtVcpu {
                 (
                     "inline INT/IRET sites retranslated",
                     v.inline_event_retranslations,
+                ),
+                (
+                    "folded accesses that wrapped (run again unfolded)",
+                    v.unfolded_instructions,
                 ),
                 ("INVLPG (page invalidations)", v.page_invalidations),
                 ("MMU: guest page faults", v.guest_page_faults),
@@ -898,6 +921,8 @@ impl BtCore {
             lapic: None,
             return_stack: None,
             superblock_branches: translator::translate::DEFAULT_SUPERBLOCK_BRANCHES,
+            fold_displacements: true,
+            unfolded: folding::Unfolded::default(),
             pending_chain: None,
             faults,
             stats: BtStats::default(),
@@ -1581,6 +1606,7 @@ impl BtCore {
         } else {
             Vec::new()
         };
+        let unfolded = self.unfolded.eips(eip, linear, key.phys);
         let req = UnitRequest {
             eip,
             code: &bytes,
@@ -1621,6 +1647,9 @@ impl BtCore {
             soft_access: &soft_access,
             return_stack: self.return_stack.is_some(),
             superblock_branches: self.superblock_branches_for(mode),
+            // A one-instruction unit runs what wrapped (see `folding`).
+            fold_displacements: single == 0 && self.fold_displacements,
+            unfolded: &unfolded,
         };
         let unit = translator::translate(&req)
             .map_err(|e| TranslateFailure::Other(format!("at EIP={eip:#010x}: {e}")))?;
@@ -1772,7 +1801,9 @@ impl BtCore {
             }
             last = Some(this);
             match self.fault_outcome() {
-                faults::FaultOutcome::Hidden | faults::FaultOutcome::CodeWrite => continue,
+                faults::FaultOutcome::Hidden
+                | faults::FaultOutcome::CodeWrite
+                | faults::FaultOutcome::Wrapped => continue,
                 faults::FaultOutcome::Guest(fault) => return self.raise(fault),
                 faults::FaultOutcome::Stop(reason) => return Event::Stop(reason),
                 faults::FaultOutcome::Redo => return self.redo_in_monitor(),
