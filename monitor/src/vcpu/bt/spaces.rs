@@ -47,7 +47,25 @@ pub(super) const MAX_UNPROTECTED: usize = 4096;
 
 /// Linear page -> guest frame of one view.
 pub(super) struct ShadowPages {
-    regions: Vec<Option<Box<[u32; 1024]>>>,
+    regions: Vec<Option<Box<Region>>>,
+}
+
+/// The pages of one 4 MiB region: frame + 1 per page (0: not mapped), and
+/// a bit per mapped page, so that walking a range skips what is empty.
+///
+/// Invariant: bit `k` of `mapped` is set exactly when `frames[k] != 0`.
+struct Region {
+    frames: [u32; 1024],
+    mapped: [u64; 16],
+}
+
+impl Region {
+    fn new() -> Box<Region> {
+        Box::new(Region {
+            frames: [0; 1024],
+            mapped: [0; 16],
+        })
+    }
 }
 
 impl ShadowPages {
@@ -60,45 +78,43 @@ impl ShadowPages {
     /// The frame mapped at `lpage`.
     pub(super) fn get(&self, lpage: u32) -> Option<u32> {
         let r = self.regions[(lpage >> 10) as usize & 1023].as_ref()?;
-        r[(lpage & 1023) as usize].checked_sub(1)
+        r.frames[(lpage & 1023) as usize].checked_sub(1)
     }
 
     /// Records `frame` at `lpage`; the frame mapped there before.
     pub(super) fn insert(&mut self, lpage: u32, frame: u32) -> Option<u32> {
-        let r =
-            self.regions[(lpage >> 10) as usize & 1023].get_or_insert_with(|| Box::new([0; 1024]));
-        let slot = &mut r[(lpage & 1023) as usize];
-        let old = slot.checked_sub(1);
-        *slot = frame + 1;
+        let r = self.regions[(lpage >> 10) as usize & 1023].get_or_insert_with(Region::new);
+        let k = (lpage & 1023) as usize;
+        let old = r.frames[k].checked_sub(1);
+        r.frames[k] = frame + 1;
+        r.mapped[k / 64] |= 1 << (k % 64);
         old
     }
 
     /// Forgets `lpage`; the frame that was mapped there.
     pub(super) fn remove(&mut self, lpage: u32) -> Option<u32> {
         let r = self.regions[(lpage >> 10) as usize & 1023].as_mut()?;
-        let slot = &mut r[(lpage & 1023) as usize];
-        let old = slot.checked_sub(1);
-        *slot = 0;
+        let k = (lpage & 1023) as usize;
+        let old = r.frames[k].checked_sub(1);
+        r.frames[k] = 0;
+        r.mapped[k / 64] &= !(1 << (k % 64));
         old
     }
 
     /// The mapped pages among `first..first + pages`, as (page, frame).
     pub(super) fn in_range(&self, first: u32, pages: u32) -> Vec<(u32, u32)> {
         let mut out = Vec::new();
-        let end = u64::from(first) + u64::from(pages);
+        let end = (u64::from(first) + u64::from(pages)).min(1 << 20);
         let mut lpage = u64::from(first);
-        while lpage < end.min(1 << 20) {
-            let region = (lpage >> 10) as usize;
-            match &self.regions[region] {
-                None => lpage = (lpage | 1023) + 1,
-                Some(r) => {
-                    let f = r[(lpage & 1023) as usize];
-                    if f != 0 {
-                        out.push((lpage as u32, f - 1));
-                    }
-                    lpage += 1;
-                }
+        while lpage < end {
+            let region = lpage >> 10;
+            let region_end = ((region + 1) << 10).min(end);
+            if let Some(r) = &self.regions[region as usize] {
+                let base = (region << 10) as u32;
+                let offset = (lpage & 1023) as u32;
+                r.collect_mapped(base, offset, (region_end - lpage) as u32, &mut out);
             }
+            lpage = region_end;
         }
         out
     }
@@ -109,6 +125,31 @@ impl ShadowPages {
     }
 }
 
+impl Region {
+    /// Appends the mapped pages among `first..first + pages` of this
+    /// region (offsets within it; its first linear page is `base`) to `out`
+    /// as (linear page, frame).
+    fn collect_mapped(&self, base: u32, first: u32, pages: u32, out: &mut Vec<(u32, u32)>) {
+        let end = first + pages;
+        for word in (first / 64)..end.div_ceil(64) {
+            let lo = (word * 64).max(first);
+            let hi = ((word + 1) * 64).min(end);
+            let mask = bits_between(lo - word * 64, hi - word * 64);
+            let mut bits = self.mapped[word as usize] & mask;
+            while bits != 0 {
+                let k = word * 64 + bits.trailing_zeros();
+                bits &= bits - 1;
+                out.push((base | k, self.frames[k as usize] - 1));
+            }
+        }
+    }
+}
+
+/// The bits `lo..hi` of a word (`lo < hi <= 64`).
+fn bits_between(lo: u32, hi: u32) -> u64 {
+    let below_hi = if hi == 64 { u64::MAX } else { (1 << hi) - 1 };
+    below_hi & !((1u64 << lo) - 1)
+}
 /// One cached address space.
 pub(super) struct AddressSpace {
     /// The page directory's frame, or [`UNPAGED_ROOT`].
@@ -209,6 +250,33 @@ mod tests {
         assert_eq!(s.remove(0x401), None);
         assert_eq!(s.all().len(), 2);
         assert_eq!(s.get(0x401), None);
+    }
+
+    #[test]
+    fn a_range_of_shadow_pages_lists_exactly_the_mapped_pages_in_it() {
+        // Pages on and around 64-page word edges and region edges, ranges
+        // starting and ending anywhere near them, against a plain scan.
+        let mut s = ShadowPages::new();
+        let pages = [
+            0u32, 1, 63, 64, 65, 127, 128, 1000, 1023, 1024, 1087, 2047, 0xfffff,
+        ];
+        for (n, p) in pages.iter().enumerate() {
+            s.insert(*p, n as u32 + 100);
+        }
+        s.remove(65);
+        let edges = [
+            0u32, 1, 62, 63, 64, 65, 66, 128, 1023, 1024, 1025, 2048, 0xffffe,
+        ];
+        for &first in &edges {
+            for &len in &[0u32, 1, 2, 63, 64, 65, 1000, 1025, 4096] {
+                let want: Vec<(u32, u32)> = (u64::from(first)..(u64::from(first) + u64::from(len)))
+                    .filter(|p| *p < 1 << 20)
+                    .filter_map(|p| s.get(p as u32).map(|f| (p as u32, f)))
+                    .collect();
+                assert_eq!(s.in_range(first, len), want, "from {first:#x}, {len} pages");
+            }
+        }
+        assert_eq!(s.all().len(), pages.len() - 1);
     }
 
     #[test]
