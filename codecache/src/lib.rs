@@ -142,10 +142,26 @@ pub struct CodeCache {
     used: usize,
     translations: Vec<Translation>,
     by_key: HashMap<TransKey, TransId>,
+    /// Live translations by the guest frames they were made from.
     by_frame: HashMap<u32, Vec<TransId>>,
+    /// Live translations marked as indirect-branch targets, by the frame
+    /// of their first instruction.
+    indirect_by_frame: HashMap<u32, Vec<TransId>>,
     /// Host code start offsets, for host-PC lookups.
     by_offset: OffsetIndex,
     stats: CacheStats,
+}
+
+/// Removes `id` from the list of `key` in `map`, and the list once empty.
+fn forget_id(map: &mut HashMap<u32, Vec<TransId>>, key: u32, id: TransId) {
+    if let Some(ids) = map.get_mut(&key) {
+        if let Some(at) = ids.iter().position(|i| *i == id) {
+            ids.swap_remove(at);
+        }
+        if ids.is_empty() {
+            map.remove(&key);
+        }
+    }
 }
 
 /// Translation start offsets in the order they were written (ascending),
@@ -199,6 +215,7 @@ impl CodeCache {
             translations: Vec::new(),
             by_key: HashMap::default(),
             by_frame: HashMap::default(),
+            indirect_by_frame: HashMap::default(),
             by_offset: OffsetIndex::default(),
             stats: CacheStats::default(),
         })
@@ -333,9 +350,18 @@ impl CodeCache {
         t.dead = true;
         let key = t.key;
         let incoming = std::mem::take(&mut t.incoming);
+        let frames = std::mem::take(&mut t.frames);
+        let indirect_target = t.indirect_target;
         if self.by_key.get(&key) == Some(&id) {
             self.by_key.remove(&key);
         }
+        for f in &frames {
+            forget_id(&mut self.by_frame, *f, id);
+        }
+        if indirect_target {
+            forget_id(&mut self.indirect_by_frame, key.phys >> 12, id);
+        }
+        self.translations[id.0 as usize].frames = frames;
         for site in incoming {
             self.patch_rel32(site.rel32_offset, site.stub_offset);
         }
@@ -347,17 +373,26 @@ impl CodeCache {
     /// so that the monitor can put it in a new address space's
     /// indirect-branch table ahead of its first use there.
     pub fn mark_indirect_target(&mut self, id: TransId) {
-        self.translations[id.0 as usize].indirect_target = true;
+        let t = &mut self.translations[id.0 as usize];
+        if t.indirect_target || t.dead {
+            return;
+        }
+        t.indirect_target = true;
+        let frame = t.key.phys >> 12;
+        self.indirect_by_frame.entry(frame).or_default().push(id);
     }
 
     /// The live translations made from `frame`.
     pub fn translations_of_frame(&self, frame: u32) -> Vec<TransId> {
-        self.by_frame.get(&frame).map_or_else(Vec::new, |ids| {
-            ids.iter()
-                .copied()
-                .filter(|id| !self.get(*id).dead)
-                .collect()
-        })
+        self.by_frame.get(&frame).cloned().unwrap_or_default()
+    }
+
+    /// The live translations marked as indirect-branch targets whose first
+    /// instruction lies in `frame`.
+    pub fn indirect_targets_of_frame(&self, frame: u32) -> &[TransId] {
+        self.indirect_by_frame
+            .get(&frame)
+            .map_or(&[], Vec::as_slice)
     }
 
     /// Whether any live translation was made from `frame`.
@@ -370,6 +405,7 @@ impl CodeCache {
         self.translations.clear();
         self.by_key.clear();
         self.by_frame.clear();
+        self.indirect_by_frame.clear();
         self.by_offset = OffsetIndex::default();
         self.used = self.base_used;
         self.stats.flushes += 1;
@@ -448,6 +484,32 @@ mod tests {
         cache.mark_indirect_target(id);
         assert!(cache.get(id).indirect_target);
         assert_eq!(cache.translations_of_frame(1), vec![id]);
+        assert_eq!(cache.indirect_targets_of_frame(1), &[id]);
+    }
+
+    #[test]
+    fn a_dead_translation_leaves_the_lists_of_its_frames() {
+        let mut cache = CodeCache::new(1 << 20).unwrap();
+        let mut r = record(&cache, 0x1ff0);
+        r.frames.push(2);
+        let spanning = cache.insert(r, &[0xc3]).unwrap();
+        let r = record(&cache, 0x1800);
+        let other = cache.insert(r, &[0xc3]).unwrap();
+        cache.mark_indirect_target(spanning);
+        cache.mark_indirect_target(other);
+        assert!(cache.invalidate(spanning));
+        assert_eq!(cache.translations_of_frame(1), vec![other]);
+        assert_eq!(cache.indirect_targets_of_frame(1), &[other]);
+        assert!(!cache.frame_has_code(2), "only the dead one was there");
+        assert_eq!(cache.get(spanning).frames, vec![1, 2], "its record stays");
+        assert_eq!(cache.invalidate_frame(1), vec![other]);
+        assert!(!cache.frame_has_code(1));
+        assert!(cache.indirect_targets_of_frame(1).is_empty());
+        cache.mark_indirect_target(other);
+        assert!(
+            cache.indirect_targets_of_frame(1).is_empty(),
+            "a dead one is not listed"
+        );
     }
 
     #[test]

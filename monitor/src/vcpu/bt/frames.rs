@@ -750,11 +750,10 @@ impl BtCore {
         let cs_base = self.sys.segment(crate::cpu::Seg::Cs).base;
         let page = cs_base.wrapping_add(key.eip) >> 12;
         let frame = key.phys >> 12;
-        for id in self.cache.translations_of_frame(frame) {
+        for id in self.cache.indirect_targets_of_frame(frame).to_vec() {
             let t = self.cache.get(id);
             let linear = cs_base.wrapping_add(t.key.eip);
             let here = id != missed
-                && t.indirect_target
                 && t.key.mode == key.mode
                 && t.key.phys >> 12 == frame
                 && linear >> 12 == page
