@@ -132,6 +132,7 @@ fn every_software_tlb_candidate_translates_through_the_software_tlb_and_passes_t
             superblock_branches: 0,
             fold_displacements: true,
             unfolded: &[],
+            chain_slots_from: None,
         };
         match translate(&req) {
             Ok(unit) => {

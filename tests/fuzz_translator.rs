@@ -217,6 +217,7 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
             superblock_branches: if flat && !soft { 8 } else { 0 },
             fold_displacements: flat,
             unfolded: &[],
+            chain_slots_from: None,
         };
         let unit = match translate(&req) {
             Ok(unit) => unit,

@@ -682,3 +682,105 @@ fn an_adaptive_store_found_hot_without_misses_goes_back_to_the_window() {
         0
     );
 }
+
+#[test]
+fn a_direct_call_into_another_page_follows_a_remap_and_a_rewrite_of_its_target() {
+    // A direct call from the guest's code into linear 0x800000 (its own
+    // page table), 50 times per step: first to a frame holding `mov eax,
+    // 1; ret`; then, the PTE pointed at another frame (`mov eax, 2`) and
+    // the page INVLPG'd; then that frame's immediate rewritten to 3. The
+    // call goes through the view's chain table: its entry must follow the
+    // mapping and the code, with chain tables on and off alike.
+    // One call site for every step (`calls`: EDI the value wanted), so
+    // that its entry, set at the first step, must follow the changes.
+    let step = |want: u32| format!("mov edi, {want}\n        call calls\n        jne 3f");
+    let body = format!(
+        "{}
+        lea eax, [code_a]
+        or eax, 1
+        mov [table2], eax
+        lea eax, [table2]
+        or eax, 3
+        mov [pd1 + 2 * 4], eax
+        lea eax, [pd1]
+        mov cr3, eax
+        {PAGING_ON}
+        {}
+        lea eax, [code_b]
+        or eax, 1
+        mov [table2], eax
+        invlpg [0x800000]
+        {}
+        mov dword ptr [code_b + 1], 3
+        {}
+        {PAGING_OFF_AND_PASS}
+    3:  mov eax, cr0
+        and eax, 0x7fffffff
+        mov cr0, eax
+        mov eax, 1
+        ret
+    calls:
+        mov ebx, 50
+    4:  call 0x800000
+        cmp eax, edi
+        jne 5f
+        dec ebx
+        jnz 4b
+    5:  ret
+        .data
+        .align 4096
+    code_a:
+        mov eax, 1
+        ret
+        .align 4096
+    code_b:
+        mov eax, 2
+        ret
+        .bss
+        .align 4096
+    pd1: .skip 4096
+    page_table: .skip 4096
+    table2: .skip 4096
+        .text",
+        identity_map(&["pd1"]),
+        step(1),
+        step(2),
+        step(3)
+    );
+    let elf = asm_guest("chained_call_remap", &body);
+    let on = run_with_stats(&elf, &[]);
+    assert_eq!(
+        on.code,
+        Some(0),
+        "stale code: {}\n{}",
+        describe(&on),
+        on.stderr
+    );
+    assert!(
+        stat(&on.stderr, "exits: chain-table miss") >= 3,
+        "the call went through the chain table once per step:\n{}",
+        on.stderr
+    );
+    let off = run_with_stats(&elf, &["--set", "nestmon.bt.chainTables=FALSE"]);
+    assert_eq!(off.code, Some(0), "{}", describe(&off));
+    assert_eq!(stat(&off.stderr, "exits: chain-table miss"), 0);
+}
+
+#[test]
+fn code_differing_per_address_space_runs_right_through_the_chain_tables() {
+    // guests/pm_spaces.c (checked against QEMU by tests/guests.rs) calls
+    // and jumps directly from shared pages into per-space pages: with
+    // chain tables those branches go through each view's own entries.
+    let r = run_with_stats(&guest_dir().join("pm_spaces.elf"), &[]);
+    assert_eq!(r.code, Some(0), "{}", describe(&r));
+    assert!(
+        stat(&r.stderr, "exits: chain-table miss") > 0,
+        "{}",
+        r.stderr
+    );
+    assert!(
+        stat(&r.stderr, "chain-table entries set") > 0,
+        "{}",
+        r.stderr
+    );
+}

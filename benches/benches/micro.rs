@@ -73,6 +73,7 @@ fn translation_cost(c: &mut Criterion) {
         superblock_branches: 0,
         fold_displacements: true,
         unfolded: &[],
+        chain_slots_from: None,
     };
     let insns = translator::translate(&req)
         .expect("sample translates")

@@ -31,4 +31,6 @@ pub use watch::{
     entry_change_matters, Consequences, FrameWatcher, Invalidation, SpaceId, TableUse, WatchStats,
     FLOOD_WRITES, UNSYNC_AFTER_WRITES,
 };
-pub use window::{LinearWindow, PageProt, WindowError, WINDOW_GUARD};
+pub use window::{
+    LinearWindow, PageProt, WindowError, CHAIN_SLOTS, CHAIN_TABLE_OFFSET, WINDOW_GUARD,
+};

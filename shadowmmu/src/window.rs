@@ -8,9 +8,18 @@
 //! instead of reaching other host memory.
 //!
 //! Each window carries its [`SoftTlb`] at [`crate::SOFT_TLB_OFFSET`] from
-//! its base, in the guard before the 4 GiB part: the only readable and
-//! writable memory there, at 1 GiB below the base, which no window address
-//! (at most 64 bytes below the base) reaches.
+//! its base, in the guard before the 4 GiB part, and right after it its
+//! chain table ([`CHAIN_TABLE_OFFSET`]): the only readable and writable
+//! memory there, at 1 GiB below the base, which no window address (at
+//! most 512 MiB below the base) reaches.
+//!
+//! The chain table holds, per cross-page branch site number, the host
+//! address that site jumps to in this view (`jmp [r15 +
+//! CHAIN_TABLE_OFFSET + 8k]`): the site's own exit stub, or the translation the monitor found
+//! for its target through this view's mapping. Invariant: only the
+//! monitor writes it, and only with such addresses; every entry a live
+//! site can read was written (a new window starts with the monitor
+//! filling the entries of every site made so far).
 
 use crate::addr::{GuestLinear, GuestPhys, HostAddr, PAGE_SIZE};
 use crate::soft::{SoftTlb, SOFT_TLB_BYTES, SOFT_TLB_OFFSET};
@@ -18,6 +27,12 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 /// Size of each guard region around the 4 GiB linear space.
 pub const WINDOW_GUARD: usize = 4 << 30;
+/// Where the chain table starts, relative to the window's base (right
+/// after the software TLB).
+pub const CHAIN_TABLE_OFFSET: i64 = crate::soft::SOFT_TLB_OFFSET + SOFT_TLB_BYTES as i64;
+/// Entries of the chain table (host addresses, 8 bytes each).
+pub const CHAIN_SLOTS: usize = 1 << 20;
+const CHAIN_TABLE_BYTES: usize = CHAIN_SLOTS * 8;
 const SPAN: usize = 1 << 32;
 
 /// Host protection of a window page.
@@ -99,11 +114,12 @@ impl LinearWindow {
         debug_assert!(base - WINDOW_GUARD >= start && base + SPAN + WINDOW_GUARD <= start + total);
         let tables = (base as i64 + SOFT_TLB_OFFSET) as usize;
         // SAFETY: MAP_FIXED inside the guard before the 4 GiB part of our
-        // own fresh reservation (1 GiB below the base, 4 MiB long).
+        // own fresh reservation (1 GiB below the base, the software TLB's
+        // 4 MiB and the chain table's 8 MiB).
         let t = unsafe {
             libc::mmap(
                 tables as *mut libc::c_void,
-                SOFT_TLB_BYTES,
+                SOFT_TLB_BYTES + CHAIN_TABLE_BYTES,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_NORESERVE,
                 -1,
@@ -123,6 +139,25 @@ impl LinearWindow {
             // lives as long as the reservation, i.e. as the window.
             soft: unsafe { SoftTlb::new(tables as *mut u64) },
         })
+    }
+
+    /// Points chain-table entry `k` at host address `host` (see the module
+    /// docs). Entries past [`CHAIN_SLOTS`] do not exist; writing one is
+    /// refused.
+    pub fn set_chain_entry(&mut self, k: u32, host: u64) {
+        assert!((k as usize) < CHAIN_SLOTS, "chain slot {k} out of range");
+        let at = (self.base as i64 + CHAIN_TABLE_OFFSET) as *mut u64;
+        // SAFETY: the chain table is CHAIN_TABLE_BYTES of read-write memory
+        // of this window, mapped in `new`; `k` is in range.
+        unsafe { at.add(k as usize).write(host) };
+    }
+
+    /// What chain-table entry `k` holds.
+    pub fn chain_entry(&self, k: u32) -> u64 {
+        assert!((k as usize) < CHAIN_SLOTS, "chain slot {k} out of range");
+        let at = (self.base as i64 + CHAIN_TABLE_OFFSET) as *const u64;
+        // SAFETY: as in `set_chain_entry`.
+        unsafe { at.add(k as usize).read() }
     }
 
     /// The window's software TLB.
@@ -252,6 +287,20 @@ impl Drop for LinearWindow {
 mod tests {
     use super::*;
     use crate::GuestRam;
+
+    #[test]
+    fn chain_table_entries_keep_what_the_monitor_writes_per_window() {
+        let mut a = LinearWindow::new().unwrap();
+        let b = LinearWindow::new().unwrap();
+        let last = CHAIN_SLOTS as u32 - 1;
+        a.set_chain_entry(0, 0x7f00_1234_5678);
+        a.set_chain_entry(last, 42);
+        assert_eq!(a.chain_entry(0), 0x7f00_1234_5678);
+        assert_eq!(a.chain_entry(last), 42);
+        assert_eq!(b.chain_entry(0), 0, "another window's table is its own");
+        // The table lies in the guard, clear of what folded addresses reach.
+        assert!(CHAIN_TABLE_OFFSET + 8 * CHAIN_SLOTS as i64 <= -(1 << 29));
+    }
 
     #[test]
     fn window_base_is_4gib_aligned() {

@@ -51,6 +51,11 @@ pub enum ExitReason {
     /// `soft_addr` and `soft_access`; `eip` is the instruction, nothing of
     /// which was carried out.
     SoftMiss = 8,
+    /// A cross-page direct branch jumped through its view's chain table
+    /// (see [`crate::translate::UnitRequest::chain_slots_from`]) to its own
+    /// stub: its slot was not set for this view. `eip` is the target,
+    /// `exit_site` the slot number; nothing of the target ran.
+    ChainSlotMiss = 9,
 }
 
 impl ExitReason {
@@ -65,6 +70,7 @@ impl ExitReason {
             6 => ExitReason::Raise,
             7 => ExitReason::CodeChanged,
             8 => ExitReason::SoftMiss,
+            9 => ExitReason::ChainSlotMiss,
             _ => return None,
         })
     }

@@ -383,6 +383,12 @@ pub struct UnitRequest<'a> {
     /// Guest EIPs whose memory operand is not folded (their address
     /// wrapped around 4 GiB before).
     pub unfolded: &'a [u32],
+    /// With guest paging, a direct branch to another linear page in the
+    /// unit's own mode jumps through the current view's chain table
+    /// (`jmp [r15 + shadowmmu::CHAIN_TABLE_OFFSET + 8k]`) instead of
+    /// probing the indirect-branch table; its sites take slot numbers `k`
+    /// from this one up ([`Unit::chain_slots`]). `None`: they probe.
+    pub chain_slots_from: Option<u32>,
 }
 
 /// The displacements folded into `[r15 + reg + disp]` (see
@@ -559,6 +565,21 @@ pub struct Unit {
     /// The EIPs of the instructions this unit sends through the software
     /// TLB (of those [`UnitRequest::soft_access`] named).
     pub soft_eips: Vec<u32>,
+    /// The chain-table slots of its cross-page branches (see
+    /// [`UnitRequest::chain_slots_from`]), numbered from there.
+    pub chain_slots: Vec<ChainSlot>,
+}
+
+/// One cross-page branch site that jumps through the chain table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainSlot {
+    /// Its slot number.
+    pub slot: u32,
+    /// The guest EIP it branches to.
+    pub target: u32,
+    /// Offset in the unit of its stub, which exits with
+    /// `ExitReason::ChainSlotMiss` (where a slot not set for a view leads).
+    pub stub: usize,
 }
 
 /// `CpuState::emulate_token` of an `Emulate` exit without a decoded
@@ -593,6 +614,8 @@ struct Ctx<'a> {
     inline_ports: Vec<u16>,
     /// See [`Unit::soft_eips`].
     soft_eips: Vec<u32>,
+    /// See [`Unit::chain_slots`].
+    chain_slots: Vec<ChainSlot>,
     /// Extra (host offset, guest EIP, fix-up) entries inside the current
     /// instruction's code, from where a fault is handled differently.
     sub_entries: Vec<(u32, u32, u8)>,
@@ -696,6 +719,7 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         emulated: Vec::new(),
         inline_ports: Vec::new(),
         soft_eips: Vec::new(),
+        chain_slots: Vec::new(),
         sub_entries: Vec::new(),
         branches_passed: 0,
     };
@@ -801,6 +825,7 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         emulated: cx.emulated,
         inline_ports: cx.inline_ports,
         soft_eips: cx.soft_eips,
+        chain_slots: cx.chain_slots,
     })
 }
 
@@ -999,6 +1024,8 @@ impl Ctx<'_> {
                 // another address space.
                 if x.lookup_r9 {
                     self.indirect_in(tag)?;
+                } else if x.mode.is_none() && self.req.chain_slots_from.is_some() {
+                    self.through_chain_table(x.target)?;
                 } else {
                     self.indirect_constant(x.target, tag)?;
                 }
@@ -1028,6 +1055,31 @@ impl Ctx<'_> {
             sites.push((x.rel32, stub));
         }
         Ok(sites)
+    }
+
+    /// A cross-page branch to guest `target` through the next chain-table
+    /// slot `k`: `jmp [r15 + CHAIN_TABLE_OFFSET + 8k]`, then the slot's
+    /// stub, where the entry leads until the monitor sets it for the view:
+    /// a `ChainSlotMiss` exit with EIP the target and the exit site `k`.
+    fn through_chain_table(&mut self, target: u32) -> Result<(), TranslateError> {
+        let first = self.req.chain_slots_from.unwrap_or(0);
+        let slot = first + self.chain_slots.len() as u32;
+        let entry = shadowmmu::CHAIN_TABLE_OFFSET + 8 * i64::from(slot);
+        self.ins(
+            Instruction::with1(Code::Jmp_rm64, mem(Register::R15, Register::None, entry))
+                .map_err(err)?,
+        )?;
+        let stub = self.e.pos();
+        self.store_eip_imm(target)?;
+        self.store_exit(ExitReason::ChainSlotMiss)?;
+        self.ins(i2!(
+            Code::Mov_rm64_imm32,
+            mem(Register::R14, Register::None, off::EXIT_SITE.into()),
+            slot
+        )?)?;
+        self.e.jmp_abs(self.req.stubs.exit_common)?;
+        self.chain_slots.push(ChainSlot { slot, target, stub });
+        Ok(())
     }
 
     fn store_eip_imm(&mut self, eip: u32) -> Result<(), TranslateError> {
@@ -3102,6 +3154,7 @@ mod tests {
         superblock_branches: u32,
         fold_displacements: bool,
         unfolded: &'a [u32],
+        chain_slots_from: Option<u32>,
         /// The code is all the monitor could give (no NOP padding).
         exact_code: bool,
     }
@@ -3129,6 +3182,7 @@ mod tests {
                 superblock_branches: 0,
                 fold_displacements: false,
                 unfolded: &[],
+                chain_slots_from: None,
                 exact_code: false,
             }
         }
@@ -3167,6 +3221,7 @@ mod tests {
             superblock_branches: setup.superblock_branches,
             fold_displacements: setup.fold_displacements,
             unfolded: setup.unfolded,
+            chain_slots_from: setup.chain_slots_from,
         };
         translate(&req).unwrap()
     }
@@ -4096,6 +4151,48 @@ mod tests {
         // Without paging every direct branch may be chained.
         let flat = unit(&[0xe9, 0xfb, 0x1f, 0x00, 0x00]);
         assert_eq!(flat.sites.len(), 1);
+    }
+
+    #[test]
+    fn with_chain_tables_branches_to_other_pages_jump_through_their_slots() {
+        // jne 0x3000; call 0x5000; jmp 0x1800 (same page), from 0x1000.
+        let code = [
+            0x0f, 0x85, 0xfa, 0x1f, 0x00, 0x00, // 0x1000 jne 0x3000
+            0xe8, 0xf5, 0x3f, 0x00, 0x00, // 0x1006 call 0x5000
+            0xe9, 0xea, 0x07, 0x00, 0x00, // 0x100b jmp 0x17fa
+        ];
+        let u = translate_with(
+            &code,
+            Setup {
+                paged: Some(PagedCode { cs_base: 0 }),
+                chain_slots_from: Some(7),
+                return_stack: true,
+                superblock_branches: 2,
+                ..Setup::default()
+            },
+        );
+        let targets: Vec<(u32, u32)> = u.chain_slots.iter().map(|c| (c.slot, c.target)).collect();
+        assert_eq!(targets, vec![(7, 0x3000), (8, 0x5000)]);
+        let text = host_text(&u).join("\n");
+        let entry = |k: i64| shadowmmu::CHAIN_TABLE_OFFSET + 8 * k;
+        assert!(
+            text.contains(&format!("jmp qword ptr [r15-{:X}h]", -entry(7))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("jmp qword ptr [r15-{:X}h]", -entry(8))),
+            "{text}"
+        );
+        assert!(!text.contains("[r12+"), "no table probe: {text}");
+        // Each slot's stub exits with its number.
+        for c in &u.chain_slots {
+            let stub = host_insns(&u)
+                .into_iter()
+                .find(|i| i.ip() == 0x20_0000 + c.stub as u64)
+                .expect("the stub starts an instruction");
+            assert_eq!(stub.memory_displacement64(), off::EIP as u64, "{stub}");
+        }
+        assert_eq!(u.sites.len(), 1, "the same page's jump chains as before");
     }
 
     #[test]

@@ -34,6 +34,9 @@
 //!   whole tables) and R11 zero-extended from 16 bits: the access stays
 //!   within the guards around guest RAM (`RAM_GUARD`).
 //!
+//! - `jmp [r15 + t]`, `t` an entry of the view's chain table
+//!   (`shadowmmu::CHAIN_TABLE_OFFSET`, 8-byte entries): a host address
+//!   the monitor wrote, the jump's only effect;
 //! - `[rsi]`/`[rdi]` of a string instruction of elements of at most 4
 //!   bytes whose pointer was made on every path by `lea r, [r12 + r11]`
 //!   from a frame value and a 16-bit value and whose RCX was masked to at
@@ -51,7 +54,8 @@
 //!
 //! Allowed control transfers: direct `jmp`, `jcc` and `jrcxz` (to the
 //! unit itself, the runtime stubs or, once chained, other translations),
-//! the indirect-branch table's `jmp [r12 + r11*8 + 8]`, and the predicted
+//! the indirect-branch table's `jmp [r12 + r11*8 + 8]`, the chain table's
+//! `jmp [r15 + t]`, and the predicted
 //! calls and returns of the return-prediction stack (`crate::rstack`):
 //! `call rel32`, and `ret` right after `lea r10, [rip + d]` naming the
 //! instruction after it.
@@ -542,7 +546,10 @@ fn check_access(
                 && facts.r11 == Fact::Low16
                 && (1..=16).contains(&m.memory_size().size())
         }
-        (Register::R15, Register::None) => (0..1 << 31).contains(&disp),
+        (Register::R15, Register::None) => {
+            (0..1 << 31).contains(&disp)
+                || i.code() == Code::Jmp_rm64 && m.access() == OpAccess::Read && chain_entry(disp)
+        }
         (Register::R15, idx) => {
             is_window_index(idx)
                 && m.scale() == 1
@@ -606,6 +613,16 @@ fn check_access(
             i.code()
         ))
     }
+}
+
+/// Whether `disp` (from the window's base) is an entry of the view's
+/// chain table: host addresses only the monitor writes (a site's own exit
+/// stub, or the translation of its target in that view; see
+/// `shadowmmu::LinearWindow::set_chain_entry`).
+fn chain_entry(disp: i64) -> bool {
+    let table = shadowmmu::CHAIN_TABLE_OFFSET;
+    let end = table + 8 * shadowmmu::CHAIN_SLOTS as i64;
+    (table..end).contains(&disp) && (disp - table) % 8 == 0
 }
 
 /// Whether `disp` in the state block falls on a field only the runtime
@@ -829,6 +846,16 @@ fn check_flow(i: &Instruction) -> Result<(), String> {
         {
             Ok(())
         }
+        // Through the view's chain table (`check_access` holds the operand
+        // to one of its entries).
+        FlowControl::IndirectBranch
+            if i.code() == Code::Jmp_rm64
+                && i.memory_base() == Register::R15
+                && i.memory_index() == Register::None
+                && chain_entry(i.memory_displacement64() as i64) =>
+        {
+            Ok(())
+        }
         // Predicted calls and returns (see `check_host_stack`), and a
         // continuation's jump to its ret's lookup (see `check_ret_lookups`).
         FlowControl::Call if i.code() == Code::Call_rel32_64 => Ok(()),
@@ -893,6 +920,27 @@ mod tests {
         };
         assert!(absolute(0x0804_a000));
         assert!(!absolute(-4));
+    }
+
+    #[test]
+    fn only_a_jump_through_an_entry_of_the_chain_table_passes() {
+        use iced_x86::code_asm::*;
+        let table = shadowmmu::CHAIN_TABLE_OFFSET as i32;
+        let check = |f: &dyn Fn(&mut CodeAssembler)| {
+            let code = assemble(|a| f(a));
+            check_unit(&code, BASE, POLL).is_ok()
+        };
+        assert!(check(&|a| a.jmp(qword_ptr(r15 + table + 8 * 5)).unwrap()));
+        // Not an entry's start, past the table, or anything but the jump.
+        assert!(!check(&|a| a
+            .jmp(qword_ptr(r15 + table + 8 * 5 + 4))
+            .unwrap()));
+        let past = table + 8 * shadowmmu::CHAIN_SLOTS as i32;
+        assert!(!check(&|a| a.jmp(qword_ptr(r15 + past)).unwrap()));
+        assert!(!check(&|a| a.mov(rax, qword_ptr(r15 + table)).unwrap()));
+        assert!(!check(&|a| a.mov(qword_ptr(r15 + table), rax).unwrap()));
+        assert!(!check(&|a| a.call(qword_ptr(r15 + table)).unwrap()));
+        assert!(!check(&|a| a.jmp(qword_ptr(r14 + table)).unwrap()));
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub const MMU_ADAPTIVE_STRINGS_KEY: &str = "nestmon.mmu.adaptiveStrings";
 pub const BT_RETURN_STACK_KEY: &str = "nestmon.bt.returnStack";
 /// Guest displacements folded into host addressing (boolean).
 pub const BT_FOLD_KEY: &str = "nestmon.bt.foldDisplacements";
+/// Cross-page branches under paging through per-view chain tables (boolean).
+pub const BT_CHAIN_TABLES_KEY: &str = "nestmon.bt.chainTables";
 /// How many conditional branches a translation unit goes on past
 /// (default [`values::DEFAULT_SUPERBLOCK_BRANCHES`]; 0: every unit ends at
 /// its first conditional branch).
@@ -76,6 +78,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     MMU_ADAPTIVE_STRINGS_KEY,
     BT_RETURN_STACK_KEY,
     BT_FOLD_KEY,
+    BT_CHAIN_TABLES_KEY,
     BT_SUPERBLOCK_KEY,
     APIC_KEY,
     "vhv.enable",
@@ -317,6 +320,7 @@ fn apply(key: &str, entry: &Entry, builder: &mut Builder) -> Result<(), ConfigEr
         "nestmon.mmu.adaptivestrings" => config.mmu_adaptive_strings = values::boolean(entry)?,
         "nestmon.bt.returnstack" => config.bt_return_stack = values::boolean(entry)?,
         "nestmon.bt.folddisplacements" => config.bt_fold_displacements = values::boolean(entry)?,
+        "nestmon.bt.chaintables" => config.bt_chain_tables = values::boolean(entry)?,
         "nestmon.bt.superblockbranches" => {
             config.bt_superblock_branches = values::superblock_branches(entry)?
         }
@@ -813,6 +817,8 @@ mod tests {
         );
         assert!(!self::config("nestmon.bt.returnStack = \"FALSE\"\n").bt_return_stack);
         assert!(config.bt_fold_displacements, "folding on unless turned off");
+        assert!(config.bt_chain_tables, "chain tables on unless turned off");
+        assert!(!self::config("nestmon.bt.chainTables = \"FALSE\"\n").bt_chain_tables);
         assert!(!self::config("nestmon.bt.foldDisplacements = \"FALSE\"\n").bt_fold_displacements);
         assert_eq!(
             config.bt_superblock_branches,

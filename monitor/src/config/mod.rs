@@ -105,6 +105,10 @@ pub struct VmConfig {
     /// `nestmon.bt.foldDisplacements`: a guest `[reg + disp]` becomes one
     /// host address operand, without a `lea` first (default true).
     pub bt_fold_displacements: bool,
+    /// `nestmon.bt.chainTables`: with guest paging, a direct branch to
+    /// another page jumps through the current view's chain table instead
+    /// of probing the indirect-branch table (default true).
+    pub bt_chain_tables: bool,
     /// `nestmon.bt.superblockBranches`: how many conditional branches a
     /// translation unit goes on past (0: units end at the first one).
     pub bt_superblock_branches: u32,
@@ -166,6 +170,7 @@ impl Default for VmConfig {
             mmu_adaptive_strings: false,
             bt_return_stack: true,
             bt_fold_displacements: true,
+            bt_chain_tables: true,
             bt_superblock_branches: values::DEFAULT_SUPERBLOCK_BRANCHES,
             apic: true,
             mmu_max_mappings: None,

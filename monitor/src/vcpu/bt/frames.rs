@@ -192,7 +192,7 @@ impl BtCore {
             .expect("the current space exists")
     }
 
-    fn space_mut(&mut self) -> &mut AddressSpace {
+    pub(super) fn space_mut(&mut self) -> &mut AddressSpace {
         self.spaces[self.space]
             .as_mut()
             .expect("the current space exists")
@@ -298,7 +298,7 @@ impl BtCore {
                 victim
             }
         };
-        match AddressSpace::new(root, self.clock) {
+        match AddressSpace::new(root, self.clock, self.chains.stubs()) {
             Ok(space) => {
                 self.spaces[slot] = Some(space);
                 self.stats.spaces_created += 1;
@@ -457,7 +457,7 @@ impl BtCore {
         self.adaptive.forget_soft_writes();
         let root = self.current_root();
         self.clock += 1;
-        let fresh = match AddressSpace::new(root, self.clock) {
+        let fresh = match AddressSpace::new(root, self.clock, self.chains.stubs()) {
             Ok(s) => s,
             Err(e) => {
                 self.deferred_stop
@@ -538,6 +538,7 @@ impl BtCore {
         let mut gone = Vec::new();
         let mut calls = 0;
         for view in [SUPERVISOR_VIEW, USER_VIEW] {
+            super::chains::unchain_range(space, view, first, pages, self.chains.stubs());
             space.views[view].soft().drop_range(first, pages);
             let mapped = space.shadow[view].in_range(first, pages);
             if mapped.is_empty() {
@@ -642,6 +643,7 @@ impl BtCore {
             return;
         };
         space.views[alias.view()].soft().drop_page(alias.lpage());
+        super::chains::unchain_range(space, alias.view(), alias.lpage(), 1, self.chains.stubs());
         if let Some(frame) = space.shadow[alias.view()].remove(alias.lpage()) {
             // Unmapping part of the space's own reservation.
             let _ = space.views[alias.view()]
@@ -826,6 +828,7 @@ impl BtCore {
         let t = self.cache.get(id);
         let (eip, host) = (t.key.eip, self.cache.exec_addr(t.code_offset));
         self.remove_ibtc_entries(eip, host);
+        self.unchain_translation(id);
         self.adaptive.forget_unit(id.0);
     }
 
@@ -1053,6 +1056,9 @@ impl BtCore {
         let alias = Alias::new(slot, view, lpage);
         let old = space.shadow[view].insert(lpage, frame);
         if let Some(old) = old.filter(|o| *o != frame) {
+            // The page maps another frame now: what was chained into it
+            // was found through the old one.
+            super::chains::unchain_range(space, view, lpage, 1, self.chains.stubs());
             self.rmap_remove(old, alias);
         }
         let aliases = self.rmap.entry(frame).or_default();

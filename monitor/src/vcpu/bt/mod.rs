@@ -26,6 +26,7 @@
 
 mod adaptive;
 mod branch_table;
+mod chains;
 mod context;
 mod counts;
 mod debug;
@@ -118,6 +119,11 @@ pub struct BtStats {
     /// Inline INT n, IRET or exception sites retranslated because their
     /// checks kept failing (a gate or descriptor the guest changed).
     pub inline_event_retranslations: u64,
+    /// Exits of cross-page branches whose chain-table entry was not set
+    /// for the current view (see [`chains`]).
+    pub exits_chain_slot_miss: u64,
+    /// Chain-table entries pointed at a translation (see [`chains`]).
+    pub chain_entries_set: u64,
     /// Folded memory accesses that wrapped around 4 GiB and ran again
     /// alone, unfolded (see [`folding`]).
     pub unfolded_instructions: u64,
@@ -256,6 +262,13 @@ pub struct BtCore {
     fold_displacements: bool,
     /// Instructions whose folded address wrapped (see [`folding`]).
     unfolded: folding::Unfolded,
+    /// Cross-page chaining through the views' chain tables (see
+    /// [`chains`]; none handed out while off).
+    chains: chains::ChainSites,
+    /// Cross-page direct branches under paging go through the chain
+    /// tables (`nestmon.bt.chainTables`); off: they probe the
+    /// indirect-branch table.
+    chain_tables: bool,
     /// The address spaces cached per page directory (slots; see
     /// [`spaces`]), each with a supervisor view (index 0: CPL 0-2, and
     /// every CPL while paging is off) and a user view (index 1: CPL 3 with
@@ -478,6 +491,17 @@ impl BtVcpu {
         }
     }
 
+    /// Sends cross-page direct branches under paging through the views'
+    /// chain tables (`nestmon.bt.chainTables`, on by default) instead of
+    /// the indirect-branch table, for comparison. Translations made before
+    /// are dropped.
+    pub fn set_chain_tables(&mut self, on: bool) {
+        if on != self.core.chain_tables {
+            self.core.flush();
+            self.core.chain_tables = on;
+        }
+    }
+
     /// Folds guest displacements into host addressing
     /// (`nestmon.bt.foldDisplacements`, on by default), for comparison.
     /// Translations made before are dropped.
@@ -650,6 +674,8 @@ impl Vcpu for BtVcpu {
                 (GUEST_INSNS_ESTIMATE, self.core.entries.guest_insns()),
                 ("indirect-branch misses", v.exits_indirect_miss),
                 ("exits: chain miss", v.exits_chain_miss),
+                ("exits: chain-table miss", v.exits_chain_slot_miss),
+                ("chain-table entries set", v.chain_entries_set),
                 ("exits: indirect miss", v.exits_indirect_miss),
                 ("exits: emulated instruction", v.exits_emulate),
                 ("exits: host fault", v.exits_fault),
@@ -841,7 +867,8 @@ enum Event {
 impl BtCore {
     fn new(ram: GuestRam, model: CpuModel) -> Result<BtCore, VcpuError> {
         let host = |e: &dyn std::fmt::Display| VcpuError::Host(e.to_string());
-        let unpaged = spaces::AddressSpace::new(spaces::UNPAGED_ROOT, 0).map_err(|e| host(&e))?;
+        let unpaged =
+            spaces::AddressSpace::new(spaces::UNPAGED_ROOT, 0, &[]).map_err(|e| host(&e))?;
         let size = ram.size() as u64;
         unpaged.views[SUPERVISOR_VIEW]
             .map(
@@ -923,6 +950,8 @@ impl BtCore {
             superblock_branches: translator::translate::DEFAULT_SUPERBLOCK_BRANCHES,
             fold_displacements: true,
             unfolded: folding::Unfolded::default(),
+            chains: chains::ChainSites::default(),
+            chain_tables: true,
             pending_chain: None,
             faults,
             stats: BtStats::default(),
@@ -1088,6 +1117,7 @@ impl BtCore {
                 self.note_chain_site();
                 Event::Continue
             }
+            Some(ExitReason::ChainSlotMiss) => self.chain_slot_miss(),
             Some(ExitReason::IndirectMiss) if self.exit_requested() => {
                 // The empty table of an exit request: EIP is the target,
                 // whose translation (if any) was about to run.
@@ -1562,6 +1592,10 @@ impl BtCore {
             space.clear_ibtc();
         }
         self.shared_ibtc.clear();
+        self.chains.clear();
+        for space in self.spaces.iter_mut().flatten() {
+            space.chained = Default::default();
+        }
         // No translation is left to carry an old tag.
         self.mode_tags.clear();
         let key = self.mode_key();
@@ -1650,6 +1684,12 @@ impl BtCore {
             // A one-instruction unit runs what wrapped (see `folding`).
             fold_displacements: single == 0 && self.fold_displacements,
             unfolded: &unfolded,
+            // Flat code only: a target's linear page is its EIP's page.
+            chain_slots_from: if self.chain_tables && single == 0 && mode.flat {
+                self.chains.next()
+            } else {
+                None
+            },
         };
         let unit = translator::translate(&req)
             .map_err(|e| TranslateFailure::Other(format!("at EIP={eip:#010x}: {e}")))?;
@@ -1690,6 +1730,7 @@ impl BtCore {
             CacheError::Full => TranslateFailure::Full,
             e => TranslateFailure::Other(e.to_string()),
         })?;
+        self.register_chain_slots(&unit.chain_slots, host_base, key.mode);
         let soft_insns = unit
             .soft_eips
             .iter()

@@ -175,20 +175,36 @@ pub(super) struct AddressSpace {
     /// was not current: write-protected when it becomes current again
     /// (one host call each, saved for spaces never entered again).
     pub(super) unprotected: Vec<super::frames::Alias>,
+    /// Per view: linear page -> the chain-table slots whose entries are set
+    /// for branches into that page, each listed once (see
+    /// [`super::chains`]).
+    pub(super) chained: [std::collections::HashMap<u32, Vec<u32>>; 2],
 }
 
 impl AddressSpace {
-    /// A new space with nothing mapped.
-    pub(super) fn new(root: u32, now: u64) -> Result<AddressSpace, WindowError> {
+    /// A new space with nothing mapped, whose chain-table entries are
+    /// `chain_stubs` (by slot: nothing is chained yet).
+    pub(super) fn new(
+        root: u32,
+        now: u64,
+        chain_stubs: &[u64],
+    ) -> Result<AddressSpace, WindowError> {
+        let mut views = [LinearWindow::new()?, LinearWindow::new()?];
+        for view in views.iter_mut() {
+            for (k, stub) in chain_stubs.iter().enumerate() {
+                view.set_chain_entry(k as u32, *stub);
+            }
+        }
         Ok(AddressSpace {
             root,
-            views: [LinearWindow::new()?, LinearWindow::new()?],
+            views,
             shadow: [ShadowPages::new(), ShadowPages::new()],
             ibtc: BranchTable::default(),
             last_used: now,
             large: BTreeMap::new(),
             retired: false,
             unprotected: Vec::new(),
+            chained: Default::default(),
         })
     }
 
