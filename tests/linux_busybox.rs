@@ -612,6 +612,17 @@ fn new_processes_start_with_the_kernel_mappings_of_dead_ones_and_compute_the_sam
         "{recycled} recycled, {made} made:\n{}",
         run.stderr
     );
+    // The kernel's regions mapped through its page tables (which every
+    // directory shares) come along too.
+    let shared = stat(
+        &run.stderr,
+        "MMU: shared page-table regions a new directory took over",
+    );
+    assert!(
+        shared >= recycled,
+        "{shared} shared regions for {recycled} recycled spaces:\n{}",
+        run.stderr
+    );
     let lazy = stat(&run.stderr, "MMU: directories of idle spaces gone lazy");
     assert!(lazy >= 40, "{lazy} lazy directories:\n{}", run.stderr);
     // Each new process's first miss in a page of busybox brings the

@@ -784,3 +784,78 @@ fn code_differing_per_address_space_runs_right_through_the_chain_tables() {
         r.stderr
     );
 }
+
+#[test]
+fn a_retired_space_keeps_a_shared_page_tables_region_coherent_for_the_next_directory() {
+    // pd1, pd2 and pd3 share the page table of the first 4 MiB (a
+    // kernel's, in Linux). V = 0x3c0000 is read through pd1 and pd2, then
+    // pd1 dies: written while idle, then used by pd2 as a page table, so
+    // its space retires, keeping the shared table's region. V is remapped
+    // (shared table, INVLPG in pd2), and pd3, a new directory with the
+    // same entry, takes the retired space over: V must read the new frame.
+    let body = format!(
+        "{}
+        lea eax, [frame_a]
+        or eax, 3
+        mov [page_table + 0x3c0 * 4], eax
+        mov dword ptr [frame_a], 0xaaaa
+        mov dword ptr [frame_b], 0xbbbb
+        lea eax, [pd1]
+        mov cr3, eax
+        {PAGING_ON}
+        cmp dword ptr [0x3c0000], 0xaaaa
+        jne 3f
+        lea eax, [pd2]
+        mov cr3, eax
+        cmp dword ptr [0x3c0000], 0xaaaa
+        jne 3f
+        mov dword ptr [pd1 + 4 * 600], 0
+        lea eax, [pd1]
+        or eax, 3
+        mov [pd2 + 4], eax
+        mov eax, [0x400000]
+        mov dword ptr [pd2 + 4], 0
+        invlpg [0x400000]
+        lea eax, [frame_b]
+        or eax, 3
+        mov [page_table + 0x3c0 * 4], eax
+        invlpg [0x3c0000]
+        cmp dword ptr [0x3c0000], 0xbbbb
+        jne 3f
+        mov eax, [pd1]
+        mov [pd3], eax
+        lea eax, [pd3]
+        mov cr3, eax
+        cmp dword ptr [0x3c0000], 0xbbbb
+        jne 3f
+        {PAGING_OFF_AND_PASS}
+    3:  {PAGING_OFF_AND_FAIL}
+        .bss
+        .align 4096
+    pd1: .skip 4096
+    pd2: .skip 4096
+    pd3: .skip 4096
+    page_table: .skip 4096
+    frame_a: .skip 4096
+    frame_b: .skip 4096
+        .text",
+        identity_map(&["pd1", "pd2", "pd3"])
+    );
+    let r = run_with_stats(&asm_guest("retired_shared_region", &body), &[]);
+    assert_eq!(r.code, Some(0), "stale V: {}\n{}", describe(&r), r.stderr);
+    assert_eq!(
+        stat(&r.stderr, "MMU: retired spaces serving a new directory"),
+        1,
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        stat(
+            &r.stderr,
+            "MMU: shared page-table regions a new directory took over"
+        ),
+        1,
+        "{}",
+        r.stderr
+    );
+}

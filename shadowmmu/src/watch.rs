@@ -551,6 +551,53 @@ impl FrameWatcher {
         out
     }
 
+    /// Forgets every use by `space` (whose directory died) except its leaf
+    /// uses of tables another space uses for the same region (a kernel's
+    /// page tables, which every directory shares): those stay, so that the
+    /// monitor may keep what it mapped from them. Returns what forgetting
+    /// the rest entails, and the uses kept as (region, table frame).
+    pub fn unwatch_space_but_shared_leaves(
+        &mut self,
+        space: SpaceId,
+    ) -> (Consequences, Vec<(u32, u32)>) {
+        let mut out = Consequences::default();
+        let mut kept = Vec::new();
+        let frames: Vec<u32> = self
+            .tables
+            .iter()
+            .filter(|(_, t)| t.uses.iter().any(|(s, _)| *s == space))
+            .map(|(f, _)| *f)
+            .collect();
+        for frame in frames {
+            let Some(t) = self.tables.get_mut(&frame) else {
+                continue;
+            };
+            let shared = |usage: &TableUse| match usage {
+                TableUse::Leaf { .. } => t.uses.iter().any(|(s, u)| *s != space && u == usage),
+                TableUse::Directory => false,
+            };
+            let (mine, others): (Vec<_>, Vec<_>) = t.uses.iter().partition(|(s, _)| *s == space);
+            let keep: Vec<(SpaceId, TableUse)> =
+                mine.into_iter().filter(|(_, u)| shared(u)).collect();
+            for (_, usage) in &keep {
+                if let TableUse::Leaf { region } = usage {
+                    kept.push((*region, frame));
+                }
+            }
+            t.uses = others.into_iter().chain(keep).collect();
+            if t.uses.is_empty() {
+                out.append(self.forget(frame));
+            }
+        }
+        (out, kept)
+    }
+
+    /// `space` no longer uses table `frame` for region `region` (a kept
+    /// leaf use the monitor gives up).
+    pub fn end_leaf_use(&mut self, frame: u32, space: SpaceId, region: u32) -> Consequences {
+        self.end_use(frame, space, TableUse::Leaf { region })
+    }
+
     /// Forgets every table (a paging-mode change drops every space).
     pub fn unwatch_all(&mut self) -> Consequences {
         let mut out = Consequences::default();
@@ -747,6 +794,34 @@ mod tests {
         assert!(w.table_written(PT, &ram).invalidations.is_empty());
         set(&ram, PT, 0, 0x7023);
         assert_eq!(w.table_written(PT, &ram).invalidations.len(), 1);
+    }
+
+    #[test]
+    fn a_dying_space_keeps_only_its_leaf_uses_of_tables_another_space_shares() {
+        let ram = GuestRam::new(1).unwrap();
+        let mut w = FrameWatcher::new(256, true);
+        let (a, b) = (SpaceId(1), SpaceId(2));
+        let kernel = TableUse::Leaf { region: 768 };
+        w.watch(10, a, TableUse::Directory, &ram);
+        w.watch(11, a, kernel, &ram);
+        w.watch(12, a, TableUse::Leaf { region: 32 }, &ram);
+        w.watch(20, b, TableUse::Directory, &ram);
+        w.watch(11, b, kernel, &ram);
+        // Table 11 is b's for another region: not shared for region 768.
+        w.watch(13, a, TableUse::Leaf { region: 1 }, &ram);
+        w.watch(13, b, TableUse::Leaf { region: 2 }, &ram);
+        let (_, kept) = w.unwatch_space_but_shared_leaves(a);
+        assert_eq!(kept, vec![(768, 11)]);
+        assert!(
+            !w.is_synced_table(10) && !w.is_synced_table(12),
+            "a's own tables go"
+        );
+        assert!(w.is_synced_table(11) && w.is_synced_table(13));
+        // Giving the kept use up leaves b's.
+        w.end_leaf_use(11, a, 768);
+        assert!(w.is_synced_table(11));
+        w.end_leaf_use(11, b, 768);
+        assert!(!w.is_synced_table(11));
     }
 
     #[test]

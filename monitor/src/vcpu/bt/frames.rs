@@ -325,23 +325,28 @@ impl BtCore {
     }
 
     /// A space whose directory died (or that is evicted) keeps its 4 MiB
-    /// regions for the next new directory, if it has any and fewer than
+    /// regions, and the regions it filled through page tables other spaces
+    /// share for the same region (a kernel's: every directory points at
+    /// them), for the next new directory, if it has any and fewer than
     /// [`spaces::MAX_RETIRED`] are kept; else it is dropped. Everything
-    /// else it maps goes, and so do its uses of watched tables (the
-    /// regions kept depend on no table: they are checked against the next
-    /// directory's entries).
+    /// else it maps goes, and so do its uses of watched tables but those
+    /// shared ones, which keep what it kept coherent meanwhile (every
+    /// region kept is checked against the next directory's entries).
     fn retire_space(&mut self, slot: usize) {
         debug_assert_ne!(slot, self.space);
         let retired = self.spaces.iter().flatten().filter(|s| s.retired).count();
-        let keep = self.spaces[slot]
-            .as_ref()
-            .is_some_and(|s| !s.large.is_empty() && s.root != UNPAGED_ROOT);
+        let keep = self.spaces[slot].as_ref().is_some_and(|s| {
+            (!s.large.is_empty() || !s.leaf_pdes.is_empty()) && s.root != UNPAGED_ROOT
+        });
         if !keep || retired >= spaces::MAX_RETIRED {
             self.drop_space(slot);
             return;
         }
-        let c = self.watcher.unwatch_space(SpaceId(slot as u32));
+        let (c, shared) = self
+            .watcher
+            .unwatch_space_but_shared_leaves(SpaceId(slot as u32));
         self.apply(c);
+        self.keep_shared_leaves(slot, shared);
         let Some(space) = self.spaces[slot].as_mut() else {
             return;
         };
@@ -352,12 +357,14 @@ impl BtCore {
         for view in space.views.iter_mut() {
             view.soft().clear();
         }
-        let large: Vec<u32> = space.large.keys().copied().collect();
+        let mut kept: Vec<u32> = space.large.keys().copied().collect();
+        kept.extend(space.leaf_pdes.keys().copied());
+        kept.sort_unstable();
         self.stats.spaces_retired += 1;
-        // Every region but the large ones, in both views; the user view
-        // entirely.
+        // Every region but the large ones and those of shared page tables,
+        // in both views; the user view entirely.
         let mut region = 0u32;
-        for r in large.iter().copied().chain(std::iter::once(1024)) {
+        for r in kept.iter().copied().chain(std::iter::once(1024)) {
             if r > region {
                 self.drop_pages(slot, region << 10, (r - region) << 10);
             }
@@ -371,26 +378,71 @@ impl BtCore {
         }
     }
 
+    /// Of the leaf uses the watcher kept for retiring space `slot` (region,
+    /// table frame: tables other spaces use for the same region), keeps
+    /// those of regions the space filled from that very table, with the
+    /// directory entry they were filled from; gives up the others.
+    fn keep_shared_leaves(&mut self, slot: usize, shared: Vec<(u32, u32)>) {
+        let Some(space) = self.spaces[slot].as_mut() else {
+            return;
+        };
+        let mut kept = std::collections::BTreeMap::new();
+        let mut given_up = Vec::new();
+        for (region, table) in shared {
+            match space.leaf_pdes.get(&region) {
+                Some(pde) if pde >> 12 == table => {
+                    kept.insert(region, *pde);
+                }
+                _ => given_up.push((region, table)),
+            }
+        }
+        space.leaf_pdes = kept;
+        for (region, table) in given_up {
+            let c = self
+                .watcher
+                .end_leaf_use(table, SpaceId(slot as u32), region);
+            self.apply(c);
+        }
+    }
+
     /// Serves the directory at `root` with retired space `slot`: each of
-    /// its 4 MiB regions stays if the new directory's entry for it is the
-    /// one it was filled from, else it goes; the directory is watched at
-    /// once (the regions kept depend on it).
+    /// its 4 MiB regions, and each region it kept from a shared page
+    /// table, stays if the new directory's entry for it is the one it was
+    /// filled from, else it goes (with its use of the table); the directory
+    /// is watched at once (the regions kept depend on it).
     fn recycle_space(&mut self, slot: usize, root: u32) {
         let Some(space) = self.spaces[slot].as_ref() else {
             return;
         };
+        let changed = |r: u32, pde: u32| {
+            self.ram
+                .read_u32(GuestPhys(root * PAGE_SIZE + r * 4))
+                .map_or(true, |now| now != pde)
+        };
         let stale: Vec<u32> = space
             .large
             .iter()
-            .filter(|(r, pde)| {
-                self.ram
-                    .read_u32(GuestPhys(root * PAGE_SIZE + *r * 4))
-                    .map_or(true, |now| now != **pde)
-            })
+            .filter(|(r, pde)| changed(**r, **pde))
             .map(|(r, _)| *r)
+            .collect();
+        let stale_leaves: Vec<(u32, u32)> = space
+            .leaf_pdes
+            .iter()
+            .filter(|(r, pde)| changed(**r, **pde))
+            .map(|(r, pde)| (*r, *pde))
             .collect();
         for r in stale {
             self.drop_pages(slot, r << 10, 1024);
+        }
+        for (r, pde) in stale_leaves {
+            self.drop_pages(slot, r << 10, 1024);
+            if let Some(space) = self.spaces[slot].as_mut() {
+                space.leaf_pdes.remove(&r);
+            }
+            let c = self
+                .watcher
+                .end_leaf_use(pde >> 12, SpaceId(slot as u32), r);
+            self.apply(c);
         }
         let now = self.clock;
         if let Some(space) = self.spaces[slot].as_mut() {
@@ -398,6 +450,7 @@ impl BtCore {
             space.retired = false;
             space.last_used = now;
             self.stats.spaces_recycled += 1;
+            self.stats.shared_regions_recycled += space.leaf_pdes.len() as u64;
         }
         let c = self
             .watcher
@@ -564,6 +617,7 @@ impl BtCore {
             .collect();
         for r in whole {
             space.large.remove(&r);
+            space.leaf_pdes.remove(&r);
         }
         self.window_calls += calls;
         for (frame, alias) in gone {
@@ -932,6 +986,7 @@ impl BtCore {
             } else if !walked.large {
                 // Pages of a page table now: the region is no 4 MiB page.
                 space.large.remove(&region);
+                space.leaf_pdes.insert(region, walked.pde.value);
             }
         }
         for n in 0..pages {

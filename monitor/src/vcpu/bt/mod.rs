@@ -146,6 +146,9 @@ pub struct BtStats {
     pub budget_evictions: u64,
     /// Spaces retired with their 4 MiB regions (directory died or evicted).
     pub spaces_retired: u64,
+    /// Regions filled through a shared page table (a kernel's) that a
+    /// retired space kept and a new directory took over as they were.
+    pub shared_regions_recycled: u64,
     /// Retired spaces that served a new directory.
     pub spaces_recycled: u64,
     /// Paging-mode changes that dropped every space and translation.
@@ -722,6 +725,10 @@ impl Vcpu for BtVcpu {
                 (
                     "MMU: retired spaces serving a new directory",
                     v.spaces_recycled,
+                ),
+                (
+                    "MMU: shared page-table regions a new directory took over",
+                    v.shared_regions_recycled,
                 ),
                 ("MMU: address spaces cached now", spaces),
                 (

@@ -168,6 +168,12 @@ pub(super) struct AddressSpace {
     /// a retired space can serve another directory whose entry is the
     /// same.
     pub(super) large: BTreeMap<u32, u32>,
+    /// Regions of the supervisor view filled through a page table, with
+    /// the directory entry (naming that table) they were filled from: a
+    /// retired space keeps those whose table other spaces share (a
+    /// kernel's), and serves a new directory with them if its entry is
+    /// the same.
+    pub(super) leaf_pdes: BTreeMap<u32, u32>,
     /// Retired: its directory died; it keeps only the mappings of `large`
     /// and waits to serve a new directory ([`RETIRED_ROOT`] as root).
     pub(super) retired: bool,
@@ -202,6 +208,7 @@ impl AddressSpace {
             ibtc: BranchTable::default(),
             last_used: now,
             large: BTreeMap::new(),
+            leaf_pdes: BTreeMap::new(),
             retired: false,
             unprotected: Vec::new(),
             chained: Default::default(),
