@@ -133,6 +133,50 @@ const PAGING_OFF_AND_FAIL: &str = "
         ret
 ";
 
+/// Linear 0x800000 mapped through its own page table (`table2`, PDE 2 of
+/// `pd1`) to the page `code_a` (`mov eax, 1; ret`), and CR3 = `pd1`;
+/// `code_b` (`mov eax, 2; ret`) is the other page (see
+/// [`CODE_PAGES_AT_8_MIB`]).
+const CODE_A_AT_8_MIB: &str = "
+        lea eax, [code_a]
+        or eax, 1
+        mov [table2], eax
+        lea eax, [table2]
+        or eax, 3
+        mov [pd1 + 2 * 4], eax
+        lea eax, [pd1]
+        mov cr3, eax
+";
+
+/// The pages [`CODE_A_AT_8_MIB`] names, and `pd1`, its `page_table` and
+/// `table2`; back in `.text` after it.
+const CODE_PAGES_AT_8_MIB: &str = "
+        .data
+        .align 4096
+    code_a:
+        mov eax, 1
+        ret
+        .align 4096
+    code_b:
+        mov eax, 2
+        ret
+        .bss
+        .align 4096
+    pd1: .skip 4096
+    page_table: .skip 4096
+    table2: .skip 4096
+        .text
+";
+
+/// Paging off and exit status 1: a check of the guest failed.
+const PAGING_OFF_AND_FAIL_1: &str = "
+        mov eax, cr0
+        and eax, 0x7fffffff
+        mov cr0, eax
+        mov eax, 1
+        ret
+";
+
 /// `nestmon run --stats EXTRA --kernel GUEST`, a minute at most.
 fn run_with_stats(guest: &std::path::Path, extra: &[&str]) -> Run {
     run(
@@ -241,11 +285,7 @@ fn pte_rewrite_loop() -> std::path::PathBuf {
         dec ebx
         jnz 2b
         {PAGING_OFF_AND_PASS}
-    3:  mov eax, cr0
-        and eax, 0x7fffffff
-        mov cr0, eax
-        mov eax, 1
-        ret
+    3:  {PAGING_OFF_AND_FAIL_1}
         .bss
         .align 4096
     pd1: .skip 4096
@@ -317,14 +357,7 @@ fn a_remapped_code_page_runs_its_new_code_though_no_data_access_filled_it() {
     // was made for: the table a code fetch walked is watched too.
     let body = format!(
         "{}
-        lea eax, [code_a]
-        or eax, 1
-        mov [table2], eax
-        lea eax, [table2]
-        or eax, 3
-        mov [pd1 + 2 * 4], eax
-        lea eax, [pd1]
-        mov cr3, eax
+        {CODE_A_AT_8_MIB}
         {PAGING_ON}
         mov esi, 0x800000
         mov ebx, 50
@@ -341,26 +374,8 @@ fn a_remapped_code_page_runs_its_new_code_though_no_data_access_filled_it() {
         cmp eax, 2
         jne 3f
         {PAGING_OFF_AND_PASS}
-    3:  mov eax, cr0
-        and eax, 0x7fffffff
-        mov cr0, eax
-        mov eax, 1
-        ret
-        .data
-        .align 4096
-    code_a:
-        mov eax, 1
-        ret
-        .align 4096
-    code_b:
-        mov eax, 2
-        ret
-        .bss
-        .align 4096
-    pd1: .skip 4096
-    page_table: .skip 4096
-    table2: .skip 4096
-        .text",
+    3:  {PAGING_OFF_AND_FAIL_1}
+        {CODE_PAGES_AT_8_MIB}",
         identity_map(&["pd1"])
     );
     let r = run(
@@ -696,14 +711,7 @@ fn a_direct_call_into_another_page_follows_a_remap_and_a_rewrite_of_its_target()
     let step = |want: u32| format!("mov edi, {want}\n        call calls\n        jne 3f");
     let body = format!(
         "{}
-        lea eax, [code_a]
-        or eax, 1
-        mov [table2], eax
-        lea eax, [table2]
-        or eax, 3
-        mov [pd1 + 2 * 4], eax
-        lea eax, [pd1]
-        mov cr3, eax
+        {CODE_A_AT_8_MIB}
         {PAGING_ON}
         {}
         lea eax, [code_b]
@@ -714,11 +722,7 @@ fn a_direct_call_into_another_page_follows_a_remap_and_a_rewrite_of_its_target()
         mov dword ptr [code_b + 1], 3
         {}
         {PAGING_OFF_AND_PASS}
-    3:  mov eax, cr0
-        and eax, 0x7fffffff
-        mov cr0, eax
-        mov eax, 1
-        ret
+    3:  {PAGING_OFF_AND_FAIL_1}
     calls:
         mov ebx, 50
     4:  call 0x800000
@@ -727,21 +731,7 @@ fn a_direct_call_into_another_page_follows_a_remap_and_a_rewrite_of_its_target()
         dec ebx
         jnz 4b
     5:  ret
-        .data
-        .align 4096
-    code_a:
-        mov eax, 1
-        ret
-        .align 4096
-    code_b:
-        mov eax, 2
-        ret
-        .bss
-        .align 4096
-    pd1: .skip 4096
-    page_table: .skip 4096
-    table2: .skip 4096
-        .text",
+        {CODE_PAGES_AT_8_MIB}",
         identity_map(&["pd1"]),
         step(1),
         step(2),

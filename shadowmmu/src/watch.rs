@@ -534,13 +534,7 @@ impl FrameWatcher {
     /// without uses stop being watched.
     pub fn unwatch_space(&mut self, space: SpaceId) -> Consequences {
         let mut out = Consequences::default();
-        let frames: Vec<u32> = self
-            .tables
-            .iter()
-            .filter(|(_, t)| t.uses.iter().any(|(s, _)| *s == space))
-            .map(|(f, _)| *f)
-            .collect();
-        for frame in frames {
+        for frame in self.tables_used_by(space) {
             if let Some(t) = self.tables.get_mut(&frame) {
                 t.uses.retain(|(s, _)| *s != space);
                 if t.uses.is_empty() {
@@ -562,13 +556,7 @@ impl FrameWatcher {
     ) -> (Consequences, Vec<(u32, u32)>) {
         let mut out = Consequences::default();
         let mut kept = Vec::new();
-        let frames: Vec<u32> = self
-            .tables
-            .iter()
-            .filter(|(_, t)| t.uses.iter().any(|(s, _)| *s == space))
-            .map(|(f, _)| *f)
-            .collect();
-        for frame in frames {
+        for frame in self.tables_used_by(space) {
             let Some(t) = self.tables.get_mut(&frame) else {
                 continue;
             };
@@ -590,6 +578,15 @@ impl FrameWatcher {
             }
         }
         (out, kept)
+    }
+
+    /// The tables `space` uses.
+    fn tables_used_by(&self, space: SpaceId) -> Vec<u32> {
+        self.tables
+            .iter()
+            .filter(|(_, t)| t.uses.iter().any(|(s, _)| *s == space))
+            .map(|(f, _)| *f)
+            .collect()
     }
 
     /// `space` no longer uses table `frame` for region `region` (a kept

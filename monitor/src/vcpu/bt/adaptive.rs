@@ -311,17 +311,12 @@ impl BtCore {
         if !self.adaptive.on || !self.paging() {
             return Vec::new();
         }
-        let start = (linear % PAGE_SIZE) as u16;
         self.adaptive
             .insns
             .get(&(phys / PAGE_SIZE))
-            .map(|list| {
-                list.iter()
-                    .filter(|o| **o >= start)
-                    .map(|o| eip.wrapping_add(u32::from(*o - start)))
-                    .collect()
+            .map_or_else(Vec::new, |list| {
+                super::folding::eips_from(list, eip, linear)
             })
-            .unwrap_or_default()
     }
 
     /// A `SoftMiss` exit: the access `CpuState::soft_addr`/`soft_access`

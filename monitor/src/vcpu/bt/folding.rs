@@ -48,17 +48,21 @@ impl Unfolded {
     /// `eip` (linear `linear`, guest-physical `phys`): those at or after it
     /// in its page.
     pub(super) fn eips(&self, eip: u32, linear: u32, phys: u32) -> Vec<u32> {
-        let start = (linear % PAGE_SIZE) as u16;
         self.by_frame
             .get(&(phys / PAGE_SIZE))
-            .map(|list| {
-                list.iter()
-                    .filter(|o| **o >= start)
-                    .map(|o| eip.wrapping_add(u32::from(*o - start)))
-                    .collect()
-            })
-            .unwrap_or_default()
+            .map_or_else(Vec::new, |list| eips_from(list, eip, linear))
     }
+}
+
+/// The EIPs, for a unit that starts at `eip` (linear `linear`), of the
+/// instructions at page offsets `offsets` at or after its start.
+pub(super) fn eips_from(offsets: &[u16], eip: u32, linear: u32) -> Vec<u32> {
+    let start = (linear % PAGE_SIZE) as u16;
+    offsets
+        .iter()
+        .filter(|o| **o >= start)
+        .map(|o| eip.wrapping_add(u32::from(*o - start)))
+        .collect()
 }
 
 /// Whether host address `host` lies where a folded access that wrapped
