@@ -496,3 +496,48 @@ fn an_offset_that_wraps_around_4_gib_reaches_the_wrapped_address_and_stops_being
     assert_eq!(plain.code, Some(0), "{}", describe(&plain));
     assert_eq!(stat(&plain.stderr, wraps), 0, "{}", plain.stderr);
 }
+
+#[test]
+fn a_call_to_a_pc_thunk_runs_it_inline_and_follows_a_rewrite_of_its_bytes() {
+    // `thunk` (mov ebx, [esp]; ret) is learned at the first call; `site`,
+    // translated after, runs it inline: EBX = the return address, ESI
+    // untouched. Then the thunk is rewritten to `mov esi, [esp]`: the same
+    // site must see the new bytes (ESI = the return address, EBX kept).
+    let body = "
+        call thunk
+        call site
+        cmp ebx, offset back
+        jne 2f
+        cmp esi, 0
+        jne 2f
+        mov byte ptr [thunk + 1], 0x34
+        call site
+        cmp ebx, 0
+        jne 2f
+        cmp esi, offset back
+        jne 2f
+        xor eax, eax
+        ret
+    2:  mov eax, 3
+        ret
+    site:
+        xor ebx, ebx
+        xor esi, esi
+        call thunk
+    back:
+        ret
+    thunk:
+        mov ebx, [esp]
+        ret";
+    let log = std::env::temp_dir().join(format!("pc-thunk-{}.log", std::process::id()));
+    let log_arg = log.to_string_lossy().into_owned();
+    let r = run_asm("pc_thunk", body, &["--log-translations", &log_arg]);
+    let listing = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    assert_eq!(r.code, Some(0), "{}", describe(&r));
+    assert!(
+        // The inline form compares the thunk's bytes 8B 1C 24 C3.
+        listing.contains("lea ecx,[rcx+3CDBE375h]"),
+        "the call in `site` did not run the thunk inline:\n{listing}"
+    );
+}

@@ -218,6 +218,7 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
             fold_displacements: flat,
             unfolded: &[],
             chain_slots_from: None,
+            pc_thunks: None,
         };
         let unit = match translate(&req) {
             Ok(unit) => unit,

@@ -74,6 +74,7 @@ fn translation_cost(c: &mut Criterion) {
         fold_displacements: true,
         unfolded: &[],
         chain_slots_from: None,
+        pc_thunks: None,
     };
     let insns = translator::translate(&req)
         .expect("sample translates")

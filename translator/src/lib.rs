@@ -21,7 +21,7 @@ pub mod verify;
 pub use isa::{fpu_class, Availability, FpuClass, GuestIsa};
 pub use runtime::Stubs;
 pub use state::{CpuState, ExitReason, Seg};
-pub use translate::{translate, CpuidAnswers, Mode, Unit, UnitRequest};
+pub use translate::{translate, CpuidAnswers, Mode, PcThunk, Unit, UnitRequest};
 
 /// Why a unit could not be translated.
 #[derive(Debug, Clone, thiserror::Error)]

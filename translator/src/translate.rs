@@ -383,6 +383,11 @@ pub struct UnitRequest<'a> {
     /// Guest EIPs whose memory operand is not folded (their address
     /// wrapped around 4 GiB before).
     pub unfolded: &'a [u32],
+    /// Position-independent code's PC thunks the monitor has seen
+    /// (`mov r32, [esp]; ret`, 4 bytes), by EIP: their register and their
+    /// bytes. A ring-3 `call` to one runs it inline (see
+    /// `Ctx::call_pc_thunk`), checking the bytes each time.
+    pub pc_thunks: Option<&'a std::collections::HashMap<u32, PcThunk>>,
     /// With guest paging, a direct branch to another linear page in the
     /// unit's own mode jumps through the current view's chain table
     /// (`jmp [r15 + shadowmmu::CHAIN_TABLE_OFFSET + 8k]`) instead of
@@ -527,6 +532,13 @@ pub mod fixup {
     /// was zero), which the monitor delivers (an inline #DE delivery that
     /// faulted, nothing of it took effect).
     pub const DIVIDE_ERROR_IN_MONITOR: u8 = 0x7e;
+    /// A host fault here that is the guest's own exception means: run the
+    /// instruction again alone (a call whose PC thunk runs inline reads
+    /// the thunk's bytes first, which must not fault where the CPU would
+    /// not; nothing of it took effect). Other faults are handled as
+    /// usual. Checked before the bits above, which it does not combine
+    /// with.
+    pub const RUN_ALONE_ON_GUEST_FAULT: u8 = 0x7d;
 
     /// The segment register number (0 = ES .. 5 = GS) ESI was rebased by.
     pub fn si_segment(f: u8) -> usize {
@@ -568,6 +580,39 @@ pub struct Unit {
     /// The chain-table slots of its cross-page branches (see
     /// [`UnitRequest::chain_slots_from`]), numbered from there.
     pub chain_slots: Vec<ChainSlot>,
+}
+
+/// A PC thunk of position-independent i386 code (`__x86.get_pc_thunk.*`:
+/// `mov r32, [esp]; ret`), which loads its caller's return address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PcThunk {
+    /// The 32-bit register it loads.
+    pub reg: Register,
+    /// Its 4 bytes, little-endian.
+    pub bytes: u32,
+}
+
+impl PcThunk {
+    /// The thunk the two instructions `insns` of a unit made from guest
+    /// bytes `code` are, if they are one (4 bytes in all).
+    pub fn of(insns: &[Instruction], code: &[u8]) -> Option<PcThunk> {
+        let [load, ret] = insns else {
+            return None;
+        };
+        let is_load = load.code() == Code::Mov_r32_rm32
+            && load.op1_kind() == OpKind::Memory
+            && load.memory_base() == Register::ESP
+            && load.memory_index() == Register::None
+            && load.memory_displacement32() == 0
+            && load.segment_prefix() == Register::None
+            && load.len() == 3
+            && load.op0_register() != Register::ESP;
+        let bytes = u32::from_le_bytes(code.get(..4)?.try_into().ok()?);
+        (is_load && ret.code() == Code::Retnd && ret.len() == 1).then_some(PcThunk {
+            reg: load.op0_register(),
+            bytes,
+        })
+    }
 }
 
 /// One cross-page branch site that jumps through the chain table.
@@ -2461,6 +2506,10 @@ impl Ctx<'_> {
         let predicted = self.predicts_returns();
         match i.op0_kind() {
             OpKind::NearBranch32 => {
+                let target = i.near_branch_target() as u32;
+                if let Some(thunk) = self.pc_thunk_at(i, target) {
+                    return self.call_pc_thunk(i, target, thunk);
+                }
                 self.push_return(i)?;
                 if !predicted {
                     self.chain_exit(i.near_branch_target() as u32)?;
@@ -2516,6 +2565,59 @@ impl Ctx<'_> {
         }
         self.indirect()?;
         Ok(true)
+    }
+
+    /// The PC thunk a `call` at `i` to `target` may run inline: a known
+    /// one, called with a flat stack whose store folds and with predicted
+    /// returns (so the call does not end the unit either way), its 4 bytes
+    /// in one page.
+    fn pc_thunk_at(&self, i: &Instruction, target: u32) -> Option<PcThunk> {
+        let thunk = *self.req.pc_thunks?.get(&target)?;
+        let fits = self.predicts_returns() && self.stack_folds(i) && target & 0xfff <= 0xffc;
+        fits.then_some(thunk)
+    }
+
+    /// A `call` to PC thunk `thunk` at `target`, inline: if the 4 bytes at
+    /// `target` in the current view are still the thunk's, the return
+    /// address goes to `[esp - 4]` (as the call's push would leave it) and
+    /// into the thunk's register, ESP unchanged; otherwise the call runs
+    /// as any other. The check reads the thunk's page, which the call
+    /// itself would not: a guest fault there (or anywhere in the call)
+    /// runs the call again alone, where it is an ordinary call.
+    fn call_pc_thunk(
+        &mut self,
+        i: &Instruction,
+        target: u32,
+        thunk: PcThunk,
+    ) -> Result<bool, TranslateError> {
+        let (inline, done) = (self.e.label(), self.e.label());
+        self.fixup = fixup::RUN_ALONE_ON_GUEST_FAULT;
+        self.ins(i2!(Code::Mov_r64_rm64, Register::R13, Register::RCX)?)?;
+        let bytes = if target < 0x8000_0000 {
+            mem(Register::R15, Register::None, i64::from(target))
+        } else {
+            self.ins(i2!(Code::Mov_r32_imm32, Register::R10D, target)?)?;
+            mem(Register::R15, Register::R10, 0)
+        };
+        self.load32(Register::ECX, bytes)?;
+        self.lea32(
+            Register::ECX,
+            Register::RCX,
+            i64::from(thunk.bytes.wrapping_neg() as i32),
+        )?;
+        self.e.jrcxz_label(inline);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R13)?)?;
+        self.push_return(i)?;
+        self.chain_call(target)?;
+        self.continuation(i.next_ip32())?;
+        self.e.jmp_label(done);
+        self.e.bind(inline);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R13)?)?;
+        let slot = mem(Register::R15, Register::R8, -4);
+        self.ins(i2!(Code::Mov_rm32_imm32, slot, i.next_ip32())?)?;
+        self.ins(i2!(Code::Mov_r32_imm32, host(thunk.reg), i.next_ip32())?)?;
+        self.e.bind(done);
+        Ok(false)
     }
 
     /// Whether guest calls and returns use the return-prediction stack: it
@@ -3155,6 +3257,7 @@ mod tests {
         fold_displacements: bool,
         unfolded: &'a [u32],
         chain_slots_from: Option<u32>,
+        pc_thunks: Option<&'a std::collections::HashMap<u32, PcThunk>>,
         /// The code is all the monitor could give (no NOP padding).
         exact_code: bool,
     }
@@ -3183,6 +3286,7 @@ mod tests {
                 fold_displacements: false,
                 unfolded: &[],
                 chain_slots_from: None,
+                pc_thunks: None,
                 exact_code: false,
             }
         }
@@ -3222,6 +3326,7 @@ mod tests {
             fold_displacements: setup.fold_displacements,
             unfolded: setup.unfolded,
             chain_slots_from: setup.chain_slots_from,
+            pc_thunks: setup.pc_thunks,
         };
         translate(&req).unwrap()
     }
@@ -4193,6 +4298,49 @@ mod tests {
             assert_eq!(stub.memory_displacement64(), off::EIP as u64, "{stub}");
         }
         assert_eq!(u.sites.len(), 1, "the same page's jump chains as before");
+    }
+
+    #[test]
+    fn a_call_to_a_known_pc_thunk_runs_it_inline_after_checking_its_bytes() {
+        // mov ebx,[esp]; ret at 0x1100, then call 0x1100 at 0x1000.
+        let thunk_code = [0x8b, 0x1c, 0x24, 0xc3];
+        let u = translate_with(&thunk_code, Setup::default());
+        let thunk = PcThunk::of(&u.insns, &thunk_code).expect("a PC thunk");
+        assert_eq!(thunk.reg, Register::EBX);
+        assert_eq!(thunk.bytes, 0xc3241c8b);
+        assert!(PcThunk::of(&u.insns[..1], &thunk_code).is_none());
+        let known = std::collections::HashMap::from([(0x1100u32, thunk)]);
+        let call = [0xe8, 0xfb, 0x00, 0x00, 0x00]; // call 0x1100
+        let setup = || Setup {
+            return_stack: true,
+            fold_displacements: true,
+            pc_thunks: Some(&known),
+            ..Setup::default()
+        };
+        let text = host_text(&translate_with(&call, setup())).join("\n");
+        assert!(text.contains("mov ecx,[r15+1100h]"), "{text}");
+        assert!(text.contains("lea ecx,[rcx+3CDBE375h]"), "{text}");
+        assert!(text.contains("mov dword ptr [r15+r8-4],1005h"), "{text}");
+        assert!(text.contains("mov ebx,1005h"), "{text}");
+        // The ordinary call is there for bytes that changed.
+        assert!(text.contains("call "), "{text}");
+        let u = translate_with(&call, setup());
+        assert_eq!(u.fixups[0], fixup::RUN_ALONE_ON_GUEST_FAULT);
+        // Not without folded stores, nor in a one-instruction unit.
+        let plain = Setup {
+            fold_displacements: false,
+            ..setup()
+        };
+        assert!(!host_text(&translate_with(&call, plain))
+            .join("\n")
+            .contains("mov ebx,1005h"));
+        let alone = Setup {
+            max_insns: 1,
+            ..setup()
+        };
+        assert!(!host_text(&translate_with(&call, alone))
+            .join("\n")
+            .contains("mov ebx,1005h"));
     }
 
     #[test]

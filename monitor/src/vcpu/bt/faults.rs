@@ -20,9 +20,11 @@ pub(super) enum FaultOutcome {
     Hidden,
     /// A write to a frame holding translated code; run the writer alone.
     CodeWrite,
-    /// A folded address wrapped around 4 GiB (see [`super::folding`]); run
-    /// the instruction alone, unfolded.
-    Wrapped,
+    /// Run the instruction alone: a folded address wrapped around 4 GiB
+    /// (see [`super::folding`]), or a guest fault in an instruction whose
+    /// inline form may fault where the CPU would not
+    /// (`fixup::RUN_ALONE_ON_GUEST_FAULT`).
+    RunAlone,
     /// The guest instruction raises this.
     Guest(Fault),
     /// The guest cannot continue.
@@ -77,7 +79,7 @@ impl BtCore {
         }
         match outcome {
             FaultOutcome::Hidden => Event::Continue,
-            FaultOutcome::CodeWrite | FaultOutcome::Wrapped => self.single_step(),
+            FaultOutcome::CodeWrite | FaultOutcome::RunAlone => self.single_step(),
             FaultOutcome::Guest(fault) => self.raise(fault),
             FaultOutcome::Stop(reason) => Event::Stop(reason),
             FaultOutcome::Redo => self.redo_in_monitor(),
@@ -151,7 +153,12 @@ impl BtCore {
             .saturating_sub(1);
         self.state.eip = t.pc_map.get(idx).map_or(t.key.eip, |p| p.1);
         self.fault_insn = self.faulting_instruction(id, rel, idx, f.addr);
-        let fix = t.fixups.get(idx).copied().unwrap_or(0);
+        let mut fix = t.fixups.get(idx).copied().unwrap_or(0);
+        let run_alone_on_guest_fault =
+            fix == translator::translate::fixup::RUN_ALONE_ON_GUEST_FAULT;
+        if run_alone_on_guest_fault {
+            fix = translator::translate::fixup::NONE;
+        }
         match fix {
             translator::translate::fixup::REDO_IN_MONITOR => return FaultOutcome::Redo,
             translator::translate::fixup::DIVIDE_ERROR_IN_MONITOR => {
@@ -170,7 +177,13 @@ impl BtCore {
                 if !alone && super::folding::wrapped_access(self.window().base().0, f.addr) =>
             {
                 self.unfold(insn);
-                FaultOutcome::Wrapped
+                FaultOutcome::RunAlone
+            }
+            HostException::PageFault if run_alone_on_guest_fault && !alone => {
+                match self.resolve_memory_fault(f.addr, f.err & 2 != 0) {
+                    FaultOutcome::Guest(_) => FaultOutcome::RunAlone,
+                    other => other,
+                }
             }
             HostException::PageFault => self.resolve_memory_fault(f.addr, f.err & 2 != 0),
             HostException::Guest(e) => FaultOutcome::Guest(e.into()),

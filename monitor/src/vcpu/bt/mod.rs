@@ -69,6 +69,9 @@ pub const GUEST_INSNS_ESTIMATE: &str = "guest instructions executed (estimate)";
 /// The mode bit of one-instruction units (never chained; they check their
 /// own bytes at entry, since their frames are not traced).
 const SINGLE_STEP_MODE: u32 = 0x8000_0000;
+
+/// PC thunks remembered at most (a program has a handful).
+const MAX_PC_THUNKS: usize = 4096;
 /// Index of the supervisor view in `BtCore::views`.
 const SUPERVISOR_VIEW: usize = 0;
 /// Index of the user view in `BtCore::views`.
@@ -265,6 +268,10 @@ pub struct BtCore {
     fold_displacements: bool,
     /// Instructions whose folded address wrapped (see [`folding`]).
     unfolded: folding::Unfolded,
+    /// PC thunks of position-independent code seen so far, by EIP (see
+    /// `translator::PcThunk`): calls translated after run them inline,
+    /// checking their bytes each time, so an entry never needs dropping.
+    pc_thunks: std::collections::HashMap<u32, translator::PcThunk>,
     /// Cross-page chaining through the views' chain tables (see
     /// [`chains`]; none handed out while off).
     chains: chains::ChainSites,
@@ -957,6 +964,7 @@ impl BtCore {
             superblock_branches: translator::translate::DEFAULT_SUPERBLOCK_BRANCHES,
             fold_displacements: true,
             unfolded: folding::Unfolded::default(),
+            pc_thunks: std::collections::HashMap::new(),
             chains: chains::ChainSites::default(),
             chain_tables: true,
             pending_chain: None,
@@ -1692,6 +1700,7 @@ impl BtCore {
             fold_displacements: single == 0 && self.fold_displacements,
             unfolded: &unfolded,
             // Flat code only: a target's linear page is its EIP's page.
+            pc_thunks: Some(&self.pc_thunks),
             chain_slots_from: if self.chain_tables && single == 0 && mode.flat {
                 self.chains.next()
             } else {
@@ -1738,6 +1747,11 @@ impl BtCore {
             e => TranslateFailure::Other(e.to_string()),
         })?;
         self.register_chain_slots(&unit.chain_slots, host_base, key.mode);
+        if self.pc_thunks.len() < MAX_PC_THUNKS {
+            if let Some(thunk) = translator::PcThunk::of(&unit.insns, &bytes) {
+                self.pc_thunks.insert(eip, thunk);
+            }
+        }
         let soft_insns = unit
             .soft_eips
             .iter()
@@ -1851,7 +1865,7 @@ impl BtCore {
             match self.fault_outcome() {
                 faults::FaultOutcome::Hidden
                 | faults::FaultOutcome::CodeWrite
-                | faults::FaultOutcome::Wrapped => continue,
+                | faults::FaultOutcome::RunAlone => continue,
                 faults::FaultOutcome::Guest(fault) => return self.raise(fault),
                 faults::FaultOutcome::Stop(reason) => return Event::Stop(reason),
                 faults::FaultOutcome::Redo => return self.redo_in_monitor(),
