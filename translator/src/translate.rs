@@ -2149,12 +2149,19 @@ impl Ctx<'_> {
     /// r8 - size], src` then `lea r8d, [r8 - size]` (a fault in the store
     /// leaves ESP as it was).
     fn push_folded(&mut self, imm: Option<u32>, size: u32) -> Result<(), TranslateError> {
+        let Some(v) = imm else {
+            let r11 = if size == 4 {
+                Register::R11D
+            } else {
+                Register::R11W
+            };
+            return self.push_folded_register(r11, size);
+        };
         let slot = mem(Register::R15, Register::R8, -i64::from(size));
-        match (imm, size) {
-            (Some(v), 4) => self.ins(i2!(Code::Mov_rm32_imm32, slot, v)?)?,
-            (Some(v), _) => self.ins(i2!(Code::Mov_rm16_imm16, slot, v & 0xffff)?)?,
-            (None, 4) => self.ins(i2!(Code::Mov_rm32_r32, slot, Register::R11D)?)?,
-            (None, _) => self.ins(i2!(Code::Mov_rm16_r16, slot, Register::R11W)?)?,
+        if size == 4 {
+            self.ins(i2!(Code::Mov_rm32_imm32, slot, v)?)?;
+        } else {
+            self.ins(i2!(Code::Mov_rm16_imm16, slot, v & 0xffff)?)?;
         }
         self.lea32(Register::R8D, Register::R8, -i64::from(size))
     }
@@ -2492,9 +2499,7 @@ impl Ctx<'_> {
     fn push_return(&mut self, i: &Instruction) -> Result<(), TranslateError> {
         let ret = i.next_ip32();
         if self.stack_folds(i) {
-            let slot = mem(Register::R15, Register::R8, -4);
-            self.ins(i2!(Code::Mov_rm32_imm32, slot, ret)?)?;
-            return self.lea32(Register::R8D, Register::R8, -4);
+            return self.push_folded(Some(ret), 4);
         }
         self.lea32(Register::R11D, Register::R8, -4)?;
         let at = self.stack_address(Register::R11)?;

@@ -1699,8 +1699,8 @@ impl BtCore {
             // A one-instruction unit runs what wrapped (see `folding`).
             fold_displacements: single == 0 && self.fold_displacements,
             unfolded: &unfolded,
-            // Flat code only: a target's linear page is its EIP's page.
             pc_thunks: Some(&self.pc_thunks),
+            // Flat code only: a target's linear page is its EIP's page.
             chain_slots_from: if self.chain_tables && single == 0 && mode.flat {
                 self.chains.next()
             } else {

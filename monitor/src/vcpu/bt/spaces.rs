@@ -59,15 +59,6 @@ struct Region {
     mapped: [u64; 16],
 }
 
-impl Region {
-    fn new() -> Box<Region> {
-        Box::new(Region {
-            frames: [0; 1024],
-            mapped: [0; 16],
-        })
-    }
-}
-
 impl ShadowPages {
     fn new() -> ShadowPages {
         ShadowPages {
@@ -126,6 +117,13 @@ impl ShadowPages {
 }
 
 impl Region {
+    fn new() -> Box<Region> {
+        Box::new(Region {
+            frames: [0; 1024],
+            mapped: [0; 16],
+        })
+    }
+
     /// Appends the mapped pages among `first..first + pages` of this
     /// region (offsets within it; its first linear page is `base`) to `out`
     /// as (linear page, frame).
@@ -150,6 +148,7 @@ fn bits_between(lo: u32, hi: u32) -> u64 {
     let below_hi = if hi == 64 { u64::MAX } else { (1 << hi) - 1 };
     below_hi & !((1u64 << lo) - 1)
 }
+
 /// One cached address space.
 pub(super) struct AddressSpace {
     /// The page directory's frame, or [`UNPAGED_ROOT`].
