@@ -541,3 +541,89 @@ fn a_call_to_a_pc_thunk_runs_it_inline_and_follows_a_rewrite_of_its_bytes() {
         "the call in `site` did not run the thunk inline:\n{listing}"
     );
 }
+
+#[test]
+fn a_fault_in_a_run_of_pushes_reports_esp_after_the_pushes_before_it() {
+    // Consecutive pushes update the host's ESP register once (the lag is
+    // folded into their stores): the second push wraps below 0, and the
+    // report names it with ESP as the first push left it.
+    let r = run_asm(
+        "push_run_fault",
+        "mov esp, 4\nmov ebx, 7\npush ebx\n.globl second\nsecond: push ebx\nret",
+        &["--memsize", "16"],
+    );
+    assert_died(&r, &["ESP=00000000"]);
+}
+
+#[test]
+fn a_fault_in_a_run_of_pops_reports_esp_after_the_pops_before_it() {
+    // The second pop reads past the top of 16 MiB of RAM.
+    let r = run_asm(
+        "pop_run_fault",
+        "mov esp, 0xfffffc\npop ebx\npop esi\nret",
+        &["--memsize", "16"],
+    );
+    assert_died(&r, &["outside guest RAM", "ESP=01000000"]);
+}
+
+#[test]
+fn calls_after_pushes_stopped_by_exit_requests_keep_the_stack() {
+    // Each iteration pushes twice and calls backwards: the call polls for
+    // exit requests with the pushes' ESP not yet in the host register.
+    // The PIT interrupts at 1 kHz (each interrupt asks for an exit, and
+    // its delivery pushes a frame below ESP); the callee checks its
+    // arguments and the loop checks ESP at the end.
+    let body = "jmp 5f\n\
+                1: mov eax, [esp+4]\nadd eax, [esp+8]\ncmp eax, ecx\njne 9f\nret\n\
+                irq0: push eax\nmov al, 0x20\nout 0x20, al\npop eax\niret\n\
+                5: mov eax, offset irq0\nmov word ptr [idt+64], ax\nmov dx, cs\n\
+                mov word ptr [idt+66], dx\nmov word ptr [idt+68], 0x8e00\nshr eax, 16\n\
+                mov word ptr [idt+70], ax\nlidt [idtr]\n\
+                mov al, 0xfe\nout 0x21, al\n\
+                mov al, 0x34\nout 0x43, al\nmov al, 0xa9\nout 0x40, al\nmov al, 0x04\nout 0x40, al\n\
+                sti\nmov esi, esp\nmov ecx, 200000000\n\
+                6: mov edx, ecx\nsub edx, 3\npush 3\npush edx\ncall 1b\npop edx\npop edx\n\
+                dec ecx\njnz 6b\ncli\ncmp esi, esp\njne 9f\nxor eax, eax\nret\n\
+                9: mov eax, 1\nret\n\
+                .data\n.balign 8\nidt: .fill 256, 8, 0\nidtr: .word 2047\n.long idt\n.text";
+    let r = run_asm("calls_after_pushes", body, &["--stats"]);
+    assert_eq!(r.code, Some(0), "{}", describe(&r));
+    let requests = r
+        .stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("exits: stop requests"))
+        .map(|v| v.trim().parse::<u64>().unwrap());
+    assert!(requests.is_some_and(|n| n > 10), "{}", r.stderr);
+}
+
+#[test]
+fn a_segment_base_access_that_wraps_past_4_gib_reads_what_the_guest_addresses() {
+    // GS with base 0xfffff000 and a 4 GiB limit (a descriptor appended to
+    // the runtime's GDT): gs:[value + 0x1000] and gs:[ebx + 0x1000] wrap
+    // to `value`. Folded into host addressing, the absolute form's sum
+    // lands past the window and the access runs again unfolded (named
+    // once); the register form wraps in its 32-bit base + EBX already.
+    // Both run twice.
+    let body = "sgdt [gdtr]\nmov esi, [gdtr+2]\nmovzx ecx, word ptr [gdtr]\ninc ecx\n\
+                mov edx, ecx\nlea edi, [newgdt]\ncld\nrep movsb\n\
+                mov dword ptr [edi], 0xf000ffff\nmov dword ptr [edi+4], 0xffcf92ff\n\
+                lea eax, [edx+7]\nmov word ptr [gdtr], ax\nmov dword ptr [gdtr+2], offset newgdt\n\
+                lgdt [gdtr]\nmov gs, dx\n\
+                mov ecx, 2\n1: mov eax, gs:[value+0x1000]\ncmp eax, 0x5eed1234\njne 9f\n\
+                mov ebx, offset value\nmov eax, gs:[ebx+0x1000]\ncmp eax, 0x5eed1234\njne 9f\n\
+                dec ecx\njnz 1b\nxor eax, eax\nret\n\
+                9: mov eax, 1\nret\n\
+                .data\n.balign 8\nvalue: .long 0x5eed1234\ngdtr: .word 0\n.long 0\n\
+                .balign 8\nnewgdt: .fill 64, 8, 0\n.text";
+    let r = run_asm("segment_base_wrap", body, &["--stats"]);
+    assert_eq!(r.code, Some(0), "{}", describe(&r));
+    let wrapped = r
+        .stderr
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("folded accesses that wrapped (run again unfolded)")
+        })
+        .map(|v| v.trim().parse::<u64>().unwrap());
+    assert_eq!(wrapped, Some(1), "{}", r.stderr);
+}

@@ -57,6 +57,9 @@ pub struct BranchSite {
     pub stub_offset: usize,
 }
 
+/// Alignment of every translation's first byte in the cache.
+pub const TRANSLATION_ALIGN: usize = 64;
+
 /// Everything the cache records about one translation.
 #[derive(Clone, Debug)]
 pub struct Translation {
@@ -74,6 +77,9 @@ pub struct Translation {
     /// Fix-ups needed at a fault, per guest instruction index (opaque to the
     /// cache).
     pub fixups: Vec<u8>,
+    /// (pc-map index, lag): guest ESP is the host's R8 plus the lag when a
+    /// fault stops that instruction (sorted; unlisted instructions: 0).
+    pub stack_lags: Vec<(u32, i8)>,
     /// Number of guest instructions.
     pub guest_insns: u32,
     /// Sites in *other* translations chained to this one.
@@ -87,6 +93,14 @@ pub struct Translation {
 }
 
 impl Translation {
+    /// How far guest ESP is from the host's R8 at the start of the
+    /// instruction with pc-map index `idx` (see [`Translation::stack_lags`]).
+    pub fn stack_lag(&self, idx: usize) -> i32 {
+        self.stack_lags
+            .binary_search_by_key(&(idx as u32), |&(i, _)| i)
+            .map_or(0, |k| i32::from(self.stack_lags[k].1))
+    }
+
     /// A record with no code, frames or instructions, to fill in.
     pub fn empty() -> Translation {
         Translation {
@@ -100,6 +114,7 @@ impl Translation {
             frames: Vec::new(),
             pc_map: Vec::new(),
             fixups: Vec::new(),
+            stack_lags: Vec::new(),
             guest_insns: 0,
             incoming: Vec::new(),
             indirect_target: false,
@@ -258,7 +273,7 @@ impl CodeCache {
     }
 
     fn write_code(&mut self, code: &[u8]) -> Result<usize, CacheError> {
-        let off = (self.used + 15) & !15;
+        let off = self.aligned_next_offset();
         if off + code.len() > self.mem.size() {
             return Err(CacheError::Full);
         }
@@ -287,9 +302,12 @@ impl CodeCache {
         Ok(id)
     }
 
-    /// Where a new translation will start (16-byte aligned).
+    /// Where a new translation will start: at the next 64-byte boundary
+    /// (a host cache line), so that how a translation's hot loop meets
+    /// the host's fetch lines does not depend on what was translated
+    /// before it (docs/translator.md, "Translation alignment").
     pub fn aligned_next_offset(&self) -> usize {
-        (self.used + 15) & !15
+        self.used.next_multiple_of(TRANSLATION_ALIGN)
     }
 
     /// The live translation for `key`.
@@ -468,6 +486,7 @@ mod tests {
             frames: vec![phys >> 12],
             pc_map: vec![(0, phys)],
             fixups: vec![0],
+            stack_lags: Vec::new(),
             guest_insns: 1,
             incoming: Vec::new(),
             dead: false,
@@ -526,6 +545,17 @@ mod tests {
             Some(id)
         );
         assert_eq!(c.find_by_offset(c.get(id).code_offset), Some(id));
+    }
+
+    #[test]
+    fn every_translation_starts_on_a_host_cache_line() {
+        let mut c = CodeCache::new(1 << 16).unwrap();
+        c.add_permanent(&[0xcc; 5]).unwrap();
+        for (n, len) in [1usize, 63, 64, 65, 130].into_iter().enumerate() {
+            let t = record(&c, 0x1000 * (n as u32 + 1));
+            let id = c.insert(t, &vec![0x90; len]).unwrap();
+            assert_eq!(c.get(id).code_offset % 64, 0, "translation {n}");
+        }
     }
 
     #[test]

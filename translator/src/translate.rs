@@ -580,7 +580,15 @@ pub struct Unit {
     /// The chain-table slots of its cross-page branches (see
     /// [`UnitRequest::chain_slots_from`]), numbered from there.
     pub chain_slots: Vec<ChainSlot>,
+    /// (pc-map index, lag) for every instruction that starts with R8 not
+    /// yet holding guest ESP: guest ESP is R8 + lag there (see
+    /// [`MAX_STACK_LAG`]); instructions not listed start with lag 0.
+    pub stack_lags: Vec<(u32, i8)>,
 }
+
+/// The largest distance, in bytes, between guest ESP and R8 that a run of
+/// PUSH/POP instructions leaves pending (see `Ctx::keeps_stack_lag`).
+pub const MAX_STACK_LAG: i32 = 64;
 
 /// A PC thunk of position-independent i386 code (`__x86.get_pc_thunk.*`:
 /// `mov r32, [esp]; ret`), which loads its caller's return address.
@@ -666,6 +674,13 @@ struct Ctx<'a> {
     sub_entries: Vec<(u32, u32, u8)>,
     /// Conditional branches the unit went on past so far.
     branches_passed: u32,
+    /// Guest ESP minus R8 (mod 2^32) at this point of the emitted code:
+    /// pushes and pops of a run of instructions that keep a lag store and
+    /// load relative to it and leave R8 alone, and the first instruction
+    /// that does not keep one brings R8 up to date first.
+    stack_pending: i32,
+    /// Whether the instruction being translated may leave a lag pending.
+    lag_ok: bool,
 }
 
 fn err(e: iced_x86::IcedError) -> TranslateError {
@@ -767,6 +782,8 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         chain_slots: Vec::new(),
         sub_entries: Vec::new(),
         branches_passed: 0,
+        stack_pending: 0,
+        lag_ok: false,
     };
     let mut dec = Decoder::with_ip(
         req.mode.bitness(),
@@ -776,6 +793,7 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
     );
     let mut pc_map = Vec::new();
     let mut fixups = Vec::new();
+    let mut stack_lags = Vec::new();
     let mut insns = Vec::new();
     let bytes_in_page = req.page_end.wrapping_sub(req.eip);
     let mut next = req.eip;
@@ -792,7 +810,7 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
     loop {
         let past_page = next.wrapping_sub(req.eip) >= bytes_in_page;
         if insns.len() >= req.max_insns.min(MAX_UNIT_INSNS) || past_page {
-            cx.chain_exit(next)?;
+            cx.end_unit_at(next)?;
             break;
         }
         let insn = dec.decode();
@@ -800,23 +818,30 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
             // The instruction runs past the bytes the monitor could give
             // (the next page is not mapped now): it starts a unit of its
             // own, whose fetch the monitor carries out (or faults).
-            cx.chain_exit(next)?;
+            cx.end_unit_at(next)?;
             break;
         }
         if req.split_events && !insns.is_empty() && starts_own_unit(&insn, req.mode.cpl0) {
-            cx.chain_exit(next)?;
+            cx.end_unit_at(next)?;
             break;
         }
         let tail = crossing_tail(&insn, next.wrapping_sub(req.eip), bytes_in_page);
         if let (Some(paged), Some(tail)) = (req.paged, tail) {
             if !insns.is_empty() {
-                cx.chain_exit(next)?;
+                cx.end_unit_at(next)?;
                 break;
             }
             let _ = paged;
             let at = req.eip.wrapping_add(bytes_in_page);
             let skip = bytes_in_page as usize;
             cx.check_bytes(at, &req.code[skip..skip + tail])?;
+        }
+        cx.lag_ok = !insn.is_invalid() && cx.keeps_stack_lag(&insn);
+        if !cx.lag_ok {
+            cx.flush_stack_lag()?;
+        }
+        if cx.stack_pending != 0 {
+            stack_lags.push((pc_map.len() as u32, cx.stack_pending as i8));
         }
         pc_map.push((cx.e.pos() as u32, next));
         cx.fixup = fixup::NONE;
@@ -843,9 +868,14 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         if self_check.is_some() && writes_memory(&insn, &mut cx.info) {
             // The store may have changed the unit's own later bytes: the
             // next unit checks them at its entry.
-            cx.chain_exit(next)?;
+            cx.end_unit_at(next)?;
             break;
         }
+    }
+    if cx.stack_pending != 0 {
+        return Err(TranslateError::Unsupported(
+            "a unit ending with ESP not in R8",
+        ));
     }
     let guest_len = next.wrapping_sub(req.eip).max(1);
     let sites = cx.emit_exit_stubs()?;
@@ -871,6 +901,7 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         inline_ports: cx.inline_ports,
         soft_eips: cx.soft_eips,
         chain_slots: cx.chain_slots,
+        stack_lags,
     })
 }
 
@@ -1287,13 +1318,31 @@ impl Ctx<'_> {
         let sixteen = is_16bit_address(i);
         let seg_base = self.needs_seg_base(seg);
         let checked = self.req.mode.is_limited(seg);
+        let lag = if base == Register::ESP {
+            i64::from(self.stack_pending)
+        } else {
+            0
+        };
         if !sixteen && !force_r10 && !checked && !seg_base && index == Register::None {
-            if disp == 0 && base != Register::None {
+            if disp == 0 && lag == 0 && base != Register::None {
                 return Ok((host64(base), 0));
             }
             if let Some(folded) = self.folded_displacement(i) {
-                return Ok((host64(base), folded));
+                if FOLDED_DISPLACEMENTS.contains(&(folded + lag)) {
+                    return Ok((host64(base), folded + lag));
+                }
             }
+        }
+        if !sixteen && !force_r10 && !checked && seg_base && index == Register::None {
+            if let Some(folded) = self.folded_displacement(i) {
+                return self.seg_base_folded(i, folded);
+            }
+        }
+        if lag != 0 || index == Register::ESP && self.stack_pending != 0 {
+            // keeps_stack_lag admits only operands folded above.
+            return Err(TranslateError::Unsupported(
+                "ESP lag in an unfolded address",
+            ));
         }
         self.offset_into_r10(i)?;
         if checked {
@@ -1304,6 +1353,36 @@ impl Ctx<'_> {
             self.add_seg_base(seg)?;
         }
         Ok((Register::R10, 0))
+    }
+
+    /// `seg:[base + disp]` or `seg:[disp]` with a segment base to add and a
+    /// displacement that folds (`folded`): the base into R11, plus the
+    /// base register in 32 bits into R10, and the displacement into host
+    /// addressing, `[r15 + r11 + disp]` or `[r15 + r10 + disp]` (TLS and
+    /// per-CPU accesses, `gs:[0x14]` in every function with a stack
+    /// protector: two host instructions fewer). A sum that the guest
+    /// would wrap lands in a guard, as for any folded displacement.
+    fn seg_base_folded(
+        &mut self,
+        i: &Instruction,
+        folded: i64,
+    ) -> Result<(Register, i64), TranslateError> {
+        self.load_seg_base(i.memory_segment())?;
+        let base = i.memory_base();
+        if base == Register::None {
+            return Ok((Register::R11, folded));
+        }
+        let lag = if base == Register::ESP {
+            self.stack_pending
+        } else {
+            0
+        };
+        self.ins(i2!(
+            Code::Lea_r32_m,
+            Register::R10D,
+            mem(Register::R11, host64(base), lag.into())
+        )?)?;
+        Ok((Register::R10, folded))
     }
 
     /// The displacement of `i`'s `[base + disp]` or `[disp]` operand as
@@ -1837,7 +1916,14 @@ impl Ctx<'_> {
         } else {
             Code::Lea_r32_m
         };
-        self.ins(i2!(code, dst, guest_address_operand(i))?)
+        let mut operand = guest_address_operand(i);
+        if base == Register::ESP && self.stack_pending != 0 {
+            // A 32-bit LEA: the displacement wraps as the result does.
+            let disp = (operand.displacement as i32).wrapping_add(self.stack_pending);
+            operand.displacement = i64::from(disp);
+            operand.displ_size = 1;
+        }
+        self.ins(i2!(code, dst, operand)?)
     }
 
     fn xlat(&mut self, i: &Instruction) -> Result<(), TranslateError> {
@@ -2078,6 +2164,91 @@ impl Ctx<'_> {
 
     // ----- stack -----------------------------------------------------------
 
+    /// Ends the unit before the instruction at `next`: R8 brought up to
+    /// date, then a chainable exit there.
+    fn end_unit_at(&mut self, next: u32) -> Result<(), TranslateError> {
+        self.flush_stack_lag()?;
+        self.chain_exit(next)
+    }
+
+    /// Brings R8 up to guest ESP (`lea r8d, [r8 + lag]`: no flag changes).
+    fn flush_stack_lag(&mut self) -> Result<(), TranslateError> {
+        let lag = std::mem::take(&mut self.stack_pending);
+        if lag == 0 {
+            return Ok(());
+        }
+        self.lea32(Register::R8D, Register::R8, i64::from(lag))
+    }
+
+    /// Whether `i` may run with guest ESP not yet in R8 (a lag pending from
+    /// earlier pushes and pops), so that a run of them updates R8 once:
+    /// with a flat stack whose accesses fold, a PUSH of a general register
+    /// or an immediate and a POP into one (they add to the lag), a direct
+    /// CALL and a RET (which bring R8 up to date), and instructions of a
+    /// few plain forms that use ESP at most as the base of `[esp + disp]`,
+    /// which folds the lag into its displacement. Nothing here leaves the
+    /// unit on the way (no exit sees R8); a fault in one of them is mapped
+    /// back with the lag the unit lists for it (`Unit::stack_lags`).
+    fn keeps_stack_lag(&mut self, i: &Instruction) -> bool {
+        if !self.req.mode.flat
+            || !self.req.fold_displacements
+            || self.req.max_insns == 1
+            || self.req.unfolded.contains(&i.ip32())
+            || self.req.soft_access.contains(&i.ip32())
+            || needs_monitor(i)
+            || self.req.mode.exits(i)
+            || !matches!(self.req.isa.availability(i), Availability::Native)
+            || i.has_rep_prefix()
+            || i.has_repne_prefix()
+        {
+            return false;
+        }
+        let room = MAX_STACK_LAG - self.stack_pending.abs() >= 4;
+        match i.mnemonic() {
+            Mnemonic::Push => {
+                room && i.stack_pointer_increment() == -4
+                    && (pushes_plain_value(i)
+                        || i.op0_kind() == OpKind::Memory
+                            && no_stack_register(i)
+                            && self.stack_operand_folds(i))
+            }
+            Mnemonic::Pop => room && i.stack_pointer_increment() == 4 && is_plain_gpr32(i, 0),
+            Mnemonic::Call => {
+                i.op0_kind() == OpKind::NearBranch32
+                    && self.pc_thunk_at(i, i.near_branch_target() as u32).is_none()
+            }
+            Mnemonic::Ret => matches!(i.code(), Code::Retnd | Code::Retnd_imm16),
+            Mnemonic::Lea => !is_16bit_address(i) && no_stack_register(i),
+            m if STACK_NEUTRAL.contains(&m) => {
+                no_stack_register(i)
+                    && confine::check_generic(i, &mut self.info).is_ok()
+                    && self.stack_operand_folds(i)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `i`'s memory operand, if it is ESP-based, takes the folded
+    /// `[r15 + r8 + disp + lag]` form of [`Self::address`] (and not a path
+    /// through R10 that reads R8 as guest ESP).
+    fn stack_operand_folds(&self, i: &Instruction) -> bool {
+        let has_mem = (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Memory);
+        if !has_mem || i.memory_base() != Register::ESP {
+            return true;
+        }
+        let seg = i.memory_segment();
+        let high = (0..i.op_count())
+            .any(|n| i.op_kind(n) == OpKind::Register && is_high_byte(i.op_register(n)));
+        i.memory_index() == Register::None
+            && !is_16bit_address(i)
+            && !high
+            && !self.needs_seg_base(seg)
+            && !self.req.mode.is_limited(seg)
+            && self.folded_displacement(i).is_some_and(|d| {
+                FOLDED_DISPLACEMENTS.contains(&(d + i64::from(self.stack_pending)))
+            })
+    }
+
     fn push(&mut self, i: &Instruction) -> Result<(), TranslateError> {
         let size = i.stack_pointer_increment().unsigned_abs();
         if size != 4 && size != 2 {
@@ -2157,25 +2328,45 @@ impl Ctx<'_> {
             };
             return self.push_folded_register(r11, size);
         };
-        let slot = mem(Register::R15, Register::R8, -i64::from(size));
+        let slot = self.pushed_slot(size);
         if size == 4 {
             self.ins(i2!(Code::Mov_rm32_imm32, slot, v)?)?;
         } else {
             self.ins(i2!(Code::Mov_rm16_imm16, slot, v & 0xffff)?)?;
         }
-        self.lea32(Register::R8D, Register::R8, -i64::from(size))
+        self.pushed(size)
+    }
+
+    /// `[r15 + r8 + lag - size]`: where a folded push of `size` bytes
+    /// stores.
+    fn pushed_slot(&self, size: u32) -> iced_x86::MemoryOperand {
+        mem(
+            Register::R15,
+            Register::R8,
+            i64::from(self.stack_pending) - i64::from(size),
+        )
+    }
+
+    /// ESP goes down by `size` after a folded push's store: into the lag
+    /// when the instruction keeps one, else into R8 (with any lag).
+    fn pushed(&mut self, size: u32) -> Result<(), TranslateError> {
+        self.stack_pending -= size as i32;
+        if self.lag_ok {
+            return Ok(());
+        }
+        self.flush_stack_lag()
     }
 
     /// A folded PUSH of a guest register (`reg` its host register, ESP's
     /// being R8, whose value before the push is what is stored).
     fn push_folded_register(&mut self, reg: Register, size: u32) -> Result<(), TranslateError> {
-        let slot = mem(Register::R15, Register::R8, -i64::from(size));
+        let slot = self.pushed_slot(size);
         if size == 4 {
             self.ins(i2!(Code::Mov_rm32_r32, slot, reg.full_register32())?)?;
         } else {
             self.ins(i2!(Code::Mov_rm16_r16, slot, reg)?)?;
         }
-        self.lea32(Register::R8D, Register::R8, -i64::from(size))
+        self.pushed(size)
     }
 
     fn pop(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
@@ -2189,8 +2380,12 @@ impl Ctx<'_> {
                 if self.req.mode.flat && size == 4 && dst.full_register() != Register::R8 {
                     // Straight into the register: a fault leaves it and
                     // ESP as they were.
-                    self.load32(dst.full_register32(), mem(Register::R15, Register::R8, 0))?;
-                    self.lea32(Register::R8D, Register::R8, 4)?;
+                    let top = mem(Register::R15, Register::R8, self.stack_pending.into());
+                    self.load32(dst.full_register32(), top)?;
+                    self.stack_pending += 4;
+                    if !self.lag_ok {
+                        self.flush_stack_lag()?;
+                    }
                     return Ok(false);
                 }
                 let at = self.stack_address(Register::R8)?;
@@ -2499,7 +2694,9 @@ impl Ctx<'_> {
     fn push_return(&mut self, i: &Instruction) -> Result<(), TranslateError> {
         let ret = i.next_ip32();
         if self.stack_folds(i) {
-            return self.push_folded(Some(ret), 4);
+            // Whatever lag the pushes before left, R8 is ESP after a call.
+            self.push_folded(Some(ret), 4)?;
+            return self.flush_stack_lag();
         }
         self.lea32(Register::R11D, Register::R8, -4)?;
         let at = self.stack_address(Register::R11)?;
@@ -2557,8 +2754,9 @@ impl Ctx<'_> {
             _ => return self.emulate_exit(i.ip32()),
         };
         let at = self.stack_address(Register::R8)?;
-        self.load32(Register::R9D, mem(Register::R15, at, 0))?;
-        self.lea32(Register::R8D, Register::R8, 4 + extra)?;
+        let lag = i64::from(std::mem::take(&mut self.stack_pending));
+        self.load32(Register::R9D, mem(Register::R15, at, lag))?;
+        self.lea32(Register::R8D, Register::R8, lag + 4 + extra)?;
         if self.predicts_returns() {
             // The host return lands on the continuation of the matching
             // call, or (no call of its own on the stack) on the sentinel,
@@ -3032,6 +3230,56 @@ fn is_16bit_address(i: &Instruction) -> bool {
 
 /// The guest's address expression `[base + index*scale + disp]` over the
 /// host registers holding those guest registers (no window, no segment).
+/// Mnemonics whose plain forms (see `Ctx::keeps_stack_lag`) run with a
+/// stack lag pending: they go through `Ctx::generic` and never exit.
+const STACK_NEUTRAL: &[Mnemonic] = &[
+    Mnemonic::Mov,
+    Mnemonic::Movzx,
+    Mnemonic::Movsx,
+    Mnemonic::Add,
+    Mnemonic::Sub,
+    Mnemonic::And,
+    Mnemonic::Or,
+    Mnemonic::Xor,
+    Mnemonic::Cmp,
+    Mnemonic::Test,
+    Mnemonic::Inc,
+    Mnemonic::Dec,
+    Mnemonic::Neg,
+    Mnemonic::Not,
+    Mnemonic::Adc,
+    Mnemonic::Sbb,
+    Mnemonic::Shl,
+    Mnemonic::Shr,
+    Mnemonic::Sar,
+    Mnemonic::Imul,
+];
+
+/// Whether operand `n` of `i` is a general 32-bit register other than ESP.
+fn is_plain_gpr32(i: &Instruction, n: u32) -> bool {
+    i.op_kind(n) == OpKind::Register
+        && i.op_register(n).is_gpr32()
+        && i.op_register(n) != Register::ESP
+}
+
+/// Whether `i` (a PUSH) pushes a general 32-bit register other than ESP or
+/// an immediate.
+fn pushes_plain_value(i: &Instruction) -> bool {
+    matches!(i.op0_kind(), OpKind::Immediate8to32 | OpKind::Immediate32) || is_plain_gpr32(i, 0)
+}
+
+/// Whether every register operand of `i` is a general register other than
+/// ESP (and its parts), so that it neither reads nor writes guest ESP
+/// except as the base of its memory operand.
+fn no_stack_register(i: &Instruction) -> bool {
+    (0..i.op_count()).all(|n| {
+        i.op_kind(n) != OpKind::Register || {
+            let r = i.op_register(n);
+            (r.is_gpr8() || r.is_gpr16() || r.is_gpr32()) && r.full_register32() != Register::ESP
+        }
+    }) && i.memory_index() != Register::ESP
+}
+
 fn guest_address_operand(i: &Instruction) -> iced_x86::MemoryOperand {
     let disp = i.memory_displacement32();
     iced_x86::MemoryOperand::new(
@@ -4090,7 +4338,13 @@ mod tests {
         assert!(has(&folded, "lea r10d,[rbx-3F000000h]"), "{folded:#?}");
         assert!(has(&folded, "mov eax,[r15+804A000h]"), "{folded:#?}");
         assert!(has(&folded, "mov [r15+r8-4],ebx"), "{folded:#?}");
-        assert!(has(&folded, "mov esi,[r15+r8]"), "{folded:#?}");
+        // The pop reads where the push stored: ESP is back where it was,
+        // so R8 is never updated.
+        assert!(has(&folded, "mov esi,[r15+r8-4]"), "{folded:#?}");
+        assert!(
+            !folded.iter().any(|t| t.starts_with("lea r8d")),
+            "{folded:#?}"
+        );
         let unfolded = host_text(&translate_with(
             &code,
             Setup {
@@ -4104,6 +4358,77 @@ mod tests {
         assert!(has(&unfolded, "mov eax,[r15+804A000h]"), "{unfolded:#?}");
         let plain = host_text(&translate_with(&code, Setup::default()));
         assert!(!plain.iter().any(|t| t.contains("r15+rbp-")), "{plain:#?}");
+    }
+
+    #[test]
+    fn a_run_of_pushes_and_pops_updates_esp_once_and_lists_its_lags() {
+        let code = [
+            0x53, // push ebx
+            0x56, // push esi
+            0x8b, 0x44, 0x24, 0x08, // mov eax,[esp+8]
+            0x8d, 0x4c, 0x24, 0x04, // lea ecx,[esp+4]
+            0x5f, // pop edi
+            0x5d, // pop ebp
+            0xc3, // ret
+        ];
+        let folded = || Setup {
+            fold_displacements: true,
+            ..Setup::default()
+        };
+        let u = translate_with(&code, folded());
+        let text = host_text(&u);
+        let body: Vec<&str> = text.iter().map(String::as_str).take(8).collect();
+        assert_eq!(
+            body,
+            [
+                "mov [r15+r8-4],ebx",
+                "mov [r15+r8-8],esi",
+                "mov eax,[r15+r8]",
+                "lea ecx,[r8-4]",
+                "mov edi,[r15+r8-8]",
+                "mov ebp,[r15+r8-4]",
+                "mov r9d,[r15+r8]",
+                "lea r8d,[r8+4]",
+            ],
+            "{text:#?}"
+        );
+        assert_eq!(u.stack_lags, [(1, -4), (2, -8), (3, -8), (4, -8), (5, -4)]);
+        // An instruction that uses ESP otherwise gets it in R8 first.
+        let u = translate_with(&[0x53, 0x89, 0xec, 0xc3], folded()); // push ebx; mov esp,ebp; ret
+        let text = host_text(&u);
+        assert_eq!(
+            text[..3],
+            ["mov [r15+r8-4],ebx", "lea r8d,[r8-4]", "mov r8d,ebp"],
+            "{text:#?}"
+        );
+        assert!(u.stack_lags.is_empty());
+        // Without folding, every push and pop updates R8 itself.
+        let u = translate_with(&code, Setup::default());
+        assert!(u.stack_lags.is_empty());
+    }
+
+    #[test]
+    fn a_segment_base_joins_a_folded_displacement() {
+        // mov eax,gs:[0x14]; mov edx,fs:[ecx+8]; ret
+        let code = [0x65, 0xa1, 0x14, 0, 0, 0, 0x64, 0x8b, 0x51, 0x08, 0xc3];
+        let folded = host_text(&translate_with(
+            &code,
+            Setup {
+                fold_displacements: true,
+                ..Setup::default()
+            },
+        ));
+        // The GS and FS bases in the state block.
+        let want = [
+            "mov r11d,[r14+0C4h]",
+            "mov eax,[r15+r11+14h]",
+            "mov r11d,[r14+0C0h]",
+            "lea r10d,[r11+rcx]",
+            "mov edx,[r15+r10+8]",
+        ];
+        assert_eq!(folded[..5], want, "{folded:#?}");
+        let plain = host_text(&translate_with(&code, Setup::default()));
+        assert!(plain.iter().any(|t| t == "mov r10d,14h"), "{plain:#?}");
     }
 
     #[test]

@@ -152,6 +152,7 @@ impl BtCore {
             .partition_point(|(h, _)| *h <= rel)
             .saturating_sub(1);
         self.state.eip = t.pc_map.get(idx).map_or(t.key.eip, |p| p.1);
+        let lag = t.stack_lag(idx);
         self.fault_insn = self.faulting_instruction(id, rel, idx, f.addr);
         let mut fix = t.fixups.get(idx).copied().unwrap_or(0);
         let run_alone_on_guest_fault =
@@ -172,6 +173,7 @@ impl BtCore {
             .phys
             .wrapping_add(self.state.eip.wrapping_sub(t.key.eip));
         self.apply_fixup(fix);
+        self.apply_stack_lag(lag);
         match host_exception(&f) {
             HostException::PageFault
                 if !alone && super::folding::wrapped_access(self.window().base().0, f.addr) =>

@@ -1179,7 +1179,7 @@ impl BtCore {
             Some(ExitReason::SoftMiss) => self.soft_miss(),
             Some(ExitReason::Interrupted) => {
                 self.sample_unit(self.state.fault.rip);
-                self.state.eip = self.guest_eip_at(self.state.fault.rip);
+                self.stop_at(self.state.fault.rip);
                 self.serve_exit_request();
                 Event::Interrupted
             }
@@ -1741,6 +1741,7 @@ impl BtCore {
         t.frames = frames.clone();
         t.pc_map = unit.pc_map;
         t.fixups = unit.fixups;
+        t.stack_lags = unit.stack_lags;
         t.guest_insns = unit.insns.len() as u32;
         let id = self.cache.insert(t, &unit.code).map_err(|e| match e {
             CacheError::Full => TranslateFailure::Full,
@@ -1801,14 +1802,16 @@ impl BtCore {
         (bytes, next.map(|p| p >> 12))
     }
 
-    /// The guest EIP of the instruction at host address `rip` in a live
-    /// translation (the translation's first EIP if `rip` is at its entry).
-    fn guest_eip_at(&self, rip: u64) -> u32 {
+    /// Makes the guest state the one at the start of the instruction at
+    /// host address `rip` in a live translation (its first instruction if
+    /// `rip` is at its entry): EIP, and ESP when a run of pushes and pops
+    /// left it pending there (see `translator::translate::Unit::stack_lags`).
+    fn stop_at(&mut self, rip: u64) {
         let Some(off) = self.cache.offset_of(rip) else {
-            return self.state.eip;
+            return;
         };
         let Some(id) = self.cache.find_by_offset(off) else {
-            return self.state.eip;
+            return;
         };
         let t = self.cache.get(id);
         let rel = (off - t.code_offset) as u32;
@@ -1816,7 +1819,15 @@ impl BtCore {
             .pc_map
             .partition_point(|(h, _)| *h <= rel)
             .saturating_sub(1);
-        t.pc_map.get(idx).map_or(t.key.eip, |p| p.1)
+        self.state.eip = t.pc_map.get(idx).map_or(t.key.eip, |p| p.1);
+        let lag = t.stack_lag(idx);
+        self.apply_stack_lag(lag);
+    }
+
+    /// Guest ESP is R8 plus `lag` (see [`Self::stop_at`]).
+    fn apply_stack_lag(&mut self, lag: i32) {
+        let esp = &mut self.state.gpr[crate::cpu::context::ESP];
+        *esp = esp.wrapping_add(lag as u32);
     }
 
     /// Runs the instruction at EIP alone (after its write target became
