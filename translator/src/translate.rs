@@ -2190,6 +2190,16 @@ impl Ctx<'_> {
     /// unit on the way (no exit sees R8); a fault in one of them is mapped
     /// back with the lag the unit lists for it (`Unit::stack_lags`).
     fn keeps_stack_lag(&mut self, i: &Instruction) -> bool {
+        let neutral = i.mnemonic() == Mnemonic::Lea || STACK_NEUTRAL.contains(&i.mnemonic());
+        let stack = matches!(
+            i.mnemonic(),
+            Mnemonic::Push | Mnemonic::Pop | Mnemonic::Call | Mnemonic::Ret
+        );
+        // Without a lag pending, keeping none costs nothing: only pushes and
+        // pops start one (and calls and returns take it over).
+        if !(stack || neutral && self.stack_pending != 0) {
+            return false;
+        }
         if !self.req.mode.flat
             || !self.req.fold_displacements
             || self.req.max_insns == 1
