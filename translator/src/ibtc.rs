@@ -9,12 +9,15 @@
 //! every mode. A mode change, inline or in the monitor, needs no table
 //! change.
 //!
-//! An entry stores `EIP + 1` (mod 2^32) and the host address; the probe
-//! computes `entry - target - 1` in 64 bits, which is zero only for the
-//! entry of that EIP. An all-zero entry therefore matches no EIP, so the
-//! reservation starts (and is emptied back to) zeros, and an exit
-//! request's empty table is a zero mapping that is never written. (EIP
-//! 0xffffffff, whose key would be 0, is never cached: it always misses.)
+//! An entry stores the key `!EIP` (64 bits: the upper half all ones) and
+//! the host address; the probe computes `key + target + 1` in 64 bits
+//! with one `lea`, which is zero only for the entry of that EIP (the
+//! target is zero-extended). An all-zero entry therefore matches no EIP,
+//! so the reservation starts (and is emptied back to) zeros, and an exit
+//! request's empty table is a zero mapping that is never written. A probe
+//! of a constant target compares the low 32 bits (`!EIP`, one value per
+//! EIP), where an empty entry would match 0xffffffff: that target takes
+//! the general probe.
 //!
 //! Invariant: every entry is zero or maps the EIP it stores, in its
 //! region's mode, to the entry of a live translation.
@@ -29,22 +32,22 @@ pub const TAGS: u32 = 32;
 /// Bytes of one table: the displacement between two tags' tables.
 pub const TABLE_BYTES: usize = ENTRIES * std::mem::size_of::<Entry>();
 
-/// One table entry: 16 bytes, `EIP + 1` first.
+/// One table entry: 16 bytes, the key ([`key_of`]) first.
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub struct Entry {
-    key: u32,
-    _pad: u32,
+    key: u64,
     host: u64,
+}
+
+/// The key an entry for `eip` stores: `!EIP` in 64 bits, never 0.
+pub fn key_of(eip: u32) -> u64 {
+    !u64::from(eip)
 }
 
 impl Entry {
     /// The entry that matches no EIP (all zeros).
-    const EMPTY: Entry = Entry {
-        key: 0,
-        _pad: 0,
-        host: 0,
-    };
+    const EMPTY: Entry = Entry { key: 0, host: 0 };
 
     fn is_empty(&self) -> bool {
         self.key == 0 && self.host == 0
@@ -221,7 +224,7 @@ impl Ibtc {
         let slot = self.slot(eip);
         let e = &mut self.region.table_mut(tag)[slot];
         let was_empty = e.is_empty();
-        e.key = eip.wrapping_add(1);
+        e.key = key_of(eip);
         e.host = host;
         if was_empty {
             self.note_touched(tag, slot);
@@ -258,7 +261,7 @@ impl Ibtc {
     /// Drops the entry of `eip`, in every tag, that leads to `host` (a
     /// translation that died).
     pub fn remove_entry(&mut self, eip: u32, host: u64) {
-        let key = eip.wrapping_add(1);
+        let key = key_of(eip);
         for tag in 0..TAGS {
             if self.used & (1 << tag) == 0 {
                 continue;
@@ -278,7 +281,7 @@ impl Ibtc {
         }
         let slot = self.slot(eip);
         let e = &mut self.region.table_mut(tag)[slot];
-        if e.key == eip.wrapping_add(1) {
+        if e.key == key_of(eip) {
             *e = Entry::EMPTY;
         }
     }
@@ -299,7 +302,7 @@ impl Ibtc {
                 plain_slot(eip)
             };
             let e = &mut table[slot];
-            if e.key == eip.wrapping_add(1) {
+            if e.key == key_of(eip) {
                 *e = Entry::EMPTY;
             }
         }
@@ -313,7 +316,7 @@ impl Ibtc {
     /// The mapping of `eip` in the mode of `tag`, if any.
     pub fn get(&self, eip: u32, tag: u32) -> Option<u64> {
         let e = &self.region.table(tag)[self.slot(eip)];
-        (u64::from(e.key) == u64::from(eip) + 1 && e.host != 0).then_some(e.host)
+        (e.key == key_of(eip) && e.host != 0).then_some(e.host)
     }
 }
 
@@ -463,10 +466,18 @@ mod tests {
     }
 
     #[test]
-    fn the_highest_eip_is_never_cached_rather_than_matching_empty_entries() {
+    fn every_eip_has_a_key_no_empty_entry_matches() {
         let mut t = Ibtc::default();
-        t.insert(0xffff_ffff, 0, 0x7000);
-        assert_eq!(t.get(0xffff_ffff, 0), None);
+        for eip in [0, 1, 0x7fff_ffff, 0xffff_ffff] {
+            assert_eq!(t.get(eip, 0), None, "{eip:#x} before");
+            assert_ne!(key_of(eip), 0);
+            // The probe's sum, key + EIP + 1, is zero for the EIP's key
+            // and not for an empty entry's.
+            assert_eq!(key_of(eip).wrapping_add(u64::from(eip) + 1), 0);
+            assert_ne!(u64::from(eip) + 1, 0);
+            t.insert(eip, 0, 0x7000 + u64::from(eip & 0xff));
+            assert_eq!(t.get(eip, 0), Some(0x7000 + u64::from(eip & 0xff)));
+        }
     }
 
     #[test]

@@ -2955,15 +2955,14 @@ impl Ctx<'_> {
             false,
             Register::None,
         );
-        // RCX = (EIP + 1 of the entry) - target - 1, in 64 bits: zero
-        // only on a hit; LEA and NOT leave the flags alone.
-        self.ins(i2!(Code::Mov_r32_rm32, Register::ECX, key)?)?;
-        self.ins(i2!(Code::Mov_r64_rm64, Register::R13, Register::R9)?)?;
-        self.ins(Instruction::with1(Code::Not_rm64, Register::R13).map_err(err)?)?;
+        // RCX = key + target + 1 = !EIP + target + 1 in 64 bits (see
+        // crate::ibtc::key_of): zero only on a hit; LEA leaves the flags
+        // alone.
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, key)?)?;
         self.ins(i2!(
             Code::Lea_r64_m,
             Register::RCX,
-            mem(Register::RCX, Register::R13, 0)
+            mem(Register::RCX, Register::R9, 1)
         )?)?;
         let dest = iced_x86::MemoryOperand::new(
             Register::R12,
@@ -3019,14 +3018,14 @@ impl Ctx<'_> {
     ///
     /// ```text
     /// mov r10, rcx ; mov r12, [r14 + set]
-    /// mov ecx, [r12 + entry]           ; EIP + 1 of the entry
-    /// lea ecx, [rcx - (target + 1)]    ; 32 bits: zero only on a hit
+    /// mov ecx, [r12 + entry]           ; low half of the key, !EIP
+    /// lea ecx, [rcx + target + 1]     ; 32 bits: zero only on a hit
     /// jrcxz hit ; mov rcx, r10 ; mov r9d, target ; <IndirectMiss exit>
     /// hit: mov rcx, r10 ; jmp [r12 + entry + 8]
     /// ```
     ///
-    /// A target of 0xFFFFFFFF (whose `EIP + 1` is an empty entry's 0 in
-    /// 32 bits) takes the general lookup.
+    /// A target of 0xFFFFFFFF (whose key's low half, 0, is an empty
+    /// entry's) takes the general lookup.
     fn indirect_constant(&mut self, target: u32, tag: u32) -> Result<(), TranslateError> {
         if self.req.max_insns == 1 || target == u32::MAX {
             self.ins(i2!(Code::Mov_r32_imm32, Register::R9D, target)?)?;
@@ -3052,14 +3051,14 @@ impl Ctx<'_> {
             Register::ECX,
             mem(Register::R12, Register::None, entry)
         )?)?;
-        let key = target.wrapping_add(1);
+        // The low 32 bits of the key, !target, plus target + 1.
         self.ins(i2!(
             Code::Lea_r32_m,
             Register::ECX,
             mem(
                 Register::RCX,
                 Register::None,
-                i64::from(key.wrapping_neg() as i32)
+                i64::from(target.wrapping_add(1) as i32)
             )
         )?)?;
         self.probe_outcome(
@@ -4139,7 +4138,7 @@ mod tests {
         let text = host_text(&u);
         assert!(text.contains(&"mov r9d,edx".to_string()), "{text:#?}");
         // The target is looked up in the ring-3 mode's table.
-        let table = format!("mov ecx,[r12+r11*8+{:X}h]", 9 * crate::ibtc::TABLE_BYTES);
+        let table = format!("mov rcx,[r12+r11*8+{:X}h]", 9 * crate::ibtc::TABLE_BYTES);
         assert!(text.contains(&table), "{text:#?}");
         let ring3 = Mode {
             cpl0: false,
@@ -4297,7 +4296,7 @@ mod tests {
         );
         assert!(text.contains(&"cmp r13w,23h".to_string()), "{text:#?}");
         for tag in [3, 4] {
-            let table = format!("mov ecx,[r12+r11*8+{:X}h]", tag * crate::ibtc::TABLE_BYTES);
+            let table = format!("mov rcx,[r12+r11*8+{:X}h]", tag * crate::ibtc::TABLE_BYTES);
             assert!(text.contains(&table), "looked up in tag {tag}: {text:#?}");
         }
         assert_eq!(u.fixups, vec![fixup::REDO_IN_MONITOR]);
