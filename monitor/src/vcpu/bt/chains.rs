@@ -32,7 +32,7 @@
 use super::spaces::AddressSpace;
 use super::BtCore;
 use codecache::{TransId, TransKey};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 /// Slots left free at the end, more than one unit ever takes.
 const SLOTS_SPARE: usize = 4096;

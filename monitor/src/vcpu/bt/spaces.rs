@@ -183,7 +183,7 @@ pub(super) struct AddressSpace {
     /// Per view: linear page -> the chain-table slots whose entries are set
     /// for branches into that page, each listed once (see
     /// [`super::chains`]).
-    pub(super) chained: [std::collections::HashMap<u32, Vec<u32>>; 2],
+    pub(super) chained: [rustc_hash::FxHashMap<u32, Vec<u32>>; 2],
 }
 
 impl AddressSpace {
