@@ -25,6 +25,14 @@ fn run_asm(name: &str, body: &str, extra: &[&str]) -> Run {
     )
 }
 
+/// The value of counter `name` in a `--stats` report.
+fn stats_counter(r: &Run, name: &str) -> Option<u64> {
+    r.stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(name))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 fn assert_died(r: &Run, needles: &[&str]) {
     assert_eq!(r.code, Some(3), "want exit status 3, got {}", describe(r));
     for n in needles {
@@ -588,11 +596,7 @@ fn calls_after_pushes_stopped_by_exit_requests_keep_the_stack() {
                 .data\n.balign 8\nidt: .fill 256, 8, 0\nidtr: .word 2047\n.long idt\n.text";
     let r = run_asm("calls_after_pushes", body, &["--stats"]);
     assert_eq!(r.code, Some(0), "{}", describe(&r));
-    let requests = r
-        .stderr
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("exits: stop requests"))
-        .map(|v| v.trim().parse::<u64>().unwrap());
+    let requests = stats_counter(&r, "exits: stop requests");
     assert!(requests.is_some_and(|n| n > 10), "{}", r.stderr);
 }
 
@@ -617,13 +621,6 @@ fn a_segment_base_access_that_wraps_past_4_gib_reads_what_the_guest_addresses() 
                 .balign 8\nnewgdt: .fill 64, 8, 0\n.text";
     let r = run_asm("segment_base_wrap", body, &["--stats"]);
     assert_eq!(r.code, Some(0), "{}", describe(&r));
-    let wrapped = r
-        .stderr
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("folded accesses that wrapped (run again unfolded)")
-        })
-        .map(|v| v.trim().parse::<u64>().unwrap());
+    let wrapped = stats_counter(&r, "folded accesses that wrapped (run again unfolded)");
     assert_eq!(wrapped, Some(1), "{}", r.stderr);
 }
