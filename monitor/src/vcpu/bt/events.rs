@@ -190,22 +190,12 @@ impl BtCore {
         self.offer_event(&insn)
     }
 
-    /// The #DE delivery for the zero divisors of a unit whose code (32-bit)
-    /// at `eip` is `bytes`, if it divides at all and translated code can
-    /// deliver #DE in the current state.
-    pub(super) fn divide_error_offer(&mut self, eip: u32, bytes: &[u8]) -> Option<InlineInt> {
-        let mut decoder =
-            iced_x86::Decoder::with_ip(32, bytes, u64::from(eip), iced_x86::DecoderOptions::NONE);
-        let divides = decoder
-            .iter()
-            .take(translator::translate::MAX_UNIT_INSNS)
-            .any(|i| {
-                matches!(
-                    i.mnemonic(),
-                    iced_x86::Mnemonic::Div | iced_x86::Mnemonic::Idiv
-                )
-            });
-        if !divides || !self.may_offer_events() {
+    /// The #DE delivery that translated code may carry out inline for a
+    /// zero divisor at `eip`'s unit, if translated code can deliver #DE in
+    /// the current state (asked only for units that divide: the dry run
+    /// behind it costs more than a translation).
+    pub(super) fn divide_error_offer(&mut self, eip: u32) -> Option<InlineInt> {
+        if !self.may_offer_events() {
             return None;
         }
         let event = CpuEvent::Exception(Exception::DivideError);

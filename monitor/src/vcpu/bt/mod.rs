@@ -1640,14 +1640,15 @@ impl BtCore {
         let linear = self.sys.segment(Seg::Cs).base.wrapping_add(eip);
         let (bytes, next_frame) = self.code_bytes(linear, key.phys);
         let page_end = eip.wrapping_add(PAGE_SIZE - (linear & (PAGE_SIZE - 1)));
-        let (event, divide_error) = if single == 0 && !mode.code16 {
-            (
-                self.first_event(eip, &bytes),
-                self.divide_error_offer(eip, &bytes),
-            )
+        let offers = single == 0 && !mode.code16;
+        let event = if offers {
+            self.first_event(eip, &bytes)
         } else {
-            (None, None)
+            None
         };
+        // Translated without an inline #DE first; a unit that divides is
+        // translated again with one when the state allows it.
+        let mut divide_error = None;
         let code_offset = self.cache.aligned_next_offset();
         let host_base = self.cache.exec_addr(code_offset);
         let soft_access = if single == 0 {
@@ -1656,59 +1657,68 @@ impl BtCore {
             Vec::new()
         };
         let unfolded = self.unfolded.eips(eip, linear, key.phys);
-        let req = UnitRequest {
-            eip,
-            code: &bytes,
-            page_end,
-            mode,
-            host_base,
-            stubs: self.stubs,
-            max_insns: if single > 0 {
-                single
-            } else {
-                translator::translate::MAX_UNIT_INSNS
-            },
-            count_indirect: if self.count_indirect {
-                Some(&*self.hits_counter as *const u64 as u64)
-            } else {
-                None
-            },
-            count_entries: self.count_indirect.then(|| self.entries.next_slot()),
-            ibtc_tag: self.tag,
-            transitions: if single == 0 {
-                self.transitions()
-            } else {
-                None
-            },
-            // After `transitions`, which may give modes their tags.
-            shared_ibtc_tags: self.shared_tags(),
-            isa: self.isa,
-            emulate_tokens_from: (single == 0).then_some(self.emulated.len() as u32),
-            cpuid: Some(&self.cpuid_answers),
-            ignored_ports: self.ignored_ports.as_ref(),
-            event: event.as_ref(),
-            divide_error: divide_error.as_ref(),
-            split_events: single == 0,
-            paged: self.paging().then(|| translator::translate::PagedCode {
-                cs_base: self.sys.segment(Seg::Cs).base,
-            }),
-            self_check: single > 0 || self.watcher.is_self_checking(key.phys >> 12),
-            soft_access: &soft_access,
-            return_stack: self.return_stack.is_some(),
-            superblock_branches: self.superblock_branches_for(mode),
-            // A one-instruction unit runs what wrapped (see `folding`).
-            fold_displacements: single == 0 && self.fold_displacements,
-            unfolded: &unfolded,
-            pc_thunks: Some(&self.pc_thunks),
-            // Flat code only: a target's linear page is its EIP's page.
-            chain_slots_from: if self.chain_tables && single == 0 && mode.flat {
-                self.chains.next()
-            } else {
-                None
-            },
+        let unit = loop {
+            let req = UnitRequest {
+                eip,
+                code: &bytes,
+                page_end,
+                mode,
+                host_base,
+                stubs: self.stubs,
+                max_insns: if single > 0 {
+                    single
+                } else {
+                    translator::translate::MAX_UNIT_INSNS
+                },
+                count_indirect: if self.count_indirect {
+                    Some(&*self.hits_counter as *const u64 as u64)
+                } else {
+                    None
+                },
+                count_entries: self.count_indirect.then(|| self.entries.next_slot()),
+                ibtc_tag: self.tag,
+                transitions: if single == 0 {
+                    self.transitions()
+                } else {
+                    None
+                },
+                // After `transitions`, which may give modes their tags.
+                shared_ibtc_tags: self.shared_tags(),
+                isa: self.isa,
+                emulate_tokens_from: (single == 0).then_some(self.emulated.len() as u32),
+                cpuid: Some(&self.cpuid_answers),
+                ignored_ports: self.ignored_ports.as_ref(),
+                event: event.as_ref(),
+                divide_error: divide_error.as_ref(),
+                split_events: single == 0,
+                paged: self.paging().then(|| translator::translate::PagedCode {
+                    cs_base: self.sys.segment(Seg::Cs).base,
+                }),
+                self_check: single > 0 || self.watcher.is_self_checking(key.phys >> 12),
+                soft_access: &soft_access,
+                return_stack: self.return_stack.is_some(),
+                superblock_branches: self.superblock_branches_for(mode),
+                // A one-instruction unit runs what wrapped (see `folding`).
+                fold_displacements: single == 0 && self.fold_displacements,
+                unfolded: &unfolded,
+                pc_thunks: Some(&self.pc_thunks),
+                // Flat code only: a target's linear page is its EIP's page.
+                chain_slots_from: if self.chain_tables && single == 0 && mode.flat {
+                    self.chains.next()
+                } else {
+                    None
+                },
+            };
+            let unit = translator::translate(&req)
+                .map_err(|e| TranslateFailure::Other(format!("at EIP={eip:#010x}: {e}")))?;
+            if offers && divide_error.is_none() && unit.insns.iter().any(divides) {
+                divide_error = self.divide_error_offer(eip);
+                if divide_error.is_some() {
+                    continue;
+                }
+            }
+            break unit;
         };
-        let unit = translator::translate(&req)
-            .map_err(|e| TranslateFailure::Other(format!("at EIP={eip:#010x}: {e}")))?;
         if unit.code.len() > self.cache.free() {
             return Err(TranslateFailure::Full);
         }
@@ -1979,4 +1989,12 @@ impl std::fmt::Display for TranslateFailure {
 /// EFLAGS of the guest as the system model sees them.
 fn eflags_of(state: &CpuState) -> Eflags {
     Eflags::from_raw(state.guest_eflags())
+}
+
+/// Whether `i` is a DIV or IDIV (a unit with one may deliver #DE inline).
+fn divides(i: &iced_x86::Instruction) -> bool {
+    matches!(
+        i.mnemonic(),
+        iced_x86::Mnemonic::Div | iced_x86::Mnemonic::Idiv
+    )
 }
