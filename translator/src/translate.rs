@@ -1338,7 +1338,7 @@ impl Ctx<'_> {
                 return self.seg_base_folded(i, folded);
             }
         }
-        if lag != 0 || index == Register::ESP && self.stack_pending != 0 {
+        if lag != 0 {
             // keeps_stack_lag admits only operands folded above.
             return Err(TranslateError::Unsupported(
                 "ESP lag in an unfolded address",
