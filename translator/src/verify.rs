@@ -98,9 +98,9 @@ const MAX_WINDOW_DISP: i64 = 64;
 pub fn check_unit(code: &[u8], base: u64, poll: u64) -> Result<(), Violation> {
     let mut info = InstructionInfoFactory::new();
     let mut rebased: Vec<Register> = Vec::new();
-    let insns: Vec<Instruction> = Decoder::with_ip(64, code, base, DecoderOptions::NONE)
-        .into_iter()
-        .collect();
+    // Emitted instructions average well over 4 bytes: one allocation.
+    let mut insns: Vec<Instruction> = Vec::with_capacity(code.len() / 4 + 1);
+    insns.extend(Decoder::with_ip(64, code, base, DecoderOptions::NONE));
     let sources = branch_sources(&insns, base, code.len() as u64).map_err(|k| Violation {
         offset: (insns[k].ip() - base) as usize,
         what: "a jump into the middle of an instruction".into(),
