@@ -93,6 +93,15 @@ pub struct Translation {
 }
 
 impl Translation {
+    /// The pc-map index of the guest instruction whose host code holds
+    /// offset `rel` (from `code_offset`): the last one starting at or
+    /// before it (0 before the first).
+    pub fn insn_index(&self, rel: u32) -> usize {
+        self.pc_map
+            .partition_point(|(h, _)| *h <= rel)
+            .saturating_sub(1)
+    }
+
     /// How far guest ESP is from the host's R8 at the start of the
     /// instruction with pc-map index `idx` (see [`Translation::stack_lags`]).
     pub fn stack_lag(&self, idx: usize) -> i32 {

@@ -1312,34 +1312,20 @@ impl Ctx<'_> {
         force_r10: bool,
     ) -> Result<(Register, i64), TranslateError> {
         let seg = i.memory_segment();
-        let base = i.memory_base();
-        let index = i.memory_index();
-        let disp = i.memory_displacement32();
-        let sixteen = is_16bit_address(i);
         let seg_base = self.needs_seg_base(seg);
         let checked = self.req.mode.is_limited(seg);
-        let lag = if base == Register::ESP {
-            i64::from(self.stack_pending)
-        } else {
-            0
-        };
-        if !sixteen && !force_r10 && !checked && !seg_base && index == Register::None {
-            if disp == 0 && lag == 0 && base != Register::None {
-                return Ok((host64(base), 0));
-            }
-            if let Some(folded) = self.folded_displacement(i) {
-                if FOLDED_DISPLACEMENTS.contains(&(folded + lag)) {
-                    return Ok((host64(base), folded + lag));
-                }
-            }
+        if let Some(disp) = self.in_place_displacement(i, force_r10) {
+            return Ok((host64(i.memory_base()), disp));
         }
-        if !sixteen && !force_r10 && !checked && seg_base && index == Register::None {
+        let one_register =
+            !is_16bit_address(i) && !force_r10 && !checked && i.memory_index() == Register::None;
+        if one_register && seg_base {
             if let Some(folded) = self.folded_displacement(i) {
                 return self.seg_base_folded(i, folded);
             }
         }
-        if lag != 0 {
-            // keeps_stack_lag admits only operands folded above.
+        if i.memory_base() == Register::ESP && self.stack_pending != 0 {
+            // keeps_stack_lag admits only operands folded in place.
             return Err(TranslateError::Unsupported(
                 "ESP lag in an unfolded address",
             ));
@@ -1383,6 +1369,33 @@ impl Ctx<'_> {
             mem(Register::R11, host64(base), lag.into())
         )?)?;
         Ok((Register::R10, folded))
+    }
+
+    /// The displacement `d` when `i`'s operand is `[r15 + base + d]` as it
+    /// stands (no segment base to add, no limit to check, no index, 32-bit
+    /// addressing, `force_r10` false): a bare `[reg]`, or a displacement
+    /// that folds, with the stack lag added for an ESP base.
+    fn in_place_displacement(&self, i: &Instruction, force_r10: bool) -> Option<i64> {
+        let seg = i.memory_segment();
+        if is_16bit_address(i)
+            || force_r10
+            || self.req.mode.is_limited(seg)
+            || self.needs_seg_base(seg)
+            || i.memory_index() != Register::None
+        {
+            return None;
+        }
+        let base = i.memory_base();
+        let lag = if base == Register::ESP {
+            i64::from(self.stack_pending)
+        } else {
+            0
+        };
+        if i.memory_displacement32() == 0 && lag == 0 && base != Register::None {
+            return Some(0);
+        }
+        let folded = self.folded_displacement(i)? + lag;
+        FOLDED_DISPLACEMENTS.contains(&folded).then_some(folded)
     }
 
     /// The displacement of `i`'s `[base + disp]` or `[disp]` operand as
@@ -2240,23 +2253,16 @@ impl Ctx<'_> {
 
     /// Whether `i`'s memory operand, if it is ESP-based, takes the folded
     /// `[r15 + r8 + disp + lag]` form of [`Self::address`] (and not a path
-    /// through R10 that reads R8 as guest ESP).
+    /// through R10 that reads R8 as guest ESP). `Ctx::generic` forces R10
+    /// for operands beside a high-byte register.
     fn stack_operand_folds(&self, i: &Instruction) -> bool {
         let has_mem = (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Memory);
         if !has_mem || i.memory_base() != Register::ESP {
             return true;
         }
-        let seg = i.memory_segment();
         let high = (0..i.op_count())
             .any(|n| i.op_kind(n) == OpKind::Register && is_high_byte(i.op_register(n)));
-        i.memory_index() == Register::None
-            && !is_16bit_address(i)
-            && !high
-            && !self.needs_seg_base(seg)
-            && !self.req.mode.is_limited(seg)
-            && self.folded_displacement(i).is_some_and(|d| {
-                FOLDED_DISPLACEMENTS.contains(&(d + i64::from(self.stack_pending)))
-            })
+        self.in_place_displacement(i, high).is_some()
     }
 
     fn push(&mut self, i: &Instruction) -> Result<(), TranslateError> {
@@ -2357,10 +2363,15 @@ impl Ctx<'_> {
         )
     }
 
-    /// ESP goes down by `size` after a folded push's store: into the lag
-    /// when the instruction keeps one, else into R8 (with any lag).
+    /// ESP goes down by `size` after a folded push's store.
     fn pushed(&mut self, size: u32) -> Result<(), TranslateError> {
-        self.stack_pending -= size as i32;
+        self.stack_moved(-(size as i32))
+    }
+
+    /// ESP moves by `delta` after a folded push or pop: into the lag when
+    /// the instruction keeps one, else into R8 (with any lag).
+    fn stack_moved(&mut self, delta: i32) -> Result<(), TranslateError> {
+        self.stack_pending += delta;
         if self.lag_ok {
             return Ok(());
         }
@@ -2392,10 +2403,7 @@ impl Ctx<'_> {
                     // ESP as they were.
                     let top = mem(Register::R15, Register::R8, self.stack_pending.into());
                     self.load32(dst.full_register32(), top)?;
-                    self.stack_pending += 4;
-                    if !self.lag_ok {
-                        self.flush_stack_lag()?;
-                    }
+                    self.stack_moved(4)?;
                     return Ok(false);
                 }
                 let at = self.stack_address(Register::R8)?;

@@ -147,10 +147,7 @@ impl BtCore {
         };
         let t = self.cache.get(id);
         let rel = (off - t.code_offset) as u32;
-        let idx = t
-            .pc_map
-            .partition_point(|(h, _)| *h <= rel)
-            .saturating_sub(1);
+        let idx = t.insn_index(rel);
         self.state.eip = t.pc_map.get(idx).map_or(t.key.eip, |p| p.1);
         let lag = t.stack_lag(idx);
         self.fault_insn = self.faulting_instruction(id, rel, idx, f.addr);
