@@ -669,6 +669,10 @@ struct Ctx<'a> {
     soft_eips: Vec<u32>,
     /// See [`Unit::chain_slots`].
     chain_slots: Vec<ChainSlot>,
+    /// Indices in `chain_slots` of the slots whose branch was made in
+    /// place (`jmp`/`call` through the entry): their miss stubs come with
+    /// the exit stubs.
+    slot_stubs: Vec<usize>,
     /// Extra (host offset, guest EIP, fix-up) entries inside the current
     /// instruction's code, from where a fault is handled differently.
     sub_entries: Vec<(u32, u32, u8)>,
@@ -780,6 +784,7 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         inline_ports: Vec::new(),
         soft_eips: Vec::new(),
         chain_slots: Vec::new(),
+        slot_stubs: Vec::new(),
         sub_entries: Vec::new(),
         branches_passed: 0,
         stack_pending: 0,
@@ -989,6 +994,9 @@ impl Ctx<'_> {
 
     /// Ends the unit with a chainable jump to guest `target`.
     fn chain_exit(&mut self, target: u32) -> Result<(), TranslateError> {
+        if self.through_chain_table_at_site(target) {
+            return self.branch_through_chain_table(Code::Jmp_rm64, target);
+        }
         let label = self.e.label();
         let rel32 = self.e.jmp_label(label);
         self.chain_site(label, rel32, target, None, self.req.ibtc_tag);
@@ -999,6 +1007,9 @@ impl Ctx<'_> {
     /// chained like [`Ctx::chain_exit`]'s jump; unchained, its exit stub
     /// exits (every exit drops the return-prediction stack).
     fn chain_call(&mut self, target: u32) -> Result<(), TranslateError> {
+        if self.through_chain_table_at_site(target) {
+            return self.branch_through_chain_table(Code::Call_rm64, target);
+        }
         let label = self.e.label();
         let rel32 = self.e.call_label(label);
         self.chain_site(label, rel32, target, None, self.req.ibtc_tag);
@@ -1130,7 +1141,17 @@ impl Ctx<'_> {
             self.e.jmp_abs(self.req.stubs.exit_common)?;
             sites.push((x.rel32, stub));
         }
+        for index in std::mem::take(&mut self.slot_stubs) {
+            self.slot_miss_stub(index)?;
+        }
         Ok(sites)
+    }
+
+    /// Whether a branch of the unit's mode to guest `target` goes through
+    /// a chain-table slot (a cross-page target in flat code with chain
+    /// tables; see [`Ctx::through_chain_table`]).
+    fn through_chain_table_at_site(&self, target: u32) -> bool {
+        self.req.chain_slots_from.is_some() && self.probe_for(target, self.req.ibtc_tag).is_some()
     }
 
     /// A cross-page branch to guest `target` through the next chain-table
@@ -1138,14 +1159,54 @@ impl Ctx<'_> {
     /// stub, where the entry leads until the monitor sets it for the view:
     /// a `ChainSlotMiss` exit with EIP the target and the exit site `k`.
     fn through_chain_table(&mut self, target: u32) -> Result<(), TranslateError> {
+        let index = self.next_chain_slot(target);
+        self.ins(Instruction::with1(Code::Jmp_rm64, self.chain_entry(index)).map_err(err)?)?;
+        self.slot_miss_stub(index)
+    }
+
+    /// An unconditional `jmp` (`Jmp_rm64`) or predicted `call`
+    /// (`Call_rm64`) to guest `target` made in place through the next
+    /// chain-table slot, instead of a branch to a stub that jumps through
+    /// it: one host branch fewer per cross-page jump and call. The slot's
+    /// miss stub is emitted with the exit stubs; a `call` that reaches it
+    /// leaves a return address on the return-prediction stack, which the
+    /// exit drops with the rest of the stack.
+    fn branch_through_chain_table(
+        &mut self,
+        code: Code,
+        target: u32,
+    ) -> Result<(), TranslateError> {
+        let index = self.next_chain_slot(target);
+        self.ins(Instruction::with1(code, self.chain_entry(index)).map_err(err)?)?;
+        self.slot_stubs.push(index);
+        Ok(())
+    }
+
+    /// Takes the next chain-table slot for a branch to `target`; returns
+    /// its index in `chain_slots` (its stub is not emitted yet).
+    fn next_chain_slot(&mut self, target: u32) -> usize {
         let first = self.req.chain_slots_from.unwrap_or(0);
         let slot = first + self.chain_slots.len() as u32;
-        let entry = shadowmmu::CHAIN_TABLE_OFFSET + 8 * i64::from(slot);
-        self.ins(
-            Instruction::with1(Code::Jmp_rm64, mem(Register::R15, Register::None, entry))
-                .map_err(err)?,
-        )?;
-        let stub = self.e.pos();
+        self.chain_slots.push(ChainSlot {
+            slot,
+            target,
+            stub: 0,
+        });
+        self.chain_slots.len() - 1
+    }
+
+    /// The chain-table entry of `chain_slots[index]` in the current view.
+    fn chain_entry(&self, index: usize) -> iced_x86::MemoryOperand {
+        let entry = shadowmmu::CHAIN_TABLE_OFFSET + 8 * i64::from(self.chain_slots[index].slot);
+        mem(Register::R15, Register::None, entry)
+    }
+
+    /// The stub of `chain_slots[index]`, where its entry leads until the
+    /// monitor sets it for the view: a `ChainSlotMiss` exit with EIP the
+    /// target and the exit site the slot.
+    fn slot_miss_stub(&mut self, index: usize) -> Result<(), TranslateError> {
+        let ChainSlot { slot, target, .. } = self.chain_slots[index];
+        self.chain_slots[index].stub = self.e.pos();
         self.store_eip_imm(target)?;
         self.store_exit(ExitReason::ChainSlotMiss)?;
         self.ins(i2!(
@@ -1153,9 +1214,7 @@ impl Ctx<'_> {
             mem(Register::R14, Register::None, off::EXIT_SITE.into()),
             slot
         )?)?;
-        self.e.jmp_abs(self.req.stubs.exit_common)?;
-        self.chain_slots.push(ChainSlot { slot, target, stub });
-        Ok(())
+        self.e.jmp_abs(self.req.stubs.exit_common)
     }
 
     fn store_eip_imm(&mut self, eip: u32) -> Result<(), TranslateError> {
@@ -4606,7 +4665,7 @@ mod tests {
     }
 
     #[test]
-    fn with_chain_tables_branches_to_other_pages_jump_through_their_slots() {
+    fn with_chain_tables_branches_to_other_pages_jump_or_call_through_their_slots() {
         // jne 0x3000; call 0x5000; jmp 0x1800 (same page), from 0x1000.
         let code = [
             0x0f, 0x85, 0xfa, 0x1f, 0x00, 0x00, // 0x1000 jne 0x3000
@@ -4624,11 +4683,13 @@ mod tests {
             },
         );
         let targets: Vec<(u32, u32)> = u.chain_slots.iter().map(|c| (c.slot, c.target)).collect();
-        assert_eq!(targets, vec![(7, 0x3000), (8, 0x5000)]);
+        // The call goes through its slot in place (taken first); the jne
+        // reaches its slot's jump through a stub.
+        assert_eq!(targets, vec![(7, 0x5000), (8, 0x3000)]);
         let text = host_text(&u).join("\n");
         let entry = |k: i64| shadowmmu::CHAIN_TABLE_OFFSET + 8 * k;
         assert!(
-            text.contains(&format!("jmp qword ptr [r15-{:X}h]", -entry(7))),
+            text.contains(&format!("call qword ptr [r15-{:X}h]", -entry(7))),
             "{text}"
         );
         assert!(

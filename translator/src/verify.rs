@@ -34,9 +34,10 @@
 //!   whole tables) and R11 zero-extended from 16 bits: the access stays
 //!   within the guards around guest RAM (`RAM_GUARD`).
 //!
-//! - `jmp [r15 + t]`, `t` an entry of the view's chain table
-//!   (`shadowmmu::CHAIN_TABLE_OFFSET`, 8-byte entries): a host address
-//!   the monitor wrote, the jump's only effect;
+//! - `jmp [r15 + t]` and `call [r15 + t]`, `t` an entry of the view's
+//!   chain table (`shadowmmu::CHAIN_TABLE_OFFSET`, 8-byte entries): a
+//!   host address the monitor wrote, the branch's only effect (the call
+//!   pushes onto the return-prediction stack as a direct one does);
 //! - `[rsi]`/`[rdi]` of a string instruction of elements of at most 4
 //!   bytes whose pointer was made on every path by `lea r, [r12 + r11]`
 //!   from a frame value and a 16-bit value and whose RCX was masked to at
@@ -548,7 +549,9 @@ fn check_access(
         }
         (Register::R15, Register::None) => {
             (0..1 << 31).contains(&disp)
-                || i.code() == Code::Jmp_rm64 && m.access() == OpAccess::Read && chain_entry(disp)
+                || matches!(i.code(), Code::Jmp_rm64 | Code::Call_rm64)
+                    && m.access() == OpAccess::Read
+                    && chain_entry(disp)
         }
         (Register::R15, idx) => {
             is_window_index(idx)
@@ -567,7 +570,7 @@ fn check_access(
                 && (m.access() == OpAccess::Read
                     || matches!(
                         i.code(),
-                        Code::Pushfq | Code::Push_r64 | Code::Call_rel32_64
+                        Code::Pushfq | Code::Push_r64 | Code::Call_rel32_64 | Code::Call_rm64
                     ))
         }
         (Register::R12, Register::R11) => {
@@ -623,6 +626,12 @@ fn chain_entry(disp: i64) -> bool {
     let table = shadowmmu::CHAIN_TABLE_OFFSET;
     let end = table + 8 * shadowmmu::CHAIN_SLOTS as i64;
     (table..end).contains(&disp) && (disp - table) % 8 == 0
+}
+
+/// Whether `i` is a host `call` translated code may make: direct, or
+/// through a chain-table entry (see `check_flow`).
+fn is_host_call(i: &Instruction) -> bool {
+    matches!(i.code(), Code::Call_rel32_64 | Code::Call_rm64)
 }
 
 /// Whether `disp` in the state block falls on a field only the runtime
@@ -720,6 +729,11 @@ fn check_host_stack(
                     work.extend(index_at(insns, target).map(|t| (t, 0)));
                 }
             }
+            // Through a chain-table entry (`check_flow`): out of the unit.
+            Code::Call_rm64 => {
+                must_be_empty("a host call")?;
+                work.push((k + 1, 0));
+            }
             Code::Retnq => {
                 must_be_empty("a host ret")?;
                 let points_after = k > 0 && {
@@ -784,7 +798,7 @@ fn check_ret_lookups(
     let mut holds: Vec<Option<bool>> = vec![None; insns.len()];
     let mut work = vec![(0usize, false)];
     for (k, i) in insns.iter().enumerate() {
-        if i.code() == Code::Call_rel32_64 && k + 1 < insns.len() {
+        if is_host_call(i) && k + 1 < insns.len() {
             work.push((k + 1, true));
         }
     }
@@ -856,9 +870,18 @@ fn check_flow(i: &Instruction) -> Result<(), String> {
         {
             Ok(())
         }
-        // Predicted calls and returns (see `check_host_stack`), and a
-        // continuation's jump to its ret's lookup (see `check_ret_lookups`).
+        // Predicted calls and returns (see `check_host_stack`), direct or
+        // through the view's chain table, and a continuation's jump to its
+        // ret's lookup (see `check_ret_lookups`).
         FlowControl::Call if i.code() == Code::Call_rel32_64 => Ok(()),
+        FlowControl::IndirectCall
+            if i.code() == Code::Call_rm64
+                && i.memory_base() == Register::R15
+                && i.memory_index() == Register::None
+                && chain_entry(i.memory_displacement64() as i64) =>
+        {
+            Ok(())
+        }
         FlowControl::IndirectBranch
             if i.code() == Code::Jmp_rm64
                 && i.op0_kind() == iced_x86::OpKind::Register
@@ -923,7 +946,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_jump_through_an_entry_of_the_chain_table_passes() {
+    fn only_a_jump_or_call_through_an_entry_of_the_chain_table_passes() {
         use iced_x86::code_asm::*;
         let table = shadowmmu::CHAIN_TABLE_OFFSET as i32;
         let check = |f: &dyn Fn(&mut CodeAssembler)| {
@@ -931,6 +954,7 @@ mod tests {
             check_unit(&code, BASE, POLL).is_ok()
         };
         assert!(check(&|a| a.jmp(qword_ptr(r15 + table + 8 * 5)).unwrap()));
+        assert!(check(&|a| a.call(qword_ptr(r15 + table + 8 * 5)).unwrap()));
         // Not an entry's start, past the table, or anything but the jump.
         assert!(!check(&|a| a
             .jmp(qword_ptr(r15 + table + 8 * 5 + 4))
@@ -939,7 +963,9 @@ mod tests {
         assert!(!check(&|a| a.jmp(qword_ptr(r15 + past)).unwrap()));
         assert!(!check(&|a| a.mov(rax, qword_ptr(r15 + table)).unwrap()));
         assert!(!check(&|a| a.mov(qword_ptr(r15 + table), rax).unwrap()));
-        assert!(!check(&|a| a.call(qword_ptr(r15 + table)).unwrap()));
+        assert!(!check(&|a| a.call(qword_ptr(r15 + table + 4)).unwrap()));
+        assert!(!check(&|a| a.call(qword_ptr(r15 + past)).unwrap()));
+        assert!(!check(&|a| a.call(qword_ptr(r14 + table)).unwrap()));
         assert!(!check(&|a| a.jmp(qword_ptr(r14 + table)).unwrap()));
     }
 
