@@ -218,6 +218,27 @@ fn page_fault_on_fetch_is_reported_with_cr2() {
 }
 
 #[test]
+fn ring_0_reads_the_control_registers_inline_with_the_values_last_written() {
+    // CR2 and CR3 written (each write an exit), then read back with the
+    // other registers in the same unit: the reads must see the new values
+    // and run inline (no MOV-from-CR among the monitor's instructions).
+    let body = ".data\n.align 4096\npd: .fill 1024, 4, 0\n.text\nmain2:\n\
+                mov eax, 0x12345678\nmov cr2, eax\nlea edx, [pd]\nmov cr3, edx\n\
+                mov ebx, cr2\nmov esi, cr3\nmov edi, cr0\nmov ecx, cr4\n\
+                cmp ebx, eax\njne 1f\ncmp esi, edx\njne 1f\n\
+                test edi, 1\njz 1f\nxor eax, eax\nret\n1: mov eax, 1\nret";
+    let r = run_asm("crread", &format!("jmp main2\n{body}"), &["--stats"]);
+    assert_eq!(r.code, Some(0), "{}", describe(&r));
+    let emulated = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("instructions carried out by the monitor"))
+        .unwrap_or_default();
+    assert!(!emulated.contains("Mov_r32_cr"), "{emulated}");
+    assert!(emulated.contains("Mov_cr_r32"), "{emulated}");
+}
+
+#[test]
 fn entering_long_mode_stops_with_a_clear_message() {
     let body = "mov ecx, 0xc0000080\nxor edx, edx\nmov eax, 0x100\nwrmsr\nret";
     let r = run_asm("longmode", body, &[]);
@@ -319,7 +340,7 @@ fn io_to_unclaimed_ports_runs_without_exits_and_stats_name_the_ports() {
 fn stats_name_the_instruction_forms_the_monitor_carried_out() {
     let r = run_asm(
         "emulated_forms",
-        "mov eax, cr0\nmov eax, cr0\nmov eax, cr0\nxor eax, eax\nret",
+        "mov eax, cr0\nmov cr0, eax\nmov cr0, eax\nmov cr0, eax\nxor eax, eax\nret",
         &["--stats"],
     );
     assert_eq!(r.code, Some(0), "{}", describe(&r));
@@ -329,11 +350,11 @@ fn stats_name_the_instruction_forms_the_monitor_carried_out() {
         .find(|l| l.contains("instructions carried out by the monitor"))
         .unwrap_or_else(|| panic!("no note: {}", r.stderr));
     let count: u64 = note
-        .split("Mov_r32_cr ")
+        .split("Mov_cr_r32 ")
         .nth(1)
         .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no MOV from CR in {note}"));
+        .unwrap_or_else(|| panic!("no MOV to CR in {note}"));
     assert!(count >= 3, "{note}");
 }
 

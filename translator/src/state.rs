@@ -251,6 +251,12 @@ pub struct CpuState {
     /// 1: the guest's x87/MMX registers in the host FPU are newer than
     /// `fx` (see [`CpuState::fx`]).
     pub fx_live: u32,
+    /// CR0, CR1 (unused: reading it is #UD), CR2, CR3 and CR4 as MOV from
+    /// a control register reads them, copied in before every entry (no
+    /// translated code writes a control register: every write exits), so
+    /// that ring-0 code reads them inline (a kernel's page-fault handler
+    /// reads CR2 every time).
+    pub cr: [u32; 5],
     /// Guest x87/MMX/SSE state while not running: XMM0-7 and MXCSR are
     /// stored by every exit; the x87/MMX part stays in the host FPU (the
     /// monitor never uses x87) until [`CpuState::fx`] or
@@ -321,6 +327,7 @@ impl Default for CpuState {
             iret_blockers: 0,
             event_bail: 0,
             fx_live: 0,
+            cr: [0; 5],
             fx: FxArea::reset(),
         }
     }
@@ -400,4 +407,6 @@ pub mod off {
     pub const EVENT_BAIL: i32 = offset_of!(CpuState, event_bail) as i32;
     /// `fx`.
     pub const FX: i32 = offset_of!(CpuState, fx) as i32;
+    /// `cr[n]` is at `CR + 4 * n`.
+    pub const CR: i32 = offset_of!(CpuState, cr) as i32;
 }

@@ -1266,6 +1266,10 @@ impl Ctx<'_> {
             self.read_selector(guest.op0_register(), seg)?;
             return Ok(false);
         }
+        if let Some(cr) = self.inline_control_register_read(guest) {
+            self.read_control_register(guest.op0_register(), cr)?;
+            return Ok(false);
+        }
         if let Some(ends) = self.inline_transition(guest)? {
             return Ok(ends);
         }
@@ -1357,6 +1361,27 @@ impl Ctx<'_> {
         } else {
             self.ins(i2!(Code::Mov_r16_rm16, host(dst), m)?)
         }
+    }
+
+    /// The control register `i` reads (`mov r32, crN`) if it runs inline:
+    /// in ring 0, CR0, CR2, CR3 or CR4 (another is #UD, and any read
+    /// outside ring 0 #GP(0), which the monitor raises).
+    fn inline_control_register_read(&self, i: &Instruction) -> Option<u32> {
+        if i.code() != Code::Mov_r32_cr || !self.req.mode.cpl0 {
+            return None;
+        }
+        let n = i.op1_register() as u32 - Register::CR0 as u32;
+        matches!(n, 0 | 2 | 3 | 4).then_some(n)
+    }
+
+    /// `mov dst, crN` from the state block's copy (`CpuState::cr`).
+    fn read_control_register(&mut self, dst: Register, n: u32) -> Result<(), TranslateError> {
+        let m = mem(
+            Register::R14,
+            Register::None,
+            i64::from(off::CR) + 4 * i64::from(n),
+        );
+        self.ins(i2!(Code::Mov_r32_rm32, host(dst), m)?)
     }
 
     // ----- memory operands -------------------------------------------------

@@ -287,12 +287,56 @@ pub fn write_frame(
     let mask = if ss.big() { u32::MAX } else { 0xffff };
     let sp = esp & mask;
     let mut low = sp;
-    for (i, v) in values.iter().enumerate() {
+    if values.len() > SHORT_FRAME {
+        for (i, v) in values.iter().enumerate() {
+            low = slot_offset(ss, sp, size, i as u32);
+            let lin = ss.check(Seg::Ss, low, size, true)?;
+            ctx.write_linear(lin, &v.to_le_bytes()[..size as usize], privilege)?;
+        }
+        return Ok((esp & !mask) | low);
+    }
+    let mut lins = [0u32; SHORT_FRAME];
+    for (i, lin) in lins.iter_mut().enumerate().take(values.len()) {
         low = slot_offset(ss, sp, size, i as u32);
-        let lin = ss.check(Seg::Ss, low, size, true)?;
-        ctx.write_linear(lin, &v.to_le_bytes()[..size as usize], privilege)?;
+        *lin = ss.check(Seg::Ss, low, size, true)?;
+    }
+    let lins = &lins[..values.len()];
+    if let Some(rest) = one_page_below_first_slot(lins, size) {
+        // The first slot alone (a fault names it, as the first push would),
+        // then the others in one piece of the same page.
+        ctx.write_linear(
+            lins[0],
+            &values[0].to_le_bytes()[..size as usize],
+            privilege,
+        )?;
+        let mut bytes = [0u8; 4 * SHORT_FRAME];
+        let mut at = 0;
+        for v in values[1..].iter().rev() {
+            bytes[at..at + size as usize].copy_from_slice(&v.to_le_bytes()[..size as usize]);
+            at += size as usize;
+        }
+        ctx.write_linear(rest, &bytes[..at], privilege)?;
+        return Ok((esp & !mask) | low);
+    }
+    for (lin, v) in lins.iter().zip(values) {
+        ctx.write_linear(*lin, &v.to_le_bytes()[..size as usize], privilege)?;
     }
     Ok((esp & !mask) | low)
+}
+
+/// Frames of at most this many slots (an interrupt's six, PUSHA's eight)
+/// are written in at most two accesses when they lie in one page.
+const SHORT_FRAME: usize = 8;
+
+/// The linear address of the lowest slot when every slot after the first
+/// lies right below the one before it and all of them in the first slot's
+/// page (a frame that neither wraps nor crosses a page: one access for
+/// all but the first slot).
+fn one_page_below_first_slot(lins: &[u32], size: u32) -> Option<u32> {
+    let (&first, &last) = (lins.first()?, lins.last()?);
+    let contiguous = lins.windows(2).all(|w| w[0].wrapping_sub(size) == w[1]);
+    let same_page = last <= first && last >> 12 == first.wrapping_add(size - 1) >> 12;
+    (lins.len() > 1 && contiguous && same_page).then_some(last)
 }
 
 /// The stack pointer after pushing `count` items of `size` (2 or 4) bytes

@@ -114,9 +114,22 @@ impl BtCore {
         if !self.paging() {
             return Ok(lin);
         }
-        self.walk_noting(lin, write, user)
+        let paging = self.paging_registers();
+        if let Some(frame) = self.monitor_tlb.get(paging, lin >> 12, write, user) {
+            return Ok(frame << 12 | lin & 0xfff);
+        }
+        let phys = self
+            .walk_noting(lin, write, user)
             .map(|t| t.phys.0)
-            .map_err(page_fault)
+            .map_err(page_fault)?;
+        self.monitor_tlb
+            .insert(paging, lin >> 12, phys >> 12, write, user);
+        Ok(phys)
+    }
+
+    /// CR0, CR3 and CR4: what a walk depends on besides the tables.
+    fn paging_registers(&self) -> [u32; 3] {
+        [self.sys.cr0.bits(), self.sys.cr3, self.sys.cr4.bits()]
     }
 
     /// Walks the guest page tables, telling the watcher about the accessed
@@ -150,6 +163,7 @@ impl BtCore {
     /// in-sync tables already follow the guest's writes, so only the entry
     /// of `lin` in an out-of-sync table needs comparing.
     pub(super) fn invalidate_page(&mut self, lin: u32) {
+        self.monitor_tlb.clear();
         if !self.paging() {
             return;
         }
@@ -181,6 +195,7 @@ impl BtCore {
     /// A guest TLB flush (CR3 write, INVLPG, CR4.PGE change): every
     /// out-of-sync table is compared with its snapshot again.
     pub(super) fn guest_tlb_flush(&mut self) {
+        self.monitor_tlb.clear();
         let c = self.watcher.resync_all(&self.ram);
         self.apply(c);
     }
@@ -1274,5 +1289,128 @@ mod tests {
             merged,
             vec![inv(0, 2, 3), inv(0, 1024, 1024), inv(1, 5, 1), inv(1, 7, 1)]
         );
+    }
+}
+
+/// The monitor's own TLB: the linear pages [`BtCore::translate_linear`]
+/// walked last, for the accesses of one stretch of monitor work (an
+/// exception delivery reads the IDT, the GDT and the TSS and writes its
+/// frame: about a dozen walks of three or four pages, each telling the
+/// frame watcher about both entries it used). It is emptied before
+/// translated code runs and at every guest TLB flush (CR3 and CR4 writes,
+/// INVLPG), and serves only under the CR0, CR3 and CR4 it was filled
+/// under (a task switch loads CR3 in the middle of its accesses), so it
+/// never holds what a hardware TLB could not; an entry that a read walk
+/// made does not serve a write, whose walk sets the dirty bit.
+#[derive(Debug, Default)]
+pub(super) struct MonitorTlb {
+    entries: [Option<MonitorTlbEntry>; 4],
+    next: usize,
+    /// CR0, CR3 and CR4 of the entries.
+    paging: [u32; 3],
+}
+
+#[derive(Clone, Copy, Debug)]
+struct MonitorTlbEntry {
+    lpage: u32,
+    frame: u32,
+    /// Made by a walk with user rights.
+    user: bool,
+    /// Made by a write walk (the dirty bit is set).
+    write: bool,
+}
+
+impl MonitorTlb {
+    /// The frame of linear page `lpage` for an access with these rights,
+    /// if an entry serves it.
+    fn get(&self, paging: [u32; 3], lpage: u32, write: bool, user: bool) -> Option<u32> {
+        if paging != self.paging {
+            return None;
+        }
+        self.entries
+            .iter()
+            .flatten()
+            .find(|e| e.lpage == lpage && e.user == user && (e.write || !write))
+            .map(|e| e.frame)
+    }
+
+    /// Records a walk of `lpage` to `frame` (replacing an entry of the
+    /// same page and rights, else the oldest).
+    fn insert(&mut self, paging: [u32; 3], lpage: u32, frame: u32, write: bool, user: bool) {
+        if paging != self.paging {
+            self.clear();
+            self.paging = paging;
+        }
+        let entry = MonitorTlbEntry {
+            lpage,
+            frame,
+            user,
+            write,
+        };
+        let same = self
+            .entries
+            .iter()
+            .position(|e| e.is_some_and(|e| e.lpage == lpage && e.user == user));
+        let at = same.unwrap_or_else(|| {
+            let at = self.next;
+            self.next = (self.next + 1) % self.entries.len();
+            at
+        });
+        self.entries[at] = Some(entry);
+    }
+
+    /// Forgets every entry.
+    pub(super) fn clear(&mut self) {
+        self.entries = [None; 4];
+    }
+}
+
+#[cfg(test)]
+mod monitor_tlb_tests {
+    use super::MonitorTlb;
+
+    const P: [u32; 3] = [0x8000_0011, 0x1000, 0x10];
+
+    #[test]
+    fn a_read_entry_serves_reads_of_its_page_and_rights_only() {
+        let mut tlb = MonitorTlb::default();
+        tlb.insert(P, 0x12345, 0x777, false, false);
+        assert_eq!(tlb.get(P, 0x12345, false, false), Some(0x777));
+        assert_eq!(tlb.get(P, 0x12345, true, false), None, "a write walks");
+        assert_eq!(tlb.get(P, 0x12345, false, true), None, "user rights walk");
+        assert_eq!(tlb.get(P, 0x12346, false, false), None);
+    }
+
+    #[test]
+    fn a_write_entry_serves_reads_and_writes_and_replaces_the_read_one() {
+        let mut tlb = MonitorTlb::default();
+        tlb.insert(P, 5, 50, false, false);
+        tlb.insert(P, 5, 50, true, false);
+        assert_eq!(tlb.get(P, 5, true, false), Some(50));
+        assert_eq!(tlb.get(P, 5, false, false), Some(50));
+        assert_eq!(tlb.entries.iter().flatten().count(), 1);
+    }
+
+    #[test]
+    fn the_oldest_entry_goes_and_clear_forgets_all() {
+        let mut tlb = MonitorTlb::default();
+        for page in 0..5 {
+            tlb.insert(P, page, page + 100, false, false);
+        }
+        assert_eq!(tlb.get(P, 0, false, false), None, "the first went");
+        assert_eq!(tlb.get(P, 4, false, false), Some(104));
+        tlb.clear();
+        assert_eq!(tlb.get(P, 4, false, false), None);
+    }
+
+    #[test]
+    fn entries_serve_only_under_the_paging_registers_they_were_made_under() {
+        let mut tlb = MonitorTlb::default();
+        tlb.insert(P, 1, 10, true, false);
+        let other_cr3 = [P[0], 0x2000, P[2]];
+        assert_eq!(tlb.get(other_cr3, 1, false, false), None);
+        tlb.insert(other_cr3, 2, 20, false, false);
+        assert_eq!(tlb.get(P, 1, false, false), None, "the old CR3's went");
+        assert_eq!(tlb.get(other_cr3, 2, false, false), Some(20));
     }
 }

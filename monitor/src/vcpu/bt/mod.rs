@@ -334,6 +334,8 @@ pub struct BtCore {
     rmap: HashMap<u32, Vec<frames::Alias>>,
     /// Adaptive memory access (see [`adaptive`]).
     adaptive: adaptive::Adaptive,
+    /// The monitor's own guest TLB (see [`frames::MonitorTlb`]).
+    monitor_tlb: frames::MonitorTlb,
     /// The instruction (guest-physical address) of the host fault being
     /// handled, when it ran in a unit of its own kind (not alone).
     fault_insn: Option<u32>,
@@ -957,6 +959,7 @@ impl BtCore {
             code_store_faults: HashMap::default(),
             rmap: HashMap::default(),
             adaptive: adaptive::Adaptive::new(true),
+            monitor_tlb: frames::MonitorTlb::default(),
             fault_insn: None,
             mmio: crate::devices::mmio::MmioBus::new(),
             lapic: None,
@@ -1112,6 +1115,9 @@ impl BtCore {
     fn run_translation(&mut self, entry: u64) {
         self.state.exit_reason = 0;
         self.state.iret_blockers = self.iret_blockers();
+        self.monitor_tlb.clear();
+        let sys = &self.sys;
+        self.state.cr = [sys.cr0.bits(), 0, sys.cr2, sys.cr3, sys.cr4.bits()];
         // SAFETY: `entry` is the entry of a live translation of our cache,
         // emitted for this state block and window; the stubs belong to the
         // same cache.
@@ -1403,6 +1409,8 @@ impl BtCore {
     /// when the privilege changed, every shadow mapping when the address
     /// space changed.
     fn after_system_change(&mut self, before: ModeKey) {
+        // CR0.WP, CR0.PG, CR3 or CR4 may have changed what a walk gives.
+        self.monitor_tlb.clear();
         let tables_before = self.state.tables_gen;
         self.sync_segments();
         let after = self.mode_key();
