@@ -133,6 +133,7 @@ fn every_software_tlb_candidate_translates_through_the_software_tlb_and_passes_t
             fold_displacements: true,
             unfolded: &[],
             chain_slots_from: None,
+            segment_loads: &[],
             pc_thunks: None,
         };
         match translate(&req) {

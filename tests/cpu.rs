@@ -239,6 +239,40 @@ fn ring_0_reads_the_control_registers_inline_with_the_values_last_written() {
 }
 
 #[test]
+fn ring_0_segment_loads_run_inline_and_see_a_descriptor_rewritten_in_memory() {
+    // A descriptor appended to the runtime's GDT (base `data_a`), loaded
+    // into FS once and FS made null once before the loop (the monitor
+    // loads them and remembers the selectors), then in the loop's own
+    // unit: FS <- it, a read through FS, FS <- null (each load a change of
+    // mode: a null FS restricts access). Halfway, the descriptor's base is
+    // rewritten in memory (to `data_c`) without reloading GDTR: the loads
+    // after it must see the new base.
+    let body = "sgdt [gdtr]\nmov esi, [gdtr+2]\nmovzx ecx, word ptr [gdtr]\ninc ecx\n\
+                mov edx, ecx\nlea edi, [newgdt]\ncld\nrep movsb\n\
+                mov [desc_at], edi\nlea eax, [data_a]\ncall make_desc\n\
+                lea eax, [edx+7]\nmov word ptr [gdtr], ax\nmov dword ptr [gdtr+2], offset newgdt\n\
+                lgdt [gdtr]\nmov fs, dx\nxor ebx, ebx\nmov fs, bx\n\
+                call run_loop\ncmp eax, 0x5055\njne 9f\nxor eax, eax\nret\n\
+                9: mov eax, 1\nret\n\
+                make_desc: mov ecx, eax\nshl ecx, 16\nor ecx, 0xffff\nmov [edi], ecx\n\
+                mov ecx, eax\nshr ecx, 16\nand ecx, 0xff\nmov esi, eax\nand esi, 0xff000000\n\
+                or ecx, esi\nor ecx, 0x00cf9300\nmov [edi+4], ecx\nret\n\
+                .p2align 12\n\
+                run_loop: xor eax, eax\nmov ecx, 10\n\
+                2: mov fs, dx\nadd eax, fs:[0]\nmov fs, bx\ncmp ecx, 6\njne 3f\n\
+                push eax\npush ecx\nmov edi, [desc_at]\nlea eax, [data_c]\ncall make_desc\n\
+                pop ecx\npop eax\n\
+                3: dec ecx\njnz 2b\nret\n\
+                .data\n.balign 8\ndata_a: .long 0x11\ndata_c: .long 0x1000\n\
+                desc_at: .long 0\ngdtr: .word 0\n.long 0\n\
+                .balign 8\nnewgdt: .fill 64, 8, 0\n.text";
+    let r = run_asm("inline_segment_loads", body, &["--stats"]);
+    assert_eq!(r.code, Some(0), "{}", describe(&r));
+    let inline = stats_counter(&r, "segment registers loaded by translated code");
+    assert!(inline.is_some_and(|n| n > 0), "{}", r.stderr);
+}
+
+#[test]
 fn entering_long_mode_stops_with_a_clear_message() {
     let body = "mov ecx, 0xc0000080\nxor edx, edx\nmov eax, 0x100\nwrmsr\nret";
     let r = run_asm("longmode", body, &[]);

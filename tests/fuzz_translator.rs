@@ -138,6 +138,39 @@ fn registers() -> impl Strategy<Value = Registers> {
 // ----- properties ----------------------------------------------------------
 
 /// Inline privilege changes as a monitor would offer them.
+/// Inline data segment loads offered to flat units: a flat data segment
+/// (the unit's own mode) and a null selector (another mode), for ES, DS,
+/// FS and GS.
+const SEGMENT_LOADS: [(u8, translator::translate::InlineSegmentLoad); 8] = {
+    use translator::translate::InlineSegmentLoad;
+    const FLAT: InlineSegmentLoad = InlineSegmentLoad {
+        selector: 0x7b,
+        descriptor: Some((0xc1c0_1078, 0x00cf_f300_0000_ffff)),
+        base: 0,
+        ranges: [0, 0xffff_ffff, 0, 0xffff_ffff],
+        mode: 3,
+        tag: 0,
+    };
+    const NULL: InlineSegmentLoad = InlineSegmentLoad {
+        selector: 0,
+        descriptor: None,
+        base: 0,
+        ranges: [1, 0, 1, 0],
+        mode: 3 | 1 << 13,
+        tag: 1,
+    };
+    [
+        (0, FLAT),
+        (0, NULL),
+        (3, FLAT),
+        (3, NULL),
+        (4, FLAT),
+        (4, NULL),
+        (5, FLAT),
+        (5, NULL),
+    ]
+};
+
 const TRANSITIONS: translator::translate::Transitions = {
     let to = translator::translate::InlineTransition {
         eip: 0xc010_0000,
@@ -218,6 +251,8 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
             fold_displacements: flat,
             unfolded: &[],
             chain_slots_from: None,
+            // Flat modes carry out loads of every data segment inline.
+            segment_loads: if flat { &SEGMENT_LOADS } else { &[] },
             pc_thunks: None,
         };
         let unit = match translate(&req) {

@@ -74,6 +74,7 @@ fn translation_cost(c: &mut Criterion) {
         fold_displacements: true,
         unfolded: &[],
         chain_slots_from: None,
+        segment_loads: &[],
         pc_thunks: None,
     };
     let insns = translator::translate(&req)

@@ -93,8 +93,9 @@ pub const TRANSITION_EVENT_FIRST: u32 = 16;
 /// `CpuState::iret_blockers`: NMIs are blocked (the IRET unblocks them).
 pub const IRET_BLOCKED_NMI: u32 = 1;
 /// `CpuState::iret_blockers`: a return to ring 3 would make DS, ES, FS or
-/// GS null (their DPL is below 3).
-pub const IRET_BLOCKED_DATA_SEGMENTS: u32 = 2;
+/// GS null (their DPL is below 3). Alone in its byte (byte 1), which an
+/// inline segment load sets with a byte store (no flags).
+pub const IRET_BLOCKED_DATA_SEGMENTS: u32 = 0x200;
 
 /// Guest segment registers in the order of the x86 encoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -257,6 +258,15 @@ pub struct CpuState {
     /// that ring-0 code reads them inline (a kernel's page-fault handler
     /// reads CR2 every time).
     pub cr: [u32; 5],
+    /// Per segment register (0 = ES .. 5 = GS): 1 when translated code
+    /// loaded it since the last entry (see
+    /// `translate::InlineSegmentLoad`); the monitor applies the load to
+    /// its system state (selector `seg_sel`, descriptor `seg_desc`) and
+    /// clears the mark.
+    pub seg_loaded: [u8; 6],
+    /// The descriptor of each segment register translated code loaded
+    /// (0 for a null selector).
+    pub seg_desc: [u64; 6],
     /// Guest x87/MMX/SSE state while not running: XMM0-7 and MXCSR are
     /// stored by every exit; the x87/MMX part stays in the host FPU (the
     /// monitor never uses x87) until [`CpuState::fx`] or
@@ -328,6 +338,8 @@ impl Default for CpuState {
             event_bail: 0,
             fx_live: 0,
             cr: [0; 5],
+            seg_loaded: [0; 6],
+            seg_desc: [0; 6],
             fx: FxArea::reset(),
         }
     }
@@ -407,6 +419,10 @@ pub mod off {
     pub const EVENT_BAIL: i32 = offset_of!(CpuState, event_bail) as i32;
     /// `fx`.
     pub const FX: i32 = offset_of!(CpuState, fx) as i32;
+    /// `seg_loaded[s]` is at `SEG_LOADED + s`.
+    pub const SEG_LOADED: i32 = offset_of!(CpuState, seg_loaded) as i32;
+    /// `seg_desc[s]` is at `SEG_DESC + 8 * s`.
+    pub const SEG_DESC: i32 = offset_of!(CpuState, seg_desc) as i32;
     /// `cr[n]` is at `CR + 4 * n`.
     pub const CR: i32 = offset_of!(CpuState, cr) as i32;
 }

@@ -394,6 +394,55 @@ pub struct UnitRequest<'a> {
     /// probing the indirect-branch table; its sites take slot numbers `k`
     /// from this one up ([`Unit::chain_slots`]). `None`: they probe.
     pub chain_slots_from: Option<u32>,
+    /// Data segment loads a ring-0 unit in a flat mode carries out itself
+    /// (`MOV DS/ES/FS/GS`, see [`InlineSegmentLoad`]): by segment (0 = ES
+    /// .. 5 = GS), the selectors it expects. Any other selector, or a
+    /// descriptor that changed, goes to the monitor as before.
+    pub segment_loads: &'a [(u8, InlineSegmentLoad)],
+}
+
+/// Selectors a `mov` to one segment register compares with, at most.
+pub const MAX_SEGMENT_LOADS: usize = 2;
+
+/// A data segment load (MOV to DS, ES, FS or GS) that translated code may
+/// carry out itself: the monitor worked it out for one selector with the
+/// same checks it applies (in ring 0; a descriptor with its accessed bit
+/// set, so the load writes nothing), and the code compares the selector
+/// and the descriptor's 8 bytes in memory (through the window) with the
+/// ones it was worked out from before applying it. Kernels load DS, ES and
+/// FS on every system call and interrupt (Linux: `__USER_DS` and
+/// `__KERNEL_PERCPU` on entry, the user's FS on the way out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InlineSegmentLoad {
+    /// The selector.
+    pub selector: u16,
+    /// The descriptor's linear address and its 8 bytes; `None` for a null
+    /// selector, which reads no descriptor.
+    pub descriptor: Option<(u32, u64)>,
+    /// The segment's base and its `CpuState::seg_ranges` after the load.
+    pub base: u32,
+    /// See [`InlineSegmentLoad::base`].
+    pub ranges: [u64; 4],
+    /// The translation-key mode bits after the load (the unit's own when
+    /// the load changes nothing a translation depends on), and that
+    /// mode's indirect-branch tag.
+    pub mode: u32,
+    /// See [`InlineSegmentLoad::mode`].
+    pub tag: u32,
+}
+
+impl InlineSegmentLoad {
+    /// Whether a return to ring 3 would make the segment null: a usable
+    /// data or non-conforming code segment of DPL below 3 (an inline IRET
+    /// must then leave it to the monitor).
+    pub fn blocks_iret_to_ring3(&self) -> bool {
+        self.descriptor.is_some_and(|(_, d)| {
+            let access = (d >> 40) as u8;
+            let conforming_code = access & 0x0c == 0x0c;
+            let dpl = (access >> 5) & 3;
+            !conforming_code && dpl < 3
+        })
+    }
 }
 
 /// The displacements folded into `[r15 + reg + disp]` (see
@@ -1270,6 +1319,9 @@ impl Ctx<'_> {
             self.read_control_register(guest.op0_register(), cr)?;
             return Ok(false);
         }
+        if let Some((seg, loads)) = self.inline_segment_loads(guest) {
+            return self.segment_load(guest, seg, &loads);
+        }
         if let Some(ends) = self.inline_transition(guest)? {
             return Ok(ends);
         }
@@ -1382,6 +1434,177 @@ impl Ctx<'_> {
             i64::from(off::CR) + 4 * i64::from(n),
         );
         self.ins(i2!(Code::Mov_r32_rm32, host(dst), m)?)
+    }
+
+    /// The loads offered for `i` if it is a `mov es/ds/fs/gs, r/m16` this
+    /// unit may carry out itself (see [`InlineSegmentLoad`]): in ring 0,
+    /// flat 32-bit code, a memory source through a segment whose accesses
+    /// need no check.
+    fn inline_segment_loads(&self, i: &Instruction) -> Option<(Seg, Vec<InlineSegmentLoad>)> {
+        let mode = self.req.mode;
+        if !matches!(i.code(), Code::Mov_Sreg_r32m16 | Code::Mov_Sreg_rm16)
+            || !mode.cpl0
+            || !mode.flat
+            || mode.code16
+            || i.op1_kind() == OpKind::Memory && mode.is_limited(i.memory_segment())
+        {
+            return None;
+        }
+        let seg = seg_index(i.op0_register()).filter(|s| !matches!(s, Seg::Cs | Seg::Ss))?;
+        let loads: Vec<InlineSegmentLoad> = self
+            .req
+            .segment_loads
+            .iter()
+            .filter(|(s, _)| *s == seg as u8)
+            .map(|(_, load)| *load)
+            .take(MAX_SEGMENT_LOADS)
+            .collect();
+        (!loads.is_empty()).then_some((seg, loads))
+    }
+
+    /// `mov seg, r/m16` for the selectors of `loads`:
+    ///
+    /// ```text
+    /// movzx r10d, <source>                ; the selector
+    /// mov r11d, <descriptor address> ; mov r12/r11, [r15 + r11]   ; each
+    /// mov r13, rcx
+    /// lea ecx, [r10 - selector] ; jrcxz near_k                      ; each
+    /// jmp to_monitor ; near_k: jmp load_k                           ; each
+    /// to_monitor: mov rcx, r13 ; <Emulate exit>
+    /// load_k: mov rcx, -descriptor ; lea rcx, [rcx + r12/r11] ; jrcxz ok_k
+    ///         mov rcx, r13 ; jmp <Emulate exit>
+    /// ok_k:   mov rcx, r13 ; <selector, base, ranges, descriptor into the
+    ///         state block, the segment marked loaded> ; then on in the unit,
+    ///         or a chainable exit to the next instruction in the new mode
+    /// ```
+    ///
+    /// Every access that can fault comes before RCX is borrowed, and a
+    /// fault anywhere lets the monitor carry the load out (nothing of it
+    /// took effect). The monitor applies the marked loads to its system
+    /// state after the run (`CpuState::seg_loaded`).
+    fn segment_load(
+        &mut self,
+        i: &Instruction,
+        seg: Seg,
+        loads: &[InlineSegmentLoad],
+    ) -> Result<bool, TranslateError> {
+        self.fixup = fixup::REDO_IN_MONITOR;
+        if i.op1_kind() == OpKind::Register {
+            self.ins(i2!(
+                Code::Mov_r32_rm32,
+                Register::R10D,
+                host(i.op1_register().full_register32())
+            )?)?;
+            self.ins(i2!(Code::Movzx_r32_rm16, Register::R10D, Register::R10W)?)?;
+        } else {
+            let m = self.window_operand(i, false)?;
+            self.ins(i2!(Code::Movzx_r32_rm16, Register::R10D, m)?)?;
+        }
+        // The descriptors, into R12 and R11 (at most two loads).
+        let held = [Register::R12, Register::R11];
+        for (load, reg) in loads.iter().zip(held) {
+            if let Some((at, _)) = load.descriptor {
+                self.ins(i2!(Code::Mov_r32_imm32, Register::R11D, at)?)?;
+                self.ins(i2!(
+                    Code::Mov_r64_rm64,
+                    reg,
+                    mem(Register::R15, Register::R11, 0)
+                )?)?;
+            }
+        }
+        self.ins(i2!(Code::Mov_r64_rm64, Register::R13, Register::RCX)?)?;
+        // JRCXZ reaches 127 bytes: each match leaves through a near jump.
+        let near: Vec<Label> = loads.iter().map(|_| self.e.label()).collect();
+        let matched: Vec<Label> = loads.iter().map(|_| self.e.label()).collect();
+        for (load, at) in loads.iter().zip(&near) {
+            self.lea32(Register::ECX, Register::R10, -i64::from(load.selector))?;
+            self.e.jrcxz_label(*at);
+        }
+        let to_monitor = self.e.label();
+        self.e.jmp_label(to_monitor);
+        for (at, block) in near.iter().zip(&matched) {
+            self.e.bind(*at);
+            self.e.jmp_label(*block);
+        }
+        let done = self.e.label();
+        let mut continues = false;
+        for ((load, at), reg) in loads.iter().zip(&matched).zip(held) {
+            self.e.bind(*at);
+            if let Some((_, descriptor)) = load.descriptor {
+                let same = self.e.label();
+                self.ins(i2!(
+                    Code::Mov_r64_imm64,
+                    Register::RCX,
+                    descriptor.wrapping_neg()
+                )?)?;
+                self.ins(i2!(
+                    Code::Lea_r64_m,
+                    Register::RCX,
+                    mem(Register::RCX, reg, 0)
+                )?)?;
+                self.e.jrcxz_label(same);
+                self.e.jmp_label(to_monitor);
+                self.e.bind(same);
+            }
+            self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R13)?)?;
+            self.store_segment(seg, load)?;
+            if load.mode == self.req.mode.bits() {
+                continues = true;
+                self.e.jmp_label(done);
+            } else {
+                self.chain_exit_to_mode(i.next_ip32(), load.mode, load.tag)?;
+            }
+        }
+        self.e.bind(to_monitor);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R13)?)?;
+        self.emulate_exit(i.ip32())?;
+        self.e.bind(done);
+        Ok(!continues)
+    }
+
+    /// What a load of `seg` makes of the state block: the mirrors
+    /// translated code reads, the descriptor for the monitor, the mark
+    /// that it happened, and (a segment a return to ring 3 would make
+    /// null) the IRET blocker.
+    fn store_segment(&mut self, seg: Seg, load: &InlineSegmentLoad) -> Result<(), TranslateError> {
+        let s = seg as i64;
+        let state = |at: i32, index: i64, size: i64| {
+            mem(Register::R14, Register::None, i64::from(at) + index * size)
+        };
+        self.ins(i2!(
+            Code::Mov_rm16_imm16,
+            state(off::SEG_SEL, s, 2),
+            u32::from(load.selector)
+        )?)?;
+        self.ins(i2!(
+            Code::Mov_rm32_imm32,
+            state(off::SEG_BASE, s, 4),
+            load.base
+        )?)?;
+        let descriptor = load.descriptor.map_or(0, |(_, d)| d);
+        let quads = load
+            .ranges
+            .iter()
+            .enumerate()
+            .map(|(k, r)| (off::SEG_RANGES + 32 * seg as i32 + 8 * k as i32, *r))
+            .chain([(off::SEG_DESC + 8 * seg as i32, descriptor)]);
+        for (at, value) in quads {
+            self.ins(i2!(Code::Mov_r64_imm64, Register::R10, value)?)?;
+            self.ins(i2!(
+                Code::Mov_rm64_r64,
+                mem(Register::R14, Register::None, at.into()),
+                Register::R10
+            )?)?;
+        }
+        self.ins(i2!(Code::Mov_rm8_imm8, state(off::SEG_LOADED, s, 1), 1u32)?)?;
+        if load.blocks_iret_to_ring3() {
+            self.ins(i2!(
+                Code::Mov_rm8_imm8,
+                state(off::IRET_BLOCKERS, 1, 1),
+                crate::state::IRET_BLOCKED_DATA_SEGMENTS >> 8
+            )?)?;
+        }
+        Ok(())
     }
 
     // ----- memory operands -------------------------------------------------
@@ -3612,6 +3835,7 @@ mod tests {
         unfolded: &'a [u32],
         chain_slots_from: Option<u32>,
         pc_thunks: Option<&'a std::collections::HashMap<u32, PcThunk>>,
+        segment_loads: &'a [(u8, InlineSegmentLoad)],
         /// The code is all the monitor could give (no NOP padding).
         exact_code: bool,
     }
@@ -3642,6 +3866,7 @@ mod tests {
                 chain_slots_from: None,
                 pc_thunks: None,
                 exact_code: false,
+                segment_loads: &[],
             }
         }
     }
@@ -3681,6 +3906,7 @@ mod tests {
             unfolded: setup.unfolded,
             chain_slots_from: setup.chain_slots_from,
             pc_thunks: setup.pc_thunks,
+            segment_loads: setup.segment_loads,
         };
         translate(&req).unwrap()
     }
@@ -4731,6 +4957,63 @@ mod tests {
             assert_eq!(stub.memory_displacement64(), off::EIP as u64, "{stub}");
         }
         assert_eq!(u.sites.len(), 1, "the same page's jump chains as before");
+    }
+
+    #[test]
+    fn a_segment_load_offered_inline_compares_selector_and_descriptor_before_storing() {
+        // mov fs, eax; mov ds, [ebx]; nop, in a flat ring-0 unit: FS has a
+        // load of the unit's own mode and a null one (another mode), DS none.
+        let code = [0x8e, 0xe0, 0x8e, 0x1b, 0x90];
+        let same = InlineSegmentLoad {
+            selector: 0xd8,
+            descriptor: Some((0xc1c0_10d8, 0x00cf_9300_0000_ffff)),
+            base: 0x1234_5000,
+            ranges: [0, 0xffff_ffff, 0, 0xffff_ffff],
+            mode: 3,
+            tag: 0,
+        };
+        let null = InlineSegmentLoad {
+            selector: 0,
+            descriptor: None,
+            base: 0,
+            ranges: [1, 0, 1, 0],
+            mode: 3 | 1 << 13,
+            tag: 2,
+        };
+        let loads = [(Seg::Fs as u8, same), (Seg::Fs as u8, null)];
+        let u = translate_with(
+            &code,
+            Setup {
+                segment_loads: &loads,
+                ..Setup::default()
+            },
+        );
+        let text = host_text(&u).join("\n");
+        // The selector compares, the descriptor read through the window
+        // and compared, the base stored, the load marked.
+        assert!(text.contains("lea ecx,[r10-0D8h]"), "{text}");
+        assert!(text.contains("lea ecx,[r10]"), "{text}");
+        assert!(text.contains("mov r12,[r15+r11]"), "{text}");
+        assert!(text.contains("mov rcx,0FF306CFFFFFF0001h"), "{text}");
+        // As iced-x86 formats a displacement: a leading 0 before a letter.
+        let hex = |v: i32| {
+            let digits = format!("{v:X}h");
+            if digits.starts_with(|c: char| c.is_ascii_alphabetic()) {
+                format!("0{digits}")
+            } else {
+                digits
+            }
+        };
+        let base = format!("mov dword ptr [r14+{}],12345000h", hex(off::SEG_BASE + 16));
+        assert!(text.contains(&base), "{text}");
+        let mark = format!("mov byte ptr [r14+{}],1", hex(off::SEG_LOADED + 4));
+        assert!(text.contains(&mark), "{text}");
+        // The DS load (nothing offered) goes to the monitor and ends the
+        // unit; the null FS load's mode change leaves through a chainable
+        // exit in its mode.
+        assert_eq!(u.insns.len(), 2, "{:?}", u.insns);
+        let chain_mode = format!("[r14+{}],2003h", hex(off::CHAIN_MODE));
+        assert!(text.contains(&chain_mode), "{text}");
     }
 
     #[test]

@@ -570,6 +570,12 @@ impl BtCore {
         if c.is_empty() {
             return;
         }
+        if !c.invalidations.is_empty() {
+            // A mapping the guest changed: what the monitor's own TLB
+            // holds may be what changed (a hardware TLB could keep it until
+            // the guest's flush; dropping it is never wrong).
+            self.monitor_tlb.clear();
+        }
         for inv in coalesce(c.invalidations) {
             self.invalidate(inv);
         }
@@ -1293,15 +1299,17 @@ mod tests {
 }
 
 /// The monitor's own TLB: the linear pages [`BtCore::translate_linear`]
-/// walked last, for the accesses of one stretch of monitor work (an
-/// exception delivery reads the IDT, the GDT and the TSS and writes its
-/// frame: about a dozen walks of three or four pages, each telling the
-/// frame watcher about both entries it used). It is emptied before
-/// translated code runs and at every guest TLB flush (CR3 and CR4 writes,
-/// INVLPG), and serves only under the CR0, CR3 and CR4 it was filled
-/// under (a task switch loads CR3 in the middle of its accesses), so it
-/// never holds what a hardware TLB could not; an entry that a read walk
-/// made does not serve a write, whose walk sets the dirty bit.
+/// walked last (an exception delivery reads the IDT, the GDT and the TSS
+/// and writes its frame: about a dozen walks of three or four pages, each
+/// telling the frame watcher about both entries it used; a kernel's entry
+/// code loads three or four segment registers, each a read of the GDT).
+/// Like a hardware TLB it outlives the instructions that filled it: it is
+/// emptied at every guest TLB flush (INVLPG, CR3 and CR4 writes) and
+/// whenever the frame watcher finds a mapping changed, and serves only
+/// under the CR0, CR3 and CR4 it was filled under (a task switch loads
+/// CR3 in the middle of its accesses), so it never holds what a hardware
+/// TLB could not; an entry that a read walk made does not serve a write,
+/// whose walk sets the dirty bit.
 #[derive(Debug, Default)]
 pub(super) struct MonitorTlb {
     entries: [Option<MonitorTlbEntry>; 4],

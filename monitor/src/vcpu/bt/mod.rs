@@ -35,6 +35,7 @@ mod exec;
 mod faults;
 mod folding;
 mod frames;
+mod segments;
 mod smc;
 mod spaces;
 
@@ -159,6 +160,10 @@ pub struct BtStats {
     /// Units whose own bytes, or whose instruction into the next page,
     /// found other bytes in guest memory and were translated again.
     pub crossing_retranslations: u64,
+    /// Data segment registers translated code loaded itself (counted when
+    /// applied after a run: one per register however often it was loaded
+    /// in the run).
+    pub inline_segment_loads: u64,
     /// Stores to code frames that touched no translated byte (the
     /// translations were spared).
     pub smc_spared: u64,
@@ -336,6 +341,8 @@ pub struct BtCore {
     adaptive: adaptive::Adaptive,
     /// The monitor's own guest TLB (see [`frames::MonitorTlb`]).
     monitor_tlb: frames::MonitorTlb,
+    /// Data segment loads offered to translated code (see `segments`).
+    segment_loads: segments::SegmentLoads,
     /// The instruction (guest-physical address) of the host fault being
     /// handled, when it ran in a unit of its own kind (not alone).
     fault_insn: Option<u32>,
@@ -705,6 +712,10 @@ impl Vcpu for BtVcpu {
                     v.inline_event_redos,
                 ),
                 (
+                    "segment registers loaded by translated code",
+                    v.inline_segment_loads,
+                ),
+                (
                     "inline INT/IRET sites retranslated",
                     v.inline_event_retranslations,
                 ),
@@ -960,6 +971,7 @@ impl BtCore {
             rmap: HashMap::default(),
             adaptive: adaptive::Adaptive::new(true),
             monitor_tlb: frames::MonitorTlb::default(),
+            segment_loads: segments::SegmentLoads::default(),
             fault_insn: None,
             mmio: crate::devices::mmio::MmioBus::new(),
             lapic: None,
@@ -1027,6 +1039,7 @@ impl BtCore {
         if self.tables_seen != Some(tables) {
             self.tables_seen = Some(tables);
             self.state.tables_gen = self.state.tables_gen.wrapping_add(1);
+            self.segment_loads.forget_checks();
         }
         if self.sys.cpl == 3 {
             self.last_user_selectors = Some((
@@ -1041,6 +1054,7 @@ impl BtCore {
                 continue;
             }
             self.synced_segments[s] = Some(reg);
+            self.segment_loads.note_loaded(seg, reg);
             self.state.seg_base[s] = reg.base;
             self.state.seg_sel[s] = reg.selector.0;
             let ranges = reg.offset_ranges();
@@ -1115,13 +1129,13 @@ impl BtCore {
     fn run_translation(&mut self, entry: u64) {
         self.state.exit_reason = 0;
         self.state.iret_blockers = self.iret_blockers();
-        self.monitor_tlb.clear();
         let sys = &self.sys;
         self.state.cr = [sys.cr0.bits(), 0, sys.cr2, sys.cr3, sys.cr4.bits()];
         // SAFETY: `entry` is the entry of a live translation of our cache,
         // emitted for this state block and window; the stubs belong to the
         // same cache.
         unsafe { runtime::enter(&self.stubs, &mut self.state, entry) };
+        self.apply_inline_segment_loads();
         let flags = self.state.host_flags as u32;
         self.state.eflags = (self.state.eflags & !LIVE_FLAGS) | (flags & LIVE_FLAGS) | 2;
     }
@@ -1409,8 +1423,6 @@ impl BtCore {
     /// when the privilege changed, every shadow mapping when the address
     /// space changed.
     fn after_system_change(&mut self, before: ModeKey) {
-        // CR0.WP, CR0.PG, CR3 or CR4 may have changed what a walk gives.
-        self.monitor_tlb.clear();
         let tables_before = self.state.tables_gen;
         self.sync_segments();
         let after = self.mode_key();
@@ -1665,6 +1677,8 @@ impl BtCore {
             Vec::new()
         };
         let unfolded = self.unfolded.eips(eip, linear, key.phys);
+        // Offered only to a unit that turned out to load a data segment.
+        let mut segment_loads = Vec::new();
         let unit = loop {
             let req = UnitRequest {
                 eip,
@@ -1716,12 +1730,22 @@ impl BtCore {
                 } else {
                     None
                 },
+                segment_loads: &segment_loads,
             };
             let unit = translator::translate(&req)
                 .map_err(|e| TranslateFailure::Other(format!("at EIP={eip:#010x}: {e}")))?;
             if offers && divide_error.is_none() && unit.insns.iter().any(divides) {
                 divide_error = self.divide_error_offer(eip);
                 if divide_error.is_some() {
+                    continue;
+                }
+            }
+            if single == 0
+                && segment_loads.is_empty()
+                && unit.insns.iter().any(segments::loads_data_segment)
+            {
+                segment_loads = self.segment_load_offers(mode);
+                if !segment_loads.is_empty() {
                     continue;
                 }
             }

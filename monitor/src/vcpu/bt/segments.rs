@@ -1,0 +1,176 @@
+//! Segment loads translated code carries out itself: `MOV` to DS, ES, FS
+//! or GS in ring-0 flat code (see `translator::translate::
+//! InlineSegmentLoad`). A kernel loads three or four of them on every
+//! system call and interrupt; through the monitor each was an exit. Here:
+//! the selectors each register was loaded with lately, the loads offered
+//! to a unit that has such a `MOV`, and their application to the system
+//! state after a run.
+//!
+//! Invariants:
+//! - An offered load was worked out by the checks the monitor applies to
+//!   the same load (`cpu::segment::check_data_segment`, in ring 0, the
+//!   only level units with offers run at) from the descriptor bytes the
+//!   translated code compares in memory before applying it, and needs no
+//!   write (its accessed bit was set); its mode and tag are those of the
+//!   system state after the load. Descriptor tables that change (GDTR,
+//!   LDTR) flush every translation, offers included.
+//! - A load translated code marked in `CpuState::seg_loaded` reaches the
+//!   system state before anything reads it after the run
+//!   ([`BtCore::apply_inline_segment_loads`], right after every entry).
+
+use super::{limited_segments, BtCore};
+use crate::cpu::descriptor::{Descriptor, Selector};
+use crate::cpu::segment::{check_data_segment, descriptor_address, gp};
+use crate::cpu::{Seg, SegmentRegister};
+use translator::translate::{InlineSegmentLoad, Mode, MAX_SEGMENT_LOADS};
+
+/// The data segment registers a `MOV` may load inline.
+const DATA_SEGMENTS: [Seg; 4] = [Seg::Es, Seg::Ds, Seg::Fs, Seg::Gs];
+
+/// A load as the checks found it: the descriptor's linear address and
+/// bytes (`None` for a null selector) and the register it makes.
+type CheckedLoad = (Option<(u32, u64)>, SegmentRegister);
+
+/// What the monitor knows of the data segment loads the guest makes.
+#[derive(Debug, Default)]
+pub(super) struct SegmentLoads {
+    /// Per segment register (`Seg` order), the last selectors it was
+    /// loaded with, the most recent first.
+    recent: [[Option<u16>; MAX_SEGMENT_LOADS]; 6],
+    /// Loads that passed the checks, by (segment, selector).
+    checked: rustc_hash::FxHashMap<(u8, u16), CheckedLoad>,
+}
+
+impl SegmentLoads {
+    /// Segment register `seg` now holds `reg`. A load checked before that
+    /// made another register from the same selector (its descriptor
+    /// changed since) is checked again when next offered.
+    pub(super) fn note_loaded(&mut self, seg: Seg, reg: SegmentRegister) {
+        if !DATA_SEGMENTS.contains(&seg) {
+            return;
+        }
+        let selector = reg.selector.0;
+        let key = (seg as u8, selector);
+        if self.checked.get(&key).is_some_and(|(_, was)| *was != reg) {
+            self.checked.remove(&key);
+        }
+        let recent = &mut self.recent[seg as usize];
+        if recent[0] == Some(selector) {
+            return;
+        }
+        recent.rotate_right(1);
+        recent[0] = Some(selector);
+        if let Some(k) = (1..recent.len()).find(|&k| recent[k] == Some(selector)) {
+            recent[k] = None;
+        }
+    }
+
+    /// The descriptor tables changed: what was checked against them goes.
+    pub(super) fn forget_checks(&mut self) {
+        self.checked.clear();
+    }
+}
+
+/// Whether `i` loads a data segment register with `MOV`.
+pub(super) fn loads_data_segment(i: &iced_x86::Instruction) -> bool {
+    matches!(
+        i.code(),
+        iced_x86::Code::Mov_Sreg_r32m16 | iced_x86::Code::Mov_Sreg_rm16
+    ) && matches!(
+        i.op0_register(),
+        iced_x86::Register::ES
+            | iced_x86::Register::DS
+            | iced_x86::Register::FS
+            | iced_x86::Register::GS
+    )
+}
+
+impl BtCore {
+    /// The loads offered to a unit of `mode` (only ring-0 flat 32-bit
+    /// code gets any): for each data segment register, the selectors it
+    /// was loaded with lately whose load passes the checks now and needs
+    /// no write.
+    pub(super) fn segment_load_offers(&mut self, mode: Mode) -> Vec<(u8, InlineSegmentLoad)> {
+        if !mode.cpl0 || !mode.flat || mode.code16 || self.sys.cpl != 0 {
+            return Vec::new();
+        }
+        let mut offers = Vec::new();
+        for seg in DATA_SEGMENTS {
+            for selector in self.segment_loads.recent[seg as usize]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(load) = self.offer(seg, selector) {
+                    offers.push((seg as u8, load));
+                }
+            }
+        }
+        offers
+    }
+
+    /// The inline load of `selector` into `seg`, if its checks pass and
+    /// its mode has a tag.
+    fn offer(&mut self, seg: Seg, selector: u16) -> Option<InlineSegmentLoad> {
+        let (descriptor, reg) = self.checked_load(seg, selector)?;
+        let mut after = self.sys.clone();
+        after.seg[seg as usize] = reg;
+        let key = self.mode_key_of(&after, limited_segments(&after));
+        let tag = self.tag_of(key)?;
+        Some(InlineSegmentLoad {
+            selector,
+            descriptor,
+            base: reg.base,
+            ranges: reg.offset_ranges(),
+            mode: key.mode,
+            tag,
+        })
+    }
+
+    /// `selector` loaded into `seg` as the monitor would load it in ring
+    /// 0, if that passes every check and writes nothing (a descriptor
+    /// whose accessed bit is clear gets it from the monitor's load first).
+    fn checked_load(&mut self, seg: Seg, selector: u16) -> Option<CheckedLoad> {
+        if let Some(load) = self.segment_loads.checked.get(&(seg as u8, selector)) {
+            return Some(*load);
+        }
+        let sel = Selector(selector);
+        let load = match check_data_segment(self, sel, gp).ok()? {
+            None => (None, SegmentRegister::null(sel)),
+            Some(d) if d.with_accessed() == d => {
+                let at = descriptor_address(self, sel)?;
+                (Some((at, d.0)), SegmentRegister::loaded(sel, d))
+            }
+            Some(_) => return None,
+        };
+        self.segment_loads
+            .checked
+            .insert((seg as u8, selector), load);
+        Some(load)
+    }
+
+    /// Applies the loads translated code made in its last run to the
+    /// system state (the mirrors it read already hold them), then acts on
+    /// the mode they make.
+    pub(super) fn apply_inline_segment_loads(&mut self) {
+        let mut applied = 0;
+        for seg in DATA_SEGMENTS {
+            let s = seg as usize;
+            if std::mem::take(&mut self.state.seg_loaded[s]) == 0 {
+                continue;
+            }
+            let selector = Selector(self.state.seg_sel[s]);
+            self.sys.seg[s] = if selector.is_null() {
+                SegmentRegister::null(selector)
+            } else {
+                SegmentRegister::loaded(selector, Descriptor(self.state.seg_desc[s]))
+            };
+            applied += 1;
+        }
+        if applied > 0 {
+            self.stats.inline_segment_loads += applied;
+            self.sync_segments();
+            let key = self.mode_key();
+            self.tag = self.tag_or_flush(key);
+        }
+    }
+}
