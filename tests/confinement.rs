@@ -134,6 +134,7 @@ fn every_software_tlb_candidate_translates_through_the_software_tlb_and_passes_t
             unfolded: &[],
             chain_slots_from: None,
             segment_loads: &[],
+            verw: &[],
             pc_thunks: None,
         };
         match translate(&req) {

@@ -273,6 +273,32 @@ fn ring_0_segment_loads_run_inline_and_see_a_descriptor_rewritten_in_memory() {
 }
 
 #[test]
+fn ring_0_verw_is_answered_inline_for_the_selector_seen_and_by_the_monitor_for_another() {
+    // VERW of the selector in `sel` sets ZF alone (CF set before survives):
+    // DS is writable (ZF = 1, three times, inline after the unit read the
+    // selector when it was translated); CS is not (ZF = 0: another
+    // selector than the unit's answer was worked out for, so the monitor
+    // answers, once).
+    let body = "mov ax, ds\nmov [sel], ax\nmov ecx, 3\n\
+                1: call probe\ntest eax, 0x40\njz 9f\ntest eax, 1\njz 9f\ndec ecx\njnz 1b\n\
+                mov ax, cs\nmov [sel], ax\ncall probe\ntest eax, 0x40\njnz 9f\ntest eax, 1\njz 9f\n\
+                xor eax, eax\nret\n9: mov eax, 1\nret\n\
+                probe: stc\nverw [sel]\npushfd\npop eax\nret\n\
+                .data\nsel: .word 0\n.text";
+    let r = run_asm("inline_verw", body, &["--stats"]);
+    assert_eq!(r.code, Some(0), "{}", describe(&r));
+    let emulated = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("instructions carried out by the monitor"))
+        .unwrap_or_default();
+    assert!(
+        emulated.contains("Verw_r32m16 1,") || emulated.ends_with("Verw_r32m16 1"),
+        "{emulated}"
+    );
+}
+
+#[test]
 fn entering_long_mode_stops_with_a_clear_message() {
     let body = "mov ecx, 0xc0000080\nxor edx, edx\nmov eax, 0x100\nwrmsr\nret";
     let r = run_asm("longmode", body, &[]);

@@ -253,6 +253,7 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
             chain_slots_from: None,
             // Flat modes carry out loads of every data segment inline.
             segment_loads: if flat { &SEGMENT_LOADS } else { &[] },
+            verw: &[],
             pc_thunks: None,
         };
         let unit = match translate(&req) {

@@ -75,6 +75,7 @@ fn translation_cost(c: &mut Criterion) {
         unfolded: &[],
         chain_slots_from: None,
         segment_loads: &[],
+        verw: &[],
         pc_thunks: None,
     };
     let insns = translator::translate(&req)

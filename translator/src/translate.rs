@@ -399,6 +399,27 @@ pub struct UnitRequest<'a> {
     /// .. 5 = GS), the selectors it expects. Any other selector, or a
     /// descriptor that changed, goes to the monitor as before.
     pub segment_loads: &'a [(u8, InlineSegmentLoad)],
+    /// Ring-0 `VERW` instructions the unit carries out itself, by EIP
+    /// (see [`InlineVerw`]).
+    pub verw: &'a [(u32, InlineVerw)],
+}
+
+/// A `VERW` (ZF = whether a selector names a segment writable at the CPL)
+/// that ring-0 translated code answers itself: the monitor worked the
+/// answer out for the selector its memory operand held when the unit was
+/// translated, and the code compares the selector it reads and the
+/// descriptor's 8 bytes with what the answer was worked out from. Linux
+/// runs one on every return to user mode (`verw mds_verw_sel`, its
+/// CPU-buffer clearing), always with the same selector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InlineVerw {
+    /// The selector.
+    pub selector: u16,
+    /// The descriptor's linear address and bytes; `None` when the answer
+    /// reads none (a null selector, or one beyond its table's limit).
+    pub descriptor: Option<(u32, u64)>,
+    /// The answer: ZF.
+    pub writable: bool,
 }
 
 /// Selectors a `mov` to one segment register compares with, at most.
@@ -1322,6 +1343,9 @@ impl Ctx<'_> {
         if let Some((seg, loads)) = self.inline_segment_loads(guest) {
             return self.segment_load(guest, seg, &loads);
         }
+        if let Some(verw) = self.inline_verw(guest) {
+            return self.verw(guest, &verw).map(|_| false);
+        }
         if let Some(ends) = self.inline_transition(guest)? {
             return Ok(ends);
         }
@@ -1560,6 +1584,104 @@ impl Ctx<'_> {
         self.emulate_exit(i.ip32())?;
         self.e.bind(done);
         Ok(!continues)
+    }
+
+    /// The answer offered for `i` if it is a ring-0 `VERW` with a memory
+    /// operand through a segment whose accesses need no check (or CS).
+    fn inline_verw(&self, i: &Instruction) -> Option<InlineVerw> {
+        let mode = self.req.mode;
+        let fits = i.code() == Code::Verw_r32m16
+            && i.op0_kind() == OpKind::Memory
+            && mode.cpl0
+            && mode.flat
+            && !mode.code16
+            // Through CS (Linux: `verw %cs:mds_verw_sel`, as DS may still
+            // be the user's) only when offered: the monitor offers it for
+            // a readable 4 GiB CS (based at 0, as the mode is flat).
+            && (!mode.is_limited(i.memory_segment()) || i.memory_segment() == Register::CS);
+        if !fits {
+            return None;
+        }
+        let eip = i.ip32();
+        self.req
+            .verw
+            .iter()
+            .find(|(at, _)| *at == eip)
+            .map(|(_, v)| *v)
+    }
+
+    /// `verw m16` answered with `offer` when the selector and descriptor
+    /// are the ones it was worked out from:
+    ///
+    /// ```text
+    /// movzx r10d, word [m]
+    /// mov r11d, <descriptor address> ; mov r12, [r15 + r11]
+    /// mov r13, rcx
+    /// lea ecx, [r10 - selector] ; jrcxz same ; jmp to_monitor
+    /// same: mov rcx, -descriptor ; lea rcx, [rcx + r12] ; jrcxz ok
+    ///       jmp to_monitor
+    /// ok:   mov rcx, r13 ; pushfq ; pop r11 ; or/and r11, ZF ; push r11
+    ///       popfq ; jmp done
+    /// to_monitor: mov rcx, r13 ; <Emulate exit>
+    /// done:
+    /// ```
+    ///
+    /// As for an inline segment load, every access that can fault comes
+    /// before RCX is borrowed, and a fault lets the monitor carry it out.
+    fn verw(&mut self, i: &Instruction, offer: &InlineVerw) -> Result<(), TranslateError> {
+        self.fixup = fixup::REDO_IN_MONITOR;
+        let m = self.window_operand(i, false)?;
+        self.ins(i2!(Code::Movzx_r32_rm16, Register::R10D, m)?)?;
+        if let Some((at, _)) = offer.descriptor {
+            self.ins(i2!(Code::Mov_r32_imm32, Register::R11D, at)?)?;
+            self.ins(i2!(
+                Code::Mov_r64_rm64,
+                Register::R12,
+                mem(Register::R15, Register::R11, 0)
+            )?)?;
+        }
+        self.ins(i2!(Code::Mov_r64_rm64, Register::R13, Register::RCX)?)?;
+        let to_monitor = self.e.label();
+        let same = self.e.label();
+        self.lea32(Register::ECX, Register::R10, -i64::from(offer.selector))?;
+        self.e.jrcxz_label(same);
+        self.e.jmp_label(to_monitor);
+        self.e.bind(same);
+        if let Some((_, descriptor)) = offer.descriptor {
+            let ok = self.e.label();
+            self.ins(i2!(
+                Code::Mov_r64_imm64,
+                Register::RCX,
+                descriptor.wrapping_neg()
+            )?)?;
+            self.ins(i2!(
+                Code::Lea_r64_m,
+                Register::RCX,
+                mem(Register::RCX, Register::R12, 0)
+            )?)?;
+            self.e.jrcxz_label(ok);
+            self.e.jmp_label(to_monitor);
+            self.e.bind(ok);
+        }
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R13)?)?;
+        // ZF alone changes: the flags go through R11 on the host stack.
+        const ZF: i32 = 0x40;
+        self.ins(Instruction::with(Code::Pushfq))?;
+        self.ins(Instruction::with1(Code::Pop_r64, Register::R11).map_err(err)?)?;
+        if offer.writable {
+            self.ins(i2!(Code::Or_rm64_imm8, Register::R11, ZF)?)?;
+        } else {
+            self.ins(i2!(Code::And_rm64_imm8, Register::R11, !ZF)?)?;
+        }
+        self.ins(Instruction::with1(Code::Push_r64, Register::R11).map_err(err)?)?;
+        self.ins(Instruction::with(Code::Popfq))?;
+        let done = self.e.label();
+        self.e.jmp_label(done);
+        self.e.bind(to_monitor);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R13)?)?;
+        self.emulate_exit(i.ip32())?;
+        self.e.bind(done);
+        Ok(())
     }
 
     /// What a load of `seg` makes of the state block: the mirrors
@@ -3836,6 +3958,7 @@ mod tests {
         chain_slots_from: Option<u32>,
         pc_thunks: Option<&'a std::collections::HashMap<u32, PcThunk>>,
         segment_loads: &'a [(u8, InlineSegmentLoad)],
+        verw: &'a [(u32, InlineVerw)],
         /// The code is all the monitor could give (no NOP padding).
         exact_code: bool,
     }
@@ -3867,6 +3990,7 @@ mod tests {
                 pc_thunks: None,
                 exact_code: false,
                 segment_loads: &[],
+                verw: &[],
             }
         }
     }
@@ -3907,6 +4031,7 @@ mod tests {
             chain_slots_from: setup.chain_slots_from,
             pc_thunks: setup.pc_thunks,
             segment_loads: setup.segment_loads,
+            verw: setup.verw,
         };
         translate(&req).unwrap()
     }
@@ -5014,6 +5139,41 @@ mod tests {
         assert_eq!(u.insns.len(), 2, "{:?}", u.insns);
         let chain_mode = format!("[r14+{}],2003h", hex(off::CHAIN_MODE));
         assert!(text.contains(&chain_mode), "{text}");
+    }
+
+    #[test]
+    fn an_offered_verw_sets_zf_alone_after_comparing_selector_and_descriptor() {
+        // verw cs:[0x2000]; nop, in a flat ring-0 unit.
+        let code = [0x2e, 0x0f, 0x00, 0x2d, 0x00, 0x20, 0x00, 0x00, 0x90];
+        let offer = InlineVerw {
+            selector: 0x68,
+            descriptor: Some((0xc1c0_1068, 0x00cf_9300_0000_ffff)),
+            writable: true,
+        };
+        let offers = [(0x1000, offer)];
+        let u = translate_with(
+            &code,
+            Setup {
+                verw: &offers,
+                ..Setup::default()
+            },
+        );
+        let text = host_text(&u).join("\n");
+        assert!(
+            text.contains("mov r10d,2000h\nmovzx r10d,word ptr [r15+r10]"),
+            "{text}"
+        );
+        assert!(text.contains("lea ecx,[r10-68h]"), "{text}");
+        assert!(text.contains("mov r12,[r15+r11]"), "{text}");
+        assert!(
+            text.contains("pushfq\npop r11\nor r11,40h\npush r11\npopfq"),
+            "{text}"
+        );
+        // The unit goes on past it (into the padding's NOPs).
+        assert!(u.insns.len() > 1);
+        // Not offered: the monitor carries it out.
+        let u = translate_with(&code, Setup::default());
+        assert!(!host_text(&u).join("\n").contains("pushfq"));
     }
 
     #[test]

@@ -1679,6 +1679,7 @@ impl BtCore {
         let unfolded = self.unfolded.eips(eip, linear, key.phys);
         // Offered only to a unit that turned out to load a data segment.
         let mut segment_loads = Vec::new();
+        let mut verw = Vec::new();
         let unit = loop {
             let req = UnitRequest {
                 eip,
@@ -1731,6 +1732,7 @@ impl BtCore {
                     None
                 },
                 segment_loads: &segment_loads,
+                verw: &verw,
             };
             let unit = translator::translate(&req)
                 .map_err(|e| TranslateFailure::Other(format!("at EIP={eip:#010x}: {e}")))?;
@@ -1746,6 +1748,15 @@ impl BtCore {
             {
                 segment_loads = self.segment_load_offers(mode);
                 if !segment_loads.is_empty() {
+                    continue;
+                }
+            }
+            if single == 0
+                && verw.is_empty()
+                && unit.insns.iter().any(segments::verw_at_constant_address)
+            {
+                verw = self.verw_offers(mode, &unit.insns);
+                if !verw.is_empty() {
                     continue;
                 }
             }

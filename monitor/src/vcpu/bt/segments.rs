@@ -19,10 +19,12 @@
 //!   ([`BtCore::apply_inline_segment_loads`], right after every entry).
 
 use super::{limited_segments, BtCore};
+use crate::cpu::context::read_u64;
 use crate::cpu::descriptor::{Descriptor, Selector};
 use crate::cpu::segment::{check_data_segment, descriptor_address, gp};
+use crate::cpu::{CpuContext, Privilege};
 use crate::cpu::{Seg, SegmentRegister};
-use translator::translate::{InlineSegmentLoad, Mode, MAX_SEGMENT_LOADS};
+use translator::translate::{InlineSegmentLoad, InlineVerw, Mode, MAX_SEGMENT_LOADS};
 
 /// The data segment registers a `MOV` may load inline.
 const DATA_SEGMENTS: [Seg; 4] = [Seg::Es, Seg::Ds, Seg::Fs, Seg::Gs];
@@ -85,7 +87,68 @@ pub(super) fn loads_data_segment(i: &iced_x86::Instruction) -> bool {
     )
 }
 
+/// Whether `i` is a `VERW` with a memory operand at a constant address
+/// (Linux's `verw mds_verw_sel`), which translated code may answer.
+pub(super) fn verw_at_constant_address(i: &iced_x86::Instruction) -> bool {
+    i.code() == iced_x86::Code::Verw_r32m16
+        && i.op0_kind() == iced_x86::OpKind::Memory
+        && i.memory_base() == iced_x86::Register::None
+        && i.memory_index() == iced_x86::Register::None
+}
+
 impl BtCore {
+    /// The answers offered to a unit of `mode` for its `VERW`s at a
+    /// constant address (only ring-0 flat 32-bit code gets any): for the
+    /// selector each operand holds now, the answer the monitor gives, and
+    /// the descriptor it read for it.
+    pub(super) fn verw_offers(
+        &mut self,
+        mode: Mode,
+        insns: &[iced_x86::Instruction],
+    ) -> Vec<(u32, InlineVerw)> {
+        if !mode.cpl0 || !mode.flat || mode.code16 || self.sys.cpl != 0 {
+            return Vec::new();
+        }
+        insns
+            .iter()
+            .filter(|i| verw_at_constant_address(i))
+            .filter_map(|i| Some((i.ip32(), self.verw_answer(i)?)))
+            .collect()
+    }
+
+    /// The answer to `i` for the selector its operand holds now.
+    fn verw_answer(&mut self, i: &iced_x86::Instruction) -> Option<InlineVerw> {
+        let seg = self.sys.segment(Seg::from_iced(i.memory_segment())?);
+        // Translated code reads through CS without a check (see
+        // `Ctx::inline_verw`): only a readable CS of 4 GiB gets an answer.
+        if i.memory_segment() == iced_x86::Register::CS
+            && !(seg.readable() && seg.limit == u32::MAX)
+        {
+            return None;
+        }
+        let base = seg.base;
+        let at = base.wrapping_add(i.memory_displacement32());
+        let mut bytes = [0u8; 2];
+        self.read_linear(
+            at,
+            &mut bytes,
+            crate::cpu::AccessKind::Read,
+            Privilege::Current,
+        )
+        .ok()?;
+        let sel = Selector(u16::from_le_bytes(bytes));
+        let writable = crate::cpu::system::tables::verw(self, sel).ok()?;
+        let descriptor = match descriptor_address(self, sel).filter(|_| !sel.is_null()) {
+            Some(at) => Some((at, read_u64(self, at, Privilege::Supervisor).ok()?)),
+            None => None,
+        };
+        Some(InlineVerw {
+            selector: sel.0,
+            descriptor,
+            writable,
+        })
+    }
+
     /// The loads offered to a unit of `mode` (only ring-0 flat 32-bit
     /// code gets any): for each data segment register, the selectors it
     /// was loaded with lately whose load passes the checks now and needs
