@@ -33,6 +33,15 @@ fn stats_counter(r: &Run, name: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The `--stats` line naming the instruction forms the monitor carried
+/// out ("" if there is none).
+fn monitor_forms(r: &Run) -> &str {
+    r.stderr
+        .lines()
+        .find(|l| l.contains("instructions carried out by the monitor"))
+        .unwrap_or_default()
+}
+
 fn assert_died(r: &Run, needles: &[&str]) {
     assert_eq!(r.code, Some(3), "want exit status 3, got {}", describe(r));
     for n in needles {
@@ -229,11 +238,7 @@ fn ring_0_reads_the_control_registers_inline_with_the_values_last_written() {
                 test edi, 1\njz 1f\nxor eax, eax\nret\n1: mov eax, 1\nret";
     let r = run_asm("crread", &format!("jmp main2\n{body}"), &["--stats"]);
     assert_eq!(r.code, Some(0), "{}", describe(&r));
-    let emulated = r
-        .stderr
-        .lines()
-        .find(|l| l.contains("instructions carried out by the monitor"))
-        .unwrap_or_default();
+    let emulated = monitor_forms(&r);
     assert!(!emulated.contains("Mov_r32_cr"), "{emulated}");
     assert!(emulated.contains("Mov_cr_r32"), "{emulated}");
 }
@@ -287,11 +292,7 @@ fn ring_0_verw_is_answered_inline_for_the_selector_seen_and_by_the_monitor_for_a
                 .data\nsel: .word 0\n.text";
     let r = run_asm("inline_verw", body, &["--stats"]);
     assert_eq!(r.code, Some(0), "{}", describe(&r));
-    let emulated = r
-        .stderr
-        .lines()
-        .find(|l| l.contains("instructions carried out by the monitor"))
-        .unwrap_or_default();
+    let emulated = monitor_forms(&r);
     assert!(
         emulated.contains("Verw_r32m16 1,") || emulated.ends_with("Verw_r32m16 1"),
         "{emulated}"

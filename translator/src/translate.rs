@@ -1528,12 +1528,7 @@ impl Ctx<'_> {
         let held = [Register::R12, Register::R11];
         for (load, reg) in loads.iter().zip(held) {
             if let Some((at, _)) = load.descriptor {
-                self.ins(i2!(Code::Mov_r32_imm32, Register::R11D, at)?)?;
-                self.ins(i2!(
-                    Code::Mov_r64_rm64,
-                    reg,
-                    mem(Register::R15, Register::R11, 0)
-                )?)?;
+                self.read_descriptor(reg, at)?;
             }
         }
         self.ins(i2!(Code::Mov_r64_rm64, Register::R13, Register::RCX)?)?;
@@ -1555,20 +1550,7 @@ impl Ctx<'_> {
         for ((load, at), reg) in loads.iter().zip(&matched).zip(held) {
             self.e.bind(*at);
             if let Some((_, descriptor)) = load.descriptor {
-                let same = self.e.label();
-                self.ins(i2!(
-                    Code::Mov_r64_imm64,
-                    Register::RCX,
-                    descriptor.wrapping_neg()
-                )?)?;
-                self.ins(i2!(
-                    Code::Lea_r64_m,
-                    Register::RCX,
-                    mem(Register::RCX, reg, 0)
-                )?)?;
-                self.e.jrcxz_label(same);
-                self.e.jmp_label(to_monitor);
-                self.e.bind(same);
+                self.same_descriptor_or(reg, descriptor, to_monitor)?;
             }
             self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R13)?)?;
             self.store_segment(seg, load)?;
@@ -1579,9 +1561,7 @@ impl Ctx<'_> {
                 self.chain_exit_to_mode(i.next_ip32(), load.mode, load.tag)?;
             }
         }
-        self.e.bind(to_monitor);
-        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R13)?)?;
-        self.emulate_exit(i.ip32())?;
+        self.monitor_carries_out_restoring_rcx(to_monitor, i)?;
         self.e.bind(done);
         Ok(!continues)
     }
@@ -1633,12 +1613,7 @@ impl Ctx<'_> {
         let m = self.window_operand(i, false)?;
         self.ins(i2!(Code::Movzx_r32_rm16, Register::R10D, m)?)?;
         if let Some((at, _)) = offer.descriptor {
-            self.ins(i2!(Code::Mov_r32_imm32, Register::R11D, at)?)?;
-            self.ins(i2!(
-                Code::Mov_r64_rm64,
-                Register::R12,
-                mem(Register::R15, Register::R11, 0)
-            )?)?;
+            self.read_descriptor(Register::R12, at)?;
         }
         self.ins(i2!(Code::Mov_r64_rm64, Register::R13, Register::RCX)?)?;
         let to_monitor = self.e.label();
@@ -1648,20 +1623,7 @@ impl Ctx<'_> {
         self.e.jmp_label(to_monitor);
         self.e.bind(same);
         if let Some((_, descriptor)) = offer.descriptor {
-            let ok = self.e.label();
-            self.ins(i2!(
-                Code::Mov_r64_imm64,
-                Register::RCX,
-                descriptor.wrapping_neg()
-            )?)?;
-            self.ins(i2!(
-                Code::Lea_r64_m,
-                Register::RCX,
-                mem(Register::RCX, Register::R12, 0)
-            )?)?;
-            self.e.jrcxz_label(ok);
-            self.e.jmp_label(to_monitor);
-            self.e.bind(ok);
+            self.same_descriptor_or(Register::R12, descriptor, to_monitor)?;
         }
         self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R13)?)?;
         // ZF alone changes: the flags go through R11 on the host stack.
@@ -1677,11 +1639,57 @@ impl Ctx<'_> {
         self.ins(Instruction::with(Code::Popfq))?;
         let done = self.e.label();
         self.e.jmp_label(done);
-        self.e.bind(to_monitor);
-        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R13)?)?;
-        self.emulate_exit(i.ip32())?;
+        self.monitor_carries_out_restoring_rcx(to_monitor, i)?;
         self.e.bind(done);
         Ok(())
+    }
+
+    /// `mov r11d, at ; mov reg, [r15 + r11]`: the 8 bytes of a descriptor
+    /// at linear `at`, through the window.
+    fn read_descriptor(&mut self, reg: Register, at: u32) -> Result<(), TranslateError> {
+        self.ins(i2!(Code::Mov_r32_imm32, Register::R11D, at)?)?;
+        self.ins(i2!(
+            Code::Mov_r64_rm64,
+            reg,
+            mem(Register::R15, Register::R11, 0)
+        )?)
+    }
+
+    /// Goes on if `reg` holds `descriptor`, else jumps to `to_monitor`
+    /// (RCX is borrowed: saved in R13).
+    fn same_descriptor_or(
+        &mut self,
+        reg: Register,
+        descriptor: u64,
+        to_monitor: Label,
+    ) -> Result<(), TranslateError> {
+        let same = self.e.label();
+        self.ins(i2!(
+            Code::Mov_r64_imm64,
+            Register::RCX,
+            descriptor.wrapping_neg()
+        )?)?;
+        self.ins(i2!(
+            Code::Lea_r64_m,
+            Register::RCX,
+            mem(Register::RCX, reg, 0)
+        )?)?;
+        self.e.jrcxz_label(same);
+        self.e.jmp_label(to_monitor);
+        self.e.bind(same);
+        Ok(())
+    }
+
+    /// At `to_monitor`: RCX back from R13, then the monitor carries `i`
+    /// out.
+    fn monitor_carries_out_restoring_rcx(
+        &mut self,
+        to_monitor: Label,
+        i: &Instruction,
+    ) -> Result<(), TranslateError> {
+        self.e.bind(to_monitor);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R13)?)?;
+        self.emulate_exit(i.ip32()).map(|_| ())
     }
 
     /// What a load of `seg` makes of the state block: the mirrors
