@@ -215,6 +215,9 @@ impl BtCore {
     /// system state (the mirrors it read already hold them), then acts on
     /// the mode they make.
     pub(super) fn apply_inline_segment_loads(&mut self) {
+        if self.state.seg_loaded == [0; 6] {
+            return;
+        }
         let mut applied = 0;
         for seg in DATA_SEGMENTS {
             let s = seg as usize;
