@@ -150,6 +150,7 @@ const SEGMENT_LOADS: [(u8, translator::translate::InlineSegmentLoad); 8] = {
         ranges: [0, 0xffff_ffff, 0, 0xffff_ffff],
         mode: 3,
         tag: 0,
+        any_base: true,
     };
     const NULL: InlineSegmentLoad = InlineSegmentLoad {
         selector: 0,
@@ -158,6 +159,7 @@ const SEGMENT_LOADS: [(u8, translator::translate::InlineSegmentLoad); 8] = {
         ranges: [1, 0, 1, 0],
         mode: 3 | 1 << 13,
         tag: 1,
+        any_base: false,
     };
     [
         (0, FLAT),

@@ -422,6 +422,17 @@ pub struct InlineVerw {
     pub writable: bool,
 }
 
+/// What PEXT gives for `value` and `mask`: the bits of `value` under
+/// `mask`, gathered from bit 0 up in order.
+pub fn pext(value: u64, mask: u64) -> u64 {
+    let (mut out, mut k) = (0u64, 0);
+    for bit in (0..64).filter(|b| mask >> b & 1 == 1) {
+        out |= (value >> bit & 1) << k;
+        k += 1;
+    }
+    out
+}
+
 /// Selectors a `mov` to one segment register compares with, at most.
 pub const MAX_SEGMENT_LOADS: usize = 2;
 
@@ -450,7 +461,17 @@ pub struct InlineSegmentLoad {
     pub mode: u32,
     /// See [`InlineSegmentLoad::mode`].
     pub tag: u32,
+    /// The descriptor's base may differ from `descriptor`'s (FS and GS
+    /// only, whose base no translation depends on; the host has BMI2):
+    /// the code compares every other bit and takes the base from memory
+    /// (with PEXT). Linux rewrites its TLS descriptors, which GS loads,
+    /// at every context switch.
+    pub any_base: bool,
 }
+
+/// The base bits of a segment descriptor (15:0 of the base at 16, 23:16
+/// at 32, 31:24 at 56), in the order PEXT gathers them.
+pub const DESCRIPTOR_BASE_BITS: u64 = 0xff00_00ff_ffff_0000;
 
 impl InlineSegmentLoad {
     /// Whether a return to ring 3 would make the segment null: a usable
@@ -1549,11 +1570,17 @@ impl Ctx<'_> {
         let mut continues = false;
         for ((load, at), reg) in loads.iter().zip(&matched).zip(held) {
             self.e.bind(*at);
-            if let Some((_, descriptor)) = load.descriptor {
-                self.same_descriptor_or(reg, descriptor, to_monitor)?;
+            let any_base = load.any_base && matches!(seg, Seg::Fs | Seg::Gs);
+            let load = &InlineSegmentLoad { any_base, ..*load };
+            match load.descriptor {
+                Some((_, descriptor)) if load.any_base => {
+                    self.same_descriptor_but_base_or(reg, descriptor, to_monitor)?;
+                }
+                Some((_, descriptor)) => self.same_descriptor_or(reg, descriptor, to_monitor)?,
+                None => {}
             }
             self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R13)?)?;
-            self.store_segment(seg, load)?;
+            self.store_segment(seg, load, reg)?;
             if load.mode == self.req.mode.bits() {
                 continues = true;
                 self.e.jmp_label(done);
@@ -1680,6 +1707,40 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// Goes on if `reg` holds `descriptor` but for the base bits, else
+    /// jumps to `to_monitor` (RCX borrowed; R9 takes the mask):
+    /// `mov r9, !base ; pext rcx, reg, r9 ; lea ecx, [rcx - expected]`.
+    fn same_descriptor_but_base_or(
+        &mut self,
+        reg: Register,
+        descriptor: u64,
+        to_monitor: Label,
+    ) -> Result<(), TranslateError> {
+        let same = self.e.label();
+        let kept = !DESCRIPTOR_BASE_BITS;
+        self.ins(i2!(Code::Mov_r64_imm64, Register::R9, kept)?)?;
+        self.ins(
+            Instruction::with3(
+                Code::VEX_Pext_r64_r64_rm64,
+                Register::RCX,
+                reg,
+                Register::R9,
+            )
+            .map_err(err)?,
+        )?;
+        // 32 bits are kept: ECX is their difference mod 2^32.
+        let expected = pext(descriptor, kept) as u32;
+        self.lea32(
+            Register::ECX,
+            Register::RCX,
+            i64::from(expected.wrapping_neg() as i32),
+        )?;
+        self.e.jrcxz_label(same);
+        self.e.jmp_label(to_monitor);
+        self.e.bind(same);
+        Ok(())
+    }
+
     /// At `to_monitor`: RCX back from R13, then the monitor carries `i`
     /// out.
     fn monitor_carries_out_restoring_rcx(
@@ -1696,7 +1757,12 @@ impl Ctx<'_> {
     /// translated code reads, the descriptor for the monitor, the mark
     /// that it happened, and (a segment a return to ring 3 would make
     /// null) the IRET blocker.
-    fn store_segment(&mut self, seg: Seg, load: &InlineSegmentLoad) -> Result<(), TranslateError> {
+    fn store_segment(
+        &mut self,
+        seg: Seg,
+        load: &InlineSegmentLoad,
+        held: Register,
+    ) -> Result<(), TranslateError> {
         let s = seg as i64;
         let state = |at: i32, index: i64, size: i64| {
             mem(Register::R14, Register::None, i64::from(at) + index * size)
@@ -1706,18 +1772,49 @@ impl Ctx<'_> {
             state(off::SEG_SEL, s, 2),
             u32::from(load.selector)
         )?)?;
-        self.ins(i2!(
-            Code::Mov_rm32_imm32,
-            state(off::SEG_BASE, s, 4),
-            load.base
-        )?)?;
         let descriptor = load.descriptor.map_or(0, |(_, d)| d);
+        let desc_at = off::SEG_DESC + 8 * seg as i32;
+        if load.any_base && load.descriptor.is_some() {
+            // The base and the descriptor as memory holds them.
+            self.ins(i2!(
+                Code::Mov_r64_imm64,
+                Register::R9,
+                DESCRIPTOR_BASE_BITS
+            )?)?;
+            self.ins(
+                Instruction::with3(
+                    Code::VEX_Pext_r64_r64_rm64,
+                    Register::R9,
+                    held,
+                    Register::R9,
+                )
+                .map_err(err)?,
+            )?;
+            self.ins(i2!(
+                Code::Mov_rm32_r32,
+                state(off::SEG_BASE, s, 4),
+                Register::R9D
+            )?)?;
+            self.ins(i2!(
+                Code::Mov_rm64_r64,
+                mem(Register::R14, Register::None, desc_at.into()),
+                held
+            )?)?;
+        } else {
+            self.ins(i2!(
+                Code::Mov_rm32_imm32,
+                state(off::SEG_BASE, s, 4),
+                load.base
+            )?)?;
+        }
         let quads = load
             .ranges
             .iter()
             .enumerate()
             .map(|(k, r)| (off::SEG_RANGES + 32 * seg as i32 + 8 * k as i32, *r))
-            .chain([(off::SEG_DESC + 8 * seg as i32, descriptor)]);
+            .chain(
+                (!(load.any_base && load.descriptor.is_some())).then_some((desc_at, descriptor)),
+            );
         for (at, value) in quads {
             self.ins(i2!(Code::Mov_r64_imm64, Register::R10, value)?)?;
             self.ins(i2!(
@@ -5104,6 +5201,7 @@ mod tests {
             ranges: [0, 0xffff_ffff, 0, 0xffff_ffff],
             mode: 3,
             tag: 0,
+            any_base: false,
         };
         let null = InlineSegmentLoad {
             selector: 0,
@@ -5112,6 +5210,7 @@ mod tests {
             ranges: [1, 0, 1, 0],
             mode: 3 | 1 << 13,
             tag: 2,
+            any_base: false,
         };
         let loads = [(Seg::Fs as u8, same), (Seg::Fs as u8, null)];
         let u = translate_with(
@@ -5147,6 +5246,43 @@ mod tests {
         assert_eq!(u.insns.len(), 2, "{:?}", u.insns);
         let chain_mode = format!("[r14+{}],2003h", hex(off::CHAIN_MODE));
         assert!(text.contains(&chain_mode), "{text}");
+    }
+
+    #[test]
+    fn pext_gathers_the_bits_under_the_mask_from_bit_0_up() {
+        assert_eq!(pext(0b1011_0110, 0b1111_0000), 0b1011);
+        assert_eq!(pext(0xdead_beef, 0), 0);
+        // A descriptor's base: 15:0 at 16, 23:16 at 32, 31:24 at 56.
+        let d = 0x12cf_9334_5678_ffffu64;
+        assert_eq!(pext(d, DESCRIPTOR_BASE_BITS), 0x1234_5678);
+    }
+
+    #[test]
+    fn a_gs_load_of_any_base_compares_the_other_bits_and_takes_the_base_from_memory() {
+        // mov gs, eax in a flat ring-0 unit.
+        let code = [0x8e, 0xe8, 0x90];
+        let tls = InlineSegmentLoad {
+            selector: 0x33,
+            descriptor: Some((0xc1c0_1030, 0x00cf_f300_0000_ffff)),
+            base: 0,
+            ranges: [0, 0xffff_ffff, 0, 0xffff_ffff],
+            mode: 3,
+            tag: 0,
+            any_base: true,
+        };
+        let loads = [(Seg::Gs as u8, tls)];
+        let u = translate_with(
+            &code,
+            Setup {
+                segment_loads: &loads,
+                ..Setup::default()
+            },
+        );
+        let text = host_text(&u).join("\n");
+        assert!(text.contains("pext rcx,r12,r9"), "{text}");
+        assert!(text.contains("pext r9,r12,r9"), "{text}");
+        // The base PEXT gathered is what GS's base mirror gets.
+        assert!(text.contains("],r9d"), "{text}");
     }
 
     #[test]

@@ -184,6 +184,12 @@ fn check_extensions(i: &Instruction) -> Result<(), String> {
     if i.code() == Code::VEX_Rorx_r32_rm32_imm8 && i.op1_kind() == iced_x86::OpKind::Register {
         return Ok(());
     }
+    // An inline FS/GS load's descriptor compare and base (BMI2 too,
+    // offered only where the host has it, see
+    // `translate::InlineSegmentLoad::any_base`), register operands only.
+    if i.code() == Code::VEX_Pext_r64_r64_rm64 && i.op2_kind() == iced_x86::OpKind::Register {
+        return Ok(());
+    }
     let unknown = i
         .cpuid_features()
         .iter()

@@ -186,6 +186,10 @@ impl BtCore {
             ranges: reg.offset_ranges(),
             mode: key.mode,
             tag,
+            // No translation depends on FS's or GS's base.
+            any_base: matches!(seg, Seg::Fs | Seg::Gs)
+                && descriptor.is_some()
+                && std::arch::is_x86_feature_detected!("bmi2"),
         })
     }
 
