@@ -248,8 +248,8 @@ fn ring_0_segment_loads_run_inline_and_see_a_descriptor_rewritten_in_memory() {
     // A descriptor appended to the runtime's GDT (base `data_a`), loaded
     // into FS once and FS made null once before the loop (the monitor
     // loads them and remembers the selectors), then in the loop's own
-    // unit: FS <- it, a read through FS, FS <- null (each load a change of
-    // mode: a null FS restricts access). Halfway, the descriptor's base is
+    // unit: FS <- it (MOV), a read through FS, FS <- null (POP; each load
+    // a change of mode: a null FS restricts access). Halfway, the descriptor's base is
     // rewritten in memory (to `data_c`) without reloading GDTR: the loads
     // after it must see the new base.
     let body = "sgdt [gdtr]\nmov esi, [gdtr+2]\nmovzx ecx, word ptr [gdtr]\ninc ecx\n\
@@ -264,7 +264,7 @@ fn ring_0_segment_loads_run_inline_and_see_a_descriptor_rewritten_in_memory() {
                 or ecx, esi\nor ecx, 0x00cf9300\nmov [edi+4], ecx\nret\n\
                 .p2align 12\n\
                 run_loop: xor eax, eax\nmov ecx, 10\n\
-                2: mov fs, dx\nadd eax, fs:[0]\nmov fs, bx\ncmp ecx, 6\njne 3f\n\
+                2: mov fs, dx\nadd eax, fs:[0]\npush ebx\npop fs\ncmp ecx, 6\njne 3f\n\
                 push eax\npush ecx\nmov edi, [desc_at]\nlea eax, [data_c]\ncall make_desc\n\
                 pop ecx\npop eax\n\
                 3: dec ecx\njnz 2b\nret\n\

@@ -92,10 +92,11 @@ pub const TRANSITION_EVENT_FIRST: u32 = 16;
 
 /// `CpuState::iret_blockers`: NMIs are blocked (the IRET unblocks them).
 pub const IRET_BLOCKED_NMI: u32 = 1;
-/// `CpuState::iret_blockers`: a return to ring 3 would make DS, ES, FS or
-/// GS null (their DPL is below 3). Alone in its byte (byte 1), which an
-/// inline segment load sets with a byte store (no flags).
-pub const IRET_BLOCKED_DATA_SEGMENTS: u32 = 0x200;
+/// What an inline IRET to ring 3 tests in the quadword at
+/// `CpuState::iret_blockers` (as the sign-extended immediate of `test
+/// qword`): NMIs blocked, or any byte of `seg_iret_blocks` set (bits 32-63;
+/// bit 31 of `iret_blockers` is never set).
+pub const IRET_BLOCKED_OUTER: i32 = 0x8000_0001_u32 as i32;
 
 /// Guest segment registers in the order of the x86 encoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -243,9 +244,14 @@ pub struct CpuState {
     /// leaves to the monitor under another.
     pub tables_gen: u32,
     /// Why an inline IRET must leave to the monitor now, kept by the run
-    /// loop before every entry: [`IRET_BLOCKED_NMI`],
-    /// [`IRET_BLOCKED_DATA_SEGMENTS`].
+    /// loop before every entry: [`IRET_BLOCKED_NMI`] (bit 31 is never
+    /// set: see [`IRET_BLOCKED_OUTER`]).
     pub iret_blockers: u32,
+    /// Right after `iret_blockers`: per data segment register (ES, DS, FS,
+    /// GS), 1 when a return to ring 3 would make it null (its DPL is below
+    /// 3), which an inline IRET to ring 3 leaves to the monitor. Kept by
+    /// the run loop before every entry and by inline segment loads.
+    pub seg_iret_blocks: [u8; 4],
     /// 1: the exit comes from an inline INT n, IRET or exception delivery
     /// whose checks failed (the monitor resets it).
     pub event_bail: u32,
@@ -335,6 +341,7 @@ impl Default for CpuState {
             spill: [0; 6],
             tables_gen: 0,
             iret_blockers: 0,
+            seg_iret_blocks: [0; 4],
             event_bail: 0,
             fx_live: 0,
             cr: [0; 5],
@@ -415,6 +422,9 @@ pub mod off {
     pub const TABLES_GEN: i32 = offset_of!(CpuState, tables_gen) as i32;
     /// `iret_blockers`.
     pub const IRET_BLOCKERS: i32 = offset_of!(CpuState, iret_blockers) as i32;
+    /// `seg_iret_blocks[k]` is at `SEG_IRET_BLOCKS + k` (ES, DS, FS, GS).
+    pub const SEG_IRET_BLOCKS: i32 = offset_of!(CpuState, seg_iret_blocks) as i32;
+    const _: () = assert!(SEG_IRET_BLOCKS == IRET_BLOCKERS + 4, "one quadword");
     /// `event_bail`.
     pub const EVENT_BAIL: i32 = offset_of!(CpuState, event_bail) as i32;
     /// `fx`.

@@ -1481,18 +1481,24 @@ impl Ctx<'_> {
         self.ins(i2!(Code::Mov_r32_rm32, host(dst), m)?)
     }
 
-    /// The loads offered for `i` if it is a `mov es/ds/fs/gs, r/m16` this
-    /// unit may carry out itself (see [`InlineSegmentLoad`]): in ring 0,
-    /// flat 32-bit code, a memory source through a segment whose accesses
-    /// need no check.
+    /// The loads offered for `i` if it is a `mov es/ds/fs/gs, r/m16` or a
+    /// `pop es/ds/fs/gs` this unit may carry out itself (see
+    /// [`InlineSegmentLoad`]): in ring 0, flat 32-bit code, a memory source
+    /// through a segment whose accesses need no check (for POP, a 32-bit
+    /// stack).
     fn inline_segment_loads(&self, i: &Instruction) -> Option<(Seg, Vec<InlineSegmentLoad>)> {
         let mode = self.req.mode;
-        if !matches!(i.code(), Code::Mov_Sreg_r32m16 | Code::Mov_Sreg_rm16)
-            || !mode.cpl0
-            || !mode.flat
-            || mode.code16
-            || i.op1_kind() == OpKind::Memory && mode.is_limited(i.memory_segment())
-        {
+        let source_fits = match i.code() {
+            Code::Mov_Sreg_r32m16 | Code::Mov_Sreg_rm16 => {
+                i.op1_kind() != OpKind::Memory || !mode.is_limited(i.memory_segment())
+            }
+            // POP from a flat 32-bit stack that needs no check.
+            Code::Popd_DS | Code::Popd_ES | Code::Popd_FS | Code::Popd_GS => {
+                !mode.stack16 && !mode.is_limited(Register::SS)
+            }
+            _ => false,
+        };
+        if !source_fits || !mode.cpl0 || !mode.flat || mode.code16 {
             return None;
         }
         let seg = seg_index(i.op0_register()).filter(|s| !matches!(s, Seg::Cs | Seg::Ss))?;
@@ -1507,7 +1513,7 @@ impl Ctx<'_> {
         (!loads.is_empty()).then_some((seg, loads))
     }
 
-    /// `mov seg, r/m16` for the selectors of `loads`:
+    /// `mov seg, r/m16` or `pop seg` for the selectors of `loads`:
     ///
     /// ```text
     /// movzx r10d, <source>                ; the selector
@@ -1534,7 +1540,16 @@ impl Ctx<'_> {
         loads: &[InlineSegmentLoad],
     ) -> Result<bool, TranslateError> {
         self.fixup = fixup::REDO_IN_MONITOR;
-        if i.op1_kind() == OpKind::Register {
+        let pops = i.mnemonic() == Mnemonic::Pop;
+        if pops {
+            // The selector is the low word of the doubleword at ESP.
+            self.flush_stack_lag()?;
+            self.ins(i2!(
+                Code::Movzx_r32_rm16,
+                Register::R10D,
+                mem(Register::R15, Register::R8, 0)
+            )?)?;
+        } else if i.op1_kind() == OpKind::Register {
             self.ins(i2!(
                 Code::Mov_r32_rm32,
                 Register::R10D,
@@ -1581,6 +1596,9 @@ impl Ctx<'_> {
             }
             self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R13)?)?;
             self.store_segment(seg, load, reg)?;
+            if pops {
+                self.lea32(Register::R8D, Register::R8, 4)?;
+            }
             if load.mode == self.req.mode.bits() {
                 continues = true;
                 self.e.jmp_label(done);
@@ -1755,8 +1773,8 @@ impl Ctx<'_> {
 
     /// What a load of `seg` makes of the state block: the mirrors
     /// translated code reads, the descriptor for the monitor, the mark
-    /// that it happened, and (a segment a return to ring 3 would make
-    /// null) the IRET blocker.
+    /// that it happened, and whether a return to ring 3 would make the
+    /// segment null (its byte of `CpuState::seg_iret_blocks`).
     fn store_segment(
         &mut self,
         seg: Seg,
@@ -1824,13 +1842,17 @@ impl Ctx<'_> {
             )?)?;
         }
         self.ins(i2!(Code::Mov_rm8_imm8, state(off::SEG_LOADED, s, 1), 1u32)?)?;
-        if load.blocks_iret_to_ring3() {
-            self.ins(i2!(
-                Code::Mov_rm8_imm8,
-                state(off::IRET_BLOCKERS, 1, 1),
-                crate::state::IRET_BLOCKED_DATA_SEGMENTS >> 8
-            )?)?;
-        }
+        let k = match seg {
+            Seg::Es => 0,
+            Seg::Ds => 1,
+            Seg::Fs => 2,
+            _ => 3,
+        };
+        self.ins(i2!(
+            Code::Mov_rm8_imm8,
+            state(off::SEG_IRET_BLOCKS, k, 1),
+            u32::from(load.blocks_iret_to_ring3())
+        )?)?;
         Ok(())
     }
 

@@ -384,14 +384,12 @@ impl Ctx<'_> {
                 u32::from(target.selectors[1])
             )?)?;
             self.e.jcc_label(5, bail);
-            let blockers =
-                crate::state::IRET_BLOCKED_NMI | crate::state::IRET_BLOCKED_DATA_SEGMENTS;
-            self.iret_commit(target, true, blockers, quiet)?;
+            self.iret_commit(target, true, quiet)?;
             self.e.bind(next);
         }
         if let Some(target) = &x.same {
             self.compare_popped_cs(target, bail)?;
-            self.iret_commit(target, false, crate::state::IRET_BLOCKED_NMI, quiet)?;
+            self.iret_commit(target, false, quiet)?;
         } else {
             self.e.jmp_label(bail);
         }
@@ -414,21 +412,30 @@ impl Ctx<'_> {
     }
 
     /// The rest of an IRET to `target` once its frame matched: leaves to
-    /// the monitor if a blocker in `blockers` is set, else the popped
+    /// the monitor if NMIs are blocked or (`outer`, a return to ring 3) a
+    /// data segment would become null, else the popped
     /// EFLAGS (R11) become the guest's, ESP moves (to R12 from ring 3),
     /// the segments change and the popped EIP (R9) is looked up.
     fn iret_commit(
         &mut self,
         target: &IretTarget,
         outer: bool,
-        blockers: u32,
         bail: crate::emit::Label,
     ) -> Result<(), TranslateError> {
-        self.ins(i2!(
-            Code::Test_rm32_imm32,
-            state(off::IRET_BLOCKERS),
-            blockers
-        )?)?;
+        if outer {
+            // NMIs blocked, or a data segment the return would make null.
+            self.ins(i2!(
+                Code::Test_rm64_imm32,
+                state(off::IRET_BLOCKERS),
+                crate::state::IRET_BLOCKED_OUTER
+            )?)?;
+        } else {
+            self.ins(i2!(
+                Code::Test_rm32_imm32,
+                state(off::IRET_BLOCKERS),
+                crate::state::IRET_BLOCKED_NMI
+            )?)?;
+        }
         self.e.jcc_label(5, bail);
         // Committed: the guest's old flags are dropped, the popped ones
         // become EFLAGS.

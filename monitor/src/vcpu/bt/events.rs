@@ -419,19 +419,21 @@ impl BtCore {
     /// Why an inline IRET must leave to the monitor now (see
     /// `CpuState::iret_blockers`).
     pub(super) fn iret_blockers(&self) -> u32 {
-        let mut blockers = 0;
         if self.sys.nmi_blocked {
-            blockers |= translator::state::IRET_BLOCKED_NMI;
+            translator::state::IRET_BLOCKED_NMI
+        } else {
+            0
         }
-        let nulled = [Seg::Es, Seg::Ds, Seg::Fs, Seg::Gs].iter().any(|s| {
-            let reg = self.sys.segment(*s);
+    }
+
+    /// Per data segment register (ES, DS, FS, GS), whether a return to
+    /// ring 3 would make it null (see `CpuState::seg_iret_blocks`).
+    pub(super) fn seg_iret_blocks(&self) -> [u8; 4] {
+        [Seg::Es, Seg::Ds, Seg::Fs, Seg::Gs].map(|s| {
+            let reg = self.sys.segment(s);
             let conforming_code = reg.is_code() && reg.attr & 4 != 0;
-            reg.usable() && !conforming_code && reg.dpl() < 3
-        });
-        if nulled {
-            blockers |= translator::state::IRET_BLOCKED_DATA_SEGMENTS;
-        }
-        blockers
+            u8::from(reg.usable() && !conforming_code && reg.dpl() < 3)
+        })
     }
 
     /// After the monitor carried out an INT n or IRET whose inline form

@@ -1129,6 +1129,7 @@ impl BtCore {
     fn run_translation(&mut self, entry: u64) {
         self.state.exit_reason = 0;
         self.state.iret_blockers = self.iret_blockers();
+        self.state.seg_iret_blocks = self.seg_iret_blocks();
         let sys = &self.sys;
         self.state.cr = [sys.cr0.bits(), 0, sys.cr2, sys.cr3, sys.cr4.bits()];
         // SAFETY: `entry` is the entry of a live translation of our cache,

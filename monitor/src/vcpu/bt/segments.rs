@@ -73,18 +73,23 @@ impl SegmentLoads {
     }
 }
 
-/// Whether `i` loads a data segment register with `MOV`.
+/// Whether `i` loads a data segment register with `MOV` or `POP`.
 pub(super) fn loads_data_segment(i: &iced_x86::Instruction) -> bool {
-    matches!(
+    use iced_x86::Code;
+    if matches!(
         i.code(),
-        iced_x86::Code::Mov_Sreg_r32m16 | iced_x86::Code::Mov_Sreg_rm16
-    ) && matches!(
-        i.op0_register(),
-        iced_x86::Register::ES
-            | iced_x86::Register::DS
-            | iced_x86::Register::FS
-            | iced_x86::Register::GS
-    )
+        Code::Popd_DS | Code::Popd_ES | Code::Popd_FS | Code::Popd_GS
+    ) {
+        return true;
+    }
+    matches!(i.code(), Code::Mov_Sreg_r32m16 | Code::Mov_Sreg_rm16)
+        && matches!(
+            i.op0_register(),
+            iced_x86::Register::ES
+                | iced_x86::Register::DS
+                | iced_x86::Register::FS
+                | iced_x86::Register::GS
+        )
 }
 
 /// Whether `i` is a `VERW` with a memory operand at a constant address
