@@ -395,8 +395,8 @@ pub struct UnitRequest<'a> {
     /// from this one up ([`Unit::chain_slots`]). `None`: they probe.
     pub chain_slots_from: Option<u32>,
     /// Data segment loads a ring-0 unit in a flat mode carries out itself
-    /// (`MOV DS/ES/FS/GS`, see [`InlineSegmentLoad`]): by segment (0 = ES
-    /// .. 5 = GS), the selectors it expects. Any other selector, or a
+    /// (`MOV` or `POP` to DS/ES/FS/GS, see [`InlineSegmentLoad`]): by
+    /// segment (0 = ES .. 5 = GS), the selectors it expects. Any other selector, or a
     /// descriptor that changed, goes to the monitor as before.
     pub segment_loads: &'a [(u8, InlineSegmentLoad)],
     /// Ring-0 `VERW` instructions the unit carries out itself, by EIP
@@ -436,7 +436,7 @@ pub fn pext(value: u64, mask: u64) -> u64 {
 /// Selectors a `mov` to one segment register compares with, at most.
 pub const MAX_SEGMENT_LOADS: usize = 2;
 
-/// A data segment load (MOV to DS, ES, FS or GS) that translated code may
+/// A data segment load (MOV or POP to DS, ES, FS or GS) that translated code may
 /// carry out itself: the monitor worked it out for one selector with the
 /// same checks it applies (in ring 0; a descriptor with its accessed bit
 /// set, so the load writes nothing), and the code compares the selector
