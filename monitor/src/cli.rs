@@ -263,12 +263,13 @@ pub fn prepare_run(args: &RunArgs) -> Result<PreparedRun, StartError> {
     for note in &resolution.notes {
         diagnostic!("nestmon: note: {note}");
     }
-    let cpu = CpuModel::new_measuring(&vm, &probe::host_cpuid, probe::measure_tsc_hz).map_err(
-        |source| StartError::Cpuid {
-            origin: loaded.origin_of(source.key()).cloned(),
-            source,
-        },
-    )?;
+    let cpu =
+        CpuModel::new_measuring(&vm, &probe::host_cpuid, probe::host_tsc_hz).map_err(|source| {
+            StartError::Cpuid {
+                origin: loaded.origin_of(source.key()).cloned(),
+                source,
+            }
+        })?;
     let vmx_without_kernel = args.vmx.clone().filter(|_| vm.kernel.is_none());
     Ok(PreparedRun {
         options: args.run_options(vm, resolution.exec),

@@ -47,6 +47,55 @@ pub fn measure_tsc_hz() -> Option<u64> {
         .map(|hz| (hz + 500) / 1000 * 1000)
 }
 
+/// The host TSC frequency as [`measure_tsc_hz`] measures it, measured once
+/// per boot of the host: kept in `tsc-hz` of nestmon's cache directory
+/// (`$NESTMON_CACHE`, else `$XDG_CACHE_HOME/nestmon`, else
+/// `~/.cache/nestmon`) with the host's boot id, since the measurement
+/// spins for 15-30 ms and the TSC's rate does not change while the host
+/// runs. Without a boot id or a writable cache it measures every time.
+pub fn host_tsc_hz() -> Option<u64> {
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok();
+    match (cache_dir(), boot_id) {
+        (Some(dir), Some(id)) => cached_tsc_hz(&dir, id.trim(), measure_tsc_hz),
+        _ => measure_tsc_hz(),
+    }
+}
+
+/// nestmon's cache directory (see [`host_tsc_hz`]).
+fn cache_dir() -> Option<std::path::PathBuf> {
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dir) = var("NESTMON_CACHE") {
+        return Some(dir.into());
+    }
+    if let Some(dir) = var("XDG_CACHE_HOME") {
+        return Some(std::path::PathBuf::from(dir).join("nestmon"));
+    }
+    var("HOME").map(|home| std::path::PathBuf::from(home).join(".cache/nestmon"))
+}
+
+/// The frequency recorded in `dir/tsc-hz` for boot `boot_id`, or else
+/// `measure`'s, recorded there (best effort: a cache that cannot be
+/// written costs only the next run's measurement).
+fn cached_tsc_hz(dir: &Path, boot_id: &str, measure: impl FnOnce() -> Option<u64>) -> Option<u64> {
+    let file = dir.join("tsc-hz");
+    let recorded = std::fs::read_to_string(&file).ok().and_then(|text| {
+        let (id, hz) = text.trim().split_once(' ')?;
+        (id == boot_id).then(|| hz.parse::<u64>().ok()).flatten()
+    });
+    if let Some(hz) = recorded.filter(|hz| *hz > 0) {
+        return Some(hz);
+    }
+    let hz = measure()?;
+    let temporary = dir.join(format!("tsc-hz.{}", std::process::id()));
+    let written = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&temporary, format!("{boot_id} {hz}\n")))
+        .and_then(|()| std::fs::rename(&temporary, &file));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    Some(hz)
+}
+
 /// TSC ticks per second over one window of about `window`.
 fn tsc_rate_over(window: std::time::Duration) -> Option<u64> {
     let (start, tsc0) = tsc_stamp();
@@ -479,6 +528,40 @@ impl fmt::Display for ProbeReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tsc_frequency_is_measured_once_per_boot_and_then_read_back() {
+        let dir = std::env::temp_dir().join(format!("nestmon-tsc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            cached_tsc_hz(&dir, "boot-a", || Some(2_700_000_000)),
+            Some(2_700_000_000)
+        );
+        let again = cached_tsc_hz(&dir, "boot-a", || panic!("measured again in the same boot"));
+        assert_eq!(again, Some(2_700_000_000));
+        // Another boot measures again and replaces the record.
+        assert_eq!(
+            cached_tsc_hz(&dir, "boot-b", || Some(3_000_000_000)),
+            Some(3_000_000_000)
+        );
+        assert_eq!(cached_tsc_hz(&dir, "boot-b", || None), Some(3_000_000_000));
+        // A record that does not parse is measured over.
+        std::fs::write(dir.join("tsc-hz"), "boot-b many").unwrap();
+        assert_eq!(cached_tsc_hz(&dir, "boot-b", || Some(1_000)), Some(1_000));
+        // A failed measurement is not recorded.
+        assert_eq!(cached_tsc_hz(&dir, "boot-c", || None), None);
+        assert_eq!(cached_tsc_hz(&dir, "boot-c", || Some(5)), Some(5));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_cache_that_cannot_be_written_still_gives_the_measurement() {
+        let not_a_dir =
+            std::env::temp_dir().join(format!("nestmon-tsc-file-{}", std::process::id()));
+        std::fs::write(&not_a_dir, "a file").unwrap();
+        assert_eq!(cached_tsc_hz(&not_a_dir, "boot", || Some(42)), Some(42));
+        let _ = std::fs::remove_file(&not_a_dir);
+    }
 
     #[test]
     fn measured_tsc_frequency_is_plausible_and_in_khz() {

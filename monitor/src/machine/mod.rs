@@ -246,7 +246,7 @@ impl BootImages {
         let cpu = CpuModel::new_measuring(
             &opts.vm,
             &crate::probe::host_cpuid,
-            crate::probe::measure_tsc_hz,
+            crate::probe::host_tsc_hz,
         )
         .map_err(|e| bad(&e))?;
         // A 64-bit kernel under hardware execution sees a processor with
