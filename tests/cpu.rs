@@ -278,6 +278,28 @@ fn ring_0_segment_loads_run_inline_and_see_a_descriptor_rewritten_in_memory() {
 }
 
 #[test]
+fn a_unit_translated_before_its_selectors_were_loaded_is_translated_again_and_loads_inline() {
+    // The loop's unit is translated while FS has held neither its
+    // descriptor nor null: the monitor carries out its first loads, then
+    // the unit is translated again with them and loads inline.
+    let body = "sgdt [gdtr]\nmov esi, [gdtr+2]\nmovzx ecx, word ptr [gdtr]\ninc ecx\n\
+                mov edx, ecx\nlea edi, [newgdt]\ncld\nrep movsb\n\
+                mov dword ptr [edi], 0x0000ffff\nmov dword ptr [edi+4], 0x00cf9300\n\
+                lea eax, [edx+7]\nmov word ptr [gdtr], ax\nmov dword ptr [gdtr+2], offset newgdt\n\
+                lgdt [gdtr]\nxor ebx, ebx\nxor eax, eax\nmov ecx, 10\n\
+                2: mov fs, dx\nadd eax, fs:[value]\npush ebx\npop fs\ndec ecx\njnz 2b\n\
+                cmp eax, 70\njne 9f\nxor eax, eax\nret\n9: mov eax, 1\nret\n\
+                .data\n.balign 8\nvalue: .long 7\ngdtr: .word 0\n.long 0\n\
+                .balign 8\nnewgdt: .fill 64, 8, 0\n.text";
+    let r = run_asm("segment_loads_retranslated", body, &["--stats"]);
+    assert_eq!(r.code, Some(0), "{}", describe(&r));
+    let again = stats_counter(&r, "units translated again for their segment loads");
+    assert!(again.is_some_and(|n| n > 0), "{}", r.stderr);
+    let inline = stats_counter(&r, "segment registers loaded by translated code");
+    assert!(inline.is_some_and(|n| n > 0), "{}", r.stderr);
+}
+
+#[test]
 fn ring_0_verw_is_answered_inline_for_the_selector_seen_and_by_the_monitor_for_another() {
     // VERW of the selector in `sel` sets ZF alone (CF set before survives):
     // DS is writable (ZF = 1, three times, inline after the unit read the

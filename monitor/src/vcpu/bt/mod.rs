@@ -164,6 +164,9 @@ pub struct BtStats {
     /// applied after a run: one per register however often it was loaded
     /// in the run).
     pub inline_segment_loads: u64,
+    /// Units translated again for the segment loads they sent to the
+    /// monitor (see `segments`).
+    pub segment_load_retranslations: u64,
     /// Stores to code frames that touched no translated byte (the
     /// translations were spared).
     pub smc_spared: u64,
@@ -399,6 +402,8 @@ pub struct BtCore {
     /// by token (emptied with the cache: tokens are never reused while a
     /// translation that stores them can run).
     emulated: Vec<iced_x86::Instruction>,
+    /// The translation whose exit hands over each of `emulated`.
+    emulated_in: Vec<codecache::TransId>,
     /// `sys` was borrowed mutably since the last
     /// [`BtCore::settle_system_change`]; `key_before` is the mode key from
     /// just before that borrow.
@@ -716,6 +721,10 @@ impl Vcpu for BtVcpu {
                     v.inline_segment_loads,
                 ),
                 (
+                    "units translated again for their segment loads",
+                    v.segment_load_retranslations,
+                ),
+                (
                     "inline INT/IRET sites retranslated",
                     v.inline_event_retranslations,
                 ),
@@ -1001,6 +1010,7 @@ impl BtCore {
             trap_after_io: false,
             pending_nmi: false,
             emulated: Vec::new(),
+            emulated_in: Vec::new(),
             deferred_stop: None,
             sys_dirty: false,
             key_before: ModeKey::default(),
@@ -1260,6 +1270,10 @@ impl BtCore {
             .or_default() += 1;
         let outcome = exec::execute(self, decoded);
         self.settle_system_change();
+        if let Some(i) = decoded.filter(segments::loads_data_segment) {
+            let owner = self.emulated_in.get(token as usize).copied();
+            self.retranslate_for_segment_loads(&i, owner);
+        }
         if std::mem::take(&mut self.sys.interrupt_shadow) {
             // STI that set IF, MOV SS, POP SS: the next instruction runs
             // before any interrupt.
@@ -1623,6 +1637,7 @@ impl BtCore {
         self.event_outcomes.clear();
         self.event_bails.clear();
         self.emulated.clear();
+        self.emulated_in.clear();
         self.code_bytes.clear();
         for space in self.spaces.iter_mut().flatten() {
             space.clear_ibtc();
@@ -1817,6 +1832,8 @@ impl BtCore {
             self.entries.commit(unit.insns.len() as u32);
         }
         self.emulated.extend_from_slice(&unit.emulated);
+        self.emulated_in
+            .extend(std::iter::repeat_n(id, unit.emulated.len()));
         self.inline_ports.extend(&unit.inline_ports);
         if single == 0 {
             let offset = linear & (PAGE_SIZE - 1);

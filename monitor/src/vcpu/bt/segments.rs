@@ -41,7 +41,20 @@ pub(super) struct SegmentLoads {
     recent: [[Option<u16>; MAX_SEGMENT_LOADS]; 6],
     /// Loads that passed the checks, by (segment, selector).
     checked: rustc_hash::FxHashMap<(u8, u16), CheckedLoad>,
+    /// Loads the monitor carried out, by EIP, since that EIP's unit was
+    /// last translated.
+    emulated: rustc_hash::FxHashMap<u32, u32>,
+    /// EIPs whose unit was translated again for them (once each).
+    retranslated: rustc_hash::FxHashSet<u32>,
 }
+
+/// Loads at one EIP the monitor carries out before the unit holding it is
+/// translated again with the selectors seen since (a unit translated
+/// before its selectors were ever loaded gets no offers for them).
+const RETRANSLATE_AFTER: u32 = 2;
+
+/// EIPs translated again for their segment loads, at most.
+const MAX_RETRANSLATED: usize = 4096;
 
 impl SegmentLoads {
     /// Segment register `seg` now holds `reg`. A load checked before that
@@ -65,6 +78,22 @@ impl SegmentLoads {
         if let Some(k) = (1..recent.len()).find(|&k| recent[k] == Some(selector)) {
             recent[k] = None;
         }
+    }
+
+    /// Counts a data segment load the monitor carried out at `eip`; true
+    /// once per EIP, when it reaches [`RETRANSLATE_AFTER`].
+    fn note_emulated(&mut self, eip: u32) -> bool {
+        if self.retranslated.len() >= MAX_RETRANSLATED || self.retranslated.contains(&eip) {
+            return false;
+        }
+        let count = self.emulated.entry(eip).or_insert(0);
+        *count += 1;
+        if *count < RETRANSLATE_AFTER {
+            return false;
+        }
+        self.emulated.remove(&eip);
+        self.retranslated.insert(eip);
+        true
     }
 
     /// The descriptor tables changed: what was checked against them goes.
@@ -218,6 +247,29 @@ impl BtCore {
             .checked
             .insert((seg as u8, selector), load);
         Some(load)
+    }
+
+    /// After the monitor carried out the segment load `i` that the
+    /// translation `owner` handed over: the second time at its EIP, in
+    /// ring-0 flat 32-bit code, the translation dies, so that the next run
+    /// translates it again with the selectors loaded since (once per EIP;
+    /// a selector whose descriptor keeps changing stays with the monitor).
+    pub(super) fn retranslate_for_segment_loads(
+        &mut self,
+        i: &iced_x86::Instruction,
+        owner: Option<codecache::TransId>,
+    ) {
+        let flat_ring0 = self.sys.cpl == 0 && self.sys.flat() && self.sys.code32();
+        let Some(id) = owner.filter(|_| flat_ring0) else {
+            return;
+        };
+        if !self.segment_loads.note_emulated(i.ip32()) || self.cache.get(id).dead {
+            return;
+        }
+        self.stats.segment_load_retranslations += 1;
+        self.cache.invalidate(id);
+        self.forget_dead_translation(id);
+        self.pending_chain = None;
     }
 
     /// Applies the loads translated code made in its last run to the
