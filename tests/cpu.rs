@@ -33,6 +33,20 @@ fn stats_counter(r: &Run, name: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// A guest that copies the runtime's GDT into a table of its own, adds
+/// one descriptor after it (`make_entry` writes it, with EDI at the entry
+/// and EDX its selector), loads that table, then runs `body` (EDX still
+/// the new selector).
+fn with_gdt_entry(make_entry: &str, body: &str) -> String {
+    format!(
+        "sgdt [gdtr]\nmov esi, [gdtr+2]\nmovzx ecx, word ptr [gdtr]\ninc ecx\n\
+         mov edx, ecx\nlea edi, [newgdt]\ncld\nrep movsb\n{make_entry}\n\
+         lea eax, [edx+7]\nmov word ptr [gdtr], ax\nmov dword ptr [gdtr+2], offset newgdt\n\
+         lgdt [gdtr]\n{body}\n\
+         .data\n.balign 8\ngdtr: .word 0\n.long 0\n.balign 8\nnewgdt: .fill 64, 8, 0\n.text"
+    )
+}
+
 /// The `--stats` line naming the instruction forms the monitor carried
 /// out ("" if there is none).
 fn monitor_forms(r: &Run) -> &str {
@@ -252,11 +266,9 @@ fn ring_0_segment_loads_run_inline_and_see_a_descriptor_rewritten_in_memory() {
     // a change of mode: a null FS restricts access). Halfway, the descriptor's base is
     // rewritten in memory (to `data_c`) without reloading GDTR: the loads
     // after it must see the new base.
-    let body = "sgdt [gdtr]\nmov esi, [gdtr+2]\nmovzx ecx, word ptr [gdtr]\ninc ecx\n\
-                mov edx, ecx\nlea edi, [newgdt]\ncld\nrep movsb\n\
-                mov [desc_at], edi\nlea eax, [data_a]\ncall make_desc\n\
-                lea eax, [edx+7]\nmov word ptr [gdtr], ax\nmov dword ptr [gdtr+2], offset newgdt\n\
-                lgdt [gdtr]\nmov fs, dx\nxor ebx, ebx\nmov fs, bx\n\
+    let body = with_gdt_entry(
+        "mov [desc_at], edi\nlea eax, [data_a]\ncall make_desc",
+        "mov fs, dx\nxor ebx, ebx\nmov fs, bx\n\
                 call run_loop\ncmp eax, 0x5055\njne 9f\nxor eax, eax\nret\n\
                 9: mov eax, 1\nret\n\
                 make_desc: mov ecx, eax\nshl ecx, 16\nor ecx, 0xffff\nmov [edi], ecx\n\
@@ -269,9 +281,9 @@ fn ring_0_segment_loads_run_inline_and_see_a_descriptor_rewritten_in_memory() {
                 pop ecx\npop eax\n\
                 3: dec ecx\njnz 2b\nret\n\
                 .data\n.balign 8\ndata_a: .long 0x11\ndata_c: .long 0x1000\n\
-                desc_at: .long 0\ngdtr: .word 0\n.long 0\n\
-                .balign 8\nnewgdt: .fill 64, 8, 0\n.text";
-    let r = run_asm("inline_segment_loads", body, &["--stats"]);
+                desc_at: .long 0\n.text",
+    );
+    let r = run_asm("inline_segment_loads", &body, &["--stats"]);
     assert_eq!(r.code, Some(0), "{}", describe(&r));
     let inline = stats_counter(&r, "segment registers loaded by translated code");
     assert!(inline.is_some_and(|n| n > 0), "{}", r.stderr);
@@ -282,16 +294,14 @@ fn a_unit_translated_before_its_selectors_were_loaded_is_translated_again_and_lo
     // The loop's unit is translated while FS has held neither its
     // descriptor nor null: the monitor carries out its first loads, then
     // the unit is translated again with them and loads inline.
-    let body = "sgdt [gdtr]\nmov esi, [gdtr+2]\nmovzx ecx, word ptr [gdtr]\ninc ecx\n\
-                mov edx, ecx\nlea edi, [newgdt]\ncld\nrep movsb\n\
-                mov dword ptr [edi], 0x0000ffff\nmov dword ptr [edi+4], 0x00cf9300\n\
-                lea eax, [edx+7]\nmov word ptr [gdtr], ax\nmov dword ptr [gdtr+2], offset newgdt\n\
-                lgdt [gdtr]\nxor ebx, ebx\nxor eax, eax\nmov ecx, 10\n\
+    let body = with_gdt_entry(
+        "mov dword ptr [edi], 0x0000ffff\nmov dword ptr [edi+4], 0x00cf9300",
+        "xor ebx, ebx\nxor eax, eax\nmov ecx, 10\n\
                 2: mov fs, dx\nadd eax, fs:[value]\npush ebx\npop fs\ndec ecx\njnz 2b\n\
                 cmp eax, 70\njne 9f\nxor eax, eax\nret\n9: mov eax, 1\nret\n\
-                .data\n.balign 8\nvalue: .long 7\ngdtr: .word 0\n.long 0\n\
-                .balign 8\nnewgdt: .fill 64, 8, 0\n.text";
-    let r = run_asm("segment_loads_retranslated", body, &["--stats"]);
+                .data\nvalue: .long 7\n.text",
+    );
+    let r = run_asm("segment_loads_retranslated", &body, &["--stats"]);
     assert_eq!(r.code, Some(0), "{}", describe(&r));
     let again = stats_counter(&r, "units translated again for their segment loads");
     assert!(again.is_some_and(|n| n > 0), "{}", r.stderr);
@@ -712,18 +722,16 @@ fn a_segment_base_access_that_wraps_past_4_gib_reads_what_the_guest_addresses() 
     // lands past the window and the access runs again unfolded (named
     // once); the register form wraps in its 32-bit base + EBX already.
     // Both run twice.
-    let body = "sgdt [gdtr]\nmov esi, [gdtr+2]\nmovzx ecx, word ptr [gdtr]\ninc ecx\n\
-                mov edx, ecx\nlea edi, [newgdt]\ncld\nrep movsb\n\
-                mov dword ptr [edi], 0xf000ffff\nmov dword ptr [edi+4], 0xffcf92ff\n\
-                lea eax, [edx+7]\nmov word ptr [gdtr], ax\nmov dword ptr [gdtr+2], offset newgdt\n\
-                lgdt [gdtr]\nmov gs, dx\n\
+    let body = with_gdt_entry(
+        "mov dword ptr [edi], 0xf000ffff\nmov dword ptr [edi+4], 0xffcf92ff",
+        "mov gs, dx\n\
                 mov ecx, 2\n1: mov eax, gs:[value+0x1000]\ncmp eax, 0x5eed1234\njne 9f\n\
                 mov ebx, offset value\nmov eax, gs:[ebx+0x1000]\ncmp eax, 0x5eed1234\njne 9f\n\
                 dec ecx\njnz 1b\nxor eax, eax\nret\n\
                 9: mov eax, 1\nret\n\
-                .data\n.balign 8\nvalue: .long 0x5eed1234\ngdtr: .word 0\n.long 0\n\
-                .balign 8\nnewgdt: .fill 64, 8, 0\n.text";
-    let r = run_asm("segment_base_wrap", body, &["--stats"]);
+                .data\nvalue: .long 0x5eed1234\n.text",
+    );
+    let r = run_asm("segment_base_wrap", &body, &["--stats"]);
     assert_eq!(r.code, Some(0), "{}", describe(&r));
     let wrapped = stats_counter(&r, "folded accesses that wrapped (run again unfolded)");
     assert_eq!(wrapped, Some(1), "{}", r.stderr);

@@ -151,6 +151,7 @@ const SEGMENT_LOADS: [(u8, translator::translate::InlineSegmentLoad); 8] = {
         mode: 3,
         tag: 0,
         any_base: true,
+        blocks_iret: false,
     };
     const NULL: InlineSegmentLoad = InlineSegmentLoad {
         selector: 0,
@@ -160,6 +161,7 @@ const SEGMENT_LOADS: [(u8, translator::translate::InlineSegmentLoad); 8] = {
         mode: 3 | 1 << 13,
         tag: 1,
         any_base: false,
+        blocks_iret: false,
     };
     [
         (0, FLAT),

@@ -98,6 +98,22 @@ pub const IRET_BLOCKED_NMI: u32 = 1;
 /// bit 31 of `iret_blockers` is never set).
 pub const IRET_BLOCKED_OUTER: i32 = 0x8000_0001_u32 as i32;
 
+/// The byte of `CpuState::seg_iret_blocks` of segment register `s` (in
+/// [`Seg`] order), for ES, DS, FS and GS.
+pub fn seg_iret_block_index(s: usize) -> Option<usize> {
+    const ES: usize = Seg::Es as usize;
+    const DS: usize = Seg::Ds as usize;
+    const FS: usize = Seg::Fs as usize;
+    const GS: usize = Seg::Gs as usize;
+    match s {
+        ES => Some(0),
+        DS => Some(1),
+        FS => Some(2),
+        GS => Some(3),
+        _ => None,
+    }
+}
+
 /// Guest segment registers in the order of the x86 encoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(usize)]
@@ -248,9 +264,10 @@ pub struct CpuState {
     /// set: see [`IRET_BLOCKED_OUTER`]).
     pub iret_blockers: u32,
     /// Right after `iret_blockers`: per data segment register (ES, DS, FS,
-    /// GS), 1 when a return to ring 3 would make it null (its DPL is below
-    /// 3), which an inline IRET to ring 3 leaves to the monitor. Kept by
-    /// the run loop before every entry and by inline segment loads.
+    /// GS, see [`seg_iret_block_index`]), 1 when a return to ring 3 would
+    /// make it null (its DPL is below 3), which an inline IRET to ring 3
+    /// leaves to the monitor. Kept with the other segment mirrors by the
+    /// run loop and by inline segment loads.
     pub seg_iret_blocks: [u8; 4],
     /// 1: the exit comes from an inline INT n, IRET or exception delivery
     /// whose checks failed (the monitor resets it).

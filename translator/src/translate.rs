@@ -467,25 +467,14 @@ pub struct InlineSegmentLoad {
     /// (with PEXT). Linux rewrites its TLS descriptors, which GS loads,
     /// at every context switch.
     pub any_base: bool,
+    /// A return to ring 3 would make the segment null (its DPL is below
+    /// 3): an inline IRET to ring 3 must leave it to the monitor.
+    pub blocks_iret: bool,
 }
 
 /// The base bits of a segment descriptor (15:0 of the base at 16, 23:16
 /// at 32, 31:24 at 56), in the order PEXT gathers them.
 pub const DESCRIPTOR_BASE_BITS: u64 = 0xff00_00ff_ffff_0000;
-
-impl InlineSegmentLoad {
-    /// Whether a return to ring 3 would make the segment null: a usable
-    /// data or non-conforming code segment of DPL below 3 (an inline IRET
-    /// must then leave it to the monitor).
-    pub fn blocks_iret_to_ring3(&self) -> bool {
-        self.descriptor.is_some_and(|(_, d)| {
-            let access = (d >> 40) as u8;
-            let conforming_code = access & 0x0c == 0x0c;
-            let dpl = (access >> 5) & 3;
-            !conforming_code && dpl < 3
-        })
-    }
-}
 
 /// The displacements folded into `[r15 + reg + disp]` (see
 /// [`UnitRequest::fold_displacements`]): with `reg` below 4 GiB, every such
@@ -1662,11 +1651,8 @@ impl Ctx<'_> {
         }
         self.ins(i2!(Code::Mov_r64_rm64, Register::R13, Register::RCX)?)?;
         let to_monitor = self.e.label();
-        let same = self.e.label();
         self.lea32(Register::ECX, Register::R10, -i64::from(offer.selector))?;
-        self.e.jrcxz_label(same);
-        self.e.jmp_label(to_monitor);
-        self.e.bind(same);
+        self.on_if_rcx_zero_else(to_monitor);
         if let Some((_, descriptor)) = offer.descriptor {
             self.same_descriptor_or(Register::R12, descriptor, to_monitor)?;
         }
@@ -1708,7 +1694,6 @@ impl Ctx<'_> {
         descriptor: u64,
         to_monitor: Label,
     ) -> Result<(), TranslateError> {
-        let same = self.e.label();
         self.ins(i2!(
             Code::Mov_r64_imm64,
             Register::RCX,
@@ -1719,10 +1704,17 @@ impl Ctx<'_> {
             Register::RCX,
             mem(Register::RCX, reg, 0)
         )?)?;
-        self.e.jrcxz_label(same);
-        self.e.jmp_label(to_monitor);
-        self.e.bind(same);
+        self.on_if_rcx_zero_else(to_monitor);
         Ok(())
+    }
+
+    /// Goes on if RCX is 0, else jumps to `to_monitor` (JRCXZ over a near
+    /// jump: JRCXZ reaches only 127 bytes).
+    fn on_if_rcx_zero_else(&mut self, to_monitor: Label) {
+        let zero = self.e.label();
+        self.e.jrcxz_label(zero);
+        self.e.jmp_label(to_monitor);
+        self.e.bind(zero);
     }
 
     /// Goes on if `reg` holds `descriptor` but for the base bits, else
@@ -1734,7 +1726,6 @@ impl Ctx<'_> {
         descriptor: u64,
         to_monitor: Label,
     ) -> Result<(), TranslateError> {
-        let same = self.e.label();
         let kept = !DESCRIPTOR_BASE_BITS;
         self.ins(i2!(Code::Mov_r64_imm64, Register::R9, kept)?)?;
         self.ins(
@@ -1753,9 +1744,7 @@ impl Ctx<'_> {
             Register::RCX,
             i64::from(expected.wrapping_neg() as i32),
         )?;
-        self.e.jrcxz_label(same);
-        self.e.jmp_label(to_monitor);
-        self.e.bind(same);
+        self.on_if_rcx_zero_else(to_monitor);
         Ok(())
     }
 
@@ -1842,16 +1831,11 @@ impl Ctx<'_> {
             )?)?;
         }
         self.ins(i2!(Code::Mov_rm8_imm8, state(off::SEG_LOADED, s, 1), 1u32)?)?;
-        let k = match seg {
-            Seg::Es => 0,
-            Seg::Ds => 1,
-            Seg::Fs => 2,
-            _ => 3,
-        };
+        let k = crate::state::seg_iret_block_index(seg as usize).unwrap_or(0) as i64;
         self.ins(i2!(
             Code::Mov_rm8_imm8,
             state(off::SEG_IRET_BLOCKS, k, 1),
-            u32::from(load.blocks_iret_to_ring3())
+            u32::from(load.blocks_iret)
         )?)?;
         Ok(())
     }
@@ -5224,6 +5208,7 @@ mod tests {
             mode: 3,
             tag: 0,
             any_base: false,
+            blocks_iret: true,
         };
         let null = InlineSegmentLoad {
             selector: 0,
@@ -5233,6 +5218,7 @@ mod tests {
             mode: 3 | 1 << 13,
             tag: 2,
             any_base: false,
+            blocks_iret: false,
         };
         let loads = [(Seg::Fs as u8, same), (Seg::Fs as u8, null)];
         let u = translate_with(
@@ -5262,6 +5248,9 @@ mod tests {
         assert!(text.contains(&base), "{text}");
         let mark = format!("mov byte ptr [r14+{}],1", hex(off::SEG_LOADED + 4));
         assert!(text.contains(&mark), "{text}");
+        // A DPL-0 FS blocks an inline IRET to ring 3 (FS's byte is the third).
+        let block = format!("mov byte ptr [r14+{}],1", hex(off::SEG_IRET_BLOCKS + 2));
+        assert!(text.contains(&block), "{text}");
         // The DS load (nothing offered) goes to the monitor and ends the
         // unit; the null FS load's mode change leaves through a chainable
         // exit in its mode.
@@ -5291,6 +5280,7 @@ mod tests {
             mode: 3,
             tag: 0,
             any_base: true,
+            blocks_iret: false,
         };
         let loads = [(Seg::Gs as u8, tls)];
         let u = translate_with(

@@ -170,9 +170,7 @@ pub fn load_segment(
 pub fn invalidate_inner_segments(ctx: &mut (impl CpuContext + ?Sized)) {
     let cpl = ctx.sys().cpl;
     for seg in [Seg::Es, Seg::Ds, Seg::Fs, Seg::Gs] {
-        let reg = ctx.sys().segment(seg);
-        let conforming_code = reg.is_code() && reg.attr & 4 != 0;
-        if reg.usable() && !conforming_code && reg.dpl() < cpl {
+        if ctx.sys().segment(seg).nulled_by_return_to(cpl) {
             ctx.sys_mut().seg[seg as usize] = SegmentRegister::null(Selector(0));
         }
     }

@@ -123,6 +123,14 @@ impl SegmentRegister {
         self.attr & (ATTR_S | ATTR_CODE) == ATTR_S | ATTR_CODE
     }
 
+    /// Whether a return to privilege level `cpl` makes this DS, ES, FS or
+    /// GS null: usable data or non-conforming code of DPL below `cpl`
+    /// (SDM vol. 2, RET and IRET).
+    pub fn nulled_by_return_to(self, cpl: u8) -> bool {
+        let conforming_code = self.is_code() && self.attr & 4 != 0;
+        self.usable() && !conforming_code && self.dpl() < cpl
+    }
+
     /// Readable (data, or readable code).
     pub fn readable(self) -> bool {
         self.usable() && (!self.is_code() || self.attr & 2 != 0)

@@ -426,16 +426,6 @@ impl BtCore {
         }
     }
 
-    /// Per data segment register (ES, DS, FS, GS), whether a return to
-    /// ring 3 would make it null (see `CpuState::seg_iret_blocks`).
-    pub(super) fn seg_iret_blocks(&self) -> [u8; 4] {
-        [Seg::Es, Seg::Ds, Seg::Fs, Seg::Gs].map(|s| {
-            let reg = self.sys.segment(s);
-            let conforming_code = reg.is_code() && reg.attr & 4 != 0;
-            u8::from(reg.usable() && !conforming_code && reg.dpl() < 3)
-        })
-    }
-
     /// After the monitor carried out an INT n or IRET whose inline form
     /// faulted (a page not yet in the shadow): maps, in the supervisor
     /// view, the pages the inline form touches, so that the next one runs

@@ -399,11 +399,10 @@ pub struct BtCore {
     /// An NMI waits for NMIs to be unblocked.
     pending_nmi: bool,
     /// The instructions `Emulate` exits of live translations hand over,
-    /// by token (emptied with the cache: tokens are never reused while a
-    /// translation that stores them can run).
-    emulated: Vec<iced_x86::Instruction>,
-    /// The translation whose exit hands over each of `emulated`.
-    emulated_in: Vec<codecache::TransId>,
+    /// by token, with the translation whose exit hands each over (emptied
+    /// with the cache: tokens are never reused while a translation that
+    /// stores them can run).
+    emulated: Vec<(iced_x86::Instruction, codecache::TransId)>,
     /// `sys` was borrowed mutably since the last
     /// [`BtCore::settle_system_change`]; `key_before` is the mode key from
     /// just before that borrow.
@@ -1010,7 +1009,6 @@ impl BtCore {
             trap_after_io: false,
             pending_nmi: false,
             emulated: Vec::new(),
-            emulated_in: Vec::new(),
             deferred_stop: None,
             sys_dirty: false,
             key_before: ModeKey::default(),
@@ -1069,6 +1067,9 @@ impl BtCore {
             self.state.seg_sel[s] = reg.selector.0;
             let ranges = reg.offset_ranges();
             self.state.seg_ranges[s] = ranges;
+            if let Some(k) = translator::state::seg_iret_block_index(s) {
+                self.state.seg_iret_blocks[k] = u8::from(reg.nulled_by_return_to(3));
+            }
             if ranges != crate::cpu::SegmentRegister::UNRESTRICTED {
                 self.limited |= 1 << s;
             } else {
@@ -1139,7 +1140,6 @@ impl BtCore {
     fn run_translation(&mut self, entry: u64) {
         self.state.exit_reason = 0;
         self.state.iret_blockers = self.iret_blockers();
-        self.state.seg_iret_blocks = self.seg_iret_blocks();
         let sys = &self.sys;
         self.state.cr = [sys.cr0.bits(), 0, sys.cr2, sys.cr3, sys.cr4.bits()];
         // SAFETY: `entry` is the entry of a live translation of our cache,
@@ -1262,7 +1262,7 @@ impl BtCore {
             &mut self.state.emulate_token,
             translator::translate::NO_TOKEN,
         );
-        let decoded = self.emulated.get(token as usize).copied();
+        let (decoded, owner) = self.emulated.get(token as usize).copied().unzip();
         *self
             .stats
             .emulated_by_form
@@ -1271,7 +1271,6 @@ impl BtCore {
         let outcome = exec::execute(self, decoded);
         self.settle_system_change();
         if let Some(i) = decoded.filter(segments::loads_data_segment) {
-            let owner = self.emulated_in.get(token as usize).copied();
             self.retranslate_for_segment_loads(&i, owner);
         }
         if std::mem::take(&mut self.sys.interrupt_shadow) {
@@ -1637,7 +1636,6 @@ impl BtCore {
         self.event_outcomes.clear();
         self.event_bails.clear();
         self.emulated.clear();
-        self.emulated_in.clear();
         self.code_bytes.clear();
         for space in self.spaces.iter_mut().flatten() {
             space.clear_ibtc();
@@ -1693,9 +1691,11 @@ impl BtCore {
             Vec::new()
         };
         let unfolded = self.unfolded.eips(eip, linear, key.phys);
-        // Offered only to a unit that turned out to load a data segment.
+        // Offered only to a unit that turned out to load a data segment
+        // or to hold a VERW at a constant address.
         let mut segment_loads = Vec::new();
         let mut verw = Vec::new();
+        let mut segments_offered = false;
         let unit = loop {
             let req = UnitRequest {
                 eip,
@@ -1758,21 +1758,16 @@ impl BtCore {
                     continue;
                 }
             }
-            if single == 0
-                && segment_loads.is_empty()
-                && unit.insns.iter().any(segments::loads_data_segment)
-            {
-                segment_loads = self.segment_load_offers(mode);
-                if !segment_loads.is_empty() {
-                    continue;
+            if single == 0 && !segments_offered {
+                // Both kinds of offer at once: one translation more at most.
+                segments_offered = true;
+                if unit.insns.iter().any(segments::loads_data_segment) {
+                    segment_loads = self.segment_load_offers(mode);
                 }
-            }
-            if single == 0
-                && verw.is_empty()
-                && unit.insns.iter().any(segments::verw_at_constant_address)
-            {
-                verw = self.verw_offers(mode, &unit.insns);
-                if !verw.is_empty() {
+                if unit.insns.iter().any(segments::verw_at_constant_address) {
+                    verw = self.verw_offers(mode, &unit.insns);
+                }
+                if !segment_loads.is_empty() || !verw.is_empty() {
                     continue;
                 }
             }
@@ -1831,9 +1826,7 @@ impl BtCore {
         if self.count_indirect {
             self.entries.commit(unit.insns.len() as u32);
         }
-        self.emulated.extend_from_slice(&unit.emulated);
-        self.emulated_in
-            .extend(std::iter::repeat_n(id, unit.emulated.len()));
+        self.emulated.extend(unit.emulated.iter().map(|i| (*i, id)));
         self.inline_ports.extend(&unit.inline_ports);
         if single == 0 {
             let offset = linear & (PAGE_SIZE - 1);

@@ -224,6 +224,7 @@ impl BtCore {
             any_base: matches!(seg, Seg::Fs | Seg::Gs)
                 && descriptor.is_some()
                 && std::arch::is_x86_feature_detected!("bmi2"),
+            blocks_iret: reg.nulled_by_return_to(3),
         })
     }
 
