@@ -849,3 +849,82 @@ fn a_retired_space_keeps_a_shared_page_tables_region_coherent_for_the_next_direc
         r.stderr
     );
 }
+
+#[test]
+fn a_directory_written_from_another_space_is_seen_when_its_space_is_entered() {
+    // pd1 and pd2 share the first 4 MiB; 0x800000 is mapped by pd2 alone,
+    // through table_a (to frame_a, which holds 1) or table_b (frame_b, 2).
+    // 500 times, from pd1's space, point pd2's entry at the other table
+    // (pd2 is lazy then: no write faults after the first), switch to pd2,
+    // check what 0x800000 reads, switch back. pd1 is never written while
+    // lazy: entering it needs no comparison.
+    let body = format!(
+        "{}
+        lea eax, [frame_a]
+        or eax, 3
+        mov [table_a + 0], eax
+        lea eax, [frame_b]
+        or eax, 3
+        mov [table_b + 0], eax
+        mov dword ptr [frame_a], 1
+        mov dword ptr [frame_b], 2
+        lea eax, [pd1]
+        mov cr3, eax
+        {PAGING_ON}
+        mov ebx, 500
+    2:  mov esi, ebx
+        and esi, 1
+        lea eax, [table_a]
+        lea edx, [table_b]
+        test esi, esi
+        cmovnz eax, edx
+        or eax, 3
+        mov [pd2 + 2 * 4], eax
+        lea eax, [pd2]
+        mov cr3, eax
+        mov eax, [0x800000]
+        lea ecx, [pd1]
+        mov cr3, ecx
+        inc esi
+        cmp eax, esi
+        jne 3f
+        dec ebx
+        jnz 2b
+        {PAGING_OFF_AND_PASS}
+    3:  {PAGING_OFF_AND_FAIL}
+        .bss
+        .align 4096
+    pd1: .skip 4096
+    pd2: .skip 4096
+    page_table: .skip 4096
+    table_a: .skip 4096
+    table_b: .skip 4096
+    frame_a: .skip 4096
+    frame_b: .skip 4096
+        .text",
+        identity_map(&["pd1", "pd2"])
+    );
+    let r = run_with_stats(&asm_guest("lazy_directory_writes", &body), &[]);
+    assert_eq!(
+        r.code,
+        Some(0),
+        "stale read: {}\n{}",
+        describe(&r),
+        r.stderr
+    );
+    let unwritten = stat(
+        &r.stderr,
+        "MMU: lazy directories entered with no comparison",
+    );
+    assert!(
+        unwritten >= 490,
+        "{unwritten} entries of pd1 compared:\n{}",
+        r.stderr
+    );
+    let faults = stat(&r.stderr, "exits: host fault");
+    assert!(
+        faults < 100,
+        "{faults} host faults for 500 writes to a lazy directory:\n{}",
+        r.stderr
+    );
+}

@@ -16,20 +16,29 @@
 //! anyway ([`FrameWatcher::resync_all`]), as KVM's unsync shadow pages and
 //! Xen's out-of-sync shadows do. The current address
 //! space's page directory always stays in sync. The directory of a space
-//! that is not current is not in use by the CPU: on the first write to it
-//! it goes *lazy* (stops being write-protected) and is compared with its
-//! snapshot only when its space becomes current again
-//! ([`FrameWatcher::set_current_space`]), so a dead process's directory
-//! reused as data costs no faults, and one reused as a new process's
-//! directory keeps the mappings of every entry that came back the same
-//! (the kernel's half).
+//! that is not current is not in use by the CPU: it goes *lazy* (stops
+//! being write-protected) when the CPU leaves its space, and is brought
+//! back in sync when its space becomes current again
+//! ([`FrameWatcher::set_current_space`]), compared with its snapshot
+//! first unless no mapping of it could have been written meanwhile; so a
+//! dead process's directory reused as data costs no faults, and one
+//! reused as a new process's directory keeps the mappings of every entry
+//! that came back the same (the kernel's half).
 //!
 //! Invariants:
-//! - A frame is write-protected in every host mapping of it whenever
-//!   [`FrameWatcher::write_protected`] says so: it holds translated code,
-//!   or it is a watched table that is in sync. (A mapping of a frame the
-//!   watcher no longer protects may still be read-only until a store
-//!   through it faults and maps it again.)
+//! - A frame is write-protected in every host mapping of it in the
+//!   current space, and in every other space's by the time that space
+//!   becomes current, whenever [`FrameWatcher::write_protected`] says so:
+//!   it holds translated code, or it is a watched table that is in sync.
+//!   Exception: a frame protected only as the current space's directory
+//!   ([`FrameWatcher::protected_only_as_current_directory`]) may stay
+//!   writable in other spaces, since it goes lazy before they become
+//!   current. (A mapping of a frame the watcher no longer protects may
+//!   still be read-only until a store through it faults and maps it
+//!   again.)
+//! - A lazy table without `may_differ` equals its snapshot: no host
+//!   mapping of it was writable since it went lazy (the monitor reports
+//!   every mapping it makes writable, [`FrameWatcher::note_writable_mapping`]).
 //! - For an in-sync table, the snapshot equals guest memory except for
 //!   accessed and dirty bits the walker set (which change no mapping) and
 //!   the guest write being reported; for an out-of-sync table the
@@ -99,6 +108,11 @@ pub struct Consequences {
     /// Address spaces whose page directory was flooded with writes: drop
     /// them (every mapping and use).
     pub zap: Vec<SpaceId>,
+    /// Directories of the current space that were lazy and found
+    /// unchanged: write-protect their mappings in the other spaces too
+    /// (before those become current), so that the next time the space is
+    /// entered no comparison is needed.
+    pub protect_elsewhere: Vec<u32>,
 }
 
 impl Consequences {
@@ -108,6 +122,7 @@ impl Consequences {
             && self.protect.is_empty()
             && self.release.is_empty()
             && self.zap.is_empty()
+            && self.protect_elsewhere.is_empty()
     }
 
     fn append(&mut self, mut other: Consequences) {
@@ -115,6 +130,7 @@ impl Consequences {
         self.protect.append(&mut other.protect);
         self.release.append(&mut other.release);
         self.zap.append(&mut other.zap);
+        self.protect_elsewhere.append(&mut other.protect_elsewhere);
     }
 }
 
@@ -131,6 +147,9 @@ pub struct WatchStats {
     pub zaps: u64,
     /// Times a directory of a space that was not current went lazy.
     pub lazy_directories: u64,
+    /// Lazy directories brought back in sync with no comparison (no
+    /// mapping of them could be written meanwhile).
+    pub lazy_unwritten: u64,
 }
 
 struct Table {
@@ -140,6 +159,11 @@ struct Table {
     /// Unsynced as the directory of spaces that are not current (not in
     /// the out-of-sync list: compared when a space of it becomes current).
     lazy: bool,
+    /// Lazy, and may have been written since it went lazy: some host
+    /// mapping of it was writable then or has been made writable since,
+    /// or the monitor wrote it. A lazy table without it equals its
+    /// snapshot (every write to it would have faulted first).
+    may_differ: bool,
     /// Writes since the last resync (for going out of sync).
     writes: u32,
     /// Writes since the last walk through the table (for flooding).
@@ -170,7 +194,7 @@ pub struct FrameWatcher {
     tables: HashMap<u32, Table>,
     unsynced: Vec<u32>,
     /// Lazy directories (see [`Table::lazy`]).
-    lazy: Vec<u32>,
+    lazy_frames: FrameSet,
     /// The space the CPU runs in, if the monitor said.
     current: Option<SpaceId>,
     out_of_sync: bool,
@@ -198,7 +222,7 @@ impl FrameWatcher {
             self_checking: FrameSet::with_capacity(frames),
             tables: HashMap::default(),
             unsynced: Vec::new(),
-            lazy: Vec::new(),
+            lazy_frames: FrameSet::with_capacity(frames),
             current: None,
             out_of_sync,
             stats: WatchStats::default(),
@@ -317,6 +341,7 @@ impl FrameWatcher {
                 uses: vec![(space, usage)],
                 unsynced: false,
                 lazy: false,
+                may_differ: false,
                 writes: 0,
                 unused_writes: 0,
             },
@@ -364,14 +389,13 @@ impl FrameWatcher {
             return Consequences::default();
         };
         if t.unsynced {
+            // Compared when it is brought back in sync.
+            t.may_differ = true;
             return Consequences::default();
         }
         if self.out_of_sync && t.is_idle_directory(self.current) {
             // No CPU uses it: compared when one of its spaces is entered.
-            t.unsynced = true;
-            t.lazy = true;
-            self.lazy.push(frame);
-            self.stats.lazy_directories += 1;
+            self.make_lazy(frame, true);
             let mut out = Consequences::default();
             if !self.code.contains(frame) {
                 out.release.push(frame);
@@ -424,10 +448,7 @@ impl FrameWatcher {
             return false;
         }
         if t.is_idle_directory(current) {
-            t.unsynced = true;
-            t.lazy = true;
-            self.lazy.push(frame);
-            self.stats.lazy_directories += 1;
+            self.make_lazy(frame, true);
             return true;
         }
         if !t.is_leaf_only() {
@@ -488,25 +509,127 @@ impl FrameWatcher {
         out
     }
 
-    /// The CPU now runs in `space`: its directory, if lazy, is compared
-    /// with its snapshot (what changed is invalidated) and traced again.
-    pub fn set_current_space(&mut self, space: SpaceId, ram: &GuestRam) -> Consequences {
+    /// The CPU now runs in `space`, whose directory is `directory`, having
+    /// left the space whose directory is `left` (if it was another; with
+    /// whether some host mapping of it is writable): with out-of-sync
+    /// tables allowed, the directory left
+    /// goes lazy at once if it serves no other purpose (no CPU uses it
+    /// now; a read-only mapping of it stays so, and a write through one
+    /// faults once and is then let through). The directory of `space`,
+    /// if lazy, is traced again: compared with its snapshot first (what
+    /// changed is invalidated) if it may have been written; one found
+    /// unchanged is also to be write-protected in the other spaces
+    /// ([`Consequences::protect_elsewhere`]), so that entering it again
+    /// needs no comparison, while one that was written keeps its
+    /// writable mappings elsewhere (written again, it costs a comparison
+    /// instead of a fault).
+    pub fn set_current_space(
+        &mut self,
+        space: SpaceId,
+        directory: u32,
+        left: Option<(u32, bool)>,
+        ram: &GuestRam,
+    ) -> Consequences {
         self.current = Some(space);
-        let mut out = Consequences::default();
-        let entered: Vec<u32> = self
-            .lazy
-            .iter()
-            .copied()
-            .filter(|f| {
-                self.tables
-                    .get(f)
-                    .is_some_and(|t| t.uses.contains(&(space, TableUse::Directory)))
-            })
-            .collect();
-        for frame in entered {
-            out.append(self.bring_back_in_sync(frame, ram));
+        if let Some((frame, writable)) = left {
+            self.leave_directory(frame, writable);
+        }
+        let entered = self.lazy_frames.contains(directory)
+            && self
+                .tables
+                .get(&directory)
+                .is_some_and(|t| t.uses.contains(&(space, TableUse::Directory)));
+        if entered {
+            self.enter_lazy_directory(directory, ram)
+        } else {
+            Consequences::default()
+        }
+    }
+
+    /// Brings the lazy directory `frame` of the space just entered back
+    /// in sync (see [`Self::set_current_space`]).
+    fn enter_lazy_directory(&mut self, frame: u32, ram: &GuestRam) -> Consequences {
+        let Some(t) = self.tables.get(&frame) else {
+            return Consequences::default();
+        };
+        if !t.may_differ {
+            self.stats.lazy_unwritten += 1;
+            self.end_lazy(frame);
+            return Consequences::default();
+        }
+        let now = read_entries(ram, frame);
+        let unchanged = *t.snapshot == now;
+        if !unchanged && !self.code.contains(frame) {
+            restore_directory_accessed_bits(&t.snapshot, &now, frame, ram);
+        }
+        let mut out = self.bring_back_in_sync(frame, ram);
+        if unchanged {
+            out.protect_elsewhere.push(frame);
         }
         out
+    }
+
+    /// Makes the in-sync table `frame` lazy.
+    fn make_lazy(&mut self, frame: u32, may_differ: bool) {
+        let Some(t) = self.tables.get_mut(&frame) else {
+            return;
+        };
+        t.unsynced = true;
+        t.lazy = true;
+        t.may_differ = may_differ;
+        self.lazy_frames.insert(frame);
+        self.stats.lazy_directories += 1;
+    }
+
+    /// Takes the lazy table `frame` off the lazy list, in sync (the caller
+    /// compared it if it had to).
+    fn end_lazy(&mut self, frame: u32) {
+        self.lazy_frames.remove(frame);
+        if let Some(t) = self.tables.get_mut(&frame) {
+            t.unsynced = false;
+            t.lazy = false;
+            t.may_differ = false;
+            t.writes = 0;
+        }
+    }
+
+    /// A host mapping of `frame` is made writable: a lazy table may now
+    /// be written unseen.
+    pub fn note_writable_mapping(&mut self, frame: u32) {
+        if self.lazy_frames.contains(frame) {
+            if let Some(t) = self.tables.get_mut(&frame) {
+                t.may_differ = true;
+            }
+        }
+    }
+
+    /// The directory `frame` is no longer the current one: it goes lazy
+    /// if it is only the directory of spaces that are not current.
+    fn leave_directory(&mut self, frame: u32, writable: bool) {
+        let current = self.current;
+        let Some(t) = self.tables.get(&frame) else {
+            return;
+        };
+        if !self.out_of_sync || t.unsynced || !t.is_idle_directory(current) {
+            return;
+        }
+        self.make_lazy(frame, writable);
+    }
+
+    /// Whether `frame` is write-protected only as the directory of the
+    /// current space: it goes lazy when the CPU leaves that space
+    /// ([`Self::set_current_space`]), so no other space's mapping of it
+    /// needs to be read-only (no write through one can happen while the
+    /// directory is in sync).
+    pub fn protected_only_as_current_directory(&self, frame: u32) -> bool {
+        let Some(current) = self.current else {
+            return false;
+        };
+        self.out_of_sync
+            && !self.code.contains(frame)
+            && self.tables.get(&frame).is_some_and(|t| {
+                !t.unsynced && t.uses.iter().all(|u| *u == (current, TableUse::Directory))
+            })
     }
 
     /// Compares unsynced (out-of-sync or lazy) table `frame` with its
@@ -515,13 +638,12 @@ impl FrameWatcher {
         let mut out = self.resync(frame, ram);
         // The list it is on (already taken off by `resync_all`).
         if self.tables.get(&frame).is_some_and(|t| t.lazy) {
-            self.lazy.retain(|f| *f != frame);
+            self.end_lazy(frame);
         } else {
             self.unsynced.retain(|f| *f != frame);
         }
         if let Some(t) = self.tables.get_mut(&frame) {
             t.unsynced = false;
-            t.lazy = false;
             t.writes = 0;
             if !self.code.contains(frame) {
                 out.protect.push(frame);
@@ -610,17 +732,20 @@ impl FrameWatcher {
     /// uses a changed directory entry ends.
     fn resync(&mut self, frame: u32, ram: &GuestRam) -> Consequences {
         let mut out = Consequences::default();
-        let now = read_table(ram, frame);
+        let now = read_entries(ram, frame);
         let Some(t) = self.tables.get_mut(&frame) else {
             return out;
         };
+        if *t.snapshot == now {
+            return out;
+        }
         let mut ended = Vec::new();
         for (i, (old, new)) in t.snapshot.iter().zip(now.iter()).enumerate() {
             if *old != *new && entry_change_matters(*old, *new) {
                 entry_changed(&t.uses, i as u32, *old, &mut out, &mut ended);
             }
         }
-        t.snapshot = now;
+        *t.snapshot = now;
         for (table, space, usage) in ended {
             out.append(self.end_use(table, space, usage));
         }
@@ -666,7 +791,7 @@ impl FrameWatcher {
         let mut out = Consequences::default();
         if let Some(t) = self.tables.remove(&frame) {
             if t.lazy {
-                self.lazy.retain(|f| *f != frame);
+                self.lazy_frames.remove(frame);
             } else if t.unsynced {
                 self.unsynced.retain(|f| *f != frame);
             } else if !self.code.contains(frame) {
@@ -708,11 +833,42 @@ fn entry_changed(
 }
 
 fn read_table(ram: &GuestRam, frame: u32) -> Box<[u32; 1024]> {
+    Box::new(read_entries(ram, frame))
+}
+
+/// Sets again, in the directory at `frame` (the current one), the accessed
+/// bit of each entry that points to a page table and differs from what it
+/// was (`snapshot`) only by that bit being clear now (`now`): a processor
+/// may fill its paging-structure cache from any entry of the current
+/// directory at any time, setting the entry's accessed bit first (Intel
+/// SDM vol. 3A, 4.10.3.1, "PDE cache"), so the mappings built from such an
+/// entry may stay. A directory copied from a template whose entries were
+/// never used (a new address space) would otherwise lose every mapping of
+/// the regions it shares with the template.
+fn restore_directory_accessed_bits(
+    snapshot: &[u32; 1024],
+    now: &[u32; 1024],
+    frame: u32,
+    ram: &GuestRam,
+) {
+    const PAGE_SIZE_BIT: u32 = 0x80;
+    for (i, (old, new)) in snapshot.iter().zip(now.iter()).enumerate() {
+        let points_to_table = old & PRESENT != 0 && old & PAGE_SIZE_BIT == 0;
+        if points_to_table && old & ACCESSED != 0 && old ^ new == ACCESSED {
+            // A table beyond RAM reads as zeros and is not written.
+            let addr = GuestPhys(frame.wrapping_mul(4096) + 4 * i as u32);
+            let _ = ram.write_u32(addr, *old);
+        }
+    }
+}
+
+/// The 1024 entries of the table at `frame` as they are in `ram` now.
+fn read_entries(ram: &GuestRam, frame: u32) -> [u32; 1024] {
     let mut bytes = [0u8; 4096];
     // A table beyond RAM reads as zeros (not-present entries), as the
     // walker sees it.
     let _ = ram.read(GuestPhys(frame.wrapping_mul(4096)), &mut bytes);
-    let mut out = Box::new([0u32; 1024]);
+    let mut out = [0u32; 1024];
     for (e, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
         *e = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     }
@@ -735,6 +891,10 @@ mod tests {
     fn set(ram: &GuestRam, frame: u32, index: u32, value: u32) {
         ram.write_u32(GuestPhys(frame * 4096 + index * 4), value)
             .unwrap();
+    }
+
+    fn get(ram: &GuestRam, frame: u32, index: u32) -> u32 {
+        ram.read_u32(GuestPhys(frame * 4096 + index * 4)).unwrap()
     }
 
     #[test]
@@ -868,7 +1028,7 @@ mod tests {
     fn a_directory_in_use_a_code_frame_or_no_out_of_sync_keeps_its_store_traced() {
         let ram = ram();
         let mut w = FrameWatcher::new(256, true);
-        w.set_current_space(S0, &ram);
+        w.set_current_space(S0, PD, None, &ram);
         w.watch(PD, S0, TableUse::Directory, &ram);
         assert!(!w.unsync_before_write(PD));
         w.watch(PT, S0, TableUse::Leaf { region: 1 }, &ram);
@@ -884,7 +1044,7 @@ mod tests {
     fn a_directory_store_left_to_the_traced_path_counts_once_towards_flooding() {
         let ram = ram();
         let mut w = FrameWatcher::new(256, true);
-        w.set_current_space(S0, &ram);
+        w.set_current_space(S0, PD, None, &ram);
         w.watch(PD, S0, TableUse::Directory, &ram);
         for i in 0..FLOOD_WRITES - 1 {
             assert!(!w.unsync_before_write(PD));
@@ -900,7 +1060,7 @@ mod tests {
         let ram = ram();
         let mut w = FrameWatcher::new(256, true);
         w.watch(PD, S0, TableUse::Directory, &ram);
-        w.set_current_space(S1, &ram);
+        w.set_current_space(S1, PD, None, &ram);
         assert!(w.unsync_before_write(PD));
         assert!(!w.write_protected(PD));
         assert_eq!(w.stats().lazy_directories, 1);
@@ -989,7 +1149,7 @@ mod tests {
     fn the_current_spaces_directory_never_goes_out_of_sync() {
         let ram = ram();
         let mut w = FrameWatcher::new(256, true);
-        w.set_current_space(S0, &ram);
+        w.set_current_space(S0, PD, None, &ram);
         w.watch(PD, S0, TableUse::Directory, &ram);
         for i in 0..4 {
             set(&ram, PD, i, 0x3003);
@@ -1024,7 +1184,7 @@ mod tests {
     fn a_flooded_directory_zaps_its_spaces() {
         let ram = ram();
         let mut w = FrameWatcher::new(256, true);
-        w.set_current_space(S1, &ram);
+        w.set_current_space(S1, PD, None, &ram);
         w.watch(PD, S1, TableUse::Directory, &ram);
         let mut zapped = Vec::new();
         for i in 0..FLOOD_WRITES {
@@ -1043,7 +1203,7 @@ mod tests {
         set(&ram, PD, 0, PT << 12 | 0x27);
         set(&ram, PD, 768, 0x40_0000 | 0xe3);
         w.watch(PD, S1, TableUse::Directory, &ram);
-        w.set_current_space(S0, &ram);
+        w.set_current_space(S0, PD, None, &ram);
         // Zeroed and refilled, as a directory page reused for a new process.
         set(&ram, PD, 768, 0);
         let c = w.table_written(PD, &ram);
@@ -1055,7 +1215,7 @@ mod tests {
         set(&ram, PD, 0, 0);
         assert!(w.table_written(PD, &ram).is_empty(), "writes unseen");
         assert!(w.resync_all(&ram).is_empty(), "a guest flush leaves it");
-        let c = w.set_current_space(S1, &ram);
+        let c = w.set_current_space(S1, PD, None, &ram);
         assert_eq!(
             c.invalidations,
             vec![Invalidation {
@@ -1071,11 +1231,116 @@ mod tests {
     }
 
     #[test]
+    fn the_directory_left_at_a_switch_goes_lazy_without_a_release() {
+        let ram = ram();
+        let mut w = FrameWatcher::new(256, true);
+        set(&ram, PD, 1, PT << 12 | 0x27);
+        w.set_current_space(S0, PD, None, &ram);
+        w.watch(PD, S0, TableUse::Directory, &ram);
+        assert!(w.protected_only_as_current_directory(PD));
+        let c = w.set_current_space(S1, PD, Some((PD, true)), &ram);
+        assert!(c.is_empty(), "its mappings stay as they are: nothing to do");
+        assert!(!w.write_protected(PD));
+        assert!(!w.protected_only_as_current_directory(PD));
+        set(&ram, PD, 1, 0);
+        assert!(w.table_written(PD, &ram).is_empty(), "writes unseen");
+        let c = w.set_current_space(S0, PD, None, &ram);
+        assert_eq!(c.invalidations.len(), 1, "compared when entered");
+        assert_eq!(c.protect, vec![PD]);
+        assert!(
+            c.protect_elsewhere.is_empty(),
+            "it was written: left writable"
+        );
+        assert!(w.protected_only_as_current_directory(PD));
+    }
+
+    #[test]
+    fn a_lazy_directory_no_mapping_could_write_is_entered_with_no_comparison() {
+        let ram = ram();
+        let mut w = FrameWatcher::new(256, true);
+        set(&ram, PD, 1, PT << 12 | 0x27);
+        w.set_current_space(S0, PD, None, &ram);
+        w.watch(PD, S0, TableUse::Directory, &ram);
+        w.set_current_space(S1, PD, Some((PD, false)), &ram);
+        // Changed in memory behind the watcher's back: only a test can.
+        set(&ram, PD, 1, 0);
+        let c = w.set_current_space(S0, PD, None, &ram);
+        assert!(c.is_empty(), "not compared");
+        assert!(w.write_protected(PD));
+        assert_eq!(w.stats().lazy_unwritten, 1);
+        // A mapping made writable while it is lazy makes it compared (and
+        // what was changed unseen is found then).
+        w.set_current_space(S1, PD, Some((PD, false)), &ram);
+        w.note_writable_mapping(PD);
+        let c = w.set_current_space(S0, PD, None, &ram);
+        assert_eq!(c.invalidations.len(), 1, "compared");
+        // And one found unchanged is protected in the other spaces.
+        w.set_current_space(S1, PD, Some((PD, true)), &ram);
+        let c = w.set_current_space(S0, PD, None, &ram);
+        assert!(c.invalidations.is_empty());
+        assert_eq!(c.protect_elsewhere, vec![PD]);
+    }
+
+    #[test]
+    fn an_entered_directory_gets_back_accessed_bits_a_copy_cleared() {
+        let ram = ram();
+        let mut w = FrameWatcher::new(256, true);
+        set(&ram, PD, 1, PT << 12 | 0x27);
+        set(&ram, PD, 2, (PT + 1) << 12 | 0x27);
+        set(&ram, PD, 3, 0x40_0000 | 0xe7);
+        w.set_current_space(S0, PD, None, &ram);
+        w.watch(PD, S0, TableUse::Directory, &ram);
+        w.set_current_space(S1, PD, Some((PD, true)), &ram);
+        // A template copied over it: the same entries with A clear, and
+        // one entry that changed for real.
+        set(&ram, PD, 1, PT << 12 | 0x07);
+        set(&ram, PD, 2, (PT + 2) << 12 | 0x07);
+        set(&ram, PD, 3, 0x40_0000 | 0xc7);
+        let c = w.set_current_space(S0, PD, None, &ram);
+        let regions: Vec<u32> = c.invalidations.iter().map(|i| i.first_page >> 10).collect();
+        assert_eq!(
+            regions,
+            vec![2, 3],
+            "the 4 MiB page's entry is a TLB entry: dropped"
+        );
+        assert_eq!(get(&ram, PD, 1), PT << 12 | 0x27, "set again");
+        assert_eq!(get(&ram, PD, 2), (PT + 2) << 12 | 0x07);
+        assert_eq!(get(&ram, PD, 3), 0x40_0000 | 0xc7);
+    }
+
+    #[test]
+    fn a_directory_with_another_purpose_stays_traced_when_left() {
+        let ram = ram();
+        let mut w = FrameWatcher::new(256, true);
+        w.set_current_space(S0, PD, None, &ram);
+        w.watch(PD, S0, TableUse::Directory, &ram);
+        w.watch(PD, S0, TableUse::Leaf { region: 768 }, &ram);
+        assert!(
+            !w.protected_only_as_current_directory(PD),
+            "a page table too"
+        );
+        w.set_current_space(S1, PD, Some((PD, true)), &ram);
+        assert!(w.write_protected(PD));
+        w.watch(PT, S1, TableUse::Directory, &ram);
+        w.trace_code(PT);
+        assert!(!w.protected_only_as_current_directory(PT), "code too");
+        let mut off = FrameWatcher::new(256, false);
+        off.set_current_space(S0, PD, None, &ram);
+        off.watch(PD, S0, TableUse::Directory, &ram);
+        assert!(!off.protected_only_as_current_directory(PD));
+        off.set_current_space(S1, PD, Some((PD, true)), &ram);
+        assert!(
+            off.write_protected(PD),
+            "no lazy directories without out-of-sync tables"
+        );
+    }
+
+    #[test]
     fn a_lazy_directory_used_as_a_page_table_drops_its_dead_space() {
         let ram = ram();
         let mut w = FrameWatcher::new(256, true);
         w.watch(PD, S1, TableUse::Directory, &ram);
-        w.set_current_space(S0, &ram);
+        w.set_current_space(S0, PD, None, &ram);
         set(&ram, PD, 5, 0x1234_5067);
         w.table_written(PD, &ram);
         let c = w.watch(PD, S0, TableUse::Leaf { region: 3 }, &ram);
@@ -1090,7 +1355,7 @@ mod tests {
         let mut w = FrameWatcher::new(256, false);
         set(&ram, PD, 1, PT << 12 | 0x27);
         w.watch(PD, S1, TableUse::Directory, &ram);
-        w.set_current_space(S0, &ram);
+        w.set_current_space(S0, PD, None, &ram);
         set(&ram, PD, 1, 0);
         let c = w.table_written(PD, &ram);
         assert_eq!(c.invalidations.len(), 1, "seen as it happens");

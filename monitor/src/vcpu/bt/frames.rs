@@ -11,8 +11,13 @@
 //!   in a space that is not current, at every such alias but those listed
 //!   in the space's `unprotected`, which are protected before the space
 //!   becomes current again (no code runs in it meanwhile, and the monitor
-//!   reaches guest memory through RAM, not through windows); untracing it
-//!   for code kills its translations first.
+//!   reaches guest memory through RAM, not through windows), and but a
+//!   frame protected only as the current directory (it goes lazy before
+//!   another space becomes current); untracing it for code kills its
+//!   translations first.
+//! - Each view's `shadow` says which of its pages are mapped writable: a
+//!   page it calls read-only is read-only in the host (the monitor tells
+//!   the watcher about every writable mapping it makes).
 //! - Each view of each cached space never maps more than the guest's page
 //!   tables allowed its privilege at the last walk, except for what an
 //!   out-of-sync leaf table changed since its last resync (a TLB could
@@ -275,6 +280,10 @@ impl BtCore {
                 None => return,
             },
         };
+        let left = (slot != self.space).then(|| {
+            let root = self.space().root;
+            (root, self.frame_writable_anywhere(root))
+        });
         self.space = slot;
         self.protect_deferred();
         let now = self.clock;
@@ -284,7 +293,7 @@ impl BtCore {
         // is compared with what its mappings were built from.
         let c = self
             .watcher
-            .set_current_space(SpaceId(slot as u32), &self.ram);
+            .set_current_space(SpaceId(slot as u32), root, left, &self.ram);
         self.apply(c);
         self.select_view();
         self.select_ibtc(previous);
@@ -546,7 +555,7 @@ impl BtCore {
         self.stats.spaces_created += 1;
         let c = self
             .watcher
-            .set_current_space(SpaceId(self.space as u32), &self.ram);
+            .set_current_space(SpaceId(self.space as u32), root, None, &self.ram);
         self.apply(c);
         self.select_view();
         self.select_ibtc(previous);
@@ -584,6 +593,9 @@ impl BtCore {
         }
         for frame in c.release {
             self.release_frame(frame);
+        }
+        for frame in c.protect_elsewhere {
+            self.protect_elsewhere(frame);
         }
         for SpaceId(slot) in c.zap {
             let slot = slot as usize;
@@ -665,7 +677,14 @@ impl BtCore {
             );
             return;
         }
+        let only_current_directory = self.watcher.protected_only_as_current_directory(frame);
         for alias in self.rmap.get(&frame).cloned().unwrap_or_default() {
+            if !self.alias_writable(alias) || (alias.slot() != self.space && only_current_directory)
+            {
+                // Read-only already, or in a space where it goes lazy
+                // before anything runs there.
+                continue;
+            }
             let deferred = alias.slot() != self.space
                 && self
                     .spaces
@@ -682,6 +701,41 @@ impl BtCore {
         }
     }
 
+    /// Whether some host mapping of `frame` may be written.
+    fn frame_writable_anywhere(&self, frame: u32) -> bool {
+        self.rmap
+            .get(&frame)
+            .is_some_and(|aliases| aliases.iter().any(|a| self.alias_writable(*a)))
+    }
+
+    /// Write-protects the writable mappings of `frame` in the spaces that
+    /// are not current, before each becomes current again.
+    fn protect_elsewhere(&mut self, frame: u32) {
+        for alias in self.rmap.get(&frame).cloned().unwrap_or_default() {
+            if alias.slot() == self.space || !self.alias_writable(alias) {
+                continue;
+            }
+            let deferred = self
+                .spaces
+                .get_mut(alias.slot())
+                .and_then(Option::as_mut)
+                .filter(|space| space.unprotected.len() < spaces::MAX_UNPROTECTED)
+                .map(|space| space.unprotected.push(alias))
+                .is_some();
+            if !deferred {
+                self.protect_alias(alias, PageProt::Read);
+            }
+        }
+    }
+
+    /// Whether the host mapping of `alias` may be written.
+    fn alias_writable(&self, alias: Alias) -> bool {
+        self.spaces
+            .get(alias.slot())
+            .and_then(Option::as_ref)
+            .is_some_and(|space| space.shadow[alias.view()].writable(alias.lpage()))
+    }
+
     /// Write-protects the aliases of the current space that
     /// [`Self::protect_frame`] left for when it became current, where
     /// their frame is still write-protected.
@@ -689,11 +743,13 @@ impl BtCore {
         let mut pending = std::mem::take(&mut self.space_mut().unprotected);
         pending.sort_unstable();
         pending.dedup();
-        for alias in pending {
-            let frame = self.space().shadow[alias.view()].get(alias.lpage());
-            if frame.is_some_and(|f| self.watcher.write_protected(f)) {
-                self.protect_alias(alias, PageProt::Read);
-            }
+        pending.retain(|alias| {
+            let shadow = &self.space().shadow[alias.view()];
+            let frame = shadow.get(alias.lpage());
+            shadow.writable(alias.lpage()) && frame.is_some_and(|f| self.watcher.write_protected(f))
+        });
+        for (first, pages) in alias_runs(&pending) {
+            self.protect_run(first, pages, PageProt::Read);
         }
     }
 
@@ -731,31 +787,52 @@ impl BtCore {
     /// Changes the rights of one mapped alias (never of a page that is
     /// not mapped: that would make the reservation itself accessible).
     fn protect_alias(&mut self, alias: Alias, prot: PageProt) {
+        self.protect_run(alias, 1, prot);
+    }
+
+    /// Changes the rights of `pages` aliases from `first` (same space and
+    /// view, consecutive linear pages) in one host call; nothing happens
+    /// unless every one of them is mapped.
+    fn protect_run(&mut self, first: Alias, pages: u32, prot: PageProt) {
         let ram_frames = self.ram.frames();
-        let Some(space) = self.spaces.get_mut(alias.slot()).and_then(Option::as_mut) else {
+        let Some(space) = self.spaces.get_mut(first.slot()).and_then(Option::as_mut) else {
             return;
         };
+        let view = first.view();
+        let lpages = first.lpage()..first.lpage() + pages;
         if prot != PageProt::ReadWrite {
-            space.views[alias.view()].soft().drop_write(alias.lpage());
+            lpages
+                .clone()
+                .for_each(|lpage| space.views[view].soft().drop_write(lpage));
         }
-        let space = &*space;
-        let mapped = if space.root == UNPAGED_ROOT {
-            alias.view() == SUPERVISOR_VIEW && alias.lpage() < ram_frames
-        } else {
-            space.shadow[alias.view()].get(alias.lpage()).is_some()
+        let mapped = |lpage: u32| {
+            if space.root == UNPAGED_ROOT {
+                view == SUPERVISOR_VIEW && lpage < ram_frames
+            } else {
+                space.shadow[view].get(lpage).is_some()
+            }
         };
-        if !mapped {
+        if !lpages.clone().all(mapped) {
             return;
         }
         self.window_calls += 1;
-        // A protection change of a page in our own reservation; if the host
-        // refuses, the page keeps its old rights and the next write faults
-        // again.
-        let _ = space.views[alias.view()].protect(
-            GuestLinear(alias.lpage() * PAGE_SIZE),
-            u64::from(PAGE_SIZE),
+        // A protection change of pages in our own reservation; if the host
+        // refuses, the pages keep their old rights (and the shadow says
+        // so) and the next write faults again.
+        let changed = space.views[view].protect(
+            GuestLinear(first.lpage() * PAGE_SIZE),
+            u64::from(pages) * u64::from(PAGE_SIZE),
             prot,
         );
+        if changed.is_ok() {
+            let writable = prot == PageProt::ReadWrite;
+            for lpage in lpages {
+                space.shadow[view].set_writable(lpage, writable);
+                if let Some(frame) = space.shadow[view].get(lpage).filter(|_| writable) {
+                    self.watcher.note_writable_mapping(frame);
+                }
+            }
+        }
     }
 
     /// Marks `frame` as holding translated code (write-protected).
@@ -975,6 +1052,9 @@ impl BtCore {
     pub(super) fn map_walked(&mut self, view: usize, lpage: u32, walked: &Translated) {
         let slot = self.space;
         self.watch_walked(lpage, walked);
+        if self.opens_mapped_page(view, lpage, walked) {
+            return;
+        }
         let (first, frame0, pages) = if walked.large {
             self.fill_extent(view, lpage, walked)
         } else {
@@ -1011,11 +1091,33 @@ impl BtCore {
             }
         }
         for n in 0..pages {
-            self.record_alias(slot, view, first + n, frame0 + n);
+            let writable = prot == PageProt::ReadWrite;
+            self.record_alias(slot, view, first + n, frame0 + n, writable);
+            if writable {
+                self.watcher.note_writable_mapping(frame0 + n);
+            }
         }
         if pages > 1 && prot == PageProt::ReadWrite {
             self.protect_watched_runs(view, first, frame0, pages);
         }
+    }
+
+    /// A write to a 4 KiB page mapped read-only to the very frame the walk
+    /// found, which may be written now (the watcher let it go, or its
+    /// entry became dirty): its rights change in one host call instead of
+    /// a new fill. Whether it did.
+    fn opens_mapped_page(&mut self, view: usize, lpage: u32, walked: &Translated) -> bool {
+        let frame = walked.phys.frame();
+        let shadow = &self.space().shadow[view];
+        let reopen = !walked.large
+            && walked.writable_and_dirty
+            && shadow.get(lpage) == Some(frame)
+            && !shadow.writable(lpage)
+            && !self.watcher.write_protected(frame);
+        if reopen {
+            self.protect_alias(Alias::new(self.space, view, lpage), PageProt::ReadWrite);
+        }
+        reopen
     }
 
     /// Write-protects, in view `view` of the current space, the frames the
@@ -1045,6 +1147,9 @@ impl BtCore {
                 for k in start..n {
                     self.drop_pages_of_view(Alias::new(self.space, view, first + k));
                 }
+            } else {
+                let shadow = &mut self.space_mut().shadow[view];
+                (start..n).for_each(|k| shadow.set_writable(first + k, false));
             }
         }
     }
@@ -1125,12 +1230,12 @@ impl BtCore {
     }
 
     /// Records that `lpage` of a view of space `slot` maps `frame`.
-    fn record_alias(&mut self, slot: usize, view: usize, lpage: u32, frame: u32) {
+    fn record_alias(&mut self, slot: usize, view: usize, lpage: u32, frame: u32, writable: bool) {
         let Some(space) = self.spaces[slot].as_mut() else {
             return;
         };
         let alias = Alias::new(slot, view, lpage);
-        let old = space.shadow[view].insert(lpage, frame);
+        let old = space.shadow[view].insert(lpage, frame, writable);
         if let Some(old) = old.filter(|o| *o != frame) {
             // The page maps another frame now: what was chained into it
             // was found through the old one.
@@ -1260,6 +1365,25 @@ impl Alias {
     }
 }
 
+/// Sorted aliases as runs of consecutive linear pages of one view of one
+/// space: (first alias, pages).
+fn alias_runs(sorted: &[Alias]) -> Vec<(Alias, u32)> {
+    let mut runs: Vec<(Alias, u32)> = Vec::new();
+    for &alias in sorted {
+        match runs.last_mut() {
+            Some((first, pages))
+                if first.slot() == alias.slot()
+                    && first.view() == alias.view()
+                    && first.lpage() + *pages == alias.lpage() =>
+            {
+                *pages += 1;
+            }
+            _ => runs.push((alias, 1)),
+        }
+    }
+    runs
+}
+
 /// A failed walk as the guest exception it is.
 pub(super) fn page_fault(pf: PageFault) -> crate::cpu::Exception {
     crate::cpu::Exception::PageFault {
@@ -1294,6 +1418,31 @@ mod tests {
         assert_eq!(
             merged,
             vec![inv(0, 2, 3), inv(0, 1024, 1024), inv(1, 5, 1), inv(1, 7, 1)]
+        );
+    }
+
+    #[test]
+    fn sorted_aliases_form_runs_per_view_of_consecutive_pages() {
+        let s = |lpage| Alias::new(2, SUPERVISOR_VIEW, lpage);
+        let u = |lpage| Alias::new(2, USER_VIEW, lpage);
+        let mut aliases = vec![
+            u(11),
+            s(5),
+            s(3),
+            s(4),
+            u(10),
+            s(7),
+            Alias::new(3, SUPERVISOR_VIEW, 8),
+        ];
+        aliases.sort_unstable();
+        assert_eq!(
+            alias_runs(&aliases),
+            vec![
+                (s(3), 3),
+                (s(7), 1),
+                (u(10), 2),
+                (Alias::new(3, SUPERVISOR_VIEW, 8), 1)
+            ]
         );
     }
 }

@@ -739,6 +739,10 @@ impl Vcpu for BtVcpu {
                     "MMU: directories of idle spaces gone lazy",
                     w.lazy_directories,
                 ),
+                (
+                    "MMU: lazy directories entered with no comparison",
+                    w.lazy_unwritten,
+                ),
                 ("MMU: out-of-sync tables resynchronized", w.resyncs),
                 ("MMU: page tables zapped (write flooding)", w.zaps),
                 ("MMU: page tables watched now", tables as u64),

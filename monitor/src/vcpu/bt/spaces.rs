@@ -53,10 +53,13 @@ pub(super) struct ShadowPages {
 /// The pages of one 4 MiB region: frame + 1 per page (0: not mapped), and
 /// a bit per mapped page, so that walking a range skips what is empty.
 ///
-/// Invariant: bit `k` of `mapped` is set exactly when `frames[k] != 0`.
+/// Invariants: bit `k` of `mapped` is set exactly when `frames[k] != 0`;
+/// bit `k` of `writable` is set only for a mapped page, and whenever the
+/// host mapping of the page may be written (a clear bit: read-only).
 struct Region {
     frames: [u32; 1024],
     mapped: [u64; 16],
+    writable: [u64; 16],
 }
 
 impl ShadowPages {
@@ -72,14 +75,35 @@ impl ShadowPages {
         r.frames[(lpage & 1023) as usize].checked_sub(1)
     }
 
-    /// Records `frame` at `lpage`; the frame mapped there before.
-    pub(super) fn insert(&mut self, lpage: u32, frame: u32) -> Option<u32> {
+    /// Records `frame` at `lpage`, mapped writable or not; the frame
+    /// mapped there before.
+    pub(super) fn insert(&mut self, lpage: u32, frame: u32, writable: bool) -> Option<u32> {
         let r = self.regions[(lpage >> 10) as usize & 1023].get_or_insert_with(Region::new);
         let k = (lpage & 1023) as usize;
         let old = r.frames[k].checked_sub(1);
         r.frames[k] = frame + 1;
         r.mapped[k / 64] |= 1 << (k % 64);
+        r.set_writable(k, writable);
         old
+    }
+
+    /// Whether the page at `lpage` is mapped and may be written through
+    /// its host mapping.
+    pub(super) fn writable(&self, lpage: u32) -> bool {
+        self.regions[(lpage >> 10) as usize & 1023]
+            .as_ref()
+            .is_some_and(|r| r.writable[(lpage & 1023) as usize / 64] >> (lpage % 64) & 1 != 0)
+    }
+
+    /// Records that the host mapping of the mapped page `lpage` is
+    /// writable or read-only now (nothing for a page not mapped).
+    pub(super) fn set_writable(&mut self, lpage: u32, writable: bool) {
+        if let Some(r) = self.regions[(lpage >> 10) as usize & 1023].as_mut() {
+            let k = (lpage & 1023) as usize;
+            if r.frames[k] != 0 {
+                r.set_writable(k, writable);
+            }
+        }
     }
 
     /// Forgets `lpage`; the frame that was mapped there.
@@ -89,6 +113,7 @@ impl ShadowPages {
         let old = r.frames[k].checked_sub(1);
         r.frames[k] = 0;
         r.mapped[k / 64] &= !(1 << (k % 64));
+        r.set_writable(k, false);
         old
     }
 
@@ -121,7 +146,17 @@ impl Region {
         Box::new(Region {
             frames: [0; 1024],
             mapped: [0; 16],
+            writable: [0; 16],
         })
+    }
+
+    fn set_writable(&mut self, k: usize, writable: bool) {
+        let bit = 1u64 << (k % 64);
+        if writable {
+            self.writable[k / 64] |= bit;
+        } else {
+            self.writable[k / 64] &= !bit;
+        }
     }
 
     /// Appends the mapped pages among `first..first + pages` of this
@@ -260,10 +295,10 @@ mod tests {
     #[test]
     fn shadow_pages_track_what_is_mapped_by_page_and_range() {
         let mut s = ShadowPages::new();
-        assert_eq!(s.insert(0x401, 7), None);
-        assert_eq!(s.insert(0x401, 8), Some(7));
-        s.insert(0x7ff, 9);
-        s.insert(0xfffff, 10);
+        assert_eq!(s.insert(0x401, 7, false), None);
+        assert_eq!(s.insert(0x401, 8, false), Some(7));
+        s.insert(0x7ff, 9, false);
+        s.insert(0xfffff, 10, false);
         assert_eq!(s.all().len(), 3);
         assert_eq!(s.get(0x401), Some(8));
         assert_eq!(s.in_range(0x400, 0x400), vec![(0x401, 8), (0x7ff, 9)]);
@@ -275,6 +310,26 @@ mod tests {
     }
 
     #[test]
+    fn shadow_pages_know_which_mappings_are_writable() {
+        let mut s = ShadowPages::new();
+        s.insert(0x401, 7, true);
+        s.insert(0x402, 8, false);
+        assert!(s.writable(0x401) && !s.writable(0x402) && !s.writable(0x403));
+        s.set_writable(0x402, true);
+        s.set_writable(0x401, false);
+        s.set_writable(0x403, true);
+        assert!(!s.writable(0x401) && s.writable(0x402));
+        assert!(!s.writable(0x403), "a page not mapped is never writable");
+        s.remove(0x402);
+        assert!(!s.writable(0x402));
+        s.insert(0x402, 9, false);
+        assert!(
+            !s.writable(0x402),
+            "a new mapping has the rights it is given"
+        );
+    }
+
+    #[test]
     fn a_range_of_shadow_pages_lists_exactly_the_mapped_pages_in_it() {
         // Pages on and around 64-page word edges and region edges, ranges
         // starting and ending anywhere near them, against a plain scan.
@@ -283,7 +338,7 @@ mod tests {
             0u32, 1, 63, 64, 65, 127, 128, 1000, 1023, 1024, 1087, 2047, 0xfffff,
         ];
         for (n, p) in pages.iter().enumerate() {
-            s.insert(*p, n as u32 + 100);
+            s.insert(*p, n as u32 + 100, false);
         }
         s.remove(65);
         let edges = [
