@@ -202,15 +202,15 @@ pub struct FrameWatcher {
 }
 
 /// Whether changing an entry from `old` to `new` can change a mapping
-/// built from it: anything but accessed and dirty bits being set. A
-/// cleared accessed or dirty bit matters: the next access (or write) must
-/// walk again to set it, so the mapping that lets it through must go.
+/// built from it: anything but accessed and dirty bits being set, for an
+/// entry that was present (nothing is built from a not-present entry: no
+/// TLB entry either, SDM vol. 3A, 4.10.4.3, so making it present needs no
+/// invalidation). A cleared accessed or dirty bit matters: the next access
+/// (or write) must walk again to set it, so the mapping that lets it
+/// through must go.
 pub fn entry_change_matters(old: u32, new: u32) -> bool {
     let ad = ACCESSED | DIRTY;
-    if (old ^ new) & !ad != 0 {
-        return old & PRESENT != 0 || new & PRESENT != 0;
-    }
-    old & !new & ad != 0 && old & PRESENT != 0
+    old & PRESENT != 0 && ((old ^ new) & !ad != 0 || old & !new & ad != 0)
 }
 
 impl FrameWatcher {
@@ -372,6 +372,9 @@ impl FrameWatcher {
             return out;
         }
         *e = value;
+        if !entry_change_matters(old, value) {
+            return out;
+        }
         let mut ended = Vec::new();
         entry_changed(&t.uses, i, old, &mut out, &mut ended);
         for (table, space, usage) in ended {
@@ -483,14 +486,16 @@ impl FrameWatcher {
     /// leaf table `space` uses for it (if any) is compared with its
     /// snapshot; the table stays out of sync (its other entries, like
     /// other TLB entries, need no refresh yet), as KVM does.
-    pub fn sync_entry(&mut self, space: SpaceId, lin: u32, ram: &GuestRam) -> Consequences {
+    pub fn sync_entry(
+        &mut self,
+        space: SpaceId,
+        directory: u32,
+        lin: u32,
+        ram: &GuestRam,
+    ) -> Consequences {
         let mut out = Consequences::default();
         let usage = (space, TableUse::Leaf { region: lin >> 22 });
-        let Some(&frame) = self
-            .unsynced
-            .iter()
-            .find(|f| self.tables.get(f).is_some_and(|t| t.uses.contains(&usage)))
-        else {
+        let Some(frame) = self.unsynced_leaf_of(directory, usage) else {
             return out;
         };
         let i = (lin >> 12) & 1023;
@@ -507,6 +512,32 @@ impl FrameWatcher {
         }
         t.snapshot[i as usize] = now;
         out
+    }
+
+    /// The out-of-sync leaf table `usage` names (a space and a region),
+    /// found through `directory`, the space's directory: in sync while its
+    /// space is current, so its entry for the region names the table the
+    /// region's mappings were built from (a change of the entry ended that
+    /// use). Any out-of-sync table with that use if the directory is not
+    /// watched.
+    fn unsynced_leaf_of(&self, directory: u32, usage: (SpaceId, TableUse)) -> Option<u32> {
+        let TableUse::Leaf { region } = usage.1 else {
+            return None;
+        };
+        let has_use = |f: &u32| {
+            self.tables
+                .get(f)
+                .is_some_and(|t| t.unsynced && t.uses.contains(&usage))
+        };
+        match self.tables.get(&directory).filter(|t| !t.unsynced) {
+            Some(d) => {
+                let entry = d.snapshot[region as usize & 1023];
+                Some(entry >> 12)
+                    .filter(|_| entry & PRESENT != 0)
+                    .filter(has_use)
+            }
+            None => self.unsynced.iter().copied().find(has_use),
+        }
     }
 
     /// The CPU now runs in `space`, whose directory is `directory`, having
@@ -907,6 +938,11 @@ mod tests {
         assert!(entry_change_matters(0x1003, 0x1001));
         assert!(entry_change_matters(0x1003, 0x1002));
         assert!(!entry_change_matters(0x1000, 0x2000));
+        assert!(!entry_change_matters(0x1002, 0x1003), "made present");
+        assert!(
+            !entry_change_matters(0x2002, 0x1023),
+            "made present elsewhere"
+        );
     }
 
     #[test]
@@ -996,11 +1032,12 @@ mod tests {
         // Writes while out of sync are not seen...
         set(&ram, PT, 3, 0x7003);
         set(&ram, PT, 2, 0);
-        // ...until the guest flushes.
+        // ...until the guest flushes (an entry made present built nothing
+        // to drop).
         let c = w.resync_all(&ram);
         assert_eq!(c.protect, vec![PT]);
         let pages: Vec<u32> = c.invalidations.iter().map(|i| i.first_page).collect();
-        assert_eq!(pages, vec![1 << 10 | 2, 1 << 10 | 3]);
+        assert_eq!(pages, vec![1 << 10 | 2]);
         assert!(w.write_protected(PT));
         assert_eq!(w.stats().resyncs, 1);
     }
@@ -1009,6 +1046,7 @@ mod tests {
     fn a_leaf_goes_out_of_sync_before_its_first_write_and_is_compared_on_the_next_flush() {
         let ram = ram();
         let mut w = FrameWatcher::new(256, true);
+        set(&ram, PT, 2, 0x5003);
         w.watch(PT, S0, TableUse::Leaf { region: 1 }, &ram);
         assert!(w.unsync_before_write(PT));
         assert!(!w.write_protected(PT));
@@ -1112,9 +1150,40 @@ mod tests {
     }
 
     #[test]
+    fn invlpg_finds_the_out_of_sync_table_through_the_current_directory() {
+        let ram = ram();
+        let mut w = FrameWatcher::new(256, true);
+        set(&ram, PD, 1, PT << 12 | 0x27);
+        set(&ram, PT, 7, 0x1003);
+        w.watch(PD, S0, TableUse::Directory, &ram);
+        w.watch(PT, S0, TableUse::Leaf { region: 1 }, &ram);
+        assert!(w.unsync_before_write(PT));
+        set(&ram, PT, 7, 0x7003);
+        let c = w.sync_entry(S0, PD, 1 << 22 | 7 << 12, &ram);
+        assert_eq!(c.invalidations.len(), 1);
+        set(&ram, PT, 7, 0x8003);
+        assert!(
+            w.sync_entry(S0, PD, 2 << 22 | 7 << 12, &ram).is_empty(),
+            "the directory names no table for region 2"
+        );
+        assert!(
+            w.sync_entry(S1, PD, 1 << 22 | 7 << 12, &ram).is_empty(),
+            "not S1's table"
+        );
+        assert_eq!(
+            w.sync_entry(S0, PD, 1 << 22 | 7 << 12, &ram)
+                .invalidations
+                .len(),
+            1
+        );
+    }
+
+    #[test]
     fn invlpg_compares_one_entry_and_leaves_the_table_out_of_sync() {
         let ram = ram();
         let mut w = FrameWatcher::new(256, true);
+        set(&ram, PT, 7, 0x1003);
+        set(&ram, PT, 8, 0x1003);
         w.watch(PT, S0, TableUse::Leaf { region: 1 }, &ram);
         w.watch(PT, S1, TableUse::Leaf { region: 1 }, &ram);
         for i in 0..2 {
@@ -1123,7 +1192,7 @@ mod tests {
         }
         set(&ram, PT, 7, 0x7003);
         set(&ram, PT, 8, 0x8003);
-        let c = w.sync_entry(S0, 1 << 22 | 7 << 12, &ram);
+        let c = w.sync_entry(S0, PD, 1 << 22 | 7 << 12, &ram);
         let pages: Vec<u32> = c.invalidations.iter().map(|i| i.first_page).collect();
         assert_eq!(
             pages,
@@ -1131,9 +1200,9 @@ mod tests {
             "every space using the table"
         );
         assert_eq!(w.tables(), (1, 1), "still out of sync");
-        assert!(w.sync_entry(S0, 1 << 22 | 7 << 12, &ram).is_empty());
+        assert!(w.sync_entry(S0, PD, 1 << 22 | 7 << 12, &ram).is_empty());
         assert!(
-            w.sync_entry(S0, 2 << 22 | 8 << 12, &ram).is_empty(),
+            w.sync_entry(S0, PD, 2 << 22 | 8 << 12, &ram).is_empty(),
             "another region"
         );
         let pages: Vec<u32> = w

@@ -141,6 +141,12 @@ impl BranchTable {
 
     /// Drops the entries of the `pages` linear pages from `first`.
     pub(super) fn drop_pages(&mut self, first: u32, pages: u32) {
+        if pages == 1 {
+            if self.pages.contains_key(&first) {
+                self.drop_page(first);
+            }
+            return;
+        }
         for (lpage, _) in self.pages_in(first, pages) {
             self.drop_page(lpage);
         }
@@ -149,6 +155,13 @@ impl BranchTable {
     /// The pages from `first` on (`pages` of them) that have entries, with
     /// the frame each maps if it is a global page.
     pub(super) fn pages_in(&self, first: u32, pages: u32) -> Vec<(u32, Option<u32>)> {
+        if pages == 1 {
+            return self
+                .pages
+                .get(&first)
+                .map(|r| vec![(first, r.global_frame)])
+                .unwrap_or_default();
+        }
         let end = u64::from(first) + u64::from(pages);
         self.pages
             .range(first..)

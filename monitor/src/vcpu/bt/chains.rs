@@ -225,7 +225,12 @@ pub(super) fn unchain_range(
         return;
     }
     let in_range = |p: u32| u64::from(p) >= u64::from(first) && u64::from(p) < end;
-    let gone: Vec<u32> = if u64::from(pages) > chained.len() as u64 {
+    let gone: Vec<u32> = if pages == 1 {
+        if !chained.contains_key(&first) {
+            return;
+        }
+        vec![first]
+    } else if u64::from(pages) > chained.len() as u64 {
         chained.keys().copied().filter(|p| in_range(*p)).collect()
     } else {
         (first..(end as u32).max(first))

@@ -173,9 +173,12 @@ impl BtCore {
             return;
         }
         self.stats.page_invalidations += 1;
-        let c = self
-            .watcher
-            .sync_entry(SpaceId(self.space as u32), lin, &self.ram);
+        let c = self.watcher.sync_entry(
+            SpaceId(self.space as u32),
+            self.space().root,
+            lin,
+            &self.ram,
+        );
         self.apply(c);
         // A global entry survives CR3 writes but not an INVLPG of its page
         // (of any page of its 4 MiB page): the shared table's entries of
@@ -626,7 +629,14 @@ impl BtCore {
         for view in [SUPERVISOR_VIEW, USER_VIEW] {
             super::chains::unchain_range(space, view, first, pages, self.chains.stubs());
             space.views[view].soft().drop_range(first, pages);
-            let mapped = space.shadow[view].in_range(first, pages);
+            let mapped = if pages == 1 {
+                space.shadow[view]
+                    .get(first)
+                    .map(|frame| vec![(first, frame)])
+                    .unwrap_or_default()
+            } else {
+                space.shadow[view].in_range(first, pages)
+            };
             if mapped.is_empty() {
                 continue;
             }
@@ -641,13 +651,18 @@ impl BtCore {
         }
         space.ibtc.drop_pages(first, pages);
         let end = u64::from(first) + u64::from(pages);
-        let whole: Vec<u32> = space
-            .large
-            .range(first >> 10..)
-            .map(|(r, _)| *r)
-            .take_while(|r| u64::from(*r) << 10 < end)
-            .filter(|r| *r << 10 >= first && (u64::from(*r) + 1) << 10 <= end)
-            .collect();
+        let covers_regions = pages >= 1024 && !space.large.is_empty();
+        let whole: Vec<u32> = if covers_regions {
+            space
+                .large
+                .range(first >> 10..)
+                .map(|(r, _)| *r)
+                .take_while(|r| u64::from(*r) << 10 < end)
+                .filter(|r| *r << 10 >= first && (u64::from(*r) + 1) << 10 <= end)
+                .collect()
+        } else {
+            Vec::new()
+        };
         for r in whole {
             space.large.remove(&r);
             space.leaf_pdes.remove(&r);
