@@ -197,6 +197,10 @@ pub struct FrameWatcher {
     lazy_frames: FrameSet,
     /// The space the CPU runs in, if the monitor said.
     current: Option<SpaceId>,
+    /// Counts the changes after which [`Self::watch`] may have something
+    /// to do again for a use it recorded (a use or table forgotten, a
+    /// table gone lazy or out of sync).
+    epoch: u64,
     out_of_sync: bool,
     stats: WatchStats,
 }
@@ -224,6 +228,7 @@ impl FrameWatcher {
             unsynced: Vec::new(),
             lazy_frames: FrameSet::with_capacity(frames),
             current: None,
+            epoch: 0,
             out_of_sync,
             stats: WatchStats::default(),
         }
@@ -301,6 +306,13 @@ impl FrameWatcher {
         self.code.clear();
     }
 
+    /// Changes whenever [`Self::watch`] of a use it recorded may have
+    /// something to do again: while it stays the same, watching a table
+    /// again for the same use changes nothing.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     /// Records that `space` uses `frame` (in `ram`) as `usage`, and that a
     /// walk went through it.
     pub fn watch(
@@ -320,10 +332,12 @@ impl FrameWatcher {
                 // for nobody.
                 out.zap.extend(t.uses.iter().map(|(s, _)| *s));
                 t.uses.clear();
+                self.epoch += 1;
             }
             if t.lazy || (t.unsynced && usage == TableUse::Directory) {
                 // Directories in use and tables with a new use are in
                 // sync: bring it back first.
+                self.epoch += 1;
                 out.append(self.bring_back_in_sync(frame, ram));
             }
             if let Some(t) = self.tables.get_mut(&frame) {
@@ -363,6 +377,8 @@ impl FrameWatcher {
         let Some(t) = self.tables.get_mut(&addr.frame()) else {
             return out;
         };
+        // A walk went through it: not flooded with unused writes.
+        t.unused_writes = 0;
         let i = (addr.0 & 0xfff) / 4;
         let e = &mut t.snapshot[i as usize];
         let old = *e;
@@ -419,6 +435,7 @@ impl FrameWatcher {
                 t.unsynced = true;
                 self.unsynced.push(frame);
                 self.stats.unsyncs += 1;
+                self.epoch += 1;
                 if !self.code.contains(frame) {
                     out.release.push(frame);
                 }
@@ -467,6 +484,7 @@ impl FrameWatcher {
         t.unsynced = true;
         self.unsynced.push(frame);
         self.stats.unsyncs += 1;
+        self.epoch += 1;
         true
     }
 
@@ -608,6 +626,7 @@ impl FrameWatcher {
         t.unsynced = true;
         t.lazy = true;
         t.may_differ = may_differ;
+        self.epoch += 1;
         self.lazy_frames.insert(frame);
         self.stats.lazy_directories += 1;
     }
@@ -686,6 +705,7 @@ impl FrameWatcher {
     /// Forgets every use by `space` (dropped by the monitor); tables left
     /// without uses stop being watched.
     pub fn unwatch_space(&mut self, space: SpaceId) -> Consequences {
+        self.epoch += 1;
         let mut out = Consequences::default();
         for frame in self.tables_used_by(space) {
             if let Some(t) = self.tables.get_mut(&frame) {
@@ -707,6 +727,7 @@ impl FrameWatcher {
         &mut self,
         space: SpaceId,
     ) -> (Consequences, Vec<(u32, u32)>) {
+        self.epoch += 1;
         let mut out = Consequences::default();
         let mut kept = Vec::new();
         for frame in self.tables_used_by(space) {
@@ -789,6 +810,7 @@ impl FrameWatcher {
             return Consequences::default();
         };
         t.uses.retain(|u| *u != (space, usage));
+        self.epoch += 1;
         if t.uses.is_empty() {
             self.forget(frame)
         } else {
@@ -819,6 +841,7 @@ impl FrameWatcher {
     }
 
     fn forget(&mut self, frame: u32) -> Consequences {
+        self.epoch += 1;
         let mut out = Consequences::default();
         if let Some(t) = self.tables.remove(&frame) {
             if t.lazy {
@@ -1297,6 +1320,32 @@ mod tests {
         assert_eq!(c.protect, vec![PD]);
         assert!(w.write_protected(PD));
         assert_eq!(w.stats().lazy_directories, 1);
+    }
+
+    #[test]
+    fn the_epoch_moves_whenever_watching_a_recorded_use_again_could_matter() {
+        let ram = ram();
+        let mut w = FrameWatcher::new(256, true);
+        set(&ram, PD, 1, PT << 12 | 0x27);
+        w.set_current_space(S0, PD, None, &ram);
+        w.watch(PD, S0, TableUse::Directory, &ram);
+        w.watch(PT, S0, TableUse::Leaf { region: 1 }, &ram);
+        let e = w.epoch();
+        w.watch(PT, S0, TableUse::Leaf { region: 1 }, &ram);
+        w.note_walked_entry(GuestPhys(PT * 4096 + 4), 0);
+        assert_eq!(w.epoch(), e, "nothing changed");
+        assert!(w.unsync_before_write(PT));
+        assert!(w.epoch() > e, "out of sync");
+        w.resync_all(&ram);
+        let e = w.epoch();
+        w.end_leaf_use(PT, S0, 1);
+        assert!(w.epoch() > e, "a use ended");
+        let e = w.epoch();
+        w.set_current_space(S1, PD, Some((PD, false)), &ram);
+        assert!(w.epoch() > e, "lazy");
+        let e = w.epoch();
+        w.unwatch_space(S0);
+        assert!(w.epoch() > e, "a space's uses forgotten");
     }
 
     #[test]

@@ -95,6 +95,25 @@ impl BtCore {
     /// Records the current space's uses of the tables `walked` went
     /// through for linear page `lpage`.
     pub(super) fn watch_walked(&mut self, lpage: u32, walked: &Translated) {
+        let walk = WatchedWalk {
+            space: self.space,
+            directory: walked.pde.table_frame(),
+            leaf: walked.pte.map(|pte| (pte.table_frame(), lpage >> 10)),
+            epoch: self.watcher.epoch(),
+        };
+        if self.last_watched == Some(walk) {
+            // Watched so already, and nothing happened since that would
+            // make watching them again do anything.
+            return;
+        }
+        self.watch_walked_tables(lpage, walked);
+        self.last_watched = Some(WatchedWalk {
+            epoch: self.watcher.epoch(),
+            ..walk
+        });
+    }
+
+    fn watch_walked_tables(&mut self, lpage: u32, walked: &Translated) {
         let me = SpaceId(self.space as u32);
         let c = self
             .watcher
@@ -1347,6 +1366,17 @@ fn frames_of(addr: GuestPhys, len: usize) -> std::ops::Range<u64> {
     }
     let last = (u64::from(addr.0) + len as u64 - 1) / u64::from(PAGE_SIZE);
     first..last + 1
+}
+
+/// The tables one walk went through, as [`BtCore::watch_walked`] watched
+/// them for a space: the directory, and the leaf table with its region;
+/// with the watcher's epoch after it did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct WatchedWalk {
+    space: usize,
+    directory: u32,
+    leaf: Option<(u32, u32)>,
+    epoch: u64,
 }
 
 /// A linear page of one view of one cached space, as the reverse map keeps

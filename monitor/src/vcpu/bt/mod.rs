@@ -82,6 +82,39 @@ const USER_VIEW: usize = 1;
 /// instructions names.
 const EMULATED_FORMS_SHOWN: usize = 12;
 
+/// Instructions the monitor carried out, counted per iced-x86 form (and
+/// those the executor decoded itself): a counter per form, so that counting
+/// one costs an index, not a hash.
+#[derive(Clone, Debug, Default)]
+pub struct EmulatedForms {
+    /// Index 0: decoded by the executor; `code + 1`: that form.
+    counts: Vec<u64>,
+}
+
+impl EmulatedForms {
+    fn count(&mut self, code: Option<iced_x86::Code>) {
+        let index = code.map_or(0, |c| c as usize + 1);
+        if index >= self.counts.len() {
+            self.counts.resize(index + 1, 0);
+        }
+        self.counts[index] += 1;
+    }
+
+    /// The forms counted at least once, with their counts.
+    pub fn counted(&self) -> impl Iterator<Item = (Option<iced_x86::Code>, u64)> + '_ {
+        let other = self
+            .counts
+            .first()
+            .copied()
+            .filter(|n| *n > 0)
+            .map(|n| (None, n));
+        let forms = iced_x86::Code::values()
+            .filter_map(|c| Some((Some(c), *self.counts.get(c as usize + 1)?)))
+            .filter(|(_, n)| *n > 0);
+        other.into_iter().chain(forms)
+    }
+}
+
 /// Counters printed by `--stats`.
 #[derive(Clone, Debug, Default)]
 pub struct BtStats {
@@ -93,7 +126,7 @@ pub struct BtStats {
     pub exits_emulate: u64,
     /// Those exits by instruction form (`None`: decoded by the executor
     /// itself), for `--stats`.
-    pub emulated_by_form: rustc_hash::FxHashMap<Option<iced_x86::Code>, u64>,
+    pub emulated_by_form: EmulatedForms,
     /// Exits because of a host fault.
     pub exits_fault: u64,
     /// Exits because an exit was requested (poll page armed).
@@ -344,6 +377,9 @@ pub struct BtCore {
     adaptive: adaptive::Adaptive,
     /// The monitor's own guest TLB (see [`frames::MonitorTlb`]).
     monitor_tlb: frames::MonitorTlb,
+    /// The tables the last [`BtCore::watch_walked`] watched, with the
+    /// watcher's epoch after it (see `frames::WatchedWalk`).
+    last_watched: Option<frames::WatchedWalk>,
     /// Data segment loads offered to translated code (see `segments`).
     segment_loads: segments::SegmentLoads,
     /// The instruction (guest-physical address) of the host fault being
@@ -834,10 +870,10 @@ impl BtVcpu {
             .core
             .stats
             .emulated_by_form
-            .iter()
+            .counted()
             .map(|(code, n)| {
                 let name = code.map_or_else(|| "other".to_string(), |c| format!("{c:?}"));
-                (*n, name)
+                (n, name)
             })
             .collect();
         if forms.is_empty() {
@@ -983,6 +1019,7 @@ impl BtCore {
             rmap: HashMap::default(),
             adaptive: adaptive::Adaptive::new(true),
             monitor_tlb: frames::MonitorTlb::default(),
+            last_watched: None,
             segment_loads: segments::SegmentLoads::default(),
             fault_insn: None,
             mmio: crate::devices::mmio::MmioBus::new(),
@@ -1267,11 +1304,7 @@ impl BtCore {
             translator::translate::NO_TOKEN,
         );
         let (decoded, owner) = self.emulated.get(token as usize).copied().unzip();
-        *self
-            .stats
-            .emulated_by_form
-            .entry(decoded.map(|i| i.code()))
-            .or_default() += 1;
+        self.stats.emulated_by_form.count(decoded.map(|i| i.code()));
         let outcome = exec::execute(self, decoded);
         self.settle_system_change();
         if let Some(i) = decoded.filter(segments::loads_data_segment) {
@@ -2052,4 +2085,26 @@ fn divides(i: &iced_x86::Instruction) -> bool {
         i.mnemonic(),
         iced_x86::Mnemonic::Div | iced_x86::Mnemonic::Idiv
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emulated_forms_are_counted_per_form_and_listed_with_the_executors_own() {
+        let mut forms = EmulatedForms::default();
+        assert_eq!(forms.counted().count(), 0);
+        forms.count(Some(iced_x86::Code::Invlpg_m));
+        forms.count(Some(iced_x86::Code::Invlpg_m));
+        forms.count(None);
+        forms.count(Some(iced_x86::Code::Hlt));
+        let listed: std::collections::HashMap<_, _> = forms.counted().collect();
+        let want = std::collections::HashMap::from([
+            (None, 1),
+            (Some(iced_x86::Code::Invlpg_m), 2),
+            (Some(iced_x86::Code::Hlt), 1),
+        ]);
+        assert_eq!(listed, want);
+    }
 }
