@@ -56,6 +56,10 @@ pub enum ExitReason {
     /// stub: its slot was not set for this view. `eip` is the target,
     /// `exit_site` the slot number; nothing of the target ran.
     ChainSlotMiss = 9,
+    /// A ring-0 INVLPG of the linear address in `soft_addr` ran: the
+    /// monitor drops what it holds of that page; `eip` is the next
+    /// instruction.
+    Invlpg = 10,
 }
 
 impl ExitReason {
@@ -71,6 +75,7 @@ impl ExitReason {
             7 => ExitReason::CodeChanged,
             8 => ExitReason::SoftMiss,
             9 => ExitReason::ChainSlotMiss,
+            10 => ExitReason::Invlpg,
             _ => return None,
         })
     }

@@ -1356,6 +1356,9 @@ impl Ctx<'_> {
         if let Some(verw) = self.inline_verw(guest) {
             return self.verw(guest, &verw).map(|_| false);
         }
+        if self.invlpg_exits_with_its_address(guest) {
+            return self.invlpg_exit(guest);
+        }
         if let Some(ends) = self.inline_transition(guest)? {
             return Ok(ends);
         }
@@ -1447,6 +1450,30 @@ impl Ctx<'_> {
         } else {
             self.ins(i2!(Code::Mov_r16_rm16, host(dst), m)?)
         }
+    }
+
+    /// Whether `i` is an INVLPG whose linear address translated code works
+    /// out for the monitor (an `Invlpg` exit): in ring 0, through a
+    /// segment whose accesses need no check (INVLPG checks no limit, and
+    /// outside ring 0 it is #GP(0), which the monitor raises).
+    fn invlpg_exits_with_its_address(&self, i: &Instruction) -> bool {
+        let mode = self.req.mode;
+        i.code() == Code::Invlpg_m && mode.cpl0 && !mode.is_limited(i.memory_segment())
+    }
+
+    /// Ends the unit with an `Invlpg` exit: the linear address of `i`'s
+    /// operand into `soft_addr`, EIP the next instruction.
+    fn invlpg_exit(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
+        self.address(i, true)?;
+        self.ins(i2!(
+            Code::Mov_rm32_r32,
+            mem(Register::R14, Register::None, off::SOFT_ADDR.into()),
+            Register::R10D
+        )?)?;
+        self.store_eip_imm(i.next_ip32())?;
+        self.store_exit(ExitReason::Invlpg)?;
+        self.e.jmp_abs(self.req.stubs.exit_common)?;
+        Ok(true)
     }
 
     /// The control register `i` reads (`mov r32, crN`) if it runs inline:
@@ -4502,6 +4529,41 @@ mod tests {
             let u = unit_with(&PORT_IO, mode, &port_0x80_to_0x83());
             assert!(u.inline_ports.is_empty(), "{mode:?}");
             assert_eq!(u.emulated[0].ip32(), 0x1000, "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn a_ring0_invlpg_hands_its_linear_address_over_and_outside_ring0_it_exits_to_be_raised() {
+        let ring0 = Mode {
+            flat: true,
+            cpl0: true,
+            ..Mode::default()
+        };
+        // invlpg [ebx+8]; nop
+        let code = [0x0f, 0x01, 0x7b, 0x08, 0x90];
+        let u = unit_with(&code, ring0, &PortSet::default());
+        let text = host_text(&u);
+        let addr = format!("mov [r14+{:X}h],r10d", off::SOFT_ADDR);
+        let reason = format!("mov dword ptr [r14+{:X}h],0Ah", off::EXIT_REASON);
+        assert_eq!(ExitReason::from_raw(10), Some(ExitReason::Invlpg));
+        let next = format!("mov dword ptr [r14+{:X}h],1004h", off::EIP);
+        assert!(text.contains(&"lea r10d,[rbx+8]".to_string()), "{text:#?}");
+        for want in [&addr, &reason, &next] {
+            assert!(text.contains(want), "{want} in {text:#?}");
+        }
+        assert!(u.emulated.is_empty());
+        assert_eq!(u.guest_len, 4, "the unit ends after it");
+        let limited = Mode {
+            limited: 1 << Seg::Ds as u8,
+            ..ring0
+        };
+        let user = Mode {
+            flat: true,
+            ..Mode::default()
+        };
+        for mode in [limited, user] {
+            let u = unit_with(&code, mode, &PortSet::default());
+            assert_eq!(u.emulated.len(), 1, "{mode:?}: the monitor carries it out");
         }
     }
 

@@ -1249,6 +1249,15 @@ impl BtCore {
                 Event::Continue
             }
             Some(ExitReason::SoftMiss) => self.soft_miss(),
+            Some(ExitReason::Invlpg) => {
+                // Counted as the instruction the monitor carries out.
+                self.stats.exits_emulate += 1;
+                self.stats
+                    .emulated_by_form
+                    .count(Some(iced_x86::Code::Invlpg_m));
+                self.invalidate_page(self.state.soft_addr);
+                Event::Continue
+            }
             Some(ExitReason::Interrupted) => {
                 self.sample_unit(self.state.fault.rip);
                 self.stop_at(self.state.fault.rip);
