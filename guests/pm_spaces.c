@@ -34,9 +34,8 @@
  *   page tables of a space that is not current keep what software wrote;
  * - 192 short-lived page directories, visited, rewritten while not current
  *   and visited again (a cache of spaces must evict and notice rewrites);
- * - last (nestmon does not pass it yet, see guests/Makefile,
- *   NESTMON_PENDING): an instruction straddling into a page that is not
- *   present raises #PF with CR2 = that page, and runs once it is present.
+ * - last: an instruction straddling into a page that is not present
+ *   raises #PF with CR2 = that page, and runs once it is present.
  *
  * The expected results are computed by the guest itself from a software
  * walk of the space's own page tables and the tag of each frame (every
