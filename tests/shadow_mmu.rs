@@ -928,3 +928,67 @@ fn a_directory_written_from_another_space_is_seen_when_its_space_is_entered() {
         r.stderr
     );
 }
+
+#[test]
+fn a_traced_write_that_makes_an_accessed_pte_present_maps_its_page_ahead() {
+    // Page tables traced in sync (out-of-sync tables off): 16 PTEs of
+    // 0x800000.. written present with the accessed bit set, 16 after them
+    // without it, all to `data` (which holds 7); every page then read once.
+    // The first 16 are mapped when their PTE is written (no fault at the
+    // read); the others are left to the read, which sets their A bit. (A
+    // read through the table first makes it watched.)
+    let body = format!(
+        "{}
+        lea eax, [pd1]
+        mov cr3, eax
+        mov dword ptr [data], 7
+        lea eax, [table2]
+        or eax, 0x27
+        mov [pd1 + 2 * 4], eax
+        lea eax, [data]
+        or eax, 0x23
+        mov [table2 + 100 * 4], eax
+        {PAGING_ON}
+        mov eax, [0x800000 + 100 * 4096]
+        xor ecx, ecx
+    1:  lea eax, [data]
+        or eax, 0x23
+        mov [table2 + ecx * 4], eax
+        and eax, ~0x20
+        mov [table2 + 64 + ecx * 4], eax
+        inc ecx
+        cmp ecx, 16
+        jb 1b
+        xor ebx, ebx
+        xor ecx, ecx
+    2:  mov edx, ecx
+        shl edx, 12
+        add ebx, [0x800000 + edx]
+        inc ecx
+        cmp ecx, 32
+        jb 2b
+        cmp ebx, 32 * 7
+        jne 3f
+        test dword ptr [table2 + 64], 0x20
+        jz 3f
+        {PAGING_OFF_AND_PASS}
+    3:  {PAGING_OFF_AND_FAIL}
+        .bss
+        .align 4096
+    pd1: .skip 4096
+    page_table: .skip 4096
+    table2: .skip 4096
+    data: .skip 4096
+        .text",
+        identity_map(&["pd1"])
+    );
+    let guest = asm_guest("fill_ahead", &body);
+    let r = run_with_stats(&guest, &["--set", "nestmon.mmu.outOfSync=FALSE"]);
+    assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
+    assert_eq!(
+        stat(&r.stderr, "MMU: pages mapped ahead of their first access"),
+        16,
+        "{}",
+        r.stderr
+    );
+}

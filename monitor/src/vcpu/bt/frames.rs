@@ -619,6 +619,11 @@ impl BtCore {
         for frame in c.protect_elsewhere {
             self.protect_elsewhere(frame);
         }
+        for (SpaceId(slot), lpage) in c.present {
+            if slot as usize == self.space && self.fills_ahead.len() < MAX_FILLS_AHEAD {
+                self.fills_ahead.push(lpage);
+            }
+        }
         for SpaceId(slot) in c.zap {
             let slot = slot as usize;
             if slot == self.space {
@@ -1282,6 +1287,59 @@ impl BtCore {
         }
     }
 
+    /// Maps the pages of the current space that a page-table comparison
+    /// found made present with their accessed bit set (`fills_ahead`), in
+    /// the view that will likely reach them first (the user view for a
+    /// user page), as KVM prefetches a guest PTE written while shadowed:
+    /// the walk changes no accessed or dirty bit (both entries have A set,
+    /// and it walks for a read), so nothing the guest sees changes; a page
+    /// mapped already, or whose entries changed again, is left alone.
+    pub(super) fn fill_ahead(&mut self) {
+        for lpage in std::mem::take(&mut self.fills_ahead) {
+            if !self.paging() {
+                return;
+            }
+            let lin = lpage << 12;
+            let Some(view) = self.view_to_fill_ahead(lin) else {
+                continue;
+            };
+            if self.space().shadow[view].get(lpage).is_some() {
+                continue;
+            }
+            let Ok(walked) = self.walk_noting(lin, false, view == USER_VIEW) else {
+                continue;
+            };
+            if (walked.phys.0 as usize) < self.ram.size() {
+                self.stats.pages_filled_ahead += 1;
+                self.map_walked(view, lpage, &walked);
+            }
+        }
+    }
+
+    /// The view to map `lin` ahead in, if its directory and table entries
+    /// are present, accessed and point to a page table: the user view if
+    /// both allow user access, else the supervisor view.
+    fn view_to_fill_ahead(&self, lin: u32) -> Option<usize> {
+        const WANTED: u32 = 0x21; // present, accessed
+        const USER: u32 = 0x4;
+        const PAGE_SIZE_BIT: u32 = 0x80;
+        let pde_addr = (self.sys.cr3 & !0xfff) + (lin >> 22) * 4;
+        let pde = self.ram.read_u32(GuestPhys(pde_addr)).ok()?;
+        if pde & WANTED != WANTED || pde & PAGE_SIZE_BIT != 0 {
+            return None;
+        }
+        let pte_addr = (pde & !0xfff) + ((lin >> 12) & 1023) * 4;
+        let pte = self.ram.read_u32(GuestPhys(pte_addr)).ok()?;
+        if pte & WANTED != WANTED {
+            return None;
+        }
+        Some(if pde & pte & USER != 0 {
+            USER_VIEW
+        } else {
+            SUPERVISOR_VIEW
+        })
+    }
+
     /// Walks for an access to `lin` with the rights of view `view` and
     /// maps the page there if the walk succeeds (no guest fault is raised
     /// here).
@@ -1367,6 +1425,10 @@ fn frames_of(addr: GuestPhys, len: usize) -> std::ops::Range<u64> {
     let last = (u64::from(addr.0) + len as u64 - 1) / u64::from(PAGE_SIZE);
     first..last + 1
 }
+
+/// Pages to map ahead (see [`BtCore::fill_ahead`]) kept between two runs
+/// of translated code; past that, the rest fault in as usual.
+const MAX_FILLS_AHEAD: usize = 64;
 
 /// The tables one walk went through, as [`BtCore::watch_walked`] watched
 /// them for a space: the directory, and the leaf table with its region;

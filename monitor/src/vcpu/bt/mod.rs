@@ -190,6 +190,9 @@ pub struct BtStats {
     pub spaces_recycled: u64,
     /// Paging-mode changes that dropped every space and translation.
     pub mmu_resets: u64,
+    /// Pages mapped ahead of their first access: a comparison of a page
+    /// table found their entry made present with its accessed bit set.
+    pub pages_filled_ahead: u64,
     /// Units whose own bytes, or whose instruction into the next page,
     /// found other bytes in guest memory and were translated again.
     pub crossing_retranslations: u64,
@@ -363,6 +366,8 @@ pub struct BtCore {
     /// In-sync page tables the instruction running alone may write (see
     /// `BtCore::settle_table_writes`).
     pending_table_writes: Vec<u32>,
+    /// Pages of the current space to map ahead (see `frames::fill_ahead`).
+    fills_ahead: Vec<u32>,
     /// Code frames the instruction running alone may write next to their
     /// translated bytes (see [`smc`]).
     pending_code_writes: Vec<u32>,
@@ -810,6 +815,10 @@ impl Vcpu for BtVcpu {
                 ("MMU: budget resets of the current space", v.budget_resets),
                 ("MMU: paging-mode resets", v.mmu_resets),
                 (
+                    "MMU: pages mapped ahead of their first access",
+                    v.pages_filled_ahead,
+                ),
+                (
                     "translations killed by guest writes",
                     v.smc_translations_killed,
                 ),
@@ -1013,6 +1022,7 @@ impl BtCore {
             shared_ibtc,
             watcher: FrameWatcher::new(frames, true),
             pending_table_writes: Vec::new(),
+            fills_ahead: Vec::new(),
             pending_code_writes: Vec::new(),
             code_bytes: HashMap::default(),
             code_store_faults: HashMap::default(),
@@ -1145,7 +1155,11 @@ impl BtCore {
     /// Runs translated code once, up to its next exit, and handles it.
     fn step(&mut self) -> Event {
         // Between two runs of translated code nothing is half done: the
-        // place to drop spaces if the mappings grew past the budget.
+        // place to map pages ahead and to drop spaces if the mappings grew
+        // past the budget.
+        if !self.fills_ahead.is_empty() {
+            self.fill_ahead();
+        }
         self.keep_mappings_in_budget();
         if self.debug_stepping() {
             return self.debug_step();
