@@ -992,3 +992,74 @@ fn a_traced_write_that_makes_an_accessed_pte_present_maps_its_page_ahead() {
         r.stderr
     );
 }
+
+#[test]
+fn pushes_pops_and_calls_that_keep_faulting_go_through_the_software_tlb() {
+    // 64 pages at 0x800000 mapped present but never touched: a CALL (its
+    // return address), the RET, a PUSH and a POP each reach one new page
+    // per iteration (the software TLB fills no window mapping), so each
+    // takes a hidden fault per page until it becomes adaptive; then its
+    // misses are exits, not host faults. What was pushed is read back and
+    // checked.
+    let body = format!(
+        "{}
+        lea eax, [pd1]
+        mov cr3, eax
+        xor ecx, ecx
+    1:  mov eax, ecx
+        shl eax, 12
+        lea edx, [stack_pages + eax]
+        or edx, 3
+        mov [table2 + ecx * 4], edx
+        inc ecx
+        cmp ecx, 64
+        jb 1b
+        lea eax, [table2]
+        or eax, 3
+        mov [pd1 + 2 * 4], eax
+        {PAGING_ON}
+        mov esi, esp
+        mov esp, 0x840000
+        mov ecx, 64
+    2:  call 5f
+        push ecx
+        sub esp, 4092
+        dec ecx
+        jnz 2b
+        mov ecx, 64
+        xor ebx, ebx
+    3:  add esp, 4092
+        pop eax
+        add ebx, eax
+        dec ecx
+        jnz 3b
+        mov esp, esi
+        cmp ebx, 64 * 65 / 2
+        jne 4f
+        {PAGING_OFF_AND_PASS}
+    4:  {PAGING_OFF_AND_FAIL}
+    5:  ret
+        .bss
+        .align 4096
+    pd1: .skip 4096
+    page_table: .skip 4096
+    table2: .skip 4096
+    stack_pages: .skip 64 * 4096
+        .text",
+        identity_map(&["pd1"])
+    );
+    let r = run_with_stats(&asm_guest("soft_stack", &body), &[]);
+    assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
+    let adaptive = stat(&r.stderr, "MMU: instructions made adaptive");
+    assert!(
+        adaptive >= 3,
+        "{adaptive} adaptive instructions:\n{}",
+        r.stderr
+    );
+    let faults = stat(&r.stderr, "exits: host fault");
+    assert!(
+        faults <= 32,
+        "{faults} host faults for 64 new stack pages (without adaptive stack accesses 64):\n{}",
+        r.stderr
+    );
+}

@@ -145,7 +145,15 @@ fn uses_stack(i: &Instruction) -> bool {
         )
 }
 
-/// iced-x86's displacement size for a 64-bit memory operand.
+/// What a PUSH through the software TLB stores.
+#[derive(Clone, Copy)]
+enum SoftPushed {
+    /// A host register holding a guest register (32 bits).
+    Register(Register),
+    /// A constant (an immediate, a return address).
+    Immediate(u32),
+}
+
 /// Where a software-TLB miss goes.
 #[derive(Clone, Copy)]
 enum SoftMiss {
@@ -197,6 +205,36 @@ pub fn soft_string_candidate(i: &Instruction) -> bool {
         && matches!(i.memory_segment(), Register::DS | Register::ES)
 }
 
+/// Whether `i` is a stack instruction whose stack access the translator
+/// can send through the software TLB when the monitor asks (see
+/// [`UnitRequest::soft_access`]; the mode must also be flat): a 32-bit
+/// PUSH of a general register or an immediate, a 32-bit POP into a general
+/// register other than ESP, a direct near CALL (its return address), a
+/// 32-bit near RET (its return address). A fresh process's stack grows
+/// page by page under them.
+pub fn soft_stack_candidate(i: &Instruction) -> bool {
+    let gpr32 = |r: Register| r.is_gpr32();
+    match i.mnemonic() {
+        Mnemonic::Push => {
+            i.stack_pointer_increment() == -4
+                && match i.op0_kind() {
+                    OpKind::Immediate8to32 | OpKind::Immediate32 => true,
+                    OpKind::Register => gpr32(i.op0_register()),
+                    _ => false,
+                }
+        }
+        Mnemonic::Pop => {
+            i.stack_pointer_increment() == 4
+                && i.op0_kind() == OpKind::Register
+                && gpr32(i.op0_register())
+                && i.op0_register() != Register::ESP
+        }
+        Mnemonic::Call => i.op0_kind() == OpKind::NearBranch32 && i.stack_pointer_increment() == -4,
+        Mnemonic::Ret => matches!(i.code(), Code::Retnd | Code::Retnd_imm16),
+        _ => false,
+    }
+}
+
 /// The element size of a string instruction.
 fn string_element_size(i: &Instruction) -> u32 {
     match i.mnemonic() {
@@ -206,6 +244,7 @@ fn string_element_size(i: &Instruction) -> u32 {
     }
 }
 
+/// iced-x86's displacement size for a 64-bit memory operand.
 fn displ_size(disp: i64) -> u32 {
     match disp {
         0 => 0,
@@ -2142,6 +2181,55 @@ impl Ctx<'_> {
         Ok(mem(Register::R15, reg, disp))
     }
 
+    /// Whether `i`'s stack access goes through the software TLB: the
+    /// monitor asked for it, and it can (see [`soft_stack_candidate`]).
+    fn wants_soft_stack(&self, i: &Instruction) -> bool {
+        self.req.mode.flat && self.req.soft_access.contains(&i.ip32()) && soft_stack_candidate(i)
+    }
+
+    /// PUSH (or a CALL's return address) through the software TLB:
+    ///
+    /// ```text
+    ///     lea r10d, [r8 - 4] ; <probe for a 4-byte write>
+    ///     mov dword [r12 + r11], value ; lea r8d, [r8 - 4]
+    /// ```
+    ///
+    /// A miss exits before anything is stored or ESP moves.
+    fn soft_push(&mut self, i: &Instruction, value: SoftPushed) -> Result<(), TranslateError> {
+        self.flush_stack_lag()?;
+        self.soft_eips.push(i.ip32());
+        self.lea32(Register::R10D, Register::R8, -4)?;
+        self.soft_probe(4, true, SoftMiss::Exit(i.ip32()))?;
+        let slot = mem(Register::R12, Register::R11, 0);
+        match value {
+            SoftPushed::Register(r) => self.ins(i2!(Code::Mov_rm32_r32, slot, r)?)?,
+            SoftPushed::Immediate(v) => self.ins(i2!(Code::Mov_rm32_imm32, slot, v)?)?,
+        }
+        self.lea32(Register::R8D, Register::R8, -4)
+    }
+
+    /// POP into a general register through the software TLB (see
+    /// [`Self::soft_pop_into`]).
+    fn soft_pop(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+        self.soft_pop_into(i, host(i.op0_register()).full_register32())
+    }
+
+    /// The 4 bytes at ESP into `dst` through the software TLB: `mov r10d,
+    /// r8d`, the probe for a 4-byte read, `mov dst, [r12 + r11]`, `lea
+    /// r8d, [r8 + 4]`. A miss exits before anything changes.
+    fn soft_pop_into(&mut self, i: &Instruction, dst: Register) -> Result<(), TranslateError> {
+        self.flush_stack_lag()?;
+        self.soft_eips.push(i.ip32());
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R10D, Register::R8D)?)?;
+        self.soft_probe(4, false, SoftMiss::Exit(i.ip32()))?;
+        self.ins(i2!(
+            Code::Mov_r32_rm32,
+            dst,
+            mem(Register::R12, Register::R11, 0)
+        )?)?;
+        self.lea32(Register::R8D, Register::R8, 4)
+    }
+
     /// Whether `i`'s explicit memory operand goes through the software
     /// TLB: the monitor asked for it, and it can.
     fn wants_soft_access(&self, i: &Instruction) -> bool {
@@ -2833,6 +2921,13 @@ impl Ctx<'_> {
     }
 
     fn push(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+        if self.wants_soft_stack(i) {
+            let value = match i.op0_kind() {
+                OpKind::Register => SoftPushed::Register(host(i.op0_register()).full_register32()),
+                _ => SoftPushed::Immediate(i.immediate(0) as u32),
+            };
+            return self.soft_push(i, value);
+        }
         let size = i.stack_pointer_increment().unsigned_abs();
         if size != 4 && size != 2 {
             return Err(TranslateError::Unsupported("push size"));
@@ -2958,6 +3053,9 @@ impl Ctx<'_> {
     }
 
     fn pop(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
+        if self.wants_soft_stack(i) {
+            return self.soft_pop(i).map(|_| false);
+        }
         let size = i.stack_pointer_increment() as i64;
         if size != 4 && size != 2 {
             return Err(TranslateError::Unsupported("pop size"));
@@ -3278,6 +3376,9 @@ impl Ctx<'_> {
 
     fn push_return(&mut self, i: &Instruction) -> Result<(), TranslateError> {
         let ret = i.next_ip32();
+        if self.wants_soft_stack(i) {
+            return self.soft_push(i, SoftPushed::Immediate(ret));
+        }
         if self.stack_folds(i) {
             // Whatever lag the pushes before left, R8 is ESP after a call.
             self.push_folded(Some(ret), 4)?;
@@ -3294,7 +3395,10 @@ impl Ctx<'_> {
         match i.op0_kind() {
             OpKind::NearBranch32 => {
                 let target = i.near_branch_target() as u32;
-                if let Some(thunk) = self.pc_thunk_at(i, target) {
+                if let Some(thunk) = self
+                    .pc_thunk_at(i, target)
+                    .filter(|_| !self.wants_soft_stack(i))
+                {
                     return self.call_pc_thunk(i, target, thunk);
                 }
                 self.push_return(i)?;
@@ -3338,10 +3442,15 @@ impl Ctx<'_> {
             Code::Retnd_imm16 => i64::from(i.immediate16()),
             _ => return self.emulate_exit(i.ip32()),
         };
-        let at = self.stack_address(Register::R8)?;
-        let lag = i64::from(std::mem::take(&mut self.stack_pending));
-        self.load32(Register::R9D, mem(Register::R15, at, lag))?;
-        self.lea32(Register::R8D, Register::R8, lag + 4 + extra)?;
+        if self.wants_soft_stack(i) {
+            self.soft_pop_into(i, Register::R9D)?;
+            self.lea32(Register::R8D, Register::R8, extra)?;
+        } else {
+            let at = self.stack_address(Register::R8)?;
+            let lag = i64::from(std::mem::take(&mut self.stack_pending));
+            self.load32(Register::R9D, mem(Register::R15, at, lag))?;
+            self.lea32(Register::R8D, Register::R8, lag + 4 + extra)?;
+        }
         if self.predicts_returns() {
             // The host return lands on the continuation of the matching
             // call, or (no call of its own on the stack) on the sentinel,
@@ -4405,6 +4514,45 @@ mod tests {
         );
         assert!(sysenter.emulated.is_empty(), "SYSENTER ran inline");
         assert_eq!(resets(&host_insns(&sysenter)), 1);
+    }
+
+    #[test]
+    fn adaptive_pushes_pops_and_calls_reach_the_stack_through_the_software_tlb() {
+        // push eax; push 0x1234; pop ebx; call +0 (to 0x100c)
+        let code = [0x50, 0x68, 0x34, 0x12, 0, 0, 0x5b, 0xe8, 0, 0, 0, 0];
+        let unit = translate_with(
+            &code,
+            Setup {
+                soft_access: &[0x1000, 0x1001, 0x1006, 0x1007],
+                fold_displacements: true,
+                ..Setup::default()
+            },
+        );
+        let text = host_text(&unit);
+        for want in [
+            "mov [r12+r11],eax",
+            "mov dword ptr [r12+r11],1234h",
+            "mov ebx,[r12+r11]",
+            "mov dword ptr [r12+r11],100Ch",
+        ] {
+            assert!(text.contains(&want.to_string()), "{want}: {text:#?}");
+        }
+        assert_eq!(unit.soft_eips, vec![0x1000, 0x1001, 0x1006, 0x1007]);
+        assert!(
+            !text.iter().any(|t| t.contains("[r15+r8")),
+            "no stack access through the window: {text:#?}"
+        );
+        // ret 8
+        let ret = translate_with(
+            &[0xc2, 8, 0],
+            Setup {
+                soft_access: &[0x1000],
+                ..Setup::default()
+            },
+        );
+        let text = host_text(&ret);
+        assert!(text.contains(&"mov r9d,[r12+r11]".to_string()), "{text:#?}");
+        assert!(text.contains(&"lea r8d,[r8+8]".to_string()), "{text:#?}");
     }
 
     #[test]

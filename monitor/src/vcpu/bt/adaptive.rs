@@ -301,6 +301,7 @@ impl BtCore {
             .decode();
         !i.is_invalid()
             && (translator::translate::soft_access_candidate(&i)
+                || translator::translate::soft_stack_candidate(&i)
                 || self.adaptive.strings && translator::translate::soft_string_candidate(&i))
     }
 
