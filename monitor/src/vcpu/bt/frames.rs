@@ -724,19 +724,27 @@ impl BtCore {
                 // before anything runs there.
                 continue;
             }
-            let deferred = alias.slot() != self.space
-                && self
-                    .spaces
-                    .get_mut(alias.slot())
-                    .and_then(Option::as_mut)
-                    .filter(|space| space.unprotected.len() < spaces::MAX_UNPROTECTED)
-                    .map(|space| space.unprotected.push(alias))
-                    .is_some();
-            // Nothing runs in another space until it is current again: its
-            // aliases are protected then (`protect_deferred`).
-            if !deferred {
+            if alias.slot() == self.space {
                 self.protect_alias(alias, PageProt::Read);
+            } else {
+                self.protect_alias_later(alias);
             }
+        }
+    }
+
+    /// Write-protects `alias`, of a space that is not current, when that
+    /// space becomes current again (`protect_deferred`; nothing runs in it
+    /// meanwhile), or at once if the space's list is full.
+    fn protect_alias_later(&mut self, alias: Alias) {
+        let deferred = self
+            .spaces
+            .get_mut(alias.slot())
+            .and_then(Option::as_mut)
+            .filter(|space| space.unprotected.len() < spaces::MAX_UNPROTECTED)
+            .map(|space| space.unprotected.push(alias))
+            .is_some();
+        if !deferred {
+            self.protect_alias(alias, PageProt::Read);
         }
     }
 
@@ -751,18 +759,8 @@ impl BtCore {
     /// are not current, before each becomes current again.
     fn protect_elsewhere(&mut self, frame: u32) {
         for alias in self.rmap.get(&frame).cloned().unwrap_or_default() {
-            if alias.slot() == self.space || !self.alias_writable(alias) {
-                continue;
-            }
-            let deferred = self
-                .spaces
-                .get_mut(alias.slot())
-                .and_then(Option::as_mut)
-                .filter(|space| space.unprotected.len() < spaces::MAX_UNPROTECTED)
-                .map(|space| space.unprotected.push(alias))
-                .is_some();
-            if !deferred {
-                self.protect_alias(alias, PageProt::Read);
+            if alias.slot() != self.space && self.alias_writable(alias) {
+                self.protect_alias_later(alias);
             }
         }
     }
