@@ -231,7 +231,7 @@ pub fn run_native(bin: &Path) -> Run {
 mod stats;
 // Like the rest of the kit, not every test binary uses it.
 #[allow(unused_imports)]
-pub use stats::stat;
+pub use stats::{assert_stat_below, stat};
 
 /// The QEMU binary, if installed (with CI set, it must be).
 pub fn qemu() -> Option<&'static str> {

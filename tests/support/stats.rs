@@ -11,3 +11,15 @@ pub fn stat(stderr: &str, key: &str) -> u64 {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("--stats lacks {key:?}:\n{stderr}"))
 }
+
+/// Asserts that the `--stats` counter `key` in `stderr` is below `limit`;
+/// the message names `what` the limit stands for and shows the statistics.
+// Not every test binary that includes this file uses it.
+#[allow(dead_code)]
+pub fn assert_stat_below(stderr: &str, key: &str, limit: u64, what: &str) {
+    let n = stat(stderr, key);
+    assert!(
+        n < limit,
+        "{key}: {n}, not below {limit} ({what}):\n{stderr}"
+    );
+}
