@@ -271,6 +271,14 @@ impl FrameWatcher {
         self.code.contains(frame) || self.tables.get(&frame).is_some_and(|t| !t.unsynced)
     }
 
+    /// Whether a new host mapping of `frame` is to be read-only: it is
+    /// write-protected, or it is a lazy directory (a write to it then
+    /// faults once and is let through, and only then may the directory
+    /// differ from its snapshot: see [`Self::note_writable_mapping`]).
+    pub fn keeps_read_only(&self, frame: u32) -> bool {
+        self.write_protected(frame) || self.lazy_frames.contains(frame)
+    }
+
     /// Whether `frame` holds translated code.
     pub fn is_code(&self, frame: u32) -> bool {
         self.code.contains(frame)

@@ -775,7 +775,8 @@ impl BtCore {
 
     /// Write-protects the aliases of the current space that
     /// [`Self::protect_frame`] left for when it became current, where
-    /// their frame is still write-protected.
+    /// their frame is still to be kept read-only (write-protected, or a
+    /// lazy directory: `FrameWatcher::keeps_read_only`).
     fn protect_deferred(&mut self) {
         let mut pending = std::mem::take(&mut self.space_mut().unprotected);
         pending.sort_unstable();
@@ -783,7 +784,7 @@ impl BtCore {
         pending.retain(|alias| {
             let shadow = &self.space().shadow[alias.view()];
             let frame = shadow.get(alias.lpage());
-            shadow.writable(alias.lpage()) && frame.is_some_and(|f| self.watcher.write_protected(f))
+            shadow.writable(alias.lpage()) && frame.is_some_and(|f| self.watcher.keeps_read_only(f))
         });
         for (first, pages) in alias_runs(&pending) {
             self.protect_run(first, pages, PageProt::Read);
@@ -1128,14 +1129,31 @@ impl BtCore {
             }
         }
         for n in 0..pages {
-            let writable = prot == PageProt::ReadWrite;
+            // The frames kept read-only are protected again right below.
+            let writable =
+                prot == PageProt::ReadWrite && !self.stays_read_only(frame0 + n, first + n, lpage);
             self.record_alias(slot, view, first + n, frame0 + n, writable);
             if writable {
                 self.watcher.note_writable_mapping(frame0 + n);
             }
         }
         if pages > 1 && prot == PageProt::ReadWrite {
-            self.protect_watched_runs(view, first, frame0, pages);
+            self.protect_watched_runs(view, first, frame0, pages, lpage);
+        }
+    }
+
+    /// Whether `frame`, just mapped at linear page `page` by a fill for an
+    /// access to `accessed`, must be read-only: the watcher protects it,
+    /// or it is a lazy directory the access did not reach (a write to it
+    /// then faults once and is let through: see
+    /// `FrameWatcher::keeps_read_only`). The accessed page itself follows
+    /// the watcher's protection alone, or a write to it would fault
+    /// forever.
+    fn stays_read_only(&self, frame: u32, page: u32, accessed: u32) -> bool {
+        if page == accessed {
+            self.watcher.write_protected(frame)
+        } else {
+            self.watcher.keeps_read_only(frame)
         }
     }
 
@@ -1157,19 +1175,28 @@ impl BtCore {
         reopen
     }
 
-    /// Write-protects, in view `view` of the current space, the frames the
-    /// watcher protects among `pages` just mapped from linear page `first`
+    /// Write-protects, in view `view` of the current space, the frames that
+    /// stay read-only (`stays_read_only`, for an access to `accessed`)
+    /// among `pages` just mapped from linear page `first`
     /// (frames from `frame0`): one host call per run of such frames
     /// (translated code and page tables often lie side by side).
-    fn protect_watched_runs(&mut self, view: usize, first: u32, frame0: u32, pages: u32) {
+    fn protect_watched_runs(
+        &mut self,
+        view: usize,
+        first: u32,
+        frame0: u32,
+        pages: u32,
+        accessed: u32,
+    ) {
+        let read_only = |core: &Self, n: u32| core.stays_read_only(frame0 + n, first + n, accessed);
         let mut n = 0;
         while n < pages {
-            if !self.watcher.write_protected(frame0 + n) {
+            if !read_only(self, n) {
                 n += 1;
                 continue;
             }
             let start = n;
-            while n < pages && self.watcher.write_protected(frame0 + n) {
+            while n < pages && read_only(self, n) {
                 n += 1;
             }
             self.window_calls += 1;
