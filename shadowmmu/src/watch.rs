@@ -96,6 +96,12 @@ pub struct Invalidation {
 }
 
 /// What the monitor must do after the watcher saw writes or a flush.
+///
+/// Every walk makes and moves a few of these, so it stays at four lists
+/// (96 bytes): with six, Rust moved it with calls to `memcpy`, and a PTE
+/// rewrite + INVLPG + access cost about 40 cycles more (2026-12-03, AMD).
+/// What is rarely needed waits in the watcher instead
+/// ([`FrameWatcher::take_present`], [`FrameWatcher::take_protect_elsewhere`]).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Consequences {
     /// Mappings to drop.
@@ -108,20 +114,6 @@ pub struct Consequences {
     /// Address spaces whose page directory was flooded with writes: drop
     /// them (every mapping and use).
     pub zap: Vec<SpaceId>,
-    /// Directories of the current space that were lazy and found
-    /// unchanged: write-protect their mappings in the other spaces too
-    /// (before those become current), so that the next time the space is
-    /// entered no comparison is needed.
-    pub protect_elsewhere: Vec<u32>,
-    /// Linear pages (with the space) whose leaf entry a traced write found
-    /// made present with its accessed bit already set: the monitor may map
-    /// them ahead of their first access, as KVM prefetches a guest PTE
-    /// written while shadowed (an entry whose accessed bit is clear is
-    /// left to the access, which must set it). Not at flushes or INVLPG:
-    /// in Debian's kernel, 300 fork+execs made 36,000 entries present that
-    /// an INVLPG then named, and mapping them ahead added 70,000 host
-    /// calls while sparing 1,300 faults.
-    pub present: Vec<(SpaceId, u32)>,
 }
 
 impl Consequences {
@@ -131,8 +123,6 @@ impl Consequences {
             && self.protect.is_empty()
             && self.release.is_empty()
             && self.zap.is_empty()
-            && self.protect_elsewhere.is_empty()
-            && self.present.is_empty()
     }
 
     fn append(&mut self, mut other: Consequences) {
@@ -140,8 +130,6 @@ impl Consequences {
         self.protect.append(&mut other.protect);
         self.release.append(&mut other.release);
         self.zap.append(&mut other.zap);
-        self.protect_elsewhere.append(&mut other.protect_elsewhere);
-        self.present.append(&mut other.present);
     }
 }
 
@@ -206,6 +194,11 @@ pub struct FrameWatcher {
     unsynced: Vec<u32>,
     /// Lazy directories (see [`Table::lazy`]).
     lazy_frames: FrameSet,
+    /// Directories of the current space that were lazy and found
+    /// unchanged (see [`Self::take_protect_elsewhere`]).
+    protect_elsewhere: Vec<u32>,
+    /// Pages to map ahead (see [`Self::take_present`]).
+    present: Vec<(SpaceId, u32)>,
     /// The space the CPU runs in, if the monitor said.
     current: Option<SpaceId>,
     /// Counts the changes after which [`Self::watch`] may have something
@@ -238,6 +231,8 @@ impl FrameWatcher {
             tables: HashMap::default(),
             unsynced: Vec::new(),
             lazy_frames: FrameSet::with_capacity(frames),
+            protect_elsewhere: Vec::new(),
+            present: Vec::new(),
             current: None,
             epoch: 0,
             out_of_sync,
@@ -446,7 +441,7 @@ impl FrameWatcher {
         let flooded = t.unused_writes >= FLOOD_WRITES;
         let unsync =
             !flooded && self.out_of_sync && t.writes >= UNSYNC_AFTER_WRITES && t.is_leaf_only();
-        let mut out = self.resync(frame, ram);
+        let mut out = self.resync(frame, ram, true);
         if flooded {
             out.append(self.zap_table(frame));
         } else if unsync {
@@ -587,7 +582,7 @@ impl FrameWatcher {
     /// if lazy, is traced again: compared with its snapshot first (what
     /// changed is invalidated) if it may have been written; one found
     /// unchanged is also to be write-protected in the other spaces
-    /// ([`Consequences::protect_elsewhere`]), so that entering it again
+    /// ([`Self::take_protect_elsewhere`]), so that entering it again
     /// needs no comparison, while one that was written keeps its
     /// writable mappings elsewhere (written again, it costs a comparison
     /// instead of a fault).
@@ -630,11 +625,38 @@ impl FrameWatcher {
         if !unchanged && !self.code.contains(frame) {
             restore_directory_accessed_bits(&t.snapshot, &now, frame, ram);
         }
-        let mut out = self.bring_back_in_sync(frame, ram);
+        let out = self.bring_back_in_sync(frame, ram);
         if unchanged {
-            out.protect_elsewhere.push(frame);
+            self.protect_elsewhere.push(frame);
         }
         out
+    }
+
+    /// The directories of the current space that were lazy and were found
+    /// unchanged when it was entered: write-protect their mappings in the
+    /// other spaces too (before those become current), so that the next
+    /// time the space is entered no comparison is needed. (Kept here, not
+    /// in [`Consequences`], which stays small: it is made and moved on
+    /// every walk.)
+    pub fn take_protect_elsewhere(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.protect_elsewhere)
+    }
+
+    /// Linear pages (with the space) whose leaf entry a traced write found
+    /// made present with its accessed bit already set: the monitor may map
+    /// them ahead of their first access, as KVM prefetches a guest PTE
+    /// written while shadowed (an entry whose accessed bit is clear is
+    /// left to the access, which must set it). Not at flushes or INVLPG:
+    /// in Debian's kernel, 300 fork+execs made 36,000 entries present that
+    /// an INVLPG then named, and mapping them ahead added 70,000 host
+    /// calls while sparing 1,300 faults.
+    pub fn take_present(&mut self) -> Vec<(SpaceId, u32)> {
+        std::mem::take(&mut self.present)
+    }
+
+    /// Whether [`Self::take_present`] has pages.
+    pub fn has_present(&self) -> bool {
+        !self.present.is_empty()
     }
 
     /// Makes the in-sync table `frame` lazy.
@@ -704,12 +726,11 @@ impl FrameWatcher {
     /// Compares unsynced (out-of-sync or lazy) table `frame` with its
     /// snapshot and traces it again.
     fn bring_back_in_sync(&mut self, frame: u32, ram: &GuestRam) -> Consequences {
-        let mut out = self.resync(frame, ram);
         // Entries made present while nothing traced the table are not
         // mapped ahead: a kernel makes many present that this space never
         // reaches, and each would cost a host call. Only a traced write
-        // maps ahead (see `Consequences::present`).
-        out.present.clear();
+        // maps ahead (see `Self::take_present`).
+        let mut out = self.resync(frame, ram, false);
         // The list it is on (already taken off by `resync_all`).
         if self.tables.get(&frame).is_some_and(|t| t.lazy) {
             self.end_lazy(frame);
@@ -806,7 +827,7 @@ impl FrameWatcher {
     /// Compares table `frame` with its snapshot, updating it; the
     /// invalidations of every entry whose change matters, and the leaf
     /// uses a changed directory entry ends.
-    fn resync(&mut self, frame: u32, ram: &GuestRam) -> Consequences {
+    fn resync(&mut self, frame: u32, ram: &GuestRam, traced: bool) -> Consequences {
         let mut out = Consequences::default();
         let now = read_entries(ram, frame);
         let Some(t) = self.tables.get_mut(&frame) else {
@@ -823,7 +844,9 @@ impl FrameWatcher {
             if entry_change_matters(*old, *new) {
                 entry_changed(&t.uses, i as u32, *old, &mut out, &mut ended);
             }
-            note_made_present(&t.uses, i as u32, *old, *new, &mut out);
+            if traced {
+                note_made_present(&t.uses, i as u32, *old, *new, &mut self.present);
+            }
         }
         *t.snapshot = now;
         for (table, space, usage) in ended {
@@ -916,20 +939,20 @@ fn entry_changed(
 
 /// Entry `i` of a table with `uses` went from `old` to `new`: if it was
 /// made present with its accessed bit set, the pages its leaf uses map
-/// (see [`Consequences::present`]).
+/// go to `out` (see [`FrameWatcher::take_present`]).
 fn note_made_present(
     uses: &[(SpaceId, TableUse)],
     i: u32,
     old: u32,
     new: u32,
-    out: &mut Consequences,
+    out: &mut Vec<(SpaceId, u32)>,
 ) {
     if old & PRESENT != 0 || new & (PRESENT | ACCESSED) != PRESENT | ACCESSED {
         return;
     }
     for (space, usage) in uses {
         if let TableUse::Leaf { region } = usage {
-            out.present.push((*space, region << 10 | i));
+            out.push((*space, region << 10 | i));
         }
     }
 }
@@ -1260,15 +1283,13 @@ mod tests {
         let c = w.table_written(PT, &ram);
         assert!(c.invalidations.is_empty());
         assert_eq!(
-            c.present,
+            w.take_present(),
             vec![(S0, 1 << 10 | 5), (S1, 1 << 10 | 5)],
             "not the one without A"
         );
         set(&ram, PT, 5, 0x9023);
-        assert!(
-            w.table_written(PT, &ram).present.is_empty(),
-            "present before"
-        );
+        w.table_written(PT, &ram);
+        assert!(!w.has_present(), "present before");
     }
 
     #[test]
@@ -1436,7 +1457,7 @@ mod tests {
         assert_eq!(c.invalidations.len(), 1, "compared when entered");
         assert_eq!(c.protect, vec![PD]);
         assert!(
-            c.protect_elsewhere.is_empty(),
+            w.take_protect_elsewhere().is_empty(),
             "it was written: left writable"
         );
         assert!(w.protected_only_as_current_directory(PD));
@@ -1466,7 +1487,7 @@ mod tests {
         w.set_current_space(S1, PD, Some((PD, true)), &ram);
         let c = w.set_current_space(S0, PD, None, &ram);
         assert!(c.invalidations.is_empty());
-        assert_eq!(c.protect_elsewhere, vec![PD]);
+        assert_eq!(w.take_protect_elsewhere(), vec![PD]);
     }
 
     #[test]

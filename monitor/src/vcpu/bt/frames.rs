@@ -317,6 +317,9 @@ impl BtCore {
             .watcher
             .set_current_space(SpaceId(slot as u32), root, left, &self.ram);
         self.apply(c);
+        for frame in self.watcher.take_protect_elsewhere() {
+            self.protect_elsewhere(frame);
+        }
         self.select_view();
         self.select_ibtc(previous);
     }
@@ -579,6 +582,8 @@ impl BtCore {
             .watcher
             .set_current_space(SpaceId(self.space as u32), root, None, &self.ram);
         self.apply(c);
+        // No space but this one is left: nothing to protect elsewhere.
+        drop(self.watcher.take_protect_elsewhere());
         self.select_view();
         self.select_ibtc(previous);
         drop(old);
@@ -615,14 +620,6 @@ impl BtCore {
         }
         for frame in c.release {
             self.release_frame(frame);
-        }
-        for frame in c.protect_elsewhere {
-            self.protect_elsewhere(frame);
-        }
-        for (SpaceId(slot), lpage) in c.present {
-            if slot as usize == self.space && self.fills_ahead.len() < MAX_FILLS_AHEAD {
-                self.fills_ahead.push(lpage);
-            }
         }
         for SpaceId(slot) in c.zap {
             let slot = slot as usize;
@@ -1313,14 +1310,18 @@ impl BtCore {
     }
 
     /// Maps the pages of the current space that a page-table comparison
-    /// found made present with their accessed bit set (`fills_ahead`), in
+    /// found made present with their accessed bit set
+    /// (`FrameWatcher::take_present`; at most [`MAX_FILLS_AHEAD`]), in
     /// the view that will likely reach them first (the user view for a
     /// user page), as KVM prefetches a guest PTE written while shadowed:
     /// the walk changes no accessed or dirty bit (both entries have A set,
     /// and it walks for a read), so nothing the guest sees changes; a page
     /// mapped already, or whose entries changed again, is left alone.
     pub(super) fn fill_ahead(&mut self) {
-        for lpage in std::mem::take(&mut self.fills_ahead) {
+        let current = SpaceId(self.space as u32);
+        let pages = self.watcher.take_present();
+        let mine = pages.into_iter().filter(|(space, _)| *space == current);
+        for (_, lpage) in mine.take(MAX_FILLS_AHEAD) {
             if !self.paging() {
                 return;
             }

@@ -366,8 +366,6 @@ pub struct BtCore {
     /// In-sync page tables the instruction running alone may write (see
     /// `BtCore::settle_table_writes`).
     pending_table_writes: Vec<u32>,
-    /// Pages of the current space to map ahead (see `frames::fill_ahead`).
-    fills_ahead: Vec<u32>,
     /// Code frames the instruction running alone may write next to their
     /// translated bytes (see [`smc`]).
     pending_code_writes: Vec<u32>,
@@ -1022,7 +1020,6 @@ impl BtCore {
             shared_ibtc,
             watcher: FrameWatcher::new(frames, true),
             pending_table_writes: Vec::new(),
-            fills_ahead: Vec::new(),
             pending_code_writes: Vec::new(),
             code_bytes: HashMap::default(),
             code_store_faults: HashMap::default(),
@@ -1157,7 +1154,7 @@ impl BtCore {
         // Between two runs of translated code nothing is half done: the
         // place to map pages ahead and to drop spaces if the mappings grew
         // past the budget.
-        if !self.fills_ahead.is_empty() {
+        if self.watcher.has_present() {
             self.fill_ahead();
         }
         self.keep_mappings_in_budget();
