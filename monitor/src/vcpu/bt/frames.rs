@@ -11,10 +11,10 @@
 //!   in a space that is not current, at every such alias but those listed
 //!   in the space's `unprotected`, which are protected before the space
 //!   becomes current again (no code runs in it meanwhile, and the monitor
-//!   reaches guest memory through RAM, not through windows), and but a
-//!   frame protected only as the current directory (it goes lazy before
-//!   another space becomes current); untracing it for code kills its
-//!   translations first.
+//!   reaches guest memory through RAM, not through windows). Exception: a
+//!   frame protected only as the current directory may stay writable in
+//!   other spaces (it goes lazy before another space becomes current).
+//!   Untracing a frame for code kills its translations first.
 //! - Each view's `shadow` says which of its pages are mapped writable: a
 //!   page it calls read-only is read-only in the host (the monitor tells
 //!   the watcher about every writable mapping it makes).
