@@ -990,12 +990,12 @@ fn a_traced_write_that_makes_an_accessed_pte_present_maps_its_page_ahead() {
 
 #[test]
 fn pushes_pops_and_calls_that_keep_faulting_go_through_the_software_tlb() {
-    // 64 pages at 0x800000 mapped present but never touched: a CALL (its
-    // return address), the RET, a PUSH and a POP each reach one new page
-    // per iteration (the software TLB fills no window mapping), so each
-    // takes a hidden fault per page until it becomes adaptive; then its
-    // misses are exits, not host faults. What was pushed is read back and
-    // checked.
+    // 64 pages at 0x800000 mapped present but never touched: two CALLs
+    // (direct and through EAX: their return addresses), their RETs, ENTER
+    // and LEAVE, a PUSH and a POP each reach one new page per iteration
+    // (the software TLB fills no window mapping), so each takes a hidden
+    // fault per page until it becomes adaptive; then its misses are exits,
+    // not host faults. What was pushed is read back and checked.
     let body = format!(
         "{}
         lea eax, [pd1]
@@ -1017,6 +1017,8 @@ fn pushes_pops_and_calls_that_keep_faulting_go_through_the_software_tlb() {
         mov esp, 0x840000
         mov ecx, 64
     2:  call 5f
+        lea eax, [6f]
+        call eax
         push ecx
         sub esp, 4092
         dec ecx
@@ -1034,6 +1036,10 @@ fn pushes_pops_and_calls_that_keep_faulting_go_through_the_software_tlb() {
         {PAGING_OFF_AND_PASS}
     4:  {PAGING_OFF_AND_FAIL}
     5:  ret
+    6:  enter 8, 0
+        mov dword ptr [esp], 0
+        leave
+        ret
         .bss
         .align 4096
     pd1: .skip 4096
@@ -1047,14 +1053,14 @@ fn pushes_pops_and_calls_that_keep_faulting_go_through_the_software_tlb() {
     assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
     let adaptive = stat(&r.stderr, "MMU: instructions made adaptive");
     assert!(
-        adaptive >= 3,
+        adaptive >= 7,
         "{adaptive} adaptive instructions:\n{}",
         r.stderr
     );
     assert_stat_below(
         &r.stderr,
         "exits: host fault",
-        33,
+        48,
         "64 new stack pages: 64 without adaptive stack accesses",
     );
 }

@@ -209,9 +209,10 @@ pub fn soft_string_candidate(i: &Instruction) -> bool {
 /// can send through the software TLB when the monitor asks (see
 /// [`UnitRequest::soft_access`]; the mode must also be flat): a 32-bit
 /// PUSH of a general register or an immediate, a 32-bit POP into a general
-/// register other than ESP, a direct near CALL (its return address), a
-/// 32-bit near RET (its return address). A fresh process's stack grows
-/// page by page under them.
+/// register other than ESP, a near CALL (its return address; direct, or
+/// through a register other than ESP), a 32-bit near RET (its return
+/// address), LEAVE and ENTER with level 0 (the saved EBP). A fresh
+/// process's stack grows page by page under them.
 pub fn soft_stack_candidate(i: &Instruction) -> bool {
     let gpr32 = |r: Register| r.is_gpr32();
     match i.mnemonic() {
@@ -229,8 +230,19 @@ pub fn soft_stack_candidate(i: &Instruction) -> bool {
                 && gpr32(i.op0_register())
                 && i.op0_register() != Register::ESP
         }
-        Mnemonic::Call => i.op0_kind() == OpKind::NearBranch32 && i.stack_pointer_increment() == -4,
+        Mnemonic::Call => match i.code() {
+            Code::Call_rel32_32 => true,
+            // Its return address is pushed before the target is read.
+            Code::Call_rm32 => {
+                i.op0_kind() == OpKind::Register
+                    && gpr32(i.op0_register())
+                    && i.op0_register() != Register::ESP
+            }
+            _ => false,
+        },
         Mnemonic::Ret => matches!(i.code(), Code::Retnd | Code::Retnd_imm16),
+        Mnemonic::Leave => i.code() == Code::Leaved,
+        Mnemonic::Enter => i.code() == Code::Enterd_imm16_imm8 && i.immediate8_2nd() == 0,
         _ => false,
     }
 }
@@ -3270,6 +3282,19 @@ impl Ctx<'_> {
             self.emulate_exit(i.ip32())?;
             return Ok(());
         }
+        if self.wants_soft_stack(i) {
+            // mov r10d, ebp ; <probe> ; lea r8d, [rbp + 4] ; mov ebp, [r12 + r11]
+            self.flush_stack_lag()?;
+            self.soft_eips.push(i.ip32());
+            self.ins(i2!(Code::Mov_r32_rm32, Register::R10D, Register::EBP)?)?;
+            self.soft_probe(4, false, SoftMiss::Exit(i.ip32()))?;
+            self.lea32(Register::R8D, Register::RBP, 4)?;
+            return self.ins(i2!(
+                Code::Mov_r32_rm32,
+                Register::EBP,
+                mem(Register::R12, Register::R11, 0)
+            )?);
+        }
         let at = self.stack_address(Register::RBP)?;
         self.load32(Register::R9D, mem(Register::R15, at, 0))?;
         self.lea32(Register::R8D, Register::RBP, 4)?;
@@ -3281,6 +3306,14 @@ impl Ctx<'_> {
             return self.emulate_exit(i.ip32());
         }
         let size = i.immediate16() as i64;
+        if self.wants_soft_stack(i) {
+            // The push of EBP through the software TLB, then EBP = ESP and
+            // ESP lowered by the frame's size.
+            self.soft_push(i, SoftPushed::Register(Register::EBP))?;
+            self.ins(i2!(Code::Mov_r32_rm32, Register::EBP, Register::R8D)?)?;
+            self.lea32(Register::R8D, Register::R8, -size)?;
+            return Ok(false);
+        }
         self.lea32(Register::R9D, Register::R8, -4)?;
         let at = self.stack_address(Register::R9)?;
         self.ins(i2!(
@@ -3411,8 +3444,15 @@ impl Ctx<'_> {
                 Ok(false)
             }
             OpKind::Register | OpKind::Memory if i.code() == Code::Call_rm32 => {
-                self.target_to_r9(i)?;
-                self.push_return(i)?;
+                if self.wants_soft_stack(i) {
+                    // The probe uses R9: the target (a register other
+                    // than ESP) is read after the push.
+                    self.push_return(i)?;
+                    self.target_to_r9(i)?;
+                } else {
+                    self.target_to_r9(i)?;
+                    self.push_return(i)?;
+                }
                 if !predicted {
                     self.indirect()?;
                     return Ok(true);
@@ -4553,6 +4593,35 @@ mod tests {
         let text = host_text(&ret);
         assert!(text.contains(&"mov r9d,[r12+r11]".to_string()), "{text:#?}");
         assert!(text.contains(&"lea r8d,[r8+8]".to_string()), "{text:#?}");
+        // enter 16, 0; leave; call eax
+        let frame = translate_with(
+            &[0xc8, 16, 0, 0, 0xc9, 0xff, 0xd0],
+            Setup {
+                soft_access: &[0x1000, 0x1004, 0x1005],
+                ..Setup::default()
+            },
+        );
+        let text = host_text(&frame);
+        for want in [
+            "mov [r12+r11],ebp",
+            "mov ebp,r8d",
+            "lea r8d,[r8-10h]",
+            "mov r10d,ebp",
+            "lea r8d,[rbp+4]",
+            "mov ebp,[r12+r11]",
+            "mov dword ptr [r12+r11],1007h",
+        ] {
+            assert!(text.contains(&want.to_string()), "{want}: {text:#?}");
+        }
+        assert_eq!(frame.soft_eips, vec![0x1000, 0x1004, 0x1005]);
+        let push = text
+            .iter()
+            .position(|t| t == "mov dword ptr [r12+r11],1007h");
+        let target = text.iter().position(|t| t == "mov r9d,eax");
+        assert!(
+            push < target,
+            "the target is read after the push: {text:#?}"
+        );
     }
 
     #[test]
