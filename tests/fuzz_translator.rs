@@ -137,7 +137,6 @@ fn registers() -> impl Strategy<Value = Registers> {
 
 // ----- properties ----------------------------------------------------------
 
-/// Inline privilege changes as a monitor would offer them.
 /// Inline data segment loads offered to flat units: a flat data segment
 /// (the unit's own mode) and a null selector (another mode), for ES, DS,
 /// FS and GS.
@@ -175,6 +174,7 @@ const SEGMENT_LOADS: [(u8, translator::translate::InlineSegmentLoad); 8] = {
     ]
 };
 
+/// Inline privilege changes as a monitor would offer them.
 const TRANSITIONS: translator::translate::Transitions = {
     let to = translator::translate::InlineTransition {
         eip: 0xc010_0000,

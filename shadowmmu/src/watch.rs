@@ -620,12 +620,12 @@ impl FrameWatcher {
             self.end_lazy(frame);
             return Consequences::default();
         }
-        let now = read_entries(ram, frame);
+        let mut now = read_entries(ram, frame);
         let unchanged = *t.snapshot == now;
         if !unchanged && !self.code.contains(frame) {
-            restore_directory_accessed_bits(&t.snapshot, &now, frame, ram);
+            restore_directory_accessed_bits(&t.snapshot, &mut now, frame, ram);
         }
-        let out = self.bring_back_in_sync(frame, ram);
+        let out = self.bring_back_in_sync_to(frame, &now);
         if unchanged {
             self.protect_elsewhere.push(frame);
         }
@@ -726,11 +726,18 @@ impl FrameWatcher {
     /// Compares unsynced (out-of-sync or lazy) table `frame` with its
     /// snapshot and traces it again.
     fn bring_back_in_sync(&mut self, frame: u32, ram: &GuestRam) -> Consequences {
+        let now = read_entries(ram, frame);
+        self.bring_back_in_sync_to(frame, &now)
+    }
+
+    /// [`Self::bring_back_in_sync`] with the table's entries as they are
+    /// in guest memory now (`now`), read by the caller.
+    fn bring_back_in_sync_to(&mut self, frame: u32, now: &[u32; 1024]) -> Consequences {
         // Entries made present while nothing traced the table are not
         // mapped ahead: a kernel makes many present that this space never
         // reaches, and each would cost a host call. Only a traced write
         // maps ahead (see `Self::take_present`).
-        let mut out = self.resync(frame, ram, false);
+        let mut out = self.resync_to(frame, now, false);
         // The list it is on (already taken off by `resync_all`).
         if self.tables.get(&frame).is_some_and(|t| t.lazy) {
             self.end_lazy(frame);
@@ -828,12 +835,18 @@ impl FrameWatcher {
     /// invalidations of every entry whose change matters, and the leaf
     /// uses a changed directory entry ends.
     fn resync(&mut self, frame: u32, ram: &GuestRam, traced: bool) -> Consequences {
-        let mut out = Consequences::default();
         let now = read_entries(ram, frame);
+        self.resync_to(frame, &now, traced)
+    }
+
+    /// [`Self::resync`] with the table's entries as they are in guest
+    /// memory now (`now`), read by the caller.
+    fn resync_to(&mut self, frame: u32, now: &[u32; 1024], traced: bool) -> Consequences {
+        let mut out = Consequences::default();
         let Some(t) = self.tables.get_mut(&frame) else {
             return out;
         };
-        if *t.snapshot == now {
+        if *t.snapshot == *now {
             return out;
         }
         let mut ended = Vec::new();
@@ -848,7 +861,7 @@ impl FrameWatcher {
                 note_made_present(&t.uses, i as u32, *old, *new, &mut self.present);
             }
         }
-        *t.snapshot = now;
+        *t.snapshot = *now;
         for (table, space, usage) in ended {
             out.append(self.end_use(table, space, usage));
         }
@@ -969,20 +982,23 @@ fn read_table(ram: &GuestRam, frame: u32) -> Box<[u32; 1024]> {
 /// SDM vol. 3A, 4.10.3.1, "PDE cache"), so the mappings built from such an
 /// entry may stay. A directory copied from a template whose entries were
 /// never used (a new address space) would otherwise lose every mapping of
-/// the regions it shares with the template.
+/// the regions it shares with the template. `now` (the entries read from
+/// guest memory) gets the bits set too.
 fn restore_directory_accessed_bits(
     snapshot: &[u32; 1024],
-    now: &[u32; 1024],
+    now: &mut [u32; 1024],
     frame: u32,
     ram: &GuestRam,
 ) {
     const PAGE_SIZE_BIT: u32 = 0x80;
-    for (i, (old, new)) in snapshot.iter().zip(now.iter()).enumerate() {
+    for (i, (old, new)) in snapshot.iter().zip(now.iter_mut()).enumerate() {
         let points_to_table = old & PRESENT != 0 && old & PAGE_SIZE_BIT == 0;
-        if points_to_table && old & ACCESSED != 0 && old ^ new == ACCESSED {
+        if points_to_table && old & ACCESSED != 0 && *old ^ *new == ACCESSED {
             // A table beyond RAM reads as zeros and is not written.
             let addr = GuestPhys(frame.wrapping_mul(4096) + 4 * i as u32);
-            let _ = ram.write_u32(addr, *old);
+            if ram.write_u32(addr, *old).is_ok() {
+                *new = *old;
+            }
         }
     }
 }

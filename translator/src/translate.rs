@@ -214,20 +214,19 @@ pub fn soft_string_candidate(i: &Instruction) -> bool {
 /// address), LEAVE and ENTER with level 0 (the saved EBP). A fresh
 /// process's stack grows page by page under them.
 pub fn soft_stack_candidate(i: &Instruction) -> bool {
-    let gpr32 = |r: Register| r.is_gpr32();
     match i.mnemonic() {
         Mnemonic::Push => {
             i.stack_pointer_increment() == -4
                 && match i.op0_kind() {
                     OpKind::Immediate8to32 | OpKind::Immediate32 => true,
-                    OpKind::Register => gpr32(i.op0_register()),
+                    OpKind::Register => i.op0_register().is_gpr32(),
                     _ => false,
                 }
         }
         Mnemonic::Pop => {
             i.stack_pointer_increment() == 4
                 && i.op0_kind() == OpKind::Register
-                && gpr32(i.op0_register())
+                && i.op0_register().is_gpr32()
                 && i.op0_register() != Register::ESP
         }
         Mnemonic::Call => match i.code() {
@@ -235,7 +234,7 @@ pub fn soft_stack_candidate(i: &Instruction) -> bool {
             // Its return address is pushed before the target is read.
             Code::Call_rm32 => {
                 i.op0_kind() == OpKind::Register
-                    && gpr32(i.op0_register())
+                    && i.op0_register().is_gpr32()
                     && i.op0_register() != Register::ESP
             }
             _ => false,
