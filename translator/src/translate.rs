@@ -337,6 +337,45 @@ pub fn reaches_beyond_operand(i: &Instruction) -> bool {
     ) && i.op1_kind() == OpKind::Register
 }
 
+/// Whether direct branch `i` of the unit starting at `unit_eip` may close
+/// a cycle of units: its target is at or below the unit's start. Such a
+/// branch polls (see `Ctx::poll`).
+fn closes_cycle(i: &Instruction, unit_eip: u32) -> bool {
+    matches!(i.op0_kind(), OpKind::NearBranch16 | OpKind::NearBranch32)
+        && (i.near_branch_target() as u32) <= unit_eip
+}
+
+/// Whether the poll of the backward conditional branch right after `i`
+/// goes before `i` instead of between them: `i` sets the flags the branch
+/// tests (CMP, TEST, ADD, SUB, AND, OR, XOR, INC, DEC), and the host fuses
+/// such a pair into one operation only when they are adjacent. A poll
+/// fault then stops before `i` rather than before the branch; either is
+/// an instruction boundary of the same cycle.
+fn poll_goes_before(req: &UnitRequest<'_>, i: &Instruction) -> bool {
+    use Mnemonic::*;
+    if i.is_invalid()
+        || !matches!(
+            i.mnemonic(),
+            Cmp | Test | Add | Sub | And | Or | Xor | Inc | Dec
+        )
+    {
+        return false;
+    }
+    let at = i.next_ip32().wrapping_sub(req.eip) as usize;
+    let in_page = req.page_end.wrapping_sub(req.eip) as usize;
+    let Some(bytes) = req.code.get(at..in_page.min(req.code.len())) else {
+        return false;
+    };
+    let next = Decoder::with_ip(
+        req.mode.bitness(),
+        bytes,
+        u64::from(i.next_ip32()),
+        DecoderOptions::NONE,
+    )
+    .decode();
+    !next.is_invalid() && next.is_jcc_short_or_near() && closes_cycle(&next, req.eip)
+}
+
 /// LOOP, LOOPE, LOOPNE, JCXZ, JECXZ.
 fn is_loop_like(i: &Instruction) -> bool {
     matches!(
@@ -815,6 +854,10 @@ struct Ctx<'a> {
     stack_pending: i32,
     /// Whether the instruction being translated may leave a lag pending.
     lag_ok: bool,
+    /// The EIP of a backward conditional branch whose poll was emitted
+    /// before the flag-setting instruction in front of it (see
+    /// [`poll_goes_before`]).
+    poll_hoisted_for: Option<u32>,
 }
 
 fn err(e: iced_x86::IcedError) -> TranslateError {
@@ -919,6 +962,7 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         branches_passed: 0,
         stack_pending: 0,
         lag_ok: false,
+        poll_hoisted_for: None,
     };
     let mut dec = Decoder::with_ip(
         req.mode.bitness(),
@@ -980,6 +1024,12 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         }
         pc_map.push((cx.e.pos() as u32, next));
         cx.fixup = fixup::NONE;
+        if poll_goes_before(req, &insn) {
+            // At the start of this instruction's code: a poll fault stops
+            // before it (`pc_map`), with the state of its start.
+            cx.poll()?;
+            cx.poll_hoisted_for = Some(insn.next_ip32());
+        }
         let ends = if insn.is_invalid() {
             cx.current = None;
             cx.emulate_exit(next)?
@@ -1092,8 +1142,11 @@ impl Ctx<'_> {
     /// target is at or below the unit's start), before any of the
     /// branch's own effects, so an exit there restarts it cleanly.
     fn poll_if_backward(&mut self, i: &Instruction) -> Result<(), TranslateError> {
-        let direct = matches!(i.op0_kind(), OpKind::NearBranch16 | OpKind::NearBranch32);
-        if direct && (i.near_branch_target() as u32) <= self.req.eip {
+        if self.poll_hoisted_for == Some(i.ip32()) {
+            self.poll_hoisted_for = None;
+            return Ok(());
+        }
+        if closes_cycle(i, self.req.eip) {
             self.poll()?;
         }
         Ok(())
@@ -5365,6 +5418,27 @@ mod tests {
         assert_eq!(polls(&unit(&[0x49, 0x75, 0x10])), 0);
         // jmp eax: indirect branches are served by the table swap instead
         assert_eq!(polls(&unit(&[0xff, 0xe0])), 0);
+    }
+
+    #[test]
+    fn a_backward_jcc_polls_before_the_instruction_setting_its_flags() {
+        // dec ecx; jnz -3: the poll goes first, DEC and JNZ stay adjacent
+        // (the host fuses them), and the pc map puts the poll in DEC's code.
+        let u = unit(&[0x49, 0x75, 0xfd]);
+        let text = host_text(&u);
+        assert!(text[0].starts_with("mov r9d,["), "{text:?}");
+        assert_eq!(text[1], "dec ecx");
+        assert!(text[2].starts_with("jne "), "{text:?}");
+        assert_eq!(polls(&u), 1);
+        assert_eq!(u.pc_map[0], (0, 0x1000));
+        // mov eax, 1; jnz -7: MOV sets no flags, the poll stays at the jump.
+        let u = unit(&[0xb8, 1, 0, 0, 0, 0x75, 0xf9]);
+        let text = host_text(&u);
+        assert_eq!(text[0], "mov eax,1");
+        assert!(text[1].starts_with("mov r9d,["), "{text:?}");
+        assert_eq!(polls(&u), 1);
+        // cmp eax, 1; jnz +0x10: a forward branch polls nowhere.
+        assert_eq!(polls(&unit(&[0x83, 0xf8, 0x01, 0x75, 0x10])), 0);
     }
 
     #[test]
