@@ -1130,7 +1130,9 @@ impl Ctx<'_> {
     /// `mov r9d, [rip -> poll word]`: faults when an exit was requested
     /// (see `runtime`). Emitted before every direct branch back to an
     /// address at or below the unit's start (every cycle of units has such
-    /// an edge); it touches no flags, and R9 is free before a direct branch.
+    /// an edge), or before the instruction setting the flags of such a
+    /// conditional branch (see [`poll_goes_before`]); it touches no flags,
+    /// and R9 is free between guest instructions.
     fn poll(&mut self) -> Result<(), TranslateError> {
         self.load32(
             Register::R9D,
