@@ -694,6 +694,26 @@ fn an_adaptive_store_found_hot_without_misses_goes_back_to_the_window() {
 }
 
 #[test]
+fn an_adaptive_store_in_a_called_function_is_found_hot_by_time_samples_and_goes_back() {
+    // guests/pm_adaptive_call.c: as pm_adaptive, but the store is alone in
+    // a function the loop calls. Its unit is entered by a predicted call
+    // and left by a predicted return, so no exit request ever finds it
+    // about to run; the time samples of the vCPU thread find it hot.
+    let r = run_with_stats(&guest_dir().join("pm_adaptive_call.elf"), &[]);
+    assert_eq!(r.code, Some(0), "{}", describe(&r));
+    assert!(
+        stat(&r.stderr, "MMU: instructions made adaptive") >= 1,
+        "{}",
+        r.stderr
+    );
+    assert!(
+        stat(&r.stderr, "MMU: adaptive instructions back to the window") >= 1,
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
 fn a_direct_call_into_another_page_follows_a_remap_and_a_rewrite_of_its_target() {
     // A direct call from the guest's code into linear 0x800000 (its own
     // page table), 50 times per step: first to a frame holding `mov eax,

@@ -14,6 +14,7 @@ pub mod isa;
 pub mod listing;
 pub mod rstack;
 pub mod runtime;
+pub mod sampler;
 pub mod state;
 pub mod translate;
 pub mod verify;

@@ -295,7 +295,7 @@ pub fn register_cache(start: u64, end: u64, exit_saved: u64) -> Option<FaultRegi
 }
 
 /// The registered cache whose range holds `rip`: (poll page, exit_saved).
-fn cache_for(rip: u64) -> Option<(u64, u64)> {
+pub(crate) fn cache_for(rip: u64) -> Option<(u64, u64)> {
     (0..MAX_CACHES).find_map(|i| {
         let s = CACHE_START[i].load(Ordering::SeqCst);
         let e = CACHE_END[i].load(Ordering::SeqCst);

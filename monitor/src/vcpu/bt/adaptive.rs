@@ -26,9 +26,17 @@
 //!   long run or over many processes do not put a lookup on every
 //!   execution of a hot instruction. It stays adaptive (per guest frame
 //!   and offset; a cache flush keeps it so) until an epoch in which it is
-//!   found in hot code (a unit an exit request found about to run, which
-//!   samples where time goes) and never missed: then it goes back to the
-//!   window. Sending back every instruction that missed fewer than twice
+//!   found in hot code and never missed: then it goes back to the window.
+//!   Hot code is what samples find: the unit an exit request found about
+//!   to run, and the units time samples of the vCPU thread's CPU time fell
+//!   in (`translator::sampler`, every [`SAMPLE_PERIOD`]; taken at each
+//!   exit request, where the epoch's end is looked at too). Exit requests
+//!   alone find only loop heads and indirect-branch targets: a function
+//!   reached by predicted calls and returns was never found, and in the
+//!   busybox shell loop, instructions that forked children's copy-on-write
+//!   faults had made adaptive stayed on the software TLB in the parent's
+//!   hot code (shell loop 1.55x native with adaptive access on, 1.40x with
+//!   it off). Sending back every instruction that missed fewer than twice
 //!   in an epoch, hot or not, was tried: in Linux's fork+exec most
 //!   adaptive instructions miss about once per process, and 20,800 of
 //!   20,900 went back and forth, each time dying and being translated
@@ -58,6 +66,9 @@ const MAX_SOFT_WRITES: usize = 1 << 16;
 
 /// The shortest epoch over which instructions' faults are counted.
 const EPOCH: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// CPU time of the vCPU thread between two time samples.
+const SAMPLE_PERIOD: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Exits between two looks at the clock for the end of an epoch.
 const EPOCH_CHECK_EXITS: u32 = 1024;
@@ -93,6 +104,14 @@ pub(super) struct Adaptive {
     /// request found about to run (a sample of hot code), until an epoch
     /// passes without their missing.
     sampled: rustc_hash::FxHashSet<u32>,
+    /// The timer that samples where the vCPU thread spends its CPU time
+    /// (made on the thread that runs translated code, see
+    /// [`BtCore::ensure_time_sampling`]).
+    sampler: Option<translator::sampler::Sampler>,
+    /// The sampler could not be made: not tried again.
+    sampler_failed: bool,
+    /// Samples taken from the ring, reused.
+    samples: Vec<u64>,
 }
 
 impl Adaptive {
@@ -110,6 +129,9 @@ impl Adaptive {
             soft_units: HashMap::default(),
             misses: HashMap::default(),
             sampled: rustc_hash::FxHashSet::default(),
+            sampler: None,
+            sampler_failed: false,
+            samples: Vec::new(),
         }
     }
 
@@ -190,6 +212,16 @@ impl BtCore {
             return;
         }
         a.exits = 0;
+        self.end_adaptive_epoch_if_due();
+    }
+
+    /// Ends the epoch if it lasted [`EPOCH`] (see
+    /// [`Self::tick_adaptive_epoch`]). Also looked at on every exit
+    /// request (at the guest's timer rate at least), so that an epoch ends
+    /// in hot code that makes few other exits, where 1,024 exits can take
+    /// seconds.
+    pub(super) fn end_adaptive_epoch_if_due(&mut self) {
+        let a = &mut self.adaptive;
         if a.epoch_start.elapsed() < EPOCH {
             return;
         }
@@ -218,6 +250,39 @@ impl BtCore {
         for phys in cold {
             self.revert_to_window(phys);
         }
+    }
+
+    /// Starts sampling the calling thread's CPU time (once per thread that
+    /// runs translated code) when adaptive memory access is on: the
+    /// samples find the hot code whose adaptive instructions may go back
+    /// to the window. A host that cannot make the timer runs without it
+    /// (exit requests still sample, less evenly).
+    pub(super) fn ensure_time_sampling(&mut self) {
+        let a = &mut self.adaptive;
+        if !a.on || a.sampler_failed {
+            return;
+        }
+        if a.sampler.as_ref().is_some_and(|s| s.samples_this_thread()) {
+            return;
+        }
+        a.sampler = None;
+        match translator::sampler::Sampler::start(SAMPLE_PERIOD) {
+            Ok(s) => a.sampler = Some(s),
+            Err(_) => a.sampler_failed = true,
+        }
+    }
+
+    /// Takes the time samples noted since the last call and marks the
+    /// adaptive instructions of the units they fell in as hot (see
+    /// [`Self::sample_unit`]).
+    pub(super) fn take_time_samples(&mut self) {
+        let mut samples = std::mem::take(&mut self.adaptive.samples);
+        samples.clear();
+        translator::sampler::take_samples(&mut samples);
+        for rip in &samples {
+            self.sample_unit(*rip);
+        }
+        self.adaptive.samples = samples;
     }
 
     /// An exit request found the unit at host address `rip` about to run:

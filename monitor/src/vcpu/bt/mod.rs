@@ -656,6 +656,7 @@ impl Vcpu for BtVcpu {
                 return VcpuExit::Stopped(self.core.stop(reason));
             }
         }
+        self.core.ensure_time_sampling();
         loop {
             let event = match self.core.pending_io.take() {
                 Some(io) => self.core.resume_io(io, &self.io_data),
@@ -1311,6 +1312,8 @@ impl BtCore {
     /// next (the machine loop checks its flags after every exit).
     fn serve_exit_request(&mut self) {
         self.stats.exits_interrupted += 1;
+        self.take_time_samples();
+        self.end_adaptive_epoch_if_due();
         self.faults.clear_exit_request(
             (&self.state.ibtc, self.space().ibtc.addr()),
             (&self.state.ibtc_shared, self.shared_ibtc.addr()),
