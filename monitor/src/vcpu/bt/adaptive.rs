@@ -93,6 +93,8 @@ pub(super) struct Adaptive {
     /// request found about to run (a sample of hot code), until an epoch
     /// passes without their missing.
     sampled: rustc_hash::FxHashSet<u32>,
+    /// The last miss: (EIP, linear page, write).
+    last_miss: Option<(u32, u32, bool)>,
 }
 
 impl Adaptive {
@@ -110,6 +112,7 @@ impl Adaptive {
             soft_units: HashMap::default(),
             misses: HashMap::default(),
             sampled: rustc_hash::FxHashSet::default(),
+            last_miss: None,
         }
     }
 
@@ -302,6 +305,7 @@ impl BtCore {
         !i.is_invalid()
             && (translator::translate::soft_access_candidate(&i)
                 || translator::translate::soft_stack_candidate(&i)
+                || translator::translate::soft_element_candidate(&i)
                 || self.adaptive.strings && translator::translate::soft_string_candidate(&i))
     }
 
@@ -334,6 +338,21 @@ impl BtCore {
         if !self.paging() || last < lin || (lin ^ last) / PAGE_SIZE != 0 {
             return self.soft_fallback();
         }
+        // Two accesses of one instruction in one table (CMPS reads twice)
+        // whose pages share a slot would each evict the other's entry:
+        // the instruction runs through the window instead.
+        let lpage = lin / PAGE_SIZE;
+        let last_miss = self
+            .adaptive
+            .last_miss
+            .replace((self.state.eip, lpage, write));
+        if let Some((eip, page, w)) = last_miss {
+            let slot = |p: u32| p % shadowmmu::SOFT_ENTRIES as u32;
+            if eip == self.state.eip && w == write && page != lpage && slot(page) == slot(lpage) {
+                self.adaptive.last_miss = None;
+                return self.soft_fallback();
+            }
+        }
         let walked = match self.walk_for_fault(lin, write) {
             Ok(w) => w,
             Err(pf) => {
@@ -353,7 +372,6 @@ impl BtCore {
         if write && !writable(self) && !self.watcher.unsync_before_write(frame) {
             return self.soft_fallback();
         }
-        let lpage = lin / PAGE_SIZE;
         self.watch_walked(lpage, &walked);
         // Watching the walked tables may have made the frame itself a
         // watched table (a page table mapped as data).
