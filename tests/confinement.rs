@@ -18,7 +18,7 @@ mod forms;
 mod sandbox;
 
 use forms::{every_instruction_form, unreachable_by_decoding};
-use iced_x86::{Code, DecoderOptions};
+use iced_x86::{Code, DecoderOptions, Mnemonic};
 use monitor::vcpu::StopReason;
 use sandbox::{run_one, Canary, Outcome};
 
@@ -98,7 +98,18 @@ fn every_software_tlb_candidate_translates_through_the_software_tlb_and_passes_t
         let i = iced_x86::Decoder::with_ip(32, form, u64::from(eip), DecoderOptions::NONE).decode();
         // Stack and single-element forms reach guest memory only through
         // the software TLB (no window form is left beside it).
-        let soft_only = soft_stack_candidate(&i) || soft_element_candidate(&i);
+        let chunked = matches!(
+            i.mnemonic(),
+            Mnemonic::Movsb
+                | Mnemonic::Movsw
+                | Mnemonic::Movsd
+                | Mnemonic::Stosb
+                | Mnemonic::Stosw
+                | Mnemonic::Stosd
+        );
+        let soft_only = soft_stack_candidate(&i)
+            || soft_element_candidate(&i)
+            || soft_string_candidate(&i) && !chunked;
         if !soft_access_candidate(&i) && !soft_string_candidate(&i) && !soft_only {
             continue;
         }

@@ -1067,7 +1067,8 @@ fn pushes_pops_and_calls_that_keep_faulting_go_through_the_software_tlb() {
 
 /// A guest that, 64 times, runs PUSH m32, POP m32 (ESP-based and not),
 /// CALL m32, PUSHFD/POPFD, PUSHAD/POPAD, MOVSD, STOSD, LODSB, SCASD,
-/// CMPSB (DF set) and XLAT, each on pages of its own in a fresh 64 KiB
+/// CMPSB (DF set) and XLAT, each on pages of its own, and REPNE SCASB,
+/// REP LODSD and REPE CMPSB, sharing one, in a fresh 64 KiB
 /// group of linear pages (page `j` of every group maps frame `j` of
 /// `data_pages`), and checks what each did through the identity mapping.
 fn soft_forms_guest() -> std::path::PathBuf {
@@ -1098,6 +1099,12 @@ fn soft_forms_guest() -> std::path::PathBuf {
         mov byte ptr [data_pages + 0xb100], 5
         mov byte ptr [data_pages + 0xc100], 3
         mov byte ptr [data_pages + 0xd010], 0x99
+        mov byte ptr [data_pages + 0xf020], 0x42
+        mov dword ptr [data_pages + 0xf20c], 0xfeedf00d
+        mov dword ptr [data_pages + 0xf300], 0x04030201
+        mov dword ptr [data_pages + 0xf304], 0x08070605
+        mov dword ptr [data_pages + 0xf400], 0x04030201
+        mov dword ptr [data_pages + 0xf404], 0x08077705
         mov dword ptr [base], 0x800000
         mov dword ptr [count], 64
         mov [saved_esp], esp
@@ -1233,6 +1240,35 @@ fn soft_forms_guest() -> std::path::PathBuf {
         xlatb
         cmp eax, 0x99
         jne 8f
+        # REPNE SCASB, REP LODSD, REPE CMPSB on page 15.
+        mov ebx, [base]
+        lea edi, [ebx + 0xf000]
+        mov ecx, 0x100
+        mov eax, 0x42
+        repne scasb
+        jne 8f
+        cmp ecx, 0x100 - 0x21
+        jne 8f
+        lea eax, [ebx + 0xf021]
+        cmp edi, eax
+        jne 8f
+        lea esi, [ebx + 0xf200]
+        mov ecx, 4
+        rep lodsd
+        cmp eax, 0xfeedf00d
+        jne 8f
+        test ecx, ecx
+        jnz 8f
+        lea esi, [ebx + 0xf300]
+        lea edi, [ebx + 0xf400]
+        mov ecx, 8
+        repe cmpsb
+        je 8f
+        cmp ecx, 2
+        jne 8f
+        lea eax, [ebx + 0xf306]
+        cmp esi, eax
+        jne 8f
         add dword ptr [base], 0x10000
         dec dword ptr [count]
         jnz 2b
@@ -1280,7 +1316,32 @@ fn memory_stack_flag_frame_string_and_xlat_forms_that_keep_faulting_go_through_t
         &r.stderr,
         "exits: host fault",
         400,
-        "17 new pages per round for 64 rounds: about 1,100 without these forms adaptive",
+        "18 new pages per round for 64 rounds: about 1,030 without these forms adaptive",
+    );
+}
+
+#[test]
+fn rep_lods_scas_and_cmps_that_keep_faulting_go_through_the_software_tlb_element_by_element() {
+    // The same guest with `rep` strings adaptive too: REPNE SCASB, REP
+    // LODSD and REPE CMPSB (which share a page per round, so each starts
+    // faulting once the one before it no longer maps the page) become
+    // adaptive as well, and still stop where they should.
+    let r = run_with_stats(
+        &soft_forms_guest(),
+        &["--set", "nestmon.mmu.adaptiveStrings=TRUE"],
+    );
+    assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
+    let adaptive = stat(&r.stderr, "MMU: instructions made adaptive");
+    assert!(
+        adaptive >= 18,
+        "{adaptive} adaptive instructions:\n{}",
+        r.stderr
+    );
+    assert_stat_below(
+        &r.stderr,
+        "exits: host fault",
+        120,
+        "about 130 with the rep strings not adaptive",
     );
 }
 

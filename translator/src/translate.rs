@@ -217,29 +217,33 @@ fn soft_table(disp: i64) -> iced_x86::MemoryOperand {
 /// never has more than 4,096 elements), for the confinement check.
 pub const SOFT_STRING_MAX_COUNT: u32 = 0x1fff;
 
-/// Whether `i` is a string instruction the translator can run through the
-/// software TLB when the monitor asks (see [`UnitRequest::soft_access`]):
-/// `rep movs` or `rep stos` with 32-bit addresses and no segment override
-/// of its source (the mode must also be flat: `Ctx::soft_string`
-/// needs segment bases of 0).
+/// Whether `i` is a string instruction with REP the translator can run
+/// through the software TLB when the monitor asks (see
+/// [`UnitRequest::soft_access`]): `rep movs` or `rep stos` (page by page,
+/// `Ctx::soft_string`), `rep lods`, `repe`/`repne scas` and `repe`/`repne
+/// cmps` (element by element, `Ctx::soft_rep_elements`), with 32-bit
+/// addresses and no segment override of the source but DS or ES (the mode
+/// must also be flat: both need segment bases of 0).
 pub fn soft_string_candidate(i: &Instruction) -> bool {
+    use Mnemonic::*;
+    let chunked =
+        matches!(i.mnemonic(), Movsb | Movsw | Movsd | Stosb | Stosw | Stosd) && i.has_rep_prefix();
+    let by_element = match i.mnemonic() {
+        Lodsb | Lodsw | Lodsd => i.has_rep_prefix(),
+        Scasb | Scasw | Scasd | Cmpsb | Cmpsw | Cmpsd => i.has_rep_prefix() || i.has_repne_prefix(),
+        _ => false,
+    };
+    (chunked || by_element) && element_string(i)
+}
+
+/// Whether `i` is a REP string instruction that runs through the software
+/// TLB one element per lookup (see [`soft_string_candidate`]).
+fn soft_by_element(i: &Instruction) -> bool {
+    use Mnemonic::*;
     matches!(
         i.mnemonic(),
-        Mnemonic::Movsb
-            | Mnemonic::Movsw
-            | Mnemonic::Movsd
-            | Mnemonic::Stosb
-            | Mnemonic::Stosw
-            | Mnemonic::Stosd
-    ) && i.is_string_instruction()
-        && i.has_rep_prefix()
-        && !(0..i.op_count()).any(|n| {
-            matches!(
-                i.op_kind(n),
-                OpKind::MemorySegSI | OpKind::MemorySegDI | OpKind::MemoryESDI
-            )
-        })
-        && matches!(i.memory_segment(), Register::DS | Register::ES)
+        Lodsb | Lodsw | Lodsd | Scasb | Scasw | Scasd | Cmpsb | Cmpsw | Cmpsd
+    )
 }
 
 /// Whether `i` is a stack instruction whose stack access the translator
@@ -2411,8 +2415,58 @@ impl Ctx<'_> {
     /// the source element in spill slot 0 across the destination's
     /// probe), then ESI/EDI moved by the element size, down when DF is set.
     fn soft_element_string(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
+        self.note_soft(i);
+        let (si, di) = self.soft_element(i)?;
+        self.advance_string_registers(string_element_size(i), si, di)?;
+        Ok(false)
+    }
+
+    /// `rep lods`, `repe`/`repne scas` or `repe`/`repne cmps` through the
+    /// software TLB, one element per lookup:
+    ///
+    /// ```text
+    ///     jrcxz none ; jmp top ; none: jmp done
+    /// top: <poll>
+    ///     <the element, as without REP> ; lea ecx, [rcx - 1]
+    ///     (scas, cmps: jnz done for REPE, jz done for REPNE)
+    ///     jrcxz done ; jmp top
+    /// done:
+    /// ```
+    ///
+    /// A miss exits with ECX, ESI and EDI as the elements done so far left
+    /// them (a `rep` interrupted between elements, which the monitor
+    /// resumes as the hardware would), and so does an exit request at the
+    /// poll.
+    fn soft_rep_elements(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
         use Mnemonic::*;
         self.note_soft(i);
+        let (top, none, done) = (self.e.label(), self.e.label(), self.e.label());
+        // JRCXZ reaches 127 bytes: ECX = 0 on entry jumps on through a JMP.
+        self.e.jrcxz_label(none);
+        self.e.jmp_label(top);
+        self.e.bind(none);
+        self.e.jmp_label(done);
+        self.e.bind(top);
+        self.poll()?;
+        let (si, di) = self.soft_element(i)?;
+        self.advance_string_registers(string_element_size(i), si, di)?;
+        self.lea32(Register::ECX, Register::RCX, -1)?;
+        if matches!(i.mnemonic(), Scasb | Scasw | Scasd | Cmpsb | Cmpsw | Cmpsd) {
+            // jz (4) for REPNE, jnz (5) for REPE.
+            self.e
+                .jcc_label(if i.has_repne_prefix() { 4 } else { 5 }, done);
+        }
+        self.e.jrcxz_label(done);
+        self.e.jmp_label(top);
+        self.e.bind(done);
+        Ok(false)
+    }
+
+    /// The one element of string instruction `i` through the software TLB
+    /// (see [`Self::soft_element_string`]), ESI and EDI not moved; which of
+    /// them it uses.
+    fn soft_element(&mut self, i: &Instruction) -> Result<(bool, bool), TranslateError> {
+        use Mnemonic::*;
         let size = string_element_size(i);
         let (acc, r9) = match size {
             1 => (Register::AL, Register::R9L),
@@ -2465,8 +2519,7 @@ impl Ctx<'_> {
                 (true, true)
             }
         };
-        self.advance_string_registers(size, si, di)?;
-        Ok(false)
+        Ok((si, di))
     }
 
     /// ESI and/or EDI moved by one element of `size` bytes, down when DF
@@ -4171,6 +4224,9 @@ impl Ctx<'_> {
             && self.req.soft_access.contains(&i.ip32())
             && soft_string_candidate(i)
         {
+            if soft_by_element(i) {
+                return self.soft_rep_elements(i);
+            }
             return self.soft_string(i);
         }
         self.string_through_window(i)
@@ -5210,6 +5266,82 @@ mod tests {
         assert!(!soft_element_candidate(&decode(&[0xf3, 0xae])));
         assert!(!soft_element_candidate(&decode(&[0x64, 0xac])));
         assert!(!soft_element_candidate(&decode(&[0x64, 0xd7])));
+    }
+
+    #[test]
+    fn adaptive_rep_lods_scas_and_cmps_go_through_the_software_tlb_element_by_element() {
+        // rep lodsb; repe cmpsb; repne scasd; repe scasw
+        let forms: [(&[u8], &str, &[&str]); 4] = [
+            (&[0xf3, 0xac], "rep lodsb", &["mov al,[r12+r11]"]),
+            (&[0xf3, 0xa6], "repe cmpsb", &["cmp r9b,[r12+r11]", "jne"]),
+            (&[0xf2, 0xaf], "repne scasd", &["cmp eax,[r12+r11]", "je"]),
+            (
+                &[0x66, 0xf3, 0xaf],
+                "repe scasw",
+                &["cmp ax,[r12+r11]", "jne"],
+            ),
+        ];
+        for (code, what, wants) in forms {
+            let i = decode(code);
+            assert!(soft_string_candidate(&i), "{what}: not a candidate");
+            assert!(!soft_element_candidate(&i), "{what}");
+            let unit = translate_with(
+                code,
+                Setup {
+                    soft_access: &[0x1000],
+                    max_insns: 1,
+                    ..Setup::default()
+                },
+            );
+            let text = host_text(&unit);
+            for want in wants.iter().chain(&["lea ecx,[rcx-1]"]) {
+                assert!(
+                    text.iter().any(|t| t.starts_with(want)),
+                    "{what}: {want}: {text:#?}"
+                );
+            }
+            assert_eq!(unit.soft_eips, vec![0x1000], "{what}");
+            assert!(
+                window_accesses(&unit).is_empty(),
+                "{what}: a window access left: {text:#?}"
+            );
+            // Each element: the poll and the ECX test, then its probes
+            // before ECX, ESI or EDI moves; a loop back to the poll.
+            let insns = host_insns(&unit);
+            let poll = insns
+                .iter()
+                .position(|h| h.is_ip_rel_memory_operand())
+                .expect("a poll");
+            let count = insns
+                .iter()
+                .position(|h| h.code() == Code::Lea_r32_m && h.op0_register() == Register::ECX)
+                .unwrap();
+            let moves = insns
+                .iter()
+                .position(|h| {
+                    h.code() == Code::Lea_r32_m
+                        && matches!(h.op0_register(), Register::ESI | Register::EDI)
+                })
+                .unwrap();
+            // The probe's frame load, `mov r12, [r15 + r12*8 + frames]`.
+            let last_probe = insns
+                .iter()
+                .rposition(|h| {
+                    h.code() == Code::Mov_r64_rm64
+                        && h.op0_register() == Register::R12
+                        && h.memory_base() == Register::R15
+                })
+                .unwrap();
+            assert!(
+                poll < last_probe && last_probe < moves && moves < count,
+                "{what}: {text:#?}"
+            );
+            let back = insns[count..].iter().any(|h| {
+                h.code() == Code::Jmp_rel32_64 && h.near_branch_target() == insns[poll].ip()
+                    || h.code() == Code::Jmp_rel8_64 && h.near_branch_target() == insns[poll].ip()
+            });
+            assert!(back, "{what}: no loop: {text:#?}");
+        }
     }
 
     #[test]
