@@ -7,7 +7,11 @@
 //! Invariants of emitted code (see docs/ARCHITECTURE.md):
 //! - Guest registers are never written before the last guest-memory access
 //!   of the same guest instruction that can fault, so a fault leaves the
-//!   guest state of the instruction's start (modulo the recorded fix-up).
+//!   guest state of the instruction's start (modulo the recorded fix-up);
+//!   a REP string instruction moves ECX, ESI and EDI between elements, as
+//!   an interrupted `rep` leaves them. An instruction reaching memory
+//!   through the software TLB does every lookup before its first store or
+//!   register change, so a miss exits with the state of its start.
 //! - No emitted sequence changes host flags except the guest's own
 //!   instructions and PUSHF/POPF, which restore them before any access that
 //!   can fault.
