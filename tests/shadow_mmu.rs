@@ -1447,3 +1447,71 @@ fn an_adaptive_popad_from_a_page_not_present_raises_the_guests_page_fault() {
         r.stderr
     );
 }
+
+#[test]
+fn an_adaptive_cmps_whose_two_pages_share_a_software_tlb_slot_runs_through_the_window() {
+    // CMPSB between linear 0x800000 and 0x10800000 (256 MiB apart: the
+    // same slot of the read table), 64 times, both PTEs rewritten and
+    // INVLPGed each round so that it keeps faulting and becomes adaptive.
+    // Then each fill would evict the other page's entry; the second miss
+    // runs it through the window instead, and it still compares.
+    let body = format!(
+        "{}
+        lea eax, [pd1]
+        mov cr3, eax
+        lea eax, [table2]
+        or eax, 3
+        mov [pd1 + 2 * 4], eax
+        lea eax, [table3]
+        or eax, 3
+        mov [pd1 + 0x42 * 4], eax
+        mov byte ptr [page_a], 7
+        mov byte ptr [page_b], 5
+        mov dword ptr [count], 64
+        {PAGING_ON}
+    2:  lea eax, [page_a]
+        or eax, 3
+        mov [table2], eax
+        lea eax, [page_b]
+        or eax, 3
+        mov [table3], eax
+        invlpg [0x800000]
+        invlpg [0x10800000]
+        mov esi, 0x800000
+        mov edi, 0x10800000
+        cmpsb
+        jbe 4f
+        cmp esi, 0x800001
+        jne 4f
+        cmp edi, 0x10800001
+        jne 4f
+        dec dword ptr [count]
+        jnz 2b
+        {PAGING_OFF_AND_PASS}
+    4:  {PAGING_OFF_AND_FAIL}
+        .data
+    count: .long 0
+        .bss
+        .align 4096
+    pd1: .skip 4096
+    page_table: .skip 4096
+    table2: .skip 4096
+    table3: .skip 4096
+    page_a: .skip 4096
+    page_b: .skip 4096
+        .text",
+        identity_map(&["pd1"])
+    );
+    let r = run_with_stats(&asm_guest("soft_cmps_same_slot", &body), &[]);
+    assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
+    assert!(
+        stat(&r.stderr, "MMU: instructions made adaptive") >= 1,
+        "CMPSB did not become adaptive:\n{}",
+        r.stderr
+    );
+    assert!(
+        stat(&r.stderr, "MMU: software-TLB misses run through the window") >= 32,
+        "the evicting reads did not go to the window:\n{}",
+        r.stderr
+    );
+}
