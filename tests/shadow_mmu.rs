@@ -1084,3 +1084,454 @@ fn pushes_pops_and_calls_that_keep_faulting_go_through_the_software_tlb() {
         "64 new stack pages: 64 without adaptive stack accesses",
     );
 }
+
+/// A guest that, 64 times, runs PUSH m32, POP m32 (ESP-based and not),
+/// CALL m32, PUSHFD/POPFD, PUSHAD/POPAD, MOVSD, STOSD, LODSB, SCASD,
+/// CMPSB (DF set) and XLAT, each on pages of its own, and REPNE SCASB,
+/// REP LODSD and REPE CMPSB, sharing one, in a fresh 64 KiB
+/// group of linear pages (page `j` of every group maps frame `j` of
+/// `data_pages`), and checks what each did through the identity mapping.
+fn soft_forms_guest() -> std::path::PathBuf {
+    let body = format!(
+        "{}
+        lea eax, [pd1]
+        mov cr3, eax
+        xor ecx, ecx
+    1:  mov eax, ecx
+        and eax, 15
+        shl eax, 12
+        lea edx, [data_pages + eax]
+        or edx, 3
+        mov [table2 + ecx * 4], edx
+        inc ecx
+        cmp ecx, 1024
+        jb 1b
+        lea eax, [table2]
+        or eax, 3
+        mov [pd1 + 2 * 4], eax
+        mov dword ptr [data_pages + 0x0008], 0x12345678
+        mov dword ptr [data_pages + 0x000c], 0x9abcdef0
+        lea eax, [callee]
+        mov [data_pages + 0x3008], eax
+        mov dword ptr [data_pages + 0x7100], 0x5eed5eed
+        mov byte ptr [data_pages + 0x9100], 0x42
+        mov dword ptr [data_pages + 0xa100], 0x77777777
+        mov byte ptr [data_pages + 0xb100], 5
+        mov byte ptr [data_pages + 0xc100], 3
+        mov byte ptr [data_pages + 0xd010], 0x99
+        mov byte ptr [data_pages + 0xf020], 0x42
+        mov dword ptr [data_pages + 0xf20c], 0xfeedf00d
+        mov dword ptr [data_pages + 0xf300], 0x04030201
+        mov dword ptr [data_pages + 0xf304], 0x08070605
+        mov dword ptr [data_pages + 0xf400], 0x04030201
+        mov dword ptr [data_pages + 0xf404], 0x08077705
+        mov dword ptr [base], 0x800000
+        mov dword ptr [count], 64
+        mov [saved_esp], esp
+        {PAGING_ON}
+    2:  mov dword ptr [data_pages + 0x2008], 0
+        mov dword ptr [data_pages + 0x2004], 0
+        mov dword ptr [data_pages + 0x200c], 0
+        mov dword ptr [data_pages + 0x8100], 0
+        mov dword ptr [data_pages + 0xe100], 0
+        mov ebx, [base]
+        # PUSH m32, POP m32 with ESP after its increment, POP m32.
+        lea esp, [ebx + 0x2000]
+        push dword ptr [ebx + 8]
+        pop dword ptr [esp + 8]
+        push dword ptr [ebx + 12]
+        pop dword ptr [ebx + 0x200c]
+        lea eax, [ebx + 0x2000]
+        cmp esp, eax
+        jne 8f
+        cmp dword ptr [data_pages + 0x2008], 0x12345678
+        jne 8f
+        cmp dword ptr [data_pages + 0x2004], 0
+        jne 8f
+        cmp dword ptr [data_pages + 0x200c], 0x9abcdef0
+        jne 8f
+        cmp dword ptr [data_pages + 0x1ffc], 0x9abcdef0
+        jne 8f
+        # CALL m32: the target read from page 3, the return address
+        # pushed on page 4.
+        lea esp, [ebx + 0x5000]
+        mov dword ptr [called], 0
+        call dword ptr [ebx + 0x3008]
+    ret_here:
+        cmp dword ptr [called], 1
+        jne 8f
+        lea eax, [ret_here]
+        cmp [data_pages + 0x4ffc], eax
+        jne 8f
+        # PUSHFD/POPFD on page 5: CF comes back.
+        lea esp, [ebx + 0x6000]
+        stc
+        pushfd
+        clc
+        popfd
+        jnc 8f
+        test dword ptr [data_pages + 0x5ffc], 1
+        jz 8f
+        test dword ptr [data_pages + 0x5ffc], 2
+        jz 8f
+        # PUSHAD/POPAD on page 6.
+        lea esp, [ebx + 0x7000]
+        mov eax, 0xa1
+        mov ecx, 0xc1
+        mov edx, 0xd1
+        mov ebp, 0xb1
+        mov esi, 0x51
+        mov edi, 0xd2
+        pushad
+        xor eax, eax
+        xor ecx, ecx
+        xor edx, edx
+        xor ebp, ebp
+        xor esi, esi
+        xor edi, edi
+        mov ebx, [base]
+        lea eax, [ebx + 0x7000]
+        cmp [data_pages + 0x6fec], eax
+        jne 8f
+        xor eax, eax
+        xor ebx, ebx
+        popad
+        cmp eax, 0xa1
+        jne 8f
+        cmp ecx, 0xc1
+        jne 8f
+        cmp edx, 0xd1
+        jne 8f
+        cmp ebp, 0xb1
+        jne 8f
+        cmp esi, 0x51
+        jne 8f
+        cmp edi, 0xd2
+        jne 8f
+        cmp ebx, [base]
+        jne 8f
+        lea eax, [ebx + 0x7000]
+        cmp esp, eax
+        jne 8f
+        # MOVSD page 7 -> page 8, STOSD page 14, LODSB page 9, SCASD page
+        # 10, CMPSB (DF set) pages 11 and 12, XLAT page 13.
+        cld
+        lea esi, [ebx + 0x7100]
+        lea edi, [ebx + 0x8100]
+        movsd
+        lea eax, [ebx + 0x7104]
+        cmp esi, eax
+        jne 8f
+        lea eax, [ebx + 0x8104]
+        cmp edi, eax
+        jne 8f
+        cmp dword ptr [data_pages + 0x8100], 0x5eed5eed
+        jne 8f
+        lea edi, [ebx + 0xe100]
+        mov eax, 0x600d600d
+        stosd
+        cmp dword ptr [data_pages + 0xe100], 0x600d600d
+        jne 8f
+        lea esi, [ebx + 0x9100]
+        lodsb
+        cmp eax, 0x600d6042
+        jne 8f
+        lea edi, [ebx + 0xa100]
+        mov eax, 0x77777777
+        scasd
+        jne 8f
+        lea eax, [ebx + 0xa104]
+        cmp edi, eax
+        jne 8f
+        std
+        lea esi, [ebx + 0xb100]
+        lea edi, [ebx + 0xc100]
+        cmpsb
+        cld
+        jbe 8f
+        lea eax, [ebx + 0xb0ff]
+        cmp esi, eax
+        jne 8f
+        lea eax, [ebx + 0xc0ff]
+        cmp edi, eax
+        jne 8f
+        lea ebx, [ebx + 0xd000]
+        mov eax, 0x10
+        xlatb
+        cmp eax, 0x99
+        jne 8f
+        # REPNE SCASB, REP LODSD, REPE CMPSB on page 15.
+        mov ebx, [base]
+        lea edi, [ebx + 0xf000]
+        mov ecx, 0x100
+        mov eax, 0x42
+        repne scasb
+        jne 8f
+        cmp ecx, 0x100 - 0x21
+        jne 8f
+        lea eax, [ebx + 0xf021]
+        cmp edi, eax
+        jne 8f
+        lea esi, [ebx + 0xf200]
+        mov ecx, 4
+        rep lodsd
+        cmp eax, 0xfeedf00d
+        jne 8f
+        test ecx, ecx
+        jnz 8f
+        lea esi, [ebx + 0xf300]
+        lea edi, [ebx + 0xf400]
+        mov ecx, 8
+        repe cmpsb
+        je 8f
+        cmp ecx, 2
+        jne 8f
+        lea eax, [ebx + 0xf306]
+        cmp esi, eax
+        jne 8f
+        add dword ptr [base], 0x10000
+        dec dword ptr [count]
+        jnz 2b
+        mov esp, [saved_esp]
+        {PAGING_OFF_AND_PASS}
+    8:  cld
+        mov esp, [saved_esp]
+        {PAGING_OFF_AND_FAIL}
+    callee:
+        add dword ptr [called], 1
+        ret
+        .data
+    base: .long 0
+    count: .long 0
+    called: .long 0
+    saved_esp: .long 0
+        .bss
+        .align 4096
+    pd1: .skip 4096
+    page_table: .skip 4096
+    table2: .skip 4096
+    data_pages: .skip 16 * 4096
+        .text",
+        identity_map(&["pd1"])
+    );
+    asm_guest("soft_forms", &body)
+}
+
+#[test]
+fn memory_stack_flag_frame_string_and_xlat_forms_that_keep_faulting_go_through_the_software_tlb() {
+    // Each of the 13 instructions reaches a new linear page (two for PUSH
+    // and POP m32, CALL m32, MOVSD and CMPSB) in each of 64 rounds, and the
+    // software TLB fills no window mapping: each takes a host fault per
+    // round (about 1,100 in all) until it becomes adaptive; then its
+    // misses are exits, not host faults.
+    let r = run_with_stats(&soft_forms_guest(), &[]);
+    assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
+    let adaptive = stat(&r.stderr, "MMU: instructions made adaptive");
+    assert!(
+        adaptive >= 15,
+        "{adaptive} adaptive instructions:\n{}",
+        r.stderr
+    );
+    assert_stat_below(
+        &r.stderr,
+        "exits: host fault",
+        400,
+        "18 new pages per round for 64 rounds: about 1,030 without these forms adaptive",
+    );
+}
+
+#[test]
+fn rep_lods_scas_and_cmps_that_keep_faulting_go_through_the_software_tlb_element_by_element() {
+    // The same guest with `rep` strings adaptive too: REPNE SCASB, REP
+    // LODSD and REPE CMPSB (which share a page per round, so each starts
+    // faulting once the one before it no longer maps the page) become
+    // adaptive as well, and still stop where they should.
+    let r = run_with_stats(
+        &soft_forms_guest(),
+        &["--set", "nestmon.mmu.adaptiveStrings=TRUE"],
+    );
+    assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
+    let adaptive = stat(&r.stderr, "MMU: instructions made adaptive");
+    assert!(
+        adaptive >= 18,
+        "{adaptive} adaptive instructions:\n{}",
+        r.stderr
+    );
+    assert_stat_below(
+        &r.stderr,
+        "exits: host fault",
+        120,
+        "about 130 with the rep strings not adaptive",
+    );
+}
+
+#[test]
+fn an_adaptive_popad_from_a_page_not_present_raises_the_guests_page_fault() {
+    // POPAD at the first byte of a page that is not present, 64 times
+    // (the #PF frame goes to the page below, present): the handler counts,
+    // makes the page present for the retry, and the loop makes it absent
+    // again. After a few host faults POPAD is adaptive and its misses
+    // raise the #PF themselves; every retry loads the right registers.
+    let body = format!(
+        "{}
+        lea eax, [page_dir]
+        mov cr3, eax
+        lea eax, [idt]
+        mov [idtr + 2], eax
+        lidt [idtr]
+        lea eax, [pf_handler]
+        mov [idt + 14 * 8], ax
+        mov word ptr [idt + 14 * 8 + 2], cs
+        mov word ptr [idt + 14 * 8 + 4], 0x8e00
+        shr eax, 16
+        mov [idt + 14 * 8 + 6], ax
+        mov dword ptr [0x301000], 0xd1     # EDI
+        mov dword ptr [0x301004], 0x51     # ESI
+        mov dword ptr [0x301008], 0xb1     # EBP
+        mov dword ptr [0x30100c], 0xdead   # (ESP, skipped)
+        mov dword ptr [0x301010], 0xb2     # EBX
+        mov dword ptr [0x301014], 0xd2     # EDX
+        mov dword ptr [0x301018], 0xc1     # ECX
+        mov dword ptr [0x30101c], 0xa1     # EAX
+        mov dword ptr [count], 64
+        mov [saved_esp], esp
+        {PAGING_ON}
+    2:  mov dword ptr [page_table + 0x201 * 4], 0x301002
+        invlpg [0x201000]
+        xor eax, eax
+        xor ebx, ebx
+        mov esp, 0x201000
+        popad
+        cmp esp, 0x201020
+        jne 4f
+        mov esp, [saved_esp]
+        cmp eax, 0xa1
+        jne 4f
+        cmp ecx, 0xc1
+        jne 4f
+        cmp edx, 0xd2
+        jne 4f
+        cmp ebx, 0xb2
+        jne 4f
+        cmp ebp, 0xb1
+        jne 4f
+        cmp esi, 0x51
+        jne 4f
+        cmp edi, 0xd1
+        jne 4f
+        dec dword ptr [count]
+        jnz 2b
+        cmp dword ptr [faults], 64
+        jne 4f
+        cmp dword ptr [bad_frames], 0
+        jne 4f
+        {PAGING_OFF_AND_PASS}
+    4:  mov esp, [saved_esp]
+        {PAGING_OFF_AND_FAIL}
+    pf_handler:
+        add dword ptr [faults], 1
+        # The fault came before POPAD changed anything: ESP is the page's
+        # first byte (the frame is just below it), CR2 in the page (the
+        # window form touches the frame's last word first).
+        cmp esp, 0x201000 - 16
+        jne 5f
+        mov eax, cr2
+        and eax, 0xfffff000
+        cmp eax, 0x201000
+        je 6f
+    5:  add dword ptr [bad_frames], 1
+    6:  mov dword ptr [page_table + 0x201 * 4], 0x301003
+        invlpg [0x201000]
+        add esp, 4
+        iretd
+        .data
+    idtr: .word 256 * 8 - 1
+        .long 0
+    count: .long 0
+    faults: .long 0
+    bad_frames: .long 0
+    saved_esp: .long 0
+        .bss
+        .align 4096
+    page_dir: .skip 4096
+    page_table: .skip 4096
+    idt: .skip 256 * 8
+        .text",
+        identity_map(&["page_dir"])
+    );
+    let r = run_with_stats(&asm_guest("adaptive_popad_page_fault", &body), &[]);
+    assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
+    assert!(
+        stat(&r.stderr, "MMU: software-TLB misses raising a guest #PF") >= 32,
+        "POPAD's page faults did not come from its misses:\n{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn an_adaptive_cmps_whose_two_pages_share_a_software_tlb_slot_runs_through_the_window() {
+    // CMPSB between linear 0x800000 and 0x10800000 (256 MiB apart: the
+    // same slot of the read table), 64 times, both PTEs rewritten and
+    // INVLPGed each round so that it keeps faulting and becomes adaptive.
+    // Then each fill would evict the other page's entry; the second miss
+    // runs it through the window instead, and it still compares.
+    let body = format!(
+        "{}
+        lea eax, [pd1]
+        mov cr3, eax
+        lea eax, [table2]
+        or eax, 3
+        mov [pd1 + 2 * 4], eax
+        lea eax, [table3]
+        or eax, 3
+        mov [pd1 + 0x42 * 4], eax
+        mov byte ptr [page_a], 7
+        mov byte ptr [page_b], 5
+        mov dword ptr [count], 64
+        {PAGING_ON}
+    2:  lea eax, [page_a]
+        or eax, 3
+        mov [table2], eax
+        lea eax, [page_b]
+        or eax, 3
+        mov [table3], eax
+        invlpg [0x800000]
+        invlpg [0x10800000]
+        mov esi, 0x800000
+        mov edi, 0x10800000
+        cmpsb
+        jbe 4f
+        cmp esi, 0x800001
+        jne 4f
+        cmp edi, 0x10800001
+        jne 4f
+        dec dword ptr [count]
+        jnz 2b
+        {PAGING_OFF_AND_PASS}
+    4:  {PAGING_OFF_AND_FAIL}
+        .data
+    count: .long 0
+        .bss
+        .align 4096
+    pd1: .skip 4096
+    page_table: .skip 4096
+    table2: .skip 4096
+    table3: .skip 4096
+    page_a: .skip 4096
+    page_b: .skip 4096
+        .text",
+        identity_map(&["pd1"])
+    );
+    let r = run_with_stats(&asm_guest("soft_cmps_same_slot", &body), &[]);
+    assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
+    assert!(
+        stat(&r.stderr, "MMU: instructions made adaptive") >= 1,
+        "CMPSB did not become adaptive:\n{}",
+        r.stderr
+    );
+    assert!(
+        stat(&r.stderr, "MMU: software-TLB misses run through the window") >= 32,
+        "the evicting reads did not go to the window:\n{}",
+        r.stderr
+    );
+}

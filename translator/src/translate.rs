@@ -7,7 +7,11 @@
 //! Invariants of emitted code (see docs/ARCHITECTURE.md):
 //! - Guest registers are never written before the last guest-memory access
 //!   of the same guest instruction that can fault, so a fault leaves the
-//!   guest state of the instruction's start (modulo the recorded fix-up).
+//!   guest state of the instruction's start (modulo the recorded fix-up);
+//!   a REP string instruction moves ECX, ESI and EDI between elements, as
+//!   an interrupted `rep` leaves them. An instruction reaching memory
+//!   through the software TLB does every lookup before its first store or
+//!   register change, so a miss exits with the state of its start.
 //! - No emitted sequence changes host flags except the guest's own
 //!   instructions and PUSHF/POPF, which restore them before any access that
 //!   can fault.
@@ -152,6 +156,8 @@ enum SoftPushed {
     Register(Register),
     /// A constant (an immediate, a return address).
     Immediate(u32),
+    /// The 32 bits in spill slot 0 (through R9D, after the probe).
+    Spilled,
 }
 
 /// Where a software-TLB miss goes.
@@ -161,6 +167,41 @@ enum SoftMiss {
     Exit(u32),
     /// A jump to this label (R10D still the address).
     Jump(Label),
+}
+
+/// The registers PUSHAD stores, from ESP - 4 down (R8D is ESP).
+const PUSHAD_ORDER: [Register; 8] = [
+    Register::EAX,
+    Register::ECX,
+    Register::EDX,
+    Register::EBX,
+    Register::R8D,
+    Register::EBP,
+    Register::ESI,
+    Register::EDI,
+];
+
+/// The registers POPAD loads, from ESP up (`None`: the skipped ESP).
+const POPAD_ORDER: [Register; 8] = [
+    Register::EDI,
+    Register::ESI,
+    Register::EBP,
+    Register::None,
+    Register::EBX,
+    Register::EDX,
+    Register::ECX,
+    Register::EAX,
+];
+
+/// `[r14 + SPILL + 8 * k]`: spill slot `k` of the state block.
+fn spill_slot(k: i64) -> iced_x86::MemoryOperand {
+    mem(Register::R14, Register::None, i64::from(off::SPILL) + 8 * k)
+}
+
+/// `[r12 + r11 + disp]`: the software-TLB access (see `Ctx::soft_probe`),
+/// `disp` bytes into it.
+fn soft_slot(disp: i64) -> iced_x86::MemoryOperand {
+    mem(Register::R12, Register::R11, disp)
 }
 
 /// `[r15 + r12*8 + disp]`: a slot of the software-TLB table at `disp`.
@@ -180,39 +221,46 @@ fn soft_table(disp: i64) -> iced_x86::MemoryOperand {
 /// never has more than 4,096 elements), for the confinement check.
 pub const SOFT_STRING_MAX_COUNT: u32 = 0x1fff;
 
-/// Whether `i` is a string instruction the translator can run through the
-/// software TLB when the monitor asks (see [`UnitRequest::soft_access`]):
-/// `rep movs` or `rep stos` with 32-bit addresses and no segment override
-/// of its source (the mode must also be flat: `Ctx::soft_string`
-/// needs segment bases of 0).
+/// Whether `i` is a string instruction with REP the translator can run
+/// through the software TLB when the monitor asks (see
+/// [`UnitRequest::soft_access`]): `rep movs` or `rep stos` (page by page,
+/// `Ctx::soft_string`), `rep lods`, `repe`/`repne scas` and `repe`/`repne
+/// cmps` (element by element, `Ctx::soft_rep_elements`), with 32-bit
+/// addresses and no segment override of the source but DS or ES (the mode
+/// must also be flat: both need segment bases of 0).
 pub fn soft_string_candidate(i: &Instruction) -> bool {
+    use Mnemonic::*;
+    let chunked =
+        matches!(i.mnemonic(), Movsb | Movsw | Movsd | Stosb | Stosw | Stosd) && i.has_rep_prefix();
+    let by_element = match i.mnemonic() {
+        Lodsb | Lodsw | Lodsd => i.has_rep_prefix(),
+        Scasb | Scasw | Scasd | Cmpsb | Cmpsw | Cmpsd => i.has_rep_prefix() || i.has_repne_prefix(),
+        _ => false,
+    };
+    (chunked || by_element) && element_string(i)
+}
+
+/// Whether `i` is a REP string instruction that runs through the software
+/// TLB one element per lookup (see [`soft_string_candidate`]).
+fn soft_by_element(i: &Instruction) -> bool {
+    use Mnemonic::*;
     matches!(
         i.mnemonic(),
-        Mnemonic::Movsb
-            | Mnemonic::Movsw
-            | Mnemonic::Movsd
-            | Mnemonic::Stosb
-            | Mnemonic::Stosw
-            | Mnemonic::Stosd
-    ) && i.is_string_instruction()
-        && i.has_rep_prefix()
-        && !(0..i.op_count()).any(|n| {
-            matches!(
-                i.op_kind(n),
-                OpKind::MemorySegSI | OpKind::MemorySegDI | OpKind::MemoryESDI
-            )
-        })
-        && matches!(i.memory_segment(), Register::DS | Register::ES)
+        Lodsb | Lodsw | Lodsd | Scasb | Scasw | Scasd | Cmpsb | Cmpsw | Cmpsd
+    )
 }
 
 /// Whether `i` is a stack instruction whose stack access the translator
 /// can send through the software TLB when the monitor asks (see
 /// [`UnitRequest::soft_access`]; the mode must also be flat): a 32-bit
-/// PUSH of a general register or an immediate, a 32-bit POP into a general
-/// register other than ESP, a near CALL (its return address; direct, or
-/// through a register other than ESP), a 32-bit near RET (its return
-/// address), LEAVE and ENTER with level 0 (the saved EBP). A fresh
-/// process's stack grows page by page under them.
+/// PUSH of a general register, an immediate or a memory operand, a 32-bit
+/// POP into a general register other than ESP or into memory, a near CALL
+/// (its return address; direct, through a register other than ESP, or
+/// through memory, whose target is read through the software TLB too), a
+/// 32-bit near RET (its return address), LEAVE and ENTER with level 0 (the
+/// saved EBP), PUSHFD and POPFD (the flags' slot), PUSHAD and POPAD (their
+/// 32 bytes as one access). A fresh process's stack grows page by page
+/// under them.
 pub fn soft_stack_candidate(i: &Instruction) -> bool {
     match i.mnemonic() {
         Mnemonic::Push => {
@@ -220,17 +268,23 @@ pub fn soft_stack_candidate(i: &Instruction) -> bool {
                 && match i.op0_kind() {
                     OpKind::Immediate8to32 | OpKind::Immediate32 => true,
                     OpKind::Register => i.op0_register().is_gpr32(),
+                    OpKind::Memory => soft_stack_memory_form(i),
                     _ => false,
                 }
         }
         Mnemonic::Pop => {
             i.stack_pointer_increment() == 4
-                && i.op0_kind() == OpKind::Register
-                && i.op0_register().is_gpr32()
-                && i.op0_register() != Register::ESP
+                && match i.op0_kind() {
+                    OpKind::Register => {
+                        i.op0_register().is_gpr32() && i.op0_register() != Register::ESP
+                    }
+                    OpKind::Memory => soft_stack_memory_form(i),
+                    _ => false,
+                }
         }
         Mnemonic::Call => match i.code() {
             Code::Call_rel32_32 => true,
+            Code::Call_rm32 if i.op0_kind() == OpKind::Memory => soft_stack_memory_form(i),
             // Its return address is pushed before the target is read.
             Code::Call_rm32 => {
                 i.op0_kind() == OpKind::Register
@@ -242,15 +296,74 @@ pub fn soft_stack_candidate(i: &Instruction) -> bool {
         Mnemonic::Ret => matches!(i.code(), Code::Retnd | Code::Retnd_imm16),
         Mnemonic::Leave => i.code() == Code::Leaved,
         Mnemonic::Enter => i.code() == Code::Enterd_imm16_imm8 && i.immediate8_2nd() == 0,
+        Mnemonic::Pushad => i.code() == Code::Pushad,
+        Mnemonic::Popad => i.code() == Code::Popad,
+        Mnemonic::Pushfd => i.code() == Code::Pushfd,
+        Mnemonic::Popfd => i.code() == Code::Popfd,
         _ => false,
     }
 }
 
+/// Whether `i` is a stack instruction with a memory operand whose two
+/// accesses (the operand and the stack slot) can both go through the
+/// software TLB (part of [`soft_stack_candidate`]): PUSH m32, POP m32 and
+/// a near CALL m32, with 32-bit addressing.
+fn soft_stack_memory_form(i: &Instruction) -> bool {
+    matches!(i.code(), Code::Push_rm32 | Code::Pop_rm32 | Code::Call_rm32)
+        && i.op0_kind() == OpKind::Memory
+        && !is_16bit_address(i)
+}
+
+/// Whether `i` is an instruction with an implicit memory access the
+/// translator can send through the software TLB when the monitor asks
+/// (see [`UnitRequest::soft_access`]; the mode must also be flat): a
+/// string instruction without a REP prefix (MOVS, STOS, LODS, SCAS, CMPS:
+/// one element, DF honoured) with 32-bit addresses and no segment
+/// override but DS or ES, and XLAT with a 32-bit EBX through DS.
+pub fn soft_element_candidate(i: &Instruction) -> bool {
+    if i.mnemonic() == Mnemonic::Xlatb {
+        return i.memory_base() == Register::EBX && i.memory_segment() == Register::DS;
+    }
+    element_string(i) && !i.has_rep_prefix() && !i.has_repne_prefix()
+}
+
+/// MOVS, STOS, LODS, SCAS or CMPS with 32-bit addresses and no segment
+/// override but DS or ES (of its source).
+fn element_string(i: &Instruction) -> bool {
+    use Mnemonic::*;
+    matches!(
+        i.mnemonic(),
+        Movsb
+            | Movsw
+            | Movsd
+            | Stosb
+            | Stosw
+            | Stosd
+            | Lodsb
+            | Lodsw
+            | Lodsd
+            | Scasb
+            | Scasw
+            | Scasd
+            | Cmpsb
+            | Cmpsw
+            | Cmpsd
+    ) && i.is_string_instruction()
+        && !(0..i.op_count()).any(|n| {
+            matches!(
+                i.op_kind(n),
+                OpKind::MemorySegSI | OpKind::MemorySegDI | OpKind::MemoryESDI
+            )
+        })
+        && matches!(i.memory_segment(), Register::DS | Register::ES)
+}
+
 /// The element size of a string instruction.
 fn string_element_size(i: &Instruction) -> u32 {
+    use Mnemonic::*;
     match i.mnemonic() {
-        Mnemonic::Movsb | Mnemonic::Stosb => 1,
-        Mnemonic::Movsw | Mnemonic::Stosw => 2,
+        Movsb | Stosb | Lodsb | Scasb | Cmpsb => 1,
+        Movsw | Stosw | Lodsw | Scasw | Cmpsw => 2,
         _ => 4,
     }
 }
@@ -1502,9 +1615,9 @@ impl Ctx<'_> {
             }
             Mnemonic::Push => self.push(i).map(|_| false),
             Mnemonic::Pop => self.pop(i),
-            Mnemonic::Pushad => self.pushad().map(|_| false),
-            Mnemonic::Popad => self.popad().map(|_| false),
-            Mnemonic::Pushfd => self.pushfd().map(|_| false),
+            Mnemonic::Pushad => self.pushad(i).map(|_| false),
+            Mnemonic::Popad => self.popad(i).map(|_| false),
+            Mnemonic::Pushfd => self.pushfd(i).map(|_| false),
             Mnemonic::Popfd => self.popfd(i).map(|_| false),
             Mnemonic::Leave => self.leave(i).map(|_| i.code() != Code::Leaved),
             Mnemonic::Enter => self.enter(i),
@@ -2250,7 +2363,285 @@ impl Ctx<'_> {
     /// Whether `i`'s stack access goes through the software TLB: the
     /// monitor asked for it, and it can (see [`soft_stack_candidate`]).
     fn wants_soft_stack(&self, i: &Instruction) -> bool {
-        self.req.mode.flat && self.req.soft_access.contains(&i.ip32()) && soft_stack_candidate(i)
+        self.req.mode.flat
+            && self.req.soft_access.contains(&i.ip32())
+            && soft_stack_candidate(i)
+            // POP m32 adds 4 to an ESP base after the address is formed,
+            // which a segment-limit check of the address would not see.
+            && !(i.code() == Code::Pop_rm32
+                && i.op0_kind() == OpKind::Memory
+                && i.memory_base() == Register::ESP
+                && self.req.mode.is_limited(i.memory_segment()))
+    }
+
+    /// Records that `i` reaches memory through the software TLB (once,
+    /// however many accesses it has).
+    fn note_soft(&mut self, i: &Instruction) {
+        if self.soft_eips.last() != Some(&i.ip32()) {
+            self.soft_eips.push(i.ip32());
+        }
+    }
+
+    /// The probe for `i`'s explicit 32-bit memory operand (a stack
+    /// instruction's): R10D its linear address, plus `esp_after` when it is
+    /// ESP-based (POP m32 forms its address with ESP already incremented).
+    fn soft_explicit(
+        &mut self,
+        i: &Instruction,
+        write: bool,
+        esp_after: i64,
+    ) -> Result<(), TranslateError> {
+        self.address(i, true)?;
+        if esp_after != 0 && i.memory_base() == Register::ESP {
+            self.lea32(Register::R10D, Register::R10, esp_after)?;
+        }
+        self.soft_probe(4, write, SoftMiss::Exit(i.ip32()))
+    }
+
+    /// `i`'s explicit 32-bit operand read through the software TLB into
+    /// spill slot 0 (`mov r9d, [r12 + r11] ; mov [spill0], r9d`), so that
+    /// the next probe may use every scratch register.
+    fn soft_operand_to_spill(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+        self.soft_explicit(i, false, 0)?;
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, soft_slot(0))?)?;
+        self.ins(i2!(Code::Mov_rm32_r32, spill_slot(0), Register::R9D)?)
+    }
+
+    /// PUSH m32 through the software TLB: the operand (read, ESP as before
+    /// the push) into spill slot 0, then [`Self::soft_push`] of it. Both
+    /// probes come before the store: a miss of either changes nothing.
+    fn soft_push_memory(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+        self.flush_stack_lag()?;
+        self.note_soft(i);
+        self.soft_operand_to_spill(i)?;
+        self.soft_push(i, SoftPushed::Spilled)
+    }
+
+    /// POP m32 through the software TLB: the 4 bytes at ESP into spill
+    /// slot 0, then the operand's probe (for a write, an ESP base counted
+    /// after the increment, as the SDM has it), the store, ESP + 4.
+    ///
+    /// ```text
+    ///     mov r10d, r8d ; <probe: read> ; mov r9d, [r12 + r11] ; mov [spill0], r9d
+    ///     <address into r10d> (+4 if ESP-based) ; <probe: write>
+    ///     mov r9d, [spill0] ; mov [r12 + r11], r9d ; lea r8d, [r8 + 4]
+    /// ```
+    fn soft_pop_memory(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+        self.flush_stack_lag()?;
+        self.note_soft(i);
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R10D, Register::R8D)?)?;
+        self.soft_probe(4, false, SoftMiss::Exit(i.ip32()))?;
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, soft_slot(0))?)?;
+        self.ins(i2!(Code::Mov_rm32_r32, spill_slot(0), Register::R9D)?)?;
+        self.soft_explicit(i, true, 4)?;
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, spill_slot(0))?)?;
+        self.ins(i2!(Code::Mov_rm32_r32, soft_slot(0), Register::R9D)?)?;
+        self.lea32(Register::R8D, Register::R8, 4)
+    }
+
+    /// PUSHAD through the software TLB: one 32-byte write at ESP - 32
+    /// (an access crossing a page misses, and the monitor runs it through
+    /// the window), the registers stored after the probe, ESP's as it was.
+    fn soft_pushad(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+        self.flush_stack_lag()?;
+        self.note_soft(i);
+        self.lea32(Register::R10D, Register::R8, -32)?;
+        self.soft_probe(32, true, SoftMiss::Exit(i.ip32()))?;
+        for (n, r) in PUSHAD_ORDER.iter().enumerate() {
+            self.ins(i2!(Code::Mov_rm32_r32, soft_slot(28 - 4 * n as i64), *r)?)?;
+        }
+        self.lea32(Register::R8D, Register::R8, -32)
+    }
+
+    /// POPAD through the software TLB: one 32-byte read at ESP, then the
+    /// registers (not ESP) and ESP + 32.
+    fn soft_popad(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+        self.flush_stack_lag()?;
+        self.note_soft(i);
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R10D, Register::R8D)?)?;
+        self.soft_probe(32, false, SoftMiss::Exit(i.ip32()))?;
+        for (n, r) in POPAD_ORDER.iter().enumerate() {
+            if *r != Register::None {
+                self.ins(i2!(Code::Mov_r32_rm32, *r, soft_slot(4 * n as i64))?)?;
+            }
+        }
+        self.lea32(Register::R8D, Register::R8, 32)
+    }
+
+    /// A string instruction without REP (see [`soft_element_candidate`])
+    /// through the software TLB: every access of its one element probed
+    /// before anything is stored or a register changes (MOVS and CMPS keep
+    /// the source element in spill slot 0 across the destination's
+    /// probe), then ESI/EDI moved by the element size, down when DF is set.
+    fn soft_element_string(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
+        self.note_soft(i);
+        let (si, di) = self.soft_element(i)?;
+        self.advance_string_registers(string_element_size(i), si, di)?;
+        Ok(false)
+    }
+
+    /// `rep lods`, `repe`/`repne scas` or `repe`/`repne cmps` through the
+    /// software TLB, one element per lookup:
+    ///
+    /// ```text
+    ///     jrcxz none ; jmp top ; none: jmp done
+    /// top: <poll>
+    ///     <the element, as without REP> ; lea ecx, [rcx - 1]
+    ///     (scas, cmps: jnz done for REPE, jz done for REPNE)
+    ///     jrcxz done ; jmp top
+    /// done:
+    /// ```
+    ///
+    /// A miss exits with ECX, ESI and EDI as the elements done so far left
+    /// them (a `rep` interrupted between elements, which the monitor
+    /// resumes as the hardware would), and so does an exit request at the
+    /// poll.
+    fn soft_rep_elements(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
+        use Mnemonic::*;
+        self.note_soft(i);
+        let (top, none, done) = (self.e.label(), self.e.label(), self.e.label());
+        // JRCXZ reaches 127 bytes: ECX = 0 on entry jumps on through a JMP.
+        self.e.jrcxz_label(none);
+        self.e.jmp_label(top);
+        self.e.bind(none);
+        self.e.jmp_label(done);
+        self.e.bind(top);
+        self.poll()?;
+        let (si, di) = self.soft_element(i)?;
+        self.advance_string_registers(string_element_size(i), si, di)?;
+        self.lea32(Register::ECX, Register::RCX, -1)?;
+        if matches!(i.mnemonic(), Scasb | Scasw | Scasd | Cmpsb | Cmpsw | Cmpsd) {
+            // jz (4) for REPNE, jnz (5) for REPE.
+            self.e
+                .jcc_label(if i.has_repne_prefix() { 4 } else { 5 }, done);
+        }
+        self.e.jrcxz_label(done);
+        self.e.jmp_label(top);
+        self.e.bind(done);
+        Ok(false)
+    }
+
+    /// The one element of string instruction `i` through the software TLB
+    /// (see [`Self::soft_element_string`]), ESI and EDI not moved; which of
+    /// them it uses.
+    fn soft_element(&mut self, i: &Instruction) -> Result<(bool, bool), TranslateError> {
+        use Mnemonic::*;
+        let size = string_element_size(i);
+        let (acc, r9) = match size {
+            1 => (Register::AL, Register::R9L),
+            2 => (Register::AX, Register::R9W),
+            _ => (Register::EAX, Register::R9D),
+        };
+        let (load, store, cmp) = match size {
+            1 => (Code::Mov_r8_rm8, Code::Mov_rm8_r8, Code::Cmp_r8_rm8),
+            2 => (Code::Mov_r16_rm16, Code::Mov_rm16_r16, Code::Cmp_r16_rm16),
+            _ => (Code::Mov_r32_rm32, Code::Mov_rm32_r32, Code::Cmp_r32_rm32),
+        };
+        let eip = i.ip32();
+        let probe_reg = |cx: &mut Self, reg: Register, write: bool| {
+            cx.ins(i2!(Code::Mov_r32_rm32, Register::R10D, reg)?)?;
+            cx.soft_probe(size, write, SoftMiss::Exit(eip))
+        };
+        let (si, di) = match i.mnemonic() {
+            Lodsb | Lodsw | Lodsd => {
+                probe_reg(self, Register::ESI, false)?;
+                self.ins(i2!(load, acc, soft_slot(0))?)?;
+                (true, false)
+            }
+            Stosb | Stosw | Stosd => {
+                probe_reg(self, Register::EDI, true)?;
+                self.ins(i2!(store, soft_slot(0), acc)?)?;
+                (false, true)
+            }
+            Scasb | Scasw | Scasd => {
+                probe_reg(self, Register::EDI, false)?;
+                self.ins(i2!(cmp, acc, soft_slot(0))?)?;
+                (false, true)
+            }
+            _ => {
+                let movs = matches!(i.mnemonic(), Movsb | Movsw | Movsd);
+                probe_reg(self, Register::ESI, false)?;
+                let widen = match size {
+                    1 => Code::Movzx_r32_rm8,
+                    2 => Code::Movzx_r32_rm16,
+                    _ => Code::Mov_r32_rm32,
+                };
+                self.ins(i2!(widen, Register::R9D, soft_slot(0))?)?;
+                self.ins(i2!(Code::Mov_rm32_r32, spill_slot(0), Register::R9D)?)?;
+                probe_reg(self, Register::EDI, movs)?;
+                self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, spill_slot(0))?)?;
+                if movs {
+                    self.ins(i2!(store, soft_slot(0), r9)?)?;
+                } else {
+                    self.ins(i2!(cmp, r9, soft_slot(0))?)?;
+                }
+                (true, true)
+            }
+        };
+        Ok((si, di))
+    }
+
+    /// ESI and/or EDI moved by one element of `size` bytes, down when DF
+    /// is set; guest flags are kept (saved around the DF test).
+    fn advance_string_registers(
+        &mut self,
+        size: u32,
+        si: bool,
+        di: bool,
+    ) -> Result<(), TranslateError> {
+        let (down, end) = (self.e.label(), self.e.label());
+        self.ins(Instruction::with(Code::Pushfq))?;
+        self.ins(i2!(
+            Code::Test_rm8_imm8,
+            mem(Register::RSP, Register::None, 1),
+            4u32
+        )?)?;
+        self.e.jcc_label(5, down);
+        for (label, delta) in [(None, i64::from(size)), (Some(down), -i64::from(size))] {
+            if let Some(l) = label {
+                self.e.bind(l);
+            }
+            self.ins(Instruction::with(Code::Popfq))?;
+            if si {
+                self.lea32(Register::ESI, Register::RSI, delta)?;
+            }
+            if di {
+                self.lea32(Register::EDI, Register::RDI, delta)?;
+            }
+            if label.is_none() {
+                self.e.jmp_label(end);
+            }
+        }
+        self.e.bind(end);
+        Ok(())
+    }
+
+    /// XLAT through the software TLB: R10D = EBX + AL (DS has base 0 in a
+    /// flat mode; a limit is checked as in the window form), the probe for
+    /// a 1-byte read, `mov al, [r12 + r11]`.
+    fn soft_xlat(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+        self.note_soft(i);
+        self.ins(i2!(Code::Movzx_r32_rm8, Register::R10D, Register::AL)?)?;
+        self.ins(i2!(
+            Code::Lea_r32_m,
+            Register::R10D,
+            mem(Register::RBX, Register::R10, 0)
+        )?)?;
+        let seg = i.memory_segment();
+        if self.req.mode.is_limited(seg) {
+            self.check_segment_access(i, seg, 1, false)?;
+        }
+        if self.needs_seg_base(seg) {
+            self.add_seg_base(seg)?;
+        }
+        self.soft_probe(1, false, SoftMiss::Exit(i.ip32()))?;
+        self.ins(i2!(Code::Mov_r8_rm8, Register::AL, soft_slot(0))?)
+    }
+
+    /// Whether `i`'s implicit access goes through the software TLB (see
+    /// [`soft_element_candidate`]).
+    fn wants_soft_element(&self, i: &Instruction) -> bool {
+        self.req.mode.flat && self.req.soft_access.contains(&i.ip32()) && soft_element_candidate(i)
     }
 
     /// PUSH (or a CALL's return address) through the software TLB:
@@ -2263,13 +2654,17 @@ impl Ctx<'_> {
     /// A miss exits before anything is stored or ESP moves.
     fn soft_push(&mut self, i: &Instruction, value: SoftPushed) -> Result<(), TranslateError> {
         self.flush_stack_lag()?;
-        self.soft_eips.push(i.ip32());
+        self.note_soft(i);
         self.lea32(Register::R10D, Register::R8, -4)?;
         self.soft_probe(4, true, SoftMiss::Exit(i.ip32()))?;
-        let slot = mem(Register::R12, Register::R11, 0);
+        let slot = soft_slot(0);
         match value {
             SoftPushed::Register(r) => self.ins(i2!(Code::Mov_rm32_r32, slot, r)?)?,
             SoftPushed::Immediate(v) => self.ins(i2!(Code::Mov_rm32_imm32, slot, v)?)?,
+            SoftPushed::Spilled => {
+                self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, spill_slot(0))?)?;
+                self.ins(i2!(Code::Mov_rm32_r32, slot, Register::R9D)?)?;
+            }
         }
         self.lea32(Register::R8D, Register::R8, -4)
     }
@@ -2285,7 +2680,7 @@ impl Ctx<'_> {
     /// r8d, [r8 + 4]`. A miss exits before anything changes.
     fn soft_pop_into(&mut self, i: &Instruction, dst: Register) -> Result<(), TranslateError> {
         self.flush_stack_lag()?;
-        self.soft_eips.push(i.ip32());
+        self.note_soft(i);
         self.ins(i2!(Code::Mov_r32_rm32, Register::R10D, Register::R8D)?)?;
         self.soft_probe(4, false, SoftMiss::Exit(i.ip32()))?;
         self.ins(i2!(
@@ -2294,6 +2689,16 @@ impl Ctx<'_> {
             mem(Register::R12, Register::R11, 0)
         )?)?;
         self.lea32(Register::R8D, Register::R8, 4)
+    }
+
+    /// The 4 bytes at ESP into R9D through the software TLB (ESP not
+    /// moved; a miss exits before anything changes).
+    fn soft_load_top(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+        self.flush_stack_lag()?;
+        self.note_soft(i);
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R10D, Register::R8D)?)?;
+        self.soft_probe(4, false, SoftMiss::Exit(i.ip32()))?;
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, soft_slot(0))?)
     }
 
     /// Whether `i`'s explicit memory operand goes through the software
@@ -2327,7 +2732,7 @@ impl Ctx<'_> {
     /// guest RAM absorb the rest), which the verifier checks by itself.
     fn soft_operand(&mut self, i: &Instruction) -> Result<iced_x86::MemoryOperand, TranslateError> {
         let (size, write) = explicit_access(i);
-        self.soft_eips.push(i.ip32());
+        self.note_soft(i);
         self.address(i, true)?;
         self.soft_probe(size, write, SoftMiss::Exit(i.ip32()))?;
         Ok(mem(Register::R12, Register::R11, 0))
@@ -2661,6 +3066,9 @@ impl Ctx<'_> {
     }
 
     fn xlat(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+        if self.wants_soft_element(i) {
+            return self.soft_xlat(i);
+        }
         self.ins(i2!(Code::Movzx_r32_rm8, Register::R10D, Register::AL)?)?;
         self.ins(i2!(
             Code::Lea_r32_m,
@@ -2990,6 +3398,7 @@ impl Ctx<'_> {
         if self.wants_soft_stack(i) {
             let value = match i.op0_kind() {
                 OpKind::Register => SoftPushed::Register(host(i.op0_register()).full_register32()),
+                OpKind::Memory => return self.soft_push_memory(i),
                 _ => SoftPushed::Immediate(i.immediate(0) as u32),
             };
             return self.soft_push(i, value);
@@ -3120,6 +3529,9 @@ impl Ctx<'_> {
 
     fn pop(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
         if self.wants_soft_stack(i) {
+            if i.op0_kind() == OpKind::Memory {
+                return self.soft_pop_memory(i).map(|_| false);
+            }
             return self.soft_pop(i).map(|_| false);
         }
         let size = i.stack_pointer_increment() as i64;
@@ -3173,42 +3585,28 @@ impl Ctx<'_> {
         }
     }
 
-    fn pushad(&mut self) -> Result<(), TranslateError> {
+    fn pushad(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+        if self.wants_soft_stack(i) {
+            return self.soft_pushad(i);
+        }
         self.lea32(Register::R9D, Register::R8, -32)?;
-        let order = [
-            Register::EAX,
-            Register::ECX,
-            Register::EDX,
-            Register::EBX,
-            Register::R8D,
-            Register::EBP,
-            Register::ESI,
-            Register::EDI,
-        ];
         let at = self.stack_address(Register::R9)?;
-        for (n, r) in order.iter().enumerate() {
+        for (n, r) in PUSHAD_ORDER.iter().enumerate() {
             let slot = mem(Register::R15, at, 28 - 4 * n as i64);
             self.ins(i2!(Code::Mov_rm32_r32, slot, *r)?)?;
         }
         self.ins(i2!(Code::Mov_r32_rm32, Register::R8D, Register::R9D)?)
     }
 
-    fn popad(&mut self) -> Result<(), TranslateError> {
+    fn popad(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+        if self.wants_soft_stack(i) {
+            return self.soft_popad(i);
+        }
         // Touch both ends first so no load after a register write can fault.
         let at = self.stack_address(Register::R8)?;
         self.load32(Register::R9D, mem(Register::R15, at, 28))?;
         self.load32(Register::R9D, mem(Register::R15, at, 0))?;
-        let order = [
-            Register::EDI,
-            Register::ESI,
-            Register::EBP,
-            Register::None,
-            Register::EBX,
-            Register::EDX,
-            Register::ECX,
-            Register::EAX,
-        ];
-        for (n, r) in order.iter().enumerate() {
+        for (n, r) in POPAD_ORDER.iter().enumerate() {
             if *r != Register::None {
                 self.ins(i2!(
                     Code::Mov_r32_rm32,
@@ -3220,11 +3618,34 @@ impl Ctx<'_> {
         self.lea32(Register::R8D, Register::R8, 32)
     }
 
-    fn pushfd(&mut self) -> Result<(), TranslateError> {
+    fn pushfd(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+        if self.wants_soft_stack(i) {
+            // The image into spill slot 0 (guest flags saved around its
+            // making), then pushed through the software TLB.
+            self.flush_stack_lag()?;
+            self.eflags_image_to_r11()?;
+            self.ins(Instruction::with(Code::Popfq))?;
+            self.ins(i2!(Code::Mov_rm32_r32, spill_slot(0), Register::R11D)?)?;
+            return self.soft_push(i, SoftPushed::Spilled);
+        }
         self.lea32(Register::R9D, Register::R8, -4)?;
         let at = self.stack_address(Register::R9)?;
         // Probe the slot first: nothing below may fault once flags change.
         self.ins(i2!(Code::Mov_rm32_imm32, mem(Register::R15, at, 0), 0u32)?)?;
+        self.eflags_image_to_r11()?;
+        self.ins(i2!(
+            Code::Mov_rm32_r32,
+            mem(Register::R15, at, 0),
+            Register::R11D
+        )?)?;
+        self.ins(Instruction::with(Code::Popfq))?;
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R8D, Register::R9D)?)
+    }
+
+    /// PUSHFD's image of EFLAGS into R11D (live flags from the host's, the
+    /// others from the state block, IF from the virtual IF), after a
+    /// PUSHFQ that the caller pops. Uses R10.
+    fn eflags_image_to_r11(&mut self) -> Result<(), TranslateError> {
         self.ins(Instruction::with(Code::Pushfq))?;
         self.ins(i2!(
             Code::Mov_r64_rm64,
@@ -3253,19 +3674,16 @@ impl Ctx<'_> {
         )?;
         self.ins(i2!(Code::Shl_rm32_imm8, Register::R10D, 9u32)?)?;
         self.ins(i2!(Code::Or_r32_rm32, Register::R11D, Register::R10D)?)?;
-        self.ins(i2!(Code::Or_rm32_imm8, Register::R11D, 2u32)?)?;
-        self.ins(i2!(
-            Code::Mov_rm32_r32,
-            mem(Register::R15, at, 0),
-            Register::R11D
-        )?)?;
-        self.ins(Instruction::with(Code::Popfq))?;
-        self.ins(i2!(Code::Mov_r32_rm32, Register::R8D, Register::R9D)?)
+        self.ins(i2!(Code::Or_rm32_imm8, Register::R11D, 2u32)?)
     }
 
     fn popfd(&mut self, i: &Instruction) -> Result<(), TranslateError> {
-        let at = self.stack_address(Register::R8)?;
-        self.load32(Register::R9D, mem(Register::R15, at, 0))?;
+        if self.wants_soft_stack(i) {
+            self.soft_load_top(i)?;
+        } else {
+            let at = self.stack_address(Register::R8)?;
+            self.load32(Register::R9D, mem(Register::R15, at, 0))?;
+        }
         // Setting TF changes the translation mode (single-step), and setting
         // IF while the monitor waits for an interrupt window opens it: the
         // monitor does those POPFDs. The guest's flags are saved around the
@@ -3498,7 +3916,16 @@ impl Ctx<'_> {
                 Ok(false)
             }
             OpKind::Register | OpKind::Memory if i.code() == Code::Call_rm32 => {
-                if self.wants_soft_stack(i) {
+                if self.wants_soft_stack(i) && i.op0_kind() == OpKind::Memory {
+                    // The target through the software TLB into spill slot
+                    // 0 (ESP as before the call), then the push; both
+                    // probes come before the store.
+                    self.flush_stack_lag()?;
+                    self.note_soft(i);
+                    self.soft_operand_to_spill(i)?;
+                    self.push_return(i)?;
+                    self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, spill_slot(0))?)?;
+                } else if self.wants_soft_stack(i) {
                     // The probe uses R9: the target (a register other
                     // than ESP) is read after the push.
                     self.push_return(i)?;
@@ -3849,10 +4276,16 @@ impl Ctx<'_> {
     // ----- strings ---------------------------------------------------------
 
     fn string(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
+        if self.wants_soft_element(i) {
+            return self.soft_element_string(i);
+        }
         if self.req.mode.flat
             && self.req.soft_access.contains(&i.ip32())
             && soft_string_candidate(i)
         {
+            if soft_by_element(i) {
+                return self.soft_rep_elements(i);
+            }
             return self.soft_string(i);
         }
         self.string_through_window(i)
@@ -4678,6 +5111,298 @@ mod tests {
         );
     }
 
+    /// One 32-bit guest instruction at 0x1000.
+    fn decode(bytes: &[u8]) -> Instruction {
+        Decoder::with_ip(32, bytes, 0x1000, DecoderOptions::NONE).decode()
+    }
+
+    /// The guest-memory accesses of a unit that go through the window
+    /// (`[r15 + ...]` other than the software-TLB tables' `[r15 + r12*8 +
+    /// t]` and the chain table's `jmp`/`call [r15 + t]`).
+    fn window_accesses(unit: &Unit) -> Vec<Instruction> {
+        host_insns(unit)
+            .into_iter()
+            .filter(|h| {
+                (0..h.op_count()).any(|n| h.op_kind(n) == OpKind::Memory)
+                    && h.memory_base() == Register::R15
+                    && h.memory_index() != Register::R12
+                    && !matches!(h.code(), Code::Jmp_rm64 | Code::Call_rm64)
+            })
+            .collect()
+    }
+
+    /// Checks the precise-state rule of a software-TLB form: every probe
+    /// (its `jrcxz`) comes before the first store through the software TLB
+    /// and the first write of a guest register other than ECX (which the
+    /// probe saves and restores), so a miss changes nothing the guest sees.
+    fn assert_probes_before_changes(unit: &Unit, what: &str) {
+        let insns = host_insns(unit);
+        let mut info = iced_x86::InstructionInfoFactory::new();
+        let guest = [
+            Register::RAX,
+            Register::RDX,
+            Register::RBX,
+            Register::RBP,
+            Register::RSI,
+            Register::RDI,
+            Register::R8,
+        ];
+        let changes = |h: &Instruction, info: &mut iced_x86::InstructionInfoFactory| {
+            let used = info.info(h);
+            let soft_store = used.used_memory().iter().any(|m| {
+                m.base() == Register::R12
+                    && m.index() == Register::R11
+                    && m.access() != iced_x86::OpAccess::Read
+            });
+            let reg = used.used_registers().iter().any(|r| {
+                guest.contains(&r.register().full_register())
+                    && r.access() != iced_x86::OpAccess::Read
+            });
+            soft_store || reg
+        };
+        let first = insns
+            .iter()
+            .position(|h| changes(h, &mut info))
+            .unwrap_or(insns.len());
+        let last_probe = insns
+            .iter()
+            .rposition(|h| h.code() == Code::Jrcxz_rel8_64)
+            .expect("a probe");
+        assert!(
+            last_probe < first,
+            "{what}: a change before the last probe: {:#?}",
+            host_text(unit)
+        );
+    }
+
+    #[test]
+    fn adaptive_stack_forms_with_memory_flags_and_all_registers_go_through_the_software_tlb() {
+        // Each alone (ESP's lag flushed, one instruction per unit):
+        // push dword [ebx+8]; pop dword [esp+4]; pop dword [ebx];
+        // call dword [eax]; pushfd; popfd; pushad; popad.
+        let forms: [(&[u8], &str, &[&str]); 8] = [
+            (&[0xff, 0x73, 0x08], "push [ebx+8]", &["mov [r12+r11],r9d"]),
+            (
+                &[0x8f, 0x44, 0x24, 0x04],
+                "pop [esp+4]",
+                // The operand's address uses ESP after the increment.
+                &["lea r10d,[r10+4]", "mov [r12+r11],r9d", "lea r8d,[r8+4]"],
+            ),
+            (&[0x8f, 0x03], "pop [ebx]", &["mov [r12+r11],r9d"]),
+            (
+                &[0xff, 0x10],
+                "call [eax]",
+                &["mov dword ptr [r12+r11],1002h"],
+            ),
+            (&[0x9c], "pushfd", &["mov [r12+r11],r9d", "pushfq"]),
+            (&[0x9d], "popfd", &["mov r9d,[r12+r11]", "popfq"]),
+            (
+                &[0x60],
+                "pushad",
+                &[
+                    "mov [r12+r11+1Ch],eax",
+                    "mov [r12+r11+0Ch],r8d",
+                    "mov [r12+r11],edi",
+                ],
+            ),
+            (
+                &[0x61],
+                "popad",
+                &[
+                    "mov edi,[r12+r11]",
+                    "mov eax,[r12+r11+1Ch]",
+                    "lea r8d,[r8+20h]",
+                ],
+            ),
+        ];
+        for (code, what, wants) in forms {
+            let i = decode(code);
+            assert!(soft_stack_candidate(&i), "{what}: not a candidate");
+            assert!(!soft_access_candidate(&i), "{what}");
+            // The verifier ran on the unit (`translate` checks every one).
+            let unit = translate_with(
+                code,
+                Setup {
+                    soft_access: &[0x1000],
+                    max_insns: 1,
+                    fold_displacements: true,
+                    ..Setup::default()
+                },
+            );
+            let text = host_text(&unit);
+            for want in wants {
+                assert!(
+                    text.contains(&want.to_string()),
+                    "{what}: {want}: {text:#?}"
+                );
+            }
+            assert_eq!(unit.soft_eips, vec![0x1000], "{what}");
+            assert!(
+                window_accesses(&unit).is_empty(),
+                "{what}: a window access left: {text:#?}"
+            );
+            assert_probes_before_changes(&unit, what);
+        }
+        // PUSH and POP m32 and CALL m32 probe twice: the operand and the
+        // stack slot; PUSHAD/POPAD probe their 32 bytes once.
+        let probes = |code: &[u8]| {
+            let unit = translate_with(
+                code,
+                Setup {
+                    soft_access: &[0x1000],
+                    max_insns: 1,
+                    ..Setup::default()
+                },
+            );
+            host_insns(&unit)
+                .iter()
+                .filter(|h| h.code() == Code::Jrcxz_rel8_64)
+                .count()
+        };
+        assert_eq!(probes(&[0xff, 0x73, 0x08]), 2);
+        assert_eq!(probes(&[0x8f, 0x03]), 2);
+        assert_eq!(probes(&[0xff, 0x10]), 2);
+        assert_eq!(probes(&[0x60]), 1);
+        // Not asked for: the window forms as before.
+        let plain = translate_with(&[0x60, 0xff, 0x73, 0x08], Setup::default());
+        assert!(plain.soft_eips.is_empty());
+        assert!(!window_accesses(&plain).is_empty());
+    }
+
+    #[test]
+    fn adaptive_single_string_elements_and_xlat_go_through_the_software_tlb() {
+        let forms: [(&[u8], &str, &[&str]); 12] = [
+            (&[0xa4], "movsb", &["mov [r12+r11],r9b"]),
+            (&[0x66, 0xa5], "movsw", &["mov [r12+r11],r9w"]),
+            (&[0xa5], "movsd", &["mov [r12+r11],r9d"]),
+            (&[0xaa], "stosb", &["mov [r12+r11],al"]),
+            (&[0xab], "stosd", &["mov [r12+r11],eax"]),
+            (&[0xac], "lodsb", &["mov al,[r12+r11]"]),
+            (&[0xad], "lodsd", &["mov eax,[r12+r11]"]),
+            (&[0xae], "scasb", &["cmp al,[r12+r11]"]),
+            (&[0xaf], "scasd", &["cmp eax,[r12+r11]"]),
+            (&[0xa6], "cmpsb", &["cmp r9b,[r12+r11]"]),
+            (&[0xa7], "cmpsd", &["cmp r9d,[r12+r11]"]),
+            (&[0xd7], "xlat", &["mov al,[r12+r11]"]),
+        ];
+        for (code, what, wants) in forms {
+            let i = decode(code);
+            assert!(soft_element_candidate(&i), "{what}: not a candidate");
+            let unit = translate_with(
+                code,
+                Setup {
+                    soft_access: &[0x1000],
+                    max_insns: 1,
+                    ..Setup::default()
+                },
+            );
+            let text = host_text(&unit);
+            for want in wants {
+                assert!(
+                    text.contains(&want.to_string()),
+                    "{what}: {want}: {text:#?}"
+                );
+            }
+            assert_eq!(unit.soft_eips, vec![0x1000], "{what}");
+            assert!(
+                window_accesses(&unit).is_empty()
+                    && !text
+                        .iter()
+                        .any(|t| t.contains("r15") && (t.contains("rsi") || t.contains("rdi"))),
+                "{what}: a window access left: {text:#?}"
+            );
+            assert_probes_before_changes(&unit, what);
+            // DF honoured: ESI/EDI go up or down by the element.
+            if what != "xlat" {
+                let n = string_element_size(&i);
+                let up = text.iter().any(|t| t.ends_with(&format!("+{n}]")));
+                let down = text.iter().any(|t| t.ends_with(&format!("-{n}]")));
+                assert!(up && down, "{what}: {text:#?}");
+            }
+        }
+        // With REP, or a segment override other than DS/ES: not these forms.
+        assert!(!soft_element_candidate(&decode(&[0xf3, 0xa4])));
+        assert!(!soft_element_candidate(&decode(&[0xf3, 0xae])));
+        assert!(!soft_element_candidate(&decode(&[0x64, 0xac])));
+        assert!(!soft_element_candidate(&decode(&[0x64, 0xd7])));
+    }
+
+    #[test]
+    fn adaptive_rep_lods_scas_and_cmps_go_through_the_software_tlb_element_by_element() {
+        // rep lodsb; repe cmpsb; repne scasd; repe scasw
+        let forms: [(&[u8], &str, &[&str]); 4] = [
+            (&[0xf3, 0xac], "rep lodsb", &["mov al,[r12+r11]"]),
+            (&[0xf3, 0xa6], "repe cmpsb", &["cmp r9b,[r12+r11]", "jne"]),
+            (&[0xf2, 0xaf], "repne scasd", &["cmp eax,[r12+r11]", "je"]),
+            (
+                &[0x66, 0xf3, 0xaf],
+                "repe scasw",
+                &["cmp ax,[r12+r11]", "jne"],
+            ),
+        ];
+        for (code, what, wants) in forms {
+            let i = decode(code);
+            assert!(soft_string_candidate(&i), "{what}: not a candidate");
+            assert!(!soft_element_candidate(&i), "{what}");
+            let unit = translate_with(
+                code,
+                Setup {
+                    soft_access: &[0x1000],
+                    max_insns: 1,
+                    ..Setup::default()
+                },
+            );
+            let text = host_text(&unit);
+            for want in wants.iter().chain(&["lea ecx,[rcx-1]"]) {
+                assert!(
+                    text.iter().any(|t| t.starts_with(want)),
+                    "{what}: {want}: {text:#?}"
+                );
+            }
+            assert_eq!(unit.soft_eips, vec![0x1000], "{what}");
+            assert!(
+                window_accesses(&unit).is_empty(),
+                "{what}: a window access left: {text:#?}"
+            );
+            // Each element: the poll and the ECX test, then its probes
+            // before ECX, ESI or EDI moves; a loop back to the poll.
+            let insns = host_insns(&unit);
+            let poll = insns
+                .iter()
+                .position(|h| h.is_ip_rel_memory_operand())
+                .expect("a poll");
+            let count = insns
+                .iter()
+                .position(|h| h.code() == Code::Lea_r32_m && h.op0_register() == Register::ECX)
+                .unwrap();
+            let moves = insns
+                .iter()
+                .position(|h| {
+                    h.code() == Code::Lea_r32_m
+                        && matches!(h.op0_register(), Register::ESI | Register::EDI)
+                })
+                .unwrap();
+            // The probe's frame load, `mov r12, [r15 + r12*8 + frames]`.
+            let last_probe = insns
+                .iter()
+                .rposition(|h| {
+                    h.code() == Code::Mov_r64_rm64
+                        && h.op0_register() == Register::R12
+                        && h.memory_base() == Register::R15
+                })
+                .unwrap();
+            assert!(
+                poll < last_probe && last_probe < moves && moves < count,
+                "{what}: {text:#?}"
+            );
+            let back = insns[count..].iter().any(|h| {
+                h.code() == Code::Jmp_rel32_64 && h.near_branch_target() == insns[poll].ip()
+                    || h.code() == Code::Jmp_rel8_64 && h.near_branch_target() == insns[poll].ip()
+            });
+            assert!(back, "{what}: no loop: {text:#?}");
+        }
+    }
+
     #[test]
     fn a_soft_tlb_miss_exits_with_the_access_and_the_instruction() {
         // mov [ebx], ax: a 2-byte write.
@@ -4721,12 +5446,12 @@ mod tests {
 
     #[test]
     fn string_and_wide_accesses_ignore_the_software_tlb() {
-        // stosd; fxsave [eax]
-        let code = [0xab, 0x0f, 0xae, 0x00];
+        // lodsd fs:[esi] (a string with an FS override); fxsave [eax]
+        let code = [0x64, 0xad, 0x0f, 0xae, 0x00];
         let unit = translate_with(
             &code,
             Setup {
-                soft_access: &[0x1000, 0x1001],
+                soft_access: &[0x1000, 0x1002],
                 ..Setup::default()
             },
         );

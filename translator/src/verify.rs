@@ -26,13 +26,16 @@
 //!   that slot's tag in the same table (read or write) was found filled:
 //!   the taken edge of `jrcxz` on `rcx = tag + r11 + 1` with R11 a 32-bit
 //!   value, which is zero only for a tag `-(r11 + 1)`, never the empty 0;
-//! - `[r12 + r11]` of at most 16 bytes, not by BT/BTS/BTR/BTC with a
-//!   register bit offset (which reach 256 MiB around it), where on every
-//!   path R12 was last loaded from a software-TLB frame table (of a filled
-//!   slot: a guest frame's host address minus at most 60 KiB, as the
-//!   monitor writes a frame with every tag and only ever clears tags or
-//!   whole tables) and R11 zero-extended from 16 bits: the access stays
-//!   within the guards around guest RAM (`RAM_GUARD`).
+//! - `[r12 + r11 + d]` of at most 16 bytes with `d >= 0` and `d` plus the
+//!   size at most 32 (`SOFT_REACH`: PUSHAD's and POPAD's 32-byte frame,
+//!   probed as one access), not by BT/BTS/BTR/BTC with a register bit
+//!   offset (which reach 256 MiB around it), where on every path R12 was
+//!   last loaded from a software-TLB frame table (of a filled slot: a
+//!   guest frame's host address minus at most 60 KiB, as the monitor
+//!   writes a frame with every tag and only ever clears tags or whole
+//!   tables) and R11 zero-extended from 16 bits: the access stays within
+//!   60 KiB before and 4 KiB + 32 bytes after a guest frame, inside the
+//!   guards around guest RAM (`RAM_GUARD`, 1 MiB).
 //!
 //! - `jmp [r15 + t]` and `call [r15 + t]`, `t` an entry of the view's
 //!   chain table (`shadowmmu::CHAIN_TABLE_OFFSET`, 8-byte entries): a
@@ -90,6 +93,14 @@ pub struct Violation {
     /// What is wrong.
     pub what: String,
 }
+
+/// Bytes a software-TLB access `[r12 + r11 + d]` may reach past `r12 +
+/// r11` (`d` and the access's size together): PUSHAD's and POPAD's 32-byte
+/// frame, which the translator probes as one access (the lookup hits only
+/// if its last byte lies in the same page). Past the frame value plus a
+/// 16-bit value that is 64 KiB + 32 bytes, well inside `RAM_GUARD` (1 MiB)
+/// after guest RAM.
+const SOFT_REACH: i64 = 32;
 
 /// Largest displacement allowed on a window access (PUSHAD/POPAD reach 28).
 const MAX_WINDOW_DISP: i64 = 64;
@@ -547,11 +558,12 @@ fn check_access(
                     None => false,
                 }
         }
-        (Register::R12, Register::R11) if m.scale() == 1 && disp == 0 => {
+        (Register::R12, Register::R11) if m.scale() == 1 && (0..SOFT_REACH).contains(&disp) => {
             !crate::translate::reaches_beyond_operand(i)
                 && facts.r12 == Fact::SoftFrame
                 && facts.r11 == Fact::Low16
                 && (1..=16).contains(&m.memory_size().size())
+                && disp + m.memory_size().size() as i64 <= SOFT_REACH
         }
         (Register::R15, Register::None) => {
             (0..1 << 31).contains(&disp)
@@ -1139,6 +1151,29 @@ mod tests {
             })
         });
         assert_eq!(check_unit(&code, BASE, POLL), Ok(()));
+    }
+
+    #[test]
+    fn a_software_tlb_access_reaches_32_bytes_past_its_address_and_no_further() {
+        use iced_x86::code_asm::*;
+        let with = |tail: fn(&mut CodeAssembler)| assemble(|a| soft_probe(a, tail));
+        // PUSHAD's and POPAD's frame: 28 + 4 bytes.
+        assert_eq!(
+            check_unit(
+                &with(|a| a.mov(dword_ptr(r12 + r11 + 28), eax).unwrap()),
+                BASE,
+                POLL
+            ),
+            Ok(())
+        );
+        for tail in [
+            (|a: &mut CodeAssembler| a.mov(dword_ptr(r12 + r11 + 29), eax).unwrap())
+                as fn(&mut CodeAssembler),
+            |a| a.mov(eax, dword_ptr(r12 + r11 + 32)).unwrap(),
+            |a| a.mov(eax, dword_ptr(r12 + r11 - 4)).unwrap(),
+        ] {
+            assert!(check_unit(&with(tail), BASE, POLL).is_err());
+        }
     }
 
     #[test]

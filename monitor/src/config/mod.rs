@@ -96,8 +96,8 @@ pub struct VmConfig {
     /// `nestmon.mmu.adaptive`: instructions that keep taking host faults
     /// reach memory through the software TLB (default true).
     pub mmu_adaptive: bool,
-    /// `nestmon.mmu.adaptiveStrings`: `rep movs`/`rep stos` may become
-    /// adaptive too (default false).
+    /// `nestmon.mmu.adaptiveStrings`: `rep movs`/`rep stos`, `rep lods`,
+    /// `rep scas` and `rep cmps` may become adaptive too (default false).
     pub mmu_adaptive_strings: bool,
     /// `nestmon.bt.returnStack`: guest calls and returns are host ones on
     /// a return-prediction stack, which the host predicts (default true).

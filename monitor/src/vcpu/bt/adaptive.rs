@@ -1,9 +1,12 @@
 //! Adaptive memory access: a guest instruction that keeps taking host
 //! faults through the window (hidden faults that fill a shadow mapping,
 //! guest page faults found by the walk) is translated again so that its
-//! explicit memory operand goes through the window's software TLB
+//! memory accesses go through the window's software TLB
 //! (`shadowmmu::SoftTlb`), as VMware's adaptive binary translation did for
-//! instructions that kept faulting. A hit costs a dozen flag-free host
+//! instructions that kept faulting: an explicit operand, a stack access
+//! (PUSH, POP, CALL, RET, LEAVE, ENTER, PUSHFD/POPFD, PUSHAD/POPAD, with
+//! PUSH/POP/CALL m32's operand too), a string element or XLAT's byte. An
+//! instruction with two accesses probes both before it changes anything. A hit costs a dozen flag-free host
 //! instructions; a miss is an exit (no host signal, no host mapping call),
 //! after which the monitor walks the guest's page tables and fills the
 //! entry, raises the guest's #PF, or runs the instruction alone through the
@@ -78,9 +81,9 @@ pub(super) struct Adaptive {
     /// On (`nestmon.mmu.adaptive`, and the host has BMI2, which the
     /// software-TLB lookup uses).
     pub(super) on: bool,
-    /// `rep movs`/`rep stos` may become adaptive too
-    /// (`nestmon.mmu.adaptiveStrings`, off by default: see
-    /// docs/ARCHITECTURE.md, "Adaptive memory access").
+    /// `rep movs`/`rep stos`, `rep lods`, `rep scas` and `rep cmps` may
+    /// become adaptive too (`nestmon.mmu.adaptiveStrings`, off by default:
+    /// see docs/ARCHITECTURE.md, "Adaptive memory access").
     pub(super) strings: bool,
     /// Guest frame -> the offsets of its adaptive instructions.
     insns: HashMap<u32, Vec<u16>>,
@@ -112,6 +115,9 @@ pub(super) struct Adaptive {
     sampler_failed: bool,
     /// Samples taken from the ring, reused.
     samples: Vec<u64>,
+    /// The last miss: (EIP, linear page, write), to catch two accesses of
+    /// one instruction that evict each other (see [`BtCore::soft_miss`]).
+    last_miss: Option<(u32, u32, bool)>,
 }
 
 impl Adaptive {
@@ -132,6 +138,7 @@ impl Adaptive {
             sampler: None,
             sampler_failed: false,
             samples: Vec::new(),
+            last_miss: None,
         }
     }
 
@@ -350,7 +357,7 @@ impl BtCore {
     }
 
     /// Whether the instruction at guest-physical `phys` is one whose
-    /// memory operand the translator can send through the software TLB.
+    /// memory accesses the translator can send through the software TLB.
     fn soft_access_candidate_at(&self, phys: u32) -> bool {
         let in_page = (PAGE_SIZE - phys % PAGE_SIZE).min(15) as usize;
         let mut bytes = [0u8; 15];
@@ -367,6 +374,7 @@ impl BtCore {
         !i.is_invalid()
             && (translator::translate::soft_access_candidate(&i)
                 || translator::translate::soft_stack_candidate(&i)
+                || translator::translate::soft_element_candidate(&i)
                 || self.adaptive.strings && translator::translate::soft_string_candidate(&i))
     }
 
@@ -386,7 +394,12 @@ impl BtCore {
     }
 
     /// A `SoftMiss` exit: the access `CpuState::soft_addr`/`soft_access`
-    /// of the instruction at EIP found no software-TLB entry.
+    /// of the instruction at EIP found no software-TLB entry. A miss of the
+    /// same instruction right after one in the same table (read or write)
+    /// for another page in the same slot means two of its accesses evict
+    /// each other (CMPS reads two pages 256 MiB apart, say): it runs
+    /// through the window instead of filling one entry after the other
+    /// for ever.
     pub(super) fn soft_miss(&mut self) -> Event {
         self.stats.soft_misses += 1;
         if self.adaptive.misses.len() < MAX_COUNTED {
@@ -398,6 +411,21 @@ impl BtCore {
         let last = lin.wrapping_add(size - 1);
         if !self.paging() || last < lin || (lin ^ last) / PAGE_SIZE != 0 {
             return self.soft_fallback();
+        }
+        // Two accesses of one instruction in one table (CMPS reads twice)
+        // whose pages share a slot would each evict the other's entry:
+        // the instruction runs through the window instead.
+        let lpage = lin / PAGE_SIZE;
+        let last_miss = self
+            .adaptive
+            .last_miss
+            .replace((self.state.eip, lpage, write));
+        if let Some((eip, page, w)) = last_miss {
+            let slot = |p: u32| p % shadowmmu::SOFT_ENTRIES as u32;
+            if eip == self.state.eip && w == write && page != lpage && slot(page) == slot(lpage) {
+                self.adaptive.last_miss = None;
+                return self.soft_fallback();
+            }
         }
         let walked = match self.walk_for_fault(lin, write) {
             Ok(w) => w,
@@ -418,7 +446,6 @@ impl BtCore {
         if write && !writable(self) && !self.watcher.unsync_before_write(frame) {
             return self.soft_fallback();
         }
-        let lpage = lin / PAGE_SIZE;
         self.watch_walked(lpage, &walked);
         // Watching the walked tables may have made the frame itself a
         // watched table (a page table mapped as data).

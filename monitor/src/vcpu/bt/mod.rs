@@ -603,8 +603,8 @@ impl BtVcpu {
         self.core.adaptive.on = on && std::arch::is_x86_feature_detected!("bmi2");
     }
 
-    /// Lets `rep movs` and `rep stos` become adaptive too
-    /// (`nestmon.mmu.adaptiveStrings`; off by default).
+    /// Lets `rep movs`, `rep stos`, `rep lods`, `rep scas` and `rep cmps`
+    /// become adaptive too (`nestmon.mmu.adaptiveStrings`; off by default).
     pub fn set_adaptive_strings(&mut self, on: bool) {
         self.core.adaptive.strings = on;
     }
