@@ -510,53 +510,6 @@ fn an_adaptive_read_raises_the_guests_page_fault_without_a_host_fault() {
 }
 
 #[test]
-fn window_faults_on_pages_the_software_tlb_holds_make_no_instruction_adaptive() {
-    // A store walks 64 fresh pages (it becomes adaptive and fills the
-    // software TLB for the later ones, which the window never maps); then
-    // a read walks the same pages through the window. Its faults there
-    // are the window catching up with what the software TLB holds, not a
-    // pattern of its own: it stays on the window, and only the store is
-    // adaptive.
-    let body = format!(
-        "{}
-        lea eax, [page_dir]
-        mov cr3, eax
-        {PAGING_ON}
-        mov ebx, 0x300000
-        mov esi, 64
-    2:  mov [ebx], esi
-        add ebx, 0x1000
-        dec esi
-        jnz 2b
-        mov ebx, 0x300000
-        mov esi, 64
-        xor edx, edx
-    3:  add edx, [ebx]
-        add ebx, 0x1000
-        dec esi
-        jnz 3b
-        cmp edx, 2080
-        jne 4f
-        {PAGING_OFF_AND_PASS}
-    4:  {PAGING_OFF_AND_FAIL}
-        .bss
-        .align 4096
-    page_dir: .skip 4096
-    page_table: .skip 4096
-        .text",
-        identity_map(&["page_dir"])
-    );
-    let r = run_with_stats(&asm_guest("soft_held_window_faults", &body), &[]);
-    assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
-    assert_eq!(
-        stat(&r.stderr, "MMU: instructions made adaptive"),
-        1,
-        "{}",
-        r.stderr
-    );
-}
-
-#[test]
 fn a_bit_string_instruction_that_keeps_faulting_still_finds_its_bit_through_the_page_tables() {
     // `flip` = bts [0x200000], ecx keeps faulting (the PTE of 0x200000,
     // pointing at frame 0x300000, is rewritten and INVLPGed each round).

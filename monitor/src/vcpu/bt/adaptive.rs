@@ -170,28 +170,6 @@ impl Adaptive {
 }
 
 impl BtCore {
-    /// Whether the window access at host address `addr` is to a page the
-    /// current view's software TLB holds: adaptive instructions reached it
-    /// there, and the window did not map it (a software-TLB fill maps
-    /// nothing). Such a fault is not counted against its instruction
-    /// (see [`Self::note_memory_fault`]): the fill that follows serves
-    /// every later window access to the page, and counting it made
-    /// instructions adaptive one after another on the pages the first ones
-    /// had filled.
-    pub(super) fn soft_tlb_holds(&self, addr: u64) -> bool {
-        let window = self.window();
-        let Some(lin) = addr
-            .checked_sub(window.base().0 as u64)
-            .filter(|lin| *lin < 1 << 32)
-        else {
-            return false;
-        };
-        window
-            .soft_ref()
-            .lookup((lin >> 12) as u32, false)
-            .is_some()
-    }
-
     /// Counts a host fault of the instruction at guest-physical `phys`
     /// that filled a mapping or raised a guest page fault; the
     /// [`ADAPT_AFTER`]th makes it adaptive: the translations of its frame

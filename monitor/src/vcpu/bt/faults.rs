@@ -71,11 +71,9 @@ fn host_exception(f: &HostFault) -> HostException {
 impl BtCore {
     /// Handles a `Fault` exit.
     pub(super) fn fault(&mut self) -> Event {
-        // Looked at before the fault is resolved, which may fill the page.
-        let soft_held = self.adaptive.on && self.soft_tlb_holds(self.state.fault.addr);
         let outcome = self.fault_outcome();
         if let Some(phys) = self.fault_insn.take() {
-            if Self::counts_as_memory_fault(&outcome) && !soft_held {
+            if Self::counts_as_memory_fault(&outcome) {
                 self.note_memory_fault(phys);
             }
         }
