@@ -267,7 +267,9 @@ pub fn soft_stack_candidate(i: &Instruction) -> bool {
             i.stack_pointer_increment() == -4
                 && match i.op0_kind() {
                     OpKind::Immediate8to32 | OpKind::Immediate32 => true,
-                    OpKind::Register => i.op0_register().is_gpr32(),
+                    OpKind::Register => {
+                        i.op0_register().is_gpr32() || i.op0_register().is_segment_register()
+                    }
                     OpKind::Memory => soft_stack_memory_form(i),
                     _ => false,
                 }
@@ -2417,6 +2419,24 @@ impl Ctx<'_> {
         self.soft_push(i, SoftPushed::Spilled)
     }
 
+    /// PUSH of a segment register (32-bit) through the software TLB: the
+    /// selector, zero-extended as the window form stores it, into spill
+    /// slot 0 from the state block, then [`Self::soft_push`] of it.
+    fn soft_push_selector(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+        let Some(s) = seg_index(i.op0_register()) else {
+            return Err(TranslateError::Unsupported("push operand"));
+        };
+        self.flush_stack_lag()?;
+        let selector = mem(
+            Register::R14,
+            Register::None,
+            i64::from(off::SEG_SEL) + 2 * s as i64,
+        );
+        self.ins(i2!(Code::Movzx_r32_rm16, Register::R9D, selector)?)?;
+        self.ins(i2!(Code::Mov_rm32_r32, spill_slot(0), Register::R9D)?)?;
+        self.soft_push(i, SoftPushed::Spilled)
+    }
+
     /// POP m32 through the software TLB: the 4 bytes at ESP into spill
     /// slot 0, then the operand's probe (for a write, an ESP base counted
     /// after the increment, as the SDM has it), the store, ESP + 4.
@@ -3397,6 +3417,9 @@ impl Ctx<'_> {
     fn push(&mut self, i: &Instruction) -> Result<(), TranslateError> {
         if self.wants_soft_stack(i) {
             let value = match i.op0_kind() {
+                OpKind::Register if seg_index(i.op0_register()).is_some() => {
+                    return self.soft_push_selector(i);
+                }
                 OpKind::Register => SoftPushed::Register(host(i.op0_register()).full_register32()),
                 OpKind::Memory => return self.soft_push_memory(i),
                 _ => SoftPushed::Immediate(i.immediate(0) as u32),
@@ -5179,9 +5202,15 @@ mod tests {
     fn adaptive_stack_forms_with_memory_flags_and_all_registers_go_through_the_software_tlb() {
         // Each alone (ESP's lag flushed, one instruction per unit):
         // push dword [ebx+8]; pop dword [esp+4]; pop dword [ebx];
-        // call dword [eax]; pushfd; popfd; pushad; popad.
-        let forms: [(&[u8], &str, &[&str]); 8] = [
+        // call dword [eax]; pushfd; popfd; pushad; popad; push fs.
+        let forms: [(&[u8], &str, &[&str]); 9] = [
             (&[0xff, 0x73, 0x08], "push [ebx+8]", &["mov [r12+r11],r9d"]),
+            (
+                &[0x0f, 0xa0],
+                "push fs",
+                // The selector from the state block, zero-extended.
+                &["movzx r9d,word ptr [r14+0D0h]", "mov [r12+r11],r9d"],
+            ),
             (
                 &[0x8f, 0x44, 0x24, 0x04],
                 "pop [esp+4]",
