@@ -26,6 +26,22 @@ static int tick_hook(struct pm_frame *f)
     return PM_RESUME;
 }
 
+#ifndef PM_ADAPTIVE_NAME
+#define PM_ADAPTIVE_NAME "pm_adaptive"
+#define PM_ADAPTIVE_WHAT "a store"
+#endif
+
+#ifdef PM_ADAPTIVE_STORE_IN_CALL
+/* The one store of the guest, alone in its function (pm_adaptive_call). */
+__attribute__((noinline)) static void store_one(uint32_t *at, uint32_t value)
+{
+    *at = value;
+}
+#define STORE(at, value) store_one(at, value)
+#else
+#define STORE(at, value) (*(at) = (value))
+#endif
+
 /* The one store of this guest (`mask` + 1 is a power of two): it writes
  * word (i & mask) * stride of `base`, at least `count` times and on until
  * `*until_tick` ticks have passed. */
@@ -35,7 +51,7 @@ __attribute__((noinline)) static uint32_t store_loop(uint32_t *base, uint32_t st
 {
     uint32_t i = 0;
     do {
-        base[(i & mask) * stride] = i;
+        STORE(&base[(i & mask) * stride], i);
         i++;
     } while (i < count || ticks < until_tick);
     return i;
@@ -65,7 +81,7 @@ int main(void)
 
     pm_init();
     pm_set_hook(0x20, tick_hook);
-    rt_puts("pm_adaptive: a store on fresh pages, then hot on mapped ones\n");
+    rt_puts(PM_ADAPTIVE_NAME ": " PM_ADAPTIVE_WHAT " on fresh pages, then hot on mapped ones\n");
     pm_paging_on();
     store_loop(FRESH, 1024, FRESH_PAGES - 1, FRESH_PAGES, 0);
     ok = 1;
@@ -86,5 +102,5 @@ int main(void)
     for (i = 0; i < 1024; i++)
         sum += hot[i] * (i + 1);
     pm_check_val("the hot page holds what the last pass wrote", sum, 357913600u);
-    rt_finish("pm_adaptive");
+    rt_finish(PM_ADAPTIVE_NAME);
 }

@@ -668,18 +668,7 @@ fn an_adaptive_store_found_hot_without_misses_goes_back_to_the_window() {
     // adaptive), then runs for 1.5 s over one mapped page while the PIT
     // interrupts at 1 kHz; the exit requests of those interrupts find it
     // in hot code, missing no more, and an epoch later it goes back.
-    let r = run_with_stats(&guest_dir().join("pm_adaptive.elf"), &[]);
-    assert_eq!(r.code, Some(0), "{}", describe(&r));
-    assert!(
-        stat(&r.stderr, "MMU: instructions made adaptive") >= 1,
-        "{}",
-        r.stderr
-    );
-    assert!(
-        stat(&r.stderr, "MMU: adaptive instructions back to the window") >= 1,
-        "{}",
-        r.stderr
-    );
+    assert_made_adaptive_and_sent_back("pm_adaptive.elf");
     // Turned off, nothing becomes adaptive and nothing goes back.
     let off = run_with_stats(
         &guest_dir().join("pm_adaptive.elf"),
@@ -699,18 +688,20 @@ fn an_adaptive_store_in_a_called_function_is_found_hot_by_time_samples_and_goes_
     // a function the loop calls. Its unit is entered by a predicted call
     // and left by a predicted return, so no exit request ever finds it
     // about to run; the time samples of the vCPU thread find it hot.
-    let r = run_with_stats(&guest_dir().join("pm_adaptive_call.elf"), &[]);
+    assert_made_adaptive_and_sent_back("pm_adaptive_call.elf");
+}
+
+/// Runs guest `elf` with `--stats`: it passes, at least one instruction
+/// became adaptive and at least one went back to the window.
+fn assert_made_adaptive_and_sent_back(elf: &str) {
+    let r = run_with_stats(&guest_dir().join(elf), &[]);
     assert_eq!(r.code, Some(0), "{}", describe(&r));
-    assert!(
-        stat(&r.stderr, "MMU: instructions made adaptive") >= 1,
-        "{}",
-        r.stderr
-    );
-    assert!(
-        stat(&r.stderr, "MMU: adaptive instructions back to the window") >= 1,
-        "{}",
-        r.stderr
-    );
+    for counter in [
+        "MMU: instructions made adaptive",
+        "MMU: adaptive instructions back to the window",
+    ] {
+        assert!(stat(&r.stderr, counter) >= 1, "{counter}:\n{}", r.stderr);
+    }
 }
 
 #[test]

@@ -2601,6 +2601,20 @@ impl Ctx<'_> {
         Ok((si, di))
     }
 
+    /// `pushfq; test byte [rsp + 1], 4; jnz label`: the guest's flags
+    /// saved on the host stack (the caller pops them on every path) and a
+    /// jump to `label` when DF is set.
+    fn save_flags_and_jump_if_df(&mut self, label: Label) -> Result<(), TranslateError> {
+        self.ins(Instruction::with(Code::Pushfq))?;
+        self.ins(i2!(
+            Code::Test_rm8_imm8,
+            mem(Register::RSP, Register::None, 1),
+            4u32
+        )?)?;
+        self.e.jcc_label(5, label);
+        Ok(())
+    }
+
     /// ESI and/or EDI moved by one element of `size` bytes, down when DF
     /// is set; guest flags are kept (saved around the DF test).
     fn advance_string_registers(
@@ -2610,13 +2624,7 @@ impl Ctx<'_> {
         di: bool,
     ) -> Result<(), TranslateError> {
         let (down, end) = (self.e.label(), self.e.label());
-        self.ins(Instruction::with(Code::Pushfq))?;
-        self.ins(i2!(
-            Code::Test_rm8_imm8,
-            mem(Register::RSP, Register::None, 1),
-            4u32
-        )?)?;
-        self.e.jcc_label(5, down);
+        self.save_flags_and_jump_if_df(down)?;
         for (label, delta) in [(None, i64::from(size)), (Some(down), -i64::from(size))] {
             if let Some(l) = label {
                 self.e.bind(l);
@@ -2641,19 +2649,7 @@ impl Ctx<'_> {
     /// a 1-byte read, `mov al, [r12 + r11]`.
     fn soft_xlat(&mut self, i: &Instruction) -> Result<(), TranslateError> {
         self.note_soft(i);
-        self.ins(i2!(Code::Movzx_r32_rm8, Register::R10D, Register::AL)?)?;
-        self.ins(i2!(
-            Code::Lea_r32_m,
-            Register::R10D,
-            mem(Register::RBX, Register::R10, 0)
-        )?)?;
-        let seg = i.memory_segment();
-        if self.req.mode.is_limited(seg) {
-            self.check_segment_access(i, seg, 1, false)?;
-        }
-        if self.needs_seg_base(seg) {
-            self.add_seg_base(seg)?;
-        }
+        self.xlat_linear_to_r10(i)?;
         self.soft_probe(1, false, SoftMiss::Exit(i.ip32()))?;
         self.ins(i2!(Code::Mov_r8_rm8, Register::AL, soft_slot(0))?)
     }
@@ -2868,13 +2864,7 @@ impl Ctx<'_> {
             self.e.label(),
         );
         let (miss_dst, miss_src) = (self.e.label(), self.e.label());
-        self.ins(Instruction::with(Code::Pushfq))?;
-        self.ins(i2!(
-            Code::Test_rm8_imm8,
-            mem(Register::RSP, Register::None, 1),
-            4u32
-        )?)?;
-        self.e.jcc_label(5, slow);
+        self.save_flags_and_jump_if_df(slow)?;
         self.e.bind(top);
         self.ins(i2!(Code::Test_rm32_r32, Register::ECX, Register::ECX)?)?;
         self.e.jcc_label(4, done);
@@ -3085,10 +3075,9 @@ impl Ctx<'_> {
         self.ins(i2!(code, dst, operand)?)
     }
 
-    fn xlat(&mut self, i: &Instruction) -> Result<(), TranslateError> {
-        if self.wants_soft_element(i) {
-            return self.soft_xlat(i);
-        }
+    /// R10D = the linear address XLAT reads: EBX (or BX) + AL, its
+    /// segment's limit checked and base added where the mode needs it.
+    fn xlat_linear_to_r10(&mut self, i: &Instruction) -> Result<(), TranslateError> {
         self.ins(i2!(Code::Movzx_r32_rm8, Register::R10D, Register::AL)?)?;
         self.ins(i2!(
             Code::Lea_r32_m,
@@ -3105,6 +3094,14 @@ impl Ctx<'_> {
         if self.needs_seg_base(seg) {
             self.add_seg_base(seg)?;
         }
+        Ok(())
+    }
+
+    fn xlat(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+        if self.wants_soft_element(i) {
+            return self.soft_xlat(i);
+        }
+        self.xlat_linear_to_r10(i)?;
         self.ins(i2!(
             Code::Mov_r8_rm8,
             Register::AL,
@@ -5198,6 +5195,37 @@ mod tests {
         );
     }
 
+    /// `code` translated as one adaptive instruction at 0x1000 (the
+    /// verifier runs on it), with its host text: every entry of `wants`
+    /// matches some host instruction, and the unit names the instruction
+    /// as one reaching memory through the software TLB.
+    fn soft_form_unit(
+        code: &[u8],
+        what: &str,
+        fold_displacements: bool,
+        wants: &[&str],
+        matches: impl Fn(&str, &str) -> bool,
+    ) -> (Unit, Vec<String>) {
+        let unit = translate_with(
+            code,
+            Setup {
+                soft_access: &[0x1000],
+                max_insns: 1,
+                fold_displacements,
+                ..Setup::default()
+            },
+        );
+        let text = host_text(&unit);
+        for want in wants {
+            assert!(
+                text.iter().any(|t| matches(t, want)),
+                "{what}: {want}: {text:#?}"
+            );
+        }
+        assert_eq!(unit.soft_eips, vec![0x1000], "{what}");
+        (unit, text)
+    }
+
     #[test]
     fn adaptive_stack_forms_with_memory_flags_and_all_registers_go_through_the_software_tlb() {
         // Each alone (ESP's lag flushed, one instruction per unit):
@@ -5249,23 +5277,7 @@ mod tests {
             assert!(soft_stack_candidate(&i), "{what}: not a candidate");
             assert!(!soft_access_candidate(&i), "{what}");
             // The verifier ran on the unit (`translate` checks every one).
-            let unit = translate_with(
-                code,
-                Setup {
-                    soft_access: &[0x1000],
-                    max_insns: 1,
-                    fold_displacements: true,
-                    ..Setup::default()
-                },
-            );
-            let text = host_text(&unit);
-            for want in wants {
-                assert!(
-                    text.contains(&want.to_string()),
-                    "{what}: {want}: {text:#?}"
-                );
-            }
-            assert_eq!(unit.soft_eips, vec![0x1000], "{what}");
+            let (unit, text) = soft_form_unit(code, what, true, wants, |t, w| t == w);
             assert!(
                 window_accesses(&unit).is_empty(),
                 "{what}: a window access left: {text:#?}"
@@ -5317,22 +5329,7 @@ mod tests {
         for (code, what, wants) in forms {
             let i = decode(code);
             assert!(soft_element_candidate(&i), "{what}: not a candidate");
-            let unit = translate_with(
-                code,
-                Setup {
-                    soft_access: &[0x1000],
-                    max_insns: 1,
-                    ..Setup::default()
-                },
-            );
-            let text = host_text(&unit);
-            for want in wants {
-                assert!(
-                    text.contains(&want.to_string()),
-                    "{what}: {want}: {text:#?}"
-                );
-            }
-            assert_eq!(unit.soft_eips, vec![0x1000], "{what}");
+            let (unit, text) = soft_form_unit(code, what, false, wants, |t, w| t == w);
             assert!(
                 window_accesses(&unit).is_empty()
                     && !text
@@ -5373,22 +5370,8 @@ mod tests {
             let i = decode(code);
             assert!(soft_string_candidate(&i), "{what}: not a candidate");
             assert!(!soft_element_candidate(&i), "{what}");
-            let unit = translate_with(
-                code,
-                Setup {
-                    soft_access: &[0x1000],
-                    max_insns: 1,
-                    ..Setup::default()
-                },
-            );
-            let text = host_text(&unit);
-            for want in wants.iter().chain(&["lea ecx,[rcx-1]"]) {
-                assert!(
-                    text.iter().any(|t| t.starts_with(want)),
-                    "{what}: {want}: {text:#?}"
-                );
-            }
-            assert_eq!(unit.soft_eips, vec![0x1000], "{what}");
+            let wants: Vec<&str> = wants.iter().copied().chain(["lea ecx,[rcx-1]"]).collect();
+            let (unit, text) = soft_form_unit(code, what, false, &wants, |t, w| t.starts_with(w));
             assert!(
                 window_accesses(&unit).is_empty(),
                 "{what}: a window access left: {text:#?}"
