@@ -1064,14 +1064,17 @@ fn pushes_pops_and_calls_that_keep_faulting_go_through_the_software_tlb() {
     assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
     let adaptive = stat(&r.stderr, "MMU: instructions made adaptive");
     assert!(
-        adaptive >= 7,
+        adaptive >= 1,
         "{adaptive} adaptive instructions:\n{}",
         r.stderr
     );
+    // The first stack instruction on each page becomes adaptive; its
+    // misses near ESP map the window too, so the others reach the page
+    // without a fault (4 host faults in all).
     assert_stat_below(
         &r.stderr,
         "exits: host fault",
-        48,
+        16,
         "64 new stack pages: 64 without adaptive stack accesses",
     );
 }
@@ -1314,12 +1317,14 @@ fn memory_stack_flag_frame_string_and_xlat_forms_that_keep_faulting_go_through_t
     // and POP m32, CALL m32, MOVSD and CMPSB) in each of 64 rounds, and the
     // software TLB fills no window mapping: each takes a host fault per
     // round (about 1,100 in all) until it becomes adaptive; then its
-    // misses are exits, not host faults.
+    // misses are exits, not host faults. (Misses near ESP map the window
+    // too, so a POP after its PUSH finds the page mapped: 12 become
+    // adaptive, about 120 host faults in all.)
     let r = run_with_stats(&soft_forms_guest(), &[]);
     assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
     let adaptive = stat(&r.stderr, "MMU: instructions made adaptive");
     assert!(
-        adaptive >= 15,
+        adaptive >= 10,
         "{adaptive} adaptive instructions:\n{}",
         r.stderr
     );
@@ -1344,15 +1349,15 @@ fn rep_lods_scas_and_cmps_that_keep_faulting_go_through_the_software_tlb_element
     assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
     let adaptive = stat(&r.stderr, "MMU: instructions made adaptive");
     assert!(
-        adaptive >= 18,
+        adaptive >= 13,
         "{adaptive} adaptive instructions:\n{}",
         r.stderr
     );
     assert_stat_below(
         &r.stderr,
         "exits: host fault",
-        120,
-        "about 130 with the rep strings not adaptive",
+        100,
+        "about 120 with the rep strings not adaptive",
     );
 }
 

@@ -23,6 +23,10 @@
 //!   the watcher does not protect; each is listed in `soft_writes` under
 //!   its frame, so that protecting the frame (new translated code, a table
 //!   back in sync) drops it.
+//! - A miss near the guest's ESP maps the page in the window as well as
+//!   in the software TLB (as a hidden fault would), so that the other
+//!   instructions reaching that stack page do not fault on it one after
+//!   another and become adaptive in turn; elsewhere a fill maps nothing.
 //! - An instruction becomes adaptive after [`ADAPT_AFTER`] faults in one
 //!   address space within one epoch (at least [`EPOCH`] of host time; the
 //!   counts start over at each epoch), so that a few faults spread over a
@@ -454,7 +458,22 @@ impl BtCore {
             return self.soft_fallback();
         }
         self.fill_soft(lpage, frame, write);
+        if self.near_stack_pointer(lin) {
+            // The window maps it too: a stack page is reached by many
+            // instructions (pushes, pops, calls, returns, frame accesses),
+            // and the first one's fill would otherwise leave each of the
+            // others a window fault that makes it adaptive in turn.
+            self.map_walked(self.view, lpage, &walked);
+        }
         Event::Continue
+    }
+
+    /// Whether linear `lin` lies within 64 bytes below or 128 above the
+    /// guest's ESP (a stack instruction's slot, PUSHAD's frame, a
+    /// frame access near the top of the stack).
+    fn near_stack_pointer(&self, lin: u32) -> bool {
+        let esp = self.state.gpr[crate::cpu::context::ESP];
+        lin.wrapping_sub(esp.wrapping_sub(64)) < 192
     }
 
     /// Fills the current view's software TLB for `lpage` -> `frame`.
