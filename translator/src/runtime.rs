@@ -456,21 +456,30 @@ fn install_handlers() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         for sig in [libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGILL] {
-            // SAFETY: a zeroed sigaction with a valid handler and flags.
-            unsafe {
-                let mut sa: libc::sigaction = std::mem::zeroed();
-                sa.sa_sigaction = on_fault
-                    as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)
-                    as usize;
-                // On the thread's alternate stack: translated code runs
-                // on the return-prediction stack, which has no room below
-                // its guard (see `ensure_signal_stack`).
-                sa.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER | libc::SA_ONSTACK;
-                libc::sigemptyset(&mut sa.sa_mask);
-                libc::sigaction(sig, &sa, std::ptr::null_mut());
-            }
+            // On the thread's alternate stack: translated code runs on the
+            // return-prediction stack, which has no room below its guard
+            // (see `ensure_signal_stack`).
+            set_handler(sig, on_fault, libc::SA_NODEFER | libc::SA_ONSTACK);
         }
     });
+}
+
+/// A signal handler taking the kernel's `siginfo_t` and `ucontext_t`.
+pub(crate) type SigInfoHandler =
+    extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
+
+/// Installs `handler` for `sig` with `SA_SIGINFO` and `flags`, blocking no
+/// other signal while it runs.
+pub(crate) fn set_handler(sig: libc::c_int, handler: SigInfoHandler, flags: libc::c_int) {
+    // SAFETY: a zeroed sigaction with a valid handler, flags and an empty
+    // mask.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler as usize;
+        sa.sa_flags = libc::SA_SIGINFO | flags;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(sig, &sa, std::ptr::null_mut());
+    }
 }
 
 const GUEST_GREGS: [libc::c_int; 8] = [

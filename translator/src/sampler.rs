@@ -40,7 +40,7 @@ pub struct Sampler {
     /// The `timer_t` (a pointer-sized handle), kept as an integer.
     timer: usize,
     /// The thread the timer signals.
-    thread: libc::pid_t,
+    thread: std::thread::ThreadId,
 }
 
 impl Sampler {
@@ -63,11 +63,11 @@ impl Sampler {
         }
         let sampler = Sampler {
             timer: timer as usize,
-            thread,
+            thread: std::thread::current().id(),
         };
         let spec = libc::timespec {
             tv_sec: period.as_secs() as libc::time_t,
-            tv_nsec: libc::c_long::from(period.subsec_nanos() as i32),
+            tv_nsec: period.subsec_nanos() as libc::c_long,
         };
         let every = libc::itimerspec {
             it_interval: spec,
@@ -80,10 +80,10 @@ impl Sampler {
         Ok(sampler)
     }
 
-    /// Whether the calling thread is the one this timer samples.
+    /// Whether the calling thread is the one this timer samples (no
+    /// system call: the monitor asks at every entry of its run loop).
     pub fn samples_this_thread(&self) -> bool {
-        // SAFETY: gettid has no preconditions.
-        self.thread == unsafe { libc::gettid() }
+        self.thread == std::thread::current().id()
     }
 }
 
@@ -97,7 +97,8 @@ impl Drop for Sampler {
 /// Moves the samples noted since the last call into `out` (host RIPs in
 /// some registered code cache, oldest first within the ring's order).
 pub fn take_samples(out: &mut Vec<u64>) {
-    for slot in &SAMPLES {
+    // A load first: most slots are empty, and a swap is a locked write.
+    for slot in SAMPLES.iter().filter(|s| s.load(Ordering::Relaxed) != 0) {
         let rip = slot.swap(0, Ordering::Relaxed);
         if rip != 0 {
             out.push(rip);
@@ -108,16 +109,11 @@ pub fn take_samples(out: &mut Vec<u64>) {
 fn install_handler() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        // SAFETY: a zeroed sigaction with a valid handler and flags.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_sample
-                as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)
-                as usize;
-            sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sample_signal(), &sa, std::ptr::null_mut());
-        }
+        crate::runtime::set_handler(
+            sample_signal(),
+            on_sample,
+            libc::SA_ONSTACK | libc::SA_RESTART,
+        );
     });
 }
 

@@ -2404,6 +2404,7 @@ impl Ctx<'_> {
     /// spill slot 0 (`mov r9d, [r12 + r11] ; mov [spill0], r9d`), so that
     /// the next probe may use every scratch register.
     fn soft_operand_to_spill(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+        self.note_soft(i);
         self.soft_explicit(i, false, 0)?;
         self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, soft_slot(0))?)?;
         self.ins(i2!(Code::Mov_rm32_r32, spill_slot(0), Register::R9D)?)
@@ -2413,8 +2414,8 @@ impl Ctx<'_> {
     /// the push) into spill slot 0, then [`Self::soft_push`] of it. Both
     /// probes come before the store: a miss of either changes nothing.
     fn soft_push_memory(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+        // ESP up to date before an ESP-based operand's address is formed.
         self.flush_stack_lag()?;
-        self.note_soft(i);
         self.soft_operand_to_spill(i)?;
         self.soft_push(i, SoftPushed::Spilled)
     }
@@ -2426,7 +2427,6 @@ impl Ctx<'_> {
         let Some(s) = seg_index(i.op0_register()) else {
             return Err(TranslateError::Unsupported("push operand"));
         };
-        self.flush_stack_lag()?;
         let selector = mem(
             Register::R14,
             Register::None,
@@ -2447,11 +2447,7 @@ impl Ctx<'_> {
     ///     mov r9d, [spill0] ; mov [r12 + r11], r9d ; lea r8d, [r8 + 4]
     /// ```
     fn soft_pop_memory(&mut self, i: &Instruction) -> Result<(), TranslateError> {
-        self.flush_stack_lag()?;
-        self.note_soft(i);
-        self.ins(i2!(Code::Mov_r32_rm32, Register::R10D, Register::R8D)?)?;
-        self.soft_probe(4, false, SoftMiss::Exit(i.ip32()))?;
-        self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, soft_slot(0))?)?;
+        self.soft_load_top(i, Register::R9D)?;
         self.ins(i2!(Code::Mov_rm32_r32, spill_slot(0), Register::R9D)?)?;
         self.soft_explicit(i, true, 4)?;
         self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, spill_slot(0))?)?;
@@ -2695,26 +2691,18 @@ impl Ctx<'_> {
     /// r8d`, the probe for a 4-byte read, `mov dst, [r12 + r11]`, `lea
     /// r8d, [r8 + 4]`. A miss exits before anything changes.
     fn soft_pop_into(&mut self, i: &Instruction, dst: Register) -> Result<(), TranslateError> {
-        self.flush_stack_lag()?;
-        self.note_soft(i);
-        self.ins(i2!(Code::Mov_r32_rm32, Register::R10D, Register::R8D)?)?;
-        self.soft_probe(4, false, SoftMiss::Exit(i.ip32()))?;
-        self.ins(i2!(
-            Code::Mov_r32_rm32,
-            dst,
-            mem(Register::R12, Register::R11, 0)
-        )?)?;
+        self.soft_load_top(i, dst)?;
         self.lea32(Register::R8D, Register::R8, 4)
     }
 
-    /// The 4 bytes at ESP into R9D through the software TLB (ESP not
+    /// The 4 bytes at ESP into `dst` through the software TLB (ESP not
     /// moved; a miss exits before anything changes).
-    fn soft_load_top(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+    fn soft_load_top(&mut self, i: &Instruction, dst: Register) -> Result<(), TranslateError> {
         self.flush_stack_lag()?;
         self.note_soft(i);
         self.ins(i2!(Code::Mov_r32_rm32, Register::R10D, Register::R8D)?)?;
         self.soft_probe(4, false, SoftMiss::Exit(i.ip32()))?;
-        self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, soft_slot(0))?)
+        self.ins(i2!(Code::Mov_r32_rm32, dst, soft_slot(0))?)
     }
 
     /// Whether `i`'s explicit memory operand goes through the software
@@ -2751,7 +2739,7 @@ impl Ctx<'_> {
         self.note_soft(i);
         self.address(i, true)?;
         self.soft_probe(size, write, SoftMiss::Exit(i.ip32()))?;
-        Ok(mem(Register::R12, Register::R11, 0))
+        Ok(soft_slot(0))
     }
 
     /// The software-TLB lookup of the access of `size` bytes at R10D (see
@@ -2850,7 +2838,7 @@ impl Ctx<'_> {
     /// page (an element that straddles two misses, and the monitor runs
     /// the rest through the window).
     fn soft_string(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
-        self.soft_eips.push(i.ip32());
+        self.note_soft(i);
         let size = string_element_size(i);
         let movs = matches!(
             i.mnemonic(),
@@ -2952,11 +2940,7 @@ impl Ctx<'_> {
             reg.full_register32()
         )?)?;
         self.soft_probe(size, write, SoftMiss::Jump(miss))?;
-        self.ins(i2!(
-            Code::Lea_r64_m,
-            reg,
-            mem(Register::R12, Register::R11, 0)
-        )?)?;
+        self.ins(i2!(Code::Lea_r64_m, reg, soft_slot(0))?)?;
         self.elements_left_in_page(size)?;
         self.e.jcc_label(4, miss);
         Ok(())
@@ -3699,7 +3683,7 @@ impl Ctx<'_> {
 
     fn popfd(&mut self, i: &Instruction) -> Result<(), TranslateError> {
         if self.wants_soft_stack(i) {
-            self.soft_load_top(i)?;
+            self.soft_load_top(i, Register::R9D)?;
         } else {
             let at = self.stack_address(Register::R8)?;
             self.load32(Register::R9D, mem(Register::R15, at, 0))?;
@@ -3777,15 +3761,11 @@ impl Ctx<'_> {
         if self.wants_soft_stack(i) {
             // mov r10d, ebp ; <probe> ; lea r8d, [rbp + 4] ; mov ebp, [r12 + r11]
             self.flush_stack_lag()?;
-            self.soft_eips.push(i.ip32());
+            self.note_soft(i);
             self.ins(i2!(Code::Mov_r32_rm32, Register::R10D, Register::EBP)?)?;
             self.soft_probe(4, false, SoftMiss::Exit(i.ip32()))?;
             self.lea32(Register::R8D, Register::RBP, 4)?;
-            return self.ins(i2!(
-                Code::Mov_r32_rm32,
-                Register::EBP,
-                mem(Register::R12, Register::R11, 0)
-            )?);
+            return self.ins(i2!(Code::Mov_r32_rm32, Register::EBP, soft_slot(0))?);
         }
         let at = self.stack_address(Register::RBP)?;
         self.load32(Register::R9D, mem(Register::R15, at, 0))?;
@@ -3941,7 +3921,6 @@ impl Ctx<'_> {
                     // 0 (ESP as before the call), then the push; both
                     // probes come before the store.
                     self.flush_stack_lag()?;
-                    self.note_soft(i);
                     self.soft_operand_to_spill(i)?;
                     self.push_return(i)?;
                     self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, spill_slot(0))?)?;
