@@ -8,7 +8,8 @@
  * holds back the next one until a specific EOI; a masked IRQ0 does not
  * arrive, stays latched in the IRR and arrives once unmasked; auto-EOI;
  * poll mode; and channel 2 counting down through ports 0x42 and 0x61 as
- * Linux calibrates the TSC with it.  Every check is deterministic (a
+ * Linux calibrates the TSC with it; and a cycle made of calls alone (no
+ * backward jump, no return) is still interrupted by IRQ0.  Every check is deterministic (a
  * count "at least", never a timing); timings are on '#' lines only.
  * Intel 8259A and 8254 datasheets; QEMU's i8259, i8254 and pcspk agree. */
 #include "pm.h"
@@ -43,6 +44,30 @@ __asm__(".text\n"
 extern void halt_once(void);
 extern char after_hlt[];
 
+/* call_cycle(turns): a cycle of calls alone.  Each turn calls
+ * call_cycle_top, which lies below the call; it drops the return address
+ * and runs forward into the call again, so no backward jump and no return
+ * closes the cycle.  It leaves (forward) when cycle_stop is set or the
+ * turns ran out, returning the turns left. */
+static volatile uint32_t cycle_stop;
+__asm__(".text\n"
+        ".globl call_cycle\n"
+        "call_cycle:\n\t"
+        "mov 4(%esp), %ecx\n\t"
+        "jmp call_cycle_call\n"
+        "call_cycle_top:\n\t"
+        "add $4, %esp\n\t"
+        "cmpl $0, cycle_stop\n\t"
+        "jne call_cycle_out\n\t"
+        "dec %ecx\n\t"
+        "jz call_cycle_out\n"
+        "call_cycle_call:\n\t"
+        "call call_cycle_top\n"
+        "call_cycle_out:\n\t"
+        "mov %ecx, %eax\n\t"
+        "ret\n");
+extern uint32_t call_cycle(uint32_t turns);
+
 /* ---- the IRQ handler (a pm.h hook on vectors 0x20-0x2f) ---- */
 enum { EOI_NONSPECIFIC, EOI_NONE };
 static volatile struct {
@@ -76,6 +101,7 @@ static int irq_hook(struct pm_frame *f)
     uint8_t isr = read_isr(PIC1_CMD);
     if (vec == VEC_MASTER) {
         irq.ticks++;
+        cycle_stop = 1;
     } else {
         irq.others++;
         irq.other_vec = vec;
@@ -266,6 +292,24 @@ static void poll_mode(void)
     pm_check_val("  the IMR reads normally again", inb(PIC1_DATA), 0xff);
 }
 
+static void calls_alone(void)
+{
+    uint32_t left;
+
+    rt_puts("-- a cycle made of calls alone (no backward jump, no return) meets IRQ0\n");
+    irq_reset(EOI_NONSPECIFIC, 1);
+    cycle_stop = 0;
+    outb(PIC1_DATA, 0xfe);
+    __asm__ __volatile__("sti");
+    left = call_cycle(400000000u);
+    __asm__ __volatile__("cli");
+    outb(PIC1_DATA, 0xff);
+    rt_printf("# %u turns before the tick\n", 400000000u - left);
+    pm_check_val("the tick arrived inside the cycle", cycle_stop, 1);
+    pm_check_val("  before its 400 million turns ran out", left != 0, 1);
+    pm_check_val("  one tick (masked in the handler)", irq.ticks, 1);
+}
+
 static void channel2(void)
 {
     const uint16_t count = PIT_HZ / 20; /* 50 ms, as Linux's pit_calibrate_tsc */
@@ -321,6 +365,7 @@ int main(void)
     eoi_and_masking();
     auto_eoi();
     poll_mode();
+    calls_alone();
     channel2();
     outb(PIC1_DATA, 0xff);
     outb(PIC2_DATA, 0xff);

@@ -19,9 +19,13 @@
 //! code starts with RSP there (no prediction survives an exit), and so
 //! does every inline privilege change (a continuation belongs to the mode
 //! of its call). A guest recursion deeper than the stack reaches the
-//! guard with a host `call` (or the PUSHFQ of a unit whose own pushes are
-//! none yet, see `verify`): the fault handler starts the stack again from
-//! its top and the instruction runs again, so no depth is too deep. Every
+//! guard with a host `call`: the fault handler leaves with
+//! `ExitReason::CallOverflow`, the run loop stops before the guest call
+//! and enters again with the stack empty, so no depth is too deep, and a
+//! cycle of units closed by calls alone (which do not poll for exit
+//! requests) stops within 128 Ki turns. The PUSHFQ of a unit whose own
+//! pushes are none yet (see `verify`) may reach it too: the handler
+//! starts the stack again from its top and the PUSHFQ runs again. Every
 //! signal handler runs on an alternate stack (`runtime::
 //! ensure_signal_stack`, `SA_ONSTACK`), never on this one.
 //!

@@ -493,6 +493,25 @@ const GUEST_GREGS: [libc::c_int; 8] = [
     libc::REG_RDI,
 ];
 
+/// Whether the host instruction at `rip` is a `call` (`E8 rel32`, or
+/// `FF /2` with an optional REX prefix): translated code makes host calls
+/// only for predicted guest calls (see `crate::rstack`).
+///
+/// # Safety
+/// `rip` must point at an instruction in readable code.
+unsafe fn is_host_call(rip: u64) -> bool {
+    // SAFETY: the caller's contract; an instruction of translated code
+    // has at least the three bytes read here (the cache's code is
+    // followed by more code or its exit stubs).
+    let bytes = unsafe { std::ptr::read_unaligned(rip as *const [u8; 3]) };
+    let (opcode, modrm) = if bytes[0] & 0xf0 == 0x40 {
+        (bytes[1], bytes[2])
+    } else {
+        (bytes[0], bytes[1])
+    };
+    opcode == 0xe8 || (opcode == 0xff && (modrm >> 3) & 7 == 2)
+}
+
 extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid ucontext for SA_SIGINFO handlers.
     let uc = unsafe { &mut *(ctx as *mut libc::ucontext_t) };
@@ -510,13 +529,15 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut l
     let state = unsafe { &mut *(gregs[libc::REG_R14 as usize] as *mut CpuState) };
     // SAFETY: `info` is valid for SA_SIGINFO handlers.
     let addr = unsafe { (*info).si_addr() as u64 };
-    if sig == libc::SIGSEGV
+    let overflow = sig == libc::SIGSEGV
         && state.rsb_top != 0
-        && crate::rstack::guard_of(state.rsb_top).contains(&addr)
-    {
-        // A host call (or a unit's first push) ran off the bottom of the
-        // return-prediction stack: start it again from the top, and run
-        // the instruction again. Only predictions are lost.
+        && crate::rstack::guard_of(state.rsb_top).contains(&addr);
+    // SAFETY: `rip` lies in a registered code cache's executable view
+    // (`cache_for`), readable for as long as the registration lives.
+    if overflow && !unsafe { is_host_call(rip) } {
+        // A unit's first push ran off the bottom of the return-prediction
+        // stack: start it again from the top, and run the instruction
+        // again. Only predictions are lost.
         gregs[libc::REG_RSP as usize] = state.rsb_top as i64;
         return;
     }
@@ -535,7 +556,13 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut l
         trapno: gregs[libc::REG_TRAPNO as usize] as u64,
     };
     let poll_fault = sig == libc::SIGSEGV && (poll..poll + POLL_PAGE as u64).contains(&addr);
-    state.exit_reason = if poll_fault {
+    state.exit_reason = if overflow {
+        // A host call: the run loop stops before the guest call it
+        // belongs to (see `ExitReason::CallOverflow`); the exit stub
+        // must not run at the guard.
+        gregs[libc::REG_RSP as usize] = state.rsb_top as i64;
+        crate::state::ExitReason::CallOverflow
+    } else if poll_fault {
         crate::state::ExitReason::Interrupted
     } else {
         crate::state::ExitReason::Fault

@@ -60,6 +60,14 @@ pub enum ExitReason {
     /// monitor drops what it holds of that page; `eip` is the next
     /// instruction.
     Invlpg = 10,
+    /// A predicted guest `call` (a host `call` in translated code) ran
+    /// off the bottom of the return-prediction stack (see
+    /// [`crate::rstack`]): the guest call had pushed its return address
+    /// (ESP four bytes lower) but not yet branched; `fault.rip` is the
+    /// host `call`. Direct calls do not poll for exit requests (a cycle of
+    /// units through calls alone deepens this stack at every turn), so the
+    /// run loop stops before the call here and serves any request.
+    CallOverflow = 11,
 }
 
 impl ExitReason {
@@ -76,6 +84,7 @@ impl ExitReason {
             8 => ExitReason::SoftMiss,
             9 => ExitReason::ChainSlotMiss,
             10 => ExitReason::Invlpg,
+            11 => ExitReason::CallOverflow,
             _ => return None,
         })
     }

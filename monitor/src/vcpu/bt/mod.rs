@@ -131,6 +131,9 @@ pub struct BtStats {
     pub exits_fault: u64,
     /// Exits because an exit was requested (poll page armed).
     pub exits_interrupted: u64,
+    /// Exits because a predicted call ran off the return-prediction stack
+    /// (128 Ki calls deep without a return since the last entry).
+    pub exits_call_overflow: u64,
     /// Port I/O instructions carried out.
     pub io_instructions: u64,
     /// Guest writes to frames holding translated code.
@@ -743,6 +746,7 @@ impl Vcpu for BtVcpu {
                 ("exits: emulated instruction", v.exits_emulate),
                 ("exits: host fault", v.exits_fault),
                 ("exits: stop requests", v.exits_interrupted),
+                ("exits: return-stack overflow", v.exits_call_overflow),
                 ("port I/O instructions", v.io_instructions),
                 ("guest exceptions", v.exceptions),
                 ("external interrupts", v.external_interrupts),
@@ -1274,6 +1278,15 @@ impl BtCore {
                 self.sample_unit(self.state.fault.rip);
                 self.stop_at(self.state.fault.rip);
                 self.serve_exit_request();
+                Event::Interrupted
+            }
+            Some(ExitReason::CallOverflow) => {
+                self.stats.exits_call_overflow += 1;
+                self.sample_unit(self.state.fault.rip);
+                self.stop_before_call(self.state.fault.rip);
+                if self.exit_requested() {
+                    self.serve_exit_request();
+                }
                 Event::Interrupted
             }
             None => Event::Stop(StopReason::Internal(format!(
@@ -1943,6 +1956,32 @@ impl BtCore {
         self.state.eip = t.pc_map.get(idx).map_or(t.key.eip, |p| p.1);
         let lag = t.stack_lag(idx);
         self.apply_stack_lag(lag);
+    }
+
+    /// The guest state before the predicted call whose host `call` at
+    /// `rip` ran off the return-prediction stack (`ExitReason::
+    /// CallOverflow`): EIP is the call's, and ESP gets back the four
+    /// bytes of the return address the call pushed (the call folds any
+    /// stack lag before it, so R8 held the guest ESP after the push; the
+    /// pushed bytes stay below ESP, where the call writes them again).
+    fn stop_before_call(&mut self, rip: u64) {
+        let Some((off, id)) = self
+            .cache
+            .offset_of(rip)
+            .and_then(|off| Some((off, self.cache.find_by_offset(off)?)))
+        else {
+            return;
+        };
+        let t = self.cache.get(id);
+        let idx = t.insn_index((off - t.code_offset) as u32);
+        self.state.eip = t.pc_map.get(idx).map_or(t.key.eip, |p| p.1);
+        let ss = self.sys.segment(Seg::Ss);
+        let esp = &mut self.state.gpr[crate::cpu::context::ESP];
+        *esp = if ss.big() {
+            esp.wrapping_add(4)
+        } else {
+            (*esp & !0xffff) | (esp.wrapping_add(4) & 0xffff)
+        };
     }
 
     /// Guest ESP is R8 plus `lag` (see [`Self::stop_at`]).
