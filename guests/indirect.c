@@ -1,8 +1,9 @@
 /* indirect: indirect control flow.  Switch jump tables (dense, compiled to
  * jmp *table(,reg,4)), function-pointer tables, computed gotos, call *reg
  * and call *mem, push/ret and modified-return-address tricks, call/pop to
- * get EIP, jmp *mem through a hand-built table, and a bytecode interpreter
- * mixing all of them. */
+ * get EIP, jmp *mem through a hand-built table, a PLT entry's jmp *slot
+ * whose slot changes between calls, and a bytecode interpreter mixing all
+ * of them. */
 #include "rt.h"
 
 __attribute__((noinline)) static uint32_t sw(uint32_t op, uint32_t x)
@@ -34,6 +35,31 @@ static uint32_t f2(uint32_t x) { return x ^ (x >> 3); }
 static uint32_t f3(uint32_t x) { return x - 100; }
 static uint32_t f4(uint32_t x) { return (x << 5) + x; }
 static uint32_t (*volatile ftab[5])(uint32_t) = {f0, f1, f2, f3, f4};
+
+/* plt_jump: a static executable's PLT entry, `jmp *slot` through a slot at
+ * a constant address; the caller changes the slot between calls. */
+static uint32_t (*volatile plt_slot)(uint32_t) = f0;
+__asm__(".text\n"
+        ".globl plt_jump\n"
+        "plt_jump:\n\t"
+        "jmp *plt_slot\n");
+extern uint32_t plt_jump(uint32_t x);
+
+/* Calls through plt_jump, the slot steady for a while (the jump is hot
+ * with one target), then moved to another function every few calls. */
+__attribute__((noinline)) static uint32_t plt_calls(void)
+{
+    uint32_t i, sum = 0;
+    plt_slot = f0;
+    for (i = 0; i < 2000; i++)
+        sum = plt_jump(sum);
+    for (i = 0; i < 2000; i++) {
+        if (i % 7 == 0)
+            plt_slot = ftab[(i / 7) % 5];
+        sum = plt_jump(sum + i);
+    }
+    return sum;
+}
 
 __attribute__((noinline)) static uint32_t computed_goto(const uint8_t *prog, uint32_t acc)
 {
@@ -172,6 +198,7 @@ int main(void)
     v = call_reg_mem(f1, f4);
     RT_CHECK(v == 35 * 33, "call *reg / call *mem: %u", v);
     RT_CHECK(jmp_chain() == 111, "jmp *reg chain");
+    rt_printf("jmp *slot (PLT entry), slot changed between calls: %08x\n", plt_calls());
     rt_printf("asm tricks: %u %u %u %u %u\n", ret_jump(1), ret_skip(), sum, v, jmp_chain());
     /* interpreter: opcodes dispatch through a switch; op 5 calls through ftab */
     {

@@ -150,6 +150,7 @@ fn every_software_tlb_candidate_translates_through_the_software_tlb_and_passes_t
             chain_slots_from: None,
             segment_loads: &[],
             verw: &[],
+            jump_predictions: &[],
             pc_thunks: None,
         };
         match translate(&req) {

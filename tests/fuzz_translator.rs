@@ -258,6 +258,7 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
             // Flat modes carry out loads of every data segment inline.
             segment_loads: if flat { &SEGMENT_LOADS } else { &[] },
             verw: &[],
+            jump_predictions: &[],
             pc_thunks: None,
         };
         let unit = match translate(&req) {

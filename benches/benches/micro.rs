@@ -76,6 +76,7 @@ fn translation_cost(c: &mut Criterion) {
         chain_slots_from: None,
         segment_loads: &[],
         verw: &[],
+        jump_predictions: &[],
         pc_thunks: None,
     };
     let insns = translator::translate(&req)

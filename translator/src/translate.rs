@@ -606,6 +606,23 @@ pub struct UnitRequest<'a> {
     /// Ring-0 `VERW` instructions the unit carries out itself, by EIP
     /// (see [`InlineVerw`]).
     pub verw: &'a [(u32, InlineVerw)],
+    /// Predicted targets of `jmp [disp32]` (a static executable's PLT
+    /// entry: its GOT slot), by the jump's EIP: what the slot held when
+    /// the unit was made. The jump compares the target it loads with the
+    /// prediction and, when they agree, goes on by a chained direct jump
+    /// instead of the indirect-branch table (see
+    /// [`indirect_prediction_candidate`]).
+    pub jump_predictions: &'a [(u32, u32)],
+}
+
+/// Whether `i` is an indirect jump whose target the monitor may predict
+/// for [`UnitRequest::jump_predictions`]: `jmp [disp32]`, a memory
+/// operand of a constant address (no base, no index).
+pub fn indirect_prediction_candidate(i: &Instruction) -> bool {
+    i.code() == Code::Jmp_rm32
+        && i.op0_kind() == OpKind::Memory
+        && i.memory_base() == Register::None
+        && i.memory_index() == Register::None
 }
 
 /// A `VERW` (ZF = whether a selector names a segment writable at the CPL)
@@ -3819,11 +3836,53 @@ impl Ctx<'_> {
             }
             OpKind::Register | OpKind::Memory if i.code() == Code::Jmp_rm32 => {
                 self.target_to_r9(i)?;
+                if let Some(predicted) = self.jump_prediction(i) {
+                    self.predicted_jump(predicted)?;
+                }
                 self.indirect()?;
                 Ok(true)
             }
             _ => self.emulate_exit(i.ip32()),
         }
+    }
+
+    /// The monitor's prediction for the indirect jump `i`, when the unit
+    /// may jump into other translations.
+    fn jump_prediction(&self, i: &Instruction) -> Option<u32> {
+        if self.req.max_insns == 1 || !indirect_prediction_candidate(i) {
+            return None;
+        }
+        let at = self
+            .req
+            .jump_predictions
+            .binary_search_by_key(&i.ip32(), |p| p.0)
+            .ok()?;
+        Some(self.req.jump_predictions[at].1)
+    }
+
+    /// With the jump's target in R9D: when it is `predicted`, a chained
+    /// direct jump there (polled as any direct branch that can close a
+    /// cycle); otherwise falls through with RCX restored, to the table
+    /// probe that follows. Flags untouched.
+    fn predicted_jump(&mut self, predicted: u32) -> Result<(), TranslateError> {
+        let (hit, miss) = (self.e.label(), self.e.label());
+        self.ins(i2!(Code::Mov_r64_rm64, Register::R10, Register::RCX)?)?;
+        self.lea32(
+            Register::ECX,
+            Register::R9,
+            i64::from(predicted.wrapping_neg() as i32),
+        )?;
+        self.e.jrcxz_label(hit);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
+        self.e.jmp_label(miss);
+        self.e.bind(hit);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
+        if predicted <= self.req.eip {
+            self.poll()?;
+        }
+        self.chain_exit(predicted)?;
+        self.e.bind(miss);
+        Ok(())
     }
 
     fn jcc(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
@@ -4743,6 +4802,7 @@ mod tests {
         pc_thunks: Option<&'a std::collections::HashMap<u32, PcThunk>>,
         segment_loads: &'a [(u8, InlineSegmentLoad)],
         verw: &'a [(u32, InlineVerw)],
+        jump_predictions: &'a [(u32, u32)],
         /// The code is all the monitor could give (no NOP padding).
         exact_code: bool,
     }
@@ -4775,6 +4835,7 @@ mod tests {
                 exact_code: false,
                 segment_loads: &[],
                 verw: &[],
+                jump_predictions: &[],
             }
         }
     }
@@ -4816,6 +4877,7 @@ mod tests {
             pc_thunks: setup.pc_thunks,
             segment_loads: setup.segment_loads,
             verw: setup.verw,
+            jump_predictions: setup.jump_predictions,
         };
         translate(&req).unwrap()
     }
@@ -6137,6 +6199,36 @@ mod tests {
             .iter()
             .filter(|t| t.starts_with("mov r9d,["))
             .count()
+    }
+
+    #[test]
+    fn a_predicted_jump_through_a_constant_slot_compares_then_chains_to_the_prediction() {
+        // jmp [0x3000] at 0x1000
+        let code = [0xff, 0x25, 0x00, 0x30, 0x00, 0x00];
+        let plain = translate_with(&code, Setup::default());
+        let with = |target| Setup {
+            jump_predictions: &*Box::leak(Box::new([(0x1000u32, target)])),
+            ..Setup::default()
+        };
+        let predicted = translate_with(&code, with(0x2000));
+        let text = host_text(&predicted);
+        assert!(text.iter().any(|t| t == "lea ecx,[r9-2000h]"), "{text:#?}");
+        // One chainable site more (to the prediction); the table probe
+        // stays for every other target.
+        assert_eq!(predicted.sites.len(), plain.sites.len() + 1);
+        assert!(text.iter().any(|t| t.contains("[r12+r11*8")));
+        // Forward: no poll; at or below the unit's start: a poll on the
+        // predicted path, as for any direct branch that can close a cycle
+        // (`polls` also counts the load of the target into R9D).
+        assert_eq!(polls(&predicted), polls(&plain));
+        assert_eq!(
+            polls(&translate_with(&code, with(0x1000))),
+            polls(&plain) + 1
+        );
+        // Not for a jump through a register-based address.
+        let by_register = [0xff, 0x20]; // jmp [eax]
+        let u = translate_with(&by_register, with(0x2000));
+        assert!(!host_text(&u).iter().any(|t| t == "lea ecx,[r9-2000h]"));
     }
 
     #[test]

@@ -35,6 +35,7 @@ mod exec;
 mod faults;
 mod folding;
 mod frames;
+mod predictions;
 mod segments;
 mod smc;
 mod spaces;
@@ -1768,6 +1769,7 @@ impl BtCore {
         // or to hold a VERW at a constant address.
         let mut segment_loads = Vec::new();
         let mut verw = Vec::new();
+        let mut jump_predictions = Vec::new();
         let mut segments_offered = false;
         let unit = loop {
             let req = UnitRequest {
@@ -1822,6 +1824,7 @@ impl BtCore {
                 },
                 segment_loads: &segment_loads,
                 verw: &verw,
+                jump_predictions: &jump_predictions,
             };
             let unit = translator::translate(&req)
                 .map_err(|e| TranslateFailure::Other(format!("at EIP={eip:#010x}: {e}")))?;
@@ -1832,7 +1835,7 @@ impl BtCore {
                 }
             }
             if single == 0 && !segments_offered {
-                // Both kinds of offer at once: one translation more at most.
+                // Every kind of offer at once: one translation more at most.
                 segments_offered = true;
                 if unit.insns.iter().any(segments::loads_data_segment) {
                     segment_loads = self.segment_load_offers(mode);
@@ -1840,7 +1843,8 @@ impl BtCore {
                 if unit.insns.iter().any(segments::verw_at_constant_address) {
                     verw = self.verw_offers(mode, &unit.insns);
                 }
-                if !segment_loads.is_empty() || !verw.is_empty() {
+                jump_predictions = self.jump_predictions(&unit.insns);
+                if !segment_loads.is_empty() || !verw.is_empty() || !jump_predictions.is_empty() {
                     continue;
                 }
             }

@@ -1,0 +1,46 @@
+//! Predicted targets of indirect jumps through a constant address
+//! (`jmp [disp32]`: a static executable's PLT entry, which jumps through
+//! its GOT slot). The slot rarely changes once the program started, so the
+//! unit compares the target it loads with what the slot held when the unit
+//! was made and, when they agree, takes a chained direct jump instead of
+//! probing the indirect-branch table (see `translator::translate::
+//! UnitRequest::jump_predictions`).
+//!
+//! Invariants:
+//! - A prediction is only a guess: the jump still loads its target from
+//!   guest memory with the CPU's checks and faults, and a target other
+//!   than the guess goes through the table as before, so a wrong or stale
+//!   prediction costs time, never correctness.
+//! - Reading the slot here is the access the jump makes right after the
+//!   unit is made (the unit is translated because it is about to run): a
+//!   slot that cannot be read gets no prediction, and nothing is raised.
+
+use super::BtCore;
+use crate::cpu::{AccessKind, CpuContext, Privilege, Seg};
+use iced_x86::Instruction;
+use translator::translate::indirect_prediction_candidate;
+
+impl BtCore {
+    /// Predictions for the unit's `jmp [disp32]` instructions, sorted by
+    /// EIP: the dword each one's slot holds now.
+    pub(super) fn jump_predictions(&mut self, insns: &[Instruction]) -> Vec<(u32, u32)> {
+        let mut predictions: Vec<(u32, u32)> = insns
+            .iter()
+            .filter(|i| indirect_prediction_candidate(i))
+            .filter_map(|i| Some((i.ip32(), self.slot_value(i)?)))
+            .collect();
+        predictions.sort_unstable_by_key(|p| p.0);
+        predictions
+    }
+
+    /// The dword at the constant address of `i`'s memory operand, read as
+    /// the jump reads it.
+    fn slot_value(&mut self, i: &Instruction) -> Option<u32> {
+        let seg = self.sys.segment(Seg::from_iced(i.memory_segment())?);
+        let at = seg.base.wrapping_add(i.memory_displacement32());
+        let mut bytes = [0u8; 4];
+        self.read_linear(at, &mut bytes, AccessKind::Read, Privilege::Current)
+            .ok()?;
+        Some(u32::from_le_bytes(bytes))
+    }
+}
