@@ -3394,10 +3394,21 @@ impl Ctx<'_> {
                             && self.stack_operand_folds(i))
             }
             Mnemonic::Pop => room && i.stack_pointer_increment() == 4 && is_plain_gpr32(i, 0),
-            Mnemonic::Call => {
-                i.op0_kind() == OpKind::NearBranch32
-                    && self.pc_thunk_at(i, i.near_branch_target() as u32).is_none()
-            }
+            Mnemonic::Call => match i.op0_kind() {
+                OpKind::NearBranch32 => {
+                    self.pc_thunk_at(i, i.near_branch_target() as u32).is_none()
+                }
+                // An indirect call whose target does not depend on ESP:
+                // the target is read first (the lag pending, listed for a
+                // fault), then the return address is pushed with the lag
+                // folded in, as for a direct call.
+                OpKind::Register | OpKind::Memory => {
+                    i.code() == Code::Call_rm32
+                        && no_stack_register(i)
+                        && i.memory_base() != Register::ESP
+                }
+                _ => false,
+            },
             Mnemonic::Ret => matches!(i.code(), Code::Retnd | Code::Retnd_imm16),
             Mnemonic::Lea => !is_16bit_address(i) && no_stack_register(i),
             m if STACK_NEUTRAL.contains(&m) => {
@@ -6090,6 +6101,34 @@ mod tests {
         // Without folding, every push and pop updates R8 itself.
         let u = translate_with(&code, Setup::default());
         assert!(u.stack_lags.is_empty());
+    }
+
+    #[test]
+    fn an_indirect_call_folds_the_lag_of_the_pushes_before_it() {
+        let folded = || Setup {
+            fold_displacements: true,
+            return_stack: true,
+            ..Setup::default()
+        };
+        // push eax; call edx / push eax; call [ecx+8]: one ESP update, after
+        // the return address, with the call's lag listed for a fault.
+        for call in [&[0xff, 0xd2][..], &[0xff, 0x51, 0x08][..]] {
+            let code = [&[0x50][..], call].concat();
+            let u = translate_with(&code, folded());
+            let text = host_text(&u);
+            let updates: Vec<&String> = text.iter().filter(|t| t.starts_with("lea r8d,")).collect();
+            assert_eq!(updates, ["lea r8d,[r8-8]"], "{text:#?}");
+            assert!(
+                text.iter().any(|t| t == "mov dword ptr [r15+r8-8],1003h"
+                    || t == "mov dword ptr [r15+r8-8],1004h"),
+                "{text:#?}"
+            );
+            assert_eq!(u.stack_lags, [(1, -4)]);
+        }
+        // An ESP-based target keeps the update before the call.
+        let u = translate_with(&[0x50, 0xff, 0x54, 0x24, 0x04], folded()); // push eax; call [esp+4]
+        let text = host_text(&u);
+        assert!(text.iter().any(|t| t == "lea r8d,[r8-4]"), "{text:#?}");
     }
 
     #[test]
