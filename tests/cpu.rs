@@ -361,8 +361,9 @@ const RETURN_MODES: [&[&str]; 2] = [&[], &["--set", "nestmon.bt.returnStack=FALS
 
 #[test]
 fn recursion_deeper_than_the_return_prediction_stack_computes_the_same() {
-    // 300,000 nested calls (the host stack holds 131,072): the guard
-    // fault starts it again and the recursion goes on.
+    // 300,000 nested calls (the host stack holds 131,072): at the guard
+    // the run loop stops before the call (`CallOverflow`), enters again
+    // with the stack empty and the recursion goes on.
     let body = "mov esi, esp\nmov esp, 0x4000000\nmov ecx, 300000\nxor eax, eax\n\
                 call 3f\nmov esp, esi\ncmp eax, 300000\njne 1f\nxor eax, eax\nret\n\
                 1: mov eax, 1\nret\n\

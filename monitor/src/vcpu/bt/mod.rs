@@ -1287,8 +1287,12 @@ impl BtCore {
                 self.stop_before_call(self.state.fault.rip);
                 if self.exit_requested() {
                     self.serve_exit_request();
+                    Event::Interrupted
+                } else {
+                    // A deep recursion: the call runs again on an empty
+                    // stack.
+                    Event::Continue
                 }
-                Event::Interrupted
             }
             None => Event::Stop(StopReason::Internal(format!(
                 "translated code exited with unknown reason {}",
