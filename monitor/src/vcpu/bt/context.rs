@@ -80,7 +80,7 @@ impl BtCore {
 
     /// Whether `phys..phys + len` lies in guest RAM (a piece never straddles
     /// RAM's end: RAM is a whole number of pages).
-    fn inside_ram(&self, phys: u32, len: usize) -> bool {
+    pub(super) fn inside_ram(&self, phys: u32, len: usize) -> bool {
         (phys as usize)
             .checked_add(len)
             .is_some_and(|end| end <= self.ram.size())

@@ -13,11 +13,13 @@
 //!   prediction costs time, never correctness.
 //! - Reading the slot here is the access the jump makes right after the
 //!   unit is made (the unit is translated because it is about to run): a
-//!   slot that cannot be read gets no prediction, and nothing is raised.
+//!   slot that cannot be read gets no prediction, and nothing is raised;
+//!   a slot outside guest RAM (a device's) is not read at all.
 
 use super::BtCore;
-use crate::cpu::{AccessKind, CpuContext, Privilege, Seg};
+use crate::cpu::Seg;
 use iced_x86::Instruction;
+use shadowmmu::GuestPhys;
 use translator::translate::indirect_prediction_candidate;
 
 impl BtCore {
@@ -33,14 +35,22 @@ impl BtCore {
         predictions
     }
 
-    /// The dword at the constant address of `i`'s memory operand, read as
-    /// the jump reads it.
+    /// The dword at the constant address of `i`'s memory operand, read
+    /// through the current privilege's rights as the jump reads it; none
+    /// when it is not in guest RAM within one page (a device register is
+    /// not read ahead of the guest).
     fn slot_value(&mut self, i: &Instruction) -> Option<u32> {
         let seg = self.sys.segment(Seg::from_iced(i.memory_segment())?);
         let at = seg.base.wrapping_add(i.memory_displacement32());
+        if at & 0xfff > 0xffc {
+            return None;
+        }
+        let phys = self.linear_to_phys(at, false).ok()?;
+        if !self.inside_ram(phys, 4) {
+            return None;
+        }
         let mut bytes = [0u8; 4];
-        self.read_linear(at, &mut bytes, AccessKind::Read, Privilege::Current)
-            .ok()?;
+        self.ram.read_or_ones(GuestPhys(phys), &mut bytes);
         Some(u32::from_le_bytes(bytes))
     }
 }
