@@ -951,9 +951,6 @@ struct Exit {
     /// exit probes the indirect-branch table of this tag instead of
     /// waiting to be chained (see [`PagedCode`]).
     probe: Option<u32>,
-    /// With `probe`: the target is the guest address in R9D (a predicted
-    /// return that went elsewhere), not `target`.
-    lookup_r9: bool,
 }
 
 struct Ctx<'a> {
@@ -1316,7 +1313,6 @@ impl Ctx<'_> {
             rel32,
             mode,
             probe,
-            lookup_r9: false,
         });
     }
 
@@ -1437,9 +1433,7 @@ impl Ctx<'_> {
             if let Some(tag) = x.probe {
                 // Never chained: the target's page may hold other code in
                 // another address space.
-                if x.lookup_r9 {
-                    self.indirect_in(tag)?;
-                } else if x.mode.is_none() && self.req.chain_slots_from.is_some() {
+                if x.mode.is_none() && self.req.chain_slots_from.is_some() {
                     self.through_chain_table(x.target)?;
                 } else {
                     self.indirect_constant(x.target, tag)?;
@@ -4018,18 +4012,9 @@ impl Ctx<'_> {
                     self.indirect()?;
                     return Ok(true);
                 }
-                // A host call of the unit's own lookup of R9D (out of
-                // line), which jumps to the callee's translation.
-                let lookup = self.e.label();
-                let rel32 = self.e.call_label(lookup);
-                self.exits.push(Exit {
-                    label: lookup,
-                    target: 0,
-                    rel32,
-                    mode: None,
-                    probe: Some(self.req.ibtc_tag),
-                    lookup_r9: true,
-                });
+                // The lookup of R9D, a hit calling the callee's
+                // translation through its entry.
+                self.lookup_r9(self.req.ibtc_tag, Code::Call_rm64)?;
                 self.continuation(i.next_ip32())?;
                 Ok(false)
             }
@@ -4188,6 +4173,16 @@ impl Ctx<'_> {
     /// An indirect branch to the EIP in R9D, looked up for the mode of
     /// `tag` (another mode's after an inline privilege change).
     fn indirect_in(&mut self, tag: u32) -> Result<(), TranslateError> {
+        self.lookup_r9(tag, Code::Jmp_rm64)
+    }
+
+    /// The lookup of the EIP in R9D in the table of `tag`, a hit leaving
+    /// through the entry's host address by `transfer`: `Jmp_rm64` for an
+    /// indirect branch, `Call_rm64` for a predicted indirect call (a host
+    /// call through the entry, whose return address is the call's
+    /// continuation: one host branch fewer than calling an out-of-line
+    /// lookup that jumps). A miss exits with `IndirectMiss`.
+    fn lookup_r9(&mut self, tag: u32, transfer: Code) -> Result<(), TranslateError> {
         if self.req.max_insns == 1 {
             // A unit of one instruction (single-stepping, or an
             // instruction run alone) must end after it: no jump into
@@ -4258,7 +4253,7 @@ impl Ctx<'_> {
             false,
             Register::None,
         );
-        self.probe_outcome(hit, None, dest)
+        self.probe_outcome(hit, None, dest, transfer)
     }
 
     /// The end of a table probe whose compare left RCX zero on a hit, with
@@ -4271,6 +4266,7 @@ impl Ctx<'_> {
         hit: Label,
         target: Option<u32>,
         dest: iced_x86::MemoryOperand,
+        transfer: Code,
     ) -> Result<(), TranslateError> {
         self.e.jrcxz_label(hit);
         self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
@@ -4283,7 +4279,7 @@ impl Ctx<'_> {
         if let Some(counter) = self.req.count_indirect {
             self.bump_counter(counter)?;
         }
-        self.ins(Instruction::with1(Code::Jmp_rm64, dest).map_err(err)?)
+        self.ins(Instruction::with1(transfer, dest).map_err(err)?)
     }
 
     /// The state-block field holding the table set the lookups of `tag`
@@ -4350,6 +4346,7 @@ impl Ctx<'_> {
             hit,
             Some(target),
             mem(Register::R12, Register::None, entry + 8),
+            Code::Jmp_rm64,
         )
     }
 
@@ -5077,10 +5074,15 @@ mod tests {
     }
 
     #[test]
-    fn an_indirect_call_calls_its_lookup_and_a_one_instruction_unit_predicts_nothing() {
-        // call eax
+    fn an_indirect_call_calls_through_its_table_entry_and_a_one_instruction_unit_predicts_nothing()
+    {
+        // call eax: the lookup inline, a hit a host call through the
+        // entry's host address (the continuation its return address).
         let insns = predicted(&[0xff, 0xd0]);
-        assert!(insns.iter().any(|i| i.code() == Code::Call_rel32_64));
+        assert!(insns.iter().any(|i| i.code() == Code::Call_rm64
+            && i.memory_base() == Register::R12
+            && i.memory_index() == Register::R11));
+        assert!(!insns.iter().any(|i| i.code() == Code::Call_rel32_64));
         let single = host_insns(&translate_with(
             &[0xc3],
             Setup {

@@ -900,6 +900,16 @@ fn check_flow(i: &Instruction) -> Result<(), String> {
         {
             Ok(())
         }
+        // A predicted indirect call through an indirect-branch table
+        // entry's host address (`check_access` holds the operand to the
+        // table set).
+        FlowControl::IndirectCall
+            if i.code() == Code::Call_rm64
+                && i.memory_base() == Register::R12
+                && i.memory_index() == Register::R11 =>
+        {
+            Ok(())
+        }
         FlowControl::IndirectBranch
             if i.code() == Code::Jmp_rm64
                 && i.op0_kind() == iced_x86::OpKind::Register
@@ -1342,10 +1352,11 @@ mod tests {
     }
 
     #[test]
-    fn an_indirect_branch_table_access_needs_the_table_set_and_a_table_index() {
+    fn an_indirect_branch_or_call_through_the_table_needs_the_table_set_and_a_table_index() {
         use iced_x86::code_asm::*;
         let set = crate::state::off::IBTC;
-        let probe = |base_ok: bool, index_ok: bool| {
+        // A predicted indirect call goes through the entry the same way.
+        let probe_then = |base_ok: bool, index_ok: bool, call: bool| {
             assemble(|a| {
                 a.movzx(r11d, r9w).unwrap();
                 if index_ok {
@@ -1359,12 +1370,24 @@ mod tests {
                     a.mov(r12, rax).unwrap();
                 }
                 a.mov(ecx, dword_ptr(r12 + r11 * 8)).unwrap();
-                a.jmp(qword_ptr(r12 + r11 * 8 + 8)).unwrap();
+                if call {
+                    a.call(qword_ptr(r12 + r11 * 8 + 8)).unwrap();
+                    a.jmp(0x1000u64).unwrap();
+                } else {
+                    a.jmp(qword_ptr(r12 + r11 * 8 + 8)).unwrap();
+                }
             })
         };
+        let probe = |base_ok: bool, index_ok: bool| probe_then(base_ok, index_ok, false);
         assert_eq!(check_unit(&probe(true, true), BASE, POLL), Ok(()));
         assert!(check_unit(&probe(false, true), BASE, POLL).is_err());
         assert!(check_unit(&probe(true, false), BASE, POLL).is_err());
+        assert_eq!(
+            check_unit(&probe_then(true, true, true), BASE, POLL),
+            Ok(())
+        );
+        assert!(check_unit(&probe_then(false, true, true), BASE, POLL).is_err());
+        assert!(check_unit(&probe_then(true, false, true), BASE, POLL).is_err());
     }
 
     #[test]
