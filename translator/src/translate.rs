@@ -5904,6 +5904,28 @@ mod tests {
     }
 
     #[test]
+    fn an_offered_event_whose_handler_lies_below_its_unit_polls_first() {
+        let above = int80_offer(true); // handler at 0xc0100000, unit at 0x1000
+        let mut below = int80_offer(true);
+        if let InlineEvent::Int(x) = &mut below {
+            x.to.eip = 0x800;
+        }
+        let poll_first = |offer: &InlineEvent| {
+            let u = translate_with(
+                &[0xcd, 0x80],
+                Setup {
+                    mode: ring3_flat(),
+                    event: Some(offer),
+                    ..Setup::default()
+                },
+            );
+            host_text(&u)[0].starts_with("mov r9d,[")
+        };
+        assert!(!poll_first(&above));
+        assert!(poll_first(&below));
+    }
+
+    #[test]
     fn offered_gp_delivery_replaces_hlt_only_outside_ring0() {
         let offer = int80_offer(false);
         let user = translate_with(
