@@ -3170,8 +3170,10 @@ impl Ctx<'_> {
     }
 
     /// SYSENTER: IF clear, ESP and the new CS/SS, then a chainable jump
-    /// into the ring-0 mode's translation of IA32_SYSENTER_EIP.
+    /// into the ring-0 mode's translation of IA32_SYSENTER_EIP; polled
+    /// first, as an inline INT is (see `Ctx::inline_int`).
     fn sysenter(&mut self, to: &InlineTransition) -> Result<bool, TranslateError> {
+        self.poll()?;
         self.ins(i2!(
             Code::Mov_rm32_imm32,
             mem(Register::R14, Register::None, off::VIF.into()),
@@ -5904,25 +5906,34 @@ mod tests {
     }
 
     #[test]
-    fn an_offered_event_whose_handler_lies_below_its_unit_polls_first() {
-        let above = int80_offer(true); // handler at 0xc0100000, unit at 0x1000
-        let mut below = int80_offer(true);
-        if let InlineEvent::Int(x) = &mut below {
-            x.to.eip = 0x800;
-        }
-        let poll_first = |offer: &InlineEvent| {
+    fn an_inline_event_or_sysenter_polls_before_anything_else() {
+        // Its chained jump to the handler may close a cycle of units, and
+        // its privilege change empties the return-prediction stack.
+        for (code, offer) in [
+            (&[0xcd, 0x80][..], int80_offer(true)),
+            (&[0xf4][..], int80_offer(false)),
+        ] {
             let u = translate_with(
-                &[0xcd, 0x80],
+                code,
                 Setup {
                     mode: ring3_flat(),
-                    event: Some(offer),
+                    event: Some(&offer),
                     ..Setup::default()
                 },
             );
-            host_text(&u)[0].starts_with("mov r9d,[")
+            let text = host_text(&u);
+            assert!(
+                text[0].starts_with("mov r9d,[") && text[0].ends_with("h]"),
+                "{text:#?}"
+            );
+        }
+        let offered = Transitions {
+            sysenter: Some(TO_RING0),
+            sysexit: None,
         };
-        assert!(!poll_first(&above));
-        assert!(poll_first(&below));
+        let u = unit_with_transitions(&[0x0f, 0x34], ring3_flat(), Some(offered));
+        let text = host_text(&u);
+        assert!(text[0].starts_with("mov r9d,["), "{text:#?}");
     }
 
     #[test]

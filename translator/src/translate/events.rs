@@ -173,14 +173,14 @@ impl Ctx<'_> {
         match (event, i.code()) {
             (InlineEvent::Int(x), Code::Int_imm8) if x.software && i.immediate8() == x.vector => {
                 self.fixup = fixup::REDO_IN_MONITOR;
-                self.poll_if_handler_closes_cycle(x)?;
+                self.poll()?;
                 self.inline_int(x, i, x.return_eip).map(Some)
             }
             (InlineEvent::Int(x), _)
                 if !x.software && !self.req.mode.cpl0 && gp_outside_ring0(i) =>
             {
                 self.fixup = fixup::REDO_IN_MONITOR;
-                self.poll_if_handler_closes_cycle(x)?;
+                self.poll()?;
                 self.inline_int(x, i, i.ip32()).map(Some)
             }
             (InlineEvent::Iret(x), Code::Iretd) if self.req.mode.cpl0 => {
@@ -190,20 +190,11 @@ impl Ctx<'_> {
         }
     }
 
-    /// Polls before an inline event whose handler lies at or below the
-    /// unit's start (the event starts its unit): the chained jump to the
-    /// handler is a direct branch that can close a cycle of units (a
-    /// handler that drops its frame and jumps back), which must leave
-    /// for an exit request as any other such branch does. A poll fault
-    /// stops before the event, nothing of it done.
-    fn poll_if_handler_closes_cycle(&mut self, x: &InlineInt) -> Result<(), TranslateError> {
-        if x.to.eip <= self.req.eip {
-            self.poll()?;
-        }
-        Ok(())
-    }
-
-    /// The delivery `x` for instruction `i`, pushing `return_eip`; a host
+    /// The delivery `x` for instruction `i`, pushing `return_eip` (the
+    /// caller polls first: the chained jump to the handler is a direct
+    /// branch that may close a cycle of units, and the privilege change
+    /// empties the return-prediction stack, whose overflow bounds cycles
+    /// through calls; a poll fault stops before the event); a host
     /// fault in it must be mapped to `fixup::REDO_IN_MONITOR` (or, for
     /// #DE, `fixup::DIVIDE_ERROR_IN_MONITOR`) by the caller. A failed check
     /// hands the instruction to the monitor, or for an exception the
