@@ -177,6 +177,19 @@ const PAGING_OFF_AND_FAIL_1: &str = "
         ret
 ";
 
+/// Runs the asm guest `name` made of `body` with `--stats`: it passes,
+/// and `what` kept faulting and became adaptive.
+fn run_made_adaptive(name: &str, body: &str, what: &str) -> Run {
+    let r = run_with_stats(&asm_guest(name, body), &[]);
+    assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
+    assert!(
+        stat(&r.stderr, "MMU: instructions made adaptive") >= 1,
+        "{what} kept faulting but was not made adaptive:\n{}",
+        r.stderr
+    );
+    r
+}
+
 /// `nestmon run --stats EXTRA --kernel GUEST`, a minute at most.
 fn run_with_stats(guest: &std::path::Path, extra: &[&str]) -> Run {
     run(
@@ -438,13 +451,7 @@ fn a_store_made_adaptive_cannot_write_code_unseen_through_its_software_tlb_entry
         .text",
         identity_map(&["page_dir"])
     );
-    let r = run_with_stats(&asm_guest("adaptive_store_over_code", &body), &[]);
-    assert_eq!(r.code, Some(0), "{}\n{}", describe(&r), r.stderr);
-    assert!(
-        stat(&r.stderr, "MMU: instructions made adaptive") >= 1,
-        "the store kept faulting but was not made adaptive:\n{}",
-        r.stderr
-    );
+    let r = run_made_adaptive("adaptive_store_over_code", &body, "the store");
     assert!(
         stat(&r.stderr, "MMU: software-TLB fills") >= 8,
         "the adaptive store did not write through the software TLB:\n{}",
@@ -659,6 +666,97 @@ fn adaptive_rep_stos_and_movs_write_across_pages_through_the_page_tables() {
         stat(&r.stderr, "MMU: software-TLB fills") >= 40,
         "the adaptive string instructions did not go through the software TLB:\n{}",
         r.stderr
+    );
+}
+
+#[test]
+fn a_kernel_style_copy_through_a_4_mib_page_takes_one_software_tlb_miss_per_4_mib() {
+    // The region at 4 MiB is a 4 MiB page (PSE), switched between the
+    // frames at 8 and 12 MiB each round (PDE write, INVLPG: the window
+    // drops it), as Linux's direct map is one 4 MiB page per region. One
+    // `rep movsd` copies first 5 dwords within one page (the short copy),
+    // then 64 KiB (16 pages read, 16 written); its window fault per round
+    // makes it adaptive. A miss in the 4 MiB page then fills the software
+    // TLB for the whole of it, as the window maps it whole: about one miss
+    // a round instead of 32. What each copy wrote is checked, up to its
+    // last dword and not one further.
+    let body = format!(
+        "{}
+        // Markers in both frames, paging off (linear = physical).
+        mov ecx, 5
+    1:  lea eax, [ecx + 0x0fff]
+        mov [0x801010 + ecx * 4 - 4], eax
+        lea eax, [ecx + 0x1fff]
+        mov [0xc01010 + ecx * 4 - 4], eax
+        loop 1b
+        mov dword ptr [0x80fffc], 0x1111
+        mov dword ptr [0xc0fffc], 0x2222
+        mov eax, cr4
+        or eax, 0x10
+        mov cr4, eax
+        lea eax, [page_dir]
+        mov cr3, eax
+        {PAGING_ON}
+        mov ebx, 1
+    2:  mov eax, 0x800083
+        mov edx, 0x1000
+        test ebx, 1
+        jnz 3f
+        mov eax, 0xc00083
+        mov edx, 0x2000
+    3:  mov [page_dir + 4], eax
+        invlpg [0x400000]
+        mov esi, 0x401010
+        mov edi, 0x4c1020
+        mov ecx, 5
+        call copy
+        cmp [0x4c1020], edx
+        jne 9f
+        lea eax, [edx + 4]
+        cmp [0x4c1030], eax
+        jne 9f
+        cmp dword ptr [0x4c1034], 0
+        jne 9f
+        mov esi, 0x400000
+        mov edi, 0x480000
+        mov ecx, 0x4000
+        call copy
+        cmp [0x481010], edx
+        jne 9f
+        mov eax, 0x1111
+        test ebx, 1
+        jnz 4f
+        mov eax, 0x2222
+    4:  cmp [0x48fffc], eax
+        jne 9f
+        cmp dword ptr [0x490000], 0
+        jne 9f
+        inc ebx
+        cmp ebx, 24
+        jne 2b
+        {PAGING_OFF_AND_PASS}
+    9:  {PAGING_OFF_AND_FAIL}
+    copy:
+        rep movsd
+        ret
+        .bss
+        .align 4096
+    page_dir: .skip 4096
+    page_table: .skip 4096
+        .text",
+        identity_map(&["page_dir"])
+    );
+    let r = run_made_adaptive("soft_large_copy", &body, "the copy");
+    assert!(
+        stat(&r.stderr, "MMU: software-TLB fills of a whole 4 MiB page") >= 10,
+        "no whole 4 MiB page went into the software TLB:\n{}",
+        r.stderr
+    );
+    assert_stat_below(
+        &r.stderr,
+        "MMU: software-TLB misses",
+        100,
+        "a miss per 4 KiB page copied: about 600",
     );
 }
 

@@ -26,7 +26,9 @@
 //!   where the window's own mapping would not be.
 //! - Every filled slot is listed once (up to [`MAX_LISTED`]; past that the
 //!   next clear empties the whole tables, giving their memory back), so
-//!   clearing costs what was filled.
+//!   clearing costs what was filled; a 4 MiB region filled at once
+//!   ([`SoftTlb::fill_region`]) is listed as one entry, its region number
+//!   with [`REGION_ENTRY`] set (linear pages never have it).
 
 use crate::addr::PAGE_SIZE;
 
@@ -49,6 +51,23 @@ pub const SOFT_WRITE_FRAMES: i64 = SOFT_TLB_OFFSET + 3 * SOFT_TABLE_BYTES as i64
 
 /// Filled slots listed at most; past that a clear empties everything.
 pub const MAX_LISTED: usize = 1024;
+
+/// A listed entry naming a 4 MiB region (linear page >> 10) filled at once
+/// rather than one linear page.
+const REGION_ENTRY: u32 = 1 << 31;
+
+/// Pages of a 4 MiB region.
+const REGION_PAGES: u32 = 1024;
+
+/// The linear pages a listed entry names.
+fn pages_of(entry: u32) -> std::ops::Range<u32> {
+    if entry & REGION_ENTRY == 0 {
+        entry..entry + 1
+    } else {
+        let first = (entry & !REGION_ENTRY) * REGION_PAGES;
+        first..first + REGION_PAGES
+    }
+}
 
 /// The tag of linear page `lpage`: `-(lpage + 1)`, never zero.
 pub fn tag_of(lpage: u32) -> u64 {
@@ -120,16 +139,72 @@ impl SoftTlb {
             self.set(WRITE + slot, 0);
         }
         if !listed {
-            if self.listed.len() == MAX_LISTED {
-                self.compact_listing();
-            }
-            if self.listed.len() < MAX_LISTED {
-                self.listed.push(lpage);
-            } else {
-                self.overflowed = true;
-            }
+            self.list(lpage);
         }
         new_write
+    }
+
+    /// Lists `entry` (a linear page or a [`REGION_ENTRY`]), or notes that
+    /// the listing overflowed.
+    #[inline]
+    fn list(&mut self, entry: u32) {
+        if self.overflowed {
+            // The next clear empties everything anyway; compacting a full
+            // listing again at every fill would cost a sort each.
+            return;
+        }
+        if self.listed.len() == MAX_LISTED {
+            self.compact_listing();
+        }
+        if self.listed.len() < MAX_LISTED {
+            self.listed.push(entry);
+        } else {
+            self.overflowed = true;
+        }
+    }
+
+    /// Fills the pages of the 4 MiB region `region` (linear page >> 10)
+    /// that `page` names: for the region's `k`th page, the host address of
+    /// its frame's first byte and whether it may be written too (`None`:
+    /// the page is left as it is; a write entry the page has is kept
+    /// either way, unlike [`Self::fill`]'s). The region is listed as one
+    /// entry, so that dropping and clearing reach every page it filled.
+    pub fn fill_region(&mut self, region: u32, mut page: impl FnMut(u32) -> Option<(usize, bool)>) {
+        let first = region.wrapping_mul(REGION_PAGES);
+        for k in 0..REGION_PAGES {
+            let Some((frame_host, write)) = page(k) else {
+                continue;
+            };
+            let lpage = first | k;
+            let slot = Self::slot(lpage);
+            let value = (frame_host as u64).wrapping_sub(u64::from((lpage & 0xf) * PAGE_SIZE));
+            let tag = tag_of(lpage);
+            self.set(READ + slot, tag);
+            self.set(READ + SOFT_ENTRIES + slot, value);
+            // A write entry the page has already stays: it is as valid
+            // as the new read entry.
+            if write {
+                self.set(WRITE + slot, tag);
+                self.set(WRITE + SOFT_ENTRIES + slot, value);
+            }
+        }
+        let entry = REGION_ENTRY | region;
+        if !self.listed.contains(&entry) {
+            self.list(entry);
+        }
+    }
+
+    /// Whether some page `entry` names is still filled.
+    fn still_filled(&self, entry: u32) -> bool {
+        let filled = |p: u32| {
+            let slot = Self::slot(p);
+            self.get(READ + slot) == tag_of(p) || self.get(WRITE + slot) == tag_of(p)
+        };
+        if entry & REGION_ENTRY == 0 {
+            filled(entry)
+        } else {
+            pages_of(entry).any(filled)
+        }
     }
 
     /// Keeps only the listed pages that are still filled, once each (a
@@ -138,10 +213,7 @@ impl SoftTlb {
         let mut listed = std::mem::take(&mut self.listed);
         listed.sort_unstable();
         listed.dedup();
-        listed.retain(|p| {
-            let slot = Self::slot(*p);
-            self.get(READ + slot) == tag_of(*p) || self.get(WRITE + slot) == tag_of(*p)
-        });
+        listed.retain(|e| self.still_filled(*e));
         self.listed = listed;
     }
 
@@ -191,8 +263,16 @@ impl SoftTlb {
         }
         let end = u64::from(first) + u64::from(pages);
         for k in 0..self.listed.len() {
-            let lpage = self.listed[k];
-            if lpage >= first && u64::from(lpage) < end {
+            let entry = self.listed[k];
+            if entry & REGION_ENTRY == 0 {
+                if entry >= first && u64::from(entry) < end {
+                    self.drop_page(entry);
+                }
+                continue;
+            }
+            let named = pages_of(entry);
+            let to = u64::from(named.end).min(end) as u32;
+            for lpage in named.start.max(first)..to {
                 self.drop_page(lpage);
             }
         }
@@ -205,8 +285,9 @@ impl SoftTlb {
             return;
         }
         for k in 0..self.listed.len() {
-            let lpage = self.listed[k];
-            self.drop_write(lpage);
+            for lpage in pages_of(self.listed[k]) {
+                self.drop_write(lpage);
+            }
         }
     }
 
@@ -230,9 +311,23 @@ impl SoftTlb {
             }
         } else {
             for k in 0..self.listed.len() {
-                let slot = Self::slot(self.listed[k]);
+                let entry = self.listed[k];
+                if entry & REGION_ENTRY == 0 {
+                    let slot = Self::slot(entry);
+                    for at in [READ, READ + SOFT_ENTRIES, WRITE, WRITE + SOFT_ENTRIES] {
+                        self.set(at + slot, 0);
+                    }
+                    continue;
+                }
+                // A region's slots are consecutive: it starts at a
+                // multiple of 1,024 pages, which divides the slot count.
+                let slot = Self::slot(pages_of(entry).start);
+                let n = REGION_PAGES as usize;
                 for at in [READ, READ + SOFT_ENTRIES, WRITE, WRITE + SOFT_ENTRIES] {
-                    self.set(at + slot, 0);
+                    debug_assert!(at + slot + n <= 4 * SOFT_ENTRIES);
+                    // SAFETY: the region's slots lie inside one table (see
+                    // above), memory of ours.
+                    unsafe { std::ptr::write_bytes(self.tables.add(at + slot), 0, n) };
                 }
             }
         }
@@ -338,6 +433,52 @@ mod tests {
         t.fill(7, 0x2000_0000, false);
         assert_eq!(t.lookup(7, true), None);
         assert!(t.lookup(7, false).is_some());
+    }
+
+    #[test]
+    fn a_region_filled_at_once_is_dropped_and_cleared_like_single_pages() {
+        let (_mem, mut t) = tables();
+        // Region 0x301 (pages 0xc0400-0xc07ff): every page but the 5th,
+        // writable but the 7th; an older write entry of the 7th stays.
+        t.fill(0xc0407, 0x6000_7000, true);
+        t.fill_region(0x301, |k| {
+            (k != 5).then(|| (0x6000_0000 + k as usize * 4096, k != 7))
+        });
+        assert_eq!(t.lookup(0xc0400, true), Some(0x6000_0000));
+        assert_eq!(t.lookup(0xc07ff, false), Some(0x6000_0000 + 1023 * 4096));
+        assert_eq!(t.lookup(0xc0405, false), None);
+        assert_eq!(t.lookup(0xc0407, true), Some(0x6000_7000));
+        // Listed as one entry: a range drop of more than 16 pages reaches
+        // it.
+        assert_eq!(t.listed, vec![0xc0407, REGION_ENTRY | 0x301]);
+        t.drop_range(0xc0600, 0x100);
+        assert_eq!(t.lookup(0xc0650, false), None);
+        assert!(t.lookup(0xc0700, false).is_some());
+        t.drop_writes();
+        assert_eq!(t.lookup(0xc0400, true), None);
+        assert!(t.lookup(0xc0400, false).is_some());
+        t.clear();
+        assert!(t.is_empty());
+        assert_eq!(t.lookup(0xc0700, false), None);
+        assert_eq!(t.lookup(0xc0407, false), None);
+    }
+
+    #[test]
+    fn regions_filled_over_each_other_are_listed_once_each_and_cleared() {
+        let (_mem, mut t) = tables();
+        // 67 regions: the last three take the slots of the first three.
+        for r in 0..67 {
+            t.fill_region(r, |k| Some((0x7000_0000 + k as usize * 4096, false)));
+            t.fill_region(r, |_| None);
+        }
+        assert_eq!(t.listed.len(), 67);
+        t.compact_listing();
+        assert_eq!(t.listed.len(), 64);
+        let last = 66 * 1024;
+        assert!(t.lookup(last, false).is_some());
+        t.clear();
+        assert_eq!(t.lookup(last, false), None);
+        assert!(t.is_empty());
     }
 
     #[test]

@@ -2771,6 +2771,20 @@ impl Ctx<'_> {
     /// or jumps to a label with R10D kept. Touches no flags; RCX is the
     /// guest's again on both paths.
     fn soft_probe(&mut self, size: u32, write: bool, miss: SoftMiss) -> Result<(), TranslateError> {
+        let last = mem(Register::R10, Register::None, i64::from(size - 1));
+        self.soft_probe_to(last, size, write, miss)
+    }
+
+    /// [`Self::soft_probe`] of the bytes from R10D to `last` (a `lea`
+    /// operand giving the access's last byte from R10D; an access of
+    /// `size` bytes for a miss exit).
+    fn soft_probe_to(
+        &mut self,
+        last: iced_x86::MemoryOperand,
+        size: u32,
+        write: bool,
+        miss: SoftMiss,
+    ) -> Result<(), TranslateError> {
         let (tags, frames) = if write {
             (shadowmmu::SOFT_WRITE_TAGS, shadowmmu::SOFT_WRITE_FRAMES)
         } else {
@@ -2778,11 +2792,7 @@ impl Ctx<'_> {
         };
         let err = crate::emit::enc_err;
         self.ins(i2!(Code::Mov_r32_imm32, Register::R9D, 12u32)?)?;
-        self.ins(i2!(
-            Code::Lea_r32_m,
-            Register::R11D,
-            mem(Register::R10, Register::None, i64::from(size - 1))
-        )?)?;
+        self.ins(i2!(Code::Lea_r32_m, Register::R11D, last)?)?;
         let shrx = |dst: Register, src: Register| {
             Instruction::with3(Code::VEX_Shrx_r32_rm32_r32, dst, src, Register::R9D).map_err(err)
         };
@@ -2874,6 +2884,9 @@ impl Ctx<'_> {
             self.e.label(),
         );
         let (miss_dst, miss_src) = (self.e.label(), self.e.label());
+        let general = self.e.label();
+        self.soft_string_in_one_page(i, size, movs, general, end)?;
+        self.e.bind(general);
         self.save_flags_and_jump_if_df(slow)?;
         self.e.bind(top);
         self.ins(i2!(Code::Test_rm32_r32, Register::ECX, Register::ECX)?)?;
@@ -2903,24 +2916,7 @@ impl Ctx<'_> {
             Register::ECX,
             SOFT_STRING_MAX_COUNT
         )?)?;
-        self.e.raw(&string_bytes(i, self.req.code, self.req.eip)?);
-        let advanced = |reg: Register| {
-            iced_x86::MemoryOperand::new(reg, Register::R13, size, 0, 0, false, Register::None)
-        };
-        self.ins(i2!(Code::Mov_r32_rm32, Register::EDI, spill(0))?)?;
-        self.ins(i2!(
-            Code::Lea_r32_m,
-            Register::EDI,
-            advanced(Register::RDI)
-        )?)?;
-        if movs {
-            self.ins(i2!(Code::Mov_r32_rm32, Register::ESI, spill(1))?)?;
-            self.ins(i2!(
-                Code::Lea_r32_m,
-                Register::ESI,
-                advanced(Register::RSI)
-            )?)?;
-        }
+        self.soft_rep_and_advance(i, size, movs)?;
         self.ins(i2!(Code::Mov_r32_rm32, Register::ECX, Register::R9D)?)?;
         self.e.jmp_label(top);
         for (label, write) in [(miss_dst, true), (miss_src, false)] {
@@ -2942,6 +2938,135 @@ impl Ctx<'_> {
         self.string_through_window(i)?;
         self.e.bind(end);
         Ok(false)
+    }
+
+    /// The fast path of an adaptive `rep movs`/`rep stos` (see
+    /// [`Self::soft_string`]): when DF is clear, ECX is below 4,096 and
+    /// the software TLB has the page of each operand's first byte and its
+    /// last lies in that page too (a copy of a few bytes, the common case
+    /// of a hot one), a single native `rep` between the two host pointers,
+    /// with no flag touched (the chunk loop saves and restores the guest's
+    /// flags around it, which costs more than a short copy):
+    ///
+    /// ```text
+    ///     pushfq ; pop r9 ; mov r10d, 0x400 ; pext r9, r9, r10   ; DF
+    ///     mov r10d, 12 ; shrx r11d, ecx, r10d ; lea r9, [r9 + r11] ; + ECX >> 12
+    ///     mov r13, rcx ; mov rcx, r9 ; jrcxz go ; mov rcx, r13 ; jmp general
+    /// go: mov rcx, r13
+    ///     spill EDI ; R10D = EDI ; probe [EDI, EDI + ECX * size) (write) -> general
+    ///     lea rdi, [r12 + r11]
+    ///     movs: spill ESI ; R10D = ESI ; probe (read) -> back ; lea rsi, [r12 + r11]
+    ///     mov r13, rcx ; movzx ecx, cx ; rep movs/stos
+    ///     mov edi, [spill 0] ; lea edi, [rdi + r13 * size] (ESI too) ; jmp end
+    /// back: mov edi, [spill 0] ; jmp general
+    /// ```
+    ///
+    /// Every way out but the copy leaves the guest's registers as they
+    /// were and goes on to the chunk loop (`general`), which handles the
+    /// rest; the copy runs whole, as the instruction would.
+    fn soft_string_in_one_page(
+        &mut self,
+        i: &Instruction,
+        size: u32,
+        movs: bool,
+        general: Label,
+        end: Label,
+    ) -> Result<(), TranslateError> {
+        let err = crate::emit::enc_err;
+        let (go, back) = (self.e.label(), self.e.label());
+        self.ins(Instruction::with(Code::Pushfq))?;
+        self.ins(Instruction::with1(Code::Pop_r64, Register::R9).map_err(err)?)?;
+        self.ins(i2!(Code::Mov_r32_imm32, Register::R10D, 0x400u32)?)?;
+        self.ins(
+            Instruction::with3(
+                Code::VEX_Pext_r64_r64_rm64,
+                Register::R9,
+                Register::R9,
+                Register::R10,
+            )
+            .map_err(err)?,
+        )?;
+        self.ins(i2!(Code::Mov_r32_imm32, Register::R10D, 12u32)?)?;
+        self.ins(
+            Instruction::with3(
+                Code::VEX_Shrx_r32_rm32_r32,
+                Register::R11D,
+                Register::ECX,
+                Register::R10D,
+            )
+            .map_err(err)?,
+        )?;
+        self.ins(i2!(
+            Code::Lea_r64_m,
+            Register::R9,
+            mem(Register::R9, Register::R11, 0)
+        )?)?;
+        self.ins(i2!(Code::Mov_r64_rm64, Register::R13, Register::RCX)?)?;
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R9)?)?;
+        self.e.jrcxz_label(go);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R13)?)?;
+        self.e.jmp_label(general);
+        self.e.bind(go);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R13)?)?;
+        // The last byte of ECX elements from R10D (ECX < 4,096: no wrap
+        // makes another page's address look like this one's).
+        let last = iced_x86::MemoryOperand::new(
+            Register::R10,
+            Register::RCX,
+            size,
+            -1,
+            1,
+            false,
+            Register::None,
+        );
+        self.ins(i2!(Code::Mov_rm32_r32, spill_slot(0), Register::EDI)?)?;
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R10D, Register::EDI)?)?;
+        self.soft_probe_to(last, size, true, SoftMiss::Jump(general))?;
+        self.ins(i2!(Code::Lea_r64_m, Register::RDI, soft_slot(0))?)?;
+        if movs {
+            self.ins(i2!(Code::Mov_rm32_r32, spill_slot(1), Register::ESI)?)?;
+            self.ins(i2!(Code::Mov_r32_rm32, Register::R10D, Register::ESI)?)?;
+            self.soft_probe_to(last, size, false, SoftMiss::Jump(back))?;
+            self.ins(i2!(Code::Lea_r64_m, Register::RSI, soft_slot(0))?)?;
+        }
+        self.ins(i2!(Code::Mov_r64_rm64, Register::R13, Register::RCX)?)?;
+        self.ins(i2!(Code::Movzx_r32_rm16, Register::ECX, Register::CX)?)?;
+        self.soft_rep_and_advance(i, size, movs)?;
+        self.e.jmp_label(end);
+        self.e.bind(back);
+        self.ins(i2!(Code::Mov_r32_rm32, Register::EDI, spill_slot(0))?)?;
+        self.e.jmp_label(general);
+        Ok(())
+    }
+
+    /// The native `rep` of `i` between the host pointers in RSI/RDI, then
+    /// EDI (and ESI, for MOVS) back to guest addresses: the ones spilled
+    /// to slots 0 and 1 moved by the R13 elements of `size` bytes it ran.
+    fn soft_rep_and_advance(
+        &mut self,
+        i: &Instruction,
+        size: u32,
+        movs: bool,
+    ) -> Result<(), TranslateError> {
+        self.e.raw(&string_bytes(i, self.req.code, self.req.eip)?);
+        let advanced = |reg: Register| {
+            iced_x86::MemoryOperand::new(reg, Register::R13, size, 0, 0, false, Register::None)
+        };
+        self.ins(i2!(Code::Mov_r32_rm32, Register::EDI, spill_slot(0))?)?;
+        self.ins(i2!(
+            Code::Lea_r32_m,
+            Register::EDI,
+            advanced(Register::RDI)
+        )?)?;
+        if movs {
+            self.ins(i2!(Code::Mov_r32_rm32, Register::ESI, spill_slot(1))?)?;
+            self.ins(i2!(
+                Code::Lea_r32_m,
+                Register::ESI,
+                advanced(Register::RSI)
+            )?)?;
+        }
+        Ok(())
     }
 
     /// Turns string register `reg` (RSI or RDI, a guest address) into
@@ -5479,6 +5604,35 @@ mod tests {
                     || h.code() == Code::Jmp_rel8_64 && h.near_branch_target() == insns[poll].ip()
             });
             assert!(back, "{what}: no loop: {text:#?}");
+        }
+    }
+
+    #[test]
+    fn a_short_adaptive_rep_copy_within_one_page_runs_natively_before_any_flag_is_saved() {
+        // rep movsd; rep stosb: a native `rep` between the two probes'
+        // host pointers comes first, with no POPFQ on its path (the chunk
+        // loop's flag save costs more than a copy of a few bytes); the
+        // chunk loop follows for everything else.
+        for (code, what, string) in [
+            (&[0xf3, 0xa5][..], "rep movsd", Code::Movsd_m32_m32),
+            (&[0xf3, 0xaa][..], "rep stosb", Code::Stosb_m8_AL),
+        ] {
+            let wants = ["pext r9,r9,r10", "movzx ecx,cx"];
+            let (unit, text) = soft_form_unit(code, what, false, &wants, |t, w| t == w);
+            assert!(
+                window_accesses(&unit).is_empty(),
+                "{what}: a window access left: {text:#?}"
+            );
+            let insns = host_insns(&unit);
+            let reps: Vec<usize> = (0..insns.len())
+                .filter(|&k| insns[k].code() == string && insns[k].has_rep_prefix())
+                .collect();
+            // The fast copy, the chunk, the window form (DF set).
+            assert_eq!(reps.len(), 3, "{what}: {text:#?}");
+            let first_popf = insns.iter().position(|h| h.code() == Code::Popfq).unwrap();
+            assert!(reps[0] < first_popf, "{what}: {text:#?}");
+            let bounded = insns[reps[0] - 1];
+            assert_eq!(bounded.code(), Code::Movzx_r32_rm16, "{what}: {text:#?}");
         }
     }
 

@@ -46,7 +46,10 @@
 //!   from a frame value and a 16-bit value and whose RCX was masked to at
 //!   most `SOFT_STRING_MAX_COUNT` (`and ecx, imm`): a software-TLB chunk,
 //!   within 60 KiB + 32 KiB before and 64 KiB + 32 KiB after a guest frame
-//!   for a filled slot, inside the guards around guest RAM (1 MiB).
+//!   for a filled slot, inside the guards around guest RAM (1 MiB); or to
+//!   at most 65,535 (`movzx ecx, cx`: a copy within one page, whose count
+//!   the translator found below 4,096), within 60 KiB + 256 KiB before
+//!   and 64 KiB + 256 KiB after, inside them too.
 //!
 //! A jump into the middle of an instruction of the unit is refused (the
 //! facts above follow the unit's own jumps from instruction to
@@ -274,6 +277,8 @@ enum Fact {
     SoftPointer,
     /// At most [`crate::translate::SOFT_STRING_MAX_COUNT`] (`and ecx, imm`).
     SmallCount,
+    /// At most 65,535 (`movzx ecx, cx`).
+    ShortCount,
     /// Twice a `Low16` (`lea r11d, [r11 + r11]`): an indirect-branch table
     /// index whose 16-byte entry lies inside one table.
     TableIndex,
@@ -416,8 +421,12 @@ impl SoftFacts {
                 && i.memory_index_scale() == 1
                 && i.memory_displacement64() == 1
                 && matches!(self.r11, Fact::Low16 | Fact::Low32);
+            let short = i.code() == Code::Movzx_r32_rm16
+                && i.op0_register() == Register::ECX
+                && i.op1_kind() == iced_x86::OpKind::Register;
             next.rcx = match (small, tag_load, tag_check, self.rcx) {
                 (true, _, _, _) => Fact::SmallCount,
+                _ if short => Fact::ShortCount,
                 (_, Some((write, _)), _, _) => Fact::Tag(write),
                 (_, _, true, Fact::Tag(write)) => Fact::TagCheck(write),
                 _ => Fact::Unknown,
@@ -615,7 +624,7 @@ fn check_access(
                 && disp == 0
                 && (rebased.contains(&m.base())
                     || facts.pointer(m.base()) == Fact::SoftPointer
-                        && facts.rcx == Fact::SmallCount
+                        && matches!(facts.rcx, Fact::SmallCount | Fact::ShortCount)
                         // The element (with REP, iced-x86 gives the access
                         // no size).
                         && (1..=4).contains(&i.memory_size().size()))
@@ -1292,6 +1301,27 @@ mod tests {
         };
         assert_eq!(check_unit(&chunk(true), BASE, POLL), Ok(()));
         assert!(check_unit(&chunk(false), BASE, POLL).is_err());
+    }
+
+    #[test]
+    fn a_software_tlb_copy_bounded_to_16_bits_passes_and_one_bounded_otherwise_does_not() {
+        use iced_x86::code_asm::*;
+        // `movzx ecx, cx`: at most 65,535 elements of 4 bytes, 256 KiB,
+        // inside the guards; a count written after it is unbounded again.
+        let copy = |grown: bool| {
+            assemble(|a| {
+                soft_probe(a, |a| {
+                    a.lea(rdi, qword_ptr(r12 + r11)).unwrap();
+                    a.movzx(ecx, cx).unwrap();
+                    if grown {
+                        a.add(ecx, r9d).unwrap();
+                    }
+                    a.rep().stosd().unwrap();
+                })
+            })
+        };
+        assert_eq!(check_unit(&copy(false), BASE, POLL), Ok(()));
+        assert!(check_unit(&copy(true), BASE, POLL).is_err());
     }
 
     #[test]

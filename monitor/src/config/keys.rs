@@ -809,8 +809,8 @@ mod tests {
             "adaptive memory access on unless turned off"
         );
         assert!(!self::config("nestmon.mmu.adaptive = \"FALSE\"\n").mmu_adaptive);
-        assert!(!config.mmu_adaptive_strings, "off unless turned on");
-        assert!(self::config("nestmon.mmu.adaptiveStrings = \"TRUE\"\n").mmu_adaptive_strings);
+        assert!(config.mmu_adaptive_strings, "on unless turned off");
+        assert!(!self::config("nestmon.mmu.adaptiveStrings = \"FALSE\"\n").mmu_adaptive_strings);
         assert!(
             config.bt_return_stack,
             "return prediction on unless turned off"

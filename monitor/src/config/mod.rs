@@ -97,7 +97,8 @@ pub struct VmConfig {
     /// reach memory through the software TLB (default true).
     pub mmu_adaptive: bool,
     /// `nestmon.mmu.adaptiveStrings`: `rep movs`/`rep stos`, `rep lods`,
-    /// `rep scas` and `rep cmps` may become adaptive too (default false).
+    /// `rep scas` and `rep cmps` run by the guest's kernel (CPL 0-2) may
+    /// become adaptive too (default true).
     pub mmu_adaptive_strings: bool,
     /// `nestmon.bt.returnStack`: guest calls and returns are host ones on
     /// a return-prediction stack, which the host predicts (default true).
@@ -167,7 +168,7 @@ impl Default for VmConfig {
             vhv_enable: false,
             mmu_out_of_sync: true,
             mmu_adaptive: true,
-            mmu_adaptive_strings: false,
+            mmu_adaptive_strings: true,
             bt_return_stack: true,
             bt_fold_displacements: true,
             bt_chain_tables: true,

@@ -23,6 +23,10 @@
 //!   the watcher does not protect; each is listed in `soft_writes` under
 //!   its frame, so that protecting the frame (new translated code, a table
 //!   back in sync) drops it.
+//! - A miss in a 4 MiB page of the supervisor view fills the whole page's
+//!   entries at once, each a copy of the window's own mapping of the page
+//!   (frame and rights): the window's drops and protections reach them as
+//!   they reach the window (see [`BtCore::fill_soft_region`]).
 //! - A miss near the guest's ESP maps the page in the window as well as
 //!   in the software TLB (as a hidden fault would), so that the other
 //!   instructions reaching that stack page do not fault on it one after
@@ -50,7 +54,7 @@
 //!   again (fork+exec 4.4 s -> 7.7 s).
 
 use super::frames::{page_fault, Alias};
-use super::{BtCore, Event};
+use super::{BtCore, Event, SUPERVISOR_VIEW};
 use crate::cpu::{Exception, Fault};
 use rustc_hash::FxHashMap as HashMap;
 use shadowmmu::PAGE_SIZE;
@@ -85,9 +89,9 @@ pub(super) struct Adaptive {
     /// On (`nestmon.mmu.adaptive`, and the host has BMI2, which the
     /// software-TLB lookup uses).
     pub(super) on: bool,
-    /// `rep movs`/`rep stos`, `rep lods`, `rep scas` and `rep cmps` may
-    /// become adaptive too (`nestmon.mmu.adaptiveStrings`, off by default:
-    /// see docs/ARCHITECTURE.md, "Adaptive memory access").
+    /// `rep movs`/`rep stos`, `rep lods`, `rep scas` and `rep cmps` at
+    /// CPL 0-2 may become adaptive too (`nestmon.mmu.adaptiveStrings`, on
+    /// by default: see docs/ARCHITECTURE.md, "Adaptive memory access").
     pub(super) strings: bool,
     /// Guest frame -> the offsets of its adaptive instructions.
     insns: HashMap<u32, Vec<u16>>,
@@ -129,7 +133,7 @@ impl Adaptive {
     pub(super) fn new(on: bool) -> Adaptive {
         Adaptive {
             on: on && std::arch::is_x86_feature_detected!("bmi2"),
-            strings: false,
+            strings: true,
             insns: HashMap::default(),
             faults: HashMap::default(),
             soft_writes: HashMap::default(),
@@ -362,6 +366,11 @@ impl BtCore {
 
     /// Whether the instruction at guest-physical `phys` is one whose
     /// memory accesses the translator can send through the software TLB.
+    /// A REP string only at CPL 0-2 (with `nestmon.mmu.adaptiveStrings`):
+    /// a user program's hot short copy pays the lookup at every run, and
+    /// its few faults in each new process kept it adaptive (busybox
+    /// gunzip's inflate copies, `rep movsb` of a few bytes each, ran 25%
+    /// longer; user strings spared nothing measurable in fork+exec).
     fn soft_access_candidate_at(&self, phys: u32) -> bool {
         let in_page = (PAGE_SIZE - phys % PAGE_SIZE).min(15) as usize;
         let mut bytes = [0u8; 15];
@@ -379,7 +388,9 @@ impl BtCore {
             && (translator::translate::soft_access_candidate(&i)
                 || translator::translate::soft_stack_candidate(&i)
                 || translator::translate::soft_element_candidate(&i)
-                || self.adaptive.strings && translator::translate::soft_string_candidate(&i))
+                || self.adaptive.strings
+                    && self.sys.cpl != 3
+                    && translator::translate::soft_string_candidate(&i))
     }
 
     /// The EIPs of the adaptive instructions of a unit starting at `eip`
@@ -457,6 +468,9 @@ impl BtCore {
         if write && !write_entry {
             return self.soft_fallback();
         }
+        if walked.large && self.view == SUPERVISOR_VIEW && !self.soft_reads(lpage) {
+            self.fill_soft_region(lpage, &walked);
+        }
         self.fill_soft(lpage, frame, write);
         if self.near_stack_pointer(lin) {
             // The window maps it too: a stack page is reached by many
@@ -474,6 +488,63 @@ impl BtCore {
     fn near_stack_pointer(&self, lin: u32) -> bool {
         let esp = self.state.gpr[crate::cpu::context::ESP];
         lin.wrapping_sub(esp.wrapping_sub(64)) < 192
+    }
+
+    /// A miss in a 4 MiB page of the supervisor view (Linux maps its
+    /// direct map so): the window maps the whole region (one host call, as
+    /// a hidden fault there would, unless it does already from the same
+    /// directory entry), and every page of it the window maps to the
+    /// frames of that page goes into the software TLB at once, with the
+    /// window's rights (read-only where the watcher protects the frame or
+    /// the entry is clean). A hardware TLB holds the 4 MiB page as one
+    /// entry too; otherwise a kernel's copy through its direct map takes a
+    /// miss per 4 KiB page where the window took one fault per 4 MiB.
+    /// Entries that mirror window mappings need no bookkeeping of their
+    /// own: whatever drops or protects a window page drops or protects its
+    /// software-TLB entry too. Kept out of line: inlined, it made every
+    /// miss slower (the MMU benchmark's fresh-page row, which never
+    /// reaches it, 770 -> 790-850 cycles).
+    #[inline(never)]
+    fn fill_soft_region(&mut self, lpage: u32, walked: &shadowmmu::Translated) {
+        let region = lpage >> 10;
+        let frame0 = walked.phys.frame() & !1023;
+        if u64::from(frame0) + 1024 > u64::from(self.ram.frames()) {
+            return;
+        }
+        let filled = |core: &BtCore| core.space().large.get(&region) == Some(&walked.pde.value);
+        if !filled(self) {
+            self.map_walked(SUPERVISOR_VIEW, lpage, walked);
+            if !filled(self) {
+                return;
+            }
+        }
+        let host0 = self.ram.host_base().0 + frame0 as usize * PAGE_SIZE as usize;
+        let Some(space) = self.spaces.get_mut(self.space).and_then(Option::as_mut) else {
+            return;
+        };
+        let shadow = &space.shadow[SUPERVISOR_VIEW];
+        space.views[SUPERVISOR_VIEW]
+            .soft()
+            .fill_region(region, |k| {
+                let page = region << 10 | k;
+                (shadow.get(page) == Some(frame0 + k))
+                    .then(|| (host0 + (k * PAGE_SIZE) as usize, shadow.writable(page)))
+            });
+        self.stats.soft_region_fills += 1;
+    }
+
+    /// Whether the current view's software TLB has a read entry for
+    /// `lpage`.
+    fn soft_reads(&self, lpage: u32) -> bool {
+        self.spaces
+            .get(self.space)
+            .and_then(Option::as_ref)
+            .is_some_and(|space| {
+                space.views[self.view]
+                    .soft_ref()
+                    .lookup(lpage, false)
+                    .is_some()
+            })
     }
 
     /// Fills the current view's software TLB for `lpage` -> `frame`.

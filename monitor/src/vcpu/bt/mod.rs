@@ -222,6 +222,9 @@ pub struct BtStats {
     pub soft_misses: u64,
     /// Software-TLB entries filled.
     pub soft_fills: u64,
+    /// Software-TLB misses in a 4 MiB page that filled its whole region
+    /// from the window's mappings.
+    pub soft_region_fills: u64,
     /// Software-TLB misses that raised the guest's page fault.
     pub soft_guest_faults: u64,
     /// Software-TLB misses the instruction ran alone through the window
@@ -608,7 +611,8 @@ impl BtVcpu {
     }
 
     /// Lets `rep movs`, `rep stos`, `rep lods`, `rep scas` and `rep cmps`
-    /// become adaptive too (`nestmon.mmu.adaptiveStrings`; off by default).
+    /// that the guest's kernel runs become adaptive too
+    /// (`nestmon.mmu.adaptiveStrings`; on by default).
     pub fn set_adaptive_strings(&mut self, on: bool) {
         self.core.adaptive.strings = on;
     }
@@ -842,6 +846,10 @@ impl Vcpu for BtVcpu {
                 ),
                 ("MMU: software-TLB misses", v.soft_misses),
                 ("MMU: software-TLB fills", v.soft_fills),
+                (
+                    "MMU: software-TLB fills of a whole 4 MiB page",
+                    v.soft_region_fills,
+                ),
                 (
                     "MMU: software-TLB misses raising a guest #PF",
                     v.soft_guest_faults,
