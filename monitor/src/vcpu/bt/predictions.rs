@@ -42,15 +42,24 @@ impl BtCore {
     fn slot_value(&mut self, i: &Instruction) -> Option<u32> {
         let seg = self.sys.segment(Seg::from_iced(i.memory_segment())?);
         let at = seg.base.wrapping_add(i.memory_displacement32());
-        if at & 0xfff > 0xffc {
-            return None;
-        }
-        let phys = self.linear_to_phys(at, false).ok()?;
-        if !self.inside_ram(phys, 4) {
-            return None;
-        }
         let mut bytes = [0u8; 4];
-        self.ram.read_or_ones(GuestPhys(phys), &mut bytes);
+        self.read_ram_ahead(at, &mut bytes)?;
         Some(u32::from_le_bytes(bytes))
+    }
+
+    /// Reads guest RAM at linear `lin` through the current privilege's
+    /// mapping ahead of the instruction that will read it (translation
+    /// time): none when the bytes cross a page, are not mapped or are
+    /// not RAM (a device register is never read ahead of the guest).
+    pub(super) fn read_ram_ahead(&mut self, lin: u32, buf: &mut [u8]) -> Option<()> {
+        if (lin & 0xfff) as usize + buf.len() > 0x1000 {
+            return None;
+        }
+        let phys = self.linear_to_phys(lin, false).ok()?;
+        if !self.inside_ram(phys, buf.len()) {
+            return None;
+        }
+        self.ram.read_or_ones(GuestPhys(phys), buf);
+        Some(())
     }
 }

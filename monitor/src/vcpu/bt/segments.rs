@@ -22,7 +22,7 @@ use super::{limited_segments, BtCore};
 use crate::cpu::context::read_u64;
 use crate::cpu::descriptor::{Descriptor, Selector};
 use crate::cpu::segment::{check_data_segment, descriptor_address, gp};
-use crate::cpu::{CpuContext, Privilege};
+use crate::cpu::Privilege;
 use crate::cpu::{Seg, SegmentRegister};
 use translator::translate::{InlineSegmentLoad, InlineVerw, Mode, MAX_SEGMENT_LOADS};
 
@@ -163,13 +163,7 @@ impl BtCore {
         let base = seg.base;
         let at = base.wrapping_add(i.memory_displacement32());
         let mut bytes = [0u8; 2];
-        self.read_linear(
-            at,
-            &mut bytes,
-            crate::cpu::AccessKind::Read,
-            Privilege::Current,
-        )
-        .ok()?;
+        self.read_ram_ahead(at, &mut bytes)?;
         let sel = Selector(u16::from_le_bytes(bytes));
         let writable = crate::cpu::system::tables::verw(self, sel).ok()?;
         let descriptor = match descriptor_address(self, sel).filter(|_| !sel.is_null()) {
