@@ -519,9 +519,7 @@ impl BtCore {
             }
         }
         let host0 = self.ram.host_base().0 + frame0 as usize * PAGE_SIZE as usize;
-        let Some(space) = self.spaces.get_mut(self.space).and_then(Option::as_mut) else {
-            return;
-        };
+        let space = self.space_mut();
         let shadow = &space.shadow[SUPERVISOR_VIEW];
         space.views[SUPERVISOR_VIEW]
             .soft()
@@ -536,15 +534,7 @@ impl BtCore {
     /// Whether the current view's software TLB has a read entry for
     /// `lpage`.
     fn soft_reads(&self, lpage: u32) -> bool {
-        self.spaces
-            .get(self.space)
-            .and_then(Option::as_ref)
-            .is_some_and(|space| {
-                space.views[self.view]
-                    .soft_ref()
-                    .lookup(lpage, false)
-                    .is_some()
-            })
+        self.window().soft_ref().lookup(lpage, false).is_some()
     }
 
     /// Fills the current view's software TLB for `lpage` -> `frame`.

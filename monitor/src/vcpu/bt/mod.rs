@@ -1960,18 +1960,20 @@ impl BtCore {
     /// `rip` is at its entry): EIP, and ESP when a run of pushes and pops
     /// left it pending there (see `translator::translate::Unit::stack_lags`).
     fn stop_at(&mut self, rip: u64) {
-        let Some(off) = self.cache.offset_of(rip) else {
-            return;
-        };
-        let Some(id) = self.cache.find_by_offset(off) else {
-            return;
-        };
-        let t = self.cache.get(id);
-        let rel = (off - t.code_offset) as u32;
-        let idx = t.insn_index(rel);
+        if let Some(lag) = self.stop_at_instruction(rip) {
+            self.apply_stack_lag(lag);
+        }
+    }
+
+    /// Sets EIP to the guest instruction whose code holds host address
+    /// `rip` and returns that instruction's stack lag; nothing when `rip`
+    /// is in no translation.
+    fn stop_at_instruction(&mut self, rip: u64) -> Option<i32> {
+        let off = self.cache.offset_of(rip)?;
+        let t = self.cache.get(self.cache.find_by_offset(off)?);
+        let idx = t.insn_index((off - t.code_offset) as u32);
         self.state.eip = t.pc_map.get(idx).map_or(t.key.eip, |p| p.1);
-        let lag = t.stack_lag(idx);
-        self.apply_stack_lag(lag);
+        Some(t.stack_lag(idx))
     }
 
     /// The guest state before the predicted call whose host `call` at
@@ -1981,16 +1983,9 @@ impl BtCore {
     /// stack lag before it, so R8 held the guest ESP after the push; the
     /// pushed bytes stay below ESP, where the call writes them again).
     fn stop_before_call(&mut self, rip: u64) {
-        let Some((off, id)) = self
-            .cache
-            .offset_of(rip)
-            .and_then(|off| Some((off, self.cache.find_by_offset(off)?)))
-        else {
+        if self.stop_at_instruction(rip).is_none() {
             return;
-        };
-        let t = self.cache.get(id);
-        let idx = t.insn_index((off - t.code_offset) as u32);
-        self.state.eip = t.pc_map.get(idx).map_or(t.key.eip, |p| p.1);
+        }
         let ss = self.sys.segment(Seg::Ss);
         let esp = &mut self.state.gpr[crate::cpu::context::ESP];
         *esp = if ss.big() {
