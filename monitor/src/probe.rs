@@ -682,10 +682,14 @@ mod tests {
     #[test]
     fn missing_kvm_module_directory_reports_none() {
         let empty = std::env::temp_dir().join(format!("nestmon-no-modules-{}", std::process::id()));
+        // A directory left by an earlier run with the same process id
+        // would already hold the module.
+        let _ = std::fs::remove_dir_all(&empty);
         std::fs::create_dir_all(&empty).unwrap();
         assert_eq!(kvm_module(&empty), None);
         std::fs::create_dir_all(empty.join("kvm_amd")).unwrap();
         assert_eq!(kvm_module(&empty).as_deref(), Some("kvm_amd"));
+        let _ = std::fs::remove_dir_all(&empty);
     }
 
     #[test]
