@@ -36,12 +36,13 @@
 //!   counts start over at each epoch), so that a few faults spread over a
 //!   long run or over many processes do not put a lookup on every
 //!   execution of a hot instruction. It stays adaptive (per guest frame
-//!   and offset; a cache flush keeps it so) until an epoch in which it is
-//!   found in hot code and never missed: then it goes back to the window.
+//!   and offset; a cache flush keeps it so) until it has been found hot
+//!   and then did not miss for a [`REVERT_PERIOD`]: then it goes back to
+//!   the window.
 //!   Hot code is what samples find: the unit an exit request found about
 //!   to run, and the units time samples of the vCPU thread's CPU time fell
 //!   in (`translator::sampler`, every [`SAMPLE_PERIOD`]; taken at each
-//!   exit request, where the epoch's end is looked at too). Exit requests
+//!   exit request, where the period's end is looked at too). Exit requests
 //!   alone find only loop heads and indirect-branch targets: a function
 //!   reached by predicted calls and returns was never found, and in the
 //!   busybox shell loop, instructions that forked children's copy-on-write
@@ -78,6 +79,12 @@ const MAX_SOFT_WRITES: usize = 1 << 16;
 /// The shortest epoch over which instructions' faults are counted.
 const EPOCH: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// How often hot adaptive instructions that did not miss since the last
+/// look go back to the window (shorter than [`EPOCH`], over which faults
+/// are counted: code that stopped missing should not wait that long; at
+/// the guest's timer rate at most, where exit requests look).
+const REVERT_PERIOD: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// CPU time of the vCPU thread between two time samples.
 const SAMPLE_PERIOD: std::time::Duration = std::time::Duration::from_millis(1);
 
@@ -104,16 +111,19 @@ pub(super) struct Adaptive {
     soft_write_count: usize,
     /// When the current epoch began.
     epoch_start: std::time::Instant,
+    /// When hot adaptive instructions were last looked at for going back.
+    revert_start: std::time::Instant,
     /// Exits since the clock was last looked at.
     exits: u32,
     /// Live translations with software-TLB accesses -> their adaptive
     /// instructions (EIP, guest-physical address).
     soft_units: HashMap<u32, Vec<(u32, u32)>>,
-    /// Software-TLB misses per EIP in the current epoch.
+    /// Software-TLB misses per EIP since the last look for instructions
+    /// to send back ([`REVERT_PERIOD`]).
     misses: HashMap<u32, u32>,
     /// Adaptive instructions (guest-physical addresses) of units an exit
-    /// request found about to run (a sample of hot code), until an epoch
-    /// passes without their missing.
+    /// request found about to run (a sample of hot code), until a
+    /// [`REVERT_PERIOD`] passes without their missing.
     sampled: rustc_hash::FxHashSet<u32>,
     /// The timer that samples where the vCPU thread spends its CPU time
     /// (made on the thread that runs translated code, see
@@ -139,6 +149,7 @@ impl Adaptive {
             soft_writes: HashMap::default(),
             soft_write_count: 0,
             epoch_start: std::time::Instant::now(),
+            revert_start: std::time::Instant::now(),
             exits: 0,
             soft_units: HashMap::default(),
             misses: HashMap::default(),
@@ -215,11 +226,12 @@ impl BtCore {
         self.kill_units_containing(phys);
     }
 
-    /// Counts an exit towards the end of the epoch. At its end the fault
-    /// counts start over, so that only an instruction that faults often
-    /// ([`ADAPT_AFTER`] times in one space within one epoch) becomes
-    /// adaptive, and an adaptive instruction of hot code that did not miss
-    /// once in the epoch goes back to the window (see [`Self::sample_unit`]).
+    /// Counts an exit towards the end of the epoch and of the revert
+    /// period. At the epoch's end the fault counts start over, so that
+    /// only an instruction that faults often ([`ADAPT_AFTER`] times in one
+    /// space within one epoch) becomes adaptive; at the period's end an
+    /// adaptive instruction of hot code that did not miss once in the
+    /// period goes back to the window (see [`Self::sample_unit`]).
     pub(super) fn tick_adaptive_epoch(&mut self) {
         let a = &mut self.adaptive;
         a.exits += 1;
@@ -230,18 +242,22 @@ impl BtCore {
         self.end_adaptive_epoch_if_due();
     }
 
-    /// Ends the epoch if it lasted [`EPOCH`] (see
-    /// [`Self::tick_adaptive_epoch`]). Also looked at on every exit
-    /// request (at the guest's timer rate at least), so that an epoch ends
-    /// in hot code that makes few other exits, where 1,024 exits can take
-    /// seconds.
+    /// Ends the revert period if it lasted [`REVERT_PERIOD`], and the
+    /// epoch if it lasted [`EPOCH`] (see [`Self::tick_adaptive_epoch`]).
+    /// Also looked at on every exit request (at the guest's timer rate at
+    /// least), so that a period ends in hot code that makes few other
+    /// exits, where 1,024 exits can take seconds.
     pub(super) fn end_adaptive_epoch_if_due(&mut self) {
         let a = &mut self.adaptive;
-        if a.epoch_start.elapsed() < EPOCH {
+        if a.revert_start.elapsed() < REVERT_PERIOD {
             return;
         }
-        a.epoch_start = std::time::Instant::now();
-        a.faults.retain(|_, n| *n == NEVER);
+        let now = std::time::Instant::now();
+        a.revert_start = now;
+        if now.duration_since(a.epoch_start) >= EPOCH {
+            a.epoch_start = now;
+            a.faults.retain(|_, n| *n == NEVER);
+        }
         // Misses are counted by EIP (what the exit gives); an instruction
         // missed if it did at any EIP a live unit runs it at.
         let misses = std::mem::take(&mut a.misses);
@@ -252,9 +268,9 @@ impl BtCore {
             .filter(|(eip, _)| misses.contains_key(eip))
             .map(|(_, phys)| *phys)
             .collect();
-        // Instructions found hot (in this epoch or before) that did not
-        // miss in this one go back; the others stay watched.
         let mut cold = Vec::new();
+        // Instructions found hot (in this period or before) that did not
+        // miss in this one go back; the others stay watched.
         a.sampled.retain(|phys| {
             let keep = missed.contains(phys);
             if !keep {
@@ -301,7 +317,7 @@ impl BtCore {
     }
 
     /// An exit request found the unit at host address `rip` about to run:
-    /// its adaptive instructions are noted as hot for this epoch.
+    /// its adaptive instructions are noted as hot.
     pub(super) fn sample_unit(&mut self, rip: u64) {
         if self.adaptive.soft_units.is_empty() {
             return;
@@ -314,14 +330,15 @@ impl BtCore {
             return;
         };
         let a = &mut self.adaptive;
-        if let Some(insns) = a.soft_units.get(&id.0) {
-            if a.sampled.len() + insns.len() > MAX_SAMPLED {
-                // Instructions that keep missing stay; past the bound the
-                // watch starts over.
-                a.sampled.clear();
-            }
-            a.sampled.extend(insns.iter().map(|(_, phys)| *phys));
+        let Some(insns) = a.soft_units.get(&id.0) else {
+            return;
+        };
+        if a.sampled.len() + insns.len() > MAX_SAMPLED {
+            // Instructions that keep missing stay; past the bound the
+            // watch starts over.
+            a.sampled.clear();
         }
+        a.sampled.extend(insns.iter().map(|(_, phys)| *phys));
     }
 
     /// Sends the adaptive instruction at guest-physical `phys` back to the
@@ -340,6 +357,7 @@ impl BtCore {
         if list.is_empty() {
             self.adaptive.insns.remove(&frame);
         }
+
         self.stats.adaptive_reverted += 1;
         self.kill_units_containing(phys);
     }
