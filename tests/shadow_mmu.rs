@@ -789,6 +789,31 @@ fn an_adaptive_store_in_a_called_function_is_found_hot_by_time_samples_and_goes_
     assert_made_adaptive_and_sent_back("pm_adaptive_call.elf");
 }
 
+#[test]
+fn a_user_rep_string_that_keeps_faulting_becomes_adaptive_after_sixteen_faults() {
+    // guests/pm_user_strings.c: a ring-3 `rep stosl` over 64 fresh pages,
+    // then a ring-3 `rep movsl` of them to 64 more. Each string takes a
+    // host fault per fresh page until its 16th (a user REP string needs
+    // more faults than other instructions' 4: a hot short copy faulting a
+    // few times per process stays in the window), then goes through the
+    // software TLB: 2 x 48 host faults fewer than with adaptive strings
+    // off; with 4 faults it would be 2 x 60.
+    let guest = guest_dir().join("pm_user_strings.elf");
+    let on = run_with_stats(&guest, &[]);
+    assert_eq!(on.code, Some(0), "{}", describe(&on));
+    let off = run_with_stats(&guest, &["--set", "nestmon.mmu.adaptiveStrings=FALSE"]);
+    assert_eq!(off.code, Some(0), "{}", describe(&off));
+    let faults = |r: &Run| stat(&r.stderr, "exits: host fault");
+    let spared = faults(&off).saturating_sub(faults(&on));
+    assert!(
+        (2 * 40..=2 * 50).contains(&spared),
+        "host faults: {} with adaptive strings, {} without (spared {spared}, want about 96)\n{}",
+        faults(&on),
+        faults(&off),
+        on.stderr
+    );
+}
+
 /// Runs guest `elf` with `--stats`: it passes, at least one instruction
 /// became adaptive and at least one went back to the window.
 fn assert_made_adaptive_and_sent_back(elf: &str) {

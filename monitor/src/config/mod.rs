@@ -97,8 +97,8 @@ pub struct VmConfig {
     /// reach memory through the software TLB (default true).
     pub mmu_adaptive: bool,
     /// `nestmon.mmu.adaptiveStrings`: `rep movs`/`rep stos`, `rep lods`,
-    /// `rep scas` and `rep cmps` run by the guest's kernel (CPL 0-2) may
-    /// become adaptive too (default true).
+    /// `rep scas` and `rep cmps` may become adaptive too (a user
+    /// program's after more faults than the kernel's; default true).
     pub mmu_adaptive_strings: bool,
     /// `nestmon.bt.returnStack`: guest calls and returns are host ones on
     /// a return-prediction stack, which the host predicts (default true).

@@ -64,6 +64,13 @@ use translator::state::SOFT_ACCESS_WRITE;
 /// Host faults one instruction takes before it becomes adaptive.
 pub(super) const ADAPT_AFTER: u8 = 4;
 
+/// Host faults a REP string instruction at CPL 3 takes before it becomes
+/// adaptive (in one address space within one epoch): one that keeps
+/// faulting (a `rep stosd` clearing a fresh region page after page) goes
+/// to the software TLB, a hot short copy with a few faults in each new
+/// process does not (see [`BtCore::faults_to_adapt_at`]).
+pub(super) const USER_STRING_ADAPT_AFTER: u8 = 16;
+
 /// A fault count meaning "cannot be made adaptive".
 const NEVER: u8 = u8::MAX;
 
@@ -96,9 +103,10 @@ pub(super) struct Adaptive {
     /// On (`nestmon.mmu.adaptive`, and the host has BMI2, which the
     /// software-TLB lookup uses).
     pub(super) on: bool,
-    /// `rep movs`/`rep stos`, `rep lods`, `rep scas` and `rep cmps` at
-    /// CPL 0-2 may become adaptive too (`nestmon.mmu.adaptiveStrings`, on
-    /// by default: see docs/ARCHITECTURE.md, "Adaptive memory access").
+    /// `rep movs`/`rep stos`, `rep lods`, `rep scas` and `rep cmps` may
+    /// become adaptive too, at CPL 3 after [`USER_STRING_ADAPT_AFTER`]
+    /// faults (`nestmon.mmu.adaptiveStrings`, on by default: see
+    /// docs/ARCHITECTURE.md, "Adaptive memory access").
     pub(super) strings: bool,
     /// Guest frame -> the offsets of its adaptive instructions.
     insns: HashMap<u32, Vec<u16>>,
@@ -191,8 +199,10 @@ impl Adaptive {
 impl BtCore {
     /// Counts a host fault of the instruction at guest-physical `phys`
     /// that filled a mapping or raised a guest page fault; the
-    /// [`ADAPT_AFTER`]th makes it adaptive: the translations of its frame
-    /// die (with their indirect-branch entries) and are made again.
+    /// [`ADAPT_AFTER`]th (a user REP string's
+    /// [`USER_STRING_ADAPT_AFTER`]th) makes it adaptive: the translations
+    /// of its frame die (with their indirect-branch entries) and are made
+    /// again.
     pub(super) fn note_memory_fault(&mut self, phys: u32) {
         if !self.adaptive.on || !self.paging() {
             return;
@@ -207,12 +217,17 @@ impl BtCore {
             return;
         }
         *n += 1;
-        if *n < ADAPT_AFTER {
+        let count = *n;
+        if count < ADAPT_AFTER {
             return;
         }
-        if !self.soft_access_candidate_at(phys) {
-            self.adaptive.faults.insert(key, NEVER);
-            return;
+        match self.faults_to_adapt_at(phys) {
+            None => {
+                self.adaptive.faults.insert(key, NEVER);
+                return;
+            }
+            Some(needed) if count < needed => return,
+            Some(_) => {}
         }
         let a = &mut self.adaptive;
         a.faults.remove(&key);
@@ -382,14 +397,18 @@ impl BtCore {
         self.pending_chain = None;
     }
 
-    /// Whether the instruction at guest-physical `phys` is one whose
-    /// memory accesses the translator can send through the software TLB.
-    /// A REP string only at CPL 0-2 (with `nestmon.mmu.adaptiveStrings`):
-    /// a user program's hot short copy pays the lookup at every run, and
-    /// its few faults in each new process kept it adaptive (busybox
-    /// gunzip's inflate copies, `rep movsb` of a few bytes each, ran 25%
-    /// longer; user strings spared nothing measurable in fork+exec).
-    fn soft_access_candidate_at(&self, phys: u32) -> bool {
+    /// The host faults the instruction at guest-physical `phys` takes
+    /// before it becomes adaptive: [`ADAPT_AFTER`] for one whose memory
+    /// accesses the translator can send through the software TLB,
+    /// [`USER_STRING_ADAPT_AFTER`] for a REP string at CPL 3, `None` for
+    /// any other (or any REP string without `nestmon.mmu.adaptiveStrings`).
+    /// A user program's hot short copy pays the lookup at every run: with
+    /// [`ADAPT_AFTER`] for user strings too, the few faults busybox
+    /// gunzip's inflate copies (`rep movsb` of a few bytes each) take in
+    /// each new process made them adaptive, and gunzip ran 25% longer
+    /// (4% with the 50 ms revert period); at CPL 0-2 a REP string is the
+    /// kernel's copy or clear of whole pages.
+    fn faults_to_adapt_at(&self, phys: u32) -> Option<u8> {
         let in_page = (PAGE_SIZE - phys % PAGE_SIZE).min(15) as usize;
         let mut bytes = [0u8; 15];
         if self
@@ -397,18 +416,28 @@ impl BtCore {
             .read(shadowmmu::GuestPhys(phys), &mut bytes[..in_page])
             .is_err()
         {
-            return false;
+            return None;
         }
         let bitness = if self.sys.code32() { 32 } else { 16 };
         let i = iced_x86::Decoder::new(bitness, &bytes[..in_page], iced_x86::DecoderOptions::NONE)
             .decode();
-        !i.is_invalid()
-            && (translator::translate::soft_access_candidate(&i)
-                || translator::translate::soft_stack_candidate(&i)
-                || translator::translate::soft_element_candidate(&i)
-                || self.adaptive.strings
-                    && self.sys.cpl != 3
-                    && translator::translate::soft_string_candidate(&i))
+        if i.is_invalid() {
+            return None;
+        }
+        if translator::translate::soft_access_candidate(&i)
+            || translator::translate::soft_stack_candidate(&i)
+            || translator::translate::soft_element_candidate(&i)
+        {
+            return Some(ADAPT_AFTER);
+        }
+        if self.adaptive.strings && translator::translate::soft_string_candidate(&i) {
+            return Some(if self.sys.cpl == 3 {
+                USER_STRING_ADAPT_AFTER
+            } else {
+                ADAPT_AFTER
+            });
+        }
+        None
     }
 
     /// The EIPs of the adaptive instructions of a unit starting at `eip`
