@@ -87,8 +87,8 @@ fn no_instruction_form_reaches_host_memory_outside_guest_ram() {
 #[test]
 fn every_software_tlb_candidate_translates_through_the_software_tlb_and_passes_the_check() {
     use translator::translate::{
-        soft_access_candidate, soft_element_candidate, soft_stack_candidate, soft_string_candidate,
-        translate, Mode, UnitRequest,
+        soft_access_candidate, soft_element_candidate, soft_jump_candidate, soft_stack_candidate,
+        soft_string_candidate, translate, Mode, UnitRequest,
     };
     let isa = translator::GuestIsa::with(translator::GuestIsa::TRANSLATABLE).expect("offerable");
     let eip = 0x1000;
@@ -109,6 +109,7 @@ fn every_software_tlb_candidate_translates_through_the_software_tlb_and_passes_t
         );
         let soft_only = soft_stack_candidate(&i)
             || soft_element_candidate(&i)
+            || soft_jump_candidate(&i)
             || soft_string_candidate(&i) && !chunked;
         if !soft_access_candidate(&i) && !soft_string_candidate(&i) && !soft_only {
             continue;

@@ -306,6 +306,15 @@ pub fn soft_stack_candidate(i: &Instruction) -> bool {
     }
 }
 
+/// Whether `i` is an indirect jump whose target the translator can read
+/// through the software TLB when the monitor asks (see
+/// [`UnitRequest::soft_access`]; the mode must also be flat): a near `jmp
+/// m32` with 32-bit addressing (a PLT entry's GOT slot, a jump table's
+/// entry), as CALL m32 reads its target (see [`soft_stack_candidate`]).
+pub fn soft_jump_candidate(i: &Instruction) -> bool {
+    i.code() == Code::Jmp_rm32 && i.op0_kind() == OpKind::Memory && !is_16bit_address(i)
+}
+
 /// Whether `i` is a stack instruction with a memory operand whose two
 /// accesses (the operand and the stack slot) can both go through the
 /// software TLB (part of [`soft_stack_candidate`]): PUSH m32, POP m32 and
@@ -2398,6 +2407,22 @@ impl Ctx<'_> {
                 && self.req.mode.is_limited(i.memory_segment()))
     }
 
+    /// Whether `i`'s jump target is read through the software TLB: the
+    /// monitor asked for it, and it can (see [`soft_jump_candidate`]).
+    fn wants_soft_jump(&self, i: &Instruction) -> bool {
+        self.req.mode.flat && self.req.soft_access.contains(&i.ip32()) && soft_jump_candidate(i)
+    }
+
+    /// `jmp m32`'s target read through the software TLB into R9D (ESP
+    /// brought up to date first: a miss exits at the jump with the
+    /// guest's state as it was).
+    fn soft_target_to_r9(&mut self, i: &Instruction) -> Result<(), TranslateError> {
+        self.flush_stack_lag()?;
+        self.note_soft(i);
+        self.soft_explicit(i, false, 0)?;
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R9D, soft_slot(0))?)
+    }
+
     /// Records that `i` reaches memory through the software TLB (once,
     /// however many accesses it has).
     fn note_soft(&mut self, i: &Instruction) {
@@ -3967,7 +3992,11 @@ impl Ctx<'_> {
                 Ok(true)
             }
             OpKind::Register | OpKind::Memory if i.code() == Code::Jmp_rm32 => {
-                self.target_to_r9(i)?;
+                if self.wants_soft_jump(i) {
+                    self.soft_target_to_r9(i)?;
+                } else {
+                    self.target_to_r9(i)?;
+                }
                 if let Some(predicted) = self.jump_prediction(i) {
                     self.predicted_jump(predicted)?;
                 }
@@ -5498,6 +5527,42 @@ mod tests {
         assert_eq!(probes(&[0x60]), 1);
         // Not asked for: the window forms as before.
         let plain = translate_with(&[0x60, 0xff, 0x73, 0x08], Setup::default());
+        assert!(plain.soft_eips.is_empty());
+        assert!(!window_accesses(&plain).is_empty());
+    }
+
+    #[test]
+    fn adaptive_indirect_jump_reads_its_target_through_the_software_tlb() {
+        // jmp [eax*4 + 0x2000] (a jump table) and jmp [0x3000] (a PLT
+        // entry's GOT slot): the target from `[r12 + r11]` into R9D, the
+        // table probe after it, no window access left.
+        let forms: [(&[u8], &str); 2] = [
+            (
+                &[0xff, 0x24, 0x85, 0x00, 0x20, 0x00, 0x00],
+                "jmp [eax*4+2000h]",
+            ),
+            (&[0xff, 0x25, 0x00, 0x30, 0x00, 0x00], "jmp [3000h]"),
+        ];
+        for (code, what) in forms {
+            let i = decode(code);
+            assert!(soft_jump_candidate(&i), "{what}: not a candidate");
+            assert!(
+                !soft_access_candidate(&i) && !soft_stack_candidate(&i),
+                "{what}"
+            );
+            let (unit, text) =
+                soft_form_unit(code, what, true, &["mov r9d,[r12+r11]"], |t, w| t == w);
+            assert!(
+                window_accesses(&unit).is_empty(),
+                "{what}: a window access left: {text:#?}"
+            );
+            assert_probes_before_changes(&unit, what);
+        }
+        // A register target and 16-bit addressing are not candidates.
+        assert!(!soft_jump_candidate(&decode(&[0xff, 0xe0])));
+        assert!(!soft_jump_candidate(&decode(&[0x67, 0xff, 0x27])));
+        // Not asked for: the window form as before.
+        let plain = translate_with(&[0xff, 0x25, 0x00, 0x30, 0x00, 0x00], Setup::default());
         assert!(plain.soft_eips.is_empty());
         assert!(!window_accesses(&plain).is_empty());
     }

@@ -5,8 +5,9 @@
 //! (`shadowmmu::SoftTlb`), as VMware's adaptive binary translation did for
 //! instructions that kept faulting: an explicit operand, a stack access
 //! (PUSH, POP, CALL, RET, LEAVE, ENTER, PUSHFD/POPFD, PUSHAD/POPAD, with
-//! PUSH/POP/CALL m32's operand too), a string element or XLAT's byte. An
-//! instruction with two accesses probes both before it changes anything. A hit costs a dozen flag-free host
+//! PUSH/POP/CALL m32's operand too), a string element, XLAT's byte or a
+//! `jmp m32`'s target. An instruction with two accesses probes both
+//! before it changes anything. A hit costs a dozen flag-free host
 //! instructions; a miss is an exit (no host signal, no host mapping call),
 //! after which the monitor walks the guest's page tables and fills the
 //! entry, raises the guest's #PF, or runs the instruction alone through the
@@ -64,12 +65,12 @@ use translator::state::SOFT_ACCESS_WRITE;
 /// Host faults one instruction takes before it becomes adaptive.
 pub(super) const ADAPT_AFTER: u8 = 4;
 
-/// Host faults a REP string instruction at CPL 3 takes before it becomes
-/// adaptive (in one address space within one epoch): one that keeps
-/// faulting (a `rep stosd` clearing a fresh region page after page) goes
-/// to the software TLB, a hot short copy with a few faults in each new
-/// process does not (see [`BtCore::faults_to_adapt_at`]).
-pub(super) const USER_STRING_ADAPT_AFTER: u8 = 16;
+/// Host faults a REP string or a `jmp m32` at CPL 3 takes before it
+/// becomes adaptive (in one address space within one epoch): one that
+/// keeps faulting (a `rep stosd` clearing a fresh region page after page)
+/// goes to the software TLB, a hot short copy or a PLT jump with a few
+/// faults in each new process does not (see [`BtCore::faults_to_adapt_at`]).
+pub(super) const USER_STRING_OR_JUMP_ADAPT_AFTER: u8 = 16;
 
 /// A fault count meaning "cannot be made adaptive".
 const NEVER: u8 = u8::MAX;
@@ -104,7 +105,7 @@ pub(super) struct Adaptive {
     /// software-TLB lookup uses).
     pub(super) on: bool,
     /// `rep movs`/`rep stos`, `rep lods`, `rep scas` and `rep cmps` may
-    /// become adaptive too, at CPL 3 after [`USER_STRING_ADAPT_AFTER`]
+    /// become adaptive too, at CPL 3 after [`USER_STRING_OR_JUMP_ADAPT_AFTER`]
     /// faults (`nestmon.mmu.adaptiveStrings`, on by default: see
     /// docs/ARCHITECTURE.md, "Adaptive memory access").
     pub(super) strings: bool,
@@ -200,7 +201,7 @@ impl BtCore {
     /// Counts a host fault of the instruction at guest-physical `phys`
     /// that filled a mapping or raised a guest page fault; the
     /// [`ADAPT_AFTER`]th (a user REP string's
-    /// [`USER_STRING_ADAPT_AFTER`]th) makes it adaptive: the translations
+    /// [`USER_STRING_OR_JUMP_ADAPT_AFTER`]th) makes it adaptive: the translations
     /// of its frame die (with their indirect-branch entries) and are made
     /// again.
     pub(super) fn note_memory_fault(&mut self, phys: u32) {
@@ -224,6 +225,7 @@ impl BtCore {
         match self.faults_to_adapt_at(phys) {
             None => {
                 self.adaptive.faults.insert(key, NEVER);
+                self.stats.adaptive_refused += 1;
                 return;
             }
             Some(needed) if count < needed => return,
@@ -400,14 +402,19 @@ impl BtCore {
     /// The host faults the instruction at guest-physical `phys` takes
     /// before it becomes adaptive: [`ADAPT_AFTER`] for one whose memory
     /// accesses the translator can send through the software TLB,
-    /// [`USER_STRING_ADAPT_AFTER`] for a REP string at CPL 3, `None` for
-    /// any other (or any REP string without `nestmon.mmu.adaptiveStrings`).
+    /// [`USER_STRING_OR_JUMP_ADAPT_AFTER`] for a REP string or a `jmp m32`
+    /// at CPL 3, `None` for any other (or any REP string without
+    /// `nestmon.mmu.adaptiveStrings`).
     /// A user program's hot short copy pays the lookup at every run: with
     /// [`ADAPT_AFTER`] for user strings too, the few faults busybox
     /// gunzip's inflate copies (`rep movsb` of a few bytes each) take in
     /// each new process made them adaptive, and gunzip ran 25% longer
     /// (4% with the 50 ms revert period); at CPL 0-2 a REP string is the
-    /// kernel's copy or clear of whole pages.
+    /// kernel's copy or clear of whole pages. A static program's PLT jumps
+    /// (`jmp [GOT slot]`) took about 3 faults in each new busybox process
+    /// and, adaptive after 4, stayed so in the shell's hot loop (a unit of
+    /// one instruction that time samples rarely find): the shell loop ran
+    /// 2-3% longer.
     fn faults_to_adapt_at(&self, phys: u32) -> Option<u8> {
         let in_page = (PAGE_SIZE - phys % PAGE_SIZE).min(15) as usize;
         let mut bytes = [0u8; 15];
@@ -424,20 +431,23 @@ impl BtCore {
         if i.is_invalid() {
             return None;
         }
+        let by_cpl = if self.sys.cpl == 3 {
+            USER_STRING_OR_JUMP_ADAPT_AFTER
+        } else {
+            ADAPT_AFTER
+        };
         if translator::translate::soft_access_candidate(&i)
             || translator::translate::soft_stack_candidate(&i)
             || translator::translate::soft_element_candidate(&i)
         {
-            return Some(ADAPT_AFTER);
+            Some(ADAPT_AFTER)
+        } else if translator::translate::soft_jump_candidate(&i)
+            || self.adaptive.strings && translator::translate::soft_string_candidate(&i)
+        {
+            Some(by_cpl)
+        } else {
+            None
         }
-        if self.adaptive.strings && translator::translate::soft_string_candidate(&i) {
-            return Some(if self.sys.cpl == 3 {
-                USER_STRING_ADAPT_AFTER
-            } else {
-                ADAPT_AFTER
-            });
-        }
-        None
     }
 
     /// The EIPs of the adaptive instructions of a unit starting at `eip`

@@ -216,8 +216,11 @@ pub struct BtStats {
     /// software TLB) because they kept taking host faults.
     pub adaptive_instructions: u64,
     /// Adaptive instructions sent back to the window: found in hot code
-    /// with no miss for an epoch.
+    /// with no miss for a revert period.
     pub adaptive_reverted: u64,
+    /// Instructions that kept taking host faults but whose accesses the
+    /// software TLB cannot serve (they stay in the window).
+    pub adaptive_refused: u64,
     /// Software-TLB misses (exits of adaptive instructions).
     pub soft_misses: u64,
     /// Software-TLB entries filled.
@@ -843,6 +846,10 @@ impl Vcpu for BtVcpu {
                 (
                     "MMU: adaptive instructions back to the window",
                     v.adaptive_reverted,
+                ),
+                (
+                    "MMU: instructions that kept faulting, not adaptive",
+                    v.adaptive_refused,
                 ),
                 ("MMU: software-TLB misses", v.soft_misses),
                 ("MMU: software-TLB fills", v.soft_fills),
