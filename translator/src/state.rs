@@ -91,7 +91,11 @@ impl ExitReason {
 }
 
 /// `CpuState::soft_access`: the access writes.
-pub const SOFT_ACCESS_WRITE: u32 = 0x100;
+pub const SOFT_ACCESS_WRITE: u32 = 0x1_0000;
+
+/// The size bits of `CpuState::soft_access` (FXSAVE and FXRSTOR reach 512
+/// bytes).
+pub const SOFT_ACCESS_SIZE: u32 = 0xffff;
 
 /// `CpuState::transition`: SYSENTER ran inline (CPL 0, CS and SS from
 /// IA32_SYSENTER_CS, IF, VM and RF clear).
@@ -248,7 +252,7 @@ pub struct CpuState {
     pub raise_vector: u32,
     /// The linear address of a `SoftMiss` exit's access.
     pub soft_addr: u32,
-    /// A `SoftMiss` exit's access: its size in bytes, plus
+    /// A `SoftMiss` exit's access: its size in bytes ([`SOFT_ACCESS_SIZE`]), plus
     /// [`SOFT_ACCESS_WRITE`] for a write (or a read-modify-write).
     pub soft_access: u32,
     /// The last privilege change translated code made itself since the

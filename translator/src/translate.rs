@@ -447,7 +447,16 @@ pub fn soft_access_candidate(i: &Instruction) -> bool {
         && used[0].base() == i.memory_base()
         && used[0].index() == i.memory_index()
         && !matches!(used[0].access(), iced_x86::OpAccess::NoMemAccess);
-    explicit_only && (1..=16).contains(&i.memory_size().size())
+    explicit_only && ((1..=16).contains(&i.memory_size().size()) || wide_soft_access(i))
+}
+
+/// Whether `i` is FXSAVE or FXRSTOR (32-bit forms): its 512-byte area may
+/// go through the software TLB as one access (the lookup hits only if the
+/// area lies in one page; the verifier lets exactly these reach 512 bytes
+/// past `r12 + r11`). Linux saves a task's FPU state with FXSAVE into its
+/// task structure, a fresh page for many new processes.
+pub fn wide_soft_access(i: &Instruction) -> bool {
+    matches!(i.code(), Code::Fxsave_m512byte | Code::Fxrstor_m512byte)
 }
 
 /// BT, BTS, BTR and BTC with a register bit offset: they address up to
@@ -4969,6 +4978,8 @@ mod tests {
         jump_predictions: &'a [(u32, u32)],
         /// The code is all the monitor could give (no NOP padding).
         exact_code: bool,
+        /// The guest's instruction set (`None`: the baseline).
+        isa: Option<GuestIsa>,
     }
 
     impl Default for Setup<'_> {
@@ -4997,6 +5008,7 @@ mod tests {
                 chain_slots_from: None,
                 pc_thunks: None,
                 exact_code: false,
+                isa: None,
                 segment_loads: &[],
                 verw: &[],
                 jump_predictions: &[],
@@ -5022,7 +5034,7 @@ mod tests {
             count_entries: None,
             ibtc_tag: 0,
             shared_ibtc_tags: 0,
-            isa: GuestIsa::baseline(),
+            isa: setup.isa.unwrap_or_else(GuestIsa::baseline),
             emulate_tokens_from: setup.emulate_tokens_from,
             cpuid: None,
             ignored_ports: setup.ignored_ports,
@@ -5743,9 +5755,11 @@ mod tests {
     }
 
     #[test]
-    fn string_and_wide_accesses_ignore_the_software_tlb() {
-        // lodsd fs:[esi] (a string with an FS override); fxsave [eax]
-        let code = [0x64, 0xad, 0x0f, 0xae, 0x00];
+    fn strings_with_a_segment_override_and_wide_accesses_ignore_the_software_tlb() {
+        // lodsd fs:[esi] (a string with an FS override); xsave [eax] (an
+        // area whose size depends on XCR0)
+        let code = [0x64, 0xad, 0x0f, 0xae, 0x20];
+        assert!(!soft_access_candidate(&decode(&code[2..])));
         let unit = translate_with(
             &code,
             Setup {
@@ -5756,6 +5770,45 @@ mod tests {
         assert!(!host_insns(&unit)
             .iter()
             .any(|i| i.memory_base() == Register::R12 && i.memory_index() == Register::R11));
+    }
+
+    #[test]
+    fn adaptive_fxsave_and_fxrstor_probe_their_512_bytes_as_one_access() {
+        // fxsave [eax]; fxrstor [ebx+10h]: one probe of the whole area
+        // (its last byte's page must be the first's), then the native
+        // instruction on `[r12 + r11]`.
+        let forms: [(&[u8], &str, &str); 2] = [
+            (&[0x0f, 0xae, 0x00], "fxsave [eax]", "fxsave [r12+r11]"),
+            (
+                &[0x0f, 0xae, 0x4b, 0x10],
+                "fxrstor [ebx+10h]",
+                "fxrstor [r12+r11]",
+            ),
+        ];
+        for (code, what, want) in forms {
+            let i = decode(code);
+            assert!(soft_access_candidate(&i) && wide_soft_access(&i), "{what}");
+            let unit = translate_with(
+                code,
+                Setup {
+                    soft_access: &[0x1000],
+                    max_insns: 1,
+                    isa: Some(GuestIsa::with(GuestIsa::TRANSLATABLE).expect("offerable")),
+                    ..Setup::default()
+                },
+            );
+            let text = host_text(&unit);
+            assert!(text.iter().any(|t| t == want), "{what}: {text:#?}");
+            assert_eq!(unit.soft_eips, vec![0x1000], "{what}");
+            assert!(
+                text.iter().any(|t| t == "lea r11d,[r10+1FFh]"),
+                "{what}: the probe does not cover 512 bytes: {text:#?}"
+            );
+            assert!(
+                window_accesses(&unit).is_empty(),
+                "{what}: a window access left: {text:#?}"
+            );
+        }
     }
 
     /// Translates `code` (padded with NOPs) as if it stood at guest `eip`.

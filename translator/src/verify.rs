@@ -28,13 +28,14 @@
 //!   value, which is zero only for a tag `-(r11 + 1)`, never the empty 0;
 //! - `[r12 + r11 + d]` of at most 16 bytes with `d >= 0` and `d` plus the
 //!   size at most 32 (`SOFT_REACH`: PUSHAD's and POPAD's 32-byte frame,
-//!   probed as one access), not by BT/BTS/BTR/BTC with a register bit
+//!   probed as one access), or FXSAVE's and FXRSTOR's 512 bytes at
+//!   `[r12 + r11]` (`SOFT_WIDE_REACH`), not by BT/BTS/BTR/BTC with a register bit
 //!   offset (which reach 256 MiB around it), where on every path R12 was
 //!   last loaded from a software-TLB frame table (of a filled slot: a
 //!   guest frame's host address minus at most 60 KiB, as the monitor
 //!   writes a frame with every tag and only ever clears tags or whole
 //!   tables) and R11 zero-extended from 16 bits: the access stays within
-//!   60 KiB before and 4 KiB + 32 bytes after a guest frame, inside the
+//!   60 KiB before and 4 KiB + 512 bytes after a guest frame, inside the
 //!   guards around guest RAM (`RAM_GUARD`, 1 MiB).
 //!
 //! - `jmp [r15 + t]` and `call [r15 + t]`, `t` an entry of the view's
@@ -104,6 +105,11 @@ pub struct Violation {
 /// 16-bit value that is 64 KiB + 32 bytes, well inside `RAM_GUARD` (1 MiB)
 /// after guest RAM.
 const SOFT_REACH: i64 = 32;
+
+/// What FXSAVE's and FXRSTOR's `[r12 + r11]` (no displacement) reach: their
+/// 512-byte area, probed as one access; 4 KiB + 512 bytes past a frame,
+/// well inside `RAM_GUARD` too.
+const SOFT_WIDE_REACH: i64 = 512;
 
 /// Largest displacement allowed on a window access (PUSHAD/POPAD reach 28).
 const MAX_WINDOW_DISP: i64 = 64;
@@ -568,11 +574,14 @@ fn check_access(
                 }
         }
         (Register::R12, Register::R11) if m.scale() == 1 && (0..SOFT_REACH).contains(&disp) => {
+            let size = m.memory_size().size() as i64;
             !crate::translate::reaches_beyond_operand(i)
                 && facts.r12 == Fact::SoftFrame
                 && facts.r11 == Fact::Low16
-                && (1..=16).contains(&m.memory_size().size())
-                && disp + m.memory_size().size() as i64 <= SOFT_REACH
+                && ((1..=16).contains(&size) && disp + size <= SOFT_REACH
+                    || crate::translate::wide_soft_access(i)
+                        && disp == 0
+                        && size == SOFT_WIDE_REACH)
         }
         (Register::R15, Register::None) => {
             (0..1 << 31).contains(&disp)
@@ -1193,6 +1202,30 @@ mod tests {
         ] {
             assert!(check_unit(&with(tail), BASE, POLL).is_err());
         }
+    }
+
+    #[test]
+    fn only_fxsave_and_fxrstor_reach_512_bytes_past_a_software_tlb_address() {
+        use iced_x86::code_asm::*;
+        let with = |tail: fn(&mut CodeAssembler)| assemble(|a| soft_probe(a, tail));
+        for tail in [
+            (|a: &mut CodeAssembler| a.fxsave(ptr(r12 + r11)).unwrap()) as fn(&mut CodeAssembler),
+            |a| a.fxrstor(ptr(r12 + r11)).unwrap(),
+        ] {
+            assert_eq!(check_unit(&with(tail), BASE, POLL), Ok(()));
+        }
+        for tail in [
+            // A displacement on top of the 512 bytes.
+            (|a: &mut CodeAssembler| a.fxsave(ptr(r12 + r11 + 16)).unwrap())
+                as fn(&mut CodeAssembler),
+            // Other wide accesses: XSAVE's area has no fixed size.
+            |a| a.xsave(ptr(r12 + r11)).unwrap(),
+        ] {
+            assert!(check_unit(&with(tail), BASE, POLL).is_err());
+        }
+        // Without the probe's facts, not even FXSAVE.
+        let bare = assemble(|a| a.fxsave(ptr(r12 + r11)).unwrap());
+        assert!(check_unit(&bare, BASE, POLL).is_err());
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! guest page faults found by the walk) is translated again so that its
 //! memory accesses go through the window's software TLB
 //! (`shadowmmu::SoftTlb`), as VMware's adaptive binary translation did for
-//! instructions that kept faulting: an explicit operand, a stack access
+//! instructions that kept faulting: an explicit operand (FXSAVE's and
+//! FXRSTOR's 512-byte area among them), a stack access
 //! (PUSH, POP, CALL, RET, LEAVE, ENTER, PUSHFD/POPFD, PUSHAD/POPAD, with
 //! PUSH/POP/CALL m32's operand too), a string element, XLAT's byte or a
 //! `jmp m32`'s target. An instruction with two accesses probes both
@@ -60,7 +61,7 @@ use super::{BtCore, Event, SUPERVISOR_VIEW};
 use crate::cpu::{Exception, Fault};
 use rustc_hash::FxHashMap as HashMap;
 use shadowmmu::PAGE_SIZE;
-use translator::state::SOFT_ACCESS_WRITE;
+use translator::state::{SOFT_ACCESS_SIZE, SOFT_ACCESS_WRITE};
 
 /// Host faults one instruction takes before it becomes adaptive.
 pub(super) const ADAPT_AFTER: u8 = 4;
@@ -478,7 +479,7 @@ impl BtCore {
             *self.adaptive.misses.entry(self.state.eip).or_insert(0) += 1;
         }
         let lin = self.state.soft_addr;
-        let size = (self.state.soft_access & 0xff).max(1);
+        let size = (self.state.soft_access & SOFT_ACCESS_SIZE).max(1);
         let write = self.state.soft_access & SOFT_ACCESS_WRITE != 0;
         let last = lin.wrapping_add(size - 1);
         if !self.paging() || last < lin || (lin ^ last) / PAGE_SIZE != 0 {
