@@ -201,10 +201,10 @@ impl Adaptive {
 impl BtCore {
     /// Counts a host fault of the instruction at guest-physical `phys`
     /// that filled a mapping or raised a guest page fault; the
-    /// [`ADAPT_AFTER`]th (a user REP string's
-    /// [`USER_STRING_OR_JUMP_ADAPT_AFTER`]th) makes it adaptive: the translations
-    /// of its frame die (with their indirect-branch entries) and are made
-    /// again.
+    /// [`ADAPT_AFTER`]th (a user REP string's or `jmp m32`'s
+    /// [`USER_STRING_OR_JUMP_ADAPT_AFTER`]th) makes it adaptive: the
+    /// translations holding it die (with their indirect-branch entries)
+    /// and are made again.
     pub(super) fn note_memory_fault(&mut self, phys: u32) {
         if !self.adaptive.on || !self.paging() {
             return;
@@ -286,9 +286,9 @@ impl BtCore {
             .filter(|(eip, _)| misses.contains_key(eip))
             .map(|(_, phys)| *phys)
             .collect();
-        let mut cold = Vec::new();
         // Instructions found hot (in this period or before) that did not
         // miss in this one go back; the others stay watched.
+        let mut cold = Vec::new();
         a.sampled.retain(|phys| {
             let keep = missed.contains(phys);
             if !keep {
@@ -348,15 +348,14 @@ impl BtCore {
             return;
         };
         let a = &mut self.adaptive;
-        let Some(insns) = a.soft_units.get(&id.0) else {
-            return;
-        };
-        if a.sampled.len() + insns.len() > MAX_SAMPLED {
-            // Instructions that keep missing stay; past the bound the
-            // watch starts over.
-            a.sampled.clear();
+        if let Some(insns) = a.soft_units.get(&id.0) {
+            if a.sampled.len() + insns.len() > MAX_SAMPLED {
+                // Instructions that keep missing stay; past the bound the
+                // watch starts over.
+                a.sampled.clear();
+            }
+            a.sampled.extend(insns.iter().map(|(_, phys)| *phys));
         }
-        a.sampled.extend(insns.iter().map(|(_, phys)| *phys));
     }
 
     /// Sends the adaptive instruction at guest-physical `phys` back to the
@@ -375,7 +374,6 @@ impl BtCore {
         if list.is_empty() {
             self.adaptive.insns.remove(&frame);
         }
-
         self.stats.adaptive_reverted += 1;
         self.kill_units_containing(phys);
     }
