@@ -232,11 +232,9 @@ pub fn soft_string_candidate(i: &Instruction) -> bool {
     use Mnemonic::*;
     let chunked =
         matches!(i.mnemonic(), Movsb | Movsw | Movsd | Stosb | Stosw | Stosd) && i.has_rep_prefix();
-    let by_element = match i.mnemonic() {
-        Lodsb | Lodsw | Lodsd => i.has_rep_prefix(),
-        Scasb | Scasw | Scasd | Cmpsb | Cmpsw | Cmpsd => i.has_rep_prefix() || i.has_repne_prefix(),
-        _ => false,
-    };
+    // LODS only with REP (its REPNE form stays in the window).
+    let lods = matches!(i.mnemonic(), Lodsb | Lodsw | Lodsd);
+    let by_element = soft_by_element(i) && (i.has_rep_prefix() || i.has_repne_prefix() && !lods);
     (chunked || by_element) && element_string(i)
 }
 
