@@ -97,7 +97,8 @@ const REVERT_PERIOD: std::time::Duration = std::time::Duration::from_millis(50);
 /// CPU time of the vCPU thread between two time samples.
 const SAMPLE_PERIOD: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// Exits between two looks at the clock for the end of an epoch.
+/// Exits between two looks at the clock for the end of a revert period
+/// (and of an epoch).
 const EPOCH_CHECK_EXITS: u32 = 1024;
 
 /// The state of adaptive memory access (see the module docs).
@@ -250,22 +251,22 @@ impl BtCore {
     /// space within one epoch) becomes adaptive; at the period's end an
     /// adaptive instruction of hot code that did not miss once in the
     /// period goes back to the window (see [`Self::sample_unit`]).
-    pub(super) fn tick_adaptive_epoch(&mut self) {
+    pub(super) fn tick_adaptive_period(&mut self) {
         let a = &mut self.adaptive;
         a.exits += 1;
         if a.exits < EPOCH_CHECK_EXITS {
             return;
         }
         a.exits = 0;
-        self.end_adaptive_epoch_if_due();
+        self.end_adaptive_period_if_due();
     }
 
     /// Ends the revert period if it lasted [`REVERT_PERIOD`], and the
-    /// epoch if it lasted [`EPOCH`] (see [`Self::tick_adaptive_epoch`]).
+    /// epoch if it lasted [`EPOCH`] (see [`Self::tick_adaptive_period`]).
     /// Also looked at on every exit request (at the guest's timer rate at
     /// least), so that a period ends in hot code that makes few other
     /// exits, where 1,024 exits can take seconds.
-    pub(super) fn end_adaptive_epoch_if_due(&mut self) {
+    pub(super) fn end_adaptive_period_if_due(&mut self) {
         let a = &mut self.adaptive;
         if a.revert_start.elapsed() < REVERT_PERIOD {
             return;

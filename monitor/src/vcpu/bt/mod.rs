@@ -1225,7 +1225,7 @@ impl BtCore {
     }
 
     fn handle_exit(&mut self) -> Event {
-        self.tick_adaptive_epoch();
+        self.tick_adaptive_period();
         self.apply_inline_transition();
         if std::mem::take(&mut self.state.event_bail) != 0 {
             self.note_event_bail();
@@ -1346,7 +1346,7 @@ impl BtCore {
     fn serve_exit_request(&mut self) {
         self.stats.exits_interrupted += 1;
         self.take_time_samples();
-        self.end_adaptive_epoch_if_due();
+        self.end_adaptive_period_if_due();
         self.faults.clear_exit_request(
             (&self.state.ibtc, self.space().ibtc.addr()),
             (&self.state.ibtc_shared, self.shared_ibtc.addr()),
