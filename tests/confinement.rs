@@ -152,6 +152,7 @@ fn every_software_tlb_candidate_translates_through_the_software_tlb_and_passes_t
             segment_loads: &[],
             verw: &[],
             jump_predictions: &[],
+            jump_tables: &[],
             pc_thunks: None,
         };
         match translate(&req) {

@@ -607,17 +607,58 @@ fn an_offset_that_wraps_around_4_gib_reaches_the_wrapped_address_and_stops_being
         .bss
     counter: .skip 4
         .text";
+    assert_wraps_when_folded_only("wrap", body, 2);
+}
+
+/// Runs the assembly guest `body` (which exits 0 when its sums are right)
+/// with folded displacements and without: `folded` accesses wrapped
+/// around 4 GiB and ran again unfolded in the first run, none in the
+/// second.
+fn assert_wraps_when_folded_only(name: &str, body: &str, folded: u64) {
     let wraps = "folded accesses that wrapped (run again unfolded)";
-    let folded = run_asm("wrap_fold", body, &["--stats"]);
-    assert_eq!(folded.code, Some(0), "{}", describe(&folded));
-    assert_eq!(stat(&folded.stderr, wraps), 2, "{}", folded.stderr);
+    let on = run_asm(&format!("{name}_fold"), body, &["--stats"]);
+    assert_eq!(on.code, Some(0), "{}", describe(&on));
+    assert_eq!(stat(&on.stderr, wraps), folded, "{}", on.stderr);
     let plain = run_asm(
-        "wrap_plain",
+        &format!("{name}_plain"),
         body,
         &["--stats", "--set", "nestmon.bt.foldDisplacements=FALSE"],
     );
     assert_eq!(plain.code, Some(0), "{}", describe(&plain));
     assert_eq!(stat(&plain.stderr, wraps), 0, "{}", plain.stderr);
+}
+
+#[test]
+fn a_scaled_index_that_wraps_around_4_gib_reaches_the_wrapped_address_and_stops_being_folded() {
+    // [ecx*4 + counter + 0x100] with ECX = 0x3fffffc0 (ECX*4 = 2^32 - 0x100)
+    // and [edx*8 + counter + 8] with EDX = 0xffffffff (EDX*8 = 2^32 - 8, so
+    // the host address lies 32 GiB past the window's base) are `counter`,
+    // 1000 times a load and a store each. Folded as [r15 + index*scale +
+    // disp], each first reaches the guard after the window, runs again
+    // alone and is made again unfolded: four wraps in all. Without
+    // folding, none; in both, the sum the guest expects.
+    let body = "
+        mov ecx, 0x3fffffc0
+        mov edx, 0xffffffff
+        mov esi, 1000
+    1:  mov eax, [ecx*4 + counter + 0x100]
+        add eax, 3
+        mov [ecx*4 + counter + 0x100], eax
+        mov eax, [edx*8 + counter + 8]
+        add eax, 2
+        mov [edx*8 + counter + 8], eax
+        dec esi
+        jnz 1b
+        cmp dword ptr [counter], 5000
+        jne 2f
+        xor eax, eax
+        ret
+    2:  mov eax, 3
+        ret
+        .bss
+    counter: .skip 4
+        .text";
+    assert_wraps_when_folded_only("wrap_scaled", body, 4);
 }
 
 #[test]
@@ -736,4 +777,40 @@ fn a_segment_base_access_that_wraps_past_4_gib_reads_what_the_guest_addresses() 
     assert_eq!(r.code, Some(0), "{}", describe(&r));
     let wrapped = stats_counter(&r, "folded accesses that wrapped (run again unfolded)");
     assert_eq!(wrapped, Some(1), "{}", r.stderr);
+}
+
+#[test]
+fn jump_tables_go_through_their_host_entries_and_follow_a_table_rewritten_or_indexed_past_255() {
+    // guests/jump_tables.c: a table in writable data rewritten after its
+    // jump ran hot, a 300-entry table indexed past 255, an ESI index.
+    let guest = guest_dir().join("jump_tables.elf");
+    let with = |extra: &[&str]| {
+        run(
+            Command::new(env!("CARGO_BIN_EXE_nestmon"))
+                .args(["run", "--stats"])
+                .args(extra)
+                .arg("--kernel")
+                .arg(&guest),
+            Duration::from_secs(60),
+        )
+    };
+    let want = expected("jump_tables").expect("guests/expected/jump_tables.out");
+    let on = with(&[]);
+    assert_eq!(on.code, Some(0), "{}", describe(&on));
+    assert_eq!(
+        filter(&on.stdout),
+        want,
+        "{}",
+        first_diff(&want, &on.stdout)
+    );
+    // The jumps reached their targets through the view's chain table:
+    // each table's entries missed there before the monitor set them.
+    let misses = stats_counter(&on, "exits: chain-table miss").unwrap_or(0);
+    assert!(misses >= 6, "{}", on.stderr);
+    // Off, the same output through the indirect-branch table alone.
+    let off = with(&["--set", "nestmon.bt.jumpTables=FALSE"]);
+    assert_eq!(off.code, Some(0), "{}", describe(&off));
+    assert_eq!(filter(&off.stdout), want);
+    let off_misses = stats_counter(&off, "exits: chain-table miss").unwrap_or(0);
+    assert_eq!(off_misses, 0, "{}", off.stderr);
 }

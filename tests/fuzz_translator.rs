@@ -204,6 +204,17 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
             .into_iter()
             .map(|i| i.ip32())
             .collect();
+    // Every jump through a table of targets, as jump tables of three
+    // targets (in the second mode, whose branches may use chain slots).
+    let tables: Vec<translator::translate::JumpTable> =
+        iced_x86::Decoder::with_ip(32, &bytes, u64::from(eip), iced_x86::DecoderOptions::NONE)
+            .into_iter()
+            .filter(translator::translate::jump_table_candidate)
+            .map(|i| translator::translate::JumpTable {
+                eip: i.ip32(),
+                targets: vec![eip, i.ip32(), i.next_ip32()],
+            })
+            .collect();
     // The limited mode checks every segment's limit inline (a guest with
     // non-flat segments); the last sends every instruction the translator
     // can through the software TLB.
@@ -254,11 +265,12 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
             superblock_branches: if flat && !soft { 8 } else { 0 },
             fold_displacements: flat,
             unfolded: &[],
-            chain_slots_from: None,
+            chain_slots_from: (flat && isa == widest && limited == 0 && !soft).then_some(0),
             // Flat modes carry out loads of every data segment inline.
             segment_loads: if flat { &SEGMENT_LOADS } else { &[] },
             verw: &[],
             jump_predictions: &[],
+            jump_tables: &tables,
             pc_thunks: None,
         };
         let unit = match translate(&req) {

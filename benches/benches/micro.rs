@@ -77,6 +77,7 @@ fn translation_cost(c: &mut Criterion) {
         segment_loads: &[],
         verw: &[],
         jump_predictions: &[],
+        jump_tables: &[],
         pc_thunks: None,
     };
     let insns = translator::translate(&req)

@@ -6,7 +6,7 @@
 //! - Guest RAM is one memfd; every host view of guest memory is a mapping of
 //!   that memfd, so the monitor's view and the guest's view never diverge.
 //! - A [`LinearWindow`] is a 4 GiB-aligned host reservation of
-//!   [`WINDOW_GUARD`] + 4 GiB + [`WINDOW_GUARD`] bytes. Guest linear address
+//!   [`WINDOW_GUARD`] + 4 GiB + [`WINDOW_GUARD_AFTER`] bytes. Guest linear address
 //!   `lin` lives at `base + lin`; nothing outside the window's reservation is
 //!   ever reachable through it, and everything that is not guest RAM mapped
 //!   on purpose is `PROT_NONE`.
@@ -33,4 +33,5 @@ pub use watch::{
 };
 pub use window::{
     LinearWindow, PageProt, WindowError, CHAIN_SLOTS, CHAIN_TABLE_OFFSET, WINDOW_GUARD,
+    WINDOW_GUARD_AFTER,
 };

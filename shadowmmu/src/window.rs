@@ -1,11 +1,13 @@
 //! Linear windows: a guest's 4 GiB linear address space as a host region.
 //!
-//! Invariant: the reservation is `WINDOW_GUARD + 4 GiB + WINDOW_GUARD` bytes,
-//! with the 4 GiB part starting at a 4 GiB-aligned host address, so the low
-//! 32 bits of `base + lin` equal `lin`. Translated code may form addresses
-//! `base + r64 + disp32` with `r64 < 2^32`; the guards absorb every such
-//! address that falls outside the 4 GiB part, so a stray access faults
-//! instead of reaching other host memory.
+//! Invariant: the reservation is `WINDOW_GUARD + 4 GiB + WINDOW_GUARD_AFTER`
+//! bytes (4 GiB before, 32 GiB after), with the 4 GiB part starting at a
+//! 4 GiB-aligned host address, so the low 32 bits of `base + lin` equal
+//! `lin`. Translated code may form addresses `base + r64 + disp32` with
+//! `r64 < 2^32`, and `base + r64*s + disp` with `s` up to 8 and `disp` from
+//! 0 to 2 GiB; the guards absorb every such address that falls outside the
+//! 4 GiB part, so a stray access faults instead of reaching other host
+//! memory.
 //!
 //! Each window carries its [`SoftTlb`] at [`crate::SOFT_TLB_OFFSET`] from
 //! its base, in the guard before the 4 GiB part, and right after it its
@@ -25,8 +27,12 @@ use crate::addr::{GuestLinear, GuestPhys, HostAddr, PAGE_SIZE};
 use crate::soft::{SoftTlb, SOFT_TLB_BYTES, SOFT_TLB_OFFSET};
 use std::os::fd::{AsRawFd, OwnedFd};
 
-/// Size of each guard region around the 4 GiB linear space.
+/// Size of the guard region before the 4 GiB linear space.
 pub const WINDOW_GUARD: usize = 4 << 30;
+/// Size of the guard region after the 4 GiB linear space: what a folded
+/// `[r15 + index*8 + disp]` reaches (an index below 4 GiB, a displacement
+/// below 2 GiB: less than 34 GiB from the base) lies inside it.
+pub const WINDOW_GUARD_AFTER: usize = 32 << 30;
 /// Where the chain table starts, relative to the window's base (right
 /// after the software TLB).
 pub const CHAIN_TABLE_OFFSET: i64 = crate::soft::SOFT_TLB_OFFSET + SOFT_TLB_BYTES as i64;
@@ -34,6 +40,9 @@ pub const CHAIN_TABLE_OFFSET: i64 = crate::soft::SOFT_TLB_OFFSET + SOFT_TLB_BYTE
 pub const CHAIN_SLOTS: usize = 1 << 20;
 const CHAIN_TABLE_BYTES: usize = CHAIN_SLOTS * 8;
 const SPAN: usize = 1 << 32;
+/// A window's whole reservation: the guards, the 4 GiB part, and 4 GiB
+/// more to align the part to 4 GiB within it.
+const RESERVATION: usize = WINDOW_GUARD + SPAN + WINDOW_GUARD_AFTER + SPAN;
 
 /// Host protection of a window page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,7 +100,7 @@ unsafe impl Send for LinearWindow {}
 impl LinearWindow {
     /// Reserves a new window with everything inaccessible.
     pub fn new() -> Result<LinearWindow, WindowError> {
-        let total = WINDOW_GUARD + SPAN + WINDOW_GUARD + SPAN;
+        let total = RESERVATION;
         // SAFETY: an anonymous PROT_NONE reservation at a kernel-chosen address.
         let p = unsafe {
             libc::mmap(
@@ -111,7 +120,9 @@ impl LinearWindow {
         }
         let start = p as usize;
         let base = (start + WINDOW_GUARD + SPAN - 1) & !(SPAN - 1);
-        debug_assert!(base - WINDOW_GUARD >= start && base + SPAN + WINDOW_GUARD <= start + total);
+        debug_assert!(
+            base - WINDOW_GUARD >= start && base + SPAN + WINDOW_GUARD_AFTER <= start + total
+        );
         let tables = (base as i64 + SOFT_TLB_OFFSET) as usize;
         // SAFETY: MAP_FIXED inside the guard before the 4 GiB part of our
         // own fresh reservation (1 GiB below the base, the software TLB's
@@ -178,7 +189,7 @@ impl LinearWindow {
     /// Whether `host` lies in this window's reservation (guards included).
     pub fn contains(&self, host: usize) -> bool {
         let b = self.base as usize;
-        host >= b - WINDOW_GUARD && host < b + SPAN + WINDOW_GUARD
+        host >= b - WINDOW_GUARD && host < b + SPAN + WINDOW_GUARD_AFTER
     }
 
     /// The guest linear address of a host address inside the 4 GiB part.
@@ -277,9 +288,8 @@ impl LinearWindow {
 
 impl Drop for LinearWindow {
     fn drop(&mut self) {
-        let total = WINDOW_GUARD + SPAN + WINDOW_GUARD + SPAN;
         // SAFETY: unmaps exactly the reservation made in `new`.
-        unsafe { libc::munmap(self.reservation.cast(), total) };
+        unsafe { libc::munmap(self.reservation.cast(), RESERVATION) };
     }
 }
 

@@ -629,6 +629,42 @@ pub struct UnitRequest<'a> {
     /// instead of the indirect-branch table (see
     /// [`indirect_prediction_candidate`]).
     pub jump_predictions: &'a [(u32, u32)],
+    /// Jump tables (`jmp [idx*4 + disp32]`, a `switch`), by the jump's
+    /// EIP: the targets the table's first [`JUMP_TABLE_ENTRIES`] entries
+    /// held when the unit was made (fewer where the table's page or RAM
+    /// ends). With chain tables, such a jump goes through a host table
+    /// indexed by the low byte of the guest's index (see
+    /// [`jump_table_candidate`] and `Ctx::table_jump`).
+    pub jump_tables: &'a [JumpTable],
+}
+
+/// Entries of a jump table that get a host entry of their own: the low
+/// byte of the index selects one, so a `movzx` bounds it without touching
+/// the flags.
+pub const JUMP_TABLE_ENTRIES: usize = 256;
+
+/// The targets a jump table held when its jump was translated (see
+/// [`UnitRequest::jump_tables`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JumpTable {
+    /// The jump's EIP.
+    pub eip: u32,
+    /// Entry `m`'s target, for `m` below [`JUMP_TABLE_ENTRIES`].
+    pub targets: Vec<u32>,
+}
+
+/// Whether `i` is a jump through a table of 4-byte targets at a constant
+/// address indexed by a register (`jmp [idx*4 + disp32]`, no base, no
+/// segment override: what a C `switch` compiles to outside
+/// position-independent code), whose targets the monitor may read ahead
+/// for [`UnitRequest::jump_tables`].
+pub fn jump_table_candidate(i: &Instruction) -> bool {
+    i.code() == Code::Jmp_rm32
+        && i.op0_kind() == OpKind::Memory
+        && i.memory_base() == Register::None
+        && i.memory_index_scale() == 4
+        && i.memory_index().is_gpr32()
+        && i.segment_prefix() == Register::None
 }
 
 /// Whether `i` is an indirect jump whose target the monitor may predict
@@ -950,6 +986,23 @@ pub struct ChainSlot {
     /// Offset in the unit of its stub, which exits with
     /// `ExitReason::ChainSlotMiss` (where a slot not set for a view leads).
     pub stub: usize,
+    /// What the slot is for.
+    pub kind: SlotKind,
+}
+
+/// What a chain-table slot is for (see [`ChainSlot`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotKind {
+    /// A direct branch's.
+    Branch,
+    /// One entry of a jump table (see `Ctx::table_jump`): a branch to
+    /// `target` when the jump's target matched the entry's key.
+    TableBranch,
+    /// A jump table's key: the entry always holds this value,
+    /// `crate::ibtc::key_of` of `target` (what the jump compares the
+    /// target it loaded with), or 0 (no target), in every view; nothing
+    /// branches through it and `stub` means nothing.
+    TableKey(u64),
 }
 
 /// `CpuState::emulate_token` of an `Emulate` exit without a decoded
@@ -987,6 +1040,9 @@ struct Ctx<'a> {
     /// place (`jmp`/`call` through the entry): their miss stubs come with
     /// the exit stubs.
     slot_stubs: Vec<usize>,
+    /// The jump tables' shared miss stubs, with the index in `chain_slots`
+    /// of each table's first host entry (see `Ctx::table_jump`).
+    table_stubs: Vec<(Label, usize)>,
     /// Extra (host offset, guest EIP, fix-up) entries inside the current
     /// instruction's code, from where a fault is handled differently.
     sub_entries: Vec<(u32, u32, u8)>,
@@ -1016,6 +1072,22 @@ fn host(r: Register) -> Register {
         Register::SP => Register::R8W,
         other => other,
     }
+}
+
+/// The low byte of 32-bit host register `r` (SIL, DIL, BPL and the
+/// like need a REX prefix, which the host always has).
+fn low_byte_of(r: Register) -> Option<Register> {
+    Some(match r {
+        Register::EAX => Register::AL,
+        Register::ECX => Register::CL,
+        Register::EDX => Register::DL,
+        Register::EBX => Register::BL,
+        Register::EBP => Register::BPL,
+        Register::ESI => Register::SIL,
+        Register::EDI => Register::DIL,
+        Register::R8D => Register::R8L,
+        _ => return None,
+    })
 }
 
 /// 64-bit host register holding the 32-bit guest register `r`.
@@ -1103,6 +1175,7 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         soft_eips: Vec::new(),
         chain_slots: Vec::new(),
         slot_stubs: Vec::new(),
+        table_stubs: Vec::new(),
         sub_entries: Vec::new(),
         branches_passed: 0,
         stack_pending: 0,
@@ -1482,6 +1555,9 @@ impl Ctx<'_> {
         for index in std::mem::take(&mut self.slot_stubs) {
             self.slot_miss_stub(index)?;
         }
+        for (label, first) in std::mem::take(&mut self.table_stubs) {
+            self.table_miss_stub(label, first)?;
+        }
         Ok(sites)
     }
 
@@ -1529,6 +1605,7 @@ impl Ctx<'_> {
             slot,
             target,
             stub: 0,
+            kind: SlotKind::Branch,
         });
         self.chain_slots.len() - 1
     }
@@ -2396,8 +2473,48 @@ impl Ctx<'_> {
         i: &Instruction,
         force_r10: bool,
     ) -> Result<iced_x86::MemoryOperand, TranslateError> {
+        if let Some((index, scale, disp)) = self.scaled_in_place(i, force_r10) {
+            return Ok(iced_x86::MemoryOperand::new(
+                Register::R15,
+                index,
+                scale,
+                disp,
+                displ_size(disp),
+                false,
+                Register::None,
+            ));
+        }
         let (reg, disp) = self.address(i, force_r10)?;
         Ok(mem(Register::R15, reg, disp))
+    }
+
+    /// `(index, scale, disp)` when `i`'s operand is `[index*scale + disp]`
+    /// (no base) that may be folded as it stands into `[r15 + index*scale
+    /// + disp]`: a flat segment, no limit to check, 32-bit addressing,
+    /// `force_r10` false, a displacement that folds as an absolute address
+    /// (below 2 GiB), and not a BT with a register bit offset (which
+    /// reaches 256 MiB around its operand). A table or array indexed by a
+    /// register (`mov eax, [ecx*4 + table]`, a `switch`'s jump) costs no
+    /// `lea` then. The address reaches at most 34 GiB past the window's
+    /// base, inside its guard after it (`shadowmmu::WINDOW_GUARD_AFTER`);
+    /// a guest address that wraps around 4 GiB lands there, and the
+    /// monitor runs the instruction again unfolded (see
+    /// [`UnitRequest::unfolded`]).
+    fn scaled_in_place(&self, i: &Instruction, force_r10: bool) -> Option<(Register, u32, i64)> {
+        let seg = i.memory_segment();
+        let index = i.memory_index();
+        if force_r10
+            || is_16bit_address(i)
+            || i.memory_base() != Register::None
+            || index == Register::None
+            || self.req.mode.is_limited(seg)
+            || self.needs_seg_base(seg)
+            || reaches_beyond_operand(i)
+        {
+            return None;
+        }
+        let disp = self.folded_displacement(i)?;
+        (disp >= 0).then(|| (host64(index), i.memory_index_scale(), disp))
     }
 
     /// Whether `i`'s stack access goes through the software TLB: the
@@ -3999,6 +4116,16 @@ impl Ctx<'_> {
                 Ok(true)
             }
             OpKind::Register | OpKind::Memory if i.code() == Code::Jmp_rm32 => {
+                if let Some(at) = self.jump_table(i) {
+                    // An edge that can close a cycle without a backward
+                    // direct branch or a table probe: polled first.
+                    self.poll()?;
+                    self.target_to_r9(i)?;
+                    let req = self.req;
+                    self.table_jump(i, &req.jump_tables[at].targets)?;
+                    self.indirect()?;
+                    return Ok(true);
+                }
                 if self.wants_soft_jump(i) {
                     self.soft_target_to_r9(i)?;
                 } else {
@@ -4026,6 +4153,123 @@ impl Ctx<'_> {
             .binary_search_by_key(&i.ip32(), |p| p.0)
             .ok()?;
         Some(self.req.jump_predictions[at].1)
+    }
+
+    /// Where in [`UnitRequest::jump_tables`] the monitor's jump table
+    /// for `i` is, when the unit may jump into
+    /// other translations through the view's chain table and `i` loads
+    /// its target through the window.
+    fn jump_table(&self, i: &Instruction) -> Option<usize> {
+        if self.req.max_insns == 1
+            || self.req.chain_slots_from.is_none()
+            || !jump_table_candidate(i)
+            || self.wants_soft_jump(i)
+        {
+            return None;
+        }
+        self.req
+            .jump_tables
+            .binary_search_by_key(&i.ip32(), |t| t.eip)
+            .ok()
+    }
+
+    /// A jump-table jump `i` whose target is in R9D, through a host table
+    /// of [`JUMP_TABLE_ENTRIES`] entries in the view's chain table, one
+    /// per low byte `m` of the guest's index: a key slot holding
+    /// `key_of(targets[m])` and a branch slot, set by the monitor to the
+    /// translation of `targets[m]` in the view (its shared stub, a
+    /// `ChainSlotMiss` exit for slot `first + m`, until then):
+    ///
+    /// ```text
+    /// movzx r11d, idx8 ; mov r10, rcx
+    /// mov rcx, [r15 + keys + r11*8] ; lea rcx, [rcx + r9 + 1]
+    /// jrcxz hit ; mov rcx, r10 ; jmp fallback
+    /// hit: mov rcx, r10 ; jmp [r15 + branches + r11*8]
+    /// fallback:                      ; the table probe that follows
+    /// ```
+    ///
+    /// The host jump's address depends on the index alone, as the guest's
+    /// own does, not on the target loaded from guest memory and a table
+    /// probe after it: a mispredicted dispatch resolves as soon as on
+    /// the host. A target other than what the table held when the unit was
+    /// made (a rewritten table, an index past 255 whose low byte names
+    /// another entry) fails the key compare and takes the probe. Flags
+    /// untouched.
+    fn table_jump(&mut self, i: &Instruction, targets: &[u32]) -> Result<(), TranslateError> {
+        let index8 = low_byte_of(host(i.memory_index()))
+            .ok_or(TranslateError::Unsupported("jump-table index"))?;
+        let first = self.chain_slots.len();
+        for m in 0..JUMP_TABLE_ENTRIES {
+            let index = self.next_chain_slot(targets.get(m).copied().unwrap_or(0));
+            self.chain_slots[index].kind = SlotKind::TableBranch;
+        }
+        for m in 0..JUMP_TABLE_ENTRIES {
+            let target = targets.get(m).copied();
+            let index = self.next_chain_slot(target.unwrap_or(0));
+            // Past the entries read, a key that matches no target:
+            // 0 + r9 + 1 is never zero.
+            self.chain_slots[index].kind =
+                SlotKind::TableKey(target.map_or(0, crate::ibtc::key_of));
+        }
+        let (hit, fallback, stub) = (self.e.label(), self.e.label(), self.e.label());
+        self.table_stubs.push((stub, first));
+        let entries = |ctx: &Self, at: usize| {
+            let disp = shadowmmu::CHAIN_TABLE_OFFSET + 8 * i64::from(ctx.chain_slots[at].slot);
+            iced_x86::MemoryOperand::new(
+                Register::R15,
+                Register::R11,
+                8,
+                disp,
+                displ_size(disp),
+                false,
+                Register::None,
+            )
+        };
+        self.ins(i2!(Code::Movzx_r32_rm8, Register::R11D, index8)?)?;
+        self.ins(i2!(Code::Mov_r64_rm64, Register::R10, Register::RCX)?)?;
+        let keys = entries(self, first + JUMP_TABLE_ENTRIES);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, keys)?)?;
+        self.ins(i2!(
+            Code::Lea_r64_m,
+            Register::RCX,
+            mem(Register::RCX, Register::R9, 1)
+        )?)?;
+        self.e.jrcxz_label(hit);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
+        self.e.jmp_label(fallback);
+        self.e.bind(hit);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
+        let branches = entries(self, first);
+        self.ins(Instruction::with1(Code::Jmp_rm64, branches).map_err(err)?)?;
+        self.e.bind(fallback);
+        Ok(())
+    }
+
+    /// The shared stub of the jump table whose first branch slot is
+    /// `chain_slots[first]`, where every branch entry leads until the
+    /// monitor sets it for the view: a `ChainSlotMiss` exit with EIP the
+    /// target (R9D, which matched the entry's key) and the exit site the
+    /// entry's slot, `first`'s plus the low byte of the index (R11).
+    fn table_miss_stub(&mut self, label: Label, first: usize) -> Result<(), TranslateError> {
+        self.e.bind(label);
+        let at = self.e.pos();
+        for slot in &mut self.chain_slots[first..first + JUMP_TABLE_ENTRIES] {
+            slot.stub = at;
+        }
+        self.ins(i2!(
+            Code::Mov_rm32_r32,
+            mem(Register::R14, Register::None, off::EIP.into()),
+            Register::R9D
+        )?)?;
+        self.store_exit(ExitReason::ChainSlotMiss)?;
+        let slot = self.chain_slots[first].slot;
+        self.lea32(Register::R11D, Register::R11, i64::from(slot))?;
+        self.ins(i2!(
+            Code::Mov_rm64_r64,
+            mem(Register::R14, Register::None, off::EXIT_SITE.into()),
+            Register::R11
+        )?)?;
+        self.e.jmp_abs(self.req.stubs.exit_common)
     }
 
     /// With the jump's target in R9D: when it is `predicted`, a chained
@@ -4757,7 +5001,7 @@ fn guest_address_operand(i: &Instruction) -> iced_x86::MemoryOperand {
 fn set_memory(h: &mut Instruction, m: iced_x86::MemoryOperand) {
     h.set_memory_base(m.base);
     h.set_memory_index(m.index);
-    h.set_memory_index_scale(1);
+    h.set_memory_index_scale(m.scale);
     h.set_memory_displacement64(m.displacement as u64);
     h.set_memory_displ_size(m.displ_size);
     h.set_segment_prefix(Register::None);
@@ -4974,6 +5218,7 @@ mod tests {
         segment_loads: &'a [(u8, InlineSegmentLoad)],
         verw: &'a [(u32, InlineVerw)],
         jump_predictions: &'a [(u32, u32)],
+        jump_tables: &'a [JumpTable],
         /// The code is all the monitor could give (no NOP padding).
         exact_code: bool,
         /// The guest's instruction set (`None`: the baseline).
@@ -5010,6 +5255,7 @@ mod tests {
                 segment_loads: &[],
                 verw: &[],
                 jump_predictions: &[],
+                jump_tables: &[],
             }
         }
     }
@@ -5052,6 +5298,7 @@ mod tests {
             segment_loads: setup.segment_loads,
             verw: setup.verw,
             jump_predictions: setup.jump_predictions,
+            jump_tables: setup.jump_tables,
         };
         translate(&req).unwrap()
     }
@@ -6362,6 +6609,42 @@ mod tests {
     }
 
     #[test]
+    fn a_scaled_index_with_a_displacement_below_2_gib_folds_with_its_scale() {
+        let code = [
+            0x8b, 0x0c, 0xb5, 0x20, 0x1f, 0x10, 0x00, // mov ecx,[esi*4+0x101f20]
+            0x89, 0x04, 0xcd, 0x00, 0x00, 0x00, 0xc1, // mov [ecx*8+0xc1000000],eax
+            0x8b, 0x04, 0x8b, // mov eax,[ebx+ecx*4]
+            0x0f, 0xa3, 0x04, 0x8d, 0x00, 0x10, 0x00, 0x00, // bt [ecx*4+0x1000],eax
+        ];
+        let folded = host_text(&translate_with(
+            &code,
+            Setup {
+                fold_displacements: true,
+                ..Setup::default()
+            },
+        ));
+        let has = |want: &str| folded.iter().any(|t| t == want);
+        assert!(has("mov ecx,[r15+rsi*4+101F20h]"), "{folded:#?}");
+        // A kernel address keeps the lea; so does a base with the index,
+        // and a BT with a register bit offset.
+        assert!(has("lea r10d,[rcx*8-3F000000h]"), "{folded:#?}");
+        assert!(has("lea r10d,[rbx+rcx*4]"), "{folded:#?}");
+        assert!(has("lea r10d,[rcx*4+1000h]"), "{folded:#?}");
+        let unfolded = host_text(&translate_with(
+            &code,
+            Setup {
+                fold_displacements: true,
+                unfolded: &[0x1000],
+                ..Setup::default()
+            },
+        ));
+        assert!(
+            unfolded.iter().any(|t| t == "lea r10d,[rsi*4+101F20h]"),
+            "{unfolded:#?}"
+        );
+    }
+
+    #[test]
     fn a_run_of_pushes_and_pops_updates_esp_once_and_lists_its_lags() {
         let code = [
             0x53, // push ebx
@@ -6708,6 +6991,88 @@ mod tests {
             assert_eq!(stub.memory_displacement64(), off::EIP as u64, "{stub}");
         }
         assert_eq!(u.sites.len(), 1, "the same page's jump chains as before");
+    }
+
+    #[test]
+    fn a_jump_table_jumps_through_its_own_host_entries_keyed_by_the_low_byte_of_the_index() {
+        // jmp [ecx*4 + 0x3000] at 0x1000.
+        let code = [0xff, 0x24, 0x8d, 0x00, 0x30, 0x00, 0x00];
+        let tables = [JumpTable {
+            eip: 0x1000,
+            targets: vec![0x2000, 0x2010, 0xffff_ffff],
+        }];
+        let with = |tables| Setup {
+            chain_slots_from: Some(7),
+            jump_tables: tables,
+            ..Setup::default()
+        };
+        let u = translate_with(&code, with(&tables));
+        // 256 branch slots from 7, then 256 key slots.
+        assert_eq!(u.chain_slots.len(), 2 * JUMP_TABLE_ENTRIES);
+        let (branches, keys) = u.chain_slots.split_at(JUMP_TABLE_ENTRIES);
+        assert_eq!(
+            (branches[0].slot, branches[0].target, branches[0].kind),
+            (7, 0x2000, SlotKind::TableBranch)
+        );
+        assert_eq!(branches[2].target, 0xffff_ffff);
+        assert!(branches.iter().all(|b| b.stub == branches[0].stub));
+        assert_eq!(keys[0].slot, 7 + JUMP_TABLE_ENTRIES as u32);
+        assert_eq!(
+            keys[1].kind,
+            SlotKind::TableKey(crate::ibtc::key_of(0x2010))
+        );
+        assert_eq!(
+            keys[2].kind,
+            SlotKind::TableKey(crate::ibtc::key_of(0xffff_ffff))
+        );
+        // Past the entries read: a key no target matches.
+        assert_eq!(keys[3].kind, SlotKind::TableKey(0));
+        let entry = |k: i64| shadowmmu::CHAIN_TABLE_OFFSET + 8 * k;
+        let text = host_text(&u).join("\n");
+        for line in [
+            "movzx r11d,cl".to_string(),
+            format!("mov rcx,[r15+r11*8-{:X}h]", -entry(7 + 256)),
+            "lea rcx,[rcx+r9+1]".to_string(),
+            format!("jmp qword ptr [r15+r11*8-{:X}h]", -entry(7)),
+            // The shared stub: the slot of the entry taken.
+            "lea r11d,[r11+7]".to_string(),
+        ] {
+            assert!(text.contains(&line), "{line} in {text}");
+        }
+        // Polled (a cycle may close through it), and the table probe
+        // stays for a target the keys do not hold.
+        // Without chain tables, or without the table read ahead: the probe alone.
+        let plain = translate_with(&code, with(&[]));
+        assert_eq!(polls(&u), polls(&plain) + 1, "{text}");
+        assert!(text.contains("mov r12,[r14+"), "{text}");
+        assert!(plain.chain_slots.is_empty());
+        let unchained = translate_with(
+            &code,
+            Setup {
+                chain_slots_from: None,
+                ..with(&tables)
+            },
+        );
+        assert!(!host_text(&unchained).iter().any(|t| t.contains("r11*8-")));
+    }
+
+    #[test]
+    fn a_jump_table_indexed_by_a_register_without_a_legacy_low_byte_uses_its_rex_form() {
+        // jmp [esi*4 + 0x3000]
+        let code = [0xff, 0x24, 0xb5, 0x00, 0x30, 0x00, 0x00];
+        let tables = [JumpTable {
+            eip: 0x1000,
+            targets: vec![0x2000],
+        }];
+        let u = translate_with(
+            &code,
+            Setup {
+                chain_slots_from: Some(0),
+                jump_tables: &tables,
+                ..Setup::default()
+            },
+        );
+        assert!(host_text(&u).iter().any(|t| t == "movzx r11d,sil"));
     }
 
     #[test]

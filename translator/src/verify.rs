@@ -10,7 +10,10 @@
 //!   `translate::FOLDED_DISPLACEMENTS` (a folded guest displacement: the
 //!   address stays within the guards around the window and clear of its
 //!   software TLB); `[r15 + d]` with `0 <= d < 2^31` (a folded absolute
-//!   guest address, inside the window);
+//!   guest address, inside the window); `[r15 + g*s + d]` with `s` 2, 4
+//!   or 8 and `0 <= d < 2^31` (a folded `[index*s + disp]`: below 34 GiB
+//!   past the base, inside the 32 GiB guard after the window), not by BT
+//!   and its kind with a register bit offset;
 //! - `[r14 + d]`: the vCPU state block;
 //! - `[rsp + d]`: the host stack: reads near its top, writes only by
 //!   PUSHFQ, PUSH r64 and CALL (see the host stack below);
@@ -42,6 +45,10 @@
 //!   chain table (`shadowmmu::CHAIN_TABLE_OFFSET`, 8-byte entries): a
 //!   host address the monitor wrote, the branch's only effect (the call
 //!   pushes onto the return-prediction stack as a direct one does);
+//! - `mov r64, [r15 + r11*8 + t]` and `jmp [r15 + r11*8 + t]`, where R11
+//!   is zero-extended from 8 bits (`movzx r11d, r8`) on every path and
+//!   `t` to `t + 8 * 255` are entries of the chain table: a jump table's
+//!   keys and branch entries (`translate::JUMP_TABLE_ENTRIES`);
 //! - `[rsi]`/`[rdi]` of a string instruction of elements of at most 4
 //!   bytes whose pointer was made on every path by `lea r, [r12 + r11]`
 //!   from a frame value and a 16-bit value and whose RCX was masked to at
@@ -63,7 +70,7 @@
 //! Allowed control transfers: direct `jmp`, `jcc` and `jrcxz` (to the
 //! unit itself, the runtime stubs or, once chained, other translations),
 //! the indirect-branch table's `jmp [r12 + r11*8 + 8]`, the chain table's
-//! `jmp [r15 + t]`, and the predicted
+//! `jmp [r15 + t]` and `jmp [r15 + r11*8 + t]`, and the predicted
 //! calls and returns of the return-prediction stack (`crate::rstack`):
 //! `call rel32`, and `ret` right after `lea r10, [rip + d]` naming the
 //! instruction after it.
@@ -262,6 +269,9 @@ enum Fact {
     Unknown,
     /// A value zero-extended from 16 bits.
     Low16,
+    /// A value zero-extended from 8 bits (`movzx r11d, r8`): a jump
+    /// table's entry number.
+    Low8,
     /// A value zero-extended from 32 bits (written as a 32-bit register).
     Low32,
     /// A tag loaded from the software-TLB tag table (`true`: the write
@@ -349,8 +359,13 @@ impl SoftFacts {
                 && i.memory_index_scale() == 1
                 && i.memory_displacement64() == 0
                 && self.r11 == Fact::Low16;
+            let low8 = i.code() == Code::Movzx_r32_rm8
+                && i.op0_register() == Register::R11D
+                && i.op1_kind() == iced_x86::OpKind::Register;
             next.r11 = if low16(Register::R11D) {
                 Fact::Low16
+            } else if low8 {
+                Fact::Low8
             } else if doubled {
                 Fact::TableIndex
             } else if i.op0_kind() == iced_x86::OpKind::Register
@@ -426,7 +441,7 @@ impl SoftFacts {
                 && i.memory_index() == Register::R11
                 && i.memory_index_scale() == 1
                 && i.memory_displacement64() == 1
-                && matches!(self.r11, Fact::Low16 | Fact::Low32);
+                && matches!(self.r11, Fact::Low16 | Fact::Low32 | Fact::Low8);
             let short = i.code() == Code::Movzx_r32_rm16
                 && i.op0_register() == Register::ECX
                 && i.op1_kind() == iced_x86::OpKind::Register;
@@ -589,11 +604,21 @@ fn check_access(
                     && m.access() == OpAccess::Read
                     && chain_entry(disp)
         }
+        // A jump table's key or branch entry (`Ctx::table_jump`): read
+        // only, by `mov r64` or `jmp`, at an 8-bit entry number.
+        (Register::R15, Register::R11) if m.scale() == 8 => {
+            facts.r11 == Fact::Low8
+                && m.access() == OpAccess::Read
+                && matches!(i.code(), Code::Mov_r64_rm64 | Code::Jmp_rm64)
+                && chain_entry(disp)
+                && chain_entry(disp + 8 * (crate::translate::JUMP_TABLE_ENTRIES as i64 - 1))
+        }
         (Register::R15, idx) => {
             is_window_index(idx)
-                && m.scale() == 1
-                && (disp.abs() <= MAX_WINDOW_DISP
-                    || crate::translate::FOLDED_DISPLACEMENTS.contains(&disp))
+                && (m.scale() == 1
+                    && (disp.abs() <= MAX_WINDOW_DISP
+                        || crate::translate::FOLDED_DISPLACEMENTS.contains(&disp))
+                    || scaled_window_access(i, m.scale(), disp))
         }
         (Register::R14, Register::None) => {
             (0..std::mem::size_of::<CpuState>() as i64).contains(&disp)
@@ -652,6 +677,18 @@ fn check_access(
             i.code()
         ))
     }
+}
+
+/// Whether `[r15 + g*scale + disp]` of `i` is a folded `[index*scale +
+/// disp]` (`Ctx::scaled_in_place`): scale 2, 4 or 8, `0 <= disp < 2 GiB`,
+/// not a BT with a register bit offset. With `g` below 4 GiB it stays
+/// below 34 GiB past the base, inside the guard after the window.
+fn scaled_window_access(i: &Instruction, scale: u32, disp: i64) -> bool {
+    const REACH: u64 = 8 * (1 << 32) + (1 << 31);
+    const _: () = assert!(REACH <= (1 << 32) + shadowmmu::WINDOW_GUARD_AFTER as u64);
+    matches!(scale, 2 | 4 | 8)
+        && (0..1 << 31).contains(&disp)
+        && !crate::translate::reaches_beyond_operand(i)
 }
 
 /// Whether `disp` (from the window's base) is an entry of the view's
@@ -897,11 +934,12 @@ fn check_flow(i: &Instruction) -> Result<(), String> {
             Ok(())
         }
         // Through the view's chain table (`check_access` holds the operand
-        // to one of its entries).
+        // to one of its entries, or to a jump table's in it).
         FlowControl::IndirectBranch
             if i.code() == Code::Jmp_rm64
                 && i.memory_base() == Register::R15
-                && i.memory_index() == Register::None
+                && (i.memory_index() == Register::None
+                    || i.memory_index() == Register::R11 && i.memory_index_scale() == 8)
                 && chain_entry(i.memory_displacement64() as i64) =>
         {
             Ok(())
@@ -989,6 +1027,27 @@ mod tests {
         };
         assert!(absolute(0x0804_a000));
         assert!(!absolute(-4));
+        let scaled = |scale: i32, d: i32| {
+            let code = assemble(|a| {
+                let index = match scale {
+                    2 => rsi * 2,
+                    4 => rsi * 4,
+                    _ => rsi * 8,
+                };
+                a.mov(eax, dword_ptr(r15 + index + d)).unwrap();
+            });
+            check_unit(&code, BASE, POLL).is_ok()
+        };
+        assert!(scaled(8, 0x7fff_ffff));
+        assert!(scaled(4, 0));
+        assert!(scaled(2, 0x1000));
+        // Below the window: a negative displacement is never scaled.
+        assert!(!scaled(4, -4));
+        // A BT with a register bit offset reaches 256 MiB around it.
+        let code = assemble(|a| {
+            a.bt(dword_ptr(r15 + rsi * 4 + 0x1000), eax).unwrap();
+        });
+        assert!(check_unit(&code, BASE, POLL).is_err());
     }
 
     #[test]
@@ -1013,6 +1072,50 @@ mod tests {
         assert!(!check(&|a| a.call(qword_ptr(r15 + past)).unwrap()));
         assert!(!check(&|a| a.call(qword_ptr(r14 + table)).unwrap()));
         assert!(!check(&|a| a.jmp(qword_ptr(r14 + table)).unwrap()));
+    }
+
+    #[test]
+    fn a_jump_table_reads_and_jumps_through_the_chain_table_only_at_an_8_bit_entry_number() {
+        use iced_x86::code_asm::*;
+        let table = shadowmmu::CHAIN_TABLE_OFFSET as i32;
+        let last = table + 8 * (shadowmmu::CHAIN_SLOTS as i32 - 256);
+        let check = |index: &dyn Fn(&mut CodeAssembler), at: i32, call: bool| {
+            let code = assemble(|a| {
+                index(a);
+                a.mov(rcx, qword_ptr(r15 + r11 * 8 + at + 8 * 256)).unwrap();
+                if call {
+                    a.call(qword_ptr(r15 + r11 * 8 + at)).unwrap();
+                } else {
+                    a.jmp(qword_ptr(r15 + r11 * 8 + at)).unwrap();
+                }
+            });
+            check_unit(&code, BASE, POLL).is_ok()
+        };
+        let low8 = |a: &mut CodeAssembler| a.movzx(r11d, cl).unwrap();
+        assert!(check(&low8, table, false));
+        assert!(check(
+            &|a| a.movzx(r11d, sil).unwrap(),
+            table + 8 * 40,
+            false
+        ));
+        // The last 256 entries: the keys would lie past the table.
+        assert!(!check(&low8, last, false));
+        assert!(check(&low8, last - 8 * 256, false));
+        // A 16-bit or a changed entry number, a call, a misaligned entry.
+        assert!(!check(&|a| a.movzx(r11d, cx).unwrap(), table, false));
+        let changed = |a: &mut CodeAssembler| {
+            a.movzx(r11d, cl).unwrap();
+            a.lea(r11d, ptr(r11 + 1)).unwrap();
+        };
+        assert!(!check(&changed, table, false));
+        assert!(!check(&low8, table, true));
+        assert!(!check(&low8, table + 4, false));
+        // Never a write.
+        let code = assemble(|a| {
+            a.movzx(r11d, cl).unwrap();
+            a.mov(qword_ptr(r15 + r11 * 8 + table), rcx).unwrap();
+        });
+        assert!(check_unit(&code, BASE, POLL).is_err());
     }
 
     #[test]

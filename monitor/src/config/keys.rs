@@ -45,6 +45,8 @@ pub const BT_RETURN_STACK_KEY: &str = "nestmon.bt.returnStack";
 pub const BT_FOLD_KEY: &str = "nestmon.bt.foldDisplacements";
 /// Cross-page branches under paging through per-view chain tables (boolean).
 pub const BT_CHAIN_TABLES_KEY: &str = "nestmon.bt.chainTables";
+/// Jump tables through host tables in the views' chain tables (boolean).
+pub const BT_JUMP_TABLES_KEY: &str = "nestmon.bt.jumpTables";
 /// How many conditional branches a translation unit goes on past
 /// (default [`values::DEFAULT_SUPERBLOCK_BRANCHES`]; 0: every unit ends at
 /// its first conditional branch).
@@ -79,6 +81,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     BT_RETURN_STACK_KEY,
     BT_FOLD_KEY,
     BT_CHAIN_TABLES_KEY,
+    BT_JUMP_TABLES_KEY,
     BT_SUPERBLOCK_KEY,
     APIC_KEY,
     "vhv.enable",
@@ -321,6 +324,7 @@ fn apply(key: &str, entry: &Entry, builder: &mut Builder) -> Result<(), ConfigEr
         "nestmon.bt.returnstack" => config.bt_return_stack = values::boolean(entry)?,
         "nestmon.bt.folddisplacements" => config.bt_fold_displacements = values::boolean(entry)?,
         "nestmon.bt.chaintables" => config.bt_chain_tables = values::boolean(entry)?,
+        "nestmon.bt.jumptables" => config.bt_jump_tables = values::boolean(entry)?,
         "nestmon.bt.superblockbranches" => {
             config.bt_superblock_branches = values::superblock_branches(entry)?
         }
@@ -819,6 +823,8 @@ mod tests {
         assert!(config.bt_fold_displacements, "folding on unless turned off");
         assert!(config.bt_chain_tables, "chain tables on unless turned off");
         assert!(!self::config("nestmon.bt.chainTables = \"FALSE\"\n").bt_chain_tables);
+        assert!(config.bt_jump_tables, "jump tables on unless turned off");
+        assert!(!self::config("nestmon.bt.jumpTables = \"FALSE\"\n").bt_jump_tables);
         assert!(!self::config("nestmon.bt.foldDisplacements = \"FALSE\"\n").bt_fold_displacements);
         assert_eq!(
             config.bt_superblock_branches,

@@ -110,6 +110,10 @@ pub struct VmConfig {
     /// another page jumps through the current view's chain table instead
     /// of probing the indirect-branch table (default true).
     pub bt_chain_tables: bool,
+    /// `nestmon.bt.jumpTables`: a jump through a table of targets
+    /// (`jmp [idx*4 + disp32]`) jumps through a host table in the current
+    /// view's chain table, indexed as the guest's (default true).
+    pub bt_jump_tables: bool,
     /// `nestmon.bt.superblockBranches`: how many conditional branches a
     /// translation unit goes on past (0: units end at the first one).
     pub bt_superblock_branches: u32,
@@ -172,6 +176,7 @@ impl Default for VmConfig {
             bt_return_stack: true,
             bt_fold_displacements: true,
             bt_chain_tables: true,
+            bt_jump_tables: true,
             bt_superblock_branches: values::DEFAULT_SUPERBLOCK_BRANCHES,
             apic: true,
             mmu_max_mappings: None,

@@ -17,7 +17,11 @@
 //! - For every slot below [`ChainSites::next`] and every view of every
 //!   cached space, the entry holds the slot's stub, or the host address of
 //!   a live translation of the slot's target, in the slot's mode, made from
-//!   the frame the view maps the target's linear page to.
+//!   the frame the view maps the target's linear page to. A jump table's
+//!   key slot (`translator::translate::SlotKind::TableKey`) always holds its
+//!   key, which is no host address (zero, or the upper half all ones:
+//!   not canonical): the translator only loads it, and a jump through it
+//!   would fault in the host, never reach code.
 //! - An entry set to a translation is listed in its space's `chained`
 //!   under the target's linear page. Every change of a view's mapping of a
 //!   page (a drop, a fill with another frame) puts the entries listed under
@@ -33,8 +37,13 @@ use super::spaces::AddressSpace;
 use super::BtCore;
 use codecache::{TransId, TransKey};
 use rustc_hash::FxHashMap as HashMap;
+use translator::translate::SlotKind;
 
-/// Slots left free at the end, more than one unit ever takes.
+/// The mode recorded for a jump table's key slot: no translation's.
+const KEY_SLOT_MODE: u32 = u32::MAX;
+
+/// Slots left free at the end, more than one unit ever takes (a jump
+/// table takes 512).
 const SLOTS_SPARE: usize = 4096;
 
 /// The chain-table slots handed out since the last flush.
@@ -81,10 +90,21 @@ impl BtCore {
         let cs_base = self.sys.segment(crate::cpu::Seg::Cs).base;
         for s in slots {
             debug_assert_eq!(s.slot as usize, self.chains.stubs.len());
+            let table_branch = match s.kind {
+                SlotKind::TableKey(key) => {
+                    self.register_key_slot(s.slot, key);
+                    continue;
+                }
+                SlotKind::TableBranch => true,
+                SlotKind::Branch => false,
+            };
             let stub = host_base + s.stub as u64;
             self.chains.stubs.push(stub);
             self.chains.targets.push((s.target, mode));
-            self.chains.used.push(false);
+            // A jump table's entries are set ahead from the start: its
+            // entries share a few targets, and each would miss once
+            // otherwise.
+            self.chains.used.push(table_branch);
             let page = cs_base.wrapping_add(s.target) >> 12;
             self.chains
                 .by_page
@@ -95,6 +115,21 @@ impl BtCore {
                 for view in space.views.iter_mut() {
                     view.set_chain_entry(s.slot, stub);
                 }
+            }
+        }
+    }
+
+    /// Records a jump table's key slot `slot`, whose entry holds `key` in
+    /// every view: its "stub", which nothing puts it back from. Its target
+    /// is none (no mode matches [`KEY_SLOT_MODE`]) and it is listed under
+    /// no page, so no miss, set-ahead or unchaining touches it.
+    fn register_key_slot(&mut self, slot: u32, key: u64) {
+        self.chains.stubs.push(key);
+        self.chains.targets.push((0, KEY_SLOT_MODE));
+        self.chains.used.push(false);
+        for space in self.spaces.iter_mut().flatten() {
+            for view in space.views.iter_mut() {
+                view.set_chain_entry(slot, key);
             }
         }
     }

@@ -67,12 +67,16 @@ pub(super) fn eips_from(offsets: &[u16], eip: u32, linear: u32) -> Vec<u32> {
 
 /// Whether host address `host` lies where a folded access that wrapped
 /// around 4 GiB lands, for the window at `base`: the 512 MiB before it or
-/// the 2 GiB after it (see `translator::translate::FOLDED_DISPLACEMENTS`).
+/// the guard after it, which a folded `[reg + disp]` reaches 2 GiB into
+/// and a folded `[index*8 + disp]` 30 GiB (see
+/// `translator::translate::FOLDED_DISPLACEMENTS`,
+/// `shadowmmu::WINDOW_GUARD_AFTER`).
 pub(super) fn wrapped_access(base: usize, host: u64) -> bool {
     let folded = translator::translate::FOLDED_DISPLACEMENTS;
     let host = host as i128 - base as i128;
+    let after = 1i128 << 32;
     (i128::from(folded.start)..0).contains(&host)
-        || (1i128 << 32..(1i128 << 32) + i128::from(folded.end)).contains(&host)
+        || (after..after + shadowmmu::WINDOW_GUARD_AFTER as i128).contains(&host)
 }
 
 impl BtCore {
@@ -121,6 +125,8 @@ mod tests {
         assert!(!wrapped_access(base, b + 0xffff_ffff));
         assert!(wrapped_access(base, b + (1 << 32)));
         assert!(wrapped_access(base, b + (1 << 32) + 0x7fff_ffff));
-        assert!(!wrapped_access(base, b + (1 << 32) + (1 << 31)));
+        // [index*8 + disp] with the largest index and displacement.
+        assert!(wrapped_access(base, b + 8 * 0xffff_ffff + 0x7fff_ffff));
+        assert!(!wrapped_access(base, b + (36 << 30)));
     }
 }

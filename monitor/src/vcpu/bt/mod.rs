@@ -333,6 +333,10 @@ pub struct BtCore {
     /// tables (`nestmon.bt.chainTables`); off: they probe the
     /// indirect-branch table.
     chain_tables: bool,
+    /// Jumps through a table of targets go through host tables in the
+    /// views' chain tables (`nestmon.bt.jumpTables`; needs
+    /// `chain_tables`); off: they probe the indirect-branch table.
+    jump_tables: bool,
     /// The address spaces cached per page directory (slots; see
     /// [`spaces`]), each with a supervisor view (index 0: CPL 0-2, and
     /// every CPL while paging is off) and a user view (index 1: CPL 3 with
@@ -571,6 +575,18 @@ impl BtVcpu {
         if on != self.core.chain_tables {
             self.core.flush();
             self.core.chain_tables = on;
+        }
+    }
+
+    /// Sends jumps through a table of targets (`jmp [idx*4 + disp32]`)
+    /// through host tables in the views' chain tables
+    /// (`nestmon.bt.jumpTables`, on by default; with chain tables only)
+    /// instead of the indirect-branch table, for comparison. Translations
+    /// made before are dropped.
+    pub fn set_jump_tables(&mut self, on: bool) {
+        if on != self.core.jump_tables {
+            self.core.flush();
+            self.core.jump_tables = on;
         }
     }
 
@@ -1059,6 +1075,7 @@ impl BtCore {
             pc_thunks: std::collections::HashMap::new(),
             chains: chains::ChainSites::default(),
             chain_tables: true,
+            jump_tables: true,
             pending_chain: None,
             faults,
             stats: BtStats::default(),
@@ -1789,7 +1806,14 @@ impl BtCore {
         let mut segment_loads = Vec::new();
         let mut verw = Vec::new();
         let mut jump_predictions = Vec::new();
+        let mut jump_tables = Vec::new();
         let mut segments_offered = false;
+        // Flat code only: a target's linear page is its EIP's page.
+        let chain_slots_from = if self.chain_tables && single == 0 && mode.flat {
+            self.chains.next()
+        } else {
+            None
+        };
         let unit = loop {
             let req = UnitRequest {
                 eip,
@@ -1835,15 +1859,11 @@ impl BtCore {
                 fold_displacements: single == 0 && self.fold_displacements,
                 unfolded: &unfolded,
                 pc_thunks: Some(&self.pc_thunks),
-                // Flat code only: a target's linear page is its EIP's page.
-                chain_slots_from: if self.chain_tables && single == 0 && mode.flat {
-                    self.chains.next()
-                } else {
-                    None
-                },
+                chain_slots_from,
                 segment_loads: &segment_loads,
                 verw: &verw,
                 jump_predictions: &jump_predictions,
+                jump_tables: &jump_tables,
             };
             let unit = translator::translate(&req)
                 .map_err(|e| TranslateFailure::Other(format!("at EIP={eip:#010x}: {e}")))?;
@@ -1863,7 +1883,14 @@ impl BtCore {
                     verw = self.verw_offers(mode, &unit.insns);
                 }
                 jump_predictions = self.jump_predictions(&unit.insns);
-                if !segment_loads.is_empty() || !verw.is_empty() || !jump_predictions.is_empty() {
+                if chain_slots_from.is_some() {
+                    jump_tables = self.jump_tables(&unit.insns);
+                }
+                if !segment_loads.is_empty()
+                    || !verw.is_empty()
+                    || !jump_predictions.is_empty()
+                    || !jump_tables.is_empty()
+                {
                     continue;
                 }
             }

@@ -6,21 +6,30 @@
 //! probing the indirect-branch table (see `translator::translate::
 //! UnitRequest::jump_predictions`).
 //!
+//! Jump tables (`jmp [idx*4 + disp32]`) are read ahead the same way: each
+//! entry's target when the unit was made becomes a key the jump compares
+//! with and a chain-table entry it jumps through (see
+//! `translator::translate::UnitRequest::jump_tables`).
+//!
 //! Invariants:
-//! - A prediction is only a guess: the jump still loads its target from
+//! - A prediction (or a table read ahead) is only a guess: the jump still loads its target from
 //!   guest memory with the CPU's checks and faults, and a target other
 //!   than the guess goes through the table as before, so a wrong or stale
 //!   prediction costs time, never correctness.
 //! - Reading the slot here is the access the jump makes right after the
 //!   unit is made (the unit is translated because it is about to run): a
 //!   slot that cannot be read gets no prediction, and nothing is raised;
-//!   a slot outside guest RAM (a device's) is not read at all.
+//!   a slot outside guest RAM (a device's) is not read at all. A jump
+//!   table's entries past the ones the guest uses are read too, from RAM
+//!   only, so reading them has no effect either.
 
 use super::BtCore;
 use crate::cpu::Seg;
 use iced_x86::Instruction;
 use shadowmmu::GuestPhys;
-use translator::translate::indirect_prediction_candidate;
+use translator::translate::{
+    indirect_prediction_candidate, jump_table_candidate, JumpTable, JUMP_TABLE_ENTRIES,
+};
 
 impl BtCore {
     /// Predictions for the unit's `jmp [disp32]` instructions, sorted by
@@ -33,6 +42,42 @@ impl BtCore {
             .collect();
         predictions.sort_unstable_by_key(|p| p.0);
         predictions
+    }
+
+    /// Jump tables for the unit's `jmp [idx*4 + disp32]` instructions,
+    /// sorted by EIP: the targets the table's first
+    /// `JUMP_TABLE_ENTRIES` entries hold now, up to the first one that
+    /// cannot be read ahead (the table's page unmapped, past RAM). Only
+    /// when the unit's branches go through the view's chain table.
+    pub(super) fn jump_tables(&mut self, insns: &[Instruction]) -> Vec<JumpTable> {
+        if !self.jump_tables {
+            return Vec::new();
+        }
+        let mut tables: Vec<JumpTable> = insns
+            .iter()
+            .filter(|i| jump_table_candidate(i))
+            .filter_map(|i| {
+                let seg = self.sys.segment(Seg::from_iced(i.memory_segment())?);
+                let table = seg.base.wrapping_add(i.memory_displacement32());
+                let mut targets = Vec::with_capacity(JUMP_TABLE_ENTRIES);
+                for m in 0..JUMP_TABLE_ENTRIES as u32 {
+                    let mut bytes = [0u8; 4];
+                    if self
+                        .read_ram_ahead(table.wrapping_add(4 * m), &mut bytes)
+                        .is_none()
+                    {
+                        break;
+                    }
+                    targets.push(u32::from_le_bytes(bytes));
+                }
+                (!targets.is_empty()).then(|| JumpTable {
+                    eip: i.ip32(),
+                    targets,
+                })
+            })
+            .collect();
+        tables.sort_unstable_by_key(|t| t.eip);
+        tables
     }
 
     /// The dword at the constant address of `i`'s memory operand, read
