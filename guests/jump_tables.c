@@ -3,8 +3,12 @@
  * of the table must get right: a table in writable data rewritten after
  * its jump ran hot (every entry moved, then put back), a table of 300
  * entries whose index goes past 255 (index k and k + 256 share a low byte
- * but not a target), one target in many entries, and an index register
- * without a legacy low byte (ESI). */
+ * but not a target), one target in many entries, an index register
+ * without a legacy low byte (ESI), and a position-independent table
+ * (mov ecx, [ebx + eax*4 + off]; add ecx, ebx; jmp ecx) whose base
+ * register moves.  Then indirect calls whose one target a translation may
+ * cache: a site that called one function 3000 times and then another,
+ * and a site that calls four in turn. */
 #include "rt.h"
 
 __asm__(".text\n"
@@ -50,6 +54,51 @@ __asm__(".text\n"
         "  .align 4\n"
         "stab: .long st0, st1\n"
         "  .text\n");
+/* pic_jump(i, base): the i386 PIC switch, entries relative to the base
+ * register (EBX), which is `base` (pic_base, or pic_base2 where a second
+ * copy of the table lies at the same offset, with the targets reversed). */
+__asm__(".text\n"
+        ".globl pic_jump\n"
+        "pic_jump:\n"
+        "  pushl %ebx\n"
+        "  movl 8(%esp), %eax\n"
+        "  movl 12(%esp), %ebx\n"
+        "  andl $3, %eax\n"
+        "  movl ptab - pic_base(%ebx,%eax,4), %ecx\n"
+        "  addl %ebx, %ecx\n"
+        "  jmp *%ecx\n"
+        "pt0: movl $11, %eax\n  popl %ebx\n  ret\n"
+        "pt1: movl $22, %eax\n  popl %ebx\n  ret\n"
+        "pt2: movl $33, %eax\n  popl %ebx\n  ret\n"
+        "pt3: movl $44, %eax\n  popl %ebx\n  ret\n"
+        "  .section .rodata\n"
+        "  .align 4\n"
+        ".globl pic_base\n"
+        "pic_base: .long 0\n"
+        "ptab: .long pt0 - pic_base, pt1 - pic_base, pt2 - pic_base, pt3 - pic_base\n"
+        ".globl pic_base2\n"
+        "pic_base2: .long 0\n"
+        "ptab2: .long pt3 - pic_base2, pt2 - pic_base2, pt1 - pic_base2, pt0 - pic_base2\n"
+        "  .text\n");
+extern uint32_t pic_jump(uint32_t i, const void *base);
+extern const char pic_base[], pic_base2[];
+
+static uint32_t one(uint32_t x) { return x + 1; }
+static uint32_t two(uint32_t x) { return x * 2; }
+static uint32_t three(uint32_t x) { return x ^ 3; }
+static uint32_t four(uint32_t x) { return x - 4; }
+static uint32_t (*volatile hook)(uint32_t) = one;
+static uint32_t (*volatile const four_fns[4])(uint32_t) = {one, two, three, four};
+
+/* call_hook(x): one indirect call site through `hook`. */
+static __attribute__((noinline)) uint32_t call_hook(uint32_t x) { return hook(x); }
+
+/* call_each(x, i): one indirect call site whose target turns with i. */
+static __attribute__((noinline)) uint32_t call_each(uint32_t x, uint32_t i)
+{
+    return four_fns[i & 3](x);
+}
+
 extern uint32_t wtab_jump(uint32_t i);
 extern uint32_t big_jump(uint32_t k);
 extern uint32_t esi_jump(uint32_t i);
@@ -112,5 +161,28 @@ int main(void)
         sum += esi_jump(i);
     rt_printf("esi index: %u\n", sum);
     RT_CHECK(sum == 2500 * 16, "esi index");
+
+    sum = 0;
+    for (i = 0; i < 4000; i++)
+        sum += pic_jump(i, pic_base);
+    for (i = 0; i < 4000; i++)
+        sum += 2 * pic_jump(i, pic_base2);
+    rt_printf("pic table: %u\n", sum);
+    RT_CHECK(sum == 1000 * 110 * 3, "pic table");
+    RT_CHECK(pic_jump(1, pic_base) == 22 && pic_jump(1, pic_base2) == 33, "pic entries");
+
+    sum = 0;
+    for (i = 0; i < 3000; i++)
+        sum = call_hook(sum);
+    hook = two;
+    sum = call_hook(sum);
+    hook = one;
+    sum = call_hook(sum);
+    rt_printf("call site, target changed: %u\n", sum);
+    RT_CHECK(sum == 6001, "changed target");
+    sum = 7;
+    for (i = 0; i < 4000; i++)
+        sum = call_each(sum, i);
+    rt_printf("call site, four targets: %u\n", sum);
     rt_finish("jump_tables");
 }

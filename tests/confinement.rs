@@ -153,6 +153,8 @@ fn every_software_tlb_candidate_translates_through_the_software_tlb_and_passes_t
             verw: &[],
             jump_predictions: &[],
             jump_tables: &[],
+            branch_predictions: &[],
+            learning_sites: &[],
             pc_thunks: None,
         };
         match translate(&req) {

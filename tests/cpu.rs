@@ -782,7 +782,9 @@ fn a_segment_base_access_that_wraps_past_4_gib_reads_what_the_guest_addresses() 
 #[test]
 fn jump_tables_go_through_their_host_entries_and_follow_a_table_rewritten_or_indexed_past_255() {
     // guests/jump_tables.c: a table in writable data rewritten after its
-    // jump ran hot, a 300-entry table indexed past 255, an ESI index.
+    // jump ran hot, a 300-entry table indexed past 255, an ESI index, a
+    // PIC table whose base register moves; call sites whose one target
+    // changes, or that take four.
     let guest = guest_dir().join("jump_tables.elf");
     let with = |extra: &[&str]| {
         run(
@@ -813,4 +815,20 @@ fn jump_tables_go_through_their_host_entries_and_follow_a_table_rewritten_or_ind
     assert_eq!(filter(&off.stdout), want);
     let off_misses = stats_counter(&off, "exits: chain-table miss").unwrap_or(0);
     assert_eq!(off_misses, 0, "{}", off.stderr);
+    // The call sites got inline caches (the one that takes four gave its
+    // up); without them, none, and the same output.
+    let caches = "inline caches made or given up";
+    assert!(
+        stats_counter(&on, caches).unwrap_or(0) >= 3,
+        "{}",
+        on.stderr
+    );
+    let uncached = with(&["--set", "nestmon.bt.inlineCaches=FALSE"]);
+    assert_eq!(filter(&uncached.stdout), want);
+    assert_eq!(
+        stats_counter(&uncached, caches).unwrap_or(0),
+        0,
+        "{}",
+        uncached.stderr
+    );
 }

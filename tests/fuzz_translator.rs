@@ -215,6 +215,19 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
                 targets: vec![eip, i.ip32(), i.next_ip32()],
             })
             .collect();
+    // Every indirect call and jump, with an inline cache of the stream's
+    // start (in the same mode).
+    let predictions: Vec<(u32, u32)> =
+        iced_x86::Decoder::with_ip(32, &bytes, u64::from(eip), iced_x86::DecoderOptions::NONE)
+            .into_iter()
+            .filter(|i| {
+                matches!(
+                    i.code(),
+                    iced_x86::Code::Call_rm32 | iced_x86::Code::Jmp_rm32
+                )
+            })
+            .map(|i| (i.ip32(), eip))
+            .collect();
     // The limited mode checks every segment's limit inline (a guest with
     // non-flat segments); the last sends every instruction the translator
     // can through the software TLB.
@@ -271,6 +284,8 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
             verw: &[],
             jump_predictions: &[],
             jump_tables: &tables,
+            branch_predictions: &predictions,
+            learning_sites: &[],
             pc_thunks: None,
         };
         let unit = match translate(&req) {

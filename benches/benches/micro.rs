@@ -78,6 +78,8 @@ fn translation_cost(c: &mut Criterion) {
         verw: &[],
         jump_predictions: &[],
         jump_tables: &[],
+        branch_predictions: &[],
+        learning_sites: &[],
         pc_thunks: None,
     };
     let insns = translator::translate(&req)

@@ -629,13 +629,40 @@ pub struct UnitRequest<'a> {
     /// instead of the indirect-branch table (see
     /// [`indirect_prediction_candidate`]).
     pub jump_predictions: &'a [(u32, u32)],
-    /// Jump tables (`jmp [idx*4 + disp32]`, a `switch`), by the jump's
+    /// Jump tables (`jmp [idx*4 + disp32]`, a `switch`, or the `jmp r` of
+    /// a position-independent one, see [`pic_jump_table`]), by the jump's
     /// EIP: the targets the table's first [`JUMP_TABLE_ENTRIES`] entries
     /// held when the unit was made (fewer where the table's page or RAM
-    /// ends). With chain tables, such a jump goes through a host table
-    /// indexed by the low byte of the guest's index (see
-    /// [`jump_table_candidate`] and `Ctx::table_jump`).
+    /// ends; a PIC table's entries plus the base register's value). With
+    /// chain tables, such a jump goes through a host table indexed by the
+    /// low byte of the guest's index (see [`jump_table_candidate`] and
+    /// `Ctx::table_jump`).
     pub jump_tables: &'a [JumpTable],
+    /// Inline caches of indirect calls and jumps (`call r/m32`, `jmp
+    /// r/m32` other than a jump table or a predicted `jmp [disp32]`), by
+    /// the branch's EIP, sorted: the one target the monitor saw the site
+    /// take. The site compares the target it loads with it and, when they
+    /// agree, calls or jumps there as a direct branch (chained, or through
+    /// a chain-table slot); any other target takes the indirect-branch
+    /// table. A table miss at such a site names it in
+    /// `CpuState::exit_site` (see [`site_of_miss`]), which is how the
+    /// monitor learns the target.
+    pub branch_predictions: &'a [(u32, u32)],
+    /// Indirect calls and jumps, by EIP (sorted), whose targets the
+    /// monitor is learning: each such site exits at every run with an
+    /// `IndirectMiss` that names it, instead of probing the table.
+    pub learning_sites: &'a [u32],
+}
+
+/// `CpuState::exit_site` of an `IndirectMiss` exit that names no site whose
+/// target the monitor may learn (a `ret`, a direct branch's table probe, a
+/// jump table).
+pub const NO_SITE: u32 = u32::MAX;
+
+/// The site an `IndirectMiss` exit names (`CpuState::exit_site`, see
+/// [`UnitRequest::branch_predictions`]), if any.
+pub fn site_of_miss(exit_site: u64) -> Option<u32> {
+    Some(exit_site as u32).filter(|s| *s != NO_SITE)
 }
 
 /// Entries of a jump table that get a host entry of their own: the low
@@ -665,6 +692,57 @@ pub fn jump_table_candidate(i: &Instruction) -> bool {
         && i.memory_index_scale() == 4
         && i.memory_index().is_gpr32()
         && i.segment_prefix() == Register::None
+}
+
+/// The table of a position-independent jump table (what a C `switch`
+/// compiles to in PIC code, GOT-relative entries):
+///
+/// ```text
+/// mov r, [base + index*4 + disp]
+/// add r, base
+/// jmp r
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PicJumpTable {
+    /// The register holding the GOT's address (EBX in i386 PIC code).
+    pub base: Register,
+    /// The index register.
+    pub index: Register,
+    /// The table's offset from `base`.
+    pub disp: u32,
+}
+
+/// The table `jmp` jumps through when it ends a position-independent jump
+/// table whose two other instructions are `previous` (the one right before
+/// it last): see [`PicJumpTable`]. The entry is relative to `base`, and
+/// neither the load nor the add writes `base` or `index`.
+pub fn pic_jump_table(previous: [&Instruction; 2], jmp: &Instruction) -> Option<PicJumpTable> {
+    let [load, add] = previous;
+    let r = jmp.op0_register();
+    let jumps_through_register =
+        jmp.code() == Code::Jmp_rm32 && jmp.op0_kind() == OpKind::Register && r != Register::ESP;
+    let base = load.memory_base();
+    let index = load.memory_index();
+    let loads = load.code() == Code::Mov_r32_rm32
+        && load.op0_register() == r
+        && load.op1_kind() == OpKind::Memory
+        && base.is_gpr32()
+        && base != Register::ESP
+        && index.is_gpr32()
+        && load.memory_index_scale() == 4
+        && load.segment_prefix() == Register::None
+        && r != base
+        && r != index;
+    let adds_base = matches!(add.code(), Code::Add_r32_rm32 | Code::Add_rm32_r32)
+        && add.op0_kind() == OpKind::Register
+        && add.op1_kind() == OpKind::Register
+        && add.op0_register() == r
+        && add.op1_register() == base;
+    (jumps_through_register && loads && adds_base).then(|| PicJumpTable {
+        base,
+        index,
+        disp: load.memory_displacement32(),
+    })
 }
 
 /// Whether `i` is an indirect jump whose target the monitor may predict
@@ -933,6 +1011,10 @@ pub struct Unit {
     /// The chain-table slots of its cross-page branches (see
     /// [`UnitRequest::chain_slots_from`]), numbered from there.
     pub chain_slots: Vec<ChainSlot>,
+    /// The EIPs of its indirect calls and jumps that could have an inline
+    /// cache but have none and are not being learned (see
+    /// [`UnitRequest::branch_predictions`]).
+    pub uncached_sites: Vec<u32>,
     /// (pc-map index, lag) for every instruction that starts with R8 not
     /// yet holding guest ESP: guest ESP is R8 + lag there (see
     /// [`MAX_STACK_LAG`]); instructions not listed start with lag 0.
@@ -1030,12 +1112,17 @@ struct Ctx<'a> {
     info: InstructionInfoFactory,
     /// The guest instruction being translated.
     current: Option<Instruction>,
+    /// The two guest instructions translated before the current one in
+    /// this unit, the latest last (see [`pic_jump_table`]).
+    previous: [Option<Instruction>; 2],
     emulated: Vec<Instruction>,
     inline_ports: Vec<u16>,
     /// See [`Unit::soft_eips`].
     soft_eips: Vec<u32>,
     /// See [`Unit::chain_slots`].
     chain_slots: Vec<ChainSlot>,
+    /// See [`Unit::uncached_sites`].
+    uncached_sites: Vec<u32>,
     /// Indices in `chain_slots` of the slots whose branch was made in
     /// place (`jmp`/`call` through the entry): their miss stubs come with
     /// the exit stubs.
@@ -1170,12 +1257,14 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         fixup: fixup::NONE,
         info: InstructionInfoFactory::new(),
         current: None,
+        previous: [None, None],
         emulated: Vec::new(),
         inline_ports: Vec::new(),
         soft_eips: Vec::new(),
         chain_slots: Vec::new(),
         slot_stubs: Vec::new(),
         table_stubs: Vec::new(),
+        uncached_sites: Vec::new(),
         sub_entries: Vec::new(),
         branches_passed: 0,
         stack_pending: 0,
@@ -1256,6 +1345,7 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
             cx.one(&insn)?
         };
         fixups.push(cx.fixup);
+        cx.previous = [cx.previous[1], Some(insn)];
         for (pos, eip, fix) in cx.sub_entries.drain(..) {
             pc_map.push((pos, eip));
             fixups.push(fix);
@@ -1304,6 +1394,7 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         inline_ports: cx.inline_ports,
         soft_eips: cx.soft_eips,
         chain_slots: cx.chain_slots,
+        uncached_sites: cx.uncached_sites,
         stack_lags,
     })
 }
@@ -4131,6 +4222,11 @@ impl Ctx<'_> {
                 } else {
                     self.target_to_r9(i)?;
                 }
+                if self.learning_site(i) {
+                    self.indirect_miss_exit()?;
+                    return Ok(true);
+                }
+                self.note_uncached(i);
                 if let Some(predicted) = self.jump_prediction(i) {
                     self.predicted_jump(predicted)?;
                 }
@@ -4144,6 +4240,9 @@ impl Ctx<'_> {
     /// The monitor's prediction for the indirect jump `i`, when the unit
     /// may jump into other translations.
     fn jump_prediction(&self, i: &Instruction) -> Option<u32> {
+        if let Some(cached) = self.cached_target(i) {
+            return Some(cached);
+        }
         if self.req.max_insns == 1 || !indirect_prediction_candidate(i) {
             return None;
         }
@@ -4159,10 +4258,20 @@ impl Ctx<'_> {
     /// for `i` is, when the unit may jump into
     /// other translations through the view's chain table and `i` loads
     /// its target through the window.
+    /// The position-independent jump table `i` ends, when the two
+    /// instructions before it in the unit load and rebase its entry (see
+    /// [`pic_jump_table`]).
+    fn pic_table(&self, i: &Instruction) -> Option<PicJumpTable> {
+        let [Some(load), Some(add)] = &self.previous else {
+            return None;
+        };
+        pic_jump_table([load, add], i)
+    }
+
     fn jump_table(&self, i: &Instruction) -> Option<usize> {
         if self.req.max_insns == 1
             || self.req.chain_slots_from.is_none()
-            || !jump_table_candidate(i)
+            || !(jump_table_candidate(i) || self.pic_table(i).is_some())
             || self.wants_soft_jump(i)
         {
             return None;
@@ -4196,8 +4305,11 @@ impl Ctx<'_> {
     /// another entry) fails the key compare and takes the probe. Flags
     /// untouched.
     fn table_jump(&mut self, i: &Instruction, targets: &[u32]) -> Result<(), TranslateError> {
-        let index8 = low_byte_of(host(i.memory_index()))
-            .ok_or(TranslateError::Unsupported("jump-table index"))?;
+        let index = self
+            .pic_table(i)
+            .map_or_else(|| i.memory_index(), |pic| pic.index);
+        let index8 =
+            low_byte_of(host(index)).ok_or(TranslateError::Unsupported("jump-table index"))?;
         let first = self.chain_slots.len();
         for m in 0..JUMP_TABLE_ENTRIES {
             let index = self.next_chain_slot(targets.get(m).copied().unwrap_or(0));
@@ -4419,9 +4531,18 @@ impl Ctx<'_> {
                     self.indirect()?;
                     return Ok(true);
                 }
-                // The lookup of R9D, a hit calling the callee's
-                // translation through its entry.
-                self.lookup_r9(self.req.ibtc_tag, Code::Call_rm64)?;
+                if self.learning_site(i) {
+                    self.indirect_miss_exit()?;
+                    return Ok(true);
+                }
+                self.note_uncached(i);
+                if let Some(cached) = self.cached_target(i) {
+                    self.cached_call(cached)?;
+                } else {
+                    // The lookup of R9D, a hit calling the callee's
+                    // translation through its entry.
+                    self.lookup_r9(self.req.ibtc_tag, Code::Call_rm64)?;
+                }
                 self.continuation(i.next_ip32())?;
                 Ok(false)
             }
@@ -4510,6 +4631,52 @@ impl Ctx<'_> {
         Ok(false)
     }
 
+    /// A predicted indirect call whose target is in R9D, with an inline
+    /// cache of `cached`: a match calls it as a direct call would (chained)
+    /// when it lies in the unit's page or paging is off, else through the
+    /// address space's table entry for `cached`, read at a constant
+    /// displacement; any other target through the table. Both host calls
+    /// return to the continuation that follows:
+    ///
+    /// ```text
+    /// mov r10, rcx ; lea ecx, [r9 - cached] ; jrcxz hit
+    /// mov rcx, r10 ; <table lookup, call [r12 + r11*8 + t + 8]> ; jmp cont
+    /// hit: mov rcx, r10 ; call <cached>
+    /// cont:
+    /// ```
+    ///
+    /// Not through a chain-table slot as a direct call to another page:
+    /// with slots, `guests/pm_spaces.c` got results of another address
+    /// space's code after its page directories were rewritten while not
+    /// current (a view's slot entry still led to the translation of the
+    /// frame the page mapped before; not found this session, see
+    /// docs/translator.md), which the table's entries, dropped with the
+    /// space's mappings, do not.
+    fn cached_call(&mut self, cached: u32) -> Result<(), TranslateError> {
+        let (hit, cont) = (self.e.label(), self.e.label());
+        self.ins(i2!(Code::Mov_r64_rm64, Register::R10, Register::RCX)?)?;
+        self.lea32(
+            Register::ECX,
+            Register::R9,
+            i64::from(cached.wrapping_neg() as i32),
+        )?;
+        self.e.jrcxz_label(hit);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
+        self.lookup_r9(self.req.ibtc_tag, Code::Call_rm64)?;
+        self.e.jmp_label(cont);
+        self.e.bind(hit);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
+        if self.through_chain_table_at_site(cached) {
+            // Through the address space's own table entry for the
+            // target, not a chain-table slot (see the doc above).
+            self.constant_lookup(cached, self.req.ibtc_tag, Code::Call_rm64)?;
+        } else {
+            self.chain_call(cached)?;
+        }
+        self.e.bind(cont);
+        Ok(())
+    }
+
     /// Whether guest calls and returns use the return-prediction stack: it
     /// exists, and the unit may jump into other translations (a unit of
     /// one instruction ends after it).
@@ -4574,7 +4741,60 @@ impl Ctx<'_> {
             Register::R9D
         )?)?;
         self.store_exit(ExitReason::IndirectMiss)?;
+        let site = self
+            .current
+            .filter(|i| self.may_cache_target(i))
+            .map_or(NO_SITE, |i| i.ip32());
+        // Sign-extended: the low 32 bits are the site.
+        self.ins(i2!(
+            Code::Mov_rm64_imm32,
+            mem(Register::R14, Register::None, off::EXIT_SITE.into()),
+            site as i32
+        )?)?;
         self.e.jmp_abs(self.req.stubs.exit_common)
+    }
+
+    /// Whether indirect branch `i` may get an inline cache (see
+    /// [`UnitRequest::branch_predictions`]): a `call r/m32` or `jmp r/m32`
+    /// in flat code with chain tables (so that the cached target can be
+    /// reached from every view), not a jump table's jump (which has its
+    /// own host table) and not a `jmp [disp32]` (whose slot the monitor
+    /// reads ahead instead), in a unit that may jump into other
+    /// translations.
+    fn may_cache_target(&self, i: &Instruction) -> bool {
+        matches!(i.code(), Code::Call_rm32 | Code::Jmp_rm32)
+            && self.req.max_insns > 1
+            && self.req.chain_slots_from.is_some()
+            && !indirect_prediction_candidate(i)
+            && self.jump_table(i).is_none()
+    }
+
+    /// The cached target of indirect call or jump `i`, if the monitor
+    /// gave one.
+    fn cached_target(&self, i: &Instruction) -> Option<u32> {
+        if !self.may_cache_target(i) {
+            return None;
+        }
+        let at = self
+            .req
+            .branch_predictions
+            .binary_search_by_key(&i.ip32(), |p| p.0)
+            .ok()?;
+        Some(self.req.branch_predictions[at].1)
+    }
+
+    /// Whether the monitor is learning the targets of indirect call or
+    /// jump `i` (see [`UnitRequest::learning_sites`]).
+    fn learning_site(&self, i: &Instruction) -> bool {
+        self.may_cache_target(i) && self.req.learning_sites.binary_search(&i.ip32()).is_ok()
+    }
+
+    /// Notes indirect call or jump `i` in [`Unit::uncached_sites`] when it
+    /// could have an inline cache and has none.
+    fn note_uncached(&mut self, i: &Instruction) {
+        if self.may_cache_target(i) && self.cached_target(i).is_none() && !self.learning_site(i) {
+            self.uncached_sites.push(i.ip32());
+        }
     }
 
     /// An indirect branch to the EIP in R9D, looked up for the mode of
@@ -4719,6 +4939,24 @@ impl Ctx<'_> {
             self.ins(i2!(Code::Mov_r32_imm32, Register::R9D, target)?)?;
             return self.indirect_in(tag);
         }
+        self.constant_lookup(target, tag, Code::Jmp_rm64)
+    }
+
+    /// The lookup of constant guest `target` in the table of `tag`, a hit
+    /// leaving through the entry's host address by `transfer` (`Jmp_rm64`,
+    /// or `Call_rm64` for a predicted call), a miss exiting with
+    /// `IndirectMiss` and R9D set to `target` (see
+    /// [`Ctx::indirect_constant`]).
+    fn constant_lookup(
+        &mut self,
+        target: u32,
+        tag: u32,
+        transfer: Code,
+    ) -> Result<(), TranslateError> {
+        if target == u32::MAX {
+            self.ins(i2!(Code::Mov_r32_imm32, Register::R9D, target)?)?;
+            return self.lookup_r9(tag, transfer);
+        }
         let (set, mixed) = self.table_set(tag);
         let slot = if mixed {
             crate::ibtc::mixed_slot(target)
@@ -4753,7 +4991,7 @@ impl Ctx<'_> {
             hit,
             Some(target),
             mem(Register::R12, Register::None, entry + 8),
-            Code::Jmp_rm64,
+            transfer,
         )
     }
 
@@ -5219,6 +5457,8 @@ mod tests {
         verw: &'a [(u32, InlineVerw)],
         jump_predictions: &'a [(u32, u32)],
         jump_tables: &'a [JumpTable],
+        branch_predictions: &'a [(u32, u32)],
+        learning_sites: &'a [u32],
         /// The code is all the monitor could give (no NOP padding).
         exact_code: bool,
         /// The guest's instruction set (`None`: the baseline).
@@ -5256,6 +5496,8 @@ mod tests {
                 verw: &[],
                 jump_predictions: &[],
                 jump_tables: &[],
+                branch_predictions: &[],
+                learning_sites: &[],
             }
         }
     }
@@ -5299,6 +5541,8 @@ mod tests {
             verw: setup.verw,
             jump_predictions: setup.jump_predictions,
             jump_tables: setup.jump_tables,
+            branch_predictions: setup.branch_predictions,
+            learning_sites: setup.learning_sites,
         };
         translate(&req).unwrap()
     }
@@ -7073,6 +7317,115 @@ mod tests {
             },
         );
         assert!(host_text(&u).iter().any(|t| t == "movzx r11d,sil"));
+    }
+
+    #[test]
+    fn a_position_independent_jump_table_jumps_through_host_entries_keyed_by_its_index() {
+        // mov ecx,[ebx+eax*4-0x100]; add ecx,ebx; jmp ecx
+        let code = [
+            0x8b, 0x8c, 0x83, 0x00, 0xff, 0xff, 0xff, 0x01, 0xd9, 0xff, 0xe1,
+        ];
+        let tables = [JumpTable {
+            eip: 0x1009,
+            targets: vec![0x2000, 0x2010],
+        }];
+        let u = translate_with(
+            &code,
+            Setup {
+                chain_slots_from: Some(0),
+                jump_tables: &tables,
+                ..Setup::default()
+            },
+        );
+        let text = host_text(&u).join("\n");
+        // The index is EAX's low byte, the target the rebased entry in ECX.
+        assert!(text.contains("movzx r11d,al"), "{text}");
+        assert!(text.contains("mov r9d,ecx"), "{text}");
+        assert_eq!(u.chain_slots.len(), 2 * JUMP_TABLE_ENTRIES);
+        // Only right after the load and the add of the same base.
+        let plain = [0x01, 0xd9, 0xff, 0xe1]; // add ecx,ebx; jmp ecx
+        let tables = [JumpTable {
+            eip: 0x1002,
+            targets: vec![0x2000],
+        }];
+        let u = translate_with(
+            &plain,
+            Setup {
+                chain_slots_from: Some(0),
+                jump_tables: &tables,
+                ..Setup::default()
+            },
+        );
+        assert!(u.chain_slots.is_empty());
+    }
+
+    #[test]
+    fn an_indirect_call_with_a_cached_target_compares_then_calls_it_directly() {
+        // call [eax+4]; nop, a flat unit with chain tables and returns predicted.
+        let code = [0xff, 0x50, 0x04, 0x90];
+        let setup = |predictions, learning| Setup {
+            chain_slots_from: Some(0),
+            return_stack: true,
+            branch_predictions: predictions,
+            learning_sites: learning,
+            ..Setup::default()
+        };
+        let plain = translate_with(&code, setup(&[], &[]));
+        assert_eq!(plain.uncached_sites, vec![0x1000]);
+        let cached = translate_with(&code, setup(&[(0x1000, 0x5000)], &[]));
+        assert!(cached.uncached_sites.is_empty());
+        let text = host_text(&cached).join("\n");
+        assert!(text.contains("lea ecx,[r9-5000h]"), "{text}");
+        // The table's call for any other target, a chained call (to a
+        // same-page target it is a direct call) for the cached one, and
+        // one continuation after both.
+        assert!(text.contains("call qword ptr [r12+r11*8+"), "{text}");
+        assert_eq!(cached.sites.len(), plain.sites.len() + 1, "{text}");
+        assert_eq!(text.matches("lea ecx,[r9-1003h]").count(), 1, "{text}");
+        // Being learned: it exits with the site named, every time.
+        let learning = translate_with(&code, setup(&[], &[0x1000]));
+        let text = host_text(&learning).join("\n");
+        assert!(!text.contains("[r12+r11*8+"), "no table probe: {text}");
+        let site = format!("mov qword ptr [r14+{:X}h],1000h", off::EXIT_SITE);
+        assert!(text.contains(&site), "{text}");
+        assert!(learning.uncached_sites.is_empty());
+    }
+
+    #[test]
+    fn an_indirect_jump_with_a_cached_target_chains_to_it_and_a_miss_names_its_site() {
+        // jmp eax
+        let code = [0xff, 0xe0];
+        let setup = |predictions| Setup {
+            chain_slots_from: Some(0),
+            branch_predictions: predictions,
+            ..Setup::default()
+        };
+        let cached = translate_with(&code, setup(&[(0x1000, 0x1800)]));
+        let text = host_text(&cached).join("\n");
+        assert!(text.contains("lea ecx,[r9-1800h]"), "{text}");
+        assert_eq!(cached.sites.len(), 1, "{text}");
+        let site = format!("mov qword ptr [r14+{:X}h],1000h", off::EXIT_SITE);
+        assert!(
+            text.contains(&site),
+            "the table miss names the site: {text}"
+        );
+        // Without chain tables there is no cache, and a miss names no site.
+        let unchained = translate_with(
+            &code,
+            Setup {
+                chain_slots_from: None,
+                ..setup(&[(0x1000, 0x1800)])
+            },
+        );
+        let text = host_text(&unchained).join("\n");
+        assert!(!text.contains("lea ecx,[r9-1800h]"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "mov qword ptr [r14+{:X}h],0FFFFFFFFFFFFFFFFh",
+                off::EXIT_SITE
+            )),
+            "{text}"
+        );
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub const BT_FOLD_KEY: &str = "nestmon.bt.foldDisplacements";
 pub const BT_CHAIN_TABLES_KEY: &str = "nestmon.bt.chainTables";
 /// Jump tables through host tables in the views' chain tables (boolean).
 pub const BT_JUMP_TABLES_KEY: &str = "nestmon.bt.jumpTables";
+/// Inline caches of indirect calls and jumps (boolean).
+pub const BT_INLINE_CACHES_KEY: &str = "nestmon.bt.inlineCaches";
 /// How many conditional branches a translation unit goes on past
 /// (default [`values::DEFAULT_SUPERBLOCK_BRANCHES`]; 0: every unit ends at
 /// its first conditional branch).
@@ -82,6 +84,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     BT_FOLD_KEY,
     BT_CHAIN_TABLES_KEY,
     BT_JUMP_TABLES_KEY,
+    BT_INLINE_CACHES_KEY,
     BT_SUPERBLOCK_KEY,
     APIC_KEY,
     "vhv.enable",
@@ -325,6 +328,7 @@ fn apply(key: &str, entry: &Entry, builder: &mut Builder) -> Result<(), ConfigEr
         "nestmon.bt.folddisplacements" => config.bt_fold_displacements = values::boolean(entry)?,
         "nestmon.bt.chaintables" => config.bt_chain_tables = values::boolean(entry)?,
         "nestmon.bt.jumptables" => config.bt_jump_tables = values::boolean(entry)?,
+        "nestmon.bt.inlinecaches" => config.bt_inline_caches = values::boolean(entry)?,
         "nestmon.bt.superblockbranches" => {
             config.bt_superblock_branches = values::superblock_branches(entry)?
         }
@@ -825,6 +829,11 @@ mod tests {
         assert!(!self::config("nestmon.bt.chainTables = \"FALSE\"\n").bt_chain_tables);
         assert!(config.bt_jump_tables, "jump tables on unless turned off");
         assert!(!self::config("nestmon.bt.jumpTables = \"FALSE\"\n").bt_jump_tables);
+        assert!(
+            config.bt_inline_caches,
+            "inline caches on unless turned off"
+        );
+        assert!(!self::config("nestmon.bt.inlineCaches = \"FALSE\"\n").bt_inline_caches);
         assert!(!self::config("nestmon.bt.foldDisplacements = \"FALSE\"\n").bt_fold_displacements);
         assert_eq!(
             config.bt_superblock_branches,

@@ -114,6 +114,9 @@ pub struct VmConfig {
     /// (`jmp [idx*4 + disp32]`) jumps through a host table in the current
     /// view's chain table, indexed as the guest's (default true).
     pub bt_jump_tables: bool,
+    /// `nestmon.bt.inlineCaches`: an indirect call or jump keeps an inline
+    /// cache of the one target it was seen to take (default true).
+    pub bt_inline_caches: bool,
     /// `nestmon.bt.superblockBranches`: how many conditional branches a
     /// translation unit goes on past (0: units end at the first one).
     pub bt_superblock_branches: u32,
@@ -177,6 +180,7 @@ impl Default for VmConfig {
             bt_fold_displacements: true,
             bt_chain_tables: true,
             bt_jump_tables: true,
+            bt_inline_caches: true,
             bt_superblock_branches: values::DEFAULT_SUPERBLOCK_BRANCHES,
             apic: true,
             mmu_max_mappings: None,

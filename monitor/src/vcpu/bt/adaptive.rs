@@ -336,8 +336,10 @@ impl BtCore {
     }
 
     /// An exit request found the unit at host address `rip` about to run:
-    /// its adaptive instructions are noted as hot.
+    /// its adaptive instructions are noted as hot, and its indirect calls
+    /// and jumps without an inline cache start being learned.
     pub(super) fn sample_unit(&mut self, rip: u64) {
+        self.sample_sites(rip);
         if self.adaptive.soft_units.is_empty() {
             return;
         }

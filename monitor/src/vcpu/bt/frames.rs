@@ -1017,6 +1017,7 @@ impl BtCore {
         self.remove_ibtc_entries(eip, host);
         self.unchain_translation(id);
         self.adaptive.forget_unit(id.0);
+        self.site_predictions.forget_unit(id);
     }
 
     /// Drops the indirect-branch entries of `eip` that lead to `host` (a

@@ -37,6 +37,7 @@ mod folding;
 mod frames;
 mod predictions;
 mod segments;
+mod site_predictions;
 mod smc;
 mod spaces;
 
@@ -123,6 +124,9 @@ pub struct BtStats {
     pub exits_chain_miss: u64,
     /// Exits because an indirect branch target was not in the table.
     pub exits_indirect_miss: u64,
+    /// Indirect calls and jumps whose inline cache was made or given up
+    /// (their units made again; see `site_predictions`).
+    pub inline_caches_changed: u64,
     /// Exits to carry out an instruction in the monitor.
     pub exits_emulate: u64,
     /// Those exits by instruction form (`None`: decoded by the executor
@@ -337,6 +341,12 @@ pub struct BtCore {
     /// views' chain tables (`nestmon.bt.jumpTables`; needs
     /// `chain_tables`); off: they probe the indirect-branch table.
     jump_tables: bool,
+    /// Indirect calls and jumps keep an inline cache of the one target
+    /// they were seen to take (`nestmon.bt.inlineCaches`; needs
+    /// `chain_tables`).
+    inline_caches: bool,
+    /// The targets learned for those caches (see [`site_predictions`]).
+    site_predictions: site_predictions::SitePredictions,
     /// The address spaces cached per page directory (slots; see
     /// [`spaces`]), each with a supervisor view (index 0: CPL 0-2, and
     /// every CPL while paging is off) and a user view (index 1: CPL 3 with
@@ -590,6 +600,17 @@ impl BtVcpu {
         }
     }
 
+    /// Gives indirect calls and jumps inline caches of the one target they
+    /// were seen to take (`nestmon.bt.inlineCaches`, on by default; with
+    /// chain tables only), for comparison. Translations made before are
+    /// dropped.
+    pub fn set_inline_caches(&mut self, on: bool) {
+        if on != self.core.inline_caches {
+            self.core.flush();
+            self.core.inline_caches = on;
+        }
+    }
+
     /// Folds guest displacements into host addressing
     /// (`nestmon.bt.foldDisplacements`, on by default), for comparison.
     /// Translations made before are dropped.
@@ -778,6 +799,7 @@ impl Vcpu for BtVcpu {
                 ("self-modifying writes", v.smc_writes),
                 ("device memory accesses", v.mmio_accesses),
                 ("indirect-branch entries filled ahead", v.indirect_prefills),
+                ("inline caches made or given up", v.inline_caches_changed),
                 ("hidden faults (shadow fills)", v.hidden_faults),
                 (
                     "inline INT/IRET redone by the monitor",
@@ -1076,6 +1098,8 @@ impl BtCore {
             chains: chains::ChainSites::default(),
             chain_tables: true,
             jump_tables: true,
+            inline_caches: true,
+            site_predictions: site_predictions::SitePredictions::default(),
             pending_chain: None,
             faults,
             stats: BtStats::default(),
@@ -1265,6 +1289,9 @@ impl BtCore {
             }
             Some(ExitReason::IndirectMiss) => {
                 self.stats.exits_indirect_miss += 1;
+                if let Some(site) = translator::translate::site_of_miss(self.state.exit_site) {
+                    self.learn_site_target(site);
+                }
                 let eip = self.state.eip;
                 match self.translation_for(eip, 0) {
                     Ok(id) => {
@@ -1364,6 +1391,7 @@ impl BtCore {
         self.stats.exits_interrupted += 1;
         self.take_time_samples();
         self.end_adaptive_period_if_due();
+        self.learn_sampled_sites();
         self.faults.clear_exit_request(
             (&self.state.ibtc, self.space().ibtc.addr()),
             (&self.state.ibtc_shared, self.shared_ibtc.addr()),
@@ -1742,6 +1770,7 @@ impl BtCore {
     fn flush(&mut self) {
         self.cache.flush();
         self.adaptive.forget_units();
+        self.site_predictions.forget_units();
         self.entries.retire_all();
         self.event_outcomes.clear();
         self.event_bails.clear();
@@ -1807,6 +1836,11 @@ impl BtCore {
         let mut verw = Vec::new();
         let mut jump_predictions = Vec::new();
         let mut jump_tables = Vec::new();
+        let (branch_predictions, learning_sites) = if self.inline_caches && single == 0 {
+            self.site_predictions.for_unit(eip, linear, key.phys)
+        } else {
+            (Vec::new(), Vec::new())
+        };
         let mut segments_offered = false;
         // Flat code only: a target's linear page is its EIP's page.
         let chain_slots_from = if self.chain_tables && single == 0 && mode.flat {
@@ -1864,6 +1898,8 @@ impl BtCore {
                 verw: &verw,
                 jump_predictions: &jump_predictions,
                 jump_tables: &jump_tables,
+                branch_predictions: &branch_predictions,
+                learning_sites: &learning_sites,
             };
             let unit = translator::translate(&req)
                 .map_err(|e| TranslateFailure::Other(format!("at EIP={eip:#010x}: {e}")))?;
@@ -1946,6 +1982,13 @@ impl BtCore {
             .map(|e| (*e, key.phys.wrapping_add(e.wrapping_sub(eip))))
             .collect();
         self.adaptive.note_soft_unit(id.0, soft_insns);
+        let uncached = unit
+            .uncached_sites
+            .iter()
+            .map(|e| key.phys.wrapping_add(e.wrapping_sub(eip)))
+            .filter(|p| p / PAGE_SIZE == key.phys / PAGE_SIZE)
+            .collect();
+        self.site_predictions.note_unit(id, uncached);
         if self.count_indirect {
             self.entries.commit(unit.insns.len() as u32);
         }

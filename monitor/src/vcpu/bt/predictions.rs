@@ -25,10 +25,11 @@
 
 use super::BtCore;
 use crate::cpu::Seg;
-use iced_x86::Instruction;
+use iced_x86::{Instruction, InstructionInfoFactory, OpAccess, Register};
 use shadowmmu::GuestPhys;
 use translator::translate::{
-    indirect_prediction_candidate, jump_table_candidate, JumpTable, JUMP_TABLE_ENTRIES,
+    indirect_prediction_candidate, jump_table_candidate, pic_jump_table, JumpTable,
+    JUMP_TABLE_ENTRIES,
 };
 
 impl BtCore {
@@ -44,40 +45,67 @@ impl BtCore {
         predictions
     }
 
-    /// Jump tables for the unit's `jmp [idx*4 + disp32]` instructions,
-    /// sorted by EIP: the targets the table's first
-    /// `JUMP_TABLE_ENTRIES` entries hold now, up to the first one that
-    /// cannot be read ahead (the table's page unmapped, past RAM). Only
-    /// when the unit's branches go through the view's chain table.
+    /// Jump tables for the unit's `jmp [idx*4 + disp32]` instructions and
+    /// position-independent `mov r, [base + idx*4 + disp]; add r, base;
+    /// jmp r` sequences, sorted by EIP: the targets the table's first
+    /// `JUMP_TABLE_ENTRIES` entries give now (a PIC table's entries plus
+    /// the base register's value, read from the guest's registers, which
+    /// hold what they hold at the unit's start: only when no instruction
+    /// of the unit before the load writes it), up to the first entry that
+    /// cannot be read ahead (the table's page unmapped, past RAM).
     pub(super) fn jump_tables(&mut self, insns: &[Instruction]) -> Vec<JumpTable> {
         if !self.jump_tables {
             return Vec::new();
         }
-        let mut tables: Vec<JumpTable> = insns
-            .iter()
-            .filter(|i| jump_table_candidate(i))
-            .filter_map(|i| {
-                let seg = self.sys.segment(Seg::from_iced(i.memory_segment())?);
-                let table = seg.base.wrapping_add(i.memory_displacement32());
-                let mut targets = Vec::with_capacity(JUMP_TABLE_ENTRIES);
-                for m in 0..JUMP_TABLE_ENTRIES as u32 {
-                    let mut bytes = [0u8; 4];
-                    if self
-                        .read_ram_ahead(table.wrapping_add(4 * m), &mut bytes)
-                        .is_none()
-                    {
-                        break;
-                    }
-                    targets.push(u32::from_le_bytes(bytes));
-                }
-                (!targets.is_empty()).then(|| JumpTable {
+        let mut tables = Vec::new();
+        for (k, i) in insns.iter().enumerate() {
+            let found = if jump_table_candidate(i) {
+                self.read_table(i, 0, 0)
+            } else if let (Some(load), Some(add)) = (
+                k.checked_sub(2).map(|p| &insns[p]),
+                k.checked_sub(1).map(|p| &insns[p]),
+            ) {
+                pic_jump_table([load, add], i)
+                    .filter(|pic| !writes_register(&insns[..k - 2], pic.base))
+                    .and_then(|pic| {
+                        let base = self.state.gpr[gpr_index(pic.base)?];
+                        self.read_table(load, base, base)
+                    })
+            } else {
+                None
+            };
+            if let Some(targets) = found {
+                tables.push(JumpTable {
                     eip: i.ip32(),
                     targets,
-                })
-            })
-            .collect();
+                });
+            }
+        }
         tables.sort_unstable_by_key(|t| t.eip);
         tables
+    }
+
+    /// The entries of the table `i`'s memory operand names (its base
+    /// register reading `base`), each plus `rebase`, up to
+    /// `JUMP_TABLE_ENTRIES` or the first that cannot be read ahead.
+    fn read_table(&mut self, i: &Instruction, base: u32, rebase: u32) -> Option<Vec<u32>> {
+        let seg = self.sys.segment(Seg::from_iced(i.memory_segment())?);
+        let table = seg
+            .base
+            .wrapping_add(base)
+            .wrapping_add(i.memory_displacement32());
+        let mut targets = Vec::with_capacity(JUMP_TABLE_ENTRIES);
+        for m in 0..JUMP_TABLE_ENTRIES as u32 {
+            let mut bytes = [0u8; 4];
+            if self
+                .read_ram_ahead(table.wrapping_add(4 * m), &mut bytes)
+                .is_none()
+            {
+                break;
+            }
+            targets.push(u32::from_le_bytes(bytes).wrapping_add(rebase));
+        }
+        (!targets.is_empty()).then_some(targets)
     }
 
     /// The dword at the constant address of `i`'s memory operand, read
@@ -107,4 +135,27 @@ impl BtCore {
         self.ram.read_or_ones(GuestPhys(phys), buf);
         Some(())
     }
+}
+
+/// Whether any of `insns` writes 32-bit register `r` (or a part of it).
+fn writes_register(insns: &[Instruction], r: Register) -> bool {
+    let mut info = InstructionInfoFactory::new();
+    insns.iter().any(|i| {
+        info.info(i).used_registers().iter().any(|u| {
+            u.register().full_register() == r.full_register()
+                && matches!(
+                    u.access(),
+                    OpAccess::Write
+                        | OpAccess::CondWrite
+                        | OpAccess::ReadWrite
+                        | OpAccess::ReadCondWrite
+                )
+        })
+    })
+}
+
+/// The index of 32-bit general register `r` in the CPU's register file
+/// (EAX, ECX, EDX, EBX, ESP, EBP, ESI, EDI).
+fn gpr_index(r: Register) -> Option<usize> {
+    r.is_gpr32().then(|| r.number())
 }
