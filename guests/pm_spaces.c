@@ -255,12 +255,17 @@ __asm__(".text\n.globl sp_helper\nsp_helper:\n\taddl %eax, %eax\n\tret\n");
 
 #define PRE "xorl %eax, %eax\n\tmovl $sp_helper, %ebx\n\t"
 #define STORE(slot) "movl %eax, sp_res+4*" #slot "\n\t"
-/* an indirect call (call *%edx) and a direct call from the kernel */
+/* an indirect call (call *%edx) and a direct call from the kernel; the
+ * first entry is a direct call to another page, so that right after a
+ * switch to a space whose directory was rewritten while not current the
+ * pass reaches per-space code before any other access could show the
+ * monitor the new mapping (a copy loop writing a lazy directory through
+ * nestmon's software TLB once went unseen there) */
 #define CALLI(target, slot) PRE "movl $" target ", %edx\n\tcall *%edx\n\t" STORE(slot)
 #define CALLD(target, slot) PRE "call " target "\n\t" STORE(slot)
 #define ENTRIES                                                             \
-    CALLI("0x40000000", 0)                                                  \
     CALLD("0x40000000", 1)                                                  \
+    CALLI("0x40000000", 0)                                                  \
     CALLI("0x40000020", 2)                                                  \
     CALLD("0x40000020", 3)                                                  \
     CALLI("0x40000040", 4)                                                  \

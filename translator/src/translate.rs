@@ -4632,11 +4632,9 @@ impl Ctx<'_> {
     }
 
     /// A predicted indirect call whose target is in R9D, with an inline
-    /// cache of `cached`: a match calls it as a direct call would (chained)
-    /// when it lies in the unit's page or paging is off, else through the
-    /// address space's table entry for `cached`, read at a constant
-    /// displacement; any other target through the table. Both host calls
-    /// return to the continuation that follows:
+    /// cache of `cached`: a match calls it as a direct call would (chained,
+    /// or through a chain-table slot), any other target through the
+    /// table. Both host calls return to the continuation that follows:
     ///
     /// ```text
     /// mov r10, rcx ; lea ecx, [r9 - cached] ; jrcxz hit
@@ -4644,14 +4642,6 @@ impl Ctx<'_> {
     /// hit: mov rcx, r10 ; call <cached>
     /// cont:
     /// ```
-    ///
-    /// Not through a chain-table slot as a direct call to another page:
-    /// with slots, `guests/pm_spaces.c` got results of another address
-    /// space's code after its page directories were rewritten while not
-    /// current (a view's slot entry still led to the translation of the
-    /// frame the page mapped before; not found this session, see
-    /// docs/translator.md), which the table's entries, dropped with the
-    /// space's mappings, do not.
     fn cached_call(&mut self, cached: u32) -> Result<(), TranslateError> {
         let (hit, cont) = (self.e.label(), self.e.label());
         self.ins(i2!(Code::Mov_r64_rm64, Register::R10, Register::RCX)?)?;
@@ -4666,13 +4656,7 @@ impl Ctx<'_> {
         self.e.jmp_label(cont);
         self.e.bind(hit);
         self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
-        if self.through_chain_table_at_site(cached) {
-            // Through the address space's own table entry for the
-            // target, not a chain-table slot (see the doc above).
-            self.constant_lookup(cached, self.req.ibtc_tag, Code::Call_rm64)?;
-        } else {
-            self.chain_call(cached)?;
-        }
+        self.chain_call(cached)?;
         self.e.bind(cont);
         Ok(())
     }
@@ -4939,24 +4923,6 @@ impl Ctx<'_> {
             self.ins(i2!(Code::Mov_r32_imm32, Register::R9D, target)?)?;
             return self.indirect_in(tag);
         }
-        self.constant_lookup(target, tag, Code::Jmp_rm64)
-    }
-
-    /// The lookup of constant guest `target` in the table of `tag`, a hit
-    /// leaving through the entry's host address by `transfer` (`Jmp_rm64`,
-    /// or `Call_rm64` for a predicted call), a miss exiting with
-    /// `IndirectMiss` and R9D set to `target` (see
-    /// [`Ctx::indirect_constant`]).
-    fn constant_lookup(
-        &mut self,
-        target: u32,
-        tag: u32,
-        transfer: Code,
-    ) -> Result<(), TranslateError> {
-        if target == u32::MAX {
-            self.ins(i2!(Code::Mov_r32_imm32, Register::R9D, target)?)?;
-            return self.lookup_r9(tag, transfer);
-        }
         let (set, mixed) = self.table_set(tag);
         let slot = if mixed {
             crate::ibtc::mixed_slot(target)
@@ -4991,7 +4957,7 @@ impl Ctx<'_> {
             hit,
             Some(target),
             mem(Register::R12, Register::None, entry + 8),
-            transfer,
+            Code::Jmp_rm64,
         )
     }
 

@@ -958,14 +958,11 @@ fn check_flow(i: &Instruction) -> Result<(), String> {
         }
         // A predicted indirect call through an indirect-branch table
         // entry's host address (`check_access` holds the operand to the
-        // table set); a constant target's entry only through its
-        // host-address half.
+        // table set).
         FlowControl::IndirectCall
             if i.code() == Code::Call_rm64
                 && i.memory_base() == Register::R12
-                && (i.memory_index() == Register::R11
-                    || i.memory_index() == Register::None
-                        && i.memory_displacement64() as i64 % ENTRY_BYTES == 8) =>
+                && i.memory_index() == Register::R11 =>
         {
             Ok(())
         }

@@ -24,7 +24,10 @@
 //! - A write entry only for a frame the walk found writable and dirty and
 //!   the watcher does not protect; each is listed in `soft_writes` under
 //!   its frame, so that protecting the frame (new translated code, a table
-//!   back in sync) drops it.
+//!   back in sync) drops it. It counts as a writable host mapping of the
+//!   frame, as a window mapping does: the watcher is told when one is
+//!   made (a lazy directory may then differ from its snapshot), and a
+//!   directory that goes lazy with one may have been written.
 //! - A miss in a 4 MiB page of the supervisor view fills the whole page's
 //!   entries at once, each a copy of the window's own mapping of the page
 //!   (frame and rights): the window's drops and protections reach them as
@@ -606,6 +609,9 @@ impl BtCore {
         let new_write = space.views[view].soft().fill(lpage, host, write);
         self.stats.soft_fills += 1;
         if new_write {
+            // A lazy directory written through it must be compared when
+            // its space is entered again (as through a window mapping).
+            self.watcher.note_writable_mapping(frame);
             if self.adaptive.soft_write_count >= MAX_SOFT_WRITES {
                 self.drop_soft_writes();
             }
@@ -623,6 +629,11 @@ impl BtCore {
     fn soft_fallback(&mut self) -> Event {
         self.stats.soft_fallbacks += 1;
         self.single_step()
+    }
+
+    /// Whether some view's software TLB may write `frame`.
+    pub(super) fn soft_writable(&self, frame: u32) -> bool {
+        self.adaptive.soft_writes.contains_key(&frame)
     }
 
     /// Drops the software-TLB write entries of `frame` (it is to be

@@ -747,14 +747,19 @@ impl BtCore {
 
     /// Whether some host mapping of `frame` may be written.
     fn frame_writable_anywhere(&self, frame: u32) -> bool {
-        self.rmap
-            .get(&frame)
-            .is_some_and(|aliases| aliases.iter().any(|a| self.alias_writable(*a)))
+        self.soft_writable(frame)
+            || self
+                .rmap
+                .get(&frame)
+                .is_some_and(|aliases| aliases.iter().any(|a| self.alias_writable(*a)))
     }
 
     /// Write-protects the writable mappings of `frame` in the spaces that
     /// are not current, before each becomes current again.
     fn protect_elsewhere(&mut self, frame: u32) {
+        // Software-TLB write entries too (in every space: the current
+        // one's refill through a walk the watcher sees).
+        self.drop_soft_writes_of(frame);
         for alias in self.rmap.get(&frame).cloned().unwrap_or_default() {
             if alias.slot() != self.space && self.alias_writable(alias) {
                 self.protect_alias_later(alias);
