@@ -1371,6 +1371,9 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         ));
     }
     let guest_len = next.wrapping_sub(req.eip).max(1);
+    // The stubs belong to no one instruction: a table miss in one (a
+    // cross-page branch's probe) names no site to learn.
+    cx.current = None;
     let sites = cx.emit_exit_stubs()?;
     if let Some(check) = self_check {
         // A fault in the check is one of the unit's entry: nothing ran.
