@@ -588,8 +588,9 @@ impl BtVcpu {
         }
     }
 
-    /// Sends jumps through a table of targets (`jmp [idx*4 + disp32]`)
-    /// through host tables in the views' chain tables
+    /// Sends jumps through a table of targets (`jmp [idx*4 + disp32]`, and
+    /// the `jmp r` of position-independent code's tables) through host
+    /// tables in the views' chain tables
     /// (`nestmon.bt.jumpTables`, on by default; with chain tables only)
     /// instead of the indirect-branch table, for comparison. Translations
     /// made before are dropped.
