@@ -4393,14 +4393,7 @@ impl Ctx<'_> {
     /// probe that follows. Flags untouched.
     fn predicted_jump(&mut self, predicted: u32) -> Result<(), TranslateError> {
         let (hit, miss) = (self.e.label(), self.e.label());
-        self.ins(i2!(Code::Mov_r64_rm64, Register::R10, Register::RCX)?)?;
-        self.lea32(
-            Register::ECX,
-            Register::R9,
-            i64::from(predicted.wrapping_neg() as i32),
-        )?;
-        self.e.jrcxz_label(hit);
-        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
+        self.jump_if_r9_is(predicted, Register::R10, hit)?;
         self.e.jmp_label(miss);
         self.e.bind(hit);
         self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
@@ -4647,14 +4640,7 @@ impl Ctx<'_> {
     /// ```
     fn cached_call(&mut self, cached: u32) -> Result<(), TranslateError> {
         let (hit, cont) = (self.e.label(), self.e.label());
-        self.ins(i2!(Code::Mov_r64_rm64, Register::R10, Register::RCX)?)?;
-        self.lea32(
-            Register::ECX,
-            Register::R9,
-            i64::from(cached.wrapping_neg() as i32),
-        )?;
-        self.e.jrcxz_label(hit);
-        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
+        self.jump_if_r9_is(cached, Register::R10, hit)?;
         self.lookup_r9(self.req.ibtc_tag, Code::Call_rm64)?;
         self.e.jmp_label(cont);
         self.e.bind(hit);
@@ -4679,21 +4665,30 @@ impl Ctx<'_> {
     /// R9D up in the same mode. Flags untouched; RCX kept in R11 meanwhile.
     fn continuation(&mut self, ret_eip: u32) -> Result<(), TranslateError> {
         let matched = self.e.label();
-        self.ins(i2!(Code::Mov_r64_rm64, Register::R11, Register::RCX)?)?;
-        self.ins(i2!(
-            Code::Lea_r32_m,
-            Register::ECX,
-            mem(
-                Register::R9,
-                Register::None,
-                i64::from(ret_eip.wrapping_neg() as i32)
-            )
-        )?)?;
-        self.e.jrcxz_label(matched);
-        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R11)?)?;
+        self.jump_if_r9_is(ret_eip, Register::R11, matched)?;
         self.ins(Instruction::with1(Code::Jmp_rm64, Register::R10).map_err(err)?)?;
         self.e.bind(matched);
         self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R11)?)
+    }
+
+    /// Compares R9D with the constant `target` without touching the flags
+    /// (`mov keep, rcx ; lea ecx, [r9 - target] ; jrcxz hit ; mov rcx,
+    /// keep`): jumps to `hit` on a match with the guest's RCX still in
+    /// `keep`, falls through with RCX restored otherwise.
+    fn jump_if_r9_is(
+        &mut self,
+        target: u32,
+        keep: Register,
+        hit: Label,
+    ) -> Result<(), TranslateError> {
+        self.ins(i2!(Code::Mov_r64_rm64, keep, Register::RCX)?)?;
+        self.lea32(
+            Register::ECX,
+            Register::R9,
+            i64::from(target.wrapping_neg() as i32),
+        )?;
+        self.e.jrcxz_label(hit);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, keep)?)
     }
 
     /// Loads the target of an indirect jmp/call into R9D.

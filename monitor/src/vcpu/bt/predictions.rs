@@ -26,7 +26,7 @@
 use super::BtCore;
 use crate::cpu::Seg;
 use iced_x86::{Instruction, InstructionInfoFactory, OpAccess, Register};
-use shadowmmu::GuestPhys;
+use shadowmmu::{GuestPhys, PAGE_SIZE};
 use translator::translate::{
     indirect_prediction_candidate, jump_table_candidate, pic_jump_table, JumpTable,
     JUMP_TABLE_ENTRIES,
@@ -60,7 +60,7 @@ impl BtCore {
         let mut tables = Vec::new();
         for (k, i) in insns.iter().enumerate() {
             let found = if jump_table_candidate(i) {
-                self.read_table(i, 0, 0)
+                self.read_table(i, 0)
             } else if let (Some(load), Some(add)) = (
                 k.checked_sub(2).map(|p| &insns[p]),
                 k.checked_sub(1).map(|p| &insns[p]),
@@ -69,7 +69,7 @@ impl BtCore {
                     .filter(|pic| !writes_register(&insns[..k - 2], pic.base))
                     .and_then(|pic| {
                         let base = self.state.gpr[gpr_index(pic.base)?];
-                        self.read_table(load, base, base)
+                        self.read_table(load, base)
                     })
             } else {
                 None
@@ -86,24 +86,30 @@ impl BtCore {
     }
 
     /// The entries of the table `i`'s memory operand names (its base
-    /// register reading `base`), each plus `rebase`, up to
-    /// `JUMP_TABLE_ENTRIES` or the first that cannot be read ahead.
-    fn read_table(&mut self, i: &Instruction, base: u32, rebase: u32) -> Option<Vec<u32>> {
+    /// register reading `base`, 0 for none), each plus `base` (a PIC
+    /// table's entries are relative to it), up to `JUMP_TABLE_ENTRIES` or
+    /// the first that cannot be read ahead. Read a page's worth at a time
+    /// (one walk each); an entry that straddles a page is not read.
+    fn read_table(&mut self, i: &Instruction, base: u32) -> Option<Vec<u32>> {
         let seg = self.sys.segment(Seg::from_iced(i.memory_segment())?);
-        let table = seg
+        let mut at = seg
             .base
             .wrapping_add(base)
             .wrapping_add(i.memory_displacement32());
         let mut targets = Vec::with_capacity(JUMP_TABLE_ENTRIES);
-        for m in 0..JUMP_TABLE_ENTRIES as u32 {
-            let mut bytes = [0u8; 4];
-            if self
-                .read_ram_ahead(table.wrapping_add(4 * m), &mut bytes)
-                .is_none()
-            {
+        let mut chunk = [0u8; 4 * JUMP_TABLE_ENTRIES];
+        while targets.len() < JUMP_TABLE_ENTRIES {
+            let to_page_end = (PAGE_SIZE - at % PAGE_SIZE) as usize / 4 * 4;
+            let len = to_page_end.min(4 * (JUMP_TABLE_ENTRIES - targets.len()));
+            if len == 0 || self.read_ram_ahead(at, &mut chunk[..len]).is_none() {
                 break;
             }
-            targets.push(u32::from_le_bytes(bytes).wrapping_add(rebase));
+            targets.extend(
+                chunk[..len]
+                    .chunks_exact(4)
+                    .map(|e| u32::from_le_bytes([e[0], e[1], e[2], e[3]]).wrapping_add(base)),
+            );
+            at = at.wrapping_add(len as u32);
         }
         (!targets.is_empty()).then_some(targets)
     }
