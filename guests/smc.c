@@ -8,6 +8,8 @@
  *  6. code copied with rep movsb into a buffer, patched, then called
  *  7. a jump whose displacement is patched to select different targets
  *  8. overwrite a whole function with a different body (different length)
+ *  9. patch code that runs only after a jump back from the function
+ *     entered (a translation unit that follows the jump covers it)
  * The image is linked as one RWX segment, so natively the text is writable
  * too. */
 #include "rt.h"
@@ -77,7 +79,17 @@ __asm__(".text\n"
         "smc_victim:\n"
         "  movl $1, %eax\n"
         "  ret\n"
-        "  .fill 64, 1, 0xcc\n");
+        "  .fill 64, 1, 0xcc\n"
+        /* 9: code reached only through a jump back from smc_back, in the
+         * same page */
+        ".balign 4096\n"
+        ".globl smc_back, smc_back_insn\n"
+        "smc_back_insn: movl $0, %eax\n"
+        "  addl %edx, %eax\n"
+        "  ret\n"
+        "smc_back:\n"
+        "  movl 4(%esp), %edx\n"
+        "  jmp smc_back_insn\n");
 
 uint32_t smc_imm(void);
 extern uint8_t smc_imm_insn[];
@@ -89,6 +101,8 @@ extern uint8_t smc_tmpl[], smc_tmpl_end[];
 uint32_t smc_jmp(void);
 extern uint8_t smc_jmp_insn[], smc_jmp_a[], smc_jmp_b[], smc_jmp_c[];
 uint32_t smc_victim(uint32_t);
+uint32_t smc_back(uint32_t);
+extern uint8_t smc_back_insn[];
 extern uint8_t smc_victim_bytes[] __asm__("smc_victim");
 
 static uint8_t codebuf[256] __attribute__((aligned(64)));
@@ -198,5 +212,20 @@ int main(void)
     v = smc_victim(9);
     RT_CHECK(v == 86, "victim rewritten: %u", v);
     rt_printf("8 rewritten function: %u\n", v);
+
+    /* 9 */
+    sum = 0;
+    for (i = 0; i < 300; i++) {
+        /* One plain 32-bit store (a string copy kills every translation
+         * of the frame anyway). */
+        *(volatile uint32_t *)(smc_back_insn + 1) = i * 3;
+        v = smc_back(i);
+        if (v != 4 * i) {
+            RT_CHECK(0, "code behind a jump back, iteration %u: %u", i, v);
+            break;
+        }
+        sum = sum * 3 + v;
+    }
+    rt_printf("9 code behind a jump back: sum=%08x\n", sum);
     rt_finish("smc");
 }

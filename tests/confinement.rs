@@ -120,6 +120,8 @@ fn every_software_tlb_candidate_translates_through_the_software_tlb_and_passes_t
         let req = UnitRequest {
             eip,
             code: &bytes,
+            code_before: &[],
+            followed_branches: 0,
             page_end: 0x2000,
             mode: Mode {
                 flat: true,

@@ -198,6 +198,15 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
     let mut bytes = code.to_vec();
     bytes.resize(in_page.max(bytes.len()) + 15, 0x90);
     let widest = GuestIsa::with(GuestIsa::TRANSLATABLE).expect("offerable");
+    // The page's bytes before `eip`: the stream again, backwards (a
+    // followed branch may go back there).
+    let before: Vec<u8> = code
+        .iter()
+        .rev()
+        .copied()
+        .cycle()
+        .take((eip & 0xfff) as usize)
+        .collect();
     // Every instruction of the stream, as adaptive instructions.
     let every_eip: Vec<u32> =
         iced_x86::Decoder::with_ip(32, &bytes, u64::from(eip), iced_x86::DecoderOptions::NONE)
@@ -213,6 +222,8 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
             .map(|i| translator::translate::JumpTable {
                 eip: i.ip32(),
                 targets: vec![eip, i.ip32(), i.next_ip32()],
+                // Every other one through a host table made before.
+                slots: (i.ip32() % 2 == 1).then_some(4096),
             })
             .collect();
     // Every indirect call and jump, with an inline cache of the stream's
@@ -241,6 +252,9 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
         let req = UnitRequest {
             eip,
             code: &bytes,
+            code_before: &before,
+            // Units following branches in the modes with superblocks.
+            followed_branches: if flat && !soft { 4 } else { 0 },
             page_end: (eip | 0xfff).wrapping_add(1),
             mode: Mode {
                 flat,

@@ -45,6 +45,8 @@ fn translation_cost(c: &mut Criterion) {
     let req = UnitRequest {
         eip: 0x10_0000,
         code: &code,
+        code_before: &[],
+        followed_branches: 0,
         page_end: 0x10_1000,
         mode: Mode {
             flat: true,

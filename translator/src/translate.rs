@@ -43,6 +43,11 @@ pub const MAX_UNIT_INSNS: usize = 64;
 /// has the measurements behind the number).
 pub const DEFAULT_SUPERBLOCK_BRANCHES: u32 = 4;
 
+/// How many direct branches a unit follows unless the monitor asks
+/// otherwise ([`UnitRequest::followed_branches`]; docs/translator.md,
+/// "Followed branches").
+pub const DEFAULT_FOLLOWED_BRANCHES: u32 = 4;
+
 /// Mode bits a translation depends on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct Mode {
@@ -476,37 +481,6 @@ fn closes_cycle(i: &Instruction, unit_eip: u32) -> bool {
         && (i.near_branch_target() as u32) <= unit_eip
 }
 
-/// Whether the poll of the backward conditional branch right after `i`
-/// goes before `i` instead of between them: `i` sets the flags the branch
-/// tests (CMP, TEST, ADD, SUB, AND, OR, XOR, INC, DEC), and the host fuses
-/// such a pair into one operation only when they are adjacent. A poll
-/// fault then stops before `i` rather than before the branch; either is
-/// an instruction boundary of the same cycle.
-fn poll_goes_before(req: &UnitRequest<'_>, i: &Instruction) -> bool {
-    use Mnemonic::*;
-    if i.is_invalid()
-        || !matches!(
-            i.mnemonic(),
-            Cmp | Test | Add | Sub | And | Or | Xor | Inc | Dec
-        )
-    {
-        return false;
-    }
-    let at = i.next_ip32().wrapping_sub(req.eip) as usize;
-    let in_page = req.page_end.wrapping_sub(req.eip) as usize;
-    let Some(bytes) = req.code.get(at..in_page.min(req.code.len())) else {
-        return false;
-    };
-    let next = Decoder::with_ip(
-        req.mode.bitness(),
-        bytes,
-        u64::from(i.next_ip32()),
-        DecoderOptions::NONE,
-    )
-    .decode();
-    !next.is_invalid() && next.is_jcc_short_or_near() && closes_cycle(&next, req.eip)
-}
-
 /// LOOP, LOOPE, LOOPNE, JCXZ, JECXZ.
 fn is_loop_like(i: &Instruction) -> bool {
     matches!(
@@ -522,6 +496,11 @@ pub struct UnitRequest<'a> {
     /// Guest bytes from `eip` to the end of its linear page plus up to 15
     /// more.
     pub code: &'a [u8],
+    /// Guest bytes of the same linear page before `eip` (the last byte is
+    /// the one at `eip - 1`; fewer, or none, when the monitor gives fewer):
+    /// a followed branch (see [`UnitRequest::followed_branches`]) may go
+    /// back there.
+    pub code_before: &'a [u8],
     /// The EIP of the first byte of the next linear page (CS base + EIP
     /// crosses a page there): the unit stops before it.
     pub page_end: u32,
@@ -593,6 +572,13 @@ pub struct UnitRequest<'a> {
     /// the not-taken path goes on in the same unit. 0 ends every unit at
     /// its first conditional branch.
     pub superblock_branches: u32,
+    /// How many direct branches a unit *follows*: a `jmp rel` to its own
+    /// linear page, or the taken path of a conditional branch back in its
+    /// page (a loop's back edge, whose not-taken path then leaves through
+    /// a chainable exit), goes on with the target's translation in the
+    /// same unit instead of ending it, unless the target was translated in
+    /// the unit already. 0 follows none. Never in a self-checking unit.
+    pub followed_branches: u32,
     /// Displacements are folded into host addressing (see
     /// [`FOLDED_DISPLACEMENTS`]): a flat-segment `[reg + disp]` becomes
     /// `[r15 + reg + disp]` and an absolute `[disp]` below 2 GiB becomes
@@ -678,6 +664,12 @@ pub struct JumpTable {
     pub eip: u32,
     /// Entry `m`'s target, for `m` below [`JUMP_TABLE_ENTRIES`].
     pub targets: Vec<u32>,
+    /// The first chain slot of a host table an earlier unit made for the
+    /// same targets in the same mode (see [`Unit::jump_table_slots`]): the
+    /// jump goes through it, so that every copy of a guest jump table's
+    /// jump (in the units that followed branches to it) shares one host
+    /// table. `None`: the unit makes a table of its own.
+    pub slots: Option<u32>,
 }
 
 /// Whether `i` is a jump through a table of 4-byte targets at a constant
@@ -995,6 +987,10 @@ pub struct Unit {
     pub sites: Vec<(usize, usize)>,
     /// Bytes of guest code covered, from `eip`.
     pub guest_len: u32,
+    /// Bytes of guest code covered before `eip` (in its linear page), where
+    /// a followed branch went back: the unit's code lies in `eip -
+    /// guest_before .. eip + guest_len`.
+    pub guest_before: u32,
     /// The guest instructions, for listings.
     pub insns: Vec<Instruction>,
     /// The ports of IN/OUT instructions that run inline (see
@@ -1015,6 +1011,11 @@ pub struct Unit {
     /// cache but have none and are not being learned (see
     /// [`UnitRequest::branch_predictions`]).
     pub uncached_sites: Vec<u32>,
+    /// (jump's EIP, first chain slot) of every host jump table the unit
+    /// made (its branch entries are that slot and the next
+    /// [`JUMP_TABLE_ENTRIES`]` - 1`, its keys the [`JUMP_TABLE_ENTRIES`]
+    /// after them), for [`JumpTable::slots`] of later units.
+    pub jump_table_slots: Vec<(u32, u32)>,
     /// (pc-map index, lag) for every instruction that starts with R8 not
     /// yet holding guest ESP: guest ESP is R8 + lag there (see
     /// [`MAX_STACK_LAG`]); instructions not listed start with lag 0.
@@ -1123,6 +1124,8 @@ struct Ctx<'a> {
     chain_slots: Vec<ChainSlot>,
     /// See [`Unit::uncached_sites`].
     uncached_sites: Vec<u32>,
+    /// See [`Unit::jump_table_slots`].
+    jump_table_slots: Vec<(u32, u32)>,
     /// Indices in `chain_slots` of the slots whose branch was made in
     /// place (`jmp`/`call` through the entry): their miss stubs come with
     /// the exit stubs.
@@ -1146,6 +1149,20 @@ struct Ctx<'a> {
     /// before the flag-setting instruction in front of it (see
     /// [`poll_goes_before`]).
     poll_hoisted_for: Option<u32>,
+    /// The guest bytes of the unit's page the unit may translate: those of
+    /// `UnitRequest::code_before` and then `UnitRequest::code`.
+    page: &'a [u8],
+    /// The EIP of `page[0]`.
+    page_eip: u32,
+    /// The target of the branch just followed (see
+    /// [`UnitRequest::followed_branches`]): translation goes on there.
+    follow: Option<u32>,
+    /// Branches the unit may still follow.
+    follows_left: u32,
+    /// Whether the unit followed a branch.
+    followed: bool,
+    /// The EIPs of the instructions translated so far.
+    translated: Vec<u32>,
 }
 
 fn err(e: iced_x86::IcedError) -> TranslateError {
@@ -1250,6 +1267,17 @@ const CHECK_STRIDE: usize = 64;
 
 /// Translates one unit.
 pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
+    let follows = req.followed_branches > 0
+        && req.max_insns > 1
+        && !req.self_check
+        && req.mode.bitness() == 32;
+    let joined;
+    let (page, page_eip): (&[u8], u32) = if follows && !req.code_before.is_empty() {
+        joined = [req.code_before, req.code].concat();
+        (&joined, req.eip.wrapping_sub(req.code_before.len() as u32))
+    } else {
+        (req.code, req.eip)
+    };
     let mut cx = Ctx {
         e: Emitter::new(req.host_base),
         req,
@@ -1265,24 +1293,31 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         slot_stubs: Vec::new(),
         table_stubs: Vec::new(),
         uncached_sites: Vec::new(),
+        jump_table_slots: Vec::new(),
         sub_entries: Vec::new(),
         branches_passed: 0,
         stack_pending: 0,
         lag_ok: false,
         poll_hoisted_for: None,
+        page,
+        page_eip,
+        follow: None,
+        follows_left: if follows { req.followed_branches } else { 0 },
+        followed: false,
+        translated: Vec::new(),
     };
-    let mut dec = Decoder::with_ip(
-        req.mode.bitness(),
-        req.code,
-        u64::from(req.eip),
-        DecoderOptions::NONE,
-    );
+    let mut dec = cx.decoder_at(req.eip);
     let mut pc_map = Vec::new();
     let mut fixups = Vec::new();
     let mut stack_lags = Vec::new();
     let mut insns = Vec::new();
-    let bytes_in_page = req.page_end.wrapping_sub(req.eip);
+    // Page offsets are taken from `page_eip`, the first byte the unit may
+    // translate (`req.eip` unless it may follow branches back).
+    let bytes_in_page = req.page_end.wrapping_sub(page_eip);
     let mut next = req.eip;
+    // The page offsets of the first byte and the end of the code translated.
+    let start_offset = req.eip.wrapping_sub(page_eip);
+    let mut covered = (start_offset, start_offset);
     if let Some(counter) = req.count_entries {
         cx.bump_counter(counter)?;
     }
@@ -1294,9 +1329,9 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         check
     });
     loop {
-        let past_page = next.wrapping_sub(req.eip) >= bytes_in_page;
+        let past_page = next.wrapping_sub(page_eip) >= bytes_in_page;
         if insns.len() >= req.max_insns.min(MAX_UNIT_INSNS) || past_page {
-            cx.end_unit_at(next)?;
+            cx.end_unit_at(next, &mut pc_map, &mut fixups)?;
             break;
         }
         let insn = dec.decode();
@@ -1304,23 +1339,23 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
             // The instruction runs past the bytes the monitor could give
             // (the next page is not mapped now): it starts a unit of its
             // own, whose fetch the monitor carries out (or faults).
-            cx.end_unit_at(next)?;
+            cx.end_unit_at(next, &mut pc_map, &mut fixups)?;
             break;
         }
         if req.split_events && !insns.is_empty() && starts_own_unit(&insn, req.mode.cpl0) {
-            cx.end_unit_at(next)?;
+            cx.end_unit_at(next, &mut pc_map, &mut fixups)?;
             break;
         }
-        let tail = crossing_tail(&insn, next.wrapping_sub(req.eip), bytes_in_page);
+        let tail = crossing_tail(&insn, next.wrapping_sub(page_eip), bytes_in_page);
         if let (Some(paged), Some(tail)) = (req.paged, tail) {
             if !insns.is_empty() {
-                cx.end_unit_at(next)?;
+                cx.end_unit_at(next, &mut pc_map, &mut fixups)?;
                 break;
             }
             let _ = paged;
-            let at = req.eip.wrapping_add(bytes_in_page);
+            let at = page_eip.wrapping_add(bytes_in_page);
             let skip = bytes_in_page as usize;
-            cx.check_bytes(at, &req.code[skip..skip + tail])?;
+            cx.check_bytes(at, &page[skip..skip + tail])?;
         }
         cx.lag_ok = !insn.is_invalid() && cx.keeps_stack_lag(&insn);
         if !cx.lag_ok {
@@ -1331,7 +1366,8 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         }
         pc_map.push((cx.e.pos() as u32, next));
         cx.fixup = fixup::NONE;
-        if poll_goes_before(req, &insn) {
+        cx.translated.push(next);
+        if cx.poll_goes_before(&insn) {
             // At the start of this instruction's code: a poll fault stops
             // before it (`pc_map`), with the state of its start.
             cx.poll()?;
@@ -1351,17 +1387,25 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
             fixups.push(fix);
         }
         insns.push(insn);
+        let this = next;
         next = insn.next_ip32();
         if insn.is_invalid() {
-            next = req.eip.wrapping_add(dec.position() as u32);
+            next = dec.ip() as u32;
         }
+        covered.0 = covered.0.min(this.wrapping_sub(page_eip));
+        covered.1 = covered.1.max(next.wrapping_sub(page_eip));
         if ends {
             break;
+        }
+        if let Some(target) = cx.follow.take() {
+            next = target;
+            dec = cx.decoder_at(target);
+            continue;
         }
         if self_check.is_some() && writes_memory(&insn, &mut cx.info) {
             // The store may have changed the unit's own later bytes: the
             // next unit checks them at its entry.
-            cx.end_unit_at(next)?;
+            cx.end_unit_at(next, &mut pc_map, &mut fixups)?;
             break;
         }
     }
@@ -1370,7 +1414,8 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
             "a unit ending with ESP not in R8",
         ));
     }
-    let guest_len = next.wrapping_sub(req.eip).max(1);
+    let guest_len = covered.1.wrapping_sub(start_offset).max(1);
+    let guest_before = start_offset - covered.0;
     // The stubs belong to no one instruction: a table miss in one (a
     // cross-page branch's probe) names no site to learn.
     cx.current = None;
@@ -1392,19 +1437,88 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         fixups,
         sites,
         guest_len,
+        guest_before,
         insns,
         emulated: cx.emulated,
         inline_ports: cx.inline_ports,
         soft_eips: cx.soft_eips,
         chain_slots: cx.chain_slots,
         uncached_sites: cx.uncached_sites,
+        jump_table_slots: cx.jump_table_slots,
         stack_lags,
     })
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
     fn ins(&mut self, i: Instruction) -> Result<(), TranslateError> {
         self.e.ins(&i)
+    }
+
+    /// A decoder of the unit's page from `eip` on (no bytes when `eip` is
+    /// not in what the unit may translate).
+    fn decoder_at(&self, eip: u32) -> Decoder<'a> {
+        let at = eip.wrapping_sub(self.page_eip) as usize;
+        let page: &'a [u8] = self.page;
+        Decoder::with_ip(
+            self.req.mode.bitness(),
+            page.get(at..).unwrap_or(&[]),
+            u64::from(eip),
+            DecoderOptions::NONE,
+        )
+    }
+
+    /// Whether the unit followed a branch (see
+    /// [`UnitRequest::followed_branches`]).
+    fn followed_any(&self) -> bool {
+        self.followed
+    }
+
+    /// Whether the unit may follow a direct branch to `target`: it has
+    /// follows left, `target` lies in the part of its page it may
+    /// translate, and no instruction of the unit starts there yet.
+    fn may_follow(&self, target: u32) -> bool {
+        let in_page =
+            target.wrapping_sub(self.page_eip) < self.req.page_end.wrapping_sub(self.page_eip);
+        self.follows_left > 0 && in_page && !self.translated.contains(&target)
+    }
+
+    /// Follows the direct branch to `target` (see [`Ctx::may_follow`]):
+    /// the unit goes on there.
+    fn follow_to(&mut self, target: u32) {
+        self.follows_left -= 1;
+        self.followed = true;
+        self.follow = Some(target);
+    }
+
+    /// Whether the poll of the backward conditional branch right after `i`
+    /// goes before `i` instead of between them: `i` sets the flags the
+    /// branch tests (CMP, TEST, ADD, SUB, AND, OR, XOR, INC, DEC), and the
+    /// host fuses such a pair into one operation only when they are
+    /// adjacent. A poll fault then stops before `i` rather than before the
+    /// branch; either is an instruction boundary of the same cycle.
+    fn poll_goes_before(&self, i: &Instruction) -> bool {
+        use Mnemonic::*;
+        if i.is_invalid()
+            || !matches!(
+                i.mnemonic(),
+                Cmp | Test | Add | Sub | And | Or | Xor | Inc | Dec
+            )
+        {
+            return false;
+        }
+        let at = i.next_ip32().wrapping_sub(self.page_eip) as usize;
+        let in_page = self.req.page_end.wrapping_sub(self.page_eip) as usize;
+        let Some(bytes) = self.page.get(at..in_page.min(self.page.len())) else {
+            return false;
+        };
+        let next = Decoder::with_ip(
+            self.req.mode.bitness(),
+            bytes,
+            u64::from(i.next_ip32()),
+            DecoderOptions::NONE,
+        )
+        .decode();
+        !next.is_invalid() && next.is_jcc_short_or_near() && closes_cycle(&next, self.req.eip)
     }
 
     /// Adds one to the u64 at host address `counter` through R13 and R10
@@ -1810,6 +1924,11 @@ impl Ctx<'_> {
             Availability::Undefined => return self.emulate_exit(guest.ip32()),
         }
         let i = &substitute;
+        if let Some(target) = self.followed_jump(i) {
+            // No code: the unit goes on at the target.
+            self.follow_to(target);
+            return Ok(false);
+        }
         self.poll_if_backward(i)?;
         if matches!(i.mnemonic(), Mnemonic::Nop | Mnemonic::Reservednop) {
             // Multi-byte and reserved NOPs do nothing and never fault; their
@@ -3291,7 +3410,7 @@ impl Ctx<'_> {
         size: u32,
         movs: bool,
     ) -> Result<(), TranslateError> {
-        self.e.raw(&string_bytes(i, self.req.code, self.req.eip)?);
+        self.e.raw(&string_bytes(i, self.page, self.page_eip)?);
         let advanced = |reg: Register| {
             iced_x86::MemoryOperand::new(reg, Register::R13, size, 0, 0, false, Register::None)
         };
@@ -3701,8 +3820,24 @@ impl Ctx<'_> {
 
     /// Ends the unit before the instruction at `next`: R8 brought up to
     /// date, then a chainable exit there.
-    fn end_unit_at(&mut self, next: u32) -> Result<(), TranslateError> {
+    /// Ends the unit with a chainable jump to `next`, the instruction
+    /// after the last one translated. When a followed branch went back to
+    /// code at or below the unit's start, that jump can close a cycle of
+    /// units, so it polls first, as an instruction boundary of its own
+    /// (`pc_map` and `fixups` get its entry): a poll fault there stops
+    /// before `next`.
+    fn end_unit_at(
+        &mut self,
+        next: u32,
+        pc_map: &mut Vec<(u32, u32)>,
+        fixups: &mut Vec<u8>,
+    ) -> Result<(), TranslateError> {
         self.flush_stack_lag()?;
+        if next <= self.req.eip && self.followed_any() {
+            pc_map.push((self.e.pos() as u32, next));
+            fixups.push(fixup::NONE);
+            self.poll()?;
+        }
         self.chain_exit(next)
     }
 
@@ -4216,7 +4351,7 @@ impl Ctx<'_> {
                     self.poll()?;
                     self.target_to_r9(i)?;
                     let req = self.req;
-                    self.table_jump(i, &req.jump_tables[at].targets)?;
+                    self.table_jump(i, &req.jump_tables[at])?;
                     self.indirect()?;
                     return Ok(true);
                 }
@@ -4307,12 +4442,53 @@ impl Ctx<'_> {
     /// made (a rewritten table, an index past 255 whose low byte names
     /// another entry) fails the key compare and takes the probe. Flags
     /// untouched.
-    fn table_jump(&mut self, i: &Instruction, targets: &[u32]) -> Result<(), TranslateError> {
+    fn table_jump(&mut self, i: &Instruction, table: &JumpTable) -> Result<(), TranslateError> {
         let index = self
             .pic_table(i)
             .map_or_else(|| i.memory_index(), |pic| pic.index);
         let index8 =
             low_byte_of(host(index)).ok_or(TranslateError::Unsupported("jump-table index"))?;
+        let first_slot = match table.slots {
+            Some(slot) => slot,
+            None => self.new_host_table(i, &table.targets),
+        };
+        let (hit, fallback) = (self.e.label(), self.e.label());
+        let entries = |slot: u32| {
+            let disp = shadowmmu::CHAIN_TABLE_OFFSET + 8 * i64::from(slot);
+            iced_x86::MemoryOperand::new(
+                Register::R15,
+                Register::R11,
+                8,
+                disp,
+                displ_size(disp),
+                false,
+                Register::None,
+            )
+        };
+        self.ins(i2!(Code::Movzx_r32_rm8, Register::R11D, index8)?)?;
+        self.ins(i2!(Code::Mov_r64_rm64, Register::R10, Register::RCX)?)?;
+        let keys = entries(first_slot + JUMP_TABLE_ENTRIES as u32);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, keys)?)?;
+        self.ins(i2!(
+            Code::Lea_r64_m,
+            Register::RCX,
+            mem(Register::RCX, Register::R9, 1)
+        )?)?;
+        self.e.jrcxz_label(hit);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
+        self.e.jmp_label(fallback);
+        self.e.bind(hit);
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
+        let branches = entries(first_slot);
+        self.ins(Instruction::with1(Code::Jmp_rm64, branches).map_err(err)?)?;
+        self.e.bind(fallback);
+        Ok(())
+    }
+
+    /// Takes the chain slots of a new host table for jump-table jump `i`
+    /// with `targets` (see [`Ctx::table_jump`]), its miss stub to come
+    /// with the exit stubs; returns its first slot.
+    fn new_host_table(&mut self, i: &Instruction, targets: &[u32]) -> u32 {
         let first = self.chain_slots.len();
         for m in 0..JUMP_TABLE_ENTRIES {
             let index = self.next_chain_slot(targets.get(m).copied().unwrap_or(0));
@@ -4326,38 +4502,11 @@ impl Ctx<'_> {
             self.chain_slots[index].kind =
                 SlotKind::TableKey(target.map_or(0, crate::ibtc::key_of));
         }
-        let (hit, fallback, stub) = (self.e.label(), self.e.label(), self.e.label());
+        let stub = self.e.label();
         self.table_stubs.push((stub, first));
-        let entries = |ctx: &Self, at: usize| {
-            let disp = shadowmmu::CHAIN_TABLE_OFFSET + 8 * i64::from(ctx.chain_slots[at].slot);
-            iced_x86::MemoryOperand::new(
-                Register::R15,
-                Register::R11,
-                8,
-                disp,
-                displ_size(disp),
-                false,
-                Register::None,
-            )
-        };
-        self.ins(i2!(Code::Movzx_r32_rm8, Register::R11D, index8)?)?;
-        self.ins(i2!(Code::Mov_r64_rm64, Register::R10, Register::RCX)?)?;
-        let keys = entries(self, first + JUMP_TABLE_ENTRIES);
-        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, keys)?)?;
-        self.ins(i2!(
-            Code::Lea_r64_m,
-            Register::RCX,
-            mem(Register::RCX, Register::R9, 1)
-        )?)?;
-        self.e.jrcxz_label(hit);
-        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
-        self.e.jmp_label(fallback);
-        self.e.bind(hit);
-        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
-        let branches = entries(self, first);
-        self.ins(Instruction::with1(Code::Jmp_rm64, branches).map_err(err)?)?;
-        self.e.bind(fallback);
-        Ok(())
+        let first_slot = self.chain_slots[first].slot;
+        self.jump_table_slots.push((i.ip32(), first_slot));
+        first_slot
     }
 
     /// The shared stub of the jump table whose first branch slot is
@@ -4405,12 +4554,30 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// The target of direct `jmp` `i` if the unit follows it (see
+    /// [`UnitRequest::followed_branches`]).
+    fn followed_jump(&self, i: &Instruction) -> Option<u32> {
+        let direct = matches!(i.code(), Code::Jmp_rel8_32 | Code::Jmp_rel32_32);
+        let target = i.near_branch_target() as u32;
+        (direct && self.may_follow(target)).then_some(target)
+    }
+
     fn jcc(&mut self, i: &Instruction) -> Result<bool, TranslateError> {
         let Some(cc) = cc_bits(i.condition_code()) else {
             return self.emulate_exit(i.ip32());
         };
-        self.chain_jcc(cc, i.near_branch_target() as u32)?;
-        let forward = i.near_branch_target() as u32 > i.ip32();
+        let target = i.near_branch_target() as u32;
+        if target <= i.ip32() && self.may_follow(target) {
+            // A loop's back edge: the taken path goes on here, the
+            // not-taken one leaves (the poll before the branch, when its
+            // target is at or below the unit's start, covers that exit
+            // too: the next instruction lies between the two).
+            self.chain_jcc(cc ^ 1, i.next_ip32())?;
+            self.follow_to(target);
+            return Ok(false);
+        }
+        self.chain_jcc(cc, target)?;
+        let forward = target > i.ip32();
         if forward && self.branches_passed < self.req.superblock_branches && self.req.max_insns > 1
         {
             // The not-taken path goes on here (the unit loop still ends
@@ -5024,7 +5191,7 @@ impl Ctx<'_> {
         // The guest encoding means the same in 64-bit mode once segment
         // prefixes (ignored there, or host FS/GS there) are dropped: no REX,
         // no 0x67.
-        let bytes = string_bytes(i, self.req.code, self.req.eip)?;
+        let bytes = string_bytes(i, self.page, self.page_eip)?;
         self.e.raw(&bytes);
         if uses_si {
             self.restore_string_register(Register::RSI, si_base.then_some(si_seg))?;
@@ -5423,6 +5590,8 @@ mod tests {
         jump_tables: &'a [JumpTable],
         branch_predictions: &'a [(u32, u32)],
         learning_sites: &'a [u32],
+        code_before: &'a [u8],
+        followed_branches: u32,
         /// The code is all the monitor could give (no NOP padding).
         exact_code: bool,
         /// The guest's instruction set (`None`: the baseline).
@@ -5462,6 +5631,8 @@ mod tests {
                 jump_tables: &[],
                 branch_predictions: &[],
                 learning_sites: &[],
+                code_before: &[],
+                followed_branches: 0,
             }
         }
     }
@@ -5475,6 +5646,8 @@ mod tests {
         let req = UnitRequest {
             eip: setup.eip,
             code: &bytes,
+            code_before: setup.code_before,
+            followed_branches: setup.followed_branches,
             page_end: (setup.eip | 0xfff).wrapping_add(1),
             mode: setup.mode,
             host_base: 0x20_0000,
@@ -5564,6 +5737,177 @@ mod tests {
         let mut targets = chain_targets(&unit);
         targets.sort_unstable();
         assert_eq!(targets, [0x1003, 0x1005]);
+    }
+
+    /// A unit at 0x1010 whose page's bytes from 0x1000 are `before` (NOP
+    /// padded to 16 bytes), following up to `follows` branches.
+    fn unit_after(before: &[u8], code: &[u8], follows: u32) -> Unit {
+        let mut page = before.to_vec();
+        page.resize(16, 0x90);
+        translate_with(
+            code,
+            Setup {
+                eip: 0x1010,
+                code_before: &page,
+                followed_branches: follows,
+                ..Setup::default()
+            },
+        )
+    }
+
+    /// The polls of a unit (loads of the poll word, RIP-relative).
+    fn poll_loads(u: &Unit) -> usize {
+        host_insns(u)
+            .iter()
+            .filter(|i| i.code() == Code::Mov_r32_rm32 && i.memory_base() == Register::RIP)
+            .count()
+    }
+
+    #[test]
+    fn a_followed_jump_goes_on_at_its_target_in_the_same_unit() {
+        // inc eax; jmp +1; (inc ebx, skipped); inc ecx; jmp 0x2000
+        let code = [0x40, 0xeb, 0x01, 0x43, 0x41, 0xe9, 0xf6, 0x0f, 0x00, 0x00];
+        let u = translate_with(
+            &code,
+            Setup {
+                followed_branches: 4,
+                ..Setup::default()
+            },
+        );
+        let eips: Vec<u32> = u.insns.iter().map(|i| i.ip32()).collect();
+        assert_eq!(eips, [0x1000, 0x1001, 0x1004, 0x1005]);
+        assert_eq!(chain_targets(&u), [0x2000], "no exit to the jump's target");
+        assert_eq!((u.guest_before, u.guest_len), (0, 10));
+        let plain = translate_with(&code, Setup::default());
+        assert_eq!(
+            plain.insns.len(),
+            2,
+            "not followed: the unit ends at the jump"
+        );
+        assert_eq!(chain_targets(&plain), [0x1004]);
+    }
+
+    #[test]
+    fn a_followed_jump_back_before_the_units_start_covers_those_bytes_too() {
+        // 0x1000: inc ebx; jmp 0x2000 / 0x1010: inc eax; jmp 0x1000
+        let before = [0x43, 0xe9, 0xfa, 0x0f, 0x00, 0x00];
+        let u = unit_after(&before, &[0x40, 0xeb, 0xed], 4);
+        let eips: Vec<u32> = u.insns.iter().map(|i| i.ip32()).collect();
+        assert_eq!(eips, [0x1010, 0x1011, 0x1000, 0x1001]);
+        let mapped: Vec<u32> = u.pc_map.iter().map(|p| p.1).collect();
+        assert_eq!(mapped, [0x1010, 0x1011, 0x1000, 0x1001]);
+        assert_eq!(u.pc_map[1].0, u.pc_map[2].0, "the jump has no code");
+        assert_eq!((u.guest_before, u.guest_len), (0x10, 3));
+        assert_eq!(chain_targets(&u), [0x2000]);
+        assert_eq!(poll_loads(&u), 0, "no branch to the unit's start or below");
+        let none = unit_after(&before, &[0x40, 0xeb, 0xed], 0);
+        assert_eq!(none.insns.len(), 2);
+        assert_eq!(poll_loads(&none), 1, "the jump back polls");
+    }
+
+    #[test]
+    fn a_followed_back_edge_leaves_on_its_not_taken_path_and_polls_when_that_can_close_a_cycle() {
+        // 0x1000: inc ebx; jmp 0x1010 / 0x1010: dec ecx; jnz 0x1000
+        let before = [0x43, 0xeb, 0x0d];
+        let u = unit_after(&before, &[0x49, 0x75, 0xed, 0x90], 4);
+        let eips: Vec<u32> = u.insns.iter().map(|i| i.ip32()).collect();
+        assert_eq!(eips, [0x1010, 0x1011, 0x1000, 0x1001]);
+        let mut targets = chain_targets(&u);
+        targets.sort_unstable();
+        // jz 0x1013 (the not-taken path), and the jump to the start.
+        assert_eq!(targets, [0x1010, 0x1013]);
+        let text = host_text(&u).join("\n");
+        assert!(text.contains("\nje "), "the branch inverted: {text}");
+        assert_eq!(
+            poll_loads(&u),
+            2,
+            "before the back edge and the jump: {text}"
+        );
+        // A backward branch to an instruction the unit holds already is not
+        // followed: the unit ends there as before.
+        let self_loop = unit_after(&[], &[0x49, 0x75, 0xfd, 0x90], 4);
+        assert_eq!(self_loop.insns.len(), 2);
+        let mut targets = chain_targets(&self_loop);
+        targets.sort_unstable();
+        assert_eq!(targets, [0x1010, 0x1013]);
+    }
+
+    #[test]
+    fn a_unit_ending_below_its_start_after_a_followed_branch_polls_at_a_boundary_of_its_own() {
+        // 0x1010: jmp 0x1000 / 0x1000: inc eax, inc eax, ... (3 insns at most)
+        let u = translate_with(
+            &[0xeb, 0xee],
+            Setup {
+                eip: 0x1010,
+                code_before: &[0x40; 16],
+                followed_branches: 4,
+                max_insns: 3,
+                ..Setup::default()
+            },
+        );
+        assert_eq!(chain_targets(&u), [0x1002]);
+        assert_eq!(poll_loads(&u), 1);
+        let last = *u.pc_map.last().unwrap();
+        assert_eq!(last.1, 0x1002, "a poll fault there stops before 0x1002");
+        assert_eq!(u.pc_map.len(), u.fixups.len());
+    }
+
+    #[test]
+    fn a_unit_follows_no_more_branches_than_asked_and_none_when_self_checking_or_alone() {
+        // jmp +0 four times, then inc eax.
+        let code = [0xeb, 0x00, 0xeb, 0x00, 0xeb, 0x00, 0xeb, 0x00, 0x40];
+        let with = |follows, self_check, max_insns| {
+            translate_with(
+                &code,
+                Setup {
+                    followed_branches: follows,
+                    self_check,
+                    max_insns,
+                    ..Setup::default()
+                },
+            )
+        };
+        assert_eq!(chain_targets(&with(2, false, 64)), [0x1006]);
+        assert_eq!(
+            with(4, true, 64).insns.len(),
+            1,
+            "self-checking: ends at the jump"
+        );
+        assert_eq!(with(4, false, 1).insns.len(), 1);
+        let all = with(4, false, 64);
+        assert_eq!(all.insns[4].ip32(), 0x1008, "all four followed");
+        assert!(!chain_targets(&all).contains(&0x1002));
+    }
+
+    #[test]
+    fn a_jump_table_made_before_for_the_same_targets_is_shared() {
+        // jmp [ecx*4 + 0x3000]
+        let code = [0xff, 0x24, 0x8d, 0x00, 0x30, 0x00, 0x00];
+        let table = |slots| JumpTable {
+            eip: 0x1000,
+            targets: vec![0x2000, 0x2010],
+            slots,
+        };
+        let with = |tables| Setup {
+            chain_slots_from: Some(7),
+            jump_tables: tables,
+            ..Setup::default()
+        };
+        let (new, made_before) = ([table(None)], [table(Some(4096))]);
+        let made = translate_with(&code, with(&new));
+        assert_eq!(made.jump_table_slots, [(0x1000, 7)]);
+        assert_eq!(made.chain_slots.len(), 2 * JUMP_TABLE_ENTRIES);
+        let shared = translate_with(&code, with(&made_before));
+        assert!(shared.jump_table_slots.is_empty());
+        assert!(shared.chain_slots.is_empty(), "no slots of its own");
+        let entry = |k: i64| shadowmmu::CHAIN_TABLE_OFFSET + 8 * k;
+        let text = host_text(&shared).join("\n");
+        for line in [
+            format!("mov rcx,[r15+r11*8-{:X}h]", -entry(4096 + 256)),
+            format!("jmp qword ptr [r15+r11*8-{:X}h]", -entry(4096)),
+        ] {
+            assert!(text.contains(&line), "{line} in {text}");
+        }
     }
 
     #[test]
@@ -7208,6 +7552,7 @@ mod tests {
         let tables = [JumpTable {
             eip: 0x1000,
             targets: vec![0x2000, 0x2010, 0xffff_ffff],
+            slots: None,
         }];
         let with = |tables| Setup {
             chain_slots_from: Some(7),
@@ -7271,6 +7616,7 @@ mod tests {
         let tables = [JumpTable {
             eip: 0x1000,
             targets: vec![0x2000],
+            slots: None,
         }];
         let u = translate_with(
             &code,
@@ -7292,6 +7638,7 @@ mod tests {
         let tables = [JumpTable {
             eip: 0x1009,
             targets: vec![0x2000, 0x2010],
+            slots: None,
         }];
         let u = translate_with(
             &code,
@@ -7311,6 +7658,7 @@ mod tests {
         let tables = [JumpTable {
             eip: 0x1002,
             targets: vec![0x2000],
+            slots: None,
         }];
         let u = translate_with(
             &plain,

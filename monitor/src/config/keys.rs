@@ -53,6 +53,10 @@ pub const BT_INLINE_CACHES_KEY: &str = "nestmon.bt.inlineCaches";
 /// (default [`values::DEFAULT_SUPERBLOCK_BRANCHES`]; 0: every unit ends at
 /// its first conditional branch).
 pub const BT_SUPERBLOCK_KEY: &str = "nestmon.bt.superblockBranches";
+/// How many direct branches (jumps in the unit's page, loops' back edges)
+/// a translation unit follows (default
+/// [`values::DEFAULT_FOLLOWED_BRANCHES`]; 0: every unit ends at them).
+pub const BT_FOLLOWED_KEY: &str = "nestmon.bt.followedBranches";
 /// Whether the machine has a local APIC and an I/O APIC (default TRUE;
 /// FALSE: a PC with the 8259A pair only, as before APICs).
 pub const APIC_KEY: &str = "nestmon.apic";
@@ -86,6 +90,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     BT_JUMP_TABLES_KEY,
     BT_INLINE_CACHES_KEY,
     BT_SUPERBLOCK_KEY,
+    BT_FOLLOWED_KEY,
     APIC_KEY,
     "vhv.enable",
     "vmx.allowNested",
@@ -331,6 +336,9 @@ fn apply(key: &str, entry: &Entry, builder: &mut Builder) -> Result<(), ConfigEr
         "nestmon.bt.inlinecaches" => config.bt_inline_caches = values::boolean(entry)?,
         "nestmon.bt.superblockbranches" => {
             config.bt_superblock_branches = values::superblock_branches(entry)?
+        }
+        "nestmon.bt.followedbranches" => {
+            config.bt_followed_branches = values::followed_branches(entry)?
         }
         "nestmon.mmu.maxmappings" => config.mmu_max_mappings = Some(values::max_mappings(entry)?),
         "vmx.allownested" => config.allow_nested = values::boolean(entry)?,

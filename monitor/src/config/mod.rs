@@ -120,6 +120,10 @@ pub struct VmConfig {
     /// `nestmon.bt.superblockBranches`: how many conditional branches a
     /// translation unit goes on past (0: units end at the first one).
     pub bt_superblock_branches: u32,
+    /// `nestmon.bt.followedBranches`: how many direct branches (jumps in
+    /// the unit's page, loops' back edges) a translation unit follows (0:
+    /// units end at them).
+    pub bt_followed_branches: u32,
     /// `nestmon.apic`: the machine has a local APIC (CPUID.1:EDX.APIC, the
     /// xAPIC at `0xFEE00000`) and an I/O APIC at `0xFEC00000`, which a Linux
     /// guest finds in the ACPI MADT (default true).
@@ -182,6 +186,7 @@ impl Default for VmConfig {
             bt_jump_tables: true,
             bt_inline_caches: true,
             bt_superblock_branches: values::DEFAULT_SUPERBLOCK_BRANCHES,
+            bt_followed_branches: values::DEFAULT_FOLLOWED_BRANCHES,
             apic: true,
             mmu_max_mappings: None,
             allow_nested: false,

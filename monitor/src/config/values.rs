@@ -113,6 +113,20 @@ pub fn superblock_branches(entry: &Entry) -> Result<u32, ConfigError> {
     whole_number_to(entry, MAX_SUPERBLOCK_BRANCHES, "branches")
 }
 
+/// The direct branches a translation unit follows by default
+/// (`nestmon.bt.followedBranches`).
+pub use translator::translate::DEFAULT_FOLLOWED_BRANCHES;
+
+/// The most `nestmon.bt.followedBranches` takes (a unit holds at most
+/// `translator::translate::MAX_UNIT_INSNS` instructions anyway).
+pub const MAX_FOLLOWED_BRANCHES: u32 = 32;
+
+/// Reads `nestmon.bt.followedBranches`: a whole number from 0 to
+/// [`MAX_FOLLOWED_BRANCHES`].
+pub fn followed_branches(entry: &Entry) -> Result<u32, ConfigError> {
+    whole_number_to(entry, MAX_FOLLOWED_BRANCHES, "branches")
+}
+
 /// The longest soft power-off wait `nestmon.softPowerOffTimeout` takes,
 /// in seconds (an hour: longer is a typo, not a plan).
 pub const MAX_SOFT_POWER_OFF_SECONDS: u32 = 3600;

@@ -58,6 +58,9 @@ pub(super) struct ChainSites {
     /// Slot -> whether its entry was ever set (in any view): only those
     /// are set ahead when a view finds another slot's target page.
     used: Vec<bool>,
+    /// (mode bits, targets) -> the first slot of the host jump table made
+    /// for them (`translator::translate::JumpTable::slots`).
+    host_tables: HashMap<(u32, Vec<u32>), u32>,
 }
 
 impl ChainSites {
@@ -70,6 +73,18 @@ impl ChainSites {
     /// Every slot's stub, by slot (what a new view's entries start as).
     pub(super) fn stubs(&self) -> &[u64] {
         &self.stubs
+    }
+
+    /// The first slot of the host jump table made for `targets` in mode
+    /// `mode`, if one was.
+    pub(super) fn host_table(&self, mode: u32, targets: &[u32]) -> Option<u32> {
+        self.host_tables.get(&(mode, targets.to_vec())).copied()
+    }
+
+    /// Records that the host jump table for `targets` in mode `mode`
+    /// starts at slot `first` (its slots were registered).
+    pub(super) fn note_host_table(&mut self, mode: u32, targets: Vec<u32>, first: u32) {
+        self.host_tables.entry((mode, targets)).or_insert(first);
     }
 
     /// Forgets every slot (the code cache was flushed).

@@ -55,13 +55,13 @@ impl Unfolded {
 }
 
 /// The EIPs, for a unit that starts at `eip` (linear `linear`), of the
-/// instructions at page offsets `offsets` at or after its start.
+/// instructions at page offsets `offsets` (all of its page: a unit may
+/// follow a branch back before its start).
 pub(super) fn eips_from(offsets: &[u16], eip: u32, linear: u32) -> Vec<u32> {
-    let start = (linear % PAGE_SIZE) as u16;
+    let start = linear % PAGE_SIZE;
     offsets
         .iter()
-        .filter(|o| **o >= start)
-        .map(|o| eip.wrapping_add(u32::from(*o - start)))
+        .map(|o| eip.wrapping_add(u32::from(*o)).wrapping_sub(start))
         .collect()
 }
 
@@ -95,12 +95,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_named_instruction_is_listed_for_units_that_start_before_it() {
+    fn a_named_instruction_is_listed_for_every_unit_of_its_page() {
         let mut u = Unfolded::default();
         assert!(u.note(0x5123));
         assert!(!u.note(0x5123));
         assert_eq!(u.eips(0x0804_8100, 0x0804_8100, 0x5100), vec![0x0804_8123]);
-        assert!(u.eips(0x0804_8124, 0x0804_8124, 0x5124).is_empty());
+        assert_eq!(
+            u.eips(0x0804_8124, 0x0804_8124, 0x5124),
+            vec![0x0804_8123],
+            "a unit may follow a branch back before its start"
+        );
+        assert_eq!(
+            u.eips(0x124, 0x0804_8124, 0x5124),
+            vec![0x123],
+            "EIPs in the unit's CS"
+        );
         assert!(u.eips(0x0804_8100, 0x0804_8100, 0x6100).is_empty());
     }
 

@@ -321,6 +321,9 @@ pub struct BtCore {
     /// How many conditional branches a unit goes on past
     /// (`translator::translate::UnitRequest::superblock_branches`).
     superblock_branches: u32,
+    /// How many direct branches a unit follows
+    /// (`translator::translate::UnitRequest::followed_branches`).
+    followed_branches: u32,
     /// Displacements are folded into host addressing
     /// (`nestmon.bt.foldDisplacements`, see [`folding`]).
     fold_displacements: bool,
@@ -574,6 +577,16 @@ impl BtVcpu {
         if branches != self.core.superblock_branches {
             self.core.flush();
             self.core.superblock_branches = branches;
+        }
+    }
+
+    /// Lets translation units follow up to `branches` direct branches in
+    /// their page (`nestmon.bt.followedBranches`), for comparison.
+    /// Translations made before are dropped.
+    pub fn set_followed_branches(&mut self, branches: u32) {
+        if branches != self.core.followed_branches {
+            self.core.flush();
+            self.core.followed_branches = branches;
         }
     }
 
@@ -1093,6 +1106,7 @@ impl BtCore {
             lapic: None,
             return_stack: None,
             superblock_branches: translator::translate::DEFAULT_SUPERBLOCK_BRANCHES,
+            followed_branches: translator::translate::DEFAULT_FOLLOWED_BRANCHES,
             fold_displacements: true,
             unfolded: folding::Unfolded::default(),
             pc_thunks: std::collections::HashMap::new(),
@@ -1804,6 +1818,17 @@ impl BtCore {
         }
     }
 
+    /// The direct branches a unit of `mode` follows: none where it gets
+    /// no superblocks either (a paging kernel's code), nor in a unit of
+    /// `single` instructions or a self-checking one.
+    fn followed_branches_for(&self, mode: Mode, single: usize, self_check: bool) -> u32 {
+        if mode.cpl0 && self.paging() || single > 0 || self_check {
+            0
+        } else {
+            self.followed_branches
+        }
+    }
+
     fn translate_into_cache(
         &mut self,
         key: TransKey,
@@ -1814,6 +1839,13 @@ impl BtCore {
         let linear = self.sys.segment(Seg::Cs).base.wrapping_add(eip);
         let (bytes, next_frame) = self.code_bytes(linear, key.phys);
         let page_end = eip.wrapping_add(PAGE_SIZE - (linear & (PAGE_SIZE - 1)));
+        let self_check = single > 0 || self.watcher.is_self_checking(key.phys >> 12);
+        let followed_branches = self.followed_branches_for(mode, single, self_check);
+        let code_before = if followed_branches > 0 {
+            self.code_before(linear, key.phys)
+        } else {
+            Vec::new()
+        };
         let offers = single == 0 && !mode.code16;
         let event = if offers {
             self.first_event(eip, &bytes)
@@ -1853,6 +1885,8 @@ impl BtCore {
             let req = UnitRequest {
                 eip,
                 code: &bytes,
+                code_before: &code_before,
+                followed_branches,
                 page_end,
                 mode,
                 host_base,
@@ -1886,7 +1920,7 @@ impl BtCore {
                 paged: self.paging().then(|| translator::translate::PagedCode {
                     cs_base: self.sys.segment(Seg::Cs).base,
                 }),
-                self_check: single > 0 || self.watcher.is_self_checking(key.phys >> 12),
+                self_check,
                 soft_access: &soft_access,
                 return_stack: self.return_stack.is_some(),
                 superblock_branches: self.superblock_branches_for(mode),
@@ -1922,6 +1956,9 @@ impl BtCore {
                 jump_predictions = self.jump_predictions(&unit.insns);
                 if chain_slots_from.is_some() {
                     jump_tables = self.jump_tables(&unit.insns);
+                    for table in &mut jump_tables {
+                        table.slots = self.chains.host_table(key.mode, &table.targets);
+                    }
                 }
                 if !segment_loads.is_empty()
                     || !verw.is_empty()
@@ -1972,6 +2009,12 @@ impl BtCore {
             e => TranslateFailure::Other(e.to_string()),
         })?;
         self.register_chain_slots(&unit.chain_slots, host_base, key.mode);
+        for &(jump, first) in &unit.jump_table_slots {
+            if let Some(table) = jump_tables.iter().find(|t| t.eip == jump) {
+                self.chains
+                    .note_host_table(key.mode, table.targets.clone(), first);
+            }
+        }
         if self.pc_thunks.len() < MAX_PC_THUNKS {
             if let Some(thunk) = translator::PcThunk::of(&unit.insns, &bytes) {
                 self.pc_thunks.insert(eip, thunk);
@@ -1997,7 +2040,11 @@ impl BtCore {
         self.inline_ports.extend(&unit.inline_ports);
         if single == 0 {
             let offset = linear & (PAGE_SIZE - 1);
-            self.note_code_bytes(key.phys >> 12, offset, unit.guest_len);
+            self.note_code_bytes(
+                key.phys >> 12,
+                offset - unit.guest_before,
+                unit.guest_before + unit.guest_len,
+            );
             if let Some(&next) = frames.get(1) {
                 self.note_code_bytes(next, 0, (offset + unit.guest_len).saturating_sub(PAGE_SIZE));
             }
@@ -2006,6 +2053,23 @@ impl BtCore {
             }
         }
         Ok(id)
+    }
+
+    /// Guest code bytes of the linear page of `eip` (at `phys`) before it,
+    /// as far as RAM holds them.
+    fn code_before(&mut self, eip: u32, phys: u32) -> Vec<u8> {
+        let before = eip & (PAGE_SIZE - 1);
+        let start = phys - before;
+        let avail = self
+            .ram
+            .size()
+            .saturating_sub(start as usize)
+            .min(before as usize);
+        let mut bytes = vec![0u8; avail];
+        if avail < before as usize || self.ram.read(GuestPhys(start), &mut bytes).is_err() {
+            return Vec::new();
+        }
+        bytes
     }
 
     /// Guest code bytes from linear address `eip` (at `phys`) to the end of

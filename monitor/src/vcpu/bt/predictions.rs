@@ -78,6 +78,7 @@ impl BtCore {
                 tables.push(JumpTable {
                     eip: i.ip32(),
                     targets,
+                    slots: None,
                 });
             }
         }

@@ -171,9 +171,11 @@ impl SitePredictions {
         let Some(list) = self.by_frame.get(&(phys / PAGE_SIZE)) else {
             return (cached, learning);
         };
-        let start = (linear % PAGE_SIZE) as u16;
-        for (offset, seen) in list.iter().filter(|(o, _)| *o >= start) {
-            let site = eip.wrapping_add(u32::from(offset - start));
+        // Every site of the page: a unit may follow a branch back before
+        // its start.
+        let start = linear % PAGE_SIZE;
+        for (offset, seen) in list {
+            let site = eip.wrapping_add(u32::from(*offset)).wrapping_sub(start);
             match *seen {
                 Seen::Target(t) => cached.push((site, t)),
                 Seen::Learning { .. } => learning.push(site),
@@ -279,7 +281,7 @@ mod tests {
     }
 
     #[test]
-    fn a_unit_gets_the_cached_sites_at_or_after_its_start_in_its_page() {
+    fn a_unit_gets_the_cached_sites_of_its_whole_page() {
         let mut p = SitePredictions::default();
         p.note_miss(0x5180, 2);
         p.note_miss(0x5040, 1);
@@ -288,6 +290,10 @@ mod tests {
             p.for_unit(0x1020, 0x0804_8020, 0x5020).0,
             vec![(0x1040, 1), (0x1180, 2)]
         );
-        assert_eq!(p.for_unit(0x1100, 0x0804_8100, 0x5100).0, vec![(0x1180, 2)]);
+        assert_eq!(
+            p.for_unit(0x1100, 0x0804_8100, 0x5100).0,
+            vec![(0x1040, 1), (0x1180, 2)],
+            "sites before the unit's start: it may follow a branch back there"
+        );
     }
 }
