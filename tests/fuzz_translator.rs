@@ -226,8 +226,9 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
                 slots: (i.ip32() % 2 == 1).then_some(4096),
             })
             .collect();
-    // Every indirect call and jump, with an inline cache of the stream's
-    // start (in the same mode).
+    // Every indirect call and jump, with an inline cache of as many
+    // targets as one holds: the stream's start, its own next instruction
+    // and two in other pages (in the same mode).
     let predictions: Vec<(u32, u32)> =
         iced_x86::Decoder::with_ip(32, &bytes, u64::from(eip), iced_x86::DecoderOptions::NONE)
             .into_iter()
@@ -237,7 +238,9 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
                     iced_x86::Code::Call_rm32 | iced_x86::Code::Jmp_rm32
                 )
             })
-            .map(|i| (i.ip32(), eip))
+            .flat_map(|i| {
+                [eip, i.next_ip32(), eip + 0x1000, eip + 0x2000].map(|target| (i.ip32(), target))
+            })
             .collect();
     // The limited mode checks every segment's limit inline (a guest with
     // non-flat segments); the last sends every instruction the translator

@@ -626,11 +626,12 @@ pub struct UnitRequest<'a> {
     pub jump_tables: &'a [JumpTable],
     /// Inline caches of indirect calls and jumps (`call r/m32`, `jmp
     /// r/m32` other than a jump table or a predicted `jmp [disp32]`), by
-    /// the branch's EIP, sorted: the one target the monitor saw the site
-    /// take. The site compares the target it loads with it and, when they
-    /// agree, calls or jumps there as a direct branch (chained, or through
-    /// a chain-table slot); any other target takes the indirect-branch
-    /// table. A table miss at such a site names it in
+    /// the branch's EIP, sorted by EIP only: the targets (at most
+    /// [`MAX_CACHED_TARGETS`] per site, the first compared first) the
+    /// monitor saw the site take. The site compares the target it loads
+    /// with them in turn and, on a match, calls or jumps there as a direct
+    /// branch (chained, or through a chain-table slot); any other target
+    /// takes the indirect-branch table. A table miss at such a site names it in
     /// `CpuState::exit_site` (see [`site_of_miss`]), which is how the
     /// monitor learns the target.
     pub branch_predictions: &'a [(u32, u32)],
@@ -639,6 +640,10 @@ pub struct UnitRequest<'a> {
     /// `IndirectMiss` that names it, instead of probing the table.
     pub learning_sites: &'a [u32],
 }
+
+/// The most targets an inline cache compares with (see
+/// [`UnitRequest::branch_predictions`]).
+pub const MAX_CACHED_TARGETS: usize = 4;
 
 /// `CpuState::exit_site` of an `IndirectMiss` exit that names no site whose
 /// target the monitor may learn (a `ret`, a direct branch's table probe, a
@@ -4365,8 +4370,11 @@ impl<'a> Ctx<'a> {
                     return Ok(true);
                 }
                 self.note_uncached(i);
-                if let Some(predicted) = self.jump_prediction(i) {
-                    self.predicted_jump(predicted)?;
+                let cached = self.cached_targets(i);
+                if !cached.is_empty() {
+                    self.predicted_jumps(cached)?;
+                } else if let Some(predicted) = self.jump_prediction(i) {
+                    self.predicted_jumps(&[(i.ip32(), predicted)])?;
                 }
                 self.indirect()?;
                 Ok(true)
@@ -4378,9 +4386,6 @@ impl<'a> Ctx<'a> {
     /// The monitor's prediction for the indirect jump `i`, when the unit
     /// may jump into other translations.
     fn jump_prediction(&self, i: &Instruction) -> Option<u32> {
-        if let Some(cached) = self.cached_target(i) {
-            return Some(cached);
-        }
         if self.req.max_insns == 1 || !indirect_prediction_candidate(i) {
             return None;
         }
@@ -4536,22 +4541,51 @@ impl<'a> Ctx<'a> {
         self.e.jmp_abs(self.req.stubs.exit_common)
     }
 
-    /// With the jump's target in R9D: when it is `predicted`, a chained
-    /// direct jump there (polled as any direct branch that can close a
-    /// cycle); otherwise falls through with RCX restored, to the table
-    /// probe that follows. Flags untouched.
-    fn predicted_jump(&mut self, predicted: u32) -> Result<(), TranslateError> {
-        let (hit, miss) = (self.e.label(), self.e.label());
-        self.jump_if_r9_is(predicted, Register::R10, hit)?;
+    /// With the jump's target in R9D: when it is one of the `predicted`
+    /// (site, target) pairs' targets, a chained direct jump there (polled
+    /// as any direct branch that can close a cycle); otherwise falls
+    /// through with RCX restored, to the table probe that follows. Flags
+    /// untouched.
+    fn predicted_jumps(&mut self, predicted: &[(u32, u32)]) -> Result<(), TranslateError> {
+        let hits = self.jump_if_r9_is_one_of(predicted, Register::R10)?;
+        let miss = self.e.label();
         self.e.jmp_label(miss);
-        self.e.bind(hit);
-        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
-        if predicted <= self.req.eip {
-            self.poll()?;
+        for (hit, &(_, target)) in hits.into_iter().zip(predicted) {
+            self.e.bind(hit);
+            self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
+            if target <= self.req.eip {
+                self.poll()?;
+            }
+            self.chain_exit(target)?;
         }
-        self.chain_exit(predicted)?;
         self.e.bind(miss);
         Ok(())
+    }
+
+    /// Compares R9D with the targets of the (site, target) pairs
+    /// `targets` in turn, without touching the flags (`mov keep, rcx`,
+    /// then `lea ecx, [r9 - target] ; jrcxz hit` for each): returns the
+    /// label each match jumps to (with the guest's RCX still in `keep`),
+    /// and falls through with RCX restored when none matched.
+    fn jump_if_r9_is_one_of(
+        &mut self,
+        targets: &[(u32, u32)],
+        keep: Register,
+    ) -> Result<Vec<Label>, TranslateError> {
+        self.ins(i2!(Code::Mov_r64_rm64, keep, Register::RCX)?)?;
+        let mut hits = Vec::with_capacity(targets.len());
+        for &(_, target) in targets {
+            let hit = self.e.label();
+            self.lea32(
+                Register::ECX,
+                Register::R9,
+                i64::from(target.wrapping_neg() as i32),
+            )?;
+            self.e.jrcxz_label(hit);
+            hits.push(hit);
+        }
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, keep)?)?;
+        Ok(hits)
     }
 
     /// The target of direct `jmp` `i` if the unit follows it (see
@@ -4699,7 +4733,8 @@ impl<'a> Ctx<'a> {
                     return Ok(true);
                 }
                 self.note_uncached(i);
-                if let Some(cached) = self.cached_target(i) {
+                let cached = self.cached_targets(i);
+                if !cached.is_empty() {
                     self.cached_call(cached)?;
                 } else {
                     // The lookup of R9D, a hit calling the callee's
@@ -4795,24 +4830,34 @@ impl<'a> Ctx<'a> {
     }
 
     /// A predicted indirect call whose target is in R9D, with an inline
-    /// cache of `cached`: a match calls it as a direct call would (chained,
-    /// or through a chain-table slot), any other target through the
-    /// table. Both host calls return to the continuation that follows:
+    /// cache of the targets of (site, target) pairs `cached`: a match
+    /// calls it as a direct call would (chained, or through a chain-table
+    /// slot), any other target through the table. Every host call returns
+    /// to the continuation that follows:
     ///
     /// ```text
-    /// mov r10, rcx ; lea ecx, [r9 - cached] ; jrcxz hit
-    /// mov rcx, r10 ; <table lookup, call [r12 + r11*8 + t + 8]> ; jmp cont
-    /// hit: mov rcx, r10 ; call <cached>
+    /// mov r10, rcx ; lea ecx, [r9 - t1] ; jrcxz hit1 ; lea ecx, [r9 - t2] ...
+    /// mov rcx, r10 ; jmp probe
+    /// hit1: mov rcx, r10 ; call <t1> ; jmp cont
+    /// ...
+    /// probe: <table lookup, call [r12 + r11*8 + t + 8]>
     /// cont:
     /// ```
-    fn cached_call(&mut self, cached: u32) -> Result<(), TranslateError> {
-        let (hit, cont) = (self.e.label(), self.e.label());
-        self.jump_if_r9_is(cached, Register::R10, hit)?;
+    ///
+    /// (The matches come first: a `jrcxz` reaches 127 bytes, and the
+    /// probe with its miss exit is half of that.)
+    fn cached_call(&mut self, cached: &[(u32, u32)]) -> Result<(), TranslateError> {
+        let (probe, cont) = (self.e.label(), self.e.label());
+        let hits = self.jump_if_r9_is_one_of(cached, Register::R10)?;
+        self.e.jmp_label(probe);
+        for (hit, &(_, target)) in hits.into_iter().zip(cached) {
+            self.e.bind(hit);
+            self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
+            self.chain_call(target)?;
+            self.e.jmp_label(cont);
+        }
+        self.e.bind(probe);
         self.lookup_r9(self.req.ibtc_tag, Code::Call_rm64)?;
-        self.e.jmp_label(cont);
-        self.e.bind(hit);
-        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
-        self.chain_call(cached)?;
         self.e.bind(cont);
         Ok(())
     }
@@ -4918,18 +4963,16 @@ impl<'a> Ctx<'a> {
             && self.jump_table(i).is_none()
     }
 
-    /// The cached target of indirect call or jump `i`, if the monitor
-    /// gave one.
-    fn cached_target(&self, i: &Instruction) -> Option<u32> {
+    /// The cached (site, target) pairs of indirect call or jump `i` (none
+    /// when the monitor gave none), at most [`MAX_CACHED_TARGETS`].
+    fn cached_targets(&self, i: &Instruction) -> &'a [(u32, u32)] {
         if !self.may_cache_target(i) {
-            return None;
+            return &[];
         }
-        let at = self
-            .req
-            .branch_predictions
-            .binary_search_by_key(&i.ip32(), |p| p.0)
-            .ok()?;
-        Some(self.req.branch_predictions[at].1)
+        let all: &'a [(u32, u32)] = self.req.branch_predictions;
+        let from = all.partition_point(|p| p.0 < i.ip32());
+        let to = all.partition_point(|p| p.0 <= i.ip32());
+        &all[from..to.min(from + MAX_CACHED_TARGETS)]
     }
 
     /// Whether the monitor is learning the targets of indirect call or
@@ -4941,7 +4984,7 @@ impl<'a> Ctx<'a> {
     /// Notes indirect call or jump `i` in [`Unit::uncached_sites`] when it
     /// could have an inline cache and has none.
     fn note_uncached(&mut self, i: &Instruction) {
-        if self.may_cache_target(i) && self.cached_target(i).is_none() && !self.learning_site(i) {
+        if self.may_cache_target(i) && self.cached_targets(i).is_empty() && !self.learning_site(i) {
             self.uncached_sites.push(i.ip32());
         }
     }
@@ -7701,6 +7744,42 @@ mod tests {
         let site = format!("mov qword ptr [r14+{:X}h],1000h", off::EXIT_SITE);
         assert!(text.contains(&site), "{text}");
         assert!(learning.uncached_sites.is_empty());
+    }
+
+    #[test]
+    fn an_inline_cache_of_several_targets_compares_with_each_in_turn_up_to_the_most() {
+        // call [eax+4]; nop / jmp eax, flat, chain tables, returns predicted.
+        let (call, jump) = ([0xff, 0x50, 0x04, 0x90], [0xff, 0xe0]);
+        let setup = |predictions| Setup {
+            chain_slots_from: Some(0),
+            return_stack: true,
+            branch_predictions: predictions,
+            ..Setup::default()
+        };
+        let targets: Vec<(u32, u32)> = (0..=MAX_CACHED_TARGETS as u32)
+            .map(|k| (0x1000, 0x5000 + 0x100 * k))
+            .collect();
+        for code in [&call[..], &jump[..]] {
+            let plain = translate_with(code, setup(&[]));
+            let two = translate_with(code, setup(&targets[..2]));
+            let text = host_text(&two).join("\n");
+            let first = text.find("lea ecx,[r9-5000h]").expect("first compare");
+            let second = text.find("lea ecx,[r9-5100h]").expect("second compare");
+            assert!(first < second, "in the order given: {text}");
+            assert_eq!(two.sites.len(), plain.sites.len() + 2, "{text}");
+            let all = translate_with(code, setup(&targets));
+            let text = host_text(&all).join("\n");
+            assert_eq!(
+                text.matches("lea ecx,[r9-5").count(),
+                MAX_CACHED_TARGETS,
+                "no more compares than the most: {text}"
+            );
+        }
+        // Every host call of the cached call returns to the one
+        // continuation (its return-address check, once).
+        let u = translate_with(&call, setup(&targets[..3]));
+        let text = host_text(&u).join("\n");
+        assert_eq!(text.matches("lea ecx,[r9-1003h]").count(), 1, "{text}");
     }
 
     #[test]

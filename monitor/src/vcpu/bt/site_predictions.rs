@@ -1,21 +1,23 @@
 //! Inline caches of indirect calls and jumps
-//! (`translator::translate::UnitRequest::branch_predictions`): the one
-//! target each `call r/m32` or `jmp r/m32` site was seen to take, so that
-//! its translation compares with it and calls or jumps there directly
-//! instead of probing the indirect-branch table.
+//! (`translator::translate::UnitRequest::branch_predictions`): the few
+//! targets (at most `MAX_CACHED_TARGETS`) each `call r/m32` or `jmp r/m32`
+//! site was seen to take, so that its translation compares with them in
+//! turn and calls or jumps to the one that matches directly instead of
+//! probing the indirect-branch table.
 //!
 //! A site's targets are learned two ways:
-//! - from its first indirect-branch table miss (the exit names the site,
-//!   `CpuState::exit_site`): its units are made again with that target
-//!   cached; a later miss for another target gives the cache up;
+//! - from its indirect-branch table misses (the exit names the site,
+//!   `CpuState::exit_site`): its units are made again with each new
+//!   target cached after the ones before; a miss for one target more than
+//!   the cache holds gives the cache up;
 //! - when a time sample finds a unit with sites that have no cache (their
 //!   targets were in the table already, so they never missed): those
 //!   sites exit at each of their next [`LEARN_RUNS`] runs
-//!   (`UnitRequest::learning_sites`), and get a cache if all of them went
-//!   to one target, none otherwise.
+//!   (`UnitRequest::learning_sites`), and get a cache of the targets they
+//!   went to if those were few enough, none otherwise.
 //!
-//! A site found to take several targets keeps no cache: a compare that
-//! fails most of the time costs more than it saves.
+//! A site found to take more targets keeps no cache: a chain of compares
+//! that fail most of the time costs more than the table probe.
 //!
 //! Invariants:
 //! - A cached target is only a guess: the site still loads its target and
@@ -31,6 +33,7 @@ use super::BtCore;
 use codecache::TransId;
 use rustc_hash::FxHashMap as HashMap;
 use shadowmmu::PAGE_SIZE;
+use translator::translate::MAX_CACHED_TARGETS;
 
 /// Sites kept at most.
 const MAX_SITES: usize = 1 << 16;
@@ -38,15 +41,47 @@ const MAX_SITES: usize = 1 << 16;
 /// Runs of a site watched before its cache is decided.
 const LEARN_RUNS: u8 = 8;
 
+/// Distinct targets of a site, in the order they were first seen: at most
+/// `MAX_CACHED_TARGETS`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Targets {
+    list: [u32; MAX_CACHED_TARGETS],
+    len: u8,
+}
+
+impl Targets {
+    fn as_slice(&self) -> &[u32] {
+        &self.list[..usize::from(self.len)]
+    }
+
+    /// Adds `target` if it is new; false when it is new and there is no
+    /// room for it.
+    fn add(&mut self, target: u32) -> bool {
+        if self.as_slice().contains(&target) {
+            return true;
+        }
+        let Some(free) = self.list.get_mut(usize::from(self.len)) else {
+            return false;
+        };
+        *free = target;
+        self.len += 1;
+        true
+    }
+}
+
 /// What is known of a site.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Seen {
-    /// Being learned: `runs` runs watched, the first went to `first`,
-    /// `several` whether another went elsewhere.
-    Learning { runs: u8, first: u32, several: bool },
-    /// One target: cached.
-    Target(u32),
-    /// More than one: no cache.
+    /// Being learned: `runs` runs watched, going to `targets`, and
+    /// `several` whether to more than those.
+    Learning {
+        runs: u8,
+        targets: Targets,
+        several: bool,
+    },
+    /// Few enough targets: cached.
+    Cached(Targets),
+    /// More: no cache.
     Several,
 }
 
@@ -91,36 +126,42 @@ impl SitePredictions {
     /// be made again.
     fn note_miss(&mut self, phys: u32, target: u32) -> bool {
         let Some(seen) = self.seen_mut(phys) else {
-            self.insert(phys, Seen::Target(target));
+            let mut targets = Targets::default();
+            targets.add(target);
+            self.insert(phys, Seen::Cached(targets));
             return true;
         };
         match *seen {
-            Seen::Target(t) if t != target => {
-                *seen = Seen::Several;
+            Seen::Cached(targets) if targets.as_slice().contains(&target) => false,
+            Seen::Cached(mut targets) => {
+                *seen = if targets.add(target) {
+                    Seen::Cached(targets)
+                } else {
+                    Seen::Several
+                };
                 true
             }
             Seen::Learning {
                 runs,
-                first,
+                mut targets,
                 several,
             } => {
-                let first = if runs == 0 { target } else { first };
-                let several = several || target != first;
+                let several = !targets.add(target) || several;
                 let runs = runs + 1;
                 *seen = if runs < LEARN_RUNS {
                     Seen::Learning {
                         runs,
-                        first,
+                        targets,
                         several,
                     }
                 } else if several {
                     Seen::Several
                 } else {
-                    Seen::Target(first)
+                    Seen::Cached(targets)
                 };
                 runs >= LEARN_RUNS
             }
-            _ => false,
+            Seen::Several => false,
         }
     }
 
@@ -154,7 +195,7 @@ impl SitePredictions {
                     phys,
                     Seen::Learning {
                         runs: 0,
-                        first: 0,
+                        targets: Targets::default(),
                         several: false,
                     },
                 );
@@ -165,7 +206,8 @@ impl SitePredictions {
 
     /// The cached targets (site EIP, target) and the sites being learned
     /// (EIPs) of a unit that starts at `eip` (linear `linear`,
-    /// guest-physical `phys`): those at or after it in its page, sorted.
+    /// guest-physical `phys`): those of its whole page, sorted by site
+    /// (each site's targets in the order they were seen).
     pub(super) fn for_unit(&self, eip: u32, linear: u32, phys: u32) -> (Vec<(u32, u32)>, Vec<u32>) {
         let (mut cached, mut learning) = (Vec::new(), Vec::new());
         let Some(list) = self.by_frame.get(&(phys / PAGE_SIZE)) else {
@@ -176,13 +218,16 @@ impl SitePredictions {
         let start = linear % PAGE_SIZE;
         for (offset, seen) in list {
             let site = eip.wrapping_add(u32::from(*offset)).wrapping_sub(start);
-            match *seen {
-                Seen::Target(t) => cached.push((site, t)),
+            match seen {
+                Seen::Cached(targets) => {
+                    cached.extend(targets.as_slice().iter().map(|t| (site, *t)))
+                }
                 Seen::Learning { .. } => learning.push(site),
                 Seen::Several => {}
             }
         }
-        cached.sort_unstable_by_key(|p| p.0);
+        // Stable: each site's targets stay in the order they were seen.
+        cached.sort_by_key(|p| p.0);
         learning.sort_unstable();
         (cached, learning)
     }
@@ -241,7 +286,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_site_is_cached_at_its_first_miss_and_given_up_at_a_miss_for_another_target() {
+    fn a_site_caches_each_target_it_misses_for_and_gives_up_past_the_most() {
         let mut p = SitePredictions::default();
         assert!(p.note_miss(0x5123, 0x0804_9000), "new: made again");
         assert!(!p.note_miss(0x5123, 0x0804_9000), "the same target");
@@ -249,7 +294,14 @@ mod tests {
             p.for_unit(0x0804_8100, 0x0804_8100, 0x5100).0,
             vec![(0x0804_8123, 0x0804_9000)]
         );
-        assert!(p.note_miss(0x5123, 0x0804_a000), "another target");
+        for k in 1..MAX_CACHED_TARGETS as u32 {
+            assert!(p.note_miss(0x5123, 0x0804_9000 + k), "target {k}: added");
+        }
+        let cached = p.for_unit(0x0804_8100, 0x0804_8100, 0x5100).0;
+        assert_eq!(cached.len(), MAX_CACHED_TARGETS);
+        assert_eq!(cached[1], (0x0804_8123, 0x0804_9001), "in the order seen");
+        assert!(!p.note_miss(0x5123, 0x0804_9001), "cached already");
+        assert!(p.note_miss(0x5123, 0x0804_a000), "one too many");
         assert!(p.for_unit(0x0804_8100, 0x0804_8100, 0x5100).0.is_empty());
         assert!(!p.note_miss(0x5123, 0x0804_b000), "given up for good");
     }
@@ -257,27 +309,32 @@ mod tests {
     #[test]
     fn a_sampled_site_is_learned_over_its_next_runs() {
         let mut p = SitePredictions::default();
-        p.note_unit(TransId(7), vec![0x5040, 0x5080]);
+        p.note_unit(TransId(7), vec![0x5040, 0x5080, 0x50c0]);
         p.sample(TransId(7));
-        assert_eq!(p.to_learn, vec![0x5040, 0x5080]);
+        assert_eq!(p.to_learn, vec![0x5040, 0x5080, 0x50c0]);
         assert_eq!(
             p.for_unit(0x1000, 0x1000, 0x5000),
-            (vec![], vec![0x1040, 0x1080])
+            (vec![], vec![0x1040, 0x1080, 0x10c0])
         );
         for run in 1..LEARN_RUNS {
             assert!(!p.note_miss(0x5040, 0x2000), "run {run}");
             assert!(!p.note_miss(0x5080, 0x3000 + u32::from(run % 2)));
+            assert!(!p.note_miss(0x50c0, 0x4000 + u32::from(run)));
         }
         assert!(p.note_miss(0x5040, 0x2000), "one target: cached");
-        assert!(p.note_miss(0x5080, 0x3000), "two targets: none");
+        assert!(p.note_miss(0x5080, 0x3000), "two targets: both cached");
+        assert!(p.note_miss(0x50c0, 0x4000), "eight targets: none");
         assert_eq!(
             p.for_unit(0x1000, 0x1000, 0x5000),
-            (vec![(0x1040, 0x2000)], vec![])
+            (
+                vec![(0x1040, 0x2000), (0x1080, 0x3001), (0x1080, 0x3000)],
+                vec![]
+            )
         );
         // A unit sampled again learns nothing more.
         p.note_unit(TransId(8), vec![0x5040]);
         p.sample(TransId(8));
-        assert_eq!(p.to_learn.len(), 2);
+        assert_eq!(p.to_learn.len(), 3);
     }
 
     #[test]
