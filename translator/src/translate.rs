@@ -4373,6 +4373,11 @@ impl<'a> Ctx<'a> {
                 let cached = self.cached_targets(i);
                 if !cached.is_empty() {
                     self.predicted_jumps(cached)?;
+                    if cached.len() < MAX_CACHED_TARGETS {
+                        // A target not cached yet is learned.
+                        self.indirect_miss_exit()?;
+                        return Ok(true);
+                    }
                 } else if let Some(predicted) = self.jump_prediction(i) {
                     self.predicted_jumps(&[(i.ip32(), predicted)])?;
                 }
@@ -4845,7 +4850,10 @@ impl<'a> Ctx<'a> {
     /// ```
     ///
     /// (The matches come first: a `jrcxz` reaches 127 bytes, and the
-    /// probe with its miss exit is half of that.)
+    /// probe with its miss exit is half of that.) While the cache has room
+    /// for more targets, the probe is an `IndirectMiss` exit naming the
+    /// site instead, so that the monitor learns the target even when the
+    /// table holds it (and the site's units are made again with it).
     fn cached_call(&mut self, cached: &[(u32, u32)]) -> Result<(), TranslateError> {
         let (probe, cont) = (self.e.label(), self.e.label());
         let hits = self.jump_if_r9_is_one_of(cached, Register::R10)?;
@@ -4857,7 +4865,12 @@ impl<'a> Ctx<'a> {
             self.e.jmp_label(cont);
         }
         self.e.bind(probe);
-        self.lookup_r9(self.req.ibtc_tag, Code::Call_rm64)?;
+        if cached.len() < MAX_CACHED_TARGETS {
+            // A target not cached yet is learned.
+            self.indirect_miss_exit()?;
+        } else {
+            self.lookup_r9(self.req.ibtc_tag, Code::Call_rm64)?;
+        }
         self.e.bind(cont);
         Ok(())
     }
@@ -7731,11 +7744,21 @@ mod tests {
         assert!(cached.uncached_sites.is_empty());
         let text = host_text(&cached).join("\n");
         assert!(text.contains("lea ecx,[r9-5000h]"), "{text}");
-        // The table's call for any other target, a chained call (to a
-        // same-page target it is a direct call) for the cached one, and
-        // one continuation after both.
-        assert!(text.contains("call qword ptr [r12+r11*8+"), "{text}");
+        // A chained call (to a same-page target it is a direct call) for
+        // the cached target, and its continuation; any other target exits
+        // naming the site while the cache has room (it is learned).
+        assert!(!text.contains("call qword ptr [r12+r11*8+"), "{text}");
+        let site = format!("mov qword ptr [r14+{:X}h],1000h", off::EXIT_SITE);
+        assert!(text.contains(&site), "{text}");
         assert_eq!(cached.sites.len(), plain.sites.len() + 1, "{text}");
+        assert_eq!(text.matches("lea ecx,[r9-1003h]").count(), 1, "{text}");
+        // A full cache: the table's call for any other target, and one
+        // continuation after all the calls.
+        let full: Vec<(u32, u32)> = (0..MAX_CACHED_TARGETS as u32)
+            .map(|k| (0x1000, 0x5000 + 0x100 * k))
+            .collect();
+        let text = host_text(&translate_with(&code, setup(&full, &[]))).join("\n");
+        assert!(text.contains("call qword ptr [r12+r11*8+"), "{text}");
         assert_eq!(text.matches("lea ecx,[r9-1003h]").count(), 1, "{text}");
         // Being learned: it exits with the site named, every time.
         let learning = translate_with(&code, setup(&[], &[0x1000]));

@@ -6,10 +6,14 @@
 //! probing the indirect-branch table.
 //!
 //! A site's targets are learned two ways:
-//! - from its indirect-branch table misses (the exit names the site,
-//!   `CpuState::exit_site`): its units are made again with each new
-//!   target cached after the ones before; a miss for one target more than
-//!   the cache holds gives the cache up;
+//! - from its misses (the exit names the site, `CpuState::exit_site`): an
+//!   indirect-branch table miss, and, while its cache has room, any
+//!   target its cache does not hold (the translation exits instead of
+//!   probing the table, which may hold the target already: a site's other
+//!   targets reached first from elsewhere would never be learned
+//!   otherwise). Its units are made again with each new target cached
+//!   after the ones before; a miss for one target more than the cache
+//!   holds gives the cache up, after which the site probes the table;
 //! - when a time sample finds a unit with sites that have no cache (their
 //!   targets were in the table already, so they never missed): those
 //!   sites exit at each of their next [`LEARN_RUNS`] runs
