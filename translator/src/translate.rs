@@ -4552,7 +4552,7 @@ impl<'a> Ctx<'a> {
     /// through with RCX restored, to the table probe that follows. Flags
     /// untouched.
     fn predicted_jumps(&mut self, predicted: &[(u32, u32)]) -> Result<(), TranslateError> {
-        let hits = self.jump_if_r9_is_one_of(predicted, Register::R10)?;
+        let hits = self.jump_if_r9_is_one_of(predicted.iter().map(|p| p.1), Register::R10)?;
         let miss = self.e.label();
         self.e.jmp_label(miss);
         for (hit, &(_, target)) in hits.into_iter().zip(predicted) {
@@ -4567,19 +4567,19 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
-    /// Compares R9D with the targets of the (site, target) pairs
-    /// `targets` in turn, without touching the flags (`mov keep, rcx`,
-    /// then `lea ecx, [r9 - target] ; jrcxz hit` for each): returns the
-    /// label each match jumps to (with the guest's RCX still in `keep`),
-    /// and falls through with RCX restored when none matched.
+    /// Compares R9D with the constants `targets` in turn, without touching
+    /// the flags (`mov keep, rcx`, then `lea ecx, [r9 - target] ; jrcxz
+    /// hit` for each, then `mov rcx, keep`): returns the label each match
+    /// jumps to (with the guest's RCX still in `keep`), and falls through
+    /// with RCX restored when none matched.
     fn jump_if_r9_is_one_of(
         &mut self,
-        targets: &[(u32, u32)],
+        targets: impl IntoIterator<Item = u32>,
         keep: Register,
     ) -> Result<Vec<Label>, TranslateError> {
         self.ins(i2!(Code::Mov_r64_rm64, keep, Register::RCX)?)?;
-        let mut hits = Vec::with_capacity(targets.len());
-        for &(_, target) in targets {
+        let mut hits = Vec::new();
+        for target in targets {
             let hit = self.e.label();
             self.lea32(
                 Register::ECX,
@@ -4856,7 +4856,7 @@ impl<'a> Ctx<'a> {
     /// table holds it (and the site's units are made again with it).
     fn cached_call(&mut self, cached: &[(u32, u32)]) -> Result<(), TranslateError> {
         let (probe, cont) = (self.e.label(), self.e.label());
-        let hits = self.jump_if_r9_is_one_of(cached, Register::R10)?;
+        let hits = self.jump_if_r9_is_one_of(cached.iter().map(|p| p.1), Register::R10)?;
         self.e.jmp_label(probe);
         for (hit, &(_, target)) in hits.into_iter().zip(cached) {
             self.e.bind(hit);
@@ -4889,31 +4889,12 @@ impl<'a> Ctx<'a> {
     /// they match (the unit goes on there), else jumps to R10, which looks
     /// R9D up in the same mode. Flags untouched; RCX kept in R11 meanwhile.
     fn continuation(&mut self, ret_eip: u32) -> Result<(), TranslateError> {
-        let matched = self.e.label();
-        self.jump_if_r9_is(ret_eip, Register::R11, matched)?;
+        let matched = self.jump_if_r9_is_one_of([ret_eip], Register::R11)?;
         self.ins(Instruction::with1(Code::Jmp_rm64, Register::R10).map_err(err)?)?;
-        self.e.bind(matched);
+        for label in matched {
+            self.e.bind(label);
+        }
         self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R11)?)
-    }
-
-    /// Compares R9D with the constant `target` without touching the flags
-    /// (`mov keep, rcx ; lea ecx, [r9 - target] ; jrcxz hit ; mov rcx,
-    /// keep`): jumps to `hit` on a match with the guest's RCX still in
-    /// `keep`, falls through with RCX restored otherwise.
-    fn jump_if_r9_is(
-        &mut self,
-        target: u32,
-        keep: Register,
-        hit: Label,
-    ) -> Result<(), TranslateError> {
-        self.ins(i2!(Code::Mov_r64_rm64, keep, Register::RCX)?)?;
-        self.lea32(
-            Register::ECX,
-            Register::R9,
-            i64::from(target.wrapping_neg() as i32),
-        )?;
-        self.e.jrcxz_label(hit);
-        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, keep)?)
     }
 
     /// Loads the target of an indirect jmp/call into R9D.
