@@ -417,6 +417,28 @@ fn branches_out_of_the_middle_of_a_superblock_go_where_the_guest_says() {
 }
 
 #[test]
+fn branches_a_unit_follows_back_and_forth_go_where_the_guest_says() {
+    // The loop's entry jumps forward, its body jumps back before that
+    // (code reached only so), then forward again, and a back edge and a
+    // jump close it: units follow all of these by default. 1,000 turns
+    // of +4, and +5 after each even count left but the last: 6,495.
+    let body = "xor eax, eax\nmov ecx, 1000\njmp 2f\n\
+                1: add eax, 3\ndec ecx\njz 3f\njmp 4f\n\
+                2: add eax, 1\njmp 1b\n\
+                4: test ecx, 1\njnz 2b\nadd eax, 5\njmp 2b\n\
+                3: cmp eax, 6495\njne 9f\nxor eax, eax\nret\n\
+                9: mov eax, 1\nret";
+    for extra in [
+        &[][..],
+        &["--set", "nestmon.bt.followedBranches=0"],
+        &["--set", "nestmon.bt.followedBranches=32"],
+    ] {
+        let r = run_asm("followed_branches", body, extra);
+        assert_eq!(r.code, Some(0), "{extra:?}: {}", describe(&r));
+    }
+}
+
+#[test]
 fn io_to_unclaimed_ports_runs_without_exits_and_stats_name_the_ports() {
     // Port 0x80 (the POST/delay port) has no device: OUT is dropped and IN
     // reads all ones, without leaving translated code.
@@ -815,8 +837,8 @@ fn jump_tables_go_through_their_host_entries_and_follow_a_table_rewritten_or_ind
     assert_eq!(filter(&off.stdout), want);
     let off_misses = stats_counter(&off, "exits: chain-table miss").unwrap_or(0);
     assert_eq!(off_misses, 0, "{}", off.stderr);
-    // The call sites got inline caches (the one that takes four gave its
-    // up); without them, none, and the same output.
+    // The call sites got inline caches (the one that takes four holds
+    // them all); without them, none, and the same output.
     let caches = "inline caches made or given up";
     assert!(
         stats_counter(&on, caches).unwrap_or(0) >= 3,

@@ -40,6 +40,16 @@ fn jump_table_spinning_guest() -> std::path::PathBuf {
     )
 }
 
+/// A guest spinning through jumps a translation unit follows: forward,
+/// then back before the unit's start, then back again past it.
+fn followed_jumps_spinning_guest() -> std::path::PathBuf {
+    asm_guest(
+        "spin_followed_jumps",
+        "mov dx, 0x3f8\nmov al, 0x2a\nout dx, al\nmov ebx, 0x5151\njmp 2f\n\
+         1: inc ecx\njmp 3f\n2: inc edx\njmp 1b\n3: jmp 2b",
+    )
+}
+
 fn run_and_signal(signal: i32, extra: &[&str]) -> Run {
     run_guest_and_signal(&spinning_guest(), signal, extra)
 }
@@ -82,6 +92,16 @@ fn sigint_stops_a_guest_spinning_through_a_jump_table() {
     assert!(r.stderr.contains("EBX=00005151"), "{}", r.stderr);
     // It spun through its host entry, not through the indirect-branch table.
     assert!(r.stderr.contains("exits: chain-table miss"), "{}", r.stderr);
+}
+
+#[test]
+fn sigint_stops_a_guest_spinning_through_followed_jumps() {
+    for extra in [&[][..], &["--set", "nestmon.bt.followedBranches=32"]] {
+        let r = run_guest_and_signal(&followed_jumps_spinning_guest(), libc::SIGINT, extra);
+        assert!(!r.timed_out, "{extra:?}: {}", describe(&r));
+        assert_eq!(r.code, Some(130), "{extra:?}: {}", describe(&r));
+        assert!(r.stderr.contains("EBX=00005151"), "{}", r.stderr);
+    }
 }
 
 #[test]
