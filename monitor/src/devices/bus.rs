@@ -318,6 +318,12 @@ impl IoBus {
         }
     }
 
+    /// The ports each device claims, as (first port, count), in port
+    /// order.
+    pub fn claimed_ranges(&self) -> impl Iterator<Item = (u16, u32)> + '_ {
+        self.devices.iter().map(|m| (m.base, m.len))
+    }
+
     fn device_index(&self, port: u16) -> Option<usize> {
         let after = self.devices.partition_point(|m| m.base <= port);
         after

@@ -388,6 +388,15 @@ fn pic_pit_and_elcr_ports_are_not_answered_in_translated_code() {
         assert!(!ignored.contains(port), "{port:#x} is answered inline");
     }
     assert!(ignored.contains(0x80));
+    // Exactly the ports no device claims, but the backdoor's.
+    for port in 0..=u16::MAX {
+        let backdoor = port == super::board::BACKDOOR_PORT || port == 0x5659;
+        assert_eq!(
+            ignored.contains(port),
+            !board.bus.claims(port) && !backdoor,
+            "{port:#x}"
+        );
+    }
 }
 
 /// The nesting handshake at power-on (`vmx.allowNested`), driven with the
