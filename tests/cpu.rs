@@ -406,12 +406,16 @@ fn branches_out_of_the_middle_of_a_superblock_go_where_the_guest_says() {
                 4: dec ecx\njnz 1b\n\
                 cmp eax, 7500\njne 9f\nxor eax, eax\nret\n\
                 9: mov eax, 1\nret";
-    for extra in [
-        &[][..],
-        &["--set", "nestmon.bt.superblockBranches=0"],
-        &["--set", "nestmon.bt.superblockBranches=32"],
-    ] {
-        let r = run_asm("superblock_branches", body, extra);
+    passes_with_counts_0_and_32("superblock_branches", body, "nestmon.bt.superblockBranches");
+}
+
+/// Runs the assembly guest `body` with the default settings and with
+/// count setting `key` at 0 and at 32: it passes every time.
+fn passes_with_counts_0_and_32(name: &str, body: &str, key: &str) {
+    for count in [None, Some(0), Some(32)] {
+        let setting = count.map(|n| format!("{key}={n}"));
+        let extra: Vec<&str> = setting.iter().flat_map(|s| ["--set", s]).collect();
+        let r = run_asm(name, body, &extra);
         assert_eq!(r.code, Some(0), "{extra:?}: {}", describe(&r));
     }
 }
@@ -428,14 +432,7 @@ fn branches_a_unit_follows_back_and_forth_go_where_the_guest_says() {
                 4: test ecx, 1\njnz 2b\nadd eax, 5\njmp 2b\n\
                 3: cmp eax, 6495\njne 9f\nxor eax, eax\nret\n\
                 9: mov eax, 1\nret";
-    for extra in [
-        &[][..],
-        &["--set", "nestmon.bt.followedBranches=0"],
-        &["--set", "nestmon.bt.followedBranches=32"],
-    ] {
-        let r = run_asm("followed_branches", body, extra);
-        assert_eq!(r.code, Some(0), "{extra:?}: {}", describe(&r));
-    }
+    passes_with_counts_0_and_32("followed_branches", body, "nestmon.bt.followedBranches");
 }
 
 #[test]

@@ -1472,12 +1472,6 @@ impl<'a> Ctx<'a> {
         )
     }
 
-    /// Whether the unit followed a branch (see
-    /// [`UnitRequest::followed_branches`]).
-    fn followed_any(&self) -> bool {
-        self.followed
-    }
-
     /// Whether the unit may follow a direct branch to `target`: it has
     /// follows left, `target` lies in the part of its page it may
     /// translate, and no instruction of the unit starts there yet.
@@ -3838,7 +3832,7 @@ impl<'a> Ctx<'a> {
         fixups: &mut Vec<u8>,
     ) -> Result<(), TranslateError> {
         self.flush_stack_lag()?;
-        if next <= self.req.eip && self.followed_any() {
+        if next <= self.req.eip && self.followed {
             pc_map.push((self.e.pos() as u32, next));
             fixups.push(fixup::NONE);
             self.poll()?;
@@ -5730,6 +5724,19 @@ mod tests {
 
     /// `inc eax; jz +2; inc ebx; inc ecx; jnz (back to the start);
     /// inc edx; ret` at 0x1000 with `branches` allowed.
+    /// Translates `code` in a flat unit whose chain slots start at
+    /// `first_slot`, with jump tables `tables`.
+    fn translate_with_tables(code: &[u8], first_slot: u32, tables: &[JumpTable]) -> Unit {
+        translate_with(
+            code,
+            Setup {
+                chain_slots_from: Some(first_slot),
+                jump_tables: tables,
+                ..Setup::default()
+            },
+        )
+    }
+
     fn superblock_unit(branches: u32) -> Unit {
         let code = [0x40, 0x74, 0x02, 0x43, 0x41, 0x75, 0xf9, 0x42, 0xc3];
         translate_with(
@@ -5925,16 +5932,11 @@ mod tests {
             targets: vec![0x2000, 0x2010],
             slots,
         };
-        let with = |tables| Setup {
-            chain_slots_from: Some(7),
-            jump_tables: tables,
-            ..Setup::default()
-        };
         let (new, made_before) = ([table(None)], [table(Some(4096))]);
-        let made = translate_with(&code, with(&new));
+        let made = translate_with_tables(&code, 7, &new);
         assert_eq!(made.jump_table_slots, [(0x1000, 7)]);
         assert_eq!(made.chain_slots.len(), 2 * JUMP_TABLE_ENTRIES);
-        let shared = translate_with(&code, with(&made_before));
+        let shared = translate_with_tables(&code, 7, &made_before);
         assert!(shared.jump_table_slots.is_empty());
         assert!(shared.chain_slots.is_empty(), "no slots of its own");
         let entry = |k: i64| shadowmmu::CHAIN_TABLE_OFFSET + 8 * k;
@@ -7591,12 +7593,7 @@ mod tests {
             targets: vec![0x2000, 0x2010, 0xffff_ffff],
             slots: None,
         }];
-        let with = |tables| Setup {
-            chain_slots_from: Some(7),
-            jump_tables: tables,
-            ..Setup::default()
-        };
-        let u = translate_with(&code, with(&tables));
+        let u = translate_with_tables(&code, 7, &tables);
         // 256 branch slots from 7, then 256 key slots.
         assert_eq!(u.chain_slots.len(), 2 * JUMP_TABLE_ENTRIES);
         let (branches, keys) = u.chain_slots.split_at(JUMP_TABLE_ENTRIES);
@@ -7632,15 +7629,15 @@ mod tests {
         // Polled (a cycle may close through it), and the table probe
         // stays for a target the keys do not hold.
         // Without chain tables, or without the table read ahead: the probe alone.
-        let plain = translate_with(&code, with(&[]));
+        let plain = translate_with_tables(&code, 7, &[]);
         assert_eq!(polls(&u), polls(&plain) + 1, "{text}");
         assert!(text.contains("mov r12,[r14+"), "{text}");
         assert!(plain.chain_slots.is_empty());
         let unchained = translate_with(
             &code,
             Setup {
-                chain_slots_from: None,
-                ..with(&tables)
+                jump_tables: &tables,
+                ..Setup::default()
             },
         );
         assert!(!host_text(&unchained).iter().any(|t| t.contains("r11*8-")));
@@ -7655,14 +7652,7 @@ mod tests {
             targets: vec![0x2000],
             slots: None,
         }];
-        let u = translate_with(
-            &code,
-            Setup {
-                chain_slots_from: Some(0),
-                jump_tables: &tables,
-                ..Setup::default()
-            },
-        );
+        let u = translate_with_tables(&code, 0, &tables);
         assert!(host_text(&u).iter().any(|t| t == "movzx r11d,sil"));
     }
 
@@ -7677,14 +7667,7 @@ mod tests {
             targets: vec![0x2000, 0x2010],
             slots: None,
         }];
-        let u = translate_with(
-            &code,
-            Setup {
-                chain_slots_from: Some(0),
-                jump_tables: &tables,
-                ..Setup::default()
-            },
-        );
+        let u = translate_with_tables(&code, 0, &tables);
         let text = host_text(&u).join("\n");
         // The index is EAX's low byte, the target the rebased entry in ECX.
         assert!(text.contains("movzx r11d,al"), "{text}");
@@ -7697,14 +7680,7 @@ mod tests {
             targets: vec![0x2000],
             slots: None,
         }];
-        let u = translate_with(
-            &plain,
-            Setup {
-                chain_slots_from: Some(0),
-                jump_tables: &tables,
-                ..Setup::default()
-            },
-        );
+        let u = translate_with_tables(&plain, 0, &tables);
         assert!(u.chain_slots.is_empty());
     }
 

@@ -539,19 +539,26 @@ mod tests {
     }
 
     #[test]
-    fn superblock_branches_take_a_count_up_to_their_maximum() {
-        assert_eq!(
-            config("nestmon.bt.superblockBranches = \"32\"\n").bt_superblock_branches,
-            32
-        );
-        for bad in ["33", "-1", "four", ""] {
-            assert!(
-                matches!(
-                    load(&format!("nestmon.bt.superblockBranches = \"{bad}\"\n")),
-                    Err(ConfigError::InvalidValue { .. })
-                ),
-                "{bad}"
-            );
+    fn branch_counts_take_a_count_up_to_their_maximum() {
+        let superblock = |c: &VmConfig| c.bt_superblock_branches;
+        let followed = |c: &VmConfig| c.bt_followed_branches;
+        for (key, count) in [
+            (
+                "nestmon.bt.superblockBranches",
+                superblock as fn(&VmConfig) -> u32,
+            ),
+            ("nestmon.bt.followedBranches", followed),
+        ] {
+            assert_eq!(count(&config(&format!("{key} = \"32\"\n"))), 32, "{key}");
+            for bad in ["33", "-1", "four", ""] {
+                assert!(
+                    matches!(
+                        load(&format!("{key} = \"{bad}\"\n")),
+                        Err(ConfigError::InvalidValue { .. })
+                    ),
+                    "{key} = {bad}"
+                );
+            }
         }
     }
 
@@ -849,6 +856,14 @@ mod tests {
         );
         assert_eq!(
             self::config("nestmon.bt.superblockBranches = \"0\"\n").bt_superblock_branches,
+            0
+        );
+        assert_eq!(
+            config.bt_followed_branches,
+            super::values::DEFAULT_FOLLOWED_BRANCHES
+        );
+        assert_eq!(
+            self::config("nestmon.bt.followedBranches = \"0\"\n").bt_followed_branches,
             0
         );
         assert!(!config.allow_nested);
