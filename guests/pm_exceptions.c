@@ -14,7 +14,7 @@ uint8_t pf_page[4096] __attribute__((aligned(4096)));
 uint8_t pf_stack[2][4096] __attribute__((aligned(4096)));
 uint8_t ro_page[4096] __attribute__((aligned(4096)));
 uint32_t bounds[2] = { 10, 20 };
-uint32_t saved_esp, result;
+uint32_t saved_esp, result, saved_flags;
 uint16_t fpu_cw_zm_unmasked = 0x037b; /* default 0x037f with ZM (bit 2) clear */
 float zero_f = 0.0f;
 uint8_t zero_byte = 0;
@@ -171,6 +171,26 @@ static void paging_faults(void)
     EXPECT_PF("pushl 4(%esp) from a not-present page", 0x0,
               "movl $pf_stack+0x1000-4, %esp\n\t" AT "pushl 4(%esp)");
     pm_check_val("  ESP at the fault - ESP before", pm_last.esp - ((uint32_t)pf_stack[1] - 4), 0);
+
+    /* faults after an ESP adjustment: the frame holds the ESP and the
+     * arithmetic flags that `subl` left (saved_flags: those of the same
+     * subtraction on ECX), whether the instructions after the fault
+     * overwrite the flags before reading them or not */
+    EXPECT_PF("subl $12, %esp, then a read of a not-present page", 0x0,
+              "movl %esp, %ecx\n\tsubl $12, %ecx\n\tmovl %ecx, saved_esp\n\t"
+              "pushfl\n\tpopl saved_flags\n\tmovl $-1, %eax\n\taddl $1, %eax\n\t"
+              "subl $12, %esp\n\t" AT "movl pf_page, %eax\n\taddl $1, %eax\n\taddl $12, %esp");
+    pm_check_val("  ESP at the fault - ESP after subl", pm_last.esp - saved_esp, 0);
+    pm_check_val("  arithmetic flags at the fault ^ those of subl",
+                 (pm_last.eflags ^ saved_flags) & 0x8d5, 0);
+    EXPECT_PF("subl $8, %esp, then a read of 12(%esp) on a not-present page", 0x0,
+              "movl $pf_stack+0x1000-8, %ecx\n\taddl $8, %ecx\n\tsubl $8, %ecx\n\t"
+              "pushfl\n\tpopl saved_flags\n\tmovl $-1, %eax\n\taddl $1, %eax\n\t"
+              "movl $pf_stack+0x1000, %esp\n\tsubl $8, %esp\n\t" AT "movl 12(%esp), %eax\n\t"
+              "adcl $0, %eax");
+    pm_check_val("  ESP at the fault - ESP after subl", pm_last.esp - ((uint32_t)pf_stack[1] - 8), 0);
+    pm_check_val("  arithmetic flags at the fault ^ those of subl",
+                 (pm_last.eflags ^ saved_flags) & 0x8d5, 0);
 }
 
 static void double_faults(void)
