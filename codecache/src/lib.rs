@@ -174,6 +174,23 @@ pub struct CodeCache {
     /// Host code start offsets, for host-PC lookups.
     by_offset: OffsetIndex,
     stats: CacheStats,
+    /// Spreads translations out (see [`CodeCache::set_layout_seed`]); 0
+    /// packs them.
+    layout_seed: u32,
+}
+
+/// Empty lines of [`TRANSLATION_ALIGN`] bytes before translation number
+/// `n` under layout seed `seed`: none with seed 0, else 0 to 3, from a
+/// hash of both (the same seed gives the same layout again).
+fn layout_gap(seed: u32, n: usize) -> usize {
+    if seed == 0 {
+        return 0;
+    }
+    let mut x =
+        (u64::from(seed) << 32 | n as u64 & 0xffff_ffff).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x ^= x >> 29;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    (x >> 62) as usize
 }
 
 /// Removes `id` from the list of `key` in `map`, and the list once empty.
@@ -242,6 +259,7 @@ impl CodeCache {
             indirect_by_frame: HashMap::default(),
             by_offset: OffsetIndex::default(),
             stats: CacheStats::default(),
+            layout_seed: 0,
         })
     }
 
@@ -314,9 +332,19 @@ impl CodeCache {
     /// Where a new translation will start: at the next 64-byte boundary
     /// (a host cache line), so that how a translation's hot loop meets
     /// the host's fetch lines does not depend on what was translated
-    /// before it (docs/translator.md, "Translation alignment").
+    /// before it (docs/translator.md, "Translation alignment"); with a
+    /// layout seed, 0 to 3 lines further on (see [`layout_gap`]).
     pub fn aligned_next_offset(&self) -> usize {
-        self.used.next_multiple_of(TRANSLATION_ALIGN)
+        let lines = layout_gap(self.layout_seed, self.translations.len());
+        self.used.next_multiple_of(TRANSLATION_ALIGN) + lines * TRANSLATION_ALIGN
+    }
+
+    /// Places later translations by `seed` (`nestmon.bt.layoutSeed`): 0
+    /// packs them one after the other, any other seed leaves a different
+    /// pattern of empty lines between them. For measuring how much a
+    /// workload's speed depends on where its code lands, not for speed.
+    pub fn set_layout_seed(&mut self, seed: u32) {
+        self.layout_seed = seed;
     }
 
     /// The live translation for `key`.
@@ -462,6 +490,32 @@ impl CodeCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_layout_seed_leaves_up_to_three_lines_between_translations_and_seed_0_none() {
+        assert!((0..1000).all(|n| layout_gap(0, n) == 0));
+        for seed in [1, 2, 77, u32::MAX] {
+            let gaps: Vec<usize> = (0..400).map(|n| layout_gap(seed, n)).collect();
+            assert!(gaps.iter().all(|g| *g <= 3));
+            for g in 0..=3 {
+                assert!(gaps.contains(&g), "seed {seed}: no gap of {g}");
+            }
+            assert_eq!(
+                gaps,
+                (0..400).map(|n| layout_gap(seed, n)).collect::<Vec<_>>()
+            );
+        }
+        assert_ne!(
+            (0..64).map(|n| layout_gap(1, n)).collect::<Vec<_>>(),
+            (0..64).map(|n| layout_gap(2, n)).collect::<Vec<_>>()
+        );
+        let mut cache = CodeCache::new(1 << 20).unwrap();
+        let packed = cache.aligned_next_offset();
+        cache.set_layout_seed(5);
+        let spread = cache.aligned_next_offset();
+        assert_eq!((spread - packed) % TRANSLATION_ALIGN, 0);
+        assert_eq!(spread - packed, layout_gap(5, 0) * TRANSLATION_ALIGN);
+    }
 
     #[test]
     fn the_offset_index_finds_the_last_start_at_or_before_any_offset() {

@@ -57,6 +57,9 @@ pub const BT_SUPERBLOCK_KEY: &str = "nestmon.bt.superblockBranches";
 /// a translation unit follows (default
 /// [`values::DEFAULT_FOLLOWED_BRANCHES`]; 0: every unit ends at them).
 pub const BT_FOLLOWED_KEY: &str = "nestmon.bt.followedBranches";
+/// Where translations land in the code cache (default 0: packed; any
+/// other seed spreads them in its own pattern), for measuring.
+pub const BT_LAYOUT_SEED_KEY: &str = "nestmon.bt.layoutSeed";
 /// Whether the machine has a local APIC and an I/O APIC (default TRUE;
 /// FALSE: a PC with the 8259A pair only, as before APICs).
 pub const APIC_KEY: &str = "nestmon.apic";
@@ -91,6 +94,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     BT_INLINE_CACHES_KEY,
     BT_SUPERBLOCK_KEY,
     BT_FOLLOWED_KEY,
+    BT_LAYOUT_SEED_KEY,
     APIC_KEY,
     "vhv.enable",
     "vmx.allowNested",
@@ -340,6 +344,7 @@ fn apply(key: &str, entry: &Entry, builder: &mut Builder) -> Result<(), ConfigEr
         "nestmon.bt.followedbranches" => {
             config.bt_followed_branches = values::followed_branches(entry)?
         }
+        "nestmon.bt.layoutseed" => config.bt_layout_seed = values::layout_seed(entry)?,
         "nestmon.mmu.maxmappings" => config.mmu_max_mappings = Some(values::max_mappings(entry)?),
         "vmx.allownested" => config.allow_nested = values::boolean(entry)?,
         "nestmon.noreboot" => config.no_reboot = values::boolean(entry)?,
@@ -520,6 +525,19 @@ mod tests {
         load(text).unwrap().config
     }
 
+    /// Asserts that each of `values` for `key` is refused as invalid.
+    fn assert_values_refused(key: &str, values: &[&str]) {
+        for bad in values {
+            assert!(
+                matches!(
+                    load(&format!("{key} = \"{bad}\"\n")),
+                    Err(ConfigError::InvalidValue { .. })
+                ),
+                "{key} = {bad}"
+            );
+        }
+    }
+
     #[test]
     fn the_mapping_budget_is_the_hosts_unless_set_and_refused_below_its_minimum() {
         assert_eq!(config("").mmu_max_mappings, None);
@@ -527,15 +545,7 @@ mod tests {
             config("nestmon.mmu.maxMappings = \"4096\"\n").mmu_max_mappings,
             Some(4096)
         );
-        for bad in ["1023", "0", "-5", "many"] {
-            assert!(
-                matches!(
-                    load(&format!("nestmon.mmu.maxMappings = \"{bad}\"\n")),
-                    Err(ConfigError::InvalidValue { .. })
-                ),
-                "{bad}"
-            );
-        }
+        assert_values_refused("nestmon.mmu.maxMappings", &["1023", "0", "-5", "many"]);
     }
 
     #[test]
@@ -550,16 +560,19 @@ mod tests {
             ("nestmon.bt.followedBranches", followed),
         ] {
             assert_eq!(count(&config(&format!("{key} = \"32\"\n"))), 32, "{key}");
-            for bad in ["33", "-1", "four", ""] {
-                assert!(
-                    matches!(
-                        load(&format!("{key} = \"{bad}\"\n")),
-                        Err(ConfigError::InvalidValue { .. })
-                    ),
-                    "{key} = {bad}"
-                );
-            }
+            assert_values_refused(key, &["33", "-1", "four", ""]);
         }
+    }
+
+    #[test]
+    fn the_layout_seed_is_0_by_default_and_takes_a_seed_up_to_65535() {
+        assert_eq!(config("").bt_layout_seed, 0);
+        assert_eq!(config("nestmon.bt.layoutSeed = \"7\"\n").bt_layout_seed, 7);
+        assert_eq!(
+            config("nestmon.bt.layoutSeed = \"65535\"\n").bt_layout_seed,
+            65535
+        );
+        assert_values_refused("nestmon.bt.layoutSeed", &["65536", "-1", "seven", ""]);
     }
 
     #[test]

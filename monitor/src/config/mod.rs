@@ -124,6 +124,10 @@ pub struct VmConfig {
     /// the unit's page, loops' back edges) a translation unit follows (0:
     /// units end at them).
     pub bt_followed_branches: u32,
+    /// `nestmon.bt.layoutSeed`: where translations land in the code cache
+    /// (0: packed one after the other; another seed leaves its own pattern
+    /// of empty lines between them), for measuring placement effects.
+    pub bt_layout_seed: u32,
     /// `nestmon.apic`: the machine has a local APIC (CPUID.1:EDX.APIC, the
     /// xAPIC at `0xFEE00000`) and an I/O APIC at `0xFEC00000`, which a Linux
     /// guest finds in the ACPI MADT (default true).
@@ -187,6 +191,7 @@ impl Default for VmConfig {
             bt_inline_caches: true,
             bt_superblock_branches: values::DEFAULT_SUPERBLOCK_BRANCHES,
             bt_followed_branches: values::DEFAULT_FOLLOWED_BRANCHES,
+            bt_layout_seed: 0,
             apic: true,
             mmu_max_mappings: None,
             allow_nested: false,

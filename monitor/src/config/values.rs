@@ -127,6 +127,15 @@ pub fn followed_branches(entry: &Entry) -> Result<u32, ConfigError> {
     whole_number_to(entry, MAX_FOLLOWED_BRANCHES, "branches")
 }
 
+/// The largest `nestmon.bt.layoutSeed`.
+pub const MAX_LAYOUT_SEED: u32 = 65535;
+
+/// Reads `nestmon.bt.layoutSeed`: a whole number from 0 (translations
+/// packed) to [`MAX_LAYOUT_SEED`].
+pub fn layout_seed(entry: &Entry) -> Result<u32, ConfigError> {
+    whole_number_to(entry, MAX_LAYOUT_SEED, "")
+}
+
 /// The longest soft power-off wait `nestmon.softPowerOffTimeout` takes,
 /// in seconds (an hour: longer is a typo, not a plan).
 pub const MAX_SOFT_POWER_OFF_SECONDS: u32 = 3600;
@@ -137,13 +146,19 @@ pub fn soft_power_off_seconds(entry: &Entry) -> Result<u32, ConfigError> {
     whole_number_to(entry, MAX_SOFT_POWER_OFF_SECONDS, "seconds")
 }
 
-/// Reads a whole number of `what` from 0 to `most`.
+/// Reads a whole number of `what` from 0 to `most` (`what` empty: a
+/// number that counts nothing, such as a seed).
 fn whole_number_to(entry: &Entry, most: u32, what: &str) -> Result<u32, ConfigError> {
+    let of_what = if what.is_empty() {
+        String::new()
+    } else {
+        format!(" of {what}")
+    };
     match entry.value.trim().parse::<u32>() {
         Ok(n) if n <= most => Ok(n),
         _ => Err(invalid(
             entry,
-            &format!("a whole number of {what} from 0 to {most}"),
+            &format!("a whole number{of_what} from 0 to {most}"),
         )),
     }
 }

@@ -543,6 +543,7 @@ fn bt_vcpu(
     vcpu.set_adaptive_strings(opts.vm.mmu_adaptive_strings);
     vcpu.set_superblock_branches(opts.vm.bt_superblock_branches);
     vcpu.set_followed_branches(opts.vm.bt_followed_branches);
+    vcpu.set_layout_seed(opts.vm.bt_layout_seed);
     vcpu.set_fold_displacements(opts.vm.bt_fold_displacements);
     vcpu.set_chain_tables(opts.vm.bt_chain_tables);
     vcpu.set_jump_tables(opts.vm.bt_jump_tables);

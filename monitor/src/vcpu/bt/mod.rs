@@ -580,6 +580,13 @@ impl BtVcpu {
         }
     }
 
+    /// Places later translations in the code cache by `seed`
+    /// (`nestmon.bt.layoutSeed`; 0 packs them), for measuring how much a
+    /// workload's speed depends on where its host code lands.
+    pub fn set_layout_seed(&mut self, seed: u32) {
+        self.core.cache.set_layout_seed(seed);
+    }
+
     /// Lets translation units follow up to `branches` direct branches in
     /// their page (`nestmon.bt.followedBranches`), for comparison.
     /// Translations made before are dropped.
