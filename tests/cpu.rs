@@ -395,6 +395,29 @@ fn returns_the_guest_redirects_go_where_the_guest_says() {
 }
 
 #[test]
+fn returns_after_long_code_and_around_a_long_instruction_go_where_the_guest_says() {
+    // Calls returned to as called and redirected 6 bytes on (past an
+    // ADD), followed by 30 instructions or by a POPFD, in three rounds: the
+    // first runs before the calls are chained, the others return through
+    // the continuations' checks, whose miss path borrows ECX. ECX and the
+    // flags come through every path.
+    let body = "xor edi, edi\nmov ecx, 0x1234\nmov esi, 3\n\
+                0: call 1f\n.rept 30\nadd edi, 1\n.endr\n\
+                call 2f\nadd edi, 0x100\n.rept 30\nadd edi, 1\n.endr\n\
+                pushfd\ncall 2f\nadd edi, 0x100\npopfd\n\
+                stc\npushfd\ncall 1f\npopfd\njnc 9f\n\
+                dec esi\njnz 0b\n\
+                cmp ecx, 0x1234\njne 9f\ncmp edi, 180\njne 9f\nxor eax, eax\nret\n\
+                1: ret\n\
+                2: add dword ptr [esp], 6\nret\n\
+                9: mov eax, 1\nret";
+    for extra in RETURN_MODES {
+        let r = run_asm("long_continuations", body, extra);
+        assert_eq!(r.code, Some(0), "{extra:?}: {}", describe(&r));
+    }
+}
+
+#[test]
 fn branches_out_of_the_middle_of_a_superblock_go_where_the_guest_says() {
     // Three forward branches per iteration, taken and not taken in every
     // combination (units go on past them by default), and the loop's back
