@@ -194,21 +194,66 @@ pub fn run_signalled(cmd: &mut Command, timeout: Duration, signal: Option<(Durat
 pub fn asm_guest(name: &str, body: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("asm-guests");
     std::fs::create_dir_all(&dir).unwrap();
-    let src = dir.join(format!("{name}.S"));
-    std::fs::write(
-        &src,
-        format!(".intel_syntax noprefix\n.text\n.globl main\nmain:\n{body}\n"),
-    )
-    .unwrap();
+    let source = format!(".intel_syntax noprefix\n.text\n.globl main\nmain:\n{body}\n");
+    // Tests in other processes build and run the same guests at the same
+    // time: one builds at a time, a guest whose source is unchanged is
+    // not built again, and a new build is renamed into place whole, so
+    // that no run ever reads a half-linked file.
+    let _lock = BuildLock::take(&dir.join(".build-lock"));
+    let (src, elf) = (
+        dir.join(format!("{name}.S")),
+        dir.join(format!("{name}.elf")),
+    );
+    if elf.exists() && std::fs::read_to_string(&src).is_ok_and(|s| s == source) {
+        return elf;
+    }
+    let staged = format!("{name}.staged");
+    let staged_src = dir.join(format!("{staged}.S"));
+    std::fs::write(&staged_src, &source).unwrap();
     make(
         &[
             "one",
-            &format!("SRC={}", src.display()),
-            &format!("NAME={name}"),
+            &format!("SRC={}", staged_src.display()),
+            &format!("NAME={staged}"),
         ],
         &dir,
     );
-    dir.join(format!("{name}.elf"))
+    for ext in ["elf", "native"] {
+        std::fs::rename(
+            dir.join(format!("{staged}.{ext}")),
+            dir.join(format!("{name}.{ext}")),
+        )
+        .unwrap();
+    }
+    // Last: the source says what the ELF was built from.
+    std::fs::rename(&staged_src, &src).unwrap();
+    elf
+}
+
+/// An exclusive `flock` on a file, held until dropped.
+struct BuildLock(std::fs::File);
+
+impl BuildLock {
+    fn take(path: &Path) -> BuildLock {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        // SAFETY: flock on a descriptor this function owns; it blocks
+        // until the lock is ours and has no other effect.
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(
+            r,
+            0,
+            "flock {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+        BuildLock(file)
+    }
 }
 
 /// Runs `nestmon run --kernel elf`.
