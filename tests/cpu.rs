@@ -346,6 +346,25 @@ fn setting_cr4_pae_on_a_cpu_without_pae_is_a_general_protection_fault() {
 }
 
 #[test]
+fn pushfd_and_popfd_carry_every_status_flag_and_df_and_keep_eax() {
+    // POPFD of all status flags set, then of DF alone; PUSHFD after each
+    // leaves the flags as they were (the conditional jumps) and pushes
+    // them; a CMC between two PUSHFDs changes CF only; EAX, which the
+    // translation borrows, comes through. Three rounds.
+    let body = "mov esi, 0x12345678\nmov eax, esi\nmov ecx, 3\n\
+                0: push 0x8d7\npopfd\npushfd\njno 9f\njnc 9f\njnz 9f\njns 9f\njnp 9f\n\
+                pop ebx\nand ebx, 0xcd5\ncmp ebx, 0x8d5\njne 9f\n\
+                push 0x402\npopfd\npushfd\njo 9f\njc 9f\njz 9f\njs 9f\njp 9f\n\
+                pop ebx\ncld\nand ebx, 0xcd5\ncmp ebx, 0x400\njne 9f\n\
+                push 0x8d7\npopfd\npushfd\npop edx\ncmc\npushfd\npop edi\nxor edx, edi\ncmp edx, 1\njne 9f\n\
+                cmp eax, esi\njne 9f\nloop 0b\n\
+                xor eax, eax\nret\n\
+                9: cld\nmov eax, 1\nret";
+    let r = run_asm("pushfd_popfd_flags", body, &[]);
+    assert_eq!(r.code, Some(0), "{}", describe(&r));
+}
+
+#[test]
 fn flags_survive_exits_and_indirect_branches() {
     // CF set by the caller must survive a CPUID exit and a RET lookup.
     let body = "stc\ncall 1f\njnc 2f\nmov eax, 0\ncpuid\njnc 2f\nxor eax, eax\nret\n1: ret\n2: mov eax, 1\nret";

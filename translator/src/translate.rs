@@ -645,6 +645,9 @@ pub struct UnitRequest<'a> {
 /// [`UnitRequest::branch_predictions`]).
 pub const MAX_CACHED_TARGETS: usize = 4;
 
+/// EFLAGS.DF.
+const FLAG_DF: u32 = 0x400;
+
 /// `CpuState::exit_site` of an `IndirectMiss` exit that names no site whose
 /// target the monitor may learn (a `ret`, a direct branch's table probe, a
 /// jump table).
@@ -4164,6 +4167,8 @@ impl<'a> Ctx<'a> {
             // The image into spill slot 0 (guest flags saved around its
             // making), then pushed through the software TLB.
             self.flush_stack_lag()?;
+            // (POPFQ here: SAHF would need RAX, and nothing may change a
+            // guest register before the push's probe.)
             self.eflags_image_to_r11()?;
             self.ins(Instruction::with(Code::Popfq))?;
             self.ins(i2!(Code::Mov_rm32_r32, spill_slot(0), Register::R11D)?)?;
@@ -4179,8 +4184,50 @@ impl<'a> Ctx<'a> {
             mem(Register::R15, at, 0),
             Register::R11D
         )?)?;
-        self.ins(Instruction::with(Code::Popfq))?;
-        self.ins(i2!(Code::Mov_r32_rm32, Register::R8D, Register::R9D)?)
+        self.ins(i2!(Code::Mov_r32_rm32, Register::R8D, Register::R9D)?)?;
+        self.restore_pushed_flags()
+    }
+
+    /// Takes back the host flags the PUSHFQ of [`Ctx::eflags_image_to_r11`]
+    /// left on the host stack: DF was never changed since, the status
+    /// flags come back through [`Ctx::status_flags_from`] (a POPFQ takes
+    /// four times as long: docs/translator.md, "PUSHFD and POPFD").
+    /// Clobbers R9 to R11.
+    fn restore_pushed_flags(&mut self) -> Result<(), TranslateError> {
+        self.pushed_flags_to_r11()?;
+        self.ins(i2!(
+            Code::Lea_r64_m,
+            Register::RSP,
+            mem(Register::RSP, Register::None, 8)
+        )?)?;
+        self.status_flags_from(Register::R11D, Register::R9D)
+    }
+
+    /// `mov r11, [rsp]`: the flags a PUSHFQ left on the host stack.
+    fn pushed_flags_to_r11(&mut self) -> Result<(), TranslateError> {
+        self.ins(i2!(
+            Code::Mov_r64_rm64,
+            Register::R11,
+            mem(Register::RSP, Register::None, 0)
+        )?)
+    }
+
+    /// Sets the host's status flags (CF, PF, AF, ZF, SF and OF; DF and
+    /// the rest untouched) from the EFLAGS image in `image`, a 32-bit
+    /// register other than EAX, without POPFQ: SAHF loads the low five
+    /// from AH, and `add al, 0x7f` sets OF exactly when AL is 1. RAX is
+    /// kept in R10 meanwhile; `temp` is clobbered.
+    fn status_flags_from(&mut self, image: Register, temp: Register) -> Result<(), TranslateError> {
+        self.ins(i2!(Code::Mov_r64_rm64, Register::R10, Register::RAX)?)?;
+        self.ins(i2!(Code::Mov_r32_rm32, Register::EAX, image)?)?;
+        self.ins(i2!(Code::Shr_rm32_imm8, Register::EAX, 11u32)?)?;
+        self.ins(i2!(Code::And_rm32_imm8, Register::EAX, 1u32)?)?;
+        self.ins(i2!(Code::Mov_r32_rm32, temp, image)?)?;
+        self.ins(i2!(Code::Shl_rm32_imm8, temp, 8u32)?)?;
+        self.ins(i2!(Code::Or_r32_rm32, Register::EAX, temp)?)?;
+        self.ins(i2!(Code::Add_rm8_imm8, Register::AL, 0x7fu32)?)?;
+        self.ins(Instruction::with(Code::Sahf))?;
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RAX, Register::R10)?)
     }
 
     /// PUSHFD's image of EFLAGS into R11D (live flags from the host's, the
@@ -4188,11 +4235,7 @@ impl<'a> Ctx<'a> {
     /// PUSHFQ that the caller pops. Uses R10.
     fn eflags_image_to_r11(&mut self) -> Result<(), TranslateError> {
         self.ins(Instruction::with(Code::Pushfq))?;
-        self.ins(i2!(
-            Code::Mov_r64_rm64,
-            Register::R11,
-            mem(Register::RSP, Register::None, 0)
-        )?)?;
+        self.pushed_flags_to_r11()?;
         self.ins(i2!(
             Code::And_rm32_imm32,
             Register::R11D,
@@ -4279,14 +4322,17 @@ impl<'a> Ctx<'a> {
             mem(Register::R14, Register::None, off::VIF.into()),
             Register::R10D
         )?)?;
-        self.ins(i2!(
-            Code::And_rm32_imm32,
-            Register::R9D,
-            crate::state::LIVE_FLAGS
-        )?)?;
-        self.ins(i2!(Code::Or_rm32_imm8, Register::R9D, 2u32)?)?;
-        self.ins(Instruction::with1(Code::Push_r64, Register::R9).map_err(err)?)?;
-        self.ins(Instruction::with(Code::Popfq))?;
+        // The live flags: DF by CLD or STD, the status flags without a
+        // POPFQ.
+        let (set, done) = (self.e.label(), self.e.label());
+        self.ins(i2!(Code::Test_rm32_imm32, Register::R9D, FLAG_DF)?)?;
+        self.e.jcc_label(5, set);
+        self.ins(Instruction::with(Code::Cld))?;
+        self.e.jmp_label(done);
+        self.e.bind(set);
+        self.ins(Instruction::with(Code::Std))?;
+        self.e.bind(done);
+        self.status_flags_from(Register::R9D, Register::R11D)?;
         self.lea32(Register::R8D, Register::R8, 4)
     }
 
@@ -6058,6 +6104,43 @@ mod tests {
         assert_eq!(insns[call + 3].code(), Code::Jrcxz_rel8_64);
         assert!(insns[call..].iter().any(|i| i.mnemonic() == Mnemonic::Inc));
         assert!(!insns.iter().any(|i| i.code() == Code::Retnq));
+    }
+
+    #[test]
+    fn pushfd_and_popfd_set_the_host_flags_back_without_popfq() {
+        let count =
+            |insns: &[Instruction], code: Code| insns.iter().filter(|i| i.code() == code).count();
+        // pushfd; inc eax: the image made from PUSHFQ's copy, the flags
+        // back through SAHF and the ADD that sets OF, EAX kept in R10.
+        let pushfd = host_insns(&translate_with(&[0x9c, 0x40], Setup::default()));
+        assert_eq!(count(&pushfd, Code::Popfq), 0, "{pushfd:?}");
+        assert_eq!(count(&pushfd, Code::Pushfq), 1);
+        assert_eq!(count(&pushfd, Code::Sahf), 1);
+        let add = pushfd
+            .iter()
+            .position(|i| i.code() == Code::Add_rm8_imm8)
+            .expect("the ADD that sets OF");
+        assert_eq!(
+            (pushfd[add].op0_register(), pushfd[add].immediate8()),
+            (Register::AL, 0x7f)
+        );
+        assert_eq!(pushfd[add + 1].code(), Code::Sahf);
+        assert_eq!(
+            (
+                pushfd[add + 2].op0_register(),
+                pushfd[add + 2].op1_register()
+            ),
+            (Register::RAX, Register::R10)
+        );
+        // popfd: DF by CLD or STD, the status flags the same way; a POPFQ
+        // only on the path to the monitor (TF, or IF with a window wanted).
+        let popfd = host_insns(&translate_with(&[0x9d, 0x40], Setup::default()));
+        assert_eq!(count(&popfd, Code::Popfq), 1, "{popfd:?}");
+        assert_eq!(count(&popfd, Code::Sahf), 1);
+        assert_eq!((count(&popfd, Code::Cld), count(&popfd, Code::Std)), (1, 1));
+        let sahf = popfd.iter().position(|i| i.code() == Code::Sahf).unwrap();
+        let popfq = popfd.iter().position(|i| i.code() == Code::Popfq).unwrap();
+        assert!(popfq < sahf, "the monitor's path comes first");
     }
 
     #[test]
