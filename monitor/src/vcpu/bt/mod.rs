@@ -1026,9 +1026,23 @@ enum Event {
     Stop(StopReason),
 }
 
+/// Whether the host's CPUID (`cpuid`) reports LAHF and SAHF in 64-bit
+/// mode, which translated PUSHFD and POPFD use (the first x86-64 CPUs
+/// lacked them).
+fn host_has_lahf_sahf(cpuid: impl Fn(u32, u32) -> [u32; 4]) -> bool {
+    cpuid(0x8000_0000, 0)[0] >= 0x8000_0001 && cpuid(0x8000_0001, 0)[2] & 1 == 1
+}
+
 impl BtCore {
     fn new(ram: GuestRam, model: CpuModel) -> Result<BtCore, VcpuError> {
         let host = |e: &dyn std::fmt::Display| VcpuError::Host(e.to_string());
+        if !host_has_lahf_sahf(crate::probe::host_cpuid) {
+            return Err(VcpuError::Host(
+                "binary translation needs LAHF/SAHF in 64-bit mode (CPUID 0x80000001 ECX bit 0), \
+                 which this host CPU lacks"
+                    .into(),
+            ));
+        }
         let unpaged =
             spaces::AddressSpace::new(spaces::UNPAGED_ROOT, 0, &[]).map_err(|e| host(&e))?;
         let size = ram.size() as u64;
@@ -2312,6 +2326,24 @@ fn divides(i: &iced_x86::Instruction) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lahf_and_sahf_are_required_of_the_host_and_found_on_this_one() {
+        let reports = |max_extended: u32, ecx: u32| {
+            move |leaf: u32, _| match leaf {
+                0x8000_0000 => [max_extended, 0, 0, 0],
+                0x8000_0001 => [0, 0, ecx, 0],
+                _ => [0; 4],
+            }
+        };
+        assert!(host_has_lahf_sahf(reports(0x8000_0008, 0x121)));
+        assert!(!host_has_lahf_sahf(reports(0x8000_0008, 0x120)));
+        assert!(
+            !host_has_lahf_sahf(reports(0x8000_0000, 0x1)),
+            "no leaf 0x80000001"
+        );
+        assert!(host_has_lahf_sahf(crate::probe::host_cpuid));
+    }
 
     #[test]
     fn emulated_forms_are_counted_per_form_and_listed_with_the_executors_own() {
