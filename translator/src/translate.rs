@@ -4192,7 +4192,7 @@ impl<'a> Ctx<'a> {
     /// left on the host stack: DF was never changed since, the status
     /// flags come back through [`Ctx::status_flags_from`] (a POPFQ takes
     /// four times as long: docs/translator.md, "PUSHFD and POPFD").
-    /// Clobbers R9 to R11.
+    /// Clobbers R10 and R11.
     fn restore_pushed_flags(&mut self) -> Result<(), TranslateError> {
         self.pushed_flags_to_r11()?;
         self.ins(i2!(
@@ -4200,7 +4200,7 @@ impl<'a> Ctx<'a> {
             Register::RSP,
             mem(Register::RSP, Register::None, 8)
         )?)?;
-        self.status_flags_from(Register::R11D, Register::R9D)
+        self.status_flags_from(Register::R11D)
     }
 
     /// `mov r11, [rsp]`: the flags a PUSHFQ left on the host stack.
@@ -4214,18 +4214,17 @@ impl<'a> Ctx<'a> {
 
     /// Sets the host's status flags (CF, PF, AF, ZF, SF and OF; DF and
     /// the rest untouched) from the EFLAGS image in `image`, a 32-bit
-    /// register other than EAX, without POPFQ: SAHF loads the low five
-    /// from AH, and `add al, 0x7f` sets OF exactly when AL is 1. RAX is
-    /// kept in R10 meanwhile; `temp` is clobbered.
-    fn status_flags_from(&mut self, image: Register, temp: Register) -> Result<(), TranslateError> {
+    /// register other than EAX, without POPFQ: `mov eax, image ; shl eax,
+    /// 8` puts the image's low byte in AH and 0 in AL, `bt image, 11`
+    /// copies OF into CF, `adc al, 0x7f` overflows exactly when CF is set,
+    /// and SAHF loads CF, PF, AF, ZF and SF from AH. RAX is kept in R10
+    /// meanwhile.
+    fn status_flags_from(&mut self, image: Register) -> Result<(), TranslateError> {
         self.ins(i2!(Code::Mov_r64_rm64, Register::R10, Register::RAX)?)?;
         self.ins(i2!(Code::Mov_r32_rm32, Register::EAX, image)?)?;
-        self.ins(i2!(Code::Shr_rm32_imm8, Register::EAX, 11u32)?)?;
-        self.ins(i2!(Code::And_rm32_imm8, Register::EAX, 1u32)?)?;
-        self.ins(i2!(Code::Mov_r32_rm32, temp, image)?)?;
-        self.ins(i2!(Code::Shl_rm32_imm8, temp, 8u32)?)?;
-        self.ins(i2!(Code::Or_r32_rm32, Register::EAX, temp)?)?;
-        self.ins(i2!(Code::Add_rm8_imm8, Register::AL, 0x7fu32)?)?;
+        self.ins(i2!(Code::Shl_rm32_imm8, Register::EAX, 8u32)?)?;
+        self.ins(i2!(Code::Bt_rm32_imm8, image, 11u32)?)?;
+        self.ins(i2!(Code::Adc_rm8_imm8, Register::AL, 0x7fu32)?)?;
         self.ins(Instruction::with(Code::Sahf))?;
         self.ins(i2!(Code::Mov_r64_rm64, Register::RAX, Register::R10)?)
     }
@@ -4332,7 +4331,7 @@ impl<'a> Ctx<'a> {
         self.e.bind(set);
         self.ins(Instruction::with(Code::Std))?;
         self.e.bind(done);
-        self.status_flags_from(Register::R9D, Register::R11D)?;
+        self.status_flags_from(Register::R9D)?;
         self.lea32(Register::R8D, Register::R8, 4)
     }
 
@@ -6111,15 +6110,16 @@ mod tests {
         let count =
             |insns: &[Instruction], code: Code| insns.iter().filter(|i| i.code() == code).count();
         // pushfd; inc eax: the image made from PUSHFQ's copy, the flags
-        // back through SAHF and the ADD that sets OF, EAX kept in R10.
+        // back through SAHF and the ADC that sets OF, EAX kept in R10.
         let pushfd = host_insns(&translate_with(&[0x9c, 0x40], Setup::default()));
         assert_eq!(count(&pushfd, Code::Popfq), 0, "{pushfd:?}");
         assert_eq!(count(&pushfd, Code::Pushfq), 1);
         assert_eq!(count(&pushfd, Code::Sahf), 1);
         let add = pushfd
             .iter()
-            .position(|i| i.code() == Code::Add_rm8_imm8)
-            .expect("the ADD that sets OF");
+            .position(|i| i.code() == Code::Adc_rm8_imm8)
+            .expect("the ADC that sets OF");
+        assert_eq!(pushfd[add - 1].code(), Code::Bt_rm32_imm8);
         assert_eq!(
             (pushfd[add].op0_register(), pushfd[add].immediate8()),
             (Register::AL, 0x7f)
