@@ -15,6 +15,8 @@ pub const LIVE_FLAGS: u32 = 0x0cd5;
 pub const FLAG_IF: u32 = 0x200;
 /// EFLAGS.TF.
 pub const FLAG_TF: u32 = 0x100;
+/// EFLAGS.DF.
+pub const FLAG_DF: u32 = 0x400;
 
 /// Why translated code returned to the run loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -645,9 +645,6 @@ pub struct UnitRequest<'a> {
 /// [`UnitRequest::branch_predictions`]).
 pub const MAX_CACHED_TARGETS: usize = 4;
 
-/// EFLAGS.DF.
-const FLAG_DF: u32 = 0x400;
-
 /// `CpuState::exit_site` of an `IndirectMiss` exit that names no site whose
 /// target the monitor may learn (a `ret`, a direct branch's table probe, a
 /// jump table).
@@ -4324,7 +4321,11 @@ impl<'a> Ctx<'a> {
         // The live flags: DF by CLD or STD, the status flags without a
         // POPFQ.
         let (set, done) = (self.e.label(), self.e.label());
-        self.ins(i2!(Code::Test_rm32_imm32, Register::R9D, FLAG_DF)?)?;
+        self.ins(i2!(
+            Code::Test_rm32_imm32,
+            Register::R9D,
+            crate::state::FLAG_DF
+        )?)?;
         self.e.jcc_label(5, set);
         self.ins(Instruction::with(Code::Cld))?;
         self.e.jmp_label(done);
