@@ -157,6 +157,7 @@ fn every_software_tlb_candidate_translates_through_the_software_tlb_and_passes_t
             jump_tables: &[],
             branch_predictions: &[],
             learning_sites: &[],
+            inline_leaves: true,
             pc_thunks: None,
         };
         match translate(&req) {

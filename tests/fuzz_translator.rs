@@ -303,6 +303,7 @@ fn check_translation(code: &[u8], eip: u32) -> Result<(), String> {
             jump_tables: &tables,
             branch_predictions: &predictions,
             learning_sites: &[],
+            inline_leaves: true,
             pc_thunks: None,
         };
         let unit = match translate(&req) {

@@ -82,6 +82,7 @@ fn translation_cost(c: &mut Criterion) {
         jump_tables: &[],
         branch_predictions: &[],
         learning_sites: &[],
+        inline_leaves: true,
         pc_thunks: None,
     };
     let insns = translator::translate(&req)

@@ -18,6 +18,7 @@
 //! - Every exit stores the guest EIP at which execution continues.
 
 mod events;
+mod leaves;
 
 pub use events::{
     gp_outside_ring0, starts_own_unit, InlineEvent, InlineInt, InlineIret, IretTarget, ReadCheck,
@@ -630,8 +631,11 @@ pub struct UnitRequest<'a> {
     /// [`MAX_CACHED_TARGETS`] per site, the first compared first) the
     /// monitor saw the site take. The site compares the target it loads
     /// with them in turn and, on a match, calls or jumps there as a direct
-    /// branch (chained, or through a chain-table slot); any other target
-    /// takes the indirect-branch table. A table miss at such a site names it in
+    /// branch (chained, or through a chain-table slot), or runs a leaf
+    /// callee in place (see [`UnitRequest::inline_leaves`]); any other
+    /// target takes the indirect-branch table. A site with more than
+    /// [`MAX_COMPARED_TARGETS`] targets and no leaf among them probes the
+    /// table instead. A table miss at such a site names it in
     /// `CpuState::exit_site` (see [`site_of_miss`]), which is how the
     /// monitor learns the target.
     pub branch_predictions: &'a [(u32, u32)],
@@ -639,11 +643,32 @@ pub struct UnitRequest<'a> {
     /// monitor is learning: each such site exits at every run with an
     /// `IndirectMiss` that names it, instead of probing the table.
     pub learning_sites: &'a [u32],
+    /// Direct calls, and inline-cache matches of indirect calls, whose
+    /// callee is a short *leaf* in the unit's page (see
+    /// [`MAX_LEAF_INSNS`]) translate the callee in place: the return
+    /// address is stored as the call stores it, the callee's instructions
+    /// follow, and its `ret` loads the address back, compares it with the
+    /// call's return point and goes on there in the same unit (any other
+    /// address goes through the indirect-branch table); a callee that
+    /// provably leaves its return address alone skips the load and the
+    /// compare. No host call, return or continuation. Never in a
+    /// self-checking unit.
+    pub inline_leaves: bool,
 }
 
-/// The most targets an inline cache compares with (see
+/// The most instructions (its `ret` included) a leaf callee may have to
+/// be translated in place at a call (see [`UnitRequest::inline_leaves`]).
+pub const MAX_LEAF_INSNS: usize = 12;
+
+/// The most targets an inline cache holds (see
 /// [`UnitRequest::branch_predictions`]).
-pub const MAX_CACHED_TARGETS: usize = 4;
+pub const MAX_CACHED_TARGETS: usize = 8;
+
+/// The most targets an inline cache compares with when none of its
+/// callees runs in place (every match leaves the unit): a chain of
+/// compares that mostly fail costs more than a table probe, and the
+/// matches' code must stay within a JRCXZ's reach of the compares.
+pub const MAX_COMPARED_TARGETS: usize = 4;
 
 /// `CpuState::exit_site` of an `IndirectMiss` exit that names no site whose
 /// target the monitor may learn (a `ret`, a direct branch's table probe, a
@@ -1168,6 +1193,15 @@ struct Ctx<'a> {
     followed: bool,
     /// The EIPs of the instructions translated so far.
     translated: Vec<u32>,
+    /// The call whose leaf callee is being translated in place.
+    inlined: Option<leaves::InlinedCall>,
+    /// The stubs of leaf callees' returns elsewhere than their calls'
+    /// return points, with the stack lag there (see
+    /// [`Ctx::leaf_return_elsewhere`]).
+    leaf_returns_elsewhere: Vec<(Label, i32)>,
+    /// Whether calls may take leaf callees in (see
+    /// [`UnitRequest::inline_leaves`]).
+    inline_leaves: bool,
 }
 
 fn err(e: iced_x86::IcedError) -> TranslateError {
@@ -1272,6 +1306,21 @@ const CHECK_STRIDE: usize = 64;
 
 /// Translates one unit.
 pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
+    match translate_unit(req, req.inline_leaves) {
+        // Never expected (a leaf is only taken in when the unit has room
+        // for all of it): the unit is made again without leaves in place.
+        Err(TranslateError::Unsupported(LEAF_CUT_OFF)) => translate_unit(req, false),
+        made => made,
+    }
+}
+
+/// The error of a unit that would end inside a leaf callee translated in
+/// place (see [`translate`]).
+const LEAF_CUT_OFF: &str = "a unit ending inside a leaf callee";
+
+/// [`translate`], with leaf callees in place if `inline_leaves` (and the
+/// request allows them).
+fn translate_unit(req: &UnitRequest<'_>, inline_leaves: bool) -> Result<Unit, TranslateError> {
     let follows = req.followed_branches > 0
         && req.max_insns > 1
         && !req.self_check
@@ -1310,6 +1359,12 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
         follows_left: if follows { req.followed_branches } else { 0 },
         followed: false,
         translated: Vec::new(),
+        inlined: None,
+        leaf_returns_elsewhere: Vec::new(),
+        inline_leaves: inline_leaves
+            && req.max_insns > 1
+            && !req.self_check
+            && req.mode.bitness() == 32,
     };
     let mut dec = cx.decoder_at(req.eip);
     let mut pc_map = Vec::new();
@@ -1413,6 +1468,9 @@ pub fn translate(req: &UnitRequest<'_>) -> Result<Unit, TranslateError> {
             cx.end_unit_at(next, &mut pc_map, &mut fixups)?;
             break;
         }
+    }
+    if cx.inlined.is_some() {
+        return Err(TranslateError::Unsupported(LEAF_CUT_OFF));
     }
     if cx.stack_pending != 0 {
         return Err(TranslateError::Unsupported(
@@ -1761,6 +1819,9 @@ impl<'a> Ctx<'a> {
         }
         for index in std::mem::take(&mut self.slot_stubs) {
             self.slot_miss_stub(index)?;
+        }
+        for (label, lag) in std::mem::take(&mut self.leaf_returns_elsewhere) {
+            self.leaf_return_elsewhere(label, lag)?;
         }
         for (label, first) in std::mem::take(&mut self.table_stubs) {
             self.table_miss_stub(label, first)?;
@@ -4410,7 +4471,7 @@ impl<'a> Ctx<'a> {
                     return Ok(true);
                 }
                 self.note_uncached(i);
-                let cached = self.cached_targets(i);
+                let cached = self.compared_targets(i);
                 if !cached.is_empty() {
                     self.predicted_jumps(cached)?;
                     if cached.len() < MAX_CACHED_TARGETS {
@@ -4742,6 +4803,12 @@ impl<'a> Ctx<'a> {
                 {
                     return self.call_pc_thunk(i, target, thunk);
                 }
+                if let Some(leaf) = self
+                    .leaf_at(i, target, 0)
+                    .filter(|_| !self.wants_soft_stack(i))
+                {
+                    return self.call_in_place(i, leaf);
+                }
                 self.push_return(i)?;
                 if !predicted {
                     self.chain_exit(i.near_branch_target() as u32)?;
@@ -4752,6 +4819,12 @@ impl<'a> Ctx<'a> {
                 Ok(false)
             }
             OpKind::Register | OpKind::Memory if i.code() == Code::Call_rm32 => {
+                let leaves = self.leaf_arms(i);
+                if !leaves.is_empty() {
+                    self.target_to_r9(i)?;
+                    self.push_return_keeping_lag(i)?;
+                    return self.cached_call_in_place(i, &leaves);
+                }
                 if self.wants_soft_stack(i) && i.op0_kind() == OpKind::Memory {
                     // The target through the software TLB into spill slot
                     // 0 (ESP as before the call), then the push; both
@@ -4778,7 +4851,7 @@ impl<'a> Ctx<'a> {
                     return Ok(true);
                 }
                 self.note_uncached(i);
-                let cached = self.cached_targets(i);
+                let cached = self.compared_targets(i);
                 if !cached.is_empty() {
                     self.cached_call(cached)?;
                 } else {
@@ -4799,6 +4872,9 @@ impl<'a> Ctx<'a> {
             Code::Retnd_imm16 => i64::from(i.immediate16()),
             _ => return self.emulate_exit(i.ip32()),
         };
+        if let Some(call) = self.inlined.take() {
+            return self.ret_in_place(call, extra);
+        }
         if self.wants_soft_stack(i) {
             self.soft_pop_into(i, Register::R9D)?;
             self.lea32(Register::R8D, Register::R8, extra)?;
@@ -5007,6 +5083,17 @@ impl<'a> Ctx<'a> {
         let from = all.partition_point(|p| p.0 < i.ip32());
         let to = all.partition_point(|p| p.0 <= i.ip32());
         &all[from..to.min(from + MAX_CACHED_TARGETS)]
+    }
+
+    /// The cached targets of `i` when there are at most
+    /// [`MAX_COMPARED_TARGETS`] of them, else none (the site probes the
+    /// table).
+    fn compared_targets(&self, i: &Instruction) -> &'a [(u32, u32)] {
+        let cached = self.cached_targets(i);
+        if cached.len() > MAX_COMPARED_TARGETS {
+            return &[];
+        }
+        cached
     }
 
     /// Whether the monitor is learning the targets of indirect call or
@@ -5667,6 +5754,7 @@ mod tests {
         jump_tables: &'a [JumpTable],
         branch_predictions: &'a [(u32, u32)],
         learning_sites: &'a [u32],
+        inline_leaves: bool,
         code_before: &'a [u8],
         followed_branches: u32,
         /// The code is all the monitor could give (no NOP padding).
@@ -5708,6 +5796,7 @@ mod tests {
                 jump_tables: &[],
                 branch_predictions: &[],
                 learning_sites: &[],
+                inline_leaves: false,
                 code_before: &[],
                 followed_branches: 0,
             }
@@ -5757,6 +5846,7 @@ mod tests {
             jump_tables: setup.jump_tables,
             branch_predictions: setup.branch_predictions,
             learning_sites: setup.learning_sites,
+            inline_leaves: setup.inline_leaves,
         };
         translate(&req).unwrap()
     }
@@ -6083,6 +6173,191 @@ mod tests {
                 ..Setup::default()
             },
         ))
+    }
+
+    /// Flat code with folded stack accesses, predicted returns and leaves
+    /// in place.
+    fn leafy() -> Setup<'static> {
+        Setup {
+            return_stack: true,
+            fold_displacements: true,
+            inline_leaves: true,
+            ..Setup::default()
+        }
+    }
+
+    /// `caller` at 0x1000 and `leaf` at 0x1020 (NOPs between and after),
+    /// translated as `setup` says.
+    fn with_leaf(caller: &[u8], leaf: &[u8], setup: Setup<'_>) -> Unit {
+        let mut code = vec![0x90; 0x40];
+        code[..caller.len()].copy_from_slice(caller);
+        code[0x20..0x20 + leaf.len()].copy_from_slice(leaf);
+        translate_with(&code, setup)
+    }
+
+    /// `call 0x1020 ; inc eax ; ret`.
+    const CALLS_LEAF: [u8; 7] = [0xe8, 0x1b, 0x00, 0x00, 0x00, 0x40, 0xc3];
+
+    fn eips(unit: &Unit) -> Vec<u32> {
+        unit.insns.iter().map(|i| i.ip32()).collect()
+    }
+
+    fn host_calls(unit: &Unit) -> usize {
+        host_insns(unit)
+            .iter()
+            .filter(|i| i.mnemonic() == Mnemonic::Call)
+            .count()
+    }
+
+    #[test]
+    fn a_direct_call_to_a_leaf_goes_on_with_the_callee_and_then_after_the_call() {
+        // mov eax, [esp+4] ; add eax, 1 ; ret: it cannot touch its return
+        // address, so its ret only moves ESP (here: a lag, R8 never moves).
+        let unit = with_leaf(
+            &CALLS_LEAF,
+            &[0x8b, 0x44, 0x24, 0x04, 0x83, 0xc0, 0x01, 0xc3],
+            leafy(),
+        );
+        assert_eq!(
+            eips(&unit),
+            [0x1000, 0x1020, 0x1024, 0x1027, 0x1005, 0x1006]
+        );
+        assert_eq!(host_calls(&unit), 0);
+        let text = host_text(&unit).join("\n");
+        assert!(text.contains("mov dword ptr [r15+r8-4],1005h"), "{text}");
+        assert!(
+            text.contains("mov eax,[r15+r8]"),
+            "the argument above it:\n{text}"
+        );
+        assert!(!text.contains("r9-1005h"), "no compare:\n{text}");
+        // The callee's instructions run with ESP 4 below R8, listed so.
+        assert_eq!(unit.stack_lags, [(1, -4), (2, -4), (3, -4)]);
+        assert_eq!(
+            unit.pc_map.iter().map(|p| p.1).collect::<Vec<_>>()[..4],
+            [0x1000, 0x1020, 0x1024, 0x1027]
+        );
+    }
+
+    #[test]
+    fn a_leaf_that_may_write_its_return_address_compares_it_at_its_ret() {
+        // mov [edx], eax ; ret
+        let unit = with_leaf(&CALLS_LEAF, &[0x89, 0x02, 0xc3], leafy());
+        assert_eq!(eips(&unit), [0x1000, 0x1020, 0x1022, 0x1005, 0x1006]);
+        assert_eq!(host_calls(&unit), 0);
+        let text = host_text(&unit).join("\n");
+        assert!(text.contains("mov r9d,[r15+r8-4]"), "{text}");
+        assert!(text.contains("lea ecx,[r9-1005h]"), "{text}");
+    }
+
+    #[test]
+    fn callees_that_are_not_short_plain_leaves_are_called() {
+        let called = |leaf: &[u8], setup: Setup<'_>| {
+            let unit = with_leaf(&CALLS_LEAF, leaf, setup);
+            !eips(&unit).contains(&0x1020) && host_calls(&unit) == 1
+        };
+        let plain = [0x40, 0xc3];
+        assert!(!called(&plain, leafy()), "inc eax ; ret: in place");
+        assert!(called(&[0x74, 0x01, 0x40, 0xc3], leafy()), "a branch");
+        assert!(called(&[0x9c, 0x58, 0xc3], leafy()), "pushfd");
+        assert!(
+            called(&[0xe8, 0x00, 0x00, 0x00, 0x00, 0xc3], leafy()),
+            "a call"
+        );
+        assert!(called(&[0xa4, 0xc3], leafy()), "movsb");
+        assert!(called(&[0xe6, 0x80, 0xc3], leafy()), "out");
+        let mut long = vec![0x40; MAX_LEAF_INSNS];
+        long.push(0xc3);
+        assert!(called(&long, leafy()), "too long");
+        assert!(!called(&long[1..], leafy()), "just short enough");
+        let off = Setup {
+            inline_leaves: false,
+            ..leafy()
+        };
+        assert!(called(&plain, off), "leaves in place off");
+        let checking = Setup {
+            self_check: true,
+            ..leafy()
+        };
+        assert!(called(&plain, checking), "a self-checking unit");
+        let soft = [0x1020];
+        let adaptive = Setup {
+            soft_access: &soft,
+            ..leafy()
+        };
+        assert!(
+            called(&plain, adaptive),
+            "an instruction through the software TLB"
+        );
+        let short_unit = Setup {
+            max_insns: 2,
+            ..leafy()
+        };
+        assert!(called(&plain, short_unit), "no room in the unit");
+    }
+
+    #[test]
+    fn an_inline_cache_runs_its_leaf_targets_in_place_and_calls_the_others() {
+        // call [eax+4] ; inc eax ; ret, its cache holding a leaf in the
+        // page (inc eax ; ret) and a target in another page.
+        let caller = [0xff, 0x50, 0x04, 0x40, 0xc3];
+        let predictions = [(0x1000, 0x1020), (0x1000, 0x5000)];
+        let unit = with_leaf(
+            &caller,
+            &[0x40, 0xc3],
+            Setup {
+                chain_slots_from: Some(0),
+                branch_predictions: &predictions,
+                ..leafy()
+            },
+        );
+        assert_eq!(eips(&unit), [0x1000, 0x1020, 0x1021, 0x1003, 0x1004]);
+        assert_eq!(host_calls(&unit), 1, "the other target's");
+        let text = host_text(&unit).join("\n");
+        assert!(text.contains("lea ecx,[r9-1020h]"), "{text}");
+        assert!(text.contains("lea ecx,[r9-5000h]"), "{text}");
+    }
+
+    #[test]
+    fn an_inline_cache_of_leaves_compares_with_all_it_holds_and_of_one_leaf_with_calls_too() {
+        // call [eax+4] ; inc eax ; ret, and eight leaves `inc edx ; ret`
+        // at 0x1020 + 4k; the cache holds them, or one of them and four
+        // targets in another page.
+        let mut code = vec![0x90; 0x40];
+        code[..5].copy_from_slice(&[0xff, 0x50, 0x04, 0x40, 0xc3]);
+        for k in 0..MAX_CACHED_TARGETS {
+            code[0x20 + 4 * k..0x22 + 4 * k].copy_from_slice(&[0x42, 0xc3]);
+        }
+        let leaves: Vec<(u32, u32)> = (0..MAX_CACHED_TARGETS as u32)
+            .map(|k| (0x1000, 0x1020 + 4 * k))
+            .collect();
+        let mut mixed = vec![(0x1000, 0x1020)];
+        mixed.extend((0..MAX_COMPARED_TARGETS as u32).map(|k| (0x1000, 0x5000 + 0x100 * k)));
+        for (predictions, calls) in [(&leaves, 0), (&mixed, MAX_COMPARED_TARGETS)] {
+            let unit = translate_with(
+                &code,
+                Setup {
+                    chain_slots_from: Some(0),
+                    branch_predictions: predictions,
+                    ..leafy()
+                },
+            );
+            let text = host_text(&unit).join("\n");
+            for &(_, target) in predictions.iter() {
+                assert!(
+                    text.contains(&format!("lea ecx,[r9-{target:X}h]")),
+                    "{target:#x}: {text}"
+                );
+            }
+            // Direct calls (a full cache's table probe calls through the
+            // table's entry).
+            let direct = host_insns(&unit)
+                .iter()
+                .filter(|i| i.code() == Code::Call_rel32_64)
+                .count();
+            assert_eq!(direct, calls, "{text}");
+            let in_place = predictions.len() - calls;
+            assert_eq!(unit.insns.len(), 3 + 2 * in_place, "{text}");
+        }
     }
 
     #[test]
@@ -7811,7 +8086,8 @@ mod tests {
     }
 
     #[test]
-    fn an_inline_cache_of_several_targets_compares_with_each_in_turn_up_to_the_most() {
+    fn an_inline_cache_of_several_targets_compares_with_each_in_turn_and_of_more_probes_the_table()
+    {
         // call [eax+4]; nop / jmp eax, flat, chain tables, returns predicted.
         let (call, jump) = ([0xff, 0x50, 0x04, 0x90], [0xff, 0xe0]);
         let setup = |predictions| Setup {
@@ -7831,13 +8107,17 @@ mod tests {
             let second = text.find("lea ecx,[r9-5100h]").expect("second compare");
             assert!(first < second, "in the order given: {text}");
             assert_eq!(two.sites.len(), plain.sites.len() + 2, "{text}");
-            let all = translate_with(code, setup(&targets));
-            let text = host_text(&all).join("\n");
+            let compares = |predictions| {
+                let text = host_text(&translate_with(code, setup(predictions))).join("\n");
+                text.matches("lea ecx,[r9-5").count()
+            };
             assert_eq!(
-                text.matches("lea ecx,[r9-5").count(),
-                MAX_CACHED_TARGETS,
-                "no more compares than the most: {text}"
+                compares(&targets[..MAX_COMPARED_TARGETS]),
+                MAX_COMPARED_TARGETS
             );
+            // No leaf among them to run in place: the table.
+            assert_eq!(compares(&targets[..=MAX_COMPARED_TARGETS]), 0);
+            assert_eq!(compares(&targets), 0, "past the most a cache holds");
         }
         // Every host call of the cached call returns to the one
         // continuation (its return-address check, once).

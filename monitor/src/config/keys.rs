@@ -49,6 +49,8 @@ pub const BT_CHAIN_TABLES_KEY: &str = "nestmon.bt.chainTables";
 pub const BT_JUMP_TABLES_KEY: &str = "nestmon.bt.jumpTables";
 /// Inline caches of indirect calls and jumps (boolean).
 pub const BT_INLINE_CACHES_KEY: &str = "nestmon.bt.inlineCaches";
+/// Short leaf callees translated in place at their calls (boolean).
+pub const BT_INLINE_LEAVES_KEY: &str = "nestmon.bt.inlineLeaves";
 /// How many conditional branches a translation unit goes on past
 /// (default [`values::DEFAULT_SUPERBLOCK_BRANCHES`]; 0: every unit ends at
 /// its first conditional branch).
@@ -92,6 +94,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     BT_CHAIN_TABLES_KEY,
     BT_JUMP_TABLES_KEY,
     BT_INLINE_CACHES_KEY,
+    BT_INLINE_LEAVES_KEY,
     BT_SUPERBLOCK_KEY,
     BT_FOLLOWED_KEY,
     BT_LAYOUT_SEED_KEY,
@@ -338,6 +341,7 @@ fn apply(key: &str, entry: &Entry, builder: &mut Builder) -> Result<(), ConfigEr
         "nestmon.bt.chaintables" => config.bt_chain_tables = values::boolean(entry)?,
         "nestmon.bt.jumptables" => config.bt_jump_tables = values::boolean(entry)?,
         "nestmon.bt.inlinecaches" => config.bt_inline_caches = values::boolean(entry)?,
+        "nestmon.bt.inlineleaves" => config.bt_inline_leaves = values::boolean(entry)?,
         "nestmon.bt.superblockbranches" => {
             config.bt_superblock_branches = values::superblock_branches(entry)?
         }
@@ -862,6 +866,8 @@ mod tests {
             "inline caches on unless turned off"
         );
         assert!(!self::config("nestmon.bt.inlineCaches = \"FALSE\"\n").bt_inline_caches);
+        assert!(config.bt_inline_leaves, "leaves in place unless turned off");
+        assert!(!self::config("nestmon.bt.inlineLeaves = \"FALSE\"\n").bt_inline_leaves);
         assert!(!self::config("nestmon.bt.foldDisplacements = \"FALSE\"\n").bt_fold_displacements);
         assert_eq!(
             config.bt_superblock_branches,

@@ -117,6 +117,10 @@ pub struct VmConfig {
     /// `nestmon.bt.inlineCaches`: an indirect call or jump keeps an inline
     /// cache of the one target it was seen to take (default true).
     pub bt_inline_caches: bool,
+    /// `nestmon.bt.inlineLeaves`: a call to a short leaf function in the
+    /// caller's page runs the callee's translation in place, without a
+    /// host call and return (default true).
+    pub bt_inline_leaves: bool,
     /// `nestmon.bt.superblockBranches`: how many conditional branches a
     /// translation unit goes on past (0: units end at the first one).
     pub bt_superblock_branches: u32,
@@ -189,6 +193,7 @@ impl Default for VmConfig {
             bt_chain_tables: true,
             bt_jump_tables: true,
             bt_inline_caches: true,
+            bt_inline_leaves: true,
             bt_superblock_branches: values::DEFAULT_SUPERBLOCK_BRANCHES,
             bt_followed_branches: values::DEFAULT_FOLLOWED_BRANCHES,
             bt_layout_seed: 0,

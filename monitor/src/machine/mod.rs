@@ -548,6 +548,7 @@ fn bt_vcpu(
     vcpu.set_chain_tables(opts.vm.bt_chain_tables);
     vcpu.set_jump_tables(opts.vm.bt_jump_tables);
     vcpu.set_inline_caches(opts.vm.bt_inline_caches);
+    vcpu.set_inline_leaves(opts.vm.bt_inline_leaves);
     vcpu.set_return_prediction(opts.vm.bt_return_stack)
         .map_err(|e| MachineError::Host(e.to_string()))?;
     if let Some(most) = opts.vm.mmu_max_mappings {

@@ -348,6 +348,9 @@ pub struct BtCore {
     /// they were seen to take (`nestmon.bt.inlineCaches`; needs
     /// `chain_tables`).
     inline_caches: bool,
+    /// Short leaf callees are translated in place at their calls
+    /// (`nestmon.bt.inlineLeaves`).
+    inline_leaves: bool,
     /// The targets learned for those caches (see [`site_predictions`]).
     site_predictions: site_predictions::SitePredictions,
     /// The address spaces cached per page directory (slots; see
@@ -629,6 +632,17 @@ impl BtVcpu {
         if on != self.core.inline_caches {
             self.core.flush();
             self.core.inline_caches = on;
+        }
+    }
+
+    /// Translates short leaf callees in place at their direct calls and
+    /// at their indirect calls' inline-cache matches
+    /// (`nestmon.bt.inlineLeaves`, on by default), for comparison.
+    /// Translations made before are dropped.
+    pub fn set_inline_leaves(&mut self, on: bool) {
+        if on != self.core.inline_leaves {
+            self.core.flush();
+            self.core.inline_leaves = on;
         }
     }
 
@@ -1135,6 +1149,7 @@ impl BtCore {
             chain_tables: true,
             jump_tables: true,
             inline_caches: true,
+            inline_leaves: true,
             site_predictions: site_predictions::SitePredictions::default(),
             pending_chain: None,
             faults,
@@ -1956,6 +1971,7 @@ impl BtCore {
                 jump_tables: &jump_tables,
                 branch_predictions: &branch_predictions,
                 learning_sites: &learning_sites,
+                inline_leaves: self.inline_leaves,
             };
             let unit = translator::translate(&req)
                 .map_err(|e| TranslateFailure::Other(format!("at EIP={eip:#010x}: {e}")))?;

@@ -42,8 +42,9 @@ use translator::translate::MAX_CACHED_TARGETS;
 /// Sites kept at most.
 const MAX_SITES: usize = 1 << 16;
 
-/// Runs of a site watched before its cache is decided.
-const LEARN_RUNS: u8 = 8;
+/// Runs of a site watched before its cache is decided: twice as many as
+/// a cache holds, so that a site with more targets shows them.
+const LEARN_RUNS: u8 = 2 * MAX_CACHED_TARGETS as u8;
 
 /// Distinct targets of a site, in the order they were first seen: at most
 /// `MAX_CACHED_TARGETS`.
@@ -327,7 +328,7 @@ mod tests {
         }
         assert!(p.note_miss(0x5040, 0x2000), "one target: cached");
         assert!(p.note_miss(0x5080, 0x3000), "two targets: both cached");
-        assert!(p.note_miss(0x50c0, 0x4000), "eight targets: none");
+        assert!(p.note_miss(0x50c0, 0x4000), "sixteen targets: none");
         assert_eq!(
             p.for_unit(0x1000, 0x1000, 0x5000),
             (
