@@ -487,6 +487,60 @@ fn leaf_callees_return_where_the_guest_says_with_its_stack_and_flags() {
 }
 
 #[test]
+fn leaf_callees_that_pop_sp_or_write_their_return_address_around_4_gib_return_where_the_guest_says()
+{
+    // POP SP points ESP at another return address; ESP moved by 2^32 in
+    // two steps lands the store on the return address itself.
+    let pop_sp = "push offset 2f\nmov eax, esp\ncall 1f\nmov eax, 1\nadd esp, 4\nret\n\
+                  2: xor eax, eax\nret\n\
+                  1: push ax\npop sp\nret";
+    let wrapped = "call 1f\nmov eax, 1\nret\n\
+                   2: xor eax, eax\nret\n\
+                   1: sub esp, 0x80000000\nsub esp, 0x80000000\nmov dword ptr [esp], offset 2b\n\
+                   add esp, 0x80000000\nadd esp, 0x80000000\nret";
+    for (name, body) in [("leaf_pop_sp", pop_sp), ("leaf_wrapped_store", wrapped)] {
+        for extra in LEAF_MODES {
+            let r = run_asm(name, body, extra);
+            assert_eq!(r.code, Some(0), "{name} {extra:?}: {}", describe(&r));
+        }
+    }
+}
+
+#[test]
+fn a_full_inline_cache_of_leaves_and_called_targets_takes_a_ninth_target_through_the_table() {
+    // One site calls eight targets 50 times each (a leaf and seven that
+    // are not), filling its cache; a ninth, called from elsewhere first
+    // (so the table holds it), then comes through the table's call and
+    // must return to the site's continuation with ECX and ESP intact.
+    let body = "mov ecx, 0x1234\nxor edi, edi\nmov ebp, esp\nmov esi, 3\n\
+                0: mov eax, offset 19f\ncall eax\ndec esi\njnz 0b\n\
+                mov esi, 50\n\
+                1: xor ebx, ebx\n2: mov eax, [table + ebx*4]\ncall 5f\ninc ebx\ncmp ebx, 8\njb 2b\n\
+                dec esi\njnz 1b\n\
+                cmp edi, 3 * 0x1000000 + 50 * 36\njne 9f\n\
+                mov eax, offset 19f\ncall 5f\n\
+                cmp ecx, 0x1234\njne 9f\ncmp esp, ebp\njne 9f\n\
+                cmp edi, 4 * 0x1000000 + 50 * 36\njne 9f\nxor eax, eax\nret\n\
+                9: mov eax, 1\nret\n\
+                5: call eax\nret\n\
+                11: add edi, 1\nret\n\
+                12: add edi, 2\njmp 3f\n\
+                13: add edi, 3\njmp 3f\n\
+                14: add edi, 4\njmp 3f\n\
+                15: add edi, 5\njmp 3f\n\
+                16: add edi, 6\njmp 3f\n\
+                17: add edi, 7\njmp 3f\n\
+                18: add edi, 8\njmp 3f\n\
+                19: add edi, 0x1000000\njmp 3f\n\
+                3: ret\n\
+                .data\n.balign 4\ntable: .long 11b, 12b, 13b, 14b, 15b, 16b, 17b, 18b\n.text";
+    for extra in LEAF_MODES {
+        let r = run_asm("leaf_full_cache", body, extra);
+        assert_eq!(r.code, Some(0), "{extra:?}: {}", describe(&r));
+    }
+}
+
+#[test]
 fn a_fault_inside_a_leaf_callee_sees_the_return_address_on_the_stack() {
     // The 100th call divides by zero inside the callee: the #DE frame
     // names the DIV, and the interrupted ESP points at the call's return

@@ -1050,6 +1050,11 @@ pub struct Unit {
     /// yet holding guest ESP: guest ESP is R8 + lag there (see
     /// [`MAX_STACK_LAG`]); instructions not listed start with lag 0.
     pub stack_lags: Vec<(u32, i8)>,
+    /// The guest bytes of leaf callees translated in place (see
+    /// [`UnitRequest::inline_leaves`]), as (EIP, length) in the unit's
+    /// page: code of the unit besides `guest_before`/`guest_len`'s range,
+    /// which covers the caller's instructions only.
+    pub leaf_ranges: Vec<(u32, u32)>,
 }
 
 /// The largest distance, in bytes, between guest ESP and R8 that a run of
@@ -1202,6 +1207,15 @@ struct Ctx<'a> {
     /// Whether calls may take leaf callees in (see
     /// [`UnitRequest::inline_leaves`]).
     inline_leaves: bool,
+}
+
+/// Adds the `len` guest bytes at `eip` to `ranges` ((EIP, length) pairs),
+/// extending the last one when they follow it.
+fn note_range(ranges: &mut Vec<(u32, u32)>, eip: u32, len: u32) {
+    match ranges.last_mut() {
+        Some((at, n)) if at.wrapping_add(*n) == eip => *n += len,
+        _ => ranges.push((eip, len)),
+    }
 }
 
 fn err(e: iced_x86::IcedError) -> TranslateError {
@@ -1378,6 +1392,8 @@ fn translate_unit(req: &UnitRequest<'_>, inline_leaves: bool) -> Result<Unit, Tr
     // The page offsets of the first byte and the end of the code translated.
     let start_offset = req.eip.wrapping_sub(page_eip);
     let mut covered = (start_offset, start_offset);
+    // Leaf callees' bytes translated in place (outside `covered`).
+    let mut leaf_ranges = Vec::new();
     if let Some(counter) = req.count_entries {
         cx.bump_counter(counter)?;
     }
@@ -1433,6 +1449,8 @@ fn translate_unit(req: &UnitRequest<'_>, inline_leaves: bool) -> Result<Unit, Tr
             cx.poll()?;
             cx.poll_hoisted_for = Some(insn.next_ip32());
         }
+        // A leaf callee's instruction (its `ret` included) or the caller's.
+        let in_leaf = cx.inlined.is_some();
         let ends = if insn.is_invalid() {
             cx.current = None;
             cx.emulate_exit(next)?
@@ -1452,8 +1470,12 @@ fn translate_unit(req: &UnitRequest<'_>, inline_leaves: bool) -> Result<Unit, Tr
         if insn.is_invalid() {
             next = dec.ip() as u32;
         }
-        covered.0 = covered.0.min(this.wrapping_sub(page_eip));
-        covered.1 = covered.1.max(next.wrapping_sub(page_eip));
+        if in_leaf {
+            note_range(&mut leaf_ranges, this, next.wrapping_sub(this));
+        } else {
+            covered.0 = covered.0.min(this.wrapping_sub(page_eip));
+            covered.1 = covered.1.max(next.wrapping_sub(page_eip));
+        }
         if ends {
             break;
         }
@@ -1509,6 +1531,7 @@ fn translate_unit(req: &UnitRequest<'_>, inline_leaves: bool) -> Result<Unit, Tr
         uncached_sites: cx.uncached_sites,
         jump_table_slots: cx.jump_table_slots,
         stack_lags,
+        leaf_ranges,
     })
 }
 
@@ -4474,7 +4497,7 @@ impl<'a> Ctx<'a> {
                 let cached = self.compared_targets(i);
                 if !cached.is_empty() {
                     self.predicted_jumps(cached)?;
-                    if cached.len() < MAX_CACHED_TARGETS {
+                    if cached.len() < MAX_COMPARED_TARGETS {
                         // A target not cached yet is learned.
                         self.indirect_miss_exit()?;
                         return Ok(true);
@@ -4981,7 +5004,7 @@ impl<'a> Ctx<'a> {
             self.e.jmp_label(cont);
         }
         self.e.bind(probe);
-        if cached.len() < MAX_CACHED_TARGETS {
+        if cached.len() < MAX_COMPARED_TARGETS {
             // A target not cached yet is learned.
             self.indirect_miss_exit()?;
         } else {
@@ -6232,6 +6255,9 @@ mod tests {
         assert!(!text.contains("r9-1005h"), "no compare:\n{text}");
         // The callee's instructions run with ESP 4 below R8, listed so.
         assert_eq!(unit.stack_lags, [(1, -4), (2, -4), (3, -4)]);
+        // Its bytes are code of the unit apart from the caller's.
+        assert_eq!(unit.leaf_ranges, [(0x1020, 8)]);
+        assert_eq!((unit.guest_before, unit.guest_len), (0, 7));
         assert_eq!(
             unit.pc_map.iter().map(|p| p.1).collect::<Vec<_>>()[..4],
             [0x1000, 0x1020, 0x1024, 0x1027]
@@ -8070,7 +8096,7 @@ mod tests {
         assert_eq!(text.matches("lea ecx,[r9-1003h]").count(), 1, "{text}");
         // A full cache: the table's call for any other target, and one
         // continuation after all the calls.
-        let full: Vec<(u32, u32)> = (0..MAX_CACHED_TARGETS as u32)
+        let full: Vec<(u32, u32)> = (0..MAX_COMPARED_TARGETS as u32)
             .map(|k| (0x1000, 0x5000 + 0x100 * k))
             .collect();
         let text = host_text(&translate_with(&code, setup(&full, &[]))).join("\n");

@@ -65,10 +65,12 @@ pub(super) struct Leaf {
 /// entered with ESP at its return address, provably leave that address
 /// where it is and return with ESP back there: every write to memory
 /// other than through ESP, or EBP set from it, could reach the slot and
-/// fails the proof, as does every change of ESP other than PUSH, POP,
-/// `add`/`sub esp, imm`, `lea esp, [esp + disp]` and LEAVE after `mov ebp,
-/// esp`; the writes through them must miss the slot's 4 bytes, and ESP
-/// must be back at the slot at the end.
+/// fails the proof, as does every change of ESP other than PUSH, POP
+/// (into another register), `add`/`sub esp, imm`, `lea esp, [esp +
+/// disp]` and LEAVE after `mov ebp, esp`; the writes through them must
+/// have a known size and miss the slot's 4 bytes at their offset in every
+/// page ([`may_reach_slot`]), and ESP must be back at the slot at the
+/// end.
 pub(super) fn keeps_return_slot(body: &[Instruction], info: &mut InstructionInfoFactory) -> bool {
     // ESP and EBP minus the slot's address, EBP where known.
     let mut esp = 0i64;
@@ -89,9 +91,9 @@ pub(super) fn keeps_return_slot(body: &[Instruction], info: &mut InstructionInfo
             let Some(base) = base.filter(|_| through_stack) else {
                 return false;
             };
+            let size = access.memory_size().size() as i64;
             let from = base + i64::from(access.displacement() as u32 as i32);
-            let to = from + access.memory_size().size() as i64;
-            if from < 4 && to > 0 {
+            if size == 0 || may_reach_slot(from, size) {
                 return false;
             }
         }
@@ -107,6 +109,15 @@ pub(super) fn keeps_return_slot(body: &[Instruction], info: &mut InstructionInfo
         }
     }
     esp == 0
+}
+
+/// Whether `size` bytes at `from` (relative to the slot) may overlap the
+/// slot's 4 bytes: compared within the page, since addresses wrap at 4 GiB
+/// and, under paging, another linear page may map the slot's frame.
+fn may_reach_slot(from: i64, size: i64) -> bool {
+    let page = i64::from(shadowmmu::PAGE_SIZE);
+    let in_page = from.rem_euclid(page);
+    size >= page - 4 || in_page < 4 || in_page + size > page
 }
 
 /// Whether an access may write.
@@ -127,13 +138,16 @@ fn stack_effect(
     (writes_esp, writes_ebp): (bool, bool),
 ) -> Option<(i64, Option<i64>)> {
     let op0_is = |r: Register| i.op0_kind() == OpKind::Register && i.op0_register() == r;
+    // POP SP or POP ESP: ESP becomes what it pops.
+    let writes_esp_as_operand =
+        i.op0_kind() == OpKind::Register && i.op0_register().full_register32() == Register::ESP;
     let immediate = matches!(
         i.op1_kind(),
         OpKind::Immediate8 | OpKind::Immediate8to32 | OpKind::Immediate32
     );
     let esp_after = match i.mnemonic() {
         Mnemonic::Push => esp + i64::from(i.stack_pointer_increment()),
-        Mnemonic::Pop if !op0_is(Register::ESP) => esp + i64::from(i.stack_pointer_increment()),
+        Mnemonic::Pop if !writes_esp_as_operand => esp + i64::from(i.stack_pointer_increment()),
         Mnemonic::Leave => ebp? + 4,
         _ if !writes_esp => esp,
         Mnemonic::Add if op0_is(Register::ESP) && immediate => {
@@ -357,8 +371,8 @@ impl Ctx<'_> {
     /// mov r10, rcx ; lea ecx, [r9 - t1] ; jrcxz hit1 ; ... ; mov rcx, r10
     /// jmp probe
     /// hit1: jmp leaf1 ; hit2: jmp arm2 ; ...   ; within a JRCXZ's reach
-    /// probe: <table lookup and call, or the miss exit while learning>
     /// arm2: mov rcx, r10 ; call <t2> ; jmp cont   ; a callee called
+    /// probe: <table lookup and call, or the miss exit while learning>
     /// cont: <continuation> ; jmp join
     /// leaf1: mov rcx, r10 ; <callee> ; <its ret> ; jmp join
     /// ...                              ; the other leaves
@@ -389,18 +403,19 @@ impl Ctx<'_> {
                 None => called.push((arm, target)),
             }
         }
-        self.e.bind(probe);
-        if cached.len() < MAX_CACHED_TARGETS {
-            self.indirect_miss_exit()?;
-        } else {
-            self.lookup_r9(self.req.ibtc_tag, Code::Call_rm64)?;
-        }
         for (arm, target) in called {
             self.e.bind(arm);
             self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
             self.flush_stack_lag_on_this_path()?;
             self.chain_call(target)?;
             self.e.jmp_label(cont);
+        }
+        // The probe's host call returns straight into the continuation.
+        self.e.bind(probe);
+        if cached.len() < MAX_CACHED_TARGETS {
+            self.indirect_miss_exit()?;
+        } else {
+            self.lookup_r9(self.req.ibtc_tag, Code::Call_rm64)?;
         }
         self.e.bind(cont);
         self.continuation(i.next_ip32())?;
@@ -549,7 +564,32 @@ mod tests {
     }
 
     #[test]
+    fn a_write_to_another_page_or_4_gib_away_at_the_slots_offset_fails_the_proof() {
+        // mov dword ptr [esp+0x400000], 0: another page that may map the
+        // slot's frame.
+        assert!(!keeps(&[
+            0xc7, 0x84, 0x24, 0x00, 0x00, 0x40, 0x00, 0, 0, 0, 0
+        ]));
+        // mov [esp+0xffe], eax: its last two bytes at the slot's offset.
+        assert!(!keeps(&[0x89, 0x84, 0x24, 0xfe, 0x0f, 0x00, 0x00]));
+        // sub esp, 0x80000000 (twice) ; mov [esp], eax ; add esp, ... (twice)
+        let mut far = Vec::new();
+        far.extend([0x81, 0xec, 0x00, 0x00, 0x00, 0x80].repeat(2));
+        far.extend([0x89, 0x04, 0x24]);
+        far.extend([0x81, 0xc4, 0x00, 0x00, 0x00, 0x80].repeat(2));
+        assert!(!keeps(&far));
+        // xsave [esp-16]: a store whose size iced-x86 does not give.
+        assert!(!keeps(&[0x0f, 0xae, 0x64, 0x24, 0xf0]));
+        assert!(
+            keeps(&[0x89, 0x84, 0x24, 0x00, 0x08, 0x00, 0x00]),
+            "mov [esp+0x800], eax"
+        );
+    }
+
+    #[test]
     fn esp_moved_off_the_return_address_or_beyond_reckoning_fails_the_proof() {
+        // push ax ; pop sp
+        assert!(!keeps(&[0x66, 0x50, 0x66, 0x5c]));
         assert!(!keeps(&[0x83, 0xc4, 0x04]), "add esp, 4: returns elsewhere");
         assert!(!keeps(&[0x5b]), "pop ebx");
         assert!(!keeps(&[0x89, 0xec]), "mov esp, ebp");

@@ -2085,6 +2085,11 @@ impl BtCore {
             if let Some(&next) = frames.get(1) {
                 self.note_code_bytes(next, 0, (offset + unit.guest_len).saturating_sub(PAGE_SIZE));
             }
+            for &(leaf, len) in &unit.leaf_ranges {
+                // In the unit's page, before or after its first byte.
+                let at = offset.wrapping_add(leaf.wrapping_sub(eip)) & (PAGE_SIZE - 1);
+                self.note_code_bytes(key.phys >> 12, at, len);
+            }
             for f in frames {
                 self.trace_code_frame(f);
             }
