@@ -660,6 +660,11 @@ pub struct UnitRequest<'a> {
 /// be translated in place at a call (see [`UnitRequest::inline_leaves`]).
 pub const MAX_LEAF_INSNS: usize = 12;
 
+/// The most instructions of leaf callees a unit translates in place, on
+/// top of its own [`MAX_UNIT_INSNS`] (a loop calling through inline
+/// caches of a few leaves each takes them all in).
+pub const MAX_LEAF_UNIT_INSNS: usize = 64;
+
 /// The most targets an inline cache holds (see
 /// [`UnitRequest::branch_predictions`]).
 pub const MAX_CACHED_TARGETS: usize = 8;
@@ -1200,6 +1205,8 @@ struct Ctx<'a> {
     translated: Vec<u32>,
     /// The call whose leaf callee is being translated in place.
     inlined: Option<leaves::InlinedCall>,
+    /// Leaf callees' instructions translated in place so far.
+    leaf_insns: usize,
     /// The stubs of leaf callees' returns elsewhere than their calls'
     /// return points, with the stack lag there (see
     /// [`Ctx::leaf_return_elsewhere`]).
@@ -1374,6 +1381,7 @@ fn translate_unit(req: &UnitRequest<'_>, inline_leaves: bool) -> Result<Unit, Tr
         followed: false,
         translated: Vec::new(),
         inlined: None,
+        leaf_insns: 0,
         leaf_returns_elsewhere: Vec::new(),
         inline_leaves: inline_leaves
             && req.max_insns > 1
@@ -1406,7 +1414,9 @@ fn translate_unit(req: &UnitRequest<'_>, inline_leaves: bool) -> Result<Unit, Tr
     });
     loop {
         let past_page = next.wrapping_sub(page_eip) >= bytes_in_page;
-        if insns.len() >= req.max_insns.min(MAX_UNIT_INSNS) || past_page {
+        // Leaf callees' instructions count apart (`MAX_LEAF_UNIT_INSNS`).
+        let full = insns.len() - cx.leaf_insns >= req.max_insns.min(MAX_UNIT_INSNS);
+        if (full && cx.inlined.is_none()) || past_page {
             cx.end_unit_at(next, &mut pc_map, &mut fixups)?;
             break;
         }
@@ -1471,6 +1481,7 @@ fn translate_unit(req: &UnitRequest<'_>, inline_leaves: bool) -> Result<Unit, Tr
             next = dec.ip() as u32;
         }
         if in_leaf {
+            cx.leaf_insns += 1;
             note_range(&mut leaf_ranges, this, next.wrapping_sub(this));
         } else {
             covered.0 = covered.0.min(this.wrapping_sub(page_eip));
@@ -6314,11 +6325,36 @@ mod tests {
             called(&plain, adaptive),
             "an instruction through the software TLB"
         );
-        let short_unit = Setup {
-            max_insns: 2,
+        let single = Setup {
+            max_insns: 1,
             ..leafy()
         };
-        assert!(called(&plain, short_unit), "no room in the unit");
+        let one = with_leaf(&CALLS_LEAF, &plain, single);
+        assert_eq!(eips(&one), [0x1000], "a one-instruction unit");
+    }
+
+    #[test]
+    fn a_unit_takes_in_leaves_until_its_leaf_budget_is_spent_then_calls_them() {
+        // 40 calls of `inc eax ; ret` at 0x1200: 32 of them fill the
+        // budget of leaf instructions, the other 8 are host calls.
+        let mut code = vec![0x90; 0x210];
+        for k in 0..40u32 {
+            let at = 5 * k as usize;
+            let rel = 0x1200u32.wrapping_sub(0x1000 + 5 * k + 5);
+            code[at] = 0xe8;
+            code[at + 1..at + 5].copy_from_slice(&rel.to_le_bytes());
+        }
+        code[0x200..0x202].copy_from_slice(&[0x40, 0xc3]);
+        let unit = translate_with(&code, leafy());
+        let in_place = MAX_LEAF_UNIT_INSNS / 2;
+        assert_eq!(host_calls(&unit), 40 - in_place);
+        let leaf_insns = unit.insns.iter().filter(|i| i.ip32() >= 0x1200).count();
+        assert_eq!(leaf_insns, MAX_LEAF_UNIT_INSNS);
+        assert_eq!(
+            unit.insns.len() - leaf_insns,
+            MAX_UNIT_INSNS,
+            "the caller's own"
+        );
     }
 
     #[test]

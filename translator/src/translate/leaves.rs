@@ -24,7 +24,7 @@
 
 use super::{
     confine, is_system_reg, mem, needs_monitor, seg_index, starts_own_unit, Availability, Ctx,
-    MAX_CACHED_TARGETS, MAX_LEAF_INSNS, MAX_STACK_LAG, MAX_UNIT_INSNS,
+    MAX_CACHED_TARGETS, MAX_LEAF_INSNS, MAX_LEAF_UNIT_INSNS, MAX_STACK_LAG,
 };
 use crate::emit::Label;
 use crate::{i2, TranslateError};
@@ -197,8 +197,7 @@ impl Ctx<'_> {
         if !self.inline_leaves || target == call.next_ip32() {
             return None;
         }
-        let limit = self.req.max_insns.min(MAX_UNIT_INSNS);
-        let room = limit.checked_sub(self.translated.len() + taken)?;
+        let room = MAX_LEAF_UNIT_INSNS.checked_sub(self.leaf_insns + taken)?;
         let page_len = self.req.page_end.wrapping_sub(self.page_eip);
         let mut decoder = self.decoder_at(target);
         let mut body = Vec::new();
