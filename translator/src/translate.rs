@@ -3938,6 +3938,12 @@ impl<'a> Ctx<'a> {
     /// Brings R8 up to guest ESP (`lea r8d, [r8 + lag]`: no flag changes).
     fn flush_stack_lag(&mut self) -> Result<(), TranslateError> {
         let lag = std::mem::take(&mut self.stack_pending);
+        self.move_r8_by(lag)
+    }
+
+    /// `lea r8d, [r8 + lag]` unless `lag` is 0 (no flag changes); the
+    /// translation's own lag is left as it is.
+    fn move_r8_by(&mut self, lag: i32) -> Result<(), TranslateError> {
         if lag == 0 {
             return Ok(());
         }
@@ -4837,10 +4843,12 @@ impl<'a> Ctx<'a> {
                 {
                     return self.call_pc_thunk(i, target, thunk);
                 }
-                if let Some(leaf) = self
-                    .leaf_at(i, target, 0)
-                    .filter(|_| !self.wants_soft_stack(i))
-                {
+                let leaf = if self.wants_soft_stack(i) {
+                    None
+                } else {
+                    self.leaf_at(i, target, 0)
+                };
+                if let Some(leaf) = leaf {
                     return self.call_in_place(i, leaf);
                 }
                 self.push_return(i)?;
@@ -5010,19 +5018,34 @@ impl<'a> Ctx<'a> {
         self.e.jmp_label(probe);
         for (hit, &(_, target)) in hits.into_iter().zip(cached) {
             self.e.bind(hit);
-            self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
-            self.chain_call(target)?;
-            self.e.jmp_label(cont);
+            self.call_cached_target(target, cont)?;
         }
         self.e.bind(probe);
-        if cached.len() < MAX_COMPARED_TARGETS {
-            // A target not cached yet is learned.
-            self.indirect_miss_exit()?;
-        } else {
-            self.lookup_r9(self.req.ibtc_tag, Code::Call_rm64)?;
-        }
+        self.cached_call_probe(cached.len() < MAX_COMPARED_TARGETS)?;
         self.e.bind(cont);
         Ok(())
+    }
+
+    /// An inline cache's match that calls `target` (the guest's RCX kept
+    /// in R10 by the compares): RCX back, R8 up to ESP, the chainable host
+    /// call, then on to the continuation at `cont`.
+    fn call_cached_target(&mut self, target: u32, cont: Label) -> Result<(), TranslateError> {
+        self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
+        self.flush_stack_lag_on_this_path()?;
+        self.chain_call(target)?;
+        self.e.jmp_label(cont);
+        Ok(())
+    }
+
+    /// The probe of a cached call's target in R9D that matched none:
+    /// while the cache `has_room`, an `IndirectMiss` exit naming the site
+    /// (the target is learned); then the table's lookup, calling through
+    /// the entry.
+    fn cached_call_probe(&mut self, has_room: bool) -> Result<(), TranslateError> {
+        if has_room {
+            return self.indirect_miss_exit();
+        }
+        self.lookup_r9(self.req.ibtc_tag, Code::Call_rm64)
     }
 
     /// Whether guest calls and returns use the return-prediction stack: it

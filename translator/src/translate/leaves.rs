@@ -334,11 +334,8 @@ impl Ctx<'_> {
     /// `lea r8d, [r8 + lag]` on the path being emitted (which leaves the
     /// unit or calls out of it), the lag still pending for the code after
     /// it.
-    fn flush_stack_lag_on_this_path(&mut self) -> Result<(), TranslateError> {
-        if self.stack_pending == 0 {
-            return Ok(());
-        }
-        self.lea32(Register::R8D, Register::R8, i64::from(self.stack_pending))
+    pub(super) fn flush_stack_lag_on_this_path(&mut self) -> Result<(), TranslateError> {
+        self.move_r8_by(self.stack_pending)
     }
 
     /// Direct call `i` to `leaf`, in place: the return address is pushed
@@ -404,18 +401,11 @@ impl Ctx<'_> {
         }
         for (arm, target) in called {
             self.e.bind(arm);
-            self.ins(i2!(Code::Mov_r64_rm64, Register::RCX, Register::R10)?)?;
-            self.flush_stack_lag_on_this_path()?;
-            self.chain_call(target)?;
-            self.e.jmp_label(cont);
+            self.call_cached_target(target, cont)?;
         }
         // The probe's host call returns straight into the continuation.
         self.e.bind(probe);
-        if cached.len() < MAX_CACHED_TARGETS {
-            self.indirect_miss_exit()?;
-        } else {
-            self.lookup_r9(self.req.ibtc_tag, Code::Call_rm64)?;
-        }
+        self.cached_call_probe(cached.len() < MAX_CACHED_TARGETS)?;
         self.e.bind(cont);
         self.continuation(i.next_ip32())?;
         self.e.jmp_label(join);
@@ -502,9 +492,7 @@ impl Ctx<'_> {
         lag: i32,
     ) -> Result<(), TranslateError> {
         self.e.bind(label);
-        if lag != 0 {
-            self.lea32(Register::R8D, Register::R8, i64::from(lag))?;
-        }
+        self.move_r8_by(lag)?;
         self.indirect()
     }
 }
